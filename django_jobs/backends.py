@@ -1,0 +1,236 @@
+"""The django.tasks backend: ``TASKS = {"default": {"BACKEND": "django_jobs.backends.RedisBackend"}}``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from django.db import transaction
+from django.tasks import TaskResultStatus
+from django.tasks.backends.base import BaseTaskBackend
+from django.tasks.base import TaskError
+from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
+from django.tasks.signals import task_enqueued
+
+from django_jobs import registry, serialization
+from django_jobs.backoff import validate_backoff
+from django_jobs.conf import get_settings
+from django_jobs.correlation import get_correlation_id
+from django_jobs.engine import get_engine
+from django_jobs.engine.queue import NewJob
+from django_jobs.exceptions import InvalidJob
+from django_jobs.tasks import STATE_TO_STATUS, JobResult, JobTask, ms_to_datetime
+
+#: Version of the payload format ("v" in the job's data JSON).
+PAYLOAD_VERSION = 1
+#: Jobs per enqueue script call in a bulk enqueue (keeps each call short for Redis).
+BULK_CHUNK = 1000
+
+
+def new_job_id() -> str:
+    """Return a new job id: 32 hex digits, time-ordered (48-bit ms clock + 80 random bits)."""
+    return f"{time_ms():012x}{os.urandom(10).hex()}"
+
+
+def time_ms() -> int:
+    import time
+
+    return time.time_ns() // 1_000_000
+
+
+def current_job_id() -> str:
+    """Return the id of the job running in this context ('' outside jobs)."""
+    from django_jobs.worker.executor import current_job
+
+    running = current_job.get()
+    return running.id if running is not None else ""
+
+
+class RedisBackend(BaseTaskBackend):
+    """Run django.tasks on django_jobs' Redis engine and workers."""
+
+    task_class = JobTask
+
+    #: Tasks may be deferred with ``run_after`` (and ``delay``).
+    supports_defer = True
+    #: ``async def`` tasks run on the worker's event loop.
+    supports_async_task = True
+    #: Results can be read from any process with :meth:`get_result`.
+    supports_get_result = True
+    #: Higher priority runs first, -100..100.
+    supports_priority = True
+
+    def __init__(self, alias: str, params: dict[str, Any]) -> None:
+        super().__init__(alias, params)
+        self.declared_queues = set(params["QUEUES"]) if "QUEUES" in params else None
+        # Django checks queue_name against self.queues; ours come from DJANGO_JOBS at call time.
+        self.queues = set()
+
+    # -- validation -----------------------------------------------------------------------
+
+    def allowed_queues(self) -> list[str]:
+        """Queues tasks of this backend may use: DJANGO_JOBS['QUEUES'] (and TASKS QUEUES if set)."""
+        configured = get_settings().queue_names
+        if self.declared_queues is None:
+            return configured
+        return [q for q in configured if q in self.declared_queues]
+
+    def validate_task(self, task: Any) -> None:
+        super().validate_task(task)
+        if task.queue_name not in self.allowed_queues():
+            raise InvalidTask(
+                f"Queue {task.queue_name!r} is not configured. Add it to DJANGO_JOBS['QUEUES']"
+                + (f" and TASKS[{self.alias!r}]['QUEUES']." if self.declared_queues is not None else ".")
+            )
+        if not isinstance(task, JobTask):
+            return
+        if task.attempts is not None and (not isinstance(task.attempts, int) or isinstance(task.attempts, bool) or task.attempts < 1):
+            raise InvalidTask(f"attempts={task.attempts!r} must be a whole number >= 1.")
+        if task.timeout is not None and (not isinstance(task.timeout, (int, float)) or task.timeout <= 0):
+            raise InvalidTask(f"timeout={task.timeout!r} must be a positive number of seconds.")
+        if task.keep_result is not None and (not isinstance(task.keep_result, (int, float)) or task.keep_result <= 0):
+            raise InvalidTask(f"keep_result={task.keep_result!r} must be a positive number of seconds.")
+        try:
+            validate_backoff(task.backoff)
+        except InvalidJob as exc:
+            raise InvalidTask(str(exc)) from None
+
+    # -- enqueue --------------------------------------------------------------------------
+
+    def _options(self, task: JobTask) -> str:
+        """Return the payload's options: only what differs from the registered job."""
+        base = registry.get(task.module_path)
+        opts: dict[str, Any] = {}
+        for field_name, key in (("attempts", "at"), ("timeout", "to"), ("keep_result", "kr"), ("backoff", "bo")):
+            value = getattr(task, field_name)
+            if value is not None and (base is None or getattr(base, field_name) != value):
+                if callable(value):
+                    continue  # a callable backoff is taken from the registered job
+                opts[key] = value
+        return serialization.dumps(opts) if opts else ""
+
+    def _prepare(self, task: JobTask, args: Sequence[Any], kwargs: dict[str, Any], job_id: str | None = None) -> tuple[NewJob, JobResult]:
+        settings = get_settings()
+        name = task.module_path
+        args_json, kwargs_json = serialization.dumps_call(name, args, kwargs)
+        opts = self._options(task) if isinstance(task, JobTask) else ""
+        data = (
+            f'{{"v":{PAYLOAD_VERSION},"n":{serialization.dumps(name)},"a":{args_json},"k":{kwargs_json}'
+            + (f',"o":{opts}}}' if opts else "}")
+        )
+        if len(data) > settings.max_payload_bytes:
+            raise InvalidJob(
+                f"The payload of job {name!r} is {len(data)} bytes, over MAX_PAYLOAD_BYTES "
+                f"({settings.max_payload_bytes}). Store large data elsewhere and pass its id."
+            )
+        job_id = job_id or new_job_id()
+        run_at_ms = int(task.run_after.timestamp() * 1000) if task.run_after is not None else 0
+        cid = get_correlation_id()
+        parent = current_job_id()
+        new = NewJob(id=job_id, data=data, priority=int(task.priority), run_at_ms=run_at_ms, correlation_id=cid, parent_id=parent)
+        result = JobResult(
+            task=task,
+            id=job_id,
+            status=TaskResultStatus.READY,
+            enqueued_at=None,
+            started_at=None,
+            finished_at=None,
+            last_attempted_at=None,
+            args=serialization.loads(args_json),
+            kwargs=serialization.loads(kwargs_json),
+            backend=self.alias,
+            errors=[],
+            worker_ids=[],
+            queue=task.queue_name,
+            state="scheduled" if run_at_ms else "waiting",
+            correlation_id=cid,
+            parent_id=parent,
+        )
+        return new, result
+
+    def _push(self, prepared: list[tuple[NewJob, JobResult]]) -> None:
+        engine = get_engine()
+        by_queue: dict[str, list[NewJob]] = {}
+        for new, result in prepared:
+            by_queue.setdefault(result.queue, []).append(new)
+        for queue, jobs in by_queue.items():
+            for start in range(0, len(jobs), BULK_CHUNK):
+                engine.enqueue(queue, jobs[start : start + BULK_CHUNK])
+        now = ms_to_datetime(time_ms())
+        for _, result in prepared:
+            object.__setattr__(result, "enqueued_at", now)
+            task_enqueued.send(type(self), task_result=result)
+
+    def enqueue(self, task: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> JobResult:
+        """Queue up one job; returns its result handle."""
+        self.validate_task(task)
+        prepared = self._prepare(task, args, kwargs)
+        self._push([prepared])
+        return prepared[1]
+
+    def enqueue_many(self, task: Any, calls: Sequence[tuple[Sequence[Any], dict[str, Any]]]) -> list[JobResult]:
+        """Queue up many jobs of ``task`` in one round trip per queue."""
+        self.validate_task(task)
+        prepared = [self._prepare(task, args, kwargs) for args, kwargs in calls]
+        self._push(prepared)
+        return [result for _, result in prepared]
+
+    def enqueue_on_commit(self, task: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> JobResult:
+        """Prepare the job now; enqueue it when the current transaction commits."""
+        self.validate_task(task)
+        prepared = self._prepare(task, args, kwargs)
+        transaction.on_commit(lambda: self._push([prepared]))
+        return prepared[1]
+
+    # -- results --------------------------------------------------------------------------
+
+    def get_result(self, result_id: str) -> JobResult:
+        """Return the result of job ``result_id`` from Redis (any process)."""
+        found = get_engine().find_job(str(result_id), self.allowed_queues())
+        if found is None:
+            raise TaskResultDoesNotExist(result_id)
+        queue, data = found
+        return self.result_from_hash(queue, str(result_id), data)
+
+    def result_from_hash(self, queue: str, job_id: str, data: dict[str, str]) -> JobResult:
+        """Build a :class:`JobResult` from a raw job hash."""
+        try:
+            payload = serialization.loads(data.get("d", ""))
+            name = payload["n"]
+            args, kwargs = payload.get("a", []), payload.get("k", {})
+        except (ValueError, KeyError, TypeError):
+            raise TaskResultDoesNotExist(f"Job {job_id!r} has an unreadable payload.") from None
+        task = registry.get(name)
+        if task is None:
+            raise TaskResultDoesNotExist(f"Job {job_id!r} runs {name!r}, which is not registered in this process.")
+        state = data.get("s", "waiting")
+        priority = int(data.get("p", task.priority))
+        if task.queue_name != queue or task.priority != priority:
+            task = task.using(queue_name=queue, priority=priority)
+        errors = [
+            TaskError(exception_class_path=e.get("exception_class_path", ""), traceback=e.get("traceback", ""))
+            for e in serialization.loads(data["err"])
+        ] if data.get("err") else []
+        result = JobResult(
+            task=task,
+            id=job_id,
+            status=STATE_TO_STATUS.get(state, TaskResultStatus.READY),
+            enqueued_at=ms_to_datetime(data.get("e")),
+            started_at=ms_to_datetime(data.get("st")),
+            finished_at=ms_to_datetime(data.get("f")),
+            last_attempted_at=ms_to_datetime(data.get("la")),
+            args=args,
+            kwargs=kwargs,
+            backend=self.alias,
+            errors=errors,
+            worker_ids=serialization.loads(data["wk"]) if data.get("wk") else [],
+            queue=queue,
+            state=state,
+            correlation_id=data.get("cid", ""),
+            parent_id=data.get("par", ""),
+            failure_reason=data.get("why", ""),
+        )
+        if state == "completed" and data.get("r"):
+            object.__setattr__(result, "_return_value", serialization.loads(data["r"]))
+        return result

@@ -1,0 +1,26 @@
+"""Return codes of the Lua scripts, mirrored from their headers."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+from django_jobs.exceptions import JobNotFound, LeaseLost, ScriptError
+
+
+class ScriptCode(IntEnum):
+    """Negative codes a script returns for a refused transition."""
+
+    OK = 1
+    JOB_NOT_FOUND = -1
+    NOT_OWNER = -3
+
+
+def raise_for_code(code: int, job_id: str) -> None:
+    """Raise the exception matching a negative script code; do nothing for success."""
+    if code >= 0:
+        return
+    if code == ScriptCode.JOB_NOT_FOUND:
+        raise JobNotFound(f"Job {job_id!r} does not exist (it may have been trimmed).")
+    if code == ScriptCode.NOT_OWNER:
+        raise LeaseLost(f"This worker no longer owns job {job_id!r}; its outcome was dropped.")
+    raise ScriptError(f"Script refused job {job_id!r} with code {code}.", code=code)

@@ -1,0 +1,54 @@
+--[[
+  enqueue: add one or more new jobs to a queue (bulk in one call).
+  KEYS[1] wait ZSET  KEYS[2] scheduled ZSET  KEYS[3] meta HASH  KEYS[4] events STREAM
+  KEYS[5] marker LIST
+  ARGV[1] job key prefix ("djj:{queue}:job:", same hash tag as KEYS)
+  ARGV[2] events maxlen
+  ARGV[3..] groups of 7: job_id, data_json, priority, run_at_ms (0 = none), delay_ms,
+            correlation_id, parent_id
+  Returns: a list with one entry per job: 1 created (waiting), 2 created (scheduled),
+           0 a job with this id already exists (replay or duplicate id: nothing written)
+  Events:  "waiting" or "scheduled" per created job
+]]
+--@include now
+--@include wait_score
+--@include emit
+--@include wake
+local rcall = redis.call
+local wait_key, scheduled_key, meta_key, events_key, marker_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local job_prefix = ARGV[1]
+local maxlen = tonumber(ARGV[2])
+local now_ms = server_now_ms()
+local results = {}
+local woke = false
+
+for i = 3, #ARGV, 7 do
+  local job_id = ARGV[i]
+  local job_key = job_prefix .. job_id
+  if rcall('EXISTS', job_key) == 1 then
+    results[#results + 1] = 0
+  else
+    local priority = ARGV[i + 2]
+    local run_at = tonumber(ARGV[i + 3])
+    local delay = tonumber(ARGV[i + 4])
+    local due = now_ms + delay
+    if run_at > due then due = run_at end
+    rcall('HSET', job_key, 'd', ARGV[i + 1], 'p', priority, 'a', 0, 'e', now_ms,
+          'cid', ARGV[i + 5], 'par', ARGV[i + 6])
+    if due > now_ms then
+      rcall('ZADD', scheduled_key, due, job_id)
+      rcall('HSET', job_key, 's', 'scheduled', 'run', due)
+      emit(events_key, maxlen, 'scheduled', job_id)
+      results[#results + 1] = 2
+    else
+      local score = next_wait_score(meta_key, priority)
+      rcall('ZADD', wait_key, score, job_id)
+      rcall('HSET', job_key, 's', 'waiting', 'ws', score)
+      emit(events_key, maxlen, 'waiting', job_id)
+      results[#results + 1] = 1
+    end
+    woke = true
+  end
+end
+if woke then wake(marker_key) end
+return results

@@ -1,0 +1,79 @@
+--[[
+  fetch: promote due scheduled jobs, then claim up to N waiting jobs with fresh leases.
+  KEYS[1] wait ZSET  KEYS[2] scheduled ZSET  KEYS[3] active ZSET  KEYS[4] meta HASH
+  KEYS[5] events STREAM  KEYS[6] marker LIST
+  ARGV[1] job key prefix  ARGV[2] events maxlen  ARGV[3] count  ARGV[4] lease_ms
+  ARGV[5] worker_id  ARGV[6] promote limit
+  Returns: { next_due_ms, paused, id, token, data, attempt, enqueued_ms, correlation_id,
+             parent_id, ... } with next_due_ms = ms until the next scheduled job is due
+             (-1 none), paused = 1 when the queue is paused (nothing claimed).
+  Events:  "waiting" per promoted job, "active" per claimed job
+]]
+--@include now
+--@include wait_score
+--@include emit
+--@include wake
+--@include promote
+local rcall = redis.call
+local wait_key, scheduled_key, active_key, meta_key, events_key, marker_key =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local job_prefix = ARGV[1]
+local maxlen = tonumber(ARGV[2])
+local count = tonumber(ARGV[3])
+local lease_ms = tonumber(ARGV[4])
+local worker_id = ARGV[5]
+local now_ms = server_now_ms()
+
+promote_due(scheduled_key, wait_key, meta_key, events_key, job_prefix, now_ms, tonumber(ARGV[6]), maxlen)
+
+local out = { -1, 0 }
+if rcall('HGET', meta_key, 'paused') == '1' then
+  out[2] = 1
+  return out
+end
+
+if count > 0 then
+  local popped = rcall('ZPOPMIN', wait_key, count)
+  local deadline = now_ms + lease_ms
+  for i = 1, #popped, 2 do
+    local job_id = popped[i]
+    local job_key = job_prefix .. job_id
+    local fields = rcall('HMGET', job_key, 'd', 'e', 'cid', 'par', 'st')
+    if fields[1] then
+      local token = rcall('HINCRBY', meta_key, 'fence', 1)
+      local attempt = rcall('HINCRBY', job_key, 'a', 1)
+      rcall('HSET', job_key, 's', 'active', 'tok', token, 'w', worker_id, 'la', now_ms)
+      if not fields[5] then rcall('HSET', job_key, 'st', now_ms) end
+      local workers = rcall('HGET', job_key, 'wk')
+      if workers then
+        rcall('HSET', job_key, 'wk', string.sub(workers, 1, -2) .. ',' .. cjson.encode(worker_id) .. ']')
+      else
+        rcall('HSET', job_key, 'wk', '[' .. cjson.encode(worker_id) .. ']')
+      end
+      rcall('ZADD', active_key, deadline, job_id)
+      emit(events_key, maxlen, 'active', job_id)
+      local n = #out
+      out[n + 1] = job_id
+      out[n + 2] = token
+      out[n + 3] = fields[1]
+      out[n + 4] = attempt
+      out[n + 5] = fields[2]
+      out[n + 6] = fields[3] or ''
+      out[n + 7] = fields[4] or ''
+    end
+  end
+  -- More work is waiting than this worker had room for: wake another worker.
+  if #popped > 0 and rcall('ZCARD', wait_key) > 0 then wake(marker_key) end
+end
+
+if rcall('ZCARD', wait_key) == 0 then
+  local nxt = rcall('ZRANGE', scheduled_key, 0, 0, 'WITHSCORES')
+  if nxt[2] then
+    local delta = tonumber(nxt[2]) - now_ms
+    if delta < 0 then delta = 0 end
+    out[1] = delta
+  end
+else
+  out[1] = 0
+end
+return out

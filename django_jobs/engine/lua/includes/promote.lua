@@ -1,0 +1,19 @@
+-- Move scheduled jobs whose run-at time has come into the wait ZSET.
+-- Returns the number promoted.
+local function promote_due(scheduled_key, wait_key, meta_key, events_key, job_prefix, now_ms, limit, maxlen)
+  local due = redis.call('ZRANGEBYSCORE', scheduled_key, '-inf', now_ms, 'LIMIT', 0, limit)
+  for i = 1, #due do
+    local job_key = job_prefix .. due[i]
+    local priority = redis.call('HGET', job_key, 'p')
+    if priority then
+      local score = next_wait_score(meta_key, priority)
+      redis.call('ZADD', wait_key, score, due[i])
+      redis.call('HSET', job_key, 's', 'waiting', 'ws', score)
+      emit(events_key, maxlen, 'waiting', due[i])
+    end
+  end
+  if #due > 0 then
+    redis.call('ZREM', scheduled_key, unpack(due))
+  end
+  return #due
+end

@@ -1,0 +1,101 @@
+--[[
+  settle: apply a batch of outcomes of active jobs (complete, retry, fail, cancelled).
+  Fenced: an outcome applies only while the job is active with the same lease token.
+  Replay-safe: the same outcome sent twice (a resent script after a dropped reply) finds
+  the job already in the outcome's state with the same token and reports success again.
+  KEYS[1] active ZSET  KEYS[2] wait ZSET  KEYS[3] scheduled ZSET  KEYS[4] completed ZSET
+  KEYS[5] failed ZSET  KEYS[6] cancelled ZSET  KEYS[7] meta HASH  KEYS[8] events STREAM
+  KEYS[9] marker LIST
+  ARGV[1] job key prefix  ARGV[2] events maxlen
+  ARGV[3] keep completed ms  ARGV[4] keep completed count
+  ARGV[5] keep failed ms     ARGV[6] keep failed count
+  ARGV[7..] groups of 6: job_id, token, kind ("c" complete | "r" retry | "f" fail |
+            "x" cancelled), value (result JSON for "c", error JSON otherwise),
+            delay_ms (retry; 0 = straight back to waiting), keep_ms (per-job retention; 0 = queue default)
+  Returns: a list, one code per outcome: 1 applied | -1 JOB_NOT_FOUND | -3 NOT_OWNER
+  Events:  "completed" | "retrying" | "failed" | "cancelled" per applied outcome
+]]
+--@include now
+--@include wait_score
+--@include emit
+--@include wake
+--@include append_json
+--@include trim
+local rcall = redis.call
+local active_key, wait_key, scheduled_key, completed_key, failed_key, cancelled_key, meta_key, events_key, marker_key =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+local job_prefix = ARGV[1]
+local maxlen = tonumber(ARGV[2])
+local keep_completed_ms, keep_completed_count = tonumber(ARGV[3]), tonumber(ARGV[4])
+local keep_failed_ms, keep_failed_count = tonumber(ARGV[5]), tonumber(ARGV[6])
+local now_ms = server_now_ms()
+local results = {}
+local touched_completed, touched_failed, woke = false, false, false
+
+local SETTLED_STATE = { c = 'completed', f = 'failed', x = 'cancelled' }
+
+for i = 7, #ARGV, 6 do
+  local job_id, token, kind, value = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local delay_ms, keep_ms = tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5])
+  local job_key = job_prefix .. job_id
+  local fields = rcall('HMGET', job_key, 's', 'tok', 'p')
+  local state, current_token = fields[1], fields[2]
+  if not state then
+    results[#results + 1] = -1
+  elseif current_token ~= token then
+    results[#results + 1] = -3
+  elseif state ~= 'active' then
+    -- Same token but no longer active: this exact outcome was already applied (replay).
+    local expected = SETTLED_STATE[kind]
+    if kind == 'r' then
+      if state == 'waiting' or state == 'scheduled' then results[#results + 1] = 1 else results[#results + 1] = -3 end
+    elseif state == expected then
+      results[#results + 1] = 1
+    else
+      results[#results + 1] = -3
+    end
+  else
+    rcall('ZREM', active_key, job_id)
+    if kind == 'c' then
+      if keep_ms <= 0 then keep_ms = keep_completed_ms end
+      rcall('HSET', job_key, 's', 'completed', 'r', value, 'f', now_ms)
+      rcall('ZADD', completed_key, now_ms + keep_ms, job_id)
+      emit(events_key, maxlen, 'completed', job_id)
+      touched_completed = true
+    elseif kind == 'r' then
+      append_json(job_key, 'err', value)
+      if delay_ms > 0 then
+        rcall('ZADD', scheduled_key, now_ms + delay_ms, job_id)
+        rcall('HSET', job_key, 's', 'scheduled', 'run', now_ms + delay_ms)
+      else
+        local score = next_wait_score(meta_key, fields[3])
+        rcall('ZADD', wait_key, score, job_id)
+        rcall('HSET', job_key, 's', 'waiting', 'ws', score)
+      end
+      emit(events_key, maxlen, 'retrying', job_id, 'delay', delay_ms)
+      woke = true
+    else
+      if keep_ms <= 0 then keep_ms = keep_failed_ms end
+      local new_state = SETTLED_STATE[kind]
+      if kind == 'f' then
+        append_json(job_key, 'err', value)
+        rcall('ZADD', failed_key, now_ms + keep_ms, job_id)
+      else
+        if value ~= '' then append_json(job_key, 'err', value) end
+        rcall('ZADD', cancelled_key, now_ms + keep_ms, job_id)
+      end
+      rcall('HSET', job_key, 's', new_state, 'f', now_ms)
+      emit(events_key, maxlen, new_state, job_id)
+      touched_failed = true
+    end
+    results[#results + 1] = 1
+  end
+end
+
+if woke then wake(marker_key) end
+if touched_completed then trim_finished(completed_key, job_prefix, now_ms, keep_completed_count) end
+if touched_failed then
+  trim_finished(failed_key, job_prefix, now_ms, keep_failed_count)
+  trim_finished(cancelled_key, job_prefix, now_ms, keep_failed_count)
+end
+return results

@@ -1,0 +1,292 @@
+"""The engine: every read and write of job state in Redis goes through :class:`Engine`.
+
+Each state transition is one Lua script call (see ``lua/``). Methods take plain values
+and return plain values; the job API (:mod:`django_jobs.tasks`) builds on them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from django_jobs.conf import JobsSettings
+from django_jobs.engine.connection import build_client, safe_url
+from django_jobs.engine.keys import QueueKeys, workers_key
+from django_jobs.engine.scripts import SCRIPT_NAMES, script_source
+from django_jobs.exceptions import RedisUnavailable
+
+#: How many due scheduled jobs one fetch promotes at most.
+PROMOTE_LIMIT = 1000
+#: How many expired leases one recovery call handles at most.
+RECOVER_LIMIT = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """A job about to be enqueued."""
+
+    id: str
+    data: str
+    priority: int = 0
+    run_at_ms: int = 0
+    delay_ms: int = 0
+    correlation_id: str = ""
+    parent_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A job this worker holds a lease on."""
+
+    queue: str
+    id: str
+    token: str
+    data: str
+    attempt: int
+    enqueued_ms: int
+    correlation_id: str
+    parent_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The result of running a claimed job, to settle in Redis.
+
+    ``kind`` is ``"c"`` complete, ``"r"`` retry, ``"f"`` fail or ``"x"`` cancelled.
+    """
+
+    id: str
+    token: str
+    kind: str
+    value: str = ""
+    delay_ms: int = 0
+    keep_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FetchResult:
+    """What one fetch call returned."""
+
+    jobs: list[Claimed]
+    next_due_ms: int
+    paused: bool
+
+
+class Engine:
+    """Redis access for one process: a client, the key layout and the registered scripts."""
+
+    def __init__(self, settings: JobsSettings, client: redis.Redis | None = None) -> None:
+        self.settings = settings
+        self.prefix = settings.prefix
+        self.client = client if client is not None else build_client(settings)
+        self._blocking: redis.Redis | None = None
+        self._keys: dict[str, QueueKeys] = {}
+        self._scripts = {name: self.client.register_script(script_source(name)) for name in SCRIPT_NAMES}
+        self._lock = threading.Lock()
+        self.maxlen = settings.events_maxlen
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def keys(self, queue: str) -> QueueKeys:
+        """Return the key names of ``queue``."""
+        keys = self._keys.get(queue)
+        if keys is None:
+            keys = self._keys[queue] = QueueKeys.build(self.prefix, queue)
+        return keys
+
+    @property
+    def target(self) -> str:
+        """A printable description of the Redis server (no password)."""
+        kw = self.client.connection_pool.connection_kwargs
+        if kw.get("path"):
+            return f"unix://{kw['path']}"
+        scheme = "rediss" if self.client.connection_pool.connection_class.__name__.startswith("SSL") else "redis"
+        return safe_url(f"{scheme}://{kw.get('host', 'localhost')}:{kw.get('port', 6379)}/{kw.get('db', 0)}")
+
+    def blocking_client(self) -> redis.Redis:
+        """Return a client without a socket timeout, for blocking waits."""
+        with self._lock:
+            if self._blocking is None:
+                kwargs = dict(self.client.connection_pool.connection_kwargs)
+                kwargs["socket_timeout"] = None
+                kwargs.pop("health_check_interval", None)
+                pool = redis.ConnectionPool(
+                    connection_class=self.client.connection_pool.connection_class, **kwargs
+                )
+                self._blocking = redis.Redis(connection_pool=pool)
+            return self._blocking
+
+    def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        try:
+            return self._scripts[name](keys=keys, args=args)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise RedisUnavailable(f"Cannot reach Redis at {self.target}: {exc}") from exc
+
+    def ping(self) -> bool:
+        """Return True when Redis answers."""
+        try:
+            return bool(self.client.ping())
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise RedisUnavailable(f"Cannot reach Redis at {self.target}: {exc}") from exc
+
+    def close(self) -> None:
+        """Close this engine's connections."""
+        self.client.close()
+        if self._blocking is not None:
+            self._blocking.close()
+
+    # -- transitions ----------------------------------------------------------------------
+
+    def enqueue(self, queue: str, jobs: Sequence[NewJob]) -> list[int]:
+        """Add jobs to ``queue`` in one call. Returns per job 1 waiting, 2 scheduled, 0 existed."""
+        k = self.keys(queue)
+        args: list[Any] = [k.job_prefix, self.maxlen]
+        for j in jobs:
+            args += [j.id, j.data, j.priority, j.run_at_ms, j.delay_ms, j.correlation_id, j.parent_id]
+        return list(self._run("enqueue", (k.wait, k.scheduled, k.meta, k.events, k.marker), args))
+
+    def fetch(self, queue: str, count: int, *, lease_ms: int, worker_id: str) -> FetchResult:
+        """Promote due jobs and claim up to ``count`` waiting jobs of ``queue``."""
+        k = self.keys(queue)
+        raw = self._run(
+            "fetch",
+            (k.wait, k.scheduled, k.active, k.meta, k.events, k.marker),
+            (k.job_prefix, self.maxlen, count, lease_ms, worker_id, PROMOTE_LIMIT),
+        )
+        jobs = [
+            Claimed(queue, raw[i], str(raw[i + 1]), raw[i + 2], int(raw[i + 3]), int(raw[i + 4] or 0), raw[i + 5], raw[i + 6])
+            for i in range(2, len(raw), 7)
+        ]
+        return FetchResult(jobs=jobs, next_due_ms=int(raw[0]), paused=bool(raw[1]))
+
+    def settle(self, queue: str, outcomes: Sequence[Outcome]) -> list[int]:
+        """Apply outcomes of active jobs in one call; one code per outcome (see settle.lua)."""
+        k = self.keys(queue)
+        c_age, c_count = self.settings.keep(queue, "COMPLETED")
+        f_age, f_count = self.settings.keep(queue, "FAILED")
+        args: list[Any] = [k.job_prefix, self.maxlen, c_age * 1000, c_count, f_age * 1000, f_count]
+        for o in outcomes:
+            args += [o.id, o.token, o.kind, o.value, o.delay_ms, o.keep_ms]
+        return list(
+            self._run(
+                "settle",
+                (k.active, k.wait, k.scheduled, k.completed, k.failed, k.cancelled, k.meta, k.events, k.marker),
+                args,
+            )
+        )
+
+    def renew(self, queue: str, leases: Iterable[tuple[str, str]], *, lease_ms: int) -> tuple[list[str], list[str]]:
+        """Extend leases; return (lost job ids, job ids with a cancel request)."""
+        k = self.keys(queue)
+        args: list[Any] = [k.job_prefix, lease_ms]
+        for job_id, token in leases:
+            args += [job_id, token]
+        lost, cancel = self._run("renew", (k.active,), args)
+        return list(lost), list(cancel)
+
+    def recover(self, queue: str, *, now_ms: int = 0, limit: int = RECOVER_LIMIT) -> tuple[int, int]:
+        """Return expired leases to waiting; returns (recovered, failed as worker_lost)."""
+        k = self.keys(queue)
+        f_age, _ = self.settings.keep(queue, "FAILED")
+        recovered, failed = self._run(
+            "recover",
+            (k.active, k.wait, k.failed, k.meta, k.events, k.marker),
+            (k.job_prefix, self.maxlen, self.settings.max_recoveries, limit, f_age * 1000, now_ms),
+        )
+        return int(recovered), int(failed)
+
+    def release(self, queue: str, leases: Iterable[tuple[str, str]]) -> int:
+        """Put unfinished active jobs back to waiting (shutdown); returns how many."""
+        k = self.keys(queue)
+        args: list[Any] = [k.job_prefix, self.maxlen]
+        for job_id, token in leases:
+            args += [job_id, token]
+        return int(self._run("release", (k.active, k.wait, k.meta, k.events, k.marker), args))
+
+    def cancel(self, queue: str, job_id: str) -> int:
+        """Cancel a job: 1 cancelled, 2 cancel requested (running), 0 finished, -1 unknown."""
+        k = self.keys(queue)
+        f_age, _ = self.settings.keep(queue, "FAILED")
+        return int(
+            self._run(
+                "cancel",
+                (k.wait, k.scheduled, k.cancelled, k.events, k.job(job_id)),
+                (job_id, self.maxlen, f_age * 1000),
+            )
+        )
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def get_job(self, queue: str, job_id: str) -> dict[str, str] | None:
+        """Return the raw job hash, or None."""
+        try:
+            data = self.client.hgetall(self.keys(queue).job(job_id))
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise RedisUnavailable(f"Cannot reach Redis at {self.target}: {exc}") from exc
+        return data or None
+
+    def find_job(self, job_id: str, queues: Iterable[str]) -> tuple[str, dict[str, str]] | None:
+        """Look ``job_id`` up in each of ``queues`` in one round trip."""
+        queues = list(queues)
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                for q in queues:
+                    pipe.hgetall(self.keys(q).job(job_id))
+                found = pipe.execute()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise RedisUnavailable(f"Cannot reach Redis at {self.target}: {exc}") from exc
+        for q, data in zip(queues, found):
+            if data:
+                return q, data
+        return None
+
+    def counts(self, queue: str) -> dict[str, int]:
+        """Return the number of jobs in each state of ``queue``."""
+        k = self.keys(queue)
+        with self.client.pipeline(transaction=False) as pipe:
+            for name in QueueKeys.STATE_SETS:
+                pipe.zcard(getattr(k, name))
+            values = pipe.execute()
+        names = ("waiting", "scheduled", "active", "completed", "failed", "cancelled")
+        return dict(zip(names, (int(v) for v in values)))
+
+    def is_paused(self, queue: str) -> bool:
+        """Return True when ``queue`` is paused."""
+        return self.client.hget(self.keys(queue).meta, "paused") == "1"
+
+    def pause(self, queue: str) -> None:
+        """Stop workers taking jobs from ``queue`` (enqueue keeps working)."""
+        self.client.hset(self.keys(queue).meta, "paused", "1")
+
+    def resume(self, queue: str) -> None:
+        """Let workers take jobs from ``queue`` again."""
+        k = self.keys(queue)
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.hdel(k.meta, "paused")
+            pipe.rpush(k.marker, "1")
+            pipe.ltrim(k.marker, 0, 0)
+            pipe.execute()
+
+    def wait_for_work(self, queues: Sequence[str], timeout: float) -> bool:
+        """Block until a job may be ready on one of ``queues`` or ``timeout`` seconds pass."""
+        markers = [self.keys(q).marker for q in queues]
+        timeout = max(0.01, round(timeout, 3))
+        return self.blocking_client().blpop(markers, timeout=timeout) is not None
+
+    # -- workers --------------------------------------------------------------------------
+
+    def heartbeat(self, worker_id: str, info: str, *, ttl_s: float) -> None:
+        """Record that ``worker_id`` is alive (for the admin and ``jobs workers``)."""
+        self.client.hset(workers_key(self.prefix), worker_id, info)
+
+    def forget_worker(self, worker_id: str) -> None:
+        """Remove ``worker_id`` from the live worker list."""
+        self.client.hdel(workers_key(self.prefix), worker_id)
+
+    def workers(self) -> dict[str, str]:
+        """Return the raw heartbeat records of all workers."""
+        return self.client.hgetall(workers_key(self.prefix))

@@ -1,0 +1,28 @@
+"""Load the Lua scripts from ``lua/*.lua``, resolving ``--@include name`` lines."""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from importlib import resources
+
+_INCLUDE = re.compile(r"^--@include (\w+)\s*$", re.MULTILINE)
+
+#: Every script the engine registers.
+SCRIPT_NAMES = ("enqueue", "fetch", "settle", "renew", "recover", "release", "cancel")
+
+
+@cache
+def script_source(name: str) -> str:
+    """Return the source of script ``name`` with its includes inlined (each once)."""
+    root = resources.files("django_jobs.engine") / "lua"
+    seen: set[str] = set()
+
+    def include(match: re.Match[str]) -> str:
+        inc = match.group(1)
+        if inc in seen:
+            return ""
+        seen.add(inc)
+        return (root / "includes" / f"{inc}.lua").read_text()
+
+    return _INCLUDE.sub(include, (root / f"{name}.lua").read_text())

@@ -1,0 +1,92 @@
+"""Exceptions raised by django_jobs.
+
+The hierarchy (see ``docs/architecture.md``)::
+
+    DjangoJobsError
+     ├─ ConfigurationError (+ ImproperlyConfigured)
+     ├─ InvalidJob (+ ValueError)
+     ├─ JobNotFound (+ LookupError)
+     ├─ EngineError
+     │   ├─ RedisUnavailable
+     │   └─ ScriptError
+     │       └─ LeaseLost
+     ├─ JobTimeout
+     └─ JobControl
+         ├─ Retry
+         └─ Cancel
+    WorkerShutdown (BaseException)
+"""
+
+from __future__ import annotations
+
+from django.core.exceptions import ImproperlyConfigured
+
+
+class DjangoJobsError(Exception):
+    """Base class of every django_jobs error."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+class ConfigurationError(DjangoJobsError, ImproperlyConfigured):
+    """The DJANGO_JOBS settings are invalid."""
+
+
+class InvalidJob(DjangoJobsError, ValueError):
+    """The job or one of its options is invalid."""
+
+
+class JobNotFound(DjangoJobsError, LookupError):
+    """No job with that id exists (it may have been trimmed by retention)."""
+
+
+class EngineError(DjangoJobsError):
+    """The Redis engine could not complete the operation."""
+
+
+class RedisUnavailable(EngineError):
+    """Redis cannot be reached."""
+
+
+class ScriptError(EngineError):
+    """A Lua script refused the transition."""
+
+    code: int = 0
+
+    def __init__(self, message: str | None = None, *, code: int = 0) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class LeaseLost(ScriptError):
+    """This worker no longer owns the job: its lease expired or was taken over."""
+
+
+class JobTimeout(DjangoJobsError):
+    """The job ran longer than its timeout."""
+
+
+class JobControl(DjangoJobsError):
+    """Base class of exceptions a job raises to steer its own execution."""
+
+
+class Retry(JobControl):
+    """Raise from a job to retry it, optionally after ``delay`` seconds.
+
+    The attempt counts against the job's ``attempts`` like any failure.
+
+    >>> raise Retry(delay=30)  # doctest: +SKIP
+    """
+
+    def __init__(self, message: str | None = None, *, delay: float | None = None) -> None:
+        super().__init__(message or "Retry requested by the job.")
+        self.delay = delay
+
+
+class Cancel(JobControl):
+    """Raise from a job to stop it and mark it cancelled (no retry)."""
+
+
+class WorkerShutdown(BaseException):
+    """The worker is shutting down; raised into async jobs at the grace deadline."""

@@ -1,0 +1,82 @@
+"""``manage.py runworkers``: run worker processes (see docs/workers.md)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from django_jobs import registry
+from django_jobs.conf import get_settings
+from django_jobs.engine import get_engine
+from django_jobs.exceptions import DjangoJobsError
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError(value)
+    return number
+
+
+class Command(BaseCommand):
+    help = "Run django_jobs worker processes: a supervisor with P processes x T threads."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--processes", "-p", type=_positive_int, default=os.cpu_count() or 1,
+                            help="Worker processes (default: CPU count).")
+        parser.add_argument("--threads", "-t", type=_positive_int, default=8,
+                            help="Jobs each process runs at a time (default: 8).")
+        parser.add_argument("--queues", "-q", default="",
+                            help="Comma-separated queues to serve, in order (default: all configured).")
+        parser.add_argument("--grace", type=float, default=25.0,
+                            help="Seconds running jobs get to finish after SIGTERM (default: 25).")
+        parser.add_argument("--burst", action="store_true",
+                            help="Exit once the queues are empty (for tests and one-off drains).")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        settings = get_settings()
+        queues = [q.strip() for q in options["queues"].split(",") if q.strip()] or settings.queue_names
+        unknown = [q for q in queues if q not in settings.queues]
+        if unknown:
+            raise CommandError(
+                f"Unknown queue(s): {', '.join(map(repr, unknown))}. Configured: {', '.join(settings.queue_names)}."
+            )
+        if options["grace"] < 0:
+            raise CommandError("--grace must not be negative.")
+        try:
+            engine = get_engine()
+            engine.ping()
+        except DjangoJobsError as exc:
+            raise CommandError(str(exc)) from exc
+        registry.autodiscover()
+        jobs = registry.all_jobs()
+        processes, threads = options["processes"], options["threads"]
+        self.stdout.write(
+            f"django_jobs workers\n"
+            f"  redis:     {engine.target}{' (embedded)' if settings.embedded else ''}\n"
+            f"  queues:    {', '.join(queues)}\n"
+            f"  workers:   {processes} process(es) x {threads} thread(s), grace {options['grace']:.0f} s\n"
+            f"  jobs:      {len(jobs)} registered\n"
+        )
+        self.stdout.flush()
+        engine.close()
+        from django_jobs.worker.supervisor import Supervisor
+
+        _ensure_logging()
+        code = Supervisor(queues=queues, processes=processes, threads=threads, grace=options["grace"], burst=options["burst"]).run()
+        if code:
+            raise CommandError("A worker process exited with an error.", returncode=code)
+
+
+def _ensure_logging() -> None:
+    """Show job outcomes at INFO on stderr when the project configured no logging for us."""
+    ours = logging.getLogger("django_jobs")
+    if ours.handlers or logging.getLogger().handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"))
+    ours.addHandler(handler)
+    ours.setLevel(logging.INFO)

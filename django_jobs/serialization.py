@@ -1,0 +1,43 @@
+"""JSON in and out. No pickle anywhere: what is not JSON fails in the caller."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+dumps = _encoder.encode
+loads = json.loads
+
+
+def dumps_call(job_name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[str, str]:
+    """Return the JSON of ``args`` and ``kwargs``, naming the argument that is not JSON.
+
+    Raises:
+        TypeError: an argument cannot be represented in JSON.
+    """
+    try:
+        return dumps(list(args)), dumps(dict(kwargs))
+    except (TypeError, ValueError):
+        pass
+    for index, value in enumerate(args):
+        _check(job_name, f"positional argument {index}", value)
+    for name, value in kwargs.items():
+        _check(job_name, f"argument {name!r}", value)
+    raise TypeError(f"The arguments of job {job_name!r} are not JSON serializable.")
+
+
+def _check(job_name: str, what: str, value: Any) -> None:
+    try:
+        dumps(value)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"The {what} of job {job_name!r} is not JSON serializable "
+            f"({type(value).__name__}): {exc}. Pass ids or plain data instead of objects."
+        ) from None
+
+
+def normalize(value: Any) -> Any:
+    """Return ``value`` as it comes back from a JSON round trip (tuples become lists...)."""
+    return loads(dumps(value))

@@ -1,0 +1,304 @@
+"""Declaring and enqueuing jobs: :func:`job`, :class:`JobTask`, :class:`JobResult`.
+
+``@job`` builds a :class:`JobTask`, our subclass of :class:`django.tasks.Task`, bound to
+the :class:`~django_jobs.backends.RedisBackend`. ``@django.tasks.task`` builds the same
+class when the TASKS backend is ours, so both spellings accept the same options.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, overload
+
+from django.tasks import Task, TaskContext, TaskResult, TaskResultStatus
+from django.tasks.base import TASK_REFRESH_ATTRS
+from django.utils import timezone
+
+from django_jobs import registry
+from django_jobs.backoff import BackoffSpec
+from django_jobs.exceptions import ConfigurationError, InvalidJob
+
+#: Job states (DESIGN.md) mapped to django.tasks statuses.
+STATE_TO_STATUS: dict[str, TaskResultStatus] = {
+    "waiting": TaskResultStatus.READY,
+    "scheduled": TaskResultStatus.READY,
+    "waiting_children": TaskResultStatus.READY,
+    "active": TaskResultStatus.RUNNING,
+    "completed": TaskResultStatus.SUCCESSFUL,
+    "failed": TaskResultStatus.FAILED,
+    "cancelled": TaskResultStatus.FAILED,
+}
+
+#: The job states, in lifecycle order.
+STATES = tuple(STATE_TO_STATUS)
+
+BACKEND_PATH = "django_jobs.backends.RedisBackend"
+
+
+@dataclass(frozen=True, slots=True)
+class call:  # noqa: N801 - reads as a function at the call site
+    """Arguments of one job in :meth:`JobTask.enqueue_many`.
+
+    >>> call(1, urgent=True)
+    call(args=(1,), kwargs={'urgent': True})
+    """
+
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        object.__setattr__(self, "args", args)
+        object.__setattr__(self, "kwargs", kwargs)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobTask(Task):
+    """A :class:`django.tasks.Task` with django_jobs' options.
+
+    Attributes:
+        attempts: how many times the job may run before it fails for good (``None``: the
+            queue's or ``DEFAULT_ATTEMPTS``).
+        backoff: the delay between attempts: seconds, ``"exponential"`` (jittered),
+            ``"fixed"``, ``"none"``, a dict ``{"type", "delay", "factor", "max", "jitter"}``
+            or a callable ``f(attempt) -> seconds`` (``None``: ``DEFAULT_BACKOFF``).
+        timeout: seconds one attempt may run (``None``: no limit).
+        keep_result: seconds to keep the finished job and its result (``None``: retention settings).
+    """
+
+    attempts: int | None = None
+    backoff: BackoffSpec = None
+    timeout: float | None = None
+    keep_result: float | None = None
+
+    def __post_init__(self) -> None:
+        Task.__post_init__(self)
+        registry.register(self)
+
+    @property
+    def name(self) -> str:
+        """The registered name of the job: its module path."""
+        return self.module_path
+
+    def using(  # type: ignore[override]
+        self,
+        *,
+        priority: int | None = None,
+        queue_name: str | None = None,
+        run_after: datetime | timedelta | float | None = None,
+        backend: str | None = None,
+        delay: float | timedelta | None = None,
+        attempts: int | None = None,
+        backoff: BackoffSpec = None,
+        timeout: float | None = None,
+        keep_result: float | None = None,
+    ) -> JobTask:
+        """Return a copy of the job with other options for the next enqueue.
+
+        ``delay`` (seconds or a timedelta) and ``run_after`` (an aware datetime) defer the job.
+
+        >>> send_report.using(priority=10, delay=30).enqueue(7)  # doctest: +SKIP
+        """
+        changes: dict[str, Any] = {}
+        if delay is not None:
+            seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
+            if seconds < 0:
+                raise InvalidJob(f"delay={delay!r} must not be negative.")
+            run_after = timezone.now() + timedelta(seconds=seconds)
+        if isinstance(run_after, (int, float, timedelta)):
+            raise InvalidJob("run_after must be an aware datetime; use delay= for seconds from now.")
+        for field_name, value in (
+            ("priority", priority),
+            ("queue_name", queue_name),
+            ("run_after", run_after),
+            ("backend", backend),
+            ("attempts", attempts),
+            ("backoff", backoff),
+            ("timeout", timeout),
+            ("keep_result", keep_result),
+        ):
+            if value is not None:
+                changes[field_name] = value
+        return replace(self, **changes)
+
+    def enqueue_many(self, calls: Iterable[tuple[Any, ...] | list[Any] | Mapping[str, Any] | call]) -> list[JobResult]:
+        """Enqueue many jobs in one round trip.
+
+        Each item is a tuple or list of positional arguments, a dict of keyword arguments,
+        or a :class:`call` for both.
+
+        >>> resize.enqueue_many([(1,), (2,), call(3, width=200)])  # doctest: +SKIP
+        """
+        pairs: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+        for item in calls:
+            if isinstance(item, call):
+                pairs.append((item.args, item.kwargs))
+            elif isinstance(item, Mapping):
+                pairs.append(((), dict(item)))
+            elif isinstance(item, (tuple, list)):
+                pairs.append((tuple(item), {}))
+            else:
+                raise TypeError(
+                    f"enqueue_many() items must be tuples of arguments, dicts of keyword arguments "
+                    f"or call(...) objects, not {type(item).__name__}."
+                )
+        return self.get_backend().enqueue_many(self, pairs)  # type: ignore[no-any-return]
+
+    def enqueue_on_commit(self, *args: Any, **kwargs: Any) -> JobResult:
+        """Enqueue the job when the current database transaction commits (never on rollback).
+
+        Arguments are checked now, so a bad argument fails in the caller. Outside a
+        transaction the job is enqueued at once. The returned result's id is the id the
+        job will have.
+        """
+        return self.get_backend().enqueue_on_commit(self, args, kwargs)  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobResult(TaskResult):
+    """A :class:`django.tasks.TaskResult` with django_jobs' extra fields and actions."""
+
+    queue: str = "default"
+    state: str = "waiting"
+    correlation_id: str = ""
+    parent_id: str = ""
+    failure_reason: str = ""
+
+    def refresh(self) -> None:
+        """Reload the job's state from Redis."""
+        fresh = self.task.get_backend().get_result(self.id)
+        for attr in (*TASK_REFRESH_ATTRS, "state", "failure_reason"):
+            object.__setattr__(self, attr, getattr(fresh, attr))
+
+    async def arefresh(self) -> None:
+        """Reload the job's state from Redis (async)."""
+        fresh = await self.task.get_backend().aget_result(self.id)
+        for attr in (*TASK_REFRESH_ATTRS, "state", "failure_reason"):
+            object.__setattr__(self, attr, getattr(fresh, attr))
+
+    def cancel(self) -> str:
+        """Cancel the job.
+
+        Returns ``"cancelled"`` (it will never run), ``"requested"`` (it is running and was
+        asked to stop) or ``"finished"`` (nothing to do: it had already finished).
+        """
+        from django_jobs.engine import get_engine
+        from django_jobs.exceptions import JobNotFound
+
+        code = get_engine().cancel(self.queue, self.id)
+        if code < 0:
+            raise JobNotFound(f"Job {self.id!r} does not exist (it may have been trimmed).")
+        return {1: "cancelled", 2: "requested", 0: "finished"}[code]
+
+    def wait(self, timeout: float = 30.0, *, interval: float = 0.05) -> JobResult:
+        """Refresh until the job is finished; raise :class:`TimeoutError` after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        delay = min(interval, 0.01)
+        while True:
+            self.refresh()
+            if self.is_finished:
+                return self
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"Job {self.id!r} did not finish within {timeout} s (state {self.state!r}).")
+            time.sleep(delay)
+            delay = min(delay * 2, interval)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobContext(TaskContext):
+    """What a job with ``takes_context=True`` receives as its first argument."""
+
+    @property
+    def job_id(self) -> str:
+        """The id of the running job."""
+        return self.task_result.id
+
+    @property
+    def cancel_requested(self) -> bool:
+        """True once someone asked this job to stop (see :meth:`JobResult.cancel`)."""
+        from django_jobs.worker.executor import is_cancel_requested
+
+        return is_cancel_requested(self.task_result.id)
+
+
+def ms_to_datetime(ms: str | int | None) -> datetime | None:
+    """Return an aware UTC datetime for Redis milliseconds (None for empty)."""
+    if not ms:
+        return None
+    return datetime.fromtimestamp(int(ms) / 1000, tz=UTC)
+
+
+def default_backend_alias() -> str:
+    """Return the TASKS alias whose backend is django_jobs' (``default`` preferred)."""
+    from django.conf import settings
+
+    tasks = getattr(settings, "TASKS", {}) or {}
+    aliases = [alias for alias, cfg in tasks.items() if cfg.get("BACKEND") == BACKEND_PATH]
+    if not aliases:
+        raise ConfigurationError(
+            "@job needs a django.tasks backend of django_jobs. Add to your settings: "
+            "TASKS = {'default': {'BACKEND': 'django_jobs.backends.RedisBackend'}}"
+        )
+    return "default" if "default" in aliases else aliases[0]
+
+
+@overload
+def job[F: Callable[..., Any]](function: F, /) -> JobTask: ...
+@overload
+def job(
+    function: None = None,
+    /,
+    *,
+    queue: str = ...,
+    priority: int = ...,
+    attempts: int | None = ...,
+    backoff: BackoffSpec = ...,
+    timeout: float | None = ...,
+    keep_result: float | None = ...,
+    takes_context: bool = ...,
+    backend: str | None = ...,
+) -> Callable[[Callable[..., Any]], JobTask]: ...
+def job(
+    function: Callable[..., Any] | None = None,
+    /,
+    *,
+    queue: str = "default",
+    priority: int = 0,
+    attempts: int | None = None,
+    backoff: BackoffSpec = None,
+    timeout: float | None = None,
+    keep_result: float | None = None,
+    takes_context: bool = False,
+    backend: str | None = None,
+) -> JobTask | Callable[[Callable[..., Any]], JobTask]:
+    """Declare a background job (sync or ``async def``).
+
+    >>> @job(queue="emails", attempts=5, backoff="exponential", timeout=60)
+    ... def send_welcome(user_id: int) -> None: ...
+    >>> result = send_welcome.enqueue(user_id=42)  # doctest: +SKIP
+    """
+
+    def wrapper(func: Callable[..., Any]) -> JobTask:
+        from django.tasks import task_backends
+
+        alias = backend or default_backend_alias()
+        task_class = task_backends[alias].task_class
+        if not issubclass(task_class, JobTask):
+            raise ConfigurationError(f"TASKS[{alias!r}] is not a django_jobs backend.")
+        return task_class(
+            func=func,
+            priority=priority,
+            queue_name=queue,
+            backend=alias,
+            takes_context=takes_context,
+            attempts=attempts,
+            backoff=backoff,
+            timeout=timeout,
+            keep_result=keep_result,
+        )
+
+    if function is not None:
+        return wrapper(function)
+    return wrapper

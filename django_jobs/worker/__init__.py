@@ -1,0 +1,1 @@
+"""Running jobs: the supervisor, worker processes and the executor."""

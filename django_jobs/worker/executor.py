@@ -1,0 +1,287 @@
+"""Run one claimed job and turn what happened into an :class:`Outcome`.
+
+The executor knows nothing of threads or Redis: :mod:`django_jobs.worker.process`
+calls :func:`run_sync` in a pool thread or awaits :func:`run_async` on its event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+import threading
+import time
+import traceback
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import close_old_connections
+from django.tasks import TaskResultStatus
+from django.tasks.signals import task_finished, task_started
+
+from django_jobs import registry, serialization
+from django_jobs.backoff import retry_delay
+from django_jobs.conf import get_settings
+from django_jobs.correlation import reset_correlation_id, set_correlation_id
+from django_jobs.engine.queue import Claimed, Outcome
+from django_jobs.exceptions import Cancel, JobTimeout, Retry
+from django_jobs.tasks import JobContext, JobResult, JobTask, ms_to_datetime
+
+logger = logging.getLogger("django_jobs.worker")
+
+
+@dataclass(slots=True, eq=False)
+class RunningJob:
+    """A claimed job in this process, from claim to settle."""
+
+    claimed: Claimed
+    started: float = field(default_factory=time.monotonic)
+    timeout: float | None = None
+    cancel_event: threading.Event = field(default_factory=threading.Event)
+    #: Set once an outcome is decided (by the job, or by the timeout watchdog): later ones are dropped.
+    decided: bool = False
+    name: str = ""
+    #: The decoded job (executor.Prepared) and, for async jobs, its concurrent future.
+    prepared: Any = None
+    future: Any = None
+
+    @property
+    def id(self) -> str:
+        return self.claimed.id
+
+    @property
+    def queue(self) -> str:
+        return self.claimed.queue
+
+
+#: The job running in the current thread or task (None outside jobs).
+current_job: ContextVar[RunningJob | None] = ContextVar("django_jobs_current_job", default=None)
+
+#: Jobs running in this process, by id (for cancel requests and the watchdog).
+running: dict[str, RunningJob] = {}
+
+
+def is_cancel_requested(job_id: str) -> bool:
+    """Return True when running job ``job_id`` was asked to stop."""
+    job = running.get(job_id)
+    return job is not None and job.cancel_event.is_set()
+
+
+def _error_json(exc: BaseException) -> str:
+    cls = type(exc)
+    return serialization.dumps(
+        {
+            "exception_class_path": f"{cls.__module__}.{cls.__qualname__}",
+            "traceback": "".join(traceback.format_exception(exc)),
+        }
+    )
+
+
+@functools.cache
+def _signature(func: Any) -> inspect.Signature:
+    return inspect.signature(func)
+
+
+class Prepared:
+    """A decoded job, ready to call (or an outcome when it cannot run)."""
+
+    __slots__ = ("task", "args", "kwargs", "result", "options", "failure", "is_async")
+
+    def __init__(self, job: RunningJob, worker_id: str) -> None:
+        self.failure: Outcome | None = None
+        self.is_async = False
+        claimed = job.claimed
+        try:
+            payload = serialization.loads(claimed.data)
+            name = payload["n"]
+            args = payload.get("a", [])
+            kwargs = payload.get("k", {})
+            options = payload.get("o", {})
+            if not isinstance(name, str) or not isinstance(args, list) or not isinstance(kwargs, dict) or not isinstance(options, dict):
+                raise TypeError("payload fields have the wrong types")
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
+            self.failure = _terminal(job, ValueError(f"Job {claimed.id!r} has an unreadable payload: {exc}"))
+            return
+        job.name = name
+        task = registry.get(name)
+        if task is None:
+            self.failure = _terminal(
+                job,
+                LookupError(
+                    f"Job {claimed.id!r} names {name!r}, which no module registered in this worker. "
+                    "Deploy the code that defines it, or check DJANGO_JOBS['IMPORT_MODULES']."
+                ),
+            )
+            return
+        self.task: JobTask = task
+        self.is_async = inspect.iscoroutinefunction(task.func)
+        self.args = args
+        self.kwargs = kwargs
+        self.options = options
+        try:
+            _signature(task.func).bind(*(([None] if task.takes_context else []) + args), **kwargs)
+        except TypeError as exc:
+            self.failure = _terminal(job, TypeError(f"The arguments of job {claimed.id!r} no longer fit {name!r}: {exc}"))
+            return
+        timeout = options.get("to", getattr(task, "timeout", None))
+        job.timeout = float(timeout) if timeout else None
+        now = ms_to_datetime(int(time.time() * 1000))
+        self.result = JobResult(
+            task=task if task.queue_name == claimed.queue else task.using(queue_name=claimed.queue),
+            id=claimed.id,
+            status=TaskResultStatus.RUNNING,
+            enqueued_at=ms_to_datetime(claimed.enqueued_ms),
+            started_at=now,
+            finished_at=None,
+            last_attempted_at=now,
+            args=args,
+            kwargs=kwargs,
+            backend=task.backend,
+            errors=[],
+            worker_ids=[worker_id] * claimed.attempt,
+            queue=claimed.queue,
+            state="active",
+            correlation_id=claimed.correlation_id,
+            parent_id=claimed.parent_id,
+        )
+
+    def call_args(self) -> tuple[list[Any], dict[str, Any]]:
+        if self.task.takes_context:
+            return [JobContext(task_result=self.result), *self.args], self.kwargs
+        return self.args, self.kwargs
+
+    def outcome_for_value(self, job: RunningJob, value: Any) -> Outcome:
+        try:
+            result_json = serialization.dumps(value)
+        except (TypeError, ValueError) as exc:
+            return self.outcome_for_error(job, TypeError(f"The return value of {job.name!r} is not JSON serializable: {exc}"))
+        keep = self.options.get("kr", getattr(self.task, "keep_result", None))
+        object.__setattr__(self.result, "status", TaskResultStatus.SUCCESSFUL)
+        object.__setattr__(self.result, "state", "completed")
+        object.__setattr__(self.result, "_return_value", serialization.loads(result_json))
+        object.__setattr__(self.result, "finished_at", ms_to_datetime(int(time.time() * 1000)))
+        return Outcome(job.id, job.claimed.token, "c", result_json, 0, int(keep * 1000) if keep else 0)
+
+    def outcome_for_error(self, job: RunningJob, exc: BaseException) -> Outcome:
+        claimed = job.claimed
+        error = _error_json(exc)
+        if isinstance(exc, Cancel) or (isinstance(exc, asyncio.CancelledError) and job.cancel_event.is_set()):
+            self._finish_status("cancelled")
+            return Outcome(job.id, claimed.token, "x", error)
+        settings = get_settings()
+        queue_opts = settings.queues.get(claimed.queue, {})
+        attempts = self.options.get("at") or self.task.attempts or queue_opts.get("DEFAULT_ATTEMPTS") or settings.default_attempts
+        if claimed.attempt < int(attempts):
+            if isinstance(exc, Retry) and exc.delay is not None:
+                delay = float(exc.delay)
+            else:
+                spec = self.options.get("bo", self.task.backoff)
+                if spec is None:
+                    spec = settings.default_backoff
+                delay = retry_delay(spec, claimed.attempt)
+            return Outcome(job.id, claimed.token, "r", error, int(delay * 1000))
+        self._finish_status("failed")
+        return Outcome(job.id, claimed.token, "f", error)
+
+    def _finish_status(self, state: str) -> None:
+        object.__setattr__(self.result, "status", TaskResultStatus.FAILED)
+        object.__setattr__(self.result, "state", state)
+        object.__setattr__(self.result, "finished_at", ms_to_datetime(int(time.time() * 1000)))
+
+
+def _terminal(job: RunningJob, exc: BaseException) -> Outcome:
+    """Fail a job that cannot run at all (no retry: retrying would fail the same way)."""
+    logger.error("Job %s cannot run: %s", job.id, exc, extra={"action": "job_failed", "job_id": job.id})
+    return Outcome(job.id, job.claimed.token, "f", _error_json(exc))
+
+
+def _log_outcome(job: RunningJob, outcome: Outcome, exc: BaseException | None) -> None:
+    ms = (time.monotonic() - job.started) * 1000
+    extra = {"job_id": job.id, "job_name": job.name, "queue": job.queue, "attempt": job.claimed.attempt}
+    if outcome.kind == "c":
+        logger.info("Job %s %s succeeded in %.1f ms", job.name, job.id, ms, extra={**extra, "action": "job_succeeded", "duration_ms": ms})
+    elif outcome.kind == "r":
+        logger.warning(
+            "Job %s %s failed (attempt %d), retrying in %.1f s: %r", job.name, job.id, job.claimed.attempt, outcome.delay_ms / 1000, exc,
+            extra={**extra, "action": "job_retrying"},
+        )
+    elif outcome.kind == "x":
+        logger.info("Job %s %s cancelled", job.name, job.id, extra={**extra, "action": "job_cancelled"})
+    else:
+        logger.error("Job %s %s failed after %d attempt(s)", job.name, job.id, job.claimed.attempt, exc_info=exc, extra={**extra, "action": "job_failed"})
+
+
+def _enter(job: RunningJob, prepared: Prepared) -> tuple[object, object]:
+    return current_job.set(job), set_correlation_id(job.claimed.correlation_id or "")
+
+
+def _exit(tokens: tuple[object, object]) -> None:
+    current_job.reset(tokens[0])  # type: ignore[arg-type]
+    reset_correlation_id(tokens[1])
+
+
+def _finished(job: RunningJob, prepared: Prepared, outcome: Outcome, exc: BaseException | None) -> Outcome:
+    _log_outcome(job, outcome, exc)
+    if outcome.kind != "r":
+        task_finished.send(type(prepared.task.get_backend()), task_result=prepared.result)
+    return outcome
+
+
+def run_sync(job: RunningJob, prepared: Prepared) -> Outcome:
+    """Run a sync job in the calling thread and return its outcome."""
+    if prepared.failure is not None:
+        return prepared.failure
+    tokens = _enter(job, prepared)
+    try:
+        task_started.send(type(prepared.task.get_backend()), task_result=prepared.result)
+        args, kwargs = prepared.call_args()
+        func = prepared.task.func
+        try:
+            if inspect.iscoroutinefunction(func):
+                value = asyncio.run(func(*args, **kwargs))
+            else:
+                value = func(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - the job's own failure, recorded
+            return _finished(job, prepared, prepared.outcome_for_error(job, exc), exc)
+        return _finished(job, prepared, prepared.outcome_for_value(job, value), None)
+    finally:
+        _exit(tokens)
+        close_old_connections()
+
+
+async def run_async(job: RunningJob, prepared: Prepared) -> Outcome:
+    """Run an ``async def`` job on the running event loop and return its outcome."""
+    if prepared.failure is not None:
+        return prepared.failure
+    tokens = _enter(job, prepared)
+    try:
+        task_started.send(type(prepared.task.get_backend()), task_result=prepared.result)
+        args, kwargs = prepared.call_args()
+        try:
+            coro = prepared.task.func(*args, **kwargs)
+            if job.timeout:
+                value = await asyncio.wait_for(coro, job.timeout)
+            else:
+                value = await coro
+        except TimeoutError:
+            exc = JobTimeout(f"Job {job.name!r} ran longer than its timeout of {job.timeout} s.")
+            return _finished(job, prepared, prepared.outcome_for_error(job, exc), exc)
+        except asyncio.CancelledError as exc:
+            if not job.cancel_event.is_set():
+                raise
+            return _finished(job, prepared, prepared.outcome_for_error(job, exc), exc)
+        except Exception as exc:  # noqa: BLE001 - the job's own failure, recorded
+            return _finished(job, prepared, prepared.outcome_for_error(job, exc), exc)
+        return _finished(job, prepared, prepared.outcome_for_value(job, value), None)
+    finally:
+        _exit(tokens)
+
+
+def timeout_outcome(job: RunningJob, prepared: Prepared) -> Outcome:
+    """The outcome of a sync job that passed its timeout (it keeps its thread until it returns)."""
+    exc = JobTimeout(f"Job {job.name!r} ran longer than its timeout of {job.timeout} s.")
+    outcome = prepared.outcome_for_error(job, exc)
+    _log_outcome(job, outcome, exc)
+    return outcome

@@ -1,0 +1,121 @@
+"""Fixtures: a real redis-server per session, a fresh key prefix per test, worker helpers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from django.test import override_settings
+
+from tests.redis_server import RedisServer, env_for, wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    server = RedisServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def prefix() -> str:
+    return "t" + uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(autouse=True)
+def jobs_settings(redis_server, prefix, tmp_path, monkeypatch):
+    """Point DJANGO_JOBS at the test server with a unique prefix; give each test a ledger file."""
+    from django.conf import settings
+
+    ledger = tmp_path / "ledger.txt"
+    monkeypatch.setenv("DJJ_LEDGER", str(ledger))
+    monkeypatch.setenv("DJJ_REDIS_URL", redis_server.url)
+    monkeypatch.setenv("DJJ_PREFIX", prefix)
+    value = {**settings.DJANGO_JOBS, "REDIS_URL": redis_server.url, "PREFIX": prefix}
+    with override_settings(DJANGO_JOBS=value):
+        yield value
+    from django_jobs.engine import reset_engine
+
+    reset_engine()
+
+
+@pytest.fixture
+def ledger_path(jobs_settings) -> Path:
+    return Path(os.environ["DJJ_LEDGER"])
+
+
+def read_ledger(path: Path) -> list[list[str]]:
+    if not path.exists():
+        return []
+    return [line.rstrip("\n").split("\t") for line in path.read_text().splitlines() if line]
+
+
+@pytest.fixture
+def r(redis_server):
+    client = redis_server.client()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def engine(jobs_settings):
+    from django_jobs.engine import get_engine
+
+    return get_engine()
+
+
+@pytest.fixture
+def work():
+    """Run an in-process burst worker until the queues are empty."""
+    from django_jobs.testing import work_until_empty
+
+    return work_until_empty
+
+
+class Workers:
+    """``manage.py runworkers`` subprocesses started by a test (killed at teardown)."""
+
+    def __init__(self, server: RedisServer, prefix: str) -> None:
+        self.server = server
+        self.prefix = prefix
+        self.procs: list[subprocess.Popen[str]] = []
+
+    def start(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+        cmd = [sys.executable, "-m", "django", "runworkers", *args]
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env_for(self.server, self.prefix, **(env or {})),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def children(self, proc: subprocess.Popen[str]) -> list[int]:
+        out = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout
+        return [int(p) for p in out.split()]
+
+    def wait_children(self, proc: subprocess.Popen[str], count: int, timeout: float = 20) -> list[int]:
+        return wait_until(lambda: (c := self.children(proc)) and len(c) >= count and c, timeout, message=f"{count} worker processes")
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.wait(timeout=10)
+
+
+@pytest.fixture
+def workers(redis_server, prefix):
+    w = Workers(redis_server, prefix)
+    yield w
+    w.stop_all()

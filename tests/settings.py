@@ -1,0 +1,51 @@
+"""Settings for the test suite. Worker subprocesses read the Redis target from the environment."""
+
+import os
+
+SECRET_KEY = "tests-only"
+DEBUG = False
+USE_TZ = True
+TIME_ZONE = "UTC"
+INSTALLED_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "django_jobs",
+    "tests.testapp",
+]
+
+if os.environ.get("DJJ_TEST_DB") == "postgres":
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": os.environ.get("DJJ_PG_NAME", "test"),
+            "USER": os.environ.get("DJJ_PG_USER", "postgres"),
+            "HOST": os.environ.get("DJJ_PG_HOST", "127.0.0.1"),
+            "PORT": os.environ.get("DJJ_PG_PORT", "5432"),
+        }
+    }
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": os.environ.get("DJJ_SQLITE_PATH", ":memory:"),
+        }
+    }
+
+TASKS = {"default": {"BACKEND": "django_jobs.backends.RedisBackend"}}
+
+DJANGO_JOBS = {
+    "REDIS_URL": os.environ.get("DJJ_REDIS_URL", "redis://127.0.0.1:1/0"),
+    "PREFIX": os.environ.get("DJJ_PREFIX", "djjtest"),
+    "QUEUES": {"default": {}, "high": {}, "low": {}},
+    "LEASE_SECONDS": float(os.environ.get("DJJ_LEASE_SECONDS", "2")),
+    "RECOVERY_INTERVAL": 0.5,
+    "DEFAULT_BACKOFF": "none",
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"}},
+    "loggers": {"django_jobs": {"handlers": ["stderr"], "level": os.environ.get("DJJ_LOG_LEVEL", "WARNING")}},
+}
