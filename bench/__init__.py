@@ -1,0 +1,1 @@
+"""The django_jobs benchmark: ``python -m bench`` (see docs/performance.md)."""

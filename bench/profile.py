@@ -1,0 +1,282 @@
+"""Profile the hot paths: where does the time of an enqueue and of a drained job go?
+
+    .venv/bin/python -m bench.profile enqueue        # cProfile of 20,000 noop.enqueue() calls
+    .venv/bin/python -m bench.profile drain          # py-spy on runworkers draining 50,000 no-op jobs
+    .venv/bin/python -m bench.profile drain --svg /tmp/drain.svg
+    .venv/bin/python -m bench.profile worker         # one in-process WorkerProcess (burst), yappi CPU profile
+
+``drain`` needs py-spy (``.venv/bin/pip install py-spy``). It samples every thread of both
+worker processes and prints, per function, the share of samples spent in it (inclusive) and
+in its own code (self). py-spy samples wall time: threads blocked in a socket read or on the
+pool's queue count too, so use it to see where threads wait.
+
+``worker`` needs yappi (``.venv/bin/pip install yappi``). It runs one
+:class:`~django_jobs.worker.process.WorkerProcess` in this process (``burst=True``, 8 threads)
+over pre-enqueued no-op jobs, first without a profiler (rate, CPU per job, batch sizes of
+fetch and settle), then under yappi's CPU clock across all threads, and prints CPU time per
+function as a share of the total.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import pstats
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.run import Bench, parse_args, wait_for  # noqa: E402
+
+
+def profile_enqueue(bench: Bench, n: int, top: int) -> None:
+    from bench.jobs import noop
+
+    for _ in range(200):
+        noop.enqueue()
+    bench.flush()
+    prof = cProfile.Profile()
+    t0 = time.perf_counter()
+    prof.enable()
+    for _ in range(n):
+        noop.enqueue()
+    prof.disable()
+    elapsed = time.perf_counter() - t0
+    print(f"{n:,} enqueue() calls in {elapsed:.2f} s under cProfile ({n / elapsed:,.0f}/s; profiler overhead included)\n")
+    for key in ("tottime", "cumulative"):
+        out = io.StringIO()
+        pstats.Stats(prof, stream=out).strip_dirs().sort_stats(key).print_stats(top)
+        print(f"--- sorted by {key} ---")
+        print("\n".join(line for line in out.getvalue().splitlines() if line.strip())[:6000])
+        print()
+
+
+def profile_worker(bench: Bench, n: int, top: int, threads: int, job: str, use_yappi: bool) -> None:
+    import resource
+    import statistics
+
+    from bench import jobs
+    from django_jobs.engine import get_engine
+    from django_jobs.worker.process import WorkerProcess
+
+    engine = get_engine()
+    task = getattr(jobs, job)
+    sizes: dict[str, list[int]] = {"fetch": [], "settle": []}
+    durations: dict[str, list[float]] = {"fetch": [], "settle": []}
+    fetch, settle = engine.fetch, engine.settle
+
+    def counting_fetch(queue, count, **kw):  # type: ignore[no-untyped-def]
+        t0 = time.perf_counter()
+        res = fetch(queue, count, **kw)
+        durations["fetch"].append(time.perf_counter() - t0)
+        sizes["fetch"].append(len(res.jobs))
+        return res
+
+    def counting_settle(queue, outcomes):  # type: ignore[no-untyped-def]
+        sizes["settle"].append(len(outcomes))
+        t0 = time.perf_counter()
+        res = settle(queue, outcomes)
+        durations["settle"].append(time.perf_counter() - t0)
+        return res
+
+    engine.fetch, engine.settle = counting_fetch, counting_settle  # type: ignore[method-assign]
+
+    def enqueue_all() -> None:
+        bench.flush()
+        for start in range(0, n, 1000):
+            task.enqueue_many([()] * min(1000, n - start))
+
+    def drain() -> float:
+        worker = WorkerProcess(queues=["default"], threads=threads, burst=True)
+        t0 = time.perf_counter()
+        worker.run()
+        assert worker.processed == n, worker.processed
+        return time.perf_counter() - t0
+
+    enqueue_all()
+    for v in (*sizes.values(), *durations.values()):
+        v.clear()
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+    redis_cpu0 = _redis_cpu(bench)
+    elapsed = drain()
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
+    redis_cpu = _redis_cpu(bench) - redis_cpu0
+    print(f"in-process WorkerProcess, {threads} threads, burst: {n:,} {job} jobs in {elapsed:.2f} s ({n / elapsed:,.0f}/s)")
+    print(f"  worker CPU {cpu / n * 1e6:.0f} us/job (user {(cpu1.ru_utime - cpu0.ru_utime) / n * 1e6:.0f}, "
+          f"sys {(cpu1.ru_stime - cpu0.ru_stime) / n * 1e6:.0f}); Redis CPU {redis_cpu / n * 1e6:.0f} us/job")
+    print(f"  voluntary context switches {(cpu1.ru_nvcsw - cpu0.ru_nvcsw) / n:.1f}/job, "
+          f"involuntary {(cpu1.ru_nivcsw - cpu0.ru_nivcsw) / n:.1f}/job")
+    for name, values in sizes.items():
+        nonzero = [v for v in values if v]
+        print(f"  {name}: {len(values):,} calls, {len(values) - len(nonzero):,} empty, "
+              f"mean batch {sum(values) / max(1, len(nonzero)):.2f} jobs (non-empty calls), max {max(values, default=0)}; "
+              f"call time p50 {statistics.median(durations[name]) * 1e3:.2f} ms")
+    if not use_yappi:
+        return
+
+    import yappi
+
+    enqueue_all()
+    yappi.set_clock_type("cpu")
+    yappi.start(builtins=True)
+    elapsed = drain()
+    yappi.stop()
+    stats = yappi.get_func_stats()
+    total = sum(t.ttot for t in yappi.get_thread_stats())
+    print(f"\nunder yappi (CPU clock, all threads, builtins): {elapsed:.2f} s, {total:.2f} CPU-s profiled "
+          f"= {total / n * 1e6:.0f} us/job\n")
+    print("per thread (CPU):")
+    for t in sorted(yappi.get_thread_stats(), key=lambda t: -t.ttot):
+        print(f"  {100 * t.ttot / total:5.1f} %  {t.name} {t.id}")
+    rows = [(f.ttot, f.tsub, f.ncall, _short(f)) for f in stats]
+    print(f"\nInclusive CPU, top {top} (% of all profiled CPU, us per job):")
+    for ttot, _, ncall, name in sorted(rows, key=lambda r: -r[0])[:top]:
+        print(f"  {100 * ttot / total:5.1f} %  {ttot / n * 1e6:6.1f} us  {ncall:>8,}  {name}")
+    print(f"\nSelf CPU, top {top}:")
+    for _, tsub, ncall, name in sorted(rows, key=lambda r: -r[1])[:top]:
+        print(f"  {100 * tsub / total:5.1f} %  {tsub / n * 1e6:6.1f} us  {ncall:>8,}  {name}")
+    yappi.clear_stats()
+
+
+def _short(f) -> str:  # type: ignore[no-untyped-def]
+    path = f.module or ""
+    for marker in ("site-packages/", "/work/main/", "lib/python3.13/"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+            break
+    return f"{f.name} ({path}:{f.lineno})"
+
+
+def _redis_cpu(bench: Bench) -> float:
+    assert bench.r is not None
+    info = bench.r.info("cpu")
+    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+
+def _frame_name(frame: str) -> str:
+    # py-spy raw frames look like "function (path/to/file.py:123)".
+    name, _, where = frame.partition(" (")
+    path = where.rstrip(")").rsplit(":", 1)[0]
+    for marker in ("site-packages/", "/work/main/", "lib/python3"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+            break
+    return f"{name} ({path})"
+
+
+def profile_drain(bench: Bench, n: int, top: int, svg: str | None, rate: int) -> None:
+    from bench.jobs import noop
+    from django_jobs.engine import get_engine
+
+    pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(pyspy).exists():
+        raise SystemExit("py-spy is needed: .venv/bin/pip install py-spy")
+    bench.flush()
+    bench.start_workers("1000000")
+    assert bench.workers is not None and bench.workers.proc is not None
+    engine = get_engine()
+    engine.pause("default")
+    for start in range(0, n, 1000):
+        noop.enqueue_many([()] * min(1000, n - start))
+    raw = bench.workdir / "drain.txt"
+    cmd = [pyspy, "record", "--pid", str(bench.workers.proc.pid), "--subprocesses", "--rate", str(rate),
+           "--format", "raw", "--output", str(raw)]
+    spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(1.5)  # py-spy attaches
+    t0 = time.perf_counter()
+    engine.resume("default")
+    wait_for(lambda: bench.pending() == 0, 300, f"{n:,} jobs", 0.01)
+    elapsed = time.perf_counter() - t0
+    spy.send_signal(2)  # SIGINT: py-spy writes its output and exits
+    spy.wait(timeout=60)
+    print(f"drained {n:,} no-op jobs in {elapsed:.2f} s ({n / elapsed:,.0f}/s) under py-spy ({rate} Hz)\n")
+    inclusive: Counter[str] = Counter()
+    own: Counter[str] = Counter()
+    threads: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack:
+            continue
+        count = int(count_text)
+        frames = stack.split(";")
+        # First frame is "process NNN:..." then "thread (0x..)", then the Python frames.
+        py = [f for f in frames if " (" in f and ".py:" in f]
+        names = [_frame_name(f) for f in py]
+        total += count
+        threads[_thread_kind(names)] += count
+        for name in set(names):
+            inclusive[name] += count
+        if names:
+            own[names[-1]] += count
+    if svg:
+        _flamegraph(raw, Path(svg))
+    print(f"{total:,} busy samples. Busy samples by thread kind:")
+    for kind, count in threads.most_common():
+        print(f"  {100 * count / total:5.1f} %  {kind}")
+    print(f"\nInclusive (function and what it calls), top {top}:")
+    for name, count in inclusive.most_common(top):
+        print(f"  {100 * count / total:5.1f} %  {name}")
+    print(f"\nSelf (own code only), top {top}:")
+    for name, count in own.most_common(top):
+        print(f"  {100 * count / total:5.1f} %  {name}")
+
+
+def _thread_kind(names: list[str]) -> str:
+    joined = " ".join(names)
+    for marker, kind in (("_fetch_loop", "fetcher"), ("_complete_loop", "completer"), ("_heartbeat_loop", "heartbeat"),
+                         ("_run_sync", "job threads"), ("run_forever", "asyncio"), ("_worker (", "job threads (pool idle)")):
+        if marker in joined:
+            return kind
+    return "other (main thread, startup)"
+
+
+def _flamegraph(raw: Path, svg: Path) -> None:
+    # py-spy writes raw "collapsed" stacks; a flamegraph needs the flamegraph tool. Keep the raw
+    # file next to the requested svg so it can be fed to https://www.speedscope.app or flamegraph.pl.
+    target = svg.with_suffix(".collapsed.txt")
+    shutil.copy(raw, target)
+    print(f"collapsed stacks written to {target} (open in speedscope.app)\n")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__.split("\n\n")[0])
+    parser.add_argument("what", choices=["enqueue", "drain", "worker"])
+    parser.add_argument("-n", type=int, default=0, help="jobs (default 20,000 enqueue and worker / 50,000 drain)")
+    parser.add_argument("--threads", type=int, default=8, help="threads of the in-process worker")
+    parser.add_argument("--job", default="noop", choices=["noop", "sleep10"], help="job of the in-process worker")
+    parser.add_argument("--no-yappi", action="store_true", help="worker: skip the yappi run")
+    parser.add_argument("--switch-interval", type=float, default=0, help="worker: sys.setswitchinterval(seconds) first")
+    parser.add_argument("--top", type=int, default=30)
+    parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
+    parser.add_argument("--svg", help="keep the collapsed stacks of the drain next to this path")
+    parser.add_argument("--log-info", action="store_true")
+    parser.add_argument("--unix", action="store_true")
+    args = parser.parse_args()
+    if args.switch_interval:
+        sys.setswitchinterval(args.switch_interval)
+    bench = Bench(parse_args(["--log-info"] * args.log_info + ["--unix"] * args.unix))
+    try:
+        bench.setup()
+        if args.what == "enqueue":
+            profile_enqueue(bench, args.n or 20_000, args.top)
+        elif args.what == "worker":
+            profile_worker(bench, args.n or 20_000, args.top, args.threads, args.job, not args.no_yappi)
+        else:
+            profile_drain(bench, args.n or 50_000, args.top, args.svg, args.rate)
+    finally:
+        bench.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

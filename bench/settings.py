@@ -1,0 +1,45 @@
+"""Django settings of the benchmark. The Redis target and knobs come from the environment.
+
+``bench/run.py`` sets these variables for itself and for the ``runworkers`` subprocesses:
+
+* ``DJJ_BENCH_REDIS_URL``: the benchmark's own redis-server;
+* ``DJJ_BENCH_PREFIX``: the key prefix of the current phase;
+* ``DJJ_BENCH_LOG_LEVEL``: ``WARNING`` (default: logging cost not measured) or ``INFO``, for the
+  ``django_jobs`` and ``django.tasks`` loggers;
+* ``DJJ_BENCH_DJANGO_TASKS_LOGGING``: ``default`` leaves ``django.tasks`` as Django's default
+  LOGGING has it (level INFO, handlers that drop the records unless DEBUG), to measure what an
+  unconfigured project pays;
+* ``DJJ_BENCH_KEEP_COMPLETED``: completed jobs kept (``default`` = the library default, 10,000).
+"""
+
+import os
+
+SECRET_KEY = "bench-only"
+DEBUG = False
+USE_TZ = True
+TIME_ZONE = "UTC"
+INSTALLED_APPS = ["django_jobs"]
+DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+
+TASKS = {"default": {"BACKEND": "django_jobs.backends.RedisBackend"}}
+
+DJANGO_JOBS = {
+    "REDIS_URL": os.environ.get("DJJ_BENCH_REDIS_URL", "redis://127.0.0.1:1/0"),
+    "PREFIX": os.environ.get("DJJ_BENCH_PREFIX", "bench"),
+    "IMPORT_MODULES": ["bench.jobs"],
+}
+_keep = os.environ.get("DJJ_BENCH_KEEP_COMPLETED", "default")
+if _keep != "default":
+    DJANGO_JOBS["KEEP_COMPLETED"] = {"COUNT": int(_keep)}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"}},
+    "loggers": {"django_jobs": {"handlers": ["stderr"], "level": os.environ.get("DJJ_BENCH_LOG_LEVEL", "WARNING")}},
+}
+if os.environ.get("DJJ_BENCH_DJANGO_TASKS_LOGGING") != "default":
+    LOGGING["loggers"]["django.tasks"] = {
+        "handlers": ["stderr"], "level": os.environ.get("DJJ_BENCH_LOG_LEVEL", "WARNING"), "propagate": False,
+    }
