@@ -1,31 +1,304 @@
-"""Django system checks for DJANGO_JOBS (ids django_jobs.E0xx / W0xx)."""
+"""Django system checks for DJANGO_JOBS and the TASKS backends.
+
+======================  ======================================================================
+``django_jobs.E000``    DJANGO_JOBS is not a dict.
+``django_jobs.E001``    Unknown DJANGO_JOBS key (with a did-you-mean).
+``django_jobs.E002``    REDIS_URL is malformed.
+``django_jobs.E003``    CACHE_ALIAS is ambiguous (REDIS_URL is set too) or names no Redis cache.
+``django_jobs.E004``    QUEUES is invalid: its shape, a queue name or a queue option.
+``django_jobs.E005``    Another value is invalid (numbers, backoff, retention, PREFIX, REDIS_OPTIONS...).
+``django_jobs.E006``    No TASKS alias uses django_jobs.backends.RedisBackend.
+``django_jobs.E007``    A TASKS alias of ours lists QUEUES that DJANGO_JOBS does not configure.
+``django_jobs.E099``    A check itself failed (a bug in django_jobs: please report it).
+``django_jobs.W001``    (deploy) Redis does not answer.
+``django_jobs.W002``    Embedded mode, but no redis-server binary was found.
+``django_jobs.W003``    (deploy) The embedded Redis is used: it is meant for development.
+======================  ======================================================================
+
+Checks never raise and do no network I/O, except W001 which is a deploy check
+(``manage.py check --deploy``). Validity rules live in :mod:`django_jobs.conf` and
+:mod:`django_jobs.engine.connection`, so a value the checks accept is one
+:func:`~django_jobs.conf.get_settings` and the engine accept.
+"""
 
 from __future__ import annotations
 
-import difflib
+import functools
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from django.core import checks
 
-from django_jobs.conf import DEFAULTS, QUEUE_OPTION_KEYS, user_settings
+from django_jobs.conf import (
+    DEFAULTS,
+    SettingError,
+    build_settings,
+    did_you_mean,
+    label,
+    parse_queue_name,
+    parse_queue_options,
+    parse_queues,
+    parse_value,
+)
+from django_jobs.exceptions import ConfigurationError, RedisUnavailable
+
+#: The TASKS backend path of django_jobs.
+BACKEND_PATH = "django_jobs.backends.RedisBackend"
+#: Settings that say how to reach Redis (checked together by :func:`check_connection`).
+CONNECTION_KEYS = ("REDIS_URL", "CACHE_ALIAS", "REDIS_OPTIONS", "EMBEDDED_DIR", "EMBEDDED_BINARY")
+#: Check id of a :class:`SettingError`, by the setting it is about.
+ERROR_IDS = {"DJANGO_JOBS": "E000", "REDIS_URL": "E002", "CACHE_ALIAS": "E003", "QUEUES": "E004"}
+TASKS_HINT = f"Add to your settings: TASKS = {{'default': {{'BACKEND': {BACKEND_PATH!r}}}}}"
+
+type Messages = list[checks.CheckMessage]
+
+
+def _never_raise(check: Callable[..., Messages]) -> Callable[..., Messages]:
+    """Turn an unexpected exception in ``check`` into an error message (checks must not crash)."""
+
+    @functools.wraps(check)
+    def wrapper(app_configs: Any = None, **kwargs: Any) -> Messages:
+        try:
+            return check(app_configs, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - a check must report, never crash manage.py
+            return [
+                checks.Error(
+                    f"The django_jobs check {check.__name__} failed: {type(exc).__name__}: {exc}",
+                    hint="This is a bug in django_jobs; please report it with your DJANGO_JOBS setting.",
+                    id="django_jobs.E099",
+                )
+            ]
+
+    return wrapper
+
+
+def _error(exc: SettingError) -> checks.Error:
+    return checks.Error(exc.problem, hint=exc.hint or None, id=f"django_jobs.{ERROR_IDS.get(exc.setting, 'E005')}")
+
+
+def _raw_settings() -> Mapping[str, Any] | None:
+    """Return DJANGO_JOBS, or None when it is not a dict (E000 reports it)."""
+    from django.conf import settings
+
+    value = getattr(settings, "DJANGO_JOBS", None)
+    if value is None:
+        return {}
+    return value if isinstance(value, Mapping) else None
 
 
 @checks.register("django_jobs")
-def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    """Check the DJANGO_JOBS dict (no network I/O)."""
-    from django.conf import settings
+@_never_raise
+def check_settings(app_configs: Any = None, **kwargs: Any) -> Messages:
+    """Check the keys and values of DJANGO_JOBS, except the connection (E000, E001, E004, E005)."""
+    raw = _raw_settings()
+    if raw is None:
+        from django.conf import settings
 
-    errors: list[checks.CheckMessage] = []
-    raw_value = getattr(settings, "DJANGO_JOBS", None)
-    if raw_value is not None and not isinstance(raw_value, dict):
-        return [checks.Error("DJANGO_JOBS must be a dict.", hint="DJANGO_JOBS = {'QUEUES': {'default': {}}}", id="django_jobs.E000")]
-    raw = user_settings()
+        value = settings.DJANGO_JOBS
+        return [
+            checks.Error(
+                f"DJANGO_JOBS must be a dict, not {type(value).__name__}.",
+                hint="E.g. DJANGO_JOBS = {'REDIS_URL': 'redis://localhost:6379/0', 'QUEUES': {'default': {}}}",
+                id="django_jobs.E000",
+            )
+        ]
+    errors: Messages = []
     for key in raw:
         if key not in DEFAULTS:
-            close = difflib.get_close_matches(key, DEFAULTS, n=1)
-            errors.append(checks.Error(
-                f"Unknown DJANGO_JOBS key {key!r}.",
-                hint=f"Did you mean {close[0]!r}?" if close else f"Valid keys: {', '.join(sorted(DEFAULTS))}.",
-                id="django_jobs.E001",
-            ))
+            errors.append(
+                checks.Error(
+                    f"Unknown DJANGO_JOBS key {key!r}.",
+                    hint=did_you_mean(key, DEFAULTS) or f"Valid keys: {', '.join(sorted(DEFAULTS))}.",
+                    id="django_jobs.E001",
+                )
+            )
+    for key in DEFAULTS:
+        if key not in raw or key in CONNECTION_KEYS:
+            continue
+        if key == "QUEUES":
+            errors += _queue_errors(raw[key])
+            continue
+        try:
+            parse_value(key, raw[key])
+        except SettingError as exc:
+            errors.append(_error(exc))
     return errors
+
+
+def _queue_errors(value: Any) -> Messages:
+    """Return one error per invalid queue (or one for a QUEUES that is not a dict)."""
+    if value is None:
+        return []
+    if not isinstance(value, Mapping):
+        try:
+            parse_queues(value)
+        except SettingError as exc:
+            return [_error(exc)]
+        return []
+    errors: Messages = []
+    for name, options in value.items():
+        try:
+            parse_queue_options(parse_queue_name(name), options)
+        except SettingError as exc:
+            errors.append(_error(exc))
+    return errors
+
+
+@checks.register("django_jobs")
+@_never_raise
+def check_connection(app_configs: Any = None, **kwargs: Any) -> Messages:
+    """Check how django_jobs reaches Redis, without connecting (E002, E003, E005, W002)."""
+    from django_jobs.engine.connection import check_config
+
+    raw = _raw_settings()
+    if raw is None:
+        return []
+    subset = {key: raw[key] for key in CONNECTION_KEYS if key in raw}
+    errors: Messages = []
+    for key, value in subset.items():
+        try:
+            parse_value(key, value)
+        except SettingError as exc:
+            errors.append(_error(exc))
+    if errors:
+        return errors
+    try:
+        settings = build_settings(subset)
+        check_config(settings)
+    except SettingError as exc:
+        return [_error(exc)]
+    if settings.embedded:
+        return _embedded_warnings(settings.embedded_binary)
+    return []
+
+
+def _embedded_warnings(configured: str | None) -> Messages:
+    from django_jobs.embedded import find_redis_server
+
+    if find_redis_server(configured) is not None:
+        return []
+    if configured:
+        return [
+            checks.Warning(
+                f"{label('EMBEDDED_BINARY')} is {configured!r}, which is not an executable file.",
+                hint="Point it at a redis-server (or valkey-server) binary, or remove it to search PATH.",
+                id="django_jobs.W002",
+            )
+        ]
+    return [
+        checks.Warning(
+            "DJANGO_JOBS sets neither REDIS_URL nor CACHE_ALIAS, so django_jobs starts an embedded Redis, "
+            "but no redis-server binary was found.",
+            hint="Install one (apt-get install redis-server, brew install redis), or "
+            "pip install 'django-jobs[embedded]', or set DJANGO_JOBS['REDIS_URL'].",
+            id="django_jobs.W002",
+        )
+    ]
+
+
+@checks.register("django_jobs")
+@_never_raise
+def check_tasks_backends(app_configs: Any = None, **kwargs: Any) -> Messages:
+    """Check that a TASKS alias uses our backend and names only configured queues (E006, E007)."""
+    from django.conf import settings
+
+    tasks = getattr(settings, "TASKS", None) or {}
+    if not isinstance(tasks, Mapping):
+        return []  # Django's own task backend handling reports it
+    ours = {
+        alias: config
+        for alias, config in tasks.items()
+        if isinstance(config, Mapping) and _is_our_backend(config.get("BACKEND"))
+    }
+    if not ours:
+        return [
+            checks.Error(
+                f"No TASKS backend is {BACKEND_PATH!r}, so @job cannot enqueue anything.",
+                hint=TASKS_HINT,
+                id="django_jobs.E006",
+            )
+        ]
+    raw = _raw_settings()
+    try:
+        configured = parse_queues(raw.get("QUEUES") if raw is not None else None)
+    except SettingError:
+        return []  # E004 reports it
+    errors: Messages = []
+    for alias, config in ours.items():
+        if "QUEUES" not in config:
+            continue
+        queues = config["QUEUES"]
+        if isinstance(queues, (str, bytes)) or not isinstance(queues, (list, tuple, set, frozenset)):
+            errors.append(
+                checks.Error(
+                    f"TASKS[{alias!r}]['QUEUES'] is {queues!r}; it must be a list of queue names.",
+                    hint="E.g. ['default', 'emails'], or leave QUEUES out to allow every queue of DJANGO_JOBS.",
+                    id="django_jobs.E007",
+                )
+            )
+            continue
+        missing = [q for q in queues if q not in configured]
+        if missing:
+            errors.append(
+                checks.Error(
+                    f"TASKS[{alias!r}]['QUEUES'] names {', '.join(map(repr, missing))}, "
+                    f"which {'is' if len(missing) == 1 else 'are'} not in {label('QUEUES')}.",
+                    hint=f"Add {'it' if len(missing) == 1 else 'them'} to {label('QUEUES')} "
+                    f"(configured: {', '.join(configured)}), or remove {'it' if len(missing) == 1 else 'them'} from TASKS.",
+                    id="django_jobs.E007",
+                )
+            )
+    return errors
+
+
+def _is_our_backend(path: Any) -> bool:
+    """Return True for our backend's path or the path of a subclass of it."""
+    if path == BACKEND_PATH:
+        return True
+    if not isinstance(path, str) or not path:
+        return False
+    from django.utils.module_loading import import_string
+
+    try:
+        cls = import_string(path)
+        from django_jobs.backends import RedisBackend
+    except Exception:  # noqa: BLE001 - Django reports broken backend paths itself
+        return False
+    return isinstance(cls, type) and issubclass(cls, RedisBackend)
+
+
+@checks.register("django_jobs", deploy=True)
+@_never_raise
+def check_redis_reachable(app_configs: Any = None, **kwargs: Any) -> Messages:
+    """Ping Redis once, with a short timeout (W001); warn about the embedded server (W003)."""
+    from django_jobs.conf import get_settings
+    from django_jobs.engine.connection import ping
+
+    try:
+        settings = get_settings()
+    except ConfigurationError:
+        return []  # the other checks report why
+    if settings.embedded:
+        return [
+            checks.Warning(
+                "DJANGO_JOBS sets neither REDIS_URL nor CACHE_ALIAS, so jobs live in the embedded Redis "
+                "on this machine.",
+                hint="The embedded server is meant for development. In production set DJANGO_JOBS['REDIS_URL'] "
+                "(or CACHE_ALIAS) to a Redis every web and worker host can reach.",
+                id="django_jobs.W003",
+            )
+        ]
+    try:
+        ping(settings)
+    except ConfigurationError:
+        return []  # E002/E003/E005 report it
+    except RedisUnavailable as exc:
+        import redis
+
+        where = "DJANGO_JOBS['REDIS_URL']" if settings.redis_url else f"CACHES[{settings.cache_alias!r}]"
+        if isinstance(exc.__cause__, redis.AuthenticationError):
+            hint = f"Redis refused the credentials: check the user and password in {where}."
+        else:
+            hint = f"Start Redis or fix {where}: enqueueing and workers fail until it answers."
+        return [checks.Warning(str(exc), hint=hint, id="django_jobs.W001")]
+    return []

@@ -3,17 +3,30 @@
 Every key and its default is documented in ``docs/configuration.md``.
 Settings are never read at import time; the result is cached and cleared on
 Django's ``setting_changed`` signal.
+
+Each value goes through one parser (:func:`parse_value`, :func:`parse_queues`), used both by
+:func:`get_settings` (which raises :class:`SettingError` on the first bad value) and by the
+system checks in :mod:`django_jobs.checks` (which report every bad value), so the two can
+never disagree about what is valid.
 """
 
 from __future__ import annotations
 
+import difflib
 import functools
+import math
+import os
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings as django_settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
+
+from django_jobs.backoff import validate_backoff
+from django_jobs.exceptions import ConfigurationError, InvalidJob
 
 #: Default values of every DJANGO_JOBS key.
 DEFAULTS: dict[str, Any] = {
@@ -43,6 +56,302 @@ QUEUE_OPTION_KEYS = frozenset(
     {"PRIORITY", "KEEP_COMPLETED", "KEEP_FAILED", "DEFAULT_ATTEMPTS", "DEFAULT_TIMEOUT"}
 )
 
+#: Keys of a KEEP_COMPLETED / KEEP_FAILED dict.
+KEEP_KEYS = ("AGE", "COUNT")
+
+#: What a queue name may contain: it becomes a Redis hash tag ``{name}``, so braces (and
+#: colons, which separate key parts) would break the key layout.
+QUEUE_NAME_RE = re.compile(r"[A-Za-z0-9_.\-]+")
+
+
+class SettingError(ConfigurationError):
+    """One DJANGO_JOBS value is invalid.
+
+    ``setting`` names the key (``"LEASE_SECONDS"``, ``"QUEUES"``...), ``problem`` says what is
+    wrong and ``hint`` how to fix it; the message is both. System checks show ``problem`` as
+    the error and ``hint`` as its hint.
+    """
+
+    def __init__(self, setting: str, problem: str, hint: str = "") -> None:
+        super().__init__(f"{problem} {hint}".strip())
+        self.setting = setting
+        self.problem = problem
+        self.hint = hint
+
+
+def label(key: str) -> str:
+    """Return how messages name a setting: ``DJANGO_JOBS['KEY']``."""
+    return f"DJANGO_JOBS[{key!r}]"
+
+
+def did_you_mean(word: str, choices: Any) -> str:
+    """Return "Did you mean 'X'?" for the choice closest to ``word`` ('' if none is close)."""
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1)
+    return f"Did you mean {close[0]!r}?" if close else ""
+
+
+# -- value parsers ---------------------------------------------------------------------------
+# Each takes the DJANGO_JOBS key and the value and returns the value to use, or raises
+# SettingError. ``where`` overrides how messages name the value (for queue options).
+
+
+@dataclass(frozen=True, slots=True)
+class _At:
+    """Where a value lives: the top-level key it belongs to and how messages name it."""
+
+    setting: str
+    name: str
+
+    @classmethod
+    def of(cls, key: str, where: _At | None) -> _At:
+        return where if where is not None else cls(key, label(key))
+
+    def error(self, problem: str, hint: str = "") -> SettingError:
+        return SettingError(self.setting, problem, hint)
+
+
+def _number(value: Any) -> float | None:
+    """Return ``value`` as a finite number (numeric strings accepted), or None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        if isinstance(value, (int, float)):
+            number = float(value)
+        elif isinstance(value, str):
+            number = float(value.strip())
+        else:
+            return None
+    except (ValueError, OverflowError):  # "ten", 10**400
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _default_hint(key: str) -> str:
+    default = DEFAULTS.get(key)
+    return f"Use e.g. {default!r} (the default)." if default is not None else ""
+
+
+def parse_whole(key: str, value: Any, *, minimum: int, unit: str = "", where: _At | None = None) -> int:
+    """Return ``value`` as an int >= ``minimum``."""
+    at = _At.of(key, where)
+    number = _number(value)
+    if number is None or number != int(number) or number < minimum:
+        what = f"a whole number{' of ' + unit if unit else ''} >= {minimum}"
+        raise at.error(f"{at.name} is {value!r}; it must be {what}.", _default_hint(key))
+    return int(number)
+
+
+def parse_seconds(key: str, value: Any, *, optional: bool = False, where: _At | None = None) -> float | None:
+    """Return ``value`` as a number of seconds > 0 (or None when ``optional``)."""
+    if value is None and optional:
+        return None
+    at = _At.of(key, where)
+    number = _number(value)
+    if number is None or number <= 0:
+        raise at.error(
+            f"{at.name} is {value!r}; it must be a number of seconds > 0{' or None' if optional else ''}.",
+            _default_hint(key) or "Use e.g. 60, or None for no limit.",
+        )
+    return number
+
+
+def parse_optional_string(key: str, value: Any) -> str | None:
+    """Return a non-empty string, or None for None and ``""``."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str):
+        raise SettingError(key, f"{label(key)} is {value!r}; it must be a string or None.", _STRING_HINTS.get(key, ""))
+    return value
+
+
+_STRING_HINTS = {
+    "REDIS_URL": "E.g. 'redis://localhost:6379/0'.",
+    "CACHE_ALIAS": "E.g. 'default': the alias of a django-redis cache in CACHES.",
+    "EMBEDDED_DIR": "E.g. BASE_DIR / '.django_jobs' (the default).",
+    "EMBEDDED_BINARY": "E.g. '/usr/bin/redis-server', or None to search PATH.",
+}
+
+
+def parse_prefix(key: str, value: Any) -> str:
+    """Return the key prefix: a non-empty string without braces."""
+    if not isinstance(value, str) or not value or "{" in value or "}" in value:
+        raise SettingError(
+            key,
+            f"{label(key)} is {value!r}; it must be a non-empty string without '{{' or '}}'.",
+            "Braces would clash with the queues' Redis Cluster hash tags. Use e.g. 'djj' (the default).",
+        )
+    return value
+
+
+def parse_options(key: str, value: Any) -> dict[str, Any]:
+    """Return the REDIS_OPTIONS dict (keyword arguments of the redis-py client)."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        raise SettingError(
+            key,
+            f"{label(key)} is {value!r}; it must be a dict of redis-py client keyword arguments.",
+            "E.g. {'ssl_ca_certs': '/etc/ssl/redis-ca.pem', 'socket_timeout': 5}.",
+        )
+    return dict(value)
+
+
+def parse_backoff(key: str, value: Any) -> Any:
+    """Return the default backoff spec (see :mod:`django_jobs.backoff`)."""
+    try:
+        validate_backoff(value)
+    except InvalidJob as exc:
+        raise SettingError(key, f"{label(key)} is invalid: {exc}", _default_hint(key)) from None
+    except (TypeError, ValueError):  # e.g. a dict whose keys cannot be sorted for the message
+        raise SettingError(key, f"{label(key)} is {value!r}, which is not a valid backoff.", _default_hint(key)) from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise SettingError(key, f"{label(key)} is {value!r}; it must be a finite number of seconds.", _default_hint(key))
+    return value
+
+
+def parse_keep(key: str, value: Any, *, partial: bool = False, where: _At | None = None) -> dict[str, int]:
+    """Return a retention dict ``{"AGE": seconds, "COUNT": jobs}`` of non-negative whole numbers.
+
+    ``partial`` (per-queue retention) returns only the keys given; they override the global ones.
+    """
+    at = _At.of(key, where)
+    result: dict[str, int] = {} if partial else dict(DEFAULTS[key])
+    if value is None:
+        return result
+    if not isinstance(value, Mapping):
+        raise at.error(
+            f"{at.name} is {value!r}; it must be a dict with 'AGE' (seconds) and/or 'COUNT' (jobs).",
+            f"E.g. {DEFAULTS[key]!r}.",
+        )
+    for sub, number in value.items():
+        if sub not in KEEP_KEYS:
+            raise at.error(
+                f"{at.name} has an unknown key {sub!r}.",
+                did_you_mean(sub, KEEP_KEYS) or "Allowed keys: 'AGE' (seconds) and 'COUNT' (jobs).",
+            )
+        parsed = _number(number)
+        if parsed is None or parsed != int(parsed) or parsed < 0:
+            raise at.error(
+                f"{at.name}[{sub!r}] is {number!r}; it must be a whole number >= 0.",
+                "AGE is in seconds, COUNT in jobs.",
+            )
+        result[sub] = int(parsed)
+    return result
+
+
+def parse_module_list(key: str, value: Any) -> list[str]:
+    """Return a list of dotted module names."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        raise SettingError(key, f"{label(key)} is the string {value!r}; it must be a list of strings.", f"Use [{value!r}].")
+    if not isinstance(value, (list, tuple)) or not all(isinstance(m, str) and m for m in value):
+        raise SettingError(key, f"{label(key)} is {value!r}; it must be a list of non-empty strings.", "E.g. ['myapp.jobs'].")
+    return list(value)
+
+
+_PARSERS: dict[str, Callable[[str, Any], Any]] = {
+    "REDIS_URL": parse_optional_string,
+    "CACHE_ALIAS": parse_optional_string,
+    "REDIS_OPTIONS": parse_options,
+    "PREFIX": parse_prefix,
+    "EMBEDDED_DIR": parse_optional_string,
+    "EMBEDDED_BINARY": parse_optional_string,
+    "DEFAULT_ATTEMPTS": lambda k, v: parse_whole(k, v, minimum=1),
+    "DEFAULT_BACKOFF": parse_backoff,
+    "DEFAULT_TIMEOUT": lambda k, v: parse_seconds(k, v, optional=True),
+    "LEASE_SECONDS": parse_seconds,
+    "MAX_RECOVERIES": lambda k, v: parse_whole(k, v, minimum=0),
+    "RECOVERY_INTERVAL": parse_seconds,
+    "KEEP_COMPLETED": parse_keep,
+    "KEEP_FAILED": parse_keep,
+    "EVENTS_MAXLEN": lambda k, v: parse_whole(k, v, minimum=1),
+    "IMPORT_MODULES": parse_module_list,
+    "AUTODISCOVER": parse_module_list,
+    "MAX_PAYLOAD_BYTES": lambda k, v: parse_whole(k, v, minimum=1, unit="bytes"),
+}
+
+
+def parse_value(key: str, value: Any) -> Any:
+    """Return DJANGO_JOBS[key] checked and coerced (``QUEUES``: see :func:`parse_queues`).
+
+    Raises:
+        SettingError: the value is invalid; the message says how to fix it.
+    """
+    if key == "QUEUES":
+        return parse_queues(value)
+    return _PARSERS[key](key, value)
+
+
+# -- queues ----------------------------------------------------------------------------------
+
+
+def parse_queue_name(name: Any) -> str:
+    """Return ``name`` if it is a valid queue name."""
+    if not isinstance(name, str) or not QUEUE_NAME_RE.fullmatch(name):
+        raise SettingError(
+            "QUEUES",
+            f"Queue name {name!r} in {label('QUEUES')} is not valid.",
+            "Use a non-empty string of letters, digits, '_', '.' and '-' (it becomes part of Redis "
+            "key names; braces and colons would break them).",
+        )
+    return name
+
+
+def parse_queue_options(name: str, options: Any) -> dict[str, Any]:
+    """Return the options of queue ``name`` checked and coerced."""
+    queue = f"{label('QUEUES')}[{name!r}]"
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise SettingError(
+            "QUEUES",
+            f"{queue} is {options!r}; it must be a dict of queue options.",
+            "Use {} for the defaults, e.g. {'default': {}, 'emails': {'DEFAULT_ATTEMPTS': 5}}.",
+        )
+    result: dict[str, Any] = {}
+    for key, value in options.items():
+        if key not in QUEUE_OPTION_KEYS:
+            raise SettingError(
+                "QUEUES",
+                f"{queue} has an unknown option {key!r}.",
+                did_you_mean(key, QUEUE_OPTION_KEYS) or f"Queue options: {', '.join(sorted(QUEUE_OPTION_KEYS))}.",
+            )
+        at = _At("QUEUES", f"{queue}[{key!r}]")
+        if key == "PRIORITY":
+            number = _number(value)
+            if number is None or number != int(number):
+                raise at.error(f"{at.name} is {value!r}; it must be a whole number.", "Higher runs first, e.g. 10.")
+            result[key] = int(number)
+        elif key == "DEFAULT_ATTEMPTS":
+            result[key] = parse_whole(key, value, minimum=1, where=at)
+        elif key == "DEFAULT_TIMEOUT":
+            result[key] = parse_seconds(key, value, optional=True, where=at)
+        else:
+            result[key] = parse_keep(key, value, partial=True, where=at)
+    return result
+
+
+def parse_queues(value: Any) -> dict[str, dict[str, Any]]:
+    """Return the queues, ``default`` first (it always exists)."""
+    if value is None:
+        value = {}
+    if not isinstance(value, Mapping):
+        raise SettingError(
+            "QUEUES",
+            f"{label('QUEUES')} is {value!r}; it must be a dict of queue name to options.",
+            "E.g. {'default': {}, 'emails': {'DEFAULT_ATTEMPTS': 5}}.",
+        )
+    queues: dict[str, dict[str, Any]] = {"default": {}}
+    for name, options in value.items():
+        queues[parse_queue_name(name)] = parse_queue_options(name, options)
+    return queues
+
+
+# -- resolved settings -----------------------------------------------------------------------
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class JobsSettings:
@@ -66,6 +375,7 @@ class JobsSettings:
     import_modules: list[str]
     autodiscover: list[str]
     max_payload_bytes: int
+    embedded_binary: str | None = None
     raw: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -86,38 +396,78 @@ class JobsSettings:
 
 
 def user_settings() -> dict[str, Any]:
-    """Return the raw DJANGO_JOBS dict from Django settings (may be empty)."""
-    value = getattr(django_settings, "DJANGO_JOBS", None) or {}
+    """Return the raw DJANGO_JOBS dict from Django settings (may be empty).
+
+    Raises:
+        SettingError: DJANGO_JOBS is set but is not a dict.
+    """
+    value = getattr(django_settings, "DJANGO_JOBS", None)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise SettingError(
+            "DJANGO_JOBS",
+            f"DJANGO_JOBS is {type(value).__name__} {value!r}; it must be a dict.",
+            "E.g. DJANGO_JOBS = {'REDIS_URL': 'redis://localhost:6379/0', 'QUEUES': {'default': {}}}.",
+        )
     return dict(value)
+
+
+def ambiguity_error(redis_url: Any, cache_alias: Any) -> SettingError | None:
+    """Return the error for setting both REDIS_URL and CACHE_ALIAS (None when only one is set)."""
+    if redis_url and cache_alias:
+        return SettingError(
+            "CACHE_ALIAS",
+            f"{label('REDIS_URL')} and {label('CACHE_ALIAS')} ({cache_alias!r}) are both set, "
+            "so it is unclear which Redis django_jobs should use.",
+            "Set only one of them.",
+        )
+    return None
 
 
 @functools.cache
 def get_settings() -> JobsSettings:
-    """Return the resolved settings (cached; cleared when settings change)."""
-    raw = user_settings()
-    merged = {**DEFAULTS, **{k: v for k, v in raw.items() if k in DEFAULTS}}
-    queues = {"default": {}}
-    for name, options in (merged["QUEUES"] or {}).items():
-        queues[name] = dict(options or {})
+    """Return the resolved settings (cached; cleared when settings change).
+
+    Raises:
+        SettingError: a value is invalid (``manage.py check`` lists every invalid value).
+    """
+    return build_settings(user_settings())
+
+
+def build_settings(raw: Mapping[str, Any]) -> JobsSettings:
+    """Return the settings a raw DJANGO_JOBS dict describes (missing keys take their default).
+
+    Unknown keys are ignored here (the system check E001 reports them).
+
+    Raises:
+        SettingError: the first invalid value.
+    """
+    raw = dict(raw)
+    values = {key: parse_value(key, raw[key] if key in raw else default) for key, default in DEFAULTS.items()}
+    error = ambiguity_error(values["REDIS_URL"], values["CACHE_ALIAS"])
+    if error is not None:
+        raise error
     return JobsSettings(
-        redis_url=merged["REDIS_URL"],
-        cache_alias=merged["CACHE_ALIAS"],
-        redis_options=dict(merged["REDIS_OPTIONS"] or {}),
-        prefix=str(merged["PREFIX"]),
-        embedded_dir=merged["EMBEDDED_DIR"],
-        queues=queues,
-        default_attempts=int(merged["DEFAULT_ATTEMPTS"]),
-        default_backoff=merged["DEFAULT_BACKOFF"],
-        default_timeout=merged["DEFAULT_TIMEOUT"],
-        lease_seconds=float(merged["LEASE_SECONDS"]),
-        max_recoveries=int(merged["MAX_RECOVERIES"]),
-        recovery_interval=float(merged["RECOVERY_INTERVAL"]),
-        keep_completed={**DEFAULTS["KEEP_COMPLETED"], **(merged["KEEP_COMPLETED"] or {})},
-        keep_failed={**DEFAULTS["KEEP_FAILED"], **(merged["KEEP_FAILED"] or {})},
-        events_maxlen=int(merged["EVENTS_MAXLEN"]),
-        import_modules=list(merged["IMPORT_MODULES"] or []),
-        autodiscover=list(merged["AUTODISCOVER"] or []),
-        max_payload_bytes=int(merged["MAX_PAYLOAD_BYTES"]),
+        redis_url=values["REDIS_URL"],
+        cache_alias=values["CACHE_ALIAS"],
+        redis_options=values["REDIS_OPTIONS"],
+        prefix=values["PREFIX"],
+        embedded_dir=values["EMBEDDED_DIR"],
+        embedded_binary=values["EMBEDDED_BINARY"],
+        queues=values["QUEUES"],
+        default_attempts=values["DEFAULT_ATTEMPTS"],
+        default_backoff=values["DEFAULT_BACKOFF"],
+        default_timeout=values["DEFAULT_TIMEOUT"],
+        lease_seconds=values["LEASE_SECONDS"],
+        max_recoveries=values["MAX_RECOVERIES"],
+        recovery_interval=values["RECOVERY_INTERVAL"],
+        keep_completed=values["KEEP_COMPLETED"],
+        keep_failed=values["KEEP_FAILED"],
+        events_maxlen=values["EVENTS_MAXLEN"],
+        import_modules=values["IMPORT_MODULES"],
+        autodiscover=values["AUTODISCOVER"],
+        max_payload_bytes=values["MAX_PAYLOAD_BYTES"],
         raw=raw,
     )
 

@@ -1,107 +1,383 @@
 """Build Redis clients from the DJANGO_JOBS settings.
 
-Three ways to connect, in order: ``REDIS_URL``; ``CACHE_ALIAS`` (reuse a django-redis
-cache's connection settings); otherwise the embedded Redis server (see
-:mod:`django_jobs.embedded`).
+Three ways to connect:
+
+- ``REDIS_URL``: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` for TLS (its
+  ``ssl_*`` keyword arguments go in ``REDIS_OPTIONS``), or ``unix:///path/to/redis.sock[?db=0]``.
+  Parsed with redis-py's :func:`redis.connection.parse_url` rules.
+- ``CACHE_ALIAS``: reuse the server of a Redis cache in ``CACHES``: its first ``LOCATION`` and
+  its connection ``OPTIONS`` (django-redis: ``PASSWORD``, ``USERNAME``, ``SOCKET_TIMEOUT``,
+  ``SOCKET_CONNECT_TIMEOUT``, ``CONNECTION_POOL_KWARGS``; Django's own ``RedisCache``: its
+  pool keyword arguments).
+- neither: the embedded Redis server (see :mod:`django_jobs.embedded`).
+
+Keyword arguments are layered: our defaults, then the cache's options, then ``REDIS_OPTIONS``,
+then the URL's query string (redis-py lets the URL win). ``decode_responses`` is always on:
+the engine reads text.
+
+Nothing here does network I/O except :func:`ping` and starting the embedded server, so the
+system checks can call :func:`check_config`. Messages name servers with :func:`safe_url`,
+never with their password.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+from redis.connection import parse_url as redis_parse_url
 from redis.retry import Retry
 
-from django_jobs.conf import JobsSettings
-from django_jobs.exceptions import ConfigurationError
+from django_jobs.conf import JobsSettings, SettingError, ambiguity_error, did_you_mean, label
+from django_jobs.exceptions import RedisUnavailable
 
 #: Schemes REDIS_URL accepts.
 URL_SCHEMES = ("redis", "rediss", "unix")
+#: Cache backends CACHE_ALIAS may name (and their subclasses).
+DJANGO_REDIS_CACHE = "django_redis.cache.RedisCache"
+DJANGO_CACHE = "django.core.cache.backends.redis.RedisCache"
+#: How a django-redis OPTIONS key maps to a redis-py keyword argument.
+DJANGO_REDIS_OPTIONS = {
+    "USERNAME": "username",
+    "PASSWORD": "password",
+    "SOCKET_TIMEOUT": "socket_timeout",
+    "SOCKET_CONNECT_TIMEOUT": "socket_connect_timeout",
+}
+#: OPTIONS of Django's RedisCache that configure the cache, not the connection.
+DJANGO_CACHE_NON_POOL_OPTIONS = frozenset({"pool_class", "parser_class", "serializer"})
+#: Seconds a non-blocking command may take, and a connect, unless configured otherwise.
+SOCKET_TIMEOUT = 10.0
+SOCKET_CONNECT_TIMEOUT = 5.0
+URL_HINT = "Use redis://host:6379/0, rediss://host:6380/0 (TLS) or unix:///path/to/redis.sock."
+
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
 
 
 def safe_url(url: str) -> str:
-    """Return ``url`` with any password replaced by ``***`` (for logs and errors)."""
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
+    """Return ``url`` with any password replaced by ``***`` (for logs and errors).
+
+    Never raises, even on a malformed URL: it masks what looks like a password.
+
+    >>> safe_url("redis://:s3cret@cache:6379/0")
+    'redis://:***@cache:6379/0'
+    """
+    if not isinstance(url, str):
+        return repr(url)
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    # The userinfo ends at the last "@" before the query (a password may hold a raw "@" or "/").
+    end = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+    head, tail = rest[:end], rest[end:]
+    userinfo, at, host = head.rpartition("@")
+    if at and ":" in userinfo:
+        user, _, password = userinfo.partition(":")
+        if password:
+            head = f"{user}:***@{host}"
+    tail = _QUERY_PASSWORD.sub(r"\1***", tail)
+    return f"{scheme}{sep}{head}{tail}"
 
 
-def _base_kwargs(settings: JobsSettings) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {
-        "decode_responses": True,
+def redact(text: str, *secrets: Any) -> str:
+    """Return ``text`` with every non-empty secret replaced by ``***``."""
+    for secret in secrets:
+        if isinstance(secret, str) and secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def parse_url(url: Any, *, setting: str = "REDIS_URL", name: str | None = None) -> dict[str, Any]:
+    """Return redis-py's connection keyword arguments for ``url``; no network I/O.
+
+    Stricter than redis-py where it would silently ignore a typo: a ``redis://`` path must be
+    a database number, and a ``unix://`` URL needs a socket path.
+
+    Raises:
+        SettingError: the URL is malformed (the message shows it without its password).
+    """
+    name = name or label(setting)
+    if not isinstance(url, str) or not url:
+        raise SettingError(setting, f"{name} is {url!r}; it must be a Redis URL string.", URL_HINT)
+    shown = safe_url(url)
+    scheme = url.partition("://")[0] if "://" in url else ""
+    if scheme not in URL_SCHEMES:
+        hint = URL_HINT
+        if not scheme:
+            hint = f"Add a scheme, e.g. 'unix://{shown}'." if shown.startswith("/") else f"Add a scheme, e.g. 'redis://{shown}'."
+        elif scheme.lower() in URL_SCHEMES:
+            hint = f"Write the scheme in lower case: {scheme.lower()}://"
+        raise SettingError(
+            setting, f"{name} {shown!r} has no valid scheme; it must start with redis://, rediss:// or unix://.", hint
+        )
+    try:
+        kwargs = redis_parse_url(url)
+    except ValueError as exc:  # bad port, bad query value...
+        raise SettingError(setting, f"{name} {shown!r} is not a valid Redis URL: {_url_error(url, exc)}", URL_HINT) from None
+    if scheme == "unix":
+        if not kwargs.get("path"):
+            raise SettingError(setting, f"{name} {shown!r} has no socket path.", "Use unix:///path/to/redis.sock (three slashes).")
+    else:
+        path = url.partition("://")[2].split("?", 1)[0].split("#", 1)[0]
+        path = path.rpartition("@")[2].partition("/")[2]
+        if path and not path.isdigit():
+            raise SettingError(
+                setting,
+                f"{name} {shown!r} has the path {'/' + path!r}; it must be a database number.",
+                "E.g. redis://localhost:6379/0.",
+            )
+    return kwargs
+
+
+def _url_error(url: str, exc: Exception) -> str:
+    """Return redis-py's parse error, with any password in it masked."""
+    userinfo = url.partition("://")[2].split("?", 1)[0].rpartition("@")[0]
+    return redact(str(exc), userinfo.partition(":")[2]).rstrip(".") + "."
+
+
+# -- CACHE_ALIAS -----------------------------------------------------------------------------
+
+
+def _cache_kind(backend: Any) -> str | None:
+    """Return "django_redis" or "django" for a Redis cache backend path (or subclass), else None."""
+    if backend == DJANGO_REDIS_CACHE:
+        return "django_redis"
+    if backend == DJANGO_CACHE:
+        return "django"
+    if not isinstance(backend, str) or not backend:
+        return None
+    from django.utils.module_loading import import_string
+
+    try:
+        cls = import_string(backend)
+    except Exception:  # noqa: BLE001 - a broken BACKEND path is reported as "not a Redis cache"
+        return None
+    for kind, path in (("django_redis", DJANGO_REDIS_CACHE), ("django", DJANGO_CACHE)):
+        try:
+            base = import_string(path)
+        except ImportError:
+            continue
+        if isinstance(cls, type) and issubclass(cls, base):
+            return kind
+    return None
+
+
+def cache_config(alias: str) -> tuple[str, dict[str, Any]]:
+    """Return the URL and keyword arguments of Redis cache ``alias``; no network I/O.
+
+    Raises:
+        SettingError: the alias is missing, not a Redis cache, or not usable by django_jobs.
+    """
+    from django.conf import settings as django_settings
+
+    where = f"{label('CACHE_ALIAS')} is {alias!r}"
+    caches = getattr(django_settings, "CACHES", None) or {}
+    if not isinstance(caches, Mapping) or alias not in caches:
+        names = list(caches) if isinstance(caches, Mapping) else []
+        raise SettingError(
+            "CACHE_ALIAS",
+            f"{where}, but CACHES has no such alias.",
+            did_you_mean(alias, names) or f"Add CACHES[{alias!r}] with BACKEND {DJANGO_REDIS_CACHE!r}, or set REDIS_URL.",
+        )
+    config = caches[alias]
+    backend = config.get("BACKEND") if isinstance(config, Mapping) else None
+    kind = _cache_kind(backend)
+    if kind is None:
+        raise SettingError(
+            "CACHE_ALIAS",
+            f"{where}, but CACHES[{alias!r}] uses {backend!r}, which is not a Redis cache.",
+            f"Point CACHE_ALIAS at a cache with BACKEND {DJANGO_REDIS_CACHE!r}, or set REDIS_URL.",
+        )
+    assert isinstance(config, Mapping)
+    options = config.get("OPTIONS") or {}
+    if not isinstance(options, Mapping):
+        raise SettingError("CACHE_ALIAS", f"{where}, but CACHES[{alias!r}]['OPTIONS'] is not a dict.", "")
+    location = config.get("LOCATION")
+    if isinstance(location, str):
+        location = re.split("[;,]", location)[0].strip()  # the first server is the primary
+    elif isinstance(location, (list, tuple)):
+        location = location[0] if location else None
+    kwargs: dict[str, Any] = {}
+    if kind == "django_redis":
+        factory = str(options.get("CONNECTION_FACTORY") or getattr(django_settings, "DJANGO_REDIS_CONNECTION_FACTORY", ""))
+        if "SENTINELS" in options or "Sentinel" in factory or "Sentinel" in str(options.get("CLIENT_CLASS", "")):
+            raise SettingError(
+                "CACHE_ALIAS",
+                f"{where}, but CACHES[{alias!r}] is a Sentinel cache, which CACHE_ALIAS does not support.",
+                "Set REDIS_URL to the primary instead.",
+            )
+        for option, kwarg in DJANGO_REDIS_OPTIONS.items():
+            if options.get(option):
+                kwargs[kwarg] = options[option]
+        pool_kwargs = options.get("CONNECTION_POOL_KWARGS") or {}
+        if not isinstance(pool_kwargs, Mapping):
+            raise SettingError(
+                "CACHE_ALIAS", f"{where}, but CACHES[{alias!r}]['OPTIONS']['CONNECTION_POOL_KWARGS'] is not a dict.", ""
+            )
+        kwargs.update(pool_kwargs)
+    else:
+        kwargs.update({k: v for k, v in options.items() if k not in DJANGO_CACHE_NON_POOL_OPTIONS})
+    parse_url(location, setting="CACHE_ALIAS", name=f"CACHES[{alias!r}]['LOCATION'] (named by {label('CACHE_ALIAS')})")
+    return str(location), kwargs
+
+
+# -- clients ---------------------------------------------------------------------------------
+
+
+class ConnectionRetry(Retry):
+    """Retry connection errors and timeouts, but not refused credentials.
+
+    redis-py's AuthenticationError is a ConnectionError, so a plain :class:`~redis.retry.Retry`
+    retries a wrong password with backoff (and health checks multiply that to tens of
+    seconds) although no retry can fix it.
+    """
+
+    def call_with_retry(self, do: Any, fail: Any, is_retryable: Any = None, with_failure_count: bool = False) -> Any:
+        def retryable(error: Exception) -> bool:
+            if isinstance(error, redis.AuthenticationError):
+                return False
+            return bool(is_retryable(error)) if is_retryable is not None else True
+
+        return super().call_with_retry(do, fail, retryable, with_failure_count)
+
+
+def _default_kwargs() -> dict[str, Any]:
+    return {
         "encoding_errors": "replace",
         "health_check_interval": 30,
-        "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=2.0), 5),
+        "retry": ConnectionRetry(ExponentialWithJitterBackoff(base=0.05, cap=2.0), 5),
         "retry_on_error": [redis.ConnectionError, redis.TimeoutError],
         "client_name": "django_jobs",
     }
-    kwargs.update(settings.redis_options)
-    return kwargs
 
 
-def resolve_url(settings: JobsSettings) -> str:
-    """Return the Redis URL the settings point at (starting the embedded server if needed)."""
-    if settings.redis_url:
-        return settings.redis_url
-    if settings.cache_alias:
-        return _cache_url(settings.cache_alias)
-    from django_jobs import embedded
+def client_config(settings: JobsSettings, *, blocking: bool = False, start_embedded: bool = True) -> tuple[str, dict[str, Any]] | None:
+    """Return the URL and client keyword arguments for ``settings``.
 
-    return embedded.ensure_running(settings)
+    Returns None in embedded mode when ``start_embedded`` is false (the embedded server's URL
+    is only known once it runs). A ``blocking`` client has no socket timeout, for waits on
+    idle queues.
 
-
-def _cache_url(alias: str) -> str:
-    from django.conf import settings as django_settings
-
-    caches = getattr(django_settings, "CACHES", {})
-    if alias not in caches:
-        raise ConfigurationError(
-            f"DJANGO_JOBS['CACHE_ALIAS'] is {alias!r}, but CACHES has no such alias."
-        )
-    location = caches[alias].get("LOCATION")
-    if isinstance(location, (list, tuple)):
-        location = location[0] if location else None
-    if not location or not str(location).startswith(tuple(f"{s}://" for s in URL_SCHEMES)):
-        raise ConfigurationError(
-            f"CACHES[{alias!r}]['LOCATION'] is not a redis://, rediss:// or unix:// URL."
-        )
-    return str(location)
-
-
-def _cache_kwargs(alias: str) -> dict[str, Any]:
-    from django.conf import settings as django_settings
-
-    options = django_settings.CACHES[alias].get("OPTIONS", {}) or {}
-    kwargs: dict[str, Any] = dict(options.get("CONNECTION_POOL_KWARGS", {}) or {})
-    if options.get("PASSWORD"):
-        kwargs["password"] = options["PASSWORD"]
-    if options.get("SOCKET_CONNECT_TIMEOUT"):
-        kwargs["socket_connect_timeout"] = options["SOCKET_CONNECT_TIMEOUT"]
-    return kwargs
-
-
-def build_client(settings: JobsSettings, *, blocking: bool = False) -> redis.Redis:
-    """Return a Redis client for the settings.
-
-    A ``blocking`` client has no socket timeout, for BLPOP waits on idle queues.
+    Raises:
+        SettingError: the settings do not describe a usable connection.
     """
-    url = resolve_url(settings)
-    kwargs = _base_kwargs(settings)
+    error = ambiguity_error(settings.redis_url, settings.cache_alias)
+    if error is not None:
+        raise error
+    source: dict[str, Any] = {}
+    if settings.redis_url:
+        url = settings.redis_url
+        parse_url(url)
+    elif settings.cache_alias:
+        url, source = cache_config(settings.cache_alias)
+    elif start_embedded:
+        from django_jobs import embedded
+
+        url = embedded.ensure_running(settings)
+    else:
+        return None
+    kwargs = _default_kwargs()
     if not url.startswith("unix://"):
-        kwargs.setdefault("socket_keepalive", True)
-    if settings.cache_alias and not settings.redis_url:
-        kwargs.update(_cache_kwargs(settings.cache_alias))
+        kwargs["socket_keepalive"] = True
+    kwargs.update(source)
+    kwargs.update(settings.redis_options)
+    kwargs["decode_responses"] = True  # the engine works with str
     if blocking:
         kwargs["socket_timeout"] = None
         kwargs.pop("health_check_interval", None)
     else:
-        kwargs.setdefault("socket_timeout", 10)
-        kwargs.setdefault("socket_connect_timeout", 5)
+        kwargs.setdefault("socket_timeout", SOCKET_TIMEOUT)
+        kwargs.setdefault("socket_connect_timeout", SOCKET_CONNECT_TIMEOUT)
+    return url, kwargs
+
+
+def _client(url: str, kwargs: dict[str, Any], settings: JobsSettings) -> redis.Redis:
+    """Return a client for ``url``; raise ConfigurationError if a connection could not be made."""
+    # Without REDIS_OPTIONS, a bad keyword argument can only come from the cache's OPTIONS.
+    setting = "CACHE_ALIAS" if settings.cache_alias and not settings.redis_options else "REDIS_OPTIONS"
     try:
-        return redis.Redis.from_url(url, **kwargs)
-    except ValueError as exc:
-        raise ConfigurationError(f"Invalid Redis URL {safe_url(url)!r}: {exc}") from exc
+        client = redis.Redis.from_url(url, **kwargs)
+        pool = client.connection_pool
+        # redis-py connects lazily; building (not opening) a connection now surfaces a bad
+        # keyword argument at start-up instead of at the first command.
+        pool.connection_class(**pool.connection_kwargs)
+    except (TypeError, ValueError) as exc:
+        where = label("REDIS_OPTIONS")
+        if settings.cache_alias:
+            where = f"CACHES[{settings.cache_alias!r}]['OPTIONS']" + (f" and {where}" if settings.redis_options else "")
+        raise SettingError(
+            setting,
+            f"Cannot build a Redis client for {safe_url(url)!r} from {where}: {redact(str(exc), kwargs.get('password'))}",
+            "Use redis-py connection keyword arguments; ssl_* options need a rediss:// URL, and "
+            "unix:// sockets take no TCP options such as socket_keepalive.",
+        ) from None
+    return client
+
+
+def build_client(settings: JobsSettings, *, blocking: bool = False) -> redis.Redis:
+    """Return a Redis client for the settings (starts the embedded server if needed).
+
+    A ``blocking`` client has no socket timeout, for BLPOP waits on idle queues.
+
+    Raises:
+        ConfigurationError: the settings do not describe a usable connection.
+    """
+    config = client_config(settings, blocking=blocking)
+    assert config is not None
+    url, kwargs = config
+    return _client(url, kwargs, settings)
+
+
+def resolve_url(settings: JobsSettings) -> str:
+    """Return the Redis URL the settings point at (starting the embedded server if needed)."""
+    config = client_config(settings)
+    assert config is not None
+    return config[0]
+
+
+def check_config(settings: JobsSettings) -> str | None:
+    """Check that ``settings`` make a usable client, without network I/O.
+
+    Returns the server's :func:`safe_url`, or None in embedded mode (not checked here).
+
+    Raises:
+        SettingError: what is wrong, naming the setting.
+    """
+    config = client_config(settings, start_embedded=False)
+    if config is None:
+        return None
+    url, kwargs = config
+    _client(url, kwargs, settings).close()
+    return safe_url(url)
+
+
+def ping(settings: JobsSettings, *, timeout: float = 2.0) -> str | None:
+    """Ping the configured Redis once, failing fast; return its :func:`safe_url`.
+
+    Returns None in embedded mode without pinging: the embedded server starts on first use.
+
+    Raises:
+        ConfigurationError: the settings are invalid.
+        RedisUnavailable: Redis did not answer (or refused our credentials).
+    """
+    config = client_config(settings, start_embedded=False)
+    if config is None:
+        return None
+    url, kwargs = config
+    kwargs.update(
+        retry=Retry(NoBackoff(), 0), socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=0
+    )
+    shown = safe_url(url)
+    client = _client(url, kwargs, settings)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise RedisUnavailable(f"Cannot reach Redis at {shown}: {redact(str(exc), kwargs.get('password'))}") from exc
+    except OSError as exc:  # e.g. a TLS handshake failure outside redis-py's wrapping
+        raise RedisUnavailable(f"Cannot reach Redis at {shown}: {exc}") from exc
+    finally:
+        client.close()
+    return shown
+

@@ -1,0 +1,78 @@
+"""JSON arguments: compact encoding, and an error that names the argument that is not JSON."""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import math
+
+import pytest
+
+from django_jobs import serialization
+
+
+def test_arguments_are_encoded_as_compact_json():
+    assert serialization.dumps_call("app.job", (1, "a", None), {"flag": True, "n": 2.5}) == (
+        '[1,"a",null]',
+        '{"flag":true,"n":2.5}',
+    )
+
+
+def test_non_ascii_text_is_kept_as_is_not_escaped():
+    args_json, _ = serialization.dumps_call("app.job", ["héllo ✓"], {})
+    assert args_json == '["héllo ✓"]'
+
+
+def test_a_positional_argument_that_is_not_json_is_named_by_its_index():
+    with pytest.raises(TypeError) as info:
+        serialization.dumps_call("app.send", [1, object()], {})
+    message = str(info.value)
+    assert "positional argument 1 of job 'app.send'" in message
+    assert "(object)" in message
+    assert "Pass ids or plain data" in message
+
+
+def test_a_keyword_argument_that_is_not_json_is_named():
+    with pytest.raises(TypeError, match=r"argument 'when' of job 'app.remind' is not JSON serializable \(datetime\)"):
+        serialization.dumps_call("app.remind", [], {"user_id": 1, "when": datetime.datetime.now(datetime.UTC)})
+
+
+def test_a_value_nested_deep_in_an_argument_names_the_top_level_argument():
+    with pytest.raises(TypeError, match=r"argument 'data' .*\(dict\)"):
+        serialization.dumps_call("app.job", [], {"ok": [1], "data": {"rows": [{"amount": decimal.Decimal("1.5")}]}})
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_nan_and_infinity_are_refused_because_json_has_no_such_numbers(value):
+    with pytest.raises(TypeError, match="argument 'x'"):
+        serialization.dumps_call("app.job", [], {"x": value})
+
+
+def test_a_circular_structure_is_named_instead_of_recursing():
+    loop: list[object] = []
+    loop.append(loop)
+    with pytest.raises(TypeError, match="positional argument 0"):
+        serialization.dumps_call("app.job", [loop], {})
+
+
+def test_the_first_bad_argument_is_the_one_named():
+    with pytest.raises(TypeError, match="positional argument 0") as info:
+        serialization.dumps_call("app.job", [{1, 2}], {"b": object()})
+    assert "argument 'b'" not in str(info.value)
+
+
+def test_the_error_does_not_chain_the_json_internals():
+    with pytest.raises(TypeError) as info:
+        serialization.dumps_call("app.job", [b"bytes"], {})
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+def test_normalize_returns_what_a_json_round_trip_returns():
+    assert serialization.normalize({"t": (1, 2), 3: "x", "n": None}) == {"t": [1, 2], "3": "x", "n": None}
+
+
+def test_enqueueing_a_job_with_a_bad_argument_fails_in_the_caller():
+    from tests.testapp import jobs
+
+    with pytest.raises(TypeError, match="argument 'b' of job 'tests.testapp.jobs.add'"):
+        jobs.add.enqueue(1, b=object())
