@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -23,8 +24,8 @@ def validate_backoff(spec: BackoffSpec) -> None:
     if isinstance(spec, bool):
         raise InvalidJob(f"backoff={spec!r} is not valid. Use seconds, 'exponential' or a callable.")
     if isinstance(spec, (int, float)):
-        if spec < 0:
-            raise InvalidJob(f"backoff={spec!r} must not be negative.")
+        if not math.isfinite(spec) or spec < 0:
+            raise InvalidJob(f"backoff={spec!r} must be a finite, non-negative number of seconds.")
         return
     if isinstance(spec, str):
         if spec not in ("exponential", "fixed", "none"):
@@ -36,10 +37,12 @@ def validate_backoff(spec: BackoffSpec) -> None:
             raise InvalidJob(f"backoff type {kind!r} is not valid. Use 'exponential' or 'fixed'.")
         unknown = set(spec) - {"type", "delay", "factor", "max", "jitter"}
         if unknown:
-            raise InvalidJob(f"Unknown backoff keys {sorted(unknown)!r}; allowed: type, delay, factor, max, jitter.")
+            names = ", ".join(sorted(map(repr, unknown)))
+            raise InvalidJob(f"Unknown backoff keys [{names}]; allowed: type, delay, factor, max, jitter.")
         for key in ("delay", "factor", "max"):
-            if key in spec and (not isinstance(spec[key], (int, float)) or spec[key] < 0):
-                raise InvalidJob(f"backoff[{key!r}] must be a non-negative number.")
+            value = spec.get(key, 0)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise InvalidJob(f"backoff[{key!r}] must be a finite, non-negative number.")
         return
     raise InvalidJob(f"backoff={spec!r} is not valid. Use seconds, 'exponential', a dict or a callable.")
 
@@ -55,7 +58,8 @@ def retry_delay(spec: BackoffSpec, attempt: int) -> float:
     if spec is None or spec == "none":
         return 0.0
     if callable(spec):
-        return max(0.0, float(spec(attempt)))
+        value = float(spec(attempt))
+        return value if math.isfinite(value) and value > 0 else 0.0
     if isinstance(spec, (int, float)):
         return float(spec)
     if spec == "fixed":
@@ -66,7 +70,12 @@ def retry_delay(spec: BackoffSpec, attempt: int) -> float:
     delay = float(spec.get("delay", EXPONENTIAL_BASE))
     if spec.get("type", "exponential") == "fixed":
         return delay
-    ceiling = min(float(spec.get("max", EXPONENTIAL_CAP)), delay * float(spec.get("factor", EXPONENTIAL_FACTOR)) ** (attempt - 1))
+    cap = float(spec.get("max", EXPONENTIAL_CAP))
+    factor = float(spec.get("factor", EXPONENTIAL_FACTOR))
+    try:
+        ceiling = min(cap, delay * factor ** (attempt - 1))
+    except OverflowError:  # thousands of attempts: the cap applies
+        ceiling = cap
     if spec.get("jitter", True):
         # "Full jitter": spreads retries of jobs that failed together.
         return random.uniform(ceiling / 2, ceiling)

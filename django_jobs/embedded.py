@@ -391,8 +391,7 @@ def _ensure_server(directory: Path, sock: Path, configured_binary: str | None) -
 
 
 def _configured_binary(settings: JobsSettings) -> str | None:
-    # TODO: read settings.embedded_binary only, once every JobsSettings has it.
-    value = getattr(settings, "embedded_binary", None) or settings.raw.get("EMBEDDED_BINARY")
+    value = settings.embedded_binary
     return os.fspath(value) if value else None
 
 

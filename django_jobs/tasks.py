@@ -234,8 +234,21 @@ def default_backend_alias() -> str:
     """Return the TASKS alias whose backend is django_jobs' (``default`` preferred)."""
     from django.conf import settings
 
+    from django.utils.module_loading import import_string
+
+    from django_jobs.backends import RedisBackend
+
+    def ours(path: object) -> bool:
+        if path == BACKEND_PATH:
+            return True
+        try:
+            cls = import_string(str(path))
+        except ImportError:
+            return False
+        return isinstance(cls, type) and issubclass(cls, RedisBackend)
+
     tasks = getattr(settings, "TASKS", {}) or {}
-    aliases = [alias for alias, cfg in tasks.items() if cfg.get("BACKEND") == BACKEND_PATH]
+    aliases = [alias for alias, cfg in tasks.items() if ours(cfg.get("BACKEND"))]
     if not aliases:
         raise ConfigurationError(
             "@job needs a django.tasks backend of django_jobs. Add to your settings: "
