@@ -41,10 +41,16 @@ def time_ms() -> int:
 
 def current_job_id() -> str:
     """Return the id of the job running in this context ('' outside jobs)."""
-    from django_jobs.worker.executor import current_job
+    from django_jobs.worker import executor  # the worker imports this module: import late, once
 
-    running = current_job.get()
-    return running.id if running is not None else ""
+    global current_job_id
+    current_job = executor.current_job
+
+    def current_job_id() -> str:
+        running = current_job.get()
+        return running.id if running is not None else ""
+
+    return current_job_id()
 
 
 class RedisBackend(BaseTaskBackend):
@@ -163,22 +169,22 @@ class RedisBackend(BaseTaskBackend):
             task_enqueued.send(type(self), task_result=result)
 
     def enqueue(self, task: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> JobResult:
-        """Queue up one job; returns its result handle."""
-        self.validate_task(task)
+        """Queue up one job; returns its result handle.
+
+        The task was validated when it was built (``Task.__post_init__``), so it is not again here.
+        """
         prepared = self._prepare(task, args, kwargs)
         self._push([prepared])
         return prepared[1]
 
     def enqueue_many(self, task: Any, calls: Sequence[tuple[Sequence[Any], dict[str, Any]]]) -> list[JobResult]:
         """Queue up many jobs of ``task`` in one round trip per queue."""
-        self.validate_task(task)
         prepared = [self._prepare(task, args, kwargs) for args, kwargs in calls]
         self._push(prepared)
         return [result for _, result in prepared]
 
     def enqueue_on_commit(self, task: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> JobResult:
         """Prepare the job now; enqueue it when the current transaction commits."""
-        self.validate_task(task)
         prepared = self._prepare(task, args, kwargs)
         transaction.on_commit(lambda: self._push([prepared]))
         return prepared[1]
