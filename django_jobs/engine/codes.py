@@ -13,6 +13,8 @@ class ScriptCode(IntEnum):
     OK = 1
     JOB_NOT_FOUND = -1
     NOT_OWNER = -3
+    #: The request itself is malformed (e.g. an unknown outcome kind); nothing was written.
+    BAD_REQUEST = -4
 
 
 def raise_for_code(code: int, job_id: str) -> None:

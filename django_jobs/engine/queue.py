@@ -192,9 +192,10 @@ class Engine:
         """Return expired leases to waiting; returns (recovered, failed as worker_lost)."""
         k = self.keys(queue)
         f_age, _ = self.settings.keep(queue, "FAILED")
-        recovered, failed = self._run(
+        # The script also reports how many cancel-requested jobs it cancelled (third value).
+        recovered, failed, _cancelled = self._run(
             "recover",
-            (k.active, k.wait, k.failed, k.meta, k.events, k.marker),
+            (k.active, k.wait, k.failed, k.meta, k.events, k.marker, k.cancelled),
             (k.job_prefix, self.maxlen, self.settings.max_recoveries, limit, f_age * 1000, now_ms),
         )
         return int(recovered), int(failed)
@@ -202,10 +203,11 @@ class Engine:
     def release(self, queue: str, leases: Iterable[tuple[str, str]]) -> int:
         """Put unfinished active jobs back to waiting (shutdown); returns how many."""
         k = self.keys(queue)
-        args: list[Any] = [k.job_prefix, self.maxlen]
+        f_age, _ = self.settings.keep(queue, "FAILED")
+        args: list[Any] = [k.job_prefix, self.maxlen, f_age * 1000]
         for job_id, token in leases:
             args += [job_id, token]
-        return int(self._run("release", (k.active, k.wait, k.meta, k.events, k.marker), args))
+        return int(self._run("release", (k.active, k.wait, k.meta, k.events, k.marker, k.cancelled), args))
 
     def cancel(self, queue: str, job_id: str) -> int:
         """Cancel a job: 1 cancelled, 2 cancel requested (running), 0 finished, -1 unknown."""

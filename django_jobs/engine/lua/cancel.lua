@@ -5,7 +5,7 @@
   ARGV[1] job_id  ARGV[2] events maxlen  ARGV[3] keep ms
   Returns: 1 cancelled | 2 cancel requested (job is running) | 0 already finished (no-op)
            | -1 JOB_NOT_FOUND
-  Events:  "cancelled" | "cancel_requested"
+  Events:  "cancelled" | "cancel_requested" (on the first request only; asking again is a no-op)
 ]]
 --@include now
 --@include emit

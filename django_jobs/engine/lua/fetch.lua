@@ -57,7 +57,7 @@ if count > 0 then
       out[n + 2] = token
       out[n + 3] = fields[1]
       out[n + 4] = attempt
-      out[n + 5] = fields[2]
+      out[n + 5] = fields[2] or 0 -- a nil would end the reply early
       out[n + 6] = fields[3] or ''
       out[n + 7] = fields[4] or ''
     end

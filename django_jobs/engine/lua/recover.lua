@@ -1,13 +1,15 @@
 --[[
   recover: return jobs whose lease expired (their worker died or stalled) to waiting,
   at their original place in line; after max_recoveries, fail them as "worker_lost".
+  A job whose cancel was requested while it ran is cancelled instead of run again.
   Idempotent: any process may run it at any time.
   KEYS[1] active ZSET  KEYS[2] wait ZSET  KEYS[3] failed ZSET  KEYS[4] meta HASH
-  KEYS[5] events STREAM  KEYS[6] marker LIST
+  KEYS[5] events STREAM  KEYS[6] marker LIST  KEYS[7] cancelled ZSET
   ARGV[1] job key prefix  ARGV[2] events maxlen  ARGV[3] max_recoveries  ARGV[4] limit
-  ARGV[5] keep failed ms  ARGV[6] now_ms override for tests (0 = Redis time)
-  Returns: { recovered_count, failed_count }
-  Events:  "stalled" per recovered job, "failed" per job past max_recoveries
+  ARGV[5] keep failed ms (also for cancelled)  ARGV[6] now_ms override for tests (0 = Redis time)
+  Returns: { recovered_count, failed_count, cancelled_count }
+  Events:  "stalled" per job back to waiting, "failed" (why=worker_lost) per job past
+           max_recoveries, "cancelled" per cancel-requested job
 ]]
 --@include now
 --@include wait_score
@@ -15,36 +17,48 @@
 --@include wake
 --@include append_json
 local rcall = redis.call
-local active_key, wait_key, failed_key, meta_key, events_key, marker_key =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local active_key, wait_key, failed_key, meta_key, events_key, marker_key, cancelled_key =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local job_prefix = ARGV[1]
 local maxlen = tonumber(ARGV[2])
 local max_recoveries = tonumber(ARGV[3])
+local keep_ms = tonumber(ARGV[5])
 local now_ms = tonumber(ARGV[6])
 if now_ms == 0 then now_ms = server_now_ms() end
-local expired = rcall('ZRANGEBYSCORE', active_key, '-inf', now_ms, 'LIMIT', 0, tonumber(ARGV[4]))
-local recovered, failed = 0, 0
+-- A lease is valid until its deadline; it has expired once the deadline is in the past.
+local expired = rcall('ZRANGEBYSCORE', active_key, '-inf', string.format('(%d', now_ms), 'LIMIT', 0, tonumber(ARGV[4]))
+local recovered, failed, cancelled = 0, 0, 0
 for i = 1, #expired do
   local job_id = expired[i]
   local job_key = job_prefix .. job_id
   rcall('ZREM', active_key, job_id)
-  local fields = rcall('HMGET', job_key, 's', 'ws', 'p')
+  local fields = rcall('HMGET', job_key, 's', 'ws', 'p', 'cx')
   if fields[1] == 'active' then
     local recoveries = rcall('HINCRBY', job_key, 'rec', 1)
     rcall('HDEL', job_key, 'tok', 'w')
-    if recoveries > max_recoveries then
+    if fields[4] == '1' then
+      -- Its worker was asked to stop it and then vanished: honour the cancel, do not rerun.
+      rcall('HSET', job_key, 's', 'cancelled', 'f', now_ms)
+      rcall('ZADD', cancelled_key, now_ms + keep_ms, job_id)
+      emit(events_key, maxlen, 'cancelled', job_id)
+      cancelled = cancelled + 1
+    elseif recoveries > max_recoveries then
       append_json(job_key, 'err', cjson.encode({
         exception_class_path = 'django_jobs.exceptions.LeaseLost',
         traceback = 'The job\'s worker stopped renewing its lease ' .. recoveries .. ' times (worker_lost).',
       }))
       rcall('HSET', job_key, 's', 'failed', 'f', now_ms, 'why', 'worker_lost')
-      rcall('ZADD', failed_key, now_ms + tonumber(ARGV[5]), job_id)
+      rcall('ZADD', failed_key, now_ms + keep_ms, job_id)
       emit(events_key, maxlen, 'failed', job_id, 'why', 'worker_lost')
       failed = failed + 1
     else
       -- The interrupted run does not count as an attempt; go back to the front of the line.
       rcall('HINCRBY', job_key, 'a', -1)
-      local score = tonumber(fields[2]) or next_wait_score(meta_key, fields[3] or 0)
+      local score = tonumber(fields[2])
+      if not score then
+        score = next_wait_score(meta_key, fields[3] or 0)
+        rcall('HSET', job_key, 'ws', score)
+      end
       rcall('ZADD', wait_key, score, job_id)
       rcall('HSET', job_key, 's', 'waiting')
       emit(events_key, maxlen, 'stalled', job_id)
@@ -53,4 +67,4 @@ for i = 1, #expired do
   end
 end
 if recovered > 0 then wake(marker_key) end
-return { recovered, failed }
+return { recovered, failed, cancelled }

@@ -1,35 +1,52 @@
 --[[
   release: put a worker's unfinished active jobs back to waiting at once (graceful shutdown),
   at their original place in line. Fenced by token; the interrupted run is not an attempt.
+  A job whose cancel was requested while it ran is cancelled instead of run again.
   KEYS[1] active ZSET  KEYS[2] wait ZSET  KEYS[3] meta HASH  KEYS[4] events STREAM
-  KEYS[5] marker LIST
-  ARGV[1] job key prefix  ARGV[2] events maxlen  ARGV[3..] pairs of job_id, token
-  Returns: number of jobs released
-  Events:  "released" per job
+  KEYS[5] marker LIST  KEYS[6] cancelled ZSET
+  ARGV[1] job key prefix  ARGV[2] events maxlen  ARGV[3] keep cancelled ms
+  ARGV[4..] pairs of job_id, token
+  Returns: number of jobs released (back to waiting or cancelled); a replay releases 0
+  Events:  "released" per job back to waiting, "cancelled" per cancel-requested job
 ]]
 --@include now
 --@include wait_score
 --@include emit
 --@include wake
 local rcall = redis.call
-local active_key, wait_key, meta_key, events_key, marker_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local active_key, wait_key, meta_key, events_key, marker_key, cancelled_key =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local job_prefix = ARGV[1]
 local maxlen = tonumber(ARGV[2])
-local released = 0
-for i = 3, #ARGV, 2 do
+local keep_ms = tonumber(ARGV[3])
+local released, requeued = 0, 0
+local now_ms
+for i = 4, #ARGV, 2 do
   local job_id, token = ARGV[i], ARGV[i + 1]
   local job_key = job_prefix .. job_id
-  local fields = rcall('HMGET', job_key, 's', 'tok', 'ws', 'p')
+  local fields = rcall('HMGET', job_key, 's', 'tok', 'ws', 'p', 'cx')
   if fields[1] == 'active' and fields[2] == token then
     rcall('ZREM', active_key, job_id)
-    rcall('HINCRBY', job_key, 'a', -1)
     rcall('HDEL', job_key, 'tok', 'w')
-    local score = tonumber(fields[3]) or next_wait_score(meta_key, fields[4] or 0)
-    rcall('ZADD', wait_key, score, job_id)
-    rcall('HSET', job_key, 's', 'waiting')
-    emit(events_key, maxlen, 'released', job_id)
+    if fields[5] == '1' then
+      now_ms = now_ms or server_now_ms()
+      rcall('HSET', job_key, 's', 'cancelled', 'f', now_ms)
+      rcall('ZADD', cancelled_key, now_ms + keep_ms, job_id)
+      emit(events_key, maxlen, 'cancelled', job_id)
+    else
+      rcall('HINCRBY', job_key, 'a', -1)
+      local score = tonumber(fields[3])
+      if not score then
+        score = next_wait_score(meta_key, fields[4] or 0)
+        rcall('HSET', job_key, 'ws', score)
+      end
+      rcall('ZADD', wait_key, score, job_id)
+      rcall('HSET', job_key, 's', 'waiting')
+      emit(events_key, maxlen, 'released', job_id)
+      requeued = requeued + 1
+    end
     released = released + 1
   end
 end
-if released > 0 then wake(marker_key) end
+if requeued > 0 then wake(marker_key) end
 return released

@@ -12,8 +12,10 @@
   ARGV[7..] groups of 6: job_id, token, kind ("c" complete | "r" retry | "f" fail |
             "x" cancelled), value (result JSON for "c", error JSON otherwise),
             delay_ms (retry; 0 = straight back to waiting), keep_ms (per-job retention; 0 = queue default)
-  Returns: a list, one code per outcome: 1 applied | -1 JOB_NOT_FOUND | -3 NOT_OWNER
-  Events:  "completed" | "retrying" | "failed" | "cancelled" per applied outcome
+  A retry of a job whose cancel was requested while it ran cancels it instead.
+  Returns: a list, one code per outcome: 1 applied (or already applied: replay)
+           | -1 JOB_NOT_FOUND | -3 NOT_OWNER | -4 BAD_REQUEST (unknown kind; nothing written)
+  Events:  "completed" | "retrying" | "failed" | "cancelled" per applied outcome (none on replay)
 ]]
 --@include now
 --@include wait_score
@@ -38,9 +40,11 @@ for i = 7, #ARGV, 6 do
   local job_id, token, kind, value = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local delay_ms, keep_ms = tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5])
   local job_key = job_prefix .. job_id
-  local fields = rcall('HMGET', job_key, 's', 'tok', 'p')
+  local fields = rcall('HMGET', job_key, 's', 'tok', 'p', 'cx')
   local state, current_token = fields[1], fields[2]
-  if not state then
+  if kind ~= 'r' and not SETTLED_STATE[kind] then
+    results[#results + 1] = -4
+  elseif not state then
     results[#results + 1] = -1
   elseif current_token ~= token then
     results[#results + 1] = -3
@@ -48,7 +52,12 @@ for i = 7, #ARGV, 6 do
     -- Same token but no longer active: this exact outcome was already applied (replay).
     local expected = SETTLED_STATE[kind]
     if kind == 'r' then
-      if state == 'waiting' or state == 'scheduled' then results[#results + 1] = 1 else results[#results + 1] = -3 end
+      -- A retry leaves the job waiting or scheduled (or cancelled, when a cancel was requested).
+      if state == 'waiting' or state == 'scheduled' or state == 'cancelled' then
+        results[#results + 1] = 1
+      else
+        results[#results + 1] = -3
+      end
     elseif state == expected then
       results[#results + 1] = 1
     else
@@ -62,13 +71,21 @@ for i = 7, #ARGV, 6 do
       rcall('ZADD', completed_key, now_ms + keep_ms, job_id)
       emit(events_key, maxlen, 'completed', job_id)
       touched_completed = true
+    elseif kind == 'r' and fields[4] == '1' then
+      -- Asked to stop while it ran: do not run it again.
+      if keep_ms <= 0 then keep_ms = keep_failed_ms end
+      append_json(job_key, 'err', value)
+      rcall('ZADD', cancelled_key, now_ms + keep_ms, job_id)
+      rcall('HSET', job_key, 's', 'cancelled', 'f', now_ms)
+      emit(events_key, maxlen, 'cancelled', job_id)
+      touched_failed = true
     elseif kind == 'r' then
       append_json(job_key, 'err', value)
       if delay_ms > 0 then
         rcall('ZADD', scheduled_key, now_ms + delay_ms, job_id)
         rcall('HSET', job_key, 's', 'scheduled', 'run', now_ms + delay_ms)
       else
-        local score = next_wait_score(meta_key, fields[3])
+        local score = next_wait_score(meta_key, fields[3] or 0)
         rcall('ZADD', wait_key, score, job_id)
         rcall('HSET', job_key, 's', 'waiting', 'ws', score)
       end

@@ -1,0 +1,130 @@
+"""enqueue.lua: new jobs become waiting or scheduled, once per id."""
+
+from __future__ import annotations
+
+import json
+
+from tests.lua.conftest import (
+    QUEUE,
+    assert_state,
+    claim_one,
+    complete,
+    new_job,
+    score,
+    server_ms,
+    wait_score,
+)
+
+
+def test_a_new_job_is_written_waiting_with_its_fields_and_one_event(engine, r, k, events):
+    before = server_ms(r)
+    codes = engine.enqueue(QUEUE, [new_job("a", priority=3, correlation_id="req-1", parent_id="p-9")])
+    after = server_ms(r)
+
+    assert codes == [1]
+    h = r.hgetall(k.job("a"))
+    assert json.loads(h["d"]) == {"n": "tests.noop", "a": ["a"]}
+    assert (h["s"], h["p"], h["a"], h["cid"], h["par"]) == ("waiting", "3", "0", "req-1", "p-9")
+    assert before <= int(h["e"]) <= after
+    assert_state(r, k, "a", "waiting")
+    assert int(h["ws"]) == score(r, k.wait, "a") == wait_score(3, 1)
+    assert events.new() == [("waiting", "a")]
+
+
+def test_bulk_enqueue_writes_every_job_in_one_call_with_one_event_each(engine, r, k, events):
+    ids = [f"b{i}" for i in range(5)]
+    assert engine.enqueue(QUEUE, [new_job(i) for i in ids]) == [1] * 5
+    assert r.zrange(k.wait, 0, -1) == ids
+    for job_id in ids:
+        assert_state(r, k, job_id, "waiting")
+    assert events.new() == [("waiting", i) for i in ids]
+
+
+def test_higher_priority_is_ahead_and_equal_priorities_stay_fifo(engine, r, k):
+    priorities = {"m1": 0, "top1": 100, "bottom": -100, "m2": 0, "top2": 100, "five": 5}
+    engine.enqueue(QUEUE, [new_job(i, priority=p) for i, p in list(priorities.items())[:3]])
+    for job_id, priority in list(priorities.items())[3:]:
+        engine.enqueue(QUEUE, [new_job(job_id, priority=priority)])
+
+    assert r.zrange(k.wait, 0, -1) == ["top1", "top2", "five", "m1", "m2", "bottom"]
+    # The score is (100 - priority) * 2^44 + a queue-wide sequence number.
+    for seq, (job_id, priority) in enumerate(priorities.items(), start=1):
+        assert score(r, k.wait, job_id) == wait_score(priority, seq)
+    assert r.hget(k.meta, "seq") == "6"
+
+
+def test_a_delayed_job_is_scheduled_at_now_plus_delay(engine, r, k, events):
+    before = server_ms(r)
+    assert engine.enqueue(QUEUE, [new_job("d", delay_ms=30_000)]) == [2]
+    after = server_ms(r)
+
+    assert_state(r, k, "d", "scheduled")
+    due = score(r, k.scheduled, "d")
+    assert before + 30_000 <= due <= after + 30_000
+    assert int(r.hget(k.job("d"), "run")) == due
+    assert events.new() == [("scheduled", "d")]
+
+
+def test_the_later_of_run_at_and_delay_wins(engine, r, k):
+    now = server_ms(r)
+    engine.enqueue(QUEUE, [new_job("run-at-later", run_at_ms=now + 90_000, delay_ms=1_000)])
+    engine.enqueue(QUEUE, [new_job("delay-later", run_at_ms=now + 1_000, delay_ms=90_000)])
+
+    assert score(r, k.scheduled, "run-at-later") == now + 90_000
+    assert score(r, k.scheduled, "delay-later") >= now + 90_000
+
+
+def test_a_run_at_in_the_past_makes_the_job_waiting_at_once(engine, r, k):
+    assert engine.enqueue(QUEUE, [new_job("late", run_at_ms=server_ms(r) - 5_000)]) == [1]
+    assert_state(r, k, "late", "waiting")
+
+
+def test_an_existing_id_is_not_overwritten_and_returns_zero(engine, r, k, events):
+    engine.enqueue(QUEUE, [new_job("dup", priority=1)])
+    original = r.hgetall(k.job("dup"))
+    events.new()
+
+    replay = new_job("dup", priority=50, delay_ms=10_000, correlation_id="other")
+    assert engine.enqueue(QUEUE, [replay]) == [0]
+
+    assert r.hgetall(k.job("dup")) == original
+    assert_state(r, k, "dup", "waiting")
+    assert r.zcard(k.wait) == 1
+    assert events.new() == []
+
+
+def test_a_repeated_id_within_one_bulk_call_is_written_once(engine, r, k, events):
+    assert engine.enqueue(QUEUE, [new_job("x"), new_job("x", priority=9), new_job("y")]) == [1, 0, 1]
+    assert r.hget(k.job("x"), "p") == "0"
+    assert events.new() == [("waiting", "x"), ("waiting", "y")]
+
+
+def test_a_finished_job_id_cannot_be_enqueued_again_while_it_is_kept(engine, r, k):
+    engine.enqueue(QUEUE, [new_job("done")])
+    engine.settle(QUEUE, [complete(claim_one(engine, "done"))])
+
+    assert engine.enqueue(QUEUE, [new_job("done")]) == [0]
+    assert_state(r, k, "done", "completed")
+
+
+def test_the_marker_list_never_holds_more_than_one_token(engine, r, k):
+    engine.enqueue(QUEUE, [new_job("m1")])
+    engine.enqueue(QUEUE, [new_job("m2"), new_job("m3")])
+    engine.enqueue(QUEUE, [new_job("m4", delay_ms=5_000)])
+    assert r.lrange(k.marker, 0, -1) == ["1"]
+
+    r.lpop(k.marker)  # a blocked worker took the token
+    engine.enqueue(QUEUE, [new_job("m5")])
+    assert r.llen(k.marker) == 1
+
+
+def test_a_scheduled_job_also_wakes_a_worker_to_recompute_its_wait(engine, r, k):
+    engine.enqueue(QUEUE, [new_job("s", delay_ms=5_000)])
+    assert r.llen(k.marker) == 1
+
+
+def test_a_replayed_enqueue_leaves_no_marker_token_behind(engine, r, k):
+    engine.enqueue(QUEUE, [new_job("once")])
+    r.delete(k.marker)
+    assert engine.enqueue(QUEUE, [new_job("once")]) == [0]
+    assert r.llen(k.marker) == 0

@@ -1,0 +1,140 @@
+"""fetch.lua: promote due jobs, then claim waiting jobs with fresh leases."""
+
+from __future__ import annotations
+
+import json
+
+from tests.lua.conftest import (
+    LONG_LEASE_MS,
+    QUEUE,
+    assert_state,
+    claim,
+    claim_one,
+    new_job,
+    retry,
+    score,
+    server_ms,
+    wait_score,
+)
+
+
+def test_fetch_claims_up_to_count_in_priority_order_and_returns_payloads(engine, r, k, events):
+    engine.enqueue(QUEUE, [new_job(f"j{i}", priority=i) for i in range(5)])
+    events.new()
+
+    before = server_ms(r)
+    result = engine.fetch(QUEUE, 3, lease_ms=5_000, worker_id="w1")
+    after = server_ms(r)
+
+    assert [j.id for j in result.jobs] == ["j4", "j3", "j2"]
+    assert result.paused is False
+    for claimed in result.jobs:
+        assert claimed.queue == QUEUE
+        assert json.loads(claimed.data) == {"n": "tests.noop", "a": [claimed.id]}
+        assert claimed.attempt == 1
+        assert_state(r, k, claimed.id, "active")
+        assert before + 5_000 <= score(r, k.active, claimed.id) <= after + 5_000
+        h = r.hgetall(k.job(claimed.id))
+        assert (h["tok"], h["w"], h["a"]) == (claimed.token, "w1", "1")
+        assert before <= int(h["la"]) <= after
+        assert before <= int(h["st"]) <= after
+    assert r.zrange(k.wait, 0, -1) == ["j1", "j0"]
+    assert events.new() == [("active", "j4"), ("active", "j3"), ("active", "j2")]
+
+
+def test_fetch_returns_what_was_enqueued_with_the_job(engine, r):
+    engine.enqueue(QUEUE, [new_job("c", correlation_id="req-7", parent_id="parent-1")])
+    enqueued_ms = int(r.hget(engine.keys(QUEUE).job("c"), "e"))
+
+    claimed = claim_one(engine, "c")
+
+    assert (claimed.correlation_id, claimed.parent_id, claimed.enqueued_ms) == ("req-7", "parent-1", enqueued_ms)
+
+
+def test_fetch_claims_only_what_is_waiting(engine):
+    engine.enqueue(QUEUE, [new_job("a"), new_job("b")])
+    assert [j.id for j in claim(engine, 10)] == ["a", "b"]
+    assert claim(engine, 10) == []
+
+
+def test_every_claim_gets_a_fresh_strictly_increasing_fencing_token(engine, r, k):
+    engine.enqueue(QUEUE, [new_job("a"), new_job("b")])
+    first = claim(engine, 2)
+    engine.settle(QUEUE, [retry(first[0])])
+    again = claim_one(engine, "a")
+
+    tokens = [int(c.token) for c in [*first, again]]
+    assert tokens == sorted(set(tokens))
+    assert r.hget(k.job("a"), "tok") == again.token
+
+
+def test_each_claim_counts_an_attempt_and_records_the_worker(engine, r, k):
+    engine.enqueue(QUEUE, [new_job("a")])
+    first = claim_one(engine, "a", worker_id="host-1:11")
+    engine.settle(QUEUE, [retry(first)])
+    second = claim_one(engine, "a", worker_id='odd "name"/\\')
+
+    assert (first.attempt, second.attempt) == (1, 2)
+    assert r.hget(k.job("a"), "a") == "2"
+    assert json.loads(r.hget(k.job("a"), "wk")) == ["host-1:11", 'odd "name"/\\']
+
+
+def test_due_scheduled_jobs_are_promoted_then_claimed(engine, r, k, events):
+    engine.enqueue(QUEUE, [new_job("early"), new_job("due", delay_ms=60_000), new_job("later", delay_ms=60_000)])
+    r.zadd(k.scheduled, {"due": server_ms(r) - 1})  # its time has come
+    events.new()
+
+    claimed = claim(engine, 5)
+
+    assert [c.id for c in claimed] == ["early", "due"]
+    # Promotion put "due" behind "early" with a fresh wait score before claiming it.
+    assert int(r.hget(k.job("due"), "ws")) == wait_score(0, 2)
+    assert_state(r, k, "due", "active")
+    assert_state(r, k, "later", "scheduled")
+    assert events.new() == [("waiting", "due"), ("active", "early"), ("active", "due")]
+
+
+def test_a_paused_queue_claims_nothing_until_resumed(engine, r, k, events):
+    engine.enqueue(QUEUE, [new_job("p")])
+    engine.pause(QUEUE)
+    events.new()
+
+    result = engine.fetch(QUEUE, 5, lease_ms=LONG_LEASE_MS, worker_id="w1")
+
+    assert (result.jobs, result.paused) == ([], True)
+    assert_state(r, k, "p", "waiting")
+    assert events.new() == []
+
+    engine.resume(QUEUE)
+    assert [j.id for j in claim(engine)] == ["p"]
+
+
+def test_next_due_ms_tells_how_long_until_the_next_scheduled_job(engine, r):
+    assert engine.fetch(QUEUE, 1, lease_ms=1000, worker_id="w").next_due_ms == -1
+
+    engine.enqueue(QUEUE, [new_job("soon", delay_ms=40_000), new_job("never", delay_ms=900_000)])
+    next_due = engine.fetch(QUEUE, 1, lease_ms=1000, worker_id="w").next_due_ms
+    assert 39_000 < next_due <= 40_000
+
+    engine.enqueue(QUEUE, [new_job("now-1"), new_job("now-2")])
+    assert engine.fetch(QUEUE, 1, lease_ms=1000, worker_id="w").next_due_ms == 0
+
+
+def test_fetch_wakes_another_worker_only_when_work_remains(engine, r, k):
+    engine.enqueue(QUEUE, [new_job(f"j{i}") for i in range(3)])
+    r.delete(k.marker)
+
+    claim(engine, 1)
+    assert r.llen(k.marker) == 1
+
+    r.delete(k.marker)
+    claim(engine, 5)
+    assert r.llen(k.marker) == 0
+
+
+def test_a_job_id_in_wait_without_a_hash_is_dropped_not_claimed(engine, r, k):
+    engine.enqueue(QUEUE, [new_job("ok")])
+    r.zadd(k.wait, {"ghost": 0})
+
+    assert [j.id for j in claim(engine, 5)] == ["ok"]
+    assert r.zscore(k.wait, "ghost") is None and r.zscore(k.active, "ghost") is None
