@@ -388,11 +388,11 @@ class JobsSettings:
         """True when neither REDIS_URL nor CACHE_ALIAS is set."""
         return not self.redis_url and not self.cache_alias
 
-    def keep(self, queue: str, which: str) -> tuple[int, int]:
+    def keep(self, queue: str, which: str) -> tuple[float, int]:
         """Return (age_seconds, count) retention for ``which`` in ('COMPLETED', 'FAILED')."""
         base = self.keep_completed if which == "COMPLETED" else self.keep_failed
         merged = {**base, **self.queues.get(queue, {}).get(f"KEEP_{which}", {})}
-        return int(merged.get("AGE", 0)), int(merged.get("COUNT", 0))
+        return float(merged.get("AGE", 0)), int(merged.get("COUNT", 0))
 
 
 def user_settings() -> dict[str, Any]:

@@ -6,7 +6,11 @@ and return plain values; the job API (:mod:`django_jobs.tasks`) builds on them.
 
 from __future__ import annotations
 
+import json
+import os
 import threading
+import time
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +22,11 @@ from django_jobs.engine.connection import build_client, safe_url
 from django_jobs.engine.keys import QueueKeys, workers_key
 from django_jobs.engine.scripts import SCRIPT_NAMES, script_source
 from django_jobs.exceptions import RedisUnavailable
+
+#: Attempts of a script call on a connection error before RedisUnavailable (scripts are replay-safe).
+SCRIPT_RETRIES = 3
+#: A worker whose heartbeat is older than this many seconds is no longer listed.
+WORKER_TTL = 60.0
 
 #: How many due scheduled jobs one fetch promotes at most.
 PROMOTE_LIMIT = 1000
@@ -76,6 +85,26 @@ class FetchResult:
     paused: bool
 
 
+class _OwnConnection:
+    """A connection owned by one thread (and one process); closed when the thread ends."""
+
+    __slots__ = ("conn", "pid", "__weakref__")
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.pid = os.getpid()
+
+    def close(self) -> None:
+        if self.pid == os.getpid():
+            self.conn.disconnect()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+
 class Engine:
     """Redis access for one process: a client, the key layout and the registered scripts."""
 
@@ -87,6 +116,8 @@ class Engine:
         self._keys: dict[str, QueueKeys] = {}
         self._scripts = {name: self.client.register_script(script_source(name)) for name in SCRIPT_NAMES}
         self._lock = threading.Lock()
+        self._lane = threading.local()
+        self._owned: weakref.WeakSet[_OwnConnection] = weakref.WeakSet()
         self.maxlen = settings.events_maxlen
 
     # -- plumbing -------------------------------------------------------------------------
@@ -121,8 +152,42 @@ class Engine:
             return self._blocking
 
     def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Call script ``name`` on this thread's own connection.
+
+        The hot path: EVALSHA straight on a connection owned by the calling thread, with no
+        pool checkout and no per-call wrappers. NOSCRIPT (cache flushed, failover) loads the
+        script and calls again; a connection error reconnects and sends the call again,
+        which the scripts make safe (replaying a request has the effect of once).
+        """
+        script = self._scripts[name]
+        lane = self._lane
+        pid = os.getpid()
+        for attempt in range(SCRIPT_RETRIES + 1):
+            own = getattr(lane, "own", None)
+            if own is None or own.pid != pid:
+                own = lane.own = _OwnConnection(self.client.connection_pool.make_connection())
+                self._owned.add(own)
+            conn = own.conn
+            try:
+                conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                try:
+                    return conn.read_response()
+                except redis.exceptions.NoScriptError:
+                    conn.send_command("SCRIPT", "LOAD", script.script)
+                    conn.read_response()
+                    conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                    return conn.read_response()
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                conn.disconnect()
+                if attempt == SCRIPT_RETRIES:
+                    raise RedisUnavailable(f"Cannot reach Redis at {self.target}: {exc}") from exc
+                time.sleep(0.05 * 2**attempt)
+        raise AssertionError("unreachable")
+
+    def _call(self, func: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run a plain client command, translating connection errors."""
         try:
-            return self._scripts[name](keys=keys, args=args)
+            return func(*args, **kwargs)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise RedisUnavailable(f"Cannot reach Redis at {self.target}: {exc}") from exc
 
@@ -134,7 +199,9 @@ class Engine:
             raise RedisUnavailable(f"Cannot reach Redis at {self.target}: {exc}") from exc
 
     def close(self) -> None:
-        """Close this engine's connections."""
+        """Close this engine's connections, the script connections of every thread too."""
+        for own in list(self._owned):
+            own.close()
         self.client.close()
         if self._blocking is not None:
             self._blocking.close()
@@ -168,7 +235,7 @@ class Engine:
         k = self.keys(queue)
         c_age, c_count = self.settings.keep(queue, "COMPLETED")
         f_age, f_count = self.settings.keep(queue, "FAILED")
-        args: list[Any] = [k.job_prefix, self.maxlen, c_age * 1000, c_count, f_age * 1000, f_count]
+        args: list[Any] = [k.job_prefix, self.maxlen, int(c_age * 1000), c_count, int(f_age * 1000), f_count]
         for o in outcomes:
             args += [o.id, o.token, o.kind, o.value, o.delay_ms, o.keep_ms]
         return list(
@@ -196,7 +263,7 @@ class Engine:
         recovered, failed, _cancelled = self._run(
             "recover",
             (k.active, k.wait, k.failed, k.meta, k.events, k.marker, k.cancelled),
-            (k.job_prefix, self.maxlen, self.settings.max_recoveries, limit, f_age * 1000, now_ms),
+            (k.job_prefix, self.maxlen, self.settings.max_recoveries, limit, int(f_age * 1000), now_ms),
         )
         return int(recovered), int(failed)
 
@@ -204,7 +271,7 @@ class Engine:
         """Put unfinished active jobs back to waiting (shutdown); returns how many."""
         k = self.keys(queue)
         f_age, _ = self.settings.keep(queue, "FAILED")
-        args: list[Any] = [k.job_prefix, self.maxlen, f_age * 1000]
+        args: list[Any] = [k.job_prefix, self.maxlen, int(f_age * 1000)]
         for job_id, token in leases:
             args += [job_id, token]
         return int(self._run("release", (k.active, k.wait, k.meta, k.events, k.marker, k.cancelled), args))
@@ -217,7 +284,7 @@ class Engine:
             self._run(
                 "cancel",
                 (k.wait, k.scheduled, k.cancelled, k.events, k.job(job_id)),
-                (job_id, self.maxlen, f_age * 1000),
+                (job_id, self.maxlen, int(f_age * 1000)),
             )
         )
 
@@ -249,46 +316,76 @@ class Engine:
     def counts(self, queue: str) -> dict[str, int]:
         """Return the number of jobs in each state of ``queue``."""
         k = self.keys(queue)
-        with self.client.pipeline(transaction=False) as pipe:
-            for name in QueueKeys.STATE_SETS:
-                pipe.zcard(getattr(k, name))
-            values = pipe.execute()
+
+        def read() -> list[Any]:
+            with self.client.pipeline(transaction=False) as pipe:
+                for name in QueueKeys.STATE_SETS:
+                    pipe.zcard(getattr(k, name))
+                return pipe.execute()
+
+        values = self._call(read)
         names = ("waiting", "scheduled", "active", "completed", "failed", "cancelled")
         return dict(zip(names, (int(v) for v in values)))
 
     def is_paused(self, queue: str) -> bool:
         """Return True when ``queue`` is paused."""
-        return self.client.hget(self.keys(queue).meta, "paused") == "1"
+        return bool(self._call(self.client.hget, self.keys(queue).meta, "paused") == "1")
 
     def pause(self, queue: str) -> None:
         """Stop workers taking jobs from ``queue`` (enqueue keeps working)."""
-        self.client.hset(self.keys(queue).meta, "paused", "1")
+        self._call(self.client.hset, self.keys(queue).meta, "paused", "1")
 
     def resume(self, queue: str) -> None:
         """Let workers take jobs from ``queue`` again."""
         k = self.keys(queue)
-        with self.client.pipeline(transaction=True) as pipe:
-            pipe.hdel(k.meta, "paused")
-            pipe.rpush(k.marker, "1")
-            pipe.ltrim(k.marker, 0, 0)
-            pipe.execute()
+
+        def write() -> None:
+            with self.client.pipeline(transaction=True) as pipe:
+                pipe.hdel(k.meta, "paused")
+                pipe.rpush(k.marker, "1")
+                pipe.ltrim(k.marker, 0, 0)
+                pipe.execute()
+
+        self._call(write)
 
     def wait_for_work(self, queues: Sequence[str], timeout: float) -> bool:
         """Block until a job may be ready on one of ``queues`` or ``timeout`` seconds pass."""
         markers = [self.keys(q).marker for q in queues]
         timeout = max(0.01, round(timeout, 3))
-        return self.blocking_client().blpop(markers, timeout=timeout) is not None
+        return self._call(self.blocking_client().blpop, markers, timeout=timeout) is not None
 
     # -- workers --------------------------------------------------------------------------
 
-    def heartbeat(self, worker_id: str, info: str, *, ttl_s: float) -> None:
-        """Record that ``worker_id`` is alive (for the admin and ``jobs workers``)."""
-        self.client.hset(workers_key(self.prefix), worker_id, info)
+    def heartbeat(self, worker_id: str, info: dict[str, Any] | str, *, ttl_s: float | None = None) -> None:
+        """Record that ``worker_id`` is alive (for the admin and ``jobs workers``).
+
+        ``info`` is stored as JSON with the time of this beat added as ``beat``.
+        """
+        if isinstance(info, str):  # TODO(lead): drop once the worker passes a dict
+            info = json.loads(info)
+        record = json.dumps({**info, "beat": time.time()})
+        self._call(self.client.hset, workers_key(self.prefix), worker_id, record)
 
     def forget_worker(self, worker_id: str) -> None:
         """Remove ``worker_id`` from the live worker list."""
-        self.client.hdel(workers_key(self.prefix), worker_id)
+        self._call(self.client.hdel, workers_key(self.prefix), worker_id)
 
-    def workers(self) -> dict[str, str]:
-        """Return the raw heartbeat records of all workers."""
-        return self.client.hgetall(workers_key(self.prefix))
+    def workers(self, *, ttl: float = WORKER_TTL) -> dict[str, str]:
+        """Return the heartbeat records of live workers; records older than ``ttl`` s are deleted."""
+        raw = self._call(self.client.hgetall, workers_key(self.prefix))
+        live: dict[str, str] = {}
+        stale: list[str] = []
+        now = time.time()
+        for worker_id, record in raw.items():
+            try:
+                info = json.loads(record)
+                fresh = now - float(info.get("beat", 0)) <= ttl
+            except (ValueError, TypeError, AttributeError):
+                fresh = False
+            if fresh:
+                live[worker_id] = record
+            else:
+                stale.append(worker_id)
+        if stale:
+            self._call(self.client.hdel, workers_key(self.prefix), *stale)
+        return live

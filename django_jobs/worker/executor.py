@@ -102,12 +102,12 @@ class Prepared:
             if not isinstance(name, str) or not isinstance(args, list) or not isinstance(kwargs, dict) or not isinstance(options, dict):
                 raise TypeError("payload fields have the wrong types")
         except (ValueError, KeyError, TypeError, RecursionError) as exc:
-            self.failure = _terminal(job, ValueError(f"Job {claimed.id!r} has an unreadable payload: {exc}"))
+            self.failure = terminal_outcome(job, ValueError(f"Job {claimed.id!r} has an unreadable payload: {exc}"))
             return
         job.name = name
         task = registry.get(name)
         if task is None:
-            self.failure = _terminal(
+            self.failure = terminal_outcome(
                 job,
                 LookupError(
                     f"Job {claimed.id!r} names {name!r}, which no module registered in this worker. "
@@ -123,7 +123,7 @@ class Prepared:
         try:
             _signature(task.func).bind(*(([None] if task.takes_context else []) + args), **kwargs)
         except TypeError as exc:
-            self.failure = _terminal(job, TypeError(f"The arguments of job {claimed.id!r} no longer fit {name!r}: {exc}"))
+            self.failure = terminal_outcome(job, TypeError(f"The arguments of job {claimed.id!r} no longer fit {name!r}: {exc}"))
             return
         timeout = options.get("to", getattr(task, "timeout", None))
         job.timeout = float(timeout) if timeout else None
@@ -191,7 +191,7 @@ class Prepared:
         object.__setattr__(self.result, "finished_at", ms_to_datetime(int(time.time() * 1000)))
 
 
-def _terminal(job: RunningJob, exc: BaseException) -> Outcome:
+def terminal_outcome(job: RunningJob, exc: BaseException) -> Outcome:
     """Fail a job that cannot run at all (no retry: retrying would fail the same way)."""
     logger.error("Job %s cannot run: %s", job.id, exc, extra={"action": "job_failed", "job_id": job.id})
     return Outcome(job.id, job.claimed.token, "f", _error_json(exc))

@@ -10,8 +10,20 @@ Threads of a worker process:
 * a thread pool of ``threads`` for sync jobs, and one event loop thread for async jobs
   (both share the same ``threads`` slots).
 
-The main thread only waits for signals: SIGTERM stops fetching, lets running jobs finish
-within ``grace`` seconds, releases what is left and exits; a second SIGTERM releases at once.
+The main thread only waits for signals. Signal handlers do nothing but wake it (through
+:func:`signal.set_wakeup_fd`), so no lock is ever taken inside a handler. In a worker
+forked by the supervisor:
+
+* SIGTERM stops fetching, lets running jobs finish within ``grace`` seconds, releases what
+  is left and exits. Repeating it changes nothing: under systemd (``KillMode=control-group``)
+  a worker gets SIGTERM both from systemd and from its supervisor;
+* SIGUSR1 (the supervisor's answer to a second SIGTERM) and SIGUSR2 (the supervisor died,
+  see :func:`die_with_parent`) release running jobs at once and exit;
+* SIGINT is ignored: Ctrl-C reaches the whole process group, the supervisor handles it.
+
+Run in the foreground (``child=False``), SIGTERM and SIGINT stop gracefully and a second one
+releases at once. The heartbeat keeps renewing leases until the shutdown is over, so a job
+that finishes within the grace period is never taken for stalled.
 """
 
 from __future__ import annotations
@@ -22,6 +34,7 @@ import json
 import logging
 import os
 import queue as queue_mod
+import select
 import signal
 import socket
 import threading
@@ -47,6 +60,18 @@ IDLE_WAIT = 5.0
 TICK = 0.25
 #: Most outcomes settled in one call.
 SETTLE_BATCH = 500
+#: Retry delays after a failed Redis call, seconds: doubled from the first up to the last.
+BACKOFF_MIN, BACKOFF_MAX = 0.1, 5.0
+#: While Redis stays unreachable, repeat the warning at most this often, seconds.
+OUTAGE_LOG_EVERY = 30.0
+#: Attempts to settle a batch that fails with an unexpected (non-connection) error.
+SETTLE_TRIES = 3
+#: How long the shutdown waits for outcomes to be written after the grace period, seconds.
+FLUSH_TIMEOUT = 5.0
+#: Signals a worker forked by the supervisor handles.
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
+#: Byte written to the wake-up pipe by :meth:`WorkerProcess.request_stop` (signals write their number).
+_WAKE = 0
 _STOP = object()
 
 
@@ -64,6 +89,54 @@ def die_with_parent(sig: int = signal.SIGUSR2) -> None:
         pass
 
 
+def _ignore(signum: int, frame: Any) -> None:
+    """Python-level handler of the signals routed to the wake-up pipe (the pipe does the work)."""
+
+
+class _Outage:
+    """Log that Redis cannot be reached once, then at most every :data:`OUTAGE_LOG_EVERY` s, and when it is back."""
+
+    def __init__(self, worker_id: str) -> None:
+        self.worker_id = worker_id
+        self._lock = threading.Lock()
+        self._since: float | None = None
+        self._logged = 0.0
+
+    def failed(self, doing: str, exc: BaseException, retry_in: float) -> None:
+        now = time.monotonic()
+        with self._lock:
+            first = self._since is None
+            if first:
+                self._since = now
+            log = first or now - self._logged >= OUTAGE_LOG_EVERY
+            if log:
+                self._logged = now
+        if not log:
+            return
+        if isinstance(exc, RedisUnavailable):
+            logger.warning(
+                "Worker %s cannot reach Redis while %s, retrying in %.1f s: %s", self.worker_id, doing, retry_in, exc,
+                extra={"action": "redis_unavailable"},
+            )
+        else:
+            # Engine calls that do not wrap connection errors yet land here too.
+            logger.error(
+                "Worker %s: error while %s, retrying in %.1f s: %r", self.worker_id, doing, retry_in, exc,
+                exc_info=exc, extra={"action": "worker_error"},
+            )
+
+    def ok(self) -> None:
+        if self._since is None:  # the common case, without the lock
+            return
+        with self._lock:
+            since, self._since = self._since, None
+        if since is not None:
+            logger.warning(
+                "Worker %s reached Redis again after %.1f s", self.worker_id, time.monotonic() - since,
+                extra={"action": "redis_available"},
+            )
+
+
 class WorkerProcess:
     """Run jobs from ``queues`` with ``threads`` slots until stopped."""
 
@@ -76,6 +149,7 @@ class WorkerProcess:
         burst: bool = False,
         engine: Engine | None = None,
         worker_id: str | None = None,
+        parent_pid: int | None = None,
     ) -> None:
         settings = get_settings()
         self.queues = list(queues)
@@ -88,9 +162,9 @@ class WorkerProcess:
         self.renew_every = max(TICK, settings.lease_seconds / 3)
         self.recover_every = settings.recovery_interval
 
-        self.stopping = threading.Event()  # no more fetching
-        self.stopped = threading.Event()  # main loop may exit
-        self.fast = threading.Event()  # second signal: release at once
+        self.stopping = threading.Event()  # no more fetching; the main thread shuts down
+        self.fast = threading.Event()  # release running jobs now
+        self.stopped = threading.Event()  # shutdown over: the heartbeat stops renewing
         self._cond = threading.Condition()
         self._free = threads
         self._fetch_lock = threading.Lock()
@@ -98,10 +172,20 @@ class WorkerProcess:
         self._leases: dict[str, RunningJob] = {}
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="djj-job")
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
         self._rotation = 0
-        self._ppid = os.getppid()
+        self._ppid = parent_pid if parent_pid is not None else os.getppid()
+        self._deadline: float | None = None
+        self._outage = _Outage(self.worker_id)
+        self._child = False
         self._signals = 0
+        # The main thread sleeps on this pipe; signals (set_wakeup_fd) and request_stop() write to it.
+        self._pipe_lock = threading.Lock()
+        self._wake_r = self._wake_w = -1
+        self._saved_wakeup_fd = -1
+        self._saved_handlers: dict[int, Any] = {}
         self.processed = 0
+        self._settles = 0  # settle calls so far (burst mode: was anything settled meanwhile?)
         self._threads: list[threading.Thread] = []
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -113,77 +197,184 @@ class WorkerProcess:
             thread.start()
             self._threads.append(thread)
 
-    def install_signals(self, *, ignore_sigint: bool) -> None:
-        """Handle SIGTERM (graceful, then fast) and SIGUSR2 (parent died: fast)."""
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGUSR2, self._on_parent_death)
-        signal.signal(signal.SIGINT, signal.SIG_IGN if ignore_sigint else self._on_signal)
+    def install_signals(self, *, child: bool) -> None:
+        """Route SIGTERM, SIGINT, SIGUSR1 and SIGUSR2 to the main thread (call it from the main thread).
 
-    def _on_signal(self, signum: int, frame: Any) -> None:
-        self._signals += 1
-        if self._signals == 1:
-            logger.info("Worker %s stopping: finishing running jobs (grace %.0f s)", self.worker_id, self.grace)
-            self.request_stop()
-        else:
-            logger.warning("Worker %s: second signal, releasing running jobs now", self.worker_id)
-            self.fast.set()
-            self.request_stop()
+        ``child``: forked by the supervisor (SIGTERM does not escalate, SIGINT is ignored).
+        """
+        self._child = child
+        self._open_pipe()
+        self._saved_wakeup_fd = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        for sig in SIGNALS:
+            self._saved_handlers[sig] = signal.signal(sig, signal.SIG_IGN if child and sig == signal.SIGINT else _ignore)
 
-    def _on_parent_death(self, signum: int, frame: Any) -> None:
-        logger.warning("Worker %s: supervisor is gone, releasing jobs and exiting", self.worker_id)
+    def _restore_signals(self) -> None:
+        if not self._saved_handlers:
+            return
+        signal.set_wakeup_fd(self._saved_wakeup_fd)
+        for sig, handler in self._saved_handlers.items():
+            signal.signal(sig, handler)
+        self._saved_handlers.clear()
+
+    def _on_signal(self, signum: int) -> None:
+        """React to a signal, in the main thread (never inside a handler)."""
+        if signum in (signal.SIGTERM, signal.SIGINT):
+            self._signals += 1
+            if not self.stopping.is_set():
+                logger.info("Worker %s stopping: finishing running jobs (grace %.0f s)", self.worker_id, self.grace,
+                            extra={"action": "worker_stopping"})
+                self.request_stop()
+            elif not self._child and self._signals > 1:
+                self._stop_now("second signal")
+        elif signum == signal.SIGUSR1:
+            self._stop_now("supervisor asked")
+        elif signum == signal.SIGUSR2:
+            self._parent_gone()
+
+    def _stop_now(self, why: str) -> None:
+        if not self.fast.is_set():
+            logger.warning("Worker %s: %s, releasing running jobs now", self.worker_id, why,
+                           extra={"action": "worker_stopping_now"})
+        self.fast.set()
+        self.request_stop()
+
+    def _parent_gone(self) -> None:
+        if not self.fast.is_set():
+            logger.warning("Worker %s: supervisor is gone, releasing jobs and exiting", self.worker_id,
+                           extra={"action": "worker_orphaned"})
         self.fast.set()
         self.request_stop()
 
     def request_stop(self) -> None:
-        """Stop fetching and begin the shutdown (safe from signal handlers)."""
+        """Stop fetching and begin the shutdown (from any thread; not from a signal handler)."""
         self.stopping.set()
-        self.stopped.set()
         with self._cond:
             self._cond.notify_all()
+        self._wake()
+
+    def _open_pipe(self) -> None:
+        with self._pipe_lock:
+            if self._wake_r < 0:
+                self._wake_r, self._wake_w = os.pipe()
+                for fd in (self._wake_r, self._wake_w):
+                    os.set_blocking(fd, False)
+
+    def _close_pipe(self) -> None:
+        with self._pipe_lock:
+            fds, self._wake_r, self._wake_w = (self._wake_r, self._wake_w), -1, -1
+        for fd in fds:
+            if fd >= 0:
+                os.close(fd)
+
+    def _wake(self) -> None:
+        # Under the lock: a closed descriptor's number may already belong to another file.
+        with self._pipe_lock:
+            if self._wake_w < 0:
+                return
+            try:
+                os.write(self._wake_w, bytes([_WAKE]))
+            except BlockingIOError:
+                pass  # full: a wake-up is pending anyway
+
+    def _wait_main(self, timeout: float | None) -> None:
+        """Block the main thread until a signal or a wake-up arrives, or ``timeout`` passes."""
+        ready, _, _ = select.select([self._wake_r], [], [], timeout)
+        if not ready:
+            return
+        try:
+            data = os.read(self._wake_r, 256)
+        except BlockingIOError:
+            return
+        for signum in data:
+            if signum != _WAKE:
+                self._on_signal(signum)
 
     def run(self) -> int:
         """Run until stopped; return the exit code."""
+        self._open_pipe()
         self.start()
-        while not self.stopped.wait(1.0):
-            pass
-        self.shutdown()
+        try:
+            while not self.stopping.is_set():
+                self._wait_main(None)
+            self.shutdown()
+        finally:
+            if not self._child:  # a child exits now: its handlers stay until the end
+                self._restore_signals()
+                self._close_pipe()
         return 0
 
     def shutdown(self) -> None:
         """Finish or release running jobs, flush outcomes, and forget this worker."""
         self.stopping.set()
-        with self._fetch_lock:  # no claim is in flight after this
-            pass
-        deadline = time.monotonic() + self.grace
-        while not self.fast.is_set() and time.monotonic() < deadline:
+        with self._cond:
+            self._cond.notify_all()
+        deadline = self._deadline = time.monotonic() + self.grace
+        # A claim in flight is dispatched before the running jobs are looked at. Bounded: a
+        # fetch may hang on an unreachable Redis (what it claims is recovered after its lease).
+        while not self._fetch_lock.acquire(timeout=0.1):
+            if self.fast.is_set() or time.monotonic() >= deadline:
+                break
+            self._wait_main(0)
+        else:
+            self._fetch_lock.release()
+        while not self.fast.is_set():
             with self._cond:
-                if self._free == self.threads:
-                    break
-                self._cond.wait(0.1)
+                running = sum(1 for job in self._leases.values() if not job.decided)
+            left = deadline - time.monotonic()
+            if not running or left <= 0:
+                break
+            self._wait_main(min(0.1, left))
         # Everything still running is released: its late outcome is dropped locally and
         # refused by the fenced settle script anyway.
         with self._cond:
             undecided = [job for job in self._leases.values() if not job.decided]
             for job in undecided:
                 job.decided = True
+        self._release(undecided)
+        # Outcomes of finished jobs are written before the heartbeat stops renewing their leases.
         self._done.put(_STOP)
         for thread in self._threads:
             if thread.name == "djj-completer":
-                thread.join(timeout=10)
-        by_queue: dict[str, list[tuple[str, str]]] = defaultdict(list)
-        for job in undecided:
-            by_queue[job.queue].append((job.id, job.claimed.token))
-        for queue, leases in by_queue.items():
-            try:
-                count = self.engine.release(queue, leases)
-                logger.info("Worker %s released %d unfinished job(s) of %r back to waiting", self.worker_id, count, queue)
-            except RedisUnavailable as exc:
-                logger.warning("Could not release jobs (they will be recovered when their lease expires): %s", exc)
+                thread.join(timeout=max(deadline - time.monotonic(), 0) + FLUSH_TIMEOUT)
+        self.stopped.set()
+        for thread in self._threads:
+            if thread.name == "djj-heartbeat":
+                thread.join(timeout=2.0)
         try:
             self.engine.forget_worker(self.worker_id)
         except Exception:  # noqa: BLE001 - best effort while exiting
             pass
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._stop_event_loop()
+
+    def _release(self, jobs: list[RunningJob]) -> None:
+        by_queue: dict[str, list[tuple[str, str]]] = defaultdict(list)
+        for job in jobs:
+            by_queue[job.queue].append((job.id, job.claimed.token))
+            if job.future is not None:
+                job.future.cancel()  # the async job stops with the worker
+        for queue, leases in by_queue.items():
+            try:
+                count = self.engine.release(queue, leases)
+            except Exception as exc:  # noqa: BLE001 - the leases expire and recovery takes over
+                logger.warning("Worker %s could not release %d job(s) of %r (recovered when their lease expires): %s",
+                               self.worker_id, len(leases), queue, exc)
+                continue
+            logger.info("Worker %s released %d unfinished job(s) of %r back to waiting", self.worker_id, count, queue,
+                        extra={"action": "jobs_released", "queue": queue})
+        with self._cond:
+            for job in jobs:
+                self._leases.pop(job.id, None)
+                executor.running.pop(job.id, None)
+
+    def _stop_event_loop(self) -> None:
+        loop, thread = self._loop, self._loop_thread
+        if loop is None or thread is None:
+            return
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=1.0)
+        if not thread.is_alive():
+            loop.close()
 
     # -- fetching -------------------------------------------------------------------------
 
@@ -197,7 +388,7 @@ class WorkerProcess:
         return queues
 
     def _fetch_loop(self) -> None:
-        backoff = 0.1
+        backoff = BACKOFF_MIN
         while not self.stopping.is_set():
             with self._cond:
                 while self._free == 0 and not self.stopping.is_set():
@@ -205,28 +396,19 @@ class WorkerProcess:
                 free = self._free
             if self.stopping.is_set():
                 break
-            got = 0
-            next_due = -1
             try:
-                for queue in self._rotated_queues():
-                    if free <= 0:
-                        break
-                    with self._fetch_lock:
-                        if self.stopping.is_set():
-                            break
-                        res = self.engine.fetch(queue, free, lease_ms=self.lease_ms, worker_id=self.worker_id)
-                        for claimed in res.jobs:
-                            self._dispatch(claimed)
-                    free -= len(res.jobs)
-                    got += len(res.jobs)
-                    if res.next_due_ms >= 0 and (next_due < 0 or res.next_due_ms < next_due):
-                        next_due = res.next_due_ms
+                with self._cond:
+                    settles = self._settles
+                got, next_due = self._fetch_round(free)
+                self._outage.ok()
+                backoff = BACKOFF_MIN
                 if got:
-                    backoff = 0.1
                     continue
                 if self.burst:
+                    # Idle only if nothing was settled since the fetch started: a retry settled
+                    # meanwhile puts its job back in a queue this round did not see it in.
                     with self._cond:
-                        idle = self._free == self.threads and not self._leases
+                        idle = self._free == self.threads and not self._leases and self._settles == settles
                     if idle and next_due < 0:
                         logger.info("Worker %s: queues are empty, burst done", self.worker_id)
                         self.request_stop()
@@ -235,24 +417,42 @@ class WorkerProcess:
                 if self.burst:
                     timeout = min(timeout, 0.1)
                 self.engine.wait_for_work(self.queues, timeout)
-                backoff = 0.1
-            except RedisUnavailable as exc:
-                logger.warning("Worker %s cannot reach Redis, retrying in %.1f s: %s", self.worker_id, backoff, exc)
+            except Exception as exc:  # noqa: BLE001 - never let the fetcher die
+                self._outage.failed("fetching jobs", exc, backoff)
                 self.stopping.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
-            except Exception:  # noqa: BLE001 - never let the fetcher die
-                logger.exception("Worker %s: unexpected error while fetching", self.worker_id)
-                self.stopping.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+
+    def _fetch_round(self, free: int) -> tuple[int, int]:
+        """Claim up to ``free`` jobs across the queues; return (claimed, ms until the next due job or -1)."""
+        got = 0
+        next_due = -1
+        for queue in self._rotated_queues():
+            if free <= 0:
+                break
+            with self._fetch_lock:
+                if self.stopping.is_set():
+                    break
+                res = self.engine.fetch(queue, free, lease_ms=self.lease_ms, worker_id=self.worker_id)
+                for claimed in res.jobs:
+                    self._dispatch(claimed)
+            free -= len(res.jobs)
+            got += len(res.jobs)
+            if res.next_due_ms >= 0 and (next_due < 0 or res.next_due_ms < next_due):
+                next_due = res.next_due_ms
+        return got, next_due
 
     def _dispatch(self, claimed: Claimed) -> None:
         job = RunningJob(claimed)
-        prepared = Prepared(job, self.worker_id)
-        job.prepared = prepared
         with self._cond:
             self._free -= 1
             self._leases[job.id] = job
         executor.running[job.id] = job
+        try:
+            prepared = Prepared(job, self.worker_id)
+        except Exception as exc:  # noqa: BLE001 - a job that cannot even be decoded fails, the others run
+            self._job_done(job, executor.terminal_outcome(job, exc))
+            return
+        job.prepared = prepared
         if prepared.failure is not None:
             self._job_done(job, prepared.failure)
         elif prepared.is_async:
@@ -263,7 +463,8 @@ class WorkerProcess:
     def _event_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
             loop = asyncio.new_event_loop()
-            threading.Thread(target=loop.run_forever, name="djj-asyncio", daemon=True).start()
+            self._loop_thread = threading.Thread(target=loop.run_forever, name="djj-asyncio", daemon=True)
+            self._loop_thread.start()
             self._loop = loop
         return self._loop
 
@@ -320,36 +521,58 @@ class WorkerProcess:
                     continue
                 batch.append(item)
             if batch:
-                self._settle(batch)
+                try:
+                    self._settle(batch)
+                except Exception:  # noqa: BLE001 - never let the completer die
+                    logger.exception("Worker %s: unexpected error while settling %d job(s)", self.worker_id, len(batch))
+                    self._forget(job for job, _ in batch)
+
+    def _giving_up(self) -> bool:
+        """True once the shutdown no longer waits for Redis (released at once, or past the grace period)."""
+        return self.fast.is_set() or (self._deadline is not None and time.monotonic() > self._deadline)
 
     def _settle(self, batch: list[tuple[RunningJob, Outcome]]) -> None:
         by_queue: dict[str, list[tuple[RunningJob, Outcome]]] = defaultdict(list)
         for job, outcome in batch:
             by_queue[job.queue].append((job, outcome))
         for queue, items in by_queue.items():
-            backoff = 0.1
+            backoff = BACKOFF_MIN
+            errors = 0
             while True:
                 try:
                     codes = self.engine.settle(queue, [o for _, o in items])
                     break
-                except RedisUnavailable as exc:
+                except Exception as exc:  # noqa: BLE001 - retried, see below
                     # Keep the outcomes: Redis comes back, or the lease expires and the job is
                     # recovered (a duplicate run after a fault, never a lost job).
-                    if self.fast.is_set() and backoff > 1:
-                        logger.error("Giving up settling %d job(s): %s", len(items), exc)
+                    if not isinstance(exc, RedisUnavailable):
+                        errors += 1
+                    if errors >= SETTLE_TRIES or (self._giving_up() and backoff > 1):
+                        logger.error(
+                            "Worker %s gives up settling %d job(s) of %r; they are recovered when their lease expires: %r",
+                            self.worker_id, len(items), queue, exc, exc_info=not isinstance(exc, RedisUnavailable),
+                        )
                         codes = [0] * len(items)
                         break
-                    logger.warning("Cannot settle %d job(s), retrying in %.1f s: %s", len(items), backoff, exc)
+                    self._outage.failed("settling jobs", exc, backoff)
                     time.sleep(backoff)
-                    backoff = min(backoff * 2, 5.0)
+                    backoff = min(backoff * 2, BACKOFF_MAX)
             with self._cond:
                 for (job, _), code in zip(items, codes):
                     self._leases.pop(job.id, None)
                     executor.running.pop(job.id, None)
                     if code == ScriptCode.NOT_OWNER:
                         logger.warning("Job %s: lease lost, outcome dropped (another worker owns it now)", job.id)
-                self.processed += len(items)
+                self.processed += sum(1 for code in codes if code)  # 0: given up
+                self._settles += 1
                 self._cond.notify_all()
+
+    def _forget(self, jobs: Any) -> None:
+        """Stop renewing ``jobs``' leases (recovery hands them to another run)."""
+        with self._cond:
+            for job in jobs:
+                self._leases.pop(job.id, None)
+                executor.running.pop(job.id, None)
 
     # -- heartbeat, timeouts, recovery ----------------------------------------------------
 
@@ -359,27 +582,33 @@ class WorkerProcess:
             now = time.monotonic()
             try:
                 self._enforce_timeouts(now)
+                reached = False  # did this tick talk to Redis (and so prove it is back)?
                 if now >= next_renew:
+                    reached = self._renew()  # a failed renewal is tried again at the next tick
                     next_renew = now + self.renew_every
-                    self._renew()
                 if now >= next_recover:
                     next_recover = now + self.recover_every
-                    for queue in self.queues:
-                        recovered, failed = self.engine.recover(queue)
-                        if recovered or failed:
-                            logger.warning(
-                                "Recovered %d stalled job(s) of %r (%d failed as worker_lost)", recovered, queue, failed,
-                                extra={"action": "jobs_recovered", "queue": queue},
-                            )
+                    self._recover()
+                    reached = True
                 if now >= next_beat:
                     next_beat = now + 5.0
                     self._beat()
-            except RedisUnavailable as exc:
-                logger.warning("Heartbeat cannot reach Redis: %s", exc)
-            except Exception:  # noqa: BLE001 - never let the heartbeat die
-                logger.exception("Worker %s: unexpected error in heartbeat", self.worker_id)
-            if os.getppid() != self._ppid and not self.stopping.is_set():
-                self._on_parent_death(0, None)
+                    reached = True
+                if reached:
+                    self._outage.ok()
+            except Exception as exc:  # noqa: BLE001 - never let the heartbeat die
+                self._outage.failed("renewing leases", exc, TICK)
+            if os.getppid() != self._ppid and not self.fast.is_set():
+                self._parent_gone()
+
+    def _recover(self) -> None:
+        for queue in self.queues:
+            recovered, failed = self.engine.recover(queue)
+            if recovered or failed:
+                logger.warning(
+                    "Recovered %d stalled job(s) of %r (%d failed as worker_lost)", recovered, queue, failed,
+                    extra={"action": "jobs_recovered", "queue": queue},
+                )
 
     def _enforce_timeouts(self, now: float) -> None:
         expired: list[RunningJob] = []
@@ -391,7 +620,8 @@ class WorkerProcess:
         for job in expired:
             self._done.put((job, executor.timeout_outcome(job, job.prepared)))
 
-    def _renew(self) -> None:
+    def _renew(self) -> bool:
+        """Extend this worker's leases; return False when it holds none (no call made)."""
         by_queue: dict[str, list[tuple[str, str]]] = defaultdict(list)
         with self._cond:
             for job in self._leases.values():
@@ -400,16 +630,20 @@ class WorkerProcess:
             lost, cancel = self.engine.renew(queue, leases, lease_ms=self.lease_ms)
             with self._cond:
                 for job_id in lost:
-                    job = self._leases.get(job_id)
-                    if job is not None and not job.decided:
+                    # Another run owns the job now: stop renewing, drop this run's outcome.
+                    job = self._leases.pop(job_id, None)
+                    if job is not None:
+                        if not job.decided:
+                            logger.warning("Job %s: lease lost, its outcome will be dropped", job_id)
                         job.decided = True
-                        logger.warning("Job %s: lease lost, its outcome will be dropped", job_id)
+                    executor.running.pop(job_id, None)
             for job_id in cancel:
                 job = self._leases.get(job_id)
                 if job is not None and not job.cancel_event.is_set():
                     job.cancel_event.set()
                     if job.future is not None:
                         job.future.cancel()
+        return bool(by_queue)
 
     def _beat(self) -> None:
         with self._cond:
@@ -426,11 +660,21 @@ class WorkerProcess:
         self.engine.heartbeat(self.worker_id, json.dumps(info), ttl_s=60)
 
 
-def run_worker_process(*, queues: list[str], threads: int, grace: float, burst: bool = False, child: bool = True) -> int:
-    """Entry point of a worker process (forked by the supervisor, or run in the foreground)."""
+def run_worker_process(
+    *, queues: list[str], threads: int, grace: float, burst: bool = False, child: bool = True, parent_pid: int | None = None,
+) -> int:
+    """Entry point of a worker process (forked by the supervisor, or run in the foreground).
+
+    The supervisor forks with :data:`SIGNALS` blocked; they are unblocked here once the
+    worker's own handling is in place, so a signal sent during start-up is not lost.
+    """
     if child:
         die_with_parent()
-    worker = WorkerProcess(queues=queues, threads=threads, grace=grace, burst=burst)
-    worker.install_signals(ignore_sigint=child)
-    logger.info("Worker %s ready: queues %s, %d thread(s)", worker.worker_id, ",".join(queues), threads)
+    worker = WorkerProcess(queues=queues, threads=threads, grace=grace, burst=burst, parent_pid=parent_pid)
+    worker.install_signals(child=child)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
+    if child and parent_pid is not None and os.getppid() != parent_pid:
+        worker._parent_gone()  # the supervisor died before PR_SET_PDEATHSIG took effect
+    logger.info("Worker %s ready: queues %s, %d thread(s)", worker.worker_id, ",".join(queues), threads,
+                extra={"action": "worker_ready"})
     return worker.run()

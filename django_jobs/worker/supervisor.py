@@ -1,14 +1,21 @@
 """The supervisor behind ``manage.py runworkers``: forks worker processes and keeps them alive.
 
-SIGTERM/SIGINT are forwarded to the workers as SIGTERM (graceful); a second signal is
-forwarded again (the workers then release their jobs at once). The supervisor exits when
-every worker has exited, 0 after a clean shutdown.
+The first SIGTERM or SIGINT is forwarded to the workers as SIGTERM (finish running jobs
+within the grace period); a second one is forwarded as SIGUSR1 (release running jobs at once).
+A worker still alive ``ESCALATE_AFTER`` seconds past the grace period gets SIGUSR1, and
+SIGKILL ``KILL_AFTER`` seconds past it, so the supervisor always exits. It exits when every
+worker has exited: 0 after a clean shutdown, 1 when a worker failed.
+
+Signal handlers only wake the main loop (through :func:`signal.set_wakeup_fd`); the loop
+reaps children on SIGCHLD and restarts the ones that died, later and later when they keep
+dying at start-up.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import select
 import signal
 import sys
 import time
@@ -16,12 +23,22 @@ from dataclasses import dataclass, field
 
 from django import db
 
-from django_jobs.worker.process import run_worker_process
+from django_jobs.worker.process import SIGNALS, run_worker_process
 
 logger = logging.getLogger("django_jobs.worker")
 
 #: A worker that dies sooner than this after starting counts as a crash loop (restart delayed).
 MIN_UPTIME = 5.0
+#: Seconds past the grace period after which live workers are told to release their jobs now
+#: (a worker releases them by itself at the end of the grace period; this is for a stuck one).
+ESCALATE_AFTER = 2.0
+#: Seconds past the grace period after which live workers are killed (their jobs are recovered
+#: when their leases expire), so the supervisor exits before a platform's own SIGKILL.
+KILL_AFTER = 5.0
+#: Longest sleep of the main loop when nothing is due, seconds (it wakes on every signal).
+IDLE_WAIT = 60.0
+#: Signals routed to the main loop: the ones workers handle, plus SIGCHLD.
+_WATCHED = (*SIGNALS, signal.SIGCHLD)
 
 
 @dataclass(slots=True)
@@ -30,6 +47,17 @@ class Child:
     pid: int
     started: float = field(default_factory=time.monotonic)
     failures: int = 0
+
+
+@dataclass(slots=True)
+class _Restart:
+    index: int
+    failures: int
+    due: float
+
+
+def _ignore(signum: int, frame: object) -> None:
+    """Python-level handler of the watched signals (the wake-up pipe does the work)."""
 
 
 class Supervisor:
@@ -42,56 +70,71 @@ class Supervisor:
         self.grace = grace
         self.burst = burst
         self.children: dict[int, Child] = {}
+        self.restarts: list[_Restart] = []
         self.signals = 0
         self.stopping = False
+        self.exit_code = 0
+        self._stop_at = 0.0
+        self._escalated = False
+        self._killed = False
+        self._wake_r = self._wake_w = -1
+
+    # -- children -------------------------------------------------------------------------
 
     def _spawn(self, index: int, failures: int = 0) -> None:
         db.connections.close_all()  # never share a DB socket with a child
         sys.stdout.flush()
         sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                code = run_worker_process(queues=self.queues, threads=self.threads, grace=self.grace, burst=self.burst)
-            except BaseException:  # noqa: BLE001 - report, then leave without running parent atexit hooks
-                logger.exception("Worker process crashed")
-            finally:
-                logging.shutdown()
-                os._exit(code)
-        self.children[pid] = Child(index=index, pid=pid, failures=failures)
+        parent = os.getpid()
+        # Signals wait (blocked) until the child has installed its own handling, so one sent
+        # right after the fork never runs the supervisor's handlers in the child.
+        signal.pthread_sigmask(signal.SIG_BLOCK, _WATCHED)
+        try:
+            pid = os.fork()
+            if pid == 0:
+                self._run_child(parent)  # never returns
+            self.children[pid] = Child(index=index, pid=pid, failures=failures)
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _WATCHED)
 
-    def _on_signal(self, signum: int, frame: object) -> None:
-        self.signals += 1
-        self.stopping = True
-        for pid in list(self.children):
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+    def _run_child(self, parent: int) -> None:
+        code = 1
+        try:
+            signal.set_wakeup_fd(-1)
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            # The signal mask is inherited by whatever a job runs: leave only the worker's
+            # own signals blocked, until it handles them (see run_worker_process).
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGCHLD])
+            self.children.clear()
+            code = run_worker_process(
+                queues=self.queues, threads=self.threads, grace=self.grace, burst=self.burst, parent_pid=parent,
+            )
+        except BaseException:  # noqa: BLE001 - report, then leave without running the parent's atexit hooks
+            logger.exception("Worker process %d crashed", os.getpid())
+        finally:
+            logging.shutdown()
+            os._exit(code)
 
-    def run(self) -> int:
-        """Run until every worker has exited after a signal (or, in burst mode, on its own)."""
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
-        for index in range(self.processes):
-            self._spawn(index)
-        exit_code = 0
+    def _reap(self) -> None:
+        """Collect exited children; schedule restarts (unless stopping)."""
         while self.children:
             try:
-                pid, status = os.waitpid(-1, 0)
+                pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
-                break
-            except InterruptedError:
-                continue
+                self.children.clear()
+                return
+            if pid == 0:
+                return
             child = self.children.pop(pid, None)
             if child is None:
                 continue
             code = os.waitstatus_to_exitcode(status)
             if self.stopping or (self.burst and code == 0):
                 if code not in (0, -signal.SIGTERM):
-                    exit_code = 1
+                    logger.error("Worker process %d exited with %s while stopping", pid, code)
+                    self.exit_code = 1
                 continue
             uptime = time.monotonic() - child.started
             failures = child.failures + 1 if uptime < MIN_UPTIME else 0
@@ -99,12 +142,109 @@ class Supervisor:
             logger.error(
                 "Worker process %d exited with %s after %.1f s; restarting%s",
                 pid, code, uptime, f" in {delay:.1f} s" if delay else "",
+                extra={"action": "worker_died"},
             )
-            if delay:
-                end = time.monotonic() + delay
-                while time.monotonic() < end and not self.stopping:
-                    time.sleep(0.1)
+            self.restarts.append(_Restart(child.index, failures, time.monotonic() + delay))
+
+    def _signal_children(self, sig: int) -> None:
+        for pid in list(self.children):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
+    # -- signals --------------------------------------------------------------------------
+
+    def install_signals(self) -> None:
+        """Take over SIGTERM, SIGINT, SIGUSR1/2 and SIGCHLD (main thread; :meth:`run` does it if needed).
+
+        A signal that arrives before :meth:`run` waits in a pipe and is acted on once the
+        workers are started.
+        """
+        if self._wake_r >= 0:
+            return
+        self._wake_r, self._wake_w = os.pipe()
+        for fd in (self._wake_r, self._wake_w):
+            os.set_blocking(fd, False)
+        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        for sig in _WATCHED:
+            signal.signal(sig, _ignore)
+
+    def _wait(self, timeout: float) -> None:
+        """Sleep until a signal arrives or ``timeout`` passes; act on the signals."""
+        ready, _, _ = select.select([self._wake_r], [], [], max(timeout, 0.0))
+        if not ready:
+            return
+        try:
+            data = os.read(self._wake_r, 256)
+        except BlockingIOError:
+            return
+        for signum in data:
+            if signum in (signal.SIGTERM, signal.SIGINT):
+                self._on_stop_signal(signum)
+
+    def _on_stop_signal(self, signum: int) -> None:
+        self.signals += 1
+        if self.signals == 1:
+            self.stopping = True
+            self._stop_at = time.monotonic()
+            self.restarts.clear()
+            logger.info(
+                "Stopping %d worker process(es) (%s): finishing running jobs within %.0f s",
+                len(self.children), signal.Signals(signum).name, self.grace, extra={"action": "supervisor_stopping"},
+            )
+            self._signal_children(signal.SIGTERM)
+        else:
+            logger.warning("Second signal: workers release running jobs now", extra={"action": "supervisor_stopping_now"})
+            self._signal_children(signal.SIGUSR1)
+
+    # -- main loop ------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run until every worker has exited after a signal (or, in burst mode, on its own)."""
+        self.install_signals()
+        try:
+            for index in range(self.processes):
+                self._spawn(index)
+            while True:
+                self._reap()
+                now = time.monotonic()
+                timeout = IDLE_WAIT
                 if self.stopping:
-                    continue
-            self._spawn(child.index, failures)
-        return exit_code
+                    if not self.children:
+                        break
+                    timeout = self._escalate(now)
+                else:
+                    for restart in [r for r in self.restarts if r.due <= now]:
+                        self.restarts.remove(restart)
+                        self._spawn(restart.index, restart.failures)
+                    if self.burst and not self.children and not self.restarts:
+                        break
+                    if self.restarts:
+                        timeout = min(r.due for r in self.restarts) - now
+                self._wait(timeout)
+        finally:
+            signal.set_wakeup_fd(-1)
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+        return self.exit_code
+
+    def _escalate(self, now: float) -> float:
+        """Hurry workers that outlive the grace period; return how long to wait before the next step."""
+        release_at = self._stop_at + self.grace + ESCALATE_AFTER
+        kill_at = self._stop_at + self.grace + KILL_AFTER
+        if now >= kill_at and not self._killed:
+            self._killed = True
+            logger.error("Killing %d worker process(es) that did not stop in time", len(self.children))
+            self._signal_children(signal.SIGKILL)
+            self.exit_code = 1
+        elif now >= release_at and not self._escalated:
+            self._escalated = True
+            logger.warning("%d worker process(es) still running past the grace period: releasing their jobs now",
+                           len(self.children))
+            self._signal_children(signal.SIGUSR1)
+        if now < release_at:
+            return release_at - now
+        if now < kill_at:
+            return kill_at - now
+        return 1.0

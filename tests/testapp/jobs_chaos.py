@@ -1,5 +1,56 @@
-"""Jobs used by the jobs_chaos tests."""
+"""Jobs used by the tests in tests/chaos: each run is written to the ledger file.
+
+A run writes ``start`` when it begins and ``end`` when it returns, so a test can tell a
+job that was interrupted (a ``start`` without an ``end``) from one that ran twice.
+"""
 
 from __future__ import annotations
 
-from django_jobs import job  # noqa: F401
+import time
+
+from django_jobs import job
+from tests.testapp.jobs import ledger
+
+
+@job
+def quick(tag: str) -> str:
+    """Record one run of ``tag`` and return at once."""
+    ledger("end", tag)
+    return tag
+
+
+@job
+def slow(tag: str, seconds: float) -> str:
+    """Record the start, sleep ``seconds``, record the end."""
+    ledger("start", tag)
+    time.sleep(seconds)
+    ledger("end", tag)
+    return tag
+
+
+@job
+async def slow_async(tag: str, seconds: float) -> str:
+    """The async twin of :func:`slow`, run on the worker's event loop."""
+    import asyncio
+
+    ledger("start", tag)
+    await asyncio.sleep(seconds)
+    ledger("end", tag)
+    return tag
+
+
+@job(timeout=0.3)
+def overrun(tag: str, seconds: float) -> str:
+    """Sleep past the 0.3 s timeout: the worker fails it while its thread keeps sleeping."""
+    ledger("start", tag)
+    time.sleep(seconds)
+    ledger("end", tag)
+    return tag
+
+
+@job
+def blocked_signals() -> list[int]:
+    """Return the signals blocked in the thread running the job (inherited by its subprocesses)."""
+    import signal
+
+    return sorted(int(sig) for sig in signal.pthread_sigmask(signal.SIG_BLOCK, []))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 from typing import Any
@@ -11,13 +12,16 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django_jobs import registry
 from django_jobs.conf import get_settings
 from django_jobs.engine import get_engine
-from django_jobs.exceptions import DjangoJobsError
+from django_jobs.exceptions import DjangoJobsError, RedisUnavailable
 
 
 def _positive_int(value: str) -> int:
-    number = int(value)
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
     if number < 1:
-        raise ValueError(value)
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, not {value!r}")
     return number
 
 
@@ -48,25 +52,38 @@ class Command(BaseCommand):
             raise CommandError("--grace must not be negative.")
         try:
             engine = get_engine()
+        except DjangoJobsError as exc:
+            raise CommandError(str(exc)) from exc
+        try:
             engine.ping()
+            reachable = True
+        except RedisUnavailable as exc:
+            # Workers often start before Redis (containers, reboots): they keep retrying with
+            # backoff instead of exiting, so say so once and start them anyway.
+            reachable = False
+            self.stderr.write(f"Warning: {exc} The workers keep retrying until it answers.")
         except DjangoJobsError as exc:
             raise CommandError(str(exc)) from exc
         registry.autodiscover()
         jobs = registry.all_jobs()
         processes, threads = options["processes"], options["threads"]
+        engine.close()
+        from django_jobs.worker.supervisor import Supervisor
+
+        _ensure_logging()
+        supervisor = Supervisor(queues=queues, processes=processes, threads=threads, grace=options["grace"], burst=options["burst"])
+        # From here on a signal is handled (not fatal), so a process manager that reads the
+        # banner as "started" can stop the workers cleanly at once.
+        supervisor.install_signals()
         self.stdout.write(
             f"django_jobs workers\n"
-            f"  redis:     {engine.target}{' (embedded)' if settings.embedded else ''}\n"
+            f"  redis:     {engine.target}{' (embedded)' if settings.embedded else ''}{'' if reachable else ' (not reachable yet)'}\n"
             f"  queues:    {', '.join(queues)}\n"
             f"  workers:   {processes} process(es) x {threads} thread(s), grace {options['grace']:.0f} s\n"
             f"  jobs:      {len(jobs)} registered\n"
         )
         self.stdout.flush()
-        engine.close()
-        from django_jobs.worker.supervisor import Supervisor
-
-        _ensure_logging()
-        code = Supervisor(queues=queues, processes=processes, threads=threads, grace=options["grace"], burst=options["burst"]).run()
+        code = supervisor.run()
         if code:
             raise CommandError("A worker process exited with an error.", returncode=code)
 

@@ -1,0 +1,69 @@
+"""Redis invariants of the job store, checked after a fault scenario once workers stopped.
+
+* every job hash ``{prefix}:{queue}:job:<id>`` is in exactly one state ZSET, the one its
+  ``s`` field names (waiting ↔ ``wait``, scheduled ↔ ``scheduled``, ...);
+* every member of a state ZSET has a job hash (no orphans).
+
+Reads only (SCAN and ZSCORE), so it can run on a live store too, but a job moving
+between two reads would show up as a violation: call it when no worker runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import redis
+
+from django_jobs.engine.keys import QueueKeys
+
+#: The state ZSET (a :attr:`QueueKeys.STATE_SETS` name) each job state belongs to.
+STATE_TO_SET = {
+    "waiting": "wait",
+    "scheduled": "scheduled",
+    "active": "active",
+    "completed": "completed",
+    "failed": "failed",
+    "cancelled": "cancelled",
+}
+
+
+def invariant_violations(client: redis.Redis, prefix: str, queues: Iterable[str]) -> list[str]:
+    """Return a description of each broken invariant of ``queues`` under ``prefix`` (empty: all hold)."""
+    problems: list[str] = []
+    for queue in queues:
+        keys = QueueKeys.build(prefix, queue)
+        job_prefix = keys.job_prefix
+        # SCAN MATCH treats [ ] * ? specially; a queue name with them would need escaping.
+        job_keys = sorted(client.scan_iter(match=job_prefix + "*", count=1000))
+        set_names = QueueKeys.STATE_SETS
+        members = {name: set(client.zrange(getattr(keys, name), 0, -1)) for name in set_names}
+
+        ids = []
+        with client.pipeline(transaction=False) as pipe:
+            for key in job_keys:
+                pipe.type(key)
+                pipe.hget(key, "s")
+            raw = pipe.execute()
+        for key, kind, state in zip(job_keys, raw[::2], raw[1::2]):
+            job_id = key[len(job_prefix):]
+            if kind != "hash":
+                problems.append(f"{queue}: {key} is a {kind}, not a job hash")
+                continue
+            ids.append(job_id)
+            holding = [name for name in set_names if job_id in members[name]]
+            expected = STATE_TO_SET.get(state or "")
+            if expected is None:
+                problems.append(f"{queue}: job {job_id} has unknown state {state!r} (in {holding or 'no set'})")
+            elif holding != [expected]:
+                problems.append(f"{queue}: job {job_id} is {state!r} but is in {holding or 'no state set'}, expected [{expected!r}]")
+        known = set(ids)
+        for name in set_names:
+            for job_id in sorted(members[name] - known):
+                problems.append(f"{queue}: {name} holds {job_id}, which has no job hash")
+    return problems
+
+
+def assert_invariants(client: redis.Redis, prefix: str, queues: Iterable[str]) -> None:
+    """Fail with every broken invariant listed."""
+    problems = invariant_violations(client, prefix, queues)
+    assert not problems, "Redis invariants broken:\n  " + "\n  ".join(problems)
