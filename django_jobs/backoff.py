@@ -17,6 +17,13 @@ EXPONENTIAL_CAP = 3600.0
 type BackoffSpec = None | int | float | str | Mapping[str, Any] | Callable[[int], float]
 
 
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
+
+
 def validate_backoff(spec: BackoffSpec) -> None:
     """Raise :class:`InvalidJob` when ``spec`` is not a valid backoff."""
     if spec is None or callable(spec):
@@ -24,7 +31,7 @@ def validate_backoff(spec: BackoffSpec) -> None:
     if isinstance(spec, bool):
         raise InvalidJob(f"backoff={spec!r} is not valid. Use seconds, 'exponential' or a callable.")
     if isinstance(spec, (int, float)):
-        if not math.isfinite(spec) or spec < 0:
+        if not _finite(spec) or spec < 0:
             raise InvalidJob(f"backoff={spec!r} must be a finite, non-negative number of seconds.")
         return
     if isinstance(spec, str):
@@ -41,7 +48,7 @@ def validate_backoff(spec: BackoffSpec) -> None:
             raise InvalidJob(f"Unknown backoff keys [{names}]; allowed: type, delay, factor, max, jitter.")
         for key in ("delay", "factor", "max"):
             value = spec.get(key, 0)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value) or value < 0:
                 raise InvalidJob(f"backoff[{key!r}] must be a finite, non-negative number.")
         return
     raise InvalidJob(f"backoff={spec!r} is not valid. Use seconds, 'exponential', a dict or a callable.")

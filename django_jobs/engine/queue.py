@@ -25,6 +25,8 @@ from django_jobs.exceptions import RedisUnavailable
 
 #: Attempts of a script call on a connection error before RedisUnavailable (scripts are replay-safe).
 SCRIPT_RETRIES = 3
+#: Longest single blocking wait on the marker keys, seconds.
+MAX_BLOCK = 30.0
 #: A worker whose heartbeat is older than this many seconds is no longer listed.
 WORKER_TTL = 60.0
 
@@ -139,11 +141,12 @@ class Engine:
         return safe_url(f"{scheme}://{kw.get('host', 'localhost')}:{kw.get('port', 6379)}/{kw.get('db', 0)}")
 
     def blocking_client(self) -> redis.Redis:
-        """Return a client without a socket timeout, for blocking waits."""
+        """Return a client for blocking waits (its socket timeout outlasts any wait)."""
         with self._lock:
             if self._blocking is None:
                 kwargs = dict(self.client.connection_pool.connection_kwargs)
-                kwargs["socket_timeout"] = None
+                # Longer than any wait, so a connection that died silently is noticed.
+                kwargs["socket_timeout"] = MAX_BLOCK + 10
                 kwargs.pop("health_check_interval", None)
                 pool = redis.ConnectionPool(
                     connection_class=self.client.connection_pool.connection_class, **kwargs
@@ -351,18 +354,16 @@ class Engine:
     def wait_for_work(self, queues: Sequence[str], timeout: float) -> bool:
         """Block until a job may be ready on one of ``queues`` or ``timeout`` seconds pass."""
         markers = [self.keys(q).marker for q in queues]
-        timeout = max(0.01, round(timeout, 3))
+        timeout = min(MAX_BLOCK, max(0.01, round(timeout, 3)))
         return self._call(self.blocking_client().blpop, markers, timeout=timeout) is not None
 
     # -- workers --------------------------------------------------------------------------
 
-    def heartbeat(self, worker_id: str, info: dict[str, Any] | str, *, ttl_s: float | None = None) -> None:
+    def heartbeat(self, worker_id: str, info: dict[str, Any]) -> None:
         """Record that ``worker_id`` is alive (for the admin and ``jobs workers``).
 
         ``info`` is stored as JSON with the time of this beat added as ``beat``.
         """
-        if isinstance(info, str):  # TODO(lead): drop once the worker passes a dict
-            info = json.loads(info)
         record = json.dumps({**info, "beat": time.time()})
         self._call(self.client.hset, workers_key(self.prefix), worker_id, record)
 
@@ -370,10 +371,10 @@ class Engine:
         """Remove ``worker_id`` from the live worker list."""
         self._call(self.client.hdel, workers_key(self.prefix), worker_id)
 
-    def workers(self, *, ttl: float = WORKER_TTL) -> dict[str, str]:
+    def workers(self, *, ttl: float = WORKER_TTL) -> dict[str, dict[str, Any]]:
         """Return the heartbeat records of live workers; records older than ``ttl`` s are deleted."""
         raw = self._call(self.client.hgetall, workers_key(self.prefix))
-        live: dict[str, str] = {}
+        live: dict[str, dict[str, Any]] = {}
         stale: list[str] = []
         now = time.time()
         for worker_id, record in raw.items():
@@ -383,7 +384,7 @@ class Engine:
             except (ValueError, TypeError, AttributeError):
                 fresh = False
             if fresh:
-                live[worker_id] = record
+                live[worker_id] = info
             else:
                 stale.append(worker_id)
         if stale:

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import json
 import logging
 import os
 import queue as queue_mod
@@ -185,6 +184,7 @@ class WorkerProcess:
         self._saved_wakeup_fd = -1
         self._saved_handlers: dict[int, Any] = {}
         self.processed = 0
+        self.started_at = time.time()
         self._settles = 0  # settle calls so far (burst mode: was anything settled meanwhile?)
         self._threads: list[threading.Thread] = []
 
@@ -655,9 +655,9 @@ class WorkerProcess:
             "threads": self.threads,
             "running": busy,
             "processed": self.processed,
-            "beat": time.time(),
+            "started": self.started_at,
         }
-        self.engine.heartbeat(self.worker_id, json.dumps(info), ttl_s=60)
+        self.engine.heartbeat(self.worker_id, info)
 
 
 def run_worker_process(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -118,7 +117,7 @@ class Chaos:
         return wait_until(ready, timeout, message=f"{count} worker processes of {sup.pid} to beat")
 
     def beating_pids(self) -> set[int]:
-        return {json.loads(info)["pid"] for info in self.engine.workers().values()}
+        return {info["pid"] for info in self.engine.workers().values()}
 
     # -- the ledger ---------------------------------------------------------------------------
 
