@@ -79,19 +79,42 @@ def _error_json(exc: BaseException) -> str:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Facts:
+    """What the executor needs to know of a registered job, computed once per job function."""
+
+    is_async: bool
+    signature: inspect.Signature
+    backend_class: type
+
+
+def _facts(task: JobTask) -> _Facts:
+    return _facts_of(task.func, task.backend)
+
+
 @functools.cache
-def _signature(func: Any) -> inspect.Signature:
-    return inspect.signature(func)
+def _facts_of(func: Any, backend_alias: str) -> _Facts:
+    from django.tasks import task_backends
+
+    return _Facts(inspect.iscoroutinefunction(func), inspect.signature(func), type(task_backends[backend_alias]))
 
 
 class Prepared:
-    """A decoded job, ready to call (or an outcome when it cannot run)."""
+    """A decoded job, ready to call (or an outcome when it cannot run).
 
-    __slots__ = ("task", "args", "kwargs", "result", "options", "failure", "is_async")
+    The :class:`JobResult` handed to ``django.tasks`` signal receivers and to jobs that take
+    a context is built only when something will read it.
+    """
+
+    __slots__ = ("task", "args", "kwargs", "_result", "options", "failure", "is_async", "facts", "job", "worker_id", "started_ms")
 
     def __init__(self, job: RunningJob, worker_id: str) -> None:
         self.failure: Outcome | None = None
         self.is_async = False
+        self._result: JobResult | None = None
+        self.job = job
+        self.worker_id = worker_id
+        self.started_ms = int(time.time() * 1000)
         claimed = job.claimed
         try:
             payload = serialization.loads(claimed.data)
@@ -116,36 +139,53 @@ class Prepared:
             )
             return
         self.task: JobTask = task
-        self.is_async = inspect.iscoroutinefunction(task.func)
+        facts = self.facts = _facts(task)
+        self.is_async = facts.is_async
         self.args = args
         self.kwargs = kwargs
         self.options = options
         try:
-            _signature(task.func).bind(*(([None] if task.takes_context else []) + args), **kwargs)
+            if task.takes_context:
+                facts.signature.bind(None, *args, **kwargs)
+            else:
+                facts.signature.bind(*args, **kwargs)
         except TypeError as exc:
             self.failure = terminal_outcome(job, TypeError(f"The arguments of job {claimed.id!r} no longer fit {name!r}: {exc}"))
             return
-        timeout = options.get("to", getattr(task, "timeout", None))
+        timeout = options.get("to", task.timeout) or get_settings().queues.get(claimed.queue, {}).get("DEFAULT_TIMEOUT") or get_settings().default_timeout
         job.timeout = float(timeout) if timeout else None
-        now = ms_to_datetime(int(time.time() * 1000))
-        self.result = JobResult(
-            task=task if task.queue_name == claimed.queue else task.using(queue_name=claimed.queue),
-            id=claimed.id,
-            status=TaskResultStatus.RUNNING,
-            enqueued_at=ms_to_datetime(claimed.enqueued_ms),
-            started_at=now,
-            finished_at=None,
-            last_attempted_at=now,
-            args=args,
-            kwargs=kwargs,
-            backend=task.backend,
-            errors=[],
-            worker_ids=[worker_id] * claimed.attempt,
-            queue=claimed.queue,
-            state="active",
-            correlation_id=claimed.correlation_id,
-            parent_id=claimed.parent_id,
-        )
+
+    @property
+    def result(self) -> JobResult:
+        """The job as a :class:`JobResult` in its current state (built on first use)."""
+        if self._result is None:
+            task, claimed = self.task, self.job.claimed
+            started = ms_to_datetime(self.started_ms)
+            self._result = JobResult(
+                task=task if task.queue_name == claimed.queue else task.using(queue_name=claimed.queue),
+                id=claimed.id,
+                status=TaskResultStatus.RUNNING,
+                enqueued_at=ms_to_datetime(claimed.enqueued_ms),
+                started_at=started,
+                finished_at=None,
+                last_attempted_at=started,
+                args=self.args,
+                kwargs=self.kwargs,
+                backend=task.backend,
+                errors=[],
+                worker_ids=[self.worker_id] * claimed.attempt,
+                queue=claimed.queue,
+                state="active",
+                correlation_id=claimed.correlation_id,
+                parent_id=claimed.parent_id,
+            )
+        return self._result
+
+    def send(self, signal: Any) -> None:
+        """Send a django.tasks signal, building the result only if anyone listens."""
+        sender = self.facts.backend_class
+        if signal.has_listeners(sender):
+            signal.send(sender, task_result=self.result)
 
     def call_args(self) -> tuple[list[Any], dict[str, Any]]:
         if self.task.takes_context:
@@ -157,11 +197,14 @@ class Prepared:
             result_json = serialization.dumps(value)
         except (TypeError, ValueError) as exc:
             return self.outcome_for_error(job, TypeError(f"The return value of {job.name!r} is not JSON serializable: {exc}"))
-        keep = self.options.get("kr", getattr(self.task, "keep_result", None))
-        object.__setattr__(self.result, "status", TaskResultStatus.SUCCESSFUL)
-        object.__setattr__(self.result, "state", "completed")
-        object.__setattr__(self.result, "_return_value", serialization.loads(result_json))
-        object.__setattr__(self.result, "finished_at", ms_to_datetime(int(time.time() * 1000)))
+        keep = self.options.get("kr", self.task.keep_result)
+        result = self._result
+        if result is not None or task_finished.has_listeners(self.facts.backend_class):
+            result = self.result
+            object.__setattr__(result, "status", TaskResultStatus.SUCCESSFUL)
+            object.__setattr__(result, "state", "completed")
+            object.__setattr__(result, "_return_value", serialization.loads(result_json))
+            object.__setattr__(result, "finished_at", ms_to_datetime(int(time.time() * 1000)))
         return Outcome(job.id, job.claimed.token, "c", result_json, 0, int(keep * 1000) if keep else 0)
 
     def outcome_for_error(self, job: RunningJob, exc: BaseException) -> Outcome:
@@ -186,9 +229,12 @@ class Prepared:
         return Outcome(job.id, claimed.token, "f", error)
 
     def _finish_status(self, state: str) -> None:
-        object.__setattr__(self.result, "status", TaskResultStatus.FAILED)
-        object.__setattr__(self.result, "state", state)
-        object.__setattr__(self.result, "finished_at", ms_to_datetime(int(time.time() * 1000)))
+        if self._result is None and not task_finished.has_listeners(self.facts.backend_class):
+            return
+        result = self.result
+        object.__setattr__(result, "status", TaskResultStatus.FAILED)
+        object.__setattr__(result, "state", state)
+        object.__setattr__(result, "finished_at", ms_to_datetime(int(time.time() * 1000)))
 
 
 def terminal_outcome(job: RunningJob, exc: BaseException) -> Outcome:
@@ -198,6 +244,9 @@ def terminal_outcome(job: RunningJob, exc: BaseException) -> Outcome:
 
 
 def _log_outcome(job: RunningJob, outcome: Outcome, exc: BaseException | None) -> None:
+    level = _OUTCOME_LEVEL[outcome.kind]
+    if not logger.isEnabledFor(level):
+        return
     ms = (time.monotonic() - job.started) * 1000
     extra = {"job_id": job.id, "job_name": job.name, "queue": job.queue, "attempt": job.claimed.attempt}
     if outcome.kind == "c":
@@ -213,6 +262,10 @@ def _log_outcome(job: RunningJob, outcome: Outcome, exc: BaseException | None) -
         logger.error("Job %s %s failed after %d attempt(s)", job.name, job.id, job.claimed.attempt, exc_info=exc, extra={**extra, "action": "job_failed"})
 
 
+#: Log level of each outcome kind.
+_OUTCOME_LEVEL = {"c": logging.INFO, "r": logging.WARNING, "x": logging.INFO, "f": logging.ERROR}
+
+
 def _enter(job: RunningJob, prepared: Prepared) -> tuple[object, object]:
     return current_job.set(job), set_correlation_id(job.claimed.correlation_id or "")
 
@@ -225,7 +278,7 @@ def _exit(tokens: tuple[object, object]) -> None:
 def _finished(job: RunningJob, prepared: Prepared, outcome: Outcome, exc: BaseException | None) -> Outcome:
     _log_outcome(job, outcome, exc)
     if outcome.kind != "r":
-        task_finished.send(type(prepared.task.get_backend()), task_result=prepared.result)
+        prepared.send(task_finished)
     return outcome
 
 
@@ -235,7 +288,7 @@ def run_sync(job: RunningJob, prepared: Prepared) -> Outcome:
         return prepared.failure
     tokens = _enter(job, prepared)
     try:
-        task_started.send(type(prepared.task.get_backend()), task_result=prepared.result)
+        prepared.send(task_started)
         args, kwargs = prepared.call_args()
         func = prepared.task.func
         try:
@@ -257,7 +310,7 @@ async def run_async(job: RunningJob, prepared: Prepared) -> Outcome:
         return prepared.failure
     tokens = _enter(job, prepared)
     try:
-        task_started.send(type(prepared.task.get_backend()), task_result=prepared.result)
+        prepared.send(task_started)
         args, kwargs = prepared.call_args()
         try:
             coro = prepared.task.func(*args, **kwargs)
