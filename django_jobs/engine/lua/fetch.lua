@@ -34,36 +34,49 @@ end
 
 if count > 0 then
   local popped = rcall('ZPOPMIN', wait_key, count)
-  local deadline = now_ms + lease_ms
-  for i = 1, #popped, 2 do
-    local job_id = popped[i]
-    local job_key = job_prefix .. job_id
-    local fields = rcall('HMGET', job_key, 'd', 'e', 'cid', 'par', 'st')
-    if fields[1] then
-      local token = rcall('HINCRBY', meta_key, 'fence', 1)
-      local attempt = rcall('HINCRBY', job_key, 'a', 1)
-      rcall('HSET', job_key, 's', 'active', 'tok', token, 'w', worker_id, 'la', now_ms)
-      if not fields[5] then rcall('HSET', job_key, 'st', now_ms) end
-      local workers = rcall('HGET', job_key, 'wk')
-      if workers then
-        rcall('HSET', job_key, 'wk', string.sub(workers, 1, -2) .. ',' .. cjson.encode(worker_id) .. ']')
-      else
-        rcall('HSET', job_key, 'wk', '[' .. cjson.encode(worker_id) .. ']')
+  local claimed = #popped / 2
+  if claimed > 0 then
+    local deadline = now_ms + lease_ms
+    -- One counter bump for the batch: tokens last-claimed+1 .. last are unique and increasing.
+    local token = rcall('HINCRBY', meta_key, 'fence', claimed) - claimed
+    local worker_json = cjson.encode(worker_id)
+    local active_args = {}
+    for i = 1, #popped, 2 do
+      local job_id = popped[i]
+      local job_key = job_prefix .. job_id
+      local fields = rcall('HMGET', job_key, 'd', 'e', 'cid', 'par', 'st', 'a', 'wk')
+      if fields[1] then
+        token = token + 1
+        local attempt = (tonumber(fields[6]) or 0) + 1
+        local workers
+        if fields[7] then
+          workers = string.sub(fields[7], 1, -2) .. ',' .. worker_json .. ']'
+        else
+          workers = '[' .. worker_json .. ']'
+        end
+        if fields[5] then
+          rcall('HSET', job_key, 's', 'active', 'tok', token, 'w', worker_id, 'la', now_ms, 'a', attempt, 'wk', workers)
+        else
+          rcall('HSET', job_key, 's', 'active', 'tok', token, 'w', worker_id, 'la', now_ms, 'a', attempt, 'wk', workers,
+                'st', now_ms)
+        end
+        active_args[#active_args + 1] = deadline
+        active_args[#active_args + 1] = job_id
+        emit(events_key, maxlen, 'active', job_id)
+        local n = #out
+        out[n + 1] = job_id
+        out[n + 2] = token
+        out[n + 3] = fields[1]
+        out[n + 4] = attempt
+        out[n + 5] = fields[2] or 0 -- a nil would end the reply early
+        out[n + 6] = fields[3] or ''
+        out[n + 7] = fields[4] or ''
       end
-      rcall('ZADD', active_key, deadline, job_id)
-      emit(events_key, maxlen, 'active', job_id)
-      local n = #out
-      out[n + 1] = job_id
-      out[n + 2] = token
-      out[n + 3] = fields[1]
-      out[n + 4] = attempt
-      out[n + 5] = fields[2] or 0 -- a nil would end the reply early
-      out[n + 6] = fields[3] or ''
-      out[n + 7] = fields[4] or ''
     end
+    if #active_args > 0 then rcall('ZADD', active_key, unpack(active_args)) end
+    -- More work is waiting than this worker had room for: wake another worker.
+    if rcall('ZCARD', wait_key) > 0 then wake(marker_key) end
   end
-  -- More work is waiting than this worker had room for: wake another worker.
-  if #popped > 0 and rcall('ZCARD', wait_key) > 0 then wake(marker_key) end
 end
 
 if rcall('ZCARD', wait_key) == 0 then

@@ -35,6 +35,8 @@ local results = {}
 local touched_completed, touched_failed, woke = false, false, false
 
 local SETTLED_STATE = { c = 'completed', f = 'failed', x = 'cancelled' }
+-- Leaving active and entering completed are batched into one ZREM and one ZADD per call.
+local left_active, completed_args = {}, {}
 
 for i = 7, #ARGV, 6 do
   local job_id, token, kind, value = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
@@ -64,11 +66,12 @@ for i = 7, #ARGV, 6 do
       results[#results + 1] = -3
     end
   else
-    rcall('ZREM', active_key, job_id)
+    left_active[#left_active + 1] = job_id
     if kind == 'c' then
       if keep_ms <= 0 then keep_ms = keep_completed_ms end
       rcall('HSET', job_key, 's', 'completed', 'r', value, 'f', now_ms)
-      rcall('ZADD', completed_key, now_ms + keep_ms, job_id)
+      completed_args[#completed_args + 1] = now_ms + keep_ms
+      completed_args[#completed_args + 1] = job_id
       emit(events_key, maxlen, 'completed', job_id)
       touched_completed = true
     elseif kind == 'r' and fields[4] == '1' then
@@ -109,6 +112,14 @@ for i = 7, #ARGV, 6 do
   end
 end
 
+-- unpack() takes a few thousand values at most: send long lists in slices.
+local SLICE = 2000
+for first = 1, #left_active, SLICE do
+  rcall('ZREM', active_key, unpack(left_active, first, math.min(first + SLICE - 1, #left_active)))
+end
+for first = 1, #completed_args, SLICE do
+  rcall('ZADD', completed_key, unpack(completed_args, first, math.min(first + SLICE - 1, #completed_args)))
+end
 if woke then wake(marker_key) end
 if touched_completed then trim_finished(completed_key, job_prefix, now_ms, keep_completed_count) end
 if touched_failed then
