@@ -25,7 +25,7 @@ from django_jobs.tasks import STATE_TO_STATUS, JobResult, JobTask, ms_to_datetim
 #: Version of the payload format ("v" in the job's data JSON).
 PAYLOAD_VERSION = 1
 #: Jobs per enqueue script call in a bulk enqueue (keeps each call short for Redis).
-BULK_CHUNK = 1000
+BULK_CHUNK = 500
 
 
 def new_job_id() -> str:
@@ -143,8 +143,8 @@ class RedisBackend(BaseTaskBackend):
             started_at=None,
             finished_at=None,
             last_attempted_at=None,
-            args=serialization.loads(args_json),
-            kwargs=serialization.loads(kwargs_json),
+            args=list(args),  # TaskResult normalizes them as JSON would
+            kwargs=dict(kwargs),
             backend=self.alias,
             errors=[],
             worker_ids=[],
@@ -157,12 +157,14 @@ class RedisBackend(BaseTaskBackend):
 
     def _push(self, prepared: list[tuple[NewJob, JobResult]]) -> None:
         engine = get_engine()
-        by_queue: dict[str, list[NewJob]] = {}
-        for new, result in prepared:
-            by_queue.setdefault(result.queue, []).append(new)
-        for queue, jobs in by_queue.items():
-            for start in range(0, len(jobs), BULK_CHUNK):
-                engine.enqueue(queue, jobs[start : start + BULK_CHUNK])
+        if len(prepared) == 1:
+            engine.enqueue(prepared[0][1].queue, [prepared[0][0]])
+        else:
+            by_queue: dict[str, list[NewJob]] = {}
+            for new, result in prepared:
+                by_queue.setdefault(result.queue, []).append(new)
+            for queue, jobs in by_queue.items():
+                engine.enqueue_many(queue, jobs, chunk=BULK_CHUNK)
         now = ms_to_datetime(time_ms())
         for _, result in prepared:
             object.__setattr__(result, "enqueued_at", now)

@@ -219,6 +219,28 @@ class Engine:
             args += [j.id, j.data, j.priority, j.run_at_ms, j.delay_ms, j.correlation_id, j.parent_id]
         return list(self._run("enqueue", (k.wait, k.scheduled, k.meta, k.events, k.marker), args))
 
+    def enqueue_many(self, queue: str, jobs: Sequence[NewJob], *, chunk: int = 500) -> list[int]:
+        """Add many jobs in one round trip: one script call per ``chunk`` jobs, pipelined.
+
+        Each call is short, so Redis serves other clients between chunks.
+        """
+        if len(jobs) <= chunk:
+            return self.enqueue(queue, jobs)
+        k = self.keys(queue)
+        script = self._scripts["enqueue"]
+        keys = (k.wait, k.scheduled, k.meta, k.events, k.marker)
+
+        def send() -> list[Any]:
+            with self.client.pipeline(transaction=False) as pipe:
+                for start in range(0, len(jobs), chunk):
+                    args: list[Any] = [k.job_prefix, self.maxlen]
+                    for j in jobs[start : start + chunk]:
+                        args += [j.id, j.data, j.priority, j.run_at_ms, j.delay_ms, j.correlation_id, j.parent_id]
+                    script(keys=keys, args=args, client=pipe)
+                return pipe.execute()
+
+        return [code for codes in self._call(send) for code in codes]
+
     def fetch(self, queue: str, count: int, *, lease_ms: int, worker_id: str) -> FetchResult:
         """Promote due jobs and claim up to ``count`` waiting jobs of ``queue``."""
         k = self.keys(queue)

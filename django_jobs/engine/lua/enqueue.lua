@@ -25,25 +25,25 @@ local woke = false
 for i = 3, #ARGV, 7 do
   local job_id = ARGV[i]
   local job_key = job_prefix .. job_id
-  if rcall('EXISTS', job_key) == 1 then
+  -- HSETNX doubles as the existence check: a replayed or duplicate id writes nothing.
+  if rcall('HSETNX', job_key, 'd', ARGV[i + 1]) == 0 then
     results[#results + 1] = 0
   else
     local priority = ARGV[i + 2]
     local run_at = tonumber(ARGV[i + 3])
-    local delay = tonumber(ARGV[i + 4])
-    local due = now_ms + delay
+    local due = now_ms + tonumber(ARGV[i + 4])
     if run_at > due then due = run_at end
-    rcall('HSET', job_key, 'd', ARGV[i + 1], 'p', priority, 'a', 0, 'e', now_ms,
-          'cid', ARGV[i + 5], 'par', ARGV[i + 6])
     if due > now_ms then
+      rcall('HSET', job_key, 'p', priority, 'a', 0, 'e', now_ms, 'cid', ARGV[i + 5], 'par', ARGV[i + 6],
+            's', 'scheduled', 'run', due)
       rcall('ZADD', scheduled_key, due, job_id)
-      rcall('HSET', job_key, 's', 'scheduled', 'run', due)
       emit(events_key, maxlen, 'scheduled', job_id)
       results[#results + 1] = 2
     else
       local score = next_wait_score(meta_key, priority)
+      rcall('HSET', job_key, 'p', priority, 'a', 0, 'e', now_ms, 'cid', ARGV[i + 5], 'par', ARGV[i + 6],
+            's', 'waiting', 'ws', score)
       rcall('ZADD', wait_key, score, job_id)
-      rcall('HSET', job_key, 's', 'waiting', 'ws', score)
       emit(events_key, maxlen, 'waiting', job_id)
       results[#results + 1] = 1
     end
