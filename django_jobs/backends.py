@@ -95,6 +95,8 @@ class RedisBackend(BaseTaskBackend):
             raise InvalidTask(f"attempts={task.attempts!r} must be a whole number >= 1.")
         if task.timeout is not None and (not isinstance(task.timeout, (int, float)) or task.timeout <= 0):
             raise InvalidTask(f"timeout={task.timeout!r} must be a positive number of seconds.")
+        if task.delay is not None and (isinstance(task.delay, bool) or not isinstance(task.delay, (int, float)) or not 0 <= task.delay < float("inf")):
+            raise InvalidTask(f"delay={task.delay!r} must be a finite, non-negative number of seconds.")
         if task.keep_result is not None and (not isinstance(task.keep_result, (int, float)) or task.keep_result <= 0):
             raise InvalidTask(f"keep_result={task.keep_result!r} must be a positive number of seconds.")
         try:
@@ -109,10 +111,15 @@ class RedisBackend(BaseTaskBackend):
         base = registry.get(task.module_path)
         opts: dict[str, Any] = {}
         for field_name, key in (("attempts", "at"), ("timeout", "to"), ("keep_result", "kr"), ("backoff", "bo")):
+            # ("delay" is not an option of the run: it only decides when the job is due.)
             value = getattr(task, field_name)
             if value is not None and (base is None or getattr(base, field_name) != value):
                 if callable(value):
-                    continue  # a callable backoff is taken from the registered job
+                    # A function cannot travel in a JSON payload; workers use the registered job's.
+                    raise InvalidJob(
+                        f"A callable backoff can only be set on the job's declaration (@job(backoff=...)), "
+                        f"not with using(); {task.module_path!r} was declared with {getattr(base, 'backoff', None)!r}."
+                    )
                 opts[key] = value
         return serialization.dumps(opts) if opts else ""
 
@@ -125,16 +132,21 @@ class RedisBackend(BaseTaskBackend):
             f'{{"v":{PAYLOAD_VERSION},"n":{serialization.dumps(name)},"a":{args_json},"k":{kwargs_json}'
             + (f',"o":{opts}}}' if opts else "}")
         )
-        if len(data) > settings.max_payload_bytes:
+        limit = settings.max_payload_bytes
+        if len(data) * 4 > limit and len(size := data.encode()) > limit:
             raise InvalidJob(
-                f"The payload of job {name!r} is {len(data)} bytes, over MAX_PAYLOAD_BYTES "
+                f"The payload of job {name!r} is {len(size)} bytes, over MAX_PAYLOAD_BYTES "
                 f"({settings.max_payload_bytes}). Store large data elsewhere and pass its id."
             )
         job_id = job_id or new_job_id()
         run_at_ms = int(task.run_after.timestamp() * 1000) if task.run_after is not None else 0
+        delay_ms = int(task.delay * 1000) if getattr(task, "delay", None) else 0
         cid = get_correlation_id()
         parent = current_job_id()
-        new = NewJob(id=job_id, data=data, priority=int(task.priority), run_at_ms=run_at_ms, correlation_id=cid, parent_id=parent)
+        new = NewJob(
+            id=job_id, data=data, priority=int(task.priority), run_at_ms=run_at_ms, delay_ms=delay_ms,
+            correlation_id=cid, parent_id=parent,
+        )
         result = JobResult(
             task=task,
             id=job_id,
@@ -149,7 +161,7 @@ class RedisBackend(BaseTaskBackend):
             errors=[],
             worker_ids=[],
             queue=task.queue_name,
-            state="scheduled" if run_at_ms else "waiting",
+            state="scheduled" if run_at_ms or delay_ms else "waiting",
             correlation_id=cid,
             parent_id=parent,
         )

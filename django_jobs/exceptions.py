@@ -4,7 +4,7 @@ The hierarchy (see ``docs/architecture.md``)::
 
     DjangoJobsError
      ├─ ConfigurationError (+ ImproperlyConfigured)
-     ├─ InvalidJob (+ ValueError)
+     ├─ InvalidJob (+ django.tasks InvalidTask, ValueError)
      ├─ JobNotFound (+ LookupError)
      ├─ EngineError
      │   ├─ RedisUnavailable
@@ -20,6 +20,7 @@ The hierarchy (see ``docs/architecture.md``)::
 from __future__ import annotations
 
 from django.core.exceptions import ImproperlyConfigured
+from django.tasks.exceptions import InvalidTask
 
 
 class DjangoJobsError(Exception):
@@ -33,8 +34,12 @@ class ConfigurationError(DjangoJobsError, ImproperlyConfigured):
     """The DJANGO_JOBS settings are invalid."""
 
 
-class InvalidJob(DjangoJobsError, ValueError):
-    """The job or one of its options is invalid."""
+class InvalidJob(DjangoJobsError, InvalidTask, ValueError):
+    """The job or one of its options is invalid.
+
+    Also a :class:`django.tasks.exceptions.InvalidTask`, so one ``except InvalidTask``
+    catches every invalid option, whichever layer found it.
+    """
 
 
 class JobNotFound(DjangoJobsError, LookupError):

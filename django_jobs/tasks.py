@@ -15,7 +15,6 @@ from typing import Any, overload
 
 from django.tasks import Task, TaskContext, TaskResult, TaskResultStatus
 from django.tasks.base import TASK_REFRESH_ATTRS
-from django.utils import timezone
 
 from django_jobs import registry
 from django_jobs.backoff import BackoffSpec
@@ -65,13 +64,16 @@ class JobTask(Task):
             ``"fixed"``, ``"none"``, a dict ``{"type", "delay", "factor", "max", "jitter"}``
             or a callable ``f(attempt) -> seconds`` (``None``: ``DEFAULT_BACKOFF``).
         timeout: seconds one attempt may run (``None``: no limit).
-        keep_result: seconds to keep the finished job and its result (``None``: retention settings).
+        keep_result: seconds to keep the completed job and its result (``None``: retention settings).
+        delay: seconds from each enqueue until the job may run, measured by Redis' clock
+            (set with :meth:`using`; ``None``: run at once or at ``run_after``).
     """
 
     attempts: int | None = None
     backoff: BackoffSpec = None
     timeout: float | None = None
     keep_result: float | None = None
+    delay: float | None = None
 
     def __post_init__(self) -> None:
         Task.__post_init__(self)
@@ -97,16 +99,17 @@ class JobTask(Task):
     ) -> JobTask:
         """Return a copy of the job with other options for the next enqueue.
 
-        ``delay`` (seconds or a timedelta) and ``run_after`` (an aware datetime) defer the job.
+        ``delay`` (seconds or a timedelta, counted from each enqueue by Redis' clock) and
+        ``run_after`` (an aware datetime) defer the job; when both are set, the later time wins.
 
         >>> send_report.using(priority=10, delay=30).enqueue(7)  # doctest: +SKIP
         """
         changes: dict[str, Any] = {}
         if delay is not None:
             seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
-            if seconds < 0:
-                raise InvalidJob(f"delay={delay!r} must not be negative.")
-            run_after = timezone.now() + timedelta(seconds=seconds)
+            if not seconds >= 0 or seconds == float("inf"):
+                raise InvalidJob(f"delay={delay!r} must be a finite, non-negative number of seconds.")
+            changes["delay"] = seconds
         if isinstance(run_after, (int, float, timedelta)):
             raise InvalidJob("run_after must be an aware datetime; use delay= for seconds from now.")
         for field_name, value in (

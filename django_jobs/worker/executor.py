@@ -335,6 +335,4 @@ async def run_async(job: RunningJob, prepared: Prepared) -> Outcome:
 def timeout_outcome(job: RunningJob, prepared: Prepared) -> Outcome:
     """The outcome of a sync job that passed its timeout (it keeps its thread until it returns)."""
     exc = JobTimeout(f"Job {job.name!r} ran longer than its timeout of {job.timeout} s.")
-    outcome = prepared.outcome_for_error(job, exc)
-    _log_outcome(job, outcome, exc)
-    return outcome
+    return _finished(job, prepared, prepared.outcome_for_error(job, exc), exc)

@@ -172,3 +172,52 @@ def test_cancel_waiting_job_means_it_never_runs(work, ledger_path):
     assert result.status == TaskResultStatus.FAILED
     assert read_ledger(ledger_path) == []
     assert result.cancel() == "finished"
+
+
+def test_delay_counts_from_each_enqueue_not_from_using(engine, r, jobs_settings):
+    later = jobs.add.using(delay=30)
+    import time
+
+    time.sleep(0.3)  # the copy is kept around, as a user would
+    result = later.enqueue(1, 2)
+    assert result.state == "scheduled"
+    h = r.hgetall(engine.keys("default").job(result.id))
+    assert int(h["run"]) - int(h["e"]) == 30_000
+
+
+def test_callable_backoff_in_using_is_refused_not_silently_dropped():
+    with pytest.raises(InvalidJob, match="callable backoff"):
+        jobs.add.using(backoff=lambda attempt: 1.0).enqueue(1, 2)
+
+
+def test_every_invalid_option_error_is_an_invalid_task():
+    with pytest.raises(InvalidTask):
+        jobs.add.using(delay=-1)
+    with pytest.raises(InvalidTask):
+        jobs.add.using(attempts=0)
+
+
+def test_payload_limit_counts_utf8_bytes(jobs_settings):
+    from django.test import override_settings
+
+    with override_settings(DJANGO_JOBS={**jobs_settings, "MAX_PAYLOAD_BYTES": 200}):
+        jobs.echo.enqueue("a" * 100)
+        with pytest.raises(InvalidJob, match="bytes, over MAX_PAYLOAD_BYTES"):
+            jobs.echo.enqueue("é" * 100)  # 100 characters, 200 bytes
+
+
+def test_sync_job_failed_by_its_timeout_sends_task_finished(work):
+    from django.tasks.signals import task_finished
+
+    seen = []
+
+    def receiver(sender, task_result, **kwargs):
+        seen.append((task_result.id, task_result.status))
+
+    task_finished.connect(receiver)
+    try:
+        result = jobs.too_slow.enqueue(1.5)
+        work()
+    finally:
+        task_finished.disconnect(receiver)
+    assert (result.id, TaskResultStatus.FAILED) in seen
