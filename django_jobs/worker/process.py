@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import logging
+import math
 import os
 import queue as queue_mod
 import select
@@ -55,6 +56,8 @@ logger = logging.getLogger("django_jobs.worker")
 
 #: Longest blocking wait on idle queues, seconds (bounds how long a stale wake-up can take).
 IDLE_WAIT = 5.0
+#: Jobs whose recent average run time is below this (seconds) are claimed ahead of free threads.
+SHORT_JOB = 0.05
 #: Heartbeat thread tick, seconds (timeouts are enforced at this granularity).
 TICK = 0.25
 #: Most outcomes settled in one call.
@@ -165,7 +168,15 @@ class WorkerProcess:
         self.fast = threading.Event()  # release running jobs now
         self.stopped = threading.Event()  # shutdown over: the heartbeat stops renewing
         self._cond = threading.Condition()
-        self._free = threads
+        # Capacity counts claimed jobs not yet finished: the threads, plus as many again
+        # claimed ahead while recent jobs are short (a thread that finishes takes its next job
+        # at once instead of waiting a round trip). Long jobs are never claimed ahead, so no
+        # job waits behind a slow one while another worker is idle.
+        self.ahead = threads
+        self.capacity = threads + self.ahead
+        self._free = self.capacity
+        self._avg_run = 1.0  # moving average of sync job run time, seconds (starts "long")
+        self._unstarted: set[str] = set()  # handed to the thread pool, not yet running
         self._fetch_lock = threading.Lock()
         self._done: queue_mod.SimpleQueue[Any] = queue_mod.SimpleQueue()
         self._leases: dict[str, RunningJob] = {}
@@ -319,7 +330,7 @@ class WorkerProcess:
             self._fetch_lock.release()
         while not self.fast.is_set():
             with self._cond:
-                running = sum(1 for job in self._leases.values() if not job.decided)
+                running = sum(1 for job in self._leases.values() if not job.decided and job.id not in self._unstarted)
             left = deadline - time.monotonic()
             if not running or left <= 0:
                 break
@@ -391,9 +402,9 @@ class WorkerProcess:
         backoff = BACKOFF_MIN
         while not self.stopping.is_set():
             with self._cond:
-                while self._free == 0 and not self.stopping.is_set():
+                while self._usable() == 0 and not self.stopping.is_set():
                     self._cond.wait(1.0)
-                free = self._free
+                free = self._usable()
             if self.stopping.is_set():
                 break
             try:
@@ -408,7 +419,7 @@ class WorkerProcess:
                     # Idle only if nothing was settled since the fetch started: a retry settled
                     # meanwhile puts its job back in a queue this round did not see it in.
                     with self._cond:
-                        idle = self._free == self.threads and not self._leases and self._settles == settles
+                        idle = self._free == self.capacity and not self._leases and self._settles == settles
                     if idle and next_due < 0:
                         logger.info("Worker %s: queues are empty, burst done", self.worker_id)
                         self.request_stop()
@@ -421,6 +432,12 @@ class WorkerProcess:
                 self._outage.failed("fetching jobs", exc, backoff)
                 self.stopping.wait(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
+
+    def _usable(self) -> int:
+        """Jobs the fetcher may claim now (caller holds ``_cond``)."""
+        if self._avg_run < SHORT_JOB:
+            return self._free
+        return max(0, self._free - self.ahead)
 
     def _fetch_round(self, free: int) -> tuple[int, int]:
         """Claim up to ``free`` jobs across the queues; return (claimed, ms until the next due job or -1)."""
@@ -458,6 +475,9 @@ class WorkerProcess:
         elif prepared.is_async:
             job.future = asyncio.run_coroutine_threadsafe(self._run_async(job, prepared), self._event_loop())
         else:
+            job.started = math.inf  # its timeout clock starts when a thread runs it
+            with self._cond:
+                self._unstarted.add(job.id)
             self._pool.submit(self._run_sync, job, prepared)
 
     def _event_loop(self) -> asyncio.AbstractEventLoop:
@@ -469,10 +489,19 @@ class WorkerProcess:
         return self._loop
 
     def _run_sync(self, job: RunningJob, prepared: Prepared) -> None:
+        with self._cond:
+            self._unstarted.discard(job.id)
+            if self.stopping.is_set() or job.decided:
+                # Claimed ahead but the worker is stopping: released with the rest, never run.
+                self._free += 1
+                self._cond.notify_all()
+                return
+            job.started = started = time.monotonic()
         try:
             outcome = executor.run_sync(job, prepared)
         except BaseException as exc:  # noqa: BLE001 - e.g. SystemExit raised by a job
             outcome = prepared.outcome_for_error(job, exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
+        self._avg_run += (time.monotonic() - started - self._avg_run) * 0.1
         self._job_done(job, outcome)
 
     async def _run_async(self, job: RunningJob, prepared: Prepared) -> None:
@@ -647,7 +676,7 @@ class WorkerProcess:
 
     def _beat(self) -> None:
         with self._cond:
-            busy = self.threads - self._free
+            busy = min(self.threads, self.capacity - self._free)
         info = {
             "host": socket.gethostname(),
             "pid": os.getpid(),
