@@ -9,6 +9,7 @@
 ``django_jobs.E005``    Another value is invalid (numbers, backoff, retention, PREFIX, REDIS_OPTIONS...).
 ``django_jobs.E006``    No TASKS alias uses django_jobs.backends.RedisBackend.
 ``django_jobs.E007``    A TASKS alias of ours lists QUEUES that DJANGO_JOBS does not configure.
+``django_jobs.E008``    A MIDDLEWARE entry cannot be imported or is not a job middleware class.
 ``django_jobs.E099``    A check itself failed (a bug in django_jobs: please report it).
 ``django_jobs.W001``    (deploy) Redis does not answer.
 ``django_jobs.W002``    Embedded mode, but no redis-server binary was found.
@@ -265,6 +266,38 @@ def _is_our_backend(path: Any) -> bool:
     except Exception:  # noqa: BLE001 - Django reports broken backend paths itself
         return False
     return isinstance(cls, type) and issubclass(cls, RedisBackend)
+
+
+@checks.register("django_jobs")
+@_never_raise
+def check_middleware(app_configs: Any = None, **kwargs: Any) -> Messages:
+    """Check that every DJANGO_JOBS['MIDDLEWARE'] entry imports as a class (E008)."""
+    from django.utils.module_loading import import_string
+
+    raw = _raw_settings()
+    if raw is None or "MIDDLEWARE" not in raw:
+        return []
+    try:
+        paths = parse_value("MIDDLEWARE", raw["MIDDLEWARE"])
+    except SettingError:
+        return []  # E005 reports it
+    errors: Messages = []
+    for path in paths:
+        try:
+            cls = import_string(path)
+        except ImportError as exc:
+            errors.append(checks.Error(
+                f"{label('MIDDLEWARE')} names {path!r}, which cannot be imported: {exc}",
+                hint="Fix the dotted path, or remove the entry.", id="django_jobs.E008",
+            ))
+            continue
+        if not isinstance(cls, type) or not callable(getattr(cls, "__call__", None)):
+            errors.append(checks.Error(
+                f"{label('MIDDLEWARE')} names {path!r}, which is not a class.",
+                hint="A job middleware is a class whose __call__(job) is a generator that yields once "
+                "(see docs/observability.md).", id="django_jobs.E008",
+            ))
+    return errors
 
 
 @checks.register("django_jobs", deploy=True)

@@ -68,6 +68,18 @@ class QueueKeys:
     STATE_SETS = ("wait", "scheduled", "active", "completed", "failed", "cancelled")
 
 
+#: The state ZSET (a :attr:`QueueKeys.STATE_SETS` name) that holds a job in each state
+#: (``waiting_children`` has none yet: flows are not built).
+STATE_TO_SET = {
+    "waiting": "wait",
+    "scheduled": "scheduled",
+    "active": "active",
+    "completed": "completed",
+    "failed": "failed",
+    "cancelled": "cancelled",
+}
+
+
 def workers_key(prefix: str) -> str:
     """Return the global hash of worker heartbeats (no hash tag: single-key ops only)."""
     return f"{prefix}:workers"

@@ -412,3 +412,226 @@ class Engine:
         if stale:
             self._call(self.client.hdel, workers_key(self.prefix), *stale)
         return live
+
+    # -- operations (manage.py jobs, django_jobs.testing) --------------------------------------
+
+    #: The state ZSET attribute of :class:`QueueKeys` for each state.
+    STATE_KEYS = {
+        "waiting": "wait", "scheduled": "scheduled", "active": "active",
+        "completed": "completed", "failed": "failed", "cancelled": "cancelled",
+    }
+    #: States ``purge`` may delete.
+    PURGEABLE = ("completed", "failed", "cancelled")
+
+    def _extra(self, name: str) -> None:
+        """Register script ``name`` (one not in SCRIPT_NAMES) on first use."""
+        if name not in self._scripts:
+            with self._lock:
+                if name not in self._scripts:
+                    self._scripts[name] = self.client.register_script(script_source(name))
+
+    def server_time_ms(self) -> int:
+        """Return Redis' clock, ms."""
+        seconds, micros = self._call(self.client.time)
+        return int(seconds) * 1000 + int(micros) // 1000
+
+    def claim(self, queue: str, job_id: str, *, lease_ms: int, worker_id: str) -> Claimed | None:
+        """Claim job ``job_id`` now if it is waiting or scheduled (None otherwise).
+
+        Raises:
+            JobNotFound: no such job in ``queue``.
+        """
+        from django_jobs.engine.codes import raise_for_code
+
+        self._extra("claim")
+        k = self.keys(queue)
+        raw = self._run(
+            "claim",
+            (k.wait, k.scheduled, k.active, k.meta, k.events, k.job(job_id)),
+            (job_id, self.maxlen, lease_ms, worker_id),
+        )
+        if isinstance(raw, int):
+            raise_for_code(raw, job_id)
+            return None
+        token, data, attempt, enqueued, cid, parent = raw
+        return Claimed(queue, job_id, str(token), data, int(attempt), int(enqueued or 0), cid, parent)
+
+    def list_jobs(self, queue: str, state: str, *, offset: int = 0, limit: int = 20) -> tuple[int, list[tuple[str, dict[str, str]]]]:
+        """Return (total, page) of the jobs of ``queue`` in ``state``.
+
+        The page holds ``(job id, job hash)`` pairs: waiting jobs in the order they will run,
+        scheduled ones by due time, active ones by lease deadline, finished ones newest first.
+        """
+        key = getattr(self.keys(queue), self.STATE_KEYS[state])
+        newest_first = state in self.PURGEABLE
+
+        def read() -> tuple[int, list[str]]:
+            with self.client.pipeline(transaction=False) as pipe:
+                pipe.zcard(key)
+                pipe.zrange(key, offset, offset + limit - 1, desc=newest_first)
+                total, ids = pipe.execute()
+            return int(total), list(ids)
+
+        total, ids = self._call(read)
+        if not ids:
+            return total, []
+
+        def hashes() -> list[dict[str, str]]:
+            with self.client.pipeline(transaction=False) as pipe:
+                for job_id in ids:
+                    pipe.hgetall(self.keys(queue).job(job_id))
+                return list(pipe.execute())
+
+        return total, list(zip(ids, self._call(hashes)))
+
+    def retry(self, queue: str, job_ids: Sequence[str]) -> list[int]:
+        """Move failed or cancelled jobs back to waiting with their attempts reset.
+
+        One code per id: 1 retried, 0 not failed or cancelled, -1 unknown (see retry.lua).
+        """
+        if not job_ids:
+            return []
+        self._extra("retry")
+        k = self.keys(queue)
+        return [
+            int(code)
+            for code in self._run(
+                "retry", (k.wait, k.failed, k.cancelled, k.meta, k.events, k.marker), (k.job_prefix, self.maxlen, *job_ids)
+            )
+        ]
+
+    def finished_ids(self, queue: str, state: str, *, limit: int = 500) -> list[str]:
+        """Return up to ``limit`` ids of the oldest jobs of ``queue`` in finished ``state``."""
+        key = getattr(self.keys(queue), self.STATE_KEYS[state])
+        return list(self._call(self.client.zrange, key, 0, limit - 1))
+
+    def purge(self, queue: str, state: str, *, limit: int = 500) -> int:
+        """Delete up to ``limit`` jobs of ``queue`` in ``state`` (completed, failed or cancelled).
+
+        Returns how many were deleted; call again until it returns 0.
+        """
+        if state not in self.PURGEABLE:
+            raise ValueError(f"Only finished jobs can be purged ({', '.join(self.PURGEABLE)}), not {state!r}.")
+        self._extra("purge")
+        k = self.keys(queue)
+        return int(self._run("purge", (getattr(k, self.STATE_KEYS[state]),), (k.job_prefix, limit)))
+
+    def oldest_waiting_age(self, queue: str) -> float | None:
+        """Return how long the oldest waiting job of ``queue`` has waited, seconds (None: none).
+
+        Within a priority the line is first in, first out, so the oldest job is the head of
+        one priority's line: this reads the head of each priority present (one step each).
+        """
+        k = self.keys(queue)
+        span = 2**44
+
+        def heads() -> list[str]:
+            found: list[str] = []
+            low: float | str = "-inf"
+            while len(found) <= 201:
+                row = self.client.zrangebyscore(k.wait, low, "+inf", start=0, num=1, withscores=True)
+                if not row:
+                    break
+                job_id, score = row[0]
+                found.append(job_id)
+                low = (int(score) // span + 1) * span
+            return found
+
+        ids = self._call(heads)
+        if not ids:
+            return None
+
+        def enqueued() -> list[Any]:
+            with self.client.pipeline(transaction=False) as pipe:
+                for job_id in ids:
+                    pipe.hget(k.job(job_id), "e")
+                return list(pipe.execute())
+
+        times = [int(e) for e in self._call(enqueued) if e]
+        if not times:
+            return None
+        return max(0.0, (self.server_time_ms() - min(times)) / 1000)
+
+    def throughput(self, queue: str, *, seconds: float = 60.0) -> dict[str, int]:
+        """Count ``completed``, ``failed`` and ``retrying`` events of the last ``seconds``.
+
+        Read from the events stream by time (its ids are Redis ms), so the count stops at
+        what the stream still holds (``EVENTS_MAXLEN``).
+        """
+        k = self.keys(queue)
+        start = f"{self.server_time_ms() - int(seconds * 1000)}-0"
+        counts = {"completed": 0, "failed": 0, "retrying": 0}
+        while True:
+            batch = self._call(self.client.xrange, k.events, start, "+", count=10_000)
+            for _, fields in batch:
+                event = fields.get("e")
+                if event in counts:
+                    counts[event] += 1
+            if len(batch) < 10_000:
+                return counts
+            start = "(" + batch[-1][0]
+
+    def drop_all(self) -> int:
+        """Delete every key under this engine's prefix (test clean-up); returns how many."""
+        pattern = "".join("\\" + c if c in "*?[]\\" else c for c in self.prefix) + ":*"
+
+        def drop() -> int:
+            deleted = 0
+            batch: list[str] = []
+            for key in self.client.scan_iter(match=pattern, count=1000):
+                batch.append(key)
+                if len(batch) == 500:
+                    deleted += self.client.unlink(*batch)
+                    batch = []
+            if batch:
+                deleted += self.client.unlink(*batch)
+            return deleted
+
+        return int(self._call(drop))
+
+    # -- cron: scheduler leader election and ticks (see django_jobs/scheduler.py) ----------
+    # The keys share the hash tag "{cron}" so each script touches one Redis Cluster slot.
+    # TODO: move the key names into engine/keys.py (only module that should format them).
+
+    def cron_keys(self) -> tuple[str, str, str]:
+        """Return the names of the leader lease, the epoch counter and the schedules' state hash."""
+        base = f"{self.prefix}:{{cron}}:"
+        return base + "leader", base + "epoch", base + "state"
+
+    def _cron_run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        # The cron scripts are registered on first use, so the engine's start-up is unchanged.
+        if name not in self._scripts:
+            self._scripts[name] = self.client.register_script(script_source(name))
+        return self._run(name, keys, args)
+
+    def leader_acquire(self, holder: str, *, lease_ms: int) -> tuple[int, int, str]:
+        """Try to become the scheduler leader; return (epoch or 0, Redis now ms, current leader value)."""
+        leader, epoch, _ = self.cron_keys()
+        got, now_ms, current = self._cron_run("leader_acquire", (leader, epoch), (holder, lease_ms))
+        return int(got), int(now_ms), str(current or "")
+
+    def leader_renew(self, token: str, *, lease_ms: int) -> tuple[bool, int]:
+        """Extend the lease held as ``token`` ("<epoch>|<holder>"); ``lease_ms=0`` resigns.
+
+        Returns (still the leader, Redis now ms).
+        """
+        leader, _, _ = self.cron_keys()
+        ok, now_ms = self._cron_run("leader_renew", (leader,), (token, lease_ms))
+        return bool(ok), int(now_ms)
+
+    def leader(self) -> str:
+        """Return the current leader value "<epoch>|<holder>" ('' when nobody leads)."""
+        return str(self._call(self.client.get, self.cron_keys()[0]) or "")
+
+    def cron_claim(self, token: str, name: str, slot_ms: int) -> int:
+        """Claim tick ``slot_ms`` of schedule ``name``: 1 claimed, 0 fired already, -3 stale leader."""
+        leader, _, state = self.cron_keys()
+        return int(self._cron_run("cron_claim", (leader, state), (token, name, slot_ms)))
+
+    def cron_done(self, name: str, slot_ms: int, job_id: str) -> int:
+        """Record that the job of tick ``slot_ms`` of ``name`` is enqueued."""
+        return int(self._cron_run("cron_done", (self.cron_keys()[2],), (name, slot_ms, job_id)))
+
+    def cron_state(self) -> dict[str, str]:
+        """Return the raw state hash of every schedule (see cron_claim.lua, cron_done.lua)."""
+        return dict(self._call(self.client.hgetall, self.cron_keys()[2]))

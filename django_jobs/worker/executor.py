@@ -13,7 +13,6 @@ import logging
 import threading
 import time
 import traceback
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,12 +20,13 @@ from django.db import close_old_connections
 from django.tasks import TaskResultStatus
 from django.tasks.signals import task_finished, task_started
 
-from django_jobs import registry, serialization
+from django_jobs import registry, serialization, signals
 from django_jobs.backoff import retry_delay
 from django_jobs.conf import get_settings
-from django_jobs.correlation import reset_correlation_id, set_correlation_id
+from django_jobs.correlation import current_job, reset_correlation_id, set_correlation_id
 from django_jobs.engine.queue import Claimed, Outcome
 from django_jobs.exceptions import Cancel, JobTimeout, Retry
+from django_jobs.middleware import Chain, get_chain
 from django_jobs.tasks import JobContext, JobResult, JobTask, ms_to_datetime
 
 logger = logging.getLogger("django_jobs.worker")
@@ -56,8 +56,9 @@ class RunningJob:
         return self.claimed.queue
 
 
-#: The job running in the current thread or task (None outside jobs).
-current_job: ContextVar[RunningJob | None] = ContextVar("django_jobs_current_job", default=None)
+# ``current_job`` (the RunningJob of this thread or task, None outside jobs) lives in
+# correlation.py, so the logging filter can read it without importing the worker.
+__all__ = ["RunningJob", "Prepared", "current_job", "run_sync", "run_async", "timeout_outcome", "terminal_outcome"]
 
 #: Jobs running in this process, by id (for cancel requests and the watchdog).
 running: dict[str, RunningJob] = {}
@@ -106,7 +107,9 @@ class Prepared:
     a context is built only when something will read it.
     """
 
-    __slots__ = ("task", "args", "kwargs", "_result", "options", "failure", "is_async", "facts", "job", "worker_id", "started_ms")
+    __slots__ = (
+        "task", "args", "kwargs", "_result", "options", "failure", "is_async", "facts", "job", "worker_id", "started_ms", "chain",
+    )
 
     def __init__(self, job: RunningJob, worker_id: str) -> None:
         self.failure: Outcome | None = None
@@ -115,6 +118,7 @@ class Prepared:
         self.job = job
         self.worker_id = worker_id
         self.started_ms = int(time.time() * 1000)
+        self.chain: Chain = get_chain()
         claimed = job.claimed
         try:
             payload = serialization.loads(claimed.data)
@@ -239,8 +243,19 @@ class Prepared:
 
 def terminal_outcome(job: RunningJob, exc: BaseException) -> Outcome:
     """Fail a job that cannot run at all (no retry: retrying would fail the same way)."""
-    logger.error("Job %s cannot run: %s", job.id, exc, extra={"action": "job_failed", "job_id": job.id})
+    logger.error(
+        "Job %s cannot run: %s", job.id, exc,
+        extra={"action": "job_failed", "job_id": job.id, "queue": job.queue, "correlation_id": job.claimed.correlation_id},
+    )
     return Outcome(job.id, job.claimed.token, "f", _error_json(exc))
+
+
+def _log_started(job: RunningJob) -> None:
+    if logger.isEnabledFor(logging.DEBUG):
+        logger.debug(
+            "Job %s %s started (attempt %d)", job.name, job.id, job.claimed.attempt,
+            extra={"action": "job_started", "job_id": job.id, "job_name": job.name, "queue": job.queue, "attempt": job.claimed.attempt},
+        )
 
 
 def _log_outcome(job: RunningJob, outcome: Outcome, exc: BaseException | None) -> None:
@@ -248,13 +263,13 @@ def _log_outcome(job: RunningJob, outcome: Outcome, exc: BaseException | None) -
     if not logger.isEnabledFor(level):
         return
     ms = (time.monotonic() - job.started) * 1000
-    extra = {"job_id": job.id, "job_name": job.name, "queue": job.queue, "attempt": job.claimed.attempt}
+    extra = {"job_id": job.id, "job_name": job.name, "queue": job.queue, "attempt": job.claimed.attempt, "duration_ms": round(ms, 3)}
     if outcome.kind == "c":
-        logger.info("Job %s %s succeeded in %.1f ms", job.name, job.id, ms, extra={**extra, "action": "job_succeeded", "duration_ms": ms})
+        logger.info("Job %s %s succeeded in %.1f ms", job.name, job.id, ms, extra={**extra, "action": "job_succeeded"})
     elif outcome.kind == "r":
         logger.warning(
             "Job %s %s failed (attempt %d), retrying in %.1f s: %r", job.name, job.id, job.claimed.attempt, outcome.delay_ms / 1000, exc,
-            extra={**extra, "action": "job_retrying"},
+            extra={**extra, "action": "job_retrying", "retry_in": outcome.delay_ms / 1000},
         )
     elif outcome.kind == "x":
         logger.info("Job %s %s cancelled", job.name, job.id, extra={**extra, "action": "job_cancelled"})
@@ -266,19 +281,70 @@ def _log_outcome(job: RunningJob, outcome: Outcome, exc: BaseException | None) -
 _OUTCOME_LEVEL = {"c": logging.INFO, "r": logging.WARNING, "x": logging.INFO, "f": logging.ERROR}
 
 
-def _enter(job: RunningJob, prepared: Prepared) -> tuple[object, object]:
+def _enter(job: RunningJob, prepared: Prepared) -> tuple[object, object | None]:
+    if not prepared.chain.correlation:
+        return current_job.set(job), None
     return current_job.set(job), set_correlation_id(job.claimed.correlation_id or "")
 
 
-def _exit(tokens: tuple[object, object]) -> None:
+def _exit(tokens: tuple[object, object | None]) -> None:
     current_job.reset(tokens[0])  # type: ignore[arg-type]
-    reset_correlation_id(tokens[1])
+    if tokens[1] is not None:
+        reset_correlation_id(tokens[1])
+
+
+def _started(job: RunningJob, prepared: Prepared) -> None:
+    if prepared.chain.logging:
+        _log_started(job)
+    prepared.send(task_started)
+    if signals.job_started.receivers:
+        signals.job_started.send(prepared.task, task_result=prepared.result)
+    elif signals.job_succeeded.receivers or signals.job_failed.receivers or signals.job_retrying.receivers:
+        prepared.result  # built now, so the outcome updates it for those receivers  # noqa: B018
+
+
+def _open_middleware(prepared: Prepared, opened: list[Any]) -> None:
+    """Run each custom middleware up to its ``yield`` (outermost first)."""
+    result = prepared.result
+    for middleware in prepared.chain.custom:
+        gen = middleware(result)
+        next(gen)
+        opened.append(gen)
+
+
+def _close_middleware(opened: list[Any], exc: BaseException | None) -> BaseException | None:
+    """Resume the opened middleware (innermost first); return the exception the job ends with."""
+    while opened:
+        gen = opened.pop()
+        try:
+            if exc is None:
+                next(gen)
+            else:
+                gen.throw(exc)
+        except StopIteration:
+            continue  # done (a middleware cannot hide the job's exception: ``exc`` stays)
+        except Exception as raised:  # noqa: BLE001 - a middleware's own failure fails the attempt
+            exc = raised
+            continue
+        gen.close()  # it yielded twice: stop it
+    return exc
 
 
 def _finished(job: RunningJob, prepared: Prepared, outcome: Outcome, exc: BaseException | None) -> Outcome:
-    _log_outcome(job, outcome, exc)
+    if prepared.chain.logging:
+        _log_outcome(job, outcome, exc)
     if outcome.kind != "r":
         prepared.send(task_finished)
+    kind = outcome.kind
+    signal = signals.job_succeeded if kind == "c" else signals.job_retrying if kind == "r" else signals.job_failed
+    if signal.receivers:
+        duration = max(0.0, time.monotonic() - job.started)
+        if kind == "c":
+            signal.send(prepared.task, task_result=prepared.result, return_value=prepared.result._return_value, duration=duration)
+        elif kind == "r":
+            signal.send(prepared.task, task_result=prepared.result, exception=exc, duration=duration, delay=outcome.delay_ms / 1000)
+        else:
+            signal.send(prepared.task, task_result=prepared.result, exception=exc, duration=duration)
     return outcome
 
 
@@ -287,17 +353,26 @@ def run_sync(job: RunningJob, prepared: Prepared) -> Outcome:
     if prepared.failure is not None:
         return prepared.failure
     tokens = _enter(job, prepared)
+    opened: list[Any] = []
     try:
-        prepared.send(task_started)
-        args, kwargs = prepared.call_args()
+        _started(job, prepared)
         func = prepared.task.func
         try:
+            if prepared.chain.custom:
+                _open_middleware(prepared, opened)
+            args, kwargs = prepared.call_args()
             if inspect.iscoroutinefunction(func):
                 value = asyncio.run(func(*args, **kwargs))
             else:
                 value = func(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - the job's own failure, recorded
+            if opened:
+                exc = _close_middleware(opened, exc) or exc
             return _finished(job, prepared, prepared.outcome_for_error(job, exc), exc)
+        if opened:
+            failure = _close_middleware(opened, None)
+            if failure is not None:
+                return _finished(job, prepared, prepared.outcome_for_error(job, failure), failure)
         return _finished(job, prepared, prepared.outcome_for_value(job, value), None)
     finally:
         _exit(tokens)
@@ -309,24 +384,36 @@ async def run_async(job: RunningJob, prepared: Prepared) -> Outcome:
     if prepared.failure is not None:
         return prepared.failure
     tokens = _enter(job, prepared)
+    opened: list[Any] = []
     try:
-        prepared.send(task_started)
-        args, kwargs = prepared.call_args()
+        _started(job, prepared)
         try:
+            if prepared.chain.custom:
+                _open_middleware(prepared, opened)
+            args, kwargs = prepared.call_args()
             coro = prepared.task.func(*args, **kwargs)
             if job.timeout:
                 value = await asyncio.wait_for(coro, job.timeout)
             else:
                 value = await coro
         except TimeoutError:
-            exc = JobTimeout(f"Job {job.name!r} ran longer than its timeout of {job.timeout} s.")
+            exc: BaseException = JobTimeout(f"Job {job.name!r} ran longer than its timeout of {job.timeout} s.")
+            if opened:
+                exc = _close_middleware(opened, exc) or exc
             return _finished(job, prepared, prepared.outcome_for_error(job, exc), exc)
         except asyncio.CancelledError as exc:
+            if opened:
+                _close_middleware(opened, exc)
             if not job.cancel_event.is_set():
                 raise
             return _finished(job, prepared, prepared.outcome_for_error(job, exc), exc)
         except Exception as exc:  # noqa: BLE001 - the job's own failure, recorded
-            return _finished(job, prepared, prepared.outcome_for_error(job, exc), exc)
+            failure = _close_middleware(opened, exc) or exc if opened else exc
+            return _finished(job, prepared, prepared.outcome_for_error(job, failure), failure)
+        if opened:
+            failure = _close_middleware(opened, None)
+            if failure is not None:
+                return _finished(job, prepared, prepared.outcome_for_error(job, failure), failure)
         return _finished(job, prepared, prepared.outcome_for_value(job, value), None)
     finally:
         _exit(tokens)

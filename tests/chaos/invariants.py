@@ -14,17 +14,7 @@ from collections.abc import Iterable
 
 import redis
 
-from django_jobs.engine.keys import QueueKeys
-
-#: The state ZSET (a :attr:`QueueKeys.STATE_SETS` name) each job state belongs to.
-STATE_TO_SET = {
-    "waiting": "wait",
-    "scheduled": "scheduled",
-    "active": "active",
-    "completed": "completed",
-    "failed": "failed",
-    "cancelled": "cancelled",
-}
+from django_jobs.engine.keys import STATE_TO_SET, QueueKeys
 
 
 def invariant_violations(client: redis.Redis, prefix: str, queues: Iterable[str]) -> list[str]:

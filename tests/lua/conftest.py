@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from django.test import override_settings
 
-from django_jobs.engine.keys import QueueKeys
+from django_jobs.engine.keys import STATE_TO_SET, QueueKeys
 from django_jobs.engine.queue import Claimed, Engine, NewJob, Outcome
 
 #: The queue the script tests use.
@@ -25,14 +25,7 @@ LONG_LEASE_MS = 60_000
 #: The wait-score span of one priority level (includes/wait_score.lua).
 PRIORITY_SPAN = 2**44
 #: The ZSET that holds a job in each state.
-SET_OF_STATE = {
-    "waiting": "wait",
-    "scheduled": "scheduled",
-    "active": "active",
-    "completed": "completed",
-    "failed": "failed",
-    "cancelled": "cancelled",
-}
+SET_OF_STATE = STATE_TO_SET
 
 
 def new_job(job_id: str, **options: Any) -> NewJob:

@@ -13,6 +13,7 @@
 ]]
 --@include now
 --@include wait_score
+--@include requeue
 --@include emit
 --@include wake
 --@include append_json
@@ -52,15 +53,7 @@ for i = 1, #expired do
       emit(events_key, maxlen, 'failed', job_id, 'why', 'worker_lost')
       failed = failed + 1
     else
-      -- The interrupted run does not count as an attempt; go back to the front of the line.
-      rcall('HINCRBY', job_key, 'a', -1)
-      local score = tonumber(fields[2])
-      if not score then
-        score = next_wait_score(meta_key, fields[3] or 0)
-        rcall('HSET', job_key, 'ws', score)
-      end
-      rcall('ZADD', wait_key, score, job_id)
-      rcall('HSET', job_key, 's', 'waiting')
+      requeue_front(job_key, job_id, wait_key, meta_key, fields[2], fields[3])
       emit(events_key, maxlen, 'stalled', job_id)
       recovered = recovered + 1
     end

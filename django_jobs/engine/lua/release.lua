@@ -11,6 +11,7 @@
 ]]
 --@include now
 --@include wait_score
+--@include requeue
 --@include emit
 --@include wake
 local rcall = redis.call
@@ -34,14 +35,7 @@ for i = 4, #ARGV, 2 do
       rcall('ZADD', cancelled_key, now_ms + keep_ms, job_id)
       emit(events_key, maxlen, 'cancelled', job_id)
     else
-      rcall('HINCRBY', job_key, 'a', -1)
-      local score = tonumber(fields[3])
-      if not score then
-        score = next_wait_score(meta_key, fields[4] or 0)
-        rcall('HSET', job_key, 'ws', score)
-      end
-      rcall('ZADD', wait_key, score, job_id)
-      rcall('HSET', job_key, 's', 'waiting')
+      requeue_front(job_key, job_id, wait_key, meta_key, fields[3], fields[4])
       emit(events_key, maxlen, 'released', job_id)
       requeued = requeued + 1
     end

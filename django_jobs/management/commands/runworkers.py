@@ -39,6 +39,8 @@ class Command(BaseCommand):
                             help="Seconds running jobs get to finish after SIGTERM (default: 25).")
         parser.add_argument("--burst", action="store_true",
                             help="Exit once the queues are empty (for tests and one-off drains).")
+        parser.add_argument("--metrics-port", type=int, default=None,
+                            help="Serve Prometheus metrics on this port (needs the 'metrics' extra).")
 
     def handle(self, *args: Any, **options: Any) -> None:
         settings = get_settings()
@@ -71,6 +73,15 @@ class Command(BaseCommand):
         from django_jobs.worker.supervisor import Supervisor
 
         _ensure_logging()
+        metrics_line = ""
+        if options["metrics_port"] is not None:
+            from django_jobs.metrics import start_metrics_server
+
+            try:
+                server, _ = start_metrics_server(options["metrics_port"], queues=queues)
+            except (DjangoJobsError, OSError) as exc:
+                raise CommandError(f"Cannot serve metrics on port {options['metrics_port']}: {exc}") from exc
+            metrics_line = f"  metrics:   http://{server.server_address[0]}:{server.server_address[1]}/metrics\n"
         supervisor = Supervisor(queues=queues, processes=processes, threads=threads, grace=options["grace"], burst=options["burst"])
         # From here on a signal is handled (not fatal), so a process manager that reads the
         # banner as "started" can stop the workers cleanly at once.
@@ -81,6 +92,7 @@ class Command(BaseCommand):
             f"  queues:    {', '.join(queues)}\n"
             f"  workers:   {processes} process(es) x {threads} thread(s), grace {options['grace']:.0f} s\n"
             f"  jobs:      {len(jobs)} registered\n"
+            f"{metrics_line}"
         )
         self.stdout.flush()
         code = supervisor.run()
