@@ -58,26 +58,30 @@ def work_until_empty(queues: Iterable[str] | None = None, *, threads: int = 4, g
 # -- running one job in the calling thread ----------------------------------------------------
 
 
-def run_job(queue: str, job_id: str) -> str:
+def run_job(queue: str, job_id: str) -> str | None:
     """Run job ``job_id`` of ``queue`` now, in this thread, until it is finished.
 
     It is claimed even if it is scheduled for later; retries follow at once (backoff delays
-    are skipped, attempts and errors are not). Returns its final state; a job that is not
-    waiting or scheduled (finished, cancelled, already running) is left alone.
+    are skipped, attempts and errors are not). Returns its final state, or None when it was
+    not waiting or scheduled (finished, cancelled, already running): then it is left alone.
     """
     from django_jobs.engine import get_engine
     from django_jobs.engine.codes import raise_for_code
 
     engine = get_engine()
+    state: str | None = None
     while True:
         claimed = engine.claim(queue, job_id, lease_ms=TEST_LEASE_MS, worker_id=TEST_WORKER_ID)
         if claimed is None:
-            data = engine.get_job(queue, job_id) or {}
-            return data.get("s", "")
+            if state is None:
+                return None  # not waiting or scheduled: left alone
+            # A retry that a cancel request turned into "cancelled" (settle decides that).
+            return (engine.get_job(queue, job_id) or {}).get("s", state)
         outcome = _execute(claimed)
         raise_for_code(engine.settle(queue, [outcome])[0], job_id)
+        state = {"c": "completed", "f": "failed", "x": "cancelled", "r": "retrying"}[outcome.kind]
         if outcome.kind != "r":
-            return {"c": "completed", "f": "failed", "x": "cancelled"}[outcome.kind]
+            return state
 
 
 def _execute(claimed: Any) -> Any:
@@ -251,8 +255,7 @@ class Captured:
                 if captured.id in self._ran:
                     continue
                 self._ran.add(captured.id)
-            state = run_job(captured.queue, captured.id)
-            if state in ("completed", "failed", "cancelled"):
+            if run_job(captured.queue, captured.id) is not None:
                 ran += 1
             captured.result.refresh()
         return ran

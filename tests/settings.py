@@ -11,6 +11,7 @@ INSTALLED_APPS = [
     "django.contrib.auth",
     "django_jobs",
     "tests.testapp",
+    "tests.sampleapp",
 ]
 
 if os.environ.get("DJJ_TEST_DB") == "postgres":

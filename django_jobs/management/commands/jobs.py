@@ -1,0 +1,334 @@
+"""``manage.py jobs``: see and steer queues from a shell (see docs/operations.md)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from django_jobs import serialization
+from django_jobs.conf import get_settings
+from django_jobs.engine import get_engine
+from django_jobs.engine.queue import Engine
+from django_jobs.exceptions import DjangoJobsError
+from django_jobs.tasks import ms_to_datetime
+
+#: States that hold jobs (``waiting_children`` is reserved for flows).
+LISTABLE = ("waiting", "scheduled", "active", "completed", "failed", "cancelled")
+#: Jobs per script call in bulk retry and purge (each call stays short for Redis).
+BATCH = 500
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f}m"
+    if seconds < 86400:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds / 86400:.1f}d"
+
+
+def _when(ms: str | None) -> str:
+    dt = ms_to_datetime(ms)
+    return dt.isoformat(timespec="seconds") if dt else ""
+
+
+def _payload(data: dict[str, str]) -> dict[str, Any]:
+    try:
+        payload = serialization.loads(data.get("d", ""))
+        return payload if isinstance(payload, dict) else {}
+    except ValueError:
+        return {}
+
+
+def _errors(data: dict[str, str]) -> list[dict[str, str]]:
+    try:
+        errors = serialization.loads(data["err"]) if data.get("err") else []
+    except ValueError:
+        return []
+    return errors if isinstance(errors, list) else []
+
+
+def job_summary(job_id: str, data: dict[str, str]) -> dict[str, Any]:
+    """One job as a plain dict (the rows of ``list``)."""
+    payload = _payload(data)
+    return {
+        "id": job_id,
+        "name": payload.get("n", "?"),
+        "state": data.get("s", ""),
+        "priority": int(data.get("p") or 0),
+        "attempts": int(data.get("a") or 0),
+        "enqueued_at": _when(data.get("e")),
+        "finished_at": _when(data.get("f")),
+        "due_at": _when(data.get("run")),
+        "worker": data.get("w", ""),
+    }
+
+
+def job_detail(queue: str, job_id: str, data: dict[str, str]) -> dict[str, Any]:
+    """One job with everything known about it (``show``)."""
+    payload = _payload(data)
+    result: Any = None
+    if data.get("r"):
+        try:
+            result = serialization.loads(data["r"])
+        except ValueError:
+            result = data["r"]
+    return {
+        **job_summary(job_id, data),
+        "queue": queue,
+        "args": payload.get("a", []),
+        "kwargs": payload.get("k", {}),
+        "options": payload.get("o", {}),
+        "started_at": _when(data.get("st")),
+        "last_attempted_at": _when(data.get("la")),
+        "workers": serialization.loads(data["wk"]) if data.get("wk") else [],
+        "correlation_id": data.get("cid", ""),
+        "parent_id": data.get("par", ""),
+        "recoveries": int(data.get("rec") or 0),
+        "cancel_requested": data.get("cx") == "1",
+        "failure_reason": data.get("why", ""),
+        "result": result,
+        "errors": _errors(data),
+    }
+
+
+def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
+    """Format ``rows`` as a plain text table."""
+    cells = [list(map(str, headers))] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+class Command(BaseCommand):
+    help = "Inspect and steer django_jobs queues: stats, list, show, retry, cancel, pause, resume, purge, workers."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        common = CommandParser(add_help=False)
+        common.add_argument("--json", action="store_true", help="Print JSON (for scripts) instead of a table.")
+        confirm = CommandParser(add_help=False)
+        confirm.add_argument("--yes", "-y", action="store_true", help="Do not ask for confirmation.")
+        sub = parser.add_subparsers(dest="action", metavar="SUBCOMMAND", required=True)
+
+        p = sub.add_parser("stats", parents=[common], help="Per queue: jobs by state, throughput, oldest waiting job.")
+        p.add_argument("queues", nargs="*", metavar="QUEUE", help="Queues to show (default: all configured).")
+
+        p = sub.add_parser("list", parents=[common], help="List the jobs of a queue in one state, a page at a time.")
+        p.add_argument("queue", metavar="QUEUE")
+        p.add_argument("--state", choices=LISTABLE, default="waiting", help="Which jobs (default: waiting).")
+        p.add_argument("--page", type=int, default=1, help="Page number, from 1 (default: 1).")
+        p.add_argument("--per-page", type=int, default=20, help="Jobs per page (default: 20).")
+
+        p = sub.add_parser("show", parents=[common], help="Show one job.")
+        p.add_argument("job_id", metavar="ID")
+
+        p = sub.add_parser("retry", parents=[common, confirm], help="Retry a failed or cancelled job, or all failed jobs of a queue.")
+        what = p.add_mutually_exclusive_group(required=True)
+        what.add_argument("job_id", metavar="ID", nargs="?")
+        what.add_argument("--failed", metavar="QUEUE", help="Retry every failed job of QUEUE.")
+
+        p = sub.add_parser("cancel", parents=[common, confirm], help="Cancel a job (a running one is asked to stop).")
+        p.add_argument("job_id", metavar="ID")
+
+        for name, text in (("pause", "Stop workers taking jobs from a queue."), ("resume", "Let workers take jobs from a queue again.")):
+            p = sub.add_parser(name, parents=[common], help=text)
+            p.add_argument("queue", metavar="QUEUE")
+
+        p = sub.add_parser("purge", parents=[common, confirm], help="Delete the finished jobs of a queue in one state.")
+        p.add_argument("queue", metavar="QUEUE")
+        p.add_argument("--state", choices=Engine.PURGEABLE, required=True, help="completed, failed or cancelled.")
+
+        sub.add_parser("workers", parents=[common], help="List live workers.")
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        self.options = options
+        action = options["action"]
+        try:
+            self.engine = get_engine()
+            getattr(self, f"do_{action}")(options)
+        except DjangoJobsError as exc:
+            raise CommandError(str(exc)) from exc
+
+    def emit(self, data: Any, text: Callable[[], str]) -> None:
+        if self.options.get("json"):
+            self.stdout.write(json.dumps(data, indent=2, default=str))
+        else:
+            self.stdout.write(text())
+
+    def queue(self, name: str) -> str:
+        names = get_settings().queue_names
+        if name not in names:
+            raise CommandError(f"Unknown queue {name!r}. Configured: {', '.join(names)}.")
+        return name
+
+    def find(self, job_id: str) -> tuple[str, dict[str, str]]:
+        names = get_settings().queue_names
+        found = self.engine.find_job(job_id, names)
+        if found is None:
+            raise CommandError(f"No job {job_id!r} in queues {', '.join(names)} (it may have been trimmed).")
+        return found
+
+    def confirm(self, question: str) -> None:
+        if self.options.get("yes"):
+            return
+        if not sys.stdin.isatty():
+            raise CommandError(f"{question} Refusing without a terminal to confirm on: pass --yes.")
+        answer = input(f"{question} [y/N] ").strip().lower()
+        if answer not in ("y", "yes"):
+            raise CommandError("Aborted; nothing changed.")
+
+    def progress(self, done: int, total: int, verb: str) -> None:
+        if not self.options.get("json"):
+            self.stderr.write(f"  {verb} {done}/{max(total, done)}")
+
+    # -- subcommands ----------------------------------------------------------------------
+
+    def do_stats(self, options: dict[str, Any]) -> None:
+        queues = [self.queue(q) for q in options["queues"]] or get_settings().queue_names
+        stats: dict[str, dict[str, Any]] = {}
+        for q in queues:
+            flow = self.engine.throughput(q, seconds=60)
+            stats[q] = {
+                **self.engine.counts(q),
+                "paused": self.engine.is_paused(q),
+                "completed_last_minute": flow["completed"],
+                "failed_last_minute": flow["failed"],
+                "oldest_waiting_seconds": self.engine.oldest_waiting_age(q),
+            }
+        headers = ["queue", "paused", *LISTABLE, "done/min", "failed/min", "oldest waiting"]
+        rows = [
+            [q, "yes" if s["paused"] else "no", *(s[state] for state in LISTABLE), s["completed_last_minute"],
+             s["failed_last_minute"], _age(s["oldest_waiting_seconds"])]
+            for q, s in stats.items()
+        ]
+        self.emit(stats, lambda: table(rows, headers))
+
+    def do_list(self, options: dict[str, Any]) -> None:
+        q = self.queue(options["queue"])
+        page, per_page = options["page"], options["per_page"]
+        if page < 1 or per_page < 1:
+            raise CommandError("--page and --per-page must be at least 1.")
+        total, jobs = self.engine.list_jobs(q, options["state"], offset=(page - 1) * per_page, limit=per_page)
+        rows = [job_summary(job_id, data) for job_id, data in jobs if data]
+        pages = max(1, -(-total // per_page))
+        data = {"queue": q, "state": options["state"], "total": total, "page": page, "pages": pages, "jobs": rows}
+
+        def text() -> str:
+            if not rows:
+                return f"No {options['state']} jobs in {q!r} on page {page} of {pages} ({total} in all)."
+            when = "finished_at" if options["state"] in Engine.PURGEABLE else "due_at" if options["state"] == "scheduled" else "enqueued_at"
+            body = table([[r["id"], r["name"], r["state"], r["priority"], r["attempts"], r[when]] for r in rows],
+                         ["id", "job", "state", "priority", "attempts", when.replace("_", " ")])
+            return f"{body}\npage {page} of {pages}, {total} {options['state']} job(s) in {q!r}"
+
+        self.emit(data, text)
+
+    def do_show(self, options: dict[str, Any]) -> None:
+        q, raw = self.find(options["job_id"])
+        detail = job_detail(q, options["job_id"], raw)
+
+        def text() -> str:
+            lines = []
+            for key, value in detail.items():
+                if key == "errors":
+                    continue
+                if value in ("", [], {}, None):
+                    continue
+                if isinstance(value, (list, dict)):
+                    value = json.dumps(value)
+                lines.append(f"{key + ':':<19}{value}")
+            for number, error in enumerate(detail["errors"], 1):
+                lines.append(f"error {number}:{'':<11}{error.get('exception_class_path', '')}")
+            if detail["errors"]:
+                lines.append("last traceback:\n" + str(detail["errors"][-1].get("traceback", "")).rstrip())
+            return "\n".join(lines)
+
+        self.emit(detail, text)
+
+    def do_retry(self, options: dict[str, Any]) -> None:
+        if options["job_id"]:
+            job_id = options["job_id"]
+            q, raw = self.find(job_id)
+            code = self.engine.retry(q, [job_id])[0]
+            if code == 0:
+                raise CommandError(f"Job {job_id!r} is {raw.get('s')!r}; only failed or cancelled jobs can be retried.")
+            if code < 0:
+                raise CommandError(f"No job {job_id!r} in queue {q!r} (it may have been trimmed).")
+            self.emit({"id": job_id, "queue": q, "retried": 1}, lambda: f"Job {job_id} is waiting again in {q!r}.")
+            return
+        q = self.queue(options["failed"])
+        total = self.engine.counts(q)["failed"]
+        if total == 0:
+            self.emit({"queue": q, "retried": 0}, lambda: f"No failed jobs in {q!r}.")
+            return
+        self.confirm(f"Retry {total} failed job(s) of queue {q!r}?")
+        done = 0
+        while ids := self.engine.finished_ids(q, "failed", limit=BATCH):
+            codes = self.engine.retry(q, ids)
+            moved = sum(1 for c in codes if c == 1)
+            done += moved
+            self.progress(done, total, "retried")
+            if moved == 0:
+                break
+        self.emit({"queue": q, "retried": done}, lambda: f"Retried {done} failed job(s) of {q!r}.")
+
+    def do_cancel(self, options: dict[str, Any]) -> None:
+        job_id = options["job_id"]
+        q, raw = self.find(job_id)
+        self.confirm(f"Cancel job {job_id} ({_payload(raw).get('n', '?')}, {raw.get('s')}) in {q!r}?")
+        code = self.engine.cancel(q, job_id)
+        if code < 0:
+            raise CommandError(f"No job {job_id!r} in queue {q!r} (it may have been trimmed).")
+        outcome = {1: "cancelled", 2: "requested", 0: "finished"}[code]
+        messages = {
+            "cancelled": f"Job {job_id} is cancelled; it will not run.",
+            "requested": f"Job {job_id} is running; its worker was asked to stop it.",
+            "finished": f"Job {job_id} had already finished ({raw.get('s')}); nothing changed.",
+        }
+        self.emit({"id": job_id, "queue": q, "result": outcome}, lambda: messages[outcome])
+
+    def do_pause(self, options: dict[str, Any]) -> None:
+        q = self.queue(options["queue"])
+        self.engine.pause(q)
+        self.emit({"queue": q, "paused": True}, lambda: f"Queue {q!r} is paused: workers take no jobs from it (enqueue still works).")
+
+    def do_resume(self, options: dict[str, Any]) -> None:
+        q = self.queue(options["queue"])
+        self.engine.resume(q)
+        self.emit({"queue": q, "paused": False}, lambda: f"Queue {q!r} is running again.")
+
+    def do_purge(self, options: dict[str, Any]) -> None:
+        q, state = self.queue(options["queue"]), options["state"]
+        total = self.engine.counts(q)[state]
+        if total == 0:
+            self.emit({"queue": q, "state": state, "deleted": 0}, lambda: f"No {state} jobs in {q!r}.")
+            return
+        self.confirm(f"Delete {total} {state} job(s) of queue {q!r} for good?")
+        deleted = 0
+        while count := self.engine.purge(q, state, limit=BATCH):
+            deleted += count
+            self.progress(deleted, total, "deleted")
+        self.emit({"queue": q, "state": state, "deleted": deleted}, lambda: f"Deleted {deleted} {state} job(s) of {q!r}.")
+
+    def do_workers(self, options: dict[str, Any]) -> None:
+        workers = self.engine.workers()
+        now = time.time()
+        rows = [
+            [wid, info.get("host", ""), info.get("pid", ""), ",".join(info.get("queues", [])), info.get("threads", ""),
+             info.get("running", ""), info.get("processed", ""), _age(now - float(info.get("started", now))),
+             _age(now - float(info.get("beat", now)))]
+            for wid, info in sorted(workers.items())
+        ]
+        headers = ["worker", "host", "pid", "queues", "threads", "running", "processed", "up", "last beat"]
+        self.emit(workers, lambda: table(rows, headers) if rows else "No live workers.")
