@@ -8,6 +8,7 @@ The hierarchy (see ``docs/architecture.md``)::
      ├─ JobNotFound (+ LookupError)
      ├─ EngineError
      │   ├─ RedisUnavailable
+     │   ├─ RedisOutOfMemory
      │   └─ ScriptError
      │       └─ LeaseLost
      ├─ JobTimeout
@@ -52,6 +53,14 @@ class EngineError(DjangoJobsError):
 
 class RedisUnavailable(EngineError):
     """Redis cannot be reached."""
+
+
+class RedisOutOfMemory(EngineError):
+    """Redis refused a write: it reached ``maxmemory`` with the ``noeviction`` policy.
+
+    Nothing of the refused call was written. Free memory (trim retention, raise
+    ``maxmemory``) and try again.
+    """
 
 
 class ScriptError(EngineError):

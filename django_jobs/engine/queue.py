@@ -21,7 +21,7 @@ from django_jobs.conf import JobsSettings
 from django_jobs.engine.connection import build_client, safe_url
 from django_jobs.engine.keys import QueueKeys, workers_key
 from django_jobs.engine.scripts import SCRIPT_NAMES, script_source
-from django_jobs.exceptions import RedisUnavailable
+from django_jobs.exceptions import RedisOutOfMemory, RedisUnavailable
 
 #: Attempts of a script call on a connection error before RedisUnavailable (scripts are replay-safe).
 SCRIPT_RETRIES = 3
@@ -180,6 +180,8 @@ class Engine:
                     conn.read_response()
                     conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
                     return conn.read_response()
+            except redis.ResponseError as exc:
+                raise self._response_error(exc) from exc
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 conn.disconnect()
                 if attempt == SCRIPT_RETRIES:
@@ -193,6 +195,17 @@ class Engine:
             return func(*args, **kwargs)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise RedisUnavailable(f"Cannot reach Redis at {self.target}: {exc}") from exc
+        except redis.ResponseError as exc:
+            raise self._response_error(exc) from exc
+
+    def _response_error(self, exc: redis.ResponseError) -> Exception:
+        """Return the typed error for an error reply (the reply itself when it has none)."""
+        if isinstance(exc, redis.exceptions.OutOfMemoryError) or str(exc).startswith("OOM"):
+            return RedisOutOfMemory(
+                f"Redis at {self.target} is out of memory (maxmemory reached, policy noeviction); "
+                "nothing was written. Lower retention (KEEP_COMPLETED / KEEP_FAILED) or raise maxmemory."
+            )
+        return exc
 
     def ping(self) -> bool:
         """Return True when Redis answers."""

@@ -48,7 +48,7 @@ from django_jobs.conf import get_settings
 from django_jobs.engine import get_engine
 from django_jobs.engine.codes import ScriptCode
 from django_jobs.engine.queue import Claimed, Engine, Outcome
-from django_jobs.exceptions import RedisUnavailable
+from django_jobs.exceptions import RedisOutOfMemory, RedisUnavailable
 from django_jobs.worker import executor
 from django_jobs.worker.executor import Prepared, RunningJob
 
@@ -574,8 +574,8 @@ class WorkerProcess:
                 except Exception as exc:  # noqa: BLE001 - retried, see below
                     # Keep the outcomes: Redis comes back, or the lease expires and the job is
                     # recovered (a duplicate run after a fault, never a lost job).
-                    if not isinstance(exc, RedisUnavailable):
-                        errors += 1
+                    if not isinstance(exc, (RedisUnavailable, RedisOutOfMemory)):
+                        errors += 1  # an outage or a full Redis passes: those are retried until it does
                     if errors >= SETTLE_TRIES or (self._giving_up() and backoff > 1):
                         logger.error(
                             "Worker %s gives up settling %d job(s) of %r; they are recovered when their lease expires: %r",
