@@ -54,3 +54,14 @@ def blocked_signals() -> list[int]:
     import signal
 
     return sorted(int(sig) for sig in signal.pthread_sigmask(signal.SIG_BLOCK, []))
+
+
+@job
+def slow_pid(tag: str, seconds: float) -> int:
+    """Like :func:`slow`, returning the pid of the process that ran it."""
+    import os
+
+    ledger("start", tag)
+    time.sleep(seconds)
+    ledger("end", tag)
+    return os.getpid()
