@@ -7,6 +7,7 @@ import signal
 
 import pytest
 
+from tests.redis_server import wait_until
 from tests.testapp import jobs_chaos
 
 pytestmark = pytest.mark.chaos
@@ -28,7 +29,7 @@ def test_a_worker_paused_past_its_lease_cannot_complete_the_job_another_worker_t
     finally:
         os.kill(paused, signal.SIGCONT)
     # The paused run wakes, finishes its function, and its outcome is refused by the fence.
-    chaos.wait_ledger("end", ["x", "x"])
+    wait_until(lambda: chaos.counts("end")["x"] == 2, 10, message="the paused run to finish")
     first.wait_output("lease lost", timeout=10)
     job = chaos.job(result.id)
     assert job["s"] == "completed"
