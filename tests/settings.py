@@ -40,6 +40,7 @@ DJANGO_JOBS = {
     "QUEUES": {"default": {}, "high": {}, "low": {}},
     "LEASE_SECONDS": float(os.environ.get("DJJ_LEASE_SECONDS", "2")),
     "RECOVERY_INTERVAL": 0.5,
+    "MAX_RECOVERIES": int(os.environ.get("DJJ_MAX_RECOVERIES", "3")),
     "DEFAULT_BACKOFF": "none",
     "IMPORT_MODULES": ["tests.testapp.jobs_chaos", "tests.testapp.jobs_docs", "tests.testapp.jobs_lua"],
 }

@@ -65,3 +65,13 @@ def slow_pid(tag: str, seconds: float) -> int:
     time.sleep(seconds)
     ledger("end", tag)
     return os.getpid()
+
+
+@job
+def poison(tag: str) -> None:
+    """Kill the process that runs it, every time (a segfaulting C extension, an OOM kill...)."""
+    import os
+    import signal
+
+    ledger("start", tag)
+    os.kill(os.getpid(), signal.SIGKILL)
