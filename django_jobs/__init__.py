@@ -25,6 +25,8 @@ __all__ = [
     "JobTask",
     "JobResult",
     "JobContext",
+    # periodic jobs
+    "is_leader",
     # steering a running job
     "Retry",
     "Cancel",
@@ -51,6 +53,7 @@ from django_jobs.exceptions import (
 )
 
 if TYPE_CHECKING:
+    from django_jobs.scheduler import is_leader
     from django_jobs.tasks import JobContext, JobResult, JobTask, call, job
 
 _LAZY = {"job", "call", "JobTask", "JobResult", "JobContext"}
@@ -63,4 +66,8 @@ def __getattr__(name: str) -> Any:
         from django_jobs import tasks
 
         return getattr(tasks, name)
+    if name == "is_leader":
+        from django_jobs.scheduler import is_leader
+
+        return is_leader
     raise AttributeError(f"module 'django_jobs' has no attribute {name!r}")

@@ -19,10 +19,12 @@ import select
 import signal
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 
 from django import db
 
+from django_jobs.scheduler import Scheduler
 from django_jobs.worker.process import SIGNALS, run_worker_process
 
 logger = logging.getLogger("django_jobs.worker")
@@ -37,6 +39,8 @@ ESCALATE_AFTER = 2.0
 KILL_AFTER = 5.0
 #: Longest sleep of the main loop when nothing is due, seconds (it wakes on every signal).
 IDLE_WAIT = 60.0
+#: Longest wait, seconds, for the scheduler thread to reach a safe point before a fork.
+FORK_GATE_TIMEOUT = 5.0
 #: Signals routed to the main loop: the ones workers handle, plus SIGCHLD.
 _WATCHED = (*SIGNALS, signal.SIGCHLD)
 
@@ -78,6 +82,7 @@ class Supervisor:
         self._escalated = False
         self._killed = False
         self._wake_r = self._wake_w = -1
+        self.scheduler: Scheduler | None = None
 
     # -- children -------------------------------------------------------------------------
 
@@ -89,8 +94,21 @@ class Supervisor:
         # Signals wait (blocked) until the child has installed its own handling, so one sent
         # right after the fork never runs the supervisor's handlers in the child.
         signal.pthread_sigmask(signal.SIG_BLOCK, _WATCHED)
+        # The scheduler thread holds ``busy`` whenever it is not sleeping: taking it here means
+        # the child never inherits a lock (Redis pool, logging) that thread held half-way. The
+        # wait is bounded so a scheduler stuck on an unreachable Redis cannot hold up restarts
+        # (the child builds its own engine and logging re-creates its locks after a fork).
+        gate = self.scheduler.busy if self.scheduler is not None else None
+        gated = gate is not None and gate.acquire(timeout=FORK_GATE_TIMEOUT)
         try:
-            pid = os.fork()
+            try:
+                with warnings.catch_warnings():
+                    # Python warns about fork() in a process with threads; the gate is the answer.
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    pid = os.fork()
+            finally:
+                if gated and gate is not None:
+                    gate.release()
             if pid == 0:
                 self._run_child(parent)  # never returns
             self.children[pid] = Child(index=index, pid=pid, failures=failures)
@@ -194,6 +212,8 @@ class Supervisor:
                 len(self.children), signal.Signals(signum).name, self.grace, extra={"action": "supervisor_stopping"},
             )
             self._signal_children(signal.SIGTERM)
+            if self.scheduler is not None:
+                self.scheduler.stop()  # give up the lead: another supervisor takes it at once
         else:
             logger.warning("Second signal: workers release running jobs now", extra={"action": "supervisor_stopping_now"})
             self._signal_children(signal.SIGUSR1)
@@ -203,9 +223,15 @@ class Supervisor:
     def run(self) -> int:
         """Run until every worker has exited after a signal (or, in burst mode, on its own)."""
         self.install_signals()
+        if not self.burst:
+            # Created before the first fork so the workers share its leader flag (is_leader()),
+            # started after it so the first children fork from a single-threaded process.
+            self.scheduler = Scheduler()
         try:
             for index in range(self.processes):
                 self._spawn(index)
+            if self.scheduler is not None:
+                self.scheduler.start()
             while True:
                 self._reap()
                 now = time.monotonic()
@@ -224,6 +250,8 @@ class Supervisor:
                         timeout = min(r.due for r in self.restarts) - now
                 self._wait(timeout)
         finally:
+            if self.scheduler is not None:
+                self.scheduler.stop()
             signal.set_wakeup_fd(-1)
             os.close(self._wake_r)
             os.close(self._wake_w)

@@ -1,0 +1,502 @@
+"""Periodic jobs: cron schedules fired exactly once per tick by one elected leader.
+
+Every ``runworkers`` supervisor runs a :class:`Scheduler` thread. They elect one leader in
+Redis (a lease with renewal and a fencing epoch, see ``engine/lua/leader_*.lua``); only the
+leader fires ticks. A tick is fired in three steps:
+
+1. ``cron_claim`` records the slot as the schedule's last one, only if the caller's
+   ``"<epoch>|<holder>"`` token is still the lease in Redis (a paused old leader is refused)
+   and the slot is later than the last claimed one;
+2. the job is enqueued with the deterministic id ``cron:<name>:<slot_ms>``: the enqueue script
+   writes nothing for an id that exists, so a tick is enqueued at most once even when two
+   processes believe they lead;
+3. ``cron_done`` records the slot as enqueued. A leader that finds a claimed slot not
+   recorded as enqueued (its predecessor died between 1 and 3) enqueues it again: a no-op
+   when the job exists.
+
+Slots are computed from Redis time. See docs/cron.md for the time-zone and missed-tick rules.
+"""
+
+from __future__ import annotations
+
+import logging
+import mmap
+import os
+import socket
+import struct
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from django_jobs.exceptions import EngineError
+
+logger = logging.getLogger("django_jobs.scheduler")
+
+#: A tick fired later than this after its slot counts as missed (the MISSED policy decides).
+ON_TIME_MS = 2000
+#: How far back a missed-tick catch-up looks at most.
+MAX_LOOKBACK = timedelta(days=7)
+#: Longest sleep of the scheduler loop, seconds (it wakes earlier for the next tick).
+MAX_SLEEP = 0.5
+#: The schedule state a tick job id starts with.
+JOB_ID_PREFIX = "cron:"
+
+
+# -- schedules and next-run times -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Schedule:
+    """One entry of ``DJANGO_JOBS["CRON"]`` (see :func:`django_jobs.conf.parse_schedule`)."""
+
+    name: str
+    job: str
+    expression: str | None
+    every: float | None
+    args: list[Any]
+    kwargs: dict[str, Any]
+    queue: str | None
+    timezone: str
+    missed: str | int
+
+    @classmethod
+    def from_settings(cls, entry: dict[str, Any]) -> Schedule:
+        return cls(
+            name=entry["NAME"], job=entry["JOB"], expression=entry["SCHEDULE"], every=entry["EVERY"],
+            args=list(entry["ARGS"]), kwargs=dict(entry["KWARGS"]), queue=entry["QUEUE"],
+            timezone=entry["TIMEZONE"], missed=entry["MISSED"],
+        )
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def spec(self) -> str:
+        """The schedule as written: the cron expression or ``every N s``."""
+        return self.expression if self.expression is not None else f"every {self.every:g} s"
+
+    def job_id(self, slot_ms: int) -> str:
+        """Return the id of the job of tick ``slot_ms``: the same in every process."""
+        return f"{JOB_ID_PREFIX}{self.name}:{slot_ms}"
+
+    def next_ms(self, after_ms: int) -> int:
+        """Return the first tick strictly after ``after_ms`` (Unix ms)."""
+        if self.every is not None:
+            period = round(self.every * 1000)
+            return (after_ms // period + 1) * period
+        after = datetime.fromtimestamp(after_ms / 1000, UTC)
+        return _to_ms(next_run(self.expression or "", self.tz, after))
+
+    def ticks(self, after_ms: int, until_ms: int) -> Iterator[int]:
+        """Yield the ticks in ``(after_ms, until_ms]`` in order."""
+        if self.every is not None:
+            period = round(self.every * 1000)
+            slot = (after_ms // period + 1) * period
+            while slot <= until_ms:
+                yield slot
+                slot += period
+            return
+        for instant in iter_runs(self.expression or "", self.tz, datetime.fromtimestamp(after_ms / 1000, UTC)):
+            slot = _to_ms(instant)
+            if slot > until_ms:
+                return
+            yield slot
+
+
+def _to_ms(instant: datetime) -> int:
+    return round(instant.timestamp() * 1000)
+
+
+def _croniter(expression: str, start: datetime) -> Any:
+    from croniter import croniter
+
+    return croniter(expression, start, second_at_beginning=True)
+
+
+def _instant(wall: datetime, tz: ZoneInfo) -> datetime:
+    """Return the instant a naive wall-clock time ``wall`` in ``tz`` fires at.
+
+    - an unambiguous wall time: that instant;
+    - a wall time that occurs twice (clocks go back): its first occurrence;
+    - a wall time that does not exist (clocks go forward): the instant the gap ends.
+    """
+    first = wall.replace(tzinfo=tz, fold=0)
+    if first.astimezone(UTC).astimezone(tz).replace(tzinfo=None) == wall:
+        return first.astimezone(UTC)
+    # In a gap: fold=1 maps before the transition and fold=0 after it; find the transition.
+    lo = int(wall.replace(tzinfo=tz, fold=1).timestamp())
+    hi = int(first.timestamp()) + 1
+    offset = datetime.fromtimestamp(lo, tz).utcoffset()
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if datetime.fromtimestamp(mid, tz).utcoffset() == offset:
+            lo = mid
+        else:
+            hi = mid
+    return datetime.fromtimestamp(hi, UTC)
+
+
+def iter_runs(expression: str, tz: ZoneInfo, after: datetime) -> Iterator[datetime]:
+    """Yield the run instants (aware, UTC) of ``expression`` in ``tz`` strictly after ``after``.
+
+    Matching is on the wall clock of ``tz``; see :func:`_instant` for daylight-saving changes.
+    Several wall times of one gap fire once, at its end.
+    """
+    wall = after.astimezone(tz).replace(tzinfo=None)
+    # One second early, as croniter starts strictly after its start; the filter below drops
+    # what is not after ``after`` (in the second pass through a repeated hour, the wall times
+    # up to the hour's end map to their first pass, which is over).
+    it = _croniter(expression, wall - timedelta(seconds=1))
+    last: datetime | None = None
+    while True:
+        instant = _instant(it.get_next(datetime), tz)
+        if instant > after and instant != last:
+            last = instant
+            yield instant
+
+
+def next_run(expression: str, tz: ZoneInfo | str, after: datetime) -> datetime:
+    """Return the first run of cron ``expression`` in ``tz`` strictly after the aware ``after``.
+
+    >>> from datetime import datetime, UTC
+    >>> next_run("30 2 * * *", "Europe/Paris", datetime(2026, 3, 29, 0, 0, tzinfo=UTC))  # 02:30 is skipped
+    datetime.datetime(2026, 3, 29, 1, 0, tzinfo=datetime.timezone.utc)
+    """
+    zone = ZoneInfo(tz) if isinstance(tz, str) else tz
+    return next(iter_runs(expression, zone, after))
+
+
+def due_ticks(schedule: Schedule, last_ms: int | None, now_ms: int) -> list[int]:
+    """Return the ticks to fire now, oldest first, by the schedule's MISSED policy.
+
+    A tick is on time up to :data:`ON_TIME_MS` after its slot; older ones were missed (no
+    leader ran then). ``"skip"`` fires only on-time ticks, ``"latest"`` the latest tick even
+    if missed, N the N latest. With no ``last_ms`` (a new schedule) only on-time ticks fire.
+    """
+    on_time_from = now_ms - ON_TIME_MS
+    start = on_time_from if last_ms is None else max(last_ms, now_ms - int(MAX_LOOKBACK.total_seconds() * 1000))
+    keep = schedule.missed if isinstance(schedule.missed, int) else 1
+    recent: deque[int] = deque(maxlen=keep)
+    on_time: list[int] = []
+    for slot in schedule.ticks(start, now_ms):
+        recent.append(slot)
+        if slot > on_time_from:
+            on_time.append(slot)
+    if schedule.missed == "skip" or last_ms is None:
+        return on_time
+    picked = sorted(set(recent) | set(on_time))
+    return picked
+
+
+# -- the leader flag shared with worker processes -------------------------------------------
+
+
+class LeaderFlag:
+    """Whether this supervisor leads, readable by its forked worker processes.
+
+    A shared anonymous memory page holds the monotonic time until which the lease is known to
+    be held (0 when not leading): ``CLOCK_MONOTONIC`` is the same in every process of a host.
+    Created before the first fork, so the children share it.
+    """
+
+    def __init__(self) -> None:
+        self._mem = mmap.mmap(-1, 8)
+
+    def set(self, valid_until: float) -> None:
+        struct.pack_into("d", self._mem, 0, valid_until)
+
+    def clear(self) -> None:
+        self.set(0.0)
+
+    def __bool__(self) -> bool:
+        return struct.unpack_from("d", self._mem, 0)[0] > time.monotonic()
+
+
+_flag: LeaderFlag | None = None
+
+
+def is_leader() -> bool:
+    """Return True while this process' supervisor is the elected scheduler leader.
+
+    True in the ``runworkers`` supervisor that fires the cron schedules and in its worker
+    processes, False everywhere else (web processes, other supervisors, ``--burst`` workers).
+    Use it for leader-only work; the answer is conservative: it turns False before the lease
+    could expire.
+    """
+    return bool(_flag) if _flag is not None else False
+
+
+def leader_flag() -> LeaderFlag:
+    """Return this process' leader flag, creating it (call before forking workers)."""
+    global _flag
+    if _flag is None:
+        _flag = LeaderFlag()
+    return _flag
+
+
+# -- the scheduler thread -------------------------------------------------------------------
+
+
+#: Schedules declared in code (:func:`declare`), by name.
+_declared: dict[str, dict[str, Any]] = {}
+
+
+def declare(job: str, cron: str | float | dict[str, Any]) -> None:
+    """Declare a schedule for job ``job`` in code: what ``@job(cron=...)`` is meant to call.
+
+    ``cron`` is a cron expression, a number of seconds (``EVERY``) or a dict of the keys of a
+    ``DJANGO_JOBS["CRON"]`` entry without ``JOB`` (``NAME`` defaults to the job's name). A
+    schedule of the same ``NAME`` in the settings wins.
+
+    Raises:
+        SettingError: the schedule is invalid (the message says how to fix it).
+    """
+    from django_jobs.conf import parse_schedule
+
+    if isinstance(cron, dict):
+        entry = {"NAME": job.rsplit(".", 1)[-1].replace("_", "-"), **cron, "JOB": job}
+    elif isinstance(cron, str):
+        entry = {"NAME": job.rsplit(".", 1)[-1].replace("_", "-"), "JOB": job, "SCHEDULE": cron}
+    else:
+        entry = {"NAME": job.rsplit(".", 1)[-1].replace("_", "-"), "JOB": job, "EVERY": cron}
+    parsed = parse_schedule(0, entry)
+    _declared[parsed["NAME"]] = parsed
+
+
+def load_schedules() -> list[Schedule]:
+    """Return the schedules of ``DJANGO_JOBS["CRON"]``, then those declared in code."""
+    from django_jobs.conf import get_settings
+
+    entries = {entry["NAME"]: entry for entry in get_settings().cron}
+    for name, entry in _declared.items():
+        entries.setdefault(name, entry)
+    return [Schedule.from_settings(entry) for entry in entries.values()]
+
+
+class Scheduler:
+    """Elect a leader among all supervisors; while leading, fire due ticks.
+
+    :meth:`start` runs :meth:`run` in a daemon thread. The thread holds :attr:`busy` whenever
+    it does anything but sleep (Redis calls, logging), so a supervisor that forks takes
+    ``busy`` first: the child never inherits a lock held half-way by this thread.
+    """
+
+    def __init__(self, schedules: list[Schedule] | None = None, *, lease: float | None = None, holder: str = "") -> None:
+        from django_jobs.conf import get_settings
+
+        settings = get_settings()
+        self.schedules = load_schedules() if schedules is None else schedules
+        self.lease = lease if lease is not None else settings.leader_lease_seconds
+        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.token = ""
+        self.flag = leader_flag()
+        self.busy = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._renew_at = 0.0
+        self._valid_until = 0.0
+        self._errors = 0
+        self._failing: set[str] = set()
+
+    @property
+    def leading(self) -> bool:
+        return bool(self.token) and time.monotonic() < self._valid_until
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run, name="djj-scheduler", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the thread and give up the lease, so another supervisor takes over at once."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        with self.busy:
+            self.resign()
+
+    def resign(self) -> None:
+        if self.token:
+            token, self.token = self.token, ""
+            self.flag.clear()
+            try:
+                from django_jobs.engine import get_engine
+
+                get_engine().leader_renew(token, lease_ms=0)
+            except Exception:  # noqa: BLE001 - the lease expires by itself
+                pass
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            with self.busy:
+                try:
+                    delay = self.step()
+                    self._errors = 0
+                except Exception:  # noqa: BLE001 - keep scheduling through Redis outages
+                    self._errors += 1
+                    if self._errors in (1, 10) or self._errors % 100 == 0:
+                        logger.exception("Scheduler step failed (%d in a row)", self._errors)
+                    delay = min(5.0, 0.1 * 2 ** min(self._errors, 6))
+            self._stop.wait(delay)
+
+    def step(self) -> float:
+        """Keep or seek the lease; fire due ticks when leading. Returns seconds to sleep."""
+        from django_jobs.engine import get_engine
+
+        engine = get_engine()
+        lease_ms = int(self.lease * 1000)
+        sent = time.monotonic()
+        now_ms = 0
+        if self.token and sent >= self._renew_at:
+            ok, now_ms = engine.leader_renew(self.token, lease_ms=lease_ms)
+            if ok:
+                self._held(sent)
+            else:
+                logger.warning("Scheduler lost the leader lease (%s)", self.token, extra={"action": "leader_lost"})
+                self.token = ""
+                self.flag.clear()
+        if not self.leading:
+            if self.token:  # renewals failed past our own margin: stop firing
+                self.token = ""
+                self.flag.clear()
+            epoch, now_ms, current = engine.leader_acquire(self.holder, lease_ms=lease_ms)
+            if not epoch:
+                return min(MAX_SLEEP, self.lease / 4)
+            self.token = current
+            self._held(sent)
+            logger.info("Scheduler %s is the leader (epoch %d)", self.holder, epoch, extra={"action": "leader_elected"})
+        elif not now_ms:
+            now_ms = self._now_ms(engine)
+        return self.fire_due(engine, now_ms)
+
+    def _held(self, sent: float) -> None:
+        # Counted from before the call: the lease cannot have started earlier than that.
+        self._valid_until = sent + self.lease * 0.8
+        self._renew_at = sent + self.lease / 3
+        self.flag.set(self._valid_until)
+
+    @staticmethod
+    def _now_ms(engine: Any) -> int:
+        seconds, micros = engine._call(engine.client.time)
+        return int(seconds) * 1000 + int(micros) // 1000
+
+    def fire_due(self, engine: Any, now_ms: int) -> float:
+        """Fire every due tick (and re-enqueue a claimed one that never got enqueued)."""
+        state = engine.cron_state()
+        wake = now_ms + int(MAX_SLEEP * 1000)
+        for schedule in self.schedules:
+            if not self.leading:
+                break
+            try:
+                if not self._fire_schedule(engine, schedule, state, now_ms):
+                    return 0.0
+                wake = min(wake, schedule.next_ms(now_ms))
+                self._failing.discard(schedule.name)
+            except EngineError:
+                raise  # Redis trouble: the loop backs off
+            except Exception:  # noqa: BLE001 - one broken schedule must not stop the others
+                if schedule.name not in self._failing:
+                    self._failing.add(schedule.name)
+                    logger.exception("Cron schedule %s failed to fire", schedule.name, extra={"action": "cron_failed"})
+        return max(0.01, min(MAX_SLEEP, (wake - now_ms) / 1000))
+
+    def _fire_schedule(self, engine: Any, schedule: Schedule, state: dict[str, str], now_ms: int) -> bool:
+        """Fire the due ticks of one schedule; return False when the lease turned out lost."""
+        raw_last = state.get(schedule.name)
+        last = int(raw_last) if raw_last else None
+        enqueued = state.get(f"{schedule.name}:enq")
+        if last is not None and (enqueued is None or int(enqueued) < last):
+            self._enqueue(engine, schedule, last)  # claimed by a leader that died before enqueuing
+        for slot in due_ticks(schedule, last, now_ms):
+            code = engine.cron_claim(self.token, schedule.name, slot)
+            if code < 0:
+                logger.warning("Scheduler %s is no longer the leader", self.holder, extra={"action": "leader_lost"})
+                self.token = ""
+                self.flag.clear()
+                return False
+            if code == 1:
+                self._enqueue(engine, schedule, slot)
+        return True
+
+    def _enqueue(self, engine: Any, schedule: Schedule, slot: int) -> None:
+        job_id = schedule.job_id(slot)
+        created = enqueue_tick(schedule, job_id)
+        engine.cron_done(schedule.name, slot, job_id)
+        if created:
+            logger.info("Cron %s fired job %s", schedule.name, job_id, extra={"action": "cron_fired"})
+
+
+def enqueue_tick(schedule: Schedule, job_id: str) -> bool:
+    """Enqueue the job of one tick under ``job_id``; False when that job existed already."""
+    from django.tasks import task_backends
+
+    from django_jobs import registry
+    from django_jobs.engine import get_engine
+
+    task = registry.get(schedule.job)
+    if task is None:
+        raise LookupError(f"Cron schedule {schedule.name!r}: no registered job {schedule.job!r}.")
+    if schedule.queue:
+        task = task.using(queue_name=schedule.queue)
+    backend = task_backends[task.backend]
+    new, result = backend._prepare(task, schedule.args, schedule.kwargs, job_id=job_id)
+    return get_engine().enqueue(result.queue, [new]) == [1]
+
+
+# -- reporting ------------------------------------------------------------------------------
+
+
+def schedules_table() -> list[dict[str, Any]]:
+    """Return one row per schedule: its spec, next run, last tick and the state of its last job.
+
+    The data behind ``manage.py jobs schedules`` (and the admin's schedule list, planned).
+    """
+    from django_jobs import registry
+    from django_jobs.engine import get_engine
+
+    engine = get_engine()
+    state = engine.cron_state()
+    seconds, micros = engine._call(engine.client.time)
+    now_ms = int(seconds) * 1000 + int(micros) // 1000
+    rows = []
+    for schedule in load_schedules():
+        last = state.get(schedule.name)
+        job_id = state.get(f"{schedule.name}:job") or (schedule.job_id(int(last)) if last else "")
+        job_state = ""
+        if job_id:
+            task = registry.get(schedule.job)
+            queue = schedule.queue or (task.queue_name if task is not None else "default")
+            data = engine.get_job(queue, job_id)
+            job_state = data.get("s", "") if data else "gone"
+        rows.append({
+            "name": schedule.name,
+            "job": schedule.job,
+            "schedule": schedule.spec,
+            "timezone": schedule.timezone,
+            "missed": schedule.missed,
+            "next_run": datetime.fromtimestamp(schedule.next_ms(now_ms) / 1000, UTC),
+            "last_run": datetime.fromtimestamp(int(last) / 1000, UTC) if last else None,
+            "last_job_id": job_id,
+            "last_job_state": job_state,
+        })
+    return rows
+
+
+def format_schedules_table(rows: list[dict[str, Any]]) -> str:
+    """Return ``rows`` of :func:`schedules_table` as a text table."""
+    headers = ("NAME", "SCHEDULE", "TZ", "NEXT RUN", "LAST RUN", "LAST JOB")
+    lines = [headers]
+    for row in rows:
+        last = row["last_run"].isoformat(timespec="seconds") if row["last_run"] else "-"
+        lines.append((
+            row["name"], row["schedule"], row["timezone"], row["next_run"].isoformat(timespec="seconds"), last,
+            f"{row['last_job_id']} ({row['last_job_state']})" if row["last_job_id"] else "-",
+        ))
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(headers))]
+    return "\n".join("  ".join(str(v).ljust(w) for v, w in zip(line, widths)).rstrip() for line in lines)
