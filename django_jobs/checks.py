@@ -10,6 +10,8 @@
 ``django_jobs.E006``    No TASKS alias uses django_jobs.backends.RedisBackend.
 ``django_jobs.E007``    A TASKS alias of ours lists QUEUES that DJANGO_JOBS does not configure.
 ``django_jobs.E008``    A MIDDLEWARE entry cannot be imported or is not a job middleware class.
+``django_jobs.E020``    CRON is invalid: its shape, a schedule's expression, time zone, policy or arguments.
+``django_jobs.E021``    A CRON schedule names a job that is not registered, or a queue that is not configured.
 ``django_jobs.E099``    A check itself failed (a bug in django_jobs: please report it).
 ``django_jobs.W001``    (deploy) Redis does not answer.
 ``django_jobs.W002``    Embedded mode, but no redis-server binary was found.
@@ -48,7 +50,7 @@ BACKEND_PATH = "django_jobs.backends.RedisBackend"
 #: Settings that say how to reach Redis (checked together by :func:`check_connection`).
 CONNECTION_KEYS = ("REDIS_URL", "CACHE_ALIAS", "REDIS_OPTIONS", "EMBEDDED_DIR", "EMBEDDED_BINARY")
 #: Check id of a :class:`SettingError`, by the setting it is about.
-ERROR_IDS = {"DJANGO_JOBS": "E000", "REDIS_URL": "E002", "CACHE_ALIAS": "E003", "QUEUES": "E004"}
+ERROR_IDS = {"DJANGO_JOBS": "E000", "REDIS_URL": "E002", "CACHE_ALIAS": "E003", "QUEUES": "E004", "CRON": "E020"}
 TASKS_HINT = f"Add to your settings: TASKS = {{'default': {{'BACKEND': {BACKEND_PATH!r}}}}}"
 
 type Messages = list[checks.CheckMessage]
@@ -247,6 +249,48 @@ def check_tasks_backends(app_configs: Any = None, **kwargs: Any) -> Messages:
                     hint=f"Add {'it' if len(missing) == 1 else 'them'} to {label('QUEUES')} "
                     f"(configured: {', '.join(configured)}), or remove {'it' if len(missing) == 1 else 'them'} from TASKS.",
                     id="django_jobs.E007",
+                )
+            )
+    return errors
+
+
+@checks.register("django_jobs")
+@_never_raise
+def check_cron_jobs(app_configs: Any = None, **kwargs: Any) -> Messages:
+    """Check that each CRON schedule names a registered job and a configured queue (E021)."""
+    raw = _raw_settings()
+    if raw is None or not raw.get("CRON"):
+        return []
+    try:
+        schedules = parse_value("CRON", raw["CRON"])
+        queues = parse_queues(raw.get("QUEUES"))
+    except SettingError:
+        return []  # E004/E020 report it
+    from django_jobs import registry
+
+    errors: Messages = []
+    for schedule in schedules:
+        where = f"{label('CRON')}[{schedule['NAME']!r}]"
+        task = registry.get(schedule["JOB"])
+        if task is None:
+            known = registry.all_jobs()
+            errors.append(
+                checks.Error(
+                    f"{where}['JOB'] is {schedule['JOB']!r}, which is not a registered @job.",
+                    hint=did_you_mean(schedule["JOB"], known)
+                    or "Decorate the function with @job and make sure its module is imported "
+                    "(an app's jobs.py or tasks.py, or DJANGO_JOBS['IMPORT_MODULES']).",
+                    id="django_jobs.E021",
+                )
+            )
+            continue
+        queue = schedule["QUEUE"] or task.queue_name
+        if queue not in queues:
+            errors.append(
+                checks.Error(
+                    f"{where} enqueues into queue {queue!r}, which is not in {label('QUEUES')}.",
+                    hint=f"Add it to {label('QUEUES')} or set the schedule's QUEUE to one of: {', '.join(queues)}.",
+                    id="django_jobs.E021",
                 )
             )
     return errors

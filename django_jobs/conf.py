@@ -403,7 +403,7 @@ def parse_cron(value: Any) -> list[dict[str, Any]]:
     """Return the schedules of DJANGO_JOBS['CRON'], each checked and completed with its defaults.
 
     Whether ``JOB`` names a registered job and ``QUEUE`` a configured queue is checked by the
-    system checks (E009) and when a tick fires, since it needs the jobs imported.
+    system checks (E021) and when a tick fires, since it needs the jobs imported.
     """
     if value is None:
         return []

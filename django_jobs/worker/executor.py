@@ -323,8 +323,9 @@ def _close_middleware(opened: list[Any], exc: BaseException | None) -> BaseExcep
                 gen.throw(exc)
         except StopIteration:
             continue  # done (a middleware cannot hide the job's exception: ``exc`` stays)
-        except Exception as raised:  # noqa: BLE001 - a middleware's own failure fails the attempt
-            exc = raised
+        except BaseException as raised:  # noqa: BLE001 - a middleware's own failure fails the attempt
+            if raised is not exc and isinstance(raised, Exception):
+                exc = raised
             continue
         gen.close()  # it yielded twice: stop it
     return exc

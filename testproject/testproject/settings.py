@@ -5,7 +5,8 @@ socket in ``.django_jobs/`` next to this project (AOF on), shared by ``runserver
 ``runworkers`` and shut down when the last of them exits.
 
 Environment overrides (used by the tests and the launcher): ``DEMO_EMBEDDED_DIR`` (where the
-embedded Redis lives), ``DEMO_DATABASE`` (the SQLite file), ``DEMO_LOG_LEVEL``.
+embedded Redis lives), ``DEMO_DATABASE`` (the SQLite file), ``DEMO_LOG_LEVEL``, ``DEMO_LOG_FORMAT``
+(``plain`` for human-readable log lines instead of JSON).
 """
 
 import os
@@ -29,6 +30,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: the request id (X-Request-ID, or a new one) is set for everything below, carried
+    # into every job the request enqueues, and returned in the response.
+    "django_jobs.correlation.CorrelationIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -85,15 +89,25 @@ DJANGO_JOBS = {
 if os.environ.get("DEMO_EMBEDDED_DIR"):
     DJANGO_JOBS["EMBEDDED_DIR"] = os.environ["DEMO_EMBEDDED_DIR"]
 
-# Job outcomes ("Job demo.jobs.fast ... succeeded in 0.3 ms", retries, failures) on stderr.
+# One JSON object per line, web and workers alike, each carrying the request's correlation id
+# (and, inside a job, job_id, job_name, queue, attempt, worker): grep one id to follow a request
+# through every job it caused. DEMO_LOG_FORMAT=plain for human-readable lines instead.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {
+        "correlation": {"()": "django_jobs.correlation.CorrelationIdFilter"},
+    },
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)-7s [%(process)d] %(name)s: %(message)s"},
+        "json": {"()": "django_jobs.correlation.JsonFormatter"},
+        "plain": {"format": "%(asctime)s %(levelname)-7s [%(process)d] %(correlation_id)s %(name)s: %(message)s"},
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "console": {
+            "class": "logging.StreamHandler",
+            "filters": ["correlation"],
+            "formatter": "plain" if os.environ.get("DEMO_LOG_FORMAT") == "plain" else "json",
+        },
     },
     "loggers": {
         "django_jobs": {"handlers": ["console"], "level": os.environ.get("DEMO_LOG_LEVEL", "INFO"), "propagate": False},

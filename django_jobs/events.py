@@ -1,0 +1,127 @@
+"""Global events: follow a queue's ``events`` stream from any process.
+
+Every state change of a job appends one entry to its queue's stream (see
+docs/architecture.md): ``waiting``, ``scheduled``, ``active``, ``completed``, ``retrying``,
+``failed``, ``cancelled``, ``cancel_requested``, ``stalled``, ``released``. The stream is
+capped at ``EVENTS_MAXLEN`` entries, so a listener that falls far behind misses the oldest.
+
+>>> events = QueueEvents("default", types={"completed", "failed"})  # doctest: +SKIP
+>>> for event in events.listen(timeout=5):  # doctest: +SKIP
+...     print(event.type, event.job_id)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import redis
+
+from django_jobs.engine import get_engine
+from django_jobs.exceptions import RedisUnavailable
+
+if TYPE_CHECKING:
+    from django_jobs.tasks import JobResult
+
+__all__ = ["Event", "QueueEvents", "wait_for_result", "FINAL_EVENTS"]
+
+#: Events after which a job never changes again.
+FINAL_EVENTS = frozenset({"completed", "failed", "cancelled"})
+#: Longest single XREAD BLOCK, seconds (below the blocking client's socket timeout).
+MAX_BLOCK = 10.0
+#: Entries read per XREAD call at most.
+BATCH = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One entry of a queue's events stream."""
+
+    #: The stream entry id (``"<ms>-<seq>"``): pass it as ``last_id`` to resume after it.
+    id: str
+    queue: str
+    #: The event: ``"completed"``, ``"failed"``, ...
+    type: str
+    job_id: str
+    #: Other fields of the entry (``why``, ``delay``...).
+    fields: dict[str, str] = field(default_factory=dict)
+
+
+class QueueEvents:
+    """Subscribe to the events of ``queue`` with blocking reads (no polling).
+
+    ``last_id`` says where to start: ``"$"`` (the default) only new events, ``"0"`` every
+    event still in the stream, or the :attr:`Event.id` of the last event handled, to resume
+    where a previous listener stopped. ``types`` keeps only those event types.
+    :attr:`last_id` always holds the id of the last entry read (filtered out or not).
+    """
+
+    def __init__(self, queue: str = "default", *, last_id: str = "$", types: Iterable[str] | None = None) -> None:
+        engine = get_engine()
+        self.queue = queue
+        self.key = engine.keys(queue).events
+        self.types = frozenset(types) if types is not None else None
+        self._client = engine.blocking_client()
+        self.last_id = self._resolve(last_id)
+
+    def _call(self, func: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise RedisUnavailable(f"Cannot read the events of {self.queue!r}: {exc}") from exc
+
+    def _resolve(self, last_id: str) -> str:
+        if last_id != "$":
+            return last_id
+        # "$" pinned now, so events between two reads are never skipped.
+        newest = self._call(self._client.xrevrange, self.key, count=1)
+        return newest[0][0] if newest else "0-0"
+
+    def read(self, timeout: float | None = 0) -> list[Event]:
+        """Return the next events, waiting up to ``timeout`` seconds for one (``None``: forever, 0: no wait)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = MAX_BLOCK if deadline is None else max(0.0, deadline - time.monotonic())
+            block = int(min(left, MAX_BLOCK) * 1000)
+            reply = self._call(self._client.xread, {self.key: self.last_id}, count=BATCH, block=block or None)
+            events: list[Event] = []
+            for _key, entries in reply or ():
+                for entry_id, fields in entries:
+                    self.last_id = entry_id
+                    kind = fields.pop("e", "")
+                    if self.types is None or kind in self.types:
+                        events.append(Event(entry_id, self.queue, kind, fields.pop("j", ""), fields))
+            if events or (reply and not block) or (deadline is not None and time.monotonic() >= deadline):
+                return events
+
+    def listen(self, timeout: float | None = None) -> Iterator[Event]:
+        """Yield events as they come; stop after ``timeout`` seconds without one (``None``: never)."""
+        while True:
+            events = self.read(timeout)
+            if not events:
+                return
+            yield from events
+
+    def __iter__(self) -> Iterator[Event]:
+        return self.listen()
+
+
+def wait_for_result(result: JobResult, timeout: float = 30.0) -> JobResult:
+    """Block until job ``result`` is finished (refreshed in place) and return it, without polling.
+
+    Listens to the job's queue's events; raises :class:`TimeoutError` after ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    events = QueueEvents(result.queue, types=FINAL_EVENTS)  # pinned before the first look: nothing is missed
+    result.refresh()
+    while not result.is_finished:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"Job {result.id!r} did not finish within {timeout} s (state {result.state!r}).")
+        # Re-read the job at least every MAX_BLOCK s in case its event was trimmed away.
+        found = events.read(min(left, MAX_BLOCK))
+        if not found or any(event.job_id == result.id for event in found):
+            result.refresh()
+    return result
