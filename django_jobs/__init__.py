@@ -36,6 +36,7 @@ __all__ = [
     "InvalidJob",
     "JobNotFound",
     "RedisUnavailable",
+    "RedisOutOfMemory",
     "LeaseLost",
     "JobTimeout",
 ]
@@ -48,6 +49,7 @@ from django_jobs.exceptions import (
     JobNotFound,
     JobTimeout,
     LeaseLost,
+    RedisOutOfMemory,
     RedisUnavailable,
     Retry,
 )

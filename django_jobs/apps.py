@@ -8,3 +8,4 @@ class DjangoJobsConfig(AppConfig):
 
     def ready(self) -> None:
         from django_jobs import checks  # noqa: F401 - registers the system checks
+        from django_jobs import signals  # noqa: F401 - connects job_enqueued to django.tasks' task_enqueued

@@ -260,12 +260,13 @@ def declare(job: str, cron: str | float | dict[str, Any]) -> None:
     """
     from django_jobs.conf import parse_schedule
 
+    name = job.rsplit(".", 1)[-1].replace("_", "-")
     if isinstance(cron, dict):
-        entry = {"NAME": job.rsplit(".", 1)[-1].replace("_", "-"), **cron, "JOB": job}
+        entry = {"NAME": name, **cron, "JOB": job}
     elif isinstance(cron, str):
-        entry = {"NAME": job.rsplit(".", 1)[-1].replace("_", "-"), "JOB": job, "SCHEDULE": cron}
+        entry = {"NAME": name, "JOB": job, "SCHEDULE": cron}
     else:
-        entry = {"NAME": job.rsplit(".", 1)[-1].replace("_", "-"), "JOB": job, "EVERY": cron}
+        entry = {"NAME": name, "JOB": job, "EVERY": cron}
     parsed = parse_schedule(0, entry)
     _declared[parsed["NAME"]] = parsed
 
@@ -437,6 +438,7 @@ def enqueue_tick(schedule: Schedule, job_id: str) -> bool:
     from django.tasks import task_backends
 
     from django_jobs import registry
+    from django_jobs.correlation import correlation_id
     from django_jobs.engine import get_engine
 
     task = registry.get(schedule.job)
@@ -445,7 +447,8 @@ def enqueue_tick(schedule: Schedule, job_id: str) -> bool:
     if schedule.queue:
         task = task.using(queue_name=schedule.queue)
     backend = task_backends[task.backend]
-    new, result = backend._prepare(task, schedule.args, schedule.kwargs, job_id=job_id)
+    with correlation_id():  # each tick starts its own correlation id
+        new, result = backend._prepare(task, schedule.args, schedule.kwargs, job_id=job_id)
     return get_engine().enqueue(result.queue, [new]) == [1]
 
 

@@ -7,7 +7,6 @@ class when the TASKS backend is ours, so both spellings accept the same options.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -195,18 +194,15 @@ class JobResult(TaskResult):
             raise JobNotFound(f"Job {self.id!r} does not exist (it may have been trimmed).")
         return {1: "cancelled", 2: "requested", 0: "finished"}[code]
 
-    def wait(self, timeout: float = 30.0, *, interval: float = 0.05) -> JobResult:
-        """Refresh until the job is finished; raise :class:`TimeoutError` after ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        delay = min(interval, 0.01)
-        while True:
-            self.refresh()
-            if self.is_finished:
-                return self
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"Job {self.id!r} did not finish within {timeout} s (state {self.state!r}).")
-            time.sleep(delay)
-            delay = min(delay * 2, interval)
+    def wait(self, timeout: float = 30.0) -> JobResult:
+        """Block until the job is finished (refreshed in place) and return it.
+
+        Listens to the queue's events stream (no polling); raises :class:`TimeoutError`
+        after ``timeout`` seconds.
+        """
+        from django_jobs.events import wait_for_result
+
+        return wait_for_result(self, timeout)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -275,6 +271,7 @@ def job(
     keep_result: float | None = ...,
     takes_context: bool = ...,
     backend: str | None = ...,
+    cron: str | float | dict[str, Any] | None = ...,
 ) -> Callable[[Callable[..., Any]], JobTask]: ...
 def job(
     function: Callable[..., Any] | None = None,
@@ -288,6 +285,7 @@ def job(
     keep_result: float | None = None,
     takes_context: bool = False,
     backend: str | None = None,
+    cron: str | float | dict[str, Any] | None = None,
 ) -> JobTask | Callable[[Callable[..., Any]], JobTask]:
     """Declare a background job (sync or ``async def``).
 
@@ -303,7 +301,7 @@ def job(
         task_class = task_backends[alias].task_class
         if not issubclass(task_class, JobTask):
             raise ConfigurationError(f"TASKS[{alias!r}] is not a django_jobs backend.")
-        return task_class(
+        task = task_class(
             func=func,
             priority=priority,
             queue_name=queue,
@@ -314,6 +312,11 @@ def job(
             timeout=timeout,
             keep_result=keep_result,
         )
+        if cron is not None:
+            from django_jobs import scheduler
+
+            scheduler.declare(task.name, cron)  # a CRON setting entry with the same NAME wins
+        return task
 
     if function is not None:
         return wrapper(function)

@@ -305,3 +305,46 @@ def test_a_schedule_declared_in_code_is_loaded_after_the_settings(jobs_settings)
         assert loaded["quick"].expression == "0 3 * * *" and loaded["quick"].args == ["nightly"]
     finally:
         scheduler._declared.clear()
+
+
+def cron_target(tag: str) -> str:
+    return tag
+
+
+def test_job_decorator_cron_option_declares_a_schedule(jobs_settings):
+    from django_jobs import job, scheduler
+
+    try:
+        declared = job(cron={"EVERY": 30, "ARGS": ["c"]})(cron_target)
+        loaded = {s.name: s for s in scheduler.load_schedules()}
+        assert loaded["cron-target"].every == 30
+        assert loaded["cron-target"].job == declared.name
+    finally:
+        scheduler._declared.clear()
+
+
+def test_each_cron_tick_starts_its_own_correlation_id(engine):
+    from django_jobs.correlation import correlation_id
+
+    tick = schedule("cid")
+    with correlation_id("outer-request"):
+        enqueue_tick(tick, tick.job_id(1_000))
+        enqueue_tick(tick, tick.job_id(2_000))
+    first = engine.get_job("default", tick.job_id(1_000))["cid"]
+    second = engine.get_job("default", tick.job_id(2_000))["cid"]
+    assert first and second and first != second and "outer-request" not in (first, second)
+
+
+def test_jobs_schedules_command_prints_the_table(jobs_settings):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    cron = [{"NAME": "cmd-table", "JOB": QUICK, "EVERY": 3600, "ARGS": ["x"]}]
+    with override_settings(DJANGO_JOBS={**jobs_settings, "CRON": cron}):
+        out = StringIO()
+        call_command("jobs", "schedules", stdout=out)
+        assert "cmd-table" in out.getvalue() and "every 3600 s" in out.getvalue()
+        out = StringIO()
+        call_command("jobs", "schedules", "--json", stdout=out)
+        assert '"cmd-table"' in out.getvalue()

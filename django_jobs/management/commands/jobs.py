@@ -148,8 +148,15 @@ class Command(BaseCommand):
         p.add_argument("--state", choices=Engine.PURGEABLE, required=True, help="completed, failed or cancelled.")
 
         sub.add_parser("workers", parents=[common], help="List live workers.")
+        sub.add_parser("schedules", parents=[common], help="List cron schedules: next run, last tick, last job's state.")
 
     # -- plumbing -------------------------------------------------------------------------
+
+    def do_schedules(self, options: dict[str, Any]) -> None:
+        from django_jobs.scheduler import format_schedules_table, schedules_table
+
+        rows = schedules_table()
+        self.emit(rows, lambda: format_schedules_table(rows))
 
     def handle(self, *args: Any, **options: Any) -> None:
         self.options = options
