@@ -10,6 +10,7 @@
 ]]
 --@include now
 --@include emit
+--@include mark_active
 local rcall = redis.call
 local wait_key, scheduled_key, active_key, meta_key, events_key, job_key =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
@@ -25,16 +26,7 @@ local now_ms = server_now_ms()
 rcall('ZREM', wait_key, job_id)
 rcall('ZREM', scheduled_key, job_id)
 local token = rcall('HINCRBY', meta_key, 'fence', 1)
-local attempt = (tonumber(fields[6]) or 0) + 1
-local worker_json = cjson.encode(worker_id)
-local workers
-if fields[7] then
-  workers = string.sub(fields[7], 1, -2) .. ',' .. worker_json .. ']'
-else
-  workers = '[' .. worker_json .. ']'
-end
-rcall('HSET', job_key, 's', 'active', 'tok', token, 'w', worker_id, 'la', now_ms, 'a', attempt, 'wk', workers)
-if not fields[5] then rcall('HSET', job_key, 'st', now_ms) end
+local attempt = mark_active(job_key, fields, token, worker_id, cjson.encode(worker_id), now_ms)
 rcall('HDEL', job_key, 'run')
 rcall('ZADD', active_key, now_ms + lease_ms, job_id)
 emit(events_key, maxlen, 'active', job_id)

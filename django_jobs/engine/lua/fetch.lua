@@ -14,6 +14,7 @@
 --@include emit
 --@include wake
 --@include promote
+--@include mark_active
 local rcall = redis.call
 local wait_key, scheduled_key, active_key, meta_key, events_key, marker_key =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
@@ -47,19 +48,7 @@ if count > 0 then
       local fields = rcall('HMGET', job_key, 'd', 'e', 'cid', 'par', 'st', 'a', 'wk')
       if fields[1] then
         token = token + 1
-        local attempt = (tonumber(fields[6]) or 0) + 1
-        local workers
-        if fields[7] then
-          workers = string.sub(fields[7], 1, -2) .. ',' .. worker_json .. ']'
-        else
-          workers = '[' .. worker_json .. ']'
-        end
-        if fields[5] then
-          rcall('HSET', job_key, 's', 'active', 'tok', token, 'w', worker_id, 'la', now_ms, 'a', attempt, 'wk', workers)
-        else
-          rcall('HSET', job_key, 's', 'active', 'tok', token, 'w', worker_id, 'la', now_ms, 'a', attempt, 'wk', workers,
-                'st', now_ms)
-        end
+        local attempt = mark_active(job_key, fields, token, worker_id, worker_json, now_ms)
         active_args[#active_args + 1] = deadline
         active_args[#active_args + 1] = job_id
         emit(events_key, maxlen, 'active', job_id)
