@@ -16,7 +16,7 @@ from django.tasks.signals import task_enqueued
 from django_jobs import registry, serialization
 from django_jobs.backoff import validate_backoff
 from django_jobs.conf import get_settings
-from django_jobs.correlation import get_correlation_id
+from django_jobs.correlation import get_correlation_id, process_correlation_id
 from django_jobs.engine import get_engine
 from django_jobs.engine.queue import NewJob
 from django_jobs.exceptions import InvalidJob
@@ -141,7 +141,7 @@ class RedisBackend(BaseTaskBackend):
         job_id = job_id or new_job_id()
         run_at_ms = int(task.run_after.timestamp() * 1000) if task.run_after is not None else 0
         delay_ms = int(task.delay * 1000) if getattr(task, "delay", None) else 0
-        cid = get_correlation_id()
+        cid = get_correlation_id() or process_correlation_id()
         parent = current_job_id()
         new = NewJob(
             id=job_id, data=data, priority=int(task.priority), run_at_ms=run_at_ms, delay_ms=delay_ms,

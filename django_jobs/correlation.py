@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import re
 import uuid
 from collections.abc import Callable, Iterator
@@ -31,6 +32,22 @@ _correlation_id: ContextVar[str] = ContextVar("django_jobs_correlation_id", defa
 def get_correlation_id() -> str:
     """Return the current correlation id ('' when there is none)."""
     return _correlation_id.get()
+
+
+_process_id: tuple[int, str] | None = None
+
+
+def process_correlation_id() -> str:
+    """Return this process's own correlation id, made on first use (and again after a fork).
+
+    Work enqueued with no current id (a management command, a shell, a script) carries it,
+    so one run of ``manage.py send_reminders`` is one id across all the jobs it enqueued.
+    """
+    global _process_id
+    pid = os.getpid()
+    if _process_id is None or _process_id[0] != pid:
+        _process_id = (pid, new_correlation_id())
+    return _process_id[1]
 
 
 def new_correlation_id() -> str:

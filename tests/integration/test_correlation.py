@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from django.test import AsyncClient, Client, override_settings
 
-from django_jobs.correlation import CorrelationIdFilter, JsonFormatter, correlation_id, get_correlation_id
+from django_jobs.correlation import CorrelationIdFilter, JsonFormatter, correlation_id, get_correlation_id, process_correlation_id
 from tests.redis_server import wait_until
 
 TESTPROJECT = Path(__file__).resolve().parents[2] / "testproject"
@@ -155,14 +155,34 @@ def test_retries_keep_the_correlation_id_and_failures_log_the_traceback(logs, wo
     assert failed["level"] == "ERROR" and "ValueError: boom" in failed["exception"]
 
 
-def test_jobs_enqueued_outside_any_request_carry_no_correlation_id(work):
+def test_jobs_enqueued_outside_any_request_carry_the_processes_own_correlation_id(work):
+    from django_jobs.correlation import process_correlation_id
     from tests.testapp.jobs_observability import checkout, receipt
 
     parent = checkout.enqueue(3)
+    other = checkout.enqueue(4)
     work()
     parent.refresh()
     child = receipt.get_result(parent.return_value)
-    assert parent.correlation_id == child.correlation_id == "" and child.parent_id == parent.id
+    # One command run (one process) is one id, shared by everything it enqueued and their children.
+    assert parent.correlation_id == other.correlation_id == child.correlation_id == process_correlation_id()
+    assert len(parent.correlation_id) == 32 and child.parent_id == parent.id
+
+
+def test_each_management_command_run_starts_a_fresh_correlation_id(redis_server, prefix):
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    from tests.redis_server import env_for
+
+    code = "from tests.testapp.jobs import add; print('cid=' + add.enqueue(1, 2).correlation_id)"
+    ids = [
+        subprocess.run([sys.executable, "-m", "django", "shell", "-c", code], cwd=ROOT, env=env_for(redis_server, prefix),
+                       capture_output=True, text=True, check=True).stdout.split("cid=")[1].strip()
+        for _ in range(2)
+    ]
+    assert all(len(i) == 32 for i in ids) and ids[0] != ids[1]
 
 
 # -- job middleware and signals ----------------------------------------------------------------
@@ -205,7 +225,8 @@ def test_job_middleware_wraps_each_run_in_order_and_sees_failures(jobs_settings,
         calls.clear()
         bad = boom.enqueue()
         work()
-        assert calls == [("before", boom.name, ""), ("error", boom.name, "ValueError")]
+        # Enqueued with no id: the job carries this process's own id (see process_correlation_id).
+        assert calls == [("before", boom.name, process_correlation_id()), ("error", boom.name, "ValueError")]
     ok.refresh()
     bad.refresh()
     assert ok.state == "completed" and bad.state == "failed"
