@@ -87,6 +87,17 @@ class FetchResult:
     paused: bool
 
 
+class Recovery(tuple[int, int]):
+    """``(recovered, failed)`` counts of one recovery call, with ``jobs``: ``[(job_id, what)]``."""
+
+    jobs: list[tuple[str, str]]
+
+    def __new__(cls, recovered: int, failed: int, jobs: list[tuple[str, str]]) -> Recovery:
+        self = super().__new__(cls, (recovered, failed))
+        self.jobs = jobs
+        return self
+
+
 class _OwnConnection:
     """A connection owned by one thread (and one process); closed when the thread ends."""
 
@@ -293,17 +304,20 @@ class Engine:
         lost, cancel = self._run("renew", (k.active,), args)
         return list(lost), list(cancel)
 
-    def recover(self, queue: str, *, now_ms: int = 0, limit: int = RECOVER_LIMIT) -> tuple[int, int]:
-        """Return expired leases to waiting; returns (recovered, failed as worker_lost)."""
+    def recover(self, queue: str, *, now_ms: int = 0, limit: int = RECOVER_LIMIT) -> Recovery:
+        """Return expired leases to waiting; returns (recovered, failed as worker_lost).
+
+        The result's ``jobs`` lists ``(job_id, what)`` for each job handled, ``what`` being
+        ``"stalled"`` (back to waiting), ``"failed"`` or ``"cancelled"`` (a cancel was requested).
+        """
         k = self.keys(queue)
         f_age, _ = self.settings.keep(queue, "FAILED")
-        # The script also reports how many cancel-requested jobs it cancelled (third value).
-        recovered, failed, _cancelled = self._run(
+        recovered, failed, _cancelled, flat = self._run(
             "recover",
             (k.active, k.wait, k.failed, k.meta, k.events, k.marker, k.cancelled),
             (k.job_prefix, self.maxlen, self.settings.max_recoveries, limit, int(f_age * 1000), now_ms),
         )
-        return int(recovered), int(failed)
+        return Recovery(int(recovered), int(failed), list(zip(flat[::2], flat[1::2])))
 
     def release(self, queue: str, leases: Iterable[tuple[str, str]]) -> int:
         """Put unfinished active jobs back to waiting (shutdown); returns how many."""

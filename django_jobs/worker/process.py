@@ -632,12 +632,15 @@ class WorkerProcess:
 
     def _recover(self) -> None:
         for queue in self.queues:
-            recovered, failed = self.engine.recover(queue)
-            if recovered or failed:
-                logger.warning(
-                    "Recovered %d stalled job(s) of %r (%d failed as worker_lost)", recovered, queue, failed,
-                    extra={"action": "jobs_recovered", "queue": queue},
-                )
+            result = self.engine.recover(queue)
+            for job_id, what in result.jobs:
+                extra = {"action": f"job_{what}", "job_id": job_id, "queue": queue}
+                if what == "stalled":
+                    logger.warning("Job %s stalled (its worker stopped renewing the lease): back to waiting", job_id, extra=extra)
+                elif what == "failed":
+                    logger.error("Job %s failed: its worker was lost too many times (worker_lost)", job_id, extra=extra)
+                else:
+                    logger.info("Job %s cancelled: its worker was lost after a cancel request", job_id, extra=extra)
 
     def _enforce_timeouts(self, now: float) -> None:
         expired: list[RunningJob] = []

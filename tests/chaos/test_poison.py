@@ -15,6 +15,9 @@ def test_a_job_that_kills_its_process_every_time_fails_as_worker_lost_and_the_re
     poison = jobs_chaos.poison.enqueue("p")
     job = chaos.wait_state(poison.id, "failed", timeout=40)
     assert job["why"] == "worker_lost"
+    # One log line per job and event, written by the worker that ran the recovery.
+    sup.wait_output(f"Job {poison.id} stalled", timeout=10)
+    sup.wait_output(f"Job {poison.id} failed: its worker was lost", timeout=10)
     assert chaos.counts("start")["p"] == 2, "one run, then one recovery, then failed"
     # The supervisor kept replacing the killed process, and the queue still works.
     chaos.wait_ready(sup, 1)

@@ -151,3 +151,11 @@ def test_recovery_with_redis_time_ignores_leases_that_are_still_valid(engine, r,
     claim_one(engine, "a", lease_ms=60_000)
     assert engine.recover(QUEUE) == (0, 0)
     assert_state(r, k, "a", "active")
+
+
+def test_recover_reports_each_job_it_handled(engine, r):
+    engine.enqueue(QUEUE, [new_job("j1"), new_job("j2")])
+    engine.fetch(QUEUE, 2, lease_ms=60_000, worker_id="w1")
+    result = engine.recover(QUEUE, now_ms=later(r))
+    assert result == (2, 0)
+    assert sorted(result.jobs) == [("j1", "stalled"), ("j2", "stalled")]

@@ -7,7 +7,8 @@
   KEYS[5] events STREAM  KEYS[6] marker LIST  KEYS[7] cancelled ZSET
   ARGV[1] job key prefix  ARGV[2] events maxlen  ARGV[3] max_recoveries  ARGV[4] limit
   ARGV[5] keep failed ms (also for cancelled)  ARGV[6] now_ms override for tests (0 = Redis time)
-  Returns: { recovered_count, failed_count, cancelled_count }
+  Returns: { recovered_count, failed_count, cancelled_count, { job_id, what, ... } } with what
+           'stalled' (back to waiting) | 'failed' (worker_lost) | 'cancelled', per job handled
   Events:  "stalled" per job back to waiting, "failed" (why=worker_lost) per job past
            max_recoveries, "cancelled" per cancel-requested job
 ]]
@@ -29,6 +30,7 @@ if now_ms == 0 then now_ms = server_now_ms() end
 -- A lease is valid until its deadline; it has expired once the deadline is in the past.
 local expired = rcall('ZRANGEBYSCORE', active_key, '-inf', string.format('(%d', now_ms), 'LIMIT', 0, tonumber(ARGV[4]))
 local recovered, failed, cancelled = 0, 0, 0
+local outcomes = {} -- job_id, what ('stalled' | 'failed' | 'cancelled'), ...
 for i = 1, #expired do
   local job_id = expired[i]
   local job_key = job_prefix .. job_id
@@ -43,6 +45,8 @@ for i = 1, #expired do
       rcall('ZADD', cancelled_key, now_ms + keep_ms, job_id)
       emit(events_key, maxlen, 'cancelled', job_id)
       cancelled = cancelled + 1
+      outcomes[#outcomes + 1] = job_id
+      outcomes[#outcomes + 1] = 'cancelled'
     elseif recoveries > max_recoveries then
       append_json(job_key, 'err', cjson.encode({
         exception_class_path = 'django_jobs.exceptions.LeaseLost',
@@ -52,12 +56,16 @@ for i = 1, #expired do
       rcall('ZADD', failed_key, now_ms + keep_ms, job_id)
       emit(events_key, maxlen, 'failed', job_id, 'why', 'worker_lost')
       failed = failed + 1
+      outcomes[#outcomes + 1] = job_id
+      outcomes[#outcomes + 1] = 'failed'
     else
       requeue_front(job_key, job_id, wait_key, meta_key, fields[2], fields[3])
       emit(events_key, maxlen, 'stalled', job_id)
       recovered = recovered + 1
+      outcomes[#outcomes + 1] = job_id
+      outcomes[#outcomes + 1] = 'stalled'
     end
   end
 end
 if recovered > 0 then wake(marker_key) end
-return { recovered, failed, cancelled }
+return { recovered, failed, cancelled, outcomes }
