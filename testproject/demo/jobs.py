@@ -47,3 +47,15 @@ async def fetch_async(name: str, seconds: float = 0.5) -> dict[str, object]:
 def shout(message: str) -> str:
     """A plain ``@django.tasks.task``: our backend runs it like any ``@job``."""
     return message.upper() + "!"
+
+
+@job
+def place_order(order_id: int) -> str:
+    """Log, then enqueue a child job: both carry the request's correlation id in their logs."""
+    logger.info("placing order %s", order_id)
+    return send_receipt.enqueue(order_id).id
+
+
+@job
+def send_receipt(order_id: int) -> None:
+    logger.info("sending the receipt of order %s", order_id)

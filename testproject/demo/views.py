@@ -59,6 +59,8 @@ ACTIONS: dict[str, Action] = {
                       lambda: [jobs.fast.using(delay=DELAY_SECONDS).enqueue(12)]),
     "plain": Action("Plain @task", "@django.tasks.task(queue_name='high', priority=10) shout().", jobs.shout,
                     lambda: [jobs.shout.enqueue("hello from django.tasks")]),
+    "order": Action("Job with a child", "place_order(7) logs and enqueues send_receipt(7): both log the request's id.",
+                    jobs.place_order, lambda: [jobs.place_order.enqueue(7)]),
 }
 
 

@@ -7,6 +7,7 @@ testproject's own settings and an embedded Redis in a temporary directory.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -35,6 +36,7 @@ BUTTONS = {
     "bulk": ("demo.jobs.fast", "default", "waiting", 100),
     "delayed": ("demo.jobs.fast", "default", "scheduled", 1),
     "plain": ("demo.jobs.shout", "high", "waiting", 1),
+    "order": ("demo.jobs.place_order", "default", "waiting", 1),
 }
 
 
@@ -251,3 +253,42 @@ def test_the_demo_launcher_serves_the_site_runs_sample_jobs_and_stops_everything
     assert embedded_gone(Path(demo_env["DEMO_EMBEDDED_DIR"]).resolve())
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+def test_a_request_id_sent_to_the_testproject_reaches_the_json_logs_of_its_job_and_child(demo_env):
+    """X-Request-ID: abc123 on a real testproject request; the workers' JSON lines of both jobs carry it."""
+    directory = Path(demo_env["DEMO_EMBEDDED_DIR"]).resolve()
+    assert manage(demo_env, "migrate", "--noinput").returncode == 0
+    workers = subprocess.Popen(
+        [sys.executable, "manage.py", "runworkers", "--processes", "2", "--threads", "2", "--grace", "5"],
+        cwd=TESTPROJECT, env=demo_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )
+    try:
+        wait_until(lambda: (directory / "users" / str(workers.pid)).exists() or workers.poll() is not None,
+                   timeout=15, message="runworkers to start the embedded Redis")
+        # The request goes through the testproject's whole middleware stack and its real view.
+        code = (
+            "from django.test import Client; from django.tasks import TaskResultStatus; from demo import jobs\n"
+            "c = Client(SERVER_NAME='localhost')\n"
+            "r = c.post('/enqueue/order/', HTTP_X_REQUEST_ID='abc123')\n"
+            "assert r.status_code == 302 and r['X-Request-ID'] == 'abc123', r\n"
+            "[entry] = c.session['demo_jobs'][:1]\n"
+            "parent = jobs.place_order.get_result(entry['ids'][0]).wait(timeout=20)\n"
+            "child = jobs.send_receipt.get_result(parent.return_value).wait(timeout=20)\n"
+            "print('ids', parent.id, child.id, parent.correlation_id, child.correlation_id, child.parent_id)\n"
+        )
+        result = manage(demo_env, "shell", "-c", code)
+        assert result.returncode == 0, result.stderr + result.stdout
+        parent_id, child_id, *cids, child_parent = result.stdout.split("ids ", 1)[1].split()
+        assert cids == ["abc123", "abc123"] and child_parent == parent_id
+    finally:
+        os.kill(workers.pid, signal.SIGTERM)
+        output, _ = workers.communicate(timeout=20)
+    assert workers.returncode == 0, output
+    lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    for job_id, message in ((parent_id, "placing order 7"), (child_id, "sending the receipt of order 7")):
+        mine = [line for line in lines if line.get("job_id") == job_id]
+        assert message in {line["message"] for line in mine}, output
+        assert any(line.get("action") == "job_succeeded" for line in mine), output
+        assert all(line["correlation_id"] == "abc123" for line in mine), output
