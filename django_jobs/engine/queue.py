@@ -88,11 +88,11 @@ class FetchResult:
 
 
 class Recovery(tuple[int, int]):
-    """``(recovered, failed)`` counts of one recovery call, with ``jobs``: ``[(job_id, what)]``."""
+    """``(recovered, failed)`` counts of one recovery call, with ``jobs``: ``[(job_id, what, correlation_id)]``."""
 
-    jobs: list[tuple[str, str]]
+    jobs: list[tuple[str, str, str]]
 
-    def __new__(cls, recovered: int, failed: int, jobs: list[tuple[str, str]]) -> Recovery:
+    def __new__(cls, recovered: int, failed: int, jobs: list[tuple[str, str, str]]) -> Recovery:
         self = super().__new__(cls, (recovered, failed))
         self.jobs = jobs
         return self
@@ -307,8 +307,9 @@ class Engine:
     def recover(self, queue: str, *, now_ms: int = 0, limit: int = RECOVER_LIMIT) -> Recovery:
         """Return expired leases to waiting; returns (recovered, failed as worker_lost).
 
-        The result's ``jobs`` lists ``(job_id, what)`` for each job handled, ``what`` being
-        ``"stalled"`` (back to waiting), ``"failed"`` or ``"cancelled"`` (a cancel was requested).
+        The result's ``jobs`` lists ``(job_id, what, correlation_id)`` for each job handled,
+        ``what`` being ``"stalled"`` (back to waiting), ``"failed"`` or ``"cancelled"`` (a cancel
+        was requested).
         """
         k = self.keys(queue)
         f_age, _ = self.settings.keep(queue, "FAILED")
@@ -317,7 +318,7 @@ class Engine:
             (k.active, k.wait, k.failed, k.meta, k.events, k.marker, k.cancelled),
             (k.job_prefix, self.maxlen, self.settings.max_recoveries, limit, int(f_age * 1000), now_ms),
         )
-        return Recovery(int(recovered), int(failed), list(zip(flat[::2], flat[1::2])))
+        return Recovery(int(recovered), int(failed), list(zip(flat[::3], flat[1::3], flat[2::3])))
 
     def release(self, queue: str, leases: Iterable[tuple[str, str]]) -> int:
         """Put unfinished active jobs back to waiting (shutdown); returns how many."""

@@ -633,8 +633,9 @@ class WorkerProcess:
     def _recover(self) -> None:
         for queue in self.queues:
             result = self.engine.recover(queue)
-            for job_id, what in result.jobs:
-                extra = {"action": f"job_{what}", "job_id": job_id, "queue": queue}
+            for job_id, what, cid in result.jobs:
+                extra = {"action": f"job_{what}", "job_id": job_id, "queue": queue, "correlation_id": cid,
+                         "worker": self.worker_id}
                 if what == "stalled":
                     logger.warning("Job %s stalled (its worker stopped renewing the lease): back to waiting", job_id, extra=extra)
                 elif what == "failed":

@@ -154,8 +154,8 @@ def test_recovery_with_redis_time_ignores_leases_that_are_still_valid(engine, r,
 
 
 def test_recover_reports_each_job_it_handled(engine, r):
-    engine.enqueue(QUEUE, [new_job("j1"), new_job("j2")])
+    engine.enqueue(QUEUE, [new_job("j1", correlation_id="req-1"), new_job("j2")])
     engine.fetch(QUEUE, 2, lease_ms=60_000, worker_id="w1")
     result = engine.recover(QUEUE, now_ms=later(r))
     assert result == (2, 0)
-    assert sorted(result.jobs) == [("j1", "stalled"), ("j2", "stalled")]
+    assert sorted(result.jobs) == [("j1", "stalled", "req-1"), ("j2", "stalled", "")]

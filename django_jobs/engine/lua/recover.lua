@@ -7,8 +7,8 @@
   KEYS[5] events STREAM  KEYS[6] marker LIST  KEYS[7] cancelled ZSET
   ARGV[1] job key prefix  ARGV[2] events maxlen  ARGV[3] max_recoveries  ARGV[4] limit
   ARGV[5] keep failed ms (also for cancelled)  ARGV[6] now_ms override for tests (0 = Redis time)
-  Returns: { recovered_count, failed_count, cancelled_count, { job_id, what, ... } } with what
-           'stalled' (back to waiting) | 'failed' (worker_lost) | 'cancelled', per job handled
+  Returns: { recovered_count, failed_count, cancelled_count, { job_id, what, correlation_id, ... } }
+           with what 'stalled' (back to waiting) | 'failed' (worker_lost) | 'cancelled', per job handled
   Events:  "stalled" per job back to waiting, "failed" (why=worker_lost) per job past
            max_recoveries, "cancelled" per cancel-requested job
 ]]
@@ -30,12 +30,12 @@ if now_ms == 0 then now_ms = server_now_ms() end
 -- A lease is valid until its deadline; it has expired once the deadline is in the past.
 local expired = rcall('ZRANGEBYSCORE', active_key, '-inf', string.format('(%d', now_ms), 'LIMIT', 0, tonumber(ARGV[4]))
 local recovered, failed, cancelled = 0, 0, 0
-local outcomes = {} -- job_id, what ('stalled' | 'failed' | 'cancelled'), ...
+local outcomes = {} -- job_id, what ('stalled' | 'failed' | 'cancelled'), correlation_id, ...
 for i = 1, #expired do
   local job_id = expired[i]
   local job_key = job_prefix .. job_id
   rcall('ZREM', active_key, job_id)
-  local fields = rcall('HMGET', job_key, 's', 'ws', 'p', 'cx')
+  local fields = rcall('HMGET', job_key, 's', 'ws', 'p', 'cx', 'cid')
   if fields[1] == 'active' then
     local recoveries = rcall('HINCRBY', job_key, 'rec', 1)
     rcall('HDEL', job_key, 'tok', 'w')
@@ -47,6 +47,7 @@ for i = 1, #expired do
       cancelled = cancelled + 1
       outcomes[#outcomes + 1] = job_id
       outcomes[#outcomes + 1] = 'cancelled'
+      outcomes[#outcomes + 1] = fields[5] or ''
     elseif recoveries > max_recoveries then
       append_json(job_key, 'err', cjson.encode({
         exception_class_path = 'django_jobs.exceptions.LeaseLost',
@@ -58,12 +59,14 @@ for i = 1, #expired do
       failed = failed + 1
       outcomes[#outcomes + 1] = job_id
       outcomes[#outcomes + 1] = 'failed'
+      outcomes[#outcomes + 1] = fields[5] or ''
     else
       requeue_front(job_key, job_id, wait_key, meta_key, fields[2], fields[3])
       emit(events_key, maxlen, 'stalled', job_id)
       recovered = recovered + 1
       outcomes[#outcomes + 1] = job_id
       outcomes[#outcomes + 1] = 'stalled'
+      outcomes[#outcomes + 1] = fields[5] or ''
     end
   end
 end
