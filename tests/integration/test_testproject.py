@@ -170,6 +170,20 @@ def manage(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.C
     )
 
 
+def start_demo_workers(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    """Start the testproject's runworkers and wait until it has started the embedded Redis."""
+    directory = Path(env["DEMO_EMBEDDED_DIR"]).resolve()
+    workers = subprocess.Popen(
+        [sys.executable, "manage.py", "runworkers", *args, "--grace", "5"],
+        cwd=TESTPROJECT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )
+    wait_until(lambda: (directory / "users" / str(workers.pid)).exists() or workers.poll() is not None,
+               timeout=15, message="runworkers to start the embedded Redis")
+    assert workers.poll() is None, workers.stdout.read()
+    return workers
+
+
 def embedded_gone(directory: Path) -> bool:
     from django_jobs import embedded
 
@@ -186,15 +200,8 @@ def test_runworkers_of_the_testproject_runs_jobs_on_the_embedded_redis_and_stops
     from django_jobs import embedded
 
     directory = Path(demo_env["DEMO_EMBEDDED_DIR"]).resolve()
-    workers = subprocess.Popen(
-        [sys.executable, "manage.py", "runworkers", "--processes", "1", "--threads", "4", "--grace", "5"],
-        cwd=TESTPROJECT, env=demo_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True,
-    )
+    workers = start_demo_workers(demo_env, "--processes", "1", "--threads", "4")
     try:
-        wait_until(lambda: (directory / "users" / str(workers.pid)).exists() or workers.poll() is not None,
-                   timeout=15, message="runworkers to start the embedded Redis")
-        assert workers.poll() is None, workers.stdout.read()
 
         result = manage(demo_env, "demo_enqueue", "--kinds", "fast,async,plain,bulk", "--wait", "15")
         assert result.returncode == 0, result.stderr
@@ -257,16 +264,9 @@ def test_the_demo_launcher_serves_the_site_runs_sample_jobs_and_stops_everything
 
 def test_a_request_id_sent_to_the_testproject_reaches_the_json_logs_of_its_job_and_child(demo_env):
     """X-Request-ID: abc123 on a real testproject request; the workers' JSON lines of both jobs carry it."""
-    directory = Path(demo_env["DEMO_EMBEDDED_DIR"]).resolve()
     assert manage(demo_env, "migrate", "--noinput").returncode == 0
-    workers = subprocess.Popen(
-        [sys.executable, "manage.py", "runworkers", "--processes", "2", "--threads", "2", "--grace", "5"],
-        cwd=TESTPROJECT, env=demo_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True,
-    )
+    workers = start_demo_workers(demo_env, "--processes", "2", "--threads", "2")
     try:
-        wait_until(lambda: (directory / "users" / str(workers.pid)).exists() or workers.poll() is not None,
-                   timeout=15, message="runworkers to start the embedded Redis")
         # The request goes through the testproject's whole middleware stack and its real view.
         code = (
             "from django.test import Client; from django.tasks import TaskResultStatus; from demo import jobs\n"
