@@ -34,7 +34,6 @@ import logging
 import math
 import os
 import queue as queue_mod
-import select
 import signal
 import socket
 import threading
@@ -51,6 +50,7 @@ from django_jobs.engine.queue import Claimed, Engine, Outcome
 from django_jobs.exceptions import RedisOutOfMemory, RedisUnavailable
 from django_jobs.worker import executor
 from django_jobs.worker.executor import Prepared, RunningJob
+from django_jobs.worker.wakeup import WakeupPipe
 
 logger = logging.getLogger("django_jobs.worker")
 
@@ -72,8 +72,6 @@ SETTLE_TRIES = 3
 FLUSH_TIMEOUT = 5.0
 #: Signals a worker forked by the supervisor handles.
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
-#: Byte written to the wake-up pipe by :meth:`WorkerProcess.request_stop` (signals write their number).
-_WAKE = 0
 _STOP = object()
 
 
@@ -190,9 +188,7 @@ class WorkerProcess:
         self._child = False
         self._signals = 0
         # The main thread sleeps on this pipe; signals (set_wakeup_fd) and request_stop() write to it.
-        self._pipe_lock = threading.Lock()
-        self._wake_r = self._wake_w = -1
-        self._saved_wakeup_fd = -1
+        self._pipe = WakeupPipe()
         self._saved_handlers: dict[int, Any] = {}
         self.processed = 0
         self.started_at = time.time()
@@ -214,15 +210,14 @@ class WorkerProcess:
         ``child``: forked by the supervisor (SIGTERM does not escalate, SIGINT is ignored).
         """
         self._child = child
-        self._open_pipe()
-        self._saved_wakeup_fd = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        self._pipe.route_signals()
         for sig in SIGNALS:
             self._saved_handlers[sig] = signal.signal(sig, signal.SIG_IGN if child and sig == signal.SIGINT else _ignore)
 
     def _restore_signals(self) -> None:
         if not self._saved_handlers:
             return
-        signal.set_wakeup_fd(self._saved_wakeup_fd)
+        self._pipe.unroute_signals()
         for sig, handler in self._saved_handlers.items():
             signal.signal(sig, handler)
         self._saved_handlers.clear()
@@ -261,48 +256,16 @@ class WorkerProcess:
         self.stopping.set()
         with self._cond:
             self._cond.notify_all()
-        self._wake()
-
-    def _open_pipe(self) -> None:
-        with self._pipe_lock:
-            if self._wake_r < 0:
-                self._wake_r, self._wake_w = os.pipe()
-                for fd in (self._wake_r, self._wake_w):
-                    os.set_blocking(fd, False)
-
-    def _close_pipe(self) -> None:
-        with self._pipe_lock:
-            fds, self._wake_r, self._wake_w = (self._wake_r, self._wake_w), -1, -1
-        for fd in fds:
-            if fd >= 0:
-                os.close(fd)
-
-    def _wake(self) -> None:
-        # Under the lock: a closed descriptor's number may already belong to another file.
-        with self._pipe_lock:
-            if self._wake_w < 0:
-                return
-            try:
-                os.write(self._wake_w, bytes([_WAKE]))
-            except BlockingIOError:
-                pass  # full: a wake-up is pending anyway
+        self._pipe.wake()
 
     def _wait_main(self, timeout: float | None) -> None:
         """Block the main thread until a signal or a wake-up arrives, or ``timeout`` passes."""
-        ready, _, _ = select.select([self._wake_r], [], [], timeout)
-        if not ready:
-            return
-        try:
-            data = os.read(self._wake_r, 256)
-        except BlockingIOError:
-            return
-        for signum in data:
-            if signum != _WAKE:
-                self._on_signal(signum)
+        for signum in self._pipe.wait(timeout):
+            self._on_signal(signum)
 
     def run(self) -> int:
         """Run until stopped; return the exit code."""
-        self._open_pipe()
+        self._pipe.open()
         self.start()
         try:
             while not self.stopping.is_set():
@@ -311,7 +274,7 @@ class WorkerProcess:
         finally:
             if not self._child:  # a child exits now: its handlers stay until the end
                 self._restore_signals()
-                self._close_pipe()
+                self._pipe.close()
         return 0
 
     def shutdown(self) -> None:

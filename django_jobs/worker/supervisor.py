@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import select
 import signal
 import sys
 import time
@@ -26,6 +25,7 @@ from django import db
 
 from django_jobs.scheduler import Scheduler
 from django_jobs.worker.process import SIGNALS, run_worker_process
+from django_jobs.worker.wakeup import WakeupPipe
 
 logger = logging.getLogger("django_jobs.worker")
 
@@ -81,7 +81,7 @@ class Supervisor:
         self._stop_at = 0.0
         self._escalated = False
         self._killed = False
-        self._wake_r = self._wake_w = -1
+        self._pipe = WakeupPipe()
         self.scheduler: Scheduler | None = None
 
     # -- children -------------------------------------------------------------------------
@@ -119,8 +119,7 @@ class Supervisor:
         code = 1
         try:
             signal.set_wakeup_fd(-1)
-            os.close(self._wake_r)
-            os.close(self._wake_w)
+            self._pipe.close()
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             # The signal mask is inherited by whatever a job runs: leave only the worker's
             # own signals blocked, until it handles them (see run_worker_process).
@@ -179,25 +178,15 @@ class Supervisor:
         A signal that arrives before :meth:`run` waits in a pipe and is acted on once the
         workers are started.
         """
-        if self._wake_r >= 0:
+        if self._pipe.is_open:
             return
-        self._wake_r, self._wake_w = os.pipe()
-        for fd in (self._wake_r, self._wake_w):
-            os.set_blocking(fd, False)
-        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        self._pipe.route_signals()
         for sig in _WATCHED:
             signal.signal(sig, _ignore)
 
     def _wait(self, timeout: float) -> None:
         """Sleep until a signal arrives or ``timeout`` passes; act on the signals."""
-        ready, _, _ = select.select([self._wake_r], [], [], max(timeout, 0.0))
-        if not ready:
-            return
-        try:
-            data = os.read(self._wake_r, 256)
-        except BlockingIOError:
-            return
-        for signum in data:
+        for signum in self._pipe.wait(timeout):
             if signum in (signal.SIGTERM, signal.SIGINT):
                 self._on_stop_signal(signum)
 
@@ -252,9 +241,8 @@ class Supervisor:
         finally:
             if self.scheduler is not None:
                 self.scheduler.stop()
-            signal.set_wakeup_fd(-1)
-            os.close(self._wake_r)
-            os.close(self._wake_w)
+            self._pipe.unroute_signals()
+            self._pipe.close()
         return self.exit_code
 
     def _escalate(self, now: float) -> float:
