@@ -15,6 +15,7 @@ from django.test import override_settings
 from tests.redis_server import RedisServer, env_for, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
+TESTPROJECT = ROOT / "testproject"
 
 
 @pytest.fixture(scope="session")
@@ -119,3 +120,11 @@ def workers(redis_server, prefix):
     w = Workers(redis_server, prefix)
     yield w
     w.stop_all()
+
+
+@pytest.fixture(scope="module")
+def testproject_on_path():
+    """Make the testproject's packages (``testproject``, ``demo``) importable for a test module."""
+    sys.path.insert(0, str(TESTPROJECT))
+    yield
+    sys.path.remove(str(TESTPROJECT))

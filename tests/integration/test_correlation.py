@@ -6,7 +6,6 @@ import json
 import logging
 import signal
 import sys
-from pathlib import Path
 
 import pytest
 from django.test import AsyncClient, Client, override_settings
@@ -14,14 +13,9 @@ from django.test import AsyncClient, Client, override_settings
 from django_jobs.correlation import CorrelationIdFilter, JsonFormatter, correlation_id, get_correlation_id, process_correlation_id
 from tests.redis_server import wait_until
 
-TESTPROJECT = Path(__file__).resolve().parents[2] / "testproject"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def testproject_on_path():
-    sys.path.insert(0, str(TESTPROJECT))
-    yield
-    sys.path.remove(str(TESTPROJECT))
+pytestmark = pytest.mark.usefixtures("testproject_on_path")
 
 
 @pytest.fixture

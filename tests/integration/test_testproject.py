@@ -22,10 +22,9 @@ from django.conf import settings
 from django.tasks import TaskResultStatus
 from django.test import Client, override_settings
 
+from tests.conftest import ROOT, TESTPROJECT
 from tests.redis_server import wait_until
 
-ROOT = Path(__file__).resolve().parents[2]
-TESTPROJECT = ROOT / "testproject"
 
 #: button -> (job name, queue, state right after enqueue, number of jobs)
 BUTTONS = {
@@ -40,11 +39,7 @@ BUTTONS = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def testproject_on_path():
-    sys.path.insert(0, str(TESTPROJECT))
-    yield
-    sys.path.remove(str(TESTPROJECT))
+pytestmark = pytest.mark.usefixtures("testproject_on_path")
 
 
 @pytest.fixture
