@@ -56,15 +56,12 @@ def test_a_redis_frozen_past_the_lease_resumes_and_every_job_completes(chaos, re
     assert redis_server.proc is not None
     # SIGSTOP: Redis answers nothing for 3 s (the lease is 2 s): its clock jumps past every lease.
     os.kill(redis_server.proc.pid, signal.SIGSTOP)
-    frozen_at = time.monotonic()
     try:
         time.sleep(3.0)
     finally:
         os.kill(redis_server.proc.pid, signal.SIGCONT)
-    running_then = {tag for tag in chaos.counts("start") if chaos.counts("end")[tag] == 0}
     for result in results:
         chaos.wait_state(result.id, "completed", timeout=40)
-    resumed_in = time.monotonic() - frozen_at
     assert sup.alive() and len(sup.children()) == 2, "no worker process died"
     assert sup.stop() == 0
     starts = chaos.counts("start")
@@ -74,11 +71,9 @@ def test_a_redis_frozen_past_the_lease_resumes_and_every_job_completes(chaos, re
         assert job["a"] == "1"
         runs = 1 + int(job.get("rec", 0))
         assert starts[f"p{i}"] <= runs, f"p{i} ran {starts[f'p{i}']} times with {runs - 1} recovery(ies)"
-    # Only jobs that were running (or claimed) when Redis froze may have run again.
+    # Only jobs that were running when Redis froze may run again (each was recovered, checked above).
     again = {tag for tag, n in starts.items() if n > 1}
-    assert len(again) <= 8, f"more reruns than the 2 x 2 slots (+ claimed ahead) could hold: {sorted(again)}"
-    assert again <= running_then | {tag for tag in starts if chaos.job(results[int(tag[1:])].id).get("rec")}
-    assert resumed_in < 40
+    assert len(again) <= 4, f"more reruns than the 2 x 2 slots could hold: {sorted(again)}"
     chaos.check_invariants()
 
 
@@ -88,6 +83,9 @@ def test_client_pause_past_the_lease_holds_every_write_then_work_resumes(chaos, 
     chaos.wait_ledger("start", ["c0"])
     # Writes (every script) wait 3 s while Redis' clock runs on: leases expire meanwhile.
     r.execute_command("CLIENT", "PAUSE", "3000", "WRITE")
+    before = chaos.engine.counts("default")["completed"]  # reads still answer
+    time.sleep(1.0)
+    assert chaos.engine.counts("default")["completed"] == before, "the pause held the settles"
     for result in results:
         chaos.wait_state(result.id, "completed", timeout=40)
     assert sup.stop() == 0
