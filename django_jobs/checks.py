@@ -16,10 +16,12 @@
 ``django_jobs.W001``    (deploy) Redis does not answer.
 ``django_jobs.W002``    Embedded mode, but no redis-server binary was found.
 ``django_jobs.W003``    (deploy) The embedded Redis is used: it is meant for development.
+``django_jobs.W010``    (deploy) Redis' maxmemory-policy is not noeviction: a full Redis deletes jobs.
+``django_jobs.W011``    (deploy) Redis persists nothing (no AOF, no RDB save point): a restart loses every job.
 ======================  ======================================================================
 
-Checks never raise and do no network I/O, except W001 which is a deploy check
-(``manage.py check --deploy``). Validity rules live in :mod:`django_jobs.conf` and
+Checks never raise and do no network I/O, except W001, W010 and W011 which are deploy
+checks (``manage.py check --deploy``). Validity rules live in :mod:`django_jobs.conf` and
 :mod:`django_jobs.engine.connection`, so a value the checks accept is one
 :func:`~django_jobs.conf.get_settings` and the engine accept.
 """
@@ -379,3 +381,36 @@ def check_redis_reachable(app_configs: Any = None, **kwargs: Any) -> Messages:
             hint = f"Start Redis or fix {where}: enqueueing and workers fail until it answers."
         return [checks.Warning(str(exc), hint=hint, id="django_jobs.W001")]
     return []
+
+
+@checks.register("django_jobs", deploy=True)
+@_never_raise
+def check_redis_durability(app_configs: Any = None, **kwargs: Any) -> Messages:
+    """Warn when Redis may evict jobs (W010) or keeps nothing on disk (W011); see docs/reliability.md."""
+    from django_jobs.conf import get_settings
+    from django_jobs.engine.connection import durability
+
+    try:
+        settings = get_settings()
+        found = durability(settings)
+    except (ConfigurationError, RedisUnavailable):
+        return []  # E002/E003/E005 or W001 report it
+    if found is None:
+        return []  # embedded: AOF is on, and W003 says it is for development
+    warnings: Messages = []
+    if found.maxmemory_policy is not None and found.maxmemory_policy != "noeviction":
+        warnings.append(checks.Warning(
+            f"Redis' maxmemory-policy is {found.maxmemory_policy!r}: when Redis is full it deletes keys, "
+            "which can be jobs, their queue entries or their leases.",
+            hint="Set maxmemory-policy noeviction in redis.conf (or CONFIG SET maxmemory-policy noeviction): "
+            "a full Redis then refuses writes (RedisOutOfMemory) and loses nothing.",
+            id="django_jobs.W010",
+        ))
+    if found.persists is False:
+        warnings.append(checks.Warning(
+            "Redis persists nothing (appendonly no, no RDB save point): a Redis restart or crash loses every job.",
+            hint="Turn on the append-only file: appendonly yes with appendfsync everysec (a crash loses about the last "
+            "second of writes). See docs/reliability.md for each mode's loss window.",
+            id="django_jobs.W011",
+        ))
+    return warnings

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -381,3 +382,67 @@ def ping(settings: JobsSettings, *, timeout: float = 2.0) -> str | None:
         client.close()
     return shown
 
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Durability:
+    """What a Redis server says about keeping its data (None: it would not say)."""
+
+    #: ``noeviction`` keeps every key when memory is full; the other policies delete keys.
+    maxmemory_policy: str | None
+    #: The append-only file is on.
+    aof: bool | None
+    #: The RDB save points, e.g. ``"3600 1 300 100"`` (``""``: none).
+    save: str | None
+
+    @property
+    def persists(self) -> bool | None:
+        """False when Redis writes nothing to disk (no AOF, no save points); None when unknown."""
+        if self.aof:
+            return True
+        if self.save:
+            return True
+        if self.aof is None or self.save is None:
+            return None
+        return False
+
+
+def durability(settings: JobsSettings, *, timeout: float = 2.0) -> Durability | None:
+    """Ask the configured Redis how it keeps data (``INFO`` and ``CONFIG GET save``), failing fast.
+
+    Returns None in embedded mode (the embedded server runs with AOF on). Managed Redis
+    services often refuse ``CONFIG``: the save points are then None (unknown).
+
+    Raises:
+        ConfigurationError: the settings are invalid.
+        RedisUnavailable: Redis did not answer.
+    """
+    config = client_config(settings, start_embedded=False)
+    if config is None:
+        return None
+    url, kwargs = config
+    kwargs.update(
+        retry=Retry(NoBackoff(), 0), socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=0
+    )
+    shown = safe_url(url)
+    client = _client(url, kwargs, settings)
+    try:
+        memory = client.info("memory")
+        persistence = client.info("persistence")
+        try:
+            save: str | None = str(client.config_get("save").get("save", ""))
+        except redis.ResponseError:  # CONFIG renamed or refused (ElastiCache, Memorystore, ACLs)
+            save = None
+    except redis.ResponseError:
+        return Durability(maxmemory_policy=None, aof=None, save=None)
+    except (redis.RedisError, OSError) as exc:
+        raise RedisUnavailable(f"Cannot reach Redis at {shown}: {redact(str(exc), kwargs.get('password'))}") from exc
+    finally:
+        client.close()
+    policy = memory.get("maxmemory_policy")
+    aof = persistence.get("aof_enabled")
+    return Durability(
+        maxmemory_policy=str(policy) if policy is not None else None,
+        aof=bool(int(aof)) if aof is not None else None,
+        save=save,
+    )

@@ -49,6 +49,7 @@ from django_jobs.engine.codes import ScriptCode
 from django_jobs.engine.queue import Claimed, Engine, Outcome
 from django_jobs.exceptions import RedisOutOfMemory, RedisUnavailable
 from django_jobs.worker import executor
+from django_jobs.worker import faults  # test-only crash points (no-op unless DJJ_FAULT_AT is set)
 from django_jobs.worker.executor import Prepared, RunningJob
 from django_jobs.worker.wakeup import WakeupPipe
 
@@ -414,6 +415,7 @@ class WorkerProcess:
                     break
                 res = self.engine.fetch(queue, free, lease_ms=self.lease_ms, worker_id=self.worker_id)
                 for claimed in res.jobs:
+                    faults.point("after_fetch")
                     self._dispatch(claimed)
             free -= len(res.jobs)
             got += len(res.jobs)
@@ -532,6 +534,7 @@ class WorkerProcess:
             errors = 0
             while True:
                 try:
+                    faults.point("before_settle")
                     codes = self.engine.settle(queue, [o for _, o in items])
                     break
                 except Exception as exc:  # noqa: BLE001 - retried, see below
@@ -549,6 +552,7 @@ class WorkerProcess:
                     self._outage.failed("settling jobs", exc, backoff)
                     time.sleep(backoff)
                     backoff = min(backoff * 2, BACKOFF_MAX)
+            faults.point("after_settle")
             with self._cond:
                 for (job, _), code in zip(items, codes):
                     self._leases.pop(job.id, None)
@@ -624,6 +628,7 @@ class WorkerProcess:
                 by_queue[job.queue].append((job.id, job.claimed.token))
         for queue, leases in by_queue.items():
             lost, cancel = self.engine.renew(queue, leases, lease_ms=self.lease_ms)
+            faults.point("after_renew")
             with self._cond:
                 for job_id in lost:
                     # Another run owns the job now: stop renewing, drop this run's outcome.

@@ -2,7 +2,12 @@
 
 * every job hash ``{prefix}:{queue}:job:<id>`` is in exactly one state ZSET, the one its
   ``s`` field names (waiting ↔ ``wait``, scheduled ↔ ``scheduled``, ...);
-* every member of a state ZSET has a job hash (no orphans).
+* every member of a state ZSET has a job hash (no orphans);
+* (:func:`event_violations`) no job has two terminal events in its queue's ``events``
+  stream, nor an event after its terminal one: nothing both completed and requeued
+  (an operator's ``jobs retry`` starts a job over);
+* (:func:`field_violations`) an active job has a lease (``tok``, ``w``) and a claimed job
+  an attempt count of at least one; a finished job has its finish time.
 
 Reads only (SCAN and ZSCORE), so it can run on a live store too, but a job moving
 between two reads would show up as a violation: call it when no worker runs.
@@ -53,7 +58,60 @@ def invariant_violations(client: redis.Redis, prefix: str, queues: Iterable[str]
     return problems
 
 
+#: Events after which a job never changes again.
+TERMINAL_EVENTS = frozenset({"completed", "failed", "cancelled"})
+#: Events that only say something about a job without changing its state.
+NOTE_EVENTS = frozenset({"cancel_requested"})
+
+
+def event_violations(client: redis.Redis, prefix: str, queues: Iterable[str]) -> list[str]:
+    """Return each job whose events show two outcomes, or a transition after its outcome.
+
+    The stream is capped (``EVENTS_MAXLEN``), so only the events still in it are checked.
+    """
+    problems: list[str] = []
+    for queue in queues:
+        keys = QueueKeys.build(prefix, queue)
+        done: dict[str, str] = {}
+        for entry_id, fields in client.xrange(keys.events):
+            job_id, event = fields.get("j"), fields.get("e")
+            if job_id is None or event in NOTE_EVENTS:
+                continue
+            if event == "waiting" and fields.get("why") == "retried":
+                done.pop(job_id, None)  # an operator's `manage.py jobs retry`: a new life
+                continue
+            if job_id in done:
+                problems.append(f"{queue}: job {job_id} got {event!r} ({entry_id}) after {done[job_id]!r}")
+            if event in TERMINAL_EVENTS:
+                done.setdefault(job_id, event)
+    return problems
+
+
+def field_violations(client: redis.Redis, prefix: str, queues: Iterable[str]) -> list[str]:
+    """Return each job hash whose fields contradict its state (lease, attempts, finish time)."""
+    problems: list[str] = []
+    for queue in queues:
+        keys = QueueKeys.build(prefix, queue)
+        job_keys = sorted(client.scan_iter(match=keys.job_prefix + "*", count=1000))
+        with client.pipeline(transaction=False) as pipe:
+            for key in job_keys:
+                pipe.hmget(key, "s", "tok", "w", "a", "f")
+            rows = pipe.execute()
+        for key, (state, tok, worker, attempts, finished) in zip(job_keys, rows):
+            job_id = key[len(keys.job_prefix):]
+            if attempts is None or int(attempts) < 0:
+                problems.append(f"{queue}: job {job_id} has attempt count {attempts!r}")
+            if state == "active" and (not tok or not worker or int(attempts or 0) < 1):
+                problems.append(f"{queue}: active job {job_id} has no lease (tok={tok!r}, w={worker!r}, a={attempts!r})")
+            if state in ("completed", "failed", "cancelled") and not finished:
+                problems.append(f"{queue}: job {job_id} is {state} without a finish time")
+    return problems
+
+
 def assert_invariants(client: redis.Redis, prefix: str, queues: Iterable[str]) -> None:
-    """Fail with every broken invariant listed."""
+    """Fail with every broken invariant listed (state sets, events, fields)."""
+    queues = list(queues)
     problems = invariant_violations(client, prefix, queues)
+    problems += event_violations(client, prefix, queues)
+    problems += field_violations(client, prefix, queues)
     assert not problems, "Redis invariants broken:\n  " + "\n  ".join(problems)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.chaos.invariants import invariant_violations
+from tests.chaos.invariants import event_violations, field_violations, invariant_violations
 from tests.testapp import jobs_chaos
 
 pytestmark = pytest.mark.chaos
@@ -31,3 +31,34 @@ def test_each_broken_invariant_is_reported(r, prefix):
     assert any(other.id in p and "'completed'" in p for p in problems)
     assert any(orphan_holder.id in p and "no job hash" in p for p in problems)
     assert any("lonely" in p and "no state set" in p for p in problems)
+
+
+def test_a_job_completed_then_requeued_or_completed_twice_is_reported(r, prefix, work):
+    once, twice, requeued = jobs_chaos.quick.enqueue_many([("a",), ("b",), ("c",)])
+    work(["default"])
+    assert event_violations(r, prefix, ["default"]) == []
+    events = f"{prefix}:{{default}}:events"
+    r.xadd(events, {"e": "completed", "j": twice.id})
+    r.xadd(events, {"e": "waiting", "j": requeued.id, "why": "retried"})  # an operator retry is fine
+    r.xadd(events, {"e": "stalled", "j": requeued.id})
+    r.xadd(events, {"e": "completed", "j": requeued.id})
+    r.xadd(events, {"e": "waiting", "j": requeued.id})
+    problems = event_violations(r, prefix, ["default"])
+    assert len(problems) == 2, problems
+    assert any(twice.id in p and "'completed'" in p for p in problems)
+    assert any(requeued.id in p and "'waiting'" in p for p in problems)
+    assert not any(once.id in p for p in problems)
+
+
+def test_an_active_job_without_a_lease_and_a_finished_job_without_a_finish_time_are_reported(r, prefix, work):
+    done, claimed = jobs_chaos.quick.enqueue_many([("a",), ("b",)])
+    work(["default"])
+    assert field_violations(r, prefix, ["default"]) == []
+    base = f"{prefix}:{{default}}:job:"
+    r.hdel(base + done.id, "f")
+    r.hset(base + claimed.id, mapping={"s": "active", "a": "0"})
+    r.hdel(base + claimed.id, "tok")
+    problems = field_violations(r, prefix, ["default"])
+    assert len(problems) == 2, problems
+    assert any(done.id in p and "finish time" in p for p in problems)
+    assert any(claimed.id in p and "no lease" in p for p in problems)
