@@ -157,6 +157,15 @@ class JobTask(Task):
         """
         return self.get_backend().enqueue_on_commit(self, args, kwargs)  # type: ignore[no-any-return]
 
+    def s(self, *args: Any, **kwargs: Any) -> Any:
+        """Return a signature of this job with these arguments: a step of a flow (docs/flows.md).
+
+        >>> Flow(store.s(7), children=[optimize.s(7)]).enqueue()  # doctest: +SKIP
+        """
+        from django_jobs.flows import signature
+
+        return signature(self, *args, **kwargs)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class JobResult(TaskResult):
@@ -220,6 +229,16 @@ class JobContext(TaskContext):
         from django_jobs.worker.executor import is_cancel_requested
 
         return is_cancel_requested(self.task_result.id)
+
+    def children_results(self) -> Any:
+        """Return how each child of this flow parent ended, by child id (docs/flows.md).
+
+        A :class:`~django_jobs.flows.ChildrenResults`: ``results[child_id].value`` is what the
+        child returned; ``results.by_name("optimize")`` finds children by job name.
+        """
+        from django_jobs.flows import children_results
+
+        return children_results(self.task_result.queue, self.task_result.id)
 
 
 def ms_to_datetime(ms: str | int | None) -> datetime | None:
