@@ -694,9 +694,13 @@ class Engine:
         return int(self._run("flow_enqueue", (), args))
 
     def _is_cluster(self) -> bool:
+        """Return True when the server is a Redis Cluster node (asked once per engine)."""
         cached = getattr(self, "_cluster", None)
         if cached is None:
-            info = self._call(self.client.info, "cluster")
+            try:
+                info = self._call(self.client.info, "cluster")
+            except redis.ResponseError:  # INFO refused (ACL, renamed command): not a Cluster we can see
+                info = {}
             cached = self._cluster = bool(int(info.get("cluster_enabled", 0) or 0))
         return cached
 
