@@ -157,3 +157,18 @@ def test_a_job_outside_flows_settles_as_before(engine, r, k, events):
     assert engine.settle(QUEUE, [complete(c)]) == [1]
     assert_state(r, k, "solo", "completed")
     assert [e for e, _ in events.all()] == ["waiting", "active", "completed"]
+
+
+def test_the_invariant_checker_reports_a_parent_left_waiting_for_a_child_that_ended(engine, r, k, prefix):
+    from tests.chaos.invariants import invariant_violations
+
+    engine.enqueue_flow(tree())
+    assert invariant_violations(r, prefix, [QUEUE, OTHER]) == []
+    # Fabricate the fault flows must never leave: c1 completed behind its parent's back.
+    r.zrem(k.wait, "c1")
+    r.zadd(k.completed, {"c1": server_ms(r) + 60_000})
+    r.hset(k.job("c1"), "s", "completed")
+
+    assert invariant_violations(r, prefix, [QUEUE, OTHER]) == [f"{QUEUE}: parent p waits for child c1, which is completed"]
+    r.hset(k.job("p"), "pend", "5")
+    assert f"{QUEUE}: parent p has pend='5' but 2 unrecorded children" in invariant_violations(r, prefix, [QUEUE, OTHER])
