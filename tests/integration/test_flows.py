@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from django_jobs.correlation import correlation_id
@@ -198,6 +200,16 @@ def test_jobs_show_prints_the_flow_tree_of_a_job(engine):
     assert "flow:" in text
     assert f"tests.testapp.jobs_flows.gather {handle.id} [default] waiting_children" in text
     assert f"└─ tests.testapp.jobs_flows.value {child_id} [default] waiting  <-" in text
+
+    out = StringIO()
+    call_command("jobs", "show", child_id, "--json", stdout=out)
+    flow = json.loads(out.getvalue())["flow"]
+    assert (flow["id"], flow["state"]) == (handle.id, "waiting_children")
+    assert [(c["id"], c["state"], c["failure"], c["children"]) for c in flow["children"]] == [(child_id, "waiting", "fail", [])]
+
+    out = StringIO()
+    call_command("jobs", "show", jf.value.enqueue(1).id, stdout=out)
+    assert "flow:" not in out.getvalue()  # a job outside flows shows no tree
 
 
 @pytest.mark.parametrize(
