@@ -91,3 +91,25 @@ def test_a_thousand_flows_of_three_children_complete_and_every_parent_sees_all_i
     for sup in chaos.supervisors:
         assert sup.stop() == 0
     chaos.check_invariants()
+
+
+def test_flows_running_across_a_redis_restart_all_complete_with_every_result(chaos, engine, redis_server):
+    handles = [
+        Flow(jf.gather.s(f"p{i}"), children=[jf.slow_step.s(f"a{i}", 0.05), jf.value.using(queue_name="low").s(i)]).enqueue()
+        for i in range(100)
+    ]
+    sup = chaos.start("--processes=2", "--threads=4")
+    chaos.wait_ready(sup, 2)
+    chaos.wait_ledger("end", [f"a{i}" for i in range(10)])
+    assert engine.counts("default")["waiting_children"] > 0  # the restart hits flows mid-way
+    # A clean restart: redis-server writes its append-only file on SIGTERM, nothing is lost.
+    redis_server.restart()
+
+    wait_until(lambda: chaos.counts("end").keys() >= {f"gather:p{i}" for i in range(100)}, 40, message="every parent to run")
+    wait_until(lambda: engine.counts("default")["completed"] == 200, 10, message="every default job completed")
+    jobs = engine.get_jobs([("default", h.id) for h in handles])
+    for i, (handle, job) in enumerate(zip(handles, jobs)):
+        a, b = (c.id for c in handle.children)
+        assert serialization.loads(job["r"]) == {a: ["completed", f"a{i}"], b: ["completed", i]}
+    assert sup.stop() == 0
+    chaos.check_invariants()
