@@ -160,6 +160,12 @@ class Flow:
 
         return build(self)
 
+    async def aenqueue(self) -> FlowResult:
+        """Create the whole flow from async code (see :meth:`enqueue`)."""
+        from asgiref.sync import sync_to_async
+
+        return await sync_to_async(self.enqueue, thread_sensitive=False)()
+
 
 def _check_arguments(sig: Signature, *, has_children: bool) -> None:
     """Fail now, in the caller, when the arguments cannot fit the job's function."""

@@ -157,6 +157,20 @@ def test_a_chord_calls_back_with_the_group_results_in_order(engine, work):
     assert state(handle.result) == "completed" and handle.result.return_value == 42
 
 
+def test_a_flow_can_be_enqueued_from_async_code_with_the_callers_correlation_id(engine, work):
+    import asyncio
+
+    async def create():
+        with correlation_id("async-1"):
+            return await Flow(jf.gather.s("a"), children=[jf.value.s(4)]).aenqueue()
+
+    handle = asyncio.run(create())
+    assert handle.result.state == "waiting_children" and handle.result.correlation_id == "async-1"
+    work()
+    assert state(handle.result) == "completed"
+    assert handle.result.return_value == {handle.children[0].id: ["completed", 4]}
+
+
 def test_the_correlation_id_of_the_creator_reaches_every_job_of_a_nested_flow(engine, work):
     with correlation_id("req-7"):
         handle = Flow(jf.store.s(1), children=[Flow(jf.store.s(2), children=[jf.optimize.s(3)])]).enqueue()
