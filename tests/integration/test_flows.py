@@ -262,3 +262,40 @@ def test_a_flow_is_created_all_or_nothing_when_one_of_its_ids_exists(engine):
     assert engine.enqueue_flow(clash) == 0
     assert engine.get_job("default", "p2") is None
     assert engine.counts("default")["waiting_children"] == 1 and engine.counts("high")["waiting"] == 2
+
+
+def test_a_flow_over_several_queues_is_refused_by_a_redis_cluster_node_before_anything_is_written(tmp_path, jobs_settings):
+    import subprocess
+
+    import redis
+    from django.test import override_settings
+
+    from django_jobs.engine import get_engine
+    from django_jobs.exceptions import ConfigurationError
+    from tests.redis_server import free_port, redis_binary, wait_until
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+         "--cluster-config-file", str(tmp_path / "nodes.conf"), "--dir", str(tmp_path), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        client = redis.Redis(host="127.0.0.1", port=port, decode_responses=True)
+
+        def up() -> bool:
+            try:
+                return bool(client.ping())
+            except redis.ConnectionError:
+                return False
+
+        wait_until(up, 10, message="the cluster-enabled redis-server")
+        with override_settings(DJANGO_JOBS={**jobs_settings, "REDIS_URL": f"redis://127.0.0.1:{port}/0"}):
+            assert get_engine().client.info("cluster")["cluster_enabled"] == 1
+            with pytest.raises(ConfigurationError, match=r"Cluster: a flow over several queues \(default, high\)"):
+                Flow(jf.gather.s("p"), children=[jf.optimize.s(1)]).enqueue()
+        assert client.dbsize() == 0
+        client.close()
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
