@@ -75,7 +75,10 @@ def test_a_failed_child_fails_its_parent_by_default_after_its_retries_and_cancel
     assert state(parent) == "failed" and parent.failure_reason == "child_failed"
     assert parent.errors[-1].exception_class_path == "django_jobs.exceptions.ChildFailed"
     assert state(waiting.result) == "cancelled" and waiting.result.failure_reason == "parent_ended"
-    assert [row[2] for row in read_ledger(ledger_path)] == ["broken:b", "broken:b"]  # the parent never ran
+    runs = [row[2] for row in read_ledger(ledger_path)]
+    # The parent never ran. (Its child ran twice; a third run happens only if a starved test
+    # process let a 2 s lease expire: at least once, by design.)
+    assert set(runs) == {"broken:b"} and len(runs) >= 2
     assert_invariants(engine.client, engine.prefix, QUEUES)
 
 
@@ -277,7 +280,7 @@ def test_a_flow_over_several_queues_is_refused_by_a_redis_cluster_node_before_an
     port = free_port()
     proc = subprocess.Popen(
         [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
-         "--cluster-config-file", str(tmp_path / "nodes.conf"), "--dir", str(tmp_path), "--save", "", "--appendonly", "no"],
+         "--cluster-config-file", str(tmp_path / "nodes.conf"), "--dir", str(tmp_path), "--save", "", "--appendonly", "no", "--logfile", str(tmp_path / "redis.log")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
@@ -289,7 +292,8 @@ def test_a_flow_over_several_queues_is_refused_by_a_redis_cluster_node_before_an
             except redis.ConnectionError:
                 return False
 
-        wait_until(up, 10, message="the cluster-enabled redis-server")
+        wait_until(lambda: up() or proc.poll() is not None, 10, message="the cluster-enabled redis-server")
+        assert proc.poll() is None, (tmp_path / "redis.log").read_text()
         with override_settings(DJANGO_JOBS={**jobs_settings, "REDIS_URL": f"redis://127.0.0.1:{port}/0"}):
             assert get_engine().client.info("cluster")["cluster_enabled"] == 1
             with pytest.raises(ConfigurationError, match=r"Cluster: a flow over several queues \(default, high\)"):
