@@ -279,7 +279,7 @@ def test_a_flow_over_several_queues_is_refused_by_a_redis_cluster_node_before_an
 
     port = free_port()
     proc = subprocess.Popen(
-        [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+        [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes", "--cluster-port", str(free_port()),
          "--cluster-config-file", str(tmp_path / "nodes.conf"), "--dir", str(tmp_path), "--save", "", "--appendonly", "no", "--logfile", str(tmp_path / "redis.log")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
