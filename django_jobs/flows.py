@@ -26,6 +26,8 @@ from django_jobs.tasks import JobResult, JobTask
 POLICIES = {"fail": "", "ignore": "i", "remove": "r"}
 #: How a parent receives its children's return values as its first argument ('cr' payload option).
 RECEIVES = ("", "one", "list")
+#: The most jobs one flow may have (one script call creates them all).
+MAX_FLOW_JOBS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,11 +102,21 @@ class Flow:
         from django_jobs.engine.queue import FlowJob
         from django_jobs.tasks import ms_to_datetime
 
-        nodes = list(self.walk())
-        if len(nodes) > 10_000:
-            raise InvalidJob(f"A flow has at most 10,000 jobs; this one has {len(nodes)}.")
-        prepared: dict[int, tuple[Any, JobResult]] = {}
-        for node in nodes:
+        # Each occurrence of a node is a job of its own (a Flow object may be used twice).
+        nodes: list[tuple[Flow, int]] = []  # (node, index of its parent in nodes; -1 for the root)
+        stack: list[tuple[Flow, int]] = [(self, -1)]
+        while stack:
+            node, parent_index = stack.pop()
+            nodes.append((node, parent_index))
+            if len(nodes) > MAX_FLOW_JOBS:
+                raise InvalidJob(f"A flow has at most {MAX_FLOW_JOBS:,} jobs; this one has more.")
+            stack.extend((child, len(nodes) - 1) for child in reversed(node.children))
+        children_of: list[list[int]] = [[] for _ in nodes]
+        for index, (_node, parent_index) in enumerate(nodes):
+            if parent_index >= 0:
+                children_of[parent_index].append(index)
+        prepared: list[tuple[Any, JobResult]] = []
+        for node, _parent_index in nodes:
             sig = node.job
             _check_arguments(sig, has_children=bool(node.children))
             backend = sig.task.get_backend()
@@ -120,45 +132,41 @@ class Flow:
                 payload = serialization.loads(new.data)
                 payload.setdefault("o", {})["cr"] = sig.receives
                 new = replace(new, data=serialization.dumps(payload))
-            prepared[id(node)] = (new, result)
-        root_new, root_result = prepared[id(self)]
-        cid = root_new.correlation_id
+            prepared.append((new, result))
+        cid = prepared[0][0].correlation_id
         engine = get_engine()
         rows: list[FlowJob] = []
-        parent_of: dict[int, Flow] = {id(child): node for node in nodes for child in node.children}
-        for node in nodes:
-            new, result = prepared[id(node)]
-            parent = parent_of.get(id(node))
-            parent_id = prepared[id(parent)][0].id if parent is not None else new.parent_id
+        for index, (node, parent_index) in enumerate(nodes):
+            new, result = prepared[index]
+            parent_id = prepared[parent_index][0].id if parent_index >= 0 else new.parent_id
             new = replace(new, correlation_id=cid, parent_id=parent_id)
-            keep_ms = int(engine.settings.keep(result.queue, "FAILED")[0] * 1000)
             rows.append(
                 FlowJob(
                     queue=result.queue,
                     job=new,
-                    parent_queue=prepared[id(parent)][1].queue if parent is not None else "",
-                    policy=POLICIES[node.job.failure] if parent is not None else "",
-                    keep_ms=keep_ms,
-                    children=tuple((prepared[id(c)][1].queue, prepared[id(c)][0].id, c.job.task.name) for c in node.children),
+                    parent_queue=prepared[parent_index][1].queue if parent_index >= 0 else "",
+                    policy=POLICIES[node.job.failure] if parent_index >= 0 else "",
+                    keep_ms=int(engine.settings.keep(result.queue, "FAILED")[0] * 1000),
+                    children=tuple(
+                        (prepared[c][1].queue, prepared[c][0].id, nodes[c][0].job.task.name) for c in children_of[index]
+                    ),
                 )
             )
-            state = "waiting_children" if node.children else result.state
-            object.__setattr__(result, "state", state)
+            object.__setattr__(result, "state", "waiting_children" if node.children else result.state)
             object.__setattr__(result, "correlation_id", cid)
             object.__setattr__(result, "parent_id", parent_id)
         engine.enqueue_flow(rows)
         from django.tasks.signals import task_enqueued
 
         now = ms_to_datetime(time_ms())
-        for node in nodes:
-            result = prepared[id(node)][1]
+        for _new, result in prepared:
             object.__setattr__(result, "enqueued_at", now)
             task_enqueued.send(type(result.task.get_backend()), task_result=result)
 
-        def build(node: Flow) -> FlowResult:
-            return FlowResult(result=prepared[id(node)][1], children=tuple(build(c) for c in node.children))
+        def build(index: int) -> FlowResult:
+            return FlowResult(result=prepared[index][1], children=tuple(build(c) for c in children_of[index]))
 
-        return build(self)
+        return build(0)
 
     async def aenqueue(self) -> FlowResult:
         """Create the whole flow from async code (see :meth:`enqueue`)."""

@@ -137,6 +137,29 @@ def test_cancelling_a_child_applies_its_failure_policy_to_the_parent(engine, wor
     assert_invariants(engine.client, engine.prefix, QUEUES)
 
 
+def test_a_flow_object_used_twice_becomes_two_jobs(engine, work):
+    twice = Flow(jf.gather.s("inner"), children=[jf.value.s(1)])
+    handle = Flow(jf.gather.s("outer"), children=[twice, twice]).enqueue()
+    first, second = handle.children
+    assert first.id != second.id and first.children[0].id != second.children[0].id
+
+    work()
+
+    inner = {first.children[0].id: ["completed", 1]}, {second.children[0].id: ["completed", 1]}
+    assert state(handle.result) == "completed"
+    assert handle.result.return_value == {first.id: ["completed", inner[0]], second.id: ["completed", inner[1]]}
+
+
+def test_a_flow_over_the_job_limit_is_refused(engine, monkeypatch):
+    from django_jobs import flows
+    from django_jobs.exceptions import InvalidJob
+
+    monkeypatch.setattr(flows, "MAX_FLOW_JOBS", 3)
+    with pytest.raises(InvalidJob, match="at most 3 jobs"):
+        Flow(jf.gather.s("p"), children=[jf.value.s(i) for i in range(3)]).enqueue()
+    assert engine.client.keys(engine.prefix + ":*") == []
+
+
 def test_a_chain_passes_each_result_to_the_next_step(engine, work):
     flow = chain(jf.value.s(1), jf.add.s(10), jf.add.s(100))
     handle = flow.enqueue()
