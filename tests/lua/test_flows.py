@@ -157,6 +157,13 @@ def test_a_job_outside_flows_settles_as_before(engine, r, k, events):
     assert engine.settle(QUEUE, [complete(c)]) == [1]
     assert_state(r, k, "solo", "completed")
     assert [e for e, _ in events.all()] == ["waiting", "active", "completed"]
+    assert r.hget(k.meta, "flows") is None  # this queue never held a flow: settle skips flow steps
+
+
+def test_a_flow_marks_each_of_its_queues_in_their_meta_hash(engine, r, k, prefix):
+    engine.enqueue_flow(tree())
+    assert r.hget(k.meta, "flows") == "1" and r.hget(other_keys(prefix).meta, "flows") == "1"
+    assert r.hget(QueueKeys.build(prefix, "low").meta, "flows") is None
 
 
 def test_the_invariant_checker_reports_a_parent_left_waiting_for_a_child_that_ended(engine, r, k, prefix):

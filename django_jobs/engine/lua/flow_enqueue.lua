@@ -9,7 +9,8 @@
             correlation_id, parent_id, parent base ('' for the root), failure policy
             ('' fail the parent | 'i' ignore | 'r' remove), keep ms (failed/cancelled by a
             flow step), children JSON ([[base, id, queue, name], ...]; '' for a leaf)
-  A job with children waits in waiting_children with 'pend' = its number of children; a leaf
+  Marks each queue of the flow with meta field 'flows' = 1 (includes/flow.lua skips queues
+  without it). A job with children waits in waiting_children with 'pend' = its number of children; a leaf
   goes to wait (or scheduled when it has a due time later than now).
   Returns: 1 created | 0 a job of the flow already exists (a replay or a duplicate id:
            nothing written)
@@ -26,9 +27,13 @@ for i = 2, #ARGV, N do
   if rcall('EXISTS', ARGV[i] .. 'job:' .. ARGV[i + 1]) == 1 then return 0 end
 end
 local now_ms = server_now_ms()
-local woken = {}
+local woken, marked = {}, {}
 for i = 2, #ARGV, N do
   local base, job_id, priority = ARGV[i], ARGV[i + 1], ARGV[i + 3]
+  if not marked[base] then
+    marked[base] = true
+    rcall('HSET', base .. 'meta', 'flows', 1)
+  end
   local job_key = base .. 'job:' .. job_id
   local kids = ARGV[i + 11]
   rcall('HSET', job_key, 'd', ARGV[i + 2], 'p', priority, 'a', 0, 'e', now_ms, 'cid', ARGV[i + 6],

@@ -46,8 +46,17 @@ end
 -- its end to its parent: record it in 'c:<id>', and move the parent to waiting when its last
 -- child has ended, or fail it (why = child_failed) under the default policy, and so on up the
 -- tree. Idempotent: an end already recorded in the parent, or a parent no longer in
--- waiting_children, changes nothing. Costs one HMGET for a job outside flows.
+-- waiting_children, changes nothing. A queue that never held a flow job (no 'flows' field in
+-- its meta hash, set by flow_enqueue) costs one HEXISTS per script call; others one HMGET per job.
+local FLOW_QUEUES = {} -- queue key base -> whether flow jobs may live there (per script call)
 local function flow_done(job_key, job_id, now_ms, maxlen)
+  local base = string.sub(job_key, 1, #job_key - #job_id - 4) -- job_key is base .. 'job:' .. id
+  local on = FLOW_QUEUES[base]
+  if on == nil then
+    on = redis.call('HEXISTS', base .. 'meta', 'flows') == 1
+    FLOW_QUEUES[base] = on
+  end
+  if not on then return end
   local head = redis.call('HMGET', job_key, 's', 'pb', 'kids')
   if not (head[2] or head[3]) then return end
   local state = head[1]
@@ -59,7 +68,7 @@ local function flow_done(job_key, job_id, now_ms, maxlen)
     local g = redis.call('HMGET', key, 'pb', 'par', 'fp', 'kids')
     if st ~= 'completed' and g[4] then
       -- A parent that ended without running (cancelled, or failed by a child) leaves its set.
-      redis.call('ZREM', string.sub(key, 1, #key - #id - 4) .. 'waiting_children', id)
+      redis.call('ZREM', string.sub(key, 1, #key - #id - 4) .. 'waiting_children', id) -- its own queue
       flow_cancel_children(key, now_ms, maxlen)
     end
     local pb, par = g[1], g[2]
