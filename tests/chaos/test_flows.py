@@ -23,9 +23,9 @@ def test_the_image_upload_flow_completes_with_real_workers_on_two_queues(chaos):
     with correlation_id("upload-1"):
         handle = Flow(jf.store.s(1), children=[jf.optimize.s(1), jf.check_policy.s(1, "nsfw"), jf.check_policy.s(1, "copyright")]).enqueue()
 
-    job = chaos.wait_state(handle.id, "completed")
+    assert handle.wait(timeout=20).state == "completed"  # blocks on the parent queue's events stream
 
-    value = serialization.loads(job["r"])
+    value = serialization.loads(chaos.job(handle.id)["r"])
     optimize_id, nsfw_id, copyright_id = (c.id for c in handle.children)
     assert value["children"] == {
         optimize_id: ["optimize", "completed", {"image": 1, "bytes": 999, "cid": "upload-1"}],
