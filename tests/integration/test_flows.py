@@ -248,6 +248,14 @@ def test_jobs_show_prints_the_flow_tree_of_a_job(engine):
     assert [(c["id"], c["state"], c["failure"], c["children"]) for c in flow["children"]] == [(child_id, "waiting", "fail", [])]
 
     out = StringIO()
+    call_command("jobs", "list", "default", "--state", "waiting_children", "--json", stdout=out)
+    listed = json.loads(out.getvalue())
+    assert (listed["total"], [j["id"] for j in listed["jobs"]]) == (1, [handle.id])
+    out = StringIO()
+    call_command("jobs", "stats", "default", "--json", stdout=out)
+    assert json.loads(out.getvalue())["default"]["waiting_children"] == 1
+
+    out = StringIO()
     call_command("jobs", "show", jf.value.enqueue(1).id, stdout=out)
     assert "flow:" not in out.getvalue()  # a job outside flows shows no tree
 
