@@ -81,6 +81,13 @@ class JobTimeout(DjangoJobsError):
     """The job ran longer than its timeout."""
 
 
+class ChildFailed(DjangoJobsError):
+    """A child of this flow parent failed or was cancelled, and its policy fails the parent.
+
+    Recorded in the parent's errors (failure reason ``child_failed``); never raised in Python.
+    """
+
+
 class JobControl(DjangoJobsError):
     """Base class of exceptions a job raises to steer its own execution."""
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
 from django.tasks import Task, TaskContext, TaskResult, TaskResultStatus
 from django.tasks.base import TASK_REFRESH_ATTRS
@@ -18,6 +18,9 @@ from django.tasks.base import TASK_REFRESH_ATTRS
 from django_jobs import registry
 from django_jobs.backoff import BackoffSpec
 from django_jobs.exceptions import ConfigurationError, InvalidJob
+
+if TYPE_CHECKING:
+    from django_jobs.flows import ChildrenResults, Signature
 
 #: Job states (DESIGN.md) mapped to django.tasks statuses.
 STATE_TO_STATUS: dict[str, TaskResultStatus] = {
@@ -157,6 +160,15 @@ class JobTask(Task):
         """
         return self.get_backend().enqueue_on_commit(self, args, kwargs)  # type: ignore[no-any-return]
 
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """Return a signature of this job with these arguments: a step of a flow (docs/flows.md).
+
+        >>> Flow(store.s(7), children=[optimize.s(7)]).enqueue()  # doctest: +SKIP
+        """
+        from django_jobs.flows import signature
+
+        return signature(self, *args, **kwargs)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class JobResult(TaskResult):
@@ -220,6 +232,16 @@ class JobContext(TaskContext):
         from django_jobs.worker.executor import is_cancel_requested
 
         return is_cancel_requested(self.task_result.id)
+
+    def children_results(self) -> ChildrenResults:
+        """Return how each child of this flow parent ended, by child id (docs/flows.md).
+
+        A :class:`~django_jobs.flows.ChildrenResults`: ``results[child_id].value`` is what the
+        child returned; ``results.by_name("optimize")`` finds children by job name.
+        """
+        from django_jobs.flows import children_results
+
+        return children_results(self.task_result.queue, self.task_result.id)
 
 
 def ms_to_datetime(ms: str | int | None) -> datetime | None:

@@ -64,12 +64,16 @@ class QueueKeys:
     def marker(self) -> str:
         return self.base + "marker"
 
+    @property
+    def waiting_children(self) -> str:
+        """Flow parents waiting for their children (score: enqueued at, ms)."""
+        return self.base + "waiting_children"
+
     #: The state ZSETs, in DESIGN.md order; a job is in exactly one of them.
-    STATE_SETS = ("wait", "scheduled", "active", "completed", "failed", "cancelled")
+    STATE_SETS = ("wait", "scheduled", "active", "completed", "failed", "cancelled", "waiting_children")
 
 
 #: The state ZSET (a :attr:`QueueKeys.STATE_SETS` name) that holds a job in each state
-#: (``waiting_children`` has none yet: flows are not built).
 STATE_TO_SET = {
     "waiting": "wait",
     "scheduled": "scheduled",
@@ -77,6 +81,7 @@ STATE_TO_SET = {
     "completed": "completed",
     "failed": "failed",
     "cancelled": "cancelled",
+    "waiting_children": "waiting_children",
 }
 
 

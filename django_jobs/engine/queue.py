@@ -377,7 +377,7 @@ class Engine:
                 return pipe.execute()
 
         values = self._call(read)
-        names = ("waiting", "scheduled", "active", "completed", "failed", "cancelled")
+        names = ("waiting", "scheduled", "active", "completed", "failed", "cancelled", "waiting_children")
         return dict(zip(names, (int(v) for v in values)))
 
     def is_paused(self, queue: str) -> bool:
@@ -447,6 +447,7 @@ class Engine:
     STATE_KEYS = {
         "waiting": "wait", "scheduled": "scheduled", "active": "active",
         "completed": "completed", "failed": "failed", "cancelled": "cancelled",
+        "waiting_children": "waiting_children",
     }
     #: States ``purge`` may delete.
     PURGEABLE = ("completed", "failed", "cancelled")
@@ -663,3 +664,71 @@ class Engine:
     def cron_state(self) -> dict[str, str]:
         """Return the raw state hash of every schedule (see cron_claim.lua, cron_done.lua)."""
         return dict(self._call(self.client.hgetall, self.cron_keys()[2]))
+
+    # -- flows (django_jobs/flows.py, lua/flow_enqueue.lua, lua/includes/flow.lua) ----------
+
+    def enqueue_flow(self, jobs: Sequence[FlowJob]) -> int:
+        """Create a whole flow in one script call: 1 created, 0 a job of it existed (nothing written).
+
+        A flow may span queues: its script touches the keys of each, which needs a single
+        Redis server. Against a Redis Cluster, a flow over several queues raises
+        :class:`~django_jobs.exceptions.ConfigurationError` before anything is written.
+        """
+        if len({j.queue for j in jobs}) > 1 and self._is_cluster():
+            from django_jobs.exceptions import ConfigurationError
+
+            raise ConfigurationError(
+                "This Redis is a Cluster: a flow over several queues "
+                f"({', '.join(sorted({j.queue for j in jobs}))}) cannot be created atomically. "
+                "Put the whole flow on one queue, or use a single Redis server."
+            )
+        self._extra("flow_enqueue")
+        args: list[Any] = [self.maxlen]
+        for j in jobs:
+            n = j.job
+            args += [
+                self.keys(j.queue).base, n.id, n.data, n.priority, n.run_at_ms, n.delay_ms, n.correlation_id,
+                n.parent_id, self.keys(j.parent_queue).base if j.parent_queue else "", j.policy, j.keep_ms,
+                json.dumps([[self.keys(q).base, i, q, name] for q, i, name in j.children]) if j.children else "",
+            ]
+        return int(self._run("flow_enqueue", (), args))
+
+    def _is_cluster(self) -> bool:
+        """Return True when the server is a Redis Cluster node (asked once per engine)."""
+        cached = getattr(self, "_cluster", None)
+        if cached is None:
+            try:
+                info = self._call(self.client.info, "cluster")
+            except redis.ResponseError:  # INFO refused (ACL, renamed command): not a Cluster we can see
+                info = {}
+            cached = self._cluster = bool(int(info.get("cluster_enabled", 0) or 0))
+        return cached
+
+    def get_jobs(self, pairs: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
+        """Return the raw hashes of ``(queue, job id)`` pairs in one round trip (``{}`` for a missing job)."""
+
+        def read() -> list[dict[str, str]]:
+            with self.client.pipeline(transaction=False) as pipe:
+                for queue, job_id in pairs:
+                    pipe.hgetall(self.keys(queue).job(job_id))
+                return list(pipe.execute())
+
+        return self._call(read) if pairs else []
+
+
+@dataclass(frozen=True, slots=True)
+class FlowJob:
+    """One job of a flow for :meth:`Engine.enqueue_flow`.
+
+    ``parent_queue`` is ``""`` for the root; ``policy`` is what the parent does when this job
+    fails (``""`` fail, ``"i"`` ignore, ``"r"`` remove the dependency); ``children`` lists
+    ``(queue, id, name)`` of the job's direct children (empty for a leaf); ``keep_ms`` is how
+    long the job is kept when a flow step fails or cancels it.
+    """
+
+    queue: str
+    job: NewJob
+    parent_queue: str = ""
+    policy: str = ""
+    keep_ms: int = 0
+    children: tuple[tuple[str, str, str], ...] = ()

@@ -23,6 +23,7 @@ def script_source(name: str) -> str:
         if inc in seen:
             return ""
         seen.add(inc)
-        return (root / "includes" / f"{inc}.lua").read_text()
+        # An include may include others (each still inlined once, before its first use).
+        return _INCLUDE.sub(include, (root / "includes" / f"{inc}.lua").read_text())
 
     return _INCLUDE.sub(include, (root / f"{name}.lua").read_text())

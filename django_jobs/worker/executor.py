@@ -143,6 +143,8 @@ class Prepared:
             )
             return
         self.task: JobTask = task
+        if options.get("cr"):
+            args = [_children_argument(claimed, options["cr"]), *args]  # a flow's chain step or chord callback
         facts = self.facts = _facts(task)
         self.is_async = facts.is_async
         self.args = args
@@ -239,6 +241,16 @@ class Prepared:
         object.__setattr__(result, "status", TaskResultStatus.FAILED)
         object.__setattr__(result, "state", state)
         object.__setattr__(result, "finished_at", ms_to_datetime(int(time.time() * 1000)))
+
+
+def _children_argument(claimed: Claimed, receives: str) -> Any:
+    """Return a flow parent's first argument: its only child's return value, or all of them."""
+    from django_jobs.flows import children_results
+
+    values = children_results(claimed.queue, claimed.id).values_list()
+    if receives == "one":
+        return values[0] if values else None
+    return values
 
 
 def terminal_outcome(job: RunningJob, exc: BaseException) -> Outcome:

@@ -8,6 +8,9 @@
   (an operator's ``jobs retry`` starts a job over);
 * (:func:`field_violations`) an active job has a lease (``tok``, ``w``) and a claimed job
   an attempt count of at least one; a finished job has its finish time.
+* every flow parent in ``waiting_children`` waits for something: its ``pend`` count is the
+  number of its children whose end it has not recorded, at least 1, and each of those children
+  exists and has not ended (otherwise the parent would wait forever).
 
 Reads only (SCAN and ZSCORE), so it can run on a live store too, but a job moving
 between two reads would show up as a violation: call it when no worker runs.
@@ -55,6 +58,27 @@ def invariant_violations(client: redis.Redis, prefix: str, queues: Iterable[str]
         for name in set_names:
             for job_id in sorted(members[name] - known):
                 problems.append(f"{queue}: {name} holds {job_id}, which has no job hash")
+        problems += _flow_violations(client, queue, keys, sorted(members.get("waiting_children", ())))
+    return problems
+
+
+def _flow_violations(client: redis.Redis, queue: str, keys: QueueKeys, parents: list[str]) -> list[str]:
+    """Return what is wrong with the flow parents ``parents`` of ``queue`` (waiting for their children)."""
+    import json
+
+    problems: list[str] = []
+    for parent_id in parents:
+        data = client.hgetall(keys.job(parent_id))
+        if not data:
+            continue  # reported above as an orphan
+        kids = json.loads(data.get("kids") or "[]")
+        pending = [(base, kid_id) for base, kid_id, _queue, _name in kids if "c:" + kid_id not in data]
+        if int(data.get("pend") or 0) != len(pending) or not pending:
+            problems.append(f"{queue}: parent {parent_id} has pend={data.get('pend')!r} but {len(pending)} unrecorded children")
+        for base, kid_id in pending:
+            state = client.hget(base + "job:" + kid_id, "s")
+            if state is None or state in ("completed", "failed", "cancelled"):
+                problems.append(f"{queue}: parent {parent_id} waits for child {kid_id}, which is {state or 'gone'}")
     return problems
 
 

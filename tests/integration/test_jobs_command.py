@@ -56,7 +56,7 @@ def test_stats_counts_jobs_by_state_with_throughput_of_the_last_minute(engine):
 
     stats = jobs_json("stats")
     assert stats["default"] == {
-        "waiting": 1, "scheduled": 0, "active": 0, "completed": 3, "failed": 1, "cancelled": 0, "paused": False,
+        "waiting": 1, "scheduled": 0, "active": 0, "completed": 3, "failed": 1, "cancelled": 0, "waiting_children": 0, "paused": False,
         "completed_last_minute": 3, "failed_last_minute": 1, "oldest_waiting_seconds": stats["default"]["oldest_waiting_seconds"],
     }
     assert 0 <= stats["default"]["oldest_waiting_seconds"] < 10

@@ -32,7 +32,7 @@ def test_a_rolled_back_signup_never_sends_the_welcome_mail(jobs_immediate):
         services.sign_up("bob", fail_after_enqueue=True)
 
     assert outbox == []
-    assert get_engine().counts("high") == dict.fromkeys(["waiting", "scheduled", "active", "completed", "failed", "cancelled"], 0)
+    assert get_engine().counts("high") == dict.fromkeys(["waiting", "scheduled", "active", "completed", "failed", "cancelled", "waiting_children"], 0)
 
 
 def test_an_on_commit_enqueue_waits_for_the_outer_transaction_in_immediate_mode(jobs_immediate):

@@ -6,9 +6,12 @@
   Returns: 1 cancelled | 2 cancel requested (job is running) | 0 already finished (no-op)
            | -1 JOB_NOT_FOUND
   Events:  "cancelled" | "cancel_requested" (on the first request only; asking again is a no-op)
+  Flows:   cancelling a parent cancels its unfinished children; a cancelled child applies its
+           failure policy to its parent (includes/flow.lua, other queues' keys)
 ]]
 --@include now
 --@include emit
+--@include flow
 local rcall = redis.call
 local wait_key, scheduled_key, cancelled_key, events_key, job_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local job_id = ARGV[1]
@@ -22,6 +25,7 @@ if state == 'waiting' or state == 'scheduled' or state == 'waiting_children' the
   rcall('HSET', job_key, 's', 'cancelled', 'f', now_ms)
   rcall('ZADD', cancelled_key, now_ms + tonumber(ARGV[3]), job_id)
   emit(events_key, maxlen, 'cancelled', job_id)
+  flow_done(job_key, job_id, now_ms, maxlen)
   return 1
 elseif state == 'active' then
   if rcall('HGET', job_key, 'cx') ~= '1' then

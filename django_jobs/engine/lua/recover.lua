@@ -11,6 +11,7 @@
            with what 'stalled' (back to waiting) | 'failed' (worker_lost) | 'cancelled', per job handled
   Events:  "stalled" per job back to waiting, "failed" (why=worker_lost) per job past
            max_recoveries, "cancelled" per cancel-requested job
+  Flows:   an ended flow job updates its parent and children (includes/flow.lua, other queues' keys)
 ]]
 --@include now
 --@include wait_score
@@ -18,6 +19,7 @@
 --@include emit
 --@include wake
 --@include append_json
+--@include flow
 local rcall = redis.call
 local active_key, wait_key, failed_key, meta_key, events_key, marker_key, cancelled_key =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
@@ -68,6 +70,7 @@ for i = 1, #expired do
       outcomes[#outcomes + 1] = 'stalled'
       outcomes[#outcomes + 1] = fields[5] or ''
     end
+    flow_done(job_key, job_id, now_ms, maxlen)
   end
 end
 if recovered > 0 then wake(marker_key) end

@@ -8,12 +8,14 @@
   ARGV[4..] pairs of job_id, token
   Returns: number of jobs released (back to waiting or cancelled); a replay releases 0
   Events:  "released" per job back to waiting, "cancelled" per cancel-requested job
+  Flows:   a cancelled flow job updates its parent and children (includes/flow.lua, other queues' keys)
 ]]
 --@include now
 --@include wait_score
 --@include requeue
 --@include emit
 --@include wake
+--@include flow
 local rcall = redis.call
 local active_key, wait_key, meta_key, events_key, marker_key, cancelled_key =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
@@ -39,6 +41,7 @@ for i = 4, #ARGV, 2 do
       emit(events_key, maxlen, 'released', job_id)
       requeued = requeued + 1
     end
+    flow_done(job_key, job_id, now_ms or 0, maxlen)
     released = released + 1
   end
 end

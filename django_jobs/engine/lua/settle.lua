@@ -16,6 +16,7 @@
   Returns: a list, one code per outcome: 1 applied (or already applied: replay)
            | -1 JOB_NOT_FOUND | -3 NOT_OWNER | -4 BAD_REQUEST (unknown kind; nothing written)
   Events:  "completed" | "retrying" | "failed" | "cancelled" per applied outcome (none on replay)
+  Flows:   an ended flow job updates its parent and children (includes/flow.lua, other queues' keys)
 ]]
 --@include now
 --@include wait_score
@@ -23,6 +24,7 @@
 --@include wake
 --@include append_json
 --@include trim
+--@include flow
 local rcall = redis.call
 local active_key, wait_key, scheduled_key, completed_key, failed_key, cancelled_key, meta_key, events_key, marker_key =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
@@ -108,6 +110,7 @@ for i = 7, #ARGV, 6 do
       emit(events_key, maxlen, new_state, job_id)
       touched_failed = true
     end
+    flow_done(job_key, job_id, now_ms, maxlen)
     results[#results + 1] = 1
   end
 end

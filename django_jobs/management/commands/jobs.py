@@ -18,7 +18,7 @@ from django_jobs.exceptions import DjangoJobsError
 from django_jobs.tasks import ms_to_datetime
 
 #: States that hold jobs (``waiting_children`` is reserved for flows).
-LISTABLE = ("waiting", "scheduled", "active", "completed", "failed", "cancelled")
+LISTABLE = ("waiting", "scheduled", "active", "completed", "failed", "cancelled", "waiting_children")
 #: Jobs per script call in bulk retry and purge (each call stays short for Redis).
 BATCH = 500
 
@@ -244,11 +244,14 @@ class Command(BaseCommand):
     def do_show(self, options: dict[str, Any]) -> None:
         q, raw = self.find(options["job_id"])
         detail = job_detail(q, options["job_id"], raw)
+        tree = _flow_tree(options["job_id"], raw)
+        if tree is not None:
+            detail["flow"] = tree.as_dict()
 
         def text() -> str:
             lines = []
             for key, value in detail.items():
-                if key == "errors":
+                if key in ("errors", "flow"):
                     continue
                 if value in ("", [], {}, None):
                     continue
@@ -259,6 +262,8 @@ class Command(BaseCommand):
                 lines.append(f"error {number}:{'':<11}{error.get('exception_class_path', '')}")
             if detail["errors"]:
                 lines.append("last traceback:\n" + str(detail["errors"][-1].get("traceback", "")).rstrip())
+            if tree is not None:
+                lines.append("flow:\n" + "\n".join("  " + line for line in tree.lines(mark=options["job_id"])))
             return "\n".join(lines)
 
         self.emit(detail, text)
@@ -339,3 +344,12 @@ class Command(BaseCommand):
         ]
         headers = ["worker", "host", "pid", "queues", "threads", "running", "processed", "up", "last beat"]
         self.emit(workers, lambda: table(rows, headers) if rows else "No live workers.")
+
+
+def _flow_tree(job_id: str, raw: dict[str, str]) -> Any:
+    """Return the flow tree of a job that is part of a flow (None for other jobs)."""
+    if not (raw.get("pb") or raw.get("kids")):
+        return None
+    from django_jobs.flows import flow_tree
+
+    return flow_tree(job_id)

@@ -1,0 +1,380 @@
+"""Flows: parent jobs that wait for their children (docs/flows.md).
+
+A flow is a tree of jobs, on any queues. :meth:`Flow.enqueue` creates the whole tree in one
+script call (all of it or nothing). A job with children waits in ``waiting_children`` and
+becomes ``waiting`` when its last child has ended; inside it,
+:meth:`JobContext.children_results() <django_jobs.tasks.JobContext.children_results>` returns
+what each child returned. :func:`chain` and :func:`chord` build the common shapes.
+
+>>> flow = Flow(store.s(7), children=[optimize.s(7), check.s(7).on_failure("ignore")])  # doctest: +SKIP
+>>> flow.enqueue().result.state  # doctest: +SKIP
+'waiting_children'
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from django_jobs import serialization
+from django_jobs.exceptions import InvalidJob
+from django_jobs.tasks import JobResult, JobTask
+
+#: Failure policies of a child toward its parent, and their code in the job hash ('fp').
+POLICIES = {"fail": "", "ignore": "i", "remove": "r"}
+#: How a parent receives its children's return values as its first argument ('cr' payload option).
+RECEIVES = ("", "one", "list")
+#: The most jobs one flow may have (one script call creates them all).
+MAX_FLOW_JOBS = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    """A job with its arguments, not enqueued yet: one node of a flow (``my_job.s(1, 2)``).
+
+    ``failure`` is what the parent does when this job ends failed or cancelled (after its
+    retries): ``"fail"`` (the default: the parent fails, its other unfinished children are
+    cancelled), ``"ignore"`` (the parent still runs and sees the failure) or ``"remove"``
+    (the parent runs as if this child did not exist).
+    """
+
+    task: JobTask
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    failure: str = "fail"
+    #: ``"one"``: the job gets its only child's return value as first argument (a chain step);
+    #: ``"list"``: the list of its children's return values (a chord's callback).
+    receives: str = ""
+
+    def on_failure(self, policy: str) -> Signature:
+        """Return a copy whose failure makes the parent ``"fail"``, ``"ignore"`` it or ``"remove"`` it."""
+        if policy not in POLICIES:
+            raise InvalidJob(f"on_failure({policy!r}): the policy must be one of {', '.join(map(repr, POLICIES))}.")
+        return replace(self, failure=policy)
+
+
+def signature(task: JobTask, *args: Any, **kwargs: Any) -> Signature:
+    """Return a :class:`Signature` of ``task`` (what ``task.s(*args, **kwargs)`` does)."""
+    if not isinstance(task, JobTask):
+        raise InvalidJob(f"A flow step must be a @job, not {type(task).__name__}.")
+    return Signature(task=task, args=tuple(args), kwargs=dict(kwargs))
+
+
+def _as_signature(item: Signature | JobTask) -> Signature:
+    if isinstance(item, Signature):
+        return item
+    if isinstance(item, JobTask):
+        return signature(item)
+    raise InvalidJob(f"A flow step must be a job signature (my_job.s(...)) or a Flow, not {type(item).__name__}.")
+
+
+class Flow:
+    """A parent job and its children (each a signature or a nested :class:`Flow`).
+
+    >>> Flow(store.s(7), children=[optimize.s(7), Flow(report.s(), children=[scan.s(7)])])  # doctest: +SKIP
+    """
+
+    __slots__ = ("job", "children")
+
+    def __init__(self, job: Signature | JobTask, children: Iterable[Flow | Signature | JobTask] = ()) -> None:
+        self.job = _as_signature(job)
+        self.children: tuple[Flow, ...] = tuple(c if isinstance(c, Flow) else Flow(c) for c in children)
+
+    def __repr__(self) -> str:
+        return f"Flow({self.job.task.name}, children={list(self.children)!r})"
+
+    def walk(self) -> Iterable[Flow]:
+        """Yield this node and every node below it, parents before their children."""
+        yield self
+        for child in self.children:
+            yield from child.walk()
+
+    def enqueue(self) -> FlowResult:
+        """Create the whole flow at once (all of it or nothing) and return its results' handles.
+
+        Raises:
+            InvalidJob: a job's arguments do not fit it, are not JSON, or a parent is delayed.
+        """
+        from django_jobs.backends import RedisBackend, time_ms
+        from django_jobs.engine import get_engine
+        from django_jobs.engine.queue import FlowJob
+        from django_jobs.tasks import ms_to_datetime
+
+        # Each occurrence of a node is a job of its own (a Flow object may be used twice).
+        nodes: list[tuple[Flow, int]] = []  # (node, index of its parent in nodes; -1 for the root)
+        stack: list[tuple[Flow, int]] = [(self, -1)]
+        while stack:
+            node, parent_index = stack.pop()
+            nodes.append((node, parent_index))
+            if len(nodes) > MAX_FLOW_JOBS:
+                raise InvalidJob(f"A flow has at most {MAX_FLOW_JOBS:,} jobs; this one has more.")
+            stack.extend((child, len(nodes) - 1) for child in reversed(node.children))
+        children_of: list[list[int]] = [[] for _ in nodes]
+        for index, (_node, parent_index) in enumerate(nodes):
+            if parent_index >= 0:
+                children_of[parent_index].append(index)
+        prepared: list[tuple[Any, JobResult]] = []
+        for node, _parent_index in nodes:
+            sig = node.job
+            _check_arguments(sig, has_children=bool(node.children))
+            backend = sig.task.get_backend()
+            if not isinstance(backend, RedisBackend):
+                raise InvalidJob(f"Flows need django_jobs' backend; {sig.task.name!r} uses {type(backend).__name__}.")
+            new, result = backend._prepare(sig.task, sig.args, sig.kwargs)
+            if node.children and (new.run_at_ms or new.delay_ms):
+                raise InvalidJob(
+                    f"{sig.task.name!r} has children, so it runs when they are done: it cannot also have "
+                    "a delay or run_after. Delay its children instead."
+                )
+            if sig.receives:
+                payload = serialization.loads(new.data)
+                payload.setdefault("o", {})["cr"] = sig.receives
+                new = replace(new, data=serialization.dumps(payload))
+            prepared.append((new, result))
+        cid = prepared[0][0].correlation_id
+        engine = get_engine()
+        rows: list[FlowJob] = []
+        for index, (node, parent_index) in enumerate(nodes):
+            new, result = prepared[index]
+            parent_id = prepared[parent_index][0].id if parent_index >= 0 else new.parent_id
+            new = replace(new, correlation_id=cid, parent_id=parent_id)
+            rows.append(
+                FlowJob(
+                    queue=result.queue,
+                    job=new,
+                    parent_queue=prepared[parent_index][1].queue if parent_index >= 0 else "",
+                    policy=POLICIES[node.job.failure] if parent_index >= 0 else "",
+                    keep_ms=int(engine.settings.keep(result.queue, "FAILED")[0] * 1000),
+                    children=tuple(
+                        (prepared[c][1].queue, prepared[c][0].id, nodes[c][0].job.task.name) for c in children_of[index]
+                    ),
+                )
+            )
+            object.__setattr__(result, "state", "waiting_children" if node.children else result.state)
+            object.__setattr__(result, "correlation_id", cid)
+            object.__setattr__(result, "parent_id", parent_id)
+        engine.enqueue_flow(rows)
+        from django.tasks.signals import task_enqueued
+
+        now = ms_to_datetime(time_ms())
+        for _new, result in prepared:
+            object.__setattr__(result, "enqueued_at", now)
+            task_enqueued.send(type(result.task.get_backend()), task_result=result)
+
+        def build(index: int) -> FlowResult:
+            return FlowResult(result=prepared[index][1], children=tuple(build(c) for c in children_of[index]))
+
+        return build(0)
+
+    async def aenqueue(self) -> FlowResult:
+        """Create the whole flow from async code (see :meth:`enqueue`)."""
+        from asgiref.sync import sync_to_async
+
+        return await sync_to_async(self.enqueue, thread_sensitive=False)()
+
+
+def _check_arguments(sig: Signature, *, has_children: bool) -> None:
+    """Fail now, in the caller, when the arguments cannot fit the job's function."""
+    if sig.receives and not has_children:
+        raise InvalidJob(f"{sig.task.name!r} receives its children's results but has no children.")
+    extra: list[Any] = [None] if sig.task.takes_context else []
+    if sig.receives:
+        extra.append(None)
+    try:
+        inspect.signature(sig.task.func).bind(*extra, *sig.args, **sig.kwargs)
+    except TypeError as exc:
+        got = "its children's results and " if sig.receives else ""
+        raise InvalidJob(f"The arguments of {sig.task.name!r} in this flow ({got}{sig.args!r}, {sig.kwargs!r}) do not fit it: {exc}.") from None
+
+
+@dataclass(frozen=True, slots=True)
+class FlowResult:
+    """The handles of an enqueued flow: ``result`` of its parent job, ``children`` below it."""
+
+    result: JobResult
+    children: tuple[FlowResult, ...] = ()
+
+    @property
+    def id(self) -> str:
+        """The parent job's id."""
+        return self.result.id
+
+    def wait(self, timeout: float = 30.0) -> JobResult:
+        """Block until the parent job has finished (see :meth:`JobResult.wait`) and return it."""
+        return self.result.wait(timeout)
+
+
+def chain(*steps: Signature | JobTask) -> Flow:
+    """Run ``steps`` one after another; each gets the previous one's return value as first argument.
+
+    A step that fails (after its retries) fails the rest of the chain.
+
+    >>> chain(fetch.s(url), parse.s(), store.s(table="pages")).enqueue()  # doctest: +SKIP
+    """
+    if not steps:
+        raise InvalidJob("chain() needs at least one step.")
+    node = Flow(_as_signature(steps[0]))
+    for step in steps[1:]:
+        node = Flow(replace(_as_signature(step), receives="one"), children=[node])
+    return node
+
+
+def chord(group: Sequence[Signature | JobTask | Flow], callback: Signature | JobTask) -> Flow:
+    """Run ``group`` in parallel, then ``callback`` with the list of their return values first.
+
+    The list is in the order of ``group``; a child whose failure is ignored gives ``None``, a
+    removed one is left out.
+
+    >>> chord([resize.s(1, 100), resize.s(1, 800)], publish.s(1)).enqueue()  # doctest: +SKIP
+    """
+    if not group:
+        raise InvalidJob("chord() needs at least one job in its group.")
+    return Flow(replace(_as_signature(callback), receives="list"), children=list(group))
+
+
+# -- reading a flow -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChildResult:
+    """How one child of a parent job ended, as the parent sees it."""
+
+    id: str
+    name: str
+    queue: str
+    #: ``completed``, ``failed`` or ``cancelled`` (the last two only with the ``ignore`` policy).
+    state: str
+    #: The child's return value (``None`` unless it completed).
+    value: Any = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the child completed."""
+        return self.state == "completed"
+
+
+class ChildrenResults(dict[str, ChildResult]):
+    """The ended children of a parent job by id, in the order they were declared."""
+
+    def by_name(self, job: JobTask | str) -> list[ChildResult]:
+        """Return the children that ran ``job`` (a job, its full name, or its function's name)."""
+        name = job.name if isinstance(job, JobTask) else job
+        return [c for c in self.values() if c.name == name or c.name.rsplit(".", 1)[-1] == name]
+
+    def values_list(self) -> list[Any]:
+        """Return the children's return values in declaration order (``None`` for a failed one)."""
+        return [c.value for c in self.values()]
+
+
+def children_results(queue: str, job_id: str) -> ChildrenResults:
+    """Return how each child of job ``job_id`` of ``queue`` ended (see :class:`ChildrenResults`).
+
+    Children removed by the ``remove`` policy and children not ended yet are left out.
+    """
+    from django_jobs.engine import get_engine
+
+    data = get_engine().get_job(queue, job_id) or {}
+    return _children_results(data)
+
+
+def _children_results(data: dict[str, str]) -> ChildrenResults:
+    out = ChildrenResults()
+    for _base, child_id, child_queue, name in serialization.loads(data["kids"]) if data.get("kids") else []:
+        raw = data.get("c:" + child_id)
+        if not raw:
+            continue
+        ended = serialization.loads(raw)
+        if ended.get("s") == "removed":
+            continue
+        out[child_id] = ChildResult(id=child_id, name=name, queue=child_queue, state=ended.get("s", ""), value=ended.get("r"))
+    return out
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FlowNode:
+    """One job of a flow tree, for display (:func:`flow_tree`)."""
+
+    id: str
+    queue: str
+    name: str
+    #: The job's state; ``""`` when its hash is gone (trimmed after it finished).
+    state: str
+    #: Its failure policy toward its parent (``fail``, ``ignore``, ``remove``; ``""`` for the root).
+    failure: str = ""
+    children: tuple[FlowNode, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the tree as plain data (for JSON)."""
+        return {
+            "id": self.id, "queue": self.queue, "name": self.name, "state": self.state, "failure": self.failure,
+            "children": [c.as_dict() for c in self.children],
+        }
+
+    def lines(self, *, mark: str = "") -> list[str]:
+        """Return the tree as indented text lines, marking job ``mark`` with ``<-``."""
+        out: list[str] = []
+
+        def add(node: FlowNode, indent: str, last: bool, top: bool) -> None:
+            branch = "" if top else ("└─ " if last else "├─ ")
+            policy = f" on_failure={node.failure}" if node.failure and node.failure != "fail" else ""
+            here = "  <-" if node.id == mark else ""
+            out.append(f"{indent}{branch}{node.name} {node.id} [{node.queue}] {node.state or 'deleted'}{policy}{here}")
+            below = indent if top else indent + ("   " if last else "│  ")
+            for n, child in enumerate(node.children):
+                add(child, below, n == len(node.children) - 1, False)
+
+        add(self, "", True, True)
+        return out
+
+
+def flow_tree(job_id: str, *, queues: Iterable[str] | None = None) -> FlowNode | None:
+    """Return the flow that job ``job_id`` belongs to, from its root down, with each job's state.
+
+    Returns ``None`` when the job does not exist. A job outside flows is a tree of one.
+
+    >>> print("\\n".join(flow_tree(result.id).lines()))  # doctest: +SKIP
+    """
+    from django_jobs.conf import get_settings
+    from django_jobs.engine import get_engine
+
+    engine = get_engine()
+    names = list(queues or get_settings().queue_names)
+    found = engine.find_job(job_id, names)
+    if found is None:
+        return None
+    queue, data = found
+    seen = {job_id}
+    while data.get("pb") and data.get("par") and data["par"] not in seen:
+        above = engine.find_job(data["par"], names)
+        if above is None:
+            break
+        job_id = data["par"]
+        seen.add(job_id)
+        queue, data = above
+    return _subtree(engine, queue, job_id, data, "")
+
+
+_CODE_TO_POLICY = {code: name for name, code in POLICIES.items()}
+
+
+def _subtree(engine: Any, queue: str, job_id: str, data: dict[str, str], failure: str) -> FlowNode:
+    kids = serialization.loads(data["kids"]) if data.get("kids") else []
+    hashes = engine.get_jobs([(q, i) for _b, i, q, _n in kids])
+    children = tuple(
+        _subtree(engine, q, i, h, _CODE_TO_POLICY.get(h.get("fp", ""), "fail")) if h
+        else FlowNode(id=i, queue=q, name=n, state="")
+        for (_b, i, q, n), h in zip(kids, hashes)
+    )
+    try:
+        name = serialization.loads(data.get("d", "{}")).get("n", "?")
+    except ValueError:
+        name = "?"
+    return FlowNode(id=job_id, queue=queue, name=name, state=data.get("s", ""), failure=failure, children=children)
+
+
+__all__ = [
+    "POLICIES", "Signature", "signature", "Flow", "FlowResult", "chain", "chord",
+    "ChildResult", "ChildrenResults", "children_results", "FlowNode", "flow_tree",
+]
