@@ -81,6 +81,10 @@ class JobTimeout(DjangoJobsError):
     """The job ran longer than its timeout."""
 
 
+class JobCrashed(DjangoJobsError):
+    """The process running an isolated job died before it returned (a segfault, ``os._exit``, an OOM kill)."""
+
+
 class JobControl(DjangoJobsError):
     """Base class of exceptions a job raises to steer its own execution."""
 

@@ -1,0 +1,120 @@
+"""Hard timeouts and isolated jobs, with real ``runworkers`` processes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from django_jobs.correlation import correlation_id
+from tests.chaos.conftest import pid_gone
+from tests.redis_server import wait_until
+from tests.testapp import jobs_timeouts
+
+pytestmark = pytest.mark.chaos
+
+
+def errors(job: dict[str, str]) -> list[dict[str, str]]:
+    return json.loads(job["err"])
+
+
+def test_a_sync_job_past_its_timeout_is_retried_in_a_fresh_process_while_its_neighbours_finish_once(chaos):
+    sup = chaos.start("--processes=1", "--threads=3", "--grace=5", ready=1)
+    [first] = sup.children()
+    others = [jobs_timeouts.steady.enqueue(f"o{i}", 1.0) for i in range(2)]
+    stuck = jobs_timeouts.stuck.enqueue("stuck", 60.0)
+
+    job = chaos.wait_state(stuck.id, "failed", timeout=30)
+    assert [e["exception_class_path"] for e in errors(job)] == ["django_jobs.exceptions.JobTimeout"] * 2
+    assert job["a"] == "2", "retried once (attempts=2), then failed"
+    # Each attempt ran in its own process, and each of them was replaced.
+    runs = chaos.pids_of("start", "stuck")
+    assert len(runs) == 2 and runs[0] == first and runs[1] != first
+    wait_until(lambda: all(pid_gone(pid) for pid in runs), 15, message="the processes of the stuck runs to exit")
+    [fresh] = chaos.wait_ready(sup, 1)
+    assert fresh not in runs
+    sup.wait_output("passed its timeout and its thread cannot be stopped", count=2)
+    sup.wait_output("exited after a job passed its timeout", count=2)
+
+    # The neighbours of the first run finished in that process, once.
+    for result in others:
+        assert chaos.wait_state(result.id, "completed")["a"] == "1"
+    assert chaos.counts("start") == {"o0": 1, "o1": 1, "stuck": 2}
+    assert chaos.counts("end") == {"o0": 1, "o1": 1}
+    assert set(chaos.pids_of("end", "o0") + chaos.pids_of("end", "o1")) == {first}
+    assert sup.stop() == 0
+    chaos.check_invariants()
+
+
+def test_an_async_job_past_its_timeout_is_cancelled_and_its_process_goes_on(chaos):
+    sup = chaos.start("--processes=1", "--threads=2", ready=1)
+    [worker] = sup.children()
+    result = jobs_timeouts.async_stuck.enqueue("a", 60.0)
+    job = chaos.wait_state(result.id, "failed")
+    assert [e["exception_class_path"] for e in errors(job)] == ["django_jobs.exceptions.JobTimeout"]
+    after = jobs_timeouts.steady.enqueue("after", 0.0)
+    chaos.wait_state(after.id, "completed")
+    assert chaos.pids_of("end", "after") == [worker], "the same process runs the next job"
+    assert sup.children() == [worker]
+    assert chaos.counts("end") == {"after": 1}
+    assert sup.stop() == 0
+    chaos.check_invariants()
+
+
+def test_an_isolated_job_past_its_timeout_kills_only_its_own_process(chaos):
+    sup = chaos.start("--processes=1", "--threads=2", ready=1)
+    [worker] = sup.children()
+    neighbour = jobs_timeouts.steady.enqueue("neighbour", 1.5)
+    isolated = jobs_timeouts.isolated_stuck.enqueue("iso", 60.0)
+
+    job = chaos.wait_state(isolated.id, "failed", timeout=20)
+    assert [e["exception_class_path"] for e in errors(job)] == ["django_jobs.exceptions.JobTimeout"] * 2
+    runs = chaos.pids_of("start", "iso")
+    assert len(set(runs)) == 2 and worker not in runs, "each attempt ran in a process of its own"
+    assert all(pid_gone(pid) for pid in runs), "killed at the timeout"
+    chaos.wait_state(neighbour.id, "completed")
+    assert chaos.pids_of("end", "neighbour") == [worker]
+    assert sup.children() == [worker], "the worker process was not replaced"
+    assert chaos.counts("end") == {"neighbour": 1}
+    assert sup.stop() == 0
+    chaos.check_invariants()
+
+
+def test_an_isolated_job_whose_process_dies_fails_with_the_reason_and_is_retried(chaos):
+    sup = chaos.start("--processes=1", "--threads=1", ready=1)
+    [worker] = sup.children()
+    crash = jobs_timeouts.isolated_crash.enqueue("crash")
+    job = chaos.wait_state(crash.id, "failed", timeout=20)
+    errs = errors(job)
+    assert [e["exception_class_path"] for e in errs] == ["django_jobs.exceptions.JobCrashed"] * 2
+    assert "died before returning: exited with status 9" in errs[0]["traceback"]
+    assert job["a"] == "2"
+    runs = chaos.pids_of("start", "crash")
+    assert len(set(runs)) == 2 and worker not in runs
+    after = jobs_timeouts.steady.enqueue("after", 0.0)
+    chaos.wait_state(after.id, "completed")
+    assert sup.children() == [worker]
+    assert sup.stop() == 0
+    chaos.check_invariants()
+
+
+def test_an_isolated_job_returns_its_value_or_its_exception_with_the_correlation_id_and_logging(chaos):
+    sup = chaos.start("--processes=1", "--threads=2", ready=1)
+    [worker] = sup.children()
+    with correlation_id("abc123"):
+        info = jobs_timeouts.isolated_info.enqueue("info")
+    fail = jobs_timeouts.isolated_fail.enqueue("fail")
+
+    chaos.wait_state(info.id, "completed")
+    value = jobs_timeouts.isolated_info.get_result(info.id).return_value
+    assert value["ppid"] == worker and value["pid"] != worker
+    assert value["correlation_id"] == "abc123"
+    sup.wait_output("isolated job info says hello")
+
+    job = chaos.wait_state(fail.id, "failed")
+    [err] = errors(job)
+    assert err["exception_class_path"] == "builtins.KeyError"
+    assert "raise KeyError(tag)" in err["traceback"]
+    assert chaos.counts("end") == {"info": 1, "fail": 1}
+    assert sup.stop() == 0
+    chaos.check_invariants()
