@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 
 import pytest
 
@@ -117,4 +118,52 @@ def test_an_isolated_job_returns_its_value_or_its_exception_with_the_correlation
     assert "raise KeyError(tag)" in err["traceback"]
     assert chaos.counts("end") == {"info": 1, "fail": 1}
     assert sup.stop() == 0
+    chaos.check_invariants()
+
+
+def test_cancelling_a_running_isolated_job_kills_its_process(chaos):
+    sup = chaos.start("--processes=1", "--threads=1", ready=1)
+    [worker] = sup.children()
+    result = jobs_timeouts.isolated_sleeper.enqueue("iso", 60.0)
+    chaos.wait_ledger("start", ["iso"])
+    [child] = chaos.pids_of("start", "iso")
+    assert child != worker
+    assert result.cancel() == "requested"
+    job = chaos.wait_state(result.id, "cancelled", timeout=10)
+    assert "Cancel" in errors(job)[-1]["exception_class_path"]
+    wait_until(lambda: pid_gone(child), 5, message="the isolated process to be killed")
+    assert sup.children() == [worker]
+    assert chaos.counts("end") == {}
+    assert sup.stop() == 0
+    chaos.check_invariants()
+
+
+def test_an_isolated_job_running_at_the_end_of_the_grace_period_is_killed_then_released(chaos):
+    sup = chaos.start("--processes=1", "--threads=1", "--grace=0.5", ready=1)
+    result = jobs_timeouts.isolated_sleeper.enqueue("iso", 60.0)
+    chaos.wait_ledger("start", ["iso"])
+    [child] = chaos.pids_of("start", "iso")
+    assert sup.stop() == 0
+    assert pid_gone(child)
+    job = chaos.wait_state(result.id, "waiting", timeout=5)
+    assert job["a"] == "0", "a released run does not count as an attempt"
+    assert chaos.counts("end") == {}
+    chaos.check_invariants()
+
+
+def test_a_killed_supervisor_takes_down_its_workers_and_their_isolated_processes(chaos):
+    sup = chaos.start("--processes=1", "--threads=2", "--grace=30", ready=1)
+    [worker] = sup.children()
+    iso = jobs_timeouts.isolated_sleeper.enqueue("iso", 60.0)
+    plain = jobs_timeouts.steady.enqueue("plain", 60.0)
+    chaos.wait_ledger("start", ["iso", "plain"])
+    [child] = chaos.pids_of("start", "iso")
+
+    sup.signal(signal.SIGKILL)
+    wait_until(lambda: pid_gone(worker) and pid_gone(child), 5, message="the worker and its isolated process to exit")
+    for result in (iso, plain):
+        job = chaos.wait_state(result.id, "waiting", timeout=5)
+        assert job["a"] == "0" and "rec" not in job, "released by the exiting worker, not recovered later"
+    assert chaos.counts("end") == {}
+    sup.wait_exit(5)
     chaos.check_invariants()

@@ -82,3 +82,12 @@ async def async_stuck(tag: str, seconds: float) -> str:
     await asyncio.sleep(seconds)
     ledger("end", tag)
     return tag
+
+
+@job(isolated=True)
+def isolated_sleeper(tag: str, seconds: float) -> str:
+    """Sleep in an isolated process, with no timeout (stopped by a cancel, a release or a kill)."""
+    ledger("start", tag)
+    time.sleep(seconds)
+    ledger("end", tag)
+    return tag
