@@ -35,6 +35,8 @@ logger = logging.getLogger("django_jobs.worker")
 
 #: How often the waiting thread checks the timeout, cancel requests and releases, seconds.
 POLL = 0.05
+#: Bytes of the length that starts the child's answer.
+HEADER = 8
 #: Exit status of a child that could not report an outcome (its own error is on stderr).
 CHILD_ERROR = 70
 
@@ -61,6 +63,9 @@ def run_isolated(job: RunningJob, prepared: Prepared, *, parent_pid: int, abando
 
     ``parent_pid`` is the worker process (the child exits at once if it is gone).
     """
+    from django_jobs.worker.process import _libc
+
+    _libc()  # loaded here, once: loading it in every child costs more than the fork
     read_fd, write_fd = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -74,11 +79,18 @@ def run_isolated(job: RunningJob, prepared: Prepared, *, parent_pid: int, abando
         _child(job, prepared, write_fd, parent_pid)  # never returns
     os.close(write_fd)
     job.child_pid = pid
+    # The end of the child is told by its pid (a pidfd, or waitpid polling), never by EOF on the
+    # pipe: a child another job thread forks between our pipe() and close(write_fd) holds a
+    # copy of the write end for as long as it runs.
+    pidfd = _pidfd_open(pid)
     chunks: list[bytes] = []
     stopped_for = ""
+    status: int | None = None
     try:
         poller = select.poll()
-        poller.register(read_fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+        poller.register(read_fd, select.POLLIN)
+        if pidfd >= 0:
+            poller.register(pidfd, select.POLLIN)
         while True:
             if job.timeout and time.monotonic() - job.started >= job.timeout:
                 stopped_for = "timeout"
@@ -89,15 +101,32 @@ def run_isolated(job: RunningJob, prepared: Prepared, *, parent_pid: int, abando
             if stopped_for:
                 _kill(pid)
                 break
-            if poller.poll(POLL * 1000):
-                data = os.read(read_fd, 1 << 16)
-                if not data:
-                    break  # EOF: the child exited (or closed its end while exiting)
-                chunks.append(data)
+            events = poller.poll(POLL * 1000)
+            exited = pidfd < 0
+            for fd, _ in events:
+                if fd == read_fd:
+                    data = os.read(read_fd, 1 << 16)
+                    if data:
+                        chunks.append(data)
+                    else:  # EOF: every copy of the write end is closed
+                        poller.unregister(read_fd)
+                elif fd == pidfd:
+                    exited = True
+            if _complete(chunks):
+                break
+            if exited:
+                done, st = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    status = st
+                    chunks.extend(_drain(read_fd))
+                    break
     finally:
         os.close(read_fd)
+        if pidfd >= 0:
+            os.close(pidfd)
         job.child_pid = 0
-        _, status = os.waitpid(pid, 0)
+        if status is None:
+            _, status = os.waitpid(pid, 0)  # it answered (and is exiting) or was killed
     if stopped_for == "abandoned":
         return None
     if stopped_for == "timeout":
@@ -120,13 +149,45 @@ def _kill(pid: int) -> None:
         pass
 
 
-def _parse(data: bytes) -> Outcome | None:
-    if not data:
-        return None
+def _pidfd_open(pid: int) -> int:
+    """A file descriptor that becomes readable when ``pid`` exits (Linux >= 5.3), else -1."""
     try:
-        fields = json.loads(data)
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return -1
+
+
+def _drain(fd: int) -> list[bytes]:
+    """Read what is left in the pipe without waiting for an EOF that may never come."""
+    os.set_blocking(fd, False)
+    chunks = []
+    while True:
+        try:
+            data = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    return chunks
+
+
+def _complete(chunks: list[bytes]) -> bool:
+    """True once the whole message (8-byte length, then JSON) has arrived."""
+    size = sum(map(len, chunks))
+    if size < HEADER:
+        return False
+    head = b"".join(chunks)[:HEADER] if len(chunks[0]) < HEADER else chunks[0][:HEADER]
+    return size >= HEADER + int.from_bytes(head, "big")
+
+
+def _parse(data: bytes) -> Outcome | None:
+    if len(data) < HEADER or len(data) < HEADER + int.from_bytes(data[:HEADER], "big"):
+        return None  # no answer, or cut short by a crash while writing
+    try:
+        fields = json.loads(data[HEADER:])
         return Outcome(*fields)
-    except (ValueError, TypeError):  # cut short by a crash while writing
+    except (ValueError, TypeError):
         return None
 
 
@@ -150,8 +211,8 @@ def _child(job: RunningJob, prepared: Prepared, write_fd: int, parent_pid: int) 
         for conn in db.connections.all(initialized_only=True):
             conn.connection = None
         outcome = executor.run_sync(job, prepared)
-        data = json.dumps([outcome.id, outcome.token, outcome.kind, outcome.value, outcome.delay_ms, outcome.keep_ms]).encode()
-        view = memoryview(data)
+        body = json.dumps([outcome.id, outcome.token, outcome.kind, outcome.value, outcome.delay_ms, outcome.keep_ms]).encode()
+        view = memoryview(len(body).to_bytes(HEADER, "big") + body)
         while view:
             view = view[os.write(write_fd, view) :]
         code = 0

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import functools
 import logging
 import math
 import os
@@ -86,12 +87,20 @@ def make_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
+@functools.cache
+def _libc() -> Any:
+    """The C library, loaded once (isolated jobs call :func:`die_with_parent` in every child)."""
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
 def die_with_parent(sig: int = signal.SIGUSR2) -> None:
     """Ask Linux to send ``sig`` to this process when its parent dies (no-op elsewhere)."""
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, sig)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
+        _libc().prctl(1, sig)  # PR_SET_PDEATHSIG
+    except AttributeError:
         pass
 
 

@@ -91,3 +91,15 @@ def isolated_sleeper(tag: str, seconds: float) -> str:
     time.sleep(seconds)
     ledger("end", tag)
     return tag
+
+
+@job
+def echo(value: int) -> int:
+    """Return ``value`` (a no-op job, to compare with :func:`isolated_echo`)."""
+    return value
+
+
+@job(isolated=True)
+def isolated_echo(value: int) -> int:
+    """Return ``value`` from an isolated process (measures the cost of a fork per attempt)."""
+    return value
