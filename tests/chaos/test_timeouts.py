@@ -167,3 +167,20 @@ def test_a_killed_supervisor_takes_down_its_workers_and_their_isolated_processes
     assert chaos.counts("end") == {}
     sup.wait_exit(5)
     chaos.check_invariants()
+
+
+@pytest.mark.parametrize(
+    ("how", "reason"),
+    [("segfault", "killed by signal SIGSEGV"), ("oom", "killed by signal SIGKILL (often the out-of-memory killer)")],
+)
+def test_an_isolated_job_killed_by_a_signal_fails_with_how_it_died(chaos, how, reason):
+    sup = chaos.start("--processes=1", "--threads=1", ready=1)
+    [worker] = sup.children()
+    result = jobs_timeouts.isolated_signal.enqueue(how, how)
+    job = chaos.wait_state(result.id, "failed")
+    [err] = errors(job)
+    assert err["exception_class_path"] == "django_jobs.exceptions.JobCrashed"
+    assert f"died before returning: {reason}." in err["traceback"]
+    assert sup.children() == [worker], "the worker process is unharmed"
+    assert sup.stop() == 0
+    chaos.check_invariants()

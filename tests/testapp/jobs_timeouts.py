@@ -103,3 +103,15 @@ def echo(value: int) -> int:
 def isolated_echo(value: int) -> int:
     """Return ``value`` from an isolated process (measures the cost of a fork per attempt)."""
     return value
+
+
+@job(isolated=True)
+def isolated_signal(tag: str, how: str) -> None:
+    """Die in the isolated process: ``"segfault"`` reads address 0, ``"oom"`` is SIGKILL (what the OOM killer sends)."""
+    import ctypes
+    import signal
+
+    ledger("start", tag)
+    if how == "segfault":
+        ctypes.string_at(0)
+    os.kill(os.getpid(), signal.SIGKILL)
