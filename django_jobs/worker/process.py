@@ -197,6 +197,7 @@ class WorkerProcess:
         self.draining = threading.Event()  # recycling: no more fetching; exit once the running jobs are settled
         self.exit_code = 0
         self._claimed = 0
+        self._memory_warned = False
 
         self.stopping = threading.Event()  # no more fetching; the main thread shuts down
         self.fast = threading.Event()  # release running jobs now
@@ -324,6 +325,22 @@ class WorkerProcess:
                    extra={"action": "worker_recycling", "worker": self.worker_id})
         self.draining.set()
         self._pipe.wake()
+
+    def _check_memory(self) -> None:
+        """Recycle once the process uses more than ``max_memory_mb`` (not before its first job: a fresh one would too)."""
+        used = rss_mb()
+        if used <= (self.max_memory_mb or math.inf):
+            return
+        if self._claimed == 0:
+            if not self._memory_warned:
+                self._memory_warned = True
+                logger.warning(
+                    "Worker %s uses %.0f MB before running any job, over the max memory per child of %d MB: "
+                    "it is not recycled (a fresh process would start as big); raise the limit", self.worker_id, used,
+                    self.max_memory_mb, extra={"action": "worker_memory_limit_too_low", "worker": self.worker_id},
+                )
+            return
+        self.recycle(f"it uses {used:.0f} MB, over the max memory per child of {self.max_memory_mb} MB", logging.WARNING)
 
     def _drained(self) -> bool:
         """True once a recycling worker holds no job (and, holding the fetch lock, can claim none)."""
@@ -654,10 +671,7 @@ class WorkerProcess:
                 self._enforce_timeouts(now)
                 if self.max_memory_mb is not None and now >= next_memory:
                     next_memory = now + MEMORY_CHECK_EVERY
-                    used = rss_mb()
-                    if used > self.max_memory_mb:
-                        self.recycle(f"it uses {used:.0f} MB, over the max memory per child of {self.max_memory_mb} MB",
-                                     logging.WARNING)
+                    self._check_memory()
                 reached = False  # did this tick talk to Redis (and so prove it is back)?
                 if now >= next_renew:
                     reached = self._renew()  # a failed renewal is tried again at the next tick

@@ -77,3 +77,18 @@ def test_max_memory_per_child_recycles_a_process_after_a_job_that_allocated_memo
     assert chaos.counts("end") == {"running": 1, "hog": 1, "after": 1}
     assert sup.stop() == 0
     chaos.check_invariants()
+
+
+def test_a_memory_limit_below_the_size_of_a_fresh_process_warns_instead_of_recycling_in_a_loop(chaos):
+    sup = chaos.start("--processes=1", "--threads=1", "--max-memory-per-child=1", ready=1, env=INFO)
+    [worker] = sup.children()
+    sup.wait_output("before running any job, over the max memory per child of 1 MB")
+    assert "recycling" not in sup.output
+    # Once it has run a job, a fresh process does help: it is recycled after that job.
+    result = jobs_timeouts.steady.enqueue("one", 0.0)
+    chaos.wait_state(result.id, "completed")
+    sup.wait_output("recycled after")
+    wait_until(lambda: pid_gone(worker), 10, message="the recycled process to exit")
+    assert chaos.counts("end") == {"one": 1}
+    assert sup.stop() == 0
+    chaos.check_invariants()
