@@ -184,3 +184,21 @@ def test_an_isolated_job_killed_by_a_signal_fails_with_how_it_died(chaos, how, r
     assert sup.children() == [worker], "the worker process is unharmed"
     assert sup.stop() == 0
     chaos.check_invariants()
+
+
+def test_a_neighbour_still_running_when_the_grace_period_ends_is_released_and_runs_again_in_the_fresh_process(chaos):
+    sup = chaos.start("--processes=1", "--threads=2", "--grace=1", ready=1)
+    [first] = sup.children()
+    neighbour = jobs_timeouts.steady.enqueue("neighbour", 4.0)
+    chaos.wait_ledger("start", ["neighbour"])
+    stuck = jobs_timeouts.stuck.using(attempts=1).enqueue("stuck", 60.0)
+
+    assert chaos.wait_state(stuck.id, "failed")["a"] == "1"
+    job = chaos.wait_state(neighbour.id, "completed", timeout=30)
+    assert job["a"] == "1", "the released run does not count as an attempt"
+    assert "rec" not in job, "released, not recovered after its lease expired"
+    runs = chaos.pids_of("start", "neighbour")
+    assert runs[0] == first and runs[1] != first
+    assert chaos.pids_of("end", "neighbour") == [runs[1]], "the interrupted run never finished"
+    assert sup.stop() == 0
+    chaos.check_invariants()
