@@ -219,4 +219,8 @@ def _child(job: RunningJob, prepared: Prepared, write_fd: int, parent_pid: int) 
     except BaseException:  # noqa: BLE001 - reported; the worker fails the attempt with JobCrashed
         traceback.print_exc()
     finally:
-        os._exit(code)
+        try:  # os._exit() skips the flush of what the job printed
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)

@@ -100,7 +100,8 @@ def test_an_isolated_job_whose_process_dies_fails_with_the_reason_and_is_retried
 
 
 def test_an_isolated_job_returns_its_value_or_its_exception_with_the_correlation_id_and_logging(chaos):
-    sup = chaos.start("--processes=1", "--threads=2", ready=1)
+    # Buffered stdout, as in production: what the job prints must be flushed before its process exits.
+    sup = chaos.start("--processes=1", "--threads=2", ready=1, env={"PYTHONUNBUFFERED": ""})
     [worker] = sup.children()
     with correlation_id("abc123"):
         info = jobs_timeouts.isolated_info.enqueue("info")
@@ -111,6 +112,7 @@ def test_an_isolated_job_returns_its_value_or_its_exception_with_the_correlation
     assert value["ppid"] == worker and value["pid"] != worker
     assert value["correlation_id"] == "abc123"
     sup.wait_output("isolated job info says hello")
+    sup.wait_output("isolated job info prints")
 
     job = chaos.wait_state(fail.id, "failed")
     [err] = errors(job)

@@ -55,6 +55,7 @@ def isolated_info(tag: str) -> dict[str, object]:
     """Log a line and return what the isolated process sees: its pid, its parent, the correlation id."""
     ledger("end", tag)
     logger.warning("isolated job %s says hello", tag)
+    print(f"isolated job {tag} prints")  # block-buffered stdout: flushed before the child exits
     return {"pid": os.getpid(), "ppid": os.getppid(), "correlation_id": get_correlation_id()}
 
 
