@@ -92,3 +92,17 @@ def test_a_memory_limit_below_the_size_of_a_fresh_process_warns_instead_of_recyc
     assert chaos.counts("end") == {"one": 1}
     assert sup.stop() == 0
     chaos.check_invariants()
+
+
+def test_a_sigterm_while_a_process_drains_for_recycling_is_a_clean_shutdown(chaos):
+    sup = chaos.start("--processes=1", "--threads=2", "--max-jobs-per-child=2", "--grace=10", ready=1, env=INFO)
+    [worker] = sup.children()
+    results = jobs_timeouts.steady.enqueue_many([("a", 2.0), ("b", 2.0), ("c", 0.0)])
+    chaos.wait_ledger("start", ["a", "b"])
+    sup.wait_output("recycling: it claimed 2 job(s)")
+    assert sup.stop() == 0, "the jobs finished within the grace period"
+    assert pid_gone(worker)
+    assert "recycled after" not in sup.output, "stopping: not replaced"
+    assert [chaos.state(r.id) for r in results] == ["completed", "completed", "waiting"]
+    assert chaos.counts("end") == {"a": 1, "b": 1}
+    chaos.check_invariants()
