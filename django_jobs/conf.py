@@ -53,6 +53,8 @@ DEFAULTS: dict[str, Any] = {
     "REQUEST_ID_HEADER": "X-Request-ID",
     "CRON": [],
     "LEADER_LEASE_SECONDS": 10.0,
+    "MAX_JOBS_PER_CHILD": None,
+    "MAX_MEMORY_PER_CHILD": None,
 }
 
 #: Keys a schedule in DJANGO_JOBS["CRON"] accepts (docs/cron.md).
@@ -289,6 +291,20 @@ def parse_header(key: str, value: Any) -> str:
     return value
 
 
+def parse_optional_whole(key: str, value: Any, *, unit: str) -> int | None:
+    """Return ``value`` as an int >= 1, or None (no limit)."""
+    if value is None:
+        return None
+    at = _At.of(key, None)
+    number = _number(value)
+    if number is None or number != int(number) or number < 1:
+        raise at.error(
+            f"{at.name} is {value!r}; it must be a whole number of {unit} >= 1, or None (no limit).",
+            f"E.g. {1000 if unit == 'jobs' else 512} (see docs/workers.md#recycling-worker-processes).",
+        )
+    return int(number)
+
+
 _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "REDIS_URL": parse_optional_string,
     "CACHE_ALIAS": parse_optional_string,
@@ -312,6 +328,8 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "LEADER_LEASE_SECONDS": parse_seconds,
     "MIDDLEWARE": parse_dotted_list,
     "REQUEST_ID_HEADER": parse_header,
+    "MAX_JOBS_PER_CHILD": lambda k, v: parse_optional_whole(k, v, unit="jobs"),
+    "MAX_MEMORY_PER_CHILD": lambda k, v: parse_optional_whole(k, v, unit="MB"),
 }
 
 
@@ -559,6 +577,8 @@ class JobsSettings:
     request_id_header: str = "X-Request-ID"
     cron: list[dict[str, Any]] = field(default_factory=list)
     leader_lease_seconds: float = 10.0
+    max_jobs_per_child: int | None = None
+    max_memory_per_child: int | None = None
     raw: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -655,6 +675,8 @@ def build_settings(raw: Mapping[str, Any]) -> JobsSettings:
         request_id_header=values["REQUEST_ID_HEADER"],
         cron=values["CRON"],
         leader_lease_seconds=values["LEADER_LEASE_SECONDS"],
+        max_jobs_per_child=values["MAX_JOBS_PER_CHILD"],
+        max_memory_per_child=values["MAX_MEMORY_PER_CHILD"],
         raw=raw,
     )
 

@@ -88,6 +88,10 @@ class ChildFailed(DjangoJobsError):
     """
 
 
+class JobCrashed(DjangoJobsError):
+    """The process running an isolated job died before it returned (a segfault, ``os._exit``, an OOM kill)."""
+
+
 class JobControl(DjangoJobsError):
     """Base class of exceptions a job raises to steer its own execution."""
 

@@ -69,6 +69,8 @@ class JobTask(Task):
         keep_result: seconds to keep the completed job and its result (``None``: retention settings).
         delay: seconds from each enqueue until the job may run, measured by Redis' clock
             (set with :meth:`using`; ``None``: run at once or at ``run_after``).
+        isolated: run each attempt in a process forked for it, so a timeout or a crash
+            ends only that process (docs/workers.md#isolated-jobs).
     """
 
     attempts: int | None = None
@@ -76,9 +78,12 @@ class JobTask(Task):
     timeout: float | None = None
     keep_result: float | None = None
     delay: float | None = None
+    isolated: bool = False
 
     def __post_init__(self) -> None:
         Task.__post_init__(self)
+        if not isinstance(self.isolated, bool):
+            raise InvalidJob(f"isolated={self.isolated!r} must be True or False.")
         registry.register(self)
 
     @property
@@ -294,6 +299,7 @@ def job(
     takes_context: bool = ...,
     backend: str | None = ...,
     cron: str | float | dict[str, Any] | None = ...,
+    isolated: bool = ...,
 ) -> Callable[[Callable[..., Any]], JobTask]: ...
 def job(
     function: Callable[..., Any] | None = None,
@@ -308,6 +314,7 @@ def job(
     takes_context: bool = False,
     backend: str | None = None,
     cron: str | float | dict[str, Any] | None = None,
+    isolated: bool = False,
 ) -> JobTask | Callable[[Callable[..., Any]], JobTask]:
     """Declare a background job (sync or ``async def``).
 
@@ -333,6 +340,7 @@ def job(
             backoff=backoff,
             timeout=timeout,
             keep_result=keep_result,
+            isolated=isolated,
         )
         if cron is not None:
             from django_jobs import scheduler

@@ -42,7 +42,8 @@ DJANGO_JOBS = {
     "RECOVERY_INTERVAL": 0.5,
     "MAX_RECOVERIES": int(os.environ.get("DJJ_MAX_RECOVERIES", "3")),
     "DEFAULT_BACKOFF": "none",
-    "IMPORT_MODULES": ["tests.testapp.jobs_chaos", "tests.testapp.jobs_docs", "tests.testapp.jobs_lua", "tests.testapp.jobs_flows"],
+    "MAX_JOBS_PER_CHILD": os.environ.get("DJJ_MAX_JOBS_PER_CHILD"),
+    "IMPORT_MODULES": ["tests.testapp.jobs_chaos", "tests.testapp.jobs_docs", "tests.testapp.jobs_lua", "tests.testapp.jobs_flows", "tests.testapp.jobs_timeouts"],
 }
 
 LOGGING = {

@@ -46,6 +46,9 @@ class RunningJob:
     #: The decoded job (executor.Prepared) and, for async jobs, its concurrent future.
     prepared: Any = None
     future: Any = None
+    #: Runs in a forked child (``@job(isolated=True)``); ``child_pid`` while that child lives.
+    isolated: bool = False
+    child_pid: int = 0
 
     @property
     def id(self) -> str:
@@ -58,7 +61,7 @@ class RunningJob:
 
 # ``current_job`` (the RunningJob of this thread or task, None outside jobs) lives in
 # correlation.py, so the logging filter can read it without importing the worker.
-__all__ = ["RunningJob", "Prepared", "current_job", "run_sync", "run_async", "timeout_outcome", "terminal_outcome"]
+__all__ = ["RunningJob", "Prepared", "current_job", "run_sync", "run_async", "timeout_outcome", "terminal_outcome", "error_outcome"]
 
 #: Jobs running in this process, by id (for cancel requests and the watchdog).
 running: dict[str, RunningJob] = {}
@@ -433,6 +436,14 @@ async def run_async(job: RunningJob, prepared: Prepared) -> Outcome:
 
 
 def timeout_outcome(job: RunningJob, prepared: Prepared) -> Outcome:
-    """The outcome of a sync job that passed its timeout (it keeps its thread until it returns)."""
-    exc = JobTimeout(f"Job {job.name!r} ran longer than its timeout of {job.timeout} s.")
-    return _finished(job, prepared, prepared.outcome_for_error(job, exc), exc)
+    """The outcome of a sync job that passed its timeout (its thread is abandoned, or its isolated process killed)."""
+    return error_outcome(job, prepared, JobTimeout(f"Job {job.name!r} ran longer than its timeout of {job.timeout} s."))
+
+
+def error_outcome(job: RunningJob, prepared: Prepared, exc: BaseException) -> Outcome:
+    """Fail (or retry, per its policy) an attempt stopped from outside the job, logged with the job's correlation id."""
+    tokens = _enter(job, prepared)
+    try:
+        return _finished(job, prepared, prepared.outcome_for_error(job, exc), exc)
+    finally:
+        _exit(tokens)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import functools
 import logging
 import math
 import os
@@ -48,7 +49,7 @@ from django_jobs.engine import get_engine
 from django_jobs.engine.codes import ScriptCode
 from django_jobs.engine.queue import Claimed, Engine, Outcome
 from django_jobs.exceptions import RedisOutOfMemory, RedisUnavailable
-from django_jobs.worker import executor
+from django_jobs.worker import executor, isolation
 from django_jobs.worker import faults  # test-only crash points (no-op unless DJJ_FAULT_AT is set)
 from django_jobs.worker.executor import Prepared, RunningJob
 from django_jobs.worker.wakeup import WakeupPipe
@@ -73,6 +74,12 @@ SETTLE_TRIES = 3
 FLUSH_TIMEOUT = 5.0
 #: Signals a worker forked by the supervisor handles.
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
+#: Exit status of a worker that recycled itself (``--max-jobs-per-child``, ``--max-memory-per-child``).
+EXIT_RECYCLED = 3
+#: Exit status of a worker that exited to be replaced because a sync job passed its timeout.
+EXIT_TIMEOUT = 4
+#: How often the heartbeat reads the process' memory use when ``max_memory_mb`` is set, seconds.
+MEMORY_CHECK_EVERY = 1.0
 _STOP = object()
 
 
@@ -81,17 +88,38 @@ def make_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
+@functools.cache
+def _libc() -> Any:
+    """The C library, loaded once (isolated jobs call :func:`die_with_parent` in every child)."""
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
 def die_with_parent(sig: int = signal.SIGUSR2) -> None:
     """Ask Linux to send ``sig`` to this process when its parent dies (no-op elsewhere)."""
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, sig)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
+        _libc().prctl(1, sig)  # PR_SET_PDEATHSIG
+    except AttributeError:
         pass
 
 
 def _ignore(signum: int, frame: Any) -> None:
     """Python-level handler of the signals routed to the wake-up pipe (the pipe does the work)."""
+
+
+def rss_mb() -> float:
+    """Return this process' resident memory in MB (Linux: now; elsewhere: the peak so far)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        import resource
+        import sys
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
 class _Outage:
@@ -151,6 +179,8 @@ class WorkerProcess:
         engine: Engine | None = None,
         worker_id: str | None = None,
         parent_pid: int | None = None,
+        max_jobs: int | None = None,
+        max_memory_mb: int | None = None,
     ) -> None:
         settings = get_settings()
         self.queues = list(queues)
@@ -162,6 +192,13 @@ class WorkerProcess:
         self.lease_ms = int(settings.lease_seconds * 1000)
         self.renew_every = max(TICK, settings.lease_seconds / 3)
         self.recover_every = settings.recovery_interval
+        #: Recycle (stop fetching, finish running jobs, exit) after claiming this many jobs / past this RSS.
+        self.max_jobs = max_jobs
+        self.max_memory_mb = max_memory_mb
+        self.draining = threading.Event()  # recycling: no more fetching; exit once the running jobs are settled
+        self.exit_code = 0
+        self._claimed = 0
+        self._memory_warned = False
 
         self.stopping = threading.Event()  # no more fetching; the main thread shuts down
         self.fast = threading.Event()  # release running jobs now
@@ -270,13 +307,51 @@ class WorkerProcess:
         self.start()
         try:
             while not self.stopping.is_set():
-                self._wait_main(None)
+                self._wait_main(0.1 if self.draining.is_set() else None)
+                if self.draining.is_set() and not self.stopping.is_set() and self._drained():
+                    self.exit_code = EXIT_RECYCLED
+                    self.request_stop()
             self.shutdown()
         finally:
             if not self._child:  # a child exits now: its handlers stay until the end
                 self._restore_signals()
                 self._pipe.close()
-        return 0
+        return self.exit_code
+
+    def recycle(self, why: str, level: int = logging.INFO) -> None:
+        """Stop fetching, let the running jobs finish, then exit with :data:`EXIT_RECYCLED` (any thread)."""
+        if self.draining.is_set() or self.stopping.is_set():
+            return
+        logger.log(level, "Worker %s recycling: %s; finishing its running jobs, then exiting", self.worker_id, why,
+                   extra={"action": "worker_recycling", "worker": self.worker_id})
+        self.draining.set()
+        self._pipe.wake()
+
+    def _check_memory(self) -> None:
+        """Recycle once the process uses more than ``max_memory_mb`` (not before its first job: a fresh one would too)."""
+        used = rss_mb()
+        if used <= (self.max_memory_mb or math.inf):
+            return
+        if self._claimed == 0:
+            if not self._memory_warned:
+                self._memory_warned = True
+                logger.warning(
+                    "Worker %s uses %.0f MB before running any job, over the max memory per child of %d MB: "
+                    "it is not recycled (a fresh process would start as big); raise the limit", self.worker_id, used,
+                    self.max_memory_mb, extra={"action": "worker_memory_limit_too_low", "worker": self.worker_id},
+                )
+            return
+        self.recycle(f"it uses {used:.0f} MB, over the max memory per child of {self.max_memory_mb} MB", logging.WARNING)
+
+    def _drained(self) -> bool:
+        """True once a recycling worker holds no job (and, holding the fetch lock, can claim none)."""
+        if not self._fetch_lock.acquire(timeout=0.1):
+            return False
+        try:
+            with self._cond:
+                return not self._leases
+        finally:
+            self._fetch_lock.release()
 
     def shutdown(self) -> None:
         """Finish or release running jobs, flush outcomes, and forget this worker."""
@@ -326,6 +401,8 @@ class WorkerProcess:
         by_queue: dict[str, list[tuple[str, str]]] = defaultdict(list)
         for job in jobs:
             by_queue[job.queue].append((job.id, job.claimed.token))
+            if job.child_pid:
+                isolation._kill(job.child_pid)  # before the release: another worker may take the job at once
             if job.future is not None:
                 job.future.cancel()  # the async job stops with the worker
         for queue, leases in by_queue.items():
@@ -364,13 +441,18 @@ class WorkerProcess:
 
     def _fetch_loop(self) -> None:
         backoff = BACKOFF_MIN
-        while not self.stopping.is_set():
+        while not self.stopping.is_set() and not self.draining.is_set():
             with self._cond:
-                while self._usable() == 0 and not self.stopping.is_set():
+                while self._usable() == 0 and not self.stopping.is_set() and not self.draining.is_set():
                     self._cond.wait(1.0)
                 free = self._usable()
-            if self.stopping.is_set():
+            if self.stopping.is_set() or self.draining.is_set():
                 break
+            if self.max_jobs is not None:
+                free = min(free, self.max_jobs - self._claimed)
+                if free <= 0:
+                    self.recycle(f"it claimed {self._claimed} job(s), the max jobs per child")
+                    break
             try:
                 with self._cond:
                     settles = self._settles
@@ -411,7 +493,7 @@ class WorkerProcess:
             if free <= 0:
                 break
             with self._fetch_lock:
-                if self.stopping.is_set():
+                if self.stopping.is_set() or self.draining.is_set():
                     break
                 res = self.engine.fetch(queue, free, lease_ms=self.lease_ms, worker_id=self.worker_id)
                 for claimed in res.jobs:
@@ -427,6 +509,7 @@ class WorkerProcess:
         job = RunningJob(claimed)
         with self._cond:
             self._free -= 1
+            self._claimed += 1
             self._leases[job.id] = job
         executor.running[job.id] = job
         try:
@@ -435,9 +518,11 @@ class WorkerProcess:
             self._job_done(job, executor.terminal_outcome(job, exc))
             return
         job.prepared = prepared
+        if prepared.failure is None and prepared.task.isolated:
+            job.isolated = True  # sync or async, it runs in a child forked from a job thread
         if prepared.failure is not None:
             self._job_done(job, prepared.failure)
-        elif prepared.is_async:
+        elif prepared.is_async and not job.isolated:
             job.future = asyncio.run_coroutine_threadsafe(self._run_async(job, prepared), self._event_loop())
         else:
             job.started = math.inf  # its timeout clock starts when a thread runs it
@@ -462,6 +547,16 @@ class WorkerProcess:
                 self._cond.notify_all()
                 return
             job.started = started = time.monotonic()
+        if job.isolated:
+            try:
+                isolated = isolation.run_isolated(job, prepared, parent_pid=os.getpid(), abandoned=lambda: job.decided)
+            except Exception as exc:  # noqa: BLE001 - e.g. fork failed (no memory): the attempt fails, the worker goes on
+                isolated = executor.error_outcome(job, prepared, exc)
+            if isolated is None:  # released or lease lost: no outcome
+                self._free_slot()
+            else:
+                self._job_done(job, isolated)
+            return
         try:
             outcome = executor.run_sync(job, prepared)
         except BaseException as exc:  # noqa: BLE001 - e.g. SystemExit raised by a job
@@ -573,11 +668,14 @@ class WorkerProcess:
     # -- heartbeat, timeouts, recovery ----------------------------------------------------
 
     def _heartbeat_loop(self) -> None:
-        next_renew = next_recover = next_beat = 0.0
+        next_renew = next_recover = next_beat = next_memory = 0.0
         while not self.stopped.wait(TICK):
             now = time.monotonic()
             try:
                 self._enforce_timeouts(now)
+                if self.max_memory_mb is not None and now >= next_memory:
+                    next_memory = now + MEMORY_CHECK_EVERY
+                    self._check_memory()
                 reached = False  # did this tick talk to Redis (and so prove it is back)?
                 if now >= next_renew:
                     reached = self._renew()  # a failed renewal is tried again at the next tick
@@ -614,11 +712,26 @@ class WorkerProcess:
         expired: list[RunningJob] = []
         with self._cond:
             for job in self._leases.values():
-                if job.timeout and not job.decided and now - job.started > job.timeout and job.future is None:
+                if (
+                    job.timeout and not job.decided and now - job.started > job.timeout
+                    and job.future is None and not job.isolated  # those stop themselves
+                ):
                     job.decided = True
                     expired.append(job)
         for job in expired:
             self._done.put((job, executor.timeout_outcome(job, job.prepared)))
+        if expired and self._child and not self.stopping.is_set():
+            # The job's thread cannot be stopped: the outcome is settled as usual, the other
+            # running jobs get the grace period to finish (the rest is released), and the
+            # process exits so that the supervisor starts a fresh one without the stuck thread.
+            names = ", ".join(f"{job.name} {job.id}" for job in expired)
+            logger.error(
+                "Worker %s: job %s passed its timeout and its thread cannot be stopped; finishing the other jobs "
+                "(grace %.0f s) and exiting to be replaced", self.worker_id, names, self.grace,
+                extra={"action": "worker_replacing", "worker": self.worker_id},
+            )
+            self.exit_code = EXIT_TIMEOUT
+            self.request_stop()
 
     def _renew(self) -> bool:
         """Extend this worker's leases; return False when it holds none (no call made)."""
@@ -676,6 +789,7 @@ def quiet_django_task_logging() -> None:
 
 def run_worker_process(
     *, queues: list[str], threads: int, grace: float, burst: bool = False, child: bool = True, parent_pid: int | None = None,
+    max_jobs: int | None = None, max_memory_mb: int | None = None,
 ) -> int:
     """Entry point of a worker process (forked by the supervisor, or run in the foreground).
 
@@ -685,7 +799,8 @@ def run_worker_process(
     if child:
         die_with_parent()
     quiet_django_task_logging()
-    worker = WorkerProcess(queues=queues, threads=threads, grace=grace, burst=burst, parent_pid=parent_pid)
+    worker = WorkerProcess(queues=queues, threads=threads, grace=grace, burst=burst, parent_pid=parent_pid,
+                           max_jobs=max_jobs, max_memory_mb=max_memory_mb)
     worker.install_signals(child=child)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
     if child and parent_pid is not None and os.getppid() != parent_pid:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from django import db
 
 from django_jobs.scheduler import Scheduler
-from django_jobs.worker.process import SIGNALS, run_worker_process
+from django_jobs.worker.process import EXIT_RECYCLED, EXIT_TIMEOUT, SIGNALS, run_worker_process
 from django_jobs.worker.wakeup import WakeupPipe
 
 logger = logging.getLogger("django_jobs.worker")
@@ -67,8 +67,13 @@ def _ignore(signum: int, frame: object) -> None:
 class Supervisor:
     """Start ``processes`` workers for ``queues`` with ``threads`` slots each; restart dead ones."""
 
-    def __init__(self, *, queues: list[str], processes: int, threads: int, grace: float, burst: bool = False) -> None:
+    def __init__(
+        self, *, queues: list[str], processes: int, threads: int, grace: float, burst: bool = False,
+        max_jobs: int | None = None, max_memory_mb: int | None = None,
+    ) -> None:
         self.queues = queues
+        self.max_jobs = max_jobs
+        self.max_memory_mb = max_memory_mb
         self.processes = processes
         self.threads = threads
         self.grace = grace
@@ -127,6 +132,7 @@ class Supervisor:
             self.children.clear()
             code = run_worker_process(
                 queues=self.queues, threads=self.threads, grace=self.grace, burst=self.burst, parent_pid=parent,
+                max_jobs=self.max_jobs, max_memory_mb=self.max_memory_mb,
             )
         except BaseException:  # noqa: BLE001 - report, then leave without running the parent's atexit hooks
             logger.exception("Worker process %d crashed", os.getpid())
@@ -149,11 +155,19 @@ class Supervisor:
                 continue
             code = os.waitstatus_to_exitcode(status)
             if self.stopping or (self.burst and code == 0):
-                if code not in (0, -signal.SIGTERM):
+                if code not in (0, -signal.SIGTERM, EXIT_RECYCLED, EXIT_TIMEOUT):
                     logger.error("Worker process %d exited with %s while stopping", pid, code)
                     self.exit_code = 1
                 continue
             uptime = time.monotonic() - child.started
+            if code in (EXIT_RECYCLED, EXIT_TIMEOUT):
+                # Planned exits (the worker logged why): replaced at once, never a crash loop.
+                why = "recycled" if code == EXIT_RECYCLED else "exited after a job passed its timeout"
+                level = logging.INFO if code == EXIT_RECYCLED else logging.WARNING
+                logger.log(level, "Worker process %d %s after %.1f s; starting a replacement", pid, why, uptime,
+                           extra={"action": "worker_replaced"})
+                self.restarts.append(_Restart(child.index, 0, time.monotonic()))
+                continue
             failures = child.failures + 1 if uptime < MIN_UPTIME else 0
             delay = min(30.0, 0.5 * 2 ** min(failures, 6)) if failures else 0.0
             logger.error(

@@ -113,3 +113,18 @@ def sync_contact(context, contact_id: int) -> dict:
 async def notify_webhook(event: str) -> str:
     await asyncio.sleep(0)  # ... await an async HTTP client ...
     return f"sent {event}"
+
+
+# -- workers.md ------------------------------------------------------------------------------
+
+
+@job(isolated=True, timeout=30, attempts=2)
+def render_invoice(invoice_id: int) -> str:
+    import os
+
+    return f"invoice {invoice_id} rendered by process {os.getpid()}"
+
+
+@task(isolated=True, timeout=60)
+def crunch(numbers: list[int]) -> int:
+    return sum(n * n for n in numbers)

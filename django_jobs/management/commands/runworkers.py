@@ -39,6 +39,12 @@ class Command(BaseCommand):
                             help="Seconds running jobs get to finish after SIGTERM (default: 25).")
         parser.add_argument("--burst", action="store_true",
                             help="Exit once the queues are empty (for tests and one-off drains).")
+        parser.add_argument("--max-jobs-per-child", type=_positive_int, default=None,
+                            help="Replace a worker process after it ran this many jobs (default: "
+                                 "DJANGO_JOBS['MAX_JOBS_PER_CHILD'], no limit).")
+        parser.add_argument("--max-memory-per-child", type=_positive_int, default=None, metavar="MB",
+                            help="Replace a worker process once it uses more than this many MB of memory "
+                                 "(default: DJANGO_JOBS['MAX_MEMORY_PER_CHILD'], no limit).")
         parser.add_argument("--metrics-port", type=int, default=None,
                             help="Serve Prometheus metrics on this port (needs the 'metrics' extra).")
 
@@ -82,7 +88,10 @@ class Command(BaseCommand):
             except (DjangoJobsError, OSError) as exc:
                 raise CommandError(f"Cannot serve metrics on port {options['metrics_port']}: {exc}") from exc
             metrics_line = f"  metrics:   http://{server.server_address[0]}:{server.server_address[1]}/metrics\n"
-        supervisor = Supervisor(queues=queues, processes=processes, threads=threads, grace=options["grace"], burst=options["burst"])
+        max_jobs = options["max_jobs_per_child"] or settings.max_jobs_per_child
+        max_memory = options["max_memory_per_child"] or settings.max_memory_per_child
+        supervisor = Supervisor(queues=queues, processes=processes, threads=threads, grace=options["grace"], burst=options["burst"],
+                                max_jobs=max_jobs, max_memory_mb=max_memory)
         # From here on a signal is handled (not fatal), so a process manager that reads the
         # banner as "started" can stop the workers cleanly at once.
         supervisor.install_signals()
@@ -91,6 +100,7 @@ class Command(BaseCommand):
             f"  redis:     {engine.target}{' (embedded)' if settings.embedded else ''}{'' if reachable else ' (not reachable yet)'}\n"
             f"  queues:    {', '.join(queues)}\n"
             f"  workers:   {processes} process(es) x {threads} thread(s), grace {options['grace']:.0f} s\n"
+            f"{_recycle_line(max_jobs, max_memory)}"
             f"  jobs:      {len(jobs)} registered\n"
             f"{metrics_line}"
         )
@@ -109,3 +119,9 @@ def _ensure_logging() -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"))
     ours.addHandler(handler)
     ours.setLevel(logging.INFO)
+
+
+def _recycle_line(max_jobs: int | None, max_memory: int | None) -> str:
+    """The banner line of the recycling limits ("" when there are none)."""
+    limits = [f"after {max_jobs} job(s)" if max_jobs else "", f"above {max_memory} MB" if max_memory else ""]
+    return f"  recycle:   {', '.join(x for x in limits if x)}\n" if max_jobs or max_memory else ""
