@@ -67,8 +67,10 @@ def test_lost_replies_of_any_script_lose_no_job_and_run_none_twice(chaos, proxy)
     assert proxy.total_dropped >= 20, proxy.dropped
     assert {script_sha("fetch"), script_sha("settle")} <= set(proxy.dropped), proxy.dropped
     assert_once_each(chaos, results)
-    recovered = [r for r in results if "rec" in chaos.job(r.id)]
-    assert all(chaos.job(r.id)["rec"] == "1" for r in recovered)
+    # Every recovery follows a lost fetch reply (a job whose fetch reply is lost twice is
+    # recovered twice); a lost reply strands at most one claimed batch (8 jobs with claim-ahead).
+    recoveries = sum(int(chaos.job(r.id).get("rec", 0)) for r in results)
+    assert recoveries <= 8 * proxy.dropped.get(script_sha("fetch"), 0), (recoveries, proxy.dropped)
 
 
 def test_the_proxy_really_loses_a_reply_after_the_script_ran(proxy, engine, r, prefix):
