@@ -53,6 +53,7 @@ DEFAULTS: dict[str, Any] = {
     "REQUEST_ID_HEADER": "X-Request-ID",
     "CRON": [],
     "LEADER_LEASE_SECONDS": 10.0,
+    "REDACT_ARGUMENTS": ["password", "passwd", "secret", "token", "api_key", "apikey", "authorization"],
 }
 
 #: Keys a schedule in DJANGO_JOBS["CRON"] accepts (docs/cron.md).
@@ -312,7 +313,19 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "LEADER_LEASE_SECONDS": parse_seconds,
     "MIDDLEWARE": parse_dotted_list,
     "REQUEST_ID_HEADER": parse_header,
+    "REDACT_ARGUMENTS": lambda k, v: parse_redact(k, v),
 }
+
+
+def parse_redact(key: str, value: Any) -> list[str]:
+    """Return the argument names the admin hides (lower case; matched as parts of names)."""
+    if value is None:
+        return []
+    if isinstance(value, str) or not isinstance(value, (list, tuple)) or not all(isinstance(n, str) and n.strip() for n in value):
+        raise SettingError(
+            key, f"{label(key)} is {value!r}; it must be a list of argument names.", "E.g. ['password', 'token'], or [] to show every argument."
+        )
+    return [n.strip().lower() for n in value]
 
 
 def parse_value(key: str, value: Any) -> Any:
@@ -559,6 +572,7 @@ class JobsSettings:
     request_id_header: str = "X-Request-ID"
     cron: list[dict[str, Any]] = field(default_factory=list)
     leader_lease_seconds: float = 10.0
+    redact_arguments: list[str] = field(default_factory=lambda: list(DEFAULTS["REDACT_ARGUMENTS"]))
     raw: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -655,6 +669,7 @@ def build_settings(raw: Mapping[str, Any]) -> JobsSettings:
         request_id_header=values["REQUEST_ID_HEADER"],
         cron=values["CRON"],
         leader_lease_seconds=values["LEADER_LEASE_SECONDS"],
+        redact_arguments=values["REDACT_ARGUMENTS"],
         raw=raw,
     )
 
