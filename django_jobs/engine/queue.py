@@ -687,6 +687,11 @@ class Engine:
 
         return [int(c) for codes in self._call(send) for c in codes]
 
+    def retry_many(self, queue: str, job_ids: Sequence[str]) -> list[int]:
+        """Like :meth:`retry`, for any number of ids: one script call per 1,000, pipelined."""
+        k = self.keys(queue)
+        return self._bulk("retry", (k.wait, k.failed, k.cancelled, k.meta, k.events, k.marker), (k.job_prefix, self.maxlen), job_ids)
+
     def cancel_many(self, queue: str, job_ids: Sequence[str]) -> list[int]:
         """Cancel many jobs of ``queue``; one code per id, as :meth:`cancel` (see cancel_many.lua)."""
         k = self.keys(queue)
