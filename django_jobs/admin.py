@@ -284,7 +284,9 @@ class JobRecordAdmin(admin.ModelAdmin):
         term = search_term.strip()
         if not term:
             return queryset, False
-        return queryset.filter(Q(job_id=term) | Q(correlation_id=term) | Q(name__startswith=term)), False
+        # A name prefix as a range, not LIKE: LIKE cannot use the name index on every database.
+        prefix = Q(name__gte=term, name__lt=term + "\U0010ffff")
+        return queryset.filter(Q(job_id=term) | Q(correlation_id=term) | prefix), False
 
     def _selection(self, queryset: QuerySet[JobRecord]) -> Iterable[tuple[str, str]]:
         return queryset.order_by().values_list("queue", "job_id").iterator(chunk_size=ACTION_CHUNK)
