@@ -244,6 +244,7 @@ class JobRecordAdmin(admin.ModelAdmin):
     list_per_page = 50
     paginator = CappedPaginator
     show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER  # facet counts would count the whole table per filter choice
     actions = ("retry_jobs", "cancel_jobs", "delete_jobs")
     change_list_template = "admin/django_jobs/jobrecord/change_list.html"
     # The search box is shown because search_fields is set; get_search_results does the work.

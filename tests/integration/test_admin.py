@@ -168,6 +168,10 @@ def test_the_job_list_never_counts_the_whole_table(admin_client, monkeypatch):
     counts = [q["sql"] for q in queries.captured_queries if "COUNT(" in q["sql"].upper()]
     assert counts and all("LIMIT" in sql.upper() for sql in counts), counts
     assert "More than 5 jobs match" in response.content.decode()
+    assert "Show counts" not in response.content.decode()  # no facet counts either
+    with CaptureQueriesContext(connection) as queries:
+        admin_client.get(reverse(CHANGELIST), {"_facets": "True"})
+    assert all("LIMIT" in q["sql"].upper() for q in queries.captured_queries if "COUNT(" in q["sql"].upper())
 
 
 # -- the detail page -----------------------------------------------------------------------------
