@@ -275,7 +275,8 @@ class JobRecordAdmin(admin.ModelAdmin):
 
     @admin.display(description="job id", ordering="job_id")
     def short_id(self, obj: JobRecord) -> str:
-        return obj.job_id if len(obj.job_id) <= 14 else obj.job_id[:12] + "…"
+        # Whole: ids are time-ordered, so jobs enqueued together share their first digits.
+        return format_html('<code class="djj-id">{}</code>', obj.job_id)
 
     @admin.display(description="state", ordering="state")
     def state_badge(self, obj: JobRecord) -> str:

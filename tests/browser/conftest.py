@@ -121,8 +121,10 @@ def site(redis_server, prefix, migrated_db, tmp_path) -> Iterator[Site]:
         site.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    """Chromium for one test module: Playwright's sync API runs an event loop in this thread until
+    it stops, and the rest of the suite (async tests, async_to_sync) needs none running."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
