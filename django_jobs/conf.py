@@ -55,6 +55,7 @@ DEFAULTS: dict[str, Any] = {
     "LEADER_LEASE_SECONDS": 10.0,
     "MAX_JOBS_PER_CHILD": None,
     "MAX_MEMORY_PER_CHILD": None,
+    "REDACT_ARGUMENTS": ["password", "passwd", "secret", "token", "api_key", "apikey", "authorization"],
 }
 
 #: Keys a schedule in DJANGO_JOBS["CRON"] accepts (docs/cron.md).
@@ -330,7 +331,19 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "REQUEST_ID_HEADER": parse_header,
     "MAX_JOBS_PER_CHILD": lambda k, v: parse_optional_whole(k, v, unit="jobs"),
     "MAX_MEMORY_PER_CHILD": lambda k, v: parse_optional_whole(k, v, unit="MB"),
+    "REDACT_ARGUMENTS": lambda k, v: parse_redact(k, v),
 }
+
+
+def parse_redact(key: str, value: Any) -> list[str]:
+    """Return the argument names the admin hides (lower case; matched as parts of names)."""
+    if value is None:
+        return []
+    if isinstance(value, str) or not isinstance(value, (list, tuple)) or not all(isinstance(n, str) and n.strip() for n in value):
+        raise SettingError(
+            key, f"{label(key)} is {value!r}; it must be a list of argument names.", "E.g. ['password', 'token'], or [] to show every argument."
+        )
+    return [n.strip().lower() for n in value]
 
 
 def parse_value(key: str, value: Any) -> Any:
@@ -579,6 +592,7 @@ class JobsSettings:
     leader_lease_seconds: float = 10.0
     max_jobs_per_child: int | None = None
     max_memory_per_child: int | None = None
+    redact_arguments: list[str] = field(default_factory=lambda: list(DEFAULTS["REDACT_ARGUMENTS"]))
     raw: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -677,6 +691,7 @@ def build_settings(raw: Mapping[str, Any]) -> JobsSettings:
         leader_lease_seconds=values["LEADER_LEASE_SECONDS"],
         max_jobs_per_child=values["MAX_JOBS_PER_CHILD"],
         max_memory_per_child=values["MAX_MEMORY_PER_CHILD"],
+        redact_arguments=values["REDACT_ARGUMENTS"],
         raw=raw,
     )
 

@@ -414,6 +414,11 @@ class Scheduler:
         enqueued = state.get(f"{schedule.name}:enq")
         if last is not None and (enqueued is None or int(enqueued) < last):
             self._enqueue(engine, schedule, last)  # claimed by a leader that died before enqueuing
+        if state.get(f"{schedule.name}:paused"):
+            return True  # paused (pause_schedule): its ticks are dropped; cron_claim refuses them too
+        resumed = state.get(f"{schedule.name}:resumed")
+        if resumed:  # ticks that fell while paused are not caught up
+            last = max(last or 0, int(resumed))
         for slot in due_ticks(schedule, last, now_ms):
             code = engine.cron_claim(self.token, schedule.name, slot)
             if code < 0:
@@ -458,7 +463,9 @@ def enqueue_tick(schedule: Schedule, job_id: str) -> bool:
 def schedules_table() -> list[dict[str, Any]]:
     """Return one row per schedule: its spec, next run, last tick and the state of its last job.
 
-    The data behind ``manage.py jobs schedules`` (and the admin's schedule list, planned).
+    The data behind ``manage.py jobs schedules`` and the admin's schedules page; ``paused``
+    says whether :func:`pause_schedule` paused it, ``triggered_job_id`` names the job of its
+    last :func:`trigger_schedule`.
     """
     from django_jobs import registry
     from django_jobs.engine import get_engine
@@ -487,6 +494,8 @@ def schedules_table() -> list[dict[str, Any]]:
             "last_run": datetime.fromtimestamp(int(last) / 1000, UTC) if last else None,
             "last_job_id": job_id,
             "last_job_state": job_state,
+            "paused": bool(state.get(f"{schedule.name}:paused")),
+            "triggered_job_id": state.get(f"{schedule.name}:trig", ""),
         })
     return rows
 
@@ -503,3 +512,57 @@ def format_schedules_table(rows: list[dict[str, Any]]) -> str:
         ))
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(headers))]
     return "\n".join("  ".join(str(v).ljust(w) for v, w in zip(line, widths)).rstrip() for line in lines)
+
+
+# -- control (the admin's schedules page) -------------------------------------------------------
+
+
+def get_schedule(name: str) -> Schedule:
+    """Return the schedule called ``name``.
+
+    Raises:
+        LookupError: no schedule of that name in ``DJANGO_JOBS["CRON"]`` or declared in code.
+    """
+    for schedule in load_schedules():
+        if schedule.name == name:
+            return schedule
+    raise LookupError(f"No cron schedule named {name!r}. Schedules come from DJANGO_JOBS['CRON'] and @job(cron=...).")
+
+
+def pause_schedule(name: str) -> bool:
+    """Pause schedule ``name`` in Redis, for every supervisor; False if it was paused already.
+
+    While paused, the leader fires none of its ticks, and the ticks that fall in the pause are
+    dropped for good: :func:`resume_schedule` does not catch them up (whatever ``MISSED`` says).
+    A tick claimed before the pause still gets its job.
+
+    >>> pause_schedule("nightly-report")  # doctest: +SKIP
+    True
+    """
+    from django_jobs.engine import get_engine
+
+    get_schedule(name)
+    return get_engine().cron_pause(name, True)
+
+
+def resume_schedule(name: str) -> bool:
+    """Resume schedule ``name``: its next tick after now fires. False if it was not paused."""
+    from django_jobs.engine import get_engine
+
+    get_schedule(name)
+    return get_engine().cron_pause(name, False)
+
+
+def trigger_schedule(name: str) -> str:
+    """Enqueue one job of schedule ``name`` now (not a tick slot: the schedule's ticks are unchanged).
+
+    Works while the schedule is paused too. The job id is ``cron:<name>:manual:<hex>``.
+    Returns the job id.
+    """
+    from django_jobs.engine import get_engine
+
+    schedule = get_schedule(name)
+    job_id = f"{JOB_ID_PREFIX}{schedule.name}:manual:{uuid.uuid4().hex}"
+    enqueue_tick(schedule, job_id)
+    get_engine().cron_triggered(schedule.name, job_id)
+    return job_id

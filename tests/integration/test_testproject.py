@@ -49,8 +49,9 @@ def site(jobs_settings):
 
     with override_settings(
         INSTALLED_APPS=[
-            *settings.INSTALLED_APPS, "django.contrib.admin", "django.contrib.sessions",
-            "django.contrib.messages", "demo",
+            *settings.INSTALLED_APPS,
+            *(app for app in ("django.contrib.admin", "django.contrib.sessions", "django.contrib.messages") if app not in settings.INSTALLED_APPS),
+            "demo",
         ],
         MIDDLEWARE=demo_settings.MIDDLEWARE,
         TEMPLATES=demo_settings.TEMPLATES,

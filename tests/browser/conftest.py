@@ -1,0 +1,155 @@
+"""The browser tests' site: a real ``runserver`` and ``runworkers`` on one SQLite file, and Chromium.
+
+Chromium is Debian's (``apt-get install chromium``; tests/bootstrap.sh does it), driven by
+Playwright's Python package: ``playwright install`` (a CDN download) is never needed.
+Screenshots go to tests/artifacts/ (git-ignored).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.redis_server import env_for, free_port, wait_until
+
+ARTIFACTS = ROOT / "tests" / "artifacts"
+#: Where Chromium may be: Debian's package first.
+CHROMIUM_PATHS = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
+SETTINGS = "tests.browser.settings"
+USER, PASSWORD = "admin", "admin-pw"
+
+
+def chromium_binary() -> str | None:
+    for candidate in (os.environ.get("DJJ_CHROMIUM", ""), *CHROMIUM_PATHS):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return shutil.which("chromium")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if chromium_binary() is None:
+        skip = pytest.mark.skip(reason="no chromium binary: apt-get install -y chromium (tests/bootstrap.sh does it) or set DJJ_CHROMIUM")
+        for item in items:
+            if "browser" in item.keywords:
+                item.add_marker(skip)
+
+
+def django_command(env: dict[str, str], *args: str, timeout: float = 120) -> str:
+    out = subprocess.run(
+        [sys.executable, "-m", "django", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert out.returncode == 0, f"manage.py {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}"
+    return out.stdout
+
+
+@pytest.fixture(scope="session")
+def migrated_db(tmp_path_factory) -> Path:
+    """A migrated SQLite file with the superuser admin (copied for each test)."""
+    path = tmp_path_factory.mktemp("browser-db") / "template.sqlite3"
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": SETTINGS, "DJJ_SQLITE_PATH": str(path),
+           "DJANGO_SUPERUSER_PASSWORD": PASSWORD}
+    django_command(env, "migrate", "--noinput")
+    django_command(env, "createsuperuser", "--noinput", "--username", USER, "--email", "admin@example.com")
+    return path
+
+
+class Site:
+    """A running demo of the admin: web server, workers, the database file and Redis."""
+
+    def __init__(self, env: dict[str, str], url: str) -> None:
+        self.env = env
+        self.url = url
+        self.procs: list[subprocess.Popen[str]] = []
+
+    def start(self, *args: str) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "django", *args], cwd=ROOT, env=self.env, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def mirror(self) -> None:
+        """Write the JobRecord rows from Redis (the mirror's stand-in, tests/integration/admin_rows.py)."""
+        django_command(self.env, "shell", "-c", "from tests.integration.admin_rows import mirror_jobs; mirror_jobs()")
+
+    def stop(self) -> list[str]:
+        outputs = []
+        for proc in self.procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                outputs.append(proc.communicate(timeout=30)[0])
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                outputs.append(proc.communicate()[0])
+        return outputs
+
+
+@pytest.fixture
+def site(redis_server, prefix, migrated_db, tmp_path) -> Iterator[Site]:
+    db = tmp_path / "db.sqlite3"
+    shutil.copy(migrated_db, db)
+    port = free_port()
+    env = env_for(redis_server, prefix, DJANGO_SETTINGS_MODULE=SETTINGS, DJJ_SQLITE_PATH=str(db))
+    site = Site(env, f"http://127.0.0.1:{port}")
+    site.start("runworkers", "--processes", "1", "--threads", "2")
+    server = site.start("runserver", f"127.0.0.1:{port}", "--noreload", "--insecure")
+
+    def up() -> bool:
+        if server.poll() is not None:
+            raise AssertionError("runserver exited:\n" + server.communicate()[0])
+        try:
+            with urllib.request.urlopen(site.url + "/admin/login/", timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    try:
+        wait_until(up, timeout=30, message="runserver answers")
+        yield site
+    finally:
+        site.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Chromium for one test module: Playwright's sync API runs an event loop in this thread until
+    it stops, and the rest of the suite (async tests, async_to_sync) needs none running."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=chromium_binary(), args=["--no-sandbox", "--disable-dev-shm-usage"])
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, site):
+    """A logged-in page of the admin (user admin)."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=site.url)
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    page.goto("/admin/")
+    page.fill("#id_username", USER)
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+    page.wait_for_url("**/admin/")
+    yield page
+    context.close()
+
+
+def screenshot(page, name: str) -> Path:
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
