@@ -328,7 +328,7 @@ def test_the_queues_page_shows_live_counts_and_pauses_and_resumes_a_queue(admin_
     add.enqueue(3, 3)
     response = admin_client.get(url("django_jobs_queues"))
     row = next(q for q in response.context["rows"] if q["name"] == "default")
-    assert row["counts"] == {"waiting": 1, "scheduled": 0, "active": 0, "completed": 2, "failed": 1, "cancelled": 0}
+    assert row["counts"] == {"waiting": 1, "scheduled": 0, "waiting_children": 0, "active": 0, "completed": 2, "failed": 1, "cancelled": 0}
     assert not row["paused"] and "LIMITS" not in response.content.decode()
 
     response = admin_client.post(url("django_jobs_queues"), {"queue": "default", "op": "pause"}, follow=True)

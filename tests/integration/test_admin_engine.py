@@ -32,7 +32,7 @@ def test_cancel_many_cancels_waiting_and_scheduled_asks_running_and_skips_the_re
     engine.claim("default", running, lease_ms=60_000, worker_id="w")
     ids = [waiting, scheduled, running, "missing"]
     assert engine.cancel_many("default", ids) == [1, 1, 2, -1]
-    assert engine.counts("default") == {"waiting": 0, "scheduled": 0, "active": 1, "completed": 0, "failed": 0, "cancelled": 2}
+    assert engine.counts("default") == {"waiting": 0, "scheduled": 0, "waiting_children": 0, "active": 1, "completed": 0, "failed": 0, "cancelled": 2}
     assert engine.get_job("default", running)["cx"] == "1"
     before = events(engine)
     assert engine.cancel_many("default", ids) == [0, 0, 2, -1]  # a replay: nothing written
@@ -50,7 +50,7 @@ def test_delete_jobs_removes_hashes_and_set_members_except_running_ones(engine):
     engine.claim("default", running, lease_ms=60_000, worker_id="w")
     assert engine.delete_jobs("default", [done, failed, scheduled, running]) == [1, 1, 1, 0]
     assert engine.get_jobs([("default", i) for i in (done, failed, scheduled, running)])[:3] == [{}, {}, {}]
-    assert engine.counts("default") == {"waiting": 0, "scheduled": 0, "active": 1, "completed": 0, "failed": 0, "cancelled": 0}
+    assert engine.counts("default") == {"waiting": 0, "scheduled": 0, "waiting_children": 0, "active": 1, "completed": 0, "failed": 0, "cancelled": 0}
     assert [e for e in events(engine) if e[0] == "deleted"] == [("deleted", done), ("deleted", failed), ("deleted", scheduled)]
     assert engine.delete_jobs("default", [done]) == [-1]  # a replay finds nothing
     engine.client.delete(engine.keys("default").job(running), engine.keys("default").active)
