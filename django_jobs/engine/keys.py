@@ -64,6 +64,11 @@ class QueueKeys:
     def marker(self) -> str:
         return self.base + "marker"
 
+    @property
+    def rate(self) -> str:
+        """ZSET of the job starts inside the queue's rate-limit window (docs/flow-control.md)."""
+        return self.base + "rate"
+
     #: The state ZSETs, in DESIGN.md order; a job is in exactly one of them.
     STATE_SETS = ("wait", "scheduled", "active", "completed", "failed", "cancelled")
 

@@ -132,6 +132,7 @@ class Engine:
         self._lane = threading.local()
         self._owned: weakref.WeakSet[_OwnConnection] = weakref.WeakSet()
         self.maxlen = settings.events_maxlen
+        self._limit_defaults: dict[str, tuple[int, int, int]] = {}
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -270,8 +271,8 @@ class Engine:
         k = self.keys(queue)
         raw = self._run(
             "fetch",
-            (k.wait, k.scheduled, k.active, k.meta, k.events, k.marker),
-            (k.job_prefix, self.maxlen, count, lease_ms, worker_id, PROMOTE_LIMIT),
+            (k.wait, k.scheduled, k.active, k.meta, k.events, k.marker, k.rate),
+            (k.job_prefix, self.maxlen, count, lease_ms, worker_id, PROMOTE_LIMIT, *self._default_limits(queue)),
         )
         jobs = [
             Claimed(queue, raw[i], str(raw[i + 1]), raw[i + 2], int(raw[i + 3]), int(raw[i + 4] or 0), raw[i + 5], raw[i + 6])
@@ -663,3 +664,67 @@ class Engine:
     def cron_state(self) -> dict[str, str]:
         """Return the raw state hash of every schedule (see cron_claim.lua, cron_done.lua)."""
         return dict(self._call(self.client.hgetall, self.cron_keys()[2]))
+
+    # -- flow control: queue limits (django_jobs/limits.py, docs/flow-control.md) -----------
+    # Settings give the defaults (passed to fetch); overrides live in the queue's meta hash:
+    # 'rn'/'rp' rate count and period ms (rn 0 = no limit), 'cc' concurrency (0 = no limit).
+
+    def _default_limits(self, queue: str) -> tuple[int, int, int]:
+        """Return the settings' (rate count, rate period ms, concurrency) of ``queue``; 0 = none."""
+        found = self._limit_defaults.get(queue)
+        if found is None:
+            options = self.settings.queues.get(queue, {})
+            rate = options.get("RATE_LIMIT")
+            count, period_ms = (rate.count, rate.period_ms) if rate is not None else (0, 1000)
+            found = self._limit_defaults[queue] = (count, period_ms, int(options.get("CONCURRENCY") or 0))
+        return found
+
+    def set_queue_limits(self, queue: str, *, rate: Any = None, concurrency: Any = None) -> None:
+        """Override the limits of ``queue`` in Redis for every worker.
+
+        ``rate`` is a :class:`~django_jobs.limits.Rate`, ``concurrency`` an int; ``None``
+        lifts the limit; :data:`~django_jobs.limits.UNSET` leaves it as it is.
+        """
+        from django_jobs.limits import UNSET
+
+        k = self.keys(queue)
+        fields: dict[str, int] = {}
+        if rate is not UNSET:
+            fields.update(rn=0, rp=1000) if rate is None else fields.update(rn=rate.count, rp=rate.period_ms)
+        if concurrency is not UNSET:
+            fields["cc"] = 0 if concurrency is None else int(concurrency)
+
+        def write() -> None:
+            with self.client.pipeline(transaction=True) as pipe:
+                if fields:
+                    pipe.hset(k.meta, mapping=fields)
+                # A raised or lifted limit may let held jobs start now: wake a worker.
+                pipe.rpush(k.marker, "1")
+                pipe.ltrim(k.marker, 0, 0)
+                pipe.execute()
+
+        self._call(write)
+
+    def reset_queue_limits(self, queue: str) -> None:
+        """Drop the run-time limit overrides of ``queue`` (the settings apply again)."""
+        k = self.keys(queue)
+
+        def write() -> None:
+            with self.client.pipeline(transaction=True) as pipe:
+                pipe.hdel(k.meta, "rn", "rp", "cc")
+                pipe.rpush(k.marker, "1")
+                pipe.ltrim(k.marker, 0, 0)
+                pipe.execute()
+
+        self._call(write)
+
+    def queue_limits(self, queue: str) -> tuple[Any, int | None, bool]:
+        """Return ``(rate or None, concurrency or None, overridden)`` in force on ``queue``."""
+        from django_jobs.limits import Rate
+
+        rn, rp, cc = self._call(self.client.hmget, self.keys(queue).meta, "rn", "rp", "cc")
+        d_rn, d_rp, d_cc = self._default_limits(queue)
+        overridden = rn is not None or cc is not None
+        count, period = (int(rn), int(rp or 1000)) if rn is not None else (d_rn, d_rp)
+        conc = int(cc) if cc is not None else d_cc
+        return (Rate(count, period) if count > 0 else None), (conc or None), overridden

@@ -18,6 +18,7 @@
 --@include emit
 --@include wake
 --@include append_json
+--@include slot_freed
 local rcall = redis.call
 local active_key, wait_key, failed_key, meta_key, events_key, marker_key, cancelled_key =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
@@ -71,4 +72,5 @@ for i = 1, #expired do
   end
 end
 if recovered > 0 then wake(marker_key) end
+if #expired > 0 then slot_freed(meta_key, marker_key) end
 return { recovered, failed, cancelled, outcomes }

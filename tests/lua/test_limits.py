@@ -1,0 +1,123 @@
+"""fetch under queue limits (includes/queue_limits.lua), settle's rate-limited outcome and the
+wake-up when a concurrency slot frees (includes/slot_freed.lua), against the real Redis."""
+
+from __future__ import annotations
+
+import pytest
+
+from django_jobs.engine.queue import Outcome
+from django_jobs.exceptions import InvalidJob
+from django_jobs.limits import QueueLimits, Rate, parse_rate, queue_limits, reset_queue_limits, set_queue_limits
+from tests.lua.conftest import QUEUE, Events, assert_state, claim, complete, jobs_settings, new_job, server_ms
+
+
+def enqueue(engine, n: int) -> list[str]:
+    ids = [f"j{i}" for i in range(n)]
+    engine.enqueue(QUEUE, [new_job(i) for i in ids])
+    return ids
+
+
+def test_a_rate_limit_lets_at_most_n_jobs_start_per_window_and_says_how_long_to_wait(r, k):
+    with jobs_settings(QUEUES={"default": {"RATE_LIMIT": "3/s"}}) as engine:
+        enqueue(engine, 10)
+        before = server_ms(r)
+        first = engine.fetch(QUEUE, 10, lease_ms=60_000, worker_id="w1")
+        assert len(first.jobs) == 3
+        held = engine.fetch(QUEUE, 10, lease_ms=60_000, worker_id="w2")
+        assert held.jobs == []
+        # The hint is the time until the first start leaves the one-second window.
+        assert 0 < held.next_due_ms <= 1000 - (server_ms(r) - before) + 5
+        assert r.zcard(k.wait) == 7 and r.zcard(k.rate) == 3
+        # Held jobs were not touched: no attempt counted.
+        assert r.hget(k.job("j5"), "a") == "0"
+        r.delete(k.rate)  # the window passed (without sleeping)
+        second = engine.fetch(QUEUE, 10, lease_ms=60_000, worker_id="w1").jobs
+        assert len(second) == 3
+        engine.set_queue_limits(QUEUE, rate=None)  # lifted at run time: the rest start at once
+        rest = engine.fetch(QUEUE, 10, lease_ms=60_000, worker_id="w1").jobs
+        assert len(rest) == 4
+        assert engine.settle(QUEUE, [complete(c) for c in [*first.jobs, *second, *rest]]) == [1] * 10
+
+
+def test_a_concurrency_limit_holds_and_a_settle_wakes_a_worker_when_a_slot_frees(r, k):
+    with jobs_settings(QUEUES={"default": {"CONCURRENCY": 2}}) as engine:
+        enqueue(engine, 5)
+        got = claim(engine, 5)
+        assert len(got) == 2
+        r.delete(k.marker)
+        held = engine.fetch(QUEUE, 5, lease_ms=60_000, worker_id="w2")
+        assert held.jobs == [] and held.next_due_ms == 1000  # a safety poll; the settle wakes sooner
+        assert r.hget(k.meta, "cw") == "1" and r.llen(k.marker) == 0
+        assert engine.settle(QUEUE, [complete(got[0])]) == [1]
+        assert r.llen(k.marker) == 1 and r.hget(k.meta, "cw") is None
+        more = claim(engine, 5)
+        assert len(more) == 1
+        for c in [got[1], *more]:
+            engine.settle(QUEUE, [complete(c)])
+        rest = claim(engine, 5)
+        assert len(rest) == 2
+        engine.settle(QUEUE, [complete(c) for c in rest])
+
+
+def test_without_limits_fetch_writes_no_limit_keys(engine, r, k):
+    enqueue(engine, 3)
+    got = claim(engine, 3)
+    assert len(got) == 3
+    assert not r.exists(k.rate) and r.hget(k.meta, "cw") is None
+    engine.settle(QUEUE, [complete(c) for c in got])
+
+
+def test_run_time_overrides_win_over_the_settings_until_reset(r, k):
+    with jobs_settings(QUEUES={"default": {"RATE_LIMIT": "100/m", "CONCURRENCY": 5}}):
+        assert queue_limits(QUEUE) == QueueLimits(rate="100/m", concurrency=5, overridden=False)
+        assert set_queue_limits(QUEUE, concurrency=1) == QueueLimits(rate="100/m", concurrency=1, overridden=True)
+        assert set_queue_limits(QUEUE, rate="2/s") == QueueLimits(rate="2/s", concurrency=1, overridden=True)
+        assert set_queue_limits(QUEUE, rate=None, concurrency=None) == QueueLimits(None, None, overridden=True)
+        assert reset_queue_limits(QUEUE) == QueueLimits(rate="100/m", concurrency=5, overridden=False)
+
+
+def test_bad_limits_are_refused_with_a_clear_message(engine):
+    with pytest.raises(InvalidJob, match="'ten/s' is not valid"):
+        set_queue_limits(QUEUE, rate="ten/s")
+    with pytest.raises(InvalidJob, match="at least 1"):
+        set_queue_limits(QUEUE, concurrency=0)
+    with pytest.raises(InvalidJob, match="'nope' is not configured"):
+        set_queue_limits("nope", concurrency=1)
+    assert parse_rate("5/10s") == Rate(5, 10_000) and str(Rate(5, 10_000)) == "5/10s"
+    assert str(parse_rate(" 100 / h ")) == "100/h"
+
+
+def test_bad_limit_settings_are_refused():
+    from django_jobs.conf import SettingError, parse_queues
+
+    with pytest.raises(SettingError, match="RATE_LIMIT"):
+        parse_queues({"emails": {"RATE_LIMIT": "100 per minute"}})
+    with pytest.raises(SettingError, match="CONCURRENCY"):
+        parse_queues({"emails": {"CONCURRENCY": -1}})
+    assert parse_queues({"emails": {"RATE_LIMIT": "100/m", "CONCURRENCY": 5}})["emails"] == {
+        "RATE_LIMIT": Rate(100, 60_000), "CONCURRENCY": 5,
+    }
+
+
+def test_a_rate_limited_outcome_reschedules_without_counting_the_attempt(engine, r, k, events):
+    enqueue(engine, 2)
+    c = claim(engine, 1)[0]
+    events.new()
+    outcome = Outcome(c.id, c.token, "l", "", 5_000)
+    assert engine.settle(QUEUE, [outcome]) == [1]
+    assert engine.settle(QUEUE, [outcome]) == [1]  # a replay
+    assert_state(r, k, c.id, "scheduled")
+    assert r.hget(k.job(c.id), "a") == "0" and r.hget(k.job(c.id), "err") is None
+    assert events.new() == [("rate_limited", c.id)]
+    # Only this job waits: the other one still starts.
+    assert [j.id for j in claim(engine, 1)] == ["j1"]
+
+
+def test_a_queue_wide_rate_limited_outcome_holds_the_whole_queue(engine, r, k):
+    enqueue(engine, 2)
+    c = claim(engine, 1)[0]
+    assert engine.settle(QUEUE, [Outcome(c.id, c.token, "l", "queue", 5_000)]) == [1]
+    held = engine.fetch(QUEUE, 5, lease_ms=60_000, worker_id="w1")
+    assert held.jobs == [] and 4_000 < held.next_due_ms <= 5_000
+    r.hset(k.meta, "hold", server_ms(r) - 1)  # the hold ran out
+    assert [j.id for j in claim(engine, 5)] == ["j1"]
