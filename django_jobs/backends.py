@@ -250,6 +250,7 @@ class RedisBackend(BaseTaskBackend):
             correlation_id=data.get("cid", ""),
             parent_id=data.get("par", ""),
             failure_reason=data.get("why", ""),
+            progress=serialization.loads(data["pg"]) if data.get("pg") else None,
         )
         if state == "completed" and data.get("r"):
             object.__setattr__(result, "_return_value", serialization.loads(data["r"]))

@@ -30,6 +30,9 @@ STATE_TO_STATUS: dict[str, TaskResultStatus] = {
     "cancelled": TaskResultStatus.FAILED,
 }
 
+#: The largest progress value :meth:`JobContext.set_progress` takes, encoded as JSON.
+MAX_PROGRESS_BYTES = 4096
+
 #: The job states, in lifecycle order.
 STATES = tuple(STATE_TO_STATUS)
 
@@ -167,17 +170,19 @@ class JobResult(TaskResult):
     correlation_id: str = ""
     parent_id: str = ""
     failure_reason: str = ""
+    #: The latest progress the job reported with :meth:`JobContext.set_progress` (None: none yet).
+    progress: Any = None
 
     def refresh(self) -> None:
         """Reload the job's state from Redis."""
         fresh = self.task.get_backend().get_result(self.id)
-        for attr in (*TASK_REFRESH_ATTRS, "state", "failure_reason"):
+        for attr in (*TASK_REFRESH_ATTRS, "state", "failure_reason", "progress"):
             object.__setattr__(self, attr, getattr(fresh, attr))
 
     async def arefresh(self) -> None:
         """Reload the job's state from Redis (async)."""
         fresh = await self.task.get_backend().aget_result(self.id)
-        for attr in (*TASK_REFRESH_ATTRS, "state", "failure_reason"):
+        for attr in (*TASK_REFRESH_ATTRS, "state", "failure_reason", "progress"):
             object.__setattr__(self, attr, getattr(fresh, attr))
 
     def cancel(self) -> str:
@@ -220,6 +225,35 @@ class JobContext(TaskContext):
         from django_jobs.worker.executor import is_cancel_requested
 
         return is_cancel_requested(self.task_result.id)
+
+    def set_progress(self, progress: Any) -> None:
+        """Report how far the job got: a number or a small JSON value (at most 4 KB encoded).
+
+        Other processes see it as :attr:`JobResult.progress` (after :meth:`JobResult.refresh`)
+        and as a ``progress`` event. A run that lost its lease (recovered elsewhere) writes nothing.
+
+        >>> context.set_progress({"done": 40, "total": 100})  # doctest: +SKIP
+
+        Raises:
+            InvalidJob: ``progress`` is not JSON serializable or is too large.
+        """
+        from django_jobs import serialization
+        from django_jobs.engine import get_engine
+        from django_jobs.worker.executor import running
+
+        try:
+            encoded = serialization.dumps(progress)
+        except (TypeError, ValueError) as exc:
+            raise InvalidJob(f"Progress {progress!r} is not JSON serializable: {exc}") from None
+        if len(encoded) > MAX_PROGRESS_BYTES:
+            raise InvalidJob(
+                f"Progress of job {self.job_id!r} is {len(encoded):,} bytes encoded; the limit is "
+                f"{MAX_PROGRESS_BYTES:,}. Report a number or a small dict (store big results elsewhere)."
+            )
+        job = running.get(self.job_id)
+        if job is None:
+            raise InvalidJob(f"Job {self.job_id!r} is not running in this process: only a running job reports progress.")
+        get_engine().set_progress(job.queue, job.id, job.claimed.token, encoded)
 
 
 def ms_to_datetime(ms: str | int | None) -> datetime | None:

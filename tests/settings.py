@@ -42,7 +42,7 @@ DJANGO_JOBS = {
     "RECOVERY_INTERVAL": 0.5,
     "MAX_RECOVERIES": int(os.environ.get("DJJ_MAX_RECOVERIES", "3")),
     "DEFAULT_BACKOFF": "none",
-    "IMPORT_MODULES": ["tests.testapp.jobs_chaos", "tests.testapp.jobs_docs", "tests.testapp.jobs_lua"],
+    "IMPORT_MODULES": ["tests.testapp.jobs_chaos", "tests.testapp.jobs_docs", "tests.testapp.jobs_lua", "tests.testapp.jobs_limits"],
 }
 
 LOGGING = {

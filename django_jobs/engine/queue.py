@@ -665,6 +665,11 @@ class Engine:
         """Return the raw state hash of every schedule (see cron_claim.lua, cron_done.lua)."""
         return dict(self._call(self.client.hgetall, self.cron_keys()[2]))
 
+    def set_progress(self, queue: str, job_id: str, token: str, progress_json: str) -> int:
+        """Record the progress of a running job (fenced by its lease token): 1, or -1 / -3 (see progress.lua)."""
+        self._extra("progress")
+        return int(self._run("progress", (self.keys(queue).job(job_id), self.keys(queue).events), (job_id, token, progress_json, self.maxlen)))
+
     # -- flow control: queue limits (django_jobs/limits.py, docs/flow-control.md) -----------
     # Settings give the defaults (passed to fetch); overrides live in the queue's meta hash:
     # 'rn'/'rp' rate count and period ms (rn 0 = no limit), 'cc' concurrency (0 = no limit).

@@ -84,3 +84,20 @@ def test_jobs_held_by_a_rate_limit_use_no_cpu_while_they_wait(chaos):
     assert chaos.engine.counts("default")["waiting"] == 19
     assert sup.stop() == 0
     chaos.check_invariants()
+
+
+def test_progress_reported_in_a_worker_process_is_seen_here_and_a_cancel_stops_the_job(chaos):
+    from tests.testapp import jobs_limits
+
+    sup = chaos.start("--processes=1", "--threads=2", ready=1)
+    result = jobs_limits.progress_until_cancelled.enqueue(3)
+    chaos.wait_ledger("start", [result.id])
+    result.refresh()
+    assert result.state == "active" and result.progress == {"done": 3, "total": 3}
+    assert result.cancel() == "requested"
+    chaos.wait_state(result.id, "cancelled", timeout=10)
+    assert result.cancel() == "finished"  # cancelling a finished job is a no-op that says so
+    result.refresh()
+    assert result.progress == {"done": 3, "total": 3}  # the last progress stays readable
+    assert sup.stop() == 0
+    chaos.check_invariants()

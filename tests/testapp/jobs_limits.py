@@ -1,0 +1,45 @@
+"""Jobs for the flow-control tests (tests/integration/test_flow_control*.py, tests/chaos/test_limits*.py)."""
+
+from __future__ import annotations
+
+import time
+
+from django_jobs import Cancel, RateLimited, job
+from tests.testapp.jobs import ledger
+
+
+@job(takes_context=True)
+def progress_until_cancelled(context, steps: int) -> None:
+    """Report ``steps`` progress values, then wait (at most 30 s) until asked to stop."""
+    for i in range(steps):
+        context.set_progress({"done": i + 1, "total": steps})
+    ledger("start", context.job_id)
+    deadline = time.monotonic() + 30
+    while not context.cancel_requested:
+        if time.monotonic() > deadline:
+            raise RuntimeError("never cancelled")
+        time.sleep(0.01)
+    raise Cancel("stopped on request")
+
+
+@job(takes_context=True)
+def report(context, value: object) -> str:
+    """Report ``value`` as progress and return."""
+    context.set_progress(value)
+    return "done"
+
+
+@job(attempts=1)
+def limited_once(tag: str, retry_after: float, backoff: str = "job") -> str:
+    """Raise RateLimited on the first run of ``tag`` (counted in the ledger), then succeed."""
+    ledger("run", tag)
+    from tests.testapp.jobs import calls_in_process
+
+    if sum(1 for event, parts in calls_in_process if event == "run" and parts == (tag,)) == 1:
+        raise RateLimited(retry_after=retry_after, backoff=backoff)
+    return tag
+
+
+@job
+def noop(tag: str) -> str:
+    return tag
