@@ -143,3 +143,105 @@ def _check_queue(engine: Any, queue: str) -> None:
         from django_jobs.exceptions import InvalidJob
 
         raise InvalidJob(f"Queue {queue!r} is not configured. Add it to DJANGO_JOBS['QUEUES'].")
+
+
+# -- unique jobs and debounce (enqueue_unique.lua) ------------------------------------------
+
+#: What ``unique_mode`` may be: keep the guarded job (deduplicate) or replace it (debounce).
+UNIQUE_MODES = {"keep": "k", "replace": "r"}
+#: What ``unique_until`` may be: the key is held until the job starts, or until it finishes.
+UNIQUE_UNTIL = {"start": "s", "finish": "f"}
+#: Longer rendered keys are replaced by their SHA-1 (Redis key names stay short).
+MAX_UNIQUE_KEY = 200
+
+
+def is_unique(task: Any) -> bool:
+    """Return True when ``task`` declares a unique key, a throttle window or debounce."""
+    return bool(getattr(task, "unique", False) or getattr(task, "unique_key", None) or getattr(task, "unique_for", None)
+                or getattr(task, "unique_mode", "keep") != "keep")
+
+
+def validate_unique_options(task: Any) -> None:
+    """Check a job's unique options when it is declared.
+
+    Raises:
+        InvalidJob: an option has a wrong value, or a key template names no argument of the job.
+    """
+    from django_jobs.exceptions import InvalidJob
+
+    name = task.module_path
+    if task.unique_mode not in UNIQUE_MODES:
+        raise InvalidJob(f"{name}: unique_mode={task.unique_mode!r} is not valid; use 'keep' (deduplicate) or 'replace' (debounce).")
+    if task.unique_until not in UNIQUE_UNTIL:
+        raise InvalidJob(f"{name}: unique_until={task.unique_until!r} is not valid; use 'start' or 'finish'.")
+    window = task.unique_for
+    if window is not None and (isinstance(window, bool) or not isinstance(window, (int, float)) or not 0 < window < float("inf")):
+        raise InvalidJob(f"{name}: unique_for={window!r} must be a positive number of seconds.")
+    key = task.unique_key
+    if key is None or callable(key):
+        return
+    if not isinstance(key, str) or not key:
+        raise InvalidJob(f"{name}: unique_key={key!r} must be a template string like 'customer:{{customer_id}}' or a callable.")
+    import string
+
+    params = _parameters(task)
+    try:
+        fields = [field for _, field, _, _ in string.Formatter().parse(key) if field is not None]
+    except ValueError as exc:
+        raise InvalidJob(f"{name}: unique_key={key!r} is not a valid template: {exc}.") from None
+    for field in fields:
+        root = field.split(".")[0].split("[")[0]
+        if root not in params:
+            raise InvalidJob(
+                f"{name}: unique_key={key!r} names {{{root}}}, which is not an argument of the job. "
+                f"Arguments: {', '.join(params) or 'none'}."
+            )
+
+
+def _parameters(task: Any) -> list[str]:
+    import inspect
+
+    params = list(inspect.signature(task.func).parameters)
+    return params[1:] if task.takes_context else params
+
+
+def unique_for_call(task: Any, args: Any, kwargs: Any) -> Any:
+    """Return the :class:`~django_jobs.engine.queue.Unique` of one enqueue of ``task`` (None: not unique)."""
+    if not is_unique(task):
+        return None
+    import hashlib
+    import inspect
+    import json
+
+    from django_jobs.engine.queue import Unique
+    from django_jobs.exceptions import InvalidJob
+
+    name = task.module_path
+    key = task.unique_key
+    if callable(key):
+        try:
+            rendered = key(*args, **kwargs)
+        except TypeError as exc:
+            raise InvalidJob(f"{name}: unique_key({', '.join(map(repr, args))}) failed: {exc}. It gets the job's arguments.") from None
+        if not isinstance(rendered, (str, int)) or rendered == "":
+            raise InvalidJob(f"{name}: unique_key returned {rendered!r}; it must return a non-empty string.")
+        rendered = str(rendered)
+    else:
+        signature = inspect.signature(task.func)
+        try:
+            bound = signature.bind(None, *args, **kwargs) if task.takes_context else signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise InvalidJob(f"{name}: {exc}") from None
+        bound.apply_defaults()
+        arguments = dict(bound.arguments)
+        if task.takes_context:
+            arguments.pop(next(iter(signature.parameters)))
+        if key is None:
+            canonical = json.dumps(arguments, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+            rendered = hashlib.sha1(canonical.encode(), usedforsecurity=False).hexdigest()
+        else:
+            rendered = key.format_map(arguments)
+    if len(rendered) > MAX_UNIQUE_KEY:
+        rendered = "sha1:" + hashlib.sha1(rendered.encode(), usedforsecurity=False).hexdigest()
+    window_ms = int(task.unique_for * 1000) if task.unique_for else 0
+    return Unique(key=f"{name}:{rendered}", mode=UNIQUE_MODES[task.unique_mode], until=UNIQUE_UNTIL[task.unique_until], window_ms=window_ms)

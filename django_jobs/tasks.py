@@ -69,6 +69,8 @@ class JobTask(Task):
         keep_result: seconds to keep the completed job and its result (``None``: retention settings).
         delay: seconds from each enqueue until the job may run, measured by Redis' clock
             (set with :meth:`using`; ``None``: run at once or at ``run_after``).
+        unique, unique_key, unique_for, unique_mode, unique_until: unique jobs, throttling and
+            debounce (docs/flow-control.md).
     """
 
     attempts: int | None = None
@@ -76,9 +78,19 @@ class JobTask(Task):
     timeout: float | None = None
     keep_result: float | None = None
     delay: float | None = None
+    # Flow control (django_jobs/limits.py, docs/flow-control.md).
+    unique: bool = False
+    unique_key: str | Callable[..., Any] | None = None
+    unique_for: float | None = None
+    unique_mode: str = "keep"
+    unique_until: str = "start"
 
     def __post_init__(self) -> None:
         Task.__post_init__(self)
+        from django_jobs.limits import is_unique, validate_unique_options
+
+        if is_unique(self):
+            validate_unique_options(self)
         registry.register(self)
 
     @property
@@ -172,6 +184,9 @@ class JobResult(TaskResult):
     failure_reason: str = ""
     #: The latest progress the job reported with :meth:`JobContext.set_progress` (None: none yet).
     progress: Any = None
+    #: True when this enqueue found a job with the same unique key and returned it instead
+    #: of a new one (with ``unique_mode="replace"``, after giving it this call's arguments).
+    deduplicated: bool = False
 
     def refresh(self) -> None:
         """Reload the job's state from Redis."""
@@ -306,6 +321,11 @@ def job(
     takes_context: bool = ...,
     backend: str | None = ...,
     cron: str | float | dict[str, Any] | None = ...,
+    unique: bool = ...,
+    unique_key: str | Callable[..., Any] | None = ...,
+    unique_for: float | None = ...,
+    unique_mode: str = ...,
+    unique_until: str = ...,
 ) -> Callable[[Callable[..., Any]], JobTask]: ...
 def job(
     function: Callable[..., Any] | None = None,
@@ -320,6 +340,11 @@ def job(
     takes_context: bool = False,
     backend: str | None = None,
     cron: str | float | dict[str, Any] | None = None,
+    unique: bool = False,
+    unique_key: str | Callable[..., Any] | None = None,
+    unique_for: float | None = None,
+    unique_mode: str = "keep",
+    unique_until: str = "start",
 ) -> JobTask | Callable[[Callable[..., Any]], JobTask]:
     """Declare a background job (sync or ``async def``).
 
@@ -345,6 +370,11 @@ def job(
             backoff=backoff,
             timeout=timeout,
             keep_result=keep_result,
+            unique=unique,
+            unique_key=unique_key,
+            unique_for=unique_for,
+            unique_mode=unique_mode,
+            unique_until=unique_until,
         )
         if cron is not None:
             from django_jobs import scheduler

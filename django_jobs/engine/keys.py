@@ -69,6 +69,11 @@ class QueueKeys:
         """ZSET of the job starts inside the queue's rate-limit window (docs/flow-control.md)."""
         return self.base + "rate"
 
+    @property
+    def unique_prefix(self) -> str:
+        """Prefix of the unique-key locks: ``unique_prefix + key`` is a STRING holding a job id."""
+        return self.base + "unique:"
+
     #: The state ZSETs, in DESIGN.md order; a job is in exactly one of them.
     STATE_SETS = ("wait", "scheduled", "active", "completed", "failed", "cancelled")
 

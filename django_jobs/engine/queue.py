@@ -50,6 +50,19 @@ class NewJob:
 
 
 @dataclass(frozen=True, slots=True)
+class Unique:
+    """The unique key of a job being enqueued (docs/flow-control.md)."""
+
+    key: str
+    #: "k" keep the guarded job (deduplicate) | "r" replace its arguments and run time (debounce).
+    mode: str = "k"
+    #: "s" guarded while waiting or scheduled | "f" also while active.
+    until: str = "s"
+    #: Throttle window, ms: the key stays taken this long after the enqueue (0: none).
+    window_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Claimed:
     """A job this worker holds a lease on."""
 
@@ -265,6 +278,21 @@ class Engine:
                 return pipe.execute()
 
         return [code for codes in self._call(send) for code in codes]
+
+    def enqueue_unique(self, queue: str, jobs: Sequence[tuple[NewJob, Unique]]) -> list[tuple[int, str]]:
+        """Add jobs that carry a unique key in one call; per job ``(code, job id)``.
+
+        Codes: 1 created waiting, 2 created scheduled, 0 id existed, 3 deduplicated, 4 replaced
+        (the id is then the guarded job's; see enqueue_unique.lua).
+        """
+        self._extra("enqueue_unique")
+        k = self.keys(queue)
+        args: list[Any] = [k.job_prefix, self.maxlen, k.unique_prefix]
+        for j, u in jobs:
+            args += [j.id, j.data, j.priority, j.run_at_ms, j.delay_ms, j.correlation_id, j.parent_id,
+                     u.key, u.mode, u.until, u.window_ms]
+        raw = self._run("enqueue_unique", (k.wait, k.scheduled, k.meta, k.events, k.marker), args)
+        return [(int(raw[i]), str(raw[i + 1])) for i in range(0, len(raw), 2)]
 
     def fetch(self, queue: str, count: int, *, lease_ms: int, worker_id: str) -> FetchResult:
         """Promote due jobs and claim up to ``count`` waiting jobs of ``queue``."""

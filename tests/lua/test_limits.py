@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from django_jobs.engine.queue import Outcome
+from django_jobs.engine.queue import NewJob, Outcome
 from django_jobs.exceptions import InvalidJob
 from django_jobs.limits import QueueLimits, Rate, parse_rate, queue_limits, reset_queue_limits, set_queue_limits
 from tests.lua.conftest import QUEUE, Events, assert_state, claim, complete, jobs_settings, new_job, server_ms
@@ -121,3 +121,24 @@ def test_a_queue_wide_rate_limited_outcome_holds_the_whole_queue(engine, r, k):
     assert held.jobs == [] and 4_000 < held.next_due_ms <= 5_000
     r.hset(k.meta, "hold", server_ms(r) - 1)  # the hold ran out
     assert [j.id for j in claim(engine, 5)] == ["j1"]
+
+
+def test_enqueue_unique_creates_deduplicates_replaces_and_is_replay_safe(engine, r, k, events):
+    from django_jobs.engine.queue import Unique
+
+    keep = Unique("job:a")
+    assert engine.enqueue_unique(QUEUE, [(new_job("u1"), keep)]) == [(1, "u1")]
+    assert engine.enqueue_unique(QUEUE, [(new_job("u1"), keep)]) == [(1, "u1")]  # a replay
+    assert engine.enqueue_unique(QUEUE, [(new_job("u2"), keep), (new_job("u3"), Unique("job:b"))]) == [(3, "u1"), (1, "u3")]
+    assert not r.exists(k.job("u2"))
+    assert r.get(k.unique_prefix + "job:a") == "u1" and r.hget(k.job("u1"), "uk") == k.unique_prefix + "job:a"
+    replace = Unique("job:a", mode="r")
+    assert engine.enqueue_unique(QUEUE, [(NewJob(id="u4", data='{"n":"x","a":[4]}', delay_ms=60_000), replace)]) == [(4, "u1")]
+    assert_state(r, k, "u1", "scheduled")
+    assert r.hget(k.job("u1"), "d") == '{"n":"x","a":[4]}'
+    assert [e for e, _ in events.new()] == ["waiting", "deduplicated", "waiting", "replaced"]
+    assert engine.cancel(QUEUE, "u1") == 1
+    assert not r.exists(k.unique_prefix + "job:a")  # released by the cancel
+    c = claim(engine, 1)[0]
+    assert engine.settle(QUEUE, [complete(c)]) == [1]
+    assert not r.exists(k.unique_prefix + "job:b")  # released by the settle

@@ -43,3 +43,31 @@ def limited_once(tag: str, retry_after: float, backoff: str = "job") -> str:
 @job
 def noop(tag: str) -> str:
     return tag
+
+
+@job(unique=True)
+def sync_account(account_id: int, full: bool = False) -> int:
+    """Unique by all its arguments (job name + arguments)."""
+    ledger("sync", account_id)
+    return account_id
+
+
+@job(unique_key="customer:{customer_id}", unique_until="finish", attempts=1)
+def charge(customer_id: int, amount: int) -> int:
+    """Unique per customer while waiting, scheduled or running; fails when amount < 0."""
+    if amount < 0:
+        raise ValueError("negative amount")
+    return amount
+
+
+@job(unique_key=lambda doc_id, version: f"doc:{doc_id}", unique_mode="replace")
+def reindex(doc_id: int, version: int) -> int:
+    """Debounced: the last enqueue's arguments win while the job waits."""
+    ledger("reindex", doc_id, version)
+    return version
+
+
+@job(unique_key="report:{name}", unique_for=60)
+def throttled_report(name: str) -> str:
+    """At most one per name per minute."""
+    return name

@@ -9,6 +9,7 @@
 ]]
 --@include now
 --@include emit
+--@include unique_release
 local rcall = redis.call
 local wait_key, scheduled_key, cancelled_key, events_key, job_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local job_id = ARGV[1]
@@ -22,6 +23,7 @@ if state == 'waiting' or state == 'scheduled' or state == 'waiting_children' the
   rcall('HSET', job_key, 's', 'cancelled', 'f', now_ms)
   rcall('ZADD', cancelled_key, now_ms + tonumber(ARGV[3]), job_id)
   emit(events_key, maxlen, 'cancelled', job_id)
+  unique_release(job_id, rcall('HGET', job_key, 'uk'))
   return 1
 elseif state == 'active' then
   if rcall('HGET', job_key, 'cx') ~= '1' then

@@ -19,6 +19,7 @@
 --@include wake
 --@include append_json
 --@include slot_freed
+--@include unique_release
 local rcall = redis.call
 local active_key, wait_key, failed_key, meta_key, events_key, marker_key, cancelled_key =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
@@ -45,6 +46,7 @@ for i = 1, #expired do
       rcall('HSET', job_key, 's', 'cancelled', 'f', now_ms)
       rcall('ZADD', cancelled_key, now_ms + keep_ms, job_id)
       emit(events_key, maxlen, 'cancelled', job_id)
+      unique_release(job_id, rcall('HGET', job_key, 'uk'))
       cancelled = cancelled + 1
       outcomes[#outcomes + 1] = job_id
       outcomes[#outcomes + 1] = 'cancelled'
@@ -57,6 +59,7 @@ for i = 1, #expired do
       rcall('HSET', job_key, 's', 'failed', 'f', now_ms, 'why', 'worker_lost')
       rcall('ZADD', failed_key, now_ms + keep_ms, job_id)
       emit(events_key, maxlen, 'failed', job_id, 'why', 'worker_lost')
+      unique_release(job_id, rcall('HGET', job_key, 'uk'))
       failed = failed + 1
       outcomes[#outcomes + 1] = job_id
       outcomes[#outcomes + 1] = 'failed'

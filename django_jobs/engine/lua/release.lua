@@ -14,6 +14,7 @@
 --@include requeue
 --@include emit
 --@include wake
+--@include unique_release
 local rcall = redis.call
 local active_key, wait_key, meta_key, events_key, marker_key, cancelled_key =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
@@ -34,6 +35,7 @@ for i = 4, #ARGV, 2 do
       rcall('HSET', job_key, 's', 'cancelled', 'f', now_ms)
       rcall('ZADD', cancelled_key, now_ms + keep_ms, job_id)
       emit(events_key, maxlen, 'cancelled', job_id)
+      unique_release(job_id, rcall('HGET', job_key, 'uk'))
     else
       requeue_front(job_key, job_id, wait_key, meta_key, fields[3], fields[4])
       emit(events_key, maxlen, 'released', job_id)
