@@ -177,25 +177,7 @@ def validate_unique_options(task: Any) -> None:
     window = task.unique_for
     if window is not None and (isinstance(window, bool) or not isinstance(window, (int, float)) or not 0 < window < float("inf")):
         raise InvalidJob(f"{name}: unique_for={window!r} must be a positive number of seconds.")
-    key = task.unique_key
-    if key is None or callable(key):
-        return
-    if not isinstance(key, str) or not key:
-        raise InvalidJob(f"{name}: unique_key={key!r} must be a template string like 'customer:{{customer_id}}' or a callable.")
-    import string
-
-    params = _parameters(task)
-    try:
-        fields = [field for _, field, _, _ in string.Formatter().parse(key) if field is not None]
-    except ValueError as exc:
-        raise InvalidJob(f"{name}: unique_key={key!r} is not a valid template: {exc}.") from None
-    for field in fields:
-        root = field.split(".")[0].split("[")[0]
-        if root not in params:
-            raise InvalidJob(
-                f"{name}: unique_key={key!r} names {{{root}}}, which is not an argument of the job. "
-                f"Arguments: {', '.join(params) or 'none'}."
-            )
+    _check_template(task, "unique_key", task.unique_key)
 
 
 def _parameters(task: Any) -> list[str]:
@@ -205,26 +187,72 @@ def _parameters(task: Any) -> list[str]:
     return params[1:] if task.takes_context else params
 
 
-def unique_for_call(task: Any, args: Any, kwargs: Any) -> Any:
-    """Return the :class:`~django_jobs.engine.queue.Unique` of one enqueue of ``task`` (None: not unique)."""
-    if not is_unique(task):
-        return None
+def has_flow(task: Any) -> bool:
+    """Return True when ``task`` declares a unique key (or throttle, debounce) or a limit key."""
+    return is_unique(task) or bool(getattr(task, "limit_key", None))
+
+
+def validate_limit_options(task: Any) -> None:
+    """Check a job's per-key limit options when it is declared.
+
+    Raises:
+        InvalidJob: a value is wrong, the key template names no argument, or no limit is given.
+    """
+    from django_jobs.exceptions import InvalidJob
+
+    name = task.module_path
+    if task.limit_concurrency is None and task.limit_rate is None:
+        raise InvalidJob(f"{name}: limit_key={task.limit_key!r} needs limit_concurrency=N and/or limit_rate='N/s'.")
+    try:
+        if task.limit_concurrency is not None:
+            parse_concurrency(task.limit_concurrency)
+        if task.limit_rate is not None:
+            parse_rate(task.limit_rate)
+    except ValueError as exc:
+        raise InvalidJob(f"{name}: {exc}") from None
+    _check_template(task, "limit_key", task.limit_key)
+
+
+def _check_template(task: Any, option: str, key: Any) -> None:
+    import string
+
+    from django_jobs.exceptions import InvalidJob
+
+    name = task.module_path
+    if key is None or callable(key):
+        return
+    if not isinstance(key, str) or not key:
+        raise InvalidJob(f"{name}: {option}={key!r} must be a template string like 'customer:{{customer_id}}' or a callable.")
+    params = _parameters(task)
+    try:
+        fields = [field for _, field, _, _ in string.Formatter().parse(key) if field is not None]
+    except ValueError as exc:
+        raise InvalidJob(f"{name}: {option}={key!r} is not a valid template: {exc}.") from None
+    for field in fields:
+        root = field.split(".")[0].split("[")[0]
+        if root not in params:
+            raise InvalidJob(
+                f"{name}: {option}={key!r} names {{{root}}}, which is not an argument of the job. "
+                f"Arguments: {', '.join(params) or 'none'}."
+            )
+
+
+def _render(task: Any, option: str, key: Any, args: Any, kwargs: Any) -> str:
+    """Return ``key`` (a template, a callable or None: a digest of all arguments) for one call."""
     import hashlib
     import inspect
     import json
 
-    from django_jobs.engine.queue import Unique
     from django_jobs.exceptions import InvalidJob
 
     name = task.module_path
-    key = task.unique_key
     if callable(key):
         try:
             rendered = key(*args, **kwargs)
         except TypeError as exc:
-            raise InvalidJob(f"{name}: unique_key({', '.join(map(repr, args))}) failed: {exc}. It gets the job's arguments.") from None
+            raise InvalidJob(f"{name}: {option}({', '.join(map(repr, args))}) failed: {exc}. It gets the job's arguments.") from None
         if not isinstance(rendered, (str, int)) or rendered == "":
-            raise InvalidJob(f"{name}: unique_key returned {rendered!r}; it must return a non-empty string.")
+            raise InvalidJob(f"{name}: {option} returned {rendered!r}; it must return a non-empty string.")
         rendered = str(rendered)
     else:
         signature = inspect.signature(task.func)
@@ -243,5 +271,25 @@ def unique_for_call(task: Any, args: Any, kwargs: Any) -> Any:
             rendered = key.format_map(arguments)
     if len(rendered) > MAX_UNIQUE_KEY:
         rendered = "sha1:" + hashlib.sha1(rendered.encode(), usedforsecurity=False).hexdigest()
-    window_ms = int(task.unique_for * 1000) if task.unique_for else 0
-    return Unique(key=f"{name}:{rendered}", mode=UNIQUE_MODES[task.unique_mode], until=UNIQUE_UNTIL[task.unique_until], window_ms=window_ms)
+    return rendered
+
+
+def flow_for_call(task: Any, args: Any, kwargs: Any) -> Any:
+    """Return the :class:`~django_jobs.engine.queue.Flow` of one enqueue of ``task`` (None: none)."""
+    from django_jobs.engine.queue import Flow
+
+    options: dict[str, Any] = {}
+    if is_unique(task):
+        options.update(
+            key=f"{task.module_path}:{_render(task, 'unique_key', task.unique_key, args, kwargs)}",
+            mode=UNIQUE_MODES[task.unique_mode], until=UNIQUE_UNTIL[task.unique_until],
+            window_ms=int(task.unique_for * 1000) if task.unique_for else 0,
+        )
+    if getattr(task, "limit_key", None):
+        rate = parse_rate(task.limit_rate) if task.limit_rate is not None else None
+        options.update(
+            limit_key=_render(task, "limit_key", task.limit_key, args, kwargs),
+            limit_concurrency=task.limit_concurrency or 0,
+            limit_rate=rate.count if rate else 0, limit_period_ms=rate.period_ms if rate else 1000,
+        )
+    return Flow(**options) if options else None

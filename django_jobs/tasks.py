@@ -70,7 +70,7 @@ class JobTask(Task):
         delay: seconds from each enqueue until the job may run, measured by Redis' clock
             (set with :meth:`using`; ``None``: run at once or at ``run_after``).
         unique, unique_key, unique_for, unique_mode, unique_until: unique jobs, throttling and
-            debounce (docs/flow-control.md).
+            debounce; limit_key, limit_concurrency, limit_rate: per-key limits (docs/flow-control.md).
     """
 
     attempts: int | None = None
@@ -84,13 +84,18 @@ class JobTask(Task):
     unique_for: float | None = None
     unique_mode: str = "keep"
     unique_until: str = "start"
+    limit_key: str | Callable[..., Any] | None = None
+    limit_concurrency: int | None = None
+    limit_rate: str | None = None
 
     def __post_init__(self) -> None:
         Task.__post_init__(self)
-        from django_jobs.limits import is_unique, validate_unique_options
+        from django_jobs.limits import is_unique, validate_limit_options, validate_unique_options
 
         if is_unique(self):
             validate_unique_options(self)
+        if self.limit_key is not None:
+            validate_limit_options(self)
         registry.register(self)
 
     @property
@@ -326,6 +331,9 @@ def job(
     unique_for: float | None = ...,
     unique_mode: str = ...,
     unique_until: str = ...,
+    limit_key: str | Callable[..., Any] | None = ...,
+    limit_concurrency: int | None = ...,
+    limit_rate: str | None = ...,
 ) -> Callable[[Callable[..., Any]], JobTask]: ...
 def job(
     function: Callable[..., Any] | None = None,
@@ -345,6 +353,9 @@ def job(
     unique_for: float | None = None,
     unique_mode: str = "keep",
     unique_until: str = "start",
+    limit_key: str | Callable[..., Any] | None = None,
+    limit_concurrency: int | None = None,
+    limit_rate: str | None = None,
 ) -> JobTask | Callable[[Callable[..., Any]], JobTask]:
     """Declare a background job (sync or ``async def``).
 
@@ -375,6 +386,9 @@ def job(
             unique_for=unique_for,
             unique_mode=unique_mode,
             unique_until=unique_until,
+            limit_key=limit_key,
+            limit_concurrency=limit_concurrency,
+            limit_rate=limit_rate,
         )
         if cron is not None:
             from django_jobs import scheduler

@@ -74,6 +74,11 @@ class QueueKeys:
         """Prefix of the unique-key locks: ``unique_prefix + key`` is a STRING holding a job id."""
         return self.base + "unique:"
 
+    @property
+    def limit_prefix(self) -> str:
+        """Prefix of the per-key limit structures: ``limit_prefix + key + ":"`` + ``a`` / ``r`` / ``p``."""
+        return self.base + "lim:"
+
     #: The state ZSETs, in DESIGN.md order; a job is in exactly one of them.
     STATE_SETS = ("wait", "scheduled", "active", "completed", "failed", "cancelled")
 

@@ -50,16 +50,22 @@ class NewJob:
 
 
 @dataclass(frozen=True, slots=True)
-class Unique:
-    """The unique key of a job being enqueued (docs/flow-control.md)."""
+class Flow:
+    """The unique key and the limit key of a job being enqueued (docs/flow-control.md)."""
 
-    key: str
+    #: The unique key ("": none).
+    key: str = ""
     #: "k" keep the guarded job (deduplicate) | "r" replace its arguments and run time (debounce).
     mode: str = "k"
     #: "s" guarded while waiting or scheduled | "f" also while active.
     until: str = "s"
     #: Throttle window, ms: the key stays taken this long after the enqueue (0: none).
     window_ms: int = 0
+    #: The limit key ("": none), its concurrency (0: none) and rate (count 0: none).
+    limit_key: str = ""
+    limit_concurrency: int = 0
+    limit_rate: int = 0
+    limit_period_ms: int = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,19 +285,20 @@ class Engine:
 
         return [code for codes in self._call(send) for code in codes]
 
-    def enqueue_unique(self, queue: str, jobs: Sequence[tuple[NewJob, Unique]]) -> list[tuple[int, str]]:
-        """Add jobs that carry a unique key in one call; per job ``(code, job id)``.
+    def enqueue_flow(self, queue: str, jobs: Sequence[tuple[NewJob, Flow]]) -> list[tuple[int, str]]:
+        """Add jobs that carry a unique key and/or a limit key in one call; per job ``(code, job id)``.
 
         Codes: 1 created waiting, 2 created scheduled, 0 id existed, 3 deduplicated, 4 replaced
-        (the id is then the guarded job's; see enqueue_unique.lua).
+        (the id is then the guarded job's; see enqueue_flow.lua).
         """
-        self._extra("enqueue_unique")
+        self._extra("enqueue_flow")
         k = self.keys(queue)
-        args: list[Any] = [k.job_prefix, self.maxlen, k.unique_prefix]
+        args: list[Any] = [k.job_prefix, self.maxlen, k.unique_prefix, k.limit_prefix]
         for j, u in jobs:
             args += [j.id, j.data, j.priority, j.run_at_ms, j.delay_ms, j.correlation_id, j.parent_id,
-                     u.key, u.mode, u.until, u.window_ms]
-        raw = self._run("enqueue_unique", (k.wait, k.scheduled, k.meta, k.events, k.marker), args)
+                     u.key, u.mode, u.until, u.window_ms,
+                     u.limit_key, u.limit_concurrency, u.limit_rate, u.limit_period_ms]
+        raw = self._run("enqueue_flow", (k.wait, k.scheduled, k.meta, k.events, k.marker), args)
         return [(int(raw[i]), str(raw[i + 1])) for i in range(0, len(raw), 2)]
 
     def fetch(self, queue: str, count: int, *, lease_ms: int, worker_id: str) -> FetchResult:
@@ -344,7 +351,7 @@ class Engine:
         f_age, _ = self.settings.keep(queue, "FAILED")
         recovered, failed, _cancelled, flat = self._run(
             "recover",
-            (k.active, k.wait, k.failed, k.meta, k.events, k.marker, k.cancelled),
+            (k.active, k.wait, k.failed, k.meta, k.events, k.marker, k.cancelled, k.scheduled),
             (k.job_prefix, self.maxlen, self.settings.max_recoveries, limit, int(f_age * 1000), now_ms),
         )
         return Recovery(int(recovered), int(failed), list(zip(flat[::3], flat[1::3], flat[2::3])))
@@ -356,7 +363,7 @@ class Engine:
         args: list[Any] = [k.job_prefix, self.maxlen, int(f_age * 1000)]
         for job_id, token in leases:
             args += [job_id, token]
-        return int(self._run("release", (k.active, k.wait, k.meta, k.events, k.marker, k.cancelled), args))
+        return int(self._run("release", (k.active, k.wait, k.meta, k.events, k.marker, k.cancelled, k.scheduled), args))
 
     def cancel(self, queue: str, job_id: str) -> int:
         """Cancel a job: 1 cancelled, 2 cancel requested (running), 0 finished, -1 unknown."""

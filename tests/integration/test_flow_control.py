@@ -85,3 +85,32 @@ def test_queue_limits_from_settings_and_at_run_time_apply_to_an_in_process_worke
         starts = sorted(int(engine.get_job("default", r.id)["st"]) for r in results)
         assert starts[2] - starts[0] >= 1000 and starts[3] - starts[1] >= 1000
         reset_queue_limits("default")
+
+
+def test_a_per_key_rate_limits_each_key_on_its_own(work):
+    x = jobs_limits.call_api.enqueue_many([("x",)] * 3)
+    y = jobs_limits.call_api.enqueue_many([("y",)] * 2)
+    work()
+    engine = get_engine()
+
+    def starts(results):
+        return sorted(int(engine.get_job("default", r.id)["st"]) for r in results)
+
+    sx, sy = starts(x), starts(y)
+    assert sx[2] - sx[0] >= 1000  # the third start of key x waited for its window
+    assert sy[1] - sx[0] < 1000  # key y did not wait behind key x
+    for r in x:
+        r.refresh()
+        assert r.status == TaskResultStatus.SUCCESSFUL and r.attempts == 1
+
+
+def test_bad_limit_options_are_refused_when_the_job_is_declared():
+    from django_jobs import InvalidJob, job
+    from tests.integration.test_flow_control_unique import takes_user_id
+
+    with pytest.raises(InvalidJob, match="needs limit_concurrency"):
+        job(limit_key="u:{user_id}")(takes_user_id)
+    with pytest.raises(InvalidJob, match="'fast' is not valid"):
+        job(limit_key="u:{user_id}", limit_rate="fast")(takes_user_id)
+    with pytest.raises(InvalidJob, match=r"names \{user\}"):
+        job(limit_key="u:{user}", limit_concurrency=1)(takes_user_id)

@@ -123,17 +123,17 @@ def test_a_queue_wide_rate_limited_outcome_holds_the_whole_queue(engine, r, k):
     assert [j.id for j in claim(engine, 5)] == ["j1"]
 
 
-def test_enqueue_unique_creates_deduplicates_replaces_and_is_replay_safe(engine, r, k, events):
-    from django_jobs.engine.queue import Unique
+def test_enqueue_flow_creates_deduplicates_replaces_and_is_replay_safe(engine, r, k, events):
+    from django_jobs.engine.queue import Flow as Unique
 
     keep = Unique("job:a")
-    assert engine.enqueue_unique(QUEUE, [(new_job("u1"), keep)]) == [(1, "u1")]
-    assert engine.enqueue_unique(QUEUE, [(new_job("u1"), keep)]) == [(1, "u1")]  # a replay
-    assert engine.enqueue_unique(QUEUE, [(new_job("u2"), keep), (new_job("u3"), Unique("job:b"))]) == [(3, "u1"), (1, "u3")]
+    assert engine.enqueue_flow(QUEUE, [(new_job("u1"), keep)]) == [(1, "u1")]
+    assert engine.enqueue_flow(QUEUE, [(new_job("u1"), keep)]) == [(1, "u1")]  # a replay
+    assert engine.enqueue_flow(QUEUE, [(new_job("u2"), keep), (new_job("u3"), Unique("job:b"))]) == [(3, "u1"), (1, "u3")]
     assert not r.exists(k.job("u2"))
     assert r.get(k.unique_prefix + "job:a") == "u1" and r.hget(k.job("u1"), "uk") == k.unique_prefix + "job:a"
     replace = Unique("job:a", mode="r")
-    assert engine.enqueue_unique(QUEUE, [(NewJob(id="u4", data='{"n":"x","a":[4]}', delay_ms=60_000), replace)]) == [(4, "u1")]
+    assert engine.enqueue_flow(QUEUE, [(NewJob(id="u4", data='{"n":"x","a":[4]}', delay_ms=60_000), replace)]) == [(4, "u1")]
     assert_state(r, k, "u1", "scheduled")
     assert r.hget(k.job("u1"), "d") == '{"n":"x","a":[4]}'
     assert [e for e, _ in events.new()] == ["waiting", "deduplicated", "waiting", "replaced"]
@@ -142,3 +142,69 @@ def test_enqueue_unique_creates_deduplicates_replaces_and_is_replay_safe(engine,
     c = claim(engine, 1)[0]
     assert engine.settle(QUEUE, [complete(c)]) == [1]
     assert not r.exists(k.unique_prefix + "job:b")  # released by the settle
+
+
+def flow_job(engine, job_id: str, key: str, **limits):
+    from django_jobs.engine.queue import Flow
+
+    return engine.enqueue_flow(QUEUE, [(new_job(job_id), Flow(limit_key=key, **limits))])
+
+
+def test_jobs_over_their_keys_concurrency_are_parked_and_a_freed_slot_brings_the_next_back(engine, r, k, events):
+    for job_id in ("a1", "a2", "a3"):
+        flow_job(engine, job_id, "cust:a", limit_concurrency=1)
+    flow_job(engine, "b1", "cust:b", limit_concurrency=1)
+    a2_score = r.zscore(k.wait, "a2")
+    events.new()
+    got = claim(engine, 4)
+    assert [c.id for c in got] == ["a1", "b1"]  # the other key is not held up
+    assert_state(r, k, "a2", "scheduled")
+    assert_state(r, k, "a3", "scheduled")
+    assert r.hget(k.job("a2"), "a") == "0"  # parking is not an attempt
+    assert ("limited", "a2") in events.new()
+    base = k.limit_prefix + "cust:a:"
+    assert r.zrange(base + "a", 0, -1) == ["a1"] and r.zrange(base + "p", 0, -1) == ["a2", "a3"]
+    r.delete(k.marker)
+    assert engine.settle(QUEUE, [complete(got[0])]) == [1]
+    # The freed slot moved the key's next job back to its old place in line, and woke a worker.
+    assert_state(r, k, "a2", "waiting")
+    assert r.zscore(k.wait, "a2") == a2_score and r.llen(k.marker) == 1
+    [a2] = claim(engine, 4)
+    assert a2.id == "a2"
+    engine.settle(QUEUE, [complete(a2), complete(got[1])])
+    [a3] = claim(engine, 4)
+    assert a3.id == "a3"
+    engine.settle(QUEUE, [complete(a3)])
+    assert not r.exists(base + "a") and not r.exists(base + "p")
+
+
+def test_a_slot_held_by_a_job_that_left_active_without_a_release_is_not_leaked(engine, r, k):
+    flow_job(engine, "a1", "cust:a", limit_concurrency=1)
+    flow_job(engine, "a2", "cust:a", limit_concurrency=1)
+    claim(engine, 1)
+    base = k.limit_prefix + "cust:a:"
+    r.zrem(k.active, "a1")  # as if its release was lost: the key's count must not trust it
+    r.zadd(k.completed, {"a1": server_ms(r) + 60_000})
+    r.hset(k.job("a1"), "s", "completed")
+    assert [c.id for c in claim(engine, 1)][0] == "a2"
+    assert r.zrange(base + "a", 0, -1) == ["a2"]
+    a2 = _claimed_of(r, k, "a2")
+    assert engine.settle(QUEUE, [complete(a2)]) == [1]
+
+
+def _claimed_of(r, k, job_id):
+    from django_jobs.engine.queue import Claimed
+
+    return Claimed(QUEUE, job_id, r.hget(k.job(job_id), "tok"), "", 1, 0, "", "")
+
+
+def test_jobs_over_their_keys_rate_are_parked_until_the_window_frees(engine, r, k):
+    for job_id in ("c1", "c2", "c3"):
+        flow_job(engine, job_id, "api:x", limit_rate=2, limit_period_ms=1000)
+    before = server_ms(r)
+    got = claim(engine, 3)
+    assert [c.id for c in got] == ["c1", "c2"]
+    assert_state(r, k, "c3", "scheduled")
+    assert 0 < int(r.hget(k.job("c3"), "run")) - before <= 1000 + 50
+    engine.settle(QUEUE, [complete(c) for c in got])
+    engine.cancel(QUEUE, "c3")

@@ -71,3 +71,18 @@ def reindex(doc_id: int, version: int) -> int:
 def throttled_report(name: str) -> str:
     """At most one per name per minute."""
     return name
+
+
+@job(limit_key="customer:{customer_id}", limit_concurrency=2)
+def per_customer(customer_id: int, tag: str, seconds: float) -> str:
+    """At most 2 at once per customer, across all workers."""
+    ledger("start", tag)
+    time.sleep(seconds)
+    ledger("end", tag)
+    return tag
+
+
+@job(limit_key=lambda endpoint: f"api:{endpoint}", limit_rate="2/s")
+def call_api(endpoint: str) -> str:
+    """At most 2 starts per second per endpoint."""
+    return endpoint

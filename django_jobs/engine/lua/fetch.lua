@@ -6,11 +6,13 @@
   ARGV[5] worker_id  ARGV[6] promote limit
   ARGV[7] default rate count (0 = none)  ARGV[8] default rate period ms
   ARGV[9] default concurrency (0 = none); run-time overrides in meta win (includes/queue_limits)
+  A job with a limit key ('lk' in its hash) that is over its key's limits is parked instead of
+  claimed: moved to scheduled (includes/key_limits; its keys are named from 'lk', same hash tag).
   Returns: { next_due_ms, paused, id, token, data, attempt, enqueued_ms, correlation_id,
              parent_id, ... } with next_due_ms = ms until the next scheduled job is due
              (-1 none), or until a limit may let a waiting job start when one held the
              queue back, paused = 1 when the queue is paused (nothing claimed).
-  Events:  "waiting" per promoted job, "active" per claimed job
+  Events:  "waiting" per promoted job, "active" per claimed job, "limited" per parked job
 ]]
 --@include now
 --@include wait_score
@@ -19,6 +21,7 @@
 --@include promote
 --@include mark_active
 --@include queue_limits
+--@include key_limits
 local rcall = redis.call
 local wait_key, scheduled_key, active_key, meta_key, events_key, marker_key, rate_key =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
@@ -54,10 +57,14 @@ if count > 0 then
     for i = 1, #popped, 2 do
       local job_id = popped[i]
       local job_key = job_prefix .. job_id
-      local fields = rcall('HMGET', job_key, 'd', 'e', 'cid', 'par', 'st', 'a', 'wk')
-      if fields[1] then
+      local fields = rcall('HMGET', job_key, 'd', 'e', 'cid', 'par', 'st', 'a', 'wk', 'lk', 'lc', 'lr', 'lp')
+      if fields[1] and fields[8] and key_park(fields, job_key, job_id, popped[i + 1], scheduled_key, active_key,
+                                              events_key, maxlen, now_ms) then
+        -- Over its key's limit: parked (scheduled), not claimed; no attempt counted.
+      elseif fields[1] then
         token = token + 1
         local attempt = mark_active(job_key, fields, token, worker_id, worker_json, now_ms)
+        if fields[8] then key_started(fields, job_id, token, now_ms) end
         active_args[#active_args + 1] = deadline
         active_args[#active_args + 1] = job_id
         emit(events_key, maxlen, 'active', job_id)

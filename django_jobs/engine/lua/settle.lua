@@ -29,6 +29,7 @@
 --@include slot_freed
 --@include rate_limited
 --@include unique_release
+--@include key_slot_freed
 local rcall = redis.call
 local active_key, wait_key, scheduled_key, completed_key, failed_key, cancelled_key, meta_key, events_key, marker_key =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
@@ -48,7 +49,7 @@ for i = 7, #ARGV, 6 do
   local job_id, token, kind, value = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local delay_ms, keep_ms = tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5])
   local job_key = job_prefix .. job_id
-  local fields = rcall('HMGET', job_key, 's', 'tok', 'p', 'cx', 'uk')
+  local fields = rcall('HMGET', job_key, 's', 'tok', 'p', 'cx', 'uk', 'lk')
   local state, current_token = fields[1], fields[2]
   if kind ~= 'r' and kind ~= 'l' and not SETTLED_STATE[kind] then
     results[#results + 1] = -4
@@ -120,6 +121,7 @@ for i = 7, #ARGV, 6 do
     end
     -- It finished (complete, fail, cancel, or a retry turned into a cancel): its unique key is free.
     if fields[5] and (SETTLED_STATE[kind] or fields[4] == '1') then unique_release(job_id, fields[5]) end
+    if fields[6] then key_slot_freed(fields[6], job_id, job_prefix, wait_key, scheduled_key, events_key, maxlen, marker_key) end
     results[#results + 1] = 1
   end
 end
