@@ -293,3 +293,128 @@ def flow_for_call(task: Any, args: Any, kwargs: Any) -> Any:
             limit_rate=rate.count if rate else 0, limit_period_ms=rate.period_ms if rate else 1000,
         )
     return Flow(**options) if options else None
+
+
+# -- pause, resume and bulk actions ---------------------------------------------------------
+
+#: States a bulk cancel may target (finished jobs cannot be cancelled).
+CANCELLABLE = ("waiting", "scheduled", "active")
+
+
+def _queues(queues: Any) -> list[str]:
+    from django_jobs.conf import get_settings
+    from django_jobs.exceptions import InvalidJob
+
+    configured = get_settings().queue_names
+    if queues is None:
+        return configured
+    names = [queues] if isinstance(queues, str) else list(queues)
+    for name in names:
+        if name not in configured:
+            raise InvalidJob(f"Queue {name!r} is not configured. Add it to DJANGO_JOBS['QUEUES'].")
+    return names
+
+
+def pause_queues(queues: str | list[str] | None = None) -> list[str]:
+    """Stop every worker taking jobs from ``queues`` (``None``: every configured queue).
+
+    Enqueues keep working; running jobs finish. Returns the queues paused.
+
+    >>> pause_queues()  # doctest: +SKIP
+    ['default', 'emails']
+    """
+    from django_jobs.engine import get_engine
+
+    names = _queues(queues)
+    engine = get_engine()
+    for name in names:
+        engine.pause(name)
+    return names
+
+
+def resume_queues(queues: str | list[str] | None = None) -> list[str]:
+    """Let workers take jobs from ``queues`` again (``None``: every configured queue)."""
+    from django_jobs.engine import get_engine
+
+    names = _queues(queues)
+    engine = get_engine()
+    for name in names:
+        engine.resume(name)
+    return names
+
+
+def _matching(queue: str, state: str, name: str | None) -> list[str]:
+    """Return the ids of ``queue``'s jobs in ``state`` running job ``name`` (any when None)."""
+    from django_jobs import serialization
+    from django_jobs.engine import get_engine
+
+    engine = get_engine()
+    ids: list[str] = []
+    offset, page = 0, 500
+    while True:
+        _total, rows = engine.list_jobs(queue, state, offset=offset, limit=page)
+        for job_id, data in rows:
+            if name is None:
+                ids.append(job_id)
+                continue
+            try:
+                if serialization.loads(data.get("d", ""))["n"] == name:
+                    ids.append(job_id)
+            except (ValueError, KeyError, TypeError):
+                continue
+        if len(rows) < page:
+            return ids
+        offset += page
+
+
+def cancel_jobs(queue: str, *, states: tuple[str, ...] = ("waiting", "scheduled"), name: str | None = None) -> dict[str, int]:
+    """Cancel every job of ``queue`` in ``states`` (optionally only those of job ``name``).
+
+    Waiting and scheduled jobs are cancelled; active ones (``states`` including ``"active"``)
+    are asked to stop. Each job is its own atomic ``cancel`` call (pipelined), so a job that
+    finished meanwhile is left alone. Returns ``{"cancelled": n, "requested": n, "finished": n}``.
+
+    >>> cancel_jobs("emails", name="myapp.jobs.send_digest")  # doctest: +SKIP
+    {'cancelled': 120, 'requested': 0, 'finished': 0}
+    """
+    from django_jobs.engine import get_engine
+    from django_jobs.exceptions import InvalidJob
+
+    [queue] = _queues(queue)
+    for state in states:
+        if state not in CANCELLABLE:
+            raise InvalidJob(f"Cannot cancel {state!r} jobs; states: {', '.join(CANCELLABLE)}.")
+    engine = get_engine()
+    counts = {"cancelled": 0, "requested": 0, "finished": 0}
+    for state in states:
+        ids = _matching(queue, state, name)
+        for start in range(0, len(ids), 500):
+            for code in engine.cancel_many(queue, ids[start : start + 500]):
+                if code == 1:
+                    counts["cancelled"] += 1
+                elif code == 2:
+                    counts["requested"] += 1
+                elif code == 0:
+                    counts["finished"] += 1
+    return counts
+
+
+def retry_jobs(queue: str, *, states: tuple[str, ...] = ("failed",), name: str | None = None) -> int:
+    """Move every failed (and/or cancelled) job of ``queue`` back to waiting; returns how many.
+
+    ``name`` keeps only the jobs of that job name. Attempts and errors start over.
+    """
+    from django_jobs.engine import get_engine
+    from django_jobs.exceptions import InvalidJob
+
+    [queue] = _queues(queue)
+    for state in states:
+        if state not in ("failed", "cancelled"):
+            raise InvalidJob(f"Only failed or cancelled jobs can be retried, not {state!r}.")
+    engine = get_engine()
+    retried = 0
+    for state in states:
+        ids = _matching(queue, state, name)
+        for start in range(0, len(ids), 500):
+            retried += sum(1 for code in engine.retry(queue, ids[start : start + 500]) if code == 1)
+    return retried

@@ -136,12 +136,18 @@ class Command(BaseCommand):
         what.add_argument("job_id", metavar="ID", nargs="?")
         what.add_argument("--failed", metavar="QUEUE", help="Retry every failed job of QUEUE.")
 
-        p = sub.add_parser("cancel", parents=[common, confirm], help="Cancel a job (a running one is asked to stop).")
-        p.add_argument("job_id", metavar="ID")
+        p = sub.add_parser("cancel", parents=[common, confirm], help="Cancel a job (a running one is asked to stop), or all jobs of a queue in a state.")
+        what = p.add_mutually_exclusive_group(required=True)
+        what.add_argument("job_id", metavar="ID", nargs="?")
+        what.add_argument("--queue", dest="cancel_queue", metavar="QUEUE", help="Cancel every job of QUEUE in --state (waiting and scheduled by default).")
+        p.add_argument("--state", dest="cancel_states", action="append", choices=("waiting", "scheduled", "active"), help="With --queue: which jobs (repeat for several).")
+        p.add_argument("--name", dest="cancel_name", metavar="JOB", help="With --queue: only jobs of this job name (its module path).")
 
         for name, text in (("pause", "Stop workers taking jobs from a queue."), ("resume", "Let workers take jobs from a queue again.")):
             p = sub.add_parser(name, parents=[common], help=text)
-            p.add_argument("queue", metavar="QUEUE")
+            what = p.add_mutually_exclusive_group(required=True)
+            what.add_argument("queue", metavar="QUEUE", nargs="?")
+            what.add_argument("--all", action="store_true", help="Every configured queue.")
 
         p = sub.add_parser("purge", parents=[common, confirm], help="Delete the finished jobs of a queue in one state.")
         p.add_argument("queue", metavar="QUEUE")
@@ -291,6 +297,9 @@ class Command(BaseCommand):
         self.emit({"queue": q, "retried": done}, lambda: f"Retried {done} failed job(s) of {q!r}.")
 
     def do_cancel(self, options: dict[str, Any]) -> None:
+        if options.get("cancel_queue"):
+            self.cancel_by_filter(options)
+            return
         job_id = options["job_id"]
         q, raw = self.find(job_id)
         self.confirm(f"Cancel job {job_id} ({_payload(raw).get('n', '?')}, {raw.get('s')}) in {q!r}?")
@@ -305,12 +314,37 @@ class Command(BaseCommand):
         }
         self.emit({"id": job_id, "queue": q, "result": outcome}, lambda: messages[outcome])
 
+    def cancel_by_filter(self, options: dict[str, Any]) -> None:
+        from django_jobs.limits import cancel_jobs
+
+        q = self.queue(options["cancel_queue"])
+        states = tuple(options.get("cancel_states") or ("waiting", "scheduled"))
+        name = options.get("cancel_name")
+        which = f"{'/'.join(states)} jobs" + (f" of {name}" if name else "")
+        self.confirm(f"Cancel every {which} in queue {q!r}?")
+        counts = cancel_jobs(q, states=states, name=name)
+        self.emit({"queue": q, **counts}, lambda: (
+            f"Cancelled {counts['cancelled']} {which} in {q!r}; asked {counts['requested']} running job(s) to stop."
+        ))
+
     def do_pause(self, options: dict[str, Any]) -> None:
+        if options.get("all"):
+            from django_jobs.limits import pause_queues
+
+            names = pause_queues()
+            self.emit({"queues": names, "paused": True}, lambda: f"Paused {', '.join(names)}: workers take no jobs from them (enqueue still works).")
+            return
         q = self.queue(options["queue"])
         self.engine.pause(q)
         self.emit({"queue": q, "paused": True}, lambda: f"Queue {q!r} is paused: workers take no jobs from it (enqueue still works).")
 
     def do_resume(self, options: dict[str, Any]) -> None:
+        if options.get("all"):
+            from django_jobs.limits import resume_queues
+
+            names = resume_queues()
+            self.emit({"queues": names, "paused": False}, lambda: f"Resumed {', '.join(names)}.")
+            return
         q = self.queue(options["queue"])
         self.engine.resume(q)
         self.emit({"queue": q, "paused": False}, lambda: f"Queue {q!r} is running again.")
