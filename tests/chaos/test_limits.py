@@ -135,3 +135,28 @@ def test_a_per_key_concurrency_of_2_holds_across_processes_while_other_keys_proc
     chaos.check_invariants()
     keys = list(chaos.r.scan_iter(match=chaos.engine.keys("default").limit_prefix + "*"))
     assert keys == []  # the key's structures are gone once its jobs are done
+
+
+def test_a_unique_key_stays_held_through_a_sigkill_recovery_and_is_released_when_the_job_completes(chaos):
+    import os
+    import signal
+
+    from tests.testapp import jobs_limits
+
+    sup = chaos.start("--processes=1", "--threads=1", "--grace=5", ready=1)
+    first = jobs_limits.unique_slow.enqueue("k", 1.0)
+    chaos.wait_ledger("start", ["k"])
+    [victim] = chaos.pids_of("start", "k")
+    os.kill(victim, signal.SIGKILL)
+    # Recovered (LEASE_SECONDS is 2 in the test settings) and run again by the restarted process;
+    # all along, an enqueue with the same key returns the same job.
+    assert jobs_limits.unique_slow.enqueue("k", 1.0).id == first.id
+    job = chaos.wait_state(first.id, "completed", timeout=30)
+    assert job["rec"] == "1"
+    assert chaos.counts("start")["k"] == 2
+    assert list(chaos.r.scan_iter(match=chaos.engine.keys("default").unique_prefix + "*")) == []
+    fresh = jobs_limits.unique_slow.enqueue("k", 0.0)
+    assert not fresh.deduplicated
+    chaos.wait_state(fresh.id, "completed", timeout=15)
+    assert sup.stop() == 0
+    chaos.check_invariants()

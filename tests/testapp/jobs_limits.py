@@ -86,3 +86,12 @@ def per_customer(customer_id: int, tag: str, seconds: float) -> str:
 def call_api(endpoint: str) -> str:
     """At most 2 starts per second per endpoint."""
     return endpoint
+
+
+@job(unique_key="slow:{tag}", unique_until="finish")
+def unique_slow(tag: str, seconds: float) -> str:
+    """Unique while waiting or running; records its start and end in the ledger."""
+    ledger("start", tag)
+    time.sleep(seconds)
+    ledger("end", tag)
+    return tag
