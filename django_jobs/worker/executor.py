@@ -219,7 +219,7 @@ class Prepared:
             return Outcome(job.id, claimed.token, "x", error)
         if isinstance(exc, RateLimited):
             # Not a failure: back to scheduled, the attempt not counted (settle kind "l").
-            scope = "queue" if exc.backoff == "queue" else ""
+            scope = exc.backoff if exc.backoff in ("queue", "key") else ""
             return Outcome(job.id, claimed.token, "l", scope, max(1, int(exc.retry_after * 1000)))
         settings = get_settings()
         queue_opts = settings.queues.get(claimed.queue, {})
@@ -278,7 +278,7 @@ def _log_outcome(job: RunningJob, outcome: Outcome, exc: BaseException | None) -
     elif outcome.kind == "l":
         logger.info(
             "Job %s %s rate limited, running again in %.1f s%s", job.name, job.id, outcome.delay_ms / 1000,
-            " (the whole queue waits)" if outcome.value == "queue" else "",
+            {"queue": " (the whole queue waits)", "key": " (its limit key waits)"}.get(outcome.value, ""),
             extra={**extra, "action": "job_rate_limited", "retry_in": outcome.delay_ms / 1000},
         )
     elif outcome.kind == "x":

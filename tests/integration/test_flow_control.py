@@ -46,7 +46,7 @@ def test_rate_limited_refuses_bad_arguments():
 
     with pytest.raises(ValueError, match="retry_after"):
         RateLimited(retry_after=-1)
-    with pytest.raises(ValueError, match="'job' or 'queue'"):
+    with pytest.raises(ValueError, match="'job', 'key' or 'queue'"):
         RateLimited(retry_after=1, backoff="everything")
 
 

@@ -208,3 +208,31 @@ def test_jobs_over_their_keys_rate_are_parked_until_the_window_frees(engine, r, 
     assert 0 < int(r.hget(k.job("c3"), "run")) - before <= 1000 + 50
     engine.settle(QUEUE, [complete(c) for c in got])
     engine.cancel(QUEUE, "c3")
+
+
+def test_a_key_wide_rate_limited_outcome_holds_only_that_keys_jobs(engine, r, k):
+    flow_job(engine, "k1", "api:x", limit_concurrency=5)
+    flow_job(engine, "k2", "api:x", limit_concurrency=5)
+    flow_job(engine, "o1", "api:y", limit_concurrency=5)
+    [k1] = claim(engine, 1)
+    assert engine.settle(QUEUE, [Outcome(k1.id, k1.token, "l", "key", 5_000)]) == [1]
+    assert 0 < r.pttl(k.limit_prefix + "api:x:h") <= 5_000
+    got = claim(engine, 5)
+    assert [c.id for c in got] == ["o1"]  # api:y runs; api:x's other job is parked
+    assert_state(r, k, "k2", "scheduled")
+    assert 4_000 < int(r.hget(k.job("k2"), "run")) - server_ms(r) <= 5_000
+    engine.settle(QUEUE, [complete(c) for c in got])
+    engine.cancel(QUEUE, "k1")
+    engine.cancel(QUEUE, "k2")
+
+
+def test_a_deep_backlog_of_one_key_is_parked_with_spread_fallback_times(engine, r, k):
+    for i in range(6):
+        flow_job(engine, f"d{i}", "cust:d", limit_concurrency=1)
+    got = claim(engine, 6)
+    assert [c.id for c in got] == ["d0"]
+    runs = [int(r.hget(k.job(f"d{i}"), "run")) for i in range(1, 6)]
+    assert runs == sorted(runs) and runs[-1] - runs[0] >= 4 * 1000 - 50
+    engine.settle(QUEUE, [complete(got[0])])
+    for i in range(1, 6):
+        engine.cancel(QUEUE, f"d{i}")

@@ -11,7 +11,7 @@
   ARGV[5] keep failed ms     ARGV[6] keep failed count
   ARGV[7..] groups of 6: job_id, token, kind ("c" complete | "r" retry | "f" fail |
             "x" cancelled | "l" rate limited: back to scheduled after delay_ms, the attempt
-            not counted; value "queue" also holds the queue back, see includes/rate_limited),
+            not counted; value "queue" / "key" also holds the queue / the job's limit key back, see includes/rate_limited),
             value (result JSON for "c", error JSON otherwise),
             delay_ms (retry; 0 = straight back to waiting), keep_ms (per-job retention; 0 = queue default)
   A retry of a job whose cancel was requested while it ran cancels it instead.
@@ -90,7 +90,7 @@ for i = 7, #ARGV, 6 do
       emit(events_key, maxlen, 'cancelled', job_id)
       touched_failed = true
     elseif kind == 'l' then
-      rate_limited(job_key, job_id, scheduled_key, meta_key, now_ms, delay_ms, value)
+      rate_limited(job_key, job_id, scheduled_key, meta_key, now_ms, delay_ms, value, fields[6])
       emit(events_key, maxlen, 'rate_limited', job_id, 'delay', delay_ms)
       woke = true
     elseif kind == 'r' then

@@ -6,15 +6,19 @@
 --             active set (and not claimed by this very fetch) is dropped when counted, so a
 --             missed release cannot leak a slot
 --   lk .. 'r' ZSET starts inside the key's rate window (score start ms; PEXPIRE = window)
+--   lk .. 'h' STRING no job of the key starts before this ms (RateLimited(backoff="key"); PX)
 --   lk .. 'p' ZSET parked jobs of the key (score wait score): over-limit jobs go to the
 --             scheduled state (never counted as an attempt) and are listed here, so a freed
 --             slot promotes the next one at once (key_slot_freed); their due time is only the
 --             fallback. Other keys' jobs keep flowing: a parked job is out of the wait line.
 
 local KEY_PARK_FALLBACK_MS = 5000
+local KEY_PARK_FALLBACK_MAX_MS = 3600000
 
 -- Return 0 when the job may start now, else the ms until the key may allow it.
 local function key_wait_ms(lk, lc, lr, lp, active_key, now_ms)
+  local hold = tonumber(redis.call('GET', lk .. 'h'))
+  if hold and hold > now_ms then return hold - now_ms end
   if lc > 0 then
     local members = redis.call('ZRANGE', lk .. 'a', 0, -1, 'WITHSCORES')
     local live = 0
@@ -26,7 +30,13 @@ local function key_wait_ms(lk, lc, lr, lp, active_key, now_ms)
         redis.call('ZREM', lk .. 'a', members[i])
       end
     end
-    if live >= lc then return KEY_PARK_FALLBACK_MS end
+    if live >= lc then
+      -- A freed slot brings parked jobs back one by one, oldest first; the due time is only a
+      -- fallback, spread by position so a deep backlog is not re-checked all at once.
+      local fallback = KEY_PARK_FALLBACK_MS + math.floor(redis.call('ZCARD', lk .. 'p') / lc) * 1000
+      if fallback > KEY_PARK_FALLBACK_MAX_MS then fallback = KEY_PARK_FALLBACK_MAX_MS end
+      return fallback
+    end
   end
   if lr > 0 then
     redis.call('ZREMRANGEBYSCORE', lk .. 'r', '-inf', now_ms - lp)
