@@ -222,6 +222,8 @@ class RedisBackend(BaseTaskBackend):
     def enqueue_on_commit(self, task: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> JobResult:
         """Prepare the job now; enqueue it when the current transaction commits."""
         prepared = self._prepare(task, args, kwargs)
+        if has_flow(task):
+            flow_for_call(task, args, kwargs)  # a bad unique or limit key fails here, not at commit
         transaction.on_commit(lambda: self._push([prepared]))
         return prepared[1]
 

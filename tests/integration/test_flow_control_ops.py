@@ -70,3 +70,14 @@ def test_bulk_actions_refuse_bad_input():
         pause_queues("nope")
     with pytest.raises(InvalidJob, match="Only failed or cancelled"):
         retry_jobs("default", states=("waiting",))
+
+
+def test_manage_py_check_reports_a_bad_queue_limit(jobs_settings):
+    from django.core.checks import run_checks
+    from django.test import override_settings
+
+    queues = {"default": {}, "emails": {"RATE_LIMIT": "100 a minute"}}
+    with override_settings(DJANGO_JOBS={**jobs_settings, "QUEUES": queues}):
+        errors = [e for e in run_checks() if e.id.startswith("django_jobs.")]
+    assert [e.id for e in errors] == ["django_jobs.E004"]
+    assert "'100 a minute' is not valid" in errors[0].msg

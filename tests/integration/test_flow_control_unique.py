@@ -127,3 +127,11 @@ def test_bad_unique_options_are_refused_when_the_job_is_declared():
         job(unique_for=-1)(takes_user_id)
     with pytest.raises(InvalidJob, match="unique_until='end'"):
         job(unique=True, unique_until="end")(takes_user_id)
+
+
+def test_a_unique_key_that_cannot_be_computed_fails_in_the_caller():
+    with pytest.raises(InvalidJob, match="unique_key"):
+        jobs_limits.reindex.enqueue_on_commit(1)  # the key callable needs two arguments
+    with pytest.raises(InvalidJob, match="unique_key"):
+        jobs_limits.reindex.enqueue(1)
+    assert get_engine().counts("default")["waiting"] == 0
