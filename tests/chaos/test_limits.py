@@ -160,3 +160,22 @@ def test_a_unique_key_stays_held_through_a_sigkill_recovery_and_is_released_when
     chaos.wait_state(fresh.id, "completed", timeout=15)
     assert sup.stop() == 0
     chaos.check_invariants()
+
+
+def test_jobs_parked_by_their_key_use_no_cpu_while_the_key_is_busy(chaos):
+    from tests.testapp import jobs_limits
+
+    sup = chaos.start("--processes=2", "--threads=4", ready=2)
+    busy = jobs_limits.per_customer.enqueue_many([(7, f"busy{i}", 4.0) for i in range(2)])
+    chaos.wait_ledger("start", ["busy0", "busy1"])
+    parked = jobs_limits.per_customer.enqueue_many([(7, f"p{i}", 0.0) for i in range(30)])
+    wait_until(lambda: chaos.engine.counts("default")["scheduled"] == 30, 10, message="30 parked jobs")
+    pids = [sup.pid, *sup.children()]
+    before = {pid: cpu_seconds(pid) for pid in pids}
+    time.sleep(2.0)  # the measurement window itself
+    usage = {pid: (cpu_seconds(pid) - before[pid]) / 2.0 for pid in pids}
+    assert all(share < 0.02 for share in usage.values()), f"CPU share per process while parked: {usage}"
+    wait_all_completed(chaos, [r.id for r in [*busy, *parked]], timeout=30)
+    assert all(chaos.job(r.id)["a"] == "1" for r in parked)
+    assert sup.stop() == 0
+    chaos.check_invariants()
