@@ -81,3 +81,21 @@ def test_manage_py_check_reports_a_bad_queue_limit(jobs_settings):
         errors = [e for e in run_checks() if e.id.startswith("django_jobs.")]
     assert [e.id for e in errors] == ["django_jobs.E004"]
     assert "'100 a minute' is not valid" in errors[0].msg
+
+
+def test_manage_py_jobs_limits_shows_and_changes_queue_limits_at_run_time():
+    rows = jobs_json("limits")
+    assert rows[0] == {"queue": "default", "rate": None, "concurrency": None, "overridden": False}
+    assert jobs_json("limits", "default", "--rate", "10/s", "--concurrency", "3") == [
+        {"queue": "default", "rate": "10/s", "concurrency": 3, "overridden": True},
+    ]
+    assert jobs_json("limits", "default", "--rate", "none") == [
+        {"queue": "default", "rate": None, "concurrency": 3, "overridden": True},
+    ]
+    assert jobs_json("limits", "default", "--reset")[0]["overridden"] is False
+    with pytest.raises(CommandError, match="exactly one queue"):
+        call_command("jobs", "limits", "--rate", "1/s", stdout=io.StringIO())
+    with pytest.raises(CommandError, match="is not valid"):
+        call_command("jobs", "limits", "default", "--rate", "fast", stdout=io.StringIO())
+    with pytest.raises(CommandError, match="whole number"):
+        call_command("jobs", "limits", "default", "--concurrency", "x", stdout=io.StringIO())

@@ -110,7 +110,7 @@ def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
 
 
 class Command(BaseCommand):
-    help = "Inspect and steer django_jobs queues: stats, list, show, retry, cancel, pause, resume, purge, workers."
+    help = "Inspect and steer django_jobs queues: stats, list, show, retry, cancel, pause, resume, limits, purge, workers."
 
     def add_arguments(self, parser: CommandParser) -> None:
         common = CommandParser(add_help=False)
@@ -152,6 +152,12 @@ class Command(BaseCommand):
         p = sub.add_parser("purge", parents=[common, confirm], help="Delete the finished jobs of a queue in one state.")
         p.add_argument("queue", metavar="QUEUE")
         p.add_argument("--state", choices=Engine.PURGEABLE, required=True, help="completed, failed or cancelled.")
+
+        p = sub.add_parser("limits", parents=[common], help="Show or change queue rate and concurrency limits at run time.")
+        p.add_argument("queues", nargs="*", metavar="QUEUE", help="Queues to show (default: all configured); one queue to change.")
+        p.add_argument("--rate", help="Set the rate limit, e.g. 100/m ('none' lifts it).")
+        p.add_argument("--concurrency", help="Set the concurrency limit, e.g. 5 ('none' lifts it).")
+        p.add_argument("--reset", action="store_true", help="Drop the run-time overrides: the settings apply again.")
 
         sub.add_parser("workers", parents=[common], help="List live workers.")
         sub.add_parser("schedules", parents=[common], help="List cron schedules: next run, last tick, last job's state.")
@@ -348,6 +354,36 @@ class Command(BaseCommand):
         q = self.queue(options["queue"])
         self.engine.resume(q)
         self.emit({"queue": q, "paused": False}, lambda: f"Queue {q!r} is running again.")
+
+    def do_limits(self, options: dict[str, Any]) -> None:
+        from django_jobs.limits import UNSET, queue_limits, reset_queue_limits, set_queue_limits
+
+        names = [self.queue(q) for q in options["queues"]] or get_settings().queue_names
+        changing = options.get("rate") is not None or options.get("concurrency") is not None or options.get("reset")
+        if changing:
+            if len(names) != 1 or not options["queues"]:
+                raise CommandError("Name exactly one queue to change its limits, e.g. jobs limits emails --rate 100/m.")
+            if options.get("reset"):
+                reset_queue_limits(names[0])
+            else:
+                def value(raw: str | None, convert: Any) -> Any:
+                    if raw is None:
+                        return UNSET
+                    return None if raw.lower() == "none" else convert(raw)
+
+                try:
+                    concurrency = value(options.get("concurrency"), int)
+                except ValueError:
+                    raise CommandError(f"--concurrency {options['concurrency']!r}: use a whole number or 'none'.") from None
+                set_queue_limits(names[0], rate=value(options.get("rate"), str), concurrency=concurrency)
+        rows = []
+        for q in names:
+            limits = queue_limits(q)
+            rows.append({"queue": q, "rate": limits.rate, "concurrency": limits.concurrency, "overridden": limits.overridden})
+        self.emit(rows, lambda: table(
+            [[r["queue"], r["rate"] or "-", r["concurrency"] or "-", "run time" if r["overridden"] else "settings"] for r in rows],
+            ["queue", "rate", "concurrency", "source"],
+        ))
 
     def do_purge(self, options: dict[str, Any]) -> None:
         q, state = self.queue(options["queue"]), options["state"]
