@@ -1,9 +1,13 @@
-"""Flow control: queue rate and concurrency limits, read and changed at run time.
+"""Flow control (docs/flow-control.md): limits, unique jobs, pause of all queues, bulk actions.
 
-The limits are enforced inside the engine's ``fetch`` script (``lua/includes/queue_limits.lua``),
-so they hold across every worker process and machine. Settings give each queue its default
-(``DJANGO_JOBS["QUEUES"][name]["RATE_LIMIT"]`` and ``["CONCURRENCY"]``); an override stored in
-Redis with :func:`set_queue_limits` wins over the settings until :func:`reset_queue_limits`.
+- Queue rate and concurrency limits, enforced inside the engine's ``fetch`` script
+  (``lua/includes/queue_limits.lua``), so they hold across every worker process and machine.
+  Settings give each queue its default (``DJANGO_JOBS["QUEUES"][name]["RATE_LIMIT"]`` and
+  ``["CONCURRENCY"]``); an override stored in Redis with :func:`set_queue_limits` wins over the
+  settings until :func:`reset_queue_limits`.
+- The unique and per-key limit options of ``@job`` (checked when the job is declared, turned
+  into an :class:`~django_jobs.engine.queue.Flow` at each enqueue: ``enqueue_flow.lua``).
+- :func:`pause_queues`, :func:`resume_queues`, :func:`cancel_jobs`, :func:`retry_jobs`.
 
 >>> set_queue_limits("emails", rate="100/m", concurrency=5)  # doctest: +SKIP
 >>> queue_limits("emails")  # doctest: +SKIP
