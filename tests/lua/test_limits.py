@@ -236,3 +236,18 @@ def test_a_deep_backlog_of_one_key_is_parked_with_spread_fallback_times(engine, 
     engine.settle(QUEUE, [complete(got[0])])
     for i in range(1, 6):
         engine.cancel(QUEUE, f"d{i}")
+
+
+def test_debounce_with_a_window_never_makes_a_second_job_inside_the_window(engine, r, k):
+    from django_jobs.engine.queue import Flow
+
+    debounce = Flow("job:w", mode="r", window_ms=60_000)
+    assert engine.enqueue_flow(QUEUE, [(new_job("w1"), debounce)]) == [(1, "w1")]
+    assert engine.enqueue_flow(QUEUE, [(new_job("w2"), debounce)]) == [(4, "w1")]  # replaced while waiting
+    [c] = claim(engine, 1)
+    assert engine.enqueue_flow(QUEUE, [(new_job("w3"), debounce)]) == [(3, "w1")]  # running: the window holds
+    engine.settle(QUEUE, [complete(c)])
+    assert engine.enqueue_flow(QUEUE, [(new_job("w4"), debounce)]) == [(3, "w1")]  # finished, same window
+    r.delete(k.unique_prefix + "job:w")  # the window passed
+    assert engine.enqueue_flow(QUEUE, [(new_job("w5"), debounce)]) == [(1, "w5")]
+    engine.cancel(QUEUE, "w5")

@@ -36,13 +36,14 @@ local now_ms = server_now_ms()
 local out = {}
 local woke = false
 
--- The id of the job that holds lock_key and its state, when it still guards the key.
+-- The id of the job that holds lock_key, its state and whether a throttle window guards it,
+-- when it still guards the key.
 local function guard(lock_key)
   local holder = rcall('GET', lock_key)
   if not holder then return nil end
   local fields = rcall('HMGET', job_prefix .. holder, 's', 'ug')
   local state = fields[1]
-  if rcall('PTTL', lock_key) > 0 then return holder, state end -- a window: guarded while it lives
+  if rcall('PTTL', lock_key) > 0 then return holder, state, true end -- guarded while the window lives
   if state == 'waiting' or state == 'scheduled' or (state == 'active' and fields[2] == 'f') then
     return holder, state
   end
@@ -56,8 +57,8 @@ for i = 5, #ARGV, 15 do
   local due = now_ms + tonumber(ARGV[i + 4])
   local run_at = tonumber(ARGV[i + 3])
   if run_at > due then due = run_at end
-  local holder, state
-  if lock_key then holder, state = guard(lock_key) end
+  local holder, state, windowed
+  if lock_key then holder, state, windowed = guard(lock_key) end
   if holder == job_id then
     -- A replay of the call that created this job.
     out[#out + 1] = (state == 'scheduled') and 2 or 1
@@ -80,7 +81,8 @@ for i = 5, #ARGV, 15 do
     emit(events_key, maxlen, 'replaced', holder)
     out[#out + 1] = 4
     out[#out + 1] = holder
-  elseif holder and mode ~= 'r' then
+  elseif holder and (mode ~= 'r' or windowed) then
+    -- Kept, or (debounce with a window) the key's job of this window already ran or runs.
     emit(events_key, maxlen, 'deduplicated', holder, 'dup', job_id)
     out[#out + 1] = 3
     out[#out + 1] = holder
