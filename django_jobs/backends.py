@@ -20,7 +20,7 @@ from django_jobs.correlation import get_correlation_id, process_correlation_id
 from django_jobs.engine import get_engine
 from django_jobs.engine.queue import NewJob
 from django_jobs.exceptions import InvalidJob
-from django_jobs.limits import flow_for_call, has_flow
+from django_jobs.limits import guard_for_call, has_guard
 from django_jobs.tasks import STATE_TO_STATUS, JobResult, JobTask, ms_to_datetime
 
 #: Version of the payload format ("v" in the job's data JSON).
@@ -170,9 +170,9 @@ class RedisBackend(BaseTaskBackend):
 
     def _push(self, prepared: list[tuple[NewJob, JobResult]]) -> None:
         engine = get_engine()
-        if has_flow(prepared[0][1].task):
+        if has_guard(prepared[0][1].task):
             # Unique jobs, throttling, debounce and per-key limits (docs/flow-control.md): their own script.
-            self._push_flow(engine, prepared)
+            self._push_guarded(engine, prepared)
             return
         if len(prepared) == 1:
             engine.enqueue(prepared[0][1].queue, [prepared[0][0]])
@@ -187,12 +187,12 @@ class RedisBackend(BaseTaskBackend):
             object.__setattr__(result, "enqueued_at", now)
             task_enqueued.send(type(self), task_result=result)
 
-    def _push_flow(self, engine: Any, prepared: list[tuple[NewJob, JobResult]]) -> None:
+    def _push_guarded(self, engine: Any, prepared: list[tuple[NewJob, JobResult]]) -> None:
         """Enqueue jobs with a unique or limit key; a deduplicated result takes the guarded job's id."""
         for start in range(0, len(prepared), BULK_CHUNK):
             chunk = prepared[start : start + BULK_CHUNK]
-            specs = [(new, flow_for_call(result.task, result.args, result.kwargs)) for new, result in chunk]
-            codes = engine.enqueue_flow(chunk[0][1].queue, specs)
+            specs = [(new, guard_for_call(result.task, result.args, result.kwargs)) for new, result in chunk]
+            codes = engine.enqueue_guarded(chunk[0][1].queue, specs)
             now = ms_to_datetime(time_ms())
             for (_, result), (code, job_id) in zip(chunk, codes):
                 object.__setattr__(result, "enqueued_at", now)
@@ -222,8 +222,8 @@ class RedisBackend(BaseTaskBackend):
     def enqueue_on_commit(self, task: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> JobResult:
         """Prepare the job now; enqueue it when the current transaction commits."""
         prepared = self._prepare(task, args, kwargs)
-        if has_flow(task):
-            flow_for_call(task, args, kwargs)  # a bad unique or limit key fails here, not at commit
+        if has_guard(task):
+            guard_for_call(task, args, kwargs)  # a bad unique or limit key fails here, not at commit
         transaction.on_commit(lambda: self._push([prepared]))
         return prepared[1]
 

@@ -6,7 +6,7 @@
   ``["CONCURRENCY"]``); an override stored in Redis with :func:`set_queue_limits` wins over the
   settings until :func:`reset_queue_limits`.
 - The unique and per-key limit options of ``@job`` (checked when the job is declared, turned
-  into an :class:`~django_jobs.engine.queue.Flow` at each enqueue: ``enqueue_flow.lua``).
+  into an :class:`~django_jobs.engine.queue.Guard` at each enqueue: ``enqueue_guarded.lua``).
 - :func:`pause_queues`, :func:`resume_queues`, :func:`cancel_jobs`, :func:`retry_jobs`.
 
 >>> set_queue_limits("emails", rate="100/m", concurrency=5)  # doctest: +SKIP
@@ -191,7 +191,7 @@ def _parameters(task: Any) -> list[str]:
     return params[1:] if task.takes_context else params
 
 
-def has_flow(task: Any) -> bool:
+def has_guard(task: Any) -> bool:
     """Return True when ``task`` declares a unique key (or throttle, debounce) or a limit key."""
     return is_unique(task) or bool(getattr(task, "limit_key", None))
 
@@ -278,9 +278,9 @@ def _render(task: Any, option: str, key: Any, args: Any, kwargs: Any) -> str:
     return rendered
 
 
-def flow_for_call(task: Any, args: Any, kwargs: Any) -> Any:
-    """Return the :class:`~django_jobs.engine.queue.Flow` of one enqueue of ``task`` (None: none)."""
-    from django_jobs.engine.queue import Flow
+def guard_for_call(task: Any, args: Any, kwargs: Any) -> Any:
+    """Return the :class:`~django_jobs.engine.queue.Guard` of one enqueue of ``task`` (None: none)."""
+    from django_jobs.engine.queue import Guard
 
     options: dict[str, Any] = {}
     if is_unique(task):
@@ -296,7 +296,7 @@ def flow_for_call(task: Any, args: Any, kwargs: Any) -> Any:
             limit_concurrency=task.limit_concurrency or 0,
             limit_rate=rate.count if rate else 0, limit_period_ms=rate.period_ms if rate else 1000,
         )
-    return Flow(**options) if options else None
+    return Guard(**options) if options else None
 
 
 # -- pause, resume and bulk actions ---------------------------------------------------------

@@ -50,7 +50,7 @@ class NewJob:
 
 
 @dataclass(frozen=True, slots=True)
-class Flow:
+class Guard:
     """The unique key and the limit key of a job being enqueued (docs/flow-control.md)."""
 
     #: The unique key ("": none).
@@ -285,20 +285,20 @@ class Engine:
 
         return [code for codes in self._call(send) for code in codes]
 
-    def enqueue_flow(self, queue: str, jobs: Sequence[tuple[NewJob, Flow]]) -> list[tuple[int, str]]:
+    def enqueue_guarded(self, queue: str, jobs: Sequence[tuple[NewJob, Guard]]) -> list[tuple[int, str]]:
         """Add jobs that carry a unique key and/or a limit key in one call; per job ``(code, job id)``.
 
         Codes: 1 created waiting, 2 created scheduled, 0 id existed, 3 deduplicated, 4 replaced
-        (the id is then the guarded job's; see enqueue_flow.lua).
+        (the id is then the guarded job's; see enqueue_guarded.lua).
         """
-        self._extra("enqueue_flow")
+        self._extra("enqueue_guarded")
         k = self.keys(queue)
         args: list[Any] = [k.job_prefix, self.maxlen, k.unique_prefix, k.limit_prefix]
         for j, u in jobs:
             args += [j.id, j.data, j.priority, j.run_at_ms, j.delay_ms, j.correlation_id, j.parent_id,
                      u.key, u.mode, u.until, u.window_ms,
                      u.limit_key, u.limit_concurrency, u.limit_rate, u.limit_period_ms]
-        raw = self._run("enqueue_flow", (k.wait, k.scheduled, k.meta, k.events, k.marker), args)
+        raw = self._run("enqueue_guarded", (k.wait, k.scheduled, k.meta, k.events, k.marker), args)
         return [(int(raw[i]), str(raw[i + 1])) for i in range(0, len(raw), 2)]
 
     def fetch(self, queue: str, count: int, *, lease_ms: int, worker_id: str) -> FetchResult:

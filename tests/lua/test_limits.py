@@ -123,17 +123,17 @@ def test_a_queue_wide_rate_limited_outcome_holds_the_whole_queue(engine, r, k):
     assert [j.id for j in claim(engine, 5)] == ["j1"]
 
 
-def test_enqueue_flow_creates_deduplicates_replaces_and_is_replay_safe(engine, r, k, events):
-    from django_jobs.engine.queue import Flow as Unique
+def test_enqueue_guarded_creates_deduplicates_replaces_and_is_replay_safe(engine, r, k, events):
+    from django_jobs.engine.queue import Guard as Unique
 
     keep = Unique("job:a")
-    assert engine.enqueue_flow(QUEUE, [(new_job("u1"), keep)]) == [(1, "u1")]
-    assert engine.enqueue_flow(QUEUE, [(new_job("u1"), keep)]) == [(1, "u1")]  # a replay
-    assert engine.enqueue_flow(QUEUE, [(new_job("u2"), keep), (new_job("u3"), Unique("job:b"))]) == [(3, "u1"), (1, "u3")]
+    assert engine.enqueue_guarded(QUEUE, [(new_job("u1"), keep)]) == [(1, "u1")]
+    assert engine.enqueue_guarded(QUEUE, [(new_job("u1"), keep)]) == [(1, "u1")]  # a replay
+    assert engine.enqueue_guarded(QUEUE, [(new_job("u2"), keep), (new_job("u3"), Unique("job:b"))]) == [(3, "u1"), (1, "u3")]
     assert not r.exists(k.job("u2"))
     assert r.get(k.unique_prefix + "job:a") == "u1" and r.hget(k.job("u1"), "uk") == k.unique_prefix + "job:a"
     replace = Unique("job:a", mode="r")
-    assert engine.enqueue_flow(QUEUE, [(NewJob(id="u4", data='{"n":"x","a":[4]}', delay_ms=60_000), replace)]) == [(4, "u1")]
+    assert engine.enqueue_guarded(QUEUE, [(NewJob(id="u4", data='{"n":"x","a":[4]}', delay_ms=60_000), replace)]) == [(4, "u1")]
     assert_state(r, k, "u1", "scheduled")
     assert r.hget(k.job("u1"), "d") == '{"n":"x","a":[4]}'
     assert [e for e, _ in events.new()] == ["waiting", "deduplicated", "waiting", "replaced"]
@@ -145,9 +145,9 @@ def test_enqueue_flow_creates_deduplicates_replaces_and_is_replay_safe(engine, r
 
 
 def flow_job(engine, job_id: str, key: str, **limits):
-    from django_jobs.engine.queue import Flow
+    from django_jobs.engine.queue import Guard
 
-    return engine.enqueue_flow(QUEUE, [(new_job(job_id), Flow(limit_key=key, **limits))])
+    return engine.enqueue_guarded(QUEUE, [(new_job(job_id), Guard(limit_key=key, **limits))])
 
 
 def test_jobs_over_their_keys_concurrency_are_parked_and_a_freed_slot_brings_the_next_back(engine, r, k, events):
@@ -239,15 +239,15 @@ def test_a_deep_backlog_of_one_key_is_parked_with_spread_fallback_times(engine, 
 
 
 def test_debounce_with_a_window_never_makes_a_second_job_inside_the_window(engine, r, k):
-    from django_jobs.engine.queue import Flow
+    from django_jobs.engine.queue import Guard
 
-    debounce = Flow("job:w", mode="r", window_ms=60_000)
-    assert engine.enqueue_flow(QUEUE, [(new_job("w1"), debounce)]) == [(1, "w1")]
-    assert engine.enqueue_flow(QUEUE, [(new_job("w2"), debounce)]) == [(4, "w1")]  # replaced while waiting
+    debounce = Guard("job:w", mode="r", window_ms=60_000)
+    assert engine.enqueue_guarded(QUEUE, [(new_job("w1"), debounce)]) == [(1, "w1")]
+    assert engine.enqueue_guarded(QUEUE, [(new_job("w2"), debounce)]) == [(4, "w1")]  # replaced while waiting
     [c] = claim(engine, 1)
-    assert engine.enqueue_flow(QUEUE, [(new_job("w3"), debounce)]) == [(3, "w1")]  # running: the window holds
+    assert engine.enqueue_guarded(QUEUE, [(new_job("w3"), debounce)]) == [(3, "w1")]  # running: the window holds
     engine.settle(QUEUE, [complete(c)])
-    assert engine.enqueue_flow(QUEUE, [(new_job("w4"), debounce)]) == [(3, "w1")]  # finished, same window
+    assert engine.enqueue_guarded(QUEUE, [(new_job("w4"), debounce)]) == [(3, "w1")]  # finished, same window
     r.delete(k.unique_prefix + "job:w")  # the window passed
-    assert engine.enqueue_flow(QUEUE, [(new_job("w5"), debounce)]) == [(1, "w5")]
+    assert engine.enqueue_guarded(QUEUE, [(new_job("w5"), debounce)]) == [(1, "w5")]
     engine.cancel(QUEUE, "w5")

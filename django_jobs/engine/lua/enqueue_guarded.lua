@@ -1,5 +1,5 @@
 --[[
-  enqueue_flow: add jobs that carry a unique key and/or a limit key (docs/flow-control.md).
+  enqueue_guarded: add jobs that carry a unique key and/or a limit key (docs/flow-control.md).
   Unique: unless a job with the same key is still guarded; in replace mode (debounce) update
   the guarded job instead. Limit key: written into the job ('lk' 'lc' 'lr' 'lp'), enforced by
   fetch (includes/key_limits).
