@@ -30,6 +30,7 @@ __all__ = [
     # steering a running job
     "Retry",
     "Cancel",
+    "RateLimited",
     # errors
     "DjangoJobsError",
     "ConfigurationError",
@@ -50,6 +51,7 @@ from django_jobs.exceptions import (
     JobTimeout,
     LeaseLost,
     RedisOutOfMemory,
+    RateLimited,
     RedisUnavailable,
     Retry,
 )

@@ -20,6 +20,7 @@ from django_jobs.correlation import get_correlation_id, process_correlation_id
 from django_jobs.engine import get_engine
 from django_jobs.engine.queue import NewJob
 from django_jobs.exceptions import InvalidJob
+from django_jobs.limits import guard_for_call, has_guard
 from django_jobs.tasks import STATE_TO_STATUS, JobResult, JobTask, ms_to_datetime
 
 #: Version of the payload format ("v" in the job's data JSON).
@@ -169,6 +170,10 @@ class RedisBackend(BaseTaskBackend):
 
     def _push(self, prepared: list[tuple[NewJob, JobResult]]) -> None:
         engine = get_engine()
+        if has_guard(prepared[0][1].task):
+            # Unique jobs, throttling, debounce and per-key limits (docs/flow-control.md): their own script.
+            self._push_guarded(engine, prepared)
+            return
         if len(prepared) == 1:
             engine.enqueue(prepared[0][1].queue, [prepared[0][0]])
         else:
@@ -181,6 +186,23 @@ class RedisBackend(BaseTaskBackend):
         for _, result in prepared:
             object.__setattr__(result, "enqueued_at", now)
             task_enqueued.send(type(self), task_result=result)
+
+    def _push_guarded(self, engine: Any, prepared: list[tuple[NewJob, JobResult]]) -> None:
+        """Enqueue jobs with a unique or limit key; a deduplicated result takes the guarded job's id."""
+        for start in range(0, len(prepared), BULK_CHUNK):
+            chunk = prepared[start : start + BULK_CHUNK]
+            specs = [(new, guard_for_call(result.task, result.args, result.kwargs)) for new, result in chunk]
+            codes = engine.enqueue_guarded(chunk[0][1].queue, specs)
+            now = ms_to_datetime(time_ms())
+            for (_, result), (code, job_id) in zip(chunk, codes):
+                object.__setattr__(result, "enqueued_at", now)
+                if code in (3, 4):
+                    object.__setattr__(result, "id", job_id)
+                    object.__setattr__(result, "deduplicated", True)
+                    if code == 3:
+                        object.__setattr__(result, "enqueued_at", None)  # not this call's: refresh() reads it
+                else:
+                    task_enqueued.send(type(self), task_result=result)
 
     def enqueue(self, task: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> JobResult:
         """Queue up one job; returns its result handle.
@@ -200,6 +222,8 @@ class RedisBackend(BaseTaskBackend):
     def enqueue_on_commit(self, task: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> JobResult:
         """Prepare the job now; enqueue it when the current transaction commits."""
         prepared = self._prepare(task, args, kwargs)
+        if has_guard(task):
+            guard_for_call(task, args, kwargs)  # a bad unique or limit key fails here, not at commit
         transaction.on_commit(lambda: self._push([prepared]))
         return prepared[1]
 
@@ -250,6 +274,7 @@ class RedisBackend(BaseTaskBackend):
             correlation_id=data.get("cid", ""),
             parent_id=data.get("par", ""),
             failure_reason=data.get("why", ""),
+            progress=serialization.loads(data["pg"]) if data.get("pg") else None,
         )
         if state == "completed" and data.get("r"):
             object.__setattr__(result, "_return_value", serialization.loads(data["r"]))

@@ -66,6 +66,8 @@ MISSED_POLICIES = ("skip", "latest")
 #: Options a queue accepts in DJANGO_JOBS["QUEUES"][name].
 QUEUE_OPTION_KEYS = frozenset(
     {"PRIORITY", "KEEP_COMPLETED", "KEEP_FAILED", "DEFAULT_ATTEMPTS", "DEFAULT_TIMEOUT"}
+    # Flow control (docs/flow-control.md).
+    | {"RATE_LIMIT", "CONCURRENCY"}
 )
 
 #: Keys of a KEEP_COMPLETED / KEEP_FAILED dict.
@@ -401,9 +403,24 @@ def parse_queue_options(name: str, options: Any) -> dict[str, Any]:
             result[key] = parse_whole(key, value, minimum=1, where=at)
         elif key == "DEFAULT_TIMEOUT":
             result[key] = parse_seconds(key, value, optional=True, where=at)
+        elif key in ("RATE_LIMIT", "CONCURRENCY"):
+            result[key] = parse_queue_limit(key, value, at)
         else:
             result[key] = parse_keep(key, value, partial=True, where=at)
     return result
+
+
+def parse_queue_limit(key: str, value: Any, at: _At) -> Any:
+    """Return a queue's RATE_LIMIT (a :class:`~django_jobs.limits.Rate`) or CONCURRENCY (int); None: no limit."""
+    from django_jobs.limits import parse_concurrency, parse_rate
+
+    if value is None:
+        return None
+    try:
+        return parse_rate(value) if key == "RATE_LIMIT" else parse_concurrency(value)
+    except ValueError as exc:
+        example = "'100/m'" if key == "RATE_LIMIT" else "5"
+        raise at.error(f"{at.name}: {exc}", f"E.g. {example}, or None for no limit.") from None
 
 
 def parse_queues(value: Any) -> dict[str, dict[str, Any]]:

@@ -2,8 +2,9 @@
 
 Every state change of a job appends one entry to its queue's stream (see
 docs/architecture.md): ``waiting``, ``scheduled``, ``active``, ``completed``, ``retrying``,
-``failed``, ``cancelled``, ``cancel_requested``, ``stalled``, ``released``, and for a flow's
-parent ``waiting_children`` (docs/flows.md). The stream is
+``failed``, ``cancelled``, ``cancel_requested``, ``stalled``, ``released``, for a flow's
+parent ``waiting_children`` (docs/flows.md), and from flow control (docs/flow-control.md)
+``rate_limited`` and ``progress`` (with ``pg``, the JSON value). The stream is
 capped at ``EVENTS_MAXLEN`` entries, so a listener that falls far behind misses the oldest.
 
 >>> events = QueueEvents("default", types={"completed", "failed"})  # doctest: +SKIP

@@ -14,7 +14,8 @@ The hierarchy (see ``docs/architecture.md``)::
      ├─ JobTimeout
      └─ JobControl
          ├─ Retry
-         └─ Cancel
+         ├─ Cancel
+         └─ RateLimited
     WorkerShutdown (BaseException)
 """
 
@@ -111,6 +112,30 @@ class Retry(JobControl):
 
 class Cancel(JobControl):
     """Raise from a job to stop it and mark it cancelled (no retry)."""
+
+
+class RateLimited(JobControl):
+    """Raise from a job when a service it calls says "too many requests".
+
+    The job goes back to scheduled and runs again after ``retry_after`` seconds; the attempt
+    does not count against ``attempts``. ``backoff="queue"`` also holds back every job of the
+    queue for that long, across all workers; ``backoff="key"`` every job of the job's limit key
+    (``@job(limit_key=...)``; without one it is the same as ``"job"``) (docs/flow-control.md).
+
+    >>> raise RateLimited(retry_after=30, backoff="queue")  # doctest: +SKIP
+    """
+
+    #: What ``backoff`` may be: only this job waits, or the whole queue does.
+    SCOPES = ("job", "queue", "key")
+
+    def __init__(self, message: str | None = None, *, retry_after: float = 1.0, backoff: str = "job") -> None:
+        super().__init__(message or f"Rate limited: run again in {retry_after} s.")
+        if not (isinstance(retry_after, (int, float)) and 0 <= retry_after < float("inf")):
+            raise ValueError(f"RateLimited(retry_after={retry_after!r}): use a finite number of seconds >= 0.")
+        if backoff not in self.SCOPES:
+            raise ValueError(f"RateLimited(backoff={backoff!r}): use 'job', 'key' or 'queue'.")
+        self.retry_after = float(retry_after)
+        self.backoff = backoff
 
 
 class WorkerShutdown(BaseException):

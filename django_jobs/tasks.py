@@ -33,6 +33,9 @@ STATE_TO_STATUS: dict[str, TaskResultStatus] = {
     "cancelled": TaskResultStatus.FAILED,
 }
 
+#: The largest progress value :meth:`JobContext.set_progress` takes, encoded as JSON.
+MAX_PROGRESS_BYTES = 4096
+
 #: The job states, in lifecycle order.
 STATES = tuple(STATE_TO_STATUS)
 
@@ -71,6 +74,8 @@ class JobTask(Task):
             (set with :meth:`using`; ``None``: run at once or at ``run_after``).
         isolated: run each attempt in a process forked for it, so a timeout or a crash
             ends only that process (docs/workers.md#isolated-jobs).
+        unique, unique_key, unique_for, unique_mode, unique_until: unique jobs, throttling and
+            debounce; limit_key, limit_concurrency, limit_rate: per-key limits (docs/flow-control.md).
     """
 
     attempts: int | None = None
@@ -79,11 +84,26 @@ class JobTask(Task):
     keep_result: float | None = None
     delay: float | None = None
     isolated: bool = False
+    # Flow control (django_jobs/limits.py, docs/flow-control.md).
+    unique: bool = False
+    unique_key: str | Callable[..., Any] | None = None
+    unique_for: float | None = None
+    unique_mode: str = "keep"
+    unique_until: str = "start"
+    limit_key: str | Callable[..., Any] | None = None
+    limit_concurrency: int | None = None
+    limit_rate: str | None = None
 
     def __post_init__(self) -> None:
         Task.__post_init__(self)
         if not isinstance(self.isolated, bool):
             raise InvalidJob(f"isolated={self.isolated!r} must be True or False.")
+        from django_jobs.limits import is_unique, validate_limit_options, validate_unique_options
+
+        if is_unique(self):
+            validate_unique_options(self)
+        if self.limit_key is not None:
+            validate_limit_options(self)
         registry.register(self)
 
     @property
@@ -184,17 +204,22 @@ class JobResult(TaskResult):
     correlation_id: str = ""
     parent_id: str = ""
     failure_reason: str = ""
+    #: The latest progress the job reported with :meth:`JobContext.set_progress` (None: none yet).
+    progress: Any = None
+    #: True when this enqueue found a job with the same unique key and returned it instead
+    #: of a new one (with ``unique_mode="replace"``, after giving it this call's arguments).
+    deduplicated: bool = False
 
     def refresh(self) -> None:
         """Reload the job's state from Redis."""
         fresh = self.task.get_backend().get_result(self.id)
-        for attr in (*TASK_REFRESH_ATTRS, "state", "failure_reason"):
+        for attr in (*TASK_REFRESH_ATTRS, "state", "failure_reason", "progress"):
             object.__setattr__(self, attr, getattr(fresh, attr))
 
     async def arefresh(self) -> None:
         """Reload the job's state from Redis (async)."""
         fresh = await self.task.get_backend().aget_result(self.id)
-        for attr in (*TASK_REFRESH_ATTRS, "state", "failure_reason"):
+        for attr in (*TASK_REFRESH_ATTRS, "state", "failure_reason", "progress"):
             object.__setattr__(self, attr, getattr(fresh, attr))
 
     def cancel(self) -> str:
@@ -248,6 +273,35 @@ class JobContext(TaskContext):
 
         return children_results(self.task_result.queue, self.task_result.id)
 
+    def set_progress(self, progress: Any) -> None:
+        """Report how far the job got: a number or a small JSON value (at most 4 KB encoded).
+
+        Other processes see it as :attr:`JobResult.progress` (after :meth:`JobResult.refresh`)
+        and as a ``progress`` event. A run that lost its lease (recovered elsewhere) writes nothing.
+
+        >>> context.set_progress({"done": 40, "total": 100})  # doctest: +SKIP
+
+        Raises:
+            InvalidJob: ``progress`` is not JSON serializable or is too large.
+        """
+        from django_jobs import serialization
+        from django_jobs.engine import get_engine
+        from django_jobs.worker.executor import running
+
+        try:
+            encoded = serialization.dumps(progress)
+        except (TypeError, ValueError) as exc:
+            raise InvalidJob(f"Progress {progress!r} is not JSON serializable: {exc}") from None
+        if len(encoded) > MAX_PROGRESS_BYTES:
+            raise InvalidJob(
+                f"Progress of job {self.job_id!r} is {len(encoded):,} bytes encoded; the limit is "
+                f"{MAX_PROGRESS_BYTES:,}. Report a number or a small dict (store big results elsewhere)."
+            )
+        job = running.get(self.job_id)
+        if job is None:
+            raise InvalidJob(f"Job {self.job_id!r} is not running in this process: only a running job reports progress.")
+        get_engine().set_progress(job.queue, job.id, job.claimed.token, encoded)
+
 
 def ms_to_datetime(ms: str | int | None) -> datetime | None:
     """Return an aware UTC datetime for Redis milliseconds (None for empty)."""
@@ -300,6 +354,14 @@ def job(
     backend: str | None = ...,
     cron: str | float | dict[str, Any] | None = ...,
     isolated: bool = ...,
+    unique: bool = ...,
+    unique_key: str | Callable[..., Any] | None = ...,
+    unique_for: float | None = ...,
+    unique_mode: str = ...,
+    unique_until: str = ...,
+    limit_key: str | Callable[..., Any] | None = ...,
+    limit_concurrency: int | None = ...,
+    limit_rate: str | None = ...,
 ) -> Callable[[Callable[..., Any]], JobTask]: ...
 def job(
     function: Callable[..., Any] | None = None,
@@ -315,6 +377,14 @@ def job(
     backend: str | None = None,
     cron: str | float | dict[str, Any] | None = None,
     isolated: bool = False,
+    unique: bool = False,
+    unique_key: str | Callable[..., Any] | None = None,
+    unique_for: float | None = None,
+    unique_mode: str = "keep",
+    unique_until: str = "start",
+    limit_key: str | Callable[..., Any] | None = None,
+    limit_concurrency: int | None = None,
+    limit_rate: str | None = None,
 ) -> JobTask | Callable[[Callable[..., Any]], JobTask]:
     """Declare a background job (sync or ``async def``).
 
@@ -341,6 +411,14 @@ def job(
             timeout=timeout,
             keep_result=keep_result,
             isolated=isolated,
+            unique=unique,
+            unique_key=unique_key,
+            unique_for=unique_for,
+            unique_mode=unique_mode,
+            unique_until=unique_until,
+            limit_key=limit_key,
+            limit_concurrency=limit_concurrency,
+            limit_rate=limit_rate,
         )
         if cron is not None:
             from django_jobs import scheduler

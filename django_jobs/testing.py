@@ -79,8 +79,9 @@ def run_job(queue: str, job_id: str) -> str | None:
             return (engine.get_job(queue, job_id) or {}).get("s", state)
         outcome = _execute(claimed)
         raise_for_code(engine.settle(queue, [outcome])[0], job_id)
-        state = {"c": "completed", "f": "failed", "x": "cancelled", "r": "retrying"}[outcome.kind]
-        if outcome.kind != "r":
+        # "l": the job raised RateLimited and is scheduled for later; it is not run again here.
+        state = {"c": "completed", "f": "failed", "x": "cancelled", "r": "retrying", "l": "scheduled"}[outcome.kind]
+        if outcome.kind != "r":  # "l" (rate limited) stays scheduled: not retried at once
             return state
 
 

@@ -69,6 +69,21 @@ class QueueKeys:
         """Flow parents waiting for their children (score: enqueued at, ms)."""
         return self.base + "waiting_children"
 
+    @property
+    def rate(self) -> str:
+        """ZSET of the job starts inside the queue's rate-limit window (docs/flow-control.md)."""
+        return self.base + "rate"
+
+    @property
+    def unique_prefix(self) -> str:
+        """Prefix of the unique-key locks: ``unique_prefix + key`` is a STRING holding a job id."""
+        return self.base + "unique:"
+
+    @property
+    def limit_prefix(self) -> str:
+        """Prefix of the per-key limit structures: ``limit_prefix + key + ":"`` + ``a`` / ``r`` / ``p``."""
+        return self.base + "lim:"
+
     #: The state ZSETs, in DESIGN.md order; a job is in exactly one of them.
     STATE_SETS = ("wait", "scheduled", "active", "completed", "failed", "cancelled", "waiting_children")
 

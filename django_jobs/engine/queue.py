@@ -50,6 +50,25 @@ class NewJob:
 
 
 @dataclass(frozen=True, slots=True)
+class Guard:
+    """The unique key and the limit key of a job being enqueued (docs/flow-control.md)."""
+
+    #: The unique key ("": none).
+    key: str = ""
+    #: "k" keep the guarded job (deduplicate) | "r" replace its arguments and run time (debounce).
+    mode: str = "k"
+    #: "s" guarded while waiting or scheduled | "f" also while active.
+    until: str = "s"
+    #: Throttle window, ms: the key stays taken this long after the enqueue (0: none).
+    window_ms: int = 0
+    #: The limit key ("": none), its concurrency (0: none) and rate (count 0: none).
+    limit_key: str = ""
+    limit_concurrency: int = 0
+    limit_rate: int = 0
+    limit_period_ms: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
 class Claimed:
     """A job this worker holds a lease on."""
 
@@ -132,6 +151,7 @@ class Engine:
         self._lane = threading.local()
         self._owned: weakref.WeakSet[_OwnConnection] = weakref.WeakSet()
         self.maxlen = settings.events_maxlen
+        self._limit_defaults: dict[str, tuple[int, int, int]] = {}
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -265,13 +285,29 @@ class Engine:
 
         return [code for codes in self._call(send) for code in codes]
 
+    def enqueue_guarded(self, queue: str, jobs: Sequence[tuple[NewJob, Guard]]) -> list[tuple[int, str]]:
+        """Add jobs that carry a unique key and/or a limit key in one call; per job ``(code, job id)``.
+
+        Codes: 1 created waiting, 2 created scheduled, 0 id existed, 3 deduplicated, 4 replaced
+        (the id is then the guarded job's; see enqueue_guarded.lua).
+        """
+        self._extra("enqueue_guarded")
+        k = self.keys(queue)
+        args: list[Any] = [k.job_prefix, self.maxlen, k.unique_prefix, k.limit_prefix]
+        for j, u in jobs:
+            args += [j.id, j.data, j.priority, j.run_at_ms, j.delay_ms, j.correlation_id, j.parent_id,
+                     u.key, u.mode, u.until, u.window_ms,
+                     u.limit_key, u.limit_concurrency, u.limit_rate, u.limit_period_ms]
+        raw = self._run("enqueue_guarded", (k.wait, k.scheduled, k.meta, k.events, k.marker), args)
+        return [(int(raw[i]), str(raw[i + 1])) for i in range(0, len(raw), 2)]
+
     def fetch(self, queue: str, count: int, *, lease_ms: int, worker_id: str) -> FetchResult:
         """Promote due jobs and claim up to ``count`` waiting jobs of ``queue``."""
         k = self.keys(queue)
         raw = self._run(
             "fetch",
-            (k.wait, k.scheduled, k.active, k.meta, k.events, k.marker),
-            (k.job_prefix, self.maxlen, count, lease_ms, worker_id, PROMOTE_LIMIT),
+            (k.wait, k.scheduled, k.active, k.meta, k.events, k.marker, k.rate),
+            (k.job_prefix, self.maxlen, count, lease_ms, worker_id, PROMOTE_LIMIT, *self._default_limits(queue)),
         )
         jobs = [
             Claimed(queue, raw[i], str(raw[i + 1]), raw[i + 2], int(raw[i + 3]), int(raw[i + 4] or 0), raw[i + 5], raw[i + 6])
@@ -315,7 +351,7 @@ class Engine:
         f_age, _ = self.settings.keep(queue, "FAILED")
         recovered, failed, _cancelled, flat = self._run(
             "recover",
-            (k.active, k.wait, k.failed, k.meta, k.events, k.marker, k.cancelled),
+            (k.active, k.wait, k.failed, k.meta, k.events, k.marker, k.cancelled, k.scheduled),
             (k.job_prefix, self.maxlen, self.settings.max_recoveries, limit, int(f_age * 1000), now_ms),
         )
         return Recovery(int(recovered), int(failed), list(zip(flat[::3], flat[1::3], flat[2::3])))
@@ -327,7 +363,7 @@ class Engine:
         args: list[Any] = [k.job_prefix, self.maxlen, int(f_age * 1000)]
         for job_id, token in leases:
             args += [job_id, token]
-        return int(self._run("release", (k.active, k.wait, k.meta, k.events, k.marker, k.cancelled), args))
+        return int(self._run("release", (k.active, k.wait, k.meta, k.events, k.marker, k.cancelled, k.scheduled), args))
 
     def cancel(self, queue: str, job_id: str) -> int:
         """Cancel a job: 1 cancelled, 2 cancel requested (running), 0 finished, -1 unknown."""
@@ -340,6 +376,23 @@ class Engine:
                 (job_id, self.maxlen, int(f_age * 1000)),
             )
         )
+
+    def cancel_many(self, queue: str, job_ids: Sequence[str]) -> list[int]:
+        """Cancel many jobs in one round trip: one ``cancel`` call per job, pipelined; codes as :meth:`cancel`."""
+        if not job_ids:
+            return []
+        k = self.keys(queue)
+        f_age, _ = self.settings.keep(queue, "FAILED")
+        script = self._scripts["cancel"]
+
+        def send() -> list[Any]:
+            with self.client.pipeline(transaction=False) as pipe:
+                for job_id in job_ids:
+                    script(keys=(k.wait, k.scheduled, k.cancelled, k.events, k.job(job_id)),
+                           args=(job_id, self.maxlen, int(f_age * 1000)), client=pipe)
+                return pipe.execute()
+
+        return [int(code) for code in self._call(send)]
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -771,6 +824,75 @@ class Engine:
     def cron_triggered(self, name: str, job_id: str) -> None:
         """Record that schedule ``name`` was triggered by hand as job ``job_id`` (for the admin)."""
         self._call(self.client.hset, self.cron_keys()[2], mapping={f"{name}:trig": job_id})
+
+    def set_progress(self, queue: str, job_id: str, token: str, progress_json: str) -> int:
+        """Record the progress of a running job (fenced by its lease token): 1, or -1 / -3 (see progress.lua)."""
+        self._extra("progress")
+        return int(self._run("progress", (self.keys(queue).job(job_id), self.keys(queue).events), (job_id, token, progress_json, self.maxlen)))
+
+    # -- flow control: queue limits (django_jobs/limits.py, docs/flow-control.md) -----------
+    # Settings give the defaults (passed to fetch); overrides live in the queue's meta hash:
+    # 'rn'/'rp' rate count and period ms (rn 0 = no limit), 'cc' concurrency (0 = no limit).
+
+    def _default_limits(self, queue: str) -> tuple[int, int, int]:
+        """Return the settings' (rate count, rate period ms, concurrency) of ``queue``; 0 = none."""
+        found = self._limit_defaults.get(queue)
+        if found is None:
+            options = self.settings.queues.get(queue, {})
+            rate = options.get("RATE_LIMIT")
+            count, period_ms = (rate.count, rate.period_ms) if rate is not None else (0, 1000)
+            found = self._limit_defaults[queue] = (count, period_ms, int(options.get("CONCURRENCY") or 0))
+        return found
+
+    def set_queue_limits(self, queue: str, *, rate: Any = None, concurrency: Any = None) -> None:
+        """Override the limits of ``queue`` in Redis for every worker.
+
+        ``rate`` is a :class:`~django_jobs.limits.Rate`, ``concurrency`` an int; ``None``
+        lifts the limit; :data:`~django_jobs.limits.UNSET` leaves it as it is.
+        """
+        from django_jobs.limits import UNSET
+
+        k = self.keys(queue)
+        fields: dict[str, int] = {}
+        if rate is not UNSET:
+            fields.update(rn=0, rp=1000) if rate is None else fields.update(rn=rate.count, rp=rate.period_ms)
+        if concurrency is not UNSET:
+            fields["cc"] = 0 if concurrency is None else int(concurrency)
+
+        def write() -> None:
+            with self.client.pipeline(transaction=True) as pipe:
+                if fields:
+                    pipe.hset(k.meta, mapping=fields)
+                # A raised or lifted limit may let held jobs start now: wake a worker.
+                pipe.rpush(k.marker, "1")
+                pipe.ltrim(k.marker, 0, 0)
+                pipe.execute()
+
+        self._call(write)
+
+    def reset_queue_limits(self, queue: str) -> None:
+        """Drop the run-time limit overrides of ``queue`` (the settings apply again)."""
+        k = self.keys(queue)
+
+        def write() -> None:
+            with self.client.pipeline(transaction=True) as pipe:
+                pipe.hdel(k.meta, "rn", "rp", "cc")
+                pipe.rpush(k.marker, "1")
+                pipe.ltrim(k.marker, 0, 0)
+                pipe.execute()
+
+        self._call(write)
+
+    def queue_limits(self, queue: str) -> tuple[Any, int | None, bool]:
+        """Return ``(rate or None, concurrency or None, overridden)`` in force on ``queue``."""
+        from django_jobs.limits import Rate
+
+        rn, rp, cc = self._call(self.client.hmget, self.keys(queue).meta, "rn", "rp", "cc")
+        d_rn, d_rp, d_cc = self._default_limits(queue)
+        overridden = rn is not None or cc is not None
+        count, period = (int(rn), int(rp or 1000)) if rn is not None else (d_rn, d_rp)
+        conc = int(cc) if cc is not None else d_cc
+        return (Rate(count, period) if count > 0 else None), (conc or None), overridden
 
 
 @dataclass(frozen=True, slots=True)

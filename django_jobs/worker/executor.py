@@ -25,7 +25,7 @@ from django_jobs.backoff import retry_delay
 from django_jobs.conf import get_settings
 from django_jobs.correlation import current_job, reset_correlation_id, set_correlation_id
 from django_jobs.engine.queue import Claimed, Outcome
-from django_jobs.exceptions import Cancel, JobTimeout, Retry
+from django_jobs.exceptions import Cancel, JobTimeout, RateLimited, Retry
 from django_jobs.middleware import Chain, get_chain
 from django_jobs.tasks import JobContext, JobResult, JobTask, ms_to_datetime
 
@@ -222,6 +222,10 @@ class Prepared:
         if isinstance(exc, Cancel) or (isinstance(exc, asyncio.CancelledError) and job.cancel_event.is_set()):
             self._finish_status("cancelled")
             return Outcome(job.id, claimed.token, "x", error)
+        if isinstance(exc, RateLimited):
+            # Not a failure: back to scheduled, the attempt not counted (settle kind "l").
+            scope = exc.backoff if exc.backoff in ("queue", "key") else ""
+            return Outcome(job.id, claimed.token, "l", scope, max(1, int(exc.retry_after * 1000)))
         settings = get_settings()
         queue_opts = settings.queues.get(claimed.queue, {})
         attempts = self.options.get("at") or self.task.attempts or queue_opts.get("DEFAULT_ATTEMPTS") or settings.default_attempts
@@ -286,6 +290,12 @@ def _log_outcome(job: RunningJob, outcome: Outcome, exc: BaseException | None) -
             "Job %s %s failed (attempt %d), retrying in %.1f s: %r", job.name, job.id, job.claimed.attempt, outcome.delay_ms / 1000, exc,
             extra={**extra, "action": "job_retrying", "retry_in": outcome.delay_ms / 1000},
         )
+    elif outcome.kind == "l":
+        logger.info(
+            "Job %s %s rate limited, running again in %.1f s%s", job.name, job.id, outcome.delay_ms / 1000,
+            {"queue": " (the whole queue waits)", "key": " (its limit key waits)"}.get(outcome.value, ""),
+            extra={**extra, "action": "job_rate_limited", "retry_in": outcome.delay_ms / 1000},
+        )
     elif outcome.kind == "x":
         logger.info("Job %s %s cancelled", job.name, job.id, extra={**extra, "action": "job_cancelled"})
     else:
@@ -293,7 +303,7 @@ def _log_outcome(job: RunningJob, outcome: Outcome, exc: BaseException | None) -
 
 
 #: Log level of each outcome kind.
-_OUTCOME_LEVEL = {"c": logging.INFO, "r": logging.WARNING, "x": logging.INFO, "f": logging.ERROR}
+_OUTCOME_LEVEL = {"c": logging.INFO, "r": logging.WARNING, "x": logging.INFO, "f": logging.ERROR, "l": logging.INFO}
 
 
 def _enter(job: RunningJob, prepared: Prepared) -> tuple[object, object | None]:
@@ -349,9 +359,11 @@ def _close_middleware(opened: list[Any], exc: BaseException | None) -> BaseExcep
 def _finished(job: RunningJob, prepared: Prepared, outcome: Outcome, exc: BaseException | None) -> Outcome:
     if prepared.chain.logging:
         _log_outcome(job, outcome, exc)
-    if outcome.kind != "r":
+    if outcome.kind != "r" and outcome.kind != "l":
         prepared.send(task_finished)
     kind = outcome.kind
+    if kind == "l":  # rate limited (RateLimited): it runs again later, like a retry
+        kind = "r"
     signal = signals.job_succeeded if kind == "c" else signals.job_retrying if kind == "r" else signals.job_failed
     if signal.receivers:
         duration = max(0.0, time.monotonic() - job.started)

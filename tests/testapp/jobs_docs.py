@@ -16,7 +16,7 @@ import time
 
 from django.tasks import task
 
-from django_jobs import Cancel, JobContext, Retry, job
+from django_jobs import Cancel, JobContext, RateLimited, Retry, job
 
 # -- quickstart.md ---------------------------------------------------------------------------
 
@@ -128,3 +128,47 @@ def render_invoice(invoice_id: int) -> str:
 @task(isolated=True, timeout=60)
 def crunch(numbers: list[int]) -> int:
     return sum(n * n for n in numbers)
+
+
+# -- flow-control.md -------------------------------------------------------------------------
+
+
+@job(unique=True)
+def refresh_account(account_id: int) -> int:
+    return account_id
+
+
+@job(unique_key="doc:{doc_id}", unique_mode="replace")
+def reindex_document(doc_id: int, version: int) -> str:
+    return f"document {doc_id} indexed at version {version}"
+
+
+@job(unique_key="digest:{user_id}", unique_for=3600)
+def send_digest(user_id: int) -> str:
+    return f"digest sent to user {user_id}"
+
+
+@job(limit_key="customer:{customer_id}", limit_concurrency=2, limit_rate="10/s")
+def charge_customer(customer_id: int, cents: int) -> int:
+    return cents
+
+
+@job(takes_context=True)
+def import_rows(context: JobContext, rows: int) -> int:
+    for done in range(1, rows + 1):
+        # ... import one row ...
+        if done % 100 == 0 or done == rows:
+            context.set_progress({"done": done, "total": rows})
+    return rows
+
+
+#: Stands in for a partner API in the examples: how many more calls it answers with HTTP 429.
+PARTNER_REFUSALS = {"left": 0}
+
+
+@job
+def fetch_exchange_rates(currency: str) -> str:
+    if PARTNER_REFUSALS["left"] > 0:  # the partner said "429 Too Many Requests, retry in 1 s"
+        PARTNER_REFUSALS["left"] -= 1
+        raise RateLimited(retry_after=1, backoff="queue")
+    return f"rates for {currency} fetched"

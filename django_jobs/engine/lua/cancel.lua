@@ -12,6 +12,7 @@
 --@include now
 --@include emit
 --@include flow
+--@include unique_release
 local rcall = redis.call
 local wait_key, scheduled_key, cancelled_key, events_key, job_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local job_id = ARGV[1]
@@ -26,6 +27,7 @@ if state == 'waiting' or state == 'scheduled' or state == 'waiting_children' the
   rcall('ZADD', cancelled_key, now_ms + tonumber(ARGV[3]), job_id)
   emit(events_key, maxlen, 'cancelled', job_id)
   flow_done(job_key, job_id, now_ms, maxlen)
+  unique_release(job_id, rcall('HGET', job_key, 'uk'))
   return 1
 elseif state == 'active' then
   if rcall('HGET', job_key, 'cx') ~= '1' then

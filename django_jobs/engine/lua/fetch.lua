@@ -1,13 +1,18 @@
 --[[
   fetch: promote due scheduled jobs, then claim up to N waiting jobs with fresh leases.
   KEYS[1] wait ZSET  KEYS[2] scheduled ZSET  KEYS[3] active ZSET  KEYS[4] meta HASH
-  KEYS[5] events STREAM  KEYS[6] marker LIST
+  KEYS[5] events STREAM  KEYS[6] marker LIST  KEYS[7] rate ZSET (starts in the rate window)
   ARGV[1] job key prefix  ARGV[2] events maxlen  ARGV[3] count  ARGV[4] lease_ms
   ARGV[5] worker_id  ARGV[6] promote limit
+  ARGV[7] default rate count (0 = none)  ARGV[8] default rate period ms
+  ARGV[9] default concurrency (0 = none); run-time overrides in meta win (includes/queue_limits)
+  A job with a limit key ('lk' in its hash) that is over its key's limits is parked instead of
+  claimed: moved to scheduled (includes/key_limits; its keys are named from 'lk', same hash tag).
   Returns: { next_due_ms, paused, id, token, data, attempt, enqueued_ms, correlation_id,
              parent_id, ... } with next_due_ms = ms until the next scheduled job is due
-             (-1 none), paused = 1 when the queue is paused (nothing claimed).
-  Events:  "waiting" per promoted job, "active" per claimed job
+             (-1 none), or until a limit may let a waiting job start when one held the
+             queue back, paused = 1 when the queue is paused (nothing claimed).
+  Events:  "waiting" per promoted job, "active" per claimed job, "limited" per parked job
 ]]
 --@include now
 --@include wait_score
@@ -15,9 +20,11 @@
 --@include wake
 --@include promote
 --@include mark_active
+--@include queue_limits
+--@include key_limits
 local rcall = redis.call
-local wait_key, scheduled_key, active_key, meta_key, events_key, marker_key =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local wait_key, scheduled_key, active_key, meta_key, events_key, marker_key, rate_key =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local job_prefix = ARGV[1]
 local maxlen = tonumber(ARGV[2])
 local count = tonumber(ARGV[3])
@@ -28,10 +35,14 @@ local now_ms = server_now_ms()
 promote_due(scheduled_key, wait_key, meta_key, events_key, job_prefix, now_ms, tonumber(ARGV[6]), maxlen)
 
 local out = { -1, 0 }
-if rcall('HGET', meta_key, 'paused') == '1' then
+local flow = rcall('HMGET', meta_key, 'paused', 'rn', 'rp', 'cc', 'hold')
+if flow[1] == '1' then
   out[2] = 1
   return out
 end
+local held_ms, rate_ms
+count, held_ms, rate_ms = queue_allowance(flow, meta_key, active_key, rate_key, count, tonumber(ARGV[7]),
+                                          tonumber(ARGV[8]), tonumber(ARGV[9]), now_ms)
 
 if count > 0 then
   local popped = rcall('ZPOPMIN', wait_key, count)
@@ -40,15 +51,20 @@ if count > 0 then
     local deadline = now_ms + lease_ms
     -- One counter bump for the batch: tokens last-claimed+1 .. last are unique and increasing.
     local token = rcall('HINCRBY', meta_key, 'fence', claimed) - claimed
+    local first_token = token
     local worker_json = cjson.encode(worker_id)
     local active_args = {}
     for i = 1, #popped, 2 do
       local job_id = popped[i]
       local job_key = job_prefix .. job_id
-      local fields = rcall('HMGET', job_key, 'd', 'e', 'cid', 'par', 'st', 'a', 'wk')
-      if fields[1] then
+      local fields = rcall('HMGET', job_key, 'd', 'e', 'cid', 'par', 'st', 'a', 'wk', 'lk', 'lc', 'lr', 'lp')
+      if fields[1] and fields[8] and key_park(fields, job_key, job_id, popped[i + 1], scheduled_key, active_key,
+                                              events_key, maxlen, now_ms) then
+        -- Over its key's limit: parked (scheduled), not claimed; no attempt counted.
+      elseif fields[1] then
         token = token + 1
         local attempt = mark_active(job_key, fields, token, worker_id, worker_json, now_ms)
+        if fields[8] then key_started(fields, job_id, token, now_ms) end
         active_args[#active_args + 1] = deadline
         active_args[#active_args + 1] = job_id
         emit(events_key, maxlen, 'active', job_id)
@@ -63,12 +79,19 @@ if count > 0 then
       end
     end
     if #active_args > 0 then rcall('ZADD', active_key, unpack(active_args)) end
+    if rate_ms > 0 and token > first_token then
+      local starts = {}
+      for t = first_token + 1, token do starts[#starts + 1] = t end
+      record_starts(rate_key, starts, now_ms, rate_ms)
+    end
     -- More work is waiting than this worker had room for: wake another worker.
-    if rcall('ZCARD', wait_key) > 0 then wake(marker_key) end
+    if held_ms < 0 and rcall('ZCARD', wait_key) > 0 then wake(marker_key) end
   end
 end
 
-if rcall('ZCARD', wait_key) == 0 then
+if held_ms >= 0 and rcall('ZCARD', wait_key) > 0 then
+  out[1] = held_ms
+elseif rcall('ZCARD', wait_key) == 0 then
   local nxt = rcall('ZRANGE', scheduled_key, 0, 0, 'WITHSCORES')
   if nxt[2] then
     local delta = tonumber(nxt[2]) - now_ms

@@ -5,6 +5,7 @@
   Idempotent: any process may run it at any time.
   KEYS[1] active ZSET  KEYS[2] wait ZSET  KEYS[3] failed ZSET  KEYS[4] meta HASH
   KEYS[5] events STREAM  KEYS[6] marker LIST  KEYS[7] cancelled ZSET
+  KEYS[8] scheduled ZSET (a freed per-key slot promotes a parked job: includes/key_slot_freed)
   ARGV[1] job key prefix  ARGV[2] events maxlen  ARGV[3] max_recoveries  ARGV[4] limit
   ARGV[5] keep failed ms (also for cancelled)  ARGV[6] now_ms override for tests (0 = Redis time)
   Returns: { recovered_count, failed_count, cancelled_count, { job_id, what, correlation_id, ... } }
@@ -20,9 +21,12 @@
 --@include wake
 --@include append_json
 --@include flow
+--@include slot_freed
+--@include unique_release
+--@include key_slot_freed
 local rcall = redis.call
-local active_key, wait_key, failed_key, meta_key, events_key, marker_key, cancelled_key =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local active_key, wait_key, failed_key, meta_key, events_key, marker_key, cancelled_key, scheduled_key =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local job_prefix = ARGV[1]
 local maxlen = tonumber(ARGV[2])
 local max_recoveries = tonumber(ARGV[3])
@@ -37,15 +41,17 @@ for i = 1, #expired do
   local job_id = expired[i]
   local job_key = job_prefix .. job_id
   rcall('ZREM', active_key, job_id)
-  local fields = rcall('HMGET', job_key, 's', 'ws', 'p', 'cx', 'cid')
+  local fields = rcall('HMGET', job_key, 's', 'ws', 'p', 'cx', 'cid', 'lk')
   if fields[1] == 'active' then
     local recoveries = rcall('HINCRBY', job_key, 'rec', 1)
+    if fields[6] then key_slot_freed(fields[6], job_id, job_prefix, wait_key, scheduled_key, events_key, maxlen, marker_key) end
     rcall('HDEL', job_key, 'tok', 'w')
     if fields[4] == '1' then
       -- Its worker was asked to stop it and then vanished: honour the cancel, do not rerun.
       rcall('HSET', job_key, 's', 'cancelled', 'f', now_ms)
       rcall('ZADD', cancelled_key, now_ms + keep_ms, job_id)
       emit(events_key, maxlen, 'cancelled', job_id)
+      unique_release(job_id, rcall('HGET', job_key, 'uk'))
       cancelled = cancelled + 1
       outcomes[#outcomes + 1] = job_id
       outcomes[#outcomes + 1] = 'cancelled'
@@ -58,6 +64,7 @@ for i = 1, #expired do
       rcall('HSET', job_key, 's', 'failed', 'f', now_ms, 'why', 'worker_lost')
       rcall('ZADD', failed_key, now_ms + keep_ms, job_id)
       emit(events_key, maxlen, 'failed', job_id, 'why', 'worker_lost')
+      unique_release(job_id, rcall('HGET', job_key, 'uk'))
       failed = failed + 1
       outcomes[#outcomes + 1] = job_id
       outcomes[#outcomes + 1] = 'failed'
@@ -74,4 +81,5 @@ for i = 1, #expired do
   end
 end
 if recovered > 0 then wake(marker_key) end
+if #expired > 0 then slot_freed(meta_key, marker_key) end
 return { recovered, failed, cancelled, outcomes }

@@ -33,7 +33,7 @@ for i = 3, #ARGV do
     rcall('ZREM', failed_key, job_id)
     rcall('ZREM', cancelled_key, job_id)
     local score = next_wait_score(meta_key, fields[2] or 0)
-    rcall('HDEL', job_key, 'f', 'why', 'cx', 'r', 'err', 'rec', 'run', 'wk')
+    rcall('HDEL', job_key, 'f', 'why', 'cx', 'r', 'err', 'rec', 'run', 'wk', 'pg')
     rcall('HSET', job_key, 's', 'waiting', 'a', 0, 'ws', score)
     rcall('ZADD', wait_key, score, job_id)
     emit(events_key, maxlen, 'waiting', job_id, 'why', 'retried')

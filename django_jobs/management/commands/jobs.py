@@ -110,7 +110,7 @@ def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
 
 
 class Command(BaseCommand):
-    help = "Inspect and steer django_jobs queues: stats, list, show, retry, cancel, pause, resume, purge, workers."
+    help = "Inspect and steer django_jobs queues: stats, list, show, retry, cancel, pause, resume, limits, purge, workers."
 
     def add_arguments(self, parser: CommandParser) -> None:
         common = CommandParser(add_help=False)
@@ -136,16 +136,28 @@ class Command(BaseCommand):
         what.add_argument("job_id", metavar="ID", nargs="?")
         what.add_argument("--failed", metavar="QUEUE", help="Retry every failed job of QUEUE.")
 
-        p = sub.add_parser("cancel", parents=[common, confirm], help="Cancel a job (a running one is asked to stop).")
-        p.add_argument("job_id", metavar="ID")
+        p = sub.add_parser("cancel", parents=[common, confirm], help="Cancel a job (a running one is asked to stop), or all jobs of a queue in a state.")
+        what = p.add_mutually_exclusive_group(required=True)
+        what.add_argument("job_id", metavar="ID", nargs="?")
+        what.add_argument("--queue", dest="cancel_queue", metavar="QUEUE", help="Cancel every job of QUEUE in --state (waiting and scheduled by default).")
+        p.add_argument("--state", dest="cancel_states", action="append", choices=("waiting", "scheduled", "active"), help="With --queue: which jobs (repeat for several).")
+        p.add_argument("--name", dest="cancel_name", metavar="JOB", help="With --queue: only jobs of this job name (its module path).")
 
         for name, text in (("pause", "Stop workers taking jobs from a queue."), ("resume", "Let workers take jobs from a queue again.")):
             p = sub.add_parser(name, parents=[common], help=text)
-            p.add_argument("queue", metavar="QUEUE")
+            what = p.add_mutually_exclusive_group(required=True)
+            what.add_argument("queue", metavar="QUEUE", nargs="?")
+            what.add_argument("--all", action="store_true", help="Every configured queue.")
 
         p = sub.add_parser("purge", parents=[common, confirm], help="Delete the finished jobs of a queue in one state.")
         p.add_argument("queue", metavar="QUEUE")
         p.add_argument("--state", choices=Engine.PURGEABLE, required=True, help="completed, failed or cancelled.")
+
+        p = sub.add_parser("limits", parents=[common], help="Show or change queue rate and concurrency limits at run time.")
+        p.add_argument("queues", nargs="*", metavar="QUEUE", help="Queues to show (default: all configured); one queue to change.")
+        p.add_argument("--rate", help="Set the rate limit, e.g. 100/m ('none' lifts it).")
+        p.add_argument("--concurrency", help="Set the concurrency limit, e.g. 5 ('none' lifts it).")
+        p.add_argument("--reset", action="store_true", help="Drop the run-time overrides: the settings apply again.")
 
         sub.add_parser("workers", parents=[common], help="List live workers.")
         sub.add_parser("schedules", parents=[common], help="List cron schedules: next run, last tick, last job's state.")
@@ -296,6 +308,9 @@ class Command(BaseCommand):
         self.emit({"queue": q, "retried": done}, lambda: f"Retried {done} failed job(s) of {q!r}.")
 
     def do_cancel(self, options: dict[str, Any]) -> None:
+        if options.get("cancel_queue"):
+            self.cancel_by_filter(options)
+            return
         job_id = options["job_id"]
         q, raw = self.find(job_id)
         self.confirm(f"Cancel job {job_id} ({_payload(raw).get('n', '?')}, {raw.get('s')}) in {q!r}?")
@@ -310,15 +325,70 @@ class Command(BaseCommand):
         }
         self.emit({"id": job_id, "queue": q, "result": outcome}, lambda: messages[outcome])
 
+    def cancel_by_filter(self, options: dict[str, Any]) -> None:
+        from django_jobs.limits import cancel_jobs
+
+        q = self.queue(options["cancel_queue"])
+        states = tuple(options.get("cancel_states") or ("waiting", "scheduled"))
+        name = options.get("cancel_name")
+        which = f"{'/'.join(states)} jobs" + (f" of {name}" if name else "")
+        self.confirm(f"Cancel every {which} in queue {q!r}?")
+        counts = cancel_jobs(q, states=states, name=name)
+        self.emit({"queue": q, **counts}, lambda: (
+            f"Cancelled {counts['cancelled']} {which} in {q!r}; asked {counts['requested']} running job(s) to stop."
+        ))
+
     def do_pause(self, options: dict[str, Any]) -> None:
+        if options.get("all"):
+            from django_jobs.limits import pause_queues
+
+            names = pause_queues()
+            self.emit({"queues": names, "paused": True}, lambda: f"Paused {', '.join(names)}: workers take no jobs from them (enqueue still works).")
+            return
         q = self.queue(options["queue"])
         self.engine.pause(q)
         self.emit({"queue": q, "paused": True}, lambda: f"Queue {q!r} is paused: workers take no jobs from it (enqueue still works).")
 
     def do_resume(self, options: dict[str, Any]) -> None:
+        if options.get("all"):
+            from django_jobs.limits import resume_queues
+
+            names = resume_queues()
+            self.emit({"queues": names, "paused": False}, lambda: f"Resumed {', '.join(names)}.")
+            return
         q = self.queue(options["queue"])
         self.engine.resume(q)
         self.emit({"queue": q, "paused": False}, lambda: f"Queue {q!r} is running again.")
+
+    def do_limits(self, options: dict[str, Any]) -> None:
+        from django_jobs.limits import UNSET, queue_limits, reset_queue_limits, set_queue_limits
+
+        names = [self.queue(q) for q in options["queues"]] or get_settings().queue_names
+        changing = options.get("rate") is not None or options.get("concurrency") is not None or options.get("reset")
+        if changing:
+            if len(names) != 1 or not options["queues"]:
+                raise CommandError("Name exactly one queue to change its limits, e.g. jobs limits emails --rate 100/m.")
+            if options.get("reset"):
+                reset_queue_limits(names[0])
+            else:
+                def value(raw: str | None, convert: Any) -> Any:
+                    if raw is None:
+                        return UNSET
+                    return None if raw.lower() == "none" else convert(raw)
+
+                try:
+                    concurrency = value(options.get("concurrency"), int)
+                except ValueError:
+                    raise CommandError(f"--concurrency {options['concurrency']!r}: use a whole number or 'none'.") from None
+                set_queue_limits(names[0], rate=value(options.get("rate"), str), concurrency=concurrency)
+        rows = []
+        for q in names:
+            limits = queue_limits(q)
+            rows.append({"queue": q, "rate": limits.rate, "concurrency": limits.concurrency, "overridden": limits.overridden})
+        self.emit(rows, lambda: table(
+            [[r["queue"], r["rate"] or "-", r["concurrency"] or "-", "run time" if r["overridden"] else "settings"] for r in rows],
+            ["queue", "rate", "concurrency", "source"],
+        ))
 
     def do_purge(self, options: dict[str, Any]) -> None:
         q, state = self.queue(options["queue"]), options["state"]

@@ -1,0 +1,127 @@
+--[[
+  enqueue_guarded: add jobs that carry a unique key and/or a limit key (docs/flow-control.md).
+  Unique: unless a job with the same key is still guarded; in replace mode (debounce) update
+  the guarded job instead. Limit key: written into the job ('lk' 'lc' 'lr' 'lp'), enforced by
+  fetch (includes/key_limits).
+  A job is guarded while it is waiting or scheduled (until = 's'), also while active
+  (until = 'f'), or, with a window, as long as the lock lives (its PX), whatever its state.
+  KEYS[1] wait ZSET  KEYS[2] scheduled ZSET  KEYS[3] meta HASH  KEYS[4] events STREAM
+  KEYS[5] marker LIST
+  ARGV[1] job key prefix ("djj:{queue}:job:", same hash tag as KEYS)
+  ARGV[2] events maxlen
+  ARGV[3] unique lock prefix ("djj:{queue}:unique:", same hash tag): ARGV[3] .. key is the
+          lock STRING holding the id of the job that owns the key
+  ARGV[4] limit prefix ("djj:{queue}:lim:", same hash tag): ARGV[4] .. key .. ':' is the base
+          name of a limit key's structures (includes/key_limits)
+  ARGV[5..] groups of 15: job_id, data_json, priority, run_at_ms (0 = none), delay_ms,
+            correlation_id, parent_id, unique key ('' = none), mode ('k' keep | 'r' replace),
+            until ('s' start | 'f' finish), window_ms (0 = none), limit key ('' = none),
+            limit concurrency (0 = none), limit rate count (0 = none), limit rate period ms
+  Returns: a flat list, two entries per job: code, job id, with code 1 created (waiting),
+           2 created (scheduled), 0 a job with this id already exists (nothing written),
+           3 deduplicated (id = the guarded job; nothing written), 4 replaced (id = the guarded
+           job, whose arguments and run time are now this enqueue's)
+  Events:  "waiting" or "scheduled" per created job; "deduplicated" (j = the guarded job,
+           dup = the refused id) or "replaced" (j = the guarded job) otherwise
+]]
+--@include now
+--@include wait_score
+--@include emit
+--@include wake
+local rcall = redis.call
+local wait_key, scheduled_key, meta_key, events_key, marker_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local job_prefix, lock_prefix, limit_prefix = ARGV[1], ARGV[3], ARGV[4]
+local maxlen = tonumber(ARGV[2])
+local now_ms = server_now_ms()
+local out = {}
+local woke = false
+
+-- The id of the job that holds lock_key, its state and whether a throttle window guards it,
+-- when it still guards the key.
+local function guard(lock_key)
+  local holder = rcall('GET', lock_key)
+  if not holder then return nil end
+  local fields = rcall('HMGET', job_prefix .. holder, 's', 'ug')
+  local state = fields[1]
+  if rcall('PTTL', lock_key) > 0 then return holder, state, true end -- guarded while the window lives
+  if state == 'waiting' or state == 'scheduled' or (state == 'active' and fields[2] == 'f') then
+    return holder, state
+  end
+  return nil
+end
+
+for i = 5, #ARGV, 15 do
+  local job_id, data, priority = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local lock_key = ARGV[i + 7] ~= '' and (lock_prefix .. ARGV[i + 7]) or nil
+  local mode, guard_until, window_ms = ARGV[i + 8], ARGV[i + 9], tonumber(ARGV[i + 10])
+  local due = now_ms + tonumber(ARGV[i + 4])
+  local run_at = tonumber(ARGV[i + 3])
+  if run_at > due then due = run_at end
+  local holder, state, windowed
+  if lock_key then holder, state, windowed = guard(lock_key) end
+  if holder == job_id then
+    -- A replay of the call that created this job.
+    out[#out + 1] = (state == 'scheduled') and 2 or 1
+    out[#out + 1] = job_id
+  elseif holder and mode == 'r' and (state == 'waiting' or state == 'scheduled') then
+    local holder_key = job_prefix .. holder
+    rcall('HSET', holder_key, 'd', data)
+    if due > now_ms then
+      rcall('ZREM', wait_key, holder)
+      rcall('ZADD', scheduled_key, due, holder)
+      rcall('HSET', holder_key, 's', 'scheduled', 'run', due)
+    elseif state == 'scheduled' then
+      rcall('ZREM', scheduled_key, holder)
+      local score = next_wait_score(meta_key, rcall('HGET', holder_key, 'p') or 0)
+      rcall('ZADD', wait_key, score, holder)
+      rcall('HSET', holder_key, 's', 'waiting', 'ws', score)
+      rcall('HDEL', holder_key, 'run')
+      woke = true
+    end
+    emit(events_key, maxlen, 'replaced', holder)
+    out[#out + 1] = 4
+    out[#out + 1] = holder
+  elseif holder and (mode ~= 'r' or windowed) then
+    -- Kept, or (debounce with a window) the key's job of this window already ran or runs.
+    emit(events_key, maxlen, 'deduplicated', holder, 'dup', job_id)
+    out[#out + 1] = 3
+    out[#out + 1] = holder
+  elseif rcall('HSETNX', job_prefix .. job_id, 'd', data) == 0 then
+    out[#out + 1] = 0
+    out[#out + 1] = job_id
+  else
+    local job_key = job_prefix .. job_id
+    rcall('HSET', job_key, 'p', priority, 'a', 0, 'e', now_ms, 'cid', ARGV[i + 5], 'par', ARGV[i + 6])
+    if ARGV[i + 11] ~= '' then
+      rcall('HSET', job_key, 'lk', limit_prefix .. ARGV[i + 11] .. ':', 'lc', ARGV[i + 12], 'lr', ARGV[i + 13],
+            'lp', ARGV[i + 14])
+    end
+    if not lock_key then
+      -- No unique key: only a limit key.
+    elseif window_ms > 0 then
+      rcall('HSET', job_key, 'ug', guard_until)
+      rcall('SET', lock_key, job_id, 'PX', window_ms)
+    else
+      rcall('HSET', job_key, 'ug', guard_until)
+      -- Released when the job finishes (includes/unique_release.lua), if it still holds it.
+      rcall('SET', lock_key, job_id)
+      rcall('HSET', job_key, 'uk', lock_key)
+    end
+    if due > now_ms then
+      rcall('HSET', job_key, 's', 'scheduled', 'run', due)
+      rcall('ZADD', scheduled_key, due, job_id)
+      emit(events_key, maxlen, 'scheduled', job_id)
+      out[#out + 1] = 2
+    else
+      local score = next_wait_score(meta_key, priority)
+      rcall('HSET', job_key, 's', 'waiting', 'ws', score)
+      rcall('ZADD', wait_key, score, job_id)
+      emit(events_key, maxlen, 'waiting', job_id)
+      out[#out + 1] = 1
+    end
+    out[#out + 1] = job_id
+    woke = true
+  end
+end
+if woke then wake(marker_key) end
+return out
