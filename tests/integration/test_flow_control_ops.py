@@ -72,6 +72,7 @@ def test_bulk_actions_refuse_bad_input():
         retry_jobs("default", states=("waiting",))
 
 
+@pytest.mark.django_db  # the model checks of JSONField ask the database what it supports
 def test_manage_py_check_reports_a_bad_queue_limit(jobs_settings):
     from django.core.checks import run_checks
     from django.test import override_settings
