@@ -39,6 +39,8 @@ class Command(BaseCommand):
                             help="Seconds running jobs get to finish after SIGTERM (default: 25).")
         parser.add_argument("--burst", action="store_true",
                             help="Exit once the queues are empty (for tests and one-off drains).")
+        parser.add_argument("--no-mirror", action="store_true",
+                            help="Do not run the database mirror next to the workers (see docs/mirror.md).")
         parser.add_argument("--metrics-port", type=int, default=None,
                             help="Serve Prometheus metrics on this port (needs the 'metrics' extra).")
 
@@ -82,7 +84,11 @@ class Command(BaseCommand):
             except (DjangoJobsError, OSError) as exc:
                 raise CommandError(f"Cannot serve metrics on port {options['metrics_port']}: {exc}") from exc
             metrics_line = f"  metrics:   http://{server.server_address[0]}:{server.server_address[1]}/metrics\n"
-        supervisor = Supervisor(queues=queues, processes=processes, threads=threads, grace=options["grace"], burst=options["burst"])
+        mirror_on, mirror_line = _mirror_choice(settings, options)
+        supervisor = Supervisor(
+            queues=queues, processes=processes, threads=threads, grace=options["grace"], burst=options["burst"],
+            mirror=mirror_on,
+        )
         # From here on a signal is handled (not fatal), so a process manager that reads the
         # banner as "started" can stop the workers cleanly at once.
         supervisor.install_signals()
@@ -93,6 +99,7 @@ class Command(BaseCommand):
             f"  workers:   {processes} process(es) x {threads} thread(s), grace {options['grace']:.0f} s\n"
             f"  jobs:      {len(jobs)} registered\n"
             f"{metrics_line}"
+            f"  mirror:    {mirror_line}\n"
         )
         self.stdout.flush()
         code = supervisor.run()
@@ -109,3 +116,18 @@ def _ensure_logging() -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"))
     ours.addHandler(handler)
     ours.setLevel(logging.INFO)
+
+
+def _mirror_choice(settings: Any, options: dict[str, Any]) -> tuple[bool, str]:
+    """Return whether to run the database mirror, and the banner's word on it."""
+    if options["burst"]:
+        return False, "off (--burst)"
+    if options["no_mirror"]:
+        return False, "off (--no-mirror)"
+    if not settings.mirror["ENABLED"]:
+        return False, "off (DJANGO_JOBS['MIRROR']['ENABLED'] is False)"
+    from django_jobs.mirror import mirror_available
+
+    if not mirror_available():
+        return False, "off (no django_jobs_jobrecord table: run manage.py migrate)"
+    return True, f"on ({', '.join(settings.queue_names)} -> database)"
