@@ -16,6 +16,7 @@ See docs/mirror.md.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -23,7 +24,8 @@ import signal
 import socket
 import time
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime, timedelta
+from collections import OrderedDict
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db import connections, router, transaction
@@ -48,10 +50,17 @@ FINAL_EVENTS = frozenset({"completed", "failed", "cancelled"})
 RESYNC_STATES = ("waiting", "scheduled", "active", "completed", "failed", "cancelled")
 #: Longest wait for new events before the loop looks around (stop flag, prune), seconds.
 IDLE_WAIT = 1.0
+#: After a batch smaller than ``BATCH``, wait this long (seconds) for more events before the
+#: next read: a short job's waiting, active and completed events then land in one batch and
+#: the job is written once, not three times (the mirror's CPU per job falls by about half,
+#: its lag grows by at most this much).
+LINGER = 0.1
 #: Rows deleted per statement by :func:`prune` (below SQLite's bound-parameter limit).
 PRUNE_BATCH = 900
 #: Bound parameters per INSERT statement (SQLite allows 32,766; PostgreSQL 65,535).
 MAX_PARAMS = 30_000
+#: Jobs whose last written version a mirror remembers, to skip events its rows already include.
+WRITTEN_CACHE = 100_000
 
 
 def version_of(entry_id: str) -> int:
@@ -165,20 +174,50 @@ def upsert(rows: Sequence[dict[str, Any]], *, using: str) -> int:
     one = "(" + ", ".join(["%s"] * len(fields)) + ")"
     now = timezone.now()
     per = max(1, MAX_PARAMS // len(fields))
+    plan = _plan(fields, conn)
     with conn.cursor() as cursor:
         for start in range(0, len(rows), per):
             chunk = rows[start : start + per]
             params: list[Any] = []
             for row in chunk:
-                for f in fields:
-                    value = now if f.attname == "updated_at" else row.get(f.attname, f.get_default())
-                    params.append(f.get_db_prep_save(value, conn))
+                for name, default, adapt in plan:
+                    value = now if name == "updated_at" else row.get(name, default)
+                    params.append(value if adapt is None or value is None else adapt(value))
             cursor.execute(
                 f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([one] * len(chunk))} "
                 f"ON CONFLICT ({pk}) DO UPDATE SET {updates} WHERE {table}.{version} <= EXCLUDED.{version}",
                 params,
             )
     return len(rows)
+
+
+def _plan(fields: list[Any], conn: Any) -> list[tuple[str, Any, Any]]:
+    """Return per column (attname, default, adapter or None): the fast path of ``get_db_prep_save``.
+
+    The mirror writes thousands of rows a second; the field layers cost more than the SQL.
+    JSON and datetime values go through the backend's own adapters, the rest as they are.
+    """
+    from django.conf import settings
+    from django.db import models
+
+    plan = []
+    for f in fields:
+        adapt = None
+        if isinstance(f, models.JSONField):
+            adapt = functools.partial(conn.ops.adapt_json_value, encoder=f.encoder)
+        elif isinstance(f, models.DateTimeField):
+            adapt = conn.ops.adapt_datetimefield_value
+            if conn.vendor == "sqlite" and settings.USE_TZ:
+                adapt = functools.partial(_sqlite_datetime, slow=adapt)
+        plan.append((f.attname, f.get_default(), adapt))
+    return plan
+
+
+def _sqlite_datetime(value: datetime, *, slow: Callable[[Any], Any]) -> Any:
+    """SQLite's datetime text for an aware UTC datetime (what Django writes), without its checks."""
+    if value.tzinfo is UTC:
+        return str(value.replace(tzinfo=None))
+    return slow(value)
 
 
 def _clean(value: Any) -> Any:
@@ -281,6 +320,7 @@ class Mirror:
         self.batch = int(settings.mirror["BATCH"])
         self.claim_after = float(settings.mirror["CLAIM_AFTER"])
         self.prune_interval = float(settings.mirror["PRUNE_INTERVAL"])
+        self.linger = LINGER
         self.consumer = consumer or f"mirror@{socket.gethostname()}"
         self.using = using or router.db_for_write(_model())
         self.resyncs = 0  #: queues resynced because events were trimmed before they were read
@@ -288,6 +328,9 @@ class Mirror:
         self._tips: dict[str, str] = {}
         self._claim_at = 0.0
         self._read = 0
+        #: job id -> version of the snapshot this mirror last committed for it (most recent last).
+        self._written: OrderedDict[str, int] = OrderedDict()
+        self.skipped = 0  #: events skipped because a row already written includes them
 
     def _ensure(self, queue: str) -> None:
         if queue not in self._ready:
@@ -345,10 +388,17 @@ class Mirror:
         engine = get_engine()
         jobs: dict[str, None] = {}
         final: dict[str, tuple[str, str]] = {}
+        written = self._written
         for entry_id, fields in entries:
             job_id = fields.get("j")
             if not job_id:
                 continue  # not one of ours: acknowledged, ignored
+            seen = written.get(job_id)
+            if seen is not None and version_of(entry_id) <= seen:
+                # A snapshot this mirror wrote already holds this event's effect (common when
+                # catching up: the first event's read finds the job finished).
+                self.skipped += 1
+                continue
             jobs[job_id] = None
             if fields.get("e") in FINAL_EVENTS:
                 final[job_id] = (entry_id, fields["e"])
@@ -362,6 +412,11 @@ class Mirror:
             _upsert_safely(rows, using=self.using)
             _write_gone(queue, gone, using=self.using)
             _advance_cursor(queue, newest, using=self.using)
+        for row in rows:
+            written[row["job_id"]] = version
+            written.move_to_end(row["job_id"])
+        while len(written) > WRITTEN_CACHE:
+            written.popitem(last=False)
         # Only now: a crash before this line leaves the entries pending, to be read again.
         engine.mirror_ack(queue, MIRROR_GROUP, [entry_id for entry_id, _ in entries])
         return len(rows) + len(gone)
@@ -394,6 +449,10 @@ class Mirror:
                         logger.info("Mirror: pruned %d finished job rows", pruned, extra={"action": "mirror_pruned"})
                 if not self._read:
                     get_engine().mirror_wait(self._tips, IDLE_WAIT)
+                elif self._read < self.batch * len(self.queues) and self.linger:
+                    until = time.monotonic() + self.linger
+                    while not should_stop() and time.monotonic() < until:
+                        time.sleep(min(0.05, self.linger))
                 if errors:
                     logger.info("Mirror: working again after %d failed attempt(s)", errors)
                 errors = 0
