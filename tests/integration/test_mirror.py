@@ -366,3 +366,34 @@ def test_two_mirrors_racing_end_with_every_row_in_its_final_state(engine, work):
             thread.join(10)
     assert set(JobRecord.objects.values_list("pk", flat=True)) == set(ids)
     assert mirrored_rows() == expected_rows(engine)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ({"BATCH": 0}, "DJANGO_JOBS['MIRROR']['BATCH'] is 0; it must be a whole number >= 1. Use e.g. 500 (the default)."),
+        ({"BATCH": 20_000}, "DJANGO_JOBS['MIRROR']['BATCH'] is 20000; it must be at most 10000."),
+        ({"RETENTION": -1}, "DJANGO_JOBS['MIRROR']['RETENTION'] is -1; it must be a number of seconds > 0 or None."),
+        ({"ENABLED": "yes"}, "DJANGO_JOBS['MIRROR']['ENABLED'] is 'yes'; it must be True or False."),
+        ({"BATCHES": 10}, "Unknown key 'BATCHES' in DJANGO_JOBS['MIRROR']. Did you mean 'BATCH'?"),
+        ([1], "DJANGO_JOBS['MIRROR'] is [1]; it must be a dict."),
+    ],
+)
+def test_bad_mirror_settings_are_refused_with_a_clear_message_and_a_check_error(settings, jobs_settings, value, message):
+    from django.core.checks import run_checks
+
+    from django_jobs.conf import SettingError, get_settings
+
+    settings.DJANGO_JOBS = {**jobs_settings, "MIRROR": value}
+    with pytest.raises(SettingError) as caught:
+        get_settings()
+    assert str(caught.value).startswith(message)
+    errors = [m for m in run_checks(tags=["django_jobs"]) if m.id == "django_jobs.E005"]
+    assert [m.msg for m in errors] == [caught.value.problem]
+
+
+def test_a_partial_mirror_setting_keeps_the_other_defaults(settings, jobs_settings):
+    from django_jobs.conf import get_settings
+
+    settings.DJANGO_JOBS = {**jobs_settings, "MIRROR": {"RETENTION": None, "BATCH": "50"}}
+    assert get_settings().mirror == {"ENABLED": True, "RETENTION": None, "BATCH": 50, "PRUNE_INTERVAL": 3600.0, "CLAIM_AFTER": 30.0}
