@@ -179,3 +179,27 @@ def test_the_commands_say_to_migrate_when_the_table_is_missing(redis_server, pre
                           env=env_for(redis_server, prefix, DJJ_TEST_DB="sqlite"), capture_output=True, text=True, timeout=60)
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert "Run manage.py migrate first." in done.stderr
+
+
+def test_the_mirror_rides_out_a_redis_restart(shared_db, engine, redis_server):
+    from tests.testapp.jobs import add
+
+    mirror = subprocess.Popen(
+        [sys.executable, "-m", "django", "jobs", "mirror", "default"], cwd=ROOT, env=shared_db.environ(),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+    try:
+        before = [r.id for r in add.enqueue_many([(i, i) for i in range(100)])]
+        wait_until(lambda: len(shared_db.states()) == 100, 30, message="the first 100 rows")
+        redis_server.stop()
+        threading.Event().wait(2)  # the mirror retries with backoff meanwhile
+        redis_server.start()
+        after = [r.id for r in add.enqueue_many([(i, i) for i in range(100)])]
+        wait_until(lambda: set(shared_db.states()) == {*before, *after}, 60, message="all 200 rows after the restart")
+        wait_until(lambda: pending(engine) == 0, 10, message="every entry acknowledged")
+        assert mirror.poll() is None  # the same process all along: it reconnected by itself
+    finally:
+        os.killpg(mirror.pid, signal.SIGTERM)
+        output, _ = mirror.communicate(timeout=20)
+    assert mirror.returncode == 0, output
+    assert "Traceback" not in output or "Mirror step failed" in output  # an outage is logged, never a crash
