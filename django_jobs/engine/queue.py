@@ -21,7 +21,7 @@ from django_jobs.conf import JobsSettings
 from django_jobs.engine.connection import build_client, safe_url
 from django_jobs.engine.keys import QueueKeys, workers_key
 from django_jobs.engine.scripts import SCRIPT_NAMES, script_source
-from django_jobs.exceptions import RedisOutOfMemory, RedisUnavailable
+from django_jobs.exceptions import EngineError, RedisOutOfMemory, RedisUnavailable
 
 #: Attempts of a script call on a connection error before RedisUnavailable (scripts are replay-safe).
 SCRIPT_RETRIES = 3
@@ -817,7 +817,7 @@ class Engine:
         return [bool(n) for n in self._call(read)] if job_ids else []
 
 
-class MirrorGroupMissing(redis.ResponseError):
+class MirrorGroupMissing(EngineError):
     """The mirror's consumer group is missing on a queue's events stream (create it and read again)."""
 
 

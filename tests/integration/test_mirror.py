@@ -397,3 +397,20 @@ def test_a_partial_mirror_setting_keeps_the_other_defaults(settings, jobs_settin
 
     settings.DJANGO_JOBS = {**jobs_settings, "MIRROR": {"RETENTION": None, "BATCH": "50"}}
     assert get_settings().mirror == {"ENABLED": True, "RETENTION": None, "BATCH": 50, "PRUNE_INTERVAL": 3600.0, "CLAIM_AFTER": 30.0}
+
+
+def test_the_run_loop_prunes_old_rows_by_itself(engine):
+    from tests.redis_server import wait_until
+
+    JobRecord.objects.create(job_id="old", queue="default", name="n", state="completed",
+                             finished_at=timezone.now() - timedelta(days=30))
+    JobRecord.objects.create(job_id="new", queue="default", name="n", state="completed", finished_at=timezone.now())
+    stop = threading.Event()
+    thread = threading.Thread(target=run_loop, args=(mirror.Mirror(), stop))
+    thread.start()
+    try:
+        wait_until(settled(lambda: not JobRecord.objects.filter(pk="old").exists()), 10, message="the old row pruned")
+    finally:
+        stop.set()
+        thread.join(10)
+    assert list(JobRecord.objects.values_list("pk", flat=True)) == ["new"]
