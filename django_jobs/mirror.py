@@ -325,6 +325,7 @@ class Mirror:
         self.using = using or router.db_for_write(_model())
         self.resyncs = 0  #: queues resynced because events were trimmed before they were read
         self._ready: set[str] = set()
+        self._resync: set[str] = set()
         self._tips: dict[str, str] = {}
         self._claim_at = 0.0
         self._read = 0
@@ -377,7 +378,12 @@ class Mirror:
                 queue, extra={"action": "mirror_gap"},
             )
             self.resyncs += 1
+            # Remembered until the resync succeeds: the read that saw the gap moved the group
+            # past it, so a resync that fails (database down) must be retried from here.
+            self._resync.add(queue)
+        if queue in self._resync:
             written += resync_queue(queue, using=self.using, batch=self.batch)
+            self._resync.discard(queue)
         self._read += len(entries)
         if entries:
             written += self.apply(queue, entries)

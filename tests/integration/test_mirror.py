@@ -414,3 +414,24 @@ def test_the_run_loop_prunes_old_rows_by_itself(engine):
         stop.set()
         thread.join(10)
     assert list(JobRecord.objects.values_list("pk", flat=True)) == ["new"]
+
+
+def test_a_resync_that_fails_is_retried_until_it_succeeds(engine, r):
+    from tests.testapp.jobs import add
+
+    add.enqueue(0, 0)
+    loop = mirror.Mirror(["default"])
+    loop.drain()
+    ids = [add.enqueue(i, 1).id for i in range(3)]
+    r.xtrim(engine.keys("default").events, maxlen=1, approximate=False)
+    table = connection.ops.quote_name(JobRecord._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(f"ALTER TABLE {table} RENAME TO djj_mirror_away")
+    try:
+        with pytest.raises(Exception):
+            loop.drain()  # the gap is seen, the resync fails: the database is away
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"ALTER TABLE djj_mirror_away RENAME TO {table}")
+    loop.drain()
+    assert loop.resyncs == 1 and set(ids) <= set(mirrored_rows())
