@@ -747,9 +747,9 @@ class Engine:
                 self.client.execute_command, "XAUTOCLAIM", key, group, consumer, claim_idle_ms, "0-0", "COUNT", count
             )
             for item in raw[1] or ():
-                if item and item[1]:
+                if item and item[0] and item[1]:
                     entries.append((item[0], _pairs(item[1])))
-                elif item:
+                elif item and item[0]:
                     gone.append(item[0])
             gone += list(raw[2] if len(raw) > 2 else ())
         if gone:

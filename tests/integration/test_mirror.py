@@ -435,3 +435,19 @@ def test_a_resync_that_fails_is_retried_until_it_succeeds(engine, r):
             cursor.execute(f"ALTER TABLE djj_mirror_away RENAME TO {table}")
     loop.drain()
     assert loop.resyncs == 1 and set(ids) <= set(mirrored_rows())
+
+
+def test_pending_entries_trimmed_before_they_were_written_trigger_a_resync(engine, r):
+    from tests.testapp.jobs import add
+
+    ids = [add.enqueue(i, 2).id for i in range(3)]
+    crashed = mirror.Mirror(["default"], consumer="host-a")
+    crashed._ensure("default")
+    assert len(engine.mirror_read("default", MIRROR_GROUP, "host-a", count=100).entries) == 3  # then it died
+    add.enqueue(9, 9)
+    r.xtrim(engine.keys("default").events, maxlen=1, approximate=False)  # its pending entries are gone
+    restarted = mirror.Mirror(["default"], consumer="host-a")
+    restarted.drain()
+    assert restarted.resyncs == 1
+    assert set(ids) <= set(mirrored_rows()) and len(mirrored_rows()) == 4
+    assert pending(engine) == 0
