@@ -55,6 +55,12 @@ IDLE_WAIT = 1.0
 #: the job is written once, not three times (the mirror's CPU per job falls by about half,
 #: its lag grows by at most this much).
 LINGER = 0.1
+#: The largest share of one CPU core the mirror loop uses: after a batch that took ``c``
+#: seconds of CPU it rests ``c * (1 / share - 1)``. When jobs saturate the CPU, the workers
+#: keep the rest and the mirror falls behind, catching up once the burst is over. At 1,000
+#: jobs/s the mirror needs 0.1 to 0.3 of a core on the benchmark VM: 0.25 cost the lag target
+#: there (p50 1.6 s), 0.5 keeps it (bench --mirror, docs/mirror.md#lag-and-cost).
+MAX_CPU_SHARE = 0.5
 #: Rows deleted per statement by :func:`prune` (below SQLite's bound-parameter limit).
 PRUNE_BATCH = 900
 #: Bound parameters per INSERT statement (SQLite allows 32,766; PostgreSQL 65,535).
@@ -321,6 +327,7 @@ class Mirror:
         self.claim_after = float(settings.mirror["CLAIM_AFTER"])
         self.prune_interval = float(settings.mirror["PRUNE_INTERVAL"])
         self.linger = LINGER
+        self.max_cpu_share = MAX_CPU_SHARE
         self.consumer = consumer or f"mirror@{socket.gethostname()}"
         self.using = using or router.db_for_write(_model())
         self.resyncs = 0  #: queues resynced because events were trimmed before they were read
@@ -447,7 +454,9 @@ class Mirror:
         prune_at = time.monotonic()
         while not should_stop():
             try:
+                cpu = time.process_time()
                 self.step()
+                cpu = time.process_time() - cpu
                 if time.monotonic() >= prune_at:
                     prune_at = time.monotonic() + self.prune_interval
                     pruned = prune(using=self.using)
@@ -455,10 +464,14 @@ class Mirror:
                         logger.info("Mirror: pruned %d finished job rows", pruned, extra={"action": "mirror_pruned"})
                 if not self._read:
                     get_engine().mirror_wait(self._tips, IDLE_WAIT)
-                elif self._read < self.batch * len(self.queues) and self.linger:
-                    until = time.monotonic() + self.linger
+                else:
+                    # Linger after a partial batch (coalesce a job's events); after any batch,
+                    # rest long enough that the mirror uses at most MAX_CPU_SHARE of a core.
+                    pause = self.linger if self._read < self.batch * len(self.queues) else 0.0
+                    pause = max(pause, cpu * (1 / self.max_cpu_share - 1) if self.max_cpu_share < 1 else 0.0)
+                    until = time.monotonic() + min(pause, IDLE_WAIT)
                     while not should_stop() and time.monotonic() < until:
-                        time.sleep(min(0.05, self.linger))
+                        time.sleep(min(0.05, max(0.001, until - time.monotonic())))
                 if errors:
                     logger.info("Mirror: working again after %d failed attempt(s)", errors)
                 errors = 0
