@@ -126,9 +126,10 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: 
 class Workers:
     """One ``manage.py runworkers`` subprocess (a supervisor and its worker processes)."""
 
-    def __init__(self, env: dict[str, str], log: Path, processes: int, threads: int) -> None:
+    def __init__(self, env: dict[str, str], log: Path, processes: int, threads: int, extra: tuple[str, ...] = ()) -> None:
         self.log = log
-        self.args = [sys.executable, "-m", "django", "runworkers", "--processes", str(processes), "--threads", str(threads)]
+        self.args = [sys.executable, "-m", "django", "runworkers", "--processes", str(processes), "--threads", str(threads),
+                     *extra]
         self.env = env
         self.processes = processes
         self.proc: subprocess.Popen[bytes] | None = None
@@ -294,6 +295,8 @@ class Bench:
                 "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")])),
             }
         )
+        if self.args.mirror:
+            env["DJJ_BENCH_DB"] = str(self.workdir / "mirror.sqlite3")
         return env
 
     def setup(self) -> None:
@@ -330,11 +333,13 @@ class Bench:
         self.r.flushall()
         self.r.config_resetstat()
 
-    def start_workers(self, keep_completed: str) -> None:
+    def start_workers(self, keep_completed: str, extra: tuple[str, ...] = ()) -> None:
         from bench.jobs import noop
         from django_jobs.engine import get_engine
 
-        self.workers = Workers(self.env(keep_completed), self.workdir / "workers.log", self.args.processes, self.args.threads)
+        self.workers = Workers(
+            self.env(keep_completed), self.workdir / "workers.log", self.args.processes, self.args.threads, extra,
+        )
         self.workers.start()
         engine = get_engine()
         try:
@@ -515,6 +520,86 @@ class Bench:
                         note=f"{per['elapsed']:.2f} s; Redis {per['redis_cpu_us']:.0f} us/job")
         self.stop_workers()
 
+    def phase_mirror(self) -> None:
+        """Drain with and without the mirror; then the mirror's lag under a steady ~1,000 jobs/s."""
+        from bench.jobs import noop
+        from django.core.management import call_command
+        from django.db import connection
+
+        from django_jobs.models import JobRecord
+
+        p, t = self.args.processes, self.args.threads
+        n = self.n_drain
+        call_command("migrate", verbosity=0)
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA journal_mode=WAL")  # readers (this process) never block the mirror
+        print(f"mirror: drain {n:,} no-op jobs without, then with the mirror (SQLite file, WAL), twice", flush=True)
+        rates: dict[bool, list[float]] = {False: [], True: []}
+        cpu: dict[bool, list[float]] = {False: [], True: []}
+        mirror_cpu: list[float] = []
+        catch_ups: list[float] = []
+        for mirror_on in (False, True, False, True):
+            self.flush()
+            JobRecord.objects.all().delete()
+            self.start_workers("1000000", () if mirror_on else ("--no-mirror",))
+            assert self.workers is not None
+            if mirror_on:
+                wait_for(lambda: JobRecord.objects.count() >= p * 4, 30, "the mirror's first rows", 0.05)
+                # The mirror is the supervisor's last child: the one started last.
+                pid = max(self.workers.children(), key=lambda c: int(Path(f"/proc/{c}/stat").read_text().rsplit(")", 1)[1].split()[19]))
+                ticks0 = cpu_ticks(pid)
+            rate, per = self._timed_drain(noop, n, 120, label=f"drain, mirror {'on' if mirror_on else 'off'}")
+            rates[mirror_on].append(rate)
+            cpu[mirror_on].append(per["worker_cpu_us"] + per["redis_cpu_us"])
+            if mirror_on:
+                t0 = time.perf_counter()
+                total = n + p * 4
+                wait_for(lambda: JobRecord.objects.filter(state="completed").count() >= total, 120, "the mirror to catch up", 0.05)
+                catch_ups.append(time.perf_counter() - t0)
+                mirror_cpu.append((cpu_ticks(pid) - ticks0) / CLK_TCK / n * 1e6)
+            if not (mirror_on and self.args.mirror_rate and len(rates[True]) == 2):
+                self.stop_workers()
+        rate_off, rate_on = statistics.mean(rates[False]), statistics.mean(rates[True])
+        self.report.add(f"drain, no-op, mirror off ({p} x {t})", rate_off, "jobs/s",
+                        note="--no-mirror; mean of " + " / ".join(f"{r:,.0f}" for r in rates[False]))
+        self.report.add(f"drain, no-op, mirror on ({p} x {t})", rate_on, "jobs/s",
+                        note="mean of " + " / ".join(f"{r:,.0f}" for r in rates[True]))
+        self.report.add("  mirror cost to the drain", (1 - rate_on / rate_off) * 100, "%", 10, higher_is_better=False,
+                        note="throughput lost; noisy on a busy machine")
+        self.report.add("  mirror process CPU per job", statistics.mean(mirror_cpu), "us",
+                        note=f"workers + Redis: {statistics.mean(cpu[False]):.0f} us/job without the mirror")
+        self.report.add("  mirror caught up after the drain", max(catch_ups), "s", note=f"{n:,} jobs drained (worst of 2)")
+
+        rate, seconds = self.args.mirror_rate, (10.0 if not self.args.quick else 4.0)
+        print(f"mirror lag: {rate:,} jobs/s for {seconds:.0f} s into the workers, mirror on", flush=True)
+        # (The drain's rows stay: deleting 20,000 rows would hold SQLite's write lock for a
+        # while and show up as lag. Only the rows of this phase's jobs are measured.)
+        if self.workers is None:
+            self.start_workers("1000000")
+        per_tick = max(1, rate // 100)
+        ids: list[str] = []
+        start = time.perf_counter()
+        ticks = int(seconds * 100)
+        for tick in range(ticks):
+            ids += [r.id for r in noop.enqueue_many([()] * per_tick)]
+            delay = start + (tick + 1) / 100 - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+        offered = len(ids) / (time.perf_counter() - start)
+        wait_for(lambda: JobRecord.objects.filter(pk__in=ids[-500:], state="completed").count() == min(500, len(ids)),
+                 60, "the mirror to write the last jobs", 0.05)
+        lags = []
+        for chunk in range(0, len(ids), 500):
+            rows = JobRecord.objects.filter(pk__in=ids[chunk : chunk + 500], state="completed")
+            lags += [(r.updated_at - r.finished_at).total_seconds() * 1000 for r in rows.only("updated_at", "finished_at")]
+        self.stop_workers()
+        if len(lags) != len(ids):
+            raise RuntimeError(f"only {len(lags)} of {len(ids)} jobs reached the mirror as completed")
+        self.report.add("mirror lag p50 (finished -> row completed)", percentile(lags, 50), "ms",
+                        note=f"{offered:,.0f} jobs/s offered, n={len(lags):,}")
+        self.report.add("mirror lag p99", percentile(lags, 99), "ms", 1000, higher_is_better=False,
+                        note=f"max {max(lags):.0f} ms")
+
     def run(self) -> int:
         try:
             self.setup()
@@ -522,6 +607,8 @@ class Bench:
             phases = [self.phase_enqueue, self.phase_drain]
             if not self.args.no_retention:
                 phases.append(self.phase_retention)
+            if self.args.mirror:
+                phases = [self.phase_mirror] if self.args.mirror_only else [*phases, self.phase_mirror]
             for phase in phases:
                 try:
                     phase()
@@ -581,7 +668,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=8, help="threads per worker process (default 8)")
     parser.add_argument("--no-retention", action="store_true", help="skip the drain with default retention")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    return parser.parse_args(argv)
+    parser.add_argument("--mirror", action="store_true",
+                        help="also measure the database mirror (SQLite file): drain with and without it, lag at ~1,000 jobs/s")
+    parser.add_argument("--mirror-only", action="store_true", help="with --mirror: run only the mirror phase")
+    parser.add_argument("--mirror-rate", type=int, default=1000, help="jobs/s of the mirror lag phase (default 1,000)")
+    args = parser.parse_args(argv)
+    if args.mirror_only:
+        args.mirror = True
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,8 @@
 * ``DJJ_BENCH_DJANGO_TASKS_LOGGING``: ``default`` leaves ``django.tasks`` as Django's default
   LOGGING has it (level INFO, handlers that drop the records unless DEBUG), to measure what an
   unconfigured project pays;
-* ``DJJ_BENCH_KEEP_COMPLETED``: completed jobs kept (``default`` = the library default, 10,000).
+* ``DJJ_BENCH_KEEP_COMPLETED``: completed jobs kept (``default`` = the library default, 10,000);
+* ``DJJ_BENCH_DB``: the SQLite file of the database mirror (``--mirror``; default in memory).
 """
 
 import os
@@ -19,7 +20,17 @@ DEBUG = False
 USE_TZ = True
 TIME_ZONE = "UTC"
 INSTALLED_APPS = ["django_jobs"]
-DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+# ``--mirror`` runs set DJJ_BENCH_DB to a SQLite file (migrated, WAL) so the mirror has its table;
+# otherwise the database is in memory and runworkers leaves the mirror off (no table).
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": os.environ.get("DJJ_BENCH_DB", ":memory:"),
+        # WAL without an fsync per commit (the usual production setting for SQLite): the
+        # mirror's commits then do not compete with Redis' AOF for the disk.
+        "OPTIONS": {"timeout": 20, "init_command": "PRAGMA synchronous=NORMAL"},
+    }
+}
 
 TASKS = {"default": {"BACKEND": "django_jobs.backends.RedisBackend"}}
 

@@ -56,6 +56,7 @@ DEFAULTS: dict[str, Any] = {
     "MAX_JOBS_PER_CHILD": None,
     "MAX_MEMORY_PER_CHILD": None,
     "REDACT_ARGUMENTS": ["password", "passwd", "secret", "token", "api_key", "apikey", "authorization"],
+    "MIRROR": {"ENABLED": True, "RETENTION": 7 * 24 * 3600, "BATCH": 500, "PRUNE_INTERVAL": 3600, "CLAIM_AFTER": 30},
 }
 
 #: Keys a schedule in DJANGO_JOBS["CRON"] accepts (docs/cron.md).
@@ -334,6 +335,7 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "MAX_JOBS_PER_CHILD": lambda k, v: parse_optional_whole(k, v, unit="jobs"),
     "MAX_MEMORY_PER_CHILD": lambda k, v: parse_optional_whole(k, v, unit="MB"),
     "REDACT_ARGUMENTS": lambda k, v: parse_redact(k, v),
+    "MIRROR": lambda k, v: parse_mirror(v),
 }
 
 
@@ -610,6 +612,7 @@ class JobsSettings:
     max_jobs_per_child: int | None = None
     max_memory_per_child: int | None = None
     redact_arguments: list[str] = field(default_factory=lambda: list(DEFAULTS["REDACT_ARGUMENTS"]))
+    mirror: dict[str, Any] = field(default_factory=lambda: dict(DEFAULTS["MIRROR"]))
     raw: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -709,6 +712,7 @@ def build_settings(raw: Mapping[str, Any]) -> JobsSettings:
         max_jobs_per_child=values["MAX_JOBS_PER_CHILD"],
         max_memory_per_child=values["MAX_MEMORY_PER_CHILD"],
         redact_arguments=values["REDACT_ARGUMENTS"],
+        mirror=values["MIRROR"],
         raw=raw,
     )
 
@@ -720,3 +724,53 @@ def _clear_cache(*, setting: str, **kwargs: Any) -> None:
         from django_jobs.engine import reset_engine
 
         reset_engine()
+
+
+# -- the database mirror (docs/mirror.md) -----------------------------------------------------
+
+#: Keys DJANGO_JOBS["MIRROR"] accepts.
+MIRROR_KEYS = ("ENABLED", "RETENTION", "BATCH", "PRUNE_INTERVAL", "CLAIM_AFTER")
+
+
+def parse_mirror(value: Any) -> dict[str, Any]:
+    """Return DJANGO_JOBS["MIRROR"] with defaults filled in.
+
+    ``ENABLED`` (bool): ``runworkers`` runs the mirror; ``RETENTION`` (seconds, or None to keep
+    rows forever): finished rows older than this are pruned; ``BATCH``: events per read and
+    rows per write (1..10,000); ``PRUNE_INTERVAL`` (seconds): how often the mirror prunes;
+    ``CLAIM_AFTER`` (seconds): take over events another mirror read but left unacknowledged
+    that long (it died).
+    """
+    key = "MIRROR"
+    if value is None:
+        value = {}
+    if not isinstance(value, Mapping):
+        raise SettingError(
+            key, f"{label(key)} is {value!r}; it must be a dict.",
+            "E.g. {'ENABLED': True, 'RETENTION': 7 * 24 * 3600, 'BATCH': 500}.",
+        )
+    unknown = [k for k in value if k not in MIRROR_KEYS]
+    if unknown:
+        raise SettingError(
+            key, f"Unknown key {unknown[0]!r} in {label(key)}.",
+            did_you_mean(unknown[0], MIRROR_KEYS) or f"Valid keys: {', '.join(MIRROR_KEYS)}.",
+        )
+    result = {**DEFAULTS[key], **value}
+    if not isinstance(result["ENABLED"], bool):
+        raise SettingError(key, f"{label(key)}['ENABLED'] is {result['ENABLED']!r}; it must be True or False.")
+    hints = {"RETENTION": "Use e.g. 604800 (7 days, the default), or None to keep rows forever.",
+             "BATCH": "Use e.g. 500 (the default).", "PRUNE_INTERVAL": "Use e.g. 3600 (the default).",
+             "CLAIM_AFTER": "Use e.g. 30 (the default)."}
+    for name, parse in (
+        ("RETENTION", lambda v, at: parse_seconds(key, v, optional=True, where=at)),
+        ("BATCH", lambda v, at: parse_whole(key, v, minimum=1, where=at)),
+        ("PRUNE_INTERVAL", lambda v, at: parse_seconds(key, v, where=at)),
+        ("CLAIM_AFTER", lambda v, at: parse_seconds(key, v, where=at)),
+    ):
+        try:
+            result[name] = parse(result[name], _At(key, f"{label(key)}[{name!r}]"))
+        except SettingError as exc:
+            raise SettingError(key, exc.problem, hints[name]) from None
+    if result["BATCH"] > 10_000:
+        raise SettingError(key, f"{label(key)}['BATCH'] is {result['BATCH']!r}; it must be at most 10000.", hints["BATCH"])
+    return result

@@ -65,6 +65,10 @@ class JobRecord(models.Model):
     duration = models.FloatField(null=True, blank=True)
     #: When the mirror last wrote this row.
     updated_at = models.DateTimeField(auto_now=True)
+    #: Position in the queue's events stream of the Redis snapshot this row was written from
+    #: (``ms << 20 | seq`` of the entry id). The mirror never overwrites a row with an older
+    #: snapshot, so racing mirrors cannot move a job back to an earlier state.
+    version = models.BigIntegerField(default=0, editable=False)
 
     class Meta:
         verbose_name = "job"

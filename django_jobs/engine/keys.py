@@ -103,3 +103,8 @@ STATE_TO_SET = {
 def workers_key(prefix: str) -> str:
     """Return the global hash of worker heartbeats (no hash tag: single-key ops only)."""
     return f"{prefix}:workers"
+
+
+#: The consumer group of the database mirror on every queue's ``events`` stream
+#: (django_jobs/mirror.py). Not a key name, but kept with them: it lives inside the stream.
+MIRROR_GROUP = "djj-mirror"

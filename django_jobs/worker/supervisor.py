@@ -41,6 +41,8 @@ KILL_AFTER = 5.0
 IDLE_WAIT = 60.0
 #: Longest wait, seconds, for the scheduler thread to reach a safe point before a fork.
 FORK_GATE_TIMEOUT = 5.0
+#: Child index of the database mirror process (worker processes are 0 .. processes - 1).
+MIRROR_INDEX = -1
 #: Signals routed to the main loop: the ones workers handle, plus SIGCHLD.
 _WATCHED = (*SIGNALS, signal.SIGCHLD)
 
@@ -69,11 +71,12 @@ class Supervisor:
 
     def __init__(
         self, *, queues: list[str], processes: int, threads: int, grace: float, burst: bool = False,
-        max_jobs: int | None = None, max_memory_mb: int | None = None,
+        max_jobs: int | None = None, max_memory_mb: int | None = None, mirror: bool = False,
     ) -> None:
         self.queues = queues
         self.max_jobs = max_jobs
         self.max_memory_mb = max_memory_mb
+        self.mirror = mirror and not burst  # the database mirror runs in its own child (index MIRROR_INDEX)
         self.processes = processes
         self.threads = threads
         self.grace = grace
@@ -115,12 +118,12 @@ class Supervisor:
                 if gated and gate is not None:
                     gate.release()
             if pid == 0:
-                self._run_child(parent)  # never returns
+                self._run_child(parent, index)  # never returns
             self.children[pid] = Child(index=index, pid=pid, failures=failures)
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _WATCHED)
 
-    def _run_child(self, parent: int) -> None:
+    def _run_child(self, parent: int, index: int = 0) -> None:
         code = 1
         try:
             signal.set_wakeup_fd(-1)
@@ -130,10 +133,15 @@ class Supervisor:
             # own signals blocked, until it handles them (see run_worker_process).
             signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGCHLD])
             self.children.clear()
-            code = run_worker_process(
-                queues=self.queues, threads=self.threads, grace=self.grace, burst=self.burst, parent_pid=parent,
-                max_jobs=self.max_jobs, max_memory_mb=self.max_memory_mb,
-            )
+            if index == MIRROR_INDEX:
+                from django_jobs.mirror import run_mirror_process
+
+                code = run_mirror_process(parent_pid=parent)
+            else:
+                code = run_worker_process(
+                    queues=self.queues, threads=self.threads, grace=self.grace, burst=self.burst, parent_pid=parent,
+                    max_jobs=self.max_jobs, max_memory_mb=self.max_memory_mb,
+                )
         except BaseException:  # noqa: BLE001 - report, then leave without running the parent's atexit hooks
             logger.exception("Worker process %d crashed", os.getpid())
         finally:
@@ -233,6 +241,8 @@ class Supervisor:
         try:
             for index in range(self.processes):
                 self._spawn(index)
+            if self.mirror:
+                self._spawn(MIRROR_INDEX)
             if self.scheduler is not None:
                 self.scheduler.start()
             while True:

@@ -110,7 +110,7 @@ def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
 
 
 class Command(BaseCommand):
-    help = "Inspect and steer django_jobs queues: stats, list, show, retry, cancel, pause, resume, limits, purge, workers."
+    help = "Inspect and steer django_jobs queues: stats, list, show, retry, cancel, pause, resume, limits, purge, workers, mirror, resync, prune."
 
     def add_arguments(self, parser: CommandParser) -> None:
         common = CommandParser(add_help=False)
@@ -161,6 +161,16 @@ class Command(BaseCommand):
 
         sub.add_parser("workers", parents=[common], help="List live workers.")
         sub.add_parser("schedules", parents=[common], help="List cron schedules: next run, last tick, last job's state.")
+
+        # The database mirror (docs/mirror.md).
+        p = sub.add_parser("mirror", parents=[common], help="Run the database mirror in the foreground (runworkers runs it too).")
+        p.add_argument("queues", nargs="*", metavar="QUEUE", help="Queues to mirror (default: all).")
+        p.add_argument("--once", action="store_true", help="Mirror what is pending, then exit.")
+        p = sub.add_parser("resync", parents=[common], help="Rebuild the database mirror from Redis.")
+        p.add_argument("queues", nargs="*", metavar="QUEUE", help="Queues to resync (default: all).")
+        p = sub.add_parser("prune", parents=[common], help="Delete mirror rows of jobs that finished long ago.")
+        p.add_argument("--older-than", type=float, default=None, metavar="SECONDS",
+                       help="Age in seconds (default: DJANGO_JOBS['MIRROR']['RETENTION']).")
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -415,6 +425,49 @@ class Command(BaseCommand):
         headers = ["worker", "host", "pid", "queues", "threads", "running", "processed", "up", "last beat"]
         self.emit(workers, lambda: table(rows, headers) if rows else "No live workers.")
 
+    # -- the database mirror (django_jobs/mirror.py) ---------------------------------------
+
+    def do_mirror(self, options: dict[str, Any]) -> None:
+        from django_jobs import mirror
+
+        queues = [self.queue(q) for q in options["queues"]] or get_settings().queue_names
+        self._mirror_table()
+        if options["once"]:
+            written = mirror.mirror_once(queues)
+            self.emit({"queues": queues, "written": written}, lambda: f"Mirrored {written} job row(s) of {', '.join(queues)}.")
+            return
+        self.stdout.write(f"Mirroring {', '.join(queues)} into the database (Ctrl+C to stop)")
+        self.stdout.flush()
+        mirror.run_mirror(queues)
+
+    def do_resync(self, options: dict[str, Any]) -> None:
+        from django_jobs import mirror
+
+        queues = [self.queue(q) for q in options["queues"]] or get_settings().queue_names
+        self._mirror_table()
+
+        def progress(queue: str, state: str, done: int, total: int) -> None:
+            if not options.get("json"):
+                self.stderr.write(f"  {queue} {state}: {done}/{total}")
+
+        written = mirror.resync(queues, progress=progress)
+        self.emit({"queues": queues, "written": written}, lambda: f"Resynced {written} job row(s) of {', '.join(queues)}.")
+
+    def do_prune(self, options: dict[str, Any]) -> None:
+        from django_jobs import mirror
+
+        older = options["older_than"]
+        if older is not None and older < 0:
+            raise CommandError(f"--older-than must be a number of seconds >= 0, not {older!r}.")
+        self._mirror_table()
+        deleted = mirror.prune(older)
+        self.emit({"deleted": deleted}, lambda: f"Deleted {deleted} finished job row(s) from the mirror.")
+
+    def _mirror_table(self) -> None:
+        from django_jobs.mirror import mirror_available
+
+        if not mirror_available():
+            raise CommandError("The mirror's table (django_jobs_jobrecord) does not exist. Run manage.py migrate first.")
 
 def _flow_tree(job_id: str, raw: dict[str, str]) -> Any:
     """Return the flow tree of a job that is part of a flow (None for other jobs)."""

@@ -45,6 +45,8 @@ class Command(BaseCommand):
         parser.add_argument("--max-memory-per-child", type=_positive_int, default=None, metavar="MB",
                             help="Replace a worker process once it uses more than this many MB of memory "
                                  "(default: DJANGO_JOBS['MAX_MEMORY_PER_CHILD'], no limit).")
+        parser.add_argument("--no-mirror", action="store_true",
+                            help="Do not run the database mirror next to the workers (see docs/mirror.md).")
         parser.add_argument("--metrics-port", type=int, default=None,
                             help="Serve Prometheus metrics on this port (needs the 'metrics' extra).")
 
@@ -90,8 +92,11 @@ class Command(BaseCommand):
             metrics_line = f"  metrics:   http://{server.server_address[0]}:{server.server_address[1]}/metrics\n"
         max_jobs = options["max_jobs_per_child"] or settings.max_jobs_per_child
         max_memory = options["max_memory_per_child"] or settings.max_memory_per_child
-        supervisor = Supervisor(queues=queues, processes=processes, threads=threads, grace=options["grace"], burst=options["burst"],
-                                max_jobs=max_jobs, max_memory_mb=max_memory)
+        mirror_on, mirror_line = _mirror_choice(settings, options)
+        supervisor = Supervisor(
+            queues=queues, processes=processes, threads=threads, grace=options["grace"], burst=options["burst"],
+            max_jobs=max_jobs, max_memory_mb=max_memory, mirror=mirror_on,
+        )
         # From here on a signal is handled (not fatal), so a process manager that reads the
         # banner as "started" can stop the workers cleanly at once.
         supervisor.install_signals()
@@ -103,6 +108,7 @@ class Command(BaseCommand):
             f"{_recycle_line(max_jobs, max_memory)}"
             f"  jobs:      {len(jobs)} registered\n"
             f"{metrics_line}"
+            f"  mirror:    {mirror_line}\n"
         )
         self.stdout.flush()
         code = supervisor.run()
@@ -125,3 +131,18 @@ def _recycle_line(max_jobs: int | None, max_memory: int | None) -> str:
     """The banner line of the recycling limits ("" when there are none)."""
     limits = [f"after {max_jobs} job(s)" if max_jobs else "", f"above {max_memory} MB" if max_memory else ""]
     return f"  recycle:   {', '.join(x for x in limits if x)}\n" if max_jobs or max_memory else ""
+
+
+def _mirror_choice(settings: Any, options: dict[str, Any]) -> tuple[bool, str]:
+    """Return whether to run the database mirror, and the banner's word on it."""
+    if options["burst"]:
+        return False, "off (--burst)"
+    if options["no_mirror"]:
+        return False, "off (--no-mirror)"
+    if not settings.mirror["ENABLED"]:
+        return False, "off (DJANGO_JOBS['MIRROR']['ENABLED'] is False)"
+    from django_jobs.mirror import mirror_available
+
+    if not mirror_available():
+        return False, "off (no django_jobs_jobrecord table: run manage.py migrate)"
+    return True, f"on ({', '.join(settings.queue_names)} -> database)"
