@@ -46,6 +46,8 @@ logger = logging.getLogger(__name__)
 
 #: Events after which a job never changes again.
 FINAL_EVENTS = frozenset({"completed", "failed", "cancelled"})
+#: The event of a job deleted through the engine (``delete.lua``): its row is deleted too.
+DELETED_EVENT = "deleted"
 #: State ZSETs walked by :func:`resync`, in this order.
 RESYNC_STATES = ("waiting", "scheduled", "active", "completed", "failed", "cancelled")
 #: Longest wait for new events before the loop looks around (stop flag, prune), seconds.
@@ -413,17 +415,23 @@ class Mirror:
                 self.skipped += 1
                 continue
             jobs[job_id] = None
-            if fields.get("e") in FINAL_EVENTS:
+            if fields.get("e") in FINAL_EVENTS or fields.get("e") == DELETED_EVENT:
                 final[job_id] = (entry_id, fields["e"])
         ids = list(jobs)
         tip, hashes = engine.mirror_snapshot(queue, ids) if ids else ("0-0", [])
         version = version_of(tip)
         rows = [row_from_hash(queue, job_id, data, version) for job_id, data in zip(ids, hashes) if data]
         gone = {job_id: final[job_id] for job_id, data in zip(ids, hashes) if not data and job_id in final}
+        # Deleted through the engine (the admin's delete): the row goes too.
+        dropped = [job_id for job_id, (_entry, event) in gone.items() if event == DELETED_EVENT]
+        for job_id in dropped:
+            del gone[job_id]
         newest = max((entry_id for entry_id, _ in entries), key=stream_id_key)
         with transaction.atomic(using=self.using):
             _upsert_safely(rows, using=self.using)
             _write_gone(queue, gone, using=self.using)
+            if dropped:
+                _model().objects.using(self.using).filter(job_id__in=dropped).delete()
             _advance_cursor(queue, newest, using=self.using)
         for row in rows:
             written[row["job_id"]] = version
@@ -432,7 +440,7 @@ class Mirror:
             written.popitem(last=False)
         # Only now: a crash before this line leaves the entries pending, to be read again.
         engine.mirror_ack(queue, MIRROR_GROUP, [entry_id for entry_id, _ in entries])
-        return len(rows) + len(gone)
+        return len(rows) + len(gone) + len(dropped)
 
     def drain(self) -> int:
         """Handle batches until no queue has unread or unacknowledged events; return rows written."""

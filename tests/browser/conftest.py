@@ -79,8 +79,8 @@ class Site:
         return proc
 
     def mirror(self) -> None:
-        """Write the JobRecord rows from Redis (the mirror's stand-in, tests/integration/admin_rows.py)."""
-        django_command(self.env, "shell", "-c", "from tests.integration.admin_rows import mirror_jobs; mirror_jobs()")
+        """Write the JobRecord rows from Redis with the database mirror (mirror_once)."""
+        django_command(self.env, "shell", "-c", "from django_jobs.mirror import mirror_once; mirror_once()")
 
     def stop(self) -> list[str]:
         outputs = []

@@ -1,7 +1,7 @@
 """The admin as the control plane: job list and detail, actions through the engine, the pages.
 
 Every test runs the admin through Django's test client against the real test Redis; JobRecord
-rows come from Redis through tests/integration/admin_rows.py (the mirror's stand-in).
+rows come from Redis through the database mirror (django_jobs.mirror.mirror_once).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from django_jobs import admin as jobs_admin
 from django_jobs.conf import SettingError, build_settings
 from django_jobs.models import JobRecord
 from django_jobs.testing import work_until_empty
-from tests.integration.admin_rows import mirror_jobs
+from django_jobs.mirror import mirror_once
 from tests.redis_server import wait_until
 from tests.testapp.jobs import add, always_fails, enqueue_child, flaky, record, sleeper
 
@@ -89,7 +89,7 @@ def test_staff_without_the_view_permission_see_no_page(django_user_model):
 def test_viewers_see_the_pages_but_no_action_buttons_and_cannot_post_them(django_user_model, engine):
     always_fails.using(attempts=1).enqueue()
     work_until_empty()
-    mirror_jobs()
+    mirror_once()
     client = staff(django_user_model, "view_jobrecord")
     page = client.get(reverse(CHANGELIST)).content.decode()
     assert "retry_jobs" not in page and "delete_selected" not in page
@@ -108,7 +108,7 @@ def test_viewers_see_the_pages_but_no_action_buttons_and_cannot_post_them(django
 
 def test_a_viewer_posting_an_action_they_lack_changes_nothing(django_user_model, engine):
     [job_id] = failed_jobs(1)
-    mirror_jobs()
+    mirror_once()
     client = staff(django_user_model, "view_jobrecord", "cancel_jobrecord")
     act(client, "retry_jobs", [job_id])
     assert engine.get_job("default", job_id)["s"] == "failed"
@@ -116,7 +116,7 @@ def test_a_viewer_posting_an_action_they_lack_changes_nothing(django_user_model,
 
 def test_actions_need_a_post_with_a_csrf_token(django_user_model, engine):
     [job_id] = failed_jobs(1)
-    mirror_jobs()
+    mirror_once()
     user = django_user_model.objects.create_superuser("root", password="pw")
     client = Client(enforce_csrf_checks=True)
     client.force_login(user)
@@ -138,7 +138,7 @@ def test_the_job_list_filters_by_queue_state_name_and_time_and_searches_ids_and_
     failed = always_fails.using(attempts=1).enqueue().id
     work_until_empty()
     waiting = record.enqueue("later").id
-    mirror_jobs()
+    mirror_once()
 
     def listed(**params: str) -> set[str]:
         response = admin_client.get(reverse(CHANGELIST), params)
@@ -162,7 +162,7 @@ def test_the_job_list_filters_by_queue_state_name_and_time_and_searches_ids_and_
 def test_the_job_list_never_counts_the_whole_table(admin_client, monkeypatch):
     monkeypatch.setattr(jobs_admin, "COUNT_CAP", 5)
     add.enqueue_many([(i, i) for i in range(8)])
-    mirror_jobs()
+    mirror_once()
     with CaptureQueriesContext(connection) as queries:
         response = admin_client.get(reverse(CHANGELIST))
     counts = [q["sql"] for q in queries.captured_queries if "COUNT(" in q["sql"].upper()]
@@ -181,7 +181,7 @@ def test_the_detail_page_shows_arguments_result_traceback_timeline_and_live_stat
     done = add.enqueue(2, 3).id
     failed = always_fails.enqueue().id  # 2 attempts, both fail
     work_until_empty()
-    mirror_jobs()
+    mirror_once()
 
     page = admin_client.get(change_url(done)).content.decode()
     assert "<pre>[\n  2,\n  3\n]</pre>" in page and "<pre>5</pre>" in page
@@ -195,7 +195,7 @@ def test_the_detail_page_shows_arguments_result_traceback_timeline_and_live_stat
 def test_the_detail_page_shows_the_live_state_when_the_mirror_lags(admin_client, engine):
     job_id = flaky.using(attempts=1).enqueue("lag", 1).id
     work_until_empty()
-    mirror_jobs()
+    mirror_once()
     admin_client.post(url("django_jobs_jobrecord_act", job_id), {"action": "retry"})
     work_until_empty()  # the row still says failed: nothing mirrored since
     page = admin_client.get(change_url(job_id)).content.decode()
@@ -211,7 +211,7 @@ def test_the_detail_page_links_parent_children_and_correlation_siblings(admin_cl
         parent = enqueue_child.enqueue("p").id
         sibling = add.enqueue(0, 0).id
     work_until_empty()
-    mirror_jobs()
+    mirror_once()
     child = JobRecord.objects.get(parent_id=parent)
     assert child.correlation_id == "flow-7"
 
@@ -224,7 +224,7 @@ def test_the_detail_page_links_parent_children_and_correlation_siblings(admin_cl
 
 def test_secret_arguments_are_redacted_by_name(admin_client):
     job_id = add.enqueue(1, {"password": "hunter2", "nested": {"api_key": "k-123", "ok": 1}}).id
-    mirror_jobs()
+    mirror_once()
     page = admin_client.get(change_url(job_id)).content.decode()
     assert "hunter2" not in page and "k-123" not in page and "[redacted]" in page and "&quot;ok&quot;: 1" in page
 
@@ -253,14 +253,14 @@ def test_retry_runs_failed_jobs_again_and_reports_what_it_skipped(admin_client, 
     failed = flaky.using(attempts=1).enqueue("r1", 1).id
     done = add.enqueue(1, 1).id
     work_until_empty()
-    mirror_jobs()
+    mirror_once()
     response = act(admin_client, "retry_jobs", [failed, done])
     assert messages_of(response) == ["Retried 1 job. Skipped 1: 1 not failed or cancelled."]
     assert engine.get_job("default", failed)["s"] == "waiting"
     work_until_empty()
     assert engine.get_job("default", failed)["s"] == "completed"
     assert JobRecord.objects.get(pk=failed).state == "failed"  # rows change only through the mirror
-    mirror_jobs()
+    mirror_once()
     assert JobRecord.objects.get(pk=failed).state == "completed"
 
 
@@ -272,7 +272,7 @@ def test_cancel_cancels_waiting_and_scheduled_jobs_and_asks_running_ones_to_stop
     running = add.enqueue(4, 4).id
     engine.claim("default", running, lease_ms=60_000, worker_id="w")
     engine.client.hset(engine.keys("default").job(finished), "s", "completed")  # as if it had finished
-    mirror_jobs()
+    mirror_once()
     response = act(admin_client, "cancel_jobs", [waiting, scheduled, finished, running])
     [message] = messages_of(response)
     assert message.startswith("Cancelled (or asked 1 running to stop) 2 jobs.")
@@ -286,18 +286,18 @@ def test_delete_removes_jobs_from_redis_but_not_running_ones(admin_client, engin
     work_until_empty()
     running = add.enqueue(2, 2).id
     engine.claim("default", running, lease_ms=60_000, worker_id="w")
-    mirror_jobs()
+    mirror_once()
     response = act(admin_client, "delete_jobs", [done, running])
     assert messages_of(response) == ["Deleted 1 job. Skipped 1: 1 running (cancel them first)."]
     assert engine.get_job("default", done) is None and engine.get_job("default", running)["s"] == "active"
     assert engine.counts("default")["completed"] == 0
-    mirror_jobs()
+    mirror_once()
     assert set(JobRecord.objects.values_list("job_id", flat=True)) == {running}
 
 
 def test_a_bulk_retry_of_thousands_of_jobs_takes_a_few_script_calls(admin_client, engine, r):
     ids = failed_jobs(2500)
-    mirror_jobs()
+    mirror_once()
     before = evalsha_calls(r)
     response = act(admin_client, "retry_jobs", ids[:1], select_across="1")
     assert messages_of(response) == ["Retried 2500 jobs."]
@@ -307,7 +307,7 @@ def test_a_bulk_retry_of_thousands_of_jobs_takes_a_few_script_calls(admin_client
 
 def test_actions_on_one_job_from_its_detail_page(admin_client, engine):
     job_id = add.using(delay=3600).enqueue(1, 1).id
-    mirror_jobs()
+    mirror_once()
     response = admin_client.post(url("django_jobs_jobrecord_act", job_id), {"action": "cancel"}, follow=True)
     assert messages_of(response) == ["Cancelled 1 job."]
     response = admin_client.post(url("django_jobs_jobrecord_act", job_id), {"action": "retry"}, follow=True)

@@ -235,6 +235,18 @@ def test_a_job_deleted_before_the_mirror_saw_it_is_written_from_its_final_event(
     assert rows[unseen].state == "completed" and rows[unseen].name == "?" and rows[unseen].finished_at
 
 
+def test_a_job_deleted_through_the_engine_loses_its_row(engine, work):
+    from tests.testapp.jobs import add
+
+    kept, deleted = add.enqueue(1, 1).id, add.enqueue(2, 2).id
+    work()
+    mirror.mirror_once()
+    assert set(JobRecord.objects.values_list("job_id", flat=True)) == {kept, deleted}
+    assert engine.delete_jobs("default", [deleted]) == [1]
+    assert mirror.mirror_once() == 1
+    assert set(JobRecord.objects.values_list("job_id", flat=True)) == {kept}
+
+
 def test_a_payload_that_does_not_decode_is_kept_raw_and_the_mirror_goes_on(engine):
     from tests.testapp.jobs import add
 
