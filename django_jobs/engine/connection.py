@@ -23,7 +23,8 @@ never with their password.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -363,9 +364,25 @@ def ping(settings: JobsSettings, *, timeout: float = 2.0) -> str | None:
         ConfigurationError: the settings are invalid.
         RedisUnavailable: Redis did not answer (or refused our credentials).
     """
+    with _fail_fast_client(settings, timeout) as found:
+        if found is None:
+            return None
+        client, shown = found
+        client.ping()
+        return shown
+
+
+@contextmanager
+def _fail_fast_client(settings: JobsSettings, timeout: float) -> Iterator[tuple[redis.Redis, str] | None]:
+    """Yield ``(client, safe url)`` of the configured Redis with no retries and short timeouts.
+
+    Yields None in embedded mode (nothing is started). Connection errors inside the block
+    become :class:`RedisUnavailable` with the password redacted; the client is closed after.
+    """
     config = client_config(settings, start_embedded=False)
     if config is None:
-        return None
+        yield None
+        return
     url, kwargs = config
     kwargs.update(
         retry=Retry(NoBackoff(), 0), socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=0
@@ -373,15 +390,13 @@ def ping(settings: JobsSettings, *, timeout: float = 2.0) -> str | None:
     shown = safe_url(url)
     client = _client(url, kwargs, settings)
     try:
-        client.ping()
+        yield client, shown
     except redis.RedisError as exc:
         raise RedisUnavailable(f"Cannot reach Redis at {shown}: {redact(str(exc), kwargs.get('password'))}") from exc
     except OSError as exc:  # e.g. a TLS handshake failure outside redis-py's wrapping
         raise RedisUnavailable(f"Cannot reach Redis at {shown}: {exc}") from exc
     finally:
         client.close()
-    return shown
-
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -417,28 +432,19 @@ def durability(settings: JobsSettings, *, timeout: float = 2.0) -> Durability | 
         ConfigurationError: the settings are invalid.
         RedisUnavailable: Redis did not answer.
     """
-    config = client_config(settings, start_embedded=False)
-    if config is None:
-        return None
-    url, kwargs = config
-    kwargs.update(
-        retry=Retry(NoBackoff(), 0), socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=0
-    )
-    shown = safe_url(url)
-    client = _client(url, kwargs, settings)
-    try:
-        memory = client.info("memory")
-        persistence = client.info("persistence")
+    with _fail_fast_client(settings, timeout) as found:
+        if found is None:
+            return None
+        client, _shown = found
+        try:
+            memory = client.info("memory")
+            persistence = client.info("persistence")
+        except redis.ResponseError:  # INFO refused (ACLs, renamed command)
+            return Durability(maxmemory_policy=None, aof=None, save=None)
         try:
             save: str | None = str(client.config_get("save").get("save", ""))
         except redis.ResponseError:  # CONFIG renamed or refused (ElastiCache, Memorystore, ACLs)
             save = None
-    except redis.ResponseError:
-        return Durability(maxmemory_policy=None, aof=None, save=None)
-    except (redis.RedisError, OSError) as exc:
-        raise RedisUnavailable(f"Cannot reach Redis at {shown}: {redact(str(exc), kwargs.get('password'))}") from exc
-    finally:
-        client.close()
     policy = memory.get("maxmemory_policy")
     aof = persistence.get("aof_enabled")
     return Durability(
