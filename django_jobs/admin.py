@@ -205,7 +205,7 @@ class Report:
 JOB_ACTIONS: dict[str, tuple[str, str, tuple[int, ...], dict[int, str]]] = {
     "retry": ("Retried", "retry_many", (1,), {0: "not failed or cancelled", -1: "no longer in Redis"}),
     "cancel": ("Cancelled", "cancel_many", (1,), {2: "running (cancellation requested)", 0: "already finished", -1: "no longer in Redis"}),
-    "delete": ("Deleted", "delete_jobs", (1,), {0: "running (cancel them first)", -1: "no longer in Redis"}),
+    "delete": ("Deleted", "delete_jobs", (1,), {0: "running or waited for by a flow parent (cancel them first)", -1: "no longer in Redis"}),
 }
 #: The permission each job action needs.
 ACTION_PERMISSIONS = {"retry": "django_jobs.retry_jobrecord", "cancel": "django_jobs.cancel_jobrecord", "delete": "django_jobs.delete_jobrecord"}

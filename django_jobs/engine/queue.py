@@ -806,10 +806,15 @@ class Engine:
         )
 
     def delete_jobs(self, queue: str, job_ids: Sequence[str]) -> list[int]:
-        """Delete jobs of ``queue`` that are not running; one code per id: 1 deleted, 0 running, -1 unknown."""
+        """Delete jobs of ``queue`` that are not running; one code per id (see delete.lua).
+
+        1 deleted, 0 not deleted (running, or an unfinished child of a flow: cancel it first),
+        -1 unknown. Deleting a flow parent that waits for its children cancels them first.
+        """
         k = self.keys(queue)
         return self._bulk(
-            "delete", (k.wait, k.scheduled, k.completed, k.failed, k.cancelled, k.events), (k.job_prefix, self.maxlen), job_ids
+            "delete", (k.wait, k.scheduled, k.completed, k.failed, k.cancelled, k.events, k.waiting_children),
+            (k.job_prefix, self.maxlen), job_ids,
         )
 
     def cron_pause(self, name: str, paused: bool) -> bool:

@@ -288,7 +288,7 @@ def test_delete_removes_jobs_from_redis_but_not_running_ones(admin_client, engin
     engine.claim("default", running, lease_ms=60_000, worker_id="w")
     mirror_once()
     response = act(admin_client, "delete_jobs", [done, running])
-    assert messages_of(response) == ["Deleted 1 job. Skipped 1: 1 running (cancel them first)."]
+    assert messages_of(response) == ["Deleted 1 job. Skipped 1: 1 running or waited for by a flow parent (cancel them first)."]
     assert engine.get_job("default", done) is None and engine.get_job("default", running)["s"] == "active"
     assert engine.counts("default")["completed"] == 0
     mirror_once()

@@ -120,6 +120,25 @@ def test_cancelling_a_parent_cancels_its_pending_children_all_the_way_down(engin
     assert_invariants(engine.client, engine.prefix, QUEUES)
 
 
+def test_deleting_a_parent_cancels_its_pending_children_and_an_unfinished_child_is_not_deleted(engine, work, ledger_path):
+    from tests.conftest import read_ledger
+
+    inner = Flow(jf.gather.s("inner"), children=[jf.value.s(1)])
+    handle = Flow(jf.gather.s("outer"), children=[inner, jf.optimize.s(2)]).enqueue()
+    child = handle.children[1].result
+
+    assert engine.delete_jobs(child.queue, [child.id]) == [0], "its parent waits for it: cancel it instead"
+    assert engine.delete_jobs("default", [handle.id]) == [1]
+
+    assert engine.get_job("default", handle.id) is None
+    descendants = [handle.children[0].result, handle.children[0].children[0].result, child]
+    assert [state(r) for r in descendants] == ["cancelled"] * 3
+    assert [r.failure_reason for r in descendants] == ["parent_ended"] * 3
+    assert engine.counts("default")["waiting_children"] == 0
+    assert work() == 0 and read_ledger(ledger_path) == []
+    assert_invariants(engine.client, engine.prefix, QUEUES)
+
+
 def test_cancelling_a_child_applies_its_failure_policy_to_the_parent(engine, work):
     failing = Flow(jf.gather.s("a"), children=[jf.value.s(1), jf.value.s(2)]).enqueue()
     ignoring = Flow(jf.gather.s("b"), children=[jf.value.s(1).on_failure("ignore"), jf.value.s(2)]).enqueue()
