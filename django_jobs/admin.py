@@ -414,7 +414,7 @@ def job_detail(obj: JobRecord) -> dict[str, Any]:
     parent = JobRecord.objects.filter(pk=obj.parent_id).first() if obj.parent_id else None
     children = list(JobRecord.objects.filter(parent_id=obj.job_id).order_by("-enqueued_at")[:50])
     return {
-        **flow_context(obj, live, live_error, related=bool(parent or obj.parent_id or children)),
+        **_flow_context(obj, live, live_error, related=bool(parent or obj.parent_id or children)),
         "progress_html": progress_html(obj.progress),
         "live_progress_html": progress_html(_json(live.get("pg"))) if live and live.get("pg") else "",
         "live": live,
@@ -442,7 +442,7 @@ def job_detail(obj: JobRecord) -> dict[str, Any]:
 FLOW_ROWS = 500
 
 
-def flow_context(obj: JobRecord, live: dict[str, str] | None, live_error: str, *, related: bool) -> dict[str, Any]:
+def _flow_context(obj: JobRecord, live: dict[str, str] | None, live_error: str, *, related: bool) -> dict[str, Any]:
     """Return the flow ``obj`` belongs to as rows for the detail page (empty outside flows).
 
     ``flow_rows``: the tree from its root, parents before children, each with its ``depth``,
