@@ -238,7 +238,7 @@ def run_job_action(action: str, pairs: Iterable[tuple[str, str]]) -> Report:
 class JobRecordAdmin(admin.ModelAdmin):
     """Jobs: a read-only list and detail page over the mirror, with actions through the engine."""
 
-    list_display = ("short_id", "name", "queue", "state_badge", "attempts", "enqueued_at", "finished_at", "duration")
+    list_display = ("short_id", "name", "queue", "state_badge", "progress_bar", "attempts", "enqueued_at", "finished_at", "duration")
     list_display_links = ("short_id",)
     list_filter = (QueueFilter, "state", NameFilter, "enqueued_at", "finished_at")
     search_help_text = "A job id, a correlation id, or the start of a job name."
@@ -281,6 +281,10 @@ class JobRecordAdmin(admin.ModelAdmin):
     @admin.display(description="state", ordering="state")
     def state_badge(self, obj: JobRecord) -> str:
         return format_html('<span class="djj-state djj-{}">{}</span>', obj.state, obj.get_state_display())
+
+    @admin.display(description="progress")
+    def progress_bar(self, obj: JobRecord) -> str:
+        return progress_html(obj.progress)
 
     def get_search_results(self, request: HttpRequest, queryset: QuerySet[JobRecord], search_term: str) -> tuple[QuerySet[JobRecord], bool]:
         """Match a job id or correlation id exactly, or a name by its start (all use indexes)."""
@@ -408,7 +412,11 @@ def job_detail(obj: JobRecord) -> dict[str, Any]:
             if live.get(key):
                 live_rows.append((label, _ms(live[key])))
     parent = JobRecord.objects.filter(pk=obj.parent_id).first() if obj.parent_id else None
+    children = list(JobRecord.objects.filter(parent_id=obj.job_id).order_by("-enqueued_at")[:50])
     return {
+        **_flow_context(obj, live, live_error, related=bool(parent or obj.parent_id or children)),
+        "progress_html": progress_html(obj.progress),
+        "live_progress_html": progress_html(_json(live.get("pg"))) if live and live.get("pg") else "",
         "live": live,
         "live_error": live_error,
         "live_state": state if live else "",
@@ -423,11 +431,95 @@ def job_detail(obj: JobRecord) -> dict[str, Any]:
         "raw_payload": redact_text(obj.raw_payload),
         "timeline": timeline,
         "parent": parent,
-        "children": list(JobRecord.objects.filter(parent_id=obj.job_id).order_by("-enqueued_at")[:50]),
+        "children": children,
         "siblings": list(JobRecord.objects.filter(correlation_id=obj.correlation_id).exclude(pk=obj.pk).order_by("-enqueued_at")[:20])
         if obj.correlation_id else [],
         "changelist_url": reverse("admin:django_jobs_jobrecord_changelist"),
     }
+
+
+#: Most jobs of one flow the detail page lists (a flow may have 10,000).
+FLOW_ROWS = 500
+
+
+def _flow_context(obj: JobRecord, live: dict[str, str] | None, live_error: str, *, related: bool) -> dict[str, Any]:
+    """Return the flow ``obj`` belongs to as rows for the detail page (empty outside flows).
+
+    ``flow_rows``: the tree from its root, parents before children, each with its ``depth``,
+    its live state in Redis and the url of its admin page; ``flow_note``: why the flow is not
+    shown whole (gone from Redis, too big, Redis unreachable). ``related``: the mirror knows a
+    parent or children of the job (a note is shown if its flow cannot be read).
+    """
+    from django_jobs.exceptions import EngineError
+    from django_jobs.flows import flow_tree
+
+    empty: dict[str, Any] = {"flow_rows": [], "flow_note": "", "flow_more": 0}
+    if live_error:
+        return {**empty, "flow_note": f"The flow cannot be read: {live_error}"} if related else empty
+    if live is None:
+        note = "This job is no longer in Redis, so its flow cannot be shown; the parent and children below come from the mirror."
+        return {**empty, "flow_note": note} if related else empty
+    try:
+        tree = flow_tree(obj.job_id, queues=_queue_names_with(obj.queue))
+    except EngineError as exc:
+        return {**empty, "flow_note": f"The flow cannot be read: {exc}"}
+    in_flow = bool(live.get("pb") or live.get("kids"))
+    if tree is None or not in_flow:
+        return empty
+    rows: list[dict[str, Any]] = []
+    more = 0
+    stack = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if len(rows) >= FLOW_ROWS:
+            more += 1
+            continue
+        rows.append({
+            "id": node.id, "name": node.name, "queue": node.queue, "state": node.state or "deleted",
+            "failure": node.failure if node.failure not in ("", "fail") else "",
+            "depth": depth, "indent": depth * 2, "here": node.id == obj.job_id,
+            "url": reverse("admin:django_jobs_jobrecord_change", args=[node.id]),
+        })
+        stack.extend((child, depth + 1) for child in reversed(node.children))
+    note = ""
+    if tree.id == obj.job_id and live.get("pb"):
+        note = f"Its parent {live.get('par', '')} is no longer in Redis: the flow is shown from this job down."
+    return {"flow_rows": rows, "flow_note": note, "flow_more": more}
+
+
+def _queue_names_with(queue: str) -> list[str]:
+    from django_jobs.conf import get_settings
+
+    names = list(get_settings().queue_names)
+    return names if queue in names else [queue, *names]
+
+
+def progress_html(value: Any) -> str:
+    """Return the progress a job reported (``context.set_progress``) as HTML for the admin.
+
+    ``{"done": 40, "total": 100}`` shows as a bar and "40 / 100 (40%)"; anything else as
+    compact JSON (at most 80 characters), with secret keys redacted; ``None`` as "-".
+    """
+    from django_jobs.conf import get_settings
+
+    if value is None:
+        return "-"
+    if isinstance(value, dict):
+        done, total = value.get("done"), value.get("total")
+        if _number(done) and _number(total) and total > 0:
+            percent = max(0.0, min(100.0, done / total * 100))
+            return format_html(
+                '<span class="djj-progress"><progress value="{}" max="{}"></progress> {} / {} ({}%)</span>',
+                min(max(done, 0), total), total, done, total, f"{percent:.0f}",
+            )
+    text = json.dumps(_redact_value(value, get_settings().redact_arguments), sort_keys=True, default=str)
+    if len(text) > 80:
+        text = text[:79] + "\u2026"
+    return format_html('<span class="djj-progress">{}</span>', text)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 # -- pages --------------------------------------------------------------------------------
@@ -463,9 +555,14 @@ def _need(request: HttpRequest, perm: str) -> None:
         raise PermissionDenied
 
 
+#: The job states the queues page counts, in column order.
+QUEUE_STATES = ("waiting", "scheduled", "waiting_children", "active", "completed", "failed", "cancelled")
+
+
 def queues_view(request: HttpRequest) -> HttpResponse:
     """Every configured queue with live counts from Redis; POST pauses, resumes or purges one."""
     from django_jobs.conf import get_settings
+    from django_jobs.limits import queue_limits
 
     names = get_settings().queue_names
     engine = _engine()
@@ -481,6 +578,13 @@ def queues_view(request: HttpRequest) -> HttpResponse:
         elif op == "resume":
             engine.resume(queue)
             messages.success(request, f"Queue {queue!r} is running again.")
+        elif op == "limits":
+            _set_limits(request, queue)
+        elif op == "reset-limits":
+            from django_jobs.limits import reset_queue_limits
+
+            now = reset_queue_limits(queue)
+            messages.success(request, f"Queue {queue!r} uses the limits of its settings again: {_limits_text(now)}.")
         elif op.startswith("purge-") and op[6:] in engine.PURGEABLE:
             state = op[6:]
             deleted = 0
@@ -497,17 +601,45 @@ def queues_view(request: HttpRequest) -> HttpResponse:
     for queue in names:
         rows.append({
             "name": queue,
-            "counts": engine.counts(queue),
+            "counts": (counts := engine.counts(queue)),
+            "cells": [(state, counts.get(state, 0)) for state in QUEUE_STATES],
             "paused": engine.is_paused(queue),
-            # LIMITS: the queue rate/concurrency limits (engine.queue_limits(queue)) go here.
-            "limits": None,
+            "limits": queue_limits(queue),
         })
     return _page(request, "admin/django_jobs/queues.html", "Queues", {
         "rows": rows,
-        "states": ["waiting", "scheduled", "active", "completed", "failed", "cancelled"],
+        "states": QUEUE_STATES,
         "purgeable": engine.PURGEABLE,
         "can_manage": request.user.has_perm("django_jobs.manage_queues"),
     })
+
+
+def _limits_text(limits: Any) -> str:
+    rate = f"at most {limits.rate} starts" if limits.rate else "no rate limit"
+    conc = f"at most {limits.concurrency} running" if limits.concurrency else "no concurrency limit"
+    return f"{rate}, {conc}"
+
+
+def _set_limits(request: HttpRequest, queue: str) -> None:
+    """Apply the limits form of ``queue`` (empty field: no limit) or say what is wrong with it."""
+    from django_jobs.exceptions import InvalidJob
+    from django_jobs.limits import set_queue_limits
+
+    rate_text = request.POST.get("rate", "").strip()
+    conc_text = request.POST.get("concurrency", "").strip()
+    concurrency: int | None = None
+    if conc_text:
+        try:
+            concurrency = int(conc_text)
+        except ValueError:
+            messages.error(request, f"Concurrency {conc_text!r} of queue {queue!r} is not valid: use a whole number of at least 1, or leave it empty for no limit. Nothing was changed.")
+            return
+    try:
+        now = set_queue_limits(queue, rate=rate_text or None, concurrency=concurrency)
+    except InvalidJob as exc:
+        messages.error(request, f"{exc} Nothing was changed.")
+        return
+    messages.success(request, f"Queue {queue!r} now has {_limits_text(now)}, on every worker, until the limits are reset to the settings.")
 
 
 def workers_view(request: HttpRequest) -> HttpResponse:
