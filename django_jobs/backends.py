@@ -169,6 +169,8 @@ class RedisBackend(BaseTaskBackend):
         return new, result
 
     def _push(self, prepared: list[tuple[NewJob, JobResult]]) -> None:
+        if not prepared:
+            return  # enqueue_many([]): nothing to send
         engine = get_engine()
         if has_guard(prepared[0][1].task):
             # Unique jobs, throttling, debounce and per-key limits (docs/flow-control.md): their own script.

@@ -221,3 +221,12 @@ def test_sync_job_failed_by_its_timeout_sends_task_finished(work):
     finally:
         task_finished.disconnect(receiver)
     assert (result.id, TaskResultStatus.FAILED) in seen
+
+
+def test_enqueue_many_of_nothing_returns_nothing_and_writes_nothing(engine):
+    from tests.testapp import jobs_limits
+    from tests.testapp.jobs import add
+
+    assert add.enqueue_many([]) == []
+    assert jobs_limits.sync_account.enqueue_many([]) == []  # a unique job takes the guarded path
+    assert sum(engine.counts("default").values()) == 0
