@@ -56,7 +56,7 @@ DEFAULTS: dict[str, Any] = {
     "MAX_JOBS_PER_CHILD": None,
     "MAX_MEMORY_PER_CHILD": None,
     "REDACT_ARGUMENTS": ["password", "passwd", "secret", "token", "api_key", "apikey", "authorization"],
-    "MIRROR": {"ENABLED": True, "RETENTION": 7 * 24 * 3600, "BATCH": 500, "PRUNE_INTERVAL": 3600, "CLAIM_AFTER": 30},
+    "MIRROR": {"ENABLED": True, "RETENTION": 7 * 24 * 3600, "BATCH": 500, "PRUNE_INTERVAL": 3600, "CLAIM_AFTER": 30, "NICE": 10},
 }
 
 #: Keys a schedule in DJANGO_JOBS["CRON"] accepts (docs/cron.md).
@@ -729,7 +729,7 @@ def _clear_cache(*, setting: str, **kwargs: Any) -> None:
 # -- the database mirror (docs/mirror.md) -----------------------------------------------------
 
 #: Keys DJANGO_JOBS["MIRROR"] accepts.
-MIRROR_KEYS = ("ENABLED", "RETENTION", "BATCH", "PRUNE_INTERVAL", "CLAIM_AFTER")
+MIRROR_KEYS = ("ENABLED", "RETENTION", "BATCH", "PRUNE_INTERVAL", "CLAIM_AFTER", "NICE")
 
 
 def parse_mirror(value: Any) -> dict[str, Any]:
@@ -739,7 +739,8 @@ def parse_mirror(value: Any) -> dict[str, Any]:
     rows forever): finished rows older than this are pruned; ``BATCH``: events per read and
     rows per write (1..10,000); ``PRUNE_INTERVAL`` (seconds): how often the mirror prunes;
     ``CLAIM_AFTER`` (seconds): take over events another mirror read but left unacknowledged
-    that long (it died).
+    that long (it died); ``NICE`` (0..19): how much ``runworkers`` lowers the mirror process'
+    CPU priority.
     """
     key = "MIRROR"
     if value is None:
@@ -771,6 +772,12 @@ def parse_mirror(value: Any) -> dict[str, Any]:
             result[name] = parse(result[name], _At(key, f"{label(key)}[{name!r}]"))
         except SettingError as exc:
             raise SettingError(key, exc.problem, hints[name]) from None
+    nice = result["NICE"]
+    if isinstance(nice, bool) or not isinstance(nice, int) or not 0 <= nice <= 19:
+        raise SettingError(
+            key, f"{label(key)}['NICE'] is {nice!r}; it must be a whole number from 0 to 19.",
+            "Use e.g. 10 (the default: the workers come first when the CPU is busy), or 0 not to lower it.",
+        )
     if result["BATCH"] > 10_000:
         raise SettingError(key, f"{label(key)}['BATCH'] is {result['BATCH']!r}; it must be at most 10000.", hints["BATCH"])
     return result

@@ -327,6 +327,16 @@ def test_resync_rebuilds_the_mirror_from_redis_with_progress(engine, work):
     assert ("default", "completed", 7, 7) in seen and ("default", "waiting", 1, 1) in seen
 
 
+def test_resync_includes_flow_parents_waiting_for_their_children(engine):
+    from django_jobs.flows import Flow
+    from tests.testapp import jobs_flows as jf
+
+    handle = Flow(jf.gather.s("p"), children=[jf.value.s(1)]).enqueue()
+    written = mirror.resync([handle.result.queue])
+    assert written >= 1
+    assert JobRecord.objects.get(pk=handle.id).state == "waiting_children"
+
+
 def test_resync_refuses_unknown_queues():
     from django_jobs.exceptions import ConfigurationError
 
@@ -389,6 +399,7 @@ def test_two_mirrors_racing_end_with_every_row_in_its_final_state(engine, work):
         ({"ENABLED": "yes"}, "DJANGO_JOBS['MIRROR']['ENABLED'] is 'yes'; it must be True or False."),
         ({"BATCHES": 10}, "Unknown key 'BATCHES' in DJANGO_JOBS['MIRROR']. Did you mean 'BATCH'?"),
         ([1], "DJANGO_JOBS['MIRROR'] is [1]; it must be a dict."),
+        ({"NICE": 25}, "DJANGO_JOBS['MIRROR']['NICE'] is 25; it must be a whole number from 0 to 19."),
     ],
 )
 def test_bad_mirror_settings_are_refused_with_a_clear_message_and_a_check_error(settings, jobs_settings, value, message):
@@ -408,7 +419,7 @@ def test_a_partial_mirror_setting_keeps_the_other_defaults(settings, jobs_settin
     from django_jobs.conf import get_settings
 
     settings.DJANGO_JOBS = {**jobs_settings, "MIRROR": {"RETENTION": None, "BATCH": "50"}}
-    assert get_settings().mirror == {"ENABLED": True, "RETENTION": None, "BATCH": 50, "PRUNE_INTERVAL": 3600.0, "CLAIM_AFTER": 30.0}
+    assert get_settings().mirror == {"ENABLED": True, "RETENTION": None, "BATCH": 50, "PRUNE_INTERVAL": 3600.0, "CLAIM_AFTER": 30.0, "NICE": 10}
 
 
 def test_the_run_loop_prunes_old_rows_by_itself(engine):
