@@ -570,7 +570,12 @@ def queues_view(request: HttpRequest) -> HttpResponse:
         _need(request, "view_jobrecord")
         _need(request, "manage_queues")
         queue, op = request.POST.get("queue", ""), request.POST.get("op", "")
-        if queue not in names:
+        if op in ("pause-all", "resume-all"):
+            from django_jobs.limits import pause_queues, resume_queues
+
+            done = (pause_queues if op == "pause-all" else resume_queues)(None)
+            messages.success(request, f"{'Paused' if op == 'pause-all' else 'Resumed'} every queue: {', '.join(done)}.")
+        elif queue not in names:
             messages.error(request, f"Unknown queue {queue!r}.")
         elif op == "pause":
             engine.pause(queue)

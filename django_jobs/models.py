@@ -77,6 +77,7 @@ class JobRecord(models.Model):
         indexes = [
             models.Index(fields=["state", "-enqueued_at"], name="djj_state_enq"),
             models.Index(fields=["queue", "state", "-enqueued_at"], name="djj_queue_state_enq"),
+            models.Index(fields=["queue", "-enqueued_at"], name="djj_queue_enq"),
             models.Index(fields=["name", "-enqueued_at"], name="djj_name_enq"),
             models.Index(fields=["-enqueued_at"], name="djj_enq"),
             models.Index(fields=["correlation_id"], name="djj_cid"),

@@ -343,6 +343,20 @@ def test_the_queues_page_shows_live_counts_and_pauses_and_resumes_a_queue(admin_
     assert work_until_empty(["default"]) == 2
 
 
+def test_pause_all_and_resume_all_act_on_every_queue(admin_client, engine):
+    from django_jobs.conf import get_settings
+
+    names = get_settings().queue_names
+    response = admin_client.post(url("django_jobs_queues"), {"op": "pause-all"}, follow=True)
+    assert messages_of(response) == [f"Paused every queue: {', '.join(names)}."]
+    assert all(engine.is_paused(q) for q in names)
+    add.enqueue(1, 1)  # enqueue still works
+    assert work_until_empty() == 0
+    admin_client.post(url("django_jobs_queues"), {"op": "resume-all"})
+    assert not any(engine.is_paused(q) for q in names)
+    assert work_until_empty() == 1
+
+
 def test_purge_deletes_finished_jobs_of_one_state(admin_client, engine):
     add.enqueue_many([(i, i) for i in range(3)])
     always_fails.using(attempts=1).enqueue()
