@@ -569,7 +569,9 @@ class Engine:
     def retry(self, queue: str, job_ids: Sequence[str]) -> list[int]:
         """Move failed or cancelled jobs back to waiting with their attempts reset.
 
-        One code per id: 1 retried, 0 not failed or cancelled, -1 unknown (see retry.lua).
+        One code per id: 1 retried, 0 not failed or cancelled, -1 unknown, 2 not retried because
+        another job now guards its unique key (see retry.lua). A retried job with a unique key
+        takes the key back.
         """
         if not job_ids:
             return []
