@@ -59,6 +59,30 @@ def test_a_concurrency_limit_holds_and_a_settle_wakes_a_worker_when_a_slot_frees
         engine.settle(QUEUE, [complete(c) for c in rest])
 
 
+def test_a_concurrency_limited_queue_claims_only_what_the_worker_can_start_now(engine, r, k):
+    enqueue(engine, 6)
+    # No limit: the worker may claim ahead of its free threads (start_now is ignored).
+    plain = engine.fetch(QUEUE, 2, lease_ms=60_000, worker_id="w1", start_now=0)
+    assert len(plain.jobs) == 2 and not plain.limited
+    engine.settle(QUEUE, [complete(c) for c in plain.jobs])
+    engine.set_queue_limits(QUEUE, concurrency=3)
+    cut = engine.fetch(QUEUE, 4, lease_ms=60_000, worker_id="w1", start_now=1)
+    assert len(cut.jobs) == 1 and cut.limited and not cut.paused
+    r.delete(k.marker)
+    # No free thread here, the limit has room: nothing claimed and another worker is woken
+    # (this one waits for a thread of its own: worker/process.py _thread_bound).
+    none = engine.fetch(QUEUE, 4, lease_ms=60_000, worker_id="w1", start_now=0)
+    assert none.jobs == [] and none.limited and r.llen(k.marker) == 1
+    # Enough free threads: the limit alone decides (2 more slots of 3).
+    more = engine.fetch(QUEUE, 4, lease_ms=60_000, worker_id="w2", start_now=4)
+    assert len(more.jobs) == 2 and not more.limited
+    engine.settle(QUEUE, [complete(c) for c in [*cut.jobs, *more.jobs]])
+    engine.set_queue_limits(QUEUE, concurrency=0)  # lifted at run time: claim-ahead again
+    rest = engine.fetch(QUEUE, 4, lease_ms=60_000, worker_id="w1", start_now=0)
+    assert len(rest.jobs) == 1 and not rest.limited
+    engine.settle(QUEUE, [complete(c) for c in rest.jobs])
+
+
 def test_without_limits_fetch_writes_no_limit_keys(engine, r, k):
     enqueue(engine, 3)
     got = claim(engine, 3)
