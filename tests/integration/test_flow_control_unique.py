@@ -139,6 +139,7 @@ def test_a_unique_key_that_cannot_be_computed_fails_in_the_caller():
 
 def test_an_operator_retry_takes_a_free_unique_key_back_and_skips_while_another_job_holds_it(work):
     import io
+    import json
 
     from django.core.management import CommandError, call_command
 
@@ -160,6 +161,9 @@ def test_an_operator_retry_takes_a_free_unique_key_back_and_skips_while_another_
     with pytest.raises(CommandError, match="another job holds its unique key"):
         call_command("jobs", "retry", failed.id, stdout=io.StringIO())
     assert retry_jobs("default") == 0
+    out = io.StringIO()
+    call_command("jobs", "retry", "--failed", "default", "--yes", "--json", stdout=out, stderr=io.StringIO())
+    assert json.loads(out.getvalue()) == {"queue": "default", "retried": 0, "held": 1}
     assert state() == "failed"
     work()  # holder runs and releases the key
     assert lock_keys() == []
