@@ -406,7 +406,8 @@ def cancel_jobs(queue: str, *, states: tuple[str, ...] = ("waiting", "scheduled"
 def retry_jobs(queue: str, *, states: tuple[str, ...] = ("failed",), name: str | None = None) -> int:
     """Move every failed (and/or cancelled) job of ``queue`` back to waiting; returns how many.
 
-    ``name`` keeps only the jobs of that job name. Attempts and errors start over.
+    ``name`` keeps only the jobs of that job name. Attempts and errors start over. A job whose
+    unique key another job now guards is left as it is (not counted).
     """
     from django_jobs.engine import get_engine
     from django_jobs.exceptions import InvalidJob

@@ -104,6 +104,8 @@ class FetchResult:
     jobs: list[Claimed]
     next_due_ms: int
     paused: bool
+    #: The count was cut to ``start_now`` because the queue has a concurrency limit in force.
+    limited: bool = False
 
 
 class Recovery(tuple[int, int]):
@@ -301,19 +303,24 @@ class Engine:
         raw = self._run("enqueue_guarded", (k.wait, k.scheduled, k.meta, k.events, k.marker), args)
         return [(int(raw[i]), str(raw[i + 1])) for i in range(0, len(raw), 2)]
 
-    def fetch(self, queue: str, count: int, *, lease_ms: int, worker_id: str) -> FetchResult:
-        """Promote due jobs and claim up to ``count`` waiting jobs of ``queue``."""
+    def fetch(self, queue: str, count: int, *, lease_ms: int, worker_id: str, start_now: int | None = None) -> FetchResult:
+        """Promote due jobs and claim up to ``count`` waiting jobs of ``queue``.
+
+        ``start_now``: how many of them the caller can start at once (its free threads); a
+        queue with a concurrency limit in force claims no more than that (see fetch.lua).
+        """
         k = self.keys(queue)
         raw = self._run(
             "fetch",
             (k.wait, k.scheduled, k.active, k.meta, k.events, k.marker, k.rate),
-            (k.job_prefix, self.maxlen, count, lease_ms, worker_id, PROMOTE_LIMIT, *self._default_limits(queue)),
+            (k.job_prefix, self.maxlen, count, lease_ms, worker_id, PROMOTE_LIMIT, *self._default_limits(queue),
+             *(() if start_now is None else (max(0, start_now),))),
         )
         jobs = [
             Claimed(queue, raw[i], str(raw[i + 1]), raw[i + 2], int(raw[i + 3]), int(raw[i + 4] or 0), raw[i + 5], raw[i + 6])
             for i in range(2, len(raw), 7)
         ]
-        return FetchResult(jobs=jobs, next_due_ms=int(raw[0]), paused=bool(raw[1]))
+        return FetchResult(jobs=jobs, next_due_ms=int(raw[0]), paused=raw[1] == 1, limited=raw[1] == 2)
 
     def settle(self, queue: str, outcomes: Sequence[Outcome]) -> list[int]:
         """Apply outcomes of active jobs in one call; one code per outcome (see settle.lua)."""
@@ -569,7 +576,9 @@ class Engine:
     def retry(self, queue: str, job_ids: Sequence[str]) -> list[int]:
         """Move failed or cancelled jobs back to waiting with their attempts reset.
 
-        One code per id: 1 retried, 0 not failed or cancelled, -1 unknown (see retry.lua).
+        One code per id: 1 retried, 0 not failed or cancelled, -1 unknown, 2 not retried because
+        another job now guards its unique key (see retry.lua). A retried job with a unique key
+        takes the key back.
         """
         if not job_ids:
             return []

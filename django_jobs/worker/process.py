@@ -213,6 +213,7 @@ class WorkerProcess:
         self._free = self.capacity
         self._avg_run = 1.0  # moving average of sync job run time, seconds (starts "long")
         self._unstarted: set[str] = set()  # handed to the thread pool, not yet running
+        self._thread_bound = False  # last fetch round: a concurrency-limited queue found no free thread
         self._fetch_lock = threading.Lock()
         self._done: queue_mod.SimpleQueue[Any] = queue_mod.SimpleQueue()
         self._leases: dict[str, RunningJob] = {}
@@ -446,6 +447,7 @@ class WorkerProcess:
                 while self._usable() == 0 and not self.stopping.is_set() and not self.draining.is_set():
                     self._cond.wait(1.0)
                 free = self._usable()
+                threads = self._free - self.ahead  # jobs it can start at once (no claim-ahead)
             if self.stopping.is_set() or self.draining.is_set():
                 break
             if self.max_jobs is not None:
@@ -456,10 +458,19 @@ class WorkerProcess:
             try:
                 with self._cond:
                     settles = self._settles
-                got, next_due = self._fetch_round(free)
+                got, next_due = self._fetch_round(free, threads)
                 self._outage.ok()
                 backoff = BACKOFF_MIN
                 if got:
+                    continue
+                if self._thread_bound:
+                    # A queue with a concurrency limit has room but every thread here is busy:
+                    # fetch again as soon as one frees (its jobs are never claimed ahead).
+                    with self._cond:
+                        self._cond.wait_for(
+                            lambda: self._free - self.ahead > 0 or self.stopping.is_set() or self.draining.is_set(),
+                            timeout=IDLE_WAIT,
+                        )
                     continue
                 if self.burst:
                     # Idle only if nothing was settled since the fetch started: a retry settled
@@ -485,20 +496,32 @@ class WorkerProcess:
             return self._free
         return max(0, self._free - self.ahead)
 
-    def _fetch_round(self, free: int) -> tuple[int, int]:
-        """Claim up to ``free`` jobs across the queues; return (claimed, ms until the next due job or -1)."""
+    def _fetch_round(self, free: int, threads: int | None = None) -> tuple[int, int]:
+        """Claim up to ``free`` jobs across the queues; return (claimed, ms until the next due job or -1).
+
+        ``threads``: how many of them can start at once. A queue with a concurrency limit in
+        force claims only that many (a job claimed ahead would count as running while it
+        waits); ``_thread_bound`` is set when such a queue was cut to none.
+        """
         got = 0
         next_due = -1
+        threads = free if threads is None else threads
+        self._thread_bound = False
         for queue in self._rotated_queues():
             if free <= 0:
                 break
             with self._fetch_lock:
                 if self.stopping.is_set() or self.draining.is_set():
                     break
-                res = self.engine.fetch(queue, free, lease_ms=self.lease_ms, worker_id=self.worker_id)
+                res = self.engine.fetch(
+                    queue, free, lease_ms=self.lease_ms, worker_id=self.worker_id, start_now=max(0, min(threads, free))
+                )
                 for claimed in res.jobs:
                     faults.point("after_fetch")
                     self._dispatch(claimed)
+            if res.limited and threads <= 0:
+                self._thread_bound = True
+            threads -= len(res.jobs)
             free -= len(res.jobs)
             got += len(res.jobs)
             if res.next_due_ms >= 0 and (next_due < 0 or res.next_due_ms < next_due):

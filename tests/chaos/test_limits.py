@@ -70,6 +70,42 @@ def test_a_concurrency_of_2_across_4_processes_holds_and_is_reached(chaos):
     chaos.check_invariants()
 
 
+def test_a_concurrency_limited_queue_is_never_claimed_ahead_of_a_free_thread(chaos):
+    # Short jobs make the workers claim ahead of their free threads; the unlimited "high" queue
+    # keeps their threads busy, so a job of the limited queue claimed ahead would wait behind
+    # one (counted as running by the limit while it does not run).
+    set_queue_limits("default", concurrency=2)
+    fill = jobs_chaos.timed.using(queue_name="high").enqueue_many([(f"f{i}", 0.02) for i in range(300)])
+    ids = [r.id for r in jobs_chaos.timed.enqueue_many([(f"d{i}", 0.02) for i in range(80)])]
+    sup = chaos.start("--processes=2", "--threads=2", ready=2)
+    wait_all_completed(chaos, ids, timeout=60)
+    wait_until(lambda: chaos.engine.counts("high")["completed"] == len(fill), 60, message="the filler jobs")
+    assert sup.stop() == 0
+    runs: dict[str, tuple[int, float, float]] = {}  # tag: (pid, start, end), wall clock seconds
+    starts = {row[2]: (int(row[1]), float(row[3])) for row in chaos.ledger() if row[0] == "start"}
+    for row in chaos.ledger():
+        if row[0] == "end":
+            runs[row[2]] = (*starts[row[2]], float(row[3]))
+    # Never claimed ahead: when a worker claimed a job of the limited queue (st, Redis ms, same
+    # clock), at most threads - 1 = 1 of its jobs was running (the claim took a free thread).
+    waits = []
+    for i, job_id in enumerate(ids):
+        claimed_at = int(chaos.job(job_id)["st"]) / 1000
+        pid, started, _ = runs[f"d{i}"]
+        waits.append(started - claimed_at)
+        busy = [tag for tag, (p, s, e) in runs.items() if p == pid and s < claimed_at and e > claimed_at + 0.001]
+        assert len(busy) <= 1, f"d{i} was claimed while {busy} ran in the same worker (waited {started - claimed_at:.3f} s)"
+    # Observed concurrency of the limited queue (its runs, wall clock): reaches 2, never more.
+    edges = sorted([(runs[f"d{i}"][1], 1) for i in range(len(ids))] + [(runs[f"d{i}"][2], -1) for i in range(len(ids))],
+                   key=lambda e: (e[0], e[1]))
+    running = peak = 0
+    for _, step in edges:
+        running += step
+        peak = max(peak, running)
+    assert peak == 2, f"peak concurrency {peak} (longest claim-to-start wait {max(waits):.3f} s)"
+    chaos.check_invariants()
+
+
 def test_jobs_held_by_a_rate_limit_use_no_cpu_while_they_wait(chaos):
     set_queue_limits("default", rate="1/h")
     jobs_chaos.quick.enqueue_many([(f"h{i}",) for i in range(20)])

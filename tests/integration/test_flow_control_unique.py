@@ -135,3 +135,41 @@ def test_a_unique_key_that_cannot_be_computed_fails_in_the_caller():
     with pytest.raises(InvalidJob, match="unique_key"):
         jobs_limits.reindex.enqueue(1)
     assert get_engine().counts("default")["waiting"] == 0
+
+
+def test_an_operator_retry_takes_a_free_unique_key_back_and_skips_while_another_job_holds_it(work):
+    import io
+    import json
+
+    from django.core.management import CommandError, call_command
+
+    from django_jobs.admin import run_job_action
+    from django_jobs.limits import retry_jobs
+
+    failed = jobs_limits.charge.enqueue(1, -5)
+    work()
+
+    def state() -> str:
+        return get_engine().get_job("default", failed.id)["s"]
+
+    assert state() == "failed" and lock_keys() == []
+    holder = jobs_limits.charge.enqueue(1, 10)  # the key is free: a new job holds it
+    assert not holder.deduplicated
+    # The admin, the command and retry_jobs all leave the failed job alone while holder guards the key.
+    report = run_job_action("retry", [("default", failed.id)])
+    assert report.done == 0 and report.skipped == {"their unique key is held by another job": 1}
+    with pytest.raises(CommandError, match="another job holds its unique key"):
+        call_command("jobs", "retry", failed.id, stdout=io.StringIO())
+    assert retry_jobs("default") == 0
+    out = io.StringIO()
+    call_command("jobs", "retry", "--failed", "default", "--yes", "--json", stdout=out, stderr=io.StringIO())
+    assert json.loads(out.getvalue()) == {"queue": "default", "retried": 0, "held": 1}
+    assert state() == "failed"
+    work()  # holder runs and releases the key
+    assert lock_keys() == []
+    report = run_job_action("retry", [("default", failed.id)])
+    assert report.done == 1 and not report.skipped
+    again = jobs_limits.charge.enqueue(1, 20)
+    assert again.deduplicated and again.id == failed.id  # the retried job holds its key again
+    work()
+    assert lock_keys() == []  # released when the retried job finished (failed again)

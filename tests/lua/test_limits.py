@@ -8,7 +8,7 @@ import pytest
 from django_jobs.engine.queue import NewJob, Outcome
 from django_jobs.exceptions import InvalidJob
 from django_jobs.limits import QueueLimits, Rate, parse_rate, queue_limits, reset_queue_limits, set_queue_limits
-from tests.lua.conftest import QUEUE, Events, assert_state, claim, complete, jobs_settings, new_job, server_ms
+from tests.lua.conftest import QUEUE, Events, assert_state, claim, complete, fail, jobs_settings, new_job, server_ms
 
 
 def enqueue(engine, n: int) -> list[str]:
@@ -57,6 +57,30 @@ def test_a_concurrency_limit_holds_and_a_settle_wakes_a_worker_when_a_slot_frees
         rest = claim(engine, 5)
         assert len(rest) == 2
         engine.settle(QUEUE, [complete(c) for c in rest])
+
+
+def test_a_concurrency_limited_queue_claims_only_what_the_worker_can_start_now(engine, r, k):
+    enqueue(engine, 6)
+    # No limit: the worker may claim ahead of its free threads (start_now is ignored).
+    plain = engine.fetch(QUEUE, 2, lease_ms=60_000, worker_id="w1", start_now=0)
+    assert len(plain.jobs) == 2 and not plain.limited
+    engine.settle(QUEUE, [complete(c) for c in plain.jobs])
+    engine.set_queue_limits(QUEUE, concurrency=3)
+    cut = engine.fetch(QUEUE, 4, lease_ms=60_000, worker_id="w1", start_now=1)
+    assert len(cut.jobs) == 1 and cut.limited and not cut.paused
+    r.delete(k.marker)
+    # No free thread here, the limit has room: nothing claimed and another worker is woken
+    # (this one waits for a thread of its own: worker/process.py _thread_bound).
+    none = engine.fetch(QUEUE, 4, lease_ms=60_000, worker_id="w1", start_now=0)
+    assert none.jobs == [] and none.limited and r.llen(k.marker) == 1
+    # Enough free threads: the limit alone decides (2 more slots of 3).
+    more = engine.fetch(QUEUE, 4, lease_ms=60_000, worker_id="w2", start_now=4)
+    assert len(more.jobs) == 2 and not more.limited
+    engine.settle(QUEUE, [complete(c) for c in [*cut.jobs, *more.jobs]])
+    engine.set_queue_limits(QUEUE, concurrency=0)  # lifted at run time: claim-ahead again
+    rest = engine.fetch(QUEUE, 4, lease_ms=60_000, worker_id="w1", start_now=0)
+    assert len(rest.jobs) == 1 and not rest.limited
+    engine.settle(QUEUE, [complete(c) for c in rest.jobs])
 
 
 def test_without_limits_fetch_writes_no_limit_keys(engine, r, k):
@@ -142,6 +166,53 @@ def test_enqueue_guarded_creates_deduplicates_replaces_and_is_replay_safe(engine
     c = claim(engine, 1)[0]
     assert engine.settle(QUEUE, [complete(c)]) == [1]
     assert not r.exists(k.unique_prefix + "job:b")  # released by the settle
+
+
+def test_a_retried_unique_job_takes_its_free_key_back_and_releases_it_when_done(engine, r, k):
+    from django_jobs.engine.queue import Guard
+
+    lock = k.unique_prefix + "job:r"
+    assert engine.enqueue_guarded(QUEUE, [(new_job("r1"), Guard("job:r", until="f"))]) == [(1, "r1")]
+    assert engine.settle(QUEUE, [fail(claim(engine, 1)[0])]) == [1]
+    assert not r.exists(lock)  # released by the failure
+    assert engine.retry(QUEUE, ["r1"]) == [1]
+    assert r.get(lock) == "r1"
+    assert engine.retry(QUEUE, ["r1"]) == [0]  # a replay finds it waiting; the key stays its own
+    assert r.get(lock) == "r1"
+    # A new enqueue with the key is deduplicated against the retried job, not a second job.
+    assert engine.enqueue_guarded(QUEUE, [(new_job("r2"), Guard("job:r", until="f"))]) == [(3, "r1")]
+    assert not r.exists(k.job("r2"))
+    assert engine.settle(QUEUE, [complete(claim(engine, 1)[0])]) == [1]
+    assert not r.exists(lock)  # released again when the retried job finished: no leak
+    # A cancelled unique job takes its key back too.
+    assert engine.enqueue_guarded(QUEUE, [(new_job("r3"), Guard("job:r"))]) == [(1, "r3")]
+    assert engine.cancel(QUEUE, "r3") == 1
+    assert engine.retry_many(QUEUE, ["r3"]) == [1]
+    assert r.get(lock) == "r3"
+    assert engine.cancel(QUEUE, "r3") == 1
+    assert not r.exists(lock)
+
+
+def test_a_unique_job_is_not_retried_while_another_job_guards_its_key(engine, r, k, events):
+    from django_jobs.engine.queue import Guard
+
+    lock = k.unique_prefix + "job:h"
+    assert engine.enqueue_guarded(QUEUE, [(new_job("h1"), Guard("job:h"))]) == [(1, "h1")]
+    assert engine.settle(QUEUE, [fail(claim(engine, 1)[0])]) == [1]
+    assert engine.enqueue_guarded(QUEUE, [(new_job("h2"), Guard("job:h"))]) == [(1, "h2")]
+    events.new()
+    assert engine.retry(QUEUE, ["h1", "nope"]) == [2, -1]  # h2 guards the key: h1 stays failed
+    assert_state(r, k, "h1", "failed")
+    assert r.get(lock) == "h2" and events.new() == []
+    # Once h2 no longer guards the key (it started, guarding only until then), h1 retries and
+    # takes the key; h2 finishing does not drop h1's lock.
+    h2 = claim(engine, 1)[0]
+    assert engine.retry(QUEUE, ["h1"]) == [1]
+    assert r.get(lock) == "h1"
+    assert engine.settle(QUEUE, [complete(h2)]) == [1]
+    assert r.get(lock) == "h1"
+    assert engine.settle(QUEUE, [complete(claim(engine, 1)[0])]) == [1]
+    assert not r.exists(lock)
 
 
 def flow_job(engine, job_id: str, key: str, **limits):

@@ -75,3 +75,12 @@ def poison(tag: str) -> None:
 
     ledger("start", tag)
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+@job
+def timed(tag: str, seconds: float) -> str:
+    """Like :func:`slow`, with the wall-clock time (``time.time()``) of the start and the end."""
+    ledger("start", tag, repr(time.time()))
+    time.sleep(seconds)
+    ledger("end", tag, repr(time.time()))
+    return tag

@@ -28,6 +28,7 @@
 --@include wait_score
 --@include emit
 --@include wake
+--@include unique_guard
 local rcall = redis.call
 local wait_key, scheduled_key, meta_key, events_key, marker_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local job_prefix, lock_prefix, limit_prefix = ARGV[1], ARGV[3], ARGV[4]
@@ -35,20 +36,6 @@ local maxlen = tonumber(ARGV[2])
 local now_ms = server_now_ms()
 local out = {}
 local woke = false
-
--- The id of the job that holds lock_key, its state and whether a throttle window guards it,
--- when it still guards the key.
-local function guard(lock_key)
-  local holder = rcall('GET', lock_key)
-  if not holder then return nil end
-  local fields = rcall('HMGET', job_prefix .. holder, 's', 'ug')
-  local state = fields[1]
-  if rcall('PTTL', lock_key) > 0 then return holder, state, true end -- guarded while the window lives
-  if state == 'waiting' or state == 'scheduled' or (state == 'active' and fields[2] == 'f') then
-    return holder, state
-  end
-  return nil
-end
 
 for i = 5, #ARGV, 15 do
   local job_id, data, priority = ARGV[i], ARGV[i + 1], ARGV[i + 2]
@@ -58,7 +45,7 @@ for i = 5, #ARGV, 15 do
   local run_at = tonumber(ARGV[i + 3])
   if run_at > due then due = run_at end
   local holder, state, windowed
-  if lock_key then holder, state, windowed = guard(lock_key) end
+  if lock_key then holder, state, windowed = unique_guard(lock_key, job_prefix) end
   if holder == job_id then
     -- A replay of the call that created this job.
     out[#out + 1] = (state == 'scheduled') and 2 or 1

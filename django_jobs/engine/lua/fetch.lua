@@ -6,12 +6,16 @@
   ARGV[5] worker_id  ARGV[6] promote limit
   ARGV[7] default rate count (0 = none)  ARGV[8] default rate period ms
   ARGV[9] default concurrency (0 = none); run-time overrides in meta win (includes/queue_limits)
+  ARGV[10] (optional) how many of the count the worker can start at once (its free threads;
+           the rest would be claimed ahead). While a concurrency limit is in force the fetch
+           claims at most this many: a job claimed ahead would count as running while it waits.
   A job with a limit key ('lk' in its hash) that is over its key's limits is parked instead of
   claimed: moved to scheduled (includes/key_limits; its keys are named from 'lk', same hash tag).
   Returns: { next_due_ms, paused, id, token, data, attempt, enqueued_ms, correlation_id,
              parent_id, ... } with next_due_ms = ms until the next scheduled job is due
              (-1 none), or until a limit may let a waiting job start when one held the
-             queue back, paused = 1 when the queue is paused (nothing claimed).
+             queue back, paused = 1 when the queue is paused (nothing claimed), 2 when the
+             count was cut to ARGV[10] by a concurrency limit (a freed thread may claim more).
   Events:  "waiting" per promoted job, "active" per claimed job, "limited" per parked job
 ]]
 --@include now
@@ -41,6 +45,12 @@ if flow[1] == '1' then
   return out
 end
 local held_ms, rate_ms
+local start_now = tonumber(ARGV[10])
+local cut = start_now and start_now < count and (tonumber(flow[4]) or tonumber(ARGV[9])) > 0
+if cut then
+  count = start_now
+  out[2] = 2
+end
 count, held_ms, rate_ms = queue_allowance(flow, meta_key, active_key, rate_key, count, tonumber(ARGV[7]),
                                           tonumber(ARGV[8]), tonumber(ARGV[9]), now_ms)
 
@@ -87,6 +97,9 @@ if count > 0 then
     -- More work is waiting than this worker had room for: wake another worker.
     if held_ms < 0 and rcall('ZCARD', wait_key) > 0 then wake(marker_key) end
   end
+elseif cut and held_ms < 0 and rcall('ZCARD', wait_key) > 0 then
+  -- No free thread here but the limit has room: another worker may have one.
+  wake(marker_key)
 end
 
 if held_ms >= 0 and rcall('ZCARD', wait_key) > 0 then

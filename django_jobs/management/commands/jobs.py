@@ -297,6 +297,10 @@ class Command(BaseCommand):
             code = self.engine.retry(q, [job_id])[0]
             if code == 0:
                 raise CommandError(f"Job {job_id!r} is {raw.get('s')!r}; only failed or cancelled jobs can be retried.")
+            if code == 2:
+                raise CommandError(
+                    f"Job {job_id!r} was not retried: another job holds its unique key now; retry it once that job is done."
+                )
             if code < 0:
                 raise CommandError(f"No job {job_id!r} in queue {q!r} (it may have been trimmed).")
             self.emit({"id": job_id, "queue": q, "retried": 1}, lambda: f"Job {job_id} is waiting again in {q!r}.")
@@ -307,14 +311,21 @@ class Command(BaseCommand):
             self.emit({"queue": q, "retried": 0}, lambda: f"No failed jobs in {q!r}.")
             return
         self.confirm(f"Retry {total} failed job(s) of queue {q!r}?")
-        done = 0
+        done = held = 0
         while ids := self.engine.finished_ids(q, "failed", limit=BATCH):
             codes = self.engine.retry(q, ids)
             moved = sum(1 for c in codes if c == 1)
+            held = sum(1 for c in codes if c == 2)  # stay failed at the head of the line
             done += moved
             self.progress(done, total, "retried")
             if moved == 0:
                 break
+        if held:
+            self.emit(
+                {"queue": q, "retried": done, "held": held},
+                lambda: f"Retried {done} failed job(s) of {q!r}; {held} not retried: another job holds their unique key.",
+            )
+            return
         self.emit({"queue": q, "retried": done}, lambda: f"Retried {done} failed job(s) of {q!r}.")
 
     def do_cancel(self, options: dict[str, Any]) -> None:
