@@ -273,19 +273,33 @@ class Engine:
         if len(jobs) <= chunk:
             return self.enqueue(queue, jobs)
         k = self.keys(queue)
-        script = self._scripts["enqueue"]
-        keys = (k.wait, k.scheduled, k.meta, k.events, k.marker)
+        args: list[Any] = []
+        for j in jobs:
+            args += [j.id, j.data, j.priority, j.run_at_ms, j.delay_ms, j.correlation_id, j.parent_id]
+        return self._run_chunked(
+            "enqueue", (k.wait, k.scheduled, k.meta, k.events, k.marker), (k.job_prefix, self.maxlen), args, width=7, chunk=chunk
+        )
+
+    def _run_chunked(
+        self, name: str, keys: Sequence[str], head: Sequence[Any], items: Sequence[Any], *, width: int, chunk: int
+    ) -> list[Any]:
+        """Call script ``name`` once per ``chunk`` items, pipelined in one round trip; return the replies joined.
+
+        ``items`` is flat, ``width`` values per item; each call gets ``head`` and then its items.
+        One chunk is a plain :meth:`_run` call.
+        """
+        step = width * chunk
+        if len(items) <= step:
+            return list(self._run(name, keys, (*head, *items)))
+        script = self._scripts[name]
 
         def send() -> list[Any]:
             with self.client.pipeline(transaction=False) as pipe:
-                for start in range(0, len(jobs), chunk):
-                    args: list[Any] = [k.job_prefix, self.maxlen]
-                    for j in jobs[start : start + chunk]:
-                        args += [j.id, j.data, j.priority, j.run_at_ms, j.delay_ms, j.correlation_id, j.parent_id]
-                    script(keys=keys, args=args, client=pipe)
-                return pipe.execute()
+                for start in range(0, len(items), step):
+                    script(keys=list(keys), args=[*head, *items[start : start + step]], client=pipe)
+                return list(pipe.execute())
 
-        return [code for codes in self._call(send) for code in codes]
+        return [reply for replies in self._call(send) for reply in replies]
 
     def enqueue_guarded(self, queue: str, jobs: Sequence[tuple[NewJob, Guard]]) -> list[tuple[int, str]]:
         """Add jobs that carry a unique key and/or a limit key in one call; per job ``(code, job id)``.
@@ -565,13 +579,7 @@ class Engine:
         if not ids:
             return total, []
 
-        def hashes() -> list[dict[str, str]]:
-            with self.client.pipeline(transaction=False) as pipe:
-                for job_id in ids:
-                    pipe.hgetall(self.keys(queue).job(job_id))
-                return list(pipe.execute())
-
-        return total, list(zip(ids, self._call(hashes)))
+        return total, list(zip(ids, self.get_jobs([(queue, job_id) for job_id in ids])))
 
     def retry(self, queue: str, job_ids: Sequence[str]) -> list[int]:
         """Move failed or cancelled jobs back to waiting with their attempts reset.
@@ -580,16 +588,7 @@ class Engine:
         another job now guards its unique key (see retry.lua). A retried job with a unique key
         takes the key back.
         """
-        if not job_ids:
-            return []
-        self._extra("retry")
-        k = self.keys(queue)
-        return [
-            int(code)
-            for code in self._run(
-                "retry", (k.wait, k.failed, k.cancelled, k.meta, k.events, k.marker), (k.job_prefix, self.maxlen, *job_ids)
-            )
-        ]
+        return self.retry_many(queue, job_ids)
 
     def finished_ids(self, queue: str, state: str, *, limit: int = 500) -> list[str]:
         """Return up to ``limit`` ids of the oldest jobs of ``queue`` in finished ``state``."""
@@ -788,18 +787,7 @@ class Engine:
         if not job_ids:
             return []
         self._extra(name)
-        chunks = [list(job_ids[i : i + self.BULK_CHUNK]) for i in range(0, len(job_ids), self.BULK_CHUNK)]
-        if len(chunks) == 1:
-            return [int(c) for c in self._run(name, keys, (*head, *chunks[0]))]
-        script = self._scripts[name]
-
-        def send() -> list[Any]:
-            with self.client.pipeline(transaction=False) as pipe:
-                for chunk in chunks:
-                    script(keys=list(keys), args=[*head, *chunk], client=pipe)
-                return list(pipe.execute())
-
-        return [int(c) for codes in self._call(send) for c in codes]
+        return [int(c) for c in self._run_chunked(name, keys, head, job_ids, width=1, chunk=self.BULK_CHUNK)]
 
     def retry_many(self, queue: str, job_ids: Sequence[str]) -> list[int]:
         """Like :meth:`retry`, for any number of ids: one script call per 1,000, pipelined."""

@@ -40,6 +40,15 @@ def test_bulk_enqueue_writes_every_job_in_one_call_with_one_event_each(engine, r
     assert events.new() == [("waiting", i) for i in ids]
 
 
+def test_enqueue_many_sends_one_call_per_chunk_in_order_and_a_replay_writes_nothing(engine, r, k, events):
+    ids = [f"c{i}" for i in range(7)]
+    assert engine.enqueue_many(QUEUE, [new_job(i) for i in ids], chunk=3) == [1] * 7
+    assert r.zrange(k.wait, 0, -1) == ids
+    assert events.new() == [("waiting", i) for i in ids]
+    assert engine.enqueue_many(QUEUE, [new_job(i) for i in ids], chunk=3) == [0] * 7
+    assert events.new() == []
+
+
 def test_higher_priority_is_ahead_and_equal_priorities_stay_fifo(engine, r, k):
     priorities = {"m1": 0, "top1": 100, "bottom": -100, "m2": 0, "top2": 100, "five": 5}
     engine.enqueue(QUEUE, [new_job(i, priority=p) for i, p in list(priorities.items())[:3]])
