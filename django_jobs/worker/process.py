@@ -516,8 +516,9 @@ class WorkerProcess:
                 res = self.engine.fetch(
                     queue, free, lease_ms=self.lease_ms, worker_id=self.worker_id, start_now=max(0, min(threads, free))
                 )
-                for claimed in res.jobs:
+                if res.jobs:
                     faults.point("after_fetch")
+                for claimed in res.jobs:
                     self._dispatch(claimed)
             if res.limited and threads <= 0:
                 self._thread_bound = True
