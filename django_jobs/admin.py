@@ -163,15 +163,6 @@ def _ms(value: Any) -> datetime | None:
         return None
 
 
-def _json(value: Any, default: Any = None) -> Any:
-    if value in (None, ""):
-        return default
-    try:
-        return json.loads(value)
-    except (TypeError, ValueError):
-        return default
-
-
 def _pretty(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, default=str)
 
@@ -389,14 +380,16 @@ def job_detail(obj: JobRecord) -> dict[str, Any]:
     workers = obj.workers or []
     result = obj.result
     state, attempts = obj.state, obj.attempts
+    live_row: dict[str, Any] = {}
     if live:
-        payload = _json(live.get("d"), {}) or {}
-        if isinstance(payload, dict) and not obj.args and not obj.kwargs:
-            args, kwargs = redact_arguments(obj.name, payload.get("a", []), payload.get("k", {}))
-        errors = _json(live.get("err"), []) or []
-        workers = _json(live.get("wk"), []) or []
-        result = _json(live.get("r"))
-        state, attempts = live.get("s", state), int(live.get("a", attempts) or 0)
+        # The live hash decoded as the mirror decodes it (one reading of a job hash).
+        from django_jobs.mirror import row_from_hash
+
+        live_row = row_from_hash(obj.queue, obj.job_id, live, 0)
+        if not obj.args and not obj.kwargs:
+            args, kwargs = redact_arguments(obj.name, live_row["args"], live_row["kwargs"])
+        errors, workers, result = live_row["errors"], live_row["workers"], live_row["result"]
+        state, attempts = live_row["state"] or state, live_row["attempts"]
     timeline = []
     for i in range(max(len(errors), len(workers))):
         error = errors[i] if i < len(errors) and isinstance(errors[i], dict) else {}
@@ -416,7 +409,7 @@ def job_detail(obj: JobRecord) -> dict[str, Any]:
     return {
         **_flow_context(obj, live, live_error, related=bool(parent or obj.parent_id or children)),
         "progress_html": progress_html(obj.progress),
-        "live_progress_html": progress_html(_json(live.get("pg"))) if live and live.get("pg") else "",
+        "live_progress_html": progress_html(live_row["progress"]) if live_row.get("progress") is not None else "",
         "live": live,
         "live_error": live_error,
         "live_state": state if live else "",
