@@ -99,7 +99,7 @@ def run_isolated(job: RunningJob, prepared: Prepared, *, parent_pid: int, abando
             elif abandoned():
                 stopped_for = "abandoned"
             if stopped_for:
-                _kill(pid)
+                kill(pid)
                 break
             events = poller.poll(POLL * 1000)
             exited = pidfd < 0
@@ -142,7 +142,8 @@ def run_isolated(job: RunningJob, prepared: Prepared, *, parent_pid: int, abando
     return outcome
 
 
-def _kill(pid: int) -> None:
+def kill(pid: int) -> None:
+    """SIGKILL an isolated job's child (gone already: nothing to do)."""
     try:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:

@@ -403,7 +403,7 @@ class WorkerProcess:
         for job in jobs:
             by_queue[job.queue].append((job.id, job.claimed.token))
             if job.child_pid:
-                isolation._kill(job.child_pid)  # before the release: another worker may take the job at once
+                isolation.kill(job.child_pid)  # before the release: another worker may take the job at once
             if job.future is not None:
                 job.future.cancel()  # the async job stops with the worker
         for queue, leases in by_queue.items():
