@@ -384,8 +384,7 @@ class Scheduler:
 
     @staticmethod
     def _now_ms(engine: Any) -> int:
-        seconds, micros = engine._call(engine.client.time)
-        return int(seconds) * 1000 + int(micros) // 1000
+        return int(engine.server_time_ms())
 
     def fire_due(self, engine: Any, now_ms: int) -> float:
         """Fire every due tick (and re-enqueue a claimed one that never got enqueued)."""
@@ -472,8 +471,7 @@ def schedules_table() -> list[dict[str, Any]]:
 
     engine = get_engine()
     state = engine.cron_state()
-    seconds, micros = engine._call(engine.client.time)
-    now_ms = int(seconds) * 1000 + int(micros) // 1000
+    now_ms = engine.server_time_ms()
     rows = []
     for schedule in load_schedules():
         last = state.get(schedule.name)
