@@ -119,3 +119,7 @@ class GuardUntil(StrEnum):
 
     START = "s"
     FINISH = "f"
+
+
+#: What ``JobResult.cancel()`` and ``manage.py jobs cancel`` report for each cancel code.
+CANCEL_OUTCOMES = {CancelCode.CANCELLED: "cancelled", CancelCode.REQUESTED: "requested", CancelCode.FINISHED: "finished"}
