@@ -559,7 +559,10 @@ def _need(request: HttpRequest, perm: str) -> None:
 
 
 #: The job states the queues page counts, in column order.
-QUEUE_STATES = ("waiting", "scheduled", "waiting_children", "active", "completed", "failed", "cancelled")
+QUEUE_STATES = (
+    JobState.WAITING, JobState.SCHEDULED, JobState.WAITING_CHILDREN, JobState.ACTIVE,
+    JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED,
+)
 
 
 def queues_view(request: HttpRequest) -> HttpResponse:

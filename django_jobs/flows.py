@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from django_jobs.engine.protocol import FlowPolicy
+from django_jobs.engine.protocol import FlowPolicy, JobState
 from django_jobs.engine.record import JobView, decode_payload
 from django_jobs.exceptions import InvalidJob
 from django_jobs.tasks import JobResult, JobTask
@@ -151,7 +151,7 @@ class Flow:
                     ),
                 )
             )
-            object.__setattr__(result, "state", "waiting_children" if node.children else result.state)
+            object.__setattr__(result, "state", JobState.WAITING_CHILDREN if node.children else result.state)
             object.__setattr__(result, "correlation_id", cid)
             object.__setattr__(result, "parent_id", parent_id)
         engine.enqueue_flow(rows)
@@ -251,7 +251,7 @@ class ChildResult:
     @property
     def ok(self) -> bool:
         """True when the child completed."""
-        return self.state == "completed"
+        return self.state == JobState.COMPLETED
 
 
 class ChildrenResults(dict[str, ChildResult]):

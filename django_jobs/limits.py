@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from django_jobs.engine.protocol import CancelCode, GuardMode, GuardUntil, RetryCode
+from django_jobs.engine.protocol import CancelCode, GuardMode, GuardUntil, JobState, RetryCode
 
 #: Rate periods a limit accepts, in ms.
 PERIODS_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000}
@@ -304,7 +304,7 @@ def guard_for_call(task: Any, args: Any, kwargs: Any) -> Any:
 # -- pause, resume and bulk actions ---------------------------------------------------------
 
 #: States a bulk cancel may target (finished jobs cannot be cancelled).
-CANCELLABLE = ("waiting", "scheduled", "active")
+CANCELLABLE = (JobState.WAITING, JobState.SCHEDULED, JobState.ACTIVE)
 
 
 def _queues(queues: Any) -> list[str]:
@@ -413,7 +413,7 @@ def retry_jobs(queue: str, *, states: tuple[str, ...] = ("failed",), name: str |
 
     [queue] = _queues(queue)
     for state in states:
-        if state not in ("failed", "cancelled"):
+        if state not in (JobState.FAILED, JobState.CANCELLED):
             raise InvalidJob(f"Only failed or cancelled jobs can be retried, not {state!r}.")
     engine = get_engine()
     retried = 0

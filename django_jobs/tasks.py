@@ -17,7 +17,7 @@ from django.tasks.base import TASK_REFRESH_ATTRS
 
 from django_jobs import registry
 from django_jobs.backoff import BackoffSpec
-from django_jobs.engine.protocol import CANCEL_OUTCOMES
+from django_jobs.engine.protocol import CANCEL_OUTCOMES, JobState
 from django_jobs.exceptions import ConfigurationError, InvalidJob
 
 if TYPE_CHECKING:
@@ -25,13 +25,13 @@ if TYPE_CHECKING:
 
 #: Job states (DESIGN.md) mapped to django.tasks statuses.
 STATE_TO_STATUS: dict[str, TaskResultStatus] = {
-    "waiting": TaskResultStatus.READY,
-    "scheduled": TaskResultStatus.READY,
-    "waiting_children": TaskResultStatus.READY,
-    "active": TaskResultStatus.RUNNING,
-    "completed": TaskResultStatus.SUCCESSFUL,
-    "failed": TaskResultStatus.FAILED,
-    "cancelled": TaskResultStatus.FAILED,
+    JobState.WAITING: TaskResultStatus.READY,
+    JobState.SCHEDULED: TaskResultStatus.READY,
+    JobState.WAITING_CHILDREN: TaskResultStatus.READY,
+    JobState.ACTIVE: TaskResultStatus.RUNNING,
+    JobState.COMPLETED: TaskResultStatus.SUCCESSFUL,
+    JobState.FAILED: TaskResultStatus.FAILED,
+    JobState.CANCELLED: TaskResultStatus.FAILED,
 }
 
 #: The largest progress value :meth:`JobContext.set_progress` takes, encoded as JSON.

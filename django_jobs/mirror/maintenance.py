@@ -11,13 +11,17 @@ from django.utils import timezone
 
 from django_jobs.conf import get_settings
 from django_jobs.engine import get_engine
+from django_jobs.engine.protocol import JobState
 from django_jobs.exceptions import ConfigurationError
 from django_jobs.mirror.rows import _model, _upsert_safely, row_from_hash, version_of
 
 logger = logging.getLogger("django_jobs.mirror")
 
 #: State ZSETs walked by :func:`resync`, in this order.
-RESYNC_STATES = ("waiting", "scheduled", "waiting_children", "active", "completed", "failed", "cancelled")
+RESYNC_STATES = (
+    JobState.WAITING, JobState.SCHEDULED, JobState.WAITING_CHILDREN, JobState.ACTIVE,
+    JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED,
+)
 #: Rows deleted per statement by :func:`prune` (below SQLite's bound-parameter limit).
 PRUNE_BATCH = 900
 

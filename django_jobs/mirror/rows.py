@@ -14,6 +14,7 @@ from django.db.models import F
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from django_jobs.engine.protocol import JobState
 from django_jobs.engine.record import JobView
 from django_jobs.engine.streams import stream_id_key
 from django_jobs.tasks import ms_to_datetime
@@ -67,7 +68,7 @@ def row_from_hash(queue: str, job_id: str, data: dict[str, str], version: int) -
         "workers": view.workers,
         "raw_payload": view.raw_payload,
         "enqueued_at": ms_to_datetime(view.enqueued_ms),
-        "scheduled_for": ms_to_datetime(view.due_ms) if state == "scheduled" else None,
+        "scheduled_for": ms_to_datetime(view.due_ms) if state == JobState.SCHEDULED else None,
         "started_at": ms_to_datetime(view.started_ms),
         "finished_at": ms_to_datetime(finished),
         "duration": duration,

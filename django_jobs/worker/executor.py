@@ -24,7 +24,7 @@ from django_jobs import registry, serialization, signals
 from django_jobs.backoff import retry_delay
 from django_jobs.conf import get_settings
 from django_jobs.correlation import current_job, reset_correlation_id, set_correlation_id
-from django_jobs.engine.protocol import OutcomeKind
+from django_jobs.engine.protocol import JobState, OutcomeKind
 from django_jobs.engine.queue import Claimed, Outcome
 from django_jobs.engine.record import decode_payload
 from django_jobs.exceptions import Cancel, JobTimeout, RateLimited, Retry
@@ -180,7 +180,7 @@ class Prepared:
                 errors=[],
                 worker_ids=[self.worker_id] * claimed.attempt,
                 queue=claimed.queue,
-                state="active",
+                state=JobState.ACTIVE,
                 correlation_id=claimed.correlation_id,
                 parent_id=claimed.parent_id,
             )
@@ -207,7 +207,7 @@ class Prepared:
         if result is not None or task_finished.has_listeners(self.facts.backend_class):
             result = self.result
             object.__setattr__(result, "status", TaskResultStatus.SUCCESSFUL)
-            object.__setattr__(result, "state", "completed")
+            object.__setattr__(result, "state", JobState.COMPLETED)
             object.__setattr__(result, "_return_value", serialization.loads(result_json))
             object.__setattr__(result, "finished_at", ms_to_datetime(int(time.time() * 1000)))
         return Outcome(job.id, job.claimed.token, OutcomeKind.COMPLETE, result_json, 0, int(keep * 1000) if keep else 0)
@@ -216,7 +216,7 @@ class Prepared:
         claimed = job.claimed
         error = _error_json(exc)
         if isinstance(exc, Cancel) or (isinstance(exc, asyncio.CancelledError) and job.cancel_event.is_set()):
-            self._finish_status("cancelled")
+            self._finish_status(JobState.CANCELLED)
             return Outcome(job.id, claimed.token, OutcomeKind.CANCELLED, error)
         if isinstance(exc, RateLimited):
             # Not a failure: back to scheduled, the attempt not counted (settle kind "l").
@@ -234,7 +234,7 @@ class Prepared:
                     spec = settings.default_backoff
                 delay = retry_delay(spec, claimed.attempt)
             return Outcome(job.id, claimed.token, OutcomeKind.RETRY, error, int(delay * 1000))
-        self._finish_status("failed")
+        self._finish_status(JobState.FAILED)
         return Outcome(job.id, claimed.token, OutcomeKind.FAIL, error)
 
     def _finish_status(self, state: str) -> None:

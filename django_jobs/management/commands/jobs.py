@@ -12,14 +12,14 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_jobs.conf import get_settings
 from django_jobs.engine import get_engine
-from django_jobs.engine.protocol import CANCEL_OUTCOMES, RetryCode
+from django_jobs.engine.protocol import CANCEL_OUTCOMES, JobState, RetryCode
 from django_jobs.engine.queue import Engine
 from django_jobs.engine.record import JobView
 from django_jobs.exceptions import DjangoJobsError
 from django_jobs.tasks import ms_to_datetime
 
 #: States that hold jobs (``waiting_children`` is reserved for flows).
-LISTABLE = ("waiting", "scheduled", "active", "completed", "failed", "cancelled", "waiting_children")
+LISTABLE = tuple(JobState)
 #: Jobs per script call in bulk retry and purge (each call stays short for Redis).
 BATCH = 500
 
