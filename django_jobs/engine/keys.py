@@ -135,5 +135,5 @@ def workers_key(prefix: str) -> str:
 
 
 #: The consumer group of the database mirror on every queue's ``events`` stream
-#: (django_jobs/mirror.py). Not a key name, but kept with them: it lives inside the stream.
+#: (django_jobs/mirror/). Not a key name, but kept with them: it lives inside the stream.
 MIRROR_GROUP = "djj-mirror"

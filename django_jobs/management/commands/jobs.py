@@ -422,7 +422,7 @@ class Command(BaseCommand):
         headers = ["worker", "host", "pid", "queues", "threads", "running", "processed", "up", "last beat"]
         self.emit(workers, lambda: table(rows, headers) if rows else "No live workers.")
 
-    # -- the database mirror (django_jobs/mirror.py) ---------------------------------------
+    # -- the database mirror (django_jobs/mirror/) -----------------------------------------
 
     def do_mirror(self, options: dict[str, Any]) -> None:
         from django_jobs import mirror
