@@ -1,0 +1,136 @@
+"""The job detail page's data: the row, the live job in Redis, its flow and relatives."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.urls import reverse
+
+from django_jobs.admin.common import _engine, _ms, _pretty, progress_html
+from django_jobs.admin.redaction import redact_arguments, redact_text
+from django_jobs.models import JobRecord
+
+logger = logging.getLogger(__name__)
+
+
+def job_detail(obj: JobRecord) -> dict[str, Any]:
+    """Return what the detail page shows of ``obj``: the row, the live job in Redis, relatives."""
+    from django_jobs.exceptions import EngineError
+
+    live: dict[str, str] | None = None
+    live_error = ""
+    try:
+        live = _engine().get_job(obj.queue, obj.job_id)
+    except EngineError as exc:
+        live_error = str(exc)
+    args, kwargs = redact_arguments(obj.name, obj.args, obj.kwargs)
+    errors = obj.errors or []
+    workers = obj.workers or []
+    result = obj.result
+    state, attempts = obj.state, obj.attempts
+    live_row: dict[str, Any] = {}
+    if live:
+        # The live hash decoded as the mirror decodes it (one reading of a job hash).
+        from django_jobs.mirror import row_from_hash
+
+        live_row = row_from_hash(obj.queue, obj.job_id, live, 0)
+        if not obj.args and not obj.kwargs:
+            args, kwargs = redact_arguments(obj.name, live_row["args"], live_row["kwargs"])
+        errors, workers, result = live_row["errors"], live_row["workers"], live_row["result"]
+        state, attempts = live_row["state"] or state, live_row["attempts"]
+    timeline = []
+    for i in range(max(len(errors), len(workers))):
+        error = errors[i] if i < len(errors) and isinstance(errors[i], dict) else {}
+        timeline.append({
+            "attempt": i + 1,
+            "worker": workers[i] if i < len(workers) else "",
+            "error": error.get("exception_class_path", ""),
+            "traceback": error.get("traceback", ""),
+        })
+    live_rows = []
+    if live:
+        for label, key in (("enqueued", "e"), ("first started", "st"), ("last claimed", "la"), ("finished", "f"), ("due", "run")):
+            if live.get(key):
+                live_rows.append((label, _ms(live[key])))
+    parent = JobRecord.objects.filter(pk=obj.parent_id).first() if obj.parent_id else None
+    children = list(JobRecord.objects.filter(parent_id=obj.job_id).order_by("-enqueued_at")[:50])
+    return {
+        **_flow_context(obj, live, live_error, related=bool(parent or obj.parent_id or children)),
+        "progress_html": progress_html(obj.progress),
+        "live_progress_html": progress_html(live_row["progress"]) if live_row.get("progress") is not None else "",
+        "live": live,
+        "live_error": live_error,
+        "live_state": state if live else "",
+        "live_attempts": attempts,
+        "live_rows": live_rows,
+        "live_cancel_requested": bool(live and live.get("cx") == "1"),
+        "live_why": (live or {}).get("why", ""),
+        "in_sync": live is None or live.get("s") == obj.state,
+        "args_json": _pretty(args),
+        "kwargs_json": _pretty(kwargs),
+        "result_json": _pretty(result) if result is not None else "",
+        "raw_payload": redact_text(obj.raw_payload),
+        "timeline": timeline,
+        "parent": parent,
+        "children": children,
+        "siblings": list(JobRecord.objects.filter(correlation_id=obj.correlation_id).exclude(pk=obj.pk).order_by("-enqueued_at")[:20])
+        if obj.correlation_id else [],
+        "changelist_url": reverse("admin:django_jobs_jobrecord_changelist"),
+    }
+
+
+#: Most jobs of one flow the detail page lists (a flow may have 10,000).
+FLOW_ROWS = 500
+
+
+def _flow_context(obj: JobRecord, live: dict[str, str] | None, live_error: str, *, related: bool) -> dict[str, Any]:
+    """Return the flow ``obj`` belongs to as rows for the detail page (empty outside flows).
+
+    ``flow_rows``: the tree from its root, parents before children, each with its ``depth``,
+    its live state in Redis and the url of its admin page; ``flow_note``: why the flow is not
+    shown whole (gone from Redis, too big, Redis unreachable). ``related``: the mirror knows a
+    parent or children of the job (a note is shown if its flow cannot be read).
+    """
+    from django_jobs.exceptions import EngineError
+    from django_jobs.flows import flow_tree
+
+    empty: dict[str, Any] = {"flow_rows": [], "flow_note": "", "flow_more": 0}
+    if live_error:
+        return {**empty, "flow_note": f"The flow cannot be read: {live_error}"} if related else empty
+    if live is None:
+        note = "This job is no longer in Redis, so its flow cannot be shown; the parent and children below come from the mirror."
+        return {**empty, "flow_note": note} if related else empty
+    try:
+        tree = flow_tree(obj.job_id, queues=_queue_names_with(obj.queue))
+    except EngineError as exc:
+        return {**empty, "flow_note": f"The flow cannot be read: {exc}"}
+    in_flow = bool(live.get("pb") or live.get("kids"))
+    if tree is None or not in_flow:
+        return empty
+    rows: list[dict[str, Any]] = []
+    more = 0
+    stack = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if len(rows) >= FLOW_ROWS:
+            more += 1
+            continue
+        rows.append({
+            "id": node.id, "name": node.name, "queue": node.queue, "state": node.state or "deleted",
+            "failure": node.failure if node.failure not in ("", "fail") else "",
+            "depth": depth, "indent": depth * 2, "here": node.id == obj.job_id,
+            "url": reverse("admin:django_jobs_jobrecord_change", args=[node.id]),
+        })
+        stack.extend((child, depth + 1) for child in reversed(node.children))
+    note = ""
+    if tree.id == obj.job_id and live.get("pb"):
+        note = f"Its parent {live.get('par', '')} is no longer in Redis: the flow is shown from this job down."
+    return {"flow_rows": rows, "flow_note": note, "flow_more": more}
+
+
+def _queue_names_with(queue: str) -> list[str]:
+    from django_jobs.conf import get_settings
+
+    names = list(get_settings().queue_names)
+    return names if queue in names else [queue, *names]
