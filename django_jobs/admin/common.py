@@ -84,6 +84,7 @@ def _page(request: HttpRequest, template: str, title: str, context: dict[str, An
     return TemplateResponse(request, template, {
         **admin.site.each_context(request),
         **pages_context(request),
+        **live_context(request),
         "opts": JobRecord._meta,
         "title": title,
         **context,
@@ -93,3 +94,16 @@ def _page(request: HttpRequest, template: str, title: str, context: dict[str, An
 def _need(request: HttpRequest, perm: str) -> None:
     if not request.user.has_perm(f"django_jobs.{perm}"):
         raise PermissionDenied
+
+
+#: How often the live pages refresh themselves, seconds (the "Live" toggle turns it off).
+LIVE_SECONDS = 5
+
+
+def live_context(request: HttpRequest) -> dict[str, Any]:
+    """What every django_jobs page adds to the admin's context: refreshing, and the full width.
+
+    The admin's app sidebar is off on these pages (they have their own navigation), so a
+    1024 px screen keeps its width for the data.
+    """
+    return {"is_nav_sidebar_enabled": False, "djj_live_seconds": LIVE_SECONDS}

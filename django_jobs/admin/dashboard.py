@@ -10,6 +10,7 @@ from django.db.models import Case, Count, Q, QuerySet, Value, When
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
+from django_jobs.admin.charts import charts
 from django_jobs.admin.common import _page
 from django_jobs.models import JobRecord, JobState
 
@@ -90,45 +91,6 @@ def dashboard_data(window: str = "hour", *, now: datetime | None = None) -> dict
         "window": window, "label": label, "since": since, "now": now, "step_minutes": minutes,
         "buckets": buckets, "completed": done, "failed": failed,
         "failure_rate": failed / (done + failed) if done + failed else None, "names": names,
-    }
-
-
-#: Chart size in SVG user units.
-CHART_W, CHART_H, PAD = 720, 180, 30
-
-
-def _polyline(values: list[float | None], top: float) -> str:
-    """Return SVG polyline points for ``values`` scaled to the chart (None breaks nothing: 0)."""
-    if not values:
-        return ""
-    step = (CHART_W - 2 * PAD) / max(1, len(values) - 1)
-    scale = (CHART_H - 2 * PAD) / top if top else 0
-    return " ".join(f"{PAD + i * step:.1f},{CHART_H - PAD - (v or 0) * scale:.1f}" for i, v in enumerate(values))
-
-
-def charts(data: dict[str, Any]) -> dict[str, Any]:
-    """Return the dashboard's SVG charts (points and axis labels) for :func:`dashboard_data`."""
-    buckets = data["buckets"]
-    top = max([b["completed_rate"] for b in buckets] + [b["failed_rate"] for b in buckets] + [0]) or 1
-    fmt = "%H:%M" if data["window"] == "hour" else "%d %H:%M"
-    slowest = max([n["p95"] or 0 for n in data["names"]] + [0]) or 1
-    bars = []
-    for i, n in enumerate(data["names"]):
-        bars.append({
-            **n, "y": 10 + i * 26,
-            "w50": (n["p50"] or 0) / slowest * 400, "w95": (n["p95"] or 0) / slowest * 400,
-        })
-    return {
-        "width": CHART_W, "height": CHART_H, "pad": PAD, "inner_right": CHART_W - PAD, "baseline": CHART_H - PAD,
-        "throughput": {
-            "completed": _polyline([b["completed_rate"] for b in buckets], top),
-            "failed": _polyline([b["failed_rate"] for b in buckets], top),
-            "top": round(top, 2),
-        },
-        "failure": _polyline([b["failure_rate"] for b in buckets], 1.0),
-        "first": buckets[0]["start"].strftime(fmt) if buckets else "",
-        "last": buckets[-1]["start"].strftime(fmt) if buckets else "",
-        "bars": bars, "bars_height": 20 + 26 * len(bars), "slowest": slowest,
     }
 
 

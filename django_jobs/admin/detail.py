@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from django.urls import reverse
 
 from django_jobs.admin.common import _engine, _ms, _pretty, progress_html
+from django_jobs.admin.listing import error_line
 from django_jobs.admin.redaction import redact_arguments, redact_text
 from django_jobs.models import JobRecord
 
@@ -39,15 +41,7 @@ def job_detail(obj: JobRecord) -> dict[str, Any]:
             args, kwargs = redact_arguments(obj.name, live_row["args"], live_row["kwargs"])
         errors, workers, result = live_row["errors"], live_row["workers"], live_row["result"]
         state, attempts = live_row["state"] or state, live_row["attempts"]
-    timeline = []
-    for i in range(max(len(errors), len(workers))):
-        error = errors[i] if i < len(errors) and isinstance(errors[i], dict) else {}
-        timeline.append({
-            "attempt": i + 1,
-            "worker": workers[i] if i < len(workers) else "",
-            "error": error.get("exception_class_path", ""),
-            "traceback": error.get("traceback", ""),
-        })
+    timeline = attempts_timeline(obj, errors, workers, state, live or {})
     live_rows = []
     if live:
         for label, key in (("enqueued", "e"), ("first started", "st"), ("last claimed", "la"), ("finished", "f"), ("due", "run")):
@@ -72,6 +66,8 @@ def job_detail(obj: JobRecord) -> dict[str, Any]:
         "result_json": _pretty(result) if result is not None else "",
         "raw_payload": redact_text(obj.raw_payload),
         "timeline": timeline,
+        "last_error": error_line(obj.error) if obj.error else "",
+        "failed_child": failed_child(obj, errors) if state == "failed" else None,
         "parent": parent,
         "children": children,
         "siblings": list(JobRecord.objects.filter(correlation_id=obj.correlation_id).exclude(pk=obj.pk).order_by("-enqueued_at")[:20])
@@ -134,3 +130,68 @@ def _queue_names_with(queue: str) -> list[str]:
 
     names = list(get_settings().queue_names)
     return names if queue in names else [queue, *names]
+
+
+def attempts_timeline(obj: JobRecord, errors: list[Any], workers: list[Any], state: str, live: dict[str, str]) -> list[dict[str, Any]]:
+    """One row per attempt: its worker, when it ended, how long it ran, and its error.
+
+    A failed attempt's error carries its end (``at``) and run time (``ms``); the last attempt
+    of a completed job takes them from the job (finished time and run time), a running one
+    says since when it runs.
+    """
+    rows = []
+    count = max(len(errors), len(workers))
+    for i in range(count):
+        error = errors[i] if i < len(errors) and isinstance(errors[i], dict) else {}
+        tb = str(error.get("traceback", ""))
+        lines = tb.rstrip().splitlines()
+        row: dict[str, Any] = {
+            "attempt": i + 1,
+            "worker": workers[i] if i < len(workers) else "",
+            "error": error.get("exception_class_path", ""),
+            "message": error_line(lines[-1]) if lines else "",
+            "traceback": tb,
+            "ended": _ms(error.get("at")),
+            "seconds": error["ms"] / 1000 if isinstance(error.get("ms"), (int, float)) else None,
+            "outcome": "failed" if error else "",
+        }
+        if not error and i == count - 1:
+            if state == "completed":
+                row.update(ended=obj.finished_at, seconds=obj.duration, outcome="completed")
+            elif state == "active":
+                row.update(ended=None, outcome="running", since=_ms(live.get("la")))
+            elif state == "cancelled":
+                row.update(ended=obj.finished_at, outcome="cancelled")
+        rows.append(row)
+    return rows
+
+
+#: The message the engine records on a flow parent that a failed child failed.
+CHILD_FAILED = re.compile(r"Child job (\S+) ended (\w+)")
+
+
+def failed_child(obj: JobRecord, errors: list[Any]) -> dict[str, Any] | None:
+    """Return the child that failed flow parent ``obj`` (its id, state, error, url), or None."""
+    from django_jobs.exceptions import EngineError
+
+    last = errors[-1] if errors and isinstance(errors[-1], dict) else {}
+    found = CHILD_FAILED.search(str(last.get("traceback", ""))) if str(last.get("exception_class_path", "")).endswith("ChildFailed") else None
+    if found is None:
+        return None
+    child_id, child_state = found.group(1), found.group(2)
+    row = JobRecord.objects.filter(pk=child_id).first()
+    error, name = (row.error, row.name) if row is not None else ("", "")
+    if row is None or not error:
+        try:
+            hit = _engine().find_job(child_id, _queue_names_with(obj.queue))
+        except EngineError:
+            hit = None
+        if hit is not None:
+            from django_jobs.mirror import row_from_hash
+
+            live = row_from_hash(hit[0], child_id, hit[1], 0)
+            error, name = live["error"], live["name"]
+    return {
+        "id": child_id, "state": child_state, "name": name, "error": error_line(error) if error else "",
+        "url": reverse("admin:django_jobs_jobrecord_change", args=[child_id]),
+    }

@@ -20,9 +20,10 @@ from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
 from django_jobs.admin.actions import ACTION_PERMISSIONS, JOB_ACTIONS, run_job_action
-from django_jobs.admin.common import pages_context, progress_html
+from django_jobs.admin.common import live_context, pages_context, progress_html
 from django_jobs.admin.dashboard import dashboard_view
 from django_jobs.admin.detail import job_detail
+from django_jobs.admin.listing import RecentFilter, age_html, error_html, search
 from django_jobs.admin.queues import queues_view
 from django_jobs.admin.schedules import schedules_view
 from django_jobs.admin.workers import workers_view
@@ -81,10 +82,10 @@ class NameFilter(admin.SimpleListFilter):
 class JobRecordAdmin(admin.ModelAdmin):
     """Jobs: a read-only list and detail page over the mirror, with actions through the engine."""
 
-    list_display = ("short_id", "name", "queue", "state_badge", "progress_bar", "attempts", "enqueued_at", "finished_at", "duration")
+    list_display = ("short_id", "state_badge", "job_name", "queue", "error_column", "age", "finished", "run_time", "attempts", "progress_bar")
     list_display_links = ("short_id",)
-    list_filter = (QueueFilter, "state", NameFilter, "enqueued_at", "finished_at")
-    search_help_text = "A job id, a correlation id, or the start of a job name."
+    list_filter = (RecentFilter, "state", QueueFilter, NameFilter, "enqueued_at", "finished_at")
+    search_help_text = "A job id or correlation id, a job name (or its start, or its short name), an error text or an argument value."
     list_per_page = 50
     paginator = CappedPaginator
     show_full_result_count = False
@@ -118,8 +119,31 @@ class JobRecordAdmin(admin.ModelAdmin):
 
     @admin.display(description="job id", ordering="job_id")
     def short_id(self, obj: JobRecord) -> str:
-        # Whole: ids are time-ordered, so jobs enqueued together share their first digits.
-        return format_html('<code class="djj-id">{}</code>', obj.job_id)
+        # Whole: ids are time-ordered, so jobs enqueued together share their first digits. On a
+        # narrow screen only the last digits show (the head is kept for screen readers and copy).
+        head, tail = obj.job_id[:-10], obj.job_id[-10:]
+        return format_html('<code class="djj-id"><span class="djj-id-head">{}</span>{}</code>', head, tail)
+
+    @admin.display(description="name", ordering="name")
+    def job_name(self, obj: JobRecord) -> str:
+        short = obj.name.rpartition(".")[2]
+        return format_html('<span class="djj-name" title="{}">{}</span>', obj.name, short or obj.name)
+
+    @admin.display(description="error")
+    def error_column(self, obj: JobRecord) -> str:
+        return error_html(obj)
+
+    @admin.display(description="enqueued", ordering="enqueued_at")
+    def age(self, obj: JobRecord) -> str:
+        return age_html(obj.enqueued_at)
+
+    @admin.display(description="finished", ordering="finished_at")
+    def finished(self, obj: JobRecord) -> str:
+        return age_html(obj.finished_at)
+
+    @admin.display(description="run time", ordering="duration")
+    def run_time(self, obj: JobRecord) -> str:
+        return "-" if obj.duration is None else f"{obj.duration:.3g} s"
 
     @admin.display(description="state", ordering="state")
     def state_badge(self, obj: JobRecord) -> str:
@@ -130,22 +154,9 @@ class JobRecordAdmin(admin.ModelAdmin):
         return progress_html(obj.progress)
 
     def get_search_results(self, request: HttpRequest, queryset: QuerySet[JobRecord], search_term: str) -> tuple[QuerySet[JobRecord], bool]:
-        """Match a job id or correlation id exactly, or a name by its start (all use indexes)."""
-        from django_jobs import registry
-
+        """Find ids, names, error texts and argument values (see :func:`listing.search`)."""
         term = search_term.strip()
-        if not term:
-            return queryset, False
-        # One indexed lookup at a time (an OR of them makes the database sort every match).
-        if JobRecord.objects.filter(pk=term).exists():
-            return queryset.filter(pk=term), False
-        if JobRecord.objects.filter(correlation_id=term).exists():
-            return queryset.filter(correlation_id=term), False
-        names = sorted({term, *(n for n in registry.all_jobs() if n.startswith(term))})
-        if len(names) == 1:
-            return queryset.filter(name=term), False
-        # A name prefix as a range, not LIKE: LIKE cannot use the name index on every database.
-        return queryset.filter(name__gte=term, name__lt=term + "\U0010ffff"), False
+        return (search(queryset, term) if term else queryset), False
 
     def _selection(self, queryset: QuerySet[JobRecord]) -> Iterable[tuple[str, str]]:
         return queryset.order_by().values_list("queue", "job_id").iterator(chunk_size=ACTION_CHUNK)
@@ -163,7 +174,7 @@ class JobRecordAdmin(admin.ModelAdmin):
         run_job_action("delete", self._selection(queryset)).send(request)
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
-        context = {"count_cap": COUNT_CAP, **pages_context(request), **(extra_context or {})}
+        context = {"count_cap": COUNT_CAP, **pages_context(request), **live_context(request), **(extra_context or {})}
         return super().changelist_view(request, context)
 
     # -- the detail page --
@@ -177,6 +188,7 @@ class JobRecordAdmin(admin.ModelAdmin):
         context = {
             **self.admin_site.each_context(request),
             **pages_context(request),
+            **live_context(request),
             "opts": self.opts,
             "title": f"Job {obj.job_id}",
             "subtitle": obj.name,

@@ -9,6 +9,7 @@ from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 
 from django_jobs.admin.common import _engine, _need, _page
+from django_jobs.admin.health import age_label, queue_health, serving_workers
 
 logger = logging.getLogger(__name__)
 
@@ -65,13 +66,19 @@ def queues_view(request: HttpRequest) -> HttpResponse:
         logger.info("Admin queue %s %s", op, queue, extra={"action": "admin_queue"})
         return HttpResponseRedirect(request.path)
     rows = []
+    serving = serving_workers(engine.workers())
     for queue in names:
+        counts = engine.counts(queue)
+        paused = engine.is_paused(queue)
+        health = queue_health(engine, queue, counts, paused=paused, workers=serving.get(queue, 0))
         rows.append({
             "name": queue,
-            "counts": (counts := engine.counts(queue)),
+            "counts": counts,
             "cells": [(state, counts.get(state, 0)) for state in QUEUE_STATES],
-            "paused": engine.is_paused(queue),
+            "paused": paused,
             "limits": queue_limits(queue),
+            "health": health,
+            "oldest": age_label(health["oldest_age"]),
         })
     return _page(request, "admin/django_jobs/queues.html", "Queues", {
         "rows": rows,
