@@ -52,7 +52,7 @@ def _list_url(**params: Any) -> str:
 
 
 def _iso(when: datetime) -> str:
-    return when.isoformat(timespec="seconds")
+    return when.isoformat()
 
 
 def _rate_label(value: float) -> str:
@@ -86,8 +86,9 @@ def charts(data: dict[str, Any]) -> dict[str, Any]:
             "rate_y": round(_y(b["failure_rate"], fail_top), 1) if b["failure_rate"] is not None else None,
             "completed": b["completed"], "failed": b["failed"], "when": when,
             "failure_rate": round((b["failure_rate"] or 0) * 100, 1),
-            "completed_url": _list_url(state__exact="completed", finished_at__gte=since, finished_at__lt=until),
-            "failed_url": _list_url(state__exact="failed", finished_at__gte=since, finished_at__lt=until),
+            # The bucket exactly as dashboard_data counts it: finished in (start, start + step].
+            "completed_url": _list_url(state__exact="completed", finished_at__gt=since, finished_at__lte=until),
+            "failed_url": _list_url(state__exact="failed", finished_at__gt=since, finished_at__lte=until),
         })
     x_ticks = [{"x": round(_x(i, n), 1), "label": buckets[i]["start"].strftime(fmt)}
                for i in sorted({round(k * (n - 1) / (X_TICKS - 1)) for k in range(X_TICKS)})] if n else []
@@ -111,7 +112,8 @@ def charts(data: dict[str, Any]) -> dict[str, Any]:
 def runtime_bars(data: dict[str, Any]) -> dict[str, Any]:
     """The run-time chart on a log scale (one slow job does not flatten the others), decade grid lines."""
     values = [v for name in data["names"] for v in (name["p50"], name["p95"]) if v and v > 0]
-    lo = 10 ** math.floor(math.log10(min(values))) if values else 0.001
+    # One decade below the fastest, so its bar has a length too.
+    lo = 10 ** (math.floor(math.log10(min(values))) - 1) if values else 0.001
     hi = 10 ** math.ceil(math.log10(max(values))) if values else 1.0
     if hi <= lo:
         hi = lo * 10
@@ -127,7 +129,7 @@ def runtime_bars(data: dict[str, Any]) -> dict[str, Any]:
         bars.append({
             **name, "y": 22 + i * BAR_ROW, "label_y": 36 + i * BAR_ROW,
             "w50": round(width(name["p50"]), 1), "w95": round(width(name["p95"]), 1),
-            "url": _list_url(name=name["name"], finished_at__gte=_iso(data["since"])),
+            "url": _list_url(name=name["name"], finished_at__gt=_iso(data["since"]), finished_at__lte=_iso(data["now"])),
         })
     decades = []
     k = math.log10(lo)
