@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
 from django.urls import reverse
 
 from django_jobs.admin.common import _engine, _ms, _pretty, progress_html
-from django_jobs.admin.listing import error_line
+from django_jobs.admin.listing import _CHILD_FAILED, error_line
 from django_jobs.admin.redaction import redact_arguments, redact_text
 from django_jobs.models import JobRecord
 
@@ -155,6 +154,8 @@ def attempts_timeline(obj: JobRecord, errors: list[Any], workers: list[Any], sta
             "seconds": error["ms"] / 1000 if isinstance(error.get("ms"), (int, float)) else None,
             "outcome": "failed" if error else "",
         }
+        if error and row["ended"] is None and i == count - 1 and state == "failed":
+            row["ended"] = obj.finished_at  # an error the engine recorded (a child failed the flow parent)
         if not error and i == count - 1:
             if state == "completed":
                 row.update(ended=obj.finished_at, seconds=obj.duration, outcome="completed")
@@ -166,16 +167,12 @@ def attempts_timeline(obj: JobRecord, errors: list[Any], workers: list[Any], sta
     return rows
 
 
-#: The message the engine records on a flow parent that a failed child failed.
-CHILD_FAILED = re.compile(r"Child job (\S+) ended (\w+)")
-
-
 def failed_child(obj: JobRecord, errors: list[Any]) -> dict[str, Any] | None:
     """Return the child that failed flow parent ``obj`` (its id, state, error, url), or None."""
     from django_jobs.exceptions import EngineError
 
     last = errors[-1] if errors and isinstance(errors[-1], dict) else {}
-    found = CHILD_FAILED.search(str(last.get("traceback", ""))) if str(last.get("exception_class_path", "")).endswith("ChildFailed") else None
+    found = _CHILD_FAILED.search(str(last.get("traceback", ""))) if str(last.get("exception_class_path", "")).endswith("ChildFailed") else None
     if found is None:
         return None
     child_id, child_state = found.group(1), found.group(2)

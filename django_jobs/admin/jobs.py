@@ -23,7 +23,7 @@ from django_jobs.admin.actions import ACTION_PERMISSIONS, JOB_ACTIONS, run_job_a
 from django_jobs.admin.common import live_context, pages_context, progress_html
 from django_jobs.admin.dashboard import dashboard_view
 from django_jobs.admin.detail import job_detail
-from django_jobs.admin.listing import RecentFilter, age_html, error_html, search
+from django_jobs.admin.listing import RecentFilter, age_html, error_html, registered_names, search
 from django_jobs.admin.queues import queues_view
 from django_jobs.admin.schedules import schedules_view
 from django_jobs.admin.workers import workers_view
@@ -68,11 +68,11 @@ class NameFilter(admin.SimpleListFilter):
 
     title = "job name"
     parameter_name = "name"
+    template = "admin/django_jobs/filter_collapsed.html"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        from django_jobs import registry
-
-        return [(n, n) for n in sorted(registry.all_jobs())]
+        # The short name first: "charge_card (shop.jobs)".
+        return [(n, f"{n.rpartition('.')[2]} ({n.rpartition('.')[0]})" if "." in n else n) for n in registered_names()]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[JobRecord]) -> QuerySet[JobRecord]:
         return queryset.filter(name=self.value()) if self.value() else queryset
@@ -82,8 +82,9 @@ class NameFilter(admin.SimpleListFilter):
 class JobRecordAdmin(admin.ModelAdmin):
     """Jobs: a read-only list and detail page over the mirror, with actions through the engine."""
 
-    list_display = ("short_id", "state_badge", "job_name", "queue", "error_column", "age", "finished", "run_time", "attempts", "progress_bar")
-    list_display_links = ("short_id",)
+    # What answers "what failed, and why?" first: state, name, queue, error, age (all fit 1024 px).
+    list_display = ("state_badge", "job_name", "queue", "error_column", "age", "short_id", "finished", "run_time", "attempts", "progress_bar")
+    list_display_links = ("job_name", "short_id")
     list_filter = (RecentFilter, "state", QueueFilter, NameFilter, "enqueued_at", "finished_at")
     search_help_text = "A job id or correlation id, a job name (or its start, or its short name), an error text or an argument value."
     list_per_page = 50
@@ -120,9 +121,8 @@ class JobRecordAdmin(admin.ModelAdmin):
     @admin.display(description="job id", ordering="job_id")
     def short_id(self, obj: JobRecord) -> str:
         # Whole: ids are time-ordered, so jobs enqueued together share their first digits. On a
-        # narrow screen only the last digits show (the head is kept for screen readers and copy).
-        head, tail = obj.job_id[:-10], obj.job_id[-10:]
-        return format_html('<code class="djj-id"><span class="djj-id-head">{}</span>{}</code>', head, tail)
+        # narrow screen CSS shows only the last digits (the link keeps the whole id as its name).
+        return format_html('<code class="djj-id djj-id-tail">{}</code>', obj.job_id)
 
     @admin.display(description="name", ordering="name")
     def job_name(self, obj: JobRecord) -> str:

@@ -8,6 +8,7 @@ short name (``charge_card`` for ``shop.jobs.charge_card``).
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,6 +23,8 @@ from django_jobs.models import JobRecord
 #: The choices of the "finished within" filter: (parameter value, label, length).
 RECENT = (("15m", "last 15 minutes", timedelta(minutes=15)), ("1h", "last hour", timedelta(hours=1)),
           ("24h", "last 24 hours", timedelta(days=1)))
+#: The error the engine records on a flow parent that a failed child failed.
+_CHILD_FAILED = re.compile(r"Child job (\S+) ended (\w+)")
 #: Characters of the error shown in the list (the whole line is the cell's tooltip).
 ERROR_CHARS = 120
 
@@ -52,6 +55,9 @@ def error_line(error: str) -> str:
     'PaymentDeclined: card declined'
     """
     text = (error or "").strip().splitlines()[0] if (error or "").strip() else ""
+    child = _CHILD_FAILED.match(text)
+    if child:  # the engine's note on a flow parent: say which child, briefly
+        return f"ChildFailed: child \u2026{child.group(1)[-8:]} ended {child.group(2)}"
     head, sep, message = text.partition(": ")
     if " " not in head:
         head = head.rsplit(".", 1)[-1]
@@ -88,11 +94,17 @@ def age_html(when: datetime | None) -> str:
     return format_html('<span title="{}">{}</span>', timezone.localtime(when).strftime("%Y-%m-%d %H:%M:%S"), age_text(when))
 
 
-def short_names(term: str) -> list[str]:
-    """Registered job names whose last part (after the module) is ``term`` or starts with it."""
+def registered_names() -> list[str]:
+    """The registered job names, the apps' job modules imported first (a web process may not have yet)."""
     from django_jobs import registry
 
-    return sorted(n for n in registry.all_jobs() if n.rsplit(".", 1)[-1].startswith(term))
+    registry.autodiscover()
+    return sorted(registry.all_jobs())
+
+
+def short_names(term: str) -> list[str]:
+    """Registered job names whose last part (after the module) is ``term`` or starts with it."""
+    return [n for n in registered_names() if n.rsplit(".", 1)[-1].startswith(term)]
 
 
 def search(queryset: QuerySet[JobRecord], term: str) -> QuerySet[JobRecord]:
@@ -102,15 +114,14 @@ def search(queryset: QuerySet[JobRecord], term: str) -> QuerySet[JobRecord]:
     name by its start or by its short name, an error text (any part, any case) and an
     argument value (any part of the JSON of ``args`` or ``kwargs``) all match.
     """
-    from django_jobs import registry
-
     # One indexed lookup at a time (an OR of them makes the database sort every match).
     if JobRecord.objects.filter(pk=term).exists():
         return queryset.filter(pk=term)
     if JobRecord.objects.filter(correlation_id=term).exists():
         return queryset.filter(correlation_id=term)
-    names = sorted({*(n for n in registry.all_jobs() if n.startswith(term)), *short_names(term)})
-    if term in registry.all_jobs() and len(names) == 1:
+    registered = registered_names()
+    names = sorted({*(n for n in registered if n.startswith(term)), *short_names(term)})
+    if term in registered and len(names) == 1:
         return queryset.filter(name=term)
     # A name prefix as a range, not LIKE: LIKE cannot use the name index on every database.
     match = Q(name__gte=term, name__lt=term + "\U0010ffff") | Q(error__icontains=term)

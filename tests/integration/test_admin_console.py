@@ -42,7 +42,7 @@ def listed(client: Client, **params: str) -> set[str]:
 def test_the_error_line_is_the_short_class_and_the_first_line_of_the_message():
     assert error_line("shop.jobs.PaymentDeclined: card declined") == "PaymentDeclined: card declined"
     assert error_line("ValueError: bad\nsecond line") == "ValueError: bad"
-    assert error_line("Child job 1 ended failed") == "Child job 1 ended failed"
+    assert error_line("Child job 01a2f00dcafe1234 ended cancelled and its failure policy fails the parent.") == "ChildFailed: child \u2026cafe1234 ended cancelled"
     assert error_line("") == ""
     now = timezone.now()
     assert [age_text(now - timedelta(seconds=s), now) for s in (5, 600, 10_800, 400_000)] == ["5 s", "10 min", "3 h", "5 d"]
