@@ -90,8 +90,9 @@ def charts(data: dict[str, Any]) -> dict[str, Any]:
             "completed_url": _list_url(state__exact="completed", finished_at__gt=since, finished_at__lte=until),
             "failed_url": _list_url(state__exact="failed", finished_at__gt=since, finished_at__lte=until),
         })
-    x_ticks = [{"x": round(_x(i, n), 1), "label": buckets[i]["start"].strftime(fmt)}
-               for i in sorted({round(k * (n - 1) / (X_TICKS - 1)) for k in range(X_TICKS)})] if n else []
+    ticks = sorted({round(k * (n - 1) / (X_TICKS - 1)) for k in range(X_TICKS)}) if n else []
+    x_ticks = [{"x": round(_x(i, n), 1), "label": buckets[i]["start"].strftime(fmt),
+                "anchor": "start" if i == 0 else "end" if i == n - 1 else "middle"} for i in ticks]
     y_ticks = [{"y": round(_y(top * f, top), 1), "label": _rate_label(top * f)} for f in (0, 0.5, 1)]
     fail_ticks = [{"y": round(_y(fail_top * f, fail_top), 1), "label": f"{fail_top * f * 100:g} %"} for f in (0, 0.5, 1)]
     return {
@@ -120,8 +121,10 @@ def runtime_bars(data: dict[str, Any]) -> dict[str, Any]:
     span = math.log10(hi) - math.log10(lo)
 
     def width(value: float | None) -> float:
-        if not value or value <= 0:
+        if value is None:
             return 0.0
+        if value <= 0:
+            return 2.0  # under the clock's resolution: a stub, not nothing
         return max(2.0, (math.log10(max(value, lo)) - math.log10(lo)) / span * BAR_W)
 
     bars = []

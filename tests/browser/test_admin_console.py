@@ -150,3 +150,32 @@ def test_which_workers_are_alive_and_what_they_run(site, page, engine, width):
     row.get_by_role("button", name="Cancel").click()
     assert "cancellation requested" in page.locator(".messagelist").inner_text()
     assert engine.get_job("default", job_id)["cx"] == "1"
+
+
+def test_the_dashboard_points_open_the_jobs_behind_them(site, page, engine, width):
+    add.enqueue_many([(i, i) for i in range(8)])
+    always_fails.using(attempts=1).enqueue_many([() for _ in range(2)])
+    wait_until(lambda: engine.counts("default")["completed"] == 8 and engine.counts("default")["failed"] == 2,
+               timeout=30, message="the workers ran the jobs")
+    site.mirror()
+    page.goto("/admin/django_jobs/jobrecord/dashboard/")
+    labels = page.locator("#djj-failure text.djj-label").all_text_contents()
+    assert "20 %" in labels and "100%" not in labels and "100 %" not in labels  # the axis fits the data (20 %)
+    for tick in page.locator("#djj-throughput text.djj-label").all():
+        on_screen(page, tick, width)
+    fits(page, width)
+    screenshot(page, f"console-dashboard-{width}")
+    page.locator("#djj-throughput circle.djj-point-failed").last.click()
+    page.wait_for_url(lambda u: "state__exact=failed" in u and "finished_at__gt=" in u)
+    assert page.locator("#result_list tbody tr").count() == 2
+    assert all("ValueError" in e for e in page.locator("#result_list td.field-error_column").all_inner_texts())
+
+
+def test_the_live_toggle_is_on_by_default_and_remembered(site, page, width):
+    page.goto("/admin/django_jobs/jobrecord/queues/")
+    toggle = page.locator("#djj-live-toggle input")
+    assert toggle.is_visible() and toggle.is_checked()
+    toggle.uncheck()
+    assert page.evaluate("window.localStorage.getItem('djj.live')") == "off"
+    page.goto("/admin/django_jobs/jobrecord/workers/")
+    assert not page.locator("#djj-live-toggle input").is_checked()
