@@ -97,6 +97,7 @@ def test_what_failed_in_the_last_hour_and_why(site, page, engine, width):
     assert attempts.count() == 1 and ":" in attempts.first.locator("td").nth(1).inner_text()  # when the child failed it
     fits(page, width)
     screenshot(page, f"console-q1-flow-parent-{width}")
+    page.screenshot(path=str(ARTIFACTS / f"console-q1-flow-parent-top-{width}.png"))  # the first screen only
     child.get_by_role("link").first.click()
     page.wait_for_url(f"**/{broken.id}/change/")
     assert "RuntimeError: broken kid" in page.locator("#djj-last-error").inner_text()
