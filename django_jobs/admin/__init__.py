@@ -16,12 +16,12 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from django_jobs.admin.actions import ACTION_PERMISSIONS, JOB_ACTIONS, Report, run_job_action
+from django_jobs.admin.charts import charts
 from django_jobs.admin.common import pages_context, progress_html
 from django_jobs.admin.dashboard import (
     DASHBOARD_NAMES,
     PERCENTILE_FETCH,
     WINDOWS,
-    charts,
     dashboard_data,
     dashboard_view,
 )
