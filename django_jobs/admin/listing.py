@@ -108,11 +108,12 @@ def short_names(term: str) -> list[str]:
 
 
 def search(queryset: QuerySet[JobRecord], term: str) -> QuerySet[JobRecord]:
-    """Return the jobs of ``queryset`` that ``term`` finds.
+    """Return the jobs of ``queryset`` that ``term`` finds, trying the cheap readings first.
 
-    A job id or a correlation id matches exactly (indexed, tried first). Otherwise a job
-    name by its start or by its short name, an error text (any part, any case) and an
-    argument value (any part of the JSON of ``args`` or ``kwargs``) all match.
+    1. a job id, 2. a correlation id (exact, indexed); 3. a job name: the full name, its start,
+    or a registered job's short name (``charge_card``), read through the name index; 4. else an
+    error text (any part, any case) or an argument value (any part of the JSON of ``args`` or
+    ``kwargs``), which reads every row the filters leave.
     """
     # One indexed lookup at a time (an OR of them makes the database sort every match).
     if JobRecord.objects.filter(pk=term).exists():
@@ -121,11 +122,11 @@ def search(queryset: QuerySet[JobRecord], term: str) -> QuerySet[JobRecord]:
         return queryset.filter(correlation_id=term)
     registered = registered_names()
     names = sorted({*(n for n in registered if n.startswith(term)), *short_names(term)})
-    if term in registered and len(names) == 1:
-        return queryset.filter(name=term)
-    # A name prefix as a range, not LIKE: LIKE cannot use the name index on every database.
-    match = Q(name__gte=term, name__lt=term + "\U0010ffff") | Q(error__icontains=term)
     if names:
-        match |= Q(name__in=names)
-    match |= Q(args__icontains=term) | Q(kwargs__icontains=term)
-    return queryset.filter(match)
+        if names == [term] or set(names) <= set(short_names(term)):
+            return queryset.filter(name__in=names)
+        # A name prefix as a range, not LIKE: LIKE cannot use the name index on every database.
+        return queryset.filter(Q(name__gte=term, name__lt=term + "\U0010ffff") | Q(name__in=names))
+    if JobRecord.objects.filter(name__gte=term, name__lt=term + "\U0010ffff").exists():
+        return queryset.filter(name__gte=term, name__lt=term + "\U0010ffff")  # a job no longer registered
+    return queryset.filter(Q(error__icontains=term) | Q(args__icontains=term) | Q(kwargs__icontains=term))
