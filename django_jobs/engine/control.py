@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from django_jobs.engine.keys import workers_key
+from django_jobs.engine.keys import restarts_key, workers_key
 from django_jobs.engine.runner import MAX_BLOCK, ScriptRunner
 
 #: A worker whose heartbeat is older than this many seconds is no longer listed.
@@ -124,6 +124,36 @@ class Control(ScriptRunner):
         if stale:
             self._call(self.client.hdel, workers_key(self.prefix), *stale)
         return live
+
+    #: Restarts kept per host, and for how long after the last one (seconds).
+    RESTARTS_KEPT, RESTARTS_TTL = 50, 7 * 86400
+
+    def record_restart(self, host: str, entry: dict[str, Any]) -> None:
+        """Remember that a worker process of ``host`` exited and was replaced (for the admin's Workers page).
+
+        ``entry`` (pid, exit code, reason, uptime) is stored as JSON with the time ``at`` added;
+        the newest :attr:`RESTARTS_KEPT` are kept.
+        """
+        key = restarts_key(self.prefix, host)
+
+        def write() -> None:
+            with self.client.pipeline(transaction=False) as pipe:
+                pipe.lpush(key, json.dumps({**entry, "at": time.time()}))
+                pipe.ltrim(key, 0, self.RESTARTS_KEPT - 1)
+                pipe.expire(key, self.RESTARTS_TTL)
+                pipe.execute()
+
+        self._call(write)
+
+    def restarts(self, host: str, *, limit: int = 20) -> list[dict[str, Any]]:
+        """Return the newest ``limit`` restarts :meth:`record_restart` recorded for ``host``."""
+        found = []
+        for raw in self._call(self.client.lrange, restarts_key(self.prefix, host), 0, limit - 1):
+            try:
+                found.append(json.loads(raw))
+            except ValueError:
+                continue
+        return found
 
     # -- tests ----------------------------------------------------------------------------
 

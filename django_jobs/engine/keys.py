@@ -134,6 +134,11 @@ def workers_key(prefix: str) -> str:
     return f"{prefix}:workers"
 
 
+def restarts_key(prefix: str, host: str) -> str:
+    """Return the list of recent worker-process restarts of one host (newest first, JSON entries)."""
+    return f"{prefix}:restarts:{host}"
+
+
 #: The consumer group of the database mirror on every queue's ``events`` stream
 #: (django_jobs/mirror/). Not a key name, but kept with them: it lives inside the stream.
 MIRROR_GROUP = "djj-mirror"

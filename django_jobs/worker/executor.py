@@ -75,14 +75,17 @@ def is_cancel_requested(job_id: str) -> bool:
     return job is not None and job.cancel_event.is_set()
 
 
-def _error_json(exc: BaseException) -> str:
+def _error_json(exc: BaseException, job: RunningJob | None = None) -> str:
+    """One attempt's error: class, traceback and, for the admin's timeline, when it ended (``at``, ms) and its run time (``ms``)."""
     cls = type(exc)
-    return serialization.dumps(
-        {
-            "exception_class_path": f"{cls.__module__}.{cls.__qualname__}",
-            "traceback": "".join(traceback.format_exception(exc)),
-        }
-    )
+    error: dict[str, Any] = {
+        "exception_class_path": f"{cls.__module__}.{cls.__qualname__}",
+        "traceback": "".join(traceback.format_exception(exc)),
+    }
+    if job is not None:
+        error["at"] = int(time.time() * 1000)
+        error["ms"] = int((time.monotonic() - job.started) * 1000)
+    return serialization.dumps(error)
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,7 +217,7 @@ class Prepared:
 
     def outcome_for_error(self, job: RunningJob, exc: BaseException) -> Outcome:
         claimed = job.claimed
-        error = _error_json(exc)
+        error = _error_json(exc, job)
         if isinstance(exc, Cancel) or (isinstance(exc, asyncio.CancelledError) and job.cancel_event.is_set()):
             self._finish_status(JobState.CANCELLED)
             return Outcome(job.id, claimed.token, OutcomeKind.CANCELLED, error)
@@ -262,7 +265,7 @@ def terminal_outcome(job: RunningJob, exc: BaseException) -> Outcome:
         "Job %s cannot run: %s", job.id, exc,
         extra={"action": "job_failed", "job_id": job.id, "queue": job.queue, "correlation_id": job.claimed.correlation_id},
     )
-    return Outcome(job.id, job.claimed.token, OutcomeKind.FAIL, _error_json(exc))
+    return Outcome(job.id, job.claimed.token, OutcomeKind.FAIL, _error_json(exc, job))
 
 
 def _log_started(job: RunningJob) -> None:

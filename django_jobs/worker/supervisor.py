@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 import warnings
@@ -60,6 +61,16 @@ class _Restart:
     index: int
     failures: int
     due: float
+
+
+def _record_restart(pid: int, code: int, uptime: float, why: str) -> None:
+    """Tell the admin (through the engine) that a worker process exited and why; never fails the supervisor."""
+    try:
+        from django_jobs.engine import get_engine
+
+        get_engine().record_restart(socket.gethostname(), {"pid": pid, "code": code, "why": why, "uptime": round(uptime, 1)})
+    except Exception:  # Redis down: the log line above is the record
+        logger.debug("Could not record the restart of worker process %d", pid, exc_info=True)
 
 
 def _ignore(signum: int, frame: object) -> None:
@@ -175,6 +186,7 @@ class Supervisor:
                 logger.log(level, "Worker process %d %s after %.1f s; starting a replacement", pid, why, uptime,
                            extra={"action": "worker_replaced"})
                 self.restarts.append(_Restart(child.index, 0, time.monotonic()))
+                _record_restart(pid, code, uptime, why)
                 continue
             failures = child.failures + 1 if uptime < MIN_UPTIME else 0
             delay = min(30.0, 0.5 * 2 ** min(failures, 6)) if failures else 0.0
@@ -184,6 +196,7 @@ class Supervisor:
                 extra={"action": "worker_died"},
             )
             self.restarts.append(_Restart(child.index, failures, time.monotonic() + delay))
+            _record_restart(pid, code, uptime, f"killed by signal {-code}" if code < 0 else f"crashed (exit code {code})")
 
     def _signal_children(self, sig: int) -> None:
         for pid in list(self.children):

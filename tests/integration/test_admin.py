@@ -160,7 +160,7 @@ def test_the_job_list_filters_by_queue_state_name_and_time_and_searches_ids_and_
 
 
 def test_the_job_list_never_counts_the_whole_table(admin_client, monkeypatch):
-    monkeypatch.setattr(jobs_admin, "COUNT_CAP", 5)
+    monkeypatch.setattr(jobs_admin.jobs, "COUNT_CAP", 5)
     add.enqueue_many([(i, i) for i in range(8)])
     mirror_once()
     with CaptureQueriesContext(connection) as queries:
@@ -410,7 +410,7 @@ def test_the_dashboard_charts_throughput_failure_rate_and_run_time_percentiles(a
     assert fast["count"] == 100 and fast["p50"] == pytest.approx(0.5, abs=0.011) and fast["p95"] == pytest.approx(0.95, abs=0.011)
     assert sum(b["completed"] for b in data["buckets"]) == 100 and len(data["buckets"]) == 60
     assert jobs_admin.dashboard_data("day", now=now)["completed"] == 101
-    monkeypatch.setattr(jobs_admin, "PERCENTILE_FETCH", 10)  # the other way: one indexed lookup per percentile
+    monkeypatch.setattr(jobs_admin.dashboard, "PERCENTILE_FETCH", 10)  # the other way: one indexed lookup per percentile
     assert jobs_admin.dashboard_data("hour", now=now)["names"] == data["names"]
 
     page = admin_client.get(url("django_jobs_dashboard")).content.decode()

@@ -1,0 +1,229 @@
+"""The job list and detail page: :class:`JobRecordAdmin` over the mirror."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import path
+from django.utils.functional import cached_property
+from django.utils.html import format_html
+from django.views.decorators.http import require_POST
+
+from django_jobs.admin.actions import ACTION_PERMISSIONS, JOB_ACTIONS, run_job_action
+from django_jobs.admin.common import live_context, pages_context, progress_html
+from django_jobs.admin.dashboard import dashboard_view
+from django_jobs.admin.detail import job_detail
+from django_jobs.admin.listing import RecentFilter, age_html, error_html, registered_names, search
+from django_jobs.admin.queues import queues_view
+from django_jobs.admin.schedules import schedules_view
+from django_jobs.admin.workers import workers_view
+from django_jobs.models import JobRecord
+
+logger = logging.getLogger(__name__)
+
+
+#: The change list counts at most this many rows (a capped count stays fast on a million rows).
+COUNT_CAP = 10_000
+
+
+#: Job ids per database read when an action walks its selection.
+ACTION_CHUNK = 2_000
+
+
+class CappedPaginator(Paginator):
+    """A paginator that counts at most :data:`COUNT_CAP` + 1 rows (no full-table count)."""
+
+    @cached_property
+    def count(self) -> int:
+        return self.object_list[: COUNT_CAP + 1].count()
+
+
+class QueueFilter(admin.SimpleListFilter):
+    """Filter by queue; the choices are the configured queues (no query)."""
+
+    title = "queue"
+    parameter_name = "queue"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        from django_jobs.conf import get_settings
+
+        return [(q, q) for q in get_settings().queue_names]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[JobRecord]) -> QuerySet[JobRecord]:
+        return queryset.filter(queue=self.value()) if self.value() else queryset
+
+
+class NameFilter(admin.SimpleListFilter):
+    """Filter by job name; the choices are the registered jobs (no ``DISTINCT`` over the table)."""
+
+    title = "job name"
+    parameter_name = "name"
+    template = "admin/django_jobs/filter_collapsed.html"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        # The short name first: "charge_card (shop.jobs)".
+        return [(n, f"{n.rpartition('.')[2]} ({n.rpartition('.')[0]})" if "." in n else n) for n in registered_names()]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[JobRecord]) -> QuerySet[JobRecord]:
+        return queryset.filter(name=self.value()) if self.value() else queryset
+
+
+@admin.register(JobRecord)
+class JobRecordAdmin(admin.ModelAdmin):
+    """Jobs: a read-only list and detail page over the mirror, with actions through the engine."""
+
+    # What answers "what failed, and why?" first: state, name, queue, error, age (all fit 1024 px).
+    list_display = ("state_badge", "job_name", "queue", "error_column", "age", "short_id", "finished", "run_time", "attempts", "progress_bar")
+    list_display_links = ("job_name", "short_id")
+    list_filter = (RecentFilter, "state", QueueFilter, NameFilter, "enqueued_at", "finished_at")
+    search_help_text = "A job id or correlation id, a job name (or its start, or its short name), an error text or an argument value."
+    list_per_page = 50
+    paginator = CappedPaginator
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER  # facet counts would count the whole table per filter choice
+    actions = ("retry_jobs", "cancel_jobs", "delete_jobs")
+    change_list_template = "admin/django_jobs/jobrecord/change_list.html"
+    # The search box is shown because search_fields is set; get_search_results does the work.
+    search_fields = ("job_id",)
+
+    # -- permissions: the row is never changed; actions have their own permissions --
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # rows are the mirror's; the "delete" action deletes jobs in Redis
+
+    def has_retry_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(ACTION_PERMISSIONS["retry"])
+
+    def has_cancel_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(ACTION_PERMISSIONS["cancel"])
+
+    def has_remove_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(ACTION_PERMISSIONS["delete"])
+
+    # -- the list --
+
+    @admin.display(description="job id", ordering="job_id")
+    def short_id(self, obj: JobRecord) -> str:
+        # Whole: ids are time-ordered, so jobs enqueued together share their first digits. On a
+        # narrow screen CSS shows only the last digits (the link keeps the whole id as its name).
+        return format_html('<code class="djj-id djj-id-tail">{}</code>', obj.job_id)
+
+    @admin.display(description="name", ordering="name")
+    def job_name(self, obj: JobRecord) -> str:
+        short = obj.name.rpartition(".")[2]
+        return format_html('<span class="djj-name" title="{}">{}</span>', obj.name, short or obj.name)
+
+    @admin.display(description="error")
+    def error_column(self, obj: JobRecord) -> str:
+        return error_html(obj)
+
+    @admin.display(description="enqueued", ordering="enqueued_at")
+    def age(self, obj: JobRecord) -> str:
+        return age_html(obj.enqueued_at)
+
+    @admin.display(description="finished", ordering="finished_at")
+    def finished(self, obj: JobRecord) -> str:
+        return age_html(obj.finished_at)
+
+    @admin.display(description="run time", ordering="duration")
+    def run_time(self, obj: JobRecord) -> str:
+        return "-" if obj.duration is None else f"{obj.duration:.3g} s"
+
+    @admin.display(description="state", ordering="state")
+    def state_badge(self, obj: JobRecord) -> str:
+        return format_html('<span class="djj-state djj-{}">{}</span>', obj.state, obj.get_state_display())
+
+    @admin.display(description="progress")
+    def progress_bar(self, obj: JobRecord) -> str:
+        return progress_html(obj.progress)
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet[JobRecord], search_term: str) -> tuple[QuerySet[JobRecord], bool]:
+        """Find ids, names, error texts and argument values (see :func:`listing.search`)."""
+        term = search_term.strip()
+        return (search(queryset, term) if term else queryset), False
+
+    def _selection(self, queryset: QuerySet[JobRecord]) -> Iterable[tuple[str, str]]:
+        return queryset.order_by().values_list("queue", "job_id").iterator(chunk_size=ACTION_CHUNK)
+
+    @admin.action(permissions=["retry"], description="Retry the selected failed or cancelled jobs")
+    def retry_jobs(self, request: HttpRequest, queryset: QuerySet[JobRecord]) -> None:
+        run_job_action("retry", self._selection(queryset)).send(request)
+
+    @admin.action(permissions=["cancel"], description="Cancel the selected jobs (running ones are asked to stop)")
+    def cancel_jobs(self, request: HttpRequest, queryset: QuerySet[JobRecord]) -> None:
+        run_job_action("cancel", self._selection(queryset)).send(request)
+
+    @admin.action(permissions=["remove"], description="Delete the selected jobs from Redis (not running ones)")
+    def delete_jobs(self, request: HttpRequest, queryset: QuerySet[JobRecord]) -> None:
+        run_job_action("delete", self._selection(queryset)).send(request)
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        context = {"count_cap": COUNT_CAP, **pages_context(request), **live_context(request), **(extra_context or {})}
+        return super().changelist_view(request, context)
+
+    # -- the detail page --
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        obj = self.get_object(request, unquote(object_id))
+        if obj is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        if not self.has_view_permission(request, obj):
+            raise PermissionDenied
+        context = {
+            **self.admin_site.each_context(request),
+            **pages_context(request),
+            **live_context(request),
+            "opts": self.opts,
+            "title": f"Job {obj.job_id}",
+            "subtitle": obj.name,
+            "job": obj,
+            **job_detail(obj),
+            "can_retry": self.has_retry_permission(request),
+            "can_cancel": self.has_cancel_permission(request),
+            "can_delete": self.has_remove_permission(request),
+            **(extra_context or {}),
+        }
+        return TemplateResponse(request, "admin/django_jobs/jobrecord/detail.html", context)
+
+    def act_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """POST: retry, cancel or delete one job from its detail page."""
+        obj = self.get_object(request, unquote(object_id))
+        if obj is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        action = request.POST.get("action", "")
+        if action not in JOB_ACTIONS:
+            messages.error(request, f"Unknown action {action!r}: use retry, cancel or delete.")
+        elif not request.user.has_perm(ACTION_PERMISSIONS[action]):
+            raise PermissionDenied
+        else:
+            run_job_action(action, [(obj.queue, obj.job_id)]).send(request)
+        return redirect("admin:django_jobs_jobrecord_change", obj.pk)
+
+    # -- pages that are not models --
+
+    def get_urls(self) -> list[Any]:
+        wrap = self.admin_site.admin_view
+        return [
+            path("queues/", wrap(queues_view), name="django_jobs_queues"),
+            path("workers/", wrap(workers_view), name="django_jobs_workers"),
+            path("schedules/", wrap(schedules_view), name="django_jobs_schedules"),
+            path("dashboard/", wrap(dashboard_view), name="django_jobs_dashboard"),
+            path("<path:object_id>/act/", wrap(require_POST(self.act_view)), name="django_jobs_jobrecord_act"),
+            *super().get_urls(),
+        ]

@@ -1,0 +1,120 @@
+"""The Queues page: live counts per queue; pause, resume, limits and purge."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+
+from django_jobs.admin.common import _engine, _need, _page
+from django_jobs.admin.health import age_label, queue_health, serving_workers
+from django_jobs.models import JobState
+
+logger = logging.getLogger(__name__)
+
+
+#: Most jobs ``purge`` deletes in one click (it calls the engine 1,000 at a time).
+PURGE_LIMIT = 100_000
+
+
+#: The job states the queues page counts, in column order.
+QUEUE_STATES = (
+    JobState.WAITING, JobState.SCHEDULED, JobState.WAITING_CHILDREN, JobState.ACTIVE,
+    JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED,
+)
+
+
+def queues_view(request: HttpRequest) -> HttpResponse:
+    """Every configured queue with live counts from Redis; POST pauses, resumes or purges one."""
+    from django_jobs.conf import get_settings
+    from django_jobs.limits import queue_limits
+
+    names = get_settings().queue_names
+    engine = _engine()
+    if request.method == "POST":
+        _need(request, "view_jobrecord")
+        _need(request, "manage_queues")
+        queue, op = request.POST.get("queue", ""), request.POST.get("op", "")
+        if op in ("pause-all", "resume-all"):
+            from django_jobs.limits import pause_queues, resume_queues
+
+            done = (pause_queues if op == "pause-all" else resume_queues)(None)
+            messages.success(request, f"{'Paused' if op == 'pause-all' else 'Resumed'} every queue: {', '.join(done)}.")
+        elif queue not in names:
+            messages.error(request, f"Unknown queue {queue!r}.")
+        elif op == "pause":
+            engine.pause(queue)
+            messages.success(request, f"Queue {queue!r} is paused: workers take no new jobs from it (running jobs finish, enqueue still works).")
+        elif op == "resume":
+            engine.resume(queue)
+            messages.success(request, f"Queue {queue!r} is running again.")
+        elif op == "limits":
+            _set_limits(request, queue)
+        elif op == "reset-limits":
+            from django_jobs.limits import reset_queue_limits
+
+            now = reset_queue_limits(queue)
+            messages.success(request, f"Queue {queue!r} uses the limits of its settings again: {_limits_text(now)}.")
+        elif op.startswith("purge-") and op[6:] in engine.PURGEABLE:
+            state = op[6:]
+            deleted = 0
+            while deleted < PURGE_LIMIT and (n := engine.purge(queue, state, limit=1000)):
+                deleted += n
+            left = engine.counts(queue)[state]
+            text = f"Purged {deleted} {state} jobs of queue {queue!r}."
+            messages.success(request, text + (f" {left} are left: purge again." if left else ""))
+        else:
+            messages.error(request, f"Unknown queue operation {op!r}.")
+        logger.info("Admin queue %s %s", op, queue, extra={"action": "admin_queue"})
+        return HttpResponseRedirect(request.path)
+    rows = []
+    serving = serving_workers(engine.workers())
+    for queue in names:
+        counts = engine.counts(queue)
+        paused = engine.is_paused(queue)
+        health = queue_health(engine, queue, counts, paused=paused, workers=serving.get(queue, 0))
+        rows.append({
+            "name": queue,
+            "counts": counts,
+            "cells": [(state, counts.get(state, 0)) for state in QUEUE_STATES],
+            "paused": paused,
+            "limits": queue_limits(queue),
+            "health": health,
+            "oldest": age_label(health["oldest_age"]),
+        })
+    return _page(request, "admin/django_jobs/queues.html", "Queues", {
+        "rows": rows,
+        "states": QUEUE_STATES,
+        "purgeable": engine.PURGEABLE,
+        "can_manage": request.user.has_perm("django_jobs.manage_queues"),
+    })
+
+
+def _limits_text(limits: Any) -> str:
+    rate = f"at most {limits.rate} starts" if limits.rate else "no rate limit"
+    conc = f"at most {limits.concurrency} running" if limits.concurrency else "no concurrency limit"
+    return f"{rate}, {conc}"
+
+
+def _set_limits(request: HttpRequest, queue: str) -> None:
+    """Apply the limits form of ``queue`` (empty field: no limit) or say what is wrong with it."""
+    from django_jobs.exceptions import InvalidJob
+    from django_jobs.limits import set_queue_limits
+
+    rate_text = request.POST.get("rate", "").strip()
+    conc_text = request.POST.get("concurrency", "").strip()
+    concurrency: int | None = None
+    if conc_text:
+        try:
+            concurrency = int(conc_text)
+        except ValueError:
+            messages.error(request, f"Concurrency {conc_text!r} of queue {queue!r} is not valid: use a whole number of at least 1, or leave it empty for no limit. Nothing was changed.")
+            return
+    try:
+        now = set_queue_limits(queue, rate=rate_text or None, concurrency=concurrency)
+    except InvalidJob as exc:
+        messages.error(request, f"{exc} Nothing was changed.")
+        return
+    messages.success(request, f"Queue {queue!r} now has {_limits_text(now)}, on every worker, until the limits are reset to the settings.")
