@@ -16,44 +16,15 @@
            guards its unique key (nothing written; retry it once that job is done)
   Events:  "waiting" with why = "retried", per retried job
 ]]
---@include wait_score
---@include emit
---@include wake
---@include unique_guard
-local rcall = redis.call
-local wait_key, failed_key, cancelled_key, meta_key, events_key, marker_key =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local job_prefix = ARGV[1]
-local maxlen = tonumber(ARGV[2])
+--@include now
+--@include job_retry
+local q = queue_of_prefix(ARGV[1], tonumber(ARGV[2]))
+local call = { ids = {}, done = {} }
+for i = 3, #ARGV do call.ids[ARGV[i]] = true end
+local now_ms = server_now_ms()
 local out = {}
-local any = false
 for i = 3, #ARGV do
-  local job_id = ARGV[i]
-  local job_key = job_prefix .. job_id
-  local fields = rcall('HMGET', job_key, 's', 'p', 'uk')
-  local state, lock_key = fields[1], fields[3]
-  local holder
-  if lock_key and (state == 'failed' or state == 'cancelled') then
-    holder = unique_guard(lock_key, job_prefix)
-  end
-  if not state then
-    out[#out + 1] = -1
-  elseif state ~= 'failed' and state ~= 'cancelled' then
-    out[#out + 1] = 0
-  elseif holder and holder ~= job_id then
-    out[#out + 1] = 2
-  else
-    if lock_key then rcall('SET', lock_key, job_id) end
-    rcall('ZREM', failed_key, job_id)
-    rcall('ZREM', cancelled_key, job_id)
-    local score = next_wait_score(meta_key, fields[2] or 0)
-    rcall('HDEL', job_key, 'f', 'why', 'cx', 'r', 'err', 'rec', 'run', 'wk', 'pg')
-    rcall('HSET', job_key, 's', 'waiting', 'a', 0, 'ws', score)
-    rcall('ZADD', wait_key, score, job_id)
-    emit(events_key, maxlen, 'waiting', job_id, 'why', 'retried')
-    out[#out + 1] = 1
-    any = true
-  end
+  out[#out + 1] = job_retry(q, ARGV[i], now_ms, call)
 end
-if any then wake(marker_key) end
+if call.woke then wake(q.marker) end
 return out
