@@ -194,7 +194,8 @@ class Report:
 
 #: What each job action does: (verb, engine method, codes counted as done, skip reasons).
 JOB_ACTIONS: dict[str, tuple[str, str, tuple[int, ...], dict[int, str]]] = {
-    "retry": ("Retried", "retry_many", (1,), {0: "not failed or cancelled", -1: "no longer in Redis", 2: "their unique key is held by another job"}),
+    "retry": ("Retried", "retry_many", (1,), {0: "not failed or cancelled", -1: "no longer in Redis", 2: "their unique key is held by another job",
+                                         3: "flow parents that failed through a child not retried with them (retry the child)"}),
     "cancel": ("Cancelled", "cancel_many", (1,), {2: "running (cancellation requested)", 0: "already finished", -1: "no longer in Redis"}),
     "delete": ("Deleted", "delete_jobs", (1,), {0: "running or waited for by a flow parent (cancel them first)", -1: "no longer in Redis"}),
 }

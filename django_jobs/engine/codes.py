@@ -17,6 +17,20 @@ class ScriptCode(IntEnum):
     BAD_REQUEST = -4
 
 
+class RetryCode(IntEnum):
+    """What ``retry.lua`` (``Engine.retry`` / ``retry_many``) answers per job id."""
+
+    RETRIED = 1
+    #: Not failed or cancelled (nothing written; a replayed retry finds the job waiting).
+    NOT_RETRYABLE = 0
+    JOB_NOT_FOUND = -1
+    #: Skipped: another job guards its unique key now.
+    UNIQUE_KEY_HELD = 2
+    #: Skipped: a flow parent that failed through a child, retried without that child (retry
+    #: the child, which re-opens the parent, or both in one call; docs/flows.md#retrying).
+    CHILD_FAILED = 3
+
+
 def raise_for_code(code: int, job_id: str) -> None:
     """Raise the exception matching a negative script code; do nothing for success."""
     if code >= 0:

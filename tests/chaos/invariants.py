@@ -10,7 +10,10 @@
   an attempt count of at least one; a finished job has its finish time.
 * every flow parent in ``waiting_children`` waits for something: its ``pend`` count is the
   number of its children whose end it has not recorded, at least 1, and each of those children
-  exists and has not ended (otherwise the parent would wait forever).
+  exists and has not ended (otherwise the parent would wait forever);
+* (:func:`guard_violations`) no unique key is held by a job that ended or is gone (unless a
+  throttle window, its TTL, holds it), and no per-key limit slot (``lim:<key>:a``) or parked
+  entry (``lim:<key>:p``) names a job that ended or is gone.
 
 Reads only (SCAN and ZSCORE), so it can run on a live store too, but a job moving
 between two reads would show up as a violation: call it when no worker runs.
@@ -101,8 +104,8 @@ def event_violations(client: redis.Redis, prefix: str, queues: Iterable[str]) ->
             job_id, event = fields.get("j"), fields.get("e")
             if job_id is None or event in NOTE_EVENTS:
                 continue
-            if event == "waiting" and fields.get("why") == "retried":
-                done.pop(job_id, None)  # an operator's `manage.py jobs retry`: a new life
+            if fields.get("why") == "retried":
+                done.pop(job_id, None)  # an operator's retry (waiting, or a re-opened flow parent): a new life
                 continue
             if job_id in done:
                 problems.append(f"{queue}: job {job_id} got {event!r} ({entry_id}) after {done[job_id]!r}")
@@ -132,10 +135,39 @@ def field_violations(client: redis.Redis, prefix: str, queues: Iterable[str]) ->
     return problems
 
 
+ENDED = frozenset({"completed", "failed", "cancelled"})
+
+
+def guard_violations(client: redis.Redis, prefix: str, queues: Iterable[str]) -> list[str]:
+    """Return each unique key or per-key limit entry held by a job that ended or is gone."""
+    problems: list[str] = []
+    for queue in queues:
+        keys = QueueKeys.build(prefix, queue)
+        for lock in sorted(client.scan_iter(match=keys.unique_prefix + "*", count=1000)):
+            holder = client.get(lock)
+            if holder is None or client.pttl(lock) > 0:
+                continue  # gone meanwhile, or a throttle window: held for its TTL whatever the job does
+            state = client.hget(keys.job(holder), "s")
+            if state is None or state in ENDED:
+                problems.append(f"{queue}: unique key {lock} is held by job {holder}, which is {state or 'gone'}")
+        for zset in sorted(client.scan_iter(match=keys.limit_prefix + "*", count=1000)):
+            kind = zset.rsplit(":", 1)[-1]
+            if kind not in ("a", "p"):
+                continue
+            for job_id in client.zrange(zset, 0, -1):
+                state = client.hget(keys.job(job_id), "s")
+                if kind == "a" and state != "active":
+                    problems.append(f"{queue}: limit slot {zset} is held by job {job_id}, which is {state or 'gone'}")
+                if kind == "p" and state not in ("waiting", "scheduled"):
+                    problems.append(f"{queue}: {zset} parks job {job_id}, which is {state or 'gone'}")
+    return problems
+
+
 def assert_invariants(client: redis.Redis, prefix: str, queues: Iterable[str]) -> None:
-    """Fail with every broken invariant listed (state sets, events, fields)."""
+    """Fail with every broken invariant listed (state sets, events, fields, unique keys and limit slots)."""
     queues = list(queues)
     problems = invariant_violations(client, prefix, queues)
     problems += event_violations(client, prefix, queues)
     problems += field_violations(client, prefix, queues)
+    problems += guard_violations(client, prefix, queues)
     assert not problems, "Redis invariants broken:\n  " + "\n  ".join(problems)

@@ -5,13 +5,13 @@
 --@include unique_guard
 --@include unique_release
 
--- A job leaves the set of its not-yet-running state (waiting, scheduled, waiting_children,
--- or any other state's set); a parked job (scheduled, with limit key base lk) also leaves its
--- key's parked list (includes/key_limits).
+-- A job leaves the set of its state (waiting, scheduled, waiting_children, or any other); a
+-- job with a limit key (base lk) also leaves its key's parked list (includes/key_limits), where
+-- it may still be listed when its due time promoted it.
 local function job_unpend(q, job_id, state, lk)
   local set = q.set[state]
   if set then redis.call('ZREM', set, job_id) end
-  if lk and state == 'scheduled' then redis.call('ZREM', lk .. 'p', job_id) end
+  if lk then redis.call('ZREM', lk .. 'p', job_id) end
 end
 
 -- A job ends: state 'completed' (result r), 'failed' or 'cancelled' at now_ms, kept keep_ms,
