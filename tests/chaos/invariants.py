@@ -87,8 +87,8 @@ def _flow_violations(client: redis.Redis, queue: str, keys: QueueKeys, parents: 
 
 #: Events after which a job never changes again.
 TERMINAL_EVENTS = frozenset({"completed", "failed", "cancelled"})
-#: Events that only say something about a job without changing its state.
-NOTE_EVENTS = frozenset({"cancel_requested"})
+#: Events that only say something about a job without changing its state (or end its record).
+NOTE_EVENTS = frozenset({"cancel_requested", "deleted"})
 
 
 def event_violations(client: redis.Redis, prefix: str, queues: Iterable[str]) -> list[str]:
