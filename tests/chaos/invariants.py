@@ -10,7 +10,8 @@
   an attempt count of at least one; a finished job has its finish time.
 * every flow parent in ``waiting_children`` waits for something: its ``pend`` count is the
   number of its children whose end it has not recorded, at least 1, and each of those children
-  exists and has not ended (otherwise the parent would wait forever);
+  exists and has not ended (otherwise the parent would wait forever); and a flow parent
+  that is waiting, scheduled or running has recorded the end of every child (it runs last);
 * (:func:`guard_violations`) no unique key is held by a job that ended or is gone (unless a
   throttle window, its TTL, holds it), and no per-key limit slot (``lim:<key>:a``) or parked
   entry (``lim:<key>:p``) names a job that ended or is gone.
@@ -50,6 +51,8 @@ def invariant_violations(client: redis.Redis, prefix: str, queues: Iterable[str]
             if kind != "hash":
                 problems.append(f"{queue}: {key} is a {kind}, not a job hash")
                 continue
+            if state in RUNNABLE and client.hexists(key, "kids"):
+                problems += _parent_runs_early(client, queue, job_id, client.hgetall(key))
             ids.append(job_id)
             holding = [name for name in set_names if job_id in members[name]]
             expected = STATE_TO_SET.get(state or "")
@@ -63,6 +66,21 @@ def invariant_violations(client: redis.Redis, prefix: str, queues: Iterable[str]
                 problems.append(f"{queue}: {name} holds {job_id}, which has no job hash")
         problems += _flow_violations(client, queue, keys, sorted(members.get("waiting_children", ())))
     return problems
+
+
+#: States from which a job runs (or runs now).
+RUNNABLE = frozenset({"waiting", "scheduled", "active"})
+
+
+def _parent_runs_early(client: redis.Redis, queue: str, parent_id: str, data: dict[str, str]) -> list[str]:
+    """A flow parent that is about to run (or runs) must have recorded the end of every child."""
+    import json
+
+    kids = json.loads(data.get("kids") or "[]")
+    missing = [kid_id for _base, kid_id, _queue, _name in kids if "c:" + kid_id not in data]
+    if missing:
+        return [f"{queue}: parent {parent_id} is {data.get('s')} but children {missing} have not ended for it"]
+    return []
 
 
 def _flow_violations(client: redis.Redis, queue: str, keys: QueueKeys, parents: list[str]) -> list[str]:

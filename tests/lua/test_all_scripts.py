@@ -104,12 +104,13 @@ def plain(w: World) -> None:
 
 def flow(w: World, subject: str, other: str) -> None:
     """root (default) <- [mid (default) <- [leaf (default)], c1 (default), c2 (high)]."""
+    keep = 3_600_000  # jobs ended by a flow step stay, so the steps after see them
     jobs = [
-        FlowJob("default", new("root"), children=(("default", "mid", "t"), ("default", "c1", "t"), ("high", "c2", "t"))),
-        FlowJob("default", new("mid", parent_id="root"), parent_queue="default", children=(("default", "leaf", "t"),)),
-        FlowJob("default", new("leaf", parent_id="mid"), parent_queue="default"),
-        FlowJob("default", new("c1", parent_id="root"), parent_queue="default"),
-        FlowJob("high", new("c2", parent_id="root"), parent_queue="default"),
+        FlowJob("default", new("root"), keep_ms=keep, children=(("default", "mid", "t"), ("default", "c1", "t"), ("high", "c2", "t"))),
+        FlowJob("default", new("mid", parent_id="root"), parent_queue="default", keep_ms=keep, children=(("default", "leaf", "t"),)),
+        FlowJob("default", new("leaf", parent_id="mid"), parent_queue="default", keep_ms=keep),
+        FlowJob("default", new("c1", parent_id="root"), parent_queue="default", keep_ms=keep),
+        FlowJob("high", new("c2", parent_id="root"), parent_queue="default", keep_ms=keep),
     ]
     queue_of = {j.job.id: j.queue for j in jobs}
     w.subject, w.other = (queue_of[subject], subject), (queue_of[other], other)
