@@ -6,6 +6,8 @@
   Returns: 1 cancelled | 2 cancel requested (job is running) | 0 already finished (no-op)
            | -1 JOB_NOT_FOUND
   Events:  "cancelled" | "cancel_requested" (on the first request only; asking again is a no-op)
+  The body is includes/job_cancel.lua (also cancel_many.lua's): the job leaves its set and its
+  limit key's parked list, its unique key is released.
   Flows:   cancelling a parent cancels its unfinished children; a cancelled child applies its
            failure policy to its parent (includes/flow.lua, other queues' keys)
 ]]

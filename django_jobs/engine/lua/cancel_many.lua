@@ -7,6 +7,9 @@
   Returns: a list, one code per id: 1 cancelled | 2 cancel requested (job is running)
            | 0 already finished (no-op; a replay finds the job cancelled) | -1 JOB_NOT_FOUND
   Events:  "cancelled" per cancelled job | "cancel_requested" (first request only)
+  The body of each cancel is includes/job_cancel.lua, as for cancel.lua:
+  Flows:   cancelling a parent cancels its unfinished children; a cancelled child applies its
+           failure policy to its parent (includes/flow.lua, other queues' keys)
 ]]
 --@include now
 --@include job_cancel

@@ -7,6 +7,8 @@
   Flows: deleting a flow's root parent that waits for its children cancels its unfinished
   descendants first (includes/flow.lua; they may be on other queues). An unfinished child
   of a flow is not deleted (its parent waits for it): cancel it, which applies its policy.
+  The body is includes/job_delete.lua: a deleted job also leaves its limit key's parked list
+  and releases its unique key.
   Returns: a list, one code per id: 1 deleted | 0 not deleted: running, or an unfinished
            child of a flow (cancel it first) | -1 JOB_NOT_FOUND (also what a replay finds)
   Events:  "deleted" per deleted job (the mirror drops its row); "cancelled" per descendant

@@ -9,6 +9,7 @@
   Returns: a list with one entry per job: 1 created (waiting), 2 created (scheduled),
            0 a job with this id already exists (replay or duplicate id: nothing written)
   Events:  "waiting" or "scheduled" per created job
+  Body: includes/job_store.lua, the one place that transition is written.
 ]]
 --@include now
 --@include wake

@@ -23,6 +23,7 @@
            job, whose arguments and run time are now this enqueue's)
   Events:  "waiting" or "scheduled" per created job; "deduplicated" (j = the guarded job,
            dup = the refused id) or "replaced" (j = the guarded job) otherwise
+  Body: includes/job_store.lua (a created job), the one place that transition is written.
 ]]
 --@include now
 --@include wake

@@ -15,6 +15,7 @@
   Returns: 1 created | 0 a job of the flow already exists (a replay or a duplicate id:
            nothing written)
   Events:  "waiting_children", "waiting" or "scheduled" per job, on its own queue's stream
+  Body: includes/job_store.lua, the one place that transition is written.
 ]]
 --@include now
 --@include wake

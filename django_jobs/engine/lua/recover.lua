@@ -13,6 +13,7 @@
   Events:  "stalled" per job back to waiting, "failed" (why=worker_lost) per job past
            max_recoveries, "cancelled" per cancel-requested job
   Flows:   an ended flow job updates its parent and children (includes/flow.lua, other queues' keys)
+  Body: includes/job_recover.lua, the one place that transition is written.
 ]]
 --@include job_recover
 --@include slot_freed

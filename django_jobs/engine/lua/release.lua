@@ -10,6 +10,7 @@
   Returns: number of jobs released (back to waiting or cancelled); a replay releases 0
   Events:  "released" per job back to waiting, "cancelled" per cancel-requested job
   Flows:   a cancelled flow job updates its parent and children (includes/flow.lua, other queues' keys)
+  Body: includes/job_release.lua, the one place that transition is written.
 ]]
 --@include job_release
 local q = queue_of_prefix(ARGV[1], tonumber(ARGV[2]))

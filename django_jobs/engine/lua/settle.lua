@@ -20,6 +20,7 @@
   Events:  "completed" | "retrying" | "failed" | "cancelled" | "rate_limited" per applied outcome
            (none on replay)
   Flows:   an ended flow job updates its parent and children (includes/flow.lua, other queues' keys)
+  Body: includes/job_finish.lua (job_settle), the one place that transition is written.
 ]]
 --@include job_finish
 --@include trim
