@@ -44,7 +44,8 @@ class Report:
 JOB_ACTIONS: dict[str, tuple[str, str, tuple[int, ...], dict[int, str]]] = {
     "retry": ("Retried", "retry_many", (RetryCode.RETRIED,), {
         RetryCode.NOT_RETRYABLE: "not failed or cancelled", RetryCode.UNKNOWN: "no longer in Redis",
-        RetryCode.GUARDED: "their unique key is held by another job"}),
+        RetryCode.GUARDED: "their unique key is held by another job",
+        RetryCode.CHILD_FAILED: "flow parents that failed through a child not retried with them (retry the child)"}),
     "cancel": ("Cancelled", "cancel_many", (CancelCode.CANCELLED,), {
         CancelCode.REQUESTED: "running (cancellation requested)", CancelCode.FINISHED: "already finished",
         CancelCode.UNKNOWN: "no longer in Redis"}),

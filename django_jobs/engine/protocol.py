@@ -69,6 +69,9 @@ class RetryCode(IntEnum):
     RETRIED = 1
     #: Another job guards its unique key now: not retried.
     GUARDED = 2
+    #: A flow parent that failed through a child, retried without that child: not retried (retry
+    #: the child, which re-opens the parent, or both in one call; docs/flows.md#retrying).
+    CHILD_FAILED = 3
 
 
 class DeleteCode(IntEnum):

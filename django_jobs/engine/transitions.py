@@ -314,9 +314,10 @@ class Transitions(ScriptRunner):
     def retry(self, queue: str, job_ids: Sequence[str]) -> list[int]:
         """Move failed or cancelled jobs back to waiting with their attempts reset.
 
-        One code per id: 1 retried, 0 not failed or cancelled, -1 unknown, 2 not retried because
-        another job now guards its unique key (see retry.lua). A retried job with a unique key
-        takes the key back.
+        One code per id (``engine.protocol.RetryCode``): 1 retried, 0 not failed or cancelled,
+        -1 unknown, 2 not retried because another job now guards its unique key, 3 not retried:
+        a flow parent that failed through a child not retried in the same call (see retry.lua,
+        docs/flows.md#retrying). A retried job with a unique key takes the key back.
         """
         return self.retry_many(queue, job_ids)
 

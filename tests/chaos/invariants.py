@@ -10,7 +10,11 @@
   an attempt count of at least one; a finished job has its finish time.
 * every flow parent in ``waiting_children`` waits for something: its ``pend`` count is the
   number of its children whose end it has not recorded, at least 1, and each of those children
-  exists and has not ended (otherwise the parent would wait forever).
+  exists and has not ended (otherwise the parent would wait forever); and a flow parent
+  that is waiting, scheduled or running has recorded the end of every child (it runs last);
+* (:func:`guard_violations`) no unique key is held by a job that ended or is gone (unless a
+  throttle window, its TTL, holds it), and no per-key limit slot (``lim:<key>:a``) or parked
+  entry (``lim:<key>:p``) names a job that ended or is gone.
 
 Reads only (SCAN and ZSCORE), so it can run on a live store too, but a job moving
 between two reads would show up as a violation: call it when no worker runs.
@@ -47,6 +51,8 @@ def invariant_violations(client: redis.Redis, prefix: str, queues: Iterable[str]
             if kind != "hash":
                 problems.append(f"{queue}: {key} is a {kind}, not a job hash")
                 continue
+            if state in RUNNABLE and client.hexists(key, "kids"):
+                problems += _parent_runs_early(client, queue, job_id, client.hgetall(key))
             ids.append(job_id)
             holding = [name for name in set_names if job_id in members[name]]
             expected = STATE_TO_SET.get(state or "")
@@ -60,6 +66,21 @@ def invariant_violations(client: redis.Redis, prefix: str, queues: Iterable[str]
                 problems.append(f"{queue}: {name} holds {job_id}, which has no job hash")
         problems += _flow_violations(client, queue, keys, sorted(members.get("waiting_children", ())))
     return problems
+
+
+#: States from which a job runs (or runs now).
+RUNNABLE = frozenset({"waiting", "scheduled", "active"})
+
+
+def _parent_runs_early(client: redis.Redis, queue: str, parent_id: str, data: dict[str, str]) -> list[str]:
+    """A flow parent that is about to run (or runs) must have recorded the end of every child."""
+    import json
+
+    kids = json.loads(data.get("kids") or "[]")
+    missing = [kid_id for _base, kid_id, _queue, _name in kids if "c:" + kid_id not in data]
+    if missing:
+        return [f"{queue}: parent {parent_id} is {data.get('s')} but children {missing} have not ended for it"]
+    return []
 
 
 def _flow_violations(client: redis.Redis, queue: str, keys: QueueKeys, parents: list[str]) -> list[str]:
@@ -84,8 +105,8 @@ def _flow_violations(client: redis.Redis, queue: str, keys: QueueKeys, parents: 
 
 #: Events after which a job never changes again.
 TERMINAL_EVENTS = frozenset({"completed", "failed", "cancelled"})
-#: Events that only say something about a job without changing its state.
-NOTE_EVENTS = frozenset({"cancel_requested"})
+#: Events that only say something about a job without changing its state (or end its record).
+NOTE_EVENTS = frozenset({"cancel_requested", "deleted"})
 
 
 def event_violations(client: redis.Redis, prefix: str, queues: Iterable[str]) -> list[str]:
@@ -101,8 +122,8 @@ def event_violations(client: redis.Redis, prefix: str, queues: Iterable[str]) ->
             job_id, event = fields.get("j"), fields.get("e")
             if job_id is None or event in NOTE_EVENTS:
                 continue
-            if event == "waiting" and fields.get("why") == "retried":
-                done.pop(job_id, None)  # an operator's `manage.py jobs retry`: a new life
+            if fields.get("why") == "retried":
+                done.pop(job_id, None)  # an operator's retry (waiting, or a re-opened flow parent): a new life
                 continue
             if job_id in done:
                 problems.append(f"{queue}: job {job_id} got {event!r} ({entry_id}) after {done[job_id]!r}")
@@ -132,10 +153,39 @@ def field_violations(client: redis.Redis, prefix: str, queues: Iterable[str]) ->
     return problems
 
 
+ENDED = frozenset({"completed", "failed", "cancelled"})
+
+
+def guard_violations(client: redis.Redis, prefix: str, queues: Iterable[str]) -> list[str]:
+    """Return each unique key or per-key limit entry held by a job that ended or is gone."""
+    problems: list[str] = []
+    for queue in queues:
+        keys = QueueKeys.build(prefix, queue)
+        for lock in sorted(client.scan_iter(match=keys.unique_prefix + "*", count=1000)):
+            holder = client.get(lock)
+            if holder is None or client.pttl(lock) > 0:
+                continue  # gone meanwhile, or a throttle window: held for its TTL whatever the job does
+            state = client.hget(keys.job(holder), "s")
+            if state is None or state in ENDED:
+                problems.append(f"{queue}: unique key {lock} is held by job {holder}, which is {state or 'gone'}")
+        for zset in sorted(client.scan_iter(match=keys.limit_prefix + "*", count=1000)):
+            kind = zset.rsplit(":", 1)[-1]
+            if kind not in ("a", "p"):
+                continue
+            for job_id in client.zrange(zset, 0, -1):
+                state = client.hget(keys.job(job_id), "s")
+                if kind == "a" and state != "active":
+                    problems.append(f"{queue}: limit slot {zset} is held by job {job_id}, which is {state or 'gone'}")
+                if kind == "p" and state not in ("waiting", "scheduled"):
+                    problems.append(f"{queue}: {zset} parks job {job_id}, which is {state or 'gone'}")
+    return problems
+
+
 def assert_invariants(client: redis.Redis, prefix: str, queues: Iterable[str]) -> None:
-    """Fail with every broken invariant listed (state sets, events, fields)."""
+    """Fail with every broken invariant listed (state sets, events, fields, unique keys and limit slots)."""
     queues = list(queues)
     problems = invariant_violations(client, prefix, queues)
     problems += event_violations(client, prefix, queues)
     problems += field_violations(client, prefix, queues)
+    problems += guard_violations(client, prefix, queues)
     assert not problems, "Redis invariants broken:\n  " + "\n  ".join(problems)

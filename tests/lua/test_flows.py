@@ -179,3 +179,64 @@ def test_the_invariant_checker_reports_a_parent_left_waiting_for_a_child_that_en
     assert invariant_violations(r, prefix, [QUEUE, OTHER]) == [f"{QUEUE}: parent p waits for child c1, which is completed"]
     r.hset(k.job("p"), "pend", "5")
     assert f"{QUEUE}: parent p has pend='5' but 2 unrecorded children" in invariant_violations(r, prefix, [QUEUE, OTHER])
+
+
+# -- retrying inside flows (docs/flows.md#retrying) ------------------------------------------------
+
+
+def nested() -> list[FlowJob]:
+    """``root`` <- [``mid`` <- [``leaf``], ``c2`` (on ``high``)], all kept a minute when a flow step ends them."""
+    return [
+        FlowJob(queue=QUEUE, job=new_job("root"), keep_ms=60_000, children=((QUEUE, "mid", "t"), (OTHER, "c2", "t"))),
+        FlowJob(queue=QUEUE, job=new_job("mid", parent_id="root"), parent_queue=QUEUE, keep_ms=60_000, children=((QUEUE, "leaf", "t"),)),
+        FlowJob(queue=QUEUE, job=new_job("leaf", parent_id="mid"), parent_queue=QUEUE, keep_ms=60_000),
+        FlowJob(queue=OTHER, job=new_job("c2", parent_id="root"), parent_queue=QUEUE, keep_ms=60_000),
+    ]
+
+
+def test_retrying_a_failed_leaf_reopens_every_ancestor_that_failed_through_it(engine, r, k, prefix):
+    ok = other_keys(prefix)
+    engine.enqueue_flow(nested())
+    c2 = engine.fetch(OTHER, 1, lease_ms=LONG_LEASE_MS, worker_id="w").jobs[0]  # running when the leaf fails
+    leaf = claim_one(engine, "leaf")
+    assert engine.settle(QUEUE, [fail(leaf)]) == [1]
+    assert r.hmget(k.job("mid"), "s", "why") == r.hmget(k.job("root"), "s", "why") == ["failed", "child_failed"]
+    assert r.hget(ok.job("c2"), "cx") == "1"  # its parent ended: asked to stop
+
+    assert engine.retry(QUEUE, ["mid"]) == [3]  # its failed child is not retried with it
+    assert engine.retry(QUEUE, ["root"]) == [3]
+    assert r.hget(k.job("root"), "s") == "failed"
+
+    assert engine.retry(QUEUE, ["leaf"]) == [1]
+    assert_state(r, k, "leaf", "waiting")
+    assert_state(r, k, "mid", "waiting_children")
+    assert_state(r, k, "root", "waiting_children")
+    assert r.hmget(k.job("mid"), "pend", "c:leaf", "err", "why") == ["1", None, None, None]
+    assert r.hmget(k.job("root"), "pend", "c:mid") == ["2", None]
+    assert json.loads(r.hget(k.job("root"), "eh"))[0]["exception_class_path"] == "django_jobs.exceptions.ChildFailed"
+    assert json.loads(r.hget(k.job("leaf"), "eh"))[0]["traceback"] == "fail leaf"  # its own error, kept
+    assert r.hget(ok.job("c2"), "cx") is None  # the stop request its parent's end made is withdrawn
+    assert_invariants(r, engine.prefix, (QUEUE, OTHER))
+
+    assert engine.settle(OTHER, [complete(c2, "2")]) == [1]
+    assert engine.settle(QUEUE, [complete(claim_one(engine, "leaf"), "1")]) == [1]
+    assert engine.settle(QUEUE, [complete(claim_one(engine, "mid"), "10")]) == [1]
+    assert_state(r, k, "root", "waiting")
+    assert r.hmget(k.job("root"), "c:mid", "c:c2") == ['{"s":"completed","r":10}', '{"s":"completed","r":2}']
+    assert_invariants(r, engine.prefix, (QUEUE, OTHER))
+
+
+def test_a_cancelled_waiting_parent_is_reopened_with_its_cancelled_children_by_a_retry(engine, r, k, prefix):
+    ok = other_keys(prefix)
+    engine.enqueue_flow(tree())
+    assert engine.settle(QUEUE, [complete(claim_one(engine, "c1"), "1")]) == [1]
+    assert engine.cancel_many(QUEUE, ["p"]) == [1]
+    assert r.hmget(ok.job("c2"), "s", "why") == ["cancelled", "parent_ended"]
+
+    assert engine.retry_many(QUEUE, ["p"]) == [1]
+
+    assert_state(r, k, "p", "waiting_children")
+    assert r.hmget(k.job("p"), "pend", "c:c1") == ["1", '{"s":"completed","r":1}']  # the completed child stays recorded
+    assert_state(r, ok, "c2", "waiting")
+    assert r.llen(ok.marker) == 1
+    assert_invariants(r, engine.prefix, (QUEUE, OTHER))

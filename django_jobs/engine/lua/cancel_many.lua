@@ -7,37 +7,17 @@
   Returns: a list, one code per id: 1 cancelled | 2 cancel requested (job is running)
            | 0 already finished (no-op; a replay finds the job cancelled) | -1 JOB_NOT_FOUND
   Events:  "cancelled" per cancelled job | "cancel_requested" (first request only)
+  The body of each cancel is includes/job_cancel.lua, as for cancel.lua:
+  Flows:   cancelling a parent cancels its unfinished children; a cancelled child applies its
+           failure policy to its parent (includes/flow.lua, other queues' keys)
 ]]
 --@include now
---@include emit
-local rcall = redis.call
-local wait_key, scheduled_key, cancelled_key, events_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local job_prefix = ARGV[1]
-local maxlen = tonumber(ARGV[2])
+--@include job_cancel
+local q = queue_of_prefix(ARGV[1], tonumber(ARGV[2]))
 local keep_ms = tonumber(ARGV[3])
 local now_ms = server_now_ms()
 local out = {}
 for i = 4, #ARGV do
-  local job_id = ARGV[i]
-  local job_key = job_prefix .. job_id
-  local state = rcall('HGET', job_key, 's')
-  if not state then
-    out[#out + 1] = -1
-  elseif state == 'waiting' or state == 'scheduled' or state == 'waiting_children' then
-    rcall('ZREM', wait_key, job_id)
-    rcall('ZREM', scheduled_key, job_id)
-    rcall('HSET', job_key, 's', 'cancelled', 'f', now_ms)
-    rcall('ZADD', cancelled_key, now_ms + keep_ms, job_id)
-    emit(events_key, maxlen, 'cancelled', job_id)
-    out[#out + 1] = 1
-  elseif state == 'active' then
-    if rcall('HGET', job_key, 'cx') ~= '1' then
-      rcall('HSET', job_key, 'cx', '1')
-      emit(events_key, maxlen, 'cancel_requested', job_id)
-    end
-    out[#out + 1] = 2
-  else
-    out[#out + 1] = 0
-  end
+  out[#out + 1] = job_cancel(q, ARGV[i], now_ms, keep_ms)
 end
 return out

@@ -18,13 +18,14 @@ local job_id = ARGV[1]
 local maxlen = tonumber(ARGV[2])
 local lease_ms = tonumber(ARGV[3])
 local worker_id = ARGV[4]
-local fields = rcall('HMGET', job_key, 'd', 'e', 'cid', 'par', 'st', 'a', 'wk', 's')
+local fields = rcall('HMGET', job_key, 'd', 'e', 'cid', 'par', 'st', 'a', 'wk', 's', 'lk')
 if not fields[1] then return -1 end
 local state = fields[8]
 if state ~= 'waiting' and state ~= 'scheduled' then return 0 end
 local now_ms = server_now_ms()
 rcall('ZREM', wait_key, job_id)
 rcall('ZREM', scheduled_key, job_id)
+if fields[9] then rcall('ZREM', fields[9] .. 'p', job_id) end -- a parked job leaves its key's list
 local token = rcall('HINCRBY', meta_key, 'fence', 1)
 local attempt = mark_active(job_key, fields, token, worker_id, cjson.encode(worker_id), now_ms)
 rcall('HDEL', job_key, 'run')

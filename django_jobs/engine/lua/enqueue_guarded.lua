@@ -23,92 +23,63 @@
            job, whose arguments and run time are now this enqueue's)
   Events:  "waiting" or "scheduled" per created job; "deduplicated" (j = the guarded job,
            dup = the refused id) or "replaced" (j = the guarded job) otherwise
+  Body: includes/job_store.lua (a created job), the one place that transition is written.
 ]]
 --@include now
---@include wait_score
---@include emit
 --@include wake
---@include unique_guard
+--@include job_store
 local rcall = redis.call
-local wait_key, scheduled_key, meta_key, events_key, marker_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local job_prefix, lock_prefix, limit_prefix = ARGV[1], ARGV[3], ARGV[4]
-local maxlen = tonumber(ARGV[2])
+local q = queue_of_prefix(ARGV[1], tonumber(ARGV[2]))
+local lock_prefix, limit_prefix = ARGV[3], ARGV[4]
 local now_ms = server_now_ms()
 local out = {}
 local woke = false
 
 for i = 5, #ARGV, 15 do
-  local job_id, data, priority = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local job_id, data = ARGV[i], ARGV[i + 1]
   local lock_key = ARGV[i + 7] ~= '' and (lock_prefix .. ARGV[i + 7]) or nil
-  local mode, guard_until, window_ms = ARGV[i + 8], ARGV[i + 9], tonumber(ARGV[i + 10])
-  local due = now_ms + tonumber(ARGV[i + 4])
-  local run_at = tonumber(ARGV[i + 3])
-  if run_at > due then due = run_at end
+  local mode = ARGV[i + 8]
+  local due = job_due(now_ms, ARGV[i + 3], ARGV[i + 4])
   local holder, state, windowed
-  if lock_key then holder, state, windowed = unique_guard(lock_key, job_prefix) end
+  if lock_key then holder, state, windowed = unique_guard(lock_key, q.job) end
   if holder == job_id then
     -- A replay of the call that created this job.
     out[#out + 1] = (state == 'scheduled') and 2 or 1
     out[#out + 1] = job_id
   elseif holder and mode == 'r' and (state == 'waiting' or state == 'scheduled') then
-    local holder_key = job_prefix .. holder
+    local holder_key = q.job .. holder
     rcall('HSET', holder_key, 'd', data)
     if due > now_ms then
-      rcall('ZREM', wait_key, holder)
-      rcall('ZADD', scheduled_key, due, holder)
+      rcall('ZREM', q.wait, holder)
+      rcall('ZADD', q.scheduled, due, holder)
       rcall('HSET', holder_key, 's', 'scheduled', 'run', due)
     elseif state == 'scheduled' then
-      rcall('ZREM', scheduled_key, holder)
-      local score = next_wait_score(meta_key, rcall('HGET', holder_key, 'p') or 0)
-      rcall('ZADD', wait_key, score, holder)
+      rcall('ZREM', q.scheduled, holder)
+      local score = next_wait_score(q.meta, rcall('HGET', holder_key, 'p') or 0)
+      rcall('ZADD', q.wait, score, holder)
       rcall('HSET', holder_key, 's', 'waiting', 'ws', score)
       rcall('HDEL', holder_key, 'run')
       woke = true
     end
-    emit(events_key, maxlen, 'replaced', holder)
+    emit(q.events, q.maxlen, 'replaced', holder)
     out[#out + 1] = 4
     out[#out + 1] = holder
   elseif holder and (mode ~= 'r' or windowed) then
     -- Kept, or (debounce with a window) the key's job of this window already ran or runs.
-    emit(events_key, maxlen, 'deduplicated', holder, 'dup', job_id)
+    emit(q.events, q.maxlen, 'deduplicated', holder, 'dup', job_id)
     out[#out + 1] = 3
     out[#out + 1] = holder
-  elseif rcall('HSETNX', job_prefix .. job_id, 'd', data) == 0 then
-    out[#out + 1] = 0
-    out[#out + 1] = job_id
   else
-    local job_key = job_prefix .. job_id
-    rcall('HSET', job_key, 'p', priority, 'a', 0, 'e', now_ms, 'cid', ARGV[i + 5], 'par', ARGV[i + 6])
+    local j = { id = job_id, d = data, p = ARGV[i + 2], due = due, cid = ARGV[i + 5], par = ARGV[i + 6] }
     if ARGV[i + 11] ~= '' then
-      rcall('HSET', job_key, 'lk', limit_prefix .. ARGV[i + 11] .. ':', 'lc', ARGV[i + 12], 'lr', ARGV[i + 13],
-            'lp', ARGV[i + 14])
+      j.lk, j.lc, j.lr, j.lp = limit_prefix .. ARGV[i + 11] .. ':', ARGV[i + 12], ARGV[i + 13], ARGV[i + 14]
     end
-    if not lock_key then
-      -- No unique key: only a limit key.
-    elseif window_ms > 0 then
-      rcall('HSET', job_key, 'ug', guard_until)
-      rcall('SET', lock_key, job_id, 'PX', window_ms)
-    else
-      rcall('HSET', job_key, 'ug', guard_until)
-      -- Released when the job finishes (includes/unique_release.lua), if it still holds it.
-      rcall('SET', lock_key, job_id)
-      rcall('HSET', job_key, 'uk', lock_key)
-    end
-    if due > now_ms then
-      rcall('HSET', job_key, 's', 'scheduled', 'run', due)
-      rcall('ZADD', scheduled_key, due, job_id)
-      emit(events_key, maxlen, 'scheduled', job_id)
-      out[#out + 1] = 2
-    else
-      local score = next_wait_score(meta_key, priority)
-      rcall('HSET', job_key, 's', 'waiting', 'ws', score)
-      rcall('ZADD', wait_key, score, job_id)
-      emit(events_key, maxlen, 'waiting', job_id)
-      out[#out + 1] = 1
-    end
+    if lock_key then j.lock, j.ug, j.window_ms = lock_key, ARGV[i + 9], tonumber(ARGV[i + 10]) end
+    local code = job_store(q, j, now_ms)
+    if code ~= 0 then woke = true end
+    out[#out + 1] = code
     out[#out + 1] = job_id
-    woke = true
   end
 end
-if woke then wake(marker_key) end
+if woke then wake(q.marker) end
 return out

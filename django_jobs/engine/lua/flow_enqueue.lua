@@ -15,55 +15,34 @@
   Returns: 1 created | 0 a job of the flow already exists (a replay or a duplicate id:
            nothing written)
   Events:  "waiting_children", "waiting" or "scheduled" per job, on its own queue's stream
+  Body: includes/job_store.lua, the one place that transition is written.
 ]]
 --@include now
---@include wait_score
---@include emit
 --@include wake
-local rcall = redis.call
+--@include job_store
 local maxlen = tonumber(ARGV[1])
 local N = 12
 for i = 2, #ARGV, N do
-  if rcall('EXISTS', ARGV[i] .. 'job:' .. ARGV[i + 1]) == 1 then return 0 end
+  if redis.call('EXISTS', ARGV[i] .. 'job:' .. ARGV[i + 1]) == 1 then return 0 end
 end
 local now_ms = server_now_ms()
 local woken, marked = {}, {}
 for i = 2, #ARGV, N do
-  local base, job_id, priority = ARGV[i], ARGV[i + 1], ARGV[i + 3]
-  if not marked[base] then
-    marked[base] = true
-    rcall('HSET', base .. 'meta', 'flows', 1)
+  local q = queue_keys(ARGV[i], maxlen)
+  if not marked[q.base] then
+    marked[q.base] = true
+    redis.call('HSET', q.meta, 'flows', 1)
   end
-  local job_key = base .. 'job:' .. job_id
-  local kids = ARGV[i + 11]
-  rcall('HSET', job_key, 'd', ARGV[i + 2], 'p', priority, 'a', 0, 'e', now_ms, 'cid', ARGV[i + 6],
-        'par', ARGV[i + 7], 'fk', ARGV[i + 10])
+  local j = { id = ARGV[i + 1], d = ARGV[i + 2], p = ARGV[i + 3], due = job_due(now_ms, ARGV[i + 4], ARGV[i + 5]),
+              cid = ARGV[i + 6], par = ARGV[i + 7], fk = ARGV[i + 10] }
   if ARGV[i + 8] ~= '' then
-    rcall('HSET', job_key, 'pb', ARGV[i + 8])
-    if ARGV[i + 9] ~= '' then rcall('HSET', job_key, 'fp', ARGV[i + 9]) end
+    j.pb = ARGV[i + 8]
+    if ARGV[i + 9] ~= '' then j.fp = ARGV[i + 9] end
   end
-  if kids ~= '' then
-    rcall('HSET', job_key, 'kids', kids, 'pend', #cjson.decode(kids), 's', 'waiting_children')
-    rcall('ZADD', base .. 'waiting_children', now_ms, job_id)
-    emit(base .. 'events', maxlen, 'waiting_children', job_id)
-  else
-    local due = now_ms + tonumber(ARGV[i + 5])
-    local run_at = tonumber(ARGV[i + 4])
-    if run_at > due then due = run_at end
-    if due > now_ms then
-      rcall('HSET', job_key, 's', 'scheduled', 'run', due)
-      rcall('ZADD', base .. 'scheduled', due, job_id)
-      emit(base .. 'events', maxlen, 'scheduled', job_id)
-    else
-      local score = next_wait_score(base .. 'meta', priority)
-      rcall('HSET', job_key, 's', 'waiting', 'ws', score)
-      rcall('ZADD', base .. 'wait', score, job_id)
-      emit(base .. 'events', maxlen, 'waiting', job_id)
-    end
-    if not woken[base] then
-      woken[base] = true
-      wake(base .. 'marker')
-    end
+  if ARGV[i + 11] ~= '' then j.kids = ARGV[i + 11] end
+  if job_store(q, j, now_ms) ~= 5 and not woken[q.base] then
+    woken[q.base] = true
+    wake(q.marker)
   end
 end
 return 1

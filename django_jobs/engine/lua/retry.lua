@@ -1,59 +1,40 @@
 --[[
-  retry: move failed or cancelled jobs back to waiting, starting over: attempts, errors,
-  worker ids, result, failure reason and cancel flag are cleared; the job goes to the back of its
-  priority's line.
+  retry: move failed or cancelled jobs back to waiting, starting over: attempts, worker ids,
+  result, failure reason and cancel flag are cleared, the errors of earlier runs move to the
+  history list 'eh' (appended, never erased); the job goes to the back of its priority's line.
+  The body of each retry is includes/job_retry.lua (one rule for every entry point).
   A job that held a unique key until it finished ('uk' in its hash) takes the key back when it
   is free, so a new enqueue with that key is deduplicated against it again (and the lock is
   released when it finishes, includes/unique_release). When another job now guards the key
   (includes/unique_guard) the job is not retried: retrying it would make two jobs of one key.
   A throttle window's key (no 'uk': its lock only lives for its window) is not taken back.
+  Flows (docs/flows.md#retrying): a parent that ended while waiting for its children (failed
+  through a child, or cancelled) is retried only together with the children that failed it
+  (ids of this call): it goes back to waiting_children and its children start over; retrying a
+  failed child alone re-opens the parent that failed through it (and so on up). Their keys may
+  be on other queues (built from the bases stored in the hashes: a single Redis server).
   KEYS[1] wait ZSET  KEYS[2] failed ZSET  KEYS[3] cancelled ZSET  KEYS[4] meta HASH
   KEYS[5] events STREAM  KEYS[6] marker LIST
   ARGV[1] job key prefix: ARGV[1] .. job_id is the job HASH (same hash tag as KEYS)
   ARGV[2] events maxlen  ARGV[3..] job ids
-  Returns: a list, one code per id: 1 retried | 0 not failed or cancelled (nothing written;
-           a replay finds the job waiting) | -1 JOB_NOT_FOUND | 2 not retried: another job
-           guards its unique key (nothing written; retry it once that job is done)
-  Events:  "waiting" with why = "retried", per retried job
+  Returns: a list, one code per id (engine/protocol.py RetryCode): 1 retried (also a job this
+           call already started over through its flow) | 0 not failed or cancelled (nothing
+           written; a replay finds the job waiting) | -1 JOB_NOT_FOUND | 2 not retried:
+           another job guards its unique key (nothing written; retry it once that job is
+           done) | 3 not retried: a flow parent that failed through a child that is not
+           retried with it (nothing written; retry that child, which re-opens the parent)
+  Events:  "waiting" with why = "retried" per job started over; "waiting_children" with
+           why = "retried" per re-opened flow parent
 ]]
---@include wait_score
---@include emit
---@include wake
---@include unique_guard
-local rcall = redis.call
-local wait_key, failed_key, cancelled_key, meta_key, events_key, marker_key =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local job_prefix = ARGV[1]
-local maxlen = tonumber(ARGV[2])
+--@include now
+--@include job_retry
+local q = queue_of_prefix(ARGV[1], tonumber(ARGV[2]))
+local call = { ids = {}, done = {} }
+for i = 3, #ARGV do call.ids[ARGV[i]] = true end
+local now_ms = server_now_ms()
 local out = {}
-local any = false
 for i = 3, #ARGV do
-  local job_id = ARGV[i]
-  local job_key = job_prefix .. job_id
-  local fields = rcall('HMGET', job_key, 's', 'p', 'uk')
-  local state, lock_key = fields[1], fields[3]
-  local holder
-  if lock_key and (state == 'failed' or state == 'cancelled') then
-    holder = unique_guard(lock_key, job_prefix)
-  end
-  if not state then
-    out[#out + 1] = -1
-  elseif state ~= 'failed' and state ~= 'cancelled' then
-    out[#out + 1] = 0
-  elseif holder and holder ~= job_id then
-    out[#out + 1] = 2
-  else
-    if lock_key then rcall('SET', lock_key, job_id) end
-    rcall('ZREM', failed_key, job_id)
-    rcall('ZREM', cancelled_key, job_id)
-    local score = next_wait_score(meta_key, fields[2] or 0)
-    rcall('HDEL', job_key, 'f', 'why', 'cx', 'r', 'err', 'rec', 'run', 'wk', 'pg')
-    rcall('HSET', job_key, 's', 'waiting', 'a', 0, 'ws', score)
-    rcall('ZADD', wait_key, score, job_id)
-    emit(events_key, maxlen, 'waiting', job_id, 'why', 'retried')
-    out[#out + 1] = 1
-    any = true
-  end
+  out[#out + 1] = job_retry(q, ARGV[i], now_ms, call)
 end
-if any then wake(marker_key) end
+if call.woke then wake(q.marker) end
 return out

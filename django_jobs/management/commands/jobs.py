@@ -286,6 +286,11 @@ class Command(BaseCommand):
                 raise CommandError(
                     f"Job {job_id!r} was not retried: another job holds its unique key now; retry it once that job is done."
                 )
+            if code == RetryCode.CHILD_FAILED:
+                raise CommandError(
+                    f"Job {job_id!r} was not retried: it is a flow parent that failed because a child failed; "
+                    "retry that child (it re-opens the parent), or retry the failed jobs of its queue together."
+                )
             if code < 0:
                 raise CommandError(f"No job {job_id!r} in queue {q!r} (it may have been trimmed).")
             self.emit({"id": job_id, "queue": q, "retried": 1}, lambda: f"Job {job_id} is waiting again in {q!r}.")
@@ -300,7 +305,7 @@ class Command(BaseCommand):
         while ids := self.engine.finished_ids(q, "failed", limit=BATCH):
             codes = self.engine.retry(q, ids)
             moved = sum(1 for c in codes if c == RetryCode.RETRIED)
-            held = sum(1 for c in codes if c == 2)  # stay failed at the head of the line
+            held = sum(1 for c in codes if c in (RetryCode.GUARDED, RetryCode.CHILD_FAILED))  # stay failed at the head of the line
             done += moved
             self.progress(done, total, "retried")
             if moved == 0:
@@ -308,7 +313,8 @@ class Command(BaseCommand):
         if held:
             self.emit(
                 {"queue": q, "retried": done, "held": held},
-                lambda: f"Retried {done} failed job(s) of {q!r}; {held} not retried: another job holds their unique key.",
+                lambda: (f"Retried {done} failed job(s) of {q!r}; {held} not retried: another job holds their unique key, "
+                         "or a flow parent's failed child was not retried with it."),
             )
             return
         self.emit({"queue": q, "retried": done}, lambda: f"Retried {done} failed job(s) of {q!r}.")

@@ -1,53 +1,51 @@
--- Flows (docs/flows.md): what happens to a flow's tree when one of its jobs ends.
+-- Flows (docs/flows.md): what happens to a flow's tree when one of its jobs ends or starts over.
 -- Flow fields of a job hash: 'pb' the parent's queue key base ("djj:{queue}:"), 'par' the
 -- parent id, 'fp' the failure policy toward the parent ('' fail it | 'i' ignore | 'r' remove
 -- the dependency), 'fk' keep ms when a flow step fails or cancels the job; a parent also has
 -- 'kids' (JSON [[base, id, queue, name], ...]), 'pend' (children not yet ended) and one
 -- 'c:<child id>' per ended child (JSON {"s": state, "r": return value}).
--- Keys of other queues are built from those stored bases: base .. 'job:' .. id, base .. 'wait',
--- ... (the layout of engine/keys.py). So a flow step may touch several queues' keys: flows
--- need a single Redis server, not Cluster (docs/flows.md#redis-cluster).
---@include wait_score
---@include emit
+-- Keys of other queues are built from those stored bases (includes/queue.lua). So a flow step
+-- may touch several queues' keys: flows need a single Redis server, not Cluster
+-- (docs/flows.md#redis-cluster).
+--@include job_state
 --@include wake
 --@include append_json
 
-local FLOW_PENDING_SET = { waiting = 'wait', scheduled = 'scheduled', waiting_children = 'waiting_children' }
+local FLOW_PENDING = { waiting = true, scheduled = true, waiting_children = true }
 
 -- Cancel the unfinished descendants of a parent that will not run: waiting, scheduled and
--- waiting_children ones at once (why = parent_ended), running ones by a cancel request.
+-- waiting_children ones at once (why = parent_ended, with their unique and limit bookkeeping),
+-- running ones by a cancel request.
 local function flow_cancel_children(job_key, now_ms, maxlen)
   local stack = { job_key }
   while #stack > 0 do
     local kids = redis.call('HGET', table.remove(stack), 'kids')
     if kids then
       for _, kid in ipairs(cjson.decode(kids)) do
-        local base, kid_id = kid[1], kid[2]
-        local kid_key = base .. 'job:' .. kid_id
-        local f = redis.call('HMGET', kid_key, 's', 'fk', 'cx')
-        local set = FLOW_PENDING_SET[f[1] or '']
-        if set then
-          redis.call('ZREM', base .. set, kid_id)
-          redis.call('HSET', kid_key, 's', 'cancelled', 'f', now_ms, 'why', 'parent_ended')
-          redis.call('ZADD', base .. 'cancelled', now_ms + (tonumber(f[2]) or 0), kid_id)
-          emit(base .. 'events', maxlen, 'cancelled', kid_id, 'why', 'parent_ended')
+        local kq, kid_id = queue_keys(kid[1], maxlen), kid[2]
+        local kid_key = kq.job .. kid_id
+        local f = redis.call('HMGET', kid_key, 's', 'fk', 'cx', 'uk', 'lk')
+        if FLOW_PENDING[f[1] or ''] then
+          job_unpend(kq, kid_id, f[1], f[5])
+          job_ended(kq, kid_key, kid_id, 'cancelled', now_ms, tonumber(f[2]) or 0, 'parent_ended')
+          unique_release(kid_id, f[4])
           if f[1] == 'waiting_children' then stack[#stack + 1] = kid_key end
         elseif f[1] == 'active' and f[3] ~= '1' then
           redis.call('HSET', kid_key, 'cx', '1')
-          emit(base .. 'events', maxlen, 'cancel_requested', kid_id)
+          emit(kq.events, maxlen, 'cancel_requested', kid_id)
         end
       end
     end
   end
 end
 
--- Call after any transition of a job: when the job has ended (completed, failed, cancelled)
--- and belongs to a flow, cancel its unfinished children (if it did not complete) and apply
--- its end to its parent: record it in 'c:<id>', and move the parent to waiting when its last
--- child has ended, or fail it (why = child_failed) under the default policy, and so on up the
--- tree. Idempotent: an end already recorded in the parent, or a parent no longer in
--- waiting_children, changes nothing. A queue that never held a flow job (no 'flows' field in
--- its meta hash, set by flow_enqueue) costs one HEXISTS per script call; others one HMGET per job.
+-- Call after a job ended (completed, failed, cancelled): when it belongs to a flow, cancel its
+-- unfinished children (if it did not complete) and apply its end to its parent: record it in
+-- 'c:<id>', and move the parent to waiting when its last child has ended, or fail it (why =
+-- child_failed) under the default policy, and so on up the tree. Idempotent: an end already
+-- recorded in the parent, or a parent no longer in waiting_children, changes nothing. A queue
+-- that never held a flow job (no 'flows' field in its meta hash, set by flow_enqueue) costs
+-- one HEXISTS per script call; others one HMGET per job.
 local FLOW_QUEUES = {} -- queue key base -> whether flow jobs may live there (per script call)
 local function flow_done(job_key, job_id, now_ms, maxlen)
   local base = string.sub(job_key, 1, #job_key - #job_id - 4) -- job_key is base .. 'job:' .. id
@@ -73,7 +71,8 @@ local function flow_done(job_key, job_id, now_ms, maxlen)
     end
     local pb, par = g[1], g[2]
     if pb and par and par ~= '' then
-      local pkey = pb .. 'job:' .. par
+      local pq = queue_keys(pb, maxlen)
+      local pkey = pq.job .. par
       local field = 'c:' .. id
       if redis.call('HGET', pkey, 's') == 'waiting_children' and redis.call('HEXISTS', pkey, field) == 0 then
         local policy = g[3] or ''
@@ -91,20 +90,115 @@ local function flow_done(job_key, job_id, now_ms, maxlen)
             exception_class_path = 'django_jobs.exceptions.ChildFailed',
             traceback = 'Child job ' .. id .. ' ended ' .. st .. ' and its failure policy fails the parent.',
           }))
-          redis.call('ZREM', pb .. 'waiting_children', par)
-          redis.call('HSET', pkey, 's', 'failed', 'f', now_ms, 'why', 'child_failed')
-          redis.call('ZADD', pb .. 'failed', now_ms + (tonumber(redis.call('HGET', pkey, 'fk')) or 0), par)
-          emit(pb .. 'events', maxlen, 'failed', par, 'why', 'child_failed')
+          redis.call('ZREM', pq.waiting_children, par)
+          job_ended(pq, pkey, par, 'failed', now_ms, tonumber(redis.call('HGET', pkey, 'fk')) or 0, 'child_failed')
+          unique_release(par, redis.call('HGET', pkey, 'uk'))
           work[#work + 1] = { pkey, par, 'failed' }
         end
         if not parent_failed and redis.call('HINCRBY', pkey, 'pend', -1) <= 0 then
-          local score = next_wait_score(pb .. 'meta', redis.call('HGET', pkey, 'p') or 0)
-          redis.call('ZREM', pb .. 'waiting_children', par)
-          redis.call('ZADD', pb .. 'wait', score, par)
+          local score = next_wait_score(pq.meta, redis.call('HGET', pkey, 'p') or 0)
+          redis.call('ZREM', pq.waiting_children, par)
+          redis.call('ZADD', pq.wait, score, par)
           redis.call('HSET', pkey, 's', 'waiting', 'ws', score)
-          emit(pb .. 'events', maxlen, 'waiting', par)
-          wake(pb .. 'marker')
+          emit(pq.events, maxlen, 'waiting', par)
+          wake(pq.marker)
         end
+      end
+    end
+  end
+end
+
+-- Whether the ended child kid_id (hash kid_key) failed its parent pkey: the parent failed
+-- through a child (why = child_failed) and recorded this child's end under the default policy.
+local function flow_failed_through(pkey, kid_key, kid_id)
+  local p = redis.call('HMGET', pkey, 's', 'why', 'c:' .. kid_id)
+  if p[1] ~= 'failed' or p[2] ~= 'child_failed' or not p[3] then return false end
+  local rec = cjson.decode(p[3]).s
+  if rec ~= 'failed' and rec ~= 'cancelled' then return false end
+  local fp = redis.call('HGET', kid_key, 'fp')
+  return fp ~= 'i' and fp ~= 'r'
+end
+
+-- The children that failed parent job_key (recorded failed or cancelled under the default
+-- policy): a list of { base, id }.
+local function flow_failing_children(job_key)
+  local out = {}
+  for _, kid in ipairs(cjson.decode(redis.call('HGET', job_key, 'kids') or '[]')) do
+    local rec = redis.call('HGET', job_key, 'c:' .. kid[2])
+    if rec then
+      local s = cjson.decode(rec).s
+      if (s == 'failed' or s == 'cancelled') then
+        local fp = redis.call('HGET', kid[1] .. 'job:' .. kid[2], 'fp')
+        if fp ~= 'i' and fp ~= 'r' then out[#out + 1] = { kid[1], kid[2] } end
+      end
+    end
+  end
+  return out
+end
+
+-- Re-open a flow parent that ended while it waited for its children (failed through a child,
+-- or cancelled): back to waiting_children (event waiting_children, why = retried), its earlier
+-- errors kept ('eh'). Each child it has not recorded counts in 'pend' again: an ended one
+-- (cancelled with it, or failed) starts over too (a parent among them is re-opened the same
+-- way); a running one loses the cancel request its parent's end made; a completed one is
+-- recorded now; a missing one is recorded as removed. With up, a grandparent that failed
+-- through this parent is re-opened as well. done: the jobs restarted by this call (key -> true).
+local flow_reopen
+local function flow_revive(kq, kid_key, kid_id, state, now_ms, done)
+  if done[kid_key] then return end
+  local pend = tonumber(redis.call('HGET', kid_key, 'pend')) or 0
+  if pend > 0 then
+    flow_reopen(kq, kid_key, kid_id, state, now_ms, done, false)
+  else
+    job_restart(kq, kid_key, kid_id, state)
+    job_restart_waiting(kq, kid_key, kid_id)
+    wake(kq.marker)
+    done[kid_key] = true
+  end
+end
+
+flow_reopen = function(q, job_key, job_id, state, now_ms, done, up)
+  done[job_key] = true
+  -- The children that failed it are no longer recorded as ended: they count in 'pend' again.
+  for _, kid in ipairs(flow_failing_children(job_key)) do redis.call('HDEL', job_key, 'c:' .. kid[2]) end
+  local pend = 0
+  for _, kid in ipairs(cjson.decode(redis.call('HGET', job_key, 'kids') or '[]')) do
+    local kq, kid_id = queue_keys(kid[1], q.maxlen), kid[2]
+    local field = 'c:' .. kid_id
+    if redis.call('HEXISTS', job_key, field) == 0 then
+      local kid_key = kq.job .. kid_id
+      local g = redis.call('HMGET', kid_key, 's', 'r')
+      if not g[1] then
+        redis.call('HSET', job_key, field, '{"s":"removed"}')
+      elseif g[1] == 'completed' then
+        redis.call('HSET', job_key, field, '{"s":"completed","r":' .. (g[2] or 'null') .. '}')
+      else
+        pend = pend + 1
+        if g[1] == 'failed' or g[1] == 'cancelled' then
+          flow_revive(kq, kid_key, kid_id, g[1], now_ms, done)
+        elseif g[1] == 'active' then
+          redis.call('HDEL', kid_key, 'cx')
+        end
+      end
+    end
+  end
+  job_restart(q, job_key, job_id, state)
+  if pend > 0 then
+    redis.call('HSET', job_key, 's', 'waiting_children', 'a', 0, 'pend', pend)
+    redis.call('ZADD', q.waiting_children, now_ms, job_id)
+    emit(q.events, q.maxlen, 'waiting_children', job_id, 'why', 'retried')
+  else
+    redis.call('HSET', job_key, 'pend', 0)
+    job_restart_waiting(q, job_key, job_id)
+    wake(q.marker)
+  end
+  if up then
+    local g = redis.call('HMGET', job_key, 'pb', 'par')
+    if g[1] and g[2] and g[2] ~= '' then
+      local pq = queue_keys(g[1], q.maxlen)
+      local pkey = pq.job .. g[2]
+      if not done[pkey] and flow_failed_through(pkey, job_key, job_id) then
+        flow_reopen(pq, pkey, g[2], 'failed', now_ms, done, true)
       end
     end
   end

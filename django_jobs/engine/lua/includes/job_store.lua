@@ -1,0 +1,90 @@
+-- The store transition: create one job, for enqueue.lua, enqueue_guarded.lua and
+-- flow_enqueue.lua. The whole job hash is written here (docs/architecture.md, "Fields of a job
+-- hash"), with its unique lock and its flow fields, so no entry point writes it its own way.
+--@include job_state
+
+-- When a job is due: the later of now + delay_ms and run_at (ms).
+local function job_due(now_ms, run_at, delay_ms)
+  local due = now_ms + tonumber(delay_ms)
+  run_at = tonumber(run_at)
+  if run_at > due then due = run_at end
+  return due
+end
+
+-- Wait scores drawn for a batch of jobs from one read of meta 'seq' (one write at flush()),
+-- instead of one HINCRBY per job. Use it only where nothing else draws scores of q meanwhile.
+local function wait_score_batch(meta_key)
+  local b = {}
+  function b.draw(priority)
+    if not b.seq then b.seq = tonumber(redis.call('HGET', meta_key, 'seq')) or 0 end
+    b.seq = b.seq + 1
+    return (100 - tonumber(priority)) * PRIORITY_SPAN + b.seq
+  end
+  function b.flush()
+    if b.seq then redis.call('HSET', meta_key, 'seq', b.seq) end
+  end
+  return b
+end
+
+-- Create job j.id on queue q (includes/queue.lua) at now_ms. j holds: d (payload JSON), p
+-- (priority), due (ms; later than now_ms: scheduled), cid, par; a limit key: lk (its base
+-- name), lc, lr, lp; a unique key: lock (its lock STRING), ug (until), window_ms (0: the lock is
+-- released when the job ends, 'uk'; else it lives that long); a flow: pb (parent's base), fp,
+-- fk, kids (JSON: a parent, which waits in waiting_children with pend = its number of children).
+-- HSETNX on 'd' is the existence check: a replayed or duplicate id writes nothing.
+-- scores: a wait_score_batch or nil (one HINCRBY); zadd: a list collecting score, id for one
+-- ZADD of wait by the caller, or nil.
+-- Returns 0 the id exists | 1 waiting | 2 scheduled | 5 waiting_children (a flow parent).
+local function job_store(q, j, now_ms, scores, zadd)
+  local job_id = j.id
+  local job_key = q.job .. job_id
+  if redis.call('HSETNX', job_key, 'd', j.d) == 0 then return 0 end
+  local h = { 'p', j.p, 'a', 0, 'e', now_ms, 'cid', j.cid, 'par', j.par }
+  if j.lk then
+    h[#h + 1] = 'lk'; h[#h + 1] = j.lk; h[#h + 1] = 'lc'; h[#h + 1] = j.lc
+    h[#h + 1] = 'lr'; h[#h + 1] = j.lr; h[#h + 1] = 'lp'; h[#h + 1] = j.lp
+  end
+  if j.lock then
+    h[#h + 1] = 'ug'; h[#h + 1] = j.ug
+    if j.window_ms > 0 then
+      redis.call('SET', j.lock, job_id, 'PX', j.window_ms)
+    else
+      -- Released when the job ends (includes/unique_release), if it still holds it.
+      redis.call('SET', j.lock, job_id)
+      h[#h + 1] = 'uk'; h[#h + 1] = j.lock
+    end
+  end
+  if j.fk then
+    h[#h + 1] = 'fk'; h[#h + 1] = j.fk
+    if j.pb then
+      h[#h + 1] = 'pb'; h[#h + 1] = j.pb
+      if j.fp then h[#h + 1] = 'fp'; h[#h + 1] = j.fp end
+    end
+  end
+  local code
+  if j.kids then
+    h[#h + 1] = 'kids'; h[#h + 1] = j.kids; h[#h + 1] = 'pend'; h[#h + 1] = #cjson.decode(j.kids)
+    h[#h + 1] = 's'; h[#h + 1] = 'waiting_children'
+    redis.call('ZADD', q.waiting_children, now_ms, job_id)
+    emit(q.events, q.maxlen, 'waiting_children', job_id)
+    code = 5
+  elseif j.due > now_ms then
+    h[#h + 1] = 's'; h[#h + 1] = 'scheduled'; h[#h + 1] = 'run'; h[#h + 1] = j.due
+    redis.call('ZADD', q.scheduled, j.due, job_id)
+    emit(q.events, q.maxlen, 'scheduled', job_id)
+    code = 2
+  else
+    local score = scores and scores.draw(j.p) or next_wait_score(q.meta, j.p)
+    h[#h + 1] = 's'; h[#h + 1] = 'waiting'; h[#h + 1] = 'ws'; h[#h + 1] = score
+    if zadd then
+      zadd[#zadd + 1] = score
+      zadd[#zadd + 1] = job_id
+    else
+      redis.call('ZADD', q.wait, score, job_id)
+    end
+    emit(q.events, q.maxlen, 'waiting', job_id)
+    code = 1
+  end
+  redis.call('HSET', job_key, unpack(h))
+  return code
+end
