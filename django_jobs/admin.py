@@ -170,19 +170,10 @@ def _pretty(value: Any) -> str:
 class Report:
     """What one action did and skipped, as one admin message."""
 
-    def __init__(self, verb: str, reasons: dict[int, str]) -> None:
+    def __init__(self, verb: str) -> None:
         self.verb = verb
-        self.reasons = reasons
         self.done = 0
         self.skipped: dict[str, int] = defaultdict(int)
-
-    def add(self, codes: Iterable[int], done: Iterable[int] = (1,)) -> None:
-        done = set(done)
-        for code in codes:
-            if code in done:
-                self.done += 1
-            else:
-                self.skipped[self.reasons.get(code, f"code {code}")] += 1
 
     def send(self, request: HttpRequest) -> None:
         text = f"{self.verb} {self.done} job{'s' if self.done != 1 else ''}."
@@ -192,35 +183,31 @@ class Report:
         messages.add_message(request, messages.WARNING if self.skipped and not self.done else messages.SUCCESS, text)
 
 
-#: What each job action does: (verb, engine method, codes counted as done, skip reasons).
-JOB_ACTIONS: dict[str, tuple[str, str, tuple[int, ...], dict[int, str]]] = {
-    "retry": ("Retried", "retry_many", (1,), {0: "not failed or cancelled", -1: "no longer in Redis", 2: "their unique key is held by another job"}),
-    "cancel": ("Cancelled", "cancel_many", (1,), {2: "running (cancellation requested)", 0: "already finished", -1: "no longer in Redis"}),
-    "delete": ("Deleted", "delete_jobs", (1,), {0: "running or waited for by a flow parent (cancel them first)", -1: "no longer in Redis"}),
-}
+#: The verb of each job action's message.
+JOB_ACTIONS: dict[str, str] = {"retry": "Retried", "cancel": "Cancelled", "delete": "Deleted"}
 #: The permission each job action needs.
 ACTION_PERMISSIONS = {"retry": "django_jobs.retry_jobrecord", "cancel": "django_jobs.cancel_jobrecord", "delete": "django_jobs.delete_jobrecord"}
+#: How the admin counts a running job a cancel asked to stop.
+REQUESTED = "running (cancellation requested)"
 
 
 def run_job_action(action: str, pairs: Iterable[tuple[str, str]]) -> Report:
-    """Apply ``action`` (retry, cancel, delete) to ``(queue, job id)`` pairs through the engine.
+    """Apply ``action`` (retry, cancel, delete) to ``(queue, job id)`` pairs (django_jobs.operations).
 
     The ids are grouped by queue; each group is one script call per 1,000 ids, pipelined.
     A cancel of a running job only requests it: the message says so.
     """
-    verb, method, done, reasons = JOB_ACTIONS[action]
-    report = Report(verb, reasons)
-    requested = 0
-    by_queue: dict[str, list[str]] = defaultdict(list)
-    for queue, job_id in pairs:
-        by_queue[queue].append(job_id)
-    engine = _engine()
-    for queue, ids in by_queue.items():
-        codes = getattr(engine, method)(queue, ids)
-        report.add(codes, done)
-        requested += sum(1 for c in codes if action == "cancel" and c == 2)
-    if requested:
-        report.verb = f"Cancelled (or asked {requested} running to stop)"
+    from django_jobs import operations
+
+    run = {"retry": operations.retry, "cancel": operations.cancel, "delete": operations.delete}[action]
+    result = run(pairs)
+    report = Report(JOB_ACTIONS[action])
+    report.done = result.done_count
+    for why, n in result.skip_messages().items():
+        report.skipped[why] += n
+    if result.requested:
+        report.skipped[REQUESTED] += result.requested_count
+        report.verb = f"Cancelled (or asked {result.requested_count} running to stop)"
     logger.info("Admin %s: %d done, %d skipped", action, report.done, sum(report.skipped.values()), extra={"action": f"admin_{action}"})
     return report
 
@@ -554,6 +541,7 @@ QUEUE_STATES = ("waiting", "scheduled", "waiting_children", "active", "completed
 
 def queues_view(request: HttpRequest) -> HttpResponse:
     """Every configured queue with live counts from Redis; POST pauses, resumes or purges one."""
+    from django_jobs import operations
     from django_jobs.conf import get_settings
     from django_jobs.limits import queue_limits
 
@@ -564,17 +552,15 @@ def queues_view(request: HttpRequest) -> HttpResponse:
         _need(request, "manage_queues")
         queue, op = request.POST.get("queue", ""), request.POST.get("op", "")
         if op in ("pause-all", "resume-all"):
-            from django_jobs.limits import pause_queues, resume_queues
-
-            done = (pause_queues if op == "pause-all" else resume_queues)(None)
+            done = (operations.pause if op == "pause-all" else operations.resume)(None).queues
             messages.success(request, f"{'Paused' if op == 'pause-all' else 'Resumed'} every queue: {', '.join(done)}.")
         elif queue not in names:
             messages.error(request, f"Unknown queue {queue!r}.")
         elif op == "pause":
-            engine.pause(queue)
+            operations.pause(queue)
             messages.success(request, f"Queue {queue!r} is paused: workers take no new jobs from it (running jobs finish, enqueue still works).")
         elif op == "resume":
-            engine.resume(queue)
+            operations.resume(queue)
             messages.success(request, f"Queue {queue!r} is running again.")
         elif op == "limits":
             _set_limits(request, queue)
@@ -583,11 +569,9 @@ def queues_view(request: HttpRequest) -> HttpResponse:
 
             now = reset_queue_limits(queue)
             messages.success(request, f"Queue {queue!r} uses the limits of its settings again: {_limits_text(now)}.")
-        elif op.startswith("purge-") and op[6:] in engine.PURGEABLE:
+        elif op.startswith("purge-") and op[6:] in operations.PURGEABLE:
             state = op[6:]
-            deleted = 0
-            while deleted < PURGE_LIMIT and (n := engine.purge(queue, state, limit=1000)):
-                deleted += n
+            deleted = operations.purge(queue, state, limit=PURGE_LIMIT).deleted
             left = engine.counts(queue)[state]
             text = f"Purged {deleted} {state} jobs of queue {queue!r}."
             messages.success(request, text + (f" {left} are left: purge again." if left else ""))
@@ -607,7 +591,7 @@ def queues_view(request: HttpRequest) -> HttpResponse:
     return _page(request, "admin/django_jobs/queues.html", "Queues", {
         "rows": rows,
         "states": QUEUE_STATES,
-        "purgeable": engine.PURGEABLE,
+        "purgeable": operations.PURGEABLE,
         "can_manage": request.user.has_perm("django_jobs.manage_queues"),
     })
 

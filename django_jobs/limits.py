@@ -305,20 +305,6 @@ def guard_for_call(task: Any, args: Any, kwargs: Any) -> Any:
 CANCELLABLE = ("waiting", "scheduled", "active")
 
 
-def _queues(queues: Any) -> list[str]:
-    from django_jobs.conf import get_settings
-    from django_jobs.exceptions import InvalidJob
-
-    configured = get_settings().queue_names
-    if queues is None:
-        return configured
-    names = [queues] if isinstance(queues, str) else list(queues)
-    for name in names:
-        if name not in configured:
-            raise InvalidJob(f"Queue {name!r} is not configured. Add it to DJANGO_JOBS['QUEUES'].")
-    return names
-
-
 def pause_queues(queues: str | list[str] | None = None) -> list[str]:
     """Stop every worker taking jobs from ``queues`` (``None``: every configured queue).
 
@@ -327,48 +313,16 @@ def pause_queues(queues: str | list[str] | None = None) -> list[str]:
     >>> pause_queues()  # doctest: +SKIP
     ['default', 'emails']
     """
-    from django_jobs.engine import get_engine
+    from django_jobs import operations
 
-    names = _queues(queues)
-    engine = get_engine()
-    for name in names:
-        engine.pause(name)
-    return names
+    return list(operations.pause(queues).queues)
 
 
 def resume_queues(queues: str | list[str] | None = None) -> list[str]:
     """Let workers take jobs from ``queues`` again (``None``: every configured queue)."""
-    from django_jobs.engine import get_engine
+    from django_jobs import operations
 
-    names = _queues(queues)
-    engine = get_engine()
-    for name in names:
-        engine.resume(name)
-    return names
-
-
-def _matching(queue: str, state: str, name: str | None) -> list[str]:
-    """Return the ids of ``queue``'s jobs in ``state`` running job ``name`` (any when None)."""
-    from django_jobs import serialization
-    from django_jobs.engine import get_engine
-
-    engine = get_engine()
-    ids: list[str] = []
-    offset, page = 0, 500
-    while True:
-        _total, rows = engine.list_jobs(queue, state, offset=offset, limit=page)
-        for job_id, data in rows:
-            if name is None:
-                ids.append(job_id)
-                continue
-            try:
-                if serialization.loads(data.get("d", ""))["n"] == name:
-                    ids.append(job_id)
-            except (ValueError, KeyError, TypeError):
-                continue
-        if len(rows) < page:
-            return ids
-        offset += page
+    return list(operations.resume(queues).queues)
 
 
 def cancel_jobs(queue: str, *, states: tuple[str, ...] = ("waiting", "scheduled"), name: str | None = None) -> dict[str, int]:
@@ -381,26 +335,15 @@ def cancel_jobs(queue: str, *, states: tuple[str, ...] = ("waiting", "scheduled"
     >>> cancel_jobs("emails", name="myapp.jobs.send_digest")  # doctest: +SKIP
     {'cancelled': 120, 'requested': 0, 'finished': 0}
     """
-    from django_jobs.engine import get_engine
+    from django_jobs import operations
     from django_jobs.exceptions import InvalidJob
 
-    [queue] = _queues(queue)
     for state in states:
         if state not in CANCELLABLE:
             raise InvalidJob(f"Cannot cancel {state!r} jobs; states: {', '.join(CANCELLABLE)}.")
-    engine = get_engine()
-    counts = {"cancelled": 0, "requested": 0, "finished": 0}
-    for state in states:
-        ids = _matching(queue, state, name)
-        for start in range(0, len(ids), 500):
-            for code in engine.cancel_many(queue, ids[start : start + 500]):
-                if code == 1:
-                    counts["cancelled"] += 1
-                elif code == 2:
-                    counts["requested"] += 1
-                elif code == 0:
-                    counts["finished"] += 1
-    return counts
+    result = operations.cancel(operations.JobFilter(queue, tuple(states), name))
+    finished = result.skip_counts().get(operations.SkipReason.ALREADY_FINISHED, 0)
+    return {"cancelled": result.done_count, "requested": result.requested_count, "finished": finished}
 
 
 def retry_jobs(queue: str, *, states: tuple[str, ...] = ("failed",), name: str | None = None) -> int:
@@ -409,17 +352,10 @@ def retry_jobs(queue: str, *, states: tuple[str, ...] = ("failed",), name: str |
     ``name`` keeps only the jobs of that job name. Attempts and errors start over. A job whose
     unique key another job now guards is left as it is (not counted).
     """
-    from django_jobs.engine import get_engine
+    from django_jobs import operations
     from django_jobs.exceptions import InvalidJob
 
-    [queue] = _queues(queue)
     for state in states:
-        if state not in ("failed", "cancelled"):
+        if state not in operations.RETRYABLE:
             raise InvalidJob(f"Only failed or cancelled jobs can be retried, not {state!r}.")
-    engine = get_engine()
-    retried = 0
-    for state in states:
-        ids = _matching(queue, state, name)
-        for start in range(0, len(ids), 500):
-            retried += sum(1 for code in engine.retry(queue, ids[start : start + 500]) if code == 1)
-    return retried
+    return operations.retry(operations.JobFilter(queue, tuple(states), name)).done_count

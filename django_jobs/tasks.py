@@ -228,13 +228,15 @@ class JobResult(TaskResult):
         Returns ``"cancelled"`` (it will never run), ``"requested"`` (it is running and was
         asked to stop) or ``"finished"`` (nothing to do: it had already finished).
         """
-        from django_jobs.engine import get_engine
+        from django_jobs import operations
         from django_jobs.exceptions import JobNotFound
 
-        code = get_engine().cancel(self.queue, self.id)
-        if code < 0:
+        outcome = operations.cancel([(self.queue, self.id)]).outcome(self.id)
+        if outcome is operations.SkipReason.NOT_FOUND:
             raise JobNotFound(f"Job {self.id!r} does not exist (it may have been trimmed).")
-        return {1: "cancelled", 2: "requested", 0: "finished"}[code]
+        if outcome is operations.Action.CANCEL:
+            return "cancelled"
+        return "requested" if outcome == "requested" else "finished"
 
     def wait(self, timeout: float = 30.0) -> JobResult:
         """Block until the job is finished (refreshed in place) and return it.
