@@ -13,7 +13,7 @@ from django.tasks.base import TaskError
 from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
 from django.tasks.signals import task_enqueued
 
-from django_jobs import registry, serialization
+from django_jobs import registry, runtime, serialization
 from django_jobs.backoff import validate_backoff
 from django_jobs.conf import get_settings
 from django_jobs.correlation import get_correlation_id, process_correlation_id
@@ -40,18 +40,8 @@ def time_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def current_job_id() -> str:
-    """Return the id of the job running in this context ('' outside jobs)."""
-    from django_jobs.worker import executor  # the worker imports this module: import late, once
-
-    global current_job_id
-    current_job = executor.current_job
-
-    def current_job_id() -> str:
-        running = current_job.get()
-        return running.id if running is not None else ""
-
-    return current_job_id()
+#: The id of the job running in this context ('' outside jobs): the parent of what it enqueues.
+current_job_id = runtime.current_job_id
 
 
 class RedisBackend(BaseTaskBackend):

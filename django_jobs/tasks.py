@@ -261,9 +261,9 @@ class JobContext(TaskContext):
     @property
     def cancel_requested(self) -> bool:
         """True once someone asked this job to stop (see :meth:`JobResult.cancel`)."""
-        from django_jobs.worker.executor import is_cancel_requested
+        from django_jobs import runtime
 
-        return is_cancel_requested(self.task_result.id)
+        return runtime.is_cancel_requested(self.task_result.id)
 
     def children_results(self) -> ChildrenResults:
         """Return how each child of this flow parent ended, by child id (docs/flows.md).
@@ -288,7 +288,7 @@ class JobContext(TaskContext):
         """
         from django_jobs import serialization
         from django_jobs.engine import get_engine
-        from django_jobs.worker.executor import running
+        from django_jobs import runtime
 
         try:
             encoded = serialization.dumps(progress)
@@ -299,7 +299,7 @@ class JobContext(TaskContext):
                 f"Progress of job {self.job_id!r} is {len(encoded):,} bytes encoded; the limit is "
                 f"{MAX_PROGRESS_BYTES:,}. Report a number or a small dict (store big results elsewhere)."
             )
-        job = running.get(self.job_id)
+        job = runtime.get(self.job_id)
         if job is None:
             raise InvalidJob(f"Job {self.job_id!r} is not running in this process: only a running job reports progress.")
         get_engine().set_progress(job.queue, job.id, job.claimed.token, encoded)

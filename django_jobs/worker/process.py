@@ -44,13 +44,17 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from django_jobs import runtime
 from django_jobs.conf import get_settings
 from django_jobs.engine import get_engine
 from django_jobs.engine.codes import ScriptCode
 from django_jobs.engine.queue import Claimed, Engine, Outcome
 from django_jobs.exceptions import RedisOutOfMemory, RedisUnavailable
-from django_jobs.worker import executor, isolation
-from django_jobs.worker import faults  # test-only crash points (no-op unless DJJ_FAULT_AT is set)
+from django_jobs.worker import (
+    executor,
+    faults,  # test-only crash points (no-op unless DJJ_FAULT_AT is set)
+    isolation,
+)
 from django_jobs.worker.executor import Prepared, RunningJob
 from django_jobs.worker.wakeup import WakeupPipe
 
@@ -418,7 +422,7 @@ class WorkerProcess:
         with self._cond:
             for job in jobs:
                 self._leases.pop(job.id, None)
-                executor.running.pop(job.id, None)
+                runtime.unregister(job.id)
 
     def _stop_event_loop(self) -> None:
         loop, thread = self._loop, self._loop_thread
@@ -535,7 +539,7 @@ class WorkerProcess:
             self._free -= 1
             self._claimed += 1
             self._leases[job.id] = job
-        executor.running[job.id] = job
+        runtime.register(job)
         try:
             prepared = Prepared(job, self.worker_id)
         except Exception as exc:  # noqa: BLE001 - a job that cannot even be decoded fails, the others run
@@ -636,7 +640,7 @@ class WorkerProcess:
             if batch:
                 try:
                     self._settle(batch)
-                except Exception:  # noqa: BLE001 - never let the completer die
+                except Exception:
                     logger.exception("Worker %s: unexpected error while settling %d job(s)", self.worker_id, len(batch))
                     self._forget(job for job, _ in batch)
 
@@ -656,7 +660,7 @@ class WorkerProcess:
                     faults.point("before_settle")
                     codes = self.engine.settle(queue, [o for _, o in items])
                     break
-                except Exception as exc:  # noqa: BLE001 - retried, see below
+                except Exception as exc:
                     # Keep the outcomes: Redis comes back, or the lease expires and the job is
                     # recovered (a duplicate run after a fault, never a lost job).
                     if not isinstance(exc, (RedisUnavailable, RedisOutOfMemory)):
@@ -675,7 +679,7 @@ class WorkerProcess:
             with self._cond:
                 for (job, _), code in zip(items, codes):
                     self._leases.pop(job.id, None)
-                    executor.running.pop(job.id, None)
+                    runtime.unregister(job.id)
                     if code == ScriptCode.NOT_OWNER:
                         logger.warning("Job %s: lease lost, outcome dropped (another worker owns it now)", job.id)
                 self.processed += sum(1 for code in codes if code)  # 0: given up
@@ -687,7 +691,7 @@ class WorkerProcess:
         with self._cond:
             for job in jobs:
                 self._leases.pop(job.id, None)
-                executor.running.pop(job.id, None)
+                runtime.unregister(job.id)
 
     # -- heartbeat, timeouts, recovery ----------------------------------------------------
 
@@ -774,7 +778,7 @@ class WorkerProcess:
                         if not job.decided:
                             logger.warning("Job %s: lease lost, its outcome will be dropped", job_id)
                         job.decided = True
-                    executor.running.pop(job_id, None)
+                    runtime.unregister(job_id)
             for job_id in cancel:
                 job = self._leases.get(job_id)
                 if job is not None and not job.cancel_event.is_set():
