@@ -52,7 +52,7 @@ from django_jobs.engine.queue import Claimed, Engine, Outcome
 from django_jobs.exceptions import RedisOutOfMemory, RedisUnavailable
 from django_jobs.worker import (
     executor,
-    faults,  # test-only crash points (no-op unless DJJ_FAULT_AT is set)
+    faults,  # test-only crash points: no-op functions unless a chaos test installed a hook
     isolation,
 )
 from django_jobs.worker.executor import Prepared, RunningJob
