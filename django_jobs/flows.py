@@ -15,44 +15,23 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from django_jobs import serialization
 from django_jobs.exceptions import InvalidJob
+from django_jobs.steps import (
+    POLICIES,
+    RECEIVES,
+    ChildrenResults,
+    ChildResult,
+    Signature,
+    children_results,
+)
 from django_jobs.tasks import JobResult, JobTask
 
-#: Failure policies of a child toward its parent, and their code in the job hash ('fp').
-POLICIES = {"fail": "", "ignore": "i", "remove": "r"}
-#: How a parent receives its children's return values as its first argument ('cr' payload option).
-RECEIVES = ("", "one", "list")
 #: The most jobs one flow may have (one script call creates them all).
 MAX_FLOW_JOBS = 10_000
-
-
-@dataclass(frozen=True, slots=True)
-class Signature:
-    """A job with its arguments, not enqueued yet: one node of a flow (``my_job.s(1, 2)``).
-
-    ``failure`` is what the parent does when this job ends failed or cancelled (after its
-    retries): ``"fail"`` (the default: the parent fails, its other unfinished children are
-    cancelled), ``"ignore"`` (the parent still runs and sees the failure) or ``"remove"``
-    (the parent runs as if this child did not exist).
-    """
-
-    task: JobTask
-    args: tuple[Any, ...] = ()
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    failure: str = "fail"
-    #: ``"one"``: the job gets its only child's return value as first argument (a chain step);
-    #: ``"list"``: the list of its children's return values (a chord's callback).
-    receives: str = ""
-
-    def on_failure(self, policy: str) -> Signature:
-        """Return a copy whose failure makes the parent ``"fail"``, ``"ignore"`` it or ``"remove"`` it."""
-        if policy not in POLICIES:
-            raise InvalidJob(f"on_failure({policy!r}): the policy must be one of {', '.join(map(repr, POLICIES))}.")
-        return replace(self, failure=policy)
 
 
 def signature(task: JobTask, *args: Any, **kwargs: Any) -> Signature:
@@ -76,7 +55,7 @@ class Flow:
     >>> Flow(store.s(7), children=[optimize.s(7), Flow(report.s(), children=[scan.s(7)])])  # doctest: +SKIP
     """
 
-    __slots__ = ("job", "children")
+    __slots__ = ("children", "job")
 
     def __init__(self, job: Signature | JobTask, children: Iterable[Flow | Signature | JobTask] = ()) -> None:
         self.job = _as_signature(job)
@@ -238,61 +217,6 @@ def chord(group: Sequence[Signature | JobTask | Flow], callback: Signature | Job
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ChildResult:
-    """How one child of a parent job ended, as the parent sees it."""
-
-    id: str
-    name: str
-    queue: str
-    #: ``completed``, ``failed`` or ``cancelled`` (the last two only with the ``ignore`` policy).
-    state: str
-    #: The child's return value (``None`` unless it completed).
-    value: Any = None
-
-    @property
-    def ok(self) -> bool:
-        """True when the child completed."""
-        return self.state == "completed"
-
-
-class ChildrenResults(dict[str, ChildResult]):
-    """The ended children of a parent job by id, in the order they were declared."""
-
-    def by_name(self, job: JobTask | str) -> list[ChildResult]:
-        """Return the children that ran ``job`` (a job, its full name, or its function's name)."""
-        name = job.name if isinstance(job, JobTask) else job
-        return [c for c in self.values() if c.name == name or c.name.rsplit(".", 1)[-1] == name]
-
-    def values_list(self) -> list[Any]:
-        """Return the children's return values in declaration order (``None`` for a failed one)."""
-        return [c.value for c in self.values()]
-
-
-def children_results(queue: str, job_id: str) -> ChildrenResults:
-    """Return how each child of job ``job_id`` of ``queue`` ended (see :class:`ChildrenResults`).
-
-    Children removed by the ``remove`` policy and children not ended yet are left out.
-    """
-    from django_jobs.engine import get_engine
-
-    data = get_engine().get_job(queue, job_id) or {}
-    return _children_results(data)
-
-
-def _children_results(data: dict[str, str]) -> ChildrenResults:
-    out = ChildrenResults()
-    for _base, child_id, child_queue, name in serialization.loads(data["kids"]) if data.get("kids") else []:
-        raw = data.get("c:" + child_id)
-        if not raw:
-            continue
-        ended = serialization.loads(raw)
-        if ended.get("s") == "removed":
-            continue
-        out[child_id] = ChildResult(id=child_id, name=name, queue=child_queue, state=ended.get("s", ""), value=ended.get("r"))
-    return out
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class FlowNode:
     """One job of a flow tree, for display (:func:`flow_tree`)."""
 
@@ -375,6 +299,17 @@ def _subtree(engine: Any, queue: str, job_id: str, data: dict[str, str], failure
 
 
 __all__ = [
-    "POLICIES", "Signature", "signature", "Flow", "FlowResult", "chain", "chord",
-    "ChildResult", "ChildrenResults", "children_results", "FlowNode", "flow_tree",
+    "POLICIES",
+    "RECEIVES",
+    "ChildResult",
+    "ChildrenResults",
+    "Flow",
+    "FlowNode",
+    "FlowResult",
+    "Signature",
+    "chain",
+    "children_results",
+    "chord",
+    "flow_tree",
+    "signature",
 ]

@@ -20,7 +20,7 @@ from django_jobs.backoff import BackoffSpec
 from django_jobs.exceptions import ConfigurationError, InvalidJob
 
 if TYPE_CHECKING:
-    from django_jobs.flows import ChildrenResults, Signature
+    from django_jobs.steps import ChildrenResults, Signature
 
 #: Job states (DESIGN.md) mapped to django.tasks statuses.
 STATE_TO_STATUS: dict[str, TaskResultStatus] = {
@@ -190,9 +190,9 @@ class JobTask(Task):
 
         >>> Flow(store.s(7), children=[optimize.s(7)]).enqueue()  # doctest: +SKIP
         """
-        from django_jobs.flows import signature
+        from django_jobs.steps import Signature
 
-        return signature(self, *args, **kwargs)
+        return Signature(task=self, args=tuple(args), kwargs=dict(kwargs))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -268,10 +268,10 @@ class JobContext(TaskContext):
     def children_results(self) -> ChildrenResults:
         """Return how each child of this flow parent ended, by child id (docs/flows.md).
 
-        A :class:`~django_jobs.flows.ChildrenResults`: ``results[child_id].value`` is what the
+        A :class:`~django_jobs.steps.ChildrenResults`: ``results[child_id].value`` is what the
         child returned; ``results.by_name("optimize")`` finds children by job name.
         """
-        from django_jobs.flows import children_results
+        from django_jobs.steps import children_results
 
         return children_results(self.task_result.queue, self.task_result.id)
 
@@ -318,16 +318,17 @@ def default_backend_alias() -> str:
 
     from django.utils.module_loading import import_string
 
-    from django_jobs.backends import RedisBackend
-
     def ours(path: object) -> bool:
+        # django_jobs' backends (RedisBackend and its subclasses) are those whose tasks are JobTasks;
+        # checked without importing django_jobs.backends, which builds on this module.
         if path == BACKEND_PATH:
             return True
         try:
             cls = import_string(str(path))
         except ImportError:
             return False
-        return isinstance(cls, type) and issubclass(cls, RedisBackend)
+        task_class = getattr(cls, "task_class", None)
+        return isinstance(cls, type) and isinstance(task_class, type) and issubclass(task_class, JobTask)
 
     tasks = getattr(settings, "TASKS", {}) or {}
     aliases = [alias for alias, cfg in tasks.items() if ours(cfg.get("BACKEND"))]

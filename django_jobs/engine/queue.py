@@ -849,10 +849,10 @@ class Engine:
     def set_queue_limits(self, queue: str, *, rate: Any = None, concurrency: Any = None) -> None:
         """Override the limits of ``queue`` in Redis for every worker.
 
-        ``rate`` is a :class:`~django_jobs.limits.Rate`, ``concurrency`` an int; ``None``
-        lifts the limit; :data:`~django_jobs.limits.UNSET` leaves it as it is.
+        ``rate`` is a :class:`~django_jobs.rates.Rate`, ``concurrency`` an int; ``None``
+        lifts the limit; :data:`~django_jobs.rates.UNSET` leaves it as it is.
         """
-        from django_jobs.limits import UNSET
+        from django_jobs.rates import UNSET
 
         k = self.keys(queue)
         fields: dict[str, int] = {}
@@ -887,7 +887,7 @@ class Engine:
 
     def queue_limits(self, queue: str) -> tuple[Any, int | None, bool]:
         """Return ``(rate or None, concurrency or None, overridden)`` in force on ``queue``."""
-        from django_jobs.limits import Rate
+        from django_jobs.rates import Rate
 
         rn, rp, cc = self._call(self.client.hmget, self.keys(queue).meta, "rn", "rp", "cc")
         d_rn, d_rp, d_cc = self._default_limits(queue)

@@ -243,7 +243,7 @@ class Prepared:
 
 def _children_argument(claimed: Claimed, receives: str) -> Any:
     """Return a flow parent's first argument: its only child's return value, or all of them."""
-    from django_jobs.flows import children_results
+    from django_jobs.steps import children_results
 
     values = children_results(claimed.queue, claimed.id).values_list()
     if receives == "one":

@@ -29,8 +29,6 @@ that finishes within the grace period is never taken for stalled.
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import functools
 import logging
 import math
 import os
@@ -50,6 +48,7 @@ from django_jobs.engine import get_engine
 from django_jobs.engine.codes import ScriptCode
 from django_jobs.engine.queue import Claimed, Engine, Outcome
 from django_jobs.exceptions import RedisOutOfMemory, RedisUnavailable
+from django_jobs.lifeline import die_with_parent
 from django_jobs.worker import (
     executor,
     faults,  # test-only crash points: no-op functions unless a chaos test installed a hook
@@ -90,23 +89,6 @@ _STOP = object()
 def make_worker_id() -> str:
     """Return a unique id for this worker process: host:pid:random."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-
-
-@functools.cache
-def _libc() -> Any:
-    """The C library, loaded once (isolated jobs call :func:`die_with_parent` in every child)."""
-    try:
-        return ctypes.CDLL(None, use_errno=True)
-    except OSError:
-        return None
-
-
-def die_with_parent(sig: int = signal.SIGUSR2) -> None:
-    """Ask Linux to send ``sig`` to this process when its parent dies (no-op elsewhere)."""
-    try:
-        _libc().prctl(1, sig)  # PR_SET_PDEATHSIG
-    except AttributeError:
-        pass
 
 
 def _ignore(signum: int, frame: Any) -> None:
