@@ -16,7 +16,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeGuard, cast
 
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
@@ -112,12 +112,20 @@ def redact_text(text: str) -> str:
 # -- the job list -----------------------------------------------------------------------------
 
 
-class CappedPaginator(Paginator):
+# Django's admin classes are generic for type checkers only (django-stubs).
+if TYPE_CHECKING:
+    _Paginator = Paginator[Any]
+    _ModelAdmin = admin.ModelAdmin[JobRecord]
+else:
+    _Paginator, _ModelAdmin = Paginator, admin.ModelAdmin
+
+
+class CappedPaginator(_Paginator):
     """A paginator that counts at most :data:`COUNT_CAP` + 1 rows (no full-table count)."""
 
     @cached_property
     def count(self) -> int:
-        return self.object_list[: COUNT_CAP + 1].count()
+        return cast("QuerySet[Any]", self.object_list)[: COUNT_CAP + 1].count()
 
 
 class QueueFilter(admin.SimpleListFilter):
@@ -213,7 +221,7 @@ def run_job_action(action: str, pairs: Iterable[tuple[str, str]]) -> Report:
 
 
 @admin.register(JobRecord)
-class JobRecordAdmin(admin.ModelAdmin):
+class JobRecordAdmin(_ModelAdmin):
     """Jobs: a read-only list and detail page over the mirror, with actions through the engine."""
 
     list_display = ("short_id", "name", "queue", "state_badge", "progress_bar", "attempts", "enqueued_at", "finished_at", "duration")
@@ -306,7 +314,7 @@ class JobRecordAdmin(admin.ModelAdmin):
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None) -> HttpResponse:
         obj = self.get_object(request, unquote(object_id))
         if obj is None:
-            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)  # type: ignore[attr-defined,no-any-return]
         if not self.has_view_permission(request, obj):
             raise PermissionDenied
         context = {
@@ -328,7 +336,7 @@ class JobRecordAdmin(admin.ModelAdmin):
         """POST: retry, cancel or delete one job from its detail page."""
         obj = self.get_object(request, unquote(object_id))
         if obj is None:
-            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)  # type: ignore[attr-defined,no-any-return]
         action = request.POST.get("action", "")
         if action not in JOB_ACTIONS:
             messages.error(request, f"Unknown action {action!r}: use retry, cancel or delete.")
@@ -498,7 +506,7 @@ def progress_html(value: Any) -> str:
     return format_html('<span class="djj-progress">{}</span>', text)
 
 
-def _number(value: Any) -> bool:
+def _number(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
@@ -680,7 +688,7 @@ def schedules_view(request: HttpRequest) -> HttpResponse:
 
 
 def _index(n: int, fraction: float) -> int:
-    return min(n - 1, max(0, int(round(fraction * (n - 1)))))
+    return min(n - 1, max(0, round(fraction * (n - 1))))
 
 
 def _pick(values: list[float], fraction: float) -> float | None:
@@ -711,7 +719,7 @@ def dashboard_data(window: str = "hour", *, now: datetime | None = None) -> dict
     finished = JobRecord.objects.filter(finished_at__gt=since, finished_at__lte=now, state__in=(JobState.COMPLETED, JobState.FAILED))
     count = int(length / step)
     start = now - count * step
-    buckets = [{"start": start + i * step, "completed": 0, "failed": 0} for i in range(count)]
+    buckets: list[dict[str, Any]] = [{"start": start + i * step, "completed": 0, "failed": 0} for i in range(count)]
     # The bucket as a CASE over the finish time: one pass over the (finished_at, state) index,
     # in SQL on every database (a date-truncating function is a slow Python UDF on SQLite).
     bucket = Case(*(When(finished_at__lte=start + (i + 1) * step, then=Value(i)) for i in range(count)), default=Value(count - 1))
@@ -726,17 +734,17 @@ def dashboard_data(window: str = "hour", *, now: datetime | None = None) -> dict
         b["failure_rate"] = b["failed"] / total if total else None
     done = sum(b["completed"] for b in buckets)
     failed = sum(b["failed"] for b in buckets)
-    names = []
+    names: list[dict[str, Any]] = []
     top = finished.values("name").annotate(n=Count("pk"), failed=Count("pk", filter=Q(state=JobState.FAILED))).order_by("-n")[:DASHBOARD_NAMES]
-    for row in top:
-        timed = finished.filter(name=row["name"], duration__isnull=False)
-        if row["n"] <= PERCENTILE_FETCH:  # one query: the run times, sorted here
-            durations = sorted(timed.values_list("duration", flat=True))
+    for busy in top:
+        timed = finished.filter(name=busy["name"], duration__isnull=False)
+        if busy["n"] <= PERCENTILE_FETCH:  # one query: the run times, sorted here
+            durations = sorted(d for d in timed.values_list("duration", flat=True) if d is not None)
             p50, p95 = _pick(durations, 0.50), _pick(durations, 0.95)
         else:  # too many to fetch: count, then one lookup per percentile
             n = timed.count()
             p50, p95 = _percentile(timed, n, 0.50), _percentile(timed, n, 0.95)
-        names.append({"name": row["name"], "count": row["n"], "failed": row["failed"], "p50": p50, "p95": p95})
+        names.append({"name": busy["name"], "count": busy["n"], "failed": busy["failed"], "p50": p50, "p95": p95})
     return {
         "window": window, "label": label, "since": since, "now": now, "step_minutes": minutes,
         "buckets": buckets, "completed": done, "failed": failed,

@@ -131,7 +131,8 @@ class RedisBackend(BaseTaskBackend):
             )
         job_id = job_id or new_job_id()
         run_at_ms = int(task.run_after.timestamp() * 1000) if task.run_after is not None else 0
-        delay_ms = int(task.delay * 1000) if getattr(task, "delay", None) else 0
+        delay = getattr(task, "delay", None)
+        delay_ms = int(delay * 1000) if delay else 0
         cid = get_correlation_id() or process_correlation_id()
         parent = current_job_id()
         new = NewJob(
@@ -196,7 +197,7 @@ class RedisBackend(BaseTaskBackend):
                 else:
                     task_enqueued.send(type(self), task_result=result)
 
-    def enqueue(self, task: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> JobResult:
+    def enqueue(self, task: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> JobResult:  # type: ignore[override]
         """Queue up one job; returns its result handle.
 
         The task was validated when it was built (``Task.__post_init__``), so it is not again here.

@@ -27,7 +27,7 @@ from django_jobs.exceptions import RedisUnavailable
 if TYPE_CHECKING:
     from django_jobs.tasks import JobResult
 
-__all__ = ["Event", "QueueEvents", "wait_for_result", "FINAL_EVENTS"]
+__all__ = ["FINAL_EVENTS", "Event", "QueueEvents", "wait_for_result"]
 
 #: Events after which a job never changes again.
 FINAL_EVENTS = frozenset({"completed", "failed", "cancelled"})

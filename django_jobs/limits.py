@@ -19,7 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from django_jobs.rates import (  # noqa: F401 - the public names of the limits API
+# The limit values are defined below conf and the engine (django_jobs.rates); offered here too.
+from django_jobs.rates import (
     MAX_RATE,
     PERIOD_NAMES,
     PERIODS_MS,
@@ -28,6 +29,33 @@ from django_jobs.rates import (  # noqa: F401 - the public names of the limits A
     parse_concurrency,
     parse_rate,
 )
+
+__all__ = [
+    "CANCELLABLE",
+    "MAX_RATE",
+    "MAX_UNIQUE_KEY",
+    "PERIODS_MS",
+    "PERIOD_NAMES",
+    "UNIQUE_MODES",
+    "UNIQUE_UNTIL",
+    "UNSET",
+    "QueueLimits",
+    "Rate",
+    "cancel_jobs",
+    "guard_for_call",
+    "has_guard",
+    "is_unique",
+    "parse_concurrency",
+    "parse_rate",
+    "pause_queues",
+    "queue_limits",
+    "reset_queue_limits",
+    "resume_queues",
+    "retry_jobs",
+    "set_queue_limits",
+    "validate_limit_options",
+    "validate_unique_options",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,7 +245,7 @@ def _render(task: Any, option: str, key: Any, args: Any, kwargs: Any) -> str:
             canonical = json.dumps(arguments, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
             rendered = hashlib.sha1(canonical.encode(), usedforsecurity=False).hexdigest()
         else:
-            rendered = key.format_map(arguments)
+            rendered = str(key.format_map(arguments))
     if len(rendered) > MAX_UNIQUE_KEY:
         rendered = "sha1:" + hashlib.sha1(rendered.encode(), usedforsecurity=False).hexdigest()
     return rendered

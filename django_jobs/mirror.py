@@ -23,8 +23,8 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable, Iterable, Sequence
 from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -40,7 +40,7 @@ from django_jobs.engine.queue import MirrorGroupMissing, stream_id_key
 from django_jobs.exceptions import ConfigurationError
 from django_jobs.tasks import ms_to_datetime
 
-__all__ = ["Mirror", "mirror_once", "resync", "prune", "row_from_hash", "version_of", "run_mirror_process"]
+__all__ = ["Mirror", "mirror_once", "prune", "resync", "row_from_hash", "run_mirror_process", "version_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -110,12 +110,12 @@ def row_from_hash(queue: str, job_id: str, data: dict[str, str], version: int) -
     try:
         payload = json.loads(data.get("d") or "")
         if not isinstance(payload, dict) or not isinstance(payload.get("n"), str):
-            raise ValueError("not a job payload")
+            raise ValueError("not a job payload")  # noqa: TRY004 - caught below: shown raw
         name = payload["n"]
         args = payload.get("a", [])
         kwargs = payload.get("k", {})
         if not isinstance(args, list) or not isinstance(kwargs, dict):
-            raise ValueError("bad arguments")
+            raise ValueError("bad arguments")  # noqa: TRY004 - caught below: shown raw
     except (ValueError, TypeError):
         raw_payload, name, args, kwargs = data.get("d") or "", "?", [], {}
     errors = _json(data.get("err"), [])
@@ -483,7 +483,7 @@ class Mirror:
                 if errors:
                     logger.info("Mirror: working again after %d failed attempt(s)", errors)
                 errors = 0
-            except Exception:  # noqa: BLE001 - Redis or the database down: retry, nothing was acknowledged
+            except Exception:  # Redis or the database down: retry, nothing was acknowledged
                 errors += 1
                 if errors in (1, 10) or errors % 100 == 0:
                     logger.exception("Mirror step failed (%d in a row); retrying", errors, extra={"action": "mirror_error"})

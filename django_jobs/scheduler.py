@@ -19,6 +19,7 @@ Slots are computed from Redis time. See docs/cron.md for the time-zone and misse
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import mmap
 import os
@@ -216,7 +217,7 @@ class LeaderFlag:
         self.set(0.0)
 
     def __bool__(self) -> bool:
-        return struct.unpack_from("d", self._mem, 0)[0] > time.monotonic()
+        return bool(struct.unpack_from("d", self._mem, 0)[0] > time.monotonic())
 
 
 _flag: LeaderFlag | None = None
@@ -326,12 +327,10 @@ class Scheduler:
         if self.token:
             token, self.token = self.token, ""
             self.flag.clear()
-            try:
+            with contextlib.suppress(Exception):  # best effort: the lease expires anyway
                 from django_jobs.engine import get_engine
 
                 get_engine().leader_renew(token, lease_ms=0)
-            except Exception:  # noqa: BLE001 - the lease expires by itself
-                pass
 
     def run(self) -> None:
         while not self._stop.is_set():
@@ -339,7 +338,7 @@ class Scheduler:
                 try:
                     delay = self.step()
                     self._errors = 0
-                except Exception:  # noqa: BLE001 - keep scheduling through Redis outages
+                except Exception:  # keep scheduling through Redis outages
                     self._errors += 1
                     if self._errors in (1, 10) or self._errors % 100 == 0:
                         logger.exception("Scheduler step failed (%d in a row)", self._errors)
@@ -401,7 +400,7 @@ class Scheduler:
                 self._failing.discard(schedule.name)
             except EngineError:
                 raise  # Redis trouble: the loop backs off
-            except Exception:  # noqa: BLE001 - one broken schedule must not stop the others
+            except Exception:  # one broken schedule must not stop the others
                 if schedule.name not in self._failing:
                     self._failing.add(schedule.name)
                     logger.exception("Cron schedule %s failed to fire", schedule.name, extra={"action": "cron_failed"})
@@ -453,7 +452,7 @@ def enqueue_tick(schedule: Schedule, job_id: str) -> bool:
         task = task.using(queue_name=schedule.queue)
     backend = task_backends[task.backend]
     with correlation_id():  # each tick starts its own correlation id
-        new, result = backend._prepare(task, schedule.args, schedule.kwargs, job_id=job_id)
+        new, result = backend._prepare(task, schedule.args, schedule.kwargs, job_id=job_id)  # type: ignore[attr-defined]
     return get_engine().enqueue(result.queue, [new]) == [1]
 
 

@@ -7,10 +7,10 @@ class when the TASKS backend is ours, so both spellings accept the same options.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any, Protocol, cast, overload
 
 from django.tasks import Task, TaskContext, TaskResult, TaskResultStatus
 from django.tasks.base import TASK_REFRESH_ATTRS
@@ -43,7 +43,7 @@ BACKEND_PATH = "django_jobs.backends.RedisBackend"
 
 
 @dataclass(frozen=True, slots=True)
-class call:  # noqa: N801 - reads as a function at the call site
+class call:  # reads as a function at the call site
     """Arguments of one job in :meth:`JobTask.enqueue_many`.
 
     >>> call(1, urgent=True)
@@ -58,8 +58,25 @@ class call:  # noqa: N801 - reads as a function at the call site
         object.__setattr__(self, "kwargs", kwargs)
 
 
+# django.tasks' classes are generic for type checkers only (django-stubs).
+if TYPE_CHECKING:
+    _Task = Task[..., Any]
+    _TaskResult = TaskResult[..., Any]
+    _TaskContext = TaskContext[..., Any]
+else:
+    _Task, _TaskResult, _TaskContext = Task, TaskResult, TaskContext
+
+
+class _OurBackend(Protocol):
+    """What JobTask needs of django_jobs' backend beyond django.tasks' (backends.RedisBackend)."""
+
+    def enqueue_many(self, task: JobTask, calls: Sequence[tuple[Sequence[Any], dict[str, Any]]]) -> list[JobResult]: ...
+
+    def enqueue_on_commit(self, task: JobTask, args: Any, kwargs: Any) -> JobResult: ...
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
-class JobTask(Task):
+class JobTask(_Task):
     """A :class:`django.tasks.Task` with django_jobs' options.
 
     Attributes:
@@ -111,7 +128,7 @@ class JobTask(Task):
         """The registered name of the job: its module path."""
         return self.module_path
 
-    def using(  # type: ignore[override]
+    def using(
         self,
         *,
         priority: int | None = None,
@@ -174,7 +191,7 @@ class JobTask(Task):
                     f"enqueue_many() items must be tuples of arguments, dicts of keyword arguments "
                     f"or call(...) objects, not {type(item).__name__}."
                 )
-        return self.get_backend().enqueue_many(self, pairs)  # type: ignore[no-any-return]
+        return cast(_OurBackend, self.get_backend()).enqueue_many(self, pairs)
 
     def enqueue_on_commit(self, *args: Any, **kwargs: Any) -> JobResult:
         """Enqueue the job when the current database transaction commits (never on rollback).
@@ -183,7 +200,7 @@ class JobTask(Task):
         transaction the job is enqueued at once. The returned result's id is the id the
         job will have.
         """
-        return self.get_backend().enqueue_on_commit(self, args, kwargs)  # type: ignore[no-any-return]
+        return cast(_OurBackend, self.get_backend()).enqueue_on_commit(self, args, kwargs)
 
     def s(self, *args: Any, **kwargs: Any) -> Signature:
         """Return a signature of this job with these arguments: a step of a flow (docs/flows.md).
@@ -195,8 +212,9 @@ class JobTask(Task):
         return Signature(task=self, args=tuple(args), kwargs=dict(kwargs))
 
 
+# django-stubs declares TaskResult and TaskContext as plain dataclasses; Django's are frozen.
 @dataclass(frozen=True, slots=True, kw_only=True)
-class JobResult(TaskResult):
+class JobResult(_TaskResult):  # type: ignore[misc]
     """A :class:`django.tasks.TaskResult` with django_jobs' extra fields and actions."""
 
     queue: str = "default"
@@ -250,7 +268,7 @@ class JobResult(TaskResult):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class JobContext(TaskContext):
+class JobContext(_TaskContext):  # type: ignore[misc]
     """What a job with ``takes_context=True`` receives as its first argument."""
 
     @property
@@ -273,7 +291,7 @@ class JobContext(TaskContext):
         """
         from django_jobs.steps import children_results
 
-        return children_results(self.task_result.queue, self.task_result.id)
+        return children_results(cast(JobResult, self.task_result).queue, self.task_result.id)
 
     def set_progress(self, progress: Any) -> None:
         """Report how far the job got: a number or a small JSON value (at most 4 KB encoded).
@@ -286,9 +304,8 @@ class JobContext(TaskContext):
         Raises:
             InvalidJob: ``progress`` is not JSON serializable or is too large.
         """
-        from django_jobs import serialization
+        from django_jobs import runtime, serialization
         from django_jobs.engine import get_engine
-        from django_jobs import runtime
 
         try:
             encoded = serialization.dumps(progress)
@@ -315,7 +332,6 @@ def ms_to_datetime(ms: str | int | None) -> datetime | None:
 def default_backend_alias() -> str:
     """Return the TASKS alias whose backend is django_jobs' (``default`` preferred)."""
     from django.conf import settings
-
     from django.utils.module_loading import import_string
 
     def ours(path: object) -> bool:

@@ -115,7 +115,7 @@ def parse_url(url: Any, *, setting: str = "REDIS_URL", name: str | None = None) 
             setting, f"{name} {shown!r} has no valid scheme; it must start with redis://, rediss:// or unix://.", hint
         )
     try:
-        kwargs = redis_parse_url(url)
+        kwargs: dict[str, Any] = redis_parse_url(url)  # type: ignore[no-untyped-call]
     except ValueError as exc:  # bad port, bad query value...
         raise SettingError(setting, f"{name} {shown!r} is not a valid Redis URL: {_url_error(url, exc)}", URL_HINT) from None
     if scheme == "unix":

@@ -6,6 +6,7 @@ and return plain values; the job API (:mod:`django_jobs.tasks`) builds on them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -13,7 +14,7 @@ import time
 import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, Self, cast
 
 import redis
 
@@ -113,7 +114,7 @@ class Recovery(tuple[int, int]):
 
     jobs: list[tuple[str, str, str]]
 
-    def __new__(cls, recovered: int, failed: int, jobs: list[tuple[str, str, str]]) -> Recovery:
+    def __new__(cls, recovered: int, failed: int, jobs: list[tuple[str, str, str]]) -> Self:
         self = super().__new__(cls, (recovered, failed))
         self.jobs = jobs
         return self
@@ -122,7 +123,7 @@ class Recovery(tuple[int, int]):
 class _OwnConnection:
     """A connection owned by one thread (and one process); closed when the thread ends."""
 
-    __slots__ = ("conn", "pid", "__weakref__")
+    __slots__ = ("__weakref__", "conn", "pid")
 
     def __init__(self, conn: Any) -> None:
         self.conn = conn
@@ -133,10 +134,8 @@ class _OwnConnection:
             self.conn.disconnect()
 
     def __del__(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # interpreter shutdown
             self.close()
-        except Exception:  # noqa: BLE001 - interpreter shutdown
-            pass
 
 
 class Engine:
@@ -398,29 +397,12 @@ class Engine:
             )
         )
 
-    def cancel_many(self, queue: str, job_ids: Sequence[str]) -> list[int]:
-        """Cancel many jobs in one round trip: one ``cancel`` call per job, pipelined; codes as :meth:`cancel`."""
-        if not job_ids:
-            return []
-        k = self.keys(queue)
-        f_age, _ = self.settings.keep(queue, "FAILED")
-        script = self._scripts["cancel"]
-
-        def send() -> list[Any]:
-            with self.client.pipeline(transaction=False) as pipe:
-                for job_id in job_ids:
-                    script(keys=(k.wait, k.scheduled, k.cancelled, k.events, k.job(job_id)),
-                           args=(job_id, self.maxlen, int(f_age * 1000)), client=pipe)
-                return pipe.execute()
-
-        return [int(code) for code in self._call(send)]
-
     # -- reads ----------------------------------------------------------------------------
 
     def get_job(self, queue: str, job_id: str) -> dict[str, str] | None:
         """Return the raw job hash, or None."""
         try:
-            data = self.client.hgetall(self.keys(queue).job(job_id))
+            data: dict[str, str] = self.client.hgetall(self.keys(queue).job(job_id))  # type: ignore[assignment]
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise RedisUnavailable(f"Cannot reach Redis at {self.target}: {exc}") from exc
         return data or None
@@ -518,7 +500,7 @@ class Engine:
     # -- operations (manage.py jobs, django_jobs.testing) --------------------------------------
 
     #: The state ZSET attribute of :class:`QueueKeys` for each state.
-    STATE_KEYS = {
+    STATE_KEYS: ClassVar[dict[str, str]] = {
         "waiting": "wait", "scheduled": "scheduled", "active": "active",
         "completed": "completed", "failed": "failed", "cancelled": "cancelled",
         "waiting_children": "waiting_children",
@@ -622,7 +604,7 @@ class Engine:
                 row = self.client.zrangebyscore(k.wait, low, "+inf", start=0, num=1, withscores=True)
                 if not row:
                     break
-                job_id, score = row[0]
+                job_id, score = cast(tuple[str, float], row[0])
                 found.append(job_id)
                 low = (int(score) // span + 1) * span
             return found
@@ -864,7 +846,7 @@ class Engine:
         def write() -> None:
             with self.client.pipeline(transaction=True) as pipe:
                 if fields:
-                    pipe.hset(k.meta, mapping=fields)
+                    pipe.hset(k.meta, mapping=fields)  # type: ignore[arg-type]  # redis-py: Mapping keys are invariant
                 # A raised or lifted limit may let held jobs start now: wake a worker.
                 pipe.rpush(k.marker, "1")
                 pipe.ltrim(k.marker, 0, 0)
@@ -927,8 +909,8 @@ class Engine:
 
         def read() -> list[Any]:
             with self.client.pipeline(transaction=True) as pipe:
-                pipe.execute_command("XINFO", "GROUPS", key)
-                pipe.execute_command("XINFO", "STREAM", key)
+                pipe.execute_command("XINFO", "GROUPS", key)  # type: ignore[no-untyped-call]
+                pipe.execute_command("XINFO", "STREAM", key)  # type: ignore[no-untyped-call]
                 pipe.xreadgroup(group, consumer, {key: ">"}, count=count)
                 return list(pipe.execute(raise_on_error=False))
 

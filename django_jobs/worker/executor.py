@@ -61,7 +61,7 @@ class RunningJob:
 
 # The jobs running in this process and ``current_job`` (the RunningJob of this thread or task,
 # None outside jobs) live in django_jobs.runtime: one owner, readable from every layer.
-__all__ = ["RunningJob", "Prepared", "run_sync", "run_async", "timeout_outcome", "terminal_outcome", "error_outcome"]
+__all__ = ["Prepared", "RunningJob", "error_outcome", "run_async", "run_sync", "terminal_outcome", "timeout_outcome"]
 
 
 def _error_json(exc: BaseException) -> str:
@@ -102,7 +102,18 @@ class Prepared:
     """
 
     __slots__ = (
-        "task", "args", "kwargs", "_result", "options", "failure", "is_async", "facts", "job", "worker_id", "started_ms", "chain",
+        "_result",
+        "args",
+        "chain",
+        "facts",
+        "failure",
+        "is_async",
+        "job",
+        "kwargs",
+        "options",
+        "started_ms",
+        "task",
+        "worker_id",
     )
 
     def __init__(self, job: RunningJob, worker_id: str) -> None:
@@ -359,7 +370,7 @@ def _finished(job: RunningJob, prepared: Prepared, outcome: Outcome, exc: BaseEx
     if signal.receivers:
         duration = max(0.0, time.monotonic() - job.started)
         if kind == "c":
-            signal.send(prepared.task, task_result=prepared.result, return_value=prepared.result._return_value, duration=duration)
+            signal.send(prepared.task, task_result=prepared.result, return_value=prepared.result._return_value, duration=duration)  # type: ignore[attr-defined]
         elif kind == "r":
             signal.send(prepared.task, task_result=prepared.result, exception=exc, duration=duration, delay=outcome.delay_ms / 1000)
         else:
@@ -391,9 +402,8 @@ def run_sync(job: RunningJob, prepared: Prepared, *, close_connections: bool = T
             else:
                 value = func(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - the job's own failure, recorded
-            if opened:
-                exc = _close_middleware(opened, exc) or exc
-            return _finished(job, prepared, prepared.outcome_for_error(job, exc), exc)
+            error: BaseException = (_close_middleware(opened, exc) or exc) if opened else exc
+            return _finished(job, prepared, prepared.outcome_for_error(job, error), error)
         if opened:
             failure = _close_middleware(opened, None)
             if failure is not None:
@@ -437,9 +447,9 @@ async def run_async(job: RunningJob, prepared: Prepared) -> Outcome:
             failure = _close_middleware(opened, exc) or exc if opened else exc
             return _finished(job, prepared, prepared.outcome_for_error(job, failure), failure)
         if opened:
-            failure = _close_middleware(opened, None)
-            if failure is not None:
-                return _finished(job, prepared, prepared.outcome_for_error(job, failure), failure)
+            late = _close_middleware(opened, None)
+            if late is not None:
+                return _finished(job, prepared, prepared.outcome_for_error(job, late), late)
         return _finished(job, prepared, prepared.outcome_for_value(job, value), None)
     finally:
         _exit(tokens)

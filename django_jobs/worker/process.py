@@ -29,6 +29,7 @@ that finishes within the grace period is never taken for stalled.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
@@ -377,10 +378,8 @@ class WorkerProcess:
         for thread in self._threads:
             if thread.name == "djj-heartbeat":
                 thread.join(timeout=2.0)
-        try:
+        with contextlib.suppress(Exception):  # best effort while exiting
             self.engine.forget_worker(self.worker_id)
-        except Exception:  # noqa: BLE001 - best effort while exiting
-            pass
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._stop_event_loop()
 
@@ -395,7 +394,7 @@ class WorkerProcess:
         for queue, leases in by_queue.items():
             try:
                 count = self.engine.release(queue, leases)
-            except Exception as exc:  # noqa: BLE001 - the leases expire and recovery takes over
+            except Exception as exc:  # noqa: BLE001 - never let the heartbeat die
                 logger.warning("Worker %s could not release %d job(s) of %r (recovered when their lease expires): %s",
                                self.worker_id, len(leases), queue, exc)
                 continue
@@ -471,7 +470,7 @@ class WorkerProcess:
                 if self.burst:
                     timeout = min(timeout, 0.1)
                 self.engine.wait_for_work(self.queues, timeout)
-            except Exception as exc:  # noqa: BLE001 - never let the fetcher die
+            except Exception as exc:  # noqa: BLE001 - never let the heartbeat die
                 self._outage.failed("fetching jobs", exc, backoff)
                 self.stopping.wait(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
@@ -560,7 +559,7 @@ class WorkerProcess:
         if job.isolated:
             try:
                 isolated = isolation.run_isolated(job, prepared, parent_pid=os.getpid(), abandoned=lambda: job.decided)
-            except Exception as exc:  # noqa: BLE001 - e.g. fork failed (no memory): the attempt fails, the worker goes on
+            except Exception as exc:  # noqa: BLE001 - never let the heartbeat die
                 isolated = executor.error_outcome(job, prepared, exc)
             if isolated is None:  # released or lease lost: no outcome
                 self._free_slot()
@@ -569,7 +568,7 @@ class WorkerProcess:
             return
         try:
             outcome = executor.run_sync(job, prepared)
-        except BaseException as exc:  # noqa: BLE001 - e.g. SystemExit raised by a job
+        except BaseException as exc:  # noqa: BLE001 - cancelled at shutdown, or a BaseException
             outcome = prepared.outcome_for_error(job, exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
         self._avg_run += (time.monotonic() - started - self._avg_run) * 0.1
         self._job_done(job, outcome)
@@ -755,18 +754,18 @@ class WorkerProcess:
             with self._cond:
                 for job_id in lost:
                     # Another run owns the job now: stop renewing, drop this run's outcome.
-                    job = self._leases.pop(job_id, None)
-                    if job is not None:
-                        if not job.decided:
+                    gone = self._leases.pop(job_id, None)
+                    if gone is not None:
+                        if not gone.decided:
                             logger.warning("Job %s: lease lost, its outcome will be dropped", job_id)
-                        job.decided = True
+                        gone.decided = True
                     runtime.unregister(job_id)
             for job_id in cancel:
-                job = self._leases.get(job_id)
-                if job is not None and not job.cancel_event.is_set():
-                    job.cancel_event.set()
-                    if job.future is not None:
-                        job.future.cancel()
+                asked = self._leases.get(job_id)
+                if asked is not None and not asked.cancel_event.is_set():
+                    asked.cancel_event.set()
+                    if asked.future is not None:
+                        asked.future.cancel()
         return bool(by_queue)
 
     def _beat(self) -> None:

@@ -142,7 +142,7 @@ class Supervisor:
                     queues=self.queues, threads=self.threads, grace=self.grace, burst=self.burst, parent_pid=parent,
                     max_jobs=self.max_jobs, max_memory_mb=self.max_memory_mb,
                 )
-        except BaseException:  # noqa: BLE001 - report, then leave without running the parent's atexit hooks
+        except BaseException:  # report, then leave without running the parent's atexit hooks
             logger.exception("Worker process %d crashed", os.getpid())
         finally:
             logging.shutdown()

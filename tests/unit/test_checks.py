@@ -7,7 +7,9 @@ import stat
 import pytest
 from django.core.checks import Error, Warning, run_checks
 from django.test import override_settings
-from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from django_jobs.backends import RedisBackend
 from django_jobs.conf import DEFAULTS, get_settings
