@@ -6,7 +6,6 @@ and return plain values; the job API (:mod:`django_jobs.tasks`) builds on them.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import threading
@@ -134,8 +133,11 @@ class _OwnConnection:
             self.conn.disconnect()
 
     def __del__(self) -> None:
-        with contextlib.suppress(Exception):  # interpreter shutdown
+        # Plain try/except: at interpreter shutdown module globals (contextlib...) may be gone.
+        try:
             self.close()
+        except Exception:  # noqa: S110, BLE001 - interpreter shutdown
+            pass
 
 
 class Engine:

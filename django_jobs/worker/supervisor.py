@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from django import db
 
 from django_jobs.scheduler import Scheduler
-from django_jobs.worker.process import EXIT_RECYCLED, EXIT_TIMEOUT, SIGNALS, run_worker_process
+from django_jobs.worker.process import SIGNALS, run_worker_process
+from django_jobs.worker.state import EXIT_RECYCLED, EXIT_TIMEOUT
 from django_jobs.worker.wakeup import WakeupPipe
 
 logger = logging.getLogger("django_jobs.worker")
