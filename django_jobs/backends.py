@@ -21,7 +21,7 @@ from django_jobs.engine import get_engine
 from django_jobs.engine.queue import NewJob
 from django_jobs.exceptions import InvalidJob
 from django_jobs.limits import guard_for_call, has_guard
-from django_jobs.tasks import STATE_TO_STATUS, JobResult, JobTask, ms_to_datetime
+from django_jobs.tasks import STATE_TO_STATUS, JobResult, JobTask, ms_to_datetime, time_ms
 
 #: Version of the payload format ("v" in the job's data JSON).
 PAYLOAD_VERSION = 1
@@ -32,12 +32,6 @@ BULK_CHUNK = 500
 def new_job_id() -> str:
     """Return a new job id: 32 hex digits, time-ordered (48-bit ms clock + 80 random bits)."""
     return f"{time_ms():012x}{os.urandom(10).hex()}"
-
-
-def time_ms() -> int:
-    import time
-
-    return time.time_ns() // 1_000_000
 
 
 #: The id of the job running in this context ('' outside jobs): the parent of what it enqueues.

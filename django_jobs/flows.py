@@ -28,20 +28,20 @@ from django_jobs.steps import (
     Signature,
     children_results,
 )
-from django_jobs.tasks import JobResult, JobTask
+from django_jobs.tasks import JobResult, JobTask, jobs_backend, time_ms
 
 #: The most jobs one flow may have (one script call creates them all).
 MAX_FLOW_JOBS = 10_000
 
 
-def signature(task: JobTask, *args: Any, **kwargs: Any) -> Signature:
+def signature(task: JobTask, *args: Any, **kwargs: Any) -> Signature[JobTask]:
     """Return a :class:`Signature` of ``task`` (what ``task.s(*args, **kwargs)`` does)."""
     if not isinstance(task, JobTask):
         raise InvalidJob(f"A flow step must be a @job, not {type(task).__name__}.")
     return Signature(task=task, args=tuple(args), kwargs=dict(kwargs))
 
 
-def _as_signature(item: Signature | JobTask) -> Signature:
+def _as_signature(item: Signature[JobTask] | JobTask) -> Signature[JobTask]:
     if isinstance(item, Signature):
         return item
     if isinstance(item, JobTask):
@@ -57,7 +57,7 @@ class Flow:
 
     __slots__ = ("children", "job")
 
-    def __init__(self, job: Signature | JobTask, children: Iterable[Flow | Signature | JobTask] = ()) -> None:
+    def __init__(self, job: Signature[JobTask] | JobTask, children: Iterable[Flow | Signature[JobTask] | JobTask] = ()) -> None:
         self.job = _as_signature(job)
         self.children: tuple[Flow, ...] = tuple(c if isinstance(c, Flow) else Flow(c) for c in children)
 
@@ -76,7 +76,6 @@ class Flow:
         Raises:
             InvalidJob: a job's arguments do not fit it, are not JSON, or a parent is delayed.
         """
-        from django_jobs.backends import RedisBackend, time_ms
         from django_jobs.engine import get_engine
         from django_jobs.engine.queue import FlowJob
         from django_jobs.tasks import ms_to_datetime
@@ -98,9 +97,10 @@ class Flow:
         for node, _parent_index in nodes:
             sig = node.job
             _check_arguments(sig, has_children=bool(node.children))
-            backend = sig.task.get_backend()
-            if not isinstance(backend, RedisBackend):
-                raise InvalidJob(f"Flows need django_jobs' backend; {sig.task.name!r} uses {type(backend).__name__}.")
+            backend = jobs_backend(sig.task.get_backend())
+            if backend is None:
+                used = type(sig.task.get_backend()).__name__
+                raise InvalidJob(f"Flows need django_jobs' backend; {sig.task.name!r} uses {used}.")
             new, result = backend._prepare(sig.task, sig.args, sig.kwargs)
             if node.children and (new.run_at_ms or new.delay_ms):
                 raise InvalidJob(
@@ -154,7 +154,7 @@ class Flow:
         return await sync_to_async(self.enqueue, thread_sensitive=False)()
 
 
-def _check_arguments(sig: Signature, *, has_children: bool) -> None:
+def _check_arguments(sig: Signature[JobTask], *, has_children: bool) -> None:
     """Fail now, in the caller, when the arguments cannot fit the job's function."""
     if sig.receives and not has_children:
         raise InvalidJob(f"{sig.task.name!r} receives its children's results but has no children.")
@@ -185,7 +185,7 @@ class FlowResult:
         return self.result.wait(timeout)
 
 
-def chain(*steps: Signature | JobTask) -> Flow:
+def chain(*steps: Signature[JobTask] | JobTask) -> Flow:
     """Run ``steps`` one after another; each gets the previous one's return value as first argument.
 
     A step that fails (after its retries) fails the rest of the chain.
@@ -200,7 +200,7 @@ def chain(*steps: Signature | JobTask) -> Flow:
     return node
 
 
-def chord(group: Sequence[Signature | JobTask | Flow], callback: Signature | JobTask) -> Flow:
+def chord(group: Sequence[Signature[JobTask] | JobTask | Flow], callback: Signature[JobTask] | JobTask) -> Flow:
     """Run ``group`` in parallel, then ``callback`` with the list of their return values first.
 
     The list is in the order of ``group``; a child whose failure is ignored gives ``None``, a

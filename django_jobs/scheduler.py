@@ -36,6 +36,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from django_jobs.exceptions import EngineError
+from django_jobs.registry import _declared
+from django_jobs.registry import declare as declare_schedule
+from django_jobs.tasks import jobs_backend
 
 logger = logging.getLogger("django_jobs.scheduler")
 
@@ -245,31 +248,8 @@ def leader_flag() -> LeaderFlag:
 # -- the scheduler thread -------------------------------------------------------------------
 
 
-#: Schedules declared in code (:func:`declare`), by name.
-_declared: dict[str, dict[str, Any]] = {}
-
-
-def declare(job: str, cron: str | float | dict[str, Any]) -> None:
-    """Declare a schedule for job ``job`` in code: what ``@job(cron=...)`` is meant to call.
-
-    ``cron`` is a cron expression, a number of seconds (``EVERY``) or a dict of the keys of a
-    ``DJANGO_JOBS["CRON"]`` entry without ``JOB`` (``NAME`` defaults to the job's name). A
-    schedule of the same ``NAME`` in the settings wins.
-
-    Raises:
-        SettingError: the schedule is invalid (the message says how to fix it).
-    """
-    from django_jobs.conf import parse_schedule
-
-    name = job.rsplit(".", 1)[-1].replace("_", "-")
-    if isinstance(cron, dict):
-        entry = {"NAME": name, **cron, "JOB": job}
-    elif isinstance(cron, str):
-        entry = {"NAME": name, "JOB": job, "SCHEDULE": cron}
-    else:
-        entry = {"NAME": name, "JOB": job, "EVERY": cron}
-    parsed = parse_schedule(0, entry)
-    _declared[parsed["NAME"]] = parsed
+#: ``declare(job, cron)``: declare a schedule in code (see :func:`django_jobs.registry.declare`).
+declare = declare_schedule
 
 
 def load_schedules() -> list[Schedule]:
@@ -450,9 +430,11 @@ def enqueue_tick(schedule: Schedule, job_id: str) -> bool:
         raise LookupError(f"Cron schedule {schedule.name!r}: no registered job {schedule.job!r}.")
     if schedule.queue:
         task = task.using(queue_name=schedule.queue)
-    backend = task_backends[task.backend]
+    backend = jobs_backend(task_backends[task.backend])
+    if backend is None:
+        raise LookupError(f"Cron schedule {schedule.name!r}: job {schedule.job!r} does not use django_jobs' backend.")
     with correlation_id():  # each tick starts its own correlation id
-        new, result = backend._prepare(task, schedule.args, schedule.kwargs, job_id=job_id)  # type: ignore[attr-defined]
+        new, result = backend._prepare(task, schedule.args, schedule.kwargs, job_id=job_id)
     return get_engine().enqueue(result.queue, [new]) == [1]
 
 

@@ -9,13 +9,10 @@ builds and enqueues flows from them, and re-exports them). See docs/flows.md.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from django_jobs import serialization
 from django_jobs.exceptions import InvalidJob
-
-if TYPE_CHECKING:
-    from django_jobs.tasks import JobTask
 
 __all__ = ["POLICIES", "RECEIVES", "ChildResult", "ChildrenResults", "Signature", "children_results"]
 
@@ -25,8 +22,15 @@ POLICIES = {"fail": "", "ignore": "i", "remove": "r"}
 RECEIVES = ("", "one", "list")
 
 
+class Named(Protocol):
+    """A job as the flow pieces see it (a :class:`~django_jobs.tasks.JobTask`): it has a name."""
+
+    @property
+    def name(self) -> str: ...
+
+
 @dataclass(frozen=True, slots=True)
-class Signature:
+class Signature[T: Named]:
     """A job with its arguments, not enqueued yet: one node of a flow (``my_job.s(1, 2)``).
 
     ``failure`` is what the parent does when this job ends failed or cancelled (after its
@@ -35,7 +39,7 @@ class Signature:
     (the parent runs as if this child did not exist).
     """
 
-    task: JobTask
+    task: T
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
     failure: str = "fail"
@@ -43,7 +47,7 @@ class Signature:
     #: ``"list"``: the list of its children's return values (a chord's callback).
     receives: str = ""
 
-    def on_failure(self, policy: str) -> Signature:
+    def on_failure(self, policy: str) -> Signature[T]:
         """Return a copy whose failure makes the parent ``"fail"``, ``"ignore"`` it or ``"remove"`` it."""
         if policy not in POLICIES:
             raise InvalidJob(f"on_failure({policy!r}): the policy must be one of {', '.join(map(repr, POLICIES))}.")
@@ -71,7 +75,7 @@ class ChildResult:
 class ChildrenResults(dict[str, ChildResult]):
     """The ended children of a parent job by id, in the order they were declared."""
 
-    def by_name(self, job: JobTask | str) -> list[ChildResult]:
+    def by_name(self, job: Named | str) -> list[ChildResult]:
         """Return the children that ran ``job`` (a job, its full name, or its function's name)."""
         name = job if isinstance(job, str) else job.name
         return [c for c in self.values() if c.name == name or c.name.rsplit(".", 1)[-1] == name]

@@ -7,6 +7,7 @@ class when the TASKS backend is ours, so both spellings accept the same options.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -20,6 +21,7 @@ from django_jobs.backoff import BackoffSpec
 from django_jobs.exceptions import ConfigurationError, InvalidJob
 
 if TYPE_CHECKING:
+    from django_jobs.engine.queue import NewJob
     from django_jobs.steps import ChildrenResults, Signature
 
 #: Job states (DESIGN.md) mapped to django.tasks statuses.
@@ -67,12 +69,32 @@ else:
     _Task, _TaskResult, _TaskContext = Task, TaskResult, TaskContext
 
 
-class _OurBackend(Protocol):
-    """What JobTask needs of django_jobs' backend beyond django.tasks' (backends.RedisBackend)."""
+class JobsBackend(Protocol):
+    """What the job API uses of django_jobs' backend beyond django.tasks' (backends.RedisBackend).
+
+    Named here, below the backend, so that tasks, flows and the scheduler use it without
+    importing the Django-facing backends module.
+    """
 
     def enqueue_many(self, task: JobTask, calls: Sequence[tuple[Sequence[Any], dict[str, Any]]]) -> list[JobResult]: ...
 
-    def enqueue_on_commit(self, task: JobTask, args: Any, kwargs: Any) -> JobResult: ...
+    def enqueue_on_commit(self, task: JobTask, args: Sequence[Any], kwargs: dict[str, Any]) -> JobResult: ...
+
+    def _prepare(
+        self, task: JobTask, args: Sequence[Any], kwargs: dict[str, Any], job_id: str | None = None
+    ) -> tuple[NewJob, JobResult]: ...
+
+
+def jobs_backend(backend: object) -> JobsBackend | None:
+    """Return ``backend`` if it is django_jobs' (its tasks are JobTasks), else None."""
+    task_class = getattr(backend, "task_class", None)
+    ours = isinstance(task_class, type) and issubclass(task_class, JobTask) and hasattr(backend, "_prepare")
+    return cast(JobsBackend, backend) if ours else None
+
+
+def time_ms() -> int:
+    """Return the wall clock in ms (job ids, enqueue times)."""
+    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -191,7 +213,7 @@ class JobTask(_Task):
                     f"enqueue_many() items must be tuples of arguments, dicts of keyword arguments "
                     f"or call(...) objects, not {type(item).__name__}."
                 )
-        return cast(_OurBackend, self.get_backend()).enqueue_many(self, pairs)
+        return cast(JobsBackend, self.get_backend()).enqueue_many(self, pairs)
 
     def enqueue_on_commit(self, *args: Any, **kwargs: Any) -> JobResult:
         """Enqueue the job when the current database transaction commits (never on rollback).
@@ -200,9 +222,9 @@ class JobTask(_Task):
         transaction the job is enqueued at once. The returned result's id is the id the
         job will have.
         """
-        return cast(_OurBackend, self.get_backend()).enqueue_on_commit(self, args, kwargs)
+        return cast(JobsBackend, self.get_backend()).enqueue_on_commit(self, args, kwargs)
 
-    def s(self, *args: Any, **kwargs: Any) -> Signature:
+    def s(self, *args: Any, **kwargs: Any) -> Signature[JobTask]:
         """Return a signature of this job with these arguments: a step of a flow (docs/flows.md).
 
         >>> Flow(store.s(7), children=[optimize.s(7)]).enqueue()  # doctest: +SKIP
@@ -440,9 +462,7 @@ def job(
             limit_rate=limit_rate,
         )
         if cron is not None:
-            from django_jobs import scheduler
-
-            scheduler.declare(task.name, cron)  # a CRON setting entry with the same NAME wins
+            registry.declare(task.name, cron)  # a CRON setting entry with the same NAME wins
         return task
 
     if function is not None:
