@@ -18,7 +18,7 @@ try:
 except PackageNotFoundError:  # running from a source tree
     __version__ = "0.0.0"
 
-__all__ = [
+__all__ = [  # noqa: RUF022 - grouped by purpose
     # declaring and enqueuing
     "job",
     "call",
@@ -50,8 +50,8 @@ from django_jobs.exceptions import (
     JobNotFound,
     JobTimeout,
     LeaseLost,
-    RedisOutOfMemory,
     RateLimited,
+    RedisOutOfMemory,
     RedisUnavailable,
     Retry,
 )

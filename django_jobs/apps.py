@@ -7,5 +7,6 @@ class DjangoJobsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from django_jobs import checks  # noqa: F401 - registers the system checks
-        from django_jobs import signals  # noqa: F401 - connects job_enqueued to django.tasks' task_enqueued
+        # Imported for what importing does: the system checks register themselves, and
+        # job_enqueued is connected to django.tasks' task_enqueued.
+        from django_jobs import checks, signals  # noqa: F401

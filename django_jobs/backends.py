@@ -13,7 +13,7 @@ from django.tasks.base import TaskError
 from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
 from django.tasks.signals import task_enqueued
 
-from django_jobs import registry, serialization
+from django_jobs import registry, runtime, serialization
 from django_jobs.backoff import validate_backoff
 from django_jobs.conf import get_settings
 from django_jobs.correlation import get_correlation_id, process_correlation_id
@@ -23,7 +23,7 @@ from django_jobs.engine.queue import NewJob
 from django_jobs.engine.record import JobView, encode_payload
 from django_jobs.exceptions import InvalidJob
 from django_jobs.limits import guard_for_call, has_guard
-from django_jobs.tasks import STATE_TO_STATUS, JobResult, JobTask, ms_to_datetime
+from django_jobs.tasks import STATE_TO_STATUS, JobResult, JobTask, ms_to_datetime, time_ms
 
 #: Jobs per enqueue script call in a bulk enqueue (keeps each call short for Redis).
 BULK_CHUNK = 500
@@ -34,24 +34,8 @@ def new_job_id() -> str:
     return f"{time_ms():012x}{os.urandom(10).hex()}"
 
 
-def time_ms() -> int:
-    import time
-
-    return time.time_ns() // 1_000_000
-
-
-def current_job_id() -> str:
-    """Return the id of the job running in this context ('' outside jobs)."""
-    from django_jobs.worker import executor  # the worker imports this module: import late, once
-
-    global current_job_id
-    current_job = executor.current_job
-
-    def current_job_id() -> str:
-        running = current_job.get()
-        return running.id if running is not None else ""
-
-    return current_job_id()
+#: The id of the job running in this context ('' outside jobs): the parent of what it enqueues.
+current_job_id = runtime.current_job_id
 
 
 class RedisBackend(BaseTaskBackend):
@@ -138,7 +122,8 @@ class RedisBackend(BaseTaskBackend):
             )
         job_id = job_id or new_job_id()
         run_at_ms = int(task.run_after.timestamp() * 1000) if task.run_after is not None else 0
-        delay_ms = int(task.delay * 1000) if getattr(task, "delay", None) else 0
+        delay = getattr(task, "delay", None)
+        delay_ms = int(delay * 1000) if delay else 0
         cid = get_correlation_id() or process_correlation_id()
         parent = current_job_id()
         new = NewJob(
@@ -203,7 +188,7 @@ class RedisBackend(BaseTaskBackend):
                 else:
                     task_enqueued.send(type(self), task_result=result)
 
-    def enqueue(self, task: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> JobResult:
+    def enqueue(self, task: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> JobResult:  # type: ignore[override]
         """Queue up one job; returns its result handle.
 
         The task was validated when it was built (``Task.__post_init__``), so it is not again here.

@@ -178,7 +178,7 @@ def check_connection(app_configs: Any = None, **kwargs: Any) -> Messages:
 
 
 def _embedded_warnings(configured: str | None) -> Messages:
-    from django_jobs.embedded import find_redis_server
+    from django_jobs.engine.embedded import find_redis_server
 
     if find_redis_server(configured) is not None:
         return []
@@ -337,7 +337,7 @@ def check_middleware(app_configs: Any = None, **kwargs: Any) -> Messages:
                 hint="Fix the dotted path, or remove the entry.", id="django_jobs.E008",
             ))
             continue
-        if not isinstance(cls, type) or not callable(getattr(cls, "__call__", None)):
+        if not isinstance(cls, type):  # a class: its instances are called with the job
             errors.append(checks.Error(
                 f"{label('MIDDLEWARE')} names {path!r}, which is not a class.",
                 hint="A job middleware is a class whose __call__(job) is a generator that yields once "

@@ -27,6 +27,7 @@ from django.dispatch import receiver
 
 from django_jobs.backoff import validate_backoff
 from django_jobs.exceptions import ConfigurationError, InvalidJob
+from django_jobs.rates import parse_concurrency, parse_rate
 
 #: Default values of every DJANGO_JOBS key.
 DEFAULTS: dict[str, Any] = {
@@ -413,9 +414,7 @@ def parse_queue_options(name: str, options: Any) -> dict[str, Any]:
 
 
 def parse_queue_limit(key: str, value: Any, at: _At) -> Any:
-    """Return a queue's RATE_LIMIT (a :class:`~django_jobs.limits.Rate`) or CONCURRENCY (int); None: no limit."""
-    from django_jobs.limits import parse_concurrency, parse_rate
-
+    """Return a queue's RATE_LIMIT (a :class:`~django_jobs.rates.Rate`) or CONCURRENCY (int); None: no limit."""
     if value is None:
         return None
     try:
@@ -681,7 +680,7 @@ def build_settings(raw: Mapping[str, Any]) -> JobsSettings:
         SettingError: the first invalid value.
     """
     raw = dict(raw)
-    values = {key: parse_value(key, raw[key] if key in raw else default) for key, default in DEFAULTS.items()}
+    values = {key: parse_value(key, raw.get(key, default)) for key, default in DEFAULTS.items()}
     error = ambiguity_error(values["REDIS_URL"], values["CACHE_ALIAS"])
     if error is not None:
         raise error
@@ -720,10 +719,7 @@ def build_settings(raw: Mapping[str, Any]) -> JobsSettings:
 @receiver(setting_changed)
 def _clear_cache(*, setting: str, **kwargs: Any) -> None:
     if setting in ("DJANGO_JOBS", "TASKS", "CACHES"):
-        get_settings.cache_clear()
-        from django_jobs.engine import reset_engine
-
-        reset_engine()
+        get_settings.cache_clear()  # the engine drops itself too (django_jobs.engine listens)
 
 
 # -- the database mirror (docs/mirror.md) -----------------------------------------------------

@@ -24,6 +24,8 @@ from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 
+from django_jobs import runtime
+
 logger = logging.getLogger("django_jobs.correlation")
 
 _correlation_id: ContextVar[str] = ContextVar("django_jobs_correlation_id", default="")
@@ -82,9 +84,9 @@ def reset_correlation_id(token: object) -> None:
 
 # -- the job running in this context ---------------------------------------------------------
 
-#: The job running in the current thread or task (a ``worker.executor.RunningJob``; None
-#: outside jobs). Set by the executor; read by enqueue (parent id) and :class:`CorrelationIdFilter`.
-current_job: ContextVar[Any] = ContextVar("django_jobs_current_job", default=None)
+#: The job running in the current thread or task: owned by :mod:`django_jobs.runtime`; read
+#: here by :class:`CorrelationIdFilter`.
+current_job = runtime.current_job
 
 
 # -- web requests ----------------------------------------------------------------------------

@@ -17,14 +17,11 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from django_jobs.engine import get_engine
 
-if TYPE_CHECKING:
-    from django_jobs.tasks import JobResult
-
-__all__ = ["Event", "QueueEvents", "wait_for_result", "FINAL_EVENTS"]
+__all__ = ["FINAL_EVENTS", "Event", "QueueEvents", "wait_for_result"]
 
 #: Events after which a job never changes again.
 FINAL_EVENTS = frozenset({"completed", "failed", "cancelled"})
@@ -94,7 +91,25 @@ class QueueEvents:
         return self.listen()
 
 
-def wait_for_result(result: JobResult, timeout: float = 30.0) -> JobResult:
+class Waitable(Protocol):
+    """What :func:`wait_for_result` needs of a result (a :class:`~django_jobs.tasks.JobResult`)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def queue(self) -> str: ...
+
+    @property
+    def state(self) -> str: ...
+
+    @property
+    def is_finished(self) -> bool: ...
+
+    def refresh(self) -> None: ...
+
+
+def wait_for_result[R: Waitable](result: R, timeout: float = 30.0) -> R:
     """Block until job ``result`` is finished (refreshed in place) and return it, without polling.
 
     Listens to the job's queue's events; raises :class:`TimeoutError` after ``timeout`` seconds.

@@ -15,55 +15,34 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
-from django_jobs.engine.protocol import FlowPolicy, JobState
+from django_jobs.engine.protocol import JobState
 from django_jobs.engine.record import JobView, decode_payload
 from django_jobs.exceptions import InvalidJob
-from django_jobs.tasks import JobResult, JobTask
+from django_jobs.steps import (
+    POLICIES,
+    RECEIVES,
+    ChildrenResults,
+    ChildResult,
+    Signature,
+    children_results,
+)
+from django_jobs.tasks import JobResult, JobTask, jobs_backend, time_ms
 
-#: Failure policies of a child toward its parent, and their code in the job hash ('fp').
-POLICIES = {"fail": FlowPolicy.FAIL, "ignore": FlowPolicy.IGNORE, "remove": FlowPolicy.REMOVE}
-#: How a parent receives its children's return values as its first argument ('cr' payload option).
-RECEIVES = ("", "one", "list")
 #: The most jobs one flow may have (one script call creates them all).
 MAX_FLOW_JOBS = 10_000
 
 
-@dataclass(frozen=True, slots=True)
-class Signature:
-    """A job with its arguments, not enqueued yet: one node of a flow (``my_job.s(1, 2)``).
-
-    ``failure`` is what the parent does when this job ends failed or cancelled (after its
-    retries): ``"fail"`` (the default: the parent fails, its other unfinished children are
-    cancelled), ``"ignore"`` (the parent still runs and sees the failure) or ``"remove"``
-    (the parent runs as if this child did not exist).
-    """
-
-    task: JobTask
-    args: tuple[Any, ...] = ()
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    failure: str = "fail"
-    #: ``"one"``: the job gets its only child's return value as first argument (a chain step);
-    #: ``"list"``: the list of its children's return values (a chord's callback).
-    receives: str = ""
-
-    def on_failure(self, policy: str) -> Signature:
-        """Return a copy whose failure makes the parent ``"fail"``, ``"ignore"`` it or ``"remove"`` it."""
-        if policy not in POLICIES:
-            raise InvalidJob(f"on_failure({policy!r}): the policy must be one of {', '.join(map(repr, POLICIES))}.")
-        return replace(self, failure=policy)
-
-
-def signature(task: JobTask, *args: Any, **kwargs: Any) -> Signature:
+def signature(task: JobTask, *args: Any, **kwargs: Any) -> Signature[JobTask]:
     """Return a :class:`Signature` of ``task`` (what ``task.s(*args, **kwargs)`` does)."""
     if not isinstance(task, JobTask):
         raise InvalidJob(f"A flow step must be a @job, not {type(task).__name__}.")
     return Signature(task=task, args=tuple(args), kwargs=dict(kwargs))
 
 
-def _as_signature(item: Signature | JobTask) -> Signature:
+def _as_signature(item: Signature[JobTask] | JobTask) -> Signature[JobTask]:
     if isinstance(item, Signature):
         return item
     if isinstance(item, JobTask):
@@ -77,9 +56,9 @@ class Flow:
     >>> Flow(store.s(7), children=[optimize.s(7), Flow(report.s(), children=[scan.s(7)])])  # doctest: +SKIP
     """
 
-    __slots__ = ("job", "children")
+    __slots__ = ("children", "job")
 
-    def __init__(self, job: Signature | JobTask, children: Iterable[Flow | Signature | JobTask] = ()) -> None:
+    def __init__(self, job: Signature[JobTask] | JobTask, children: Iterable[Flow | Signature[JobTask] | JobTask] = ()) -> None:
         self.job = _as_signature(job)
         self.children: tuple[Flow, ...] = tuple(c if isinstance(c, Flow) else Flow(c) for c in children)
 
@@ -98,7 +77,6 @@ class Flow:
         Raises:
             InvalidJob: a job's arguments do not fit it, are not JSON, or a parent is delayed.
         """
-        from django_jobs.backends import RedisBackend, time_ms
         from django_jobs.engine import get_engine
         from django_jobs.engine.queue import FlowJob
         from django_jobs.tasks import ms_to_datetime
@@ -120,9 +98,10 @@ class Flow:
         for node, _parent_index in nodes:
             sig = node.job
             _check_arguments(sig, has_children=bool(node.children))
-            backend = sig.task.get_backend()
-            if not isinstance(backend, RedisBackend):
-                raise InvalidJob(f"Flows need django_jobs' backend; {sig.task.name!r} uses {type(backend).__name__}.")
+            backend = jobs_backend(sig.task.get_backend())
+            if backend is None:
+                used = type(sig.task.get_backend()).__name__
+                raise InvalidJob(f"Flows need django_jobs' backend; {sig.task.name!r} uses {used}.")
             new, result = backend._prepare(sig.task, sig.args, sig.kwargs)
             if node.children and (new.run_at_ms or new.delay_ms):
                 raise InvalidJob(
@@ -174,7 +153,7 @@ class Flow:
         return await sync_to_async(self.enqueue, thread_sensitive=False)()
 
 
-def _check_arguments(sig: Signature, *, has_children: bool) -> None:
+def _check_arguments(sig: Signature[JobTask], *, has_children: bool) -> None:
     """Fail now, in the caller, when the arguments cannot fit the job's function."""
     if sig.receives and not has_children:
         raise InvalidJob(f"{sig.task.name!r} receives its children's results but has no children.")
@@ -205,7 +184,7 @@ class FlowResult:
         return self.result.wait(timeout)
 
 
-def chain(*steps: Signature | JobTask) -> Flow:
+def chain(*steps: Signature[JobTask] | JobTask) -> Flow:
     """Run ``steps`` one after another; each gets the previous one's return value as first argument.
 
     A step that fails (after its retries) fails the rest of the chain.
@@ -220,7 +199,7 @@ def chain(*steps: Signature | JobTask) -> Flow:
     return node
 
 
-def chord(group: Sequence[Signature | JobTask | Flow], callback: Signature | JobTask) -> Flow:
+def chord(group: Sequence[Signature[JobTask] | JobTask | Flow], callback: Signature[JobTask] | JobTask) -> Flow:
     """Run ``group`` in parallel, then ``callback`` with the list of their return values first.
 
     The list is in the order of ``group``; a child whose failure is ignored gives ``None``, a
@@ -234,59 +213,6 @@ def chord(group: Sequence[Signature | JobTask | Flow], callback: Signature | Job
 
 
 # -- reading a flow -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ChildResult:
-    """How one child of a parent job ended, as the parent sees it."""
-
-    id: str
-    name: str
-    queue: str
-    #: ``completed``, ``failed`` or ``cancelled`` (the last two only with the ``ignore`` policy).
-    state: str
-    #: The child's return value (``None`` unless it completed).
-    value: Any = None
-
-    @property
-    def ok(self) -> bool:
-        """True when the child completed."""
-        return self.state == JobState.COMPLETED
-
-
-class ChildrenResults(dict[str, ChildResult]):
-    """The ended children of a parent job by id, in the order they were declared."""
-
-    def by_name(self, job: JobTask | str) -> list[ChildResult]:
-        """Return the children that ran ``job`` (a job, its full name, or its function's name)."""
-        name = job.name if isinstance(job, JobTask) else job
-        return [c for c in self.values() if c.name == name or c.name.rsplit(".", 1)[-1] == name]
-
-    def values_list(self) -> list[Any]:
-        """Return the children's return values in declaration order (``None`` for a failed one)."""
-        return [c.value for c in self.values()]
-
-
-def children_results(queue: str, job_id: str) -> ChildrenResults:
-    """Return how each child of job ``job_id`` of ``queue`` ended (see :class:`ChildrenResults`).
-
-    Children removed by the ``remove`` policy and children not ended yet are left out.
-    """
-    from django_jobs.engine import get_engine
-
-    data = get_engine().get_job(queue, job_id) or {}
-    return _children_results(data)
-
-
-def _children_results(data: dict[str, str]) -> ChildrenResults:
-    view = JobView.from_hash("", "", data)
-    out = ChildrenResults()
-    for _base, child_id, child_queue, name in view.children:
-        ended = view.child_ends.get(child_id)
-        if ended is None or ended.get("s") == "removed":
-            continue
-        out[child_id] = ChildResult(id=child_id, name=name, queue=child_queue, state=ended.get("s", ""), value=ended.get("r"))
-    return out
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -368,6 +294,17 @@ def _subtree(engine: Any, view: JobView, failure: str) -> FlowNode:
 
 
 __all__ = [
-    "POLICIES", "Signature", "signature", "Flow", "FlowResult", "chain", "chord",
-    "ChildResult", "ChildrenResults", "children_results", "FlowNode", "flow_tree",
+    "POLICIES",
+    "RECEIVES",
+    "ChildResult",
+    "ChildrenResults",
+    "Flow",
+    "FlowNode",
+    "FlowResult",
+    "Signature",
+    "chain",
+    "children_results",
+    "chord",
+    "flow_tree",
+    "signature",
 ]

@@ -16,75 +16,48 @@ QueueLimits(rate='100/m', concurrency=5, overridden=True)
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
-from django_jobs.engine.protocol import CancelCode, GuardMode, GuardUntil, JobState, RetryCode
+from django_jobs.engine.protocol import GuardMode, GuardUntil, JobState
 
-#: Rate periods a limit accepts, in ms.
-PERIODS_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000}
-#: Period names spelled out, for messages.
-PERIOD_NAMES = {"s": "second", "m": "minute", "h": "hour"}
-_RATE = re.compile(r"\s*(\d+)\s*/\s*(\d*)\s*([smh])\s*")
-#: The largest rate count (the fetch script keeps one entry per start in the window).
-MAX_RATE = 1_000_000
+# The limit values are defined below conf and the engine (django_jobs.rates); offered here too.
+from django_jobs.rates import (
+    MAX_RATE,
+    PERIOD_NAMES,
+    PERIODS_MS,
+    UNSET,
+    Rate,
+    parse_concurrency,
+    parse_rate,
+)
 
-
-class _Unset:
-    def __repr__(self) -> str:
-        return "UNSET"
-
-
-#: "Leave this limit as it is" for :func:`set_queue_limits`.
-UNSET: Any = _Unset()
-
-
-@dataclass(frozen=True, slots=True)
-class Rate:
-    """At most ``count`` job starts in any window of ``period_ms``."""
-
-    count: int
-    period_ms: int
-
-    def __str__(self) -> str:
-        for unit, ms in PERIODS_MS.items():
-            if self.period_ms == ms:
-                return f"{self.count}/{unit}"
-        for unit, ms in reversed(PERIODS_MS.items()):
-            if self.period_ms % ms == 0:
-                return f"{self.count}/{self.period_ms // ms}{unit}"
-        return f"{self.count}/{self.period_ms}ms"
-
-
-def parse_rate(value: Any) -> Rate:
-    """Return the :class:`Rate` of ``"N/s"``, ``"N/m"``, ``"N/h"`` (or ``"N/10s"``).
-
-    >>> parse_rate("100/m")
-    Rate(count=100, period_ms=60000)
-
-    Raises:
-        ValueError: ``value`` is not such a string, or N is 0 or too large.
-    """
-    if isinstance(value, Rate):
-        return value
-    match = _RATE.fullmatch(value) if isinstance(value, str) else None
-    if match is None:
-        raise ValueError(
-            f"Rate {value!r} is not valid. Write it as 'N/s', 'N/m' or 'N/h' (N starts per second, "
-            "minute or hour), e.g. '100/m'; a multiple of the period works too: '5/10s'."
-        )
-    count, multiple, unit = int(match.group(1)), int(match.group(2) or 1), match.group(3)
-    if not 1 <= count <= MAX_RATE or multiple < 1:
-        raise ValueError(f"Rate {value!r} is not valid: N must be 1..{MAX_RATE:,} and the period at least 1{unit}.")
-    return Rate(count, multiple * PERIODS_MS[unit])
-
-
-def parse_concurrency(value: Any) -> int:
-    """Return ``value`` if it is a whole number of at least 1."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"Concurrency {value!r} is not valid: use a whole number of at least 1 (None: no limit).")
-    return value
+__all__ = [
+    "CANCELLABLE",
+    "MAX_RATE",
+    "MAX_UNIQUE_KEY",
+    "PERIODS_MS",
+    "PERIOD_NAMES",
+    "UNIQUE_MODES",
+    "UNIQUE_UNTIL",
+    "UNSET",
+    "QueueLimits",
+    "Rate",
+    "cancel_jobs",
+    "guard_for_call",
+    "has_guard",
+    "is_unique",
+    "parse_concurrency",
+    "parse_rate",
+    "pause_queues",
+    "queue_limits",
+    "reset_queue_limits",
+    "resume_queues",
+    "retry_jobs",
+    "set_queue_limits",
+    "validate_limit_options",
+    "validate_unique_options",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,7 +247,7 @@ def _render(task: Any, option: str, key: Any, args: Any, kwargs: Any) -> str:
             canonical = json.dumps(arguments, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
             rendered = hashlib.sha1(canonical.encode(), usedforsecurity=False).hexdigest()
         else:
-            rendered = key.format_map(arguments)
+            rendered = str(key.format_map(arguments))
     if len(rendered) > MAX_UNIQUE_KEY:
         rendered = "sha1:" + hashlib.sha1(rendered.encode(), usedforsecurity=False).hexdigest()
     return rendered
@@ -307,20 +280,6 @@ def guard_for_call(task: Any, args: Any, kwargs: Any) -> Any:
 CANCELLABLE = (JobState.WAITING, JobState.SCHEDULED, JobState.ACTIVE)
 
 
-def _queues(queues: Any) -> list[str]:
-    from django_jobs.conf import get_settings
-    from django_jobs.exceptions import InvalidJob
-
-    configured = get_settings().queue_names
-    if queues is None:
-        return configured
-    names = [queues] if isinstance(queues, str) else list(queues)
-    for name in names:
-        if name not in configured:
-            raise InvalidJob(f"Queue {name!r} is not configured. Add it to DJANGO_JOBS['QUEUES'].")
-    return names
-
-
 def pause_queues(queues: str | list[str] | None = None) -> list[str]:
     """Stop every worker taking jobs from ``queues`` (``None``: every configured queue).
 
@@ -329,45 +288,16 @@ def pause_queues(queues: str | list[str] | None = None) -> list[str]:
     >>> pause_queues()  # doctest: +SKIP
     ['default', 'emails']
     """
-    from django_jobs.engine import get_engine
+    from django_jobs import operations
 
-    names = _queues(queues)
-    engine = get_engine()
-    for name in names:
-        engine.pause(name)
-    return names
+    return list(operations.pause(queues).queues)
 
 
 def resume_queues(queues: str | list[str] | None = None) -> list[str]:
     """Let workers take jobs from ``queues`` again (``None``: every configured queue)."""
-    from django_jobs.engine import get_engine
+    from django_jobs import operations
 
-    names = _queues(queues)
-    engine = get_engine()
-    for name in names:
-        engine.resume(name)
-    return names
-
-
-def _matching(queue: str, state: str, name: str | None) -> list[str]:
-    """Return the ids of ``queue``'s jobs in ``state`` running job ``name`` (any when None)."""
-    from django_jobs.engine import get_engine
-    from django_jobs.engine.record import decode_payload
-
-    engine = get_engine()
-    ids: list[str] = []
-    offset, page = 0, 500
-    while True:
-        _total, rows = engine.list_jobs(queue, state, offset=offset, limit=page)
-        for job_id, data in rows:
-            if name is None:
-                ids.append(job_id)
-                continue
-            if decode_payload(data.get("d")).name == name:
-                ids.append(job_id)
-        if len(rows) < page:
-            return ids
-        offset += page
+    return list(operations.resume(queues).queues)
 
 
 def cancel_jobs(queue: str, *, states: tuple[str, ...] = ("waiting", "scheduled"), name: str | None = None) -> dict[str, int]:
@@ -380,26 +310,15 @@ def cancel_jobs(queue: str, *, states: tuple[str, ...] = ("waiting", "scheduled"
     >>> cancel_jobs("emails", name="myapp.jobs.send_digest")  # doctest: +SKIP
     {'cancelled': 120, 'requested': 0, 'finished': 0}
     """
-    from django_jobs.engine import get_engine
+    from django_jobs import operations
     from django_jobs.exceptions import InvalidJob
 
-    [queue] = _queues(queue)
     for state in states:
         if state not in CANCELLABLE:
             raise InvalidJob(f"Cannot cancel {state!r} jobs; states: {', '.join(CANCELLABLE)}.")
-    engine = get_engine()
-    counts = {"cancelled": 0, "requested": 0, "finished": 0}
-    for state in states:
-        ids = _matching(queue, state, name)
-        for start in range(0, len(ids), 500):
-            for code in engine.cancel_many(queue, ids[start : start + 500]):
-                if code == CancelCode.CANCELLED:
-                    counts["cancelled"] += 1
-                elif code == CancelCode.REQUESTED:
-                    counts["requested"] += 1
-                elif code == CancelCode.FINISHED:
-                    counts["finished"] += 1
-    return counts
+    result = operations.cancel(operations.JobFilter(queue, tuple(states), name))
+    finished = result.skip_counts().get(operations.SkipReason.ALREADY_FINISHED, 0)
+    return {"cancelled": result.done_count, "requested": result.requested_count, "finished": finished}
 
 
 def retry_jobs(queue: str, *, states: tuple[str, ...] = ("failed",), name: str | None = None) -> int:
@@ -408,17 +327,10 @@ def retry_jobs(queue: str, *, states: tuple[str, ...] = ("failed",), name: str |
     ``name`` keeps only the jobs of that job name. Attempts and errors start over. A job whose
     unique key another job now guards is left as it is (not counted).
     """
-    from django_jobs.engine import get_engine
+    from django_jobs import operations
     from django_jobs.exceptions import InvalidJob
 
-    [queue] = _queues(queue)
     for state in states:
-        if state not in (JobState.FAILED, JobState.CANCELLED):
+        if state not in operations.RETRYABLE:
             raise InvalidJob(f"Only failed or cancelled jobs can be retried, not {state!r}.")
-    engine = get_engine()
-    retried = 0
-    for state in states:
-        ids = _matching(queue, state, name)
-        for start in range(0, len(ids), 500):
-            retried += sum(1 for code in engine.retry(queue, ids[start : start + 500]) if code == RetryCode.RETRIED)
-    return retried
+    return operations.retry(operations.JobFilter(queue, tuple(states), name)).done_count

@@ -26,7 +26,7 @@ from typing import Any
 
 from django_jobs.exceptions import ConfigurationError
 
-__all__ = ["require_prometheus", "enable_job_metrics", "QueueCollector", "build_registry", "metrics_view", "start_metrics_server"]
+__all__ = ["QueueCollector", "build_registry", "enable_job_metrics", "metrics_view", "require_prometheus", "start_metrics_server"]
 
 #: Histogram buckets, seconds.
 BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
@@ -129,7 +129,7 @@ def build_registry(*, queues: list[str] | None = None, multiprocess_dir: str | N
     if multiprocess_dir:
         from prometheus_client import multiprocess
 
-        multiprocess.MultiProcessCollector(registry, path=multiprocess_dir)
+        multiprocess.MultiProcessCollector(registry, path=multiprocess_dir)  # type: ignore[no-untyped-call]
     else:
         registry.register(_LocalJobMetrics())
     return registry
@@ -172,7 +172,7 @@ def prepare_multiprocess() -> str:
     if "prometheus_client" in sys.modules:
         from prometheus_client import values
 
-        values.ValueClass = values.get_value_class()
+        values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
     return path
 
 

@@ -35,7 +35,7 @@ from django.utils.module_loading import import_string
 
 from django_jobs.exceptions import ConfigurationError
 
-__all__ = ["JobMiddleware", "CorrelationMiddleware", "LoggingMiddleware", "Chain", "get_chain"]
+__all__ = ["Chain", "CorrelationMiddleware", "JobMiddleware", "LoggingMiddleware", "get_chain"]
 
 
 class JobMiddleware:

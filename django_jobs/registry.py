@@ -1,14 +1,15 @@
-"""The registry of jobs this process can run, by name.
+"""The registry of jobs this process can run, by name, and of the schedules declared in code.
 
 Every ``@job`` / backend task registers itself when its module is imported. Workers
-look payload names up here and never import anything named in data.
+look payload names up here and never import anything named in data. ``@job(cron=...)``
+declares its schedule here (:func:`declare`); :mod:`django_jobs.scheduler` runs them.
 """
 
 from __future__ import annotations
 
 import threading
 from importlib import import_module
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from django_jobs.tasks import JobTask
@@ -56,3 +57,30 @@ def autodiscover() -> None:
         for path in settings.import_modules:
             import_module(path)
         _discovered = True
+
+
+#: Schedules declared in code (:func:`declare`), by name.
+_declared: dict[str, dict[str, Any]] = {}
+
+
+def declare(job: str, cron: str | float | dict[str, Any]) -> None:
+    """Declare a schedule for job ``job`` in code: what ``@job(cron=...)`` is meant to call.
+
+    ``cron`` is a cron expression, a number of seconds (``EVERY``) or a dict of the keys of a
+    ``DJANGO_JOBS["CRON"]`` entry without ``JOB`` (``NAME`` defaults to the job's name). A
+    schedule of the same ``NAME`` in the settings wins.
+
+    Raises:
+        SettingError: the schedule is invalid (the message says how to fix it).
+    """
+    from django_jobs.conf import parse_schedule
+
+    name = job.rsplit(".", 1)[-1].replace("_", "-")
+    if isinstance(cron, dict):
+        entry = {"NAME": name, **cron, "JOB": job}
+    elif isinstance(cron, str):
+        entry = {"NAME": name, "JOB": job, "SCHEDULE": cron}
+    else:
+        entry = {"NAME": name, "JOB": job, "EVERY": cron}
+    parsed = parse_schedule(0, entry)
+    _declared[parsed["NAME"]] = parsed

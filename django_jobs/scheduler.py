@@ -19,6 +19,7 @@ Slots are computed from Redis time. See docs/cron.md for the time-zone and misse
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import mmap
 import os
@@ -37,6 +38,9 @@ from zoneinfo import ZoneInfo
 from django_jobs.engine.protocol import CronClaim
 from django_jobs.engine.record import JobView
 from django_jobs.exceptions import EngineError
+from django_jobs.registry import _declared
+from django_jobs.registry import declare as declare_schedule
+from django_jobs.tasks import jobs_backend
 
 logger = logging.getLogger("django_jobs.scheduler")
 
@@ -218,7 +222,7 @@ class LeaderFlag:
         self.set(0.0)
 
     def __bool__(self) -> bool:
-        return struct.unpack_from("d", self._mem, 0)[0] > time.monotonic()
+        return bool(struct.unpack_from("d", self._mem, 0)[0] > time.monotonic())
 
 
 _flag: LeaderFlag | None = None
@@ -246,31 +250,8 @@ def leader_flag() -> LeaderFlag:
 # -- the scheduler thread -------------------------------------------------------------------
 
 
-#: Schedules declared in code (:func:`declare`), by name.
-_declared: dict[str, dict[str, Any]] = {}
-
-
-def declare(job: str, cron: str | float | dict[str, Any]) -> None:
-    """Declare a schedule for job ``job`` in code: what ``@job(cron=...)`` is meant to call.
-
-    ``cron`` is a cron expression, a number of seconds (``EVERY``) or a dict of the keys of a
-    ``DJANGO_JOBS["CRON"]`` entry without ``JOB`` (``NAME`` defaults to the job's name). A
-    schedule of the same ``NAME`` in the settings wins.
-
-    Raises:
-        SettingError: the schedule is invalid (the message says how to fix it).
-    """
-    from django_jobs.conf import parse_schedule
-
-    name = job.rsplit(".", 1)[-1].replace("_", "-")
-    if isinstance(cron, dict):
-        entry = {"NAME": name, **cron, "JOB": job}
-    elif isinstance(cron, str):
-        entry = {"NAME": name, "JOB": job, "SCHEDULE": cron}
-    else:
-        entry = {"NAME": name, "JOB": job, "EVERY": cron}
-    parsed = parse_schedule(0, entry)
-    _declared[parsed["NAME"]] = parsed
+#: ``declare(job, cron)``: declare a schedule in code (see :func:`django_jobs.registry.declare`).
+declare = declare_schedule
 
 
 def load_schedules() -> list[Schedule]:
@@ -328,12 +309,10 @@ class Scheduler:
         if self.token:
             token, self.token = self.token, ""
             self.flag.clear()
-            try:
+            with contextlib.suppress(Exception):  # best effort: the lease expires anyway
                 from django_jobs.engine import get_engine
 
                 get_engine().leader_renew(token, lease_ms=0)
-            except Exception:  # noqa: BLE001 - the lease expires by itself
-                pass
 
     def run(self) -> None:
         while not self._stop.is_set():
@@ -341,7 +320,7 @@ class Scheduler:
                 try:
                     delay = self.step()
                     self._errors = 0
-                except Exception:  # noqa: BLE001 - keep scheduling through Redis outages
+                except Exception:  # keep scheduling through Redis outages
                     self._errors += 1
                     if self._errors in (1, 10) or self._errors % 100 == 0:
                         logger.exception("Scheduler step failed (%d in a row)", self._errors)
@@ -402,7 +381,7 @@ class Scheduler:
                 self._failing.discard(schedule.name)
             except EngineError:
                 raise  # Redis trouble: the loop backs off
-            except Exception:  # noqa: BLE001 - one broken schedule must not stop the others
+            except Exception:  # one broken schedule must not stop the others
                 if schedule.name not in self._failing:
                     self._failing.add(schedule.name)
                     logger.exception("Cron schedule %s failed to fire", schedule.name, extra={"action": "cron_failed"})
@@ -452,7 +431,9 @@ def enqueue_tick(schedule: Schedule, job_id: str) -> bool:
         raise LookupError(f"Cron schedule {schedule.name!r}: no registered job {schedule.job!r}.")
     if schedule.queue:
         task = task.using(queue_name=schedule.queue)
-    backend = task_backends[task.backend]
+    backend = jobs_backend(task_backends[task.backend])
+    if backend is None:
+        raise LookupError(f"Cron schedule {schedule.name!r}: job {schedule.job!r} does not use django_jobs' backend.")
     with correlation_id():  # each tick starts its own correlation id
         new, result = backend._prepare(task, schedule.args, schedule.kwargs, job_id=job_id)
     return get_engine().enqueue(result.queue, [new]) == [1]

@@ -30,7 +30,7 @@ from django.tasks.signals import task_enqueued
 
 from django_jobs.tasks import JobResult
 
-__all__ = ["job_enqueued", "job_started", "job_succeeded", "job_failed", "job_retrying"]
+__all__ = ["job_enqueued", "job_failed", "job_retrying", "job_started", "job_succeeded"]
 
 job_enqueued = Signal()
 job_started = Signal()

@@ -7,21 +7,23 @@ class when the TASKS backend is ours, so both spellings accept the same options.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any, Protocol, cast, overload
 
 from django.tasks import Task, TaskContext, TaskResult, TaskResultStatus
 from django.tasks.base import TASK_REFRESH_ATTRS
 
 from django_jobs import registry
 from django_jobs.backoff import BackoffSpec
-from django_jobs.engine.protocol import CANCEL_OUTCOMES, JobState
+from django_jobs.engine.protocol import JobState
 from django_jobs.exceptions import ConfigurationError, InvalidJob
 
 if TYPE_CHECKING:
-    from django_jobs.flows import ChildrenResults, Signature
+    from django_jobs.engine.queue import NewJob
+    from django_jobs.steps import ChildrenResults, Signature
 
 #: Job states (DESIGN.md) mapped to django.tasks statuses.
 STATE_TO_STATUS: dict[str, TaskResultStatus] = {
@@ -44,7 +46,7 @@ BACKEND_PATH = "django_jobs.backends.RedisBackend"
 
 
 @dataclass(frozen=True, slots=True)
-class call:  # noqa: N801 - reads as a function at the call site
+class call:  # reads as a function at the call site
     """Arguments of one job in :meth:`JobTask.enqueue_many`.
 
     >>> call(1, urgent=True)
@@ -59,8 +61,45 @@ class call:  # noqa: N801 - reads as a function at the call site
         object.__setattr__(self, "kwargs", kwargs)
 
 
+# django.tasks' classes are generic for type checkers only (django-stubs).
+if TYPE_CHECKING:
+    _Task = Task[..., Any]
+    _TaskResult = TaskResult[..., Any]
+    _TaskContext = TaskContext[..., Any]
+else:
+    _Task, _TaskResult, _TaskContext = Task, TaskResult, TaskContext
+
+
+class JobsBackend(Protocol):
+    """What the job API uses of django_jobs' backend beyond django.tasks' (backends.RedisBackend).
+
+    Named here, below the backend, so that tasks, flows and the scheduler use it without
+    importing the Django-facing backends module.
+    """
+
+    def enqueue_many(self, task: JobTask, calls: Sequence[tuple[Sequence[Any], dict[str, Any]]]) -> list[JobResult]: ...
+
+    def enqueue_on_commit(self, task: JobTask, args: Sequence[Any], kwargs: dict[str, Any]) -> JobResult: ...
+
+    def _prepare(
+        self, task: JobTask, args: Sequence[Any], kwargs: dict[str, Any], job_id: str | None = None
+    ) -> tuple[NewJob, JobResult]: ...
+
+
+def jobs_backend(backend: object) -> JobsBackend | None:
+    """Return ``backend`` if it is django_jobs' (its tasks are JobTasks), else None."""
+    task_class = getattr(backend, "task_class", None)
+    ours = isinstance(task_class, type) and issubclass(task_class, JobTask) and hasattr(backend, "_prepare")
+    return cast(JobsBackend, backend) if ours else None
+
+
+def time_ms() -> int:
+    """Return the wall clock in ms (job ids, enqueue times)."""
+    return time.time_ns() // 1_000_000
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
-class JobTask(Task):
+class JobTask(_Task):
     """A :class:`django.tasks.Task` with django_jobs' options.
 
     Attributes:
@@ -112,7 +151,7 @@ class JobTask(Task):
         """The registered name of the job: its module path."""
         return self.module_path
 
-    def using(  # type: ignore[override]
+    def using(
         self,
         *,
         priority: int | None = None,
@@ -175,7 +214,7 @@ class JobTask(Task):
                     f"enqueue_many() items must be tuples of arguments, dicts of keyword arguments "
                     f"or call(...) objects, not {type(item).__name__}."
                 )
-        return self.get_backend().enqueue_many(self, pairs)  # type: ignore[no-any-return]
+        return cast(JobsBackend, self.get_backend()).enqueue_many(self, pairs)
 
     def enqueue_on_commit(self, *args: Any, **kwargs: Any) -> JobResult:
         """Enqueue the job when the current database transaction commits (never on rollback).
@@ -184,20 +223,21 @@ class JobTask(Task):
         transaction the job is enqueued at once. The returned result's id is the id the
         job will have.
         """
-        return self.get_backend().enqueue_on_commit(self, args, kwargs)  # type: ignore[no-any-return]
+        return cast(JobsBackend, self.get_backend()).enqueue_on_commit(self, args, kwargs)
 
-    def s(self, *args: Any, **kwargs: Any) -> Signature:
+    def s(self, *args: Any, **kwargs: Any) -> Signature[JobTask]:
         """Return a signature of this job with these arguments: a step of a flow (docs/flows.md).
 
         >>> Flow(store.s(7), children=[optimize.s(7)]).enqueue()  # doctest: +SKIP
         """
-        from django_jobs.flows import signature
+        from django_jobs.steps import Signature
 
-        return signature(self, *args, **kwargs)
+        return Signature(task=self, args=tuple(args), kwargs=dict(kwargs))
 
 
+# django-stubs declares TaskResult and TaskContext as plain dataclasses; Django's are frozen.
 @dataclass(frozen=True, slots=True, kw_only=True)
-class JobResult(TaskResult):
+class JobResult(_TaskResult):  # type: ignore[misc]
     """A :class:`django.tasks.TaskResult` with django_jobs' extra fields and actions."""
 
     queue: str = "default"
@@ -229,13 +269,15 @@ class JobResult(TaskResult):
         Returns ``"cancelled"`` (it will never run), ``"requested"`` (it is running and was
         asked to stop) or ``"finished"`` (nothing to do: it had already finished).
         """
-        from django_jobs.engine import get_engine
+        from django_jobs import operations
         from django_jobs.exceptions import JobNotFound
 
-        code = get_engine().cancel(self.queue, self.id)
-        if code < 0:
+        outcome = operations.cancel([(self.queue, self.id)]).outcome(self.id)
+        if outcome is operations.SkipReason.NOT_FOUND:
             raise JobNotFound(f"Job {self.id!r} does not exist (it may have been trimmed).")
-        return CANCEL_OUTCOMES[code]
+        if outcome is operations.Action.CANCEL:
+            return "cancelled"
+        return "requested" if outcome == "requested" else "finished"
 
     def wait(self, timeout: float = 30.0) -> JobResult:
         """Block until the job is finished (refreshed in place) and return it.
@@ -249,7 +291,7 @@ class JobResult(TaskResult):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class JobContext(TaskContext):
+class JobContext(_TaskContext):  # type: ignore[misc]
     """What a job with ``takes_context=True`` receives as its first argument."""
 
     @property
@@ -260,19 +302,19 @@ class JobContext(TaskContext):
     @property
     def cancel_requested(self) -> bool:
         """True once someone asked this job to stop (see :meth:`JobResult.cancel`)."""
-        from django_jobs.worker.executor import is_cancel_requested
+        from django_jobs import runtime
 
-        return is_cancel_requested(self.task_result.id)
+        return runtime.is_cancel_requested(self.task_result.id)
 
     def children_results(self) -> ChildrenResults:
         """Return how each child of this flow parent ended, by child id (docs/flows.md).
 
-        A :class:`~django_jobs.flows.ChildrenResults`: ``results[child_id].value`` is what the
+        A :class:`~django_jobs.steps.ChildrenResults`: ``results[child_id].value`` is what the
         child returned; ``results.by_name("optimize")`` finds children by job name.
         """
-        from django_jobs.flows import children_results
+        from django_jobs.steps import children_results
 
-        return children_results(self.task_result.queue, self.task_result.id)
+        return children_results(cast(JobResult, self.task_result).queue, self.task_result.id)
 
     def set_progress(self, progress: Any) -> None:
         """Report how far the job got: a number or a small JSON value (at most 4 KB encoded).
@@ -285,9 +327,8 @@ class JobContext(TaskContext):
         Raises:
             InvalidJob: ``progress`` is not JSON serializable or is too large.
         """
-        from django_jobs import serialization
+        from django_jobs import runtime, serialization
         from django_jobs.engine import get_engine
-        from django_jobs.worker.executor import running
 
         try:
             encoded = serialization.dumps(progress)
@@ -298,7 +339,7 @@ class JobContext(TaskContext):
                 f"Progress of job {self.job_id!r} is {len(encoded):,} bytes encoded; the limit is "
                 f"{MAX_PROGRESS_BYTES:,}. Report a number or a small dict (store big results elsewhere)."
             )
-        job = running.get(self.job_id)
+        job = runtime.get(self.job_id)
         if job is None:
             raise InvalidJob(f"Job {self.job_id!r} is not running in this process: only a running job reports progress.")
         get_engine().set_progress(job.queue, job.id, job.claimed.token, encoded)
@@ -314,19 +355,19 @@ def ms_to_datetime(ms: str | int | None) -> datetime | None:
 def default_backend_alias() -> str:
     """Return the TASKS alias whose backend is django_jobs' (``default`` preferred)."""
     from django.conf import settings
-
     from django.utils.module_loading import import_string
 
-    from django_jobs.backends import RedisBackend
-
     def ours(path: object) -> bool:
+        # django_jobs' backends (RedisBackend and its subclasses) are those whose tasks are JobTasks;
+        # checked without importing django_jobs.backends, which builds on this module.
         if path == BACKEND_PATH:
             return True
         try:
             cls = import_string(str(path))
         except ImportError:
             return False
-        return isinstance(cls, type) and issubclass(cls, RedisBackend)
+        task_class = getattr(cls, "task_class", None)
+        return isinstance(cls, type) and isinstance(task_class, type) and issubclass(task_class, JobTask)
 
     tasks = getattr(settings, "TASKS", {}) or {}
     aliases = [alias for alias, cfg in tasks.items() if ours(cfg.get("BACKEND"))]
@@ -422,9 +463,7 @@ def job(
             limit_rate=limit_rate,
         )
         if cron is not None:
-            from django_jobs import scheduler
-
-            scheduler.declare(task.name, cron)  # a CRON setting entry with the same NAME wins
+            registry.declare(task.name, cron)  # a CRON setting entry with the same NAME wins
         return task
 
     if function is not None:

@@ -90,9 +90,12 @@ def run_job(queue: str, job_id: str) -> str | None:
 
 
 def _execute(claimed: Any) -> Any:
-    """Run a claimed job like the worker does (same decoding, signals and outcomes)."""
-    from django.tasks.signals import task_started
+    """Run a claimed job through the worker's own run path (executor.run_sync / run_async).
 
+    Same decoding, middleware, signals, logging and outcomes as on a worker; the job is
+    registered in :mod:`django_jobs.runtime` while it runs, as a worker does.
+    """
+    from django_jobs import runtime
     from django_jobs.worker import executor
     from django_jobs.worker.executor import Prepared, RunningJob
 
@@ -100,26 +103,17 @@ def _execute(claimed: Any) -> Any:
     prepared = Prepared(job, TEST_WORKER_ID)
     if prepared.failure is not None:
         return prepared.failure
-    executor.running[job.id] = job
+    runtime.register(job)
     try:
         if prepared.is_async:
             return _run_coroutine(executor.run_async(job, prepared))
-        # Not executor.run_sync: it closes old DB connections, which would end a TestCase's transaction.
-        tokens = executor._enter(job, prepared)
-        try:
-            prepared.send(task_started)
-            args, kwargs = prepared.call_args()
-            try:
-                value = prepared.task.func(*args, **kwargs)
-            except Exception as exc:  # noqa: BLE001 - the job's own failure, recorded
-                return executor._finished(job, prepared, prepared.outcome_for_error(job, exc), exc)
-            if job.timeout and time.monotonic() - job.started > job.timeout:
-                return executor.timeout_outcome(job, prepared)  # a worker would have recorded a timeout
-            return executor._finished(job, prepared, prepared.outcome_for_value(job, value), None)
-        finally:
-            executor._exit(tokens)
+        outcome = executor.run_sync(job, prepared, close_connections=False)
+        if job.timeout and time.monotonic() - job.started > job.timeout:
+            # A worker's watchdog would have recorded a timeout (and dropped the late outcome).
+            return executor.timeout_outcome(job, prepared)
+        return outcome
     finally:
-        executor.running.pop(job.id, None)
+        runtime.unregister(job.id)
 
 
 def _run_coroutine(coro: Any) -> Any:

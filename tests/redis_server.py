@@ -20,7 +20,7 @@ def free_port() -> int:
 
 
 def redis_binary() -> str:
-    from django_jobs.embedded import find_redis_server
+    from django_jobs.engine.embedded import find_redis_server
 
     binary = find_redis_server()
     if binary is None:

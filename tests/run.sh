@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
 # Run the whole django_jobs test suite on a fresh machine (see README.md).
-# Extra arguments go to pytest, e.g. `bash tests/run.sh tests/integration -x`.
+# Extra arguments go to pytest, e.g. `bash tests/run.sh tests/integration -x`;
+# `bash tests/run.sh --lint` runs only the static checks (tests/lint.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tests/bootstrap.sh
 
+if [ "${1:-}" = "--lint" ]; then
+  PY="$PY" exec bash tests/lint.sh
+fi
 if [ "$#" -gt 0 ]; then
   exec "$PY" -m pytest "$@"
 fi
+
+# Static checks first: lint-imports, mypy --strict, ruff (any failure fails the run).
+PY="$PY" bash tests/lint.sh
 
 # The DB-writing tests run on PostgreSQL too when a server is reachable.
 if "$PY" - <<'PYEOF' 2>/dev/null

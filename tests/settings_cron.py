@@ -1,10 +1,10 @@
 """tests/settings.py plus second-level cron schedules and a 1 s leader lease (tests/chaos/test_cron.py)."""
 
-from tests.settings import *  # noqa: F403
+from tests.settings import *
 
 DJANGO_JOBS = {
-    **DJANGO_JOBS,  # noqa: F405
-    "IMPORT_MODULES": [*DJANGO_JOBS["IMPORT_MODULES"], "tests.testapp.jobs_cron"],  # noqa: F405
+    **DJANGO_JOBS,
+    "IMPORT_MODULES": [*DJANGO_JOBS["IMPORT_MODULES"], "tests.testapp.jobs_cron"],
     "LEADER_LEASE_SECONDS": 1.0,
     "CRON": [
         # Catch up every missed tick: the fired ticks must be contiguous.

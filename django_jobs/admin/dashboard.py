@@ -30,7 +30,7 @@ WINDOWS = {"hour": ("last hour", timedelta(hours=1), timedelta(minutes=1)), "day
 
 
 def _index(n: int, fraction: float) -> int:
-    return min(n - 1, max(0, int(round(fraction * (n - 1)))))
+    return min(n - 1, max(0, round(fraction * (n - 1))))
 
 
 def _pick(values: list[float], fraction: float) -> float | None:

@@ -28,6 +28,7 @@ QUEUE_STATES = (
 
 def queues_view(request: HttpRequest) -> HttpResponse:
     """Every configured queue with live counts from Redis; POST pauses, resumes or purges one."""
+    from django_jobs import operations
     from django_jobs.conf import get_settings
     from django_jobs.limits import queue_limits
 
@@ -38,17 +39,15 @@ def queues_view(request: HttpRequest) -> HttpResponse:
         _need(request, "manage_queues")
         queue, op = request.POST.get("queue", ""), request.POST.get("op", "")
         if op in ("pause-all", "resume-all"):
-            from django_jobs.limits import pause_queues, resume_queues
-
-            done = (pause_queues if op == "pause-all" else resume_queues)(None)
+            done = (operations.pause if op == "pause-all" else operations.resume)(None).queues
             messages.success(request, f"{'Paused' if op == 'pause-all' else 'Resumed'} every queue: {', '.join(done)}.")
         elif queue not in names:
             messages.error(request, f"Unknown queue {queue!r}.")
         elif op == "pause":
-            engine.pause(queue)
+            operations.pause(queue)
             messages.success(request, f"Queue {queue!r} is paused: workers take no new jobs from it (running jobs finish, enqueue still works).")
         elif op == "resume":
-            engine.resume(queue)
+            operations.resume(queue)
             messages.success(request, f"Queue {queue!r} is running again.")
         elif op == "limits":
             _set_limits(request, queue)
@@ -57,11 +56,9 @@ def queues_view(request: HttpRequest) -> HttpResponse:
 
             now = reset_queue_limits(queue)
             messages.success(request, f"Queue {queue!r} uses the limits of its settings again: {_limits_text(now)}.")
-        elif op.startswith("purge-") and op[6:] in engine.PURGEABLE:
+        elif op.startswith("purge-") and op[6:] in operations.PURGEABLE:
             state = op[6:]
-            deleted = 0
-            while deleted < PURGE_LIMIT and (n := engine.purge(queue, state, limit=1000)):
-                deleted += n
+            deleted = operations.purge(queue, state, limit=PURGE_LIMIT).deleted
             left = engine.counts(queue)[state]
             text = f"Purged {deleted} {state} jobs of queue {queue!r}."
             messages.success(request, text + (f" {left} are left: purge again." if left else ""))
@@ -87,7 +84,7 @@ def queues_view(request: HttpRequest) -> HttpResponse:
     return _page(request, "admin/django_jobs/queues.html", "Queues", {
         "rows": rows,
         "states": QUEUE_STATES,
-        "purgeable": engine.PURGEABLE,
+        "purgeable": operations.PURGEABLE,
         "can_manage": request.user.has_perm("django_jobs.manage_queues"),
     })
 

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
 if TYPE_CHECKING:
     from django_jobs.engine.queue import Engine
@@ -41,3 +44,10 @@ def reset_engine() -> None:
         if _engine is not None and _pid == os.getpid():
             _engine.close()
         _engine = None
+
+
+@receiver(setting_changed)
+def _settings_changed(*, setting: str, **kwargs: Any) -> None:
+    """Rebuild the engine from the new settings on next use (tests' ``override_settings``)."""
+    if setting in ("DJANGO_JOBS", "TASKS", "CACHES"):
+        reset_engine()

@@ -9,7 +9,7 @@ Three ways to connect:
   its connection ``OPTIONS`` (django-redis: ``PASSWORD``, ``USERNAME``, ``SOCKET_TIMEOUT``,
   ``SOCKET_CONNECT_TIMEOUT``, ``CONNECTION_POOL_KWARGS``; Django's own ``RedisCache``: its
   pool keyword arguments).
-- neither: the embedded Redis server (see :mod:`django_jobs.embedded`).
+- neither: the embedded Redis server (see :mod:`django_jobs.engine.embedded`).
 
 Keyword arguments are layered: our defaults, then the cache's options, then ``REDIS_OPTIONS``,
 then the URL's query string (redis-py lets the URL win). ``decode_responses`` is always on:
@@ -115,7 +115,7 @@ def parse_url(url: Any, *, setting: str = "REDIS_URL", name: str | None = None) 
             setting, f"{name} {shown!r} has no valid scheme; it must start with redis://, rediss:// or unix://.", hint
         )
     try:
-        kwargs = redis_parse_url(url)
+        kwargs: dict[str, Any] = redis_parse_url(url)  # type: ignore[no-untyped-call]
     except ValueError as exc:  # bad port, bad query value...
         raise SettingError(setting, f"{name} {shown!r} is not a valid Redis URL: {_url_error(url, exc)}", URL_HINT) from None
     if scheme == "unix":
@@ -275,7 +275,7 @@ def client_config(settings: JobsSettings, *, blocking: bool = False, start_embed
     elif settings.cache_alias:
         url, source = cache_config(settings.cache_alias)
     elif start_embedded:
-        from django_jobs import embedded
+        from django_jobs.engine import embedded
 
         url = embedded.ensure_running(settings)
     else:

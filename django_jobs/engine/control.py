@@ -58,10 +58,10 @@ class Control(ScriptRunner):
     def set_queue_limits(self, queue: str, *, rate: Any = None, concurrency: Any = None) -> None:
         """Override the limits of ``queue`` in Redis for every worker.
 
-        ``rate`` is a :class:`~django_jobs.limits.Rate`, ``concurrency`` an int; ``None``
-        lifts the limit; :data:`~django_jobs.limits.UNSET` leaves it as it is.
+        ``rate`` is a :class:`~django_jobs.rates.Rate`, ``concurrency`` an int; ``None``
+        lifts the limit; :data:`~django_jobs.rates.UNSET` leaves it as it is.
         """
-        from django_jobs.limits import UNSET
+        from django_jobs.rates import UNSET
 
         fields: dict[str, int] = {}
         if rate is not UNSET:
@@ -76,7 +76,7 @@ class Control(ScriptRunner):
 
     def queue_limits(self, queue: str) -> tuple[Any, int | None, bool]:
         """Return ``(rate or None, concurrency or None, overridden)`` in force on ``queue``."""
-        from django_jobs.limits import Rate
+        from django_jobs.rates import Rate
 
         rn, rp, cc = self._call(self.client.hmget, self.keys(queue).meta, "rn", "rp", "cc")
         d_rn, d_rp, d_cc = self._default_limits(queue)

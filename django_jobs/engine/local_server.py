@@ -1,4 +1,4 @@
-"""The two commands :mod:`django_jobs.embedded` sends to its own server (over its unix socket).
+"""The two commands :mod:`django_jobs.engine.embedded` sends to its own server (over its unix socket).
 
 Kept in ``engine/`` so that no Redis command is sent from outside it.
 """

@@ -226,7 +226,7 @@ class Mirror:
                 if errors:
                     logger.info("Mirror: working again after %d failed attempt(s)", errors)
                 errors = 0
-            except Exception:  # noqa: BLE001 - Redis or the database down: retry, nothing was acknowledged
+            except Exception:
                 errors += 1
                 if errors in (1, 10) or errors % 100 == 0:
                     logger.exception("Mirror step failed (%d in a row); retrying", errors, extra={"action": "mirror_error"})

@@ -43,7 +43,7 @@ def run_mirror(queues: Iterable[str] | None = None, *, parent_pid: int | None = 
     for sig in STOP_SIGNALS:
         signal.signal(sig, flag.handler)
     if parent_pid is not None:
-        from django_jobs.worker.process import die_with_parent
+        from django_jobs.lifeline import die_with_parent
 
         die_with_parent(signal.SIGTERM)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)

@@ -20,10 +20,10 @@ from django.db import close_old_connections
 from django.tasks import TaskResultStatus
 from django.tasks.signals import task_finished, task_started
 
-from django_jobs import registry, serialization, signals
+from django_jobs import registry, runtime, serialization, signals
 from django_jobs.backoff import retry_delay
 from django_jobs.conf import get_settings
-from django_jobs.correlation import current_job, reset_correlation_id, set_correlation_id
+from django_jobs.correlation import reset_correlation_id, set_correlation_id
 from django_jobs.engine.protocol import JobState, OutcomeKind
 from django_jobs.engine.queue import Claimed, Outcome
 from django_jobs.engine.record import decode_payload
@@ -61,18 +61,9 @@ class RunningJob:
         return self.claimed.queue
 
 
-# ``current_job`` (the RunningJob of this thread or task, None outside jobs) lives in
-# correlation.py, so the logging filter can read it without importing the worker.
-__all__ = ["RunningJob", "Prepared", "current_job", "run_sync", "run_async", "timeout_outcome", "terminal_outcome", "error_outcome"]
-
-#: Jobs running in this process, by id (for cancel requests and the watchdog).
-running: dict[str, RunningJob] = {}
-
-
-def is_cancel_requested(job_id: str) -> bool:
-    """Return True when running job ``job_id`` was asked to stop."""
-    job = running.get(job_id)
-    return job is not None and job.cancel_event.is_set()
+# The jobs running in this process and ``current_job`` (the RunningJob of this thread or task,
+# None outside jobs) live in django_jobs.runtime: one owner, readable from every layer.
+__all__ = ["Prepared", "RunningJob", "error_outcome", "run_async", "run_sync", "terminal_outcome", "timeout_outcome"]
 
 
 def _error_json(exc: BaseException, job: RunningJob | None = None) -> str:
@@ -116,7 +107,18 @@ class Prepared:
     """
 
     __slots__ = (
-        "task", "args", "kwargs", "_result", "options", "failure", "is_async", "facts", "job", "worker_id", "started_ms", "chain",
+        "_result",
+        "args",
+        "chain",
+        "facts",
+        "failure",
+        "is_async",
+        "job",
+        "kwargs",
+        "options",
+        "started_ms",
+        "task",
+        "worker_id",
     )
 
     def __init__(self, job: RunningJob, worker_id: str) -> None:
@@ -251,7 +253,7 @@ class Prepared:
 
 def _children_argument(claimed: Claimed, receives: str) -> Any:
     """Return a flow parent's first argument: its only child's return value, or all of them."""
-    from django_jobs.flows import children_results
+    from django_jobs.steps import children_results
 
     values = children_results(claimed.queue, claimed.id).values_list()
     if receives == "one":
@@ -310,12 +312,12 @@ _OUTCOME_LEVEL = {
 
 def _enter(job: RunningJob, prepared: Prepared) -> tuple[object, object | None]:
     if not prepared.chain.correlation:
-        return current_job.set(job), None
-    return current_job.set(job), set_correlation_id(job.claimed.correlation_id or "")
+        return runtime.current_job.set(job), None
+    return runtime.current_job.set(job), set_correlation_id(job.claimed.correlation_id or "")
 
 
 def _exit(tokens: tuple[object, object | None]) -> None:
-    current_job.reset(tokens[0])  # type: ignore[arg-type]
+    runtime.current_job.reset(tokens[0])  # type: ignore[arg-type]
     if tokens[1] is not None:
         reset_correlation_id(tokens[1])
 
@@ -370,7 +372,7 @@ def _finished(job: RunningJob, prepared: Prepared, outcome: Outcome, exc: BaseEx
     if signal.receivers:
         duration = max(0.0, time.monotonic() - job.started)
         if kind == OutcomeKind.COMPLETE:
-            signal.send(prepared.task, task_result=prepared.result, return_value=prepared.result._return_value, duration=duration)
+            signal.send(prepared.task, task_result=prepared.result, return_value=prepared.result._return_value, duration=duration)  # type: ignore[attr-defined]
         elif kind == OutcomeKind.RETRY:
             signal.send(prepared.task, task_result=prepared.result, exception=exc, duration=duration, delay=outcome.delay_ms / 1000)
         else:
@@ -378,8 +380,14 @@ def _finished(job: RunningJob, prepared: Prepared, outcome: Outcome, exc: BaseEx
     return outcome
 
 
-def run_sync(job: RunningJob, prepared: Prepared) -> Outcome:
-    """Run a sync job in the calling thread and return its outcome."""
+def run_sync(job: RunningJob, prepared: Prepared, *, close_connections: bool = True) -> Outcome:
+    """Run a sync job in the calling thread and return its outcome: the run path of every job.
+
+    Workers call it from their pool threads (and isolated jobs' children); django_jobs.testing
+    calls it too, with ``close_connections=False`` (closing old DB connections would end a test's
+    transaction). It sets the current job and correlation id, sends ``task_started`` /
+    ``job_started``, runs the job middleware around the job, and logs and signals the outcome.
+    """
     if prepared.failure is not None:
         return prepared.failure
     tokens = _enter(job, prepared)
@@ -396,9 +404,8 @@ def run_sync(job: RunningJob, prepared: Prepared) -> Outcome:
             else:
                 value = func(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - the job's own failure, recorded
-            if opened:
-                exc = _close_middleware(opened, exc) or exc
-            return _finished(job, prepared, prepared.outcome_for_error(job, exc), exc)
+            error: BaseException = (_close_middleware(opened, exc) or exc) if opened else exc
+            return _finished(job, prepared, prepared.outcome_for_error(job, error), error)
         if opened:
             failure = _close_middleware(opened, None)
             if failure is not None:
@@ -406,7 +413,8 @@ def run_sync(job: RunningJob, prepared: Prepared) -> Outcome:
         return _finished(job, prepared, prepared.outcome_for_value(job, value), None)
     finally:
         _exit(tokens)
-        close_old_connections()
+        if close_connections:
+            close_old_connections()
 
 
 async def run_async(job: RunningJob, prepared: Prepared) -> Outcome:
@@ -441,9 +449,9 @@ async def run_async(job: RunningJob, prepared: Prepared) -> Outcome:
             failure = _close_middleware(opened, exc) or exc if opened else exc
             return _finished(job, prepared, prepared.outcome_for_error(job, failure), failure)
         if opened:
-            failure = _close_middleware(opened, None)
-            if failure is not None:
-                return _finished(job, prepared, prepared.outcome_for_error(job, failure), failure)
+            late = _close_middleware(opened, None)
+            if late is not None:
+                return _finished(job, prepared, prepared.outcome_for_error(job, late), late)
         return _finished(job, prepared, prepared.outcome_for_value(job, value), None)
     finally:
         _exit(tokens)

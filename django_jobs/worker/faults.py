@@ -2,24 +2,21 @@
 
 The fault tests (``tests/chaos/test_protocol_crashes.py``) make a worker process die at an
 exact step of the protocol, the way a power cut or ``kill -9`` would, and check that
-nothing is lost. A step is armed with environment variables read once, at the first
-:func:`point` call of the process:
+nothing is lost. The worker calls ``faults.point(step)`` at each step; :data:`point` is a
+module-level no-op unless a test installed a crash hook with :func:`install` at process
+start-up (the chaos tests do it from their settings module, ``tests/chaos/fault_settings.py``).
+Nothing is read from the environment here: outside those tests a step costs one call of a
+function that returns at once.
 
-``DJJ_FAULT_AT``
-    The step to crash at, one of :data:`POINTS`.
-``DJJ_FAULT_ONCE``
-    Optional path of a flag file. When set, only the first process that reaches the step
-    crashes: it creates the file (``O_EXCL``) and writes its pid in it just before dying, so the supervisor's
-    replacement process and the other workers run normally. Without it every process
-    crashes at every pass of the step.
-
-With ``DJJ_FAULT_AT`` unset (always, outside these tests) :func:`point` returns at once.
 The crash is :func:`os._exit`: no ``finally`` blocks, no release, no flushed outcomes.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+
+__all__ = ["EXIT_CODE", "POINTS", "install", "installed", "point", "uninstall"]
 
 #: Steps :func:`point` is called at, in protocol order.
 POINTS = (
@@ -31,37 +28,52 @@ POINTS = (
 #: Exit code of a crashed worker process.
 EXIT_CODE = 71
 
-_UNREAD = object()
-_armed: object = _UNREAD  # the armed step (str), None when disarmed, _UNREAD before the first call
+
+def _off(name: str) -> None:
+    """No crash hook installed: every step returns at once."""
 
 
-def _read() -> str | None:
-    at = os.environ.get("DJJ_FAULT_AT") or None
-    if at is not None and at not in POINTS:
-        raise ValueError(f"DJJ_FAULT_AT is {at!r}; it must be one of: {', '.join(POINTS)}.")
-    return at
+#: Called by the worker at each step of :data:`POINTS`; replaced by :func:`install`.
+point: Callable[[str], None] = _off
 
 
-def point(name: str) -> None:
-    """Crash this process now if ``name`` is the armed step (a no-op otherwise)."""
-    global _armed
-    if _armed is _UNREAD:
-        _armed = _read()
-    if _armed is None or _armed != name:
-        return
-    once = os.environ.get("DJJ_FAULT_ONCE")
-    if once:
-        try:
-            fd = os.open(once, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            _armed = None  # another process already crashed here
+def install(at: str, *, once: str | None = None) -> None:
+    """Crash this process (and the processes it forks) when the worker reaches step ``at``.
+
+    ``once``: optional path of a flag file. Then only the first process that reaches the
+    step crashes: it creates the file (``O_EXCL``) and writes its pid in it just before dying,
+    so the supervisor's replacement process and the other workers run normally. Without it
+    every process crashes at every pass of the step.
+
+    Raises:
+        ValueError: ``at`` is not one of :data:`POINTS`.
+    """
+    global point
+    if at not in POINTS:
+        raise ValueError(f"The fault point is {at!r}; it must be one of: {', '.join(POINTS)}.")
+
+    def crash(name: str) -> None:
+        if name != at:
             return
-        os.write(fd, f"{os.getpid()}\n".encode())  # which process crashed, for the test
-        os.close(fd)
-    os._exit(EXIT_CODE)
+        if once:
+            try:
+                fd = os.open(once, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                uninstall()  # another process already crashed here
+                return
+            os.write(fd, f"{os.getpid()}\n".encode())  # which process crashed, for the test
+            os.close(fd)
+        os._exit(EXIT_CODE)
+
+    point = crash
 
 
-def reset() -> None:
-    """Read the environment again at the next :func:`point` call (for tests)."""
-    global _armed
-    _armed = _UNREAD
+def uninstall() -> None:
+    """Remove the crash hook: :data:`point` is a no-op again."""
+    global point
+    point = _off
+
+
+def installed() -> bool:
+    """Return True when a crash hook is installed in this process."""
+    return point is not _off

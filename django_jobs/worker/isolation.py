@@ -63,7 +63,7 @@ def run_isolated(job: RunningJob, prepared: Prepared, *, parent_pid: int, abando
 
     ``parent_pid`` is the worker process (the child exits at once if it is gone).
     """
-    from django_jobs.worker.process import _libc
+    from django_jobs.lifeline import libc as _libc
 
     _libc()  # loaded here, once: loading it in every child costs more than the fork
     read_fd, write_fd = os.pipe()
@@ -196,7 +196,7 @@ def _child(job: RunningJob, prepared: Prepared, write_fd: int, parent_pid: int) 
     """Run the job in the forked child, write its outcome, exit (never returns)."""
     code = CHILD_ERROR
     try:
-        from django_jobs.worker.process import die_with_parent
+        from django_jobs.lifeline import die_with_parent
 
         signal.set_wakeup_fd(-1)  # the wake-up pipe belongs to the worker
         for sig in (signal.SIGTERM, signal.SIGINT):

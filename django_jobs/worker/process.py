@@ -24,13 +24,16 @@ forked by the supervisor:
 Run in the foreground (``child=False``), SIGTERM and SIGINT stop gracefully and a second one
 releases at once. The heartbeat keeps renewing leases until the shutdown is over, so a job
 that finishes within the grace period is never taken for stalled.
+
+The class is built from parts: fetching (worker/fetching.py), settling (worker/settling.py), the
+heartbeat (worker/heartbeat.py) and the shared state they declare (worker/state.py); here are the
+lifecycle and the running of claimed jobs.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import functools
+import contextlib
 import logging
 import math
 import os
@@ -44,43 +47,29 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from django_jobs import runtime
 from django_jobs.conf import get_settings
 from django_jobs.engine import get_engine
-from django_jobs.engine.codes import ScriptCode
-from django_jobs.engine.queue import Claimed, Engine, Outcome
-from django_jobs.exceptions import RedisOutOfMemory, RedisUnavailable
-from django_jobs.worker import executor, isolation
-from django_jobs.worker import faults  # test-only crash points (no-op unless DJJ_FAULT_AT is set)
+from django_jobs.engine.queue import Claimed, Engine
+from django_jobs.lifeline import die_with_parent
+from django_jobs.worker import (
+    executor,
+    isolation,
+)
 from django_jobs.worker.executor import Prepared, RunningJob
+from django_jobs.worker.fetching import Fetching
+from django_jobs.worker.heartbeat import Heartbeat
+from django_jobs.worker.outage import Outage
+from django_jobs.worker.settling import Settling
+from django_jobs.worker.state import EXIT_RECYCLED, STOP, TICK
 from django_jobs.worker.wakeup import WakeupPipe
 
 logger = logging.getLogger("django_jobs.worker")
 
-#: Longest blocking wait on idle queues, seconds (bounds how long a stale wake-up can take).
-IDLE_WAIT = 5.0
-#: Jobs whose recent average run time is below this (seconds) are claimed ahead of free threads.
-SHORT_JOB = 0.05
-#: Heartbeat thread tick, seconds (timeouts are enforced at this granularity).
-TICK = 0.25
-#: Most outcomes settled in one call.
-SETTLE_BATCH = 500
-#: Retry delays after a failed Redis call, seconds: doubled from the first up to the last.
-BACKOFF_MIN, BACKOFF_MAX = 0.1, 5.0
-#: While Redis stays unreachable, repeat the warning at most this often, seconds.
-OUTAGE_LOG_EVERY = 30.0
-#: Attempts to settle a batch that fails with an unexpected (non-connection) error.
-SETTLE_TRIES = 3
 #: How long the shutdown waits for outcomes to be written after the grace period, seconds.
 FLUSH_TIMEOUT = 5.0
 #: Signals a worker forked by the supervisor handles.
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
-#: Exit status of a worker that recycled itself (``--max-jobs-per-child``, ``--max-memory-per-child``).
-EXIT_RECYCLED = 3
-#: Exit status of a worker that exited to be replaced because a sync job passed its timeout.
-EXIT_TIMEOUT = 4
-#: How often the heartbeat reads the process' memory use when ``max_memory_mb`` is set, seconds.
-MEMORY_CHECK_EVERY = 1.0
-_STOP = object()
 
 
 def make_worker_id() -> str:
@@ -88,85 +77,11 @@ def make_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
-@functools.cache
-def _libc() -> Any:
-    """The C library, loaded once (isolated jobs call :func:`die_with_parent` in every child)."""
-    try:
-        return ctypes.CDLL(None, use_errno=True)
-    except OSError:
-        return None
-
-
-def die_with_parent(sig: int = signal.SIGUSR2) -> None:
-    """Ask Linux to send ``sig`` to this process when its parent dies (no-op elsewhere)."""
-    try:
-        _libc().prctl(1, sig)  # PR_SET_PDEATHSIG
-    except AttributeError:
-        pass
-
-
 def _ignore(signum: int, frame: Any) -> None:
     """Python-level handler of the signals routed to the wake-up pipe (the pipe does the work)."""
 
 
-def rss_mb() -> float:
-    """Return this process' resident memory in MB (Linux: now; elsewhere: the peak so far)."""
-    try:
-        with open("/proc/self/statm", "rb") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, ValueError, IndexError):
-        import resource
-        import sys
-
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return peak / 2**20 if sys.platform == "darwin" else peak / 1024
-
-
-class _Outage:
-    """Log that Redis cannot be reached once, then at most every :data:`OUTAGE_LOG_EVERY` s, and when it is back."""
-
-    def __init__(self, worker_id: str) -> None:
-        self.worker_id = worker_id
-        self._lock = threading.Lock()
-        self._since: float | None = None
-        self._logged = 0.0
-
-    def failed(self, doing: str, exc: BaseException, retry_in: float) -> None:
-        now = time.monotonic()
-        with self._lock:
-            first = self._since is None
-            if first:
-                self._since = now
-            log = first or now - self._logged >= OUTAGE_LOG_EVERY
-            if log:
-                self._logged = now
-        if not log:
-            return
-        if isinstance(exc, RedisUnavailable):
-            logger.warning(
-                "Worker %s cannot reach Redis while %s, retrying in %.1f s: %s", self.worker_id, doing, retry_in, exc,
-                extra={"action": "redis_unavailable"},
-            )
-        else:
-            # Engine calls that do not wrap connection errors yet land here too.
-            logger.error(
-                "Worker %s: error while %s, retrying in %.1f s: %r", self.worker_id, doing, retry_in, exc,
-                exc_info=exc, extra={"action": "worker_error"},
-            )
-
-    def ok(self) -> None:
-        if self._since is None:  # the common case, without the lock
-            return
-        with self._lock:
-            since, self._since = self._since, None
-        if since is not None:
-            logger.warning(
-                "Worker %s reached Redis again after %.1f s", self.worker_id, time.monotonic() - since,
-                extra={"action": "redis_available"},
-            )
-
-
-class WorkerProcess:
+class WorkerProcess(Fetching, Settling, Heartbeat):
     """Run jobs from ``queues`` with ``threads`` slots until stopped."""
 
     def __init__(
@@ -223,7 +138,7 @@ class WorkerProcess:
         self._rotation = 0
         self._ppid = parent_pid if parent_pid is not None else os.getppid()
         self._deadline: float | None = None
-        self._outage = _Outage(self.worker_id)
+        self._outage = Outage(self.worker_id)
         self._child = False
         self._signals = 0
         # The main thread sleeps on this pipe; signals (set_wakeup_fd) and request_stop() write to it.
@@ -328,22 +243,6 @@ class WorkerProcess:
         self.draining.set()
         self._pipe.wake()
 
-    def _check_memory(self) -> None:
-        """Recycle once the process uses more than ``max_memory_mb`` (not before its first job: a fresh one would too)."""
-        used = rss_mb()
-        if used <= (self.max_memory_mb or math.inf):
-            return
-        if self._claimed == 0:
-            if not self._memory_warned:
-                self._memory_warned = True
-                logger.warning(
-                    "Worker %s uses %.0f MB before running any job, over the max memory per child of %d MB: "
-                    "it is not recycled (a fresh process would start as big); raise the limit", self.worker_id, used,
-                    self.max_memory_mb, extra={"action": "worker_memory_limit_too_low", "worker": self.worker_id},
-                )
-            return
-        self.recycle(f"it uses {used:.0f} MB, over the max memory per child of {self.max_memory_mb} MB", logging.WARNING)
-
     def _drained(self) -> bool:
         """True once a recycling worker holds no job (and, holding the fetch lock, can claim none)."""
         if not self._fetch_lock.acquire(timeout=0.1):
@@ -383,7 +282,7 @@ class WorkerProcess:
                 job.decided = True
         self._release(undecided)
         # Outcomes of finished jobs are written before the heartbeat stops renewing their leases.
-        self._done.put(_STOP)
+        self._done.put(STOP)
         for thread in self._threads:
             if thread.name == "djj-completer":
                 thread.join(timeout=max(deadline - time.monotonic(), 0) + FLUSH_TIMEOUT)
@@ -391,10 +290,8 @@ class WorkerProcess:
         for thread in self._threads:
             if thread.name == "djj-heartbeat":
                 thread.join(timeout=2.0)
-        try:
+        with contextlib.suppress(Exception):  # best effort while exiting
             self.engine.forget_worker(self.worker_id)
-        except Exception:  # noqa: BLE001 - best effort while exiting
-            pass
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._stop_event_loop()
 
@@ -409,7 +306,7 @@ class WorkerProcess:
         for queue, leases in by_queue.items():
             try:
                 count = self.engine.release(queue, leases)
-            except Exception as exc:  # noqa: BLE001 - the leases expire and recovery takes over
+            except Exception as exc:  # noqa: BLE001 - never let the heartbeat die
                 logger.warning("Worker %s could not release %d job(s) of %r (recovered when their lease expires): %s",
                                self.worker_id, len(leases), queue, exc)
                 continue
@@ -418,7 +315,7 @@ class WorkerProcess:
         with self._cond:
             for job in jobs:
                 self._leases.pop(job.id, None)
-                executor.running.pop(job.id, None)
+                runtime.unregister(job.id)
 
     def _stop_event_loop(self) -> None:
         loop, thread = self._loop, self._loop_thread
@@ -429,105 +326,7 @@ class WorkerProcess:
         if not thread.is_alive():
             loop.close()
 
-    # -- fetching -------------------------------------------------------------------------
-
-    def _rotated_queues(self) -> list[str]:
-        # Queues are tried in their configured order; with several queues, start from a
-        # rotating point so a busy first queue cannot starve the rest.
-        queues = self.queues
-        if len(queues) > 1:
-            self._rotation = (self._rotation + 1) % len(queues)
-            return queues[self._rotation :] + queues[: self._rotation]
-        return queues
-
-    def _fetch_loop(self) -> None:
-        backoff = BACKOFF_MIN
-        while not self.stopping.is_set() and not self.draining.is_set():
-            with self._cond:
-                while self._usable() == 0 and not self.stopping.is_set() and not self.draining.is_set():
-                    self._cond.wait(1.0)
-                free = self._usable()
-                threads = self._free - self.ahead  # jobs it can start at once (no claim-ahead)
-            if self.stopping.is_set() or self.draining.is_set():
-                break
-            if self.max_jobs is not None:
-                free = min(free, self.max_jobs - self._claimed)
-                if free <= 0:
-                    self.recycle(f"it claimed {self._claimed} job(s), the max jobs per child")
-                    break
-            try:
-                with self._cond:
-                    settles = self._settles
-                got, next_due = self._fetch_round(free, threads)
-                self._outage.ok()
-                backoff = BACKOFF_MIN
-                if got:
-                    continue
-                if self._thread_bound:
-                    # A queue with a concurrency limit has room but every thread here is busy:
-                    # fetch again as soon as one frees (its jobs are never claimed ahead).
-                    with self._cond:
-                        self._cond.wait_for(
-                            lambda: self._free - self.ahead > 0 or self.stopping.is_set() or self.draining.is_set(),
-                            timeout=IDLE_WAIT,
-                        )
-                    continue
-                if self.burst:
-                    # Idle only if nothing was settled since the fetch started: a retry settled
-                    # meanwhile puts its job back in a queue this round did not see it in.
-                    with self._cond:
-                        idle = self._free == self.capacity and not self._leases and self._settles == settles
-                    if idle and next_due < 0:
-                        logger.info("Worker %s: queues are empty, burst done", self.worker_id)
-                        self.request_stop()
-                        break
-                timeout = IDLE_WAIT if next_due < 0 else min(IDLE_WAIT, next_due / 1000)
-                if self.burst:
-                    timeout = min(timeout, 0.1)
-                self.engine.wait_for_work(self.queues, timeout)
-            except Exception as exc:  # noqa: BLE001 - never let the fetcher die
-                self._outage.failed("fetching jobs", exc, backoff)
-                self.stopping.wait(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX)
-
-    def _usable(self) -> int:
-        """Jobs the fetcher may claim now (caller holds ``_cond``)."""
-        if self._avg_run < SHORT_JOB:
-            return self._free
-        return max(0, self._free - self.ahead)
-
-    def _fetch_round(self, free: int, threads: int | None = None) -> tuple[int, int]:
-        """Claim up to ``free`` jobs across the queues; return (claimed, ms until the next due job or -1).
-
-        ``threads``: how many of them can start at once. A queue with a concurrency limit in
-        force claims only that many (a job claimed ahead would count as running while it
-        waits); ``_thread_bound`` is set when such a queue was cut to none.
-        """
-        got = 0
-        next_due = -1
-        threads = free if threads is None else threads
-        self._thread_bound = False
-        for queue in self._rotated_queues():
-            if free <= 0:
-                break
-            with self._fetch_lock:
-                if self.stopping.is_set() or self.draining.is_set():
-                    break
-                res = self.engine.fetch(
-                    queue, free, lease_ms=self.lease_ms, worker_id=self.worker_id, start_now=max(0, min(threads, free))
-                )
-                if res.jobs:
-                    faults.point("after_fetch")
-                for claimed in res.jobs:
-                    self._dispatch(claimed)
-            if res.limited and threads <= 0:
-                self._thread_bound = True
-            threads -= len(res.jobs)
-            free -= len(res.jobs)
-            got += len(res.jobs)
-            if res.next_due_ms >= 0 and (next_due < 0 or res.next_due_ms < next_due):
-                next_due = res.next_due_ms
-        return got, next_due
+    # -- running claimed jobs ---------------------------------------------------------------
 
     def _dispatch(self, claimed: Claimed) -> None:
         job = RunningJob(claimed)
@@ -535,7 +334,7 @@ class WorkerProcess:
             self._free -= 1
             self._claimed += 1
             self._leases[job.id] = job
-        executor.running[job.id] = job
+        runtime.register(job)
         try:
             prepared = Prepared(job, self.worker_id)
         except Exception as exc:  # noqa: BLE001 - a job that cannot even be decoded fails, the others run
@@ -574,7 +373,7 @@ class WorkerProcess:
         if job.isolated:
             try:
                 isolated = isolation.run_isolated(job, prepared, parent_pid=os.getpid(), abandoned=lambda: job.decided)
-            except Exception as exc:  # noqa: BLE001 - e.g. fork failed (no memory): the attempt fails, the worker goes on
+            except Exception as exc:  # noqa: BLE001 - never let the heartbeat die
                 isolated = executor.error_outcome(job, prepared, exc)
             if isolated is None:  # released or lease lost: no outcome
                 self._free_slot()
@@ -583,7 +382,7 @@ class WorkerProcess:
             return
         try:
             outcome = executor.run_sync(job, prepared)
-        except BaseException as exc:  # noqa: BLE001 - e.g. SystemExit raised by a job
+        except BaseException as exc:  # noqa: BLE001 - cancelled at shutdown, or a BaseException
             outcome = prepared.outcome_for_error(job, exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
         self._avg_run += (time.monotonic() - started - self._avg_run) * 0.1
         self._job_done(job, outcome)
@@ -598,205 +397,6 @@ class WorkerProcess:
                 return
             outcome = prepared.outcome_for_error(job, exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
         self._job_done(job, outcome)
-
-    def _free_slot(self) -> None:
-        with self._cond:
-            self._free += 1
-            self._cond.notify_all()
-
-    def _job_done(self, job: RunningJob, outcome: Outcome) -> None:
-        with self._cond:
-            self._free += 1
-            decided = job.decided
-            job.decided = True
-            self._cond.notify_all()
-        if not decided:
-            self._done.put((job, outcome))
-
-    # -- settling -------------------------------------------------------------------------
-
-    def _complete_loop(self) -> None:
-        stop = False
-        while not stop:
-            item = self._done.get()
-            batch: list[tuple[RunningJob, Outcome]] = []
-            if item is _STOP:
-                stop = True
-            else:
-                batch.append(item)
-            while len(batch) < SETTLE_BATCH:
-                try:
-                    item = self._done.get_nowait()
-                except queue_mod.Empty:
-                    break
-                if item is _STOP:
-                    stop = True
-                    continue
-                batch.append(item)
-            if batch:
-                try:
-                    self._settle(batch)
-                except Exception:  # noqa: BLE001 - never let the completer die
-                    logger.exception("Worker %s: unexpected error while settling %d job(s)", self.worker_id, len(batch))
-                    self._forget(job for job, _ in batch)
-
-    def _giving_up(self) -> bool:
-        """True once the shutdown no longer waits for Redis (released at once, or past the grace period)."""
-        return self.fast.is_set() or (self._deadline is not None and time.monotonic() > self._deadline)
-
-    def _settle(self, batch: list[tuple[RunningJob, Outcome]]) -> None:
-        by_queue: dict[str, list[tuple[RunningJob, Outcome]]] = defaultdict(list)
-        for job, outcome in batch:
-            by_queue[job.queue].append((job, outcome))
-        for queue, items in by_queue.items():
-            backoff = BACKOFF_MIN
-            errors = 0
-            while True:
-                try:
-                    faults.point("before_settle")
-                    codes = self.engine.settle(queue, [o for _, o in items])
-                    break
-                except Exception as exc:  # noqa: BLE001 - retried, see below
-                    # Keep the outcomes: Redis comes back, or the lease expires and the job is
-                    # recovered (a duplicate run after a fault, never a lost job).
-                    if not isinstance(exc, (RedisUnavailable, RedisOutOfMemory)):
-                        errors += 1  # an outage or a full Redis passes: those are retried until it does
-                    if errors >= SETTLE_TRIES or (self._giving_up() and backoff > 1):
-                        logger.error(
-                            "Worker %s gives up settling %d job(s) of %r; they are recovered when their lease expires: %r",
-                            self.worker_id, len(items), queue, exc, exc_info=not isinstance(exc, RedisUnavailable),
-                        )
-                        codes = [0] * len(items)
-                        break
-                    self._outage.failed("settling jobs", exc, backoff)
-                    time.sleep(backoff)
-                    backoff = min(backoff * 2, BACKOFF_MAX)
-            faults.point("after_settle")
-            with self._cond:
-                for (job, _), code in zip(items, codes):
-                    self._leases.pop(job.id, None)
-                    executor.running.pop(job.id, None)
-                    if code == ScriptCode.NOT_OWNER:
-                        logger.warning("Job %s: lease lost, outcome dropped (another worker owns it now)", job.id)
-                self.processed += sum(1 for code in codes if code)  # 0: given up
-                self._settles += 1
-                self._cond.notify_all()
-
-    def _forget(self, jobs: Any) -> None:
-        """Stop renewing ``jobs``' leases (recovery hands them to another run)."""
-        with self._cond:
-            for job in jobs:
-                self._leases.pop(job.id, None)
-                executor.running.pop(job.id, None)
-
-    # -- heartbeat, timeouts, recovery ----------------------------------------------------
-
-    def _heartbeat_loop(self) -> None:
-        next_renew = next_recover = next_beat = next_memory = 0.0
-        while not self.stopped.wait(TICK):
-            now = time.monotonic()
-            try:
-                self._enforce_timeouts(now)
-                if self.max_memory_mb is not None and now >= next_memory:
-                    next_memory = now + MEMORY_CHECK_EVERY
-                    self._check_memory()
-                reached = False  # did this tick talk to Redis (and so prove it is back)?
-                if now >= next_renew:
-                    reached = self._renew()  # a failed renewal is tried again at the next tick
-                    next_renew = now + self.renew_every
-                if now >= next_recover:
-                    next_recover = now + self.recover_every
-                    self._recover()
-                    reached = True
-                if now >= next_beat:
-                    next_beat = now + 5.0
-                    self._beat()
-                    reached = True
-                if reached:
-                    self._outage.ok()
-            except Exception as exc:  # noqa: BLE001 - never let the heartbeat die
-                self._outage.failed("renewing leases", exc, TICK)
-            if os.getppid() != self._ppid and not self.fast.is_set():
-                self._parent_gone()
-
-    def _recover(self) -> None:
-        for queue in self.queues:
-            result = self.engine.recover(queue)
-            for job_id, what, cid in result.jobs:
-                extra = {"action": f"job_{what}", "job_id": job_id, "queue": queue, "correlation_id": cid,
-                         "worker": self.worker_id}
-                if what == "stalled":
-                    logger.warning("Job %s stalled (its worker stopped renewing the lease): back to waiting", job_id, extra=extra)
-                elif what == "failed":
-                    logger.error("Job %s failed: its worker was lost too many times (worker_lost)", job_id, extra=extra)
-                else:
-                    logger.info("Job %s cancelled: its worker was lost after a cancel request", job_id, extra=extra)
-
-    def _enforce_timeouts(self, now: float) -> None:
-        expired: list[RunningJob] = []
-        with self._cond:
-            for job in self._leases.values():
-                if (
-                    job.timeout and not job.decided and now - job.started > job.timeout
-                    and job.future is None and not job.isolated  # those stop themselves
-                ):
-                    job.decided = True
-                    expired.append(job)
-        for job in expired:
-            self._done.put((job, executor.timeout_outcome(job, job.prepared)))
-        if expired and self._child and not self.stopping.is_set():
-            # The job's thread cannot be stopped: the outcome is settled as usual, the other
-            # running jobs get the grace period to finish (the rest is released), and the
-            # process exits so that the supervisor starts a fresh one without the stuck thread.
-            names = ", ".join(f"{job.name} {job.id}" for job in expired)
-            logger.error(
-                "Worker %s: job %s passed its timeout and its thread cannot be stopped; finishing the other jobs "
-                "(grace %.0f s) and exiting to be replaced", self.worker_id, names, self.grace,
-                extra={"action": "worker_replacing", "worker": self.worker_id},
-            )
-            self.exit_code = EXIT_TIMEOUT
-            self.request_stop()
-
-    def _renew(self) -> bool:
-        """Extend this worker's leases; return False when it holds none (no call made)."""
-        by_queue: dict[str, list[tuple[str, str]]] = defaultdict(list)
-        with self._cond:
-            for job in self._leases.values():
-                by_queue[job.queue].append((job.id, job.claimed.token))
-        for queue, leases in by_queue.items():
-            lost, cancel = self.engine.renew(queue, leases, lease_ms=self.lease_ms)
-            faults.point("after_renew")
-            with self._cond:
-                for job_id in lost:
-                    # Another run owns the job now: stop renewing, drop this run's outcome.
-                    job = self._leases.pop(job_id, None)
-                    if job is not None:
-                        if not job.decided:
-                            logger.warning("Job %s: lease lost, its outcome will be dropped", job_id)
-                        job.decided = True
-                    executor.running.pop(job_id, None)
-            for job_id in cancel:
-                job = self._leases.get(job_id)
-                if job is not None and not job.cancel_event.is_set():
-                    job.cancel_event.set()
-                    if job.future is not None:
-                        job.future.cancel()
-        return bool(by_queue)
-
-    def _beat(self) -> None:
-        with self._cond:
-            busy = min(self.threads, self.capacity - self._free)
-        info = {
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "queues": self.queues,
-            "threads": self.threads,
-            "running": busy,
-            "processed": self.processed,
-            "started": self.started_at,
-        }
-        self.engine.heartbeat(self.worker_id, info)
-
 
 def quiet_django_task_logging() -> None:
     """Disconnect django.tasks' own "Task ... state=..." log receivers in a worker process.

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from django import db
 
 from django_jobs.scheduler import Scheduler
-from django_jobs.worker.process import EXIT_RECYCLED, EXIT_TIMEOUT, SIGNALS, run_worker_process
+from django_jobs.worker.process import SIGNALS, run_worker_process
+from django_jobs.worker.state import EXIT_RECYCLED, EXIT_TIMEOUT
 from django_jobs.worker.wakeup import WakeupPipe
 
 logger = logging.getLogger("django_jobs.worker")
@@ -153,7 +154,7 @@ class Supervisor:
                     queues=self.queues, threads=self.threads, grace=self.grace, burst=self.burst, parent_pid=parent,
                     max_jobs=self.max_jobs, max_memory_mb=self.max_memory_mb,
                 )
-        except BaseException:  # noqa: BLE001 - report, then leave without running the parent's atexit hooks
+        except BaseException:  # report, then leave without running the parent's atexit hooks
             logger.exception("Worker process %d crashed", os.getpid())
         finally:
             logging.shutdown()

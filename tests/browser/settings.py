@@ -4,6 +4,6 @@
 ``runworkers`` and the mirror stand-in share.
 """
 
-from tests.settings import *  # noqa: F403
+from tests.settings import *
 
 ALLOWED_HOSTS = ["127.0.0.1", "localhost"]

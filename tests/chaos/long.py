@@ -40,6 +40,7 @@ Prints progress on stderr and a Markdown table on stdout; exits 1 if any check f
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import random
 import signal
@@ -262,7 +263,7 @@ class Scenario:
         times = sorted(t for runs in ends.values() for t, _ in runs)
         if len(times) < 2:
             return None
-        return max(b - a for a, b in zip(times, times[1:]))
+        return max(b - a for a, b in itertools.pairwise(times))
 
 
 # -- the scenarios ---------------------------------------------------------------------------

@@ -51,7 +51,7 @@ def test_every_tick_runs_exactly_once_while_leaders_are_killed_and_paused(chaos,
         victim.signal(signal.SIGKILL)
         new_leader(engine, old)
         before = len(ticks())
-        wait_until(lambda: len(ticks()) >= before + 2, timeout=10, message="ticks under the new leader")
+        wait_until(lambda before=before: len(ticks()) >= before + 2, timeout=10, message="ticks under the new leader")
         sup = chaos.start("--processes=1", "--threads=4", "--grace=2", env=SETTINGS)
         sups[sup.pid] = sup
 

@@ -1,6 +1,7 @@
 """A worker process crashes (``os._exit``) at each step of the job protocol: nothing is lost.
 
-The crash is armed with ``DJJ_FAULT_AT`` (see :mod:`django_jobs.worker.faults`) and fires
+The crash is armed with ``DJJ_FAULT_AT`` by the test settings ``tests.chaos.fault_settings``,
+which install a crash hook in :mod:`django_jobs.worker.faults` at start-up, and fires
 once, in the first worker process that reaches the step. Every test then checks the same
 rules: every job completes once in Redis, with one attempt counted; a job runs again only
 when its lease was recovered (``rec``); and the Redis invariants hold.
@@ -24,7 +25,7 @@ def crash_at(chaos: Chaos, tmp_path: Path, point: str, *, jobs: int, seconds: fl
     flag = tmp_path / "crashed"
     sup = chaos.start(
         "--processes=2", "--threads=2", "--grace=5", ready=2,
-        env={"DJJ_FAULT_AT": point, "DJJ_FAULT_ONCE": str(flag)},
+        env={"DJANGO_SETTINGS_MODULE": "tests.chaos.fault_settings", "DJJ_FAULT_AT": point, "DJJ_FAULT_ONCE": str(flag)},
     )
     results = jobs_chaos.slow.enqueue_many([(f"j{i}", seconds) for i in range(jobs)])
     return sup, results, flag

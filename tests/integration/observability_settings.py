@@ -4,12 +4,12 @@ testproject's LOGGING (CorrelationIdFilter + JsonFormatter, JSON lines on stderr
 import sys
 from pathlib import Path
 
-from tests.settings import *  # noqa: F403
+from tests.settings import *
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "testproject"))
-from testproject.settings import LOGGING as DEMO_LOGGING  # noqa: E402
+from testproject.settings import LOGGING as DEMO_LOGGING
 
-DJANGO_JOBS = {**DJANGO_JOBS, "IMPORT_MODULES": [*DJANGO_JOBS["IMPORT_MODULES"], "tests.testapp.jobs_observability"]}  # noqa: F405
+DJANGO_JOBS = {**DJANGO_JOBS, "IMPORT_MODULES": [*DJANGO_JOBS["IMPORT_MODULES"], "tests.testapp.jobs_observability"]}
 LOGGING = {
     **DEMO_LOGGING,
     "loggers": {

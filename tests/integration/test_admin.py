@@ -21,9 +21,9 @@ from django.utils import timezone
 
 from django_jobs import admin as jobs_admin
 from django_jobs.conf import SettingError, build_settings
+from django_jobs.mirror import mirror_once
 from django_jobs.models import JobRecord
 from django_jobs.testing import work_until_empty
-from django_jobs.mirror import mirror_once
 from tests.redis_server import wait_until
 from tests.testapp.jobs import add, always_fails, enqueue_child, flaky, record, sleeper
 
@@ -154,8 +154,8 @@ def test_the_job_list_filters_by_queue_state_name_and_time_and_searches_ids_and_
     assert listed(q="tests.testapp.jobs.alw") == {failed}
     assert listed(q="nothing-matches") == set()
     hour_ago = (timezone.now() - timedelta(hours=1)).isoformat()
-    assert listed(**{"enqueued_at__gte": hour_ago}) == {tagged, echo_id, failed, waiting}
-    assert listed(**{"enqueued_at__gte": (timezone.now() + timedelta(days=1)).isoformat()}) == set()
+    assert listed(enqueued_at__gte=hour_ago) == {tagged, echo_id, failed, waiting}
+    assert listed(enqueued_at__gte=(timezone.now() + timedelta(days=1)).isoformat()) == set()
     assert listed(correlation_id="req-42") == {tagged}
 
 

@@ -48,15 +48,15 @@ def test_the_queues_page_shows_and_changes_the_limits_in_force(admin_client, eng
     assert "no rate limit" in page and "no concurrency limit" in page and "(settings)" in page
     assert "Set limits</button>" in page and "Reset to settings" not in page
     # One count per column: the header and the cells list the same states.
-    header = re.search(r"<thead>(.*?)</thead>", page, re.S).group(1)
-    row = re.search(r'<tr data-queue="default">(.*?)</tr>', page, re.S).group(1)
+    header = re.search(r"<thead>(.*?)</thead>", page, re.DOTALL).group(1)
+    row = re.search(r'<tr data-queue="default">(.*?)</tr>', page, re.DOTALL).group(1)
     assert header.count("<th>") - 4 == row.count("djj-count ") == 7
 
     response = set_limits(admin_client, rate="100/m", concurrency="3")
     assert engine.queue_limits("default") == (Rate(100, 60_000), 3, True)
     assert messages_of(response) == ["Queue 'default' now has at most 100/m starts, at most 3 running, on every worker, until the limits are reset to the settings."]
     page = queues_page(admin_client).content.decode()
-    row = re.search(r'<tr data-queue="default">(.*?)</tr>', page, re.S).group(1)
+    row = re.search(r'<tr data-queue="default">(.*?)</tr>', page, re.DOTALL).group(1)
     assert "100/m" in row and "3 at once" in row and "(set at run time)" in row and "Reset to settings</button>" in row
     assert 'name="rate" value="100/m"' in row and 'name="concurrency" value="3"' in row
     assert engine.queue_limits("high") == (None, None, False)  # other queues untouched
@@ -143,7 +143,7 @@ def test_changing_limits_needs_the_manage_queues_permission_and_a_csrf_token(dja
 
 def flow_items(page: str) -> list[tuple[str, int, str]]:
     """Return ``(job id, depth, state)`` of each job of the flow section, in page order."""
-    section = re.search(r'<section class="djj-box djj-wide" id="djj-flow">(.*?)</section>', page, re.S).group(1)
+    section = re.search(r'<section class="djj-box djj-wide" id="djj-flow">(.*?)</section>', page, re.DOTALL).group(1)
     return [
         (m.group(1), int(m.group(2)), m.group(3))
         for m in re.finditer(r'<li data-job="(\w+)" data-depth="(\d+)".*?<span class="djj-state djj-\w+">(\w+)</span>', section)

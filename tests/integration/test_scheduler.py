@@ -10,10 +10,20 @@ import pytest
 from croniter import croniter
 from django.core import checks
 from django.test import override_settings
-from hypothesis import given, settings as hypothesis_settings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from django_jobs.engine.codes import ScriptCode
-from django_jobs.scheduler import Schedule, Scheduler, due_ticks, enqueue_tick, is_leader, leader_flag, next_run
+from django_jobs.scheduler import (
+    Schedule,
+    Scheduler,
+    due_ticks,
+    enqueue_tick,
+    is_leader,
+    leader_flag,
+    next_run,
+)
 from tests.redis_server import wait_until
 
 QUICK = "tests.testapp.jobs_chaos.quick"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import tomllib
 from pathlib import Path
 
@@ -12,7 +11,14 @@ from django.test import override_settings
 
 from django_jobs import ConfigurationError, JobNotFound, JobTimeout
 from django_jobs.engine import get_engine
-from django_jobs.testing import TEST_WORKER_ID, capture, default_captured, immediate, isolated_queues, run_job
+from django_jobs.testing import (
+    TEST_WORKER_ID,
+    capture,
+    default_captured,
+    immediate,
+    isolated_queues,
+    run_job,
+)
 from tests.testapp.jobs import add, always_fails, enqueue_child, plain_task, record, too_slow
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -155,3 +161,76 @@ def test_the_pytest_plugin_is_declared_as_a_pytest11_entry_point():
     assert {"jobs_isolated", "jobs_immediate", "jobs_capture", "jobs_worker"} <= set(vars(plugin))
 
 
+
+
+# -- immediate and capture run jobs through the worker's run path --------------------------------
+
+seen: list[tuple[str, ...]] = []
+
+
+class Wrapper:
+    """A job middleware that records what it wraps (tests only)."""
+
+    def __call__(self, job):
+        seen.append(("before", job.task.name, job.state))
+        try:
+            yield
+        except Exception as exc:
+            seen.append(("error", type(exc).__name__))
+            raise
+        seen.append(("after", job.task.name))
+
+
+@pytest.fixture
+def wrapped(jobs_settings):
+    seen.clear()
+    chain = ["django_jobs.middleware.CorrelationMiddleware", "django_jobs.middleware.LoggingMiddleware", f"{__name__}.Wrapper"]
+    with override_settings(DJANGO_JOBS={**jobs_settings, "MIDDLEWARE": chain}):
+        yield seen
+
+
+def test_immediate_mode_runs_job_middleware_and_the_job_signals(engine, wrapped):
+    from django.tasks.signals import task_started
+
+    from django_jobs import runtime, signals
+    from tests.testapp.jobs import async_add
+
+    sent: list[tuple[str, str]] = []
+
+    def on(name):
+        def receiver(sender, task_result, **kwargs):
+            sent.append((name, task_result.id))
+            if name == "job_started":  # the job is registered with the runtime while it runs
+                assert runtime.get(task_result.id) is not None and runtime.current_job_id() == task_result.id
+        return receiver
+
+    receivers = {"job_started": on("job_started"), "job_succeeded": on("job_succeeded"), "job_failed": on("job_failed")}
+    started = on("task_started")
+    for name, receiver in receivers.items():
+        getattr(signals, name).connect(receiver)
+    task_started.connect(started)
+    try:
+        with immediate():
+            ok = add.enqueue(2, 2)
+            slow = async_add.enqueue(1, 1)
+            bad = always_fails.enqueue()
+    finally:
+        for name, receiver in receivers.items():
+            getattr(signals, name).disconnect(receiver)
+        task_started.disconnect(started)
+    assert (ok.return_value, slow.return_value, bad.state) == (4, 2, "failed")
+    assert ("job_started", ok.id) in sent and ("job_succeeded", ok.id) in sent and ("task_started", ok.id) in sent
+    assert ("job_started", slow.id) in sent and ("job_succeeded", slow.id) in sent
+    assert ("job_started", bad.id) in sent and ("job_failed", bad.id) in sent
+    assert wrapped[:2] == [("before", add.name, "active"), ("after", add.name)]
+    assert ("before", async_add.name, "active") in wrapped and ("error", "ValueError") in wrapped
+    assert runtime.running_ids() == []  # nothing left registered
+
+
+def test_capture_run_all_runs_job_middleware(engine, wrapped):
+    with capture() as jobs:
+        result = add.enqueue(5, 5)
+        assert wrapped == []  # captured: not run yet
+        assert jobs.run_all() == 1
+    assert result.return_value == 10
+    assert wrapped == [("before", add.name, "active"), ("after", add.name)]

@@ -25,7 +25,6 @@ from django.test import Client, override_settings
 from tests.conftest import ROOT, TESTPROJECT
 from tests.redis_server import wait_until
 
-
 #: button -> (job name, queue, state right after enqueue, number of jobs)
 BUTTONS = {
     "fast": ("demo.jobs.fast", "default", "waiting", 1),
@@ -181,7 +180,7 @@ def start_demo_workers(env: dict[str, str], *args: str) -> subprocess.Popen[str]
 
 
 def embedded_gone(directory: Path) -> bool:
-    from django_jobs import embedded
+    from django_jobs.engine import embedded
 
     return embedded.server_pid(directory) is None and not list((directory / "users").iterdir())
 
@@ -193,7 +192,7 @@ def test_manage_py_check_of_the_testproject_passes(demo_env):
 
 
 def test_runworkers_of_the_testproject_runs_jobs_on_the_embedded_redis_and_stops_it(demo_env):
-    from django_jobs import embedded
+    from django_jobs.engine import embedded
 
     directory = Path(demo_env["DEMO_EMBEDDED_DIR"]).resolve()
     workers = start_demo_workers(demo_env, "--processes", "1", "--threads", "4")
@@ -206,6 +205,7 @@ def test_runworkers_of_the_testproject_runs_jobs_on_the_embedded_redis_and_stops
         # Another process reads the outcome from the same server.
         fast_id = re.search(r"enqueued fast +1 job\(s\), first id (\w+)", result.stdout).group(1)
         from demo import jobs
+
         from testproject import settings as demo_settings
 
         sock = embedded.socket_path(directory)

@@ -10,9 +10,9 @@ from django_jobs.engine.queue import FlowJob
 from tests.chaos.invariants import assert_invariants
 from tests.lua.conftest import (
     LONG_LEASE_MS,
+    PRIORITY_SPAN,
     QUEUE,
     Events,
-    PRIORITY_SPAN,
     assert_state,
     claim_one,
     complete,

@@ -9,8 +9,24 @@ import pytest
 
 from django_jobs.engine.queue import NewJob, Outcome
 from django_jobs.exceptions import InvalidJob
-from django_jobs.limits import QueueLimits, Rate, parse_rate, queue_limits, reset_queue_limits, set_queue_limits
-from tests.lua.conftest import QUEUE, Events, assert_state, claim, complete, fail, jobs_settings, new_job, server_ms
+from django_jobs.limits import (
+    QueueLimits,
+    Rate,
+    parse_rate,
+    queue_limits,
+    reset_queue_limits,
+    set_queue_limits,
+)
+from tests.lua.conftest import (
+    QUEUE,
+    assert_state,
+    claim,
+    complete,
+    fail,
+    jobs_settings,
+    new_job,
+    server_ms,
+)
 
 
 def enqueue(engine, n: int) -> list[str]:
@@ -262,7 +278,7 @@ def test_a_slot_held_by_a_job_that_left_active_without_a_release_is_not_leaked(e
     # A slot entry scored this very ms counts as claimed by the same fetch (includes/key_limits):
     # the next fetch must come at least a ms later, as any real one does.
     time.sleep(0.002)
-    assert [c.id for c in claim(engine, 1)][0] == "a2"
+    assert next(c.id for c in claim(engine, 1)) == "a2"
     assert r.zrange(base + "a", 0, -1) == ["a2"]
     a2 = _claimed_of(r, k, "a2")
     assert engine.settle(QUEUE, [complete(a2)]) == [1]

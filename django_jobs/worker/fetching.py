@@ -1,0 +1,118 @@
+"""Fetching: the fetcher thread claims up to the free slots per call and blocks when idle."""
+
+from __future__ import annotations
+
+import logging
+
+from django_jobs.worker import faults
+from django_jobs.worker.settling import BACKOFF_MAX, BACKOFF_MIN
+from django_jobs.worker.state import WorkerState
+
+logger = logging.getLogger("django_jobs.worker")
+
+#: Longest blocking wait on idle queues, seconds (bounds how long a stale wake-up can take).
+IDLE_WAIT = 5.0
+#: Jobs whose recent average run time is below this (seconds) are claimed ahead of free threads.
+SHORT_JOB = 0.05
+
+
+class Fetching(WorkerState):
+    """Claim jobs while there are free slots; wait on the queues' markers when there is nothing to do."""
+
+    def _rotated_queues(self) -> list[str]:
+        # Queues are tried in their configured order; with several queues, start from a
+        # rotating point so a busy first queue cannot starve the rest.
+        queues = self.queues
+        if len(queues) > 1:
+            self._rotation = (self._rotation + 1) % len(queues)
+            return queues[self._rotation :] + queues[: self._rotation]
+        return queues
+
+    def _fetch_loop(self) -> None:
+        backoff = BACKOFF_MIN
+        while not self.stopping.is_set() and not self.draining.is_set():
+            with self._cond:
+                while self._usable() == 0 and not self.stopping.is_set() and not self.draining.is_set():
+                    self._cond.wait(1.0)
+                free = self._usable()
+                threads = self._free - self.ahead  # jobs it can start at once (no claim-ahead)
+            if self.stopping.is_set() or self.draining.is_set():
+                break
+            if self.max_jobs is not None:
+                free = min(free, self.max_jobs - self._claimed)
+                if free <= 0:
+                    self.recycle(f"it claimed {self._claimed} job(s), the max jobs per child")
+                    break
+            try:
+                with self._cond:
+                    settles = self._settles
+                got, next_due = self._fetch_round(free, threads)
+                self._outage.ok()
+                backoff = BACKOFF_MIN
+                if got:
+                    continue
+                if self._thread_bound:
+                    # A queue with a concurrency limit has room but every thread here is busy:
+                    # fetch again as soon as one frees (its jobs are never claimed ahead).
+                    with self._cond:
+                        self._cond.wait_for(
+                            lambda: self._free - self.ahead > 0 or self.stopping.is_set() or self.draining.is_set(),
+                            timeout=IDLE_WAIT,
+                        )
+                    continue
+                if self.burst:
+                    # Idle only if nothing was settled since the fetch started: a retry settled
+                    # meanwhile puts its job back in a queue this round did not see it in.
+                    with self._cond:
+                        idle = self._free == self.capacity and not self._leases and self._settles == settles
+                    if idle and next_due < 0:
+                        logger.info("Worker %s: queues are empty, burst done", self.worker_id)
+                        self.request_stop()
+                        break
+                timeout = IDLE_WAIT if next_due < 0 else min(IDLE_WAIT, next_due / 1000)
+                if self.burst:
+                    timeout = min(timeout, 0.1)
+                self.engine.wait_for_work(self.queues, timeout)
+            except Exception as exc:  # noqa: BLE001 - never let the heartbeat die
+                self._outage.failed("fetching jobs", exc, backoff)
+                self.stopping.wait(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+
+    def _usable(self) -> int:
+        """Jobs the fetcher may claim now (caller holds ``_cond``)."""
+        if self._avg_run < SHORT_JOB:
+            return self._free
+        return max(0, self._free - self.ahead)
+
+    def _fetch_round(self, free: int, threads: int | None = None) -> tuple[int, int]:
+        """Claim up to ``free`` jobs across the queues; return (claimed, ms until the next due job or -1).
+
+        ``threads``: how many of them can start at once. A queue with a concurrency limit in
+        force claims only that many (a job claimed ahead would count as running while it
+        waits); ``_thread_bound`` is set when such a queue was cut to none.
+        """
+        got = 0
+        next_due = -1
+        threads = free if threads is None else threads
+        self._thread_bound = False
+        for queue in self._rotated_queues():
+            if free <= 0:
+                break
+            with self._fetch_lock:
+                if self.stopping.is_set() or self.draining.is_set():
+                    break
+                res = self.engine.fetch(
+                    queue, free, lease_ms=self.lease_ms, worker_id=self.worker_id, start_now=max(0, min(threads, free))
+                )
+                if res.jobs:
+                    faults.point("after_fetch")
+                for claimed in res.jobs:
+                    self._dispatch(claimed)
+            if res.limited and threads <= 0:
+                self._thread_bound = True
+            threads -= len(res.jobs)
+            free -= len(res.jobs)
+            got += len(res.jobs)
+            if res.next_due_ms >= 0 and (next_due < 0 or res.next_due_ms < next_due):
+                next_due = res.next_due_ms
+        return got, next_due

@@ -1,0 +1,85 @@
+"""The state a worker process shares between its threads, declared once for its parts.
+
+:class:`~django_jobs.worker.process.WorkerProcess` is built from parts, one concern each:
+settling outcomes (:mod:`~django_jobs.worker.settling`), the heartbeat with its timeouts and
+recovery (:mod:`~django_jobs.worker.heartbeat`), and, in ``process`` itself, the lifecycle and
+fetching. :class:`WorkerState` declares what they share; ``WorkerProcess.__init__`` sets it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue as queue_mod
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from django_jobs.engine.queue import Claimed, Engine
+from django_jobs.worker.executor import RunningJob
+from django_jobs.worker.outage import Outage
+
+#: Heartbeat thread tick, seconds (timeouts are enforced at this granularity).
+TICK = 0.25
+#: Exit status of a worker that recycled itself (``--max-jobs-per-child``, ``--max-memory-per-child``).
+EXIT_RECYCLED = 3
+#: Exit status of a worker that exited to be replaced because a sync job passed its timeout.
+EXIT_TIMEOUT = 4
+#: Put on the outcome queue to stop the completer thread.
+STOP = object()
+
+
+class WorkerState:
+    """What the threads of one worker process share (set by ``WorkerProcess.__init__``)."""
+
+    queues: list[str]
+    threads: int
+    grace: float
+    engine: Engine
+    worker_id: str
+    lease_ms: int
+    renew_every: float
+    recover_every: float
+    max_memory_mb: int | None
+    exit_code: int
+    processed: int
+    started_at: float
+    capacity: int
+    stopping: threading.Event
+    fast: threading.Event
+    stopped: threading.Event
+    _cond: threading.Condition
+    _free: int
+    _claimed: int
+    _memory_warned: bool
+    _done: queue_mod.SimpleQueue[Any]
+    _leases: dict[str, RunningJob]
+    _pool: ThreadPoolExecutor
+    _loop: asyncio.AbstractEventLoop | None
+    _ppid: int
+    _deadline: float | None
+    _outage: Outage
+    _child: bool
+    _settles: int
+    burst: bool
+    max_jobs: int | None
+    ahead: int
+    draining: threading.Event
+    _rotation: int
+    _thread_bound: bool
+    _fetch_lock: threading.Lock
+    _avg_run: float
+
+    # Lifecycle steps the parts call (defined by WorkerProcess).
+
+    def request_stop(self) -> None:
+        raise NotImplementedError
+
+    def recycle(self, why: str, level: int = logging.INFO) -> None:
+        raise NotImplementedError
+
+    def _parent_gone(self) -> None:
+        raise NotImplementedError
+
+    def _dispatch(self, claimed: Claimed) -> None:
+        raise NotImplementedError
