@@ -12,11 +12,9 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, overload
 
-from django.tasks import Task, TaskContext, TaskResult, TaskResultStatus
-from django.tasks.base import TASK_REFRESH_ATTRS
-
 from django_jobs import registry
 from django_jobs.backoff import BackoffSpec
+from django_jobs.compat import TASK_REFRESH_ATTRS, Task, TaskContext, TaskResult, TaskResultStatus
 from django_jobs.exceptions import ConfigurationError, InvalidJob
 
 if TYPE_CHECKING:
@@ -313,7 +311,6 @@ def ms_to_datetime(ms: str | int | None) -> datetime | None:
 def default_backend_alias() -> str:
     """Return the TASKS alias whose backend is django_jobs' (``default`` preferred)."""
     from django.conf import settings
-
     from django.utils.module_loading import import_string
 
     from django_jobs.backends import RedisBackend
@@ -394,7 +391,7 @@ def job(
     """
 
     def wrapper(func: Callable[..., Any]) -> JobTask:
-        from django.tasks import task_backends
+        from django_jobs.compat import task_backends
 
         alias = backend or default_backend_alias()
         task_class = task_backends[alias].task_class

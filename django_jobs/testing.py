@@ -87,8 +87,7 @@ def run_job(queue: str, job_id: str) -> str | None:
 
 def _execute(claimed: Any) -> Any:
     """Run a claimed job like the worker does (same decoding, signals and outcomes)."""
-    from django.tasks.signals import task_started
-
+    from django_jobs.compat import task_started
     from django_jobs.worker import executor
     from django_jobs.worker.executor import Prepared, RunningJob
 

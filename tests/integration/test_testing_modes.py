@@ -12,7 +12,14 @@ from django.test import override_settings
 
 from django_jobs import ConfigurationError, JobNotFound, JobTimeout
 from django_jobs.engine import get_engine
-from django_jobs.testing import TEST_WORKER_ID, capture, default_captured, immediate, isolated_queues, run_job
+from django_jobs.testing import (
+    TEST_WORKER_ID,
+    capture,
+    default_captured,
+    immediate,
+    isolated_queues,
+    run_job,
+)
 from tests.testapp.jobs import add, always_fails, enqueue_child, plain_task, record, too_slow
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,7 +81,7 @@ def test_plain_django_tasks_follow_the_modes_too(engine):
 
 
 def test_the_modes_restore_the_configured_backend_afterwards(engine):
-    from django.tasks import task_backends
+    from django_jobs.compat import task_backends
 
     with immediate():
         assert type(task_backends["default"]).__name__ == "TestingBackend"

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import pytest
 from django.db import transaction
-from django.tasks.exceptions import TaskResultDoesNotExist
 
+from django_jobs.compat import TaskResultDoesNotExist
 from django_jobs.engine import get_engine
 from django_jobs.testing import immediate
 from tests.sampleapp import services
-from tests.sampleapp.jobs import count_words, import_contacts, outbox, remind_to_verify, send_welcome, summarize, sync_to_crm
+from tests.sampleapp.jobs import (
+    count_words,
+    import_contacts,
+    outbox,
+    remind_to_verify,
+    send_welcome,
+    summarize,
+    sync_to_crm,
+)
 
 pytestmark = [pytest.mark.db, pytest.mark.django_db(transaction=True)]
 

@@ -14,9 +14,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from django.tasks import task
-
 from django_jobs import Cancel, JobContext, RateLimited, Retry, job
+from django_jobs.compat import task
 
 # -- quickstart.md ---------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ def wheel_names(tmp_path_factory) -> set[str]:
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(ROOT)],
         check=True, capture_output=True, text=True,
     )
-    (wheel,) = out.glob("django_jobs-*.whl")
+    (wheel,) = out.glob("django_jobs_redis-*.whl")
     return set(zipfile.ZipFile(wheel).namelist())
 
 
