@@ -7,13 +7,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ALL="py312-django52 py313-django52 py312-django60 py313-django60 py312-django61"
-# Pure-Python tests, the django.tasks backend contract, the job API, the testing modes and the
-# sample app's own test suites: what a Django or Python version changes, in about a minute.
+# Pure-Python tests, the django.tasks backend contract, the job API, the testing modes, correlation
+# ids through the middleware, the embedded Redis and the sample app's own test suites: what a
+# Django or Python version changes, in about a minute.
 FAST_TESTS=(
   tests/unit
   tests/integration/test_backend.py
   tests/integration/test_jobs.py
   tests/integration/test_testing_modes.py
+  tests/integration/test_correlation.py
+  tests/integration/test_embedded.py
   tests/sampleapp
 )
 

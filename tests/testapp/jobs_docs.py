@@ -20,6 +20,7 @@ from django_jobs.compat import task
 # -- quickstart.md ---------------------------------------------------------------------------
 
 
+# myapp/jobs.py
 @job(queue="high", attempts=5, backoff="exponential", timeout=60)
 def send_welcome(user_id: int) -> str:
     # ... look the user up, render and send the e-mail ...
