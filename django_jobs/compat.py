@@ -5,10 +5,13 @@ Django 6.0 ships ``django.tasks``. Django 5.2 LTS does not; the ``django-tasks``
 installs it. Every other module of django_jobs imports these names from here, never from
 ``django.tasks`` or ``django_tasks`` directly, so one code base runs on Django 5.2, 6.0 and 6.1.
 
-What the backport differs in, and how this module evens it out:
+What the backport (and Django 6.0) differ in, and how this module evens it out:
 
 - Two exception names: the backport's ``InvalidTaskError`` and ``InvalidTaskBackendError`` are
   exported here as Django's ``InvalidTask`` and ``InvalidTaskBackend``.
+- Django 6.0's ``@task`` takes no keyword arguments beyond its own four; 6.1 and the backport
+  pass the others (``attempts=3``...) to the backend's task class. On Django 6.0 :func:`task`
+  here is 6.1's behaviour; Django's own ``django.tasks.task`` still refuses them.
 - Dotted paths of the built-in backends start with ``django_tasks.`` instead of
   ``django.tasks.``: use :data:`IMMEDIATE_BACKEND` and :data:`DUMMY_BACKEND`.
 - The backport registers its system check (every ``TASKS`` backend's ``check()``) and its
@@ -98,6 +101,41 @@ else:  # Django 5.2: the django-tasks backport
         TaskResultMismatch,
     )
     from django_tasks.signals import task_enqueued, task_finished, task_started
+
+if not TYPE_CHECKING and DJANGO_HAS_TASKS and django.VERSION < (6, 1):
+    from django.tasks.base import DEFAULT_TASK_PRIORITY
+
+    _django_task = task
+
+    def task(function=None, **kwargs):  # Django 6.1's signature; mypy checks the 6.1 one
+        """Django 6.1's ``@task`` on Django 6.0: extra keyword arguments go to the backend's task class.
+
+        Django 6.0's ``@task`` accepts only ``priority``, ``queue_name``, ``backend`` and
+        ``takes_context``; 6.1 and the backport pass any other keyword (``attempts=3``...) to
+        the backend's ``task_class``, which is how ``@task`` takes django_jobs' options.
+        """
+        own = {name: kwargs.pop(name) for name in ("priority", "queue_name", "backend", "takes_context") if name in kwargs}
+        if not kwargs:
+            return _django_task(function, **own)
+        if "run_after" in kwargs:
+            raise TypeError(
+                "run_after cannot be defined statically with the @task decorator. "
+                "Use .using(run_after=...) to set it dynamically."
+            )
+        backend = own.get("backend", DEFAULT_TASK_BACKEND_ALIAS)
+
+        def wrapper(func):
+            return task_backends[backend].task_class(
+                func=func,
+                priority=own.get("priority", DEFAULT_TASK_PRIORITY),
+                queue_name=own.get("queue_name", DEFAULT_TASK_QUEUE_NAME),
+                backend=backend,
+                takes_context=own.get("takes_context", False),
+                run_after=None,
+                **kwargs,
+            )
+
+        return wrapper(function) if function else wrapper
 
 __all__ = [
     "BACKPORT_MISSING",

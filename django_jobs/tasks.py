@@ -402,6 +402,7 @@ def job(
             priority=priority,
             queue_name=queue,
             backend=alias,
+            run_after=None,  # Django 6.0's Task has no default for it (6.1 and the backport do)
             takes_context=takes_context,
             attempts=attempts,
             backoff=backoff,

@@ -6,8 +6,8 @@
 # Environment (all optional; .ci/run uses them for its Python x Django matrix):
 #   DJJ_VENV    the virtualenv's directory (default .venv)
 #   DJJ_PYTHON  the interpreter to create it with, e.g. python3.12 or a pyenv path
-#   DJJ_DJANGO  a Django requirement installed last, e.g. "django>=6.0,<6.1"
-#   DJJ_EXTRAS  the project's extras (default test,docs; add django52 for Django 5.2)
+#   DJJ_EXTRAS  the project's extras (default test,docs; "" for none; add django52 for Django 5.2)
+#   DJJ_PIP     more requirements, space-separated, e.g. "django>=6.0,<6.1 pytest-django>=4.9"
 
 find_python() {
   local candidate version
@@ -48,7 +48,9 @@ PY="$VENV/bin/python"
 
 echo "==> installing django_jobs and test dependencies into $VENV"
 "$PY" -m pip install -q --disable-pip-version-check -U pip >/dev/null
-"$PY" -m pip install -q --disable-pip-version-check -e ".[${DJJ_EXTRAS:-test,docs}]" ${DJJ_DJANGO:+"$DJJ_DJANGO"}
+EXTRAS="${DJJ_EXTRAS-test,docs}"
+read -r -a MORE_REQUIREMENTS <<<"${DJJ_PIP:-}"
+"$PY" -m pip install -q --disable-pip-version-check -e ".${EXTRAS:+[$EXTRAS]}" ${MORE_REQUIREMENTS[@]+"${MORE_REQUIREMENTS[@]}"}
 
 if ! command -v redis-server >/dev/null 2>&1 && ! command -v valkey-server >/dev/null 2>&1; then
   if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then

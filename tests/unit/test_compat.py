@@ -31,7 +31,11 @@ def test_the_names_are_the_installed_frameworks_own() -> None:
     assert compat.DJANGO_HAS_TASKS == (django.VERSION >= (6, 0))
     assert compat.TASKS_MODULE == ("django.tasks" if django.VERSION >= (6, 0) else "django_tasks")
     base = importlib.import_module(f"{compat.TASKS_MODULE}.base")
-    for name in ("task", "TaskResult", "TaskResultStatus", "TaskContext", "task_backends", "default_task_backend"):
+    if django.VERSION[:2] == (6, 0):  # 6.1's @task, which passes django_jobs' options on
+        assert compat.task is not framework.task and compat._django_task is framework.task
+    else:
+        assert compat.task is framework.task
+    for name in ("TaskResult", "TaskResultStatus", "TaskContext", "task_backends", "default_task_backend"):
         assert getattr(compat, name) is getattr(framework, name), name
     assert compat.Task is base.Task and compat.TASK_REFRESH_ATTRS is base.TASK_REFRESH_ATTRS
     exceptions = importlib.import_module(f"{compat.TASKS_MODULE}.exceptions")
@@ -70,3 +74,14 @@ def test_django_5_2_without_the_backport_says_what_to_install() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "needs the django-tasks backport" in out
     assert 'pip install "django-jobs-redis[django52]"' in out
+
+
+def test_task_passes_django_jobs_options_to_the_backend_on_every_django(settings) -> None:
+    from django_jobs.tasks import JobTask
+    from tests.testapp import jobs_docs
+
+    decorated = compat.task(attempts=3, backoff=0, queue_name="high")(jobs_docs.send_welcome.func)
+    assert isinstance(decorated, JobTask)
+    assert (decorated.attempts, decorated.backoff, decorated.queue_name, decorated.run_after) == (3, 0, "high", None)
+    plain = compat.task(jobs_docs.send_welcome.func)
+    assert isinstance(plain, JobTask) and plain.queue_name == "default"
