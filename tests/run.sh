@@ -23,9 +23,16 @@ then
 else
   echo "==> PostgreSQL not reachable on 127.0.0.1:5432: the 'db' tests run on SQLite only"
 fi
+matrix_status=0
 if [ "${DJJ_MATRIX:-1}" != "0" ]; then
   # Before the full suite, so that the last lines are the full suite's summary.
-  bash tests/matrix.sh
+  bash tests/matrix.sh || matrix_status=$?
 fi
 echo "==> full suite (SQLite), $("$PY" -c 'import django, sys; print(f"Python {sys.version.split()[0]}, Django {django.get_version()}")')"
-exec "$PY" -m pytest -q tests
+suite_status=0
+"$PY" -m pytest -q tests || suite_status=$?
+if [ "$matrix_status" -ne 0 ]; then
+  echo "==> the fast tier failed on another Python x Django combination (see '==> fast tier' above)" >&2
+  exit 1
+fi
+exit "$suite_status"
