@@ -45,7 +45,8 @@ from tests.redis_server import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = ROOT / "docs" / "quickstart.md"
-DIST_NAME = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["name"]
+PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+DIST_NAME = PROJECT["name"]
 
 FENCE = re.compile(r"^```(?P<lang>\w+)(?P<flags>[^\n]*)\n(?P<code>.*?)^```\s*$", re.MULTILINE | re.DOTALL)
 FILE_HEADER = re.compile(r"^# (?P<path>[\w./-]+\.py)(?P<append>: add at the end)?$")
@@ -239,6 +240,10 @@ def admin_opener(port: int) -> urllib.request.OpenerDirector:
 def test_following_the_quickstart_literally_runs_a_job_from_the_view_and_shows_it_in_the_admin(reader: Reader) -> None:
     started = time.monotonic()
     outputs = [out for step in quickstart_steps() if (out := reader.perform(step)) is not None]
+
+    # The installed distribution is this one, under its name (``__version__`` reads it).
+    version = reader.run("python -c 'import django_jobs; print(django_jobs.__version__)'").stdout.strip()
+    assert version == PROJECT["version"]
 
     # The curl of step 6: the view enqueued the job.
     assert len(outputs) == 1, outputs
