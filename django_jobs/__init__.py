@@ -14,7 +14,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 try:
-    __version__ = version("django-jobs")
+    __version__ = version("django-jobs-redis")
 except PackageNotFoundError:  # running from a source tree
     __version__ = "0.0.0"
 

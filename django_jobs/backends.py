@@ -7,14 +7,17 @@ from collections.abc import Sequence
 from typing import Any
 
 from django.db import transaction
-from django.tasks import TaskResultStatus
-from django.tasks.backends.base import BaseTaskBackend
-from django.tasks.base import TaskError
-from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
-from django.tasks.signals import task_enqueued
 
 from django_jobs import registry, runtime, serialization
 from django_jobs.backoff import validate_backoff
+from django_jobs.compat import (
+    BaseTaskBackend,
+    InvalidTask,
+    TaskError,
+    TaskResultDoesNotExist,
+    TaskResultStatus,
+    task_enqueued,
+)
 from django_jobs.conf import get_settings
 from django_jobs.correlation import get_correlation_id, process_correlation_id
 from django_jobs.engine import get_engine

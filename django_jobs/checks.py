@@ -195,7 +195,7 @@ def _embedded_warnings(configured: str | None) -> Messages:
             "DJANGO_JOBS sets neither REDIS_URL nor CACHE_ALIAS, so django_jobs starts an embedded Redis, "
             "but no redis-server binary was found.",
             hint="Install one (apt-get install redis-server, brew install redis), or "
-            "pip install 'django-jobs[embedded]', or set DJANGO_JOBS['REDIS_URL'].",
+            "pip install 'django-jobs-redis[embedded]', or set DJANGO_JOBS['REDIS_URL'].",
             id="django_jobs.W002",
         )
     ]

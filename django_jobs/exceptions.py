@@ -22,7 +22,8 @@ The hierarchy (see ``docs/architecture.md``)::
 from __future__ import annotations
 
 from django.core.exceptions import ImproperlyConfigured
-from django.tasks.exceptions import InvalidTask
+
+from django_jobs.compat import InvalidTask
 
 
 class DjangoJobsError(Exception):

@@ -134,7 +134,7 @@ class Flow:
             object.__setattr__(result, "correlation_id", cid)
             object.__setattr__(result, "parent_id", parent_id)
         engine.enqueue_flow(rows)
-        from django.tasks.signals import task_enqueued
+        from django_jobs.compat import task_enqueued
 
         now = ms_to_datetime(time_ms())
         for _new, result in prepared:

@@ -1,4 +1,4 @@
-"""Prometheus metrics (the optional ``metrics`` extra: ``pip install 'django-jobs[metrics]'``).
+"""Prometheus metrics (the optional ``metrics`` extra: ``pip install 'django-jobs-redis[metrics]'``).
 
 =====================================  =========  ==========================================
 ``djj_queue_jobs{queue,state}``        gauge      jobs per state, read from Redis at scrape time
@@ -42,7 +42,7 @@ def require_prometheus() -> Any:
     except ImportError:
         raise ConfigurationError(
             "django_jobs metrics need prometheus_client, which is not installed. "
-            "Install it with: pip install 'django-jobs[metrics]' (or pip install prometheus-client)."
+            "Install it with: pip install 'django-jobs-redis[metrics]' (or pip install prometheus-client)."
         ) from None
     return prometheus_client
 

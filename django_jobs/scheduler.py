@@ -420,9 +420,8 @@ class Scheduler:
 
 def enqueue_tick(schedule: Schedule, job_id: str) -> bool:
     """Enqueue the job of one tick under ``job_id``; False when that job existed already."""
-    from django.tasks import task_backends
-
     from django_jobs import registry
+    from django_jobs.compat import task_backends
     from django_jobs.correlation import correlation_id
     from django_jobs.engine import get_engine
 

@@ -26,8 +26,8 @@ import logging
 from typing import Any
 
 from django.dispatch import Signal
-from django.tasks.signals import task_enqueued
 
+from django_jobs.compat import task_enqueued
 from django_jobs.tasks import JobResult
 
 __all__ = ["job_enqueued", "job_failed", "job_retrying", "job_started", "job_succeeded"]

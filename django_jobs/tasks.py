@@ -13,11 +13,9 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, cast, overload
 
-from django.tasks import Task, TaskContext, TaskResult, TaskResultStatus
-from django.tasks.base import TASK_REFRESH_ATTRS
-
 from django_jobs import registry
 from django_jobs.backoff import BackoffSpec
+from django_jobs.compat import TASK_REFRESH_ATTRS, Task, TaskContext, TaskResult, TaskResultStatus
 from django_jobs.engine.protocol import JobState
 from django_jobs.exceptions import ConfigurationError, InvalidJob
 
@@ -436,7 +434,7 @@ def job(
     """
 
     def wrapper(func: Callable[..., Any]) -> JobTask:
-        from django.tasks import task_backends
+        from django_jobs.compat import task_backends
 
         alias = backend or default_backend_alias()
         task_class = task_backends[alias].task_class
@@ -447,6 +445,7 @@ def job(
             priority=priority,
             queue_name=queue,
             backend=alias,
+            run_after=None,  # Django 6.0's Task has no default for it (6.1 and the backport do)
             takes_context=takes_context,
             attempts=attempts,
             backoff=backoff,

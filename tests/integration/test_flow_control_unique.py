@@ -5,9 +5,9 @@ from __future__ import annotations
 import threading
 
 import pytest
-from django.tasks import TaskResultStatus
 
 from django_jobs import InvalidJob, job
+from django_jobs.compat import TaskResultStatus
 from django_jobs.engine import get_engine
 from tests.conftest import read_ledger
 from tests.testapp import jobs_limits

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from django.tasks import TaskResultStatus, task_backends
-from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
 
 from django_jobs import InvalidJob, call
+from django_jobs.compat import InvalidTask, TaskResultDoesNotExist, TaskResultStatus, task_backends
 from tests.testapp import jobs
 
 
@@ -207,7 +206,7 @@ def test_payload_limit_counts_utf8_bytes(jobs_settings):
 
 
 def test_sync_job_failed_by_its_timeout_sends_task_finished(work):
-    from django.tasks.signals import task_finished
+    from django_jobs.compat import task_finished
 
     seen = []
 

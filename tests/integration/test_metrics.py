@@ -95,5 +95,5 @@ def test_metrics_without_prometheus_client_raise_a_clear_error(monkeypatch):
     from django_jobs.metrics import require_prometheus
 
     monkeypatch.setitem(sys.modules, "prometheus_client", None)
-    with pytest.raises(ConfigurationError, match=r"pip install 'django-jobs\[metrics\]'"):
+    with pytest.raises(ConfigurationError, match=r"pip install 'django-jobs-redis\[metrics\]'"):
         require_prometheus()

@@ -80,7 +80,7 @@ def test_plain_django_tasks_follow_the_modes_too(engine):
 
 
 def test_the_modes_restore_the_configured_backend_afterwards(engine):
-    from django.tasks import task_backends
+    from django_jobs.compat import task_backends
 
     with immediate():
         assert type(task_backends["default"]).__name__ == "TestingBackend"
@@ -190,7 +190,7 @@ def wrapped(jobs_settings):
 
 
 def test_immediate_mode_runs_job_middleware_and_the_job_signals(engine, wrapped):
-    from django.tasks.signals import task_started
+    from django_jobs.compat import task_started
 
     from django_jobs import runtime, signals
     from tests.testapp.jobs import async_add

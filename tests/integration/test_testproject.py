@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.tasks import TaskResultStatus
 from django.test import Client, override_settings
 
+from django_jobs.compat import TaskResultStatus
 from tests.conftest import ROOT, TESTPROJECT
 from tests.redis_server import wait_until
 
@@ -265,7 +265,7 @@ def test_a_request_id_sent_to_the_testproject_reaches_the_json_logs_of_its_job_a
     try:
         # The request goes through the testproject's whole middleware stack and its real view.
         code = (
-            "from django.test import Client; from django.tasks import TaskResultStatus; from demo import jobs\n"
+            "from django.test import Client; from django_jobs.compat import TaskResultStatus; from demo import jobs\n"
             "c = Client(SERVER_NAME='localhost')\n"
             "r = c.post('/enqueue/order/', HTTP_X_REQUEST_ID='abc123')\n"
             "assert r.status_code == 302 and r['X-Request-ID'] == 'abc123', r\n"

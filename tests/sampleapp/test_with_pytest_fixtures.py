@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 from django.db import transaction
-from django.tasks.exceptions import TaskResultDoesNotExist
 
+from django_jobs.compat import TaskResultDoesNotExist
 from django_jobs.engine import get_engine
 from django_jobs.testing import immediate
 from tests.sampleapp import services

@@ -6,9 +6,8 @@ import asyncio
 import os
 import time
 
-from django.tasks import task
-
 from django_jobs import Retry, job
+from django_jobs.compat import task
 
 calls_in_process: list[tuple[str, object]] = []
 

@@ -14,13 +14,13 @@ from __future__ import annotations
 import asyncio
 import time
 
-from django.tasks import task
-
 from django_jobs import Cancel, JobContext, RateLimited, Retry, job
+from django_jobs.compat import task
 
 # -- quickstart.md ---------------------------------------------------------------------------
 
 
+# myapp/jobs.py
 @job(queue="high", attempts=5, backoff="exponential", timeout=60)
 def send_welcome(user_id: int) -> str:
     # ... look the user up, render and send the e-mail ...

