@@ -83,7 +83,7 @@ class Flow:
         self.children: tuple[Flow, ...] = tuple(c if isinstance(c, Flow) else Flow(c) for c in children)
 
     def __repr__(self) -> str:
-        return f"Flow({self.job.task.name}, children={list(self.children)!r})"
+        return f"Flow({self.job.task.module_path}, children={list(self.children)!r})"
 
     def walk(self) -> Iterable[Flow]:
         """Yield this node and every node below it, parents before their children."""
@@ -121,11 +121,11 @@ class Flow:
             _check_arguments(sig, has_children=bool(node.children))
             backend = sig.task.get_backend()
             if not isinstance(backend, RedisBackend):
-                raise InvalidJob(f"Flows need django_jobs' backend; {sig.task.name!r} uses {type(backend).__name__}.")
+                raise InvalidJob(f"Flows need django_jobs' backend; {sig.task.module_path!r} uses {type(backend).__name__}.")
             new, result = backend._prepare(sig.task, sig.args, sig.kwargs)
             if node.children and (new.run_at_ms or new.delay_ms):
                 raise InvalidJob(
-                    f"{sig.task.name!r} has children, so it runs when they are done: it cannot also have "
+                    f"{sig.task.module_path!r} has children, so it runs when they are done: it cannot also have "
                     "a delay or run_after. Delay its children instead."
                 )
             if sig.receives:
@@ -148,7 +148,7 @@ class Flow:
                     policy=POLICIES[node.job.failure] if parent_index >= 0 else "",
                     keep_ms=int(engine.settings.keep(result.queue, "FAILED")[0] * 1000),
                     children=tuple(
-                        (prepared[c][1].queue, prepared[c][0].id, nodes[c][0].job.task.name) for c in children_of[index]
+                        (prepared[c][1].queue, prepared[c][0].id, nodes[c][0].job.task.module_path) for c in children_of[index]
                     ),
                 )
             )
@@ -178,7 +178,7 @@ class Flow:
 def _check_arguments(sig: Signature, *, has_children: bool) -> None:
     """Fail now, in the caller, when the arguments cannot fit the job's function."""
     if sig.receives and not has_children:
-        raise InvalidJob(f"{sig.task.name!r} receives its children's results but has no children.")
+        raise InvalidJob(f"{sig.task.module_path!r} receives its children's results but has no children.")
     extra: list[Any] = [None] if sig.task.takes_context else []
     if sig.receives:
         extra.append(None)
@@ -186,7 +186,7 @@ def _check_arguments(sig: Signature, *, has_children: bool) -> None:
         inspect.signature(sig.task.func).bind(*extra, *sig.args, **sig.kwargs)
     except TypeError as exc:
         got = "its children's results and " if sig.receives else ""
-        raise InvalidJob(f"The arguments of {sig.task.name!r} in this flow ({got}{sig.args!r}, {sig.kwargs!r}) do not fit it: {exc}.") from None
+        raise InvalidJob(f"The arguments of {sig.task.module_path!r} in this flow ({got}{sig.args!r}, {sig.kwargs!r}) do not fit it: {exc}.") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,7 +260,7 @@ class ChildrenResults(dict[str, ChildResult]):
 
     def by_name(self, job: JobTask | str) -> list[ChildResult]:
         """Return the children that ran ``job`` (a job, its full name, or its function's name)."""
-        name = job.name if isinstance(job, JobTask) else job
+        name = job.module_path if isinstance(job, JobTask) else job
         return [c for c in self.values() if c.name == name or c.name.rsplit(".", 1)[-1] == name]
 
     def values_list(self) -> list[Any]:

@@ -10,7 +10,7 @@ once, while the job runs::
             try:
                 yield  # the job (and the middleware listed after this one) runs here
             finally:
-                statsd.timing(job.task.name, time.monotonic() - started)
+                statsd.timing(job.task.module_path, time.monotonic() - started)
 
 ``job`` is the :class:`~django_jobs.tasks.JobResult` of the running job (state ``active``).
 An exception raised by the job is re-raised at the ``yield``: a middleware may look at it,

@@ -106,11 +106,6 @@ class JobTask(Task):
             validate_limit_options(self)
         registry.register(self)
 
-    @property
-    def name(self) -> str:
-        """The registered name of the job: its module path."""
-        return self.module_path
-
     def using(  # type: ignore[override]
         self,
         *,
@@ -423,7 +418,7 @@ def job(
         if cron is not None:
             from django_jobs import scheduler
 
-            scheduler.declare(task.name, cron)  # a CRON setting entry with the same NAME wins
+            scheduler.declare(task.module_path, cron)  # a CRON setting entry with the same NAME wins
         return task
 
     if function is not None:

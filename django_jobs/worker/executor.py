@@ -18,6 +18,7 @@ from typing import Any
 
 from django.db import close_old_connections
 from django.tasks import TaskResultStatus
+from django.tasks.base import TaskError
 from django.tasks.signals import task_finished, task_started
 
 from django_jobs import registry, serialization, signals
@@ -71,6 +72,18 @@ def is_cancel_requested(job_id: str) -> bool:
     """Return True when running job ``job_id`` was asked to stop."""
     job = running.get(job_id)
     return job is not None and job.cancel_event.is_set()
+
+
+#: What a job may raise and have recorded as its failure: SystemExit (``sys.exit()``) and
+#: KeyboardInterrupt raised by a job's code fail the attempt like any error, and never stop the
+#: worker (signals reach the worker's main thread, never a job thread).
+JOB_ERRORS = (Exception, SystemExit, KeyboardInterrupt)
+
+
+def task_error(exc: BaseException) -> TaskError:
+    """Return the :class:`django.tasks.TaskError` of ``exc`` (its real class and traceback)."""
+    cls = type(exc)
+    return TaskError(exception_class_path=f"{cls.__module__}.{cls.__qualname__}", traceback="".join(traceback.format_exception(exc)))
 
 
 def _error_json(exc: BaseException) -> str:
@@ -220,7 +233,7 @@ class Prepared:
         claimed = job.claimed
         error = _error_json(exc)
         if isinstance(exc, Cancel) or (isinstance(exc, asyncio.CancelledError) and job.cancel_event.is_set()):
-            self._finish_status("cancelled")
+            self._finish_status("cancelled", exc)
             return Outcome(job.id, claimed.token, "x", error)
         if isinstance(exc, RateLimited):
             # Not a failure: back to scheduled, the attempt not counted (settle kind "l").
@@ -238,13 +251,14 @@ class Prepared:
                     spec = settings.default_backoff
                 delay = retry_delay(spec, claimed.attempt)
             return Outcome(job.id, claimed.token, "r", error, int(delay * 1000))
-        self._finish_status("failed")
+        self._finish_status("failed", exc)
         return Outcome(job.id, claimed.token, "f", error)
 
-    def _finish_status(self, state: str) -> None:
+    def _finish_status(self, state: str, exc: BaseException) -> None:
         if self._result is None and not task_finished.has_listeners(self.facts.backend_class):
             return
         result = self.result
+        result.errors.append(task_error(exc))  # as Django's backends do: task_finished carries the error
         object.__setattr__(result, "status", TaskResultStatus.FAILED)
         object.__setattr__(result, "state", state)
         object.__setattr__(result, "finished_at", ms_to_datetime(int(time.time() * 1000)))
@@ -393,7 +407,7 @@ def run_sync(job: RunningJob, prepared: Prepared) -> Outcome:
                 value = asyncio.run(func(*args, **kwargs))
             else:
                 value = func(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - the job's own failure, recorded
+        except JOB_ERRORS as exc:  # the job's own failure (even sys.exit()), recorded; the worker goes on
             if opened:
                 exc = _close_middleware(opened, exc) or exc
             return _finished(job, prepared, prepared.outcome_for_error(job, exc), exc)
@@ -435,7 +449,7 @@ async def run_async(job: RunningJob, prepared: Prepared) -> Outcome:
             if not job.cancel_event.is_set():
                 raise
             return _finished(job, prepared, prepared.outcome_for_error(job, exc), exc)
-        except Exception as exc:  # noqa: BLE001 - the job's own failure, recorded
+        except JOB_ERRORS as exc:  # the job's own failure (even sys.exit()), recorded; the worker goes on
             failure = _close_middleware(opened, exc) or exc if opened else exc
             return _finished(job, prepared, prepared.outcome_for_error(job, failure), failure)
         if opened:

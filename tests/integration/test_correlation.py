@@ -86,7 +86,7 @@ def test_a_request_id_reaches_the_json_logs_of_a_job_and_its_child_in_real_worke
         for line in mine:
             assert line["correlation_id"] == "abc123"
             assert line["queue"] == "default" and line["attempt"] == 1 and line["worker"].count(":") == 2
-            assert line["job_name"] in (checkout.name, receipt.name)
+            assert line["job_name"] in (checkout.module_path, receipt.module_path)
             assert line["level"] in ("INFO", "DEBUG") and line["time"].endswith("+00:00")
 
 
@@ -129,7 +129,7 @@ def test_log_records_carry_the_job_fields_inside_a_job_and_blanks_outside(logs, 
     outside = next(line for line in logs if line["message"] == "enqueued")
     assert outside["correlation_id"] == "cid-42" and outside["job_id"] == "" and outside["attempt"] == 0
     inside = next(line for line in logs if line["message"] == "checking out order 5")
-    assert inside["job_id"] == result.id and inside["job_name"] == checkout.name and inside["correlation_id"] == "cid-42"
+    assert inside["job_id"] == result.id and inside["job_name"] == checkout.module_path and inside["correlation_id"] == "cid-42"
     started = next(line for line in logs if line.get("action") == "job_started" and line["job_id"] == result.id)
     assert started["level"] == "DEBUG"
 

@@ -1,0 +1,52 @@
+"""Jobs of the Django task contract tests (tests/integration/test_django_contract.py)."""
+
+from __future__ import annotations
+
+import sys
+
+from django_jobs import job
+from tests.testapp.jobs import ledger
+
+
+@job
+def exits(code: int) -> None:
+    """Call ``sys.exit()``: a job cannot stop its worker this way."""
+    ledger("exits", code)
+    sys.exit(code)
+
+
+@job
+def interrupts() -> None:
+    """Raise KeyboardInterrupt from the job's own code."""
+    ledger("interrupts")
+    raise KeyboardInterrupt
+
+
+@job
+async def async_exits() -> None:
+    """An ``async def`` job calling ``sys.exit()``."""
+    ledger("async_exits")
+    sys.exit(3)
+
+
+@job(isolated=True)
+def isolated_exits() -> None:
+    """``sys.exit()`` in an isolated job's forked process."""
+    sys.exit(4)
+
+
+@job
+def fails(message: str) -> None:
+    """Fail with ValueError(message)."""
+    raise ValueError(message)
+
+
+@job
+def greet(user_id: int, *, greeting: str = "hello") -> str:
+    """Return a greeting: the function checks arguments are bound at enqueue."""
+    return f"{greeting} {user_id}"
+
+
+@job
+def noop() -> None:
+    """Do nothing."""
