@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from django.db import transaction
@@ -19,7 +21,7 @@ from django_jobs.conf import get_settings
 from django_jobs.correlation import get_correlation_id, process_correlation_id
 from django_jobs.engine import get_engine
 from django_jobs.engine.queue import NewJob
-from django_jobs.exceptions import InvalidJob
+from django_jobs.exceptions import ConfigurationError, InvalidArguments, InvalidJob
 from django_jobs.limits import guard_for_call, has_guard
 from django_jobs.tasks import STATE_TO_STATUS, JobResult, JobTask, ms_to_datetime
 
@@ -38,6 +40,31 @@ def time_ms() -> int:
     import time
 
     return time.time_ns() // 1_000_000
+
+
+@functools.cache
+def _signature(func: Any) -> inspect.Signature:
+    return inspect.signature(func)
+
+
+def bind_arguments(task: Any, args: Sequence[Any], kwargs: Mapping[str, Any], *, where: str = "", leading: int = 0) -> None:
+    """Check that ``args``/``kwargs`` fit ``task``'s function, as calling it would.
+
+    ``leading`` counts arguments the worker passes first (a flow parent's children results);
+    a task that takes its context gets one more.
+
+    Raises:
+        InvalidArguments: they do not fit (also a :class:`TypeError`); the message names the job
+            and the problem.
+    """
+    extra = [None] * (leading + (1 if task.takes_context else 0))
+    try:
+        _signature(task.func).bind(*extra, *args, **kwargs)
+    except TypeError as exc:
+        at = f" ({where})" if where else ""
+        raise InvalidArguments(
+            f"Arguments {list(args)!r}, {dict(kwargs)!r} do not fit {task.module_path}{_signature(task.func)}{at}: {exc}."
+        ) from None
 
 
 def current_job_id() -> str:
@@ -70,9 +97,32 @@ class RedisBackend(BaseTaskBackend):
 
     def __init__(self, alias: str, params: dict[str, Any]) -> None:
         super().__init__(alias, params)
-        self.declared_queues = set(params["QUEUES"]) if "QUEUES" in params else None
-        # Django checks queue_name against self.queues; ours come from DJANGO_JOBS at call time.
-        self.queues = set()
+        # As in Django, an empty TASKS QUEUES list restricts nothing (DJANGO_JOBS['QUEUES'] still does).
+        self.declared_queues = set(params["QUEUES"]) if params.get("QUEUES") else None
+        #: Tasks validated against the settings object in ``_valid[0]`` (by id; the task is kept
+        #: so its id cannot be reused): enqueue re-validates only when the task or settings change.
+        self._valid: tuple[Any, dict[int, Any]] = (None, {})
+
+    @property
+    def queues(self) -> set[str]:  # type: ignore[override]
+        """The queues tasks of this backend may use (Django's attribute), read from the settings.
+
+        Empty while DJANGO_JOBS is invalid: ``manage.py check`` reports why, and enqueue raises it.
+        """
+        try:
+            return set(self.allowed_queues())
+        except ConfigurationError:
+            return set()
+
+    @queues.setter
+    def queues(self, value: Any) -> None:
+        """Ignore Django's default (``{"default"}``): our queues come from DJANGO_JOBS at call time."""
+
+    def check(self, **kwargs: Any) -> list[Any]:
+        """Return this backend's system check messages: the queues (E004, E007), as ``manage.py check`` shows them."""
+        from django_jobs.checks import backend_check
+
+        return backend_check(self.alias)
 
     # -- validation -----------------------------------------------------------------------
 
@@ -84,12 +134,21 @@ class RedisBackend(BaseTaskBackend):
         return [q for q in configured if q in self.declared_queues]
 
     def validate_task(self, task: Any) -> None:
-        super().validate_task(task)
-        if task.queue_name not in self.allowed_queues():
+        """Check ``task`` against this backend and the current settings (as Django's backends do).
+
+        Never raises for a settings problem (a job is declared at import time, often by the
+        URLconf): ``manage.py check`` and ``runworkers`` list those, and enqueue raises them.
+        """
+        try:
+            allowed: list[str] | None = self.allowed_queues()
+        except ConfigurationError:
+            allowed = None
+        if allowed is not None and task.queue_name not in allowed:
             raise InvalidTask(
                 f"Queue {task.queue_name!r} is not configured. Add it to DJANGO_JOBS['QUEUES']"
                 + (f" and TASKS[{self.alias!r}]['QUEUES']." if self.declared_queues is not None else ".")
             )
+        super().validate_task(task)
         if not isinstance(task, JobTask):
             return
         if task.attempts is not None and (not isinstance(task.attempts, int) or isinstance(task.attempts, bool) or task.attempts < 1):
@@ -98,8 +157,10 @@ class RedisBackend(BaseTaskBackend):
             raise InvalidTask(f"timeout={task.timeout!r} must be a positive number of seconds.")
         if task.delay is not None and (isinstance(task.delay, bool) or not isinstance(task.delay, (int, float)) or not 0 <= task.delay < float("inf")):
             raise InvalidTask(f"delay={task.delay!r} must be a finite, non-negative number of seconds.")
-        if task.keep_result is not None and (not isinstance(task.keep_result, (int, float)) or task.keep_result <= 0):
-            raise InvalidTask(f"keep_result={task.keep_result!r} must be a positive number of seconds.")
+        if task.keep_result is not None and (
+            isinstance(task.keep_result, bool) or not isinstance(task.keep_result, (int, float)) or not 0 <= task.keep_result < float("inf")
+        ):
+            raise InvalidTask(f"keep_result={task.keep_result!r} must be a number of seconds >= 0 (0: delete the job when it finishes).")
         try:
             validate_backoff(task.backoff)
         except InvalidJob as exc:
@@ -129,6 +190,10 @@ class RedisBackend(BaseTaskBackend):
         name = task.module_path
         args_json, kwargs_json = serialization.dumps_call(name, args, kwargs)
         opts = self._options(task) if isinstance(task, JobTask) else ""
+        if task.run_after is not None:
+            # Kept exactly so get_result() returns the task as enqueued (the hash keeps only due ms).
+            ra = f'"ra":{datetime_to_us(task.run_after)}'
+            opts = f"{opts[:-1]},{ra}}}" if opts else f"{{{ra}}}"
         data = (
             f'{{"v":{PAYLOAD_VERSION},"n":{serialization.dumps(name)},"a":{args_json},"k":{kwargs_json}'
             + (f',"o":{opts}}}' if opts else "}")
@@ -206,26 +271,51 @@ class RedisBackend(BaseTaskBackend):
                 else:
                     task_enqueued.send(type(self), task_result=result)
 
+    def _revalidate(self, task: Any) -> None:
+        """Validate ``task`` again at enqueue, as Django's backends do (once per task and settings)."""
+        settings = get_settings()  # an invalid setting raises here, with its fix
+        seen, valid = self._valid
+        if seen is not settings:
+            valid = {}
+            self._valid = (settings, valid)
+        if valid.get(id(task)) is task:
+            return
+        self.validate_task(task)
+        if len(valid) > 1024:
+            valid.clear()
+        valid[id(task)] = task
+
     def enqueue(self, task: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> JobResult:
         """Queue up one job; returns its result handle.
 
-        The task was validated when it was built (``Task.__post_init__``), so it is not again here.
+        Raises:
+            InvalidTask: the task does not fit the current settings (e.g. its queue is gone).
+            InvalidArguments: ``args``/``kwargs`` do not fit the job's function (also a TypeError).
         """
+        self._revalidate(task)
+        if has_guard(task):
+            guard_for_call(task, args, kwargs)  # a unique or limit key that cannot be computed says so first
+        bind_arguments(task, args, kwargs)
         prepared = self._prepare(task, args, kwargs)
         self._push([prepared])
         return prepared[1]
 
     def enqueue_many(self, task: Any, calls: Sequence[tuple[Sequence[Any], dict[str, Any]]]) -> list[JobResult]:
         """Queue up many jobs of ``task`` in one round trip per queue."""
+        self._revalidate(task)
+        for number, (args, kwargs) in enumerate(calls):
+            bind_arguments(task, args, kwargs, where=f"item {number} of enqueue_many()")
         prepared = [self._prepare(task, args, kwargs) for args, kwargs in calls]
         self._push(prepared)
         return [result for _, result in prepared]
 
     def enqueue_on_commit(self, task: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> JobResult:
         """Prepare the job now; enqueue it when the current transaction commits."""
-        prepared = self._prepare(task, args, kwargs)
+        self._revalidate(task)
         if has_guard(task):
             guard_for_call(task, args, kwargs)  # a bad unique or limit key fails here, not at commit
+        bind_arguments(task, args, kwargs)
+        prepared = self._prepare(task, args, kwargs)
         transaction.on_commit(lambda: self._push([prepared]))
         return prepared[1]
 
@@ -252,12 +342,13 @@ class RedisBackend(BaseTaskBackend):
             raise TaskResultDoesNotExist(f"Job {job_id!r} runs {name!r}, which is not registered in this process.")
         state = data.get("s", "waiting")
         priority = int(data.get("p", task.priority))
-        if task.queue_name != queue or task.priority != priority:
-            task = task.using(queue_name=queue, priority=priority)
+        task = _task_as_enqueued(task, payload, queue, priority)
         errors = [
             TaskError(exception_class_path=e.get("exception_class_path", ""), traceback=e.get("traceback", ""))
             for e in serialization.loads(data["err"])
         ] if data.get("err") else []
+        if state == "cancelled" and not errors:
+            errors.append(cancelled_error(data.get("why", "")))
         result = JobResult(
             task=task,
             id=job_id,
@@ -281,3 +372,54 @@ class RedisBackend(BaseTaskBackend):
         if state == "completed" and data.get("r"):
             object.__setattr__(result, "_return_value", serialization.loads(data["r"]))
         return result
+
+
+#: Payload option keys (``"o"``) of the task options :meth:`JobTask.using` can change.
+_OPTION_FIELDS = {"at": "attempts", "to": "timeout", "kr": "keep_result", "bo": "backoff"}
+
+
+def _task_as_enqueued(task: JobTask, payload: dict[str, Any], queue: str, priority: int) -> JobTask:
+    """Return the registered ``task`` with the options this job was enqueued with (queue, priority, run_after, using())."""
+    changes: dict[str, Any] = {}
+    if task.queue_name != queue:
+        changes["queue_name"] = queue
+    if task.priority != priority:
+        changes["priority"] = priority
+    options = payload.get("o")
+    if isinstance(options, dict):
+        for key, field_name in _OPTION_FIELDS.items():
+            if key in options:
+                changes[field_name] = options[key]
+        if options.get("ra"):
+            changes["run_after"] = us_to_datetime(options["ra"])
+    if not changes:
+        return task
+    from dataclasses import replace
+
+    return replace(task, **changes)
+
+
+def cancelled_error(why: str) -> TaskError:
+    """Return the error entry of a job cancelled before it ran (Django code reads ``errors[-1]`` on FAILED)."""
+    by = {
+        "parent_ended": "because its flow parent ended",
+        "child_failed": "because a child of its flow failed",
+    }.get(why, "by a cancel request (JobResult.cancel(), the admin or manage.py jobs cancel)")
+    return TaskError(
+        exception_class_path="django_jobs.exceptions.Cancel",
+        traceback=f"django_jobs.exceptions.Cancel: the job was cancelled {by}.\n",
+    )
+
+
+def datetime_to_us(value: Any) -> int:
+    """Return an aware datetime as whole microseconds since the epoch (exact, unlike ``timestamp()``)."""
+    from datetime import UTC, datetime, timedelta
+
+    return (value - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+
+
+def us_to_datetime(us: Any) -> Any:
+    """Return the aware UTC datetime of :func:`datetime_to_us`."""
+    from datetime import UTC, datetime, timedelta
+
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=int(us))

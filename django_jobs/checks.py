@@ -12,6 +12,7 @@
 ``django_jobs.E008``    A MIDDLEWARE entry cannot be imported or is not a job middleware class.
 ``django_jobs.E020``    CRON is invalid: its shape, a schedule's expression, time zone, policy or arguments.
 ``django_jobs.E021``    A CRON schedule names a job that is not registered, or a queue that is not configured.
+``django_jobs.E022``    A CRON schedule's ARGS/KWARGS do not fit its job's function.
 ``django_jobs.E099``    A check itself failed (a bug in django_jobs: please report it).
 ``django_jobs.W001``    (deploy) Redis does not answer.
 ``django_jobs.W002``    Embedded mode, but no redis-server binary was found.
@@ -121,7 +122,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> Messages:
         if key not in raw or key in CONNECTION_KEYS:
             continue
         if key == "QUEUES":
-            errors += _queue_errors(raw[key])
+            if not our_aliases():  # else each backend's check() reports them (Django's check_tasks)
+                errors += _queue_errors(raw[key])
             continue
         try:
             parse_value(key, raw[key])
@@ -204,7 +206,7 @@ def _embedded_warnings(configured: str | None) -> Messages:
 @checks.register("django_jobs")
 @_never_raise
 def check_tasks_backends(app_configs: Any = None, **kwargs: Any) -> Messages:
-    """Check that a TASKS alias uses our backend and names only configured queues (E006, E007)."""
+    """Check that a TASKS alias uses our backend (E006); each backend's check() reports its queues (E004, E007)."""
     from django.conf import settings
 
     tasks = getattr(settings, "TASKS", None) or {}
@@ -223,37 +225,7 @@ def check_tasks_backends(app_configs: Any = None, **kwargs: Any) -> Messages:
                 id="django_jobs.E006",
             )
         ]
-    raw = _raw_settings()
-    try:
-        configured = parse_queues(raw.get("QUEUES") if raw is not None else None)
-    except SettingError:
-        return []  # E004 reports it
-    errors: Messages = []
-    for alias, config in ours.items():
-        if "QUEUES" not in config:
-            continue
-        queues = config["QUEUES"]
-        if isinstance(queues, (str, bytes)) or not isinstance(queues, (list, tuple, set, frozenset)):
-            errors.append(
-                checks.Error(
-                    f"TASKS[{alias!r}]['QUEUES'] is {queues!r}; it must be a list of queue names.",
-                    hint="E.g. ['default', 'emails'], or leave QUEUES out to allow every queue of DJANGO_JOBS.",
-                    id="django_jobs.E007",
-                )
-            )
-            continue
-        missing = [q for q in queues if q not in configured]
-        if missing:
-            errors.append(
-                checks.Error(
-                    f"TASKS[{alias!r}]['QUEUES'] names {', '.join(map(repr, missing))}, "
-                    f"which {'is' if len(missing) == 1 else 'are'} not in {label('QUEUES')}.",
-                    hint=f"Add {'it' if len(missing) == 1 else 'them'} to {label('QUEUES')} "
-                    f"(configured: {', '.join(configured)}), or remove {'it' if len(missing) == 1 else 'them'} from TASKS.",
-                    id="django_jobs.E007",
-                )
-            )
-    return errors
+    return []
 
 
 @checks.register("django_jobs")
@@ -286,6 +258,19 @@ def check_cron_jobs(app_configs: Any = None, **kwargs: Any) -> Messages:
                 )
             )
             continue
+        from django_jobs.backends import bind_arguments
+        from django_jobs.exceptions import InvalidArguments
+
+        try:
+            bind_arguments(task, schedule["ARGS"], schedule["KWARGS"])
+        except InvalidArguments as exc:
+            errors.append(
+                checks.Error(
+                    f"{where}: ARGS {schedule['ARGS']!r} and KWARGS {schedule['KWARGS']!r} do not fit the job: {exc}",
+                    hint="Make ARGS and KWARGS match the job function's parameters: every tick would fail.",
+                    id="django_jobs.E022",
+                )
+            )
         queue = schedule["QUEUE"] or task.queue_name
         if queue not in queues:
             errors.append(
@@ -414,3 +399,69 @@ def check_redis_durability(app_configs: Any = None, **kwargs: Any) -> Messages:
             id="django_jobs.W011",
         ))
     return warnings
+
+
+def our_aliases() -> list[str]:
+    """Return the TASKS aliases whose backend is ours (or a subclass), in settings order."""
+    from django.conf import settings
+
+    tasks = getattr(settings, "TASKS", None) or {}
+    if not isinstance(tasks, Mapping):
+        return []
+    return [alias for alias, config in tasks.items() if isinstance(config, Mapping) and _is_our_backend(config.get("BACKEND"))]
+
+
+def backend_messages(alias: str) -> Messages:
+    """Return the queue checks of the backend ``alias`` (``RedisBackend.check()``, run by Django's check_tasks).
+
+    The first of our aliases also reports DJANGO_JOBS['QUEUES'] problems (E004), once; each reports
+    its own TASKS QUEUES (E007).
+    """
+    raw = _raw_settings()
+    if raw is None:
+        return []  # E000
+    errors: Messages = []
+    aliases = our_aliases()
+    if aliases and aliases[0] == alias and "QUEUES" in raw:
+        errors += _queue_errors(raw["QUEUES"])
+    from django.conf import settings
+
+    config = (getattr(settings, "TASKS", None) or {}).get(alias, {})
+    try:
+        configured = parse_queues(raw.get("QUEUES"))
+    except SettingError:
+        return errors
+    if "QUEUES" not in config or not config["QUEUES"] and isinstance(config["QUEUES"], (list, tuple, set, frozenset)):
+        return errors
+    queues = config["QUEUES"]
+    if isinstance(queues, (str, bytes)) or not isinstance(queues, (list, tuple, set, frozenset)):
+        errors.append(
+            checks.Error(
+                f"TASKS[{alias!r}]['QUEUES'] is {queues!r}; it must be a list of queue names.",
+                hint="E.g. ['default', 'emails'], or leave QUEUES out to allow every queue of DJANGO_JOBS.",
+                id="django_jobs.E007",
+            )
+        )
+        return errors
+    missing = [q for q in queues if q not in configured]
+    if missing:
+        errors.append(
+            checks.Error(
+                f"TASKS[{alias!r}]['QUEUES'] names {', '.join(map(repr, missing))}, "
+                f"which {'is' if len(missing) == 1 else 'are'} not in {label('QUEUES')}.",
+                hint=f"Add {'it' if len(missing) == 1 else 'them'} to {label('QUEUES')} "
+                f"(configured: {', '.join(configured)}), or remove {'it' if len(missing) == 1 else 'them'} from TASKS.",
+                id="django_jobs.E007",
+            )
+        )
+    return errors
+
+
+@_never_raise
+def _backend_check(app_configs: Any = None, *, alias: str = "", **kwargs: Any) -> Messages:
+    return backend_messages(alias)
+
+
+def backend_check(alias: str) -> Messages:
+    """Return :func:`backend_messages` of ``alias``, never raising (E099 on a bug)."""
+    return _backend_check(alias=alias)

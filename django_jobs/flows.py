@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from django_jobs import serialization
-from django_jobs.exceptions import InvalidJob
+from django_jobs.exceptions import InvalidArguments, InvalidJob
 from django_jobs.tasks import JobResult, JobTask
 
 #: Failure policies of a child toward its parent, and their code in the job hash ('fp').
@@ -186,7 +186,7 @@ def _check_arguments(sig: Signature, *, has_children: bool) -> None:
         inspect.signature(sig.task.func).bind(*extra, *sig.args, **sig.kwargs)
     except TypeError as exc:
         got = "its children's results and " if sig.receives else ""
-        raise InvalidJob(f"The arguments of {sig.task.module_path!r} in this flow ({got}{sig.args!r}, {sig.kwargs!r}) do not fit it: {exc}.") from None
+        raise InvalidArguments(f"The arguments of {sig.task.module_path!r} in this flow ({got}{sig.args!r}, {sig.kwargs!r}) do not fit it: {exc}.") from None
 
 
 @dataclass(frozen=True, slots=True)

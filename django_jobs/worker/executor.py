@@ -227,7 +227,9 @@ class Prepared:
             object.__setattr__(result, "state", "completed")
             object.__setattr__(result, "_return_value", serialization.loads(result_json))
             object.__setattr__(result, "finished_at", ms_to_datetime(int(time.time() * 1000)))
-        return Outcome(job.id, job.claimed.token, "c", result_json, 0, int(keep * 1000) if keep else 0)
+        # keep_result=0: delete the job when it finishes (-1 tells the settle script; 0 means the queue's retention).
+        keep_ms = -1 if keep == 0 and keep is not None else int(keep * 1000) if keep else 0
+        return Outcome(job.id, job.claimed.token, "c", result_json, 0, keep_ms)
 
     def outcome_for_error(self, job: RunningJob, exc: BaseException) -> Outcome:
         claimed = job.claimed

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 import pytest
-from django.tasks import TaskResultStatus, default_task_backend, task_backends
+from django.tasks import TaskResultStatus, default_task_backend
 from django.tasks.signals import task_finished
 
 from tests.testapp import jobs, jobs_contract
@@ -89,3 +89,115 @@ def test_payloads_still_name_the_dotted_path(work, r, prefix):
     assert '"n":"tests.testapp.jobs.add"' in data
     work()
     assert jobs.add.get_result(result.id).return_value == 3
+
+
+# -- validation at enqueue, like Django's backends ------------------------------------------------
+
+
+def test_empty_tasks_queues_list_restricts_nothing_as_in_django(settings):
+    from django_jobs.backends import RedisBackend
+
+    backend = RedisBackend("x", {"BACKEND": "django_jobs.backends.RedisBackend", "QUEUES": []})
+    assert backend.queues == {"default", "high", "low"}
+    backend.validate_task(jobs.add.using(queue_name="high"))
+
+
+def test_backend_queues_lists_the_configured_queues():
+    assert default_task_backend.queues == {"default", "high", "low"}
+    from django_jobs.backends import RedisBackend
+
+    only = RedisBackend("y", {"BACKEND": "django_jobs.backends.RedisBackend", "QUEUES": ["high"]})
+    assert only.queues == {"high"}
+
+
+def test_enqueue_validates_the_task_against_the_current_settings(jobs_settings, settings):
+    from django.tasks.exceptions import InvalidTask
+
+    task = jobs.add.using(queue_name="low")
+    task.enqueue(1, 2)
+    settings.DJANGO_JOBS = {**jobs_settings, "QUEUES": {"default": {}, "high": {}}}
+    with pytest.raises(InvalidTask, match="'low' is not configured"):
+        task.enqueue(1, 2)
+
+
+def test_aenqueue_validates_the_task_too(jobs_settings, settings):
+    import asyncio
+
+    from django.tasks.exceptions import InvalidTask
+
+    task = jobs.add.using(queue_name="low")
+    settings.DJANGO_JOBS = {**jobs_settings, "QUEUES": {"default": {}}}
+    with pytest.raises(InvalidTask, match="'low' is not configured"):
+        asyncio.run(task.aenqueue(1, 2))
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "problem"),
+    [((), {}, "missing a required argument: 'user_id'"), ((42,), {"extra": 1}, "unexpected keyword argument 'extra'"),
+     ((1, 2), {}, "too many positional arguments")],
+)
+def test_arguments_are_bound_to_the_signature_at_enqueue(r, prefix, args, kwargs, problem):
+    from django_jobs import InvalidArguments
+
+    with pytest.raises(TypeError, match=problem) as raised:
+        jobs_contract.greet.enqueue(*args, **kwargs)
+    assert isinstance(raised.value, InvalidArguments) and "tests.testapp.jobs_contract.greet" in str(raised.value)
+    assert r.keys(f"{prefix}:*job:*") == []
+
+
+def test_enqueue_many_binds_every_item_before_enqueuing_any(r, prefix):
+    with pytest.raises(TypeError, match=r"item 1 of enqueue_many\(\)"):
+        jobs_contract.greet.enqueue_many([(1,), {"nope": 2}])
+    assert r.keys(f"{prefix}:*job:*") == []
+
+
+def test_flow_signatures_that_do_not_fit_raise_typeerror():
+    from django_jobs.flows import Flow
+
+    with pytest.raises(TypeError, match="do not fit"):
+        Flow(jobs_contract.greet.s(), children=[jobs_contract.noop.s()]).enqueue()
+
+
+def test_a_context_task_binds_its_arguments_after_the_context():
+    with pytest.raises(TypeError):
+        jobs.context_task.enqueue()
+    jobs.context_task.enqueue(3)
+
+
+# -- results read back -----------------------------------------------------------------------------
+
+
+def test_get_result_returns_the_task_with_its_run_after_and_options():
+    from datetime import UTC, datetime, timedelta
+
+    when = datetime.now(UTC) + timedelta(hours=1, microseconds=7)
+    result = jobs.add.using(run_after=when, attempts=4, timeout=9.5).enqueue(1, 2)
+    fresh = default_task_backend.get_result(result.id)
+    assert fresh.task.run_after == when and fresh.task == result.task
+    assert (fresh.task.attempts, fresh.task.timeout) == (4, 9.5)
+
+
+def test_a_cancelled_job_has_an_error_that_says_so():
+    result = jobs.add.using(run_after=__import__("django.utils.timezone").utils.timezone.now() + __import__("datetime").timedelta(hours=1)).enqueue(1, 2)
+    assert result.cancel() == "cancelled"
+    result.refresh()
+    assert result.status == TaskResultStatus.FAILED
+    assert result.errors[-1].exception_class_path == "django_jobs.exceptions.Cancel"
+    assert "cancelled by a cancel request" in result.errors[-1].traceback
+
+
+def test_keep_result_zero_deletes_the_job_when_it_finishes(work, r, prefix):
+    from django.tasks.exceptions import TaskResultDoesNotExist
+
+    gone = jobs.add.using(keep_result=0).enqueue(1, 2)
+    kept = jobs.add.enqueue(1, 2)
+    work()
+    with pytest.raises(TaskResultDoesNotExist):
+        default_task_backend.get_result(gone.id)
+    assert default_task_backend.get_result(kept.id).return_value == 3
+
+
+def test_backend_check_reports_our_queue_problems(jobs_settings, settings):
+    settings.DJANGO_JOBS = {**jobs_settings, "QUEUES": {"default": {}, "bad{name}": {}}}
+    ids = [m.id for m in default_task_backend.check()]
+    assert "django_jobs.E004" in ids

@@ -26,7 +26,14 @@ class CustomBackend(RedisBackend):
 def messages(djj: object, *, deploy: bool = False, **other_settings: object) -> list:
     """Run our checks with DJANGO_JOBS = djj (and other settings overridden)."""
     with override_settings(DJANGO_JOBS=djj, **other_settings):
-        return run_checks(tags=["django_jobs"], include_deployment_checks=deploy)
+        # Ours, and what Django's check_tasks adds: each of our backends' check() reports the
+        # queues (E004, E007).
+        from django.tasks import task_backends
+
+        from django_jobs.checks import our_aliases
+
+        backends = [m for alias in our_aliases() for m in task_backends[alias].check()]
+        return [*run_checks(tags=["django_jobs"], include_deployment_checks=deploy), *backends]
 
 
 def ids(found: list) -> list[str]:

@@ -13,7 +13,7 @@
             "x" cancelled | "l" rate limited: back to scheduled after delay_ms, the attempt
             not counted; value "queue" / "key" also holds the queue / the job's limit key back, see includes/rate_limited),
             value (result JSON for "c", error JSON otherwise),
-            delay_ms (retry; 0 = straight back to waiting), keep_ms (per-job retention; 0 = queue default)
+            delay_ms (retry; 0 = straight back to waiting), keep_ms (per-job retention; 0 = queue default, < 0 = delete at finish)
   A retry of a job whose cancel was requested while it ran cancels it instead.
   Returns: a list, one code per outcome: 1 applied (or already applied: replay)
            | -1 JOB_NOT_FOUND | -3 NOT_OWNER | -4 BAD_REQUEST (unknown kind; nothing written)
@@ -77,7 +77,8 @@ for i = 7, #ARGV, 6 do
   else
     left_active[#left_active + 1] = job_id
     if kind == 'c' then
-      if keep_ms <= 0 then keep_ms = keep_completed_ms end
+      -- keep_ms < 0: keep_result=0, delete at finish (like KEEP_COMPLETED AGE 0); 0: the queue's.
+      if keep_ms == 0 then keep_ms = keep_completed_ms elseif keep_ms < 0 then keep_ms = 0 end
       rcall('HSET', job_key, 's', 'completed', 'r', value, 'f', now_ms)
       completed_args[#completed_args + 1] = now_ms + keep_ms
       completed_args[#completed_args + 1] = job_id
