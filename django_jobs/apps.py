@@ -9,3 +9,6 @@ class DjangoJobsConfig(AppConfig):
     def ready(self) -> None:
         from django_jobs import checks  # noqa: F401 - registers the system checks
         from django_jobs import signals  # noqa: F401 - connects job_enqueued to django.tasks' task_enqueued
+        from django_jobs import problems  # registers the middleware checks
+
+        problems.log_at_startup()  # a web process logs each settings problem once (runworkers refuses them)

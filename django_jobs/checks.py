@@ -9,10 +9,13 @@
 ``django_jobs.E005``    Another value is invalid (numbers, backoff, retention, PREFIX, REDIS_OPTIONS...).
 ``django_jobs.E006``    No TASKS alias uses django_jobs.backends.RedisBackend.
 ``django_jobs.E007``    A TASKS alias of ours lists QUEUES that DJANGO_JOBS does not configure.
-``django_jobs.E008``    A MIDDLEWARE entry cannot be imported or is not a job middleware class.
+``django_jobs.E008``    A MIDDLEWARE entry cannot be imported or is not a job middleware class (django_jobs.problems).
+``django_jobs.E009``    Django's MIDDLEWARE lists a job middleware (django_jobs.problems).
+``django_jobs.E010``    No Redis is configured and DEBUG is False: the embedded Redis is for development.
 ``django_jobs.E020``    CRON is invalid: its shape, a schedule's expression, time zone, policy or arguments.
 ``django_jobs.E021``    A CRON schedule names a job that is not registered, or a queue that is not configured.
 ``django_jobs.E022``    A CRON schedule's ARGS/KWARGS do not fit its job's function.
+``django_jobs.W004``    DJANGO_JOBS['MIDDLEWARE'] uses a deprecated name (django_jobs.problems).
 ``django_jobs.E099``    A check itself failed (a bug in django_jobs: please report it).
 ``django_jobs.W001``    (deploy) Redis does not answer.
 ``django_jobs.W002``    Embedded mode, but no redis-server binary was found.
@@ -51,9 +54,9 @@ from django_jobs.exceptions import ConfigurationError, RedisUnavailable
 #: The TASKS backend path of django_jobs.
 BACKEND_PATH = "django_jobs.backends.RedisBackend"
 #: Settings that say how to reach Redis (checked together by :func:`check_connection`).
-CONNECTION_KEYS = ("REDIS_URL", "CACHE_ALIAS", "REDIS_OPTIONS", "EMBEDDED_DIR", "EMBEDDED_BINARY")
+CONNECTION_KEYS = ("REDIS_URL", "CACHE_ALIAS", "REDIS_OPTIONS", "EMBEDDED_DIR", "EMBEDDED_BINARY", "EMBEDDED")
 #: Check id of a :class:`SettingError`, by the setting it is about.
-ERROR_IDS = {"DJANGO_JOBS": "E000", "REDIS_URL": "E002", "CACHE_ALIAS": "E003", "QUEUES": "E004", "CRON": "E020"}
+ERROR_IDS = {"DJANGO_JOBS": "E000", "REDIS_URL": "E002", "CACHE_ALIAS": "E003", "QUEUES": "E004", "EMBEDDED": "E010", "CRON": "E020"}
 TASKS_HINT = f"Add to your settings: TASKS = {{'default': {{'BACKEND': {BACKEND_PATH!r}}}}}"
 
 type Messages = list[checks.CheckMessage]
@@ -297,38 +300,6 @@ def _is_our_backend(path: Any) -> bool:
     except Exception:  # noqa: BLE001 - Django reports broken backend paths itself
         return False
     return isinstance(cls, type) and issubclass(cls, RedisBackend)
-
-
-@checks.register("django_jobs")
-@_never_raise
-def check_middleware(app_configs: Any = None, **kwargs: Any) -> Messages:
-    """Check that every DJANGO_JOBS['MIDDLEWARE'] entry imports as a class (E008)."""
-    from django.utils.module_loading import import_string
-
-    raw = _raw_settings()
-    if raw is None or "MIDDLEWARE" not in raw:
-        return []
-    try:
-        paths = parse_value("MIDDLEWARE", raw["MIDDLEWARE"])
-    except SettingError:
-        return []  # E005 reports it
-    errors: Messages = []
-    for path in paths:
-        try:
-            cls = import_string(path)
-        except ImportError as exc:
-            errors.append(checks.Error(
-                f"{label('MIDDLEWARE')} names {path!r}, which cannot be imported: {exc}",
-                hint="Fix the dotted path, or remove the entry.", id="django_jobs.E008",
-            ))
-            continue
-        if not isinstance(cls, type) or not callable(getattr(cls, "__call__", None)):
-            errors.append(checks.Error(
-                f"{label('MIDDLEWARE')} names {path!r}, which is not a class.",
-                hint="A job middleware is a class whose __call__(job) is a generator that yields once "
-                "(see docs/observability.md).", id="django_jobs.E008",
-            ))
-    return errors
 
 
 @checks.register("django_jobs", deploy=True)

@@ -58,7 +58,7 @@ from django_jobs.conf.values import (
 
 __all__ = [
     "CRON_HINT", "CRON_KEYS", "DEFAULTS", "HEADER_RE", "KEEP_KEYS", "MIRROR_KEYS", "MISSED_POLICIES", "QUEUE_NAME_RE",
-    "QUEUE_OPTION_KEYS", "JobsSettings", "SettingError", "ambiguity_error", "build_settings", "did_you_mean",
+    "QUEUE_OPTION_KEYS", "JobsSettings", "SettingError", "ambiguity_error", "build_settings", "did_you_mean", "embedded_refusal",
     "get_settings", "label", "parse_backoff", "parse_cron", "parse_cron_expression", "parse_dotted_list", "parse_header",
     "parse_keep", "parse_mirror", "parse_module_list", "parse_optional_string", "parse_optional_whole", "parse_options",
     "parse_prefix", "parse_queue_limit", "parse_queue_name", "parse_queue_options", "parse_queues", "parse_redact",
@@ -92,6 +92,8 @@ class JobsSettings:
     autodiscover: list[str]
     max_payload_bytes: int
     embedded_binary: str | None = None
+    #: DJANGO_JOBS['EMBEDDED']: None (embedded Redis only with DEBUG), True (always), False (never).
+    embedded_choice: bool | None = None
     middleware: list[str] = field(default_factory=lambda: list(DEFAULTS["MIDDLEWARE"]))
     request_id_header: str = "X-Request-ID"
     cron: list[dict[str, Any]] = field(default_factory=list)
@@ -149,6 +151,30 @@ def ambiguity_error(redis_url: Any, cache_alias: Any) -> SettingError | None:
     return None
 
 
+def embedded_refusal(settings: JobsSettings) -> SettingError | None:
+    """Return why the embedded Redis must not be used (None when it may, or when Redis is configured).
+
+    It is for development: with ``DEBUG = False`` each container or host would start its own
+    Redis and jobs would never reach the workers. ``DJANGO_JOBS['EMBEDDED'] = True`` allows it anyway.
+    """
+    if not settings.embedded or settings.embedded_choice is True:
+        return None
+    if settings.embedded_choice is False:
+        return SettingError(
+            "EMBEDDED", f"{label('EMBEDDED')} is False, but neither REDIS_URL nor CACHE_ALIAS is set.",
+            "Set DJANGO_JOBS['REDIS_URL'] (e.g. 'redis://localhost:6379/0') or CACHE_ALIAS.",
+        )
+    if getattr(django_settings, "DEBUG", False):
+        return None
+    return SettingError(
+        "EMBEDDED",
+        "DJANGO_JOBS sets neither REDIS_URL nor CACHE_ALIAS and DEBUG is False: the embedded Redis is for "
+        "development (each web and worker process would start its own, and jobs would never reach the workers).",
+        "Set DJANGO_JOBS['REDIS_URL'] to a Redis every web and worker host can reach, or DJANGO_JOBS['EMBEDDED'] = True "
+        "to use the embedded server anyway (one machine).",
+    )
+
+
 @functools.cache
 def get_settings() -> JobsSettings:
     """Return the resolved settings (cached; cleared when settings change).
@@ -179,6 +205,7 @@ def build_settings(raw: Mapping[str, Any]) -> JobsSettings:
         prefix=values["PREFIX"],
         embedded_dir=values["EMBEDDED_DIR"],
         embedded_binary=values["EMBEDDED_BINARY"],
+        embedded_choice=values["EMBEDDED"],
         queues=values["QUEUES"],
         default_attempts=values["DEFAULT_ATTEMPTS"],
         default_backoff=values["DEFAULT_BACKOFF"],

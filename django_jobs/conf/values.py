@@ -220,6 +220,7 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "PREFIX": parse_prefix,
     "EMBEDDED_DIR": parse_optional_string,
     "EMBEDDED_BINARY": parse_optional_string,
+    "EMBEDDED": lambda k, v: parse_embedded(k, v),
     "DEFAULT_ATTEMPTS": lambda k, v: parse_whole(k, v, minimum=1),
     "DEFAULT_BACKOFF": parse_backoff,
     "DEFAULT_TIMEOUT": lambda k, v: parse_seconds(k, v, optional=True),
@@ -241,6 +242,17 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "REDACT_ARGUMENTS": lambda k, v: parse_redact(k, v),
     "MIRROR": lambda k, v: parse_mirror(v),
 }
+
+
+def parse_embedded(key: str, value: Any) -> bool | None:
+    """Return whether the embedded Redis may be used: None (only with DEBUG), True (always) or False (never)."""
+    if value is None or isinstance(value, bool):
+        return value
+    raise SettingError(
+        key, f"{label(key)} is {value!r}; it must be True, False or None.",
+        "None (the default): the embedded Redis only with DEBUG = True; True: also without DEBUG (one machine); "
+        "False: never, REDIS_URL or CACHE_ALIAS must be set.",
+    )
 
 
 def parse_redact(key: str, value: Any) -> list[str]:

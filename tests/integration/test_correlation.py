@@ -209,7 +209,7 @@ def test_job_middleware_wraps_each_run_in_order_and_sees_failures(jobs_settings,
     from tests.testapp.jobs_observability import boom, receipt
 
     calls.clear()
-    chain = [*jobs_settings.get("MIDDLEWARE", ["django_jobs.middleware.CorrelationMiddleware", "django_jobs.middleware.LoggingMiddleware"]),
+    chain = [*jobs_settings.get("MIDDLEWARE", ["django_jobs.middleware.JobCorrelationMiddleware", "django_jobs.middleware.JobLoggingMiddleware"]),
              f"{__name__}.Recorder"]
     with override_settings(DJANGO_JOBS={**jobs_settings, "MIDDLEWARE": chain}):
         with correlation_id("mw-1"):
@@ -289,7 +289,7 @@ def test_middleware_and_header_settings_are_checked(jobs_settings):
     with override_settings(DJANGO_JOBS={**jobs_settings, "MIDDLEWARE": ["nowhere.Missing", "json.dumps"]}):
         errors = [e for e in checks.run_checks(tags=["django_jobs"]) if e.id == "django_jobs.E008"]
     assert [("nowhere.Missing" in e.msg, "json.dumps" in e.msg) for e in errors] == [(True, False), (False, True)]
-    for key, bad in (("MIDDLEWARE", "django_jobs.middleware.LoggingMiddleware"), ("REQUEST_ID_HEADER", "X Request"),
+    for key, bad in (("MIDDLEWARE", "django_jobs.middleware.JobLoggingMiddleware"), ("REQUEST_ID_HEADER", "X Request"),
                      ("REQUEST_ID_HEADER", "HTTP_X_REQUEST_ID")):
         with pytest.raises(SettingError, match=key):
             build_settings({key: bad})
@@ -302,7 +302,7 @@ def test_job_middleware_also_wraps_async_jobs_with_their_correlation_id(jobs_set
     from tests.testapp.jobs import async_add
 
     calls.clear()
-    with override_settings(DJANGO_JOBS={**jobs_settings, "MIDDLEWARE": ["django_jobs.middleware.CorrelationMiddleware", f"{__name__}.Recorder"]}):
+    with override_settings(DJANGO_JOBS={**jobs_settings, "MIDDLEWARE": ["django_jobs.middleware.JobCorrelationMiddleware", f"{__name__}.Recorder"]}):
         with correlation_id("async-cid"):
             result = async_add.enqueue(1, 2)
         work()
