@@ -304,6 +304,9 @@ class Scheduler:
         self._renew_at = 0.0
         self._valid_until = 0.0
         self._errors = 0
+        from django_jobs.outage import OutageLog
+
+        self._outage = OutageLog(logger, "Scheduler")
         self._failing: set[str] = set()
 
     @property
@@ -339,11 +342,11 @@ class Scheduler:
                 try:
                     delay = self.step()
                     self._errors = 0
-                except Exception:  # noqa: BLE001 - keep scheduling through Redis outages
+                    self._outage.ok()
+                except Exception as exc:  # noqa: BLE001 - keep scheduling through Redis outages
                     self._errors += 1
-                    if self._errors in (1, 10) or self._errors % 100 == 0:
-                        logger.exception("Scheduler step failed (%d in a row)", self._errors)
                     delay = min(5.0, 0.1 * 2 ** min(self._errors, 6))
+                    self._outage.failed(exc, delay)  # one line per Redis outage, not a traceback per retry
             self._stop.wait(delay)
 
     def step(self) -> float:

@@ -232,6 +232,13 @@ def cache_config(alias: str) -> tuple[str, dict[str, Any]]:
     return str(location), kwargs
 
 
+def is_connection_error(exc: BaseException) -> bool:
+    """Return True when ``exc`` means Redis cannot be reached now (:class:`RedisUnavailable` or redis-py's own)."""
+    if credentials_refused(exc):
+        return False
+    return isinstance(exc, (RedisUnavailable, redis.ConnectionError, redis.TimeoutError))
+
+
 def credentials_refused(exc: BaseException) -> bool:
     """Return True when ``exc`` (or its cause) is Redis refusing our password or ACL user: no retry can fix it."""
     cause = exc if isinstance(exc, redis.RedisError) else exc.__cause__

@@ -205,3 +205,59 @@ def test_runworkers_reload_restarts_the_workers_when_a_job_module_changes(redis_
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         proc.stdout.close()
+
+
+# -- one line per Redis outage (scheduler, mirror) -----------------------------------------------------
+
+
+def _dead_redis_settings(jobs_settings):
+    from tests.redis_server import free_port
+
+    return {**jobs_settings, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+
+
+def _outage_lines(caplog, who: str) -> list:
+    return [r for r in caplog.records if r.getMessage().startswith(who)]
+
+
+def test_the_scheduler_logs_one_line_per_redis_outage_not_a_traceback_per_retry(jobs_settings, caplog):
+    import logging
+
+    from django_jobs.engine import reset_engine
+    from django_jobs.scheduler import Scheduler
+
+    caplog.set_level(logging.INFO, logger="django_jobs")
+    with override_settings(DJANGO_JOBS=_dead_redis_settings(jobs_settings)):
+        reset_engine()
+        scheduler = Scheduler(schedules=[])
+        scheduler.start()
+        deadline = time.monotonic() + 10
+        while scheduler._errors < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        scheduler.stop()
+        reset_engine()
+    assert scheduler._errors >= 4  # it retried, and
+    lines = _outage_lines(caplog, "Scheduler")
+    assert len(lines) == 1 and "cannot reach Redis" in lines[0].getMessage() and lines[0].exc_info is None
+
+
+def test_the_mirror_logs_one_line_per_redis_outage(jobs_settings, caplog, db):
+    import logging
+    import threading
+
+    from django_jobs.engine import reset_engine
+    from django_jobs.mirror import Mirror
+
+    caplog.set_level(logging.INFO, logger="django_jobs")
+    stop = threading.Event()
+    with override_settings(DJANGO_JOBS=_dead_redis_settings(jobs_settings)):
+        reset_engine()
+        mirror = Mirror(["default"])
+        thread = threading.Thread(target=mirror.run, args=(stop.is_set,), daemon=True)
+        thread.start()
+        time.sleep(2.5)  # ~5 failed steps with the backoff
+        stop.set()
+        thread.join(10)
+        reset_engine()
+    lines = _outage_lines(caplog, "Mirror")
+    assert len(lines) == 1 and "cannot reach Redis" in lines[0].getMessage() and lines[0].exc_info is None
