@@ -178,7 +178,11 @@ def test_get_result_returns_the_task_with_its_run_after_and_options():
 
 
 def test_a_cancelled_job_has_an_error_that_says_so():
-    result = jobs.add.using(run_after=__import__("django.utils.timezone").utils.timezone.now() + __import__("datetime").timedelta(hours=1)).enqueue(1, 2)
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    result = jobs.add.using(run_after=timezone.now() + timedelta(hours=1)).enqueue(1, 2)
     assert result.cancel() == "cancelled"
     result.refresh()
     assert result.status == TaskResultStatus.FAILED
@@ -201,3 +205,54 @@ def test_backend_check_reports_our_queue_problems(jobs_settings, settings):
     settings.DJANGO_JOBS = {**jobs_settings, "QUEUES": {"default": {}, "bad{name}": {}}}
     ids = [m.id for m in default_task_backend.check()]
     assert "django_jobs.E004" in ids
+
+
+# -- manage.py jobs ----------------------------------------------------------------------------------
+
+
+def test_jobs_show_redacts_arguments_like_the_admin():
+    import io
+    import json
+
+    from django.core.management import call_command
+
+    result = jobs_contract.login.enqueue("ann", "hunter2", profile={"api_token": "t0k", "city": "Oslo"})
+    out = io.StringIO()
+    call_command("jobs", "show", result.id, "--json", stdout=out)
+    detail = json.loads(out.getvalue())
+    assert detail["args"] == ["ann", "[redacted]"]
+    assert detail["kwargs"] == {"profile": {"api_token": "[redacted]", "city": "Oslo"}}
+    out = io.StringIO()
+    call_command("jobs", "show", result.id, stdout=out)
+    assert "hunter2" not in out.getvalue() and "t0k" not in out.getvalue()
+
+
+def test_jobs_subcommands_accept_djangos_common_options_after_the_subcommand(redis_server, prefix):
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    from tests.redis_server import env_for
+
+    env = env_for(redis_server, prefix)
+    env["DJANGO_SETTINGS_MODULE"] = "no.such.settings"
+    done = subprocess.run([sys.executable, "-m", "django", "jobs", "stats", "--json", "--settings", "tests.settings", "-v", "2"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    import json
+
+    assert "default" in json.dumps(json.loads(done.stdout))
+
+
+# -- cron ARGS/KWARGS are checked against the job ----------------------------------------------------
+
+
+def test_cron_args_that_do_not_fit_the_job_are_e022(jobs_settings, settings):
+    from django_jobs.checks import check_cron_jobs
+
+    settings.DJANGO_JOBS = {**jobs_settings, "CRON": [
+        {"NAME": "bad", "JOB": "tests.testapp.jobs_contract.greet", "EVERY": 60, "KWARGS": {"user": 1}},
+        {"NAME": "good", "JOB": "tests.testapp.jobs_contract.greet", "EVERY": 60, "ARGS": [1]},
+    ]}
+    found = check_cron_jobs()
+    assert [m.id for m in found] == ["django_jobs.E022"] and "'bad'" in found[0].msg and found[0].hint

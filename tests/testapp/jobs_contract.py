@@ -50,3 +50,8 @@ def greet(user_id: int, *, greeting: str = "hello") -> str:
 @job
 def noop() -> None:
     """Do nothing."""
+
+
+@job
+def login(user: str, password: str, *, profile: dict | None = None) -> None:
+    """Take a secret positional argument and a nested secret (``jobs show`` redacts them)."""
