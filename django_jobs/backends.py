@@ -15,7 +15,7 @@ from django.tasks.base import TaskError
 from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
 from django.tasks.signals import task_enqueued
 
-from django_jobs import registry, serialization
+from django_jobs import registry, serialization, tracing
 from django_jobs.backoff import validate_backoff
 from django_jobs.conf import get_settings
 from django_jobs.correlation import get_correlation_id, process_correlation_id
@@ -194,9 +194,11 @@ class RedisBackend(BaseTaskBackend):
             # Kept exactly so get_result() returns the task as enqueued (the hash keeps only due ms).
             ra = f'"ra":{datetime_to_us(task.run_after)}'
             opts = f"{opts[:-1]},{ra}}}" if opts else f"{{{ra}}}"
+        carried = tracing.carrier()  # the W3C trace context, when OpenTelemetry traces (docs/observability.md)
         data = (
             f'{{"v":{PAYLOAD_VERSION},"n":{serialization.dumps(name)},"a":{args_json},"k":{kwargs_json}'
-            + (f',"o":{opts}}}' if opts else "}")
+            + (f',"o":{opts}' if opts else "")
+            + (f',"tc":{serialization.dumps(carried)}}}' if carried else "}")
         )
         limit = settings.max_payload_bytes
         if len(data) * 4 > limit and len(size := data.encode()) > limit:
@@ -296,8 +298,10 @@ class RedisBackend(BaseTaskBackend):
         if has_guard(task):
             guard_for_call(task, args, kwargs)  # a unique or limit key that cannot be computed says so first
         bind_arguments(task, args, kwargs)
-        prepared = self._prepare(task, args, kwargs)
-        self._push([prepared])
+        with tracing.producer_span(task.module_path, task.queue_name) as span:
+            prepared = self._prepare(task, args, kwargs)
+            self._push([prepared])
+            tracing.set_job_id(span, prepared[1].id, prepared[1].correlation_id)
         return prepared[1]
 
     def enqueue_many(self, task: Any, calls: Sequence[tuple[Sequence[Any], dict[str, Any]]]) -> list[JobResult]:
@@ -305,8 +309,9 @@ class RedisBackend(BaseTaskBackend):
         self._revalidate(task)
         for number, (args, kwargs) in enumerate(calls):
             bind_arguments(task, args, kwargs, where=f"item {number} of enqueue_many()")
-        prepared = [self._prepare(task, args, kwargs) for args, kwargs in calls]
-        self._push(prepared)
+        with tracing.producer_span(task.module_path, task.queue_name, len(calls)):
+            prepared = [self._prepare(task, args, kwargs) for args, kwargs in calls]
+            self._push(prepared)
         return [result for _, result in prepared]
 
     def enqueue_on_commit(self, task: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> JobResult:
@@ -315,7 +320,9 @@ class RedisBackend(BaseTaskBackend):
         if has_guard(task):
             guard_for_call(task, args, kwargs)  # a bad unique or limit key fails here, not at commit
         bind_arguments(task, args, kwargs)
-        prepared = self._prepare(task, args, kwargs)
+        with tracing.producer_span(task.module_path, task.queue_name) as span:
+            prepared = self._prepare(task, args, kwargs)
+            tracing.set_job_id(span, prepared[1].id, prepared[1].correlation_id)
         transaction.on_commit(lambda: self._push([prepared]))
         return prepared[1]
 

@@ -21,7 +21,7 @@ from django.tasks import TaskResultStatus
 from django.tasks.base import TaskError
 from django.tasks.signals import task_finished, task_started
 
-from django_jobs import registry, serialization, signals
+from django_jobs import registry, serialization, signals, tracing
 from django_jobs.backoff import retry_delay
 from django_jobs.conf import get_settings
 from django_jobs.correlation import current_job, reset_correlation_id, set_correlation_id
@@ -125,6 +125,7 @@ class Prepared:
 
     __slots__ = (
         "task", "args", "kwargs", "_result", "options", "failure", "is_async", "facts", "job", "worker_id", "started_ms", "chain",
+        "trace_context", "trace",
     )
 
     def __init__(self, job: RunningJob, worker_id: str) -> None:
@@ -135,6 +136,8 @@ class Prepared:
         self.worker_id = worker_id
         self.started_ms = int(time.time() * 1000)
         self.chain: Chain = get_chain()
+        self.trace_context: Any = None
+        self.trace: Any = None
         claimed = job.claimed
         try:
             payload = serialization.loads(claimed.data)
@@ -148,6 +151,7 @@ class Prepared:
             self.failure = terminal_outcome(job, ValueError(f"Job {claimed.id!r} has an unreadable payload: {exc}"))
             return
         job.name = name
+        self.trace_context = payload.get("tc")  # the W3C trace context of the enqueue (django_jobs.tracing)
         task = registry.get(name)
         if task is None:
             self.failure = terminal_outcome(
@@ -322,16 +326,21 @@ def _log_outcome(job: RunningJob, outcome: Outcome, exc: BaseException | None) -
 _OUTCOME_LEVEL = {"c": logging.INFO, "r": logging.WARNING, "x": logging.INFO, "f": logging.ERROR, "l": logging.INFO}
 
 
-def _enter(job: RunningJob, prepared: Prepared) -> tuple[object, object | None]:
+def _enter(job: RunningJob, prepared: Prepared) -> tuple[object, object | None, Prepared]:
+    # The run's OpenTelemetry span (None without tracing), a child of the enqueue's.
+    claimed = job.claimed
+    prepared.trace = tracing.start_consumer(job.name, claimed.queue, claimed.id, claimed.attempt, claimed.correlation_id, prepared.trace_context)
     if not prepared.chain.correlation:
-        return current_job.set(job), None
-    return current_job.set(job), set_correlation_id(job.claimed.correlation_id or "")
+        return current_job.set(job), None, prepared
+    return current_job.set(job), set_correlation_id(job.claimed.correlation_id or ""), prepared
 
 
-def _exit(tokens: tuple[object, object | None]) -> None:
+def _exit(tokens: tuple[object, object | None, Prepared]) -> None:
     current_job.reset(tokens[0])  # type: ignore[arg-type]
     if tokens[1] is not None:
         reset_correlation_id(tokens[1])
+    trace, tokens[2].trace = tokens[2].trace, None
+    tracing.end_consumer(trace)
 
 
 def _started(job: RunningJob, prepared: Prepared) -> None:
@@ -373,6 +382,8 @@ def _close_middleware(opened: list[Any], exc: BaseException | None) -> BaseExcep
 
 
 def _finished(job: RunningJob, prepared: Prepared, outcome: Outcome, exc: BaseException | None) -> Outcome:
+    if prepared.trace is not None:
+        tracing.outcome(prepared.trace, outcome.kind, exc)
     if prepared.chain.logging:
         _log_outcome(job, outcome, exc)
     if outcome.kind != "r" and outcome.kind != "l":
