@@ -234,18 +234,23 @@ def check_tasks_backends(app_configs: Any = None, **kwargs: Any) -> Messages:
 @checks.register("django_jobs")
 @_never_raise
 def check_cron_jobs(app_configs: Any = None, **kwargs: Any) -> Messages:
-    """Check that each CRON schedule names a registered job and a configured queue (E021)."""
+    """Check that each CRON schedule names a registered job and a configured queue (E021), and @job(cron=...) (E020)."""
+    from django_jobs import registry, scheduler
+
+    try:
+        registry.autodiscover()  # declares the @job(cron=...) schedules
+    except ConfigurationError:
+        pass  # the settings checks report why
+    declared = [_error(exc) for exc in scheduler.declaration_errors()]
     raw = _raw_settings()
     if raw is None or not raw.get("CRON"):
-        return []
+        return declared
     try:
         schedules = parse_value("CRON", raw["CRON"])
         queues = parse_queues(raw.get("QUEUES"))
     except SettingError:
-        return []  # E004/E020 report it
-    from django_jobs import registry
-
-    errors: Messages = []
+        return declared  # E004/E020 report it
+    errors: Messages = declared
     for schedule in schedules:
         where = f"{label('CRON')}[{schedule['NAME']!r}]"
         task = registry.get(schedule["JOB"])

@@ -261,3 +261,22 @@ def test_the_mirror_logs_one_line_per_redis_outage(jobs_settings, caplog, db):
         reset_engine()
     lines = _outage_lines(caplog, "Mirror")
     assert len(lines) == 1 and "cannot reach Redis" in lines[0].getMessage() and lines[0].exc_info is None
+
+
+def test_an_invalid_job_cron_option_never_raises_at_declaration_and_check_reports_it(jobs_settings):
+    from django_jobs import job, scheduler
+    from django_jobs.checks import check_cron_jobs
+
+    try:
+        task = job(cron="61 * * * *")(_nightly)
+        assert task.module_path.endswith("._nightly")
+        found = check_cron_jobs()
+        assert [m.id for m in found] == ["django_jobs.E020"]
+        assert "@job(cron=...)" in found[0].msg and "'61 * * * *'" in found[0].msg
+        assert all(s.job != task.module_path for s in scheduler.load_schedules())
+    finally:
+        scheduler._declare_errors.clear()
+
+
+def _nightly() -> None:
+    pass
