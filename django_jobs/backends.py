@@ -104,7 +104,7 @@ class RedisBackend(BaseTaskBackend):
         self._valid: tuple[Any, dict[int, Any]] = (None, {})
 
     @property
-    def queues(self) -> set[str]:  # type: ignore[override]
+    def queues(self) -> set[str]:
         """The queues tasks of this backend may use (Django's attribute), read from the settings.
 
         Empty while DJANGO_JOBS is invalid: ``manage.py check`` reports why, and enqueue raises it.
@@ -422,7 +422,7 @@ def datetime_to_us(value: Any) -> int:
     """Return an aware datetime as whole microseconds since the epoch (exact, unlike ``timestamp()``)."""
     from datetime import UTC, datetime, timedelta
 
-    return (value - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    return int((value - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1))
 
 
 def us_to_datetime(us: Any) -> Any:

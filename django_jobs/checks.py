@@ -241,7 +241,7 @@ def check_cron_jobs(app_configs: Any = None, **kwargs: Any) -> Messages:
         registry.autodiscover()  # declares the @job(cron=...) schedules
     except ConfigurationError:
         pass  # the settings checks report why
-    declared = [_error(exc) for exc in scheduler.declaration_errors()]
+    declared: Messages = [_error(exc) for exc in scheduler.declaration_errors()]
     raw = _raw_settings()
     if raw is None or not raw.get("CRON"):
         return declared

@@ -73,7 +73,7 @@ def producer_span(name: str, queue: str, count: int = 1) -> Iterator[Any]:
         yield None
         return
     trace = _api()
-    attributes = {"messaging.system": SYSTEM, "messaging.operation.type": "send", "messaging.destination.name": queue}
+    attributes: dict[str, str | int] = {"messaging.system": SYSTEM, "messaging.operation.type": "send", "messaging.destination.name": queue}
     if count != 1:
         attributes["messaging.batch.message_count"] = count
     with t.start_as_current_span(f"enqueue {name}", kind=trace.SpanKind.PRODUCER, attributes=attributes) as span:
