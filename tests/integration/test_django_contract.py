@@ -256,3 +256,66 @@ def test_cron_args_that_do_not_fit_the_job_are_e022(jobs_settings, settings):
     ]}
     found = check_cron_jobs()
     assert [m.id for m in found] == ["django_jobs.E022"] and "'bad'" in found[0].msg and found[0].hint
+
+
+# -- ported from Django's tests/tasks/test_immediate_backend.py and test_tasks.py --------------------
+
+
+def test_a_failed_result_has_its_timestamps_in_order_and_no_return_value(work):
+    result = jobs_contract.raises_system_exit_with_message.enqueue()
+    work()
+    result.refresh()
+    assert result.status == TaskResultStatus.FAILED and result.is_finished
+    with pytest.raises(ValueError, match="Task failed"):
+        result.return_value  # noqa: B018 - Django raises here for a failed task
+    assert result.enqueued_at <= result.started_at <= result.finished_at and result.last_attempted_at
+    assert result.errors[0].exception_class is SystemExit
+    assert result.errors[0].traceback.endswith("SystemExit: This Task failed due to SystemExit\n")
+    assert (result.task, result.args, result.kwargs) == (jobs_contract.raises_system_exit_with_message, [], {})
+
+
+def test_a_complex_exception_is_recorded_whole(work):
+    result = jobs_contract.complex_exception.enqueue()
+    work()
+    result.refresh()
+    assert result.errors[0].exception_class is ValueError
+    assert 'ValueError(ValueError("This task failed"))' in result.errors[0].traceback
+
+
+def test_a_return_value_json_cannot_carry_fails_the_task_with_a_type_error(work):
+    result = jobs_contract.complex_return_value.enqueue()
+    work()
+    result.refresh()
+    assert result.status == TaskResultStatus.FAILED and result._return_value is None
+    assert result.errors[0].exception_class is TypeError and "not JSON serializable" in result.errors[0].traceback
+
+
+def test_a_task_that_takes_context_sees_its_own_id(work):
+    result = jobs_contract.get_task_id.enqueue()
+    work()
+    assert jobs_contract.get_task_id.get_result(result.id).return_value == result.id
+
+
+def test_enqueue_through_the_backend_and_read_the_result_back(work):
+    result = default_task_backend.enqueue(jobs_contract.calculate_meaning_of_life, [], {})
+    assert result.status == TaskResultStatus.READY and result.attempts == 0
+    work()
+    result.refresh()
+    assert (result.status, result.return_value, result.attempts) == (TaskResultStatus.SUCCESSFUL, 42, 1)
+
+
+def test_get_result_of_another_task_or_of_no_job_raises_djangos_exceptions():
+    from django.tasks.exceptions import TaskResultDoesNotExist, TaskResultMismatch
+
+    result = jobs.add.enqueue(1, 2)
+    with pytest.raises(TaskResultMismatch):
+        jobs_contract.calculate_meaning_of_life.get_result(result.id)
+    with pytest.raises(TaskResultDoesNotExist):
+        default_task_backend.get_result("0" * 32)
+
+
+def test_using_returns_a_new_task_and_leaves_the_original_alone():
+    high = jobs.add.using(priority=10, queue_name="high")
+    assert (high.priority, high.queue_name) == (10, "high")
+    assert (jobs.add.priority, jobs.add.queue_name) == (0, "default")
+    assert high.func is jobs.add.func and high.name == jobs.add.name == "add"

@@ -55,3 +55,33 @@ def noop() -> None:
 @job
 def login(user: str, password: str, *, profile: dict | None = None) -> None:
     """Take a secret positional argument and a nested secret (``jobs show`` redacts them)."""
+
+
+@job
+def raises_system_exit_with_message() -> None:
+    """Raise SystemExit with a message (Django's failing_task_system_exit)."""
+    raise SystemExit("This Task failed due to SystemExit")
+
+
+@job
+def complex_exception() -> None:
+    """Raise an exception wrapping another one."""
+    raise ValueError(ValueError("This task failed"))
+
+
+@job
+def complex_return_value() -> object:
+    """Return something JSON cannot carry: the run fails with a TypeError."""
+    return {1, 2}
+
+
+@job(takes_context=True)
+def get_task_id(context) -> str:  # noqa: ANN001 - Django's TaskContext
+    """Return the running job's id, read from its context."""
+    return context.task_result.id
+
+
+@job
+def calculate_meaning_of_life() -> int:
+    """Return 42."""
+    return 42
