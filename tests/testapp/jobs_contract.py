@@ -76,7 +76,7 @@ def complex_return_value() -> object:
 
 
 @job(takes_context=True)
-def get_task_id(context) -> str:  # noqa: ANN001 - Django's TaskContext
+def get_task_id(context) -> str:
     """Return the running job's id, read from its context."""
     return context.task_result.id
 
