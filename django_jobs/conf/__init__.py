@@ -233,8 +233,6 @@ def build_settings(raw: Mapping[str, Any]) -> JobsSettings:
 
 @receiver(setting_changed)
 def _clear_cache(*, setting: str, **kwargs: Any) -> None:
+    # The engine drops itself on the same signal (django_jobs.engine): conf imports no engine.
     if setting in ("DJANGO_JOBS", "TASKS", "CACHES"):
         get_settings.cache_clear()
-        from django_jobs.engine import reset_engine
-
-        reset_engine()

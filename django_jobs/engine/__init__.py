@@ -41,3 +41,18 @@ def reset_engine() -> None:
         if _engine is not None and _pid == os.getpid():
             _engine.close()
         _engine = None
+
+
+def _reset_on_setting_changed(*, setting: str, **kwargs: object) -> None:
+    """Drop the engine when the settings it was built from change (tests' override_settings)."""
+    if setting in ("DJANGO_JOBS", "TASKS", "CACHES"):
+        reset_engine()
+
+
+def _connect() -> None:
+    from django.core.signals import setting_changed
+
+    setting_changed.connect(_reset_on_setting_changed, dispatch_uid="django_jobs.engine.reset_engine")
+
+
+_connect()
