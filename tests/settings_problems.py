@@ -7,7 +7,7 @@ for a settings problem (tests/integration/test_settings_problems.py).
 import json
 import os
 
-from tests.settings import *  # noqa: F403
+from tests.settings import *
 from tests.settings import DJANGO_JOBS as _BASE
 
 ROOT_URLCONF = "tests.urls_with_jobs"
@@ -18,4 +18,4 @@ for _key, _value in json.loads(os.environ.get("DJJ_JOBS_PATCH", "{}")).items():
     else:
         DJANGO_JOBS[_key] = _value
 if os.environ.get("DJJ_DJANGO_MIDDLEWARE"):
-    MIDDLEWARE = [*MIDDLEWARE, *os.environ["DJJ_DJANGO_MIDDLEWARE"].split(",")]  # noqa: F405
+    MIDDLEWARE = [*MIDDLEWARE, *os.environ["DJJ_DJANGO_MIDDLEWARE"].split(",")]

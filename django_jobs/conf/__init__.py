@@ -194,7 +194,7 @@ def build_settings(raw: Mapping[str, Any]) -> JobsSettings:
         SettingError: the first invalid value.
     """
     raw = dict(raw)
-    values = {key: parse_value(key, raw[key] if key in raw else default) for key, default in DEFAULTS.items()}
+    values = {key: parse_value(key, raw.get(key, default)) for key, default in DEFAULTS.items()}
     error = ambiguity_error(values["REDIS_URL"], values["CACHE_ALIAS"])
     if error is not None:
         raise error
