@@ -47,6 +47,15 @@ def _signature(func: Any) -> inspect.Signature:
     return inspect.signature(func)
 
 
+@functools.cache
+def _plain_names(func: Any) -> tuple[str, ...] | None:
+    """Return the parameter names of ``func`` when all are plain and required (the fast path), else None."""
+    params = _signature(func).parameters.values()
+    if all(p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD and p.default is inspect.Parameter.empty for p in params):
+        return tuple(p.name for p in params)
+    return None
+
+
 def bind_arguments(task: Any, args: Sequence[Any], kwargs: Mapping[str, Any], *, where: str = "", leading: int = 0) -> None:
     """Check that ``args``/``kwargs`` fit ``task``'s function, as calling it would.
 
@@ -58,6 +67,13 @@ def bind_arguments(task: Any, args: Sequence[Any], kwargs: Mapping[str, Any], *,
             and the problem.
     """
     extra = [None] * (leading + (1 if task.takes_context else 0))
+    names = _plain_names(task.func)
+    if names is not None and not extra:
+        # The usual job (only required positional-or-keyword parameters): fits when each
+        # parameter gets exactly one value. Anything else takes the full bind, for its message.
+        given = len(args)
+        if given + len(kwargs) == len(names) and all(k in names[given:] for k in kwargs):
+            return
     try:
         _signature(task.func).bind(*extra, *args, **kwargs)
     except TypeError as exc:
@@ -185,7 +201,9 @@ class RedisBackend(BaseTaskBackend):
                 opts[key] = value
         return serialization.dumps(opts) if opts else ""
 
-    def _prepare(self, task: JobTask, args: Sequence[Any], kwargs: dict[str, Any], job_id: str | None = None) -> tuple[NewJob, JobResult]:
+    def _prepare(
+        self, task: JobTask, args: Sequence[Any], kwargs: dict[str, Any], job_id: str | None = None, *, traced: bool = True
+    ) -> tuple[NewJob, JobResult]:
         settings = get_settings()
         name = task.module_path
         args_json, kwargs_json = serialization.dumps_call(name, args, kwargs)
@@ -194,7 +212,7 @@ class RedisBackend(BaseTaskBackend):
             # Kept exactly so get_result() returns the task as enqueued (the hash keeps only due ms).
             ra = f'"ra":{datetime_to_us(task.run_after)}'
             opts = f"{opts[:-1]},{ra}}}" if opts else f"{{{ra}}}"
-        carried = tracing.carrier()  # the W3C trace context, when OpenTelemetry traces (docs/observability.md)
+        carried = tracing.carrier() if traced else None  # the W3C trace context, when OpenTelemetry traces (docs/observability.md)
         data = (
             f'{{"v":{PAYLOAD_VERSION},"n":{serialization.dumps(name)},"a":{args_json},"k":{kwargs_json}'
             + (f',"o":{opts}' if opts else "")
@@ -298,6 +316,10 @@ class RedisBackend(BaseTaskBackend):
         if has_guard(task):
             guard_for_call(task, args, kwargs)  # a unique or limit key that cannot be computed says so first
         bind_arguments(task, args, kwargs)
+        if tracing.tracer() is None:  # the usual case: no OpenTelemetry provider, no span
+            prepared = self._prepare(task, args, kwargs, traced=False)
+            self._push([prepared])
+            return prepared[1]
         with tracing.producer_span(task.module_path, task.queue_name) as span:
             prepared = self._prepare(task, args, kwargs)
             self._push([prepared])
