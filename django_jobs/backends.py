@@ -23,7 +23,7 @@ from django_jobs.engine import get_engine
 from django_jobs.engine.queue import NewJob
 from django_jobs.exceptions import ConfigurationError, InvalidArguments, InvalidJob
 from django_jobs.limits import guard_for_call, has_guard
-from django_jobs.tasks import STATE_TO_STATUS, JobResult, JobTask, ms_to_datetime
+from django_jobs.tasks import STATE_TO_STATUS, JobResult, JobTask, declaring, ms_to_datetime
 
 #: Version of the payload format ("v" in the job's data JSON).
 PAYLOAD_VERSION = 1
@@ -118,6 +118,7 @@ class RedisBackend(BaseTaskBackend):
         #: Tasks validated against the settings object in ``_valid[0]`` (by id; the task is kept
         #: so its id cannot be reused): enqueue re-validates only when the task or settings change.
         self._valid: tuple[Any, dict[int, Any]] = (None, {})
+        self._skip_queue_check = False
 
     @property
     def queues(self) -> set[str]:
@@ -125,6 +126,8 @@ class RedisBackend(BaseTaskBackend):
 
         Empty while DJANGO_JOBS is invalid: ``manage.py check`` reports why, and enqueue raises it.
         """
+        if self._skip_queue_check:
+            return set()
         try:
             return set(self.allowed_queues())
         except ConfigurationError:
@@ -160,11 +163,20 @@ class RedisBackend(BaseTaskBackend):
         except ConfigurationError:
             allowed = None
         if allowed is not None and task.queue_name not in allowed:
-            raise InvalidTask(
+            why = (
                 f"Queue {task.queue_name!r} is not configured. Add it to DJANGO_JOBS['QUEUES']"
                 + (f" and TASKS[{self.alias!r}]['QUEUES']." if self.declared_queues is not None else ".")
             )
-        super().validate_task(task)
+            if not declaring.get():
+                raise InvalidTask(why)
+            allowed = None  # declaring never raises for a setting: check reports it (E011), enqueue raises it
+        if allowed is None:
+            # Django's own queue check would raise with an empty or stale list: ours decided above.
+            self._skip_queue_check = True
+        try:
+            super().validate_task(task)
+        finally:
+            self._skip_queue_check = False
         if not isinstance(task, JobTask):
             return
         if task.attempts is not None and (not isinstance(task.attempts, int) or isinstance(task.attempts, bool) or task.attempts < 1):

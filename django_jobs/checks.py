@@ -12,9 +12,11 @@
 ``django_jobs.E008``    A MIDDLEWARE entry cannot be imported or is not a job middleware class (django_jobs.problems).
 ``django_jobs.E009``    Django's MIDDLEWARE lists a job middleware (django_jobs.problems).
 ``django_jobs.E010``    No Redis is configured and DEBUG is False: the embedded Redis is for development.
+``django_jobs.E011``    A job is declared on a queue DJANGO_JOBS['QUEUES'] does not configure (enqueueing it raises).
 ``django_jobs.E020``    CRON is invalid: its shape, a schedule's expression, time zone, policy or arguments.
 ``django_jobs.E021``    A CRON schedule names a job that is not registered, or a queue that is not configured.
 ``django_jobs.E022``    A CRON schedule's ARGS/KWARGS do not fit its job's function.
+``django_jobs.E023``    Importing the job modules failed.
 ``django_jobs.W004``    DJANGO_JOBS['MIDDLEWARE'] uses a deprecated name (django_jobs.problems).
 ``django_jobs.E099``    A check itself failed (a bug in django_jobs: please report it).
 ``django_jobs.W001``    (deploy) Redis does not answer.
@@ -237,11 +239,8 @@ def check_cron_jobs(app_configs: Any = None, **kwargs: Any) -> Messages:
     """Check that each CRON schedule names a registered job and a configured queue (E021), and @job(cron=...) (E020)."""
     from django_jobs import registry, scheduler
 
-    try:
-        registry.autodiscover()  # declares the @job(cron=...) schedules
-    except ConfigurationError:
-        pass  # the settings checks report why
-    declared: Messages = [_error(exc) for exc in scheduler.declaration_errors()]
+    declared: Messages = _import_jobs()  # declares the @job(cron=...) schedules
+    declared += [_error(exc) for exc in scheduler.declaration_errors()]
     raw = _raw_settings()
     if raw is None or not raw.get("CRON"):
         return declared
@@ -288,6 +287,58 @@ def check_cron_jobs(app_configs: Any = None, **kwargs: Any) -> Messages:
                     id="django_jobs.E021",
                 )
             )
+    return errors
+
+
+def _import_jobs() -> Messages:
+    """Import the apps' job modules (once per process); an import that fails is E023."""
+    from django_jobs import registry
+
+    try:
+        registry.autodiscover()
+    except ConfigurationError:
+        return []  # the settings checks report why
+    except Exception as exc:  # noqa: BLE001 - a broken job module must be reported, not crash check
+        return [checks.Error(
+            f"Importing the job modules failed: {type(exc).__name__}: {exc}",
+            hint="Fix the module (the apps' jobs.py/tasks.py and DJANGO_JOBS['IMPORT_MODULES'] are imported).",
+            id="django_jobs.E023",
+        )]
+    return []
+
+
+@checks.register("django_jobs_declared")  # its own tag: it judges the registered jobs, not the settings alone
+@_never_raise
+def check_job_queues(app_configs: Any = None, **kwargs: Any) -> Messages:
+    """Check that every declared job's queue is configured (E011): enqueueing it would raise.
+
+    Declaring such a job does not raise (a settings problem never does at import time).
+    """
+    from django.tasks import task_backends
+
+    from django_jobs import registry
+    from django_jobs.backends import RedisBackend
+
+    errors = _import_jobs()
+    aliases = set(our_aliases())
+    for name, task in sorted(registry.all_jobs().items()):
+        if task.backend not in aliases:
+            continue
+        backend = task_backends[task.backend]
+        if not isinstance(backend, RedisBackend):
+            continue
+        try:
+            allowed = backend.allowed_queues()
+        except ConfigurationError:
+            return errors  # the settings checks report why
+        if task.queue_name not in allowed:
+            errors.append(checks.Error(
+                f"Job {name!r} is declared on queue {task.queue_name!r}, which is not in {label('QUEUES')}"
+                + (f" (or TASKS[{task.backend!r}]['QUEUES'])" if backend.declared_queues is not None else "")
+                + ": enqueueing it raises InvalidTask.",
+                hint=f"Configure the queue, or declare the job on one of: {', '.join(allowed)}.",
+                id="django_jobs.E011",
+            ))
     return errors
 
 

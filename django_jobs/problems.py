@@ -129,6 +129,7 @@ def problems(*, jobs: bool = True) -> Messages:
         found += check()
     if jobs:
         found += ours.check_cron_jobs()
+        found += ours.check_job_queues()
     for alias in our_aliases():
         found += backend_check(alias)
     return found

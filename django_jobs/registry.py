@@ -26,6 +26,12 @@ def register(task: JobTask) -> None:
         _registry[name] = task
 
 
+def is_registered(task: JobTask) -> bool:
+    """Return True when ``task``'s function is the registered one (``task`` is a copy made by ``using()``)."""
+    existing = _registry.get(task.module_path)
+    return existing is not None and existing.func is task.func
+
+
 def get(name: str) -> JobTask | None:
     """Return the registered job ``name``, importing the apps' job modules once if needed."""
     task = _registry.get(name)

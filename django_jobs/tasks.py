@@ -8,6 +8,7 @@ class when the TASKS backend is ours, so both spellings accept the same options.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, overload
@@ -32,6 +33,9 @@ STATE_TO_STATUS: dict[str, TaskResultStatus] = {
     "failed": TaskResultStatus.FAILED,
     "cancelled": TaskResultStatus.FAILED,
 }
+
+#: True while a job is being declared (``@job``/``@task``), not copied by ``using()``.
+declaring: ContextVar[bool] = ContextVar("django_jobs_declaring", default=False)
 
 #: The largest progress value :meth:`JobContext.set_progress` takes, encoded as JSON.
 MAX_PROGRESS_BYTES = 4096
@@ -95,7 +99,13 @@ class JobTask(Task):
     limit_rate: str | None = None
 
     def __post_init__(self) -> None:
-        Task.__post_init__(self)
+        # Declaring a job (not a using() copy) never raises for a settings problem: a queue that
+        # DJANGO_JOBS does not configure is reported by check (E011) and raised by enqueue.
+        token = declaring.set(not registry.is_registered(self))
+        try:
+            Task.__post_init__(self)
+        finally:
+            declaring.reset(token)
         if not isinstance(self.isolated, bool):
             raise InvalidJob(f"isolated={self.isolated!r} must be True or False.")
         from django_jobs.limits import is_unique, validate_limit_options, validate_unique_options

@@ -280,3 +280,25 @@ def test_an_invalid_job_cron_option_never_raises_at_declaration_and_check_report
 
 def _nightly() -> None:
     pass
+
+
+def _on_a_gone_queue() -> None:
+    pass
+
+
+def test_a_job_on_a_queue_the_settings_lack_is_declared_then_reported_and_refused_at_enqueue(jobs_settings):
+    from django.tasks.exceptions import InvalidTask
+
+    from django_jobs import job
+    from django_jobs.checks import check_job_queues
+
+    task = job(queue="archive")(_on_a_gone_queue)  # no 'archive' in QUEUES: declaring does not raise
+    found = [m for m in check_job_queues() if task.module_path in m.msg]
+    assert [m.id for m in found] == ["django_jobs.E011"] and "'archive'" in found[0].msg and "default" in found[0].hint
+    with pytest.raises(InvalidTask, match="'archive' is not configured"):
+        task.enqueue()
+    with pytest.raises(InvalidTask, match="'archive' is not configured"):
+        task.using(priority=3)  # a copy made later is validated at once, as in Django
+    with override_settings(DJANGO_JOBS={**jobs_settings, "QUEUES": {**jobs_settings["QUEUES"], "archive": {}}}):
+        assert [m for m in check_job_queues() if task.module_path in m.msg] == []
+        task.enqueue()
