@@ -32,6 +32,8 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
+from django_jobs.engine.protocol import CancelCode, DeleteCode, RetryCode
+from django_jobs.engine.record import JobView
 from django_jobs.models import JobRecord, JobState
 
 logger = logging.getLogger(__name__)
@@ -194,9 +196,14 @@ class Report:
 
 #: What each job action does: (verb, engine method, codes counted as done, skip reasons).
 JOB_ACTIONS: dict[str, tuple[str, str, tuple[int, ...], dict[int, str]]] = {
-    "retry": ("Retried", "retry_many", (1,), {0: "not failed or cancelled", -1: "no longer in Redis", 2: "their unique key is held by another job"}),
-    "cancel": ("Cancelled", "cancel_many", (1,), {2: "running (cancellation requested)", 0: "already finished", -1: "no longer in Redis"}),
-    "delete": ("Deleted", "delete_jobs", (1,), {0: "running or waited for by a flow parent (cancel them first)", -1: "no longer in Redis"}),
+    "retry": ("Retried", "retry_many", (RetryCode.RETRIED,), {
+        RetryCode.NOT_RETRYABLE: "not failed or cancelled", RetryCode.UNKNOWN: "no longer in Redis",
+        RetryCode.GUARDED: "their unique key is held by another job"}),
+    "cancel": ("Cancelled", "cancel_many", (CancelCode.CANCELLED,), {
+        CancelCode.REQUESTED: "running (cancellation requested)", CancelCode.FINISHED: "already finished",
+        CancelCode.UNKNOWN: "no longer in Redis"}),
+    "delete": ("Deleted", "delete_jobs", (DeleteCode.DELETED,), {
+        DeleteCode.KEPT: "running or waited for by a flow parent (cancel them first)", DeleteCode.UNKNOWN: "no longer in Redis"}),
 }
 #: The permission each job action needs.
 ACTION_PERMISSIONS = {"retry": "django_jobs.retry_jobrecord", "cancel": "django_jobs.cancel_jobrecord", "delete": "django_jobs.delete_jobrecord"}
@@ -218,7 +225,7 @@ def run_job_action(action: str, pairs: Iterable[tuple[str, str]]) -> Report:
     for queue, ids in by_queue.items():
         codes = getattr(engine, method)(queue, ids)
         report.add(codes, done)
-        requested += sum(1 for c in codes if action == "cancel" and c == 2)
+        requested += sum(1 for c in codes if action == "cancel" and c == CancelCode.REQUESTED)
     if requested:
         report.verb = f"Cancelled (or asked {requested} running to stop)"
     logger.info("Admin %s: %d done, %d skipped", action, report.done, sum(report.skipped.values()), extra={"action": f"admin_{action}"})
@@ -400,10 +407,12 @@ def job_detail(obj: JobRecord) -> dict[str, Any]:
             "traceback": error.get("traceback", ""),
         })
     live_rows = []
+    view = JobView.from_hash(obj.queue, obj.job_id, live or {})
     if live:
-        for label, key in (("enqueued", "e"), ("first started", "st"), ("last claimed", "la"), ("finished", "f"), ("due", "run")):
-            if live.get(key):
-                live_rows.append((label, _ms(live[key])))
+        for label, ms in (("enqueued", view.enqueued_ms), ("first started", view.started_ms),
+                          ("last claimed", view.last_started_ms), ("finished", view.finished_ms), ("due", view.due_ms)):
+            if ms:
+                live_rows.append((label, _ms(ms)))
     parent = JobRecord.objects.filter(pk=obj.parent_id).first() if obj.parent_id else None
     children = list(JobRecord.objects.filter(parent_id=obj.job_id).order_by("-enqueued_at")[:50])
     return {
@@ -415,9 +424,9 @@ def job_detail(obj: JobRecord) -> dict[str, Any]:
         "live_state": state if live else "",
         "live_attempts": attempts,
         "live_rows": live_rows,
-        "live_cancel_requested": bool(live and live.get("cx") == "1"),
-        "live_why": (live or {}).get("why", ""),
-        "in_sync": live is None or live.get("s") == obj.state,
+        "live_cancel_requested": bool(live and view.cancel_requested),
+        "live_why": view.reason if live else "",
+        "in_sync": live is None or view.state == obj.state,
         "args_json": _pretty(args),
         "kwargs_json": _pretty(kwargs),
         "result_json": _pretty(result) if result is not None else "",
@@ -456,7 +465,8 @@ def _flow_context(obj: JobRecord, live: dict[str, str] | None, live_error: str, 
         tree = flow_tree(obj.job_id, queues=_queue_names_with(obj.queue))
     except EngineError as exc:
         return {**empty, "flow_note": f"The flow cannot be read: {exc}"}
-    in_flow = bool(live.get("pb") or live.get("kids"))
+    view = JobView.from_hash(obj.queue, obj.job_id, live)
+    in_flow = view.in_flow
     if tree is None or not in_flow:
         return empty
     rows: list[dict[str, Any]] = []
@@ -475,8 +485,8 @@ def _flow_context(obj: JobRecord, live: dict[str, str] | None, live_error: str, 
         })
         stack.extend((child, depth + 1) for child in reversed(node.children))
     note = ""
-    if tree.id == obj.job_id and live.get("pb"):
-        note = f"Its parent {live.get('par', '')} is no longer in Redis: the flow is shown from this job down."
+    if tree.id == obj.job_id and view.parent_base:
+        note = f"Its parent {view.parent_id} is no longer in Redis: the flow is shown from this job down."
     return {"flow_rows": rows, "flow_note": note, "flow_more": more}
 
 
@@ -549,7 +559,10 @@ def _need(request: HttpRequest, perm: str) -> None:
 
 
 #: The job states the queues page counts, in column order.
-QUEUE_STATES = ("waiting", "scheduled", "waiting_children", "active", "completed", "failed", "cancelled")
+QUEUE_STATES = (
+    JobState.WAITING, JobState.SCHEDULED, JobState.WAITING_CHILDREN, JobState.ACTIVE,
+    JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED,
+)
 
 
 def queues_view(request: HttpRequest) -> HttpResponse:

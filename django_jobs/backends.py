@@ -20,13 +20,13 @@ from django_jobs.backoff import validate_backoff
 from django_jobs.conf import get_settings
 from django_jobs.correlation import get_correlation_id, process_correlation_id
 from django_jobs.engine import get_engine
+from django_jobs.engine.protocol import EnqueueCode, JobState
 from django_jobs.engine.queue import NewJob
+from django_jobs.engine.record import JobView, encode_payload
 from django_jobs.exceptions import ConfigurationError, InvalidArguments, InvalidJob
 from django_jobs.limits import guard_for_call, has_guard
 from django_jobs.tasks import STATE_TO_STATUS, JobResult, JobTask, declaring, ms_to_datetime
 
-#: Version of the payload format ("v" in the job's data JSON).
-PAYLOAD_VERSION = 1
 #: Jobs per enqueue script call in a bulk enqueue (keeps each call short for Redis).
 BULK_CHUNK = 500
 
@@ -225,11 +225,7 @@ class RedisBackend(BaseTaskBackend):
             ra = f'"ra":{datetime_to_us(task.run_after)}'
             opts = f"{opts[:-1]},{ra}}}" if opts else f"{{{ra}}}"
         carried = tracing.carrier() if traced else None  # the W3C trace context, when OpenTelemetry traces (docs/observability.md)
-        data = (
-            f'{{"v":{PAYLOAD_VERSION},"n":{serialization.dumps(name)},"a":{args_json},"k":{kwargs_json}'
-            + (f',"o":{opts}' if opts else "")
-            + (f',"tc":{serialization.dumps(carried)}}}' if carried else "}")
-        )
+        data = encode_payload(name, args_json, kwargs_json, opts, serialization.dumps(carried) if carried else "")
         limit = settings.max_payload_bytes
         if len(data) * 4 > limit and len(size := data.encode()) > limit:
             raise InvalidJob(
@@ -259,7 +255,7 @@ class RedisBackend(BaseTaskBackend):
             errors=[],
             worker_ids=[],
             queue=task.queue_name,
-            state="scheduled" if run_at_ms or delay_ms else "waiting",
+            state=JobState.SCHEDULED if run_at_ms or delay_ms else JobState.WAITING,
             correlation_id=cid,
             parent_id=parent,
         )
@@ -295,10 +291,10 @@ class RedisBackend(BaseTaskBackend):
             now = ms_to_datetime(time_ms())
             for (_, result), (code, job_id) in zip(chunk, codes):
                 object.__setattr__(result, "enqueued_at", now)
-                if code in (3, 4):
+                if code in (EnqueueCode.DEDUPLICATED, EnqueueCode.REPLACED):
                     object.__setattr__(result, "id", job_id)
                     object.__setattr__(result, "deduplicated", True)
-                    if code == 3:
+                    if code == EnqueueCode.DEDUPLICATED:
                         object.__setattr__(result, "enqueued_at", None)  # not this call's: refresh() reads it
                 else:
                     task_enqueued.send(type(self), task_result=result)
@@ -371,47 +367,49 @@ class RedisBackend(BaseTaskBackend):
         return self.result_from_hash(queue, str(result_id), data)
 
     def result_from_hash(self, queue: str, job_id: str, data: dict[str, str]) -> JobResult:
-        """Build a :class:`JobResult` from a raw job hash."""
-        try:
-            payload = serialization.loads(data.get("d", ""))
-            name = payload["n"]
-            args, kwargs = payload.get("a", []), payload.get("k", {})
-        except (ValueError, KeyError, TypeError):
-            raise TaskResultDoesNotExist(f"Job {job_id!r} has an unreadable payload.") from None
-        task = registry.get(name)
+        """Build a :class:`JobResult` from a raw job hash (decoded by :class:`JobView`).
+
+        Raises:
+            TaskResultDoesNotExist: the payload does not decode, or names a job this process
+                does not know.
+        """
+        view = JobView.from_hash(queue, job_id, data)
+        if view.raw_payload or view.name == "?":
+            raise TaskResultDoesNotExist(f"Job {job_id!r} has an unreadable payload.")
+        task = registry.get(view.name)
         if task is None:
-            raise TaskResultDoesNotExist(f"Job {job_id!r} runs {name!r}, which is not registered in this process.")
-        state = data.get("s", "waiting")
-        priority = int(data.get("p", task.priority))
-        task = _task_as_enqueued(task, payload, queue, priority)
+            raise TaskResultDoesNotExist(f"Job {job_id!r} runs {view.name!r}, which is not registered in this process.")
+        state = view.state or JobState.WAITING
+        priority = view.priority if view.priority is not None else task.priority
+        task = _task_as_enqueued(task, view.options, queue, priority)
         errors = [
             TaskError(exception_class_path=e.get("exception_class_path", ""), traceback=e.get("traceback", ""))
-            for e in serialization.loads(data["err"])
-        ] if data.get("err") else []
-        if state == "cancelled" and not errors:
-            errors.append(cancelled_error(data.get("why", "")))
+            for e in view.errors
+        ]
+        if state == JobState.CANCELLED and not errors:
+            errors.append(cancelled_error(view.reason))
         result = JobResult(
             task=task,
             id=job_id,
             status=STATE_TO_STATUS.get(state, TaskResultStatus.READY),
-            enqueued_at=ms_to_datetime(data.get("e")),
-            started_at=ms_to_datetime(data.get("st")),
-            finished_at=ms_to_datetime(data.get("f")),
-            last_attempted_at=ms_to_datetime(data.get("la")),
-            args=args,
-            kwargs=kwargs,
+            enqueued_at=ms_to_datetime(view.enqueued_ms),
+            started_at=ms_to_datetime(view.started_ms),
+            finished_at=ms_to_datetime(view.finished_ms),
+            last_attempted_at=ms_to_datetime(view.last_started_ms),
+            args=view.args,
+            kwargs=view.kwargs,
             backend=self.alias,
             errors=errors,
-            worker_ids=serialization.loads(data["wk"]) if data.get("wk") else [],
+            worker_ids=view.workers,
             queue=queue,
             state=state,
-            correlation_id=data.get("cid", ""),
-            parent_id=data.get("par", ""),
-            failure_reason=data.get("why", ""),
-            progress=serialization.loads(data["pg"]) if data.get("pg") else None,
+            correlation_id=view.correlation_id,
+            parent_id=view.parent_id,
+            failure_reason=view.reason,
+            progress=view.progress,
         )
-        if state == "completed" and data.get("r"):
-            object.__setattr__(result, "_return_value", serialization.loads(data["r"]))
+        if state == JobState.COMPLETED and view.result_json:
+            object.__setattr__(result, "_return_value", view.result)
         return result
 
 
@@ -419,15 +417,14 @@ class RedisBackend(BaseTaskBackend):
 _OPTION_FIELDS = {"at": "attempts", "to": "timeout", "kr": "keep_result", "bo": "backoff"}
 
 
-def _task_as_enqueued(task: JobTask, payload: dict[str, Any], queue: str, priority: int) -> JobTask:
+def _task_as_enqueued(task: JobTask, options: dict[str, Any], queue: str, priority: int) -> JobTask:
     """Return the registered ``task`` with the options this job was enqueued with (queue, priority, run_after, using())."""
     changes: dict[str, Any] = {}
     if task.queue_name != queue:
         changes["queue_name"] = queue
     if task.priority != priority:
         changes["priority"] = priority
-    options = payload.get("o")
-    if isinstance(options, dict):
+    if options:
         for key, field_name in _OPTION_FIELDS.items():
             if key in options:
                 changes[field_name] = options[key]

@@ -43,11 +43,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
-
 from django_jobs.conf import JobsSettings
+from django_jobs.engine import local_server
 from django_jobs.exceptions import ConfigurationError, RedisUnavailable
 
 logger = logging.getLogger("django_jobs.embedded")
@@ -228,23 +225,9 @@ def live_users(directory: Path) -> list[int]:
 # -- the server ----------------------------------------------------------------------------
 
 
-def _client(sock: Path, *, timeout: float) -> redis.Redis:
-    # No retries: a refused connection means "not running", and SHUTDOWN closes the connection.
-    return redis.Redis(unix_socket_path=str(sock), socket_timeout=timeout,
-                       socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0))
-
-
 def _probe(sock: Path) -> str:
     """Return ``"up"``, ``"loading"`` (replaying its AOF) or ``"down"``."""
-    if not sock.exists():
-        return "down"
-    try:
-        with _client(sock, timeout=2) as client:
-            return "up" if client.ping() else "down"
-    except redis.BusyLoadingError:  # a subclass of ConnectionError: check it first
-        return "loading"
-    except (redis.ConnectionError, redis.TimeoutError, OSError):
-        return "down"
+    return local_server.probe(sock)
 
 
 def server_pid(directory: Path) -> int | None:
@@ -351,13 +334,9 @@ def stop_server(sock: Path, directory: Path | None = None) -> bool:
             return False
         _terminate(pid, sock)
         return True
-    try:
-        with _client(sock, timeout=STOP_TIMEOUT) as client:
-            client.shutdown()
-    except (redis.ConnectionError, redis.TimeoutError, OSError):
-        pass  # the connection closes as the server exits
-    except redis.RedisError as exc:  # e.g. "Errors trying to SHUTDOWN": fall back to SIGTERM
-        logger.warning("SHUTDOWN of the embedded Redis failed (%s); sending SIGTERM", exc)
+    refused = local_server.shutdown(sock, timeout=STOP_TIMEOUT)
+    if refused:  # e.g. "Errors trying to SHUTDOWN": fall back to SIGTERM
+        logger.warning("SHUTDOWN of the embedded Redis failed (%s); sending SIGTERM", refused)
         if pid is not None:
             _terminate(pid, sock)
     if _wait_gone(pid, sock, STOP_TIMEOUT):

@@ -17,12 +17,9 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-import redis
+from typing import TYPE_CHECKING
 
 from django_jobs.engine import get_engine
-from django_jobs.exceptions import RedisUnavailable
 
 if TYPE_CHECKING:
     from django_jobs.tasks import JobResult
@@ -65,36 +62,23 @@ class QueueEvents:
         self.queue = queue
         self.key = engine.keys(queue).events
         self.types = frozenset(types) if types is not None else None
-        self._client = engine.blocking_client()
-        self.last_id = self._resolve(last_id)
-
-    def _call(self, func: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise RedisUnavailable(f"Cannot read the events of {self.queue!r}: {exc}") from exc
-
-    def _resolve(self, last_id: str) -> str:
-        if last_id != "$":
-            return last_id
         # "$" pinned now, so events between two reads are never skipped.
-        newest = self._call(self._client.xrevrange, self.key, count=1)
-        return newest[0][0] if newest else "0-0"
+        self.last_id = engine.events_tip(queue) if last_id == "$" else last_id
 
     def read(self, timeout: float | None = 0) -> list[Event]:
         """Return the next events, waiting up to ``timeout`` seconds for one (``None``: forever, 0: no wait)."""
+        engine = get_engine()
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             left = MAX_BLOCK if deadline is None else max(0.0, deadline - time.monotonic())
             block = int(min(left, MAX_BLOCK) * 1000)
-            reply = self._call(self._client.xread, {self.key: self.last_id}, count=BATCH, block=block or None)
+            reply = engine.events_read(self.queue, self.last_id, count=BATCH, block_ms=block)
             events: list[Event] = []
-            for _key, entries in reply or ():
-                for entry_id, fields in entries:
-                    self.last_id = entry_id
-                    kind = fields.pop("e", "")
-                    if self.types is None or kind in self.types:
-                        events.append(Event(entry_id, self.queue, kind, fields.pop("j", ""), fields))
+            for entry_id, fields in reply or ():
+                self.last_id = entry_id
+                kind = fields.pop("e", "")
+                if self.types is None or kind in self.types:
+                    events.append(Event(entry_id, self.queue, kind, fields.pop("j", ""), fields))
             if events or (reply and not block) or (deadline is not None and time.monotonic() >= deadline):
                 return events
 

@@ -18,12 +18,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from django_jobs import serialization
+from django_jobs.engine.protocol import FlowPolicy, JobState
+from django_jobs.engine.record import JobView, decode_payload
 from django_jobs.exceptions import InvalidArguments, InvalidJob
 from django_jobs.tasks import JobResult, JobTask
 
 #: Failure policies of a child toward its parent, and their code in the job hash ('fp').
-POLICIES = {"fail": "", "ignore": "i", "remove": "r"}
+POLICIES = {"fail": FlowPolicy.FAIL, "ignore": FlowPolicy.IGNORE, "remove": FlowPolicy.REMOVE}
 #: How a parent receives its children's return values as its first argument ('cr' payload option).
 RECEIVES = ("", "one", "list")
 #: The most jobs one flow may have (one script call creates them all).
@@ -129,9 +130,7 @@ class Flow:
                     "a delay or run_after. Delay its children instead."
                 )
             if sig.receives:
-                payload = serialization.loads(new.data)
-                payload.setdefault("o", {})["cr"] = sig.receives
-                new = replace(new, data=serialization.dumps(payload))
+                new = replace(new, data=decode_payload(new.data).with_options(cr=sig.receives))
             prepared.append((new, result))
         cid = prepared[0][0].correlation_id
         engine = get_engine()
@@ -152,7 +151,7 @@ class Flow:
                     ),
                 )
             )
-            object.__setattr__(result, "state", "waiting_children" if node.children else result.state)
+            object.__setattr__(result, "state", JobState.WAITING_CHILDREN if node.children else result.state)
             object.__setattr__(result, "correlation_id", cid)
             object.__setattr__(result, "parent_id", parent_id)
         engine.enqueue_flow(rows)
@@ -252,7 +251,7 @@ class ChildResult:
     @property
     def ok(self) -> bool:
         """True when the child completed."""
-        return self.state == "completed"
+        return self.state == JobState.COMPLETED
 
 
 class ChildrenResults(dict[str, ChildResult]):
@@ -280,13 +279,11 @@ def children_results(queue: str, job_id: str) -> ChildrenResults:
 
 
 def _children_results(data: dict[str, str]) -> ChildrenResults:
+    view = JobView.from_hash("", "", data)
     out = ChildrenResults()
-    for _base, child_id, child_queue, name in serialization.loads(data["kids"]) if data.get("kids") else []:
-        raw = data.get("c:" + child_id)
-        if not raw:
-            continue
-        ended = serialization.loads(raw)
-        if ended.get("s") == "removed":
+    for _base, child_id, child_queue, name in view.children:
+        ended = view.child_ends.get(child_id)
+        if ended is None or ended.get("s") == "removed":
             continue
         out[child_id] = ChildResult(id=child_id, name=name, queue=child_queue, state=ended.get("s", ""), value=ended.get("r"))
     return out
@@ -344,34 +341,30 @@ def flow_tree(job_id: str, *, queues: Iterable[str] | None = None) -> FlowNode |
     found = engine.find_job(job_id, names)
     if found is None:
         return None
-    queue, data = found
+    view = JobView.from_hash(found[0], job_id, found[1])
     seen = {job_id}
-    while data.get("pb") and data.get("par") and data["par"] not in seen:
-        above = engine.find_job(data["par"], names)
+    while view.parent_base and view.parent_id and view.parent_id not in seen:
+        above = engine.find_job(view.parent_id, names)
         if above is None:
             break
-        job_id = data["par"]
-        seen.add(job_id)
-        queue, data = above
-    return _subtree(engine, queue, job_id, data, "")
+        seen.add(view.parent_id)
+        view = JobView.from_hash(above[0], view.parent_id, above[1])
+    return _subtree(engine, view, "")
 
 
 _CODE_TO_POLICY = {code: name for name, code in POLICIES.items()}
 
 
-def _subtree(engine: Any, queue: str, job_id: str, data: dict[str, str], failure: str) -> FlowNode:
-    kids = serialization.loads(data["kids"]) if data.get("kids") else []
+def _subtree(engine: Any, view: JobView, failure: str) -> FlowNode:
+    kids = view.children
     hashes = engine.get_jobs([(q, i) for _b, i, q, _n in kids])
     children = tuple(
-        _subtree(engine, q, i, h, _CODE_TO_POLICY.get(h.get("fp", ""), "fail")) if h
+        _subtree(engine, child, _CODE_TO_POLICY.get(child.policy, "fail")) if h
         else FlowNode(id=i, queue=q, name=n, state="")
         for (_b, i, q, n), h in zip(kids, hashes)
+        for child in (JobView.from_hash(q, i, h),)
     )
-    try:
-        name = serialization.loads(data.get("d", "{}")).get("n", "?")
-    except ValueError:
-        name = "?"
-    return FlowNode(id=job_id, queue=queue, name=name, state=data.get("s", ""), failure=failure, children=children)
+    return FlowNode(id=view.id, queue=view.queue, name=view.name, state=view.state, failure=failure, children=children)
 
 
 __all__ = [

@@ -20,6 +20,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from django_jobs.engine.protocol import CancelCode, GuardMode, GuardUntil, JobState, RetryCode
+
 #: Rate periods a limit accepts, in ms.
 PERIODS_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000}
 #: Period names spelled out, for messages.
@@ -152,9 +154,9 @@ def _check_queue(engine: Any, queue: str) -> None:
 # -- unique jobs and debounce (enqueue_unique.lua) ------------------------------------------
 
 #: What ``unique_mode`` may be: keep the guarded job (deduplicate) or replace it (debounce).
-UNIQUE_MODES = {"keep": "k", "replace": "r"}
+UNIQUE_MODES = {"keep": GuardMode.KEEP, "replace": GuardMode.REPLACE}
 #: What ``unique_until`` may be: the key is held until the job starts, or until it finishes.
-UNIQUE_UNTIL = {"start": "s", "finish": "f"}
+UNIQUE_UNTIL = {"start": GuardUntil.START, "finish": GuardUntil.FINISH}
 #: Longer rendered keys are replaced by their SHA-1 (Redis key names stay short).
 MAX_UNIQUE_KEY = 200
 
@@ -302,7 +304,7 @@ def guard_for_call(task: Any, args: Any, kwargs: Any) -> Any:
 # -- pause, resume and bulk actions ---------------------------------------------------------
 
 #: States a bulk cancel may target (finished jobs cannot be cancelled).
-CANCELLABLE = ("waiting", "scheduled", "active")
+CANCELLABLE = (JobState.WAITING, JobState.SCHEDULED, JobState.ACTIVE)
 
 
 def _queues(queues: Any) -> list[str]:
@@ -349,8 +351,8 @@ def resume_queues(queues: str | list[str] | None = None) -> list[str]:
 
 def _matching(queue: str, state: str, name: str | None) -> list[str]:
     """Return the ids of ``queue``'s jobs in ``state`` running job ``name`` (any when None)."""
-    from django_jobs import serialization
     from django_jobs.engine import get_engine
+    from django_jobs.engine.record import decode_payload
 
     engine = get_engine()
     ids: list[str] = []
@@ -361,11 +363,8 @@ def _matching(queue: str, state: str, name: str | None) -> list[str]:
             if name is None:
                 ids.append(job_id)
                 continue
-            try:
-                if serialization.loads(data.get("d", ""))["n"] == name:
-                    ids.append(job_id)
-            except (ValueError, KeyError, TypeError):
-                continue
+            if decode_payload(data.get("d")).name == name:
+                ids.append(job_id)
         if len(rows) < page:
             return ids
         offset += page
@@ -394,11 +393,11 @@ def cancel_jobs(queue: str, *, states: tuple[str, ...] = ("waiting", "scheduled"
         ids = _matching(queue, state, name)
         for start in range(0, len(ids), 500):
             for code in engine.cancel_many(queue, ids[start : start + 500]):
-                if code == 1:
+                if code == CancelCode.CANCELLED:
                     counts["cancelled"] += 1
-                elif code == 2:
+                elif code == CancelCode.REQUESTED:
                     counts["requested"] += 1
-                elif code == 0:
+                elif code == CancelCode.FINISHED:
                     counts["finished"] += 1
     return counts
 
@@ -414,12 +413,12 @@ def retry_jobs(queue: str, *, states: tuple[str, ...] = ("failed",), name: str |
 
     [queue] = _queues(queue)
     for state in states:
-        if state not in ("failed", "cancelled"):
+        if state not in (JobState.FAILED, JobState.CANCELLED):
             raise InvalidJob(f"Only failed or cancelled jobs can be retried, not {state!r}.")
     engine = get_engine()
     retried = 0
     for state in states:
         ids = _matching(queue, state, name)
         for start in range(0, len(ids), 500):
-            retried += sum(1 for code in engine.retry(queue, ids[start : start + 500]) if code == 1)
+            retried += sum(1 for code in engine.retry(queue, ids[start : start + 500]) if code == RetryCode.RETRIED)
     return retried

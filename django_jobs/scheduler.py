@@ -34,6 +34,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from django_jobs.engine.protocol import CronClaim
+from django_jobs.engine.record import JobView
 from django_jobs.exceptions import EngineError
 
 logger = logging.getLogger("django_jobs.scheduler")
@@ -400,8 +402,7 @@ class Scheduler:
 
     @staticmethod
     def _now_ms(engine: Any) -> int:
-        seconds, micros = engine._call(engine.client.time)
-        return int(seconds) * 1000 + int(micros) // 1000
+        return int(engine.server_time_ms())
 
     def fire_due(self, engine: Any, now_ms: int) -> float:
         """Fire every due tick (and re-enqueue a claimed one that never got enqueued)."""
@@ -442,7 +443,7 @@ class Scheduler:
                 self.token = ""
                 self.flag.clear()
                 return False
-            if code == 1:
+            if code == CronClaim.CLAIMED:
                 self._enqueue(engine, schedule, slot)
         return True
 
@@ -488,8 +489,7 @@ def schedules_table() -> list[dict[str, Any]]:
 
     engine = get_engine()
     state = engine.cron_state()
-    seconds, micros = engine._call(engine.client.time)
-    now_ms = int(seconds) * 1000 + int(micros) // 1000
+    now_ms = engine.server_time_ms()
     rows = []
     for schedule in load_schedules():
         last = state.get(schedule.name)
@@ -499,7 +499,7 @@ def schedules_table() -> list[dict[str, Any]]:
             task = registry.get(schedule.job)
             queue = schedule.queue or (task.queue_name if task is not None else "default")
             data = engine.get_job(queue, job_id)
-            job_state = data.get("s", "") if data else "gone"
+            job_state = JobView.from_hash(queue, job_id, data).state if data else "gone"
         rows.append({
             "name": schedule.name,
             "job": schedule.job,

@@ -18,6 +18,7 @@ from django.tasks.base import TASK_REFRESH_ATTRS
 
 from django_jobs import registry
 from django_jobs.backoff import BackoffSpec
+from django_jobs.engine.protocol import CANCEL_OUTCOMES, JobState
 from django_jobs.exceptions import ConfigurationError, InvalidJob
 
 if TYPE_CHECKING:
@@ -25,13 +26,13 @@ if TYPE_CHECKING:
 
 #: Job states (DESIGN.md) mapped to django.tasks statuses.
 STATE_TO_STATUS: dict[str, TaskResultStatus] = {
-    "waiting": TaskResultStatus.READY,
-    "scheduled": TaskResultStatus.READY,
-    "waiting_children": TaskResultStatus.READY,
-    "active": TaskResultStatus.RUNNING,
-    "completed": TaskResultStatus.SUCCESSFUL,
-    "failed": TaskResultStatus.FAILED,
-    "cancelled": TaskResultStatus.FAILED,
+    JobState.WAITING: TaskResultStatus.READY,
+    JobState.SCHEDULED: TaskResultStatus.READY,
+    JobState.WAITING_CHILDREN: TaskResultStatus.READY,
+    JobState.ACTIVE: TaskResultStatus.RUNNING,
+    JobState.COMPLETED: TaskResultStatus.SUCCESSFUL,
+    JobState.FAILED: TaskResultStatus.FAILED,
+    JobState.CANCELLED: TaskResultStatus.FAILED,
 }
 
 #: True while a job is being declared (``@job``/``@task``), not copied by ``using()``.
@@ -239,7 +240,7 @@ class JobResult(TaskResult):
         code = get_engine().cancel(self.queue, self.id)
         if code < 0:
             raise JobNotFound(f"Job {self.id!r} does not exist (it may have been trimmed).")
-        return {1: "cancelled", 2: "requested", 0: "finished"}[code]
+        return CANCEL_OUTCOMES[code]
 
     def wait(self, timeout: float = 30.0) -> JobResult:
         """Block until the job is finished (refreshed in place) and return it.

@@ -27,6 +27,7 @@ from typing import Any
 from django_jobs import serialization
 from django_jobs.backends import RedisBackend
 from django_jobs.conf import get_settings
+from django_jobs.engine.protocol import OutcomeKind
 from django_jobs.engine.queue import NewJob
 from django_jobs.tasks import JobResult, JobTask
 
@@ -80,8 +81,11 @@ def run_job(queue: str, job_id: str) -> str | None:
         outcome = _execute(claimed)
         raise_for_code(engine.settle(queue, [outcome])[0], job_id)
         # "l": the job raised RateLimited and is scheduled for later; it is not run again here.
-        state = {"c": "completed", "f": "failed", "x": "cancelled", "r": "retrying", "l": "scheduled"}[outcome.kind]
-        if outcome.kind != "r":  # "l" (rate limited) stays scheduled: not retried at once
+        state = {
+            OutcomeKind.COMPLETE: "completed", OutcomeKind.FAIL: "failed", OutcomeKind.CANCELLED: "cancelled",
+            OutcomeKind.RETRY: "retrying", OutcomeKind.RATE_LIMITED: "scheduled",
+        }[outcome.kind]
+        if outcome.kind != OutcomeKind.RETRY:  # "l" (rate limited) stays scheduled: not retried at once
             return state
 
 

@@ -87,6 +87,14 @@ class QueueKeys:
     #: The state ZSETs, in DESIGN.md order; a job is in exactly one of them.
     STATE_SETS = ("wait", "scheduled", "active", "completed", "failed", "cancelled", "waiting_children")
 
+    def state_set(self, state: str) -> str:
+        """Return the state ZSET that holds the jobs in ``state`` (``"waiting"``: :attr:`wait`).
+
+        Raises:
+            KeyError: ``state`` is not a job state.
+        """
+        return str(getattr(self, STATE_TO_SET[state]))
+
 
 #: The state ZSET (a :attr:`QueueKeys.STATE_SETS` name) that holds a job in each state
 STATE_TO_SET = {
@@ -100,11 +108,32 @@ STATE_TO_SET = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class CronKeys:
+    """Key names of the cron scheduler (django_jobs/scheduler.py).
+
+    They share the hash tag ``{cron}``, so each cron script touches one Redis Cluster slot.
+    """
+
+    #: The leader lease: a STRING "<epoch>|<holder>" with a PX.
+    leader: str
+    #: The epoch counter (incremented by each new leader: the fence of its writes).
+    epoch: str
+    #: The schedules' state HASH (last tick, its job, paused/resumed, triggered).
+    state: str
+
+    @classmethod
+    def build(cls, prefix: str) -> CronKeys:
+        """Return the cron keys under ``prefix``."""
+        base = f"{prefix}:{{cron}}:"
+        return cls(leader=base + "leader", epoch=base + "epoch", state=base + "state")
+
+
 def workers_key(prefix: str) -> str:
     """Return the global hash of worker heartbeats (no hash tag: single-key ops only)."""
     return f"{prefix}:workers"
 
 
 #: The consumer group of the database mirror on every queue's ``events`` stream
-#: (django_jobs/mirror.py). Not a key name, but kept with them: it lives inside the stream.
+#: (django_jobs/mirror/). Not a key name, but kept with them: it lives inside the stream.
 MIRROR_GROUP = "djj-mirror"

@@ -8,8 +8,16 @@ from importlib import resources
 
 _INCLUDE = re.compile(r"^--@include (\w+)\s*$", re.MULTILINE)
 
-#: Every script the engine registers.
-SCRIPT_NAMES = ("enqueue", "fetch", "settle", "renew", "recover", "release", "cancel")
+
+@cache
+def script_names() -> tuple[str, ...]:
+    """Return the name of every entry-point script (each ``lua/<name>.lua``): the one registry.
+
+    The engine registers all of them once, at start-up (:class:`~django_jobs.engine.runner.ScriptRunner`);
+    registering only computes the SHA1, so nothing is sent to Redis.
+    """
+    root = resources.files("django_jobs.engine") / "lua"
+    return tuple(sorted(p.name[:-4] for p in root.iterdir() if p.name.endswith(".lua")))
 
 
 @cache

@@ -25,7 +25,9 @@ from django_jobs import registry, serialization, signals, tracing
 from django_jobs.backoff import retry_delay
 from django_jobs.conf import get_settings
 from django_jobs.correlation import current_job, reset_correlation_id, set_correlation_id
+from django_jobs.engine.protocol import JobState, OutcomeKind
 from django_jobs.engine.queue import Claimed, Outcome
+from django_jobs.engine.record import decode_payload
 from django_jobs.exceptions import Cancel, JobTimeout, RateLimited, Retry
 from django_jobs.middleware import Chain, get_chain
 from django_jobs.tasks import JobContext, JobResult, JobTask, ms_to_datetime
@@ -139,19 +141,13 @@ class Prepared:
         self.trace_context: Any = None
         self.trace: Any = None
         claimed = job.claimed
-        try:
-            payload = serialization.loads(claimed.data)
-            name = payload["n"]
-            args = payload.get("a", [])
-            kwargs = payload.get("k", {})
-            options = payload.get("o", {})
-            if not isinstance(name, str) or not isinstance(args, list) or not isinstance(kwargs, dict) or not isinstance(options, dict):
-                raise TypeError("payload fields have the wrong types")
-        except (ValueError, KeyError, TypeError, RecursionError) as exc:
-            self.failure = terminal_outcome(job, ValueError(f"Job {claimed.id!r} has an unreadable payload: {exc}"))
+        payload = decode_payload(claimed.data)
+        if payload.problem:
+            self.failure = terminal_outcome(job, ValueError(f"Job {claimed.id!r} has an unreadable payload: {payload.problem}"))
             return
+        name, args, kwargs, options = payload.name, payload.args, payload.kwargs, payload.options
         job.name = name
-        self.trace_context = payload.get("tc")  # the W3C trace context of the enqueue (django_jobs.tracing)
+        self.trace_context = payload.trace  # the W3C trace context of the enqueue (django_jobs.tracing)
         task = registry.get(name)
         if task is None:
             self.failure = terminal_outcome(
@@ -201,7 +197,7 @@ class Prepared:
                 errors=[],
                 worker_ids=[self.worker_id] * claimed.attempt,
                 queue=claimed.queue,
-                state="active",
+                state=JobState.ACTIVE,
                 correlation_id=claimed.correlation_id,
                 parent_id=claimed.parent_id,
             )
@@ -228,23 +224,23 @@ class Prepared:
         if result is not None or task_finished.has_listeners(self.facts.backend_class):
             result = self.result
             object.__setattr__(result, "status", TaskResultStatus.SUCCESSFUL)
-            object.__setattr__(result, "state", "completed")
+            object.__setattr__(result, "state", JobState.COMPLETED)
             object.__setattr__(result, "_return_value", serialization.loads(result_json))
             object.__setattr__(result, "finished_at", ms_to_datetime(int(time.time() * 1000)))
         # keep_result=0: delete the job when it finishes (-1 tells the settle script; 0 means the queue's retention).
         keep_ms = -1 if keep == 0 and keep is not None else int(keep * 1000) if keep else 0
-        return Outcome(job.id, job.claimed.token, "c", result_json, 0, keep_ms)
+        return Outcome(job.id, job.claimed.token, OutcomeKind.COMPLETE, result_json, 0, keep_ms)
 
     def outcome_for_error(self, job: RunningJob, exc: BaseException) -> Outcome:
         claimed = job.claimed
         error = _error_json(exc)
         if isinstance(exc, Cancel) or (isinstance(exc, asyncio.CancelledError) and job.cancel_event.is_set()):
-            self._finish_status("cancelled", exc)
-            return Outcome(job.id, claimed.token, "x", error)
+            self._finish_status(JobState.CANCELLED, exc)
+            return Outcome(job.id, claimed.token, OutcomeKind.CANCELLED, error)
         if isinstance(exc, RateLimited):
             # Not a failure: back to scheduled, the attempt not counted (settle kind "l").
             scope = exc.backoff if exc.backoff in ("queue", "key") else ""
-            return Outcome(job.id, claimed.token, "l", scope, max(1, int(exc.retry_after * 1000)))
+            return Outcome(job.id, claimed.token, OutcomeKind.RATE_LIMITED, scope, max(1, int(exc.retry_after * 1000)))
         settings = get_settings()
         queue_opts = settings.queues.get(claimed.queue, {})
         attempts = self.options.get("at") or self.task.attempts or queue_opts.get("DEFAULT_ATTEMPTS") or settings.default_attempts
@@ -256,9 +252,9 @@ class Prepared:
                 if spec is None:
                     spec = settings.default_backoff
                 delay = retry_delay(spec, claimed.attempt)
-            return Outcome(job.id, claimed.token, "r", error, int(delay * 1000))
-        self._finish_status("failed", exc)
-        return Outcome(job.id, claimed.token, "f", error)
+            return Outcome(job.id, claimed.token, OutcomeKind.RETRY, error, int(delay * 1000))
+        self._finish_status(JobState.FAILED, exc)
+        return Outcome(job.id, claimed.token, OutcomeKind.FAIL, error)
 
     def _finish_status(self, state: str, exc: BaseException) -> None:
         if self._result is None and not task_finished.has_listeners(self.facts.backend_class):
@@ -286,7 +282,7 @@ def terminal_outcome(job: RunningJob, exc: BaseException) -> Outcome:
         "Job %s cannot run: %s", job.id, exc,
         extra={"action": "job_failed", "job_id": job.id, "queue": job.queue, "correlation_id": job.claimed.correlation_id},
     )
-    return Outcome(job.id, job.claimed.token, "f", _error_json(exc))
+    return Outcome(job.id, job.claimed.token, OutcomeKind.FAIL, _error_json(exc))
 
 
 def _log_started(job: RunningJob) -> None:
@@ -303,27 +299,30 @@ def _log_outcome(job: RunningJob, outcome: Outcome, exc: BaseException | None) -
         return
     ms = (time.monotonic() - job.started) * 1000
     extra = {"job_id": job.id, "job_name": job.name, "queue": job.queue, "attempt": job.claimed.attempt, "duration_ms": round(ms, 3)}
-    if outcome.kind == "c":
+    if outcome.kind == OutcomeKind.COMPLETE:
         logger.info("Job %s %s succeeded in %.1f ms", job.name, job.id, ms, extra={**extra, "action": "job_succeeded"})
-    elif outcome.kind == "r":
+    elif outcome.kind == OutcomeKind.RETRY:
         logger.warning(
             "Job %s %s failed (attempt %d), retrying in %.1f s: %r", job.name, job.id, job.claimed.attempt, outcome.delay_ms / 1000, exc,
             extra={**extra, "action": "job_retrying", "retry_in": outcome.delay_ms / 1000},
         )
-    elif outcome.kind == "l":
+    elif outcome.kind == OutcomeKind.RATE_LIMITED:
         logger.info(
             "Job %s %s rate limited, running again in %.1f s%s", job.name, job.id, outcome.delay_ms / 1000,
             {"queue": " (the whole queue waits)", "key": " (its limit key waits)"}.get(outcome.value, ""),
             extra={**extra, "action": "job_rate_limited", "retry_in": outcome.delay_ms / 1000},
         )
-    elif outcome.kind == "x":
+    elif outcome.kind == OutcomeKind.CANCELLED:
         logger.info("Job %s %s cancelled", job.name, job.id, extra={**extra, "action": "job_cancelled"})
     else:
         logger.error("Job %s %s failed after %d attempt(s)", job.name, job.id, job.claimed.attempt, exc_info=exc, extra={**extra, "action": "job_failed"})
 
 
 #: Log level of each outcome kind.
-_OUTCOME_LEVEL = {"c": logging.INFO, "r": logging.WARNING, "x": logging.INFO, "f": logging.ERROR, "l": logging.INFO}
+_OUTCOME_LEVEL = {
+    OutcomeKind.COMPLETE: logging.INFO, OutcomeKind.RETRY: logging.WARNING, OutcomeKind.CANCELLED: logging.INFO,
+    OutcomeKind.FAIL: logging.ERROR, OutcomeKind.RATE_LIMITED: logging.INFO,
+}
 
 
 def _enter(job: RunningJob, prepared: Prepared) -> tuple[object, object | None, Prepared]:
@@ -386,17 +385,17 @@ def _finished(job: RunningJob, prepared: Prepared, outcome: Outcome, exc: BaseEx
         tracing.outcome(prepared.trace, outcome.kind, exc)
     if prepared.chain.logging:
         _log_outcome(job, outcome, exc)
-    if outcome.kind != "r" and outcome.kind != "l":
+    if outcome.kind != OutcomeKind.RETRY and outcome.kind != OutcomeKind.RATE_LIMITED:
         prepared.send(task_finished)
     kind = outcome.kind
-    if kind == "l":  # rate limited (RateLimited): it runs again later, like a retry
-        kind = "r"
-    signal = signals.job_succeeded if kind == "c" else signals.job_retrying if kind == "r" else signals.job_failed
+    if kind == OutcomeKind.RATE_LIMITED:  # rate limited (RateLimited): it runs again later, like a retry
+        kind = OutcomeKind.RETRY
+    signal = signals.job_succeeded if kind == OutcomeKind.COMPLETE else signals.job_retrying if kind == OutcomeKind.RETRY else signals.job_failed
     if signal.receivers:
         duration = max(0.0, time.monotonic() - job.started)
-        if kind == "c":
+        if kind == OutcomeKind.COMPLETE:
             signal.send(prepared.task, task_result=prepared.result, return_value=prepared.result._return_value, duration=duration)
-        elif kind == "r":
+        elif kind == OutcomeKind.RETRY:
             signal.send(prepared.task, task_result=prepared.result, exception=exc, duration=duration, delay=outcome.delay_ms / 1000)
         else:
             signal.send(prepared.task, task_result=prepared.result, exception=exc, duration=duration)

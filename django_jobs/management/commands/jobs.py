@@ -10,15 +10,16 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from django_jobs import serialization
 from django_jobs.conf import get_settings
 from django_jobs.engine import get_engine
+from django_jobs.engine.protocol import CANCEL_OUTCOMES, JobState, RetryCode
 from django_jobs.engine.queue import Engine
+from django_jobs.engine.record import JobView
 from django_jobs.exceptions import DjangoJobsError
 from django_jobs.tasks import ms_to_datetime
 
 #: States that hold jobs (``waiting_children`` is reserved for flows).
-LISTABLE = ("waiting", "scheduled", "active", "completed", "failed", "cancelled", "waiting_children")
+LISTABLE = tuple(JobState)
 #: Jobs per script call in bulk retry and purge (each call stays short for Redis).
 BATCH = 500
 
@@ -35,69 +36,53 @@ def _age(seconds: float | None) -> str:
     return f"{seconds / 86400:.1f}d"
 
 
-def _when(ms: str | None) -> str:
+def _when(ms: str | int | None) -> str:
     dt = ms_to_datetime(ms)
     return dt.isoformat(timespec="seconds") if dt else ""
 
 
-def _payload(data: dict[str, str]) -> dict[str, Any]:
-    try:
-        payload = serialization.loads(data.get("d", ""))
-        return payload if isinstance(payload, dict) else {}
-    except ValueError:
-        return {}
-
-
-def _errors(data: dict[str, str]) -> list[dict[str, str]]:
-    try:
-        errors = serialization.loads(data["err"]) if data.get("err") else []
-    except ValueError:
-        return []
-    return errors if isinstance(errors, list) else []
-
-
-def job_summary(job_id: str, data: dict[str, str]) -> dict[str, Any]:
+def job_summary(job_id: str, data: dict[str, str], queue: str = "") -> dict[str, Any]:
     """One job as a plain dict (the rows of ``list``)."""
-    payload = _payload(data)
+    return _summary(JobView.from_hash(queue, job_id, data))
+
+
+def _summary(view: JobView) -> dict[str, Any]:
     return {
-        "id": job_id,
-        "name": payload.get("n", "?"),
-        "state": data.get("s", ""),
-        "priority": int(data.get("p") or 0),
-        "attempts": int(data.get("a") or 0),
-        "enqueued_at": _when(data.get("e")),
-        "finished_at": _when(data.get("f")),
-        "due_at": _when(data.get("run")),
-        "worker": data.get("w", ""),
+        "id": view.id,
+        "name": view.name,
+        "state": view.state,
+        "priority": view.priority or 0,
+        "attempts": view.attempts,
+        "enqueued_at": _when(view.enqueued_ms),
+        "finished_at": _when(view.finished_ms),
+        "due_at": _when(view.due_ms),
+        "worker": view.worker,
     }
 
 
 def job_detail(queue: str, job_id: str, data: dict[str, str]) -> dict[str, Any]:
-    """One job with everything known about it (``show``)."""
-    payload = _payload(data)
-    result: Any = None
-    if data.get("r"):
-        try:
-            result = serialization.loads(data["r"])
-        except ValueError:
-            result = data["r"]
-    return {
-        **job_summary(job_id, data),
+    """One job with everything known about it (``show``); a corrupt hash lists its ``problems``."""
+    view = JobView.from_hash(queue, job_id, data)
+    detail = {
+        **_summary(view),
         "queue": queue,
-        "args": payload.get("a", []),
-        "kwargs": payload.get("k", {}),
-        "options": payload.get("o", {}),
-        "started_at": _when(data.get("st")),
-        "last_attempted_at": _when(data.get("la")),
-        "workers": serialization.loads(data["wk"]) if data.get("wk") else [],
-        "correlation_id": data.get("cid", ""),
-        "parent_id": data.get("par", ""),
-        "recoveries": int(data.get("rec") or 0),
-        "cancel_requested": data.get("cx") == "1",
-        "failure_reason": data.get("why", ""),
-        "result": result,
-        "errors": _errors(data),
+        "args": view.args,
+        "kwargs": view.kwargs,
+        "options": view.options,
+        "started_at": _when(view.started_ms),
+        "last_attempted_at": _when(view.last_started_ms),
+        "workers": view.workers,
+        "correlation_id": view.correlation_id,
+        "parent_id": view.parent_id,
+        "recoveries": view.recoveries,
+        "cancel_requested": view.cancel_requested,
+        "failure_reason": view.reason,
+        "result": view.result,
+        "errors": view.errors,
     }
+    if view.corrupt:
+        detail["problems"] = list(view.problems)
+    return detail
 
 
 def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
@@ -319,9 +304,9 @@ class Command(BaseCommand):
             job_id = options["job_id"]
             q, raw = self.find(job_id)
             code = self.engine.retry(q, [job_id])[0]
-            if code == 0:
+            if code == RetryCode.NOT_RETRYABLE:
                 raise CommandError(f"Job {job_id!r} is {raw.get('s')!r}; only failed or cancelled jobs can be retried.")
-            if code == 2:
+            if code == RetryCode.GUARDED:
                 raise CommandError(
                     f"Job {job_id!r} was not retried: another job holds its unique key now; retry it once that job is done."
                 )
@@ -338,7 +323,7 @@ class Command(BaseCommand):
         done = held = 0
         while ids := self.engine.finished_ids(q, "failed", limit=BATCH):
             codes = self.engine.retry(q, ids)
-            moved = sum(1 for c in codes if c == 1)
+            moved = sum(1 for c in codes if c == RetryCode.RETRIED)
             held = sum(1 for c in codes if c == 2)  # stay failed at the head of the line
             done += moved
             self.progress(done, total, "retried")
@@ -358,11 +343,12 @@ class Command(BaseCommand):
             return
         job_id = options["job_id"]
         q, raw = self.find(job_id)
-        self.confirm(f"Cancel job {job_id} ({_payload(raw).get('n', '?')}, {raw.get('s')}) in {q!r}?")
+        view = JobView.from_hash(q, job_id, raw)
+        self.confirm(f"Cancel job {job_id} ({view.name}, {view.state}) in {q!r}?")
         code = self.engine.cancel(q, job_id)
         if code < 0:
             raise CommandError(f"No job {job_id!r} in queue {q!r} (it may have been trimmed).")
-        outcome = {1: "cancelled", 2: "requested", 0: "finished"}[code]
+        outcome = CANCEL_OUTCOMES[code]
         messages = {
             "cancelled": f"Job {job_id} is cancelled; it will not run.",
             "requested": f"Job {job_id} is running; its worker was asked to stop it.",
@@ -460,7 +446,7 @@ class Command(BaseCommand):
         headers = ["worker", "host", "pid", "queues", "threads", "running", "processed", "up", "last beat"]
         self.emit(workers, lambda: table(rows, headers) if rows else "No live workers.")
 
-    # -- the database mirror (django_jobs/mirror.py) ---------------------------------------
+    # -- the database mirror (django_jobs/mirror/) -----------------------------------------
 
     def do_mirror(self, options: dict[str, Any]) -> None:
         from django_jobs import mirror
@@ -506,7 +492,7 @@ class Command(BaseCommand):
 
 def _flow_tree(job_id: str, raw: dict[str, str]) -> Any:
     """Return the flow tree of a job that is part of a flow (None for other jobs)."""
-    if not (raw.get("pb") or raw.get("kids")):
+    if not JobView.from_hash("", job_id, raw).in_flow:
         return None
     from django_jobs.flows import flow_tree
 

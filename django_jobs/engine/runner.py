@@ -1,0 +1,226 @@
+"""The script runner: the base of :class:`~django_jobs.engine.queue.Engine`.
+
+Holds the client, the key layout and the one registry of Lua scripts (every
+``lua/<name>.lua``, registered once at start-up), and sends every command: script calls
+(:meth:`ScriptRunner._run`, chunked and pipelined with :meth:`ScriptRunner._run_chunked`)
+and plain commands (:meth:`ScriptRunner._call`), mapping Redis errors to the exceptions of
+:mod:`django_jobs.exceptions`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import redis
+
+from django_jobs.conf import JobsSettings
+from django_jobs.engine.connection import build_client, safe_url
+from django_jobs.engine.keys import QueueKeys
+from django_jobs.engine.scripts import script_names, script_source
+from django_jobs.exceptions import RedisOutOfMemory, RedisUnavailable
+
+#: Attempts of a script call on a connection error before RedisUnavailable (scripts are replay-safe).
+SCRIPT_RETRIES = 3
+#: Longest single blocking wait on the marker keys, seconds.
+MAX_BLOCK = 30.0
+
+class _OwnConnection:
+    """A connection owned by one thread (and one process); closed when the thread ends."""
+
+    __slots__ = ("__weakref__", "conn", "pid")
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.pid = os.getpid()
+
+    def close(self) -> None:
+        if self.pid == os.getpid():
+            self.conn.disconnect()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001, S110 - interpreter shutdown
+            pass
+
+
+class ScriptRunner:
+    """Redis access for one process: a client, the key layout and the registered scripts."""
+
+    #: Job ids per script call of a bulk action (each call stays short; Redis serves others between).
+    BULK_CHUNK = 1000
+
+    def __init__(self, settings: JobsSettings, client: redis.Redis | None = None) -> None:
+        self.settings = settings
+        self.prefix = settings.prefix
+        self.client = client if client is not None else build_client(settings)
+        self._blocking: redis.Redis | None = None
+        self._keys: dict[str, QueueKeys] = {}
+        # The one registry: every script, registered once (no round trip: only the SHA1 is computed).
+        self._scripts = {name: self.client.register_script(script_source(name)) for name in script_names()}
+        self._lock = threading.Lock()
+        self._lane = threading.local()
+        self._owned: weakref.WeakSet[_OwnConnection] = weakref.WeakSet()
+        self.maxlen = settings.events_maxlen
+        self._limit_defaults: dict[str, tuple[int, int, int]] = {}
+        self._cluster: bool | None = None
+
+    def keys(self, queue: str) -> QueueKeys:
+        """Return the key names of ``queue``."""
+        keys = self._keys.get(queue)
+        if keys is None:
+            keys = self._keys[queue] = QueueKeys.build(self.prefix, queue)
+        return keys
+
+    @property
+    def target(self) -> str:
+        """A printable description of the Redis server (no password)."""
+        kw = self.client.connection_pool.connection_kwargs
+        if kw.get("path"):
+            return f"unix://{kw['path']}"
+        scheme = "rediss" if self.client.connection_pool.connection_class.__name__.startswith("SSL") else "redis"
+        return safe_url(f"{scheme}://{kw.get('host', 'localhost')}:{kw.get('port', 6379)}/{kw.get('db', 0)}")
+
+    def blocking_client(self) -> redis.Redis:
+        """Return a client for blocking waits (its socket timeout outlasts any wait)."""
+        with self._lock:
+            if self._blocking is None:
+                kwargs = dict(self.client.connection_pool.connection_kwargs)
+                # Longer than any wait, so a connection that died silently is noticed.
+                kwargs["socket_timeout"] = MAX_BLOCK + 10
+                kwargs.pop("health_check_interval", None)
+                pool = redis.ConnectionPool(
+                    connection_class=self.client.connection_pool.connection_class, **kwargs
+                )
+                self._blocking = redis.Redis(connection_pool=pool)
+            return self._blocking
+
+    # -- sending --------------------------------------------------------------------------
+
+    def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Call script ``name`` on this thread's own connection.
+
+        The hot path: EVALSHA straight on a connection owned by the calling thread, with no
+        pool checkout and no per-call wrappers. NOSCRIPT (cache flushed, failover) loads the
+        script and calls again; a connection error reconnects and sends the call again,
+        which the scripts make safe (replaying a request has the effect of once).
+        """
+        script = self._scripts[name]
+        lane = self._lane
+        pid = os.getpid()
+        for attempt in range(SCRIPT_RETRIES + 1):
+            own = getattr(lane, "own", None)
+            if own is None or own.pid != pid:
+                own = lane.own = _OwnConnection(self.client.connection_pool.make_connection())
+                self._owned.add(own)
+            conn = own.conn
+            try:
+                conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                try:
+                    return conn.read_response()
+                except redis.exceptions.NoScriptError:
+                    # EVAL sends the source and caches it: unlike SCRIPT LOAD + EVALSHA, it cannot
+                    # meet another flush in between (tests/chaos/test_redis_stalls.py).
+                    conn.send_command("EVAL", script.script, len(keys), *keys, *args)
+                    return conn.read_response()
+            except redis.ResponseError as exc:
+                raise self._response_error(exc) from exc
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                conn.disconnect()
+                if attempt == SCRIPT_RETRIES:
+                    raise RedisUnavailable(f"Cannot reach Redis at {self.target}: {exc}") from exc
+                time.sleep(0.05 * 2**attempt)
+        raise AssertionError("unreachable")
+
+    def _run_chunked(
+        self, name: str, keys: Sequence[str], head: Sequence[Any], items: Sequence[Any], *, width: int, chunk: int
+    ) -> list[Any]:
+        """Call script ``name`` once per ``chunk`` items, pipelined in one round trip; return the replies joined.
+
+        ``items`` is flat, ``width`` values per item; each call gets ``head`` and then its items.
+        One chunk is a plain :meth:`_run` call.
+        """
+        step = width * chunk
+        if len(items) <= step:
+            return list(self._run(name, keys, (*head, *items)))
+        script = self._scripts[name]
+
+        def send() -> list[Any]:
+            with self.client.pipeline(transaction=False) as pipe:
+                for start in range(0, len(items), step):
+                    script(keys=list(keys), args=[*head, *items[start : start + step]], client=pipe)
+                return list(pipe.execute())
+
+        return [reply for replies in self._call(send) for reply in replies]
+
+    def _bulk(self, name: str, keys: Sequence[str], head: Sequence[Any], job_ids: Sequence[str]) -> list[int]:
+        """Call script ``name`` once per :attr:`BULK_CHUNK` ids, pipelined: one round trip."""
+        if not job_ids:
+            return []
+        return [int(c) for c in self._run_chunked(name, keys, head, job_ids, width=1, chunk=self.BULK_CHUNK)]
+
+    def _call(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run a plain client command, translating connection errors."""
+        try:
+            return func(*args, **kwargs)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise RedisUnavailable(f"Cannot reach Redis at {self.target}: {exc}") from exc
+        except redis.ResponseError as exc:
+            raise self._response_error(exc) from exc
+
+    def _response_error(self, exc: redis.ResponseError) -> Exception:
+        """Return the typed error for an error reply (the reply itself when it has none)."""
+        if isinstance(exc, redis.exceptions.OutOfMemoryError) or str(exc).startswith("OOM"):
+            return RedisOutOfMemory(
+                f"Redis at {self.target} is out of memory (maxmemory reached, policy noeviction); "
+                "nothing was written. Lower retention (KEEP_COMPLETED / KEEP_FAILED) or raise maxmemory."
+            )
+        return exc
+
+    def _default_limits(self, queue: str) -> tuple[int, int, int]:
+        """Return the settings' (rate count, rate period ms, concurrency) of ``queue``; 0 = none."""
+        found = self._limit_defaults.get(queue)
+        if found is None:
+            options = self.settings.queues.get(queue, {})
+            rate = options.get("RATE_LIMIT")
+            count, period_ms = (rate.count, rate.period_ms) if rate is not None else (0, 1000)
+            found = self._limit_defaults[queue] = (count, period_ms, int(options.get("CONCURRENCY") or 0))
+        return found
+
+    # -- the server -----------------------------------------------------------------------
+
+    def ping(self) -> bool:
+        """Return True when Redis answers."""
+        try:
+            return bool(self.client.ping())
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise RedisUnavailable(f"Cannot reach Redis at {self.target}: {exc}") from exc
+
+    def server_time_ms(self) -> int:
+        """Return Redis' clock, ms."""
+        seconds, micros = self._call(self.client.time)
+        return int(seconds) * 1000 + int(micros) // 1000
+
+    def _is_cluster(self) -> bool:
+        """Return True when the server is a Redis Cluster node (asked once per engine)."""
+        cached = self._cluster
+        if cached is None:
+            try:
+                info = self._call(self.client.info, "cluster")
+            except redis.ResponseError:  # INFO refused (ACL, renamed command): not a Cluster we can see
+                info = {}
+            cached = self._cluster = bool(int(info.get("cluster_enabled", 0) or 0))
+        return cached
+
+    def close(self) -> None:
+        """Close this engine's connections, the script connections of every thread too."""
+        for own in list(self._owned):
+            own.close()
+        self.client.close()
+        if self._blocking is not None:
+            self._blocking.close()

@@ -1,0 +1,251 @@
+"""Streams: every read of the queues' ``events`` streams (XREAD, XREADGROUP, XRANGE...).
+
+- :class:`~django_jobs.events.QueueEvents` and ``JobResult.wait()``: :meth:`Streams.events_tip`,
+  :meth:`Streams.events_read` (blocking XREAD on the blocking client);
+- the database mirror (django_jobs/mirror/): a consumer group per queue, ``mirror_*``;
+- the admin's throughput: :meth:`Streams.throughput` (XRANGE by time).
+
+None of this changes a job: the streams are written by the scripts only.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from django_jobs.engine.runner import MAX_BLOCK, ScriptRunner
+from django_jobs.exceptions import EngineError, RedisUnavailable
+
+
+class MirrorGroupMissing(EngineError):
+    """The mirror's consumer group is missing on a queue's events stream (create it and read again)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorRead:
+    """What one :meth:`Streams.mirror_read` returned."""
+
+    entries: list[tuple[str, dict[str, str]]]
+    #: True when entries the group never read were trimmed away before this read.
+    gap: bool
+    #: The stream's last generated id (where to block from).
+    tip: str
+
+
+#: One stream entry: ``(entry id, fields)``.
+Entry = tuple[str, dict[str, str]]
+
+
+def stream_id_key(entry_id: str) -> tuple[int, int]:
+    """Return a stream entry id ``"<ms>-<seq>"`` as a sortable pair."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms or 0), int(seq or 0)
+
+
+def _pairs(fields: Any) -> dict[str, str]:
+    if isinstance(fields, dict):
+        return dict(fields)
+    return dict(zip(fields[::2], fields[1::2]))
+
+
+def _stream_entries(reply: Any) -> list[Entry]:
+    """Flatten an XREAD / XREADGROUP reply (RESP2 list or RESP3 dict) to ``[(entry id, fields)]``."""
+    if not reply:
+        return []
+    streams = reply.items() if isinstance(reply, dict) else reply
+    found: list[Entry] = []
+    for _key, entries in streams:
+        if entries and isinstance(entries[0], list) and len(entries) == 1 and isinstance(entries[0][0], list):
+            entries = entries[0]  # RESP3 wraps the entries once more
+        for entry_id, fields in entries:
+            found.append((entry_id, _pairs(fields) if fields else {}))
+    return found
+
+
+class Streams(ScriptRunner):
+    """Reads of the events streams."""
+
+    # -- QueueEvents and JobResult.wait() (django_jobs/events.py) -------------------------
+
+    def _events_call(self, queue: str, func: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise RedisUnavailable(f"Cannot read the events of {queue!r}: {exc}") from exc
+
+    def events_tip(self, queue: str) -> str:
+        """Return the id of the newest entry of ``queue``'s events stream (``"0-0"``: empty)."""
+        newest = self._events_call(queue, self.blocking_client().xrevrange, self.keys(queue).events, count=1)
+        return str(newest[0][0]) if newest else "0-0"
+
+    def events_read(self, queue: str, after: str, *, count: int, block_ms: int) -> list[Entry] | None:
+        """Read up to ``count`` entries of ``queue``'s events newer than ``after``.
+
+        Blocks up to ``block_ms`` ms for the first one (0: no wait; at most the blocking
+        client's socket timeout). Returns None when nothing came (as XREAD does).
+        """
+        reply = self._events_call(
+            queue, self.blocking_client().xread, {self.keys(queue).events: after}, count=count, block=block_ms or None
+        )
+        return _stream_entries(reply) if reply else None
+
+    # -- the admin ------------------------------------------------------------------------
+
+    def throughput(self, queue: str, *, seconds: float = 60.0) -> dict[str, int]:
+        """Count ``completed``, ``failed`` and ``retrying`` events of the last ``seconds``.
+
+        Read from the events stream by time (its ids are Redis ms), so the count stops at
+        what the stream still holds (``EVENTS_MAXLEN``).
+        """
+        k = self.keys(queue)
+        start = f"{self.server_time_ms() - int(seconds * 1000)}-0"
+        counts = {"completed": 0, "failed": 0, "retrying": 0}
+        while True:
+            batch = self._call(self.client.xrange, k.events, start, "+", count=10_000)
+            for _, fields in batch:
+                event = fields.get("e")
+                if event in counts:
+                    counts[event] += 1
+            if len(batch) < 10_000:
+                return counts
+            start = "(" + batch[-1][0]
+
+    # -- the database mirror --------------------------------------------------------------
+    # The mirror follows each queue's events stream with a consumer group and reads the job
+    # hashes for the current truth. None of this changes a job: plain stream and hash commands.
+
+    def mirror_ensure_group(self, queue: str, group: str) -> bool:
+        """Create consumer group ``group`` on the events stream of ``queue`` (from its start).
+
+        Returns True when the group was created, False when it existed already.
+        """
+        try:
+            self._call(self.client.xgroup_create, self.keys(queue).events, group, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" in str(exc):
+                return False
+            raise
+        return True
+
+    def mirror_read(self, queue: str, group: str, consumer: str, *, count: int) -> MirrorRead:
+        """Read up to ``count`` new entries of ``queue``'s events for ``consumer`` of ``group``.
+
+        One MULTI: the group's read count and the stream's added and kept counts are read
+        with the entries, so :attr:`MirrorRead.gap` says exactly whether entries the group
+        never saw were trimmed away (``MAXLEN``) before this read.
+
+        Raises:
+            MirrorGroupMissing: the group (or the stream) does not exist, e.g. after Redis lost its data.
+        """
+        key = self.keys(queue).events
+
+        def read() -> list[Any]:
+            with self.client.pipeline(transaction=True) as pipe:
+                pipe.execute_command("XINFO", "GROUPS", key)  # type: ignore[no-untyped-call]
+                pipe.execute_command("XINFO", "STREAM", key)  # type: ignore[no-untyped-call]
+                pipe.xreadgroup(group, consumer, {key: ">"}, count=count)
+                return list(pipe.execute(raise_on_error=False))
+
+        groups, stream, reply = self._call(read)
+        for item in (groups, stream, reply):
+            if isinstance(item, redis.ResponseError):
+                if "NOGROUP" in str(item) or "no such key" in str(item):
+                    raise MirrorGroupMissing(f"No mirror group on {key!r}.")
+                raise self._response_error(item)
+        mine = next((g for g in groups if g.get("name") == group), None)
+        if mine is None:
+            raise MirrorGroupMissing(f"No mirror group on {key!r}.")
+        # Trimming removes the oldest entries and a group reads in order. Entries the group
+        # never read are gone only when its last read entry is older than the oldest entry
+        # left, and more entries were removed than it read (the count is unknown for a new
+        # group, and only grows by what is read, so after a gap it may overstate: at worst
+        # one needless resync, never a missed gap).
+        removed = int(stream.get("entries-added") or 0) - int(stream.get("length") or 0)
+        read_so_far = mine.get("entries-read")
+        first = str(stream.get("recorded-first-entry-id") or "0-0")
+        behind = stream_id_key(str(mine.get("last-delivered-id") or "0-0")) < stream_id_key(first)
+        gap = behind and removed > 0 and (read_so_far is None or removed > int(read_so_far))
+        tip = str(stream.get("last-generated-id") or "0-0")
+        return MirrorRead(entries=_stream_entries(reply), gap=gap, tip=tip)
+
+    def mirror_pending(
+        self, queue: str, group: str, consumer: str, *, count: int, claim_idle_ms: int = 0
+    ) -> tuple[list[Entry], int]:
+        """Return entries read by ``group`` but never acknowledged, and how many were trimmed.
+
+        First this consumer's own pending entries (a restart under the same name); with
+        ``claim_idle_ms`` > 0 and none of its own, it takes over entries other consumers left
+        unacknowledged for that long (XAUTOCLAIM). Trimmed entries (their job is unknown) are
+        acknowledged here and counted, so the caller can resync the queue.
+        """
+        key = self.keys(queue).events
+        try:
+            reply = self._call(self.client.xreadgroup, group, consumer, {key: "0"}, count=count)
+        except redis.ResponseError as exc:
+            if "NOGROUP" in str(exc):
+                raise MirrorGroupMissing(f"No mirror group on {key!r}.") from exc
+            raise
+        entries = _stream_entries(reply)
+        gone = [entry_id for entry_id, fields in entries if not fields]
+        entries = [(entry_id, fields) for entry_id, fields in entries if fields]
+        if not entries and not gone and claim_idle_ms > 0:
+            raw = self._call(
+                self.client.execute_command, "XAUTOCLAIM", key, group, consumer, claim_idle_ms, "0-0", "COUNT", count
+            )
+            for item in raw[1] or ():
+                if item and item[0] and item[1]:
+                    entries.append((item[0], _pairs(item[1])))
+                elif item and item[0]:
+                    gone.append(item[0])
+            gone += list(raw[2] if len(raw) > 2 else ())
+        if gone:
+            self.mirror_ack(queue, group, gone)
+        return entries, len(gone)
+
+    def mirror_wait(self, tips: dict[str, str], timeout: float) -> bool:
+        """Block until an entry newer than ``tips[queue]`` reaches one of the queues' events streams.
+
+        Returns False after ``timeout`` seconds without one.
+        """
+        if not tips:
+            time.sleep(timeout)
+            return False
+        streams = {self.keys(queue).events: tip for queue, tip in tips.items()}
+        block = max(1, int(min(timeout, MAX_BLOCK) * 1000))
+        return bool(self._call(self.blocking_client().xread, streams, count=1, block=block))
+
+    def mirror_snapshot(self, queue: str, job_ids: Sequence[str]) -> tuple[str, list[dict[str, str]]]:
+        """Read the hashes of ``job_ids`` (empty dict: gone) and the events stream's newest id, in one MULTI.
+
+        The hashes hold exactly the effect of every event up to that id, which makes the id
+        a version: a snapshot with a larger one is never older.
+        """
+        k = self.keys(queue)
+
+        def read() -> list[Any]:
+            with self.client.pipeline(transaction=True) as pipe:
+                pipe.xrevrange(k.events, count=1)
+                for job_id in job_ids:
+                    pipe.hgetall(k.job(job_id))
+                return list(pipe.execute())
+
+        newest, *hashes = self._call(read)
+        return (newest[0][0] if newest else "0-0"), [h or {} for h in hashes]
+
+    def mirror_ack(self, queue: str, group: str, entry_ids: Sequence[str]) -> int:
+        """Acknowledge entries of ``queue``'s events stream for ``group``; returns how many were pending."""
+        if not entry_ids:
+            return 0
+        return int(self._call(self.client.xack, self.keys(queue).events, group, *entry_ids))
+
+    def mirror_group_info(self, queue: str, group: str) -> dict[str, Any] | None:
+        """Return XINFO GROUPS' record of ``group`` on ``queue`` (None: no such group)."""
+        try:
+            groups = self._call(self.client.execute_command, "XINFO", "GROUPS", self.keys(queue).events)
+        except redis.ResponseError:
+            return None
+        return next((dict(g) for g in groups if g.get("name") == group), None)

@@ -1,0 +1,351 @@
+"""Transitions: thin Python wrappers over the Lua scripts that change a job's state.
+
+Each method builds one script's KEYS and ARGV (see the header of ``lua/<name>.lua``) and
+returns its reply as plain values. Nothing here reads or writes Redis but through
+:meth:`~django_jobs.engine.runner.ScriptRunner._run` and its chunked form.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Self
+
+from django_jobs.engine.codes import raise_for_code
+from django_jobs.engine.runner import ScriptRunner
+
+#: How many due scheduled jobs one fetch promotes at most.
+PROMOTE_LIMIT = 1000
+#: How many expired leases one recovery call handles at most.
+RECOVER_LIMIT = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """A job about to be enqueued."""
+
+    id: str
+    data: str
+    priority: int = 0
+    run_at_ms: int = 0
+    delay_ms: int = 0
+    correlation_id: str = ""
+    parent_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Guard:
+    """The unique key and the limit key of a job being enqueued (docs/flow-control.md)."""
+
+    #: The unique key ("": none).
+    key: str = ""
+    #: "k" keep the guarded job (deduplicate) | "r" replace its arguments and run time (debounce).
+    mode: str = "k"
+    #: "s" guarded while waiting or scheduled | "f" also while active.
+    until: str = "s"
+    #: Throttle window, ms: the key stays taken this long after the enqueue (0: none).
+    window_ms: int = 0
+    #: The limit key ("": none), its concurrency (0: none) and rate (count 0: none).
+    limit_key: str = ""
+    limit_concurrency: int = 0
+    limit_rate: int = 0
+    limit_period_ms: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A job this worker holds a lease on."""
+
+    queue: str
+    id: str
+    token: str
+    data: str
+    attempt: int
+    enqueued_ms: int
+    correlation_id: str
+    parent_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The result of running a claimed job, to settle in Redis.
+
+    ``kind`` is an :class:`~django_jobs.engine.protocol.OutcomeKind`: ``"c"`` complete,
+    ``"r"`` retry, ``"f"`` fail or ``"x"`` cancelled.
+    """
+
+    id: str
+    token: str
+    kind: str
+    value: str = ""
+    delay_ms: int = 0
+    keep_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FetchResult:
+    """What one fetch call returned."""
+
+    jobs: list[Claimed]
+    next_due_ms: int
+    paused: bool
+    #: The count was cut to ``start_now`` because the queue has a concurrency limit in force.
+    limited: bool = False
+
+
+class Recovery(tuple[int, int]):
+    """``(recovered, failed)`` counts of one recovery call, with ``jobs``: ``[(job_id, what, correlation_id)]``."""
+
+    jobs: list[tuple[str, str, str]]
+
+    def __new__(cls, recovered: int, failed: int, jobs: list[tuple[str, str, str]]) -> Self:
+        self = super().__new__(cls, (recovered, failed))
+        self.jobs = jobs
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class FlowJob:
+    """One job of a flow for :meth:`Transitions.enqueue_flow`.
+
+    ``parent_queue`` is ``""`` for the root; ``policy`` is what the parent does when this job
+    fails (``""`` fail, ``"i"`` ignore, ``"r"`` remove the dependency); ``children`` lists
+    ``(queue, id, name)`` of the job's direct children (empty for a leaf); ``keep_ms`` is how
+    long the job is kept when a flow step fails or cancels it.
+    """
+
+    queue: str
+    job: NewJob
+    parent_queue: str = ""
+    policy: str = ""
+    keep_ms: int = 0
+    children: tuple[tuple[str, str, str], ...] = ()
+
+
+def _job_args(j: NewJob) -> list[Any]:
+    return [j.id, j.data, j.priority, j.run_at_ms, j.delay_ms, j.correlation_id, j.parent_id]
+
+
+class Transitions(ScriptRunner):
+    """Every state change of a job: one script call each (bulk ones chunked and pipelined)."""
+
+    # -- creating jobs --------------------------------------------------------------------
+
+    def enqueue(self, queue: str, jobs: Sequence[NewJob]) -> list[int]:
+        """Add jobs to ``queue`` in one call. Returns per job 1 waiting, 2 scheduled, 0 existed."""
+        k = self.keys(queue)
+        args: list[Any] = [k.job_prefix, self.maxlen]
+        for j in jobs:
+            args += _job_args(j)
+        return list(self._run("enqueue", (k.wait, k.scheduled, k.meta, k.events, k.marker), args))
+
+    def enqueue_many(self, queue: str, jobs: Sequence[NewJob], *, chunk: int = 500) -> list[int]:
+        """Add many jobs in one round trip: one script call per ``chunk`` jobs, pipelined.
+
+        Each call is short, so Redis serves other clients between chunks.
+        """
+        if len(jobs) <= chunk:
+            return self.enqueue(queue, jobs)
+        k = self.keys(queue)
+        args: list[Any] = []
+        for j in jobs:
+            args += _job_args(j)
+        return self._run_chunked(
+            "enqueue", (k.wait, k.scheduled, k.meta, k.events, k.marker), (k.job_prefix, self.maxlen), args, width=7, chunk=chunk
+        )
+
+    def enqueue_guarded(self, queue: str, jobs: Sequence[tuple[NewJob, Guard]]) -> list[tuple[int, str]]:
+        """Add jobs that carry a unique key and/or a limit key in one call; per job ``(code, job id)``.
+
+        Codes (:class:`~django_jobs.engine.protocol.EnqueueCode`): 1 created waiting, 2 created
+        scheduled, 0 id existed, 3 deduplicated, 4 replaced (the id is then the guarded job's;
+        see enqueue_guarded.lua).
+        """
+        k = self.keys(queue)
+        args: list[Any] = [k.job_prefix, self.maxlen, k.unique_prefix, k.limit_prefix]
+        for j, u in jobs:
+            args += [*_job_args(j), u.key, u.mode, u.until, u.window_ms,
+                     u.limit_key, u.limit_concurrency, u.limit_rate, u.limit_period_ms]
+        raw = self._run("enqueue_guarded", (k.wait, k.scheduled, k.meta, k.events, k.marker), args)
+        return [(int(raw[i]), str(raw[i + 1])) for i in range(0, len(raw), 2)]
+
+    def enqueue_flow(self, jobs: Sequence[FlowJob]) -> int:
+        """Create a whole flow in one script call: 1 created, 0 a job of it existed (nothing written).
+
+        A flow may span queues: its script touches the keys of each, which needs a single
+        Redis server. Against a Redis Cluster, a flow over several queues raises
+        :class:`~django_jobs.exceptions.ConfigurationError` before anything is written.
+        """
+        if len({j.queue for j in jobs}) > 1 and self._is_cluster():
+            from django_jobs.exceptions import ConfigurationError
+
+            raise ConfigurationError(
+                "This Redis is a Cluster: a flow over several queues "
+                f"({', '.join(sorted({j.queue for j in jobs}))}) cannot be created atomically. "
+                "Put the whole flow on one queue, or use a single Redis server."
+            )
+        args: list[Any] = [self.maxlen]
+        for j in jobs:
+            n = j.job
+            args += [
+                self.keys(j.queue).base, n.id, n.data, n.priority, n.run_at_ms, n.delay_ms, n.correlation_id,
+                n.parent_id, self.keys(j.parent_queue).base if j.parent_queue else "", j.policy, j.keep_ms,
+                json.dumps([[self.keys(q).base, i, q, name] for q, i, name in j.children]) if j.children else "",
+            ]
+        return int(self._run("flow_enqueue", (), args))
+
+    # -- running jobs ---------------------------------------------------------------------
+
+    def fetch(self, queue: str, count: int, *, lease_ms: int, worker_id: str, start_now: int | None = None) -> FetchResult:
+        """Promote due jobs and claim up to ``count`` waiting jobs of ``queue``.
+
+        ``start_now``: how many of them the caller can start at once (its free threads); a
+        queue with a concurrency limit in force claims no more than that (see fetch.lua).
+        """
+        k = self.keys(queue)
+        raw = self._run(
+            "fetch",
+            (k.wait, k.scheduled, k.active, k.meta, k.events, k.marker, k.rate),
+            (k.job_prefix, self.maxlen, count, lease_ms, worker_id, PROMOTE_LIMIT, *self._default_limits(queue),
+             *(() if start_now is None else (max(0, start_now),))),
+        )
+        jobs = [
+            Claimed(queue, raw[i], str(raw[i + 1]), raw[i + 2], int(raw[i + 3]), int(raw[i + 4] or 0), raw[i + 5], raw[i + 6])
+            for i in range(2, len(raw), 7)
+        ]
+        return FetchResult(jobs=jobs, next_due_ms=int(raw[0]), paused=raw[1] == 1, limited=raw[1] == 2)
+
+    def claim(self, queue: str, job_id: str, *, lease_ms: int, worker_id: str) -> Claimed | None:
+        """Claim job ``job_id`` now if it is waiting or scheduled (None otherwise).
+
+        Raises:
+            JobNotFound: no such job in ``queue``.
+        """
+        k = self.keys(queue)
+        raw = self._run(
+            "claim",
+            (k.wait, k.scheduled, k.active, k.meta, k.events, k.job(job_id)),
+            (job_id, self.maxlen, lease_ms, worker_id),
+        )
+        if isinstance(raw, int):
+            raise_for_code(raw, job_id)
+            return None
+        token, data, attempt, enqueued, cid, parent = raw
+        return Claimed(queue, job_id, str(token), data, int(attempt), int(enqueued or 0), cid, parent)
+
+    def settle(self, queue: str, outcomes: Sequence[Outcome]) -> list[int]:
+        """Apply outcomes of active jobs in one call; one code per outcome (see settle.lua)."""
+        k = self.keys(queue)
+        c_age, c_count = self.settings.keep(queue, "COMPLETED")
+        f_age, f_count = self.settings.keep(queue, "FAILED")
+        args: list[Any] = [k.job_prefix, self.maxlen, int(c_age * 1000), c_count, int(f_age * 1000), f_count]
+        for o in outcomes:
+            args += [o.id, o.token, o.kind, o.value, o.delay_ms, o.keep_ms]
+        return list(
+            self._run(
+                "settle",
+                (k.active, k.wait, k.scheduled, k.completed, k.failed, k.cancelled, k.meta, k.events, k.marker),
+                args,
+            )
+        )
+
+    def renew(self, queue: str, leases: Iterable[tuple[str, str]], *, lease_ms: int) -> tuple[list[str], list[str]]:
+        """Extend leases; return (lost job ids, job ids with a cancel request)."""
+        k = self.keys(queue)
+        args: list[Any] = [k.job_prefix, lease_ms]
+        for job_id, token in leases:
+            args += [job_id, token]
+        lost, cancel = self._run("renew", (k.active,), args)
+        return list(lost), list(cancel)
+
+    def set_progress(self, queue: str, job_id: str, token: str, progress_json: str) -> int:
+        """Record the progress of a running job (fenced by its lease token): 1, or -1 / -3 (see progress.lua)."""
+        k = self.keys(queue)
+        return int(self._run("progress", (k.job(job_id), k.events), (job_id, token, progress_json, self.maxlen)))
+
+    def recover(self, queue: str, *, now_ms: int = 0, limit: int = RECOVER_LIMIT) -> Recovery:
+        """Return expired leases to waiting; returns (recovered, failed as worker_lost).
+
+        The result's ``jobs`` lists ``(job_id, what, correlation_id)`` for each job handled,
+        ``what`` being ``"stalled"`` (back to waiting), ``"failed"`` or ``"cancelled"`` (a cancel
+        was requested).
+        """
+        k = self.keys(queue)
+        f_age, _ = self.settings.keep(queue, "FAILED")
+        recovered, failed, _cancelled, flat = self._run(
+            "recover",
+            (k.active, k.wait, k.failed, k.meta, k.events, k.marker, k.cancelled, k.scheduled),
+            (k.job_prefix, self.maxlen, self.settings.max_recoveries, limit, int(f_age * 1000), now_ms),
+        )
+        return Recovery(int(recovered), int(failed), list(zip(flat[::3], flat[1::3], flat[2::3])))
+
+    def release(self, queue: str, leases: Iterable[tuple[str, str]]) -> int:
+        """Put unfinished active jobs back to waiting (shutdown); returns how many."""
+        k = self.keys(queue)
+        f_age, _ = self.settings.keep(queue, "FAILED")
+        args: list[Any] = [k.job_prefix, self.maxlen, int(f_age * 1000)]
+        for job_id, token in leases:
+            args += [job_id, token]
+        return int(self._run("release", (k.active, k.wait, k.meta, k.events, k.marker, k.cancelled, k.scheduled), args))
+
+    # -- operator actions (one job or many) -----------------------------------------------
+
+    def cancel(self, queue: str, job_id: str) -> int:
+        """Cancel a job: 1 cancelled, 2 cancel requested (running), 0 finished, -1 unknown."""
+        k = self.keys(queue)
+        f_age, _ = self.settings.keep(queue, "FAILED")
+        return int(
+            self._run(
+                "cancel",
+                (k.wait, k.scheduled, k.cancelled, k.events, k.job(job_id)),
+                (job_id, self.maxlen, int(f_age * 1000)),
+            )
+        )
+
+    def cancel_many(self, queue: str, job_ids: Sequence[str]) -> list[int]:
+        """Cancel many jobs of ``queue``; one code per id, as :meth:`cancel` (see cancel_many.lua)."""
+        k = self.keys(queue)
+        f_age, _ = self.settings.keep(queue, "FAILED")
+        return self._bulk(
+            "cancel_many", (k.wait, k.scheduled, k.cancelled, k.events), (k.job_prefix, self.maxlen, int(f_age * 1000)), job_ids
+        )
+
+    def retry(self, queue: str, job_ids: Sequence[str]) -> list[int]:
+        """Move failed or cancelled jobs back to waiting with their attempts reset.
+
+        One code per id: 1 retried, 0 not failed or cancelled, -1 unknown, 2 not retried because
+        another job now guards its unique key (see retry.lua). A retried job with a unique key
+        takes the key back.
+        """
+        return self.retry_many(queue, job_ids)
+
+    def retry_many(self, queue: str, job_ids: Sequence[str]) -> list[int]:
+        """Like :meth:`retry`, for any number of ids: one script call per 1,000, pipelined."""
+        k = self.keys(queue)
+        return self._bulk("retry", (k.wait, k.failed, k.cancelled, k.meta, k.events, k.marker), (k.job_prefix, self.maxlen), job_ids)
+
+    def delete_jobs(self, queue: str, job_ids: Sequence[str]) -> list[int]:
+        """Delete jobs of ``queue`` that are not running; one code per id (see delete.lua).
+
+        1 deleted, 0 not deleted (running, or an unfinished child of a flow: cancel it first),
+        -1 unknown. Deleting a flow parent that waits for its children cancels them first.
+        """
+        k = self.keys(queue)
+        return self._bulk(
+            "delete", (k.wait, k.scheduled, k.completed, k.failed, k.cancelled, k.events, k.waiting_children),
+            (k.job_prefix, self.maxlen), job_ids,
+        )
+
+    #: States ``purge`` may delete.
+    PURGEABLE = ("completed", "failed", "cancelled")
+
+    def purge(self, queue: str, state: str, *, limit: int = 500) -> int:
+        """Delete up to ``limit`` jobs of ``queue`` in ``state`` (completed, failed or cancelled).
+
+        Returns how many were deleted; call again until it returns 0.
+        """
+        if state not in self.PURGEABLE:
+            raise ValueError(f"Only finished jobs can be purged ({', '.join(self.PURGEABLE)}), not {state!r}.")
+        k = self.keys(queue)
+        return int(self._run("purge", (k.state_set(state),), (k.job_prefix, limit)))

@@ -1,0 +1,253 @@
+"""The mirror's consumer: follow each queue's events stream and write the changed jobs' rows."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+
+from django.db import connections, router, transaction
+
+from django_jobs.conf import get_settings
+from django_jobs.engine import get_engine
+from django_jobs.engine.keys import MIRROR_GROUP
+from django_jobs.engine.streams import MirrorGroupMissing, stream_id_key
+from django_jobs.exceptions import ConfigurationError
+from django_jobs.mirror.maintenance import prune, resync_queue
+from django_jobs.mirror.rows import (
+    _advance_cursor,
+    _model,
+    _upsert_safely,
+    _write_gone,
+    row_from_hash,
+    version_of,
+)
+
+logger = logging.getLogger("django_jobs.mirror")
+
+#: Events after which a job never changes again.
+FINAL_EVENTS = frozenset({"completed", "failed", "cancelled"})
+#: The event of a job deleted through the engine (``delete.lua``): its row is deleted too.
+DELETED_EVENT = "deleted"
+#: Longest wait for new events before the loop looks around (stop flag, prune), seconds.
+IDLE_WAIT = 1.0
+#: After a batch smaller than ``BATCH``, wait this long (seconds) for more events before the
+#: next read: a short job's waiting, active and completed events then land in one batch and
+#: the job is written once, not three times (the mirror's CPU per job falls by about half,
+#: its lag grows by at most this much).
+LINGER = 0.1
+#: The largest share of one CPU core the mirror loop uses: after a batch that took ``c``
+#: seconds of CPU it rests ``c * (1 / share - 1)``. When jobs saturate the CPU, the workers
+#: keep the rest and the mirror falls behind, catching up once the burst is over. At 1,000
+#: jobs/s the mirror needs 0.1 to 0.3 of a core on the benchmark VM: 0.25 cost the lag target
+#: there (p50 1.6 s), 0.5 keeps it (bench --mirror, docs/mirror.md#lag-and-cost).
+MAX_CPU_SHARE = 0.5
+#: Jobs whose last written version a mirror remembers, to skip events its rows already include.
+WRITTEN_CACHE = 100_000
+
+
+class Mirror:
+    """Follow the events of ``queues`` (default: every configured queue) and write rows.
+
+    :meth:`step` handles one batch per queue; :meth:`run` loops until told to stop, waiting
+    for new events without polling, retrying with backoff while Redis or the database is
+    down, and pruning old rows every ``MIRROR["PRUNE_INTERVAL"]`` seconds.
+
+    ``consumer`` names this reader in the consumer group; it defaults to the host name, so a
+    mirror restarted on the same host re-reads what it left unacknowledged at once (others'
+    leftovers are taken over after ``MIRROR["CLAIM_AFTER"]`` seconds).
+    """
+
+    def __init__(self, queues: Iterable[str] | None = None, *, consumer: str = "", using: str | None = None) -> None:
+        settings = get_settings()
+        self.queues = list(queues) if queues else settings.queue_names
+        unknown = [q for q in self.queues if q not in settings.queues]
+        if unknown:
+            raise ConfigurationError(
+                f"Unknown queue(s) {', '.join(map(repr, unknown))}. Configured: {', '.join(settings.queue_names)}."
+            )
+        self.batch = int(settings.mirror["BATCH"])
+        self.claim_after = float(settings.mirror["CLAIM_AFTER"])
+        self.prune_interval = float(settings.mirror["PRUNE_INTERVAL"])
+        self.linger = LINGER
+        self.max_cpu_share = MAX_CPU_SHARE
+        self.consumer = consumer or f"mirror@{socket.gethostname()}"
+        self.using = using or router.db_for_write(_model())
+        self.resyncs = 0  #: queues resynced because events were trimmed before they were read
+        self._ready: set[str] = set()
+        self._resync: set[str] = set()
+        self._tips: dict[str, str] = {}
+        self._claim_at = 0.0
+        self._read = 0
+        #: job id -> version of the snapshot this mirror last committed for it (most recent last).
+        self._written: OrderedDict[str, int] = OrderedDict()
+        self.skipped = 0  #: events skipped because a row already written includes them
+
+    def _ensure(self, queue: str) -> None:
+        if queue not in self._ready:
+            get_engine().mirror_ensure_group(queue, MIRROR_GROUP)
+            self._ready.add(queue)
+
+    def step(self) -> int:
+        """Handle one batch of events per queue; return the number of rows written.
+
+        Unacknowledged entries come first (this consumer's own, then, every
+        ``CLAIM_AFTER`` / 2 seconds, those other consumers left for ``CLAIM_AFTER``).
+        """
+        written = 0
+        self._read = 0
+        claim = time.monotonic() >= self._claim_at
+        if claim:
+            self._claim_at = time.monotonic() + self.claim_after / 2
+        for queue in self.queues:
+            written += self._step_queue(queue, claim)
+        return written
+
+    def _step_queue(self, queue: str, claim: bool) -> int:
+        engine = get_engine()
+        self._ensure(queue)
+        gap = False
+        try:
+            claim_ms = int(self.claim_after * 1000) if claim else 0
+            entries, trimmed = engine.mirror_pending(queue, MIRROR_GROUP, self.consumer, count=self.batch, claim_idle_ms=claim_ms)
+            gap = trimmed > 0
+            if not entries:
+                read = engine.mirror_read(queue, MIRROR_GROUP, self.consumer, count=self.batch)
+                self._tips[queue] = read.tip
+                entries, gap = read.entries, gap or read.gap
+        except MirrorGroupMissing:
+            # Redis lost the stream (restart without persistence, FLUSHALL): start over.
+            logger.warning("Mirror: the events stream of %r has no mirror group; creating it and resyncing", queue)
+            self._ready.discard(queue)
+            self._ensure(queue)
+            entries, gap = [], True
+        written = 0
+        if gap:
+            logger.warning(
+                "Mirror: events of queue %r were trimmed (EVENTS_MAXLEN) before the mirror read them; resyncing it",
+                queue, extra={"action": "mirror_gap"},
+            )
+            self.resyncs += 1
+            # Remembered until the resync succeeds: the read that saw the gap moved the group
+            # past it, so a resync that fails (database down) must be retried from here.
+            self._resync.add(queue)
+        if queue in self._resync:
+            written += resync_queue(queue, using=self.using, batch=self.batch)
+            self._resync.discard(queue)
+        self._read += len(entries)
+        if entries:
+            written += self.apply(queue, entries)
+        return written
+
+    def apply(self, queue: str, entries: Sequence[tuple[str, dict[str, str]]]) -> int:
+        """Write the jobs named by ``entries`` (stream entries of ``queue``), then acknowledge them."""
+        engine = get_engine()
+        jobs: dict[str, None] = {}
+        final: dict[str, tuple[str, str]] = {}
+        written = self._written
+        for entry_id, fields in entries:
+            job_id = fields.get("j")
+            if not job_id:
+                continue  # not one of ours: acknowledged, ignored
+            seen = written.get(job_id)
+            if seen is not None and version_of(entry_id) <= seen:
+                # A snapshot this mirror wrote already holds this event's effect (common when
+                # catching up: the first event's read finds the job finished).
+                self.skipped += 1
+                continue
+            jobs[job_id] = None
+            if fields.get("e") in FINAL_EVENTS or fields.get("e") == DELETED_EVENT:
+                final[job_id] = (entry_id, fields["e"])
+        ids = list(jobs)
+        tip, hashes = engine.mirror_snapshot(queue, ids) if ids else ("0-0", [])
+        version = version_of(tip)
+        rows = [row_from_hash(queue, job_id, data, version) for job_id, data in zip(ids, hashes) if data]
+        gone = {job_id: final[job_id] for job_id, data in zip(ids, hashes) if not data and job_id in final}
+        # Deleted through the engine (the admin's delete): the row goes too.
+        dropped = [job_id for job_id, (_entry, event) in gone.items() if event == DELETED_EVENT]
+        for job_id in dropped:
+            del gone[job_id]
+        newest = max((entry_id for entry_id, _ in entries), key=stream_id_key)
+        with transaction.atomic(using=self.using):
+            _upsert_safely(rows, using=self.using)
+            _write_gone(queue, gone, using=self.using)
+            if dropped:
+                _model().objects.using(self.using).filter(job_id__in=dropped).delete()
+            _advance_cursor(queue, newest, using=self.using)
+        for row in rows:
+            written[row["job_id"]] = version
+            written.move_to_end(row["job_id"])
+        while len(written) > WRITTEN_CACHE:
+            written.popitem(last=False)
+        # Only now: a crash before this line leaves the entries pending, to be read again.
+        engine.mirror_ack(queue, MIRROR_GROUP, [entry_id for entry_id, _ in entries])
+        return len(rows) + len(gone) + len(dropped)
+
+    def drain(self) -> int:
+        """Handle batches until no queue has unread or unacknowledged events; return rows written."""
+        written = 0
+        while True:
+            written += self.step()
+            if not self._read:
+                return written
+
+    def run(self, should_stop: Callable[[], bool]) -> None:
+        """Mirror until ``should_stop()`` returns True (checked at least every second)."""
+        try:
+            self._run(should_stop)
+        finally:
+            connections[self.using].close()  # this thread's connection
+
+    def _run(self, should_stop: Callable[[], bool]) -> None:
+        errors = 0
+        from django_jobs.outage import OutageLog
+
+        outage = OutageLog(logger, "Mirror")
+        prune_at = time.monotonic()
+        while not should_stop():
+            try:
+                cpu = time.process_time()
+                self.step()
+                cpu = time.process_time() - cpu
+                if time.monotonic() >= prune_at:
+                    prune_at = time.monotonic() + self.prune_interval
+                    pruned = prune(using=self.using)
+                    if pruned:
+                        logger.info("Mirror: pruned %d finished job rows", pruned, extra={"action": "mirror_pruned"})
+                if not self._read:
+                    get_engine().mirror_wait(self._tips, IDLE_WAIT)
+                else:
+                    # Linger after a partial batch (coalesce a job's events); after any batch,
+                    # rest long enough that the mirror uses at most MAX_CPU_SHARE of a core.
+                    pause = self.linger if self._read < self.batch * len(self.queues) else 0.0
+                    pause = max(pause, cpu * (1 / self.max_cpu_share - 1) if self.max_cpu_share < 1 else 0.0)
+                    until = time.monotonic() + min(pause, IDLE_WAIT)
+                    while not should_stop() and time.monotonic() < until:
+                        time.sleep(min(0.05, max(0.001, until - time.monotonic())))
+                if errors:
+                    logger.info("Mirror: working again after %d failed attempt(s)", errors)
+                errors = 0
+                outage.ok()
+            except Exception as exc:  # noqa: BLE001 - Redis or the database down: retry, nothing was acknowledged
+                errors += 1
+                connections[self.using].close()
+                delay = min(5.0, 0.1 * 2 ** min(errors, 6))
+                outage.failed(exc, delay)  # one line per Redis outage, not a traceback per retry
+                until = time.monotonic() + delay
+                while not should_stop() and time.monotonic() < until:
+                    time.sleep(min(0.1, delay))
+
+
+def mirror_once(queues: Iterable[str] | None = None) -> int:
+    """Write every event not yet mirrored into the database; return the number of rows written.
+
+    For tests, the admin's "refresh" and scripts; ``runworkers`` runs the mirror continuously.
+
+    >>> mirror_once(["default"])  # doctest: +SKIP
+    3
+    """
+    return Mirror(queues).drain()
+
+

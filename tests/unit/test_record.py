@@ -1,0 +1,95 @@
+"""engine/record.py: one decoding of a job hash, one policy for bad data (never raises, flags it).
+
+The hashes are real: written to and read back from the test Redis server.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from django_jobs.engine.protocol import JobState
+from django_jobs.engine.queue import NewJob
+from django_jobs.engine.record import JobView, decode_payload, encode_payload
+
+
+def test_a_payload_round_trips_through_encode_and_decode():
+    data = encode_payload("app.jobs.add", "[1,2]", '{"x":"é"}', '{"at":3}')
+    assert json.loads(data) == {"v": 1, "n": "app.jobs.add", "a": [1, 2], "k": {"x": "é"}, "o": {"at": 3}}
+    payload = decode_payload(data)
+    assert (payload.name, payload.args, payload.kwargs, payload.options, payload.problem) == (
+        "app.jobs.add", [1, 2], {"x": "é"}, {"at": 3}, "",
+    )
+    assert decode_payload(payload.with_options(cr="all")).options == {"at": 3, "cr": "all"}
+    assert encode_payload("n", "[]", "{}") == '{"v":1,"n":"n","a":[],"k":{}}'
+
+
+def test_a_job_written_by_the_engine_decodes_clean(engine):
+    data = encode_payload("app.jobs.add", "[2,3]", "{}")
+    assert engine.enqueue("default", [NewJob(id="ok", data=data, priority=7, correlation_id="cid-1")]) == [1]
+    view = JobView.from_hash("default", "ok", engine.get_job("default", "ok"))
+    assert not view.corrupt and view.problems == ()
+    assert (view.queue, view.id, view.state, view.name, view.args, view.priority) == ("default", "ok", JobState.WAITING, "app.jobs.add", [2, 3], 7)
+    assert view.correlation_id == "cid-1" and view.attempts == 0 and view.enqueued_ms and view.raw_payload == ""
+    assert view.raw["p"] == "7"
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem", "check"),
+    [
+        ({"d": "{not json"}, "payload is not JSON", lambda v: (v.name, v.args, v.raw_payload) == ("?", [], "{not json")),
+        ({"d": '{"v":1,"n":5}'}, "payload has no job name", lambda v: v.name == "?" and v.raw_payload == '{"v":1,"n":5}'),
+        ({"d": '{"v":1,"n":"x","a":{}}'}, "payload fields have the wrong types", lambda v: v.args == [] and v.kwargs == {}),
+        ({"d": "[1]"}, "payload is not a JSON object", lambda v: v.name == "?"),
+        ({"p": "high"}, "field 'p' is not an integer: 'high'", lambda v: v.priority is None),
+        ({"a": "1.5"}, "field 'a' is not an integer", lambda v: v.attempts == 0),
+        ({"e": "yesterday"}, "field 'e' is not an integer", lambda v: v.enqueued_ms is None),
+        ({"err": "[{"}, "field 'err' is not JSON", lambda v: v.errors == []),
+        ({"err": '{"a":1}'}, "field 'err' is not a JSON list", lambda v: v.errors == []),
+        ({"err": '["boom", {"exception_class_path": "E"}]'}, "field 'err' holds entries that are not objects",
+         lambda v: v.errors == [{"exception_class_path": "E"}] and v.last_error == {"exception_class_path": "E"}),
+        ({"wk": "w1"}, "field 'wk' is not JSON", lambda v: v.workers == []),
+        ({"r": "{oops"}, "field 'r' is not JSON", lambda v: v.result is None and v.result_json == "{oops"),
+        ({"pg": "nan%"}, "field 'pg' is not JSON", lambda v: v.progress is None),
+        ({"kids": '[["b", "c1"]]'}, "field 'kids' holds a malformed child", lambda v: v.children == ()),
+    ],
+)
+def test_a_corrupt_field_is_flagged_with_its_reason_never_raised(engine, r, fields, problem, check):
+    good = encode_payload("app.jobs.add", "[1]", "{}")
+    assert engine.enqueue("default", [NewJob(id="bad", data=good)]) == [1]
+    r.hset(engine.keys("default").job("bad"), mapping=fields)  # as a hand edit or another program would
+    view = JobView.from_hash("default", "bad", engine.get_job("default", "bad"))
+    assert view.corrupt
+    assert any(problem in p for p in view.problems), view.problems
+    assert check(view)
+    assert view.state == "waiting", "the other fields still decode"
+    for name, value in fields.items():
+        assert view.raw[name] == value, "the hash as read is kept"
+
+
+def test_a_missing_hash_gives_an_empty_record_not_an_error():
+    view = JobView.from_hash("default", "gone", {})
+    assert (view.state, view.name, view.priority, view.corrupt) == ("", "?", None, True)
+    assert view.problems == ("payload is not JSON (Expecting value: line 1 column 1 (char 0))",)
+
+
+def test_flow_fields_decode_children_and_how_they_ended(engine, r):
+    key = engine.keys("default").job("parent")
+    r.hset(key, mapping={
+        "d": encode_payload("app.jobs.parent", "[]", "{}"), "s": "waiting_children",
+        "kids": json.dumps([["djj:{default}:", "c1", "default", "app.jobs.a"], ["djj:{default}:", "c2", "default", "app.jobs.b"]]),
+        "c:c1": '{"s":"completed","r":4}', "c:c2": "{broken",
+    })
+    view = JobView.from_hash("default", "parent", engine.get_job("default", "parent"))
+    assert view.in_flow and view.state == JobState.WAITING_CHILDREN
+    assert [c[1] for c in view.children] == ["c1", "c2"]
+    assert dict(view.child_ends["c1"]) == {"s": "completed", "r": 4}
+    assert "c2" not in view.child_ends and view.problems == ("field 'c:c2' is not JSON",)
+
+
+def test_the_record_is_frozen():
+    view = JobView.from_hash("default", "x", {"s": "completed"})
+    with pytest.raises(AttributeError):
+        view.state = "failed"  # type: ignore[misc]
+    assert view.is_finished
