@@ -7,6 +7,10 @@ class DjangoJobsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # Imported for what importing does: the system checks register themselves, and
-        # job_enqueued is connected to django.tasks' task_enqueued.
-        from django_jobs import checks, signals  # noqa: F401
+        from django_jobs import (
+            checks,  # noqa: F401 - registers the system checks
+            problems,  # registers the middleware checks
+            signals,  # noqa: F401 - connects job_enqueued to django.tasks' task_enqueued
+        )
+
+        problems.log_at_startup()  # a web process logs each settings problem once (runworkers refuses them)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from django.db import transaction
 
-from django_jobs import registry, runtime, serialization
+from django_jobs import registry, runtime, serialization, tracing
 from django_jobs.backoff import validate_backoff
 from django_jobs.compat import (
     BaseTaskBackend,
@@ -24,9 +26,16 @@ from django_jobs.engine import get_engine
 from django_jobs.engine.protocol import EnqueueCode, JobState
 from django_jobs.engine.queue import NewJob
 from django_jobs.engine.record import JobView, encode_payload
-from django_jobs.exceptions import InvalidJob
+from django_jobs.exceptions import ConfigurationError, InvalidArguments, InvalidJob
 from django_jobs.limits import guard_for_call, has_guard
-from django_jobs.tasks import STATE_TO_STATUS, JobResult, JobTask, ms_to_datetime, time_ms
+from django_jobs.tasks import (
+    STATE_TO_STATUS,
+    JobResult,
+    JobTask,
+    declaring,
+    ms_to_datetime,
+    time_ms,
+)
 
 #: Jobs per enqueue script call in a bulk enqueue (keeps each call short for Redis).
 BULK_CHUNK = 500
@@ -39,6 +48,47 @@ def new_job_id() -> str:
 
 #: The id of the job running in this context ('' outside jobs): the parent of what it enqueues.
 current_job_id = runtime.current_job_id
+
+
+@functools.cache
+def _signature(func: Any) -> inspect.Signature:
+    return inspect.signature(func)
+
+
+@functools.cache
+def _plain_names(func: Any) -> tuple[str, ...] | None:
+    """Return the parameter names of ``func`` when all are plain and required (the fast path), else None."""
+    params = _signature(func).parameters.values()
+    if all(p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD and p.default is inspect.Parameter.empty for p in params):
+        return tuple(p.name for p in params)
+    return None
+
+
+def bind_arguments(task: Any, args: Sequence[Any], kwargs: Mapping[str, Any], *, where: str = "", leading: int = 0) -> None:
+    """Check that ``args``/``kwargs`` fit ``task``'s function, as calling it would.
+
+    ``leading`` counts arguments the worker passes first (a flow parent's children results);
+    a task that takes its context gets one more.
+
+    Raises:
+        InvalidArguments: they do not fit (also a :class:`TypeError`); the message names the job
+            and the problem.
+    """
+    extra = [None] * (leading + (1 if task.takes_context else 0))
+    names = _plain_names(task.func)
+    if names is not None and not extra:
+        # The usual job (only required positional-or-keyword parameters): fits when each
+        # parameter gets exactly one value. Anything else takes the full bind, for its message.
+        given = len(args)
+        if given + len(kwargs) == len(names) and all(k in names[given:] for k in kwargs):
+            return
+    try:
+        _signature(task.func).bind(*extra, *args, **kwargs)
+    except TypeError as exc:
+        at = f" ({where})" if where else ""
+        raise InvalidArguments(
+            f"Arguments {list(args)!r}, {dict(kwargs)!r} do not fit {task.module_path}{_signature(task.func)}{at}: {exc}."
+        ) from None
 
 
 class RedisBackend(BaseTaskBackend):
@@ -57,9 +107,35 @@ class RedisBackend(BaseTaskBackend):
 
     def __init__(self, alias: str, params: dict[str, Any]) -> None:
         super().__init__(alias, params)
-        self.declared_queues = set(params["QUEUES"]) if "QUEUES" in params else None
-        # Django checks queue_name against self.queues; ours come from DJANGO_JOBS at call time.
-        self.queues = set()
+        # As in Django, an empty TASKS QUEUES list restricts nothing (DJANGO_JOBS['QUEUES'] still does).
+        self.declared_queues = set(params["QUEUES"]) if params.get("QUEUES") else None
+        #: Tasks validated against the settings object in ``_valid[0]`` (by id; the task is kept
+        #: so its id cannot be reused): enqueue re-validates only when the task or settings change.
+        self._valid: tuple[Any, dict[int, Any]] = (None, {})
+        self._skip_queue_check = False
+
+    @property
+    def queues(self) -> set[str]:
+        """The queues tasks of this backend may use (Django's attribute), read from the settings.
+
+        Empty while DJANGO_JOBS is invalid: ``manage.py check`` reports why, and enqueue raises it.
+        """
+        if self._skip_queue_check:
+            return set()
+        try:
+            return set(self.allowed_queues())
+        except ConfigurationError:
+            return set()
+
+    @queues.setter
+    def queues(self, value: Any) -> None:
+        """Ignore Django's default (``{"default"}``): our queues come from DJANGO_JOBS at call time."""
+
+    def check(self, **kwargs: Any) -> list[Any]:
+        """Return this backend's system check messages: the queues (E004, E007), as ``manage.py check`` shows them."""
+        from django_jobs.checks import backend_check
+
+        return backend_check(self.alias)
 
     # -- validation -----------------------------------------------------------------------
 
@@ -71,12 +147,30 @@ class RedisBackend(BaseTaskBackend):
         return [q for q in configured if q in self.declared_queues]
 
     def validate_task(self, task: Any) -> None:
-        super().validate_task(task)
-        if task.queue_name not in self.allowed_queues():
-            raise InvalidTask(
+        """Check ``task`` against this backend and the current settings (as Django's backends do).
+
+        Never raises for a settings problem (a job is declared at import time, often by the
+        URLconf): ``manage.py check`` and ``runworkers`` list those, and enqueue raises them.
+        """
+        try:
+            allowed: list[str] | None = self.allowed_queues()
+        except ConfigurationError:
+            allowed = None
+        if allowed is not None and task.queue_name not in allowed:
+            why = (
                 f"Queue {task.queue_name!r} is not configured. Add it to DJANGO_JOBS['QUEUES']"
                 + (f" and TASKS[{self.alias!r}]['QUEUES']." if self.declared_queues is not None else ".")
             )
+            if not declaring.get():
+                raise InvalidTask(why)
+            allowed = None  # declaring never raises for a setting: check reports it (E011), enqueue raises it
+        if allowed is None:
+            # Django's own queue check would raise with an empty or stale list: ours decided above.
+            self._skip_queue_check = True
+        try:
+            super().validate_task(task)
+        finally:
+            self._skip_queue_check = False
         if not isinstance(task, JobTask):
             return
         if task.attempts is not None and (not isinstance(task.attempts, int) or isinstance(task.attempts, bool) or task.attempts < 1):
@@ -85,8 +179,10 @@ class RedisBackend(BaseTaskBackend):
             raise InvalidTask(f"timeout={task.timeout!r} must be a positive number of seconds.")
         if task.delay is not None and (isinstance(task.delay, bool) or not isinstance(task.delay, (int, float)) or not 0 <= task.delay < float("inf")):
             raise InvalidTask(f"delay={task.delay!r} must be a finite, non-negative number of seconds.")
-        if task.keep_result is not None and (not isinstance(task.keep_result, (int, float)) or task.keep_result <= 0):
-            raise InvalidTask(f"keep_result={task.keep_result!r} must be a positive number of seconds.")
+        if task.keep_result is not None and (
+            isinstance(task.keep_result, bool) or not isinstance(task.keep_result, (int, float)) or not 0 <= task.keep_result < float("inf")
+        ):
+            raise InvalidTask(f"keep_result={task.keep_result!r} must be a number of seconds >= 0 (0: delete the job when it finishes).")
         try:
             validate_backoff(task.backoff)
         except InvalidJob as exc:
@@ -111,12 +207,19 @@ class RedisBackend(BaseTaskBackend):
                 opts[key] = value
         return serialization.dumps(opts) if opts else ""
 
-    def _prepare(self, task: JobTask, args: Sequence[Any], kwargs: dict[str, Any], job_id: str | None = None) -> tuple[NewJob, JobResult]:
+    def _prepare(
+        self, task: JobTask, args: Sequence[Any], kwargs: dict[str, Any], job_id: str | None = None, *, traced: bool = True
+    ) -> tuple[NewJob, JobResult]:
         settings = get_settings()
         name = task.module_path
         args_json, kwargs_json = serialization.dumps_call(name, args, kwargs)
         opts = self._options(task) if isinstance(task, JobTask) else ""
-        data = encode_payload(name, args_json, kwargs_json, opts)
+        if task.run_after is not None:
+            # Kept exactly so get_result() returns the task as enqueued (the hash keeps only due ms).
+            ra = f'"ra":{datetime_to_us(task.run_after)}'
+            opts = f"{opts[:-1]},{ra}}}" if opts else f"{{{ra}}}"
+        carried = tracing.carrier() if traced else None  # the W3C trace context, when OpenTelemetry traces (docs/observability.md)
+        data = encode_payload(name, args_json, kwargs_json, opts, serialization.dumps(carried) if carried else "")
         limit = settings.max_payload_bytes
         if len(data) * 4 > limit and len(size := data.encode()) > limit:
             raise InvalidJob(
@@ -191,26 +294,60 @@ class RedisBackend(BaseTaskBackend):
                 else:
                     task_enqueued.send(type(self), task_result=result)
 
+    def _revalidate(self, task: Any) -> None:
+        """Validate ``task`` again at enqueue, as Django's backends do (once per task and settings)."""
+        settings = get_settings()  # an invalid setting raises here, with its fix
+        seen, valid = self._valid
+        if seen is not settings:
+            valid = {}
+            self._valid = (settings, valid)
+        if valid.get(id(task)) is task:
+            return
+        self.validate_task(task)
+        if len(valid) > 1024:
+            valid.clear()
+        valid[id(task)] = task
+
     def enqueue(self, task: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> JobResult:  # type: ignore[override]
         """Queue up one job; returns its result handle.
 
-        The task was validated when it was built (``Task.__post_init__``), so it is not again here.
+        Raises:
+            InvalidTask: the task does not fit the current settings (e.g. its queue is gone).
+            InvalidArguments: ``args``/``kwargs`` do not fit the job's function (also a TypeError).
         """
-        prepared = self._prepare(task, args, kwargs)
-        self._push([prepared])
+        self._revalidate(task)
+        if has_guard(task):
+            guard_for_call(task, args, kwargs)  # a unique or limit key that cannot be computed says so first
+        bind_arguments(task, args, kwargs)
+        if tracing.tracer() is None:  # the usual case: no OpenTelemetry provider, no span
+            prepared = self._prepare(task, args, kwargs, traced=False)
+            self._push([prepared])
+            return prepared[1]
+        with tracing.producer_span(task.module_path, task.queue_name) as span:
+            prepared = self._prepare(task, args, kwargs)
+            self._push([prepared])
+            tracing.set_job_id(span, prepared[1].id, prepared[1].correlation_id)
         return prepared[1]
 
     def enqueue_many(self, task: Any, calls: Sequence[tuple[Sequence[Any], dict[str, Any]]]) -> list[JobResult]:
         """Queue up many jobs of ``task`` in one round trip per queue."""
-        prepared = [self._prepare(task, args, kwargs) for args, kwargs in calls]
-        self._push(prepared)
+        self._revalidate(task)
+        for number, (args, kwargs) in enumerate(calls):
+            bind_arguments(task, args, kwargs, where=f"item {number} of enqueue_many()")
+        with tracing.producer_span(task.module_path, task.queue_name, len(calls)):
+            prepared = [self._prepare(task, args, kwargs) for args, kwargs in calls]
+            self._push(prepared)
         return [result for _, result in prepared]
 
     def enqueue_on_commit(self, task: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> JobResult:
         """Prepare the job now; enqueue it when the current transaction commits."""
-        prepared = self._prepare(task, args, kwargs)
+        self._revalidate(task)
         if has_guard(task):
             guard_for_call(task, args, kwargs)  # a bad unique or limit key fails here, not at commit
+        bind_arguments(task, args, kwargs)
+        with tracing.producer_span(task.module_path, task.queue_name) as span:
+            prepared = self._prepare(task, args, kwargs)
+            tracing.set_job_id(span, prepared[1].id, prepared[1].correlation_id)
         transaction.on_commit(lambda: self._push([prepared]))
         return prepared[1]
 
@@ -239,12 +376,13 @@ class RedisBackend(BaseTaskBackend):
             raise TaskResultDoesNotExist(f"Job {job_id!r} runs {view.name!r}, which is not registered in this process.")
         state = view.state or JobState.WAITING
         priority = view.priority if view.priority is not None else task.priority
-        if task.queue_name != queue or task.priority != priority:
-            task = task.using(queue_name=queue, priority=priority)
+        task = _task_as_enqueued(task, view.options, queue, priority)
         errors = [
             TaskError(exception_class_path=e.get("exception_class_path", ""), traceback=e.get("traceback", ""))
             for e in view.errors
         ]
+        if state == JobState.CANCELLED and not errors:
+            errors.append(cancelled_error(view.reason))
         result = JobResult(
             task=task,
             id=job_id,
@@ -268,3 +406,53 @@ class RedisBackend(BaseTaskBackend):
         if state == JobState.COMPLETED and view.result_json:
             object.__setattr__(result, "_return_value", view.result)
         return result
+
+
+#: Payload option keys (``"o"``) of the task options :meth:`JobTask.using` can change.
+_OPTION_FIELDS = {"at": "attempts", "to": "timeout", "kr": "keep_result", "bo": "backoff"}
+
+
+def _task_as_enqueued(task: JobTask, options: dict[str, Any], queue: str, priority: int) -> JobTask:
+    """Return the registered ``task`` with the options this job was enqueued with (queue, priority, run_after, using())."""
+    changes: dict[str, Any] = {}
+    if task.queue_name != queue:
+        changes["queue_name"] = queue
+    if task.priority != priority:
+        changes["priority"] = priority
+    if options:
+        for key, field_name in _OPTION_FIELDS.items():
+            if key in options:
+                changes[field_name] = options[key]
+        if options.get("ra"):
+            changes["run_after"] = us_to_datetime(options["ra"])
+    if not changes:
+        return task
+    from dataclasses import replace
+
+    return replace(task, **changes)
+
+
+def cancelled_error(why: str) -> TaskError:
+    """Return the error entry of a job cancelled before it ran (Django code reads ``errors[-1]`` on FAILED)."""
+    by = {
+        "parent_ended": "because its flow parent ended",
+        "child_failed": "because a child of its flow failed",
+    }.get(why, "by a cancel request (JobResult.cancel(), the admin or manage.py jobs cancel)")
+    return TaskError(
+        exception_class_path="django_jobs.exceptions.Cancel",
+        traceback=f"django_jobs.exceptions.Cancel: the job was cancelled {by}.\n",
+    )
+
+
+def datetime_to_us(value: Any) -> int:
+    """Return an aware datetime as whole microseconds since the epoch (exact, unlike ``timestamp()``)."""
+    from datetime import UTC, datetime, timedelta
+
+    return int((value - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1))
+
+
+def us_to_datetime(us: Any) -> Any:
+    """Return the aware UTC datetime of :func:`datetime_to_us`."""
+    from datetime import UTC, datetime, timedelta
+
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=int(us))

@@ -9,9 +9,15 @@
 ``django_jobs.E005``    Another value is invalid (numbers, backoff, retention, PREFIX, REDIS_OPTIONS...).
 ``django_jobs.E006``    No TASKS alias uses django_jobs.backends.RedisBackend.
 ``django_jobs.E007``    A TASKS alias of ours lists QUEUES that DJANGO_JOBS does not configure.
-``django_jobs.E008``    A MIDDLEWARE entry cannot be imported or is not a job middleware class.
+``django_jobs.E008``    A MIDDLEWARE entry cannot be imported or is not a job middleware class (django_jobs.problems).
+``django_jobs.E009``    Django's MIDDLEWARE lists a job middleware (django_jobs.problems).
+``django_jobs.E010``    No Redis is configured and DEBUG is False: the embedded Redis is for development.
+``django_jobs.E011``    A job is declared on a queue DJANGO_JOBS['QUEUES'] does not configure (enqueueing it raises).
 ``django_jobs.E020``    CRON is invalid: its shape, a schedule's expression, time zone, policy or arguments.
 ``django_jobs.E021``    A CRON schedule names a job that is not registered, or a queue that is not configured.
+``django_jobs.E022``    A CRON schedule's ARGS/KWARGS do not fit its job's function.
+``django_jobs.E023``    Importing the job modules failed.
+``django_jobs.W004``    DJANGO_JOBS['MIDDLEWARE'] uses a deprecated name (django_jobs.problems).
 ``django_jobs.E099``    A check itself failed (a bug in django_jobs: please report it).
 ``django_jobs.W001``    (deploy) Redis does not answer.
 ``django_jobs.W002``    Embedded mode, but no redis-server binary was found.
@@ -50,9 +56,9 @@ from django_jobs.exceptions import ConfigurationError, RedisUnavailable
 #: The TASKS backend path of django_jobs.
 BACKEND_PATH = "django_jobs.backends.RedisBackend"
 #: Settings that say how to reach Redis (checked together by :func:`check_connection`).
-CONNECTION_KEYS = ("REDIS_URL", "CACHE_ALIAS", "REDIS_OPTIONS", "EMBEDDED_DIR", "EMBEDDED_BINARY")
+CONNECTION_KEYS = ("REDIS_URL", "CACHE_ALIAS", "REDIS_OPTIONS", "EMBEDDED_DIR", "EMBEDDED_BINARY", "EMBEDDED")
 #: Check id of a :class:`SettingError`, by the setting it is about.
-ERROR_IDS = {"DJANGO_JOBS": "E000", "REDIS_URL": "E002", "CACHE_ALIAS": "E003", "QUEUES": "E004", "CRON": "E020"}
+ERROR_IDS = {"DJANGO_JOBS": "E000", "REDIS_URL": "E002", "CACHE_ALIAS": "E003", "QUEUES": "E004", "EMBEDDED": "E010", "CRON": "E020"}
 TASKS_HINT = f"Add to your settings: TASKS = {{'default': {{'BACKEND': {BACKEND_PATH!r}}}}}"
 
 type Messages = list[checks.CheckMessage]
@@ -121,7 +127,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> Messages:
         if key not in raw or key in CONNECTION_KEYS:
             continue
         if key == "QUEUES":
-            errors += _queue_errors(raw[key])
+            if not our_aliases():  # else each backend's check() reports them (Django's check_tasks)
+                errors += _queue_errors(raw[key])
             continue
         try:
             parse_value(key, raw[key])
@@ -204,7 +211,7 @@ def _embedded_warnings(configured: str | None) -> Messages:
 @checks.register("django_jobs")
 @_never_raise
 def check_tasks_backends(app_configs: Any = None, **kwargs: Any) -> Messages:
-    """Check that a TASKS alias uses our backend and names only configured queues (E006, E007)."""
+    """Check that a TASKS alias uses our backend (E006); each backend's check() reports its queues (E004, E007)."""
     from django.conf import settings
 
     tasks = getattr(settings, "TASKS", None) or {}
@@ -223,54 +230,26 @@ def check_tasks_backends(app_configs: Any = None, **kwargs: Any) -> Messages:
                 id="django_jobs.E006",
             )
         ]
-    raw = _raw_settings()
-    try:
-        configured = parse_queues(raw.get("QUEUES") if raw is not None else None)
-    except SettingError:
-        return []  # E004 reports it
-    errors: Messages = []
-    for alias, config in ours.items():
-        if "QUEUES" not in config:
-            continue
-        queues = config["QUEUES"]
-        if isinstance(queues, (str, bytes)) or not isinstance(queues, (list, tuple, set, frozenset)):
-            errors.append(
-                checks.Error(
-                    f"TASKS[{alias!r}]['QUEUES'] is {queues!r}; it must be a list of queue names.",
-                    hint="E.g. ['default', 'emails'], or leave QUEUES out to allow every queue of DJANGO_JOBS.",
-                    id="django_jobs.E007",
-                )
-            )
-            continue
-        missing = [q for q in queues if q not in configured]
-        if missing:
-            errors.append(
-                checks.Error(
-                    f"TASKS[{alias!r}]['QUEUES'] names {', '.join(map(repr, missing))}, "
-                    f"which {'is' if len(missing) == 1 else 'are'} not in {label('QUEUES')}.",
-                    hint=f"Add {'it' if len(missing) == 1 else 'them'} to {label('QUEUES')} "
-                    f"(configured: {', '.join(configured)}), or remove {'it' if len(missing) == 1 else 'them'} from TASKS.",
-                    id="django_jobs.E007",
-                )
-            )
-    return errors
+    return []
 
 
 @checks.register("django_jobs")
 @_never_raise
 def check_cron_jobs(app_configs: Any = None, **kwargs: Any) -> Messages:
-    """Check that each CRON schedule names a registered job and a configured queue (E021)."""
+    """Check that each CRON schedule names a registered job and a configured queue (E021), and @job(cron=...) (E020)."""
+    from django_jobs import registry, scheduler
+
+    declared: Messages = _import_jobs()  # declares the @job(cron=...) schedules
+    declared += [_error(exc) for exc in scheduler.declaration_errors()]
     raw = _raw_settings()
     if raw is None or not raw.get("CRON"):
-        return []
+        return declared
     try:
         schedules = parse_value("CRON", raw["CRON"])
         queues = parse_queues(raw.get("QUEUES"))
     except SettingError:
-        return []  # E004/E020 report it
-    from django_jobs import registry
-
-    errors: Messages = []
+        return declared  # E004/E020 report it
+    errors: Messages = declared
     for schedule in schedules:
         where = f"{label('CRON')}[{schedule['NAME']!r}]"
         task = registry.get(schedule["JOB"])
@@ -286,6 +265,19 @@ def check_cron_jobs(app_configs: Any = None, **kwargs: Any) -> Messages:
                 )
             )
             continue
+        from django_jobs.backends import bind_arguments
+        from django_jobs.exceptions import InvalidArguments
+
+        try:
+            bind_arguments(task, schedule["ARGS"], schedule["KWARGS"])
+        except InvalidArguments as exc:
+            errors.append(
+                checks.Error(
+                    f"{where}: ARGS {schedule['ARGS']!r} and KWARGS {schedule['KWARGS']!r} do not fit the job: {exc}",
+                    hint="Make ARGS and KWARGS match the job function's parameters: every tick would fail.",
+                    id="django_jobs.E022",
+                )
+            )
         queue = schedule["QUEUE"] or task.queue_name
         if queue not in queues:
             errors.append(
@@ -295,6 +287,58 @@ def check_cron_jobs(app_configs: Any = None, **kwargs: Any) -> Messages:
                     id="django_jobs.E021",
                 )
             )
+    return errors
+
+
+def _import_jobs() -> Messages:
+    """Import the apps' job modules (once per process); an import that fails is E023."""
+    from django_jobs import registry
+
+    try:
+        registry.autodiscover()
+    except ConfigurationError:
+        return []  # the settings checks report why
+    except Exception as exc:  # noqa: BLE001 - a broken job module must be reported, not crash check
+        return [checks.Error(
+            f"Importing the job modules failed: {type(exc).__name__}: {exc}",
+            hint="Fix the module (the apps' jobs.py/tasks.py and DJANGO_JOBS['IMPORT_MODULES'] are imported).",
+            id="django_jobs.E023",
+        )]
+    return []
+
+
+@checks.register("django_jobs_declared")  # its own tag: it judges the registered jobs, not the settings alone
+@_never_raise
+def check_job_queues(app_configs: Any = None, **kwargs: Any) -> Messages:
+    """Check that every declared job's queue is configured (E011): enqueueing it would raise.
+
+    Declaring such a job does not raise (a settings problem never does at import time).
+    """
+    from django.tasks import task_backends
+
+    from django_jobs import registry
+    from django_jobs.backends import RedisBackend
+
+    errors = _import_jobs()
+    aliases = set(our_aliases())
+    for name, task in sorted(registry.all_jobs().items()):
+        if task.backend not in aliases:
+            continue
+        backend = task_backends[task.backend]
+        if not isinstance(backend, RedisBackend):
+            continue
+        try:
+            allowed = backend.allowed_queues()
+        except ConfigurationError:
+            return errors  # the settings checks report why
+        if task.queue_name not in allowed:
+            errors.append(checks.Error(
+                f"Job {name!r} is declared on queue {task.queue_name!r}, which is not in {label('QUEUES')}"
+                + (f" (or TASKS[{task.backend!r}]['QUEUES'])" if backend.declared_queues is not None else "")
+                + ": enqueueing it raises InvalidTask.",
+                hint=f"Configure the queue, or declare the job on one of: {', '.join(allowed)}.",
+                id="django_jobs.E011",
+            ))
     return errors
 
 
@@ -312,38 +356,6 @@ def _is_our_backend(path: Any) -> bool:
     except Exception:  # noqa: BLE001 - Django reports broken backend paths itself
         return False
     return isinstance(cls, type) and issubclass(cls, RedisBackend)
-
-
-@checks.register("django_jobs")
-@_never_raise
-def check_middleware(app_configs: Any = None, **kwargs: Any) -> Messages:
-    """Check that every DJANGO_JOBS['MIDDLEWARE'] entry imports as a class (E008)."""
-    from django.utils.module_loading import import_string
-
-    raw = _raw_settings()
-    if raw is None or "MIDDLEWARE" not in raw:
-        return []
-    try:
-        paths = parse_value("MIDDLEWARE", raw["MIDDLEWARE"])
-    except SettingError:
-        return []  # E005 reports it
-    errors: Messages = []
-    for path in paths:
-        try:
-            cls = import_string(path)
-        except ImportError as exc:
-            errors.append(checks.Error(
-                f"{label('MIDDLEWARE')} names {path!r}, which cannot be imported: {exc}",
-                hint="Fix the dotted path, or remove the entry.", id="django_jobs.E008",
-            ))
-            continue
-        if not isinstance(cls, type):  # a class: its instances are called with the job
-            errors.append(checks.Error(
-                f"{label('MIDDLEWARE')} names {path!r}, which is not a class.",
-                hint="A job middleware is a class whose __call__(job) is a generator that yields once "
-                "(see docs/observability.md).", id="django_jobs.E008",
-            ))
-    return errors
 
 
 @checks.register("django_jobs", deploy=True)
@@ -414,3 +426,69 @@ def check_redis_durability(app_configs: Any = None, **kwargs: Any) -> Messages:
             id="django_jobs.W011",
         ))
     return warnings
+
+
+def our_aliases() -> list[str]:
+    """Return the TASKS aliases whose backend is ours (or a subclass), in settings order."""
+    from django.conf import settings
+
+    tasks = getattr(settings, "TASKS", None) or {}
+    if not isinstance(tasks, Mapping):
+        return []
+    return [alias for alias, config in tasks.items() if isinstance(config, Mapping) and _is_our_backend(config.get("BACKEND"))]
+
+
+def backend_messages(alias: str) -> Messages:
+    """Return the queue checks of the backend ``alias`` (``RedisBackend.check()``, run by Django's check_tasks).
+
+    The first of our aliases also reports DJANGO_JOBS['QUEUES'] problems (E004), once; each reports
+    its own TASKS QUEUES (E007).
+    """
+    raw = _raw_settings()
+    if raw is None:
+        return []  # E000
+    errors: Messages = []
+    aliases = our_aliases()
+    if aliases and aliases[0] == alias and "QUEUES" in raw:
+        errors += _queue_errors(raw["QUEUES"])
+    from django.conf import settings
+
+    config = (getattr(settings, "TASKS", None) or {}).get(alias, {})
+    try:
+        configured = parse_queues(raw.get("QUEUES"))
+    except SettingError:
+        return errors
+    if "QUEUES" not in config or not config["QUEUES"] and isinstance(config["QUEUES"], (list, tuple, set, frozenset)):
+        return errors
+    queues = config["QUEUES"]
+    if isinstance(queues, (str, bytes)) or not isinstance(queues, (list, tuple, set, frozenset)):
+        errors.append(
+            checks.Error(
+                f"TASKS[{alias!r}]['QUEUES'] is {queues!r}; it must be a list of queue names.",
+                hint="E.g. ['default', 'emails'], or leave QUEUES out to allow every queue of DJANGO_JOBS.",
+                id="django_jobs.E007",
+            )
+        )
+        return errors
+    missing = [q for q in queues if q not in configured]
+    if missing:
+        errors.append(
+            checks.Error(
+                f"TASKS[{alias!r}]['QUEUES'] names {', '.join(map(repr, missing))}, "
+                f"which {'is' if len(missing) == 1 else 'are'} not in {label('QUEUES')}.",
+                hint=f"Add {'it' if len(missing) == 1 else 'them'} to {label('QUEUES')} "
+                f"(configured: {', '.join(configured)}), or remove {'it' if len(missing) == 1 else 'them'} from TASKS.",
+                id="django_jobs.E007",
+            )
+        )
+    return errors
+
+
+@_never_raise
+def _backend_check(app_configs: Any = None, *, alias: str = "", **kwargs: Any) -> Messages:
+    return backend_messages(alias)
+
+
+def backend_check(alias: str) -> Messages:
+    """Return :func:`backend_messages` of ``alias``, never raising (E099 on a bug)."""
+    return _backend_check(alias=alias)

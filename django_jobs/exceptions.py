@@ -5,6 +5,7 @@ The hierarchy (see ``docs/architecture.md``)::
     DjangoJobsError
      ├─ ConfigurationError (+ ImproperlyConfigured)
      ├─ InvalidJob (+ django.tasks InvalidTask, ValueError)
+     │   └─ InvalidArguments (+ TypeError)
      ├─ JobNotFound (+ LookupError)
      ├─ EngineError
      │   ├─ RedisUnavailable
@@ -42,6 +43,13 @@ class InvalidJob(DjangoJobsError, InvalidTask, ValueError):
 
     Also a :class:`django.tasks.exceptions.InvalidTask`, so one ``except InvalidTask``
     catches every invalid option, whichever layer found it.
+    """
+
+
+class InvalidArguments(InvalidJob, TypeError):
+    """The arguments do not fit the job's function (checked at enqueue, as a call would).
+
+    Also a :class:`TypeError`, what calling the function with them would raise.
     """
 
 

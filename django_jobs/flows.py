@@ -20,7 +20,7 @@ from typing import Any
 
 from django_jobs.engine.protocol import JobState
 from django_jobs.engine.record import JobView, decode_payload
-from django_jobs.exceptions import InvalidJob
+from django_jobs.exceptions import InvalidArguments, InvalidJob
 from django_jobs.steps import (
     POLICIES,
     RECEIVES,
@@ -63,7 +63,7 @@ class Flow:
         self.children: tuple[Flow, ...] = tuple(c if isinstance(c, Flow) else Flow(c) for c in children)
 
     def __repr__(self) -> str:
-        return f"Flow({self.job.task.name}, children={list(self.children)!r})"
+        return f"Flow({self.job.task.module_path}, children={list(self.children)!r})"
 
     def walk(self) -> Iterable[Flow]:
         """Yield this node and every node below it, parents before their children."""
@@ -101,11 +101,11 @@ class Flow:
             backend = jobs_backend(sig.task.get_backend())
             if backend is None:
                 used = type(sig.task.get_backend()).__name__
-                raise InvalidJob(f"Flows need django_jobs' backend; {sig.task.name!r} uses {used}.")
+                raise InvalidJob(f"Flows need django_jobs' backend; {sig.task.module_path!r} uses {used}.")
             new, result = backend._prepare(sig.task, sig.args, sig.kwargs)
             if node.children and (new.run_at_ms or new.delay_ms):
                 raise InvalidJob(
-                    f"{sig.task.name!r} has children, so it runs when they are done: it cannot also have "
+                    f"{sig.task.module_path!r} has children, so it runs when they are done: it cannot also have "
                     "a delay or run_after. Delay its children instead."
                 )
             if sig.receives:
@@ -126,7 +126,7 @@ class Flow:
                     policy=POLICIES[node.job.failure] if parent_index >= 0 else "",
                     keep_ms=int(engine.settings.keep(result.queue, "FAILED")[0] * 1000),
                     children=tuple(
-                        (prepared[c][1].queue, prepared[c][0].id, nodes[c][0].job.task.name) for c in children_of[index]
+                        (prepared[c][1].queue, prepared[c][0].id, nodes[c][0].job.task.module_path) for c in children_of[index]
                     ),
                 )
             )
@@ -156,7 +156,7 @@ class Flow:
 def _check_arguments(sig: Signature[JobTask], *, has_children: bool) -> None:
     """Fail now, in the caller, when the arguments cannot fit the job's function."""
     if sig.receives and not has_children:
-        raise InvalidJob(f"{sig.task.name!r} receives its children's results but has no children.")
+        raise InvalidJob(f"{sig.task.module_path!r} receives its children's results but has no children.")
     extra: list[Any] = [None] if sig.task.takes_context else []
     if sig.receives:
         extra.append(None)
@@ -164,7 +164,7 @@ def _check_arguments(sig: Signature[JobTask], *, has_children: bool) -> None:
         inspect.signature(sig.task.func).bind(*extra, *sig.args, **sig.kwargs)
     except TypeError as exc:
         got = "its children's results and " if sig.receives else ""
-        raise InvalidJob(f"The arguments of {sig.task.name!r} in this flow ({got}{sig.args!r}, {sig.kwargs!r}) do not fit it: {exc}.") from None
+        raise InvalidArguments(f"The arguments of {sig.task.module_path!r} in this flow ({got}{sig.args!r}, {sig.kwargs!r}) do not fit it: {exc}.") from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,7 +65,7 @@ def _job_metrics() -> dict[str, Any]:
 
 def _on_started(sender: Any, task_result: Any, **kwargs: Any) -> None:
     m = _metrics
-    labels = (task_result.queue, sender.name)
+    labels = (task_result.queue, sender.module_path)
     m["started"].labels(*labels).inc()
     if task_result.attempts <= 1 and task_result.enqueued_at is not None and task_result.started_at is not None:
         m["latency"].labels(*labels).observe(max(0.0, (task_result.started_at - task_result.enqueued_at).total_seconds()))
@@ -73,7 +73,7 @@ def _on_started(sender: Any, task_result: Any, **kwargs: Any) -> None:
 
 def _on_outcome(counter: str) -> Any:
     def receiver(sender: Any, task_result: Any, duration: float = 0.0, **kwargs: Any) -> None:
-        labels = (task_result.queue, sender.name)
+        labels = (task_result.queue, sender.module_path)
         _metrics[counter].labels(*labels).inc()
         _metrics["duration"].labels(*labels).observe(duration)
 

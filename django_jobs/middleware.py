@@ -10,15 +10,15 @@ once, while the job runs::
             try:
                 yield  # the job (and the middleware listed after this one) runs here
             finally:
-                statsd.timing(job.task.name, time.monotonic() - started)
+                statsd.timing(job.task.module_path, time.monotonic() - started)
 
 ``job`` is the :class:`~django_jobs.tasks.JobResult` of the running job (state ``active``).
 An exception raised by the job is re-raised at the ``yield``: a middleware may look at it,
 or raise another one instead, but cannot hide the failure. An exception raised before the
 ``yield`` fails the attempt without running the job (the usual retry rules apply).
 
-Correlation and logging are middleware too: :class:`CorrelationMiddleware` sets the job's
-correlation id while it runs, :class:`LoggingMiddleware` writes the lifecycle log lines.
+Correlation and logging are middleware too: :class:`JobCorrelationMiddleware` sets the job's
+correlation id while it runs, :class:`JobLoggingMiddleware` writes the lifecycle log lines.
 Both are in the default list; the executor runs them inline (they cost nothing per job beyond
 their work). Remove one from the list to turn it off. When the list holds only these two,
 nothing is built per job.
@@ -35,7 +35,26 @@ from django.utils.module_loading import import_string
 
 from django_jobs.exceptions import ConfigurationError
 
-__all__ = ["Chain", "CorrelationMiddleware", "JobMiddleware", "LoggingMiddleware", "get_chain"]
+__all__ = ["Chain", "JobCorrelationMiddleware", "JobLoggingMiddleware", "JobMiddleware", "get_chain"]
+
+#: The old names of the built-in job middleware (deprecated: ``CorrelationMiddleware`` was too
+#: easy to confuse with the web's ``django_jobs.correlation.CorrelationIdMiddleware``).
+DEPRECATED_NAMES = {"CorrelationMiddleware": "JobCorrelationMiddleware", "LoggingMiddleware": "JobLoggingMiddleware"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in DEPRECATED_NAMES:
+        import warnings
+
+        new = DEPRECATED_NAMES[name]
+        warnings.warn(
+            f"django_jobs.middleware.{name} is deprecated: use django_jobs.middleware.{new} "
+            f"in DJANGO_JOBS['MIDDLEWARE'].",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return globals()[new]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class JobMiddleware:
@@ -45,14 +64,14 @@ class JobMiddleware:
         yield
 
 
-class CorrelationMiddleware(JobMiddleware):
+class JobCorrelationMiddleware(JobMiddleware):
     """Set the job's correlation id (and the running job, for log records) while it runs.
 
     Run inline by the executor: jobs it enqueues inherit the id; the worker's log records carry it.
     """
 
 
-class LoggingMiddleware(JobMiddleware):
+class JobLoggingMiddleware(JobMiddleware):
     """Log each job's lifecycle: started (DEBUG), succeeded (INFO, with ``duration_ms``),
     retrying (WARNING), failed (ERROR, with the traceback), cancelled (INFO).
 
@@ -96,9 +115,9 @@ def _build(paths: tuple[str, ...]) -> Chain:
             cls = import_string(path)
         except ImportError as exc:
             raise ConfigurationError(f"DJANGO_JOBS['MIDDLEWARE'] names {path!r}, which cannot be imported: {exc}") from exc
-        if cls is CorrelationMiddleware:
+        if cls is JobCorrelationMiddleware:
             correlation = True
-        elif cls is LoggingMiddleware:
+        elif cls is JobLoggingMiddleware:
             logging_ = True
         else:
             custom.append(cls())

@@ -27,6 +27,12 @@ def register(task: JobTask) -> None:
         _registry[name] = task
 
 
+def is_registered(task: JobTask) -> bool:
+    """Return True when ``task``'s function is the registered one (``task`` is a copy made by ``using()``)."""
+    existing = _registry.get(task.module_path)
+    return existing is not None and existing.func is task.func
+
+
 def get(name: str) -> JobTask | None:
     """Return the registered job ``name``, importing the apps' job modules once if needed."""
     task = _registry.get(name)
@@ -61,6 +67,8 @@ def autodiscover() -> None:
 
 #: Schedules declared in code (:func:`declare`), by name.
 _declared: dict[str, dict[str, Any]] = {}
+#: Why an ``@job(cron=...)`` was left out, by job (reported by ``manage.py check`` as E020).
+_declare_errors: dict[str, Any] = {}
 
 
 def declare(job: str, cron: str | float | dict[str, Any]) -> None:
@@ -70,10 +78,11 @@ def declare(job: str, cron: str | float | dict[str, Any]) -> None:
     ``DJANGO_JOBS["CRON"]`` entry without ``JOB`` (``NAME`` defaults to the job's name). A
     schedule of the same ``NAME`` in the settings wins.
 
-    Raises:
-        SettingError: the schedule is invalid (the message says how to fix it).
+    An invalid schedule does not raise (a job is declared at import time, often by the URLconf):
+    ``manage.py check`` reports it (``django_jobs.E020``), ``runworkers`` refuses to start, and
+    the schedule is left out. See :func:`declaration_errors`.
     """
-    from django_jobs.conf import parse_schedule
+    from django_jobs.conf import SettingError, parse_schedule
 
     name = job.rsplit(".", 1)[-1].replace("_", "-")
     if isinstance(cron, dict):
@@ -82,5 +91,15 @@ def declare(job: str, cron: str | float | dict[str, Any]) -> None:
         entry = {"NAME": name, "JOB": job, "SCHEDULE": cron}
     else:
         entry = {"NAME": name, "JOB": job, "EVERY": cron}
-    parsed = parse_schedule(0, entry)
+    try:
+        parsed = parse_schedule(0, entry)
+    except SettingError as exc:
+        _declare_errors[job] = SettingError(exc.setting, f"@job(cron=...) of {job!r}: {exc.problem}", exc.hint)
+        return
+    _declare_errors.pop(job, None)
     _declared[parsed["NAME"]] = parsed
+
+
+def declaration_errors() -> list[Any]:
+    """Return the :class:`~django_jobs.conf.SettingError` of each invalid ``@job(cron=...)``."""
+    return list(_declare_errors.values())

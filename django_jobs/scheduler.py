@@ -38,7 +38,8 @@ from zoneinfo import ZoneInfo
 from django_jobs.engine.protocol import CronClaim
 from django_jobs.engine.record import JobView
 from django_jobs.exceptions import EngineError
-from django_jobs.registry import _declared
+from django_jobs.registry import _declare_errors, _declared  # noqa: F401 - _declare_errors: tests clear it here
+from django_jobs.registry import declaration_errors as registry_declaration_errors
 from django_jobs.registry import declare as declare_schedule
 from django_jobs.tasks import jobs_backend
 
@@ -252,6 +253,8 @@ def leader_flag() -> LeaderFlag:
 
 #: ``declare(job, cron)``: declare a schedule in code (see :func:`django_jobs.registry.declare`).
 declare = declare_schedule
+#: The errors of invalid ``@job(cron=...)`` declarations (see :func:`django_jobs.registry.declaration_errors`).
+declaration_errors = registry_declaration_errors
 
 
 def load_schedules() -> list[Schedule]:
@@ -287,6 +290,9 @@ class Scheduler:
         self._renew_at = 0.0
         self._valid_until = 0.0
         self._errors = 0
+        from django_jobs.outage import OutageLog
+
+        self._outage = OutageLog(logger, "Scheduler")
         self._failing: set[str] = set()
 
     @property
@@ -320,11 +326,11 @@ class Scheduler:
                 try:
                     delay = self.step()
                     self._errors = 0
-                except Exception:  # keep scheduling through Redis outages
+                    self._outage.ok()
+                except Exception as exc:  # noqa: BLE001 - keep scheduling through Redis outages
                     self._errors += 1
-                    if self._errors in (1, 10) or self._errors % 100 == 0:
-                        logger.exception("Scheduler step failed (%d in a row)", self._errors)
                     delay = min(5.0, 0.1 * 2 ** min(self._errors, 6))
+                    self._outage.failed(exc, delay)  # one line per Redis outage, not a traceback per retry
             self._stop.wait(delay)
 
     def step(self) -> float:

@@ -47,8 +47,8 @@ def _on_task_enqueued(sender: Any, task_result: Any, **kwargs: Any) -> None:
         return
     if logger.isEnabledFor(logging.DEBUG):
         logger.debug(
-            "Job %s %s enqueued on %r", task_result.task.name, task_result.id, task_result.queue,
-            extra={"action": "job_enqueued", "job_id": task_result.id, "job_name": task_result.task.name,
+            "Job %s %s enqueued on %r", task_result.task.module_path, task_result.id, task_result.queue,
+            extra={"action": "job_enqueued", "job_id": task_result.id, "job_name": task_result.task.module_path,
                    "queue": task_result.queue, "parent_id": task_result.parent_id},
         )
     if job_enqueued.receivers:

@@ -24,10 +24,10 @@ RECEIVES = ("", "one", "list")
 
 
 class Named(Protocol):
-    """A job as the flow pieces see it (a :class:`~django_jobs.tasks.JobTask`): it has a name."""
+    """A job as the flow pieces see it (a :class:`~django_jobs.tasks.JobTask`): it has a full name."""
 
     @property
-    def name(self) -> str: ...
+    def module_path(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +78,7 @@ class ChildrenResults(dict[str, ChildResult]):
 
     def by_name(self, job: Named | str) -> list[ChildResult]:
         """Return the children that ran ``job`` (a job, its full name, or its function's name)."""
-        name = job if isinstance(job, str) else job.name
+        name = job if isinstance(job, str) else job.module_path
         return [c for c in self.values() if c.name == name or c.name.rsplit(".", 1)[-1] == name]
 
     def values_list(self) -> list[Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, cast, overload
@@ -33,6 +34,9 @@ STATE_TO_STATUS: dict[str, TaskResultStatus] = {
     JobState.FAILED: TaskResultStatus.FAILED,
     JobState.CANCELLED: TaskResultStatus.FAILED,
 }
+
+#: True while a job is being declared (``@job``/``@task``), not copied by ``using()``.
+declaring: ContextVar[bool] = ContextVar("django_jobs_declaring", default=False)
 
 #: The largest progress value :meth:`JobContext.set_progress` takes, encoded as JSON.
 MAX_PROGRESS_BYTES = 4096
@@ -133,7 +137,13 @@ class JobTask(_Task):
     limit_rate: str | None = None
 
     def __post_init__(self) -> None:
-        Task.__post_init__(self)
+        # Declaring a job (not a using() copy) never raises for a settings problem: a queue that
+        # DJANGO_JOBS does not configure is reported by check (E011) and raised by enqueue.
+        token = declaring.set(not registry.is_registered(self))
+        try:
+            Task.__post_init__(self)
+        finally:
+            declaring.reset(token)
         if not isinstance(self.isolated, bool):
             raise InvalidJob(f"isolated={self.isolated!r} must be True or False.")
         from django_jobs.limits import is_unique, validate_limit_options, validate_unique_options
@@ -144,12 +154,7 @@ class JobTask(_Task):
             validate_limit_options(self)
         registry.register(self)
 
-    @property
-    def name(self) -> str:
-        """The registered name of the job: its module path."""
-        return self.module_path
-
-    def using(
+    def using(  # type: ignore[override]
         self,
         *,
         priority: int | None = None,
@@ -462,7 +467,7 @@ def job(
             limit_rate=limit_rate,
         )
         if cron is not None:
-            registry.declare(task.name, cron)  # a CRON setting entry with the same NAME wins
+            registry.declare(task.module_path, cron)  # a CRON setting entry with the same NAME wins
         return task
 
     if function is not None:

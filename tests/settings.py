@@ -71,7 +71,7 @@ DJANGO_JOBS = {
     "MAX_RECOVERIES": int(os.environ.get("DJJ_MAX_RECOVERIES", "3")),
     "DEFAULT_BACKOFF": "none",
     "MAX_JOBS_PER_CHILD": os.environ.get("DJJ_MAX_JOBS_PER_CHILD"),
-    "IMPORT_MODULES": ["tests.testapp.jobs_chaos", "tests.testapp.jobs_docs", "tests.testapp.jobs_lua", "tests.testapp.jobs_flows", "tests.testapp.jobs_timeouts", "tests.testapp.jobs_limits"],
+    "IMPORT_MODULES": ["tests.testapp.jobs_chaos", "tests.testapp.jobs_docs", "tests.testapp.jobs_lua", "tests.testapp.jobs_flows", "tests.testapp.jobs_timeouts", "tests.testapp.jobs_limits", "tests.testapp.jobs_contract"],
 }
 
 LOGGING = {

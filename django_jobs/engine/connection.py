@@ -33,7 +33,14 @@ from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.connection import parse_url as redis_parse_url
 from redis.retry import Retry
 
-from django_jobs.conf import JobsSettings, SettingError, ambiguity_error, did_you_mean, label
+from django_jobs.conf import (
+    JobsSettings,
+    SettingError,
+    ambiguity_error,
+    did_you_mean,
+    embedded_refusal,
+    label,
+)
 from django_jobs.exceptions import RedisUnavailable
 
 #: Schemes REDIS_URL accepts.
@@ -225,6 +232,21 @@ def cache_config(alias: str) -> tuple[str, dict[str, Any]]:
     return str(location), kwargs
 
 
+def is_connection_error(exc: BaseException) -> bool:
+    """Return True when ``exc`` means Redis cannot be reached now (:class:`RedisUnavailable` or redis-py's own)."""
+    if credentials_refused(exc):
+        return False
+    return isinstance(exc, (RedisUnavailable, redis.ConnectionError, redis.TimeoutError))
+
+
+def credentials_refused(exc: BaseException) -> bool:
+    """Return True when ``exc`` (or its cause) is Redis refusing our password or ACL user: no retry can fix it."""
+    cause = exc if isinstance(exc, redis.RedisError) else exc.__cause__
+    if isinstance(cause, redis.AuthenticationError):
+        return True
+    return isinstance(cause, redis.ResponseError) and str(cause).split(" ", 1)[0] in ("WRONGPASS", "NOAUTH", "NOPERM")
+
+
 # -- clients ---------------------------------------------------------------------------------
 
 
@@ -275,6 +297,8 @@ def client_config(settings: JobsSettings, *, blocking: bool = False, start_embed
     elif settings.cache_alias:
         url, source = cache_config(settings.cache_alias)
     elif start_embedded:
+        if (refused := embedded_refusal(settings)) is not None:
+            raise refused
         from django_jobs.engine import embedded
 
         url = embedded.ensure_running(settings)
@@ -349,6 +373,8 @@ def check_config(settings: JobsSettings) -> str | None:
     """
     config = client_config(settings, start_embedded=False)
     if config is None:
+        if (refused := embedded_refusal(settings)) is not None:
+            raise refused
         return None
     url, kwargs = config
     _client(url, kwargs, settings).close()

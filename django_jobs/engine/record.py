@@ -36,14 +36,15 @@ PAYLOAD_VERSION = 1
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
-def encode_payload(name: str, args_json: str, kwargs_json: str, options_json: str = "") -> str:
-    """Return the payload of a job: ``{"v":1,"n":name,"a":args,"k":kwargs[,"o":options]}``.
+def encode_payload(name: str, args_json: str, kwargs_json: str, options_json: str = "", trace_json: str = "") -> str:
+    """Return the payload of a job: ``{"v":1,"n":name,"a":args,"k":kwargs[,"o":options][,"tc":trace]}``.
 
     ``args_json`` / ``kwargs_json`` / ``options_json`` are JSON texts already encoded (the
     caller checked them, naming the argument that is not JSON); ``options_json`` ``""``: none.
+    ``trace_json``: the W3C trace context of the enqueue (django_jobs.tracing; ``""``: none).
     """
     head = f'{{"v":{PAYLOAD_VERSION},"n":{_encoder.encode(name)},"a":{args_json},"k":{kwargs_json}'
-    return head + (f',"o":{options_json}}}' if options_json else "}")
+    return head + (f',"o":{options_json}' if options_json else "") + (f',"tc":{trace_json}}}' if trace_json else "}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,12 +56,15 @@ class Payload:
     kwargs: dict[str, Any] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
     problem: str = ""
+    #: ``tc``: the W3C trace context of the enqueue (``traceparent``, ``tracestate``; empty: none).
+    trace: dict[str, str] = field(default_factory=dict)
 
     def with_options(self, **options: Any) -> str:
         """Return this payload encoded again with ``options`` added to its own."""
         opts = {**self.options, **options}
         return encode_payload(
-            self.name, _encoder.encode(self.args), _encoder.encode(self.kwargs), _encoder.encode(opts) if opts else ""
+            self.name, _encoder.encode(self.args), _encoder.encode(self.kwargs), _encoder.encode(opts) if opts else "",
+            _encoder.encode(self.trace) if self.trace else "",
         )
 
 
@@ -77,7 +81,8 @@ def decode_payload(data: str | None) -> Payload:
         return Payload(problem="payload has no job name ('n')")
     if not isinstance(args, list) or not isinstance(kwargs, dict) or not isinstance(options, dict):
         return Payload(problem="payload fields have the wrong types")
-    return Payload(name, args, kwargs, options)
+    trace = payload.get("tc")
+    return Payload(name, args, kwargs, options, trace=trace if isinstance(trace, dict) else {})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -202,6 +202,9 @@ class Mirror:
 
     def _run(self, should_stop: Callable[[], bool]) -> None:
         errors = 0
+        from django_jobs.outage import OutageLog
+
+        outage = OutageLog(logger, "Mirror")
         prune_at = time.monotonic()
         while not should_stop():
             try:
@@ -226,12 +229,12 @@ class Mirror:
                 if errors:
                     logger.info("Mirror: working again after %d failed attempt(s)", errors)
                 errors = 0
-            except Exception:
+                outage.ok()
+            except Exception as exc:  # noqa: BLE001 - Redis or the database down: retry, nothing was acknowledged
                 errors += 1
-                if errors in (1, 10) or errors % 100 == 0:
-                    logger.exception("Mirror step failed (%d in a row); retrying", errors, extra={"action": "mirror_error"})
                 connections[self.using].close()
                 delay = min(5.0, 0.1 * 2 ** min(errors, 6))
+                outage.failed(exc, delay)  # one line per Redis outage, not a traceback per retry
                 until = time.monotonic() + delay
                 while not should_stop() and time.monotonic() < until:
                     time.sleep(min(0.1, delay))

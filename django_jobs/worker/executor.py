@@ -18,9 +18,9 @@ from typing import Any
 
 from django.db import close_old_connections
 
-from django_jobs import registry, runtime, serialization, signals
+from django_jobs import registry, runtime, serialization, signals, tracing
 from django_jobs.backoff import retry_delay
-from django_jobs.compat import TaskResultStatus, task_finished, task_started
+from django_jobs.compat import TaskError, TaskResultStatus, task_finished, task_started
 from django_jobs.conf import get_settings
 from django_jobs.correlation import reset_correlation_id, set_correlation_id
 from django_jobs.engine.protocol import JobState, OutcomeKind
@@ -63,6 +63,18 @@ class RunningJob:
 # The jobs running in this process and ``current_job`` (the RunningJob of this thread or task,
 # None outside jobs) live in django_jobs.runtime: one owner, readable from every layer.
 __all__ = ["Prepared", "RunningJob", "error_outcome", "run_async", "run_sync", "terminal_outcome", "timeout_outcome"]
+
+
+#: What a job may raise and have recorded as its failure: SystemExit (``sys.exit()``) and
+#: KeyboardInterrupt raised by a job's code fail the attempt like any error, and never stop the
+#: worker (signals reach the worker's main thread, never a job thread).
+JOB_ERRORS = (Exception, SystemExit, KeyboardInterrupt)
+
+
+def task_error(exc: BaseException) -> TaskError:
+    """Return the :class:`django.tasks.TaskError` of ``exc`` (its real class and traceback)."""
+    cls = type(exc)
+    return TaskError(exception_class_path=f"{cls.__module__}.{cls.__qualname__}", traceback="".join(traceback.format_exception(exc)))
 
 
 def _error_json(exc: BaseException, job: RunningJob | None = None) -> str:
@@ -117,6 +129,8 @@ class Prepared:
         "options",
         "started_ms",
         "task",
+        "trace",
+        "trace_context",
         "worker_id",
     )
 
@@ -128,6 +142,8 @@ class Prepared:
         self.worker_id = worker_id
         self.started_ms = int(time.time() * 1000)
         self.chain: Chain = get_chain()
+        self.trace_context: Any = None
+        self.trace: Any = None
         claimed = job.claimed
         payload = decode_payload(claimed.data)
         if payload.problem:
@@ -135,6 +151,7 @@ class Prepared:
             return
         name, args, kwargs, options = payload.name, payload.args, payload.kwargs, payload.options
         job.name = name
+        self.trace_context = payload.trace  # the W3C trace context of the enqueue (django_jobs.tracing)
         task = registry.get(name)
         if task is None:
             self.failure = terminal_outcome(
@@ -214,13 +231,15 @@ class Prepared:
             object.__setattr__(result, "state", JobState.COMPLETED)
             object.__setattr__(result, "_return_value", serialization.loads(result_json))
             object.__setattr__(result, "finished_at", ms_to_datetime(int(time.time() * 1000)))
-        return Outcome(job.id, job.claimed.token, OutcomeKind.COMPLETE, result_json, 0, int(keep * 1000) if keep else 0)
+        # keep_result=0: delete the job when it finishes (-1 tells the settle script; 0 means the queue's retention).
+        keep_ms = -1 if keep == 0 and keep is not None else int(keep * 1000) if keep else 0
+        return Outcome(job.id, job.claimed.token, OutcomeKind.COMPLETE, result_json, 0, keep_ms)
 
     def outcome_for_error(self, job: RunningJob, exc: BaseException) -> Outcome:
         claimed = job.claimed
         error = _error_json(exc, job)
         if isinstance(exc, Cancel) or (isinstance(exc, asyncio.CancelledError) and job.cancel_event.is_set()):
-            self._finish_status(JobState.CANCELLED)
+            self._finish_status(JobState.CANCELLED, exc)
             return Outcome(job.id, claimed.token, OutcomeKind.CANCELLED, error)
         if isinstance(exc, RateLimited):
             # Not a failure: back to scheduled, the attempt not counted (settle kind "l").
@@ -238,13 +257,14 @@ class Prepared:
                     spec = settings.default_backoff
                 delay = retry_delay(spec, claimed.attempt)
             return Outcome(job.id, claimed.token, OutcomeKind.RETRY, error, int(delay * 1000))
-        self._finish_status(JobState.FAILED)
+        self._finish_status(JobState.FAILED, exc)
         return Outcome(job.id, claimed.token, OutcomeKind.FAIL, error)
 
-    def _finish_status(self, state: str) -> None:
+    def _finish_status(self, state: str, exc: BaseException) -> None:
         if self._result is None and not task_finished.has_listeners(self.facts.backend_class):
             return
         result = self.result
+        result.errors.append(task_error(exc))  # as Django's backends do: task_finished carries the error
         object.__setattr__(result, "status", TaskResultStatus.FAILED)
         object.__setattr__(result, "state", state)
         object.__setattr__(result, "finished_at", ms_to_datetime(int(time.time() * 1000)))
@@ -309,16 +329,21 @@ _OUTCOME_LEVEL = {
 }
 
 
-def _enter(job: RunningJob, prepared: Prepared) -> tuple[object, object | None]:
+def _enter(job: RunningJob, prepared: Prepared) -> tuple[object, object | None, Prepared]:
+    # The run's OpenTelemetry span (None without tracing), a child of the enqueue's.
+    claimed = job.claimed
+    prepared.trace = tracing.start_consumer(job.name, claimed.queue, claimed.id, claimed.attempt, claimed.correlation_id, prepared.trace_context)
     if not prepared.chain.correlation:
-        return runtime.current_job.set(job), None
-    return runtime.current_job.set(job), set_correlation_id(job.claimed.correlation_id or "")
+        return runtime.current_job.set(job), None, prepared
+    return runtime.current_job.set(job), set_correlation_id(job.claimed.correlation_id or ""), prepared
 
 
-def _exit(tokens: tuple[object, object | None]) -> None:
+def _exit(tokens: tuple[object, object | None, Prepared]) -> None:
     runtime.current_job.reset(tokens[0])  # type: ignore[arg-type]
     if tokens[1] is not None:
         reset_correlation_id(tokens[1])
+    trace, tokens[2].trace = tokens[2].trace, None
+    tracing.end_consumer(trace)
 
 
 def _started(job: RunningJob, prepared: Prepared) -> None:
@@ -360,6 +385,8 @@ def _close_middleware(opened: list[Any], exc: BaseException | None) -> BaseExcep
 
 
 def _finished(job: RunningJob, prepared: Prepared, outcome: Outcome, exc: BaseException | None) -> Outcome:
+    if prepared.trace is not None:
+        tracing.outcome(prepared.trace, outcome.kind, exc)
     if prepared.chain.logging:
         _log_outcome(job, outcome, exc)
     if outcome.kind != OutcomeKind.RETRY and outcome.kind != OutcomeKind.RATE_LIMITED:
@@ -402,9 +429,10 @@ def run_sync(job: RunningJob, prepared: Prepared, *, close_connections: bool = T
                 value = asyncio.run(func(*args, **kwargs))
             else:
                 value = func(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - the job's own failure, recorded
-            error: BaseException = (_close_middleware(opened, exc) or exc) if opened else exc
-            return _finished(job, prepared, prepared.outcome_for_error(job, error), error)
+        except JOB_ERRORS as exc:  # the job's own failure (even sys.exit()), recorded; the worker goes on
+            if opened:
+                exc = _close_middleware(opened, exc) or exc
+            return _finished(job, prepared, prepared.outcome_for_error(job, exc), exc)
         if opened:
             failure = _close_middleware(opened, None)
             if failure is not None:
@@ -444,7 +472,7 @@ async def run_async(job: RunningJob, prepared: Prepared) -> Outcome:
             if not job.cancel_event.is_set():
                 raise
             return _finished(job, prepared, prepared.outcome_for_error(job, exc), exc)
-        except Exception as exc:  # noqa: BLE001 - the job's own failure, recorded
+        except JOB_ERRORS as exc:  # the job's own failure (even sys.exit()), recorded; the worker goes on
             failure = _close_middleware(opened, exc) or exc if opened else exc
             return _finished(job, prepared, prepared.outcome_for_error(job, failure), failure)
         if opened:

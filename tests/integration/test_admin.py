@@ -148,7 +148,7 @@ def test_the_job_list_filters_by_queue_state_name_and_time_and_searches_ids_and_
     assert listed() == {tagged, echo_id, failed, waiting}
     assert listed(state="failed") == {failed}
     assert listed(queue="high") == {echo_id}
-    assert listed(name=record.name) == {waiting}
+    assert listed(name=record.module_path) == {waiting}
     assert listed(q=failed) == {failed}
     assert listed(q="req-42") == {tagged}
     assert listed(q="tests.testapp.jobs.alw") == {failed}
@@ -232,12 +232,12 @@ def test_secret_arguments_are_redacted_by_name(admin_client):
 def test_redaction_covers_positional_arguments_by_parameter_name(jobs_settings):
     from django_jobs import job  # noqa: F401 - the registry holds the test jobs
 
-    args, kwargs = jobs_admin.redact_arguments(sleeper.name, ["tag-1", 3], {"token": "t"})
+    args, kwargs = jobs_admin.redact_arguments(sleeper.module_path, ["tag-1", 3], {"token": "t"})
     assert args == ["tag-1", 3] and kwargs == {"token": "[redacted]"}
     with override_settings(DJANGO_JOBS={**jobs_settings, "REDACT_ARGUMENTS": ["Tag"]}):
-        assert jobs_admin.redact_arguments(sleeper.name, ["tag-1", 3], {"token": "t"}) == (["[redacted]", 3], {"token": "t"})
+        assert jobs_admin.redact_arguments(sleeper.module_path, ["tag-1", 3], {"token": "t"}) == (["[redacted]", 3], {"token": "t"})
     with override_settings(DJANGO_JOBS={**jobs_settings, "REDACT_ARGUMENTS": []}):
-        assert jobs_admin.redact_arguments(sleeper.name, ["tag-1"], {"password": "p"}) == (["tag-1"], {"password": "p"})
+        assert jobs_admin.redact_arguments(sleeper.module_path, ["tag-1"], {"password": "p"}) == (["tag-1"], {"password": "p"})
 
 
 def test_a_bad_redact_setting_says_how_to_fix_it():

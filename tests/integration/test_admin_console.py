@@ -64,7 +64,7 @@ def test_the_list_shows_the_error_and_finds_errors_arguments_and_short_names(adm
     assert listed(admin_client, q="tag-xyz") == {other}
     assert listed(admin_client, q="always_fails") == {failed}  # the short job name
     assert listed(admin_client, q="always_f") == {failed}
-    assert listed(admin_client, q=add.name) == {ok}  # the full name still matches exactly
+    assert listed(admin_client, q=add.module_path) == {ok}  # the full name still matches exactly
     assert listed(admin_client, q="no-such-thing") == set()
 
 

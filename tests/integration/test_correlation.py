@@ -89,7 +89,7 @@ def test_a_request_id_reaches_the_json_logs_of_a_job_and_its_child_in_real_worke
         for line in mine:
             assert line["correlation_id"] == "abc123"
             assert line["queue"] == "default" and line["attempt"] == 1 and line["worker"].count(":") == 2
-            assert line["job_name"] in (checkout.name, receipt.name)
+            assert line["job_name"] in (checkout.module_path, receipt.module_path)
             assert line["level"] in ("INFO", "DEBUG") and line["time"].endswith("+00:00")
 
 
@@ -132,7 +132,7 @@ def test_log_records_carry_the_job_fields_inside_a_job_and_blanks_outside(logs, 
     outside = next(line for line in logs if line["message"] == "enqueued")
     assert outside["correlation_id"] == "cid-42" and outside["job_id"] == "" and outside["attempt"] == 0
     inside = next(line for line in logs if line["message"] == "checking out order 5")
-    assert inside["job_id"] == result.id and inside["job_name"] == checkout.name and inside["correlation_id"] == "cid-42"
+    assert inside["job_id"] == result.id and inside["job_name"] == checkout.module_path and inside["correlation_id"] == "cid-42"
     started = next(line for line in logs if line.get("action") == "job_started" and line["job_id"] == result.id)
     assert started["level"] == "DEBUG"
 
@@ -211,7 +211,7 @@ def test_job_middleware_wraps_each_run_in_order_and_sees_failures(jobs_settings,
     from tests.testapp.jobs_observability import boom, receipt
 
     calls.clear()
-    chain = [*jobs_settings.get("MIDDLEWARE", ["django_jobs.middleware.CorrelationMiddleware", "django_jobs.middleware.LoggingMiddleware"]),
+    chain = [*jobs_settings.get("MIDDLEWARE", ["django_jobs.middleware.JobCorrelationMiddleware", "django_jobs.middleware.JobLoggingMiddleware"]),
              f"{__name__}.Recorder"]
     with override_settings(DJANGO_JOBS={**jobs_settings, "MIDDLEWARE": chain}):
         with correlation_id("mw-1"):
@@ -291,7 +291,7 @@ def test_middleware_and_header_settings_are_checked(jobs_settings):
     with override_settings(DJANGO_JOBS={**jobs_settings, "MIDDLEWARE": ["nowhere.Missing", "json.dumps"]}):
         errors = [e for e in checks.run_checks(tags=["django_jobs"]) if e.id == "django_jobs.E008"]
     assert [("nowhere.Missing" in e.msg, "json.dumps" in e.msg) for e in errors] == [(True, False), (False, True)]
-    for key, bad in (("MIDDLEWARE", "django_jobs.middleware.LoggingMiddleware"), ("REQUEST_ID_HEADER", "X Request"),
+    for key, bad in (("MIDDLEWARE", "django_jobs.middleware.JobLoggingMiddleware"), ("REQUEST_ID_HEADER", "X Request"),
                      ("REQUEST_ID_HEADER", "HTTP_X_REQUEST_ID")):
         with pytest.raises(SettingError, match=key):
             build_settings({key: bad})
@@ -304,7 +304,7 @@ def test_job_middleware_also_wraps_async_jobs_with_their_correlation_id(jobs_set
     from tests.testapp.jobs import async_add
 
     calls.clear()
-    with override_settings(DJANGO_JOBS={**jobs_settings, "MIDDLEWARE": ["django_jobs.middleware.CorrelationMiddleware", f"{__name__}.Recorder"]}):
+    with override_settings(DJANGO_JOBS={**jobs_settings, "MIDDLEWARE": ["django_jobs.middleware.JobCorrelationMiddleware", f"{__name__}.Recorder"]}):
         with correlation_id("async-cid"):
             result = async_add.enqueue(1, 2)
         work()

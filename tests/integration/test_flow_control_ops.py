@@ -48,7 +48,7 @@ def test_bulk_cancel_by_queue_state_and_job_name():
     adds = [add.enqueue(i, i) for i in range(3)]
     later = add.using(delay=60).enqueue(9, 9)
     others = [jobs_limits.noop.enqueue(f"n{i}") for i in range(2)]
-    assert cancel_jobs("default", name=add.name) == {"cancelled": 4, "requested": 0, "finished": 0}
+    assert cancel_jobs("default", name=add.module_path) == {"cancelled": 4, "requested": 0, "finished": 0}
     for r in [*adds, later]:
         r.refresh()
         assert r.state == "cancelled"
@@ -58,7 +58,7 @@ def test_bulk_cancel_by_queue_state_and_job_name():
     }
     assert get_engine().counts("default")["cancelled"] == 6
     # ...and they can all be retried by filter.
-    assert retry_jobs("default", states=("cancelled",), name=jobs_limits.noop.name) == 2
+    assert retry_jobs("default", states=("cancelled",), name=jobs_limits.noop.module_path) == 2
     assert [r.refresh() or r.state for r in others] == ["waiting", "waiting"]
     cancel_jobs("default")
 

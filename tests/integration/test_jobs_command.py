@@ -95,7 +95,7 @@ def test_list_pages_through_waiting_jobs_in_the_order_they_will_run(engine):
     page = jobs_json("list", "default", "--page", "2", "--per-page", "10")
     assert (page["total"], page["page"], page["pages"], page["state"]) == (25, 2, 3, "waiting")
     assert [j["id"] for j in page["jobs"]] == ids[10:20]
-    assert page["jobs"][0]["name"] == add.name
+    assert page["jobs"][0]["name"] == add.module_path
     text, _ = jobs("list", "default", "--page", "3", "--per-page", "10")
     assert ids[24] in text and ids[0] not in text
     assert "page 3 of 3, 25 waiting job(s) in 'default'" in text

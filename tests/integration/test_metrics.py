@@ -61,7 +61,7 @@ def check_metrics(proc, workers, add, boom):
     for result in results:
         result.wait(timeout=15)
     failed.wait(timeout=15)
-    labels = (("job", add.name), ("queue", "default"))
+    labels = (("job", add.module_path), ("queue", "default"))
 
     def moved():
         after = scrape(url)
@@ -69,7 +69,7 @@ def check_metrics(proc, workers, add, boom):
 
     after = wait_until(moved, 10, message="succeeded counter at 5")
     assert after[("djj_jobs_started_total", labels)] == 5
-    assert after[("djj_jobs_failed_total", (("job", boom.name), ("queue", "default")))] == 1
+    assert after[("djj_jobs_failed_total", (("job", boom.module_path), ("queue", "default")))] == 1
     assert after[("djj_job_duration_seconds_count", labels)] == 5
     assert after[("djj_job_latency_seconds_count", labels)] == 5
     assert after[("djj_queue_jobs", (("queue", "default"), ("state", "completed")))] == 5

@@ -92,7 +92,7 @@ def test_every_job_of_every_state_is_mirrored_as_redis_holds_it(engine, work, le
     assert (rows[failed.id]["state"], rows[scheduled.id]["state"], rows[cancelled.id]["state"], rows[waiting.id]["state"]) == (
         "failed", "scheduled", "cancelled", "waiting")
     row = JobRecord.objects.get(pk=done.id)
-    assert (row.name, row.args, row.priority, row.result, row.attempts) == (add.name, [2, 3], 7, 5, 1)
+    assert (row.name, row.args, row.priority, row.result, row.attempts) == (add.module_path, [2, 3], 7, 5, 1)
     assert row.enqueued_at <= row.started_at <= row.finished_at and row.duration is not None and row.duration >= 0
     assert row.correlation_id and len(row.workers) == 1
     bad = JobRecord.objects.get(pk=failed.id)
@@ -268,7 +268,7 @@ def test_text_the_database_cannot_store_is_cleaned_not_fatal(engine):
     job = echo.enqueue("nul\x00char")
     assert mirror.mirror_once() == 1
     row = JobRecord.objects.get(pk=job.id)
-    assert row.name == echo.name and "nul" in json.dumps(row.args)
+    assert row.name == echo.module_path and "nul" in json.dumps(row.args)
 
 
 def test_events_trimmed_before_the_mirror_read_them_trigger_a_resync(engine, r):

@@ -328,7 +328,7 @@ def test_job_decorator_cron_option_declares_a_schedule(jobs_settings):
         declared = job(cron={"EVERY": 30, "ARGS": ["c"]})(cron_target)
         loaded = {s.name: s for s in scheduler.load_schedules()}
         assert loaded["cron-target"].every == 30
-        assert loaded["cron-target"].job == declared.name
+        assert loaded["cron-target"].job == declared.module_path
     finally:
         scheduler._declared.clear()
 

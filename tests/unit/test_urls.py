@@ -87,7 +87,7 @@ def test_unix_sockets_get_no_tcp_keepalive_option():
 
 
 def test_embedded_mode_is_not_resolved_without_starting_the_server(tmp_path):
-    settings = build_settings({"EMBEDDED_DIR": str(tmp_path / "e")})
+    settings = build_settings({"EMBEDDED_DIR": str(tmp_path / "e"), "EMBEDDED": True})  # DEBUG is False here
     assert client_config(settings, start_embedded=False) is None
     assert check_config(settings) is None
     assert not (tmp_path / "e").exists()

@@ -13,7 +13,8 @@
             "x" cancelled | "l" rate limited: back to scheduled after delay_ms, the attempt
             not counted; value "queue" / "key" also holds the queue / the job's limit key back, see includes/rate_limited),
             value (result JSON for "c", error JSON otherwise),
-            delay_ms (retry; 0 = straight back to waiting), keep_ms (per-job retention; 0 = queue default)
+            delay_ms (retry; 0 = straight back to waiting), keep_ms (per-job retention; 0 = queue default;
+            < 0 = delete at finish: keep_result=0)
   A retry of a job whose cancel was requested while it ran cancels it instead.
   Returns: a list, one code per outcome: 1 applied (or already applied: replay)
            | -1 JOB_NOT_FOUND | -3 NOT_OWNER | -4 BAD_REQUEST (unknown kind; nothing written)

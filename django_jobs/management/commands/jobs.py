@@ -96,12 +96,32 @@ def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
+def _add_django_options(parser: CommandParser) -> None:
+    """Accept Django's common options after the subcommand too (``jobs stats --settings X``).
+
+    ``manage.py`` reads ``--settings`` and ``--pythonpath`` anywhere on the command line before it
+    loads the settings; the subcommand's parser must only not refuse them. SUPPRESS keeps the
+    values given before the subcommand when they are not repeated after it.
+    """
+    import argparse
+
+    quiet = argparse.SUPPRESS
+    parser.add_argument("--settings", default=quiet, help=quiet)
+    parser.add_argument("--pythonpath", default=quiet, help=quiet)
+    parser.add_argument("-v", "--verbosity", type=int, choices=[0, 1, 2, 3], default=quiet, help=quiet)
+    parser.add_argument("--traceback", action="store_true", default=quiet, help=quiet)
+    parser.add_argument("--no-color", action="store_true", default=quiet, help=quiet)
+    parser.add_argument("--force-color", action="store_true", default=quiet, help=quiet)
+    parser.add_argument("--skip-checks", action="store_true", default=quiet, help=quiet)
+
+
 class Command(BaseCommand):
     help = "Inspect and steer django_jobs queues: stats, list, show, retry, cancel, pause, resume, limits, purge, workers, mirror, resync, prune."
 
     def add_arguments(self, parser: CommandParser) -> None:
         common = CommandParser(add_help=False)
         common.add_argument("--json", action="store_true", help="Print JSON (for scripts) instead of a table.")
+        _add_django_options(common)
         confirm = CommandParser(add_help=False)
         confirm.add_argument("--yes", "-y", action="store_true", help="Do not ask for confirmation.")
         sub = parser.add_subparsers(dest="action", metavar="SUBCOMMAND", required=True)
@@ -251,8 +271,12 @@ class Command(BaseCommand):
         self.emit(data, text)
 
     def do_show(self, options: dict[str, Any]) -> None:
+        from django_jobs.admin import redact_arguments
+
         q, raw = self.find(options["job_id"])
         detail = job_detail(q, options["job_id"], raw)
+        # Secrets stay hidden as in the admin (DJANGO_JOBS['REDACT_ARGUMENTS']).
+        detail["args"], detail["kwargs"] = redact_arguments(detail["name"], detail["args"], detail["kwargs"])
         tree = _flow_tree(options["job_id"], raw)
         if tree is not None:
             detail["flow"] = tree.as_dict()

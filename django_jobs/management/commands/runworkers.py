@@ -49,8 +49,17 @@ class Command(BaseCommand):
                             help="Do not run the database mirror next to the workers (see docs/mirror.md).")
         parser.add_argument("--metrics-port", type=int, default=None,
                             help="Serve Prometheus metrics on this port (needs the 'metrics' extra).")
+        parser.add_argument("--reload", action="store_true",
+                            help="Restart the workers when Python code changes (Django's autoreloader; for development).")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        from django_jobs.problems import refuse
+
+        refused = refuse()  # the list manage.py check prints (also with --skip-checks)
+        if refused:
+            raise CommandError(refused)
+        if options.get("reload"):
+            return _run_with_reloader(self, options)
         settings = get_settings()
         queues = [q.strip() for q in options["queues"].split(",") if q.strip()] or settings.queue_names
         unknown = [q for q in queues if q not in settings.queues]
@@ -68,6 +77,11 @@ class Command(BaseCommand):
             engine.ping()
             reachable = True
         except RedisUnavailable as exc:
+            from django_jobs.engine.connection import credentials_refused
+
+            if credentials_refused(exc):
+                # No retry can fix a wrong password or ACL user: one line, and exit.
+                raise CommandError(f"{exc} Redis refused the credentials: check the user and password in the Redis URL.") from None
             # Workers often start before Redis (containers, reboots): they keep retrying with
             # backoff instead of exiting, so say so once and start them anyway.
             reachable = False
@@ -146,3 +160,58 @@ def _mirror_choice(settings: Any, options: dict[str, Any]) -> tuple[bool, str]:
     if not mirror_available():
         return False, "off (no django_jobs_jobrecord table: run manage.py migrate)"
     return True, f"on ({', '.join(settings.queue_names)} -> database)"
+
+
+def _run_with_reloader(command_: BaseCommand, options: dict[str, Any]) -> None:
+    """Run the workers in a child ``runworkers`` and start a new one when Python code changes.
+
+    For development. Django's autoreloader (``StatReloader``) lists the files of every
+    imported module, the job modules included; after a change the child gets SIGTERM (its
+    running jobs finish within ``--grace``) and a fresh child starts with the new code. A
+    SIGTERM or Ctrl-C stops both.
+    """
+    import signal
+    import subprocess
+    import time
+
+    from django.utils import autoreload
+
+    registry.autodiscover()  # import the job modules, so their files are watched
+    reloader = autoreload.StatReloader()
+    command = [str(a) for a in autoreload.get_child_arguments() if a != "--reload"]
+    stopping = False
+
+    def stop(signum: int, frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    command_.stdout.write("Watching for code changes (runworkers --reload: for development).")
+    command_.stdout.flush()
+    while True:
+        snapshot = dict(reloader.snapshot_files())
+        child = subprocess.Popen(command)
+        try:
+            while child.poll() is None and not stopping:
+                time.sleep(0.5)
+                changed = [str(f) for f, mtime in reloader.snapshot_files() if snapshot.get(f) != mtime]
+                if changed:
+                    command_.stdout.write(f"{changed[0]} changed, restarting the workers.")
+                    command_.stdout.flush()
+                    break
+            else:
+                if stopping:  # stopped by a signal: the child stops with its own grace period
+                    if child.poll() is None:
+                        child.send_signal(signal.SIGTERM)
+                    child.wait()
+                    return
+                code = child.wait()
+                if code:
+                    raise CommandError("The workers exited with an error.", returncode=code)
+                return
+        except KeyboardInterrupt:
+            stopping = True
+        child.send_signal(signal.SIGTERM)
+        child.wait()
+        if stopping:
+            return

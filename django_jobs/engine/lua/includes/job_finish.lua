@@ -50,7 +50,8 @@ local function job_settle(q, acc, job_id, token, kind, value, delay_ms, keep_ms,
   end
   acc.left[#acc.left + 1] = job_id
   if kind == 'c' then
-    if keep_ms <= 0 then keep_ms = acc.keep_c end
+    -- keep_ms < 0: keep_result=0, delete at finish (like KEEP_COMPLETED AGE 0); 0: the queue's.
+    if keep_ms == 0 then keep_ms = acc.keep_c elseif keep_ms < 0 then keep_ms = 0 end
     job_ended(q, job_key, job_id, 'completed', now_ms, keep_ms, nil, acc.completed, value)
     acc.touched_completed = true
   elseif (kind == 'r' or kind == 'l') and fields[4] == '1' then
