@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import functools
-import inspect
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from django.db import transaction
 
 from django_jobs import registry, runtime, serialization, tracing
+from django_jobs.arguments import bind_arguments
 from django_jobs.backoff import validate_backoff
 from django_jobs.compat import (
     BaseTaskBackend,
@@ -26,7 +25,7 @@ from django_jobs.engine import get_engine
 from django_jobs.engine.protocol import EnqueueCode, JobState
 from django_jobs.engine.queue import NewJob
 from django_jobs.engine.record import JobView, encode_payload
-from django_jobs.exceptions import ConfigurationError, InvalidArguments, InvalidJob
+from django_jobs.exceptions import ConfigurationError, InvalidJob
 from django_jobs.limits import guard_for_call, has_guard
 from django_jobs.tasks import (
     STATE_TO_STATUS,
@@ -50,49 +49,13 @@ def new_job_id() -> str:
 current_job_id = runtime.current_job_id
 
 
-@functools.cache
-def _signature(func: Any) -> inspect.Signature:
-    return inspect.signature(func)
-
-
-@functools.cache
-def _plain_names(func: Any) -> tuple[str, ...] | None:
-    """Return the parameter names of ``func`` when all are plain and required (the fast path), else None."""
-    params = _signature(func).parameters.values()
-    if all(p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD and p.default is inspect.Parameter.empty for p in params):
-        return tuple(p.name for p in params)
-    return None
-
-
-def bind_arguments(task: Any, args: Sequence[Any], kwargs: Mapping[str, Any], *, where: str = "", leading: int = 0) -> None:
-    """Check that ``args``/``kwargs`` fit ``task``'s function, as calling it would.
-
-    ``leading`` counts arguments the worker passes first (a flow parent's children results);
-    a task that takes its context gets one more.
-
-    Raises:
-        InvalidArguments: they do not fit (also a :class:`TypeError`); the message names the job
-            and the problem.
-    """
-    extra = [None] * (leading + (1 if task.takes_context else 0))
-    names = _plain_names(task.func)
-    if names is not None and not extra:
-        # The usual job (only required positional-or-keyword parameters): fits when each
-        # parameter gets exactly one value. Anything else takes the full bind, for its message.
-        given = len(args)
-        if given + len(kwargs) == len(names) and all(k in names[given:] for k in kwargs):
-            return
-    try:
-        _signature(task.func).bind(*extra, *args, **kwargs)
-    except TypeError as exc:
-        at = f" ({where})" if where else ""
-        raise InvalidArguments(
-            f"Arguments {list(args)!r}, {dict(kwargs)!r} do not fit {task.module_path}{_signature(task.func)}{at}: {exc}."
-        ) from None
 
 
 class RedisBackend(BaseTaskBackend):
     """Run django.tasks on django_jobs' Redis engine and workers."""
+
+    #: Marks django_jobs' backend (and subclasses) for the system checks, which sit below it.
+    django_jobs_backend = True
 
     task_class = JobTask
 

@@ -237,10 +237,10 @@ def check_tasks_backends(app_configs: Any = None, **kwargs: Any) -> Messages:
 @_never_raise
 def check_cron_jobs(app_configs: Any = None, **kwargs: Any) -> Messages:
     """Check that each CRON schedule names a registered job and a configured queue (E021), and @job(cron=...) (E020)."""
-    from django_jobs import registry, scheduler
+    from django_jobs import registry
 
     declared: Messages = _import_jobs()  # declares the @job(cron=...) schedules
-    declared += [_error(exc) for exc in scheduler.declaration_errors()]
+    declared += [_error(exc) for exc in registry.declaration_errors()]
     raw = _raw_settings()
     if raw is None or not raw.get("CRON"):
         return declared
@@ -265,7 +265,7 @@ def check_cron_jobs(app_configs: Any = None, **kwargs: Any) -> Messages:
                 )
             )
             continue
-        from django_jobs.backends import bind_arguments
+        from django_jobs.arguments import bind_arguments
         from django_jobs.exceptions import InvalidArguments
 
         try:
@@ -314,10 +314,8 @@ def check_job_queues(app_configs: Any = None, **kwargs: Any) -> Messages:
 
     Declaring such a job does not raise (a settings problem never does at import time).
     """
-    from django.tasks import task_backends
-
     from django_jobs import registry
-    from django_jobs.backends import RedisBackend
+    from django_jobs.compat import task_backends
 
     errors = _import_jobs()
     aliases = set(our_aliases())
@@ -325,7 +323,7 @@ def check_job_queues(app_configs: Any = None, **kwargs: Any) -> Messages:
         if task.backend not in aliases:
             continue
         backend = task_backends[task.backend]
-        if not isinstance(backend, RedisBackend):
+        if not getattr(type(backend), "django_jobs_backend", False):
             continue
         try:
             allowed = backend.allowed_queues()
@@ -352,10 +350,10 @@ def _is_our_backend(path: Any) -> bool:
 
     try:
         cls = import_string(path)
-        from django_jobs.backends import RedisBackend
     except Exception:  # noqa: BLE001 - Django reports broken backend paths itself
         return False
-    return isinstance(cls, type) and issubclass(cls, RedisBackend)
+    # RedisBackend and its subclasses say so (checks sit below the backend: no import of it).
+    return isinstance(cls, type) and bool(getattr(cls, "django_jobs_backend", False))
 
 
 @checks.register("django_jobs", deploy=True)

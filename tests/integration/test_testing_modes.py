@@ -184,7 +184,7 @@ class Wrapper:
 @pytest.fixture
 def wrapped(jobs_settings):
     seen.clear()
-    chain = ["django_jobs.middleware.CorrelationMiddleware", "django_jobs.middleware.LoggingMiddleware", f"{__name__}.Wrapper"]
+    chain = ["django_jobs.middleware.JobCorrelationMiddleware", "django_jobs.middleware.JobLoggingMiddleware", f"{__name__}.Wrapper"]
     with override_settings(DJANGO_JOBS={**jobs_settings, "MIDDLEWARE": chain}):
         yield seen
 
