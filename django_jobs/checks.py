@@ -322,7 +322,7 @@ def check_job_queues(app_configs: Any = None, **kwargs: Any) -> Messages:
     for name, task in sorted(registry.all_jobs().items()):
         if task.backend not in aliases:
             continue
-        backend = task_backends[task.backend]
+        backend: Any = task_backends[task.backend]
         if not getattr(type(backend), "django_jobs_backend", False):
             continue
         try:

@@ -278,7 +278,7 @@ def flow_tree(job_id: str, *, queues: Iterable[str] | None = None) -> FlowNode |
     return _subtree(engine, view, "")
 
 
-_CODE_TO_POLICY = {code: name for name, code in POLICIES.items()}
+_CODE_TO_POLICY: dict[str, str] = {str(code): name for name, code in POLICIES.items()}
 
 
 def _subtree(engine: Any, view: JobView, failure: str) -> FlowNode:

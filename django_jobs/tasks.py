@@ -154,7 +154,7 @@ class JobTask(_Task):
             validate_limit_options(self)
         registry.register(self)
 
-    def using(  # type: ignore[override]
+    def using(
         self,
         *,
         priority: int | None = None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeGuard
 
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
@@ -61,7 +61,7 @@ def progress_html(value: Any) -> str:
     return format_html('<span class="djj-progress">{}</span>', text)
 
 
-def _number(value: Any) -> bool:
+def _number(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 

@@ -61,7 +61,7 @@ def dashboard_data(window: str = "hour", *, now: datetime | None = None) -> dict
     finished = JobRecord.objects.filter(finished_at__gt=since, finished_at__lte=now, state__in=(JobState.COMPLETED, JobState.FAILED))
     count = int(length / step)
     start = now - count * step
-    buckets = [{"start": start + i * step, "completed": 0, "failed": 0} for i in range(count)]
+    buckets: list[dict[str, Any]] = [{"start": start + i * step, "completed": 0, "failed": 0} for i in range(count)]
     # The bucket as a CASE over the finish time: one pass over the (finished_at, state) index,
     # in SQL on every database (a date-truncating function is a slow Python UDF on SQLite).
     bucket = Case(*(When(finished_at__lte=start + (i + 1) * step, then=Value(i)) for i in range(count)), default=Value(count - 1))
@@ -76,17 +76,17 @@ def dashboard_data(window: str = "hour", *, now: datetime | None = None) -> dict
         b["failure_rate"] = b["failed"] / total if total else None
     done = sum(b["completed"] for b in buckets)
     failed = sum(b["failed"] for b in buckets)
-    names = []
+    names: list[dict[str, Any]] = []
     top = finished.values("name").annotate(n=Count("pk"), failed=Count("pk", filter=Q(state=JobState.FAILED))).order_by("-n")[:DASHBOARD_NAMES]
-    for row in top:
-        timed = finished.filter(name=row["name"], duration__isnull=False)
-        if row["n"] <= PERCENTILE_FETCH:  # one query: the run times, sorted here
-            durations = sorted(timed.values_list("duration", flat=True))
+    for busy in top:
+        timed = finished.filter(name=busy["name"], duration__isnull=False)
+        if busy["n"] <= PERCENTILE_FETCH:  # one query: the run times, sorted here
+            durations = sorted(d for d in timed.values_list("duration", flat=True) if d is not None)
             p50, p95 = _pick(durations, 0.50), _pick(durations, 0.95)
         else:  # too many to fetch: count, then one lookup per percentile
             n = timed.count()
             p50, p95 = _percentile(timed, n, 0.50), _percentile(timed, n, 0.95)
-        names.append({"name": row["name"], "count": row["n"], "failed": row["failed"], "p50": p50, "p95": p95})
+        names.append({"name": busy["name"], "count": busy["n"], "failed": busy["failed"], "p50": p50, "p95": p95})
     return {
         "window": window, "label": label, "since": since, "now": now, "step_minutes": minutes,
         "buckets": buckets, "completed": done, "failed": failed,

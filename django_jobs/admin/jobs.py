@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
@@ -40,12 +40,20 @@ COUNT_CAP = 10_000
 ACTION_CHUNK = 2_000
 
 
-class CappedPaginator(Paginator):
+# Django's admin classes are generic for type checkers only (django-stubs).
+if TYPE_CHECKING:
+    _Paginator = Paginator[Any]
+    _ModelAdmin = admin.ModelAdmin[JobRecord]
+else:
+    _Paginator, _ModelAdmin = Paginator, admin.ModelAdmin
+
+
+class CappedPaginator(_Paginator):
     """A paginator that counts at most :data:`COUNT_CAP` + 1 rows (no full-table count)."""
 
     @cached_property
     def count(self) -> int:
-        return self.object_list[: COUNT_CAP + 1].count()
+        return cast("QuerySet[Any]", self.object_list)[: COUNT_CAP + 1].count()
 
 
 class QueueFilter(admin.SimpleListFilter):
@@ -79,7 +87,7 @@ class NameFilter(admin.SimpleListFilter):
 
 
 @admin.register(JobRecord)
-class JobRecordAdmin(admin.ModelAdmin):
+class JobRecordAdmin(_ModelAdmin):
     """Jobs: a read-only list and detail page over the mirror, with actions through the engine."""
 
     # What answers "what failed, and why?" first: state, name, queue, error, age (all fit 1024 px).
@@ -182,7 +190,7 @@ class JobRecordAdmin(admin.ModelAdmin):
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None) -> HttpResponse:
         obj = self.get_object(request, unquote(object_id))
         if obj is None:
-            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)  # type: ignore[attr-defined,no-any-return]
         if not self.has_view_permission(request, obj):
             raise PermissionDenied
         context = {
@@ -205,7 +213,7 @@ class JobRecordAdmin(admin.ModelAdmin):
         """POST: retry, cancel or delete one job from its detail page."""
         obj = self.get_object(request, unquote(object_id))
         if obj is None:
-            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)  # type: ignore[attr-defined,no-any-return]
         action = request.POST.get("action", "")
         if action not in JOB_ACTIONS:
             messages.error(request, f"Unknown action {action!r}: use retry, cancel or delete.")

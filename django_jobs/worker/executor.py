@@ -298,7 +298,7 @@ def _log_started(job: RunningJob) -> None:
 
 
 def _log_outcome(job: RunningJob, outcome: Outcome, exc: BaseException | None) -> None:
-    level = _OUTCOME_LEVEL[outcome.kind]
+    level = _OUTCOME_LEVEL[OutcomeKind(outcome.kind)]
     if not logger.isEnabledFor(level):
         return
     ms = (time.monotonic() - job.started) * 1000
@@ -430,9 +430,8 @@ def run_sync(job: RunningJob, prepared: Prepared, *, close_connections: bool = T
             else:
                 value = func(*args, **kwargs)
         except JOB_ERRORS as exc:  # the job's own failure (even sys.exit()), recorded; the worker goes on
-            if opened:
-                exc = _close_middleware(opened, exc) or exc
-            return _finished(job, prepared, prepared.outcome_for_error(job, exc), exc)
+            error: BaseException = (_close_middleware(opened, exc) or exc) if opened else exc
+            return _finished(job, prepared, prepared.outcome_for_error(job, error), error)
         if opened:
             failure = _close_middleware(opened, None)
             if failure is not None:

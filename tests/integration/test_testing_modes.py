@@ -190,9 +190,8 @@ def wrapped(jobs_settings):
 
 
 def test_immediate_mode_runs_job_middleware_and_the_job_signals(engine, wrapped):
-    from django_jobs.compat import task_started
-
     from django_jobs import runtime, signals
+    from django_jobs.compat import task_started
     from tests.testapp.jobs import async_add
 
     sent: list[tuple[str, str]] = []
