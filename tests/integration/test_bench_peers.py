@@ -1,0 +1,46 @@
+"""``python -m bench --peers`` in a tiny configuration: every library drains, the report compares.
+
+Runs the real benchmark as a subprocess (its own redis-server, real worker processes of
+django_jobs, Huey, Dramatiq and Celery): 300 jobs, 20 latency jobs, one repetition, ~15 s.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PEERS = ("huey", "dramatiq", "celery")
+
+
+@pytest.mark.timeout(240)
+def test_bench_peers_runs_every_library_and_reports_ratios(tmp_path):
+    for module in PEERS:
+        pytest.importorskip(module, reason="the `bench` extra: pip install -e '.[bench]'")
+    out = tmp_path / "peers.json"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")]))}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--peers", "--reps", "1", "--jobs", "300", "--latency-jobs", "20", "--json", str(out)],
+        check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=220,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert set(data["results"]) == {"django_jobs", "Huey", "Dramatiq", "Celery"}
+    for name, (fig,) in data["results"].items():
+        # Every library ran the same INCR job: the drain finished and was measured.
+        assert fig["drain_rate"] > 0 and fig["enqueue_rate"] > 0, name
+        assert fig["command_detail"].get("incrby", 0) > 0.5, (name, fig["command_detail"])
+        assert 0 < fig["latency_p50"] <= fig["latency_p99"], name
+        assert fig["rss_mb"] > 0 and 0 < fig["pss_mb"] <= fig["rss_mb"], name
+        assert fig["commands"] >= 3, name  # enqueue, fetch, the job's INCR at least
+    assert data["results"]["django_jobs"][0]["bulk_rate"] > 0
+    assert data["results"]["Huey"][0]["bulk_rate"] is None  # no bulk call: "—" in the table
+    table = proc.stdout[proc.stdout.index("| figure |"):]
+    assert "Huey" in table and "Dramatiq" in table and "Celery" in table
+    assert "(x" in table  # django_jobs' figure as a ratio to each peer
