@@ -92,6 +92,11 @@ class _Facts:
     backend_class: type
 
 
+def _listening(signal: Any, sender: type) -> bool:
+    """True when ``signal`` has a live receiver for ``sender``; no receiver at all answers without Django's lookup."""
+    return bool(signal.receivers) and signal.has_listeners(sender)
+
+
 def _facts(task: JobTask) -> _Facts:
     return _facts_of(task.func, task.backend)
 
@@ -193,7 +198,7 @@ class Prepared:
     def send(self, signal: Any) -> None:
         """Send a django.tasks signal, building the result only if anyone listens."""
         sender = self.facts.backend_class
-        if signal.has_listeners(sender):
+        if _listening(signal, sender):
             signal.send(sender, task_result=self.result)
 
     def call_args(self) -> tuple[list[Any], dict[str, Any]]:
@@ -208,7 +213,7 @@ class Prepared:
             return self.outcome_for_error(job, TypeError(f"The return value of {job.name!r} is not JSON serializable: {exc}"))
         keep = self.options.get("kr", self.task.keep_result)
         result = self._result
-        if result is not None or task_finished.has_listeners(self.facts.backend_class):
+        if result is not None or _listening(task_finished, self.facts.backend_class):
             result = self.result
             object.__setattr__(result, "status", TaskResultStatus.SUCCESSFUL)
             object.__setattr__(result, "state", "completed")
@@ -242,7 +247,7 @@ class Prepared:
         return Outcome(job.id, claimed.token, "f", error)
 
     def _finish_status(self, state: str) -> None:
-        if self._result is None and not task_finished.has_listeners(self.facts.backend_class):
+        if self._result is None and not _listening(task_finished, self.facts.backend_class):
             return
         result = self.result
         object.__setattr__(result, "status", TaskResultStatus.FAILED)
@@ -389,7 +394,7 @@ def run_sync(job: RunningJob, prepared: Prepared) -> Outcome:
             if prepared.chain.custom:
                 _open_middleware(prepared, opened)
             args, kwargs = prepared.call_args()
-            if inspect.iscoroutinefunction(func):
+            if prepared.is_async:  # an isolated async job (inspect.iscoroutinefunction(func), cached per function)
                 value = asyncio.run(func(*args, **kwargs))
             else:
                 value = func(*args, **kwargs)
