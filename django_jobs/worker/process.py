@@ -41,7 +41,6 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from django_jobs.conf import get_settings
@@ -217,7 +216,8 @@ class WorkerProcess:
         self._fetch_lock = threading.Lock()
         self._done: queue_mod.SimpleQueue[Any] = queue_mod.SimpleQueue()
         self._leases: dict[str, RunningJob] = {}
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="djj-job")
+        # Sync jobs claimed by the fetcher, taken in order by the ``threads`` job threads.
+        self._runnable: queue_mod.SimpleQueue[Any] = queue_mod.SimpleQueue()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
         self._rotation = 0
@@ -242,6 +242,8 @@ class WorkerProcess:
             thread = threading.Thread(target=target, name=f"djj-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
+        for n in range(self.threads):
+            threading.Thread(target=self._job_thread, name=f"djj-job_{n}", daemon=True).start()
 
     def install_signals(self, *, child: bool) -> None:
         """Route SIGTERM, SIGINT, SIGUSR1 and SIGUSR2 to the main thread (call it from the main thread).
@@ -395,7 +397,8 @@ class WorkerProcess:
             self.engine.forget_worker(self.worker_id)
         except Exception:  # noqa: BLE001 - best effort while exiting
             pass
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        for _ in range(self.threads):
+            self._runnable.put(_STOP)  # after the jobs still queued, which see ``stopping`` and return
         self._stop_event_loop()
 
     def _release(self, jobs: list[RunningJob]) -> None:
@@ -552,7 +555,7 @@ class WorkerProcess:
             job.started = math.inf  # its timeout clock starts when a thread runs it
             with self._cond:
                 self._unstarted.add(job.id)
-            self._pool.submit(self._run_sync, job, prepared)
+            self._runnable.put((job, prepared))
 
     def _event_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
@@ -561,6 +564,14 @@ class WorkerProcess:
             self._loop_thread.start()
             self._loop = loop
         return self._loop
+
+    def _job_thread(self) -> None:
+        """One of the ``threads`` job threads: run the claimed sync jobs, in order, until told to stop."""
+        while (item := self._runnable.get()) is not _STOP:
+            try:
+                self._run_sync(*item)
+            except Exception:  # noqa: BLE001 - a job thread never dies: the worker would lose a slot
+                logger.exception("Worker %s: unexpected error in a job thread", self.worker_id)
 
     def _run_sync(self, job: RunningJob, prepared: Prepared) -> None:
         with self._cond:
