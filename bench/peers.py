@@ -267,6 +267,7 @@ class Figures:
     commands: float = 0.0
     commands_enqueue: float = 0.0
     worker_cpu_us: float = 0.0
+    redis_bytes: float = 0.0
     bulk_rate: float | None = None
     command_detail: dict[str, float] = field(default_factory=dict)
 
@@ -399,12 +400,13 @@ class PeerBench:
             library.enqueue()
         self.flush()
 
-        cpu0, cmds0 = redis_cpu_s(self.r), command_calls(self.r)
+        cpu0, cmds0, mem0 = redis_cpu_s(self.r), command_calls(self.r), _used_memory(self.r)
         t0 = time.perf_counter()
         for _ in range(n):
             library.enqueue()
         fig.enqueue_rate = n / (time.perf_counter() - t0)
         cpu1, cmds1 = redis_cpu_s(self.r), command_calls(self.r)
+        fig.redis_bytes = (_used_memory(self.r) - mem0) / n
         fig.redis_cpu_enqueue_us = (cpu1 - cpu0) / n * 1e6
         enqueue_cmds = _delta(cmds0, cmds1)
         fig.commands_enqueue = sum(enqueue_cmds.values()) / n
@@ -553,8 +555,13 @@ ROWS: list[tuple[str, str, bool, str]] = [
     ("Redis server CPU per job (us, INFO cpu)", "redis_cpu_us", False, "{:.0f}"),
     ("Redis commands per job (in scripts too)", "commands", False, "{:.1f}"),
     ("worker CPU per job (us, drain window)", "worker_cpu_us", False, "{:.0f}"),
+    ("Redis memory per waiting job (bytes)", "redis_bytes", False, "{:.0f}"),
     ("bulk enqueue (jobs/s)", "bulk_rate", True, "{:,.0f}"),
 ]
+
+
+def _used_memory(client: redis.Redis) -> int:
+    return int(client.info("memory")["used_memory"])
 
 
 def _delta(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]) -> dict[str, int]:

@@ -39,6 +39,7 @@ def test_bench_peers_runs_every_library_and_reports_ratios(tmp_path):
         assert 0 < fig["latency_p50"] <= fig["latency_p99"], name
         assert fig["rss_mb"] > 0 and 0 < fig["pss_mb"] <= fig["rss_mb"], name
         assert fig["commands"] >= 3, name  # enqueue, fetch, the job's INCR at least
+        assert fig["redis_bytes"] > 50, name  # each waiting job takes some Redis memory
     assert data["results"]["django_jobs"][0]["bulk_rate"] > 0
     assert data["results"]["Huey"][0]["bulk_rate"] is None  # no bulk call: "—" in the table
     table = proc.stdout[proc.stdout.index("| figure |"):]
