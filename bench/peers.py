@@ -117,6 +117,7 @@ class Library:
 
     name = ""
     dist = ""  # the distribution whose version is reported
+    cwd = ROOT  # where its worker processes start
 
     def __init__(self, args: argparse.Namespace, env: dict[str, str]) -> None:
         self.args = args
@@ -246,6 +247,30 @@ class Celery(Library):
                 for i in range(self.args.processes)]
 
 
+class DjangoJobsAt(DjangoJobs):
+    """django_jobs' workers from another checkout (``--compare PATH``); enqueues come from this one."""
+
+    def __init__(self, args: argparse.Namespace, env: dict[str, str], path: Path, workdir: Path) -> None:
+        # This checkout's ``bench`` package (settings and jobs) with the other checkout's django_jobs:
+        # the workers start in a folder holding only a link to ``bench`` (``python -m`` puts the
+        # current folder first on sys.path), then ``path``.
+        shim = workdir / "compare-path"
+        shim.mkdir(exist_ok=True)
+        if not (shim / "bench").exists():
+            (shim / "bench").symlink_to(ROOT / "bench")
+        env = {**env, "PYTHONPATH": os.pathsep.join([str(shim), str(path)])}
+        super().__init__(args, env)
+        self.cwd = shim
+        rev = subprocess.run(["git", "-C", str(path), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             check=False).stdout.strip()
+        self.name = f"django_jobs@{rev or path.name}"
+
+    def load(self) -> None:
+        from bench import jobs
+
+        self.jobs = jobs
+
+
 LIBRARIES: dict[str, type[Library]] = {"django_jobs": DjangoJobs, "huey": Huey, "dramatiq": Dramatiq, "celery": Celery}
 
 
@@ -275,14 +300,14 @@ class Figures:
 class Workers:
     """The worker processes of one library (one or more process trees)."""
 
-    def __init__(self, commands: list[list[str]], env: dict[str, str], log: Path) -> None:
-        self.commands, self.env, self.log = commands, env, log
+    def __init__(self, commands: list[list[str]], env: dict[str, str], log: Path, cwd: Path = ROOT) -> None:
+        self.commands, self.env, self.log, self.cwd = commands, env, log, cwd
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def start(self) -> None:
         with self.log.open("ab") as out:
             for command in self.commands:
-                self.procs.append(subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                self.procs.append(subprocess.Popen(command, cwd=self.cwd, env=self.env, stdout=out, stderr=subprocess.STDOUT,
                                                    start_new_session=True))
 
     def tree(self) -> list[int]:
@@ -291,7 +316,8 @@ class Workers:
     def check(self) -> None:
         for proc in self.procs:
             if proc.poll() is not None:
-                raise RuntimeError(f"a worker process exited with {proc.returncode}: see {self.log}")
+                tail = self.log.read_text(errors="replace")[-1500:]
+                raise RuntimeError(f"a worker process exited with {proc.returncode}; the end of its log:\n{tail}")
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -354,6 +380,11 @@ class PeerBench:
                 continue
             self.libraries.append(library)
             self.results[library.name] = []
+            if key == "django_jobs" and self.args.compare:
+                other = DjangoJobsAt(self.args, env, Path(self.args.compare).resolve(), self.workdir)
+                other.load()
+                self.libraries.append(other)
+                self.results[other.name] = []
         self.info.update(
             date=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
             cpus=os.cpu_count(),
@@ -411,7 +442,7 @@ class PeerBench:
         enqueue_cmds = _delta(cmds0, cmds1)
         fig.commands_enqueue = sum(enqueue_cmds.values()) / n
 
-        self.workers = Workers(library.commands(), library.env, self.workdir / f"{library.name}.log")
+        self.workers = Workers(library.commands(), library.env, self.workdir / f"{library.name}.log", library.cwd)
         self.workers.start()
         low, high = max(1, n // 10), max(2, n * 9 // 10)
         pids: list[int] = []
@@ -598,4 +629,7 @@ def add_arguments(parser: argparse.ArgumentParser, on: Callable[[str], None] | N
     group.add_argument("--latency-jobs", type=int, default=300, help="--peers: start-latency jobs (default 300)")
     group.add_argument("--libraries", type=lambda s: [x.strip().lower() for x in s.split(",") if x.strip()],
                        default=list(LIBRARIES), help="--peers: comma-separated (default django_jobs,huey,dramatiq,celery)")
+    group.add_argument("--compare", metavar="PATH",
+                       help="--peers: also run django_jobs' workers from the checkout at PATH (e.g. main), interleaved; "
+                            "worker-side changes only: the enqueues and their script come from this checkout")
     group.add_argument("--timeout", type=float, default=180, help="--peers: seconds allowed for one drain (default 180)")
