@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -45,3 +46,26 @@ def test_bench_peers_runs_every_library_and_reports_ratios(tmp_path):
     table = proc.stdout[proc.stdout.index("| figure |"):]
     assert "Huey" in table and "Dramatiq" in table and "Celery" in table
     assert "(x" in table  # django_jobs' figure as a ratio to each peer
+
+
+@pytest.mark.timeout(120)
+def test_bench_peers_compare_runs_workers_from_another_checkout(tmp_path):
+    other = tmp_path / "other-checkout"
+    shutil.copytree(ROOT / "django_jobs", other / "django_jobs", ignore=shutil.ignore_patterns("__pycache__"))
+    # Only the other checkout's django_jobs leaves a mark, once per process that imports it.
+    init = other / "django_jobs" / "__init__.py"
+    init.write_text(init.read_text() + f"\nimport os as _os\nopen({str(tmp_path / 'imported')!r} + str(_os.getpid()), 'w').close()\n")
+    out = tmp_path / "compare.json"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")]))}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--peers", "--reps", "1", "--jobs", "300", "--latency-jobs", "10",
+         "--libraries", "django_jobs", "--compare", str(other), "--json", str(out)],
+        check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=110,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads(out.read_text())["results"]
+    assert set(results) == {"django_jobs", "django_jobs@other-checkout"}
+    assert results["django_jobs@other-checkout"][0]["drain_rate"] > 0
+    # The supervisor (its workers are forks: the module is imported once per runworkers).
+    assert len(list(tmp_path.glob("imported*"))) >= 1
