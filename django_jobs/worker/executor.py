@@ -32,6 +32,9 @@ from django_jobs.tasks import JobContext, JobResult, JobTask, ms_to_datetime
 logger = logging.getLogger("django_jobs.worker")
 
 
+_CANCEL_LOCK = threading.Lock()
+
+
 @dataclass(slots=True, eq=False)
 class RunningJob:
     """A claimed job in this process, from claim to settle."""
@@ -39,7 +42,8 @@ class RunningJob:
     claimed: Claimed
     started: float = field(default_factory=time.monotonic)
     timeout: float | None = None
-    cancel_event: threading.Event = field(default_factory=threading.Event)
+    #: The event behind :attr:`cancel_event`, made on first use (most jobs are never asked to stop).
+    _cancel: threading.Event | None = None
     #: Set once an outcome is decided (by the job, or by the timeout watchdog): later ones are dropped.
     decided: bool = False
     name: str = ""
@@ -49,6 +53,17 @@ class RunningJob:
     #: Runs in a forked child (``@job(isolated=True)``); ``child_pid`` while that child lives.
     isolated: bool = False
     child_pid: int = 0
+
+    @property
+    def cancel_event(self) -> threading.Event:
+        """Set when the job is asked to stop (a cancel request, or the worker releasing it)."""
+        event = self._cancel
+        if event is None:
+            with _CANCEL_LOCK:  # the heartbeat and the job's own thread may ask at the same time
+                if self._cancel is None:
+                    self._cancel = threading.Event()
+                event = self._cancel
+        return event
 
     @property
     def id(self) -> str:
