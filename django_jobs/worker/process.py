@@ -494,9 +494,13 @@ class WorkerProcess:
                 backoff = min(backoff * 2, BACKOFF_MAX)
 
     def _claim_now(self) -> bool:
-        """Claim now? While jobs claimed ahead still wait for a thread, free slots gather first (caller holds ``_cond``)."""
+        """Claim now? While short jobs claimed ahead still wait for a thread, free slots gather first.
+
+        Only while claiming ahead (short jobs: each one finishing wakes the fetcher again soon).
+        The caller holds ``_cond``.
+        """
         usable = self._usable()
-        return usable > 0 and (not self._unstarted or usable * 2 >= self.ahead)
+        return usable > 0 and (not self._unstarted or usable * 2 >= self.ahead or self._avg_run >= SHORT_JOB)
 
     def _usable(self) -> int:
         """Jobs the fetcher may claim now (caller holds ``_cond``)."""
