@@ -1,29 +1,18 @@
-"""The benchmark's jobs: a no-op, a 10 ms sleep, and a start-time stamp for latency."""
+"""The benchmark's jobs: a no-op, a 10 ms sleep, one Redis INCR, and a start-time stamp for latency.
+
+``incr`` and ``stamp`` are also defined, with the same bodies, for the peers of
+``python -m bench --peers`` (``bench/peer_huey.py``, ``bench/peer_dramatiq.py``,
+``bench/peer_celery.py``); they use :func:`raw_redis` too.
+"""
 
 from __future__ import annotations
 
-import os
-import threading
 import time
 
-import redis
-
+from bench.counter import COUNTER_KEY, LATENCY_KEY, raw_redis
 from django_jobs import job
 
-#: Redis list the ``stamp`` job appends ``start_ns - enqueued_ns`` to.
-LATENCY_KEY = "bench:latency"
-
-_client: redis.Redis | None = None
-_lock = threading.Lock()
-
-
-def _redis() -> redis.Redis:
-    """Return a raw client of the benchmark's Redis (one per process, made on first use)."""
-    global _client
-    with _lock:
-        if _client is None:
-            _client = redis.Redis.from_url(os.environ["DJJ_BENCH_REDIS_URL"])
-        return _client
+__all__ = ["COUNTER_KEY", "LATENCY_KEY", "incr", "noop", "raw_redis", "sleep10", "stamp"]
 
 
 @job
@@ -41,4 +30,10 @@ def sleep10() -> None:
 def stamp(enqueued_ns: int) -> None:
     """Record how long after ``enqueued_ns`` (the caller's time.time_ns()) this job started."""
     started_ns = time.time_ns()
-    _redis().rpush(LATENCY_KEY, started_ns - enqueued_ns)
+    raw_redis().rpush(LATENCY_KEY, started_ns - enqueued_ns)
+
+
+@job
+def incr() -> None:
+    """One Redis INCR: the job every library runs in ``python -m bench --peers``."""
+    raw_redis().incr(COUNTER_KEY)

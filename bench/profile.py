@@ -65,8 +65,9 @@ def profile_worker(bench: Bench, n: int, top: int, threads: int, job: str, use_y
 
     from bench import jobs
     from django_jobs.engine import get_engine
-    from django_jobs.worker.process import WorkerProcess
+    from django_jobs.worker.process import WorkerProcess, quiet_django_task_logging
 
+    quiet_django_task_logging()  # as runworkers' worker processes do (run_worker_process)
     engine = get_engine()
     task = getattr(jobs, job)
     sizes: dict[str, list[int]] = {"fetch": [], "settle": []}

@@ -5,6 +5,7 @@ Run from the repository root::
     .venv/bin/python bench/run.py            # full run (~1 minute)
     .venv/bin/python -m bench --quick        # 10x smaller
     .venv/bin/python -m bench --log-info     # workers log every job at INFO (to a file)
+    .venv/bin/python -m bench --peers        # side by side with Huey, Dramatiq, Celery (bench/peers.py)
 
 The benchmark starts its own redis-server (own port and unix socket, AOF on with
 ``appendfsync everysec``, as production would run it), uses ``bench.settings`` and the jobs
@@ -672,7 +673,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="also measure the database mirror (SQLite file): drain with and without it, lag at ~1,000 jobs/s")
     parser.add_argument("--mirror-only", action="store_true", help="with --mirror: run only the mirror phase")
     parser.add_argument("--mirror-rate", type=int, default=1000, help="jobs/s of the mirror lag phase (default 1,000)")
+    from bench.peers import add_arguments
+
+    add_arguments(parser)
     args = parser.parse_args(argv)
+    if args.peers and args.quick:
+        args.jobs, args.latency_jobs = args.jobs // 10, max(20, args.latency_jobs // 10)
     if args.mirror_only:
         args.mirror = True
     return args
@@ -680,14 +686,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    bench = Bench(args)
+    if args.peers:
+        from bench import peers
 
+        return _with_sigterm(lambda: peers.main(args))
+    bench = Bench(args)
+    return _with_sigterm(bench.run)
+
+
+def _with_sigterm(run: Callable[[], int]) -> int:
     def on_signal(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        return bench.run()
+        return run()
     except KeyboardInterrupt:
         return 130
 

@@ -9,7 +9,8 @@
 * ``DJJ_BENCH_DJANGO_TASKS_LOGGING``: ``default`` leaves ``django.tasks`` as Django's default
   LOGGING has it (level INFO, handlers that drop the records unless DEBUG), to measure what an
   unconfigured project pays;
-* ``DJJ_BENCH_KEEP_COMPLETED``: completed jobs kept (``default`` = the library default, 10,000);
+* ``DJJ_BENCH_KEEP_COMPLETED``: completed jobs kept (``default`` = the library default, 10,000;
+  ``none`` = ``{"AGE": 0}``, fire-and-forget: nothing kept, as ``--peers`` runs it);
 * ``DJJ_BENCH_DB``: the SQLite file of the database mirror (``--mirror``; default in memory).
 """
 
@@ -40,7 +41,9 @@ DJANGO_JOBS = {
     "IMPORT_MODULES": ["bench.jobs"],
 }
 _keep = os.environ.get("DJJ_BENCH_KEEP_COMPLETED", "default")
-if _keep != "default":
+if _keep == "none":
+    DJANGO_JOBS["KEEP_COMPLETED"] = {"AGE": 0}
+elif _keep != "default":
     DJANGO_JOBS["KEEP_COMPLETED"] = {"COUNT": int(_keep)}
 
 LOGGING = {

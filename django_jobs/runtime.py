@@ -24,7 +24,8 @@ class RunningJobLike(Protocol):
     @property
     def id(self) -> str: ...
 
-    cancel_event: threading.Event
+    @property
+    def cancel_event(self) -> threading.Event: ...
 
 
 #: The job running in the current thread or task (a ``worker.executor.RunningJob``; None

@@ -33,6 +33,9 @@ from django_jobs.tasks import JobContext, JobResult, JobTask, ms_to_datetime
 logger = logging.getLogger("django_jobs.worker")
 
 
+_CANCEL_LOCK = threading.Lock()
+
+
 @dataclass(slots=True, eq=False)
 class RunningJob:
     """A claimed job in this process, from claim to settle."""
@@ -40,7 +43,8 @@ class RunningJob:
     claimed: Claimed
     started: float = field(default_factory=time.monotonic)
     timeout: float | None = None
-    cancel_event: threading.Event = field(default_factory=threading.Event)
+    #: The event behind :attr:`cancel_event`, made on first use (most jobs are never asked to stop).
+    _cancel: threading.Event | None = None
     #: Set once an outcome is decided (by the job, or by the timeout watchdog): later ones are dropped.
     decided: bool = False
     name: str = ""
@@ -50,6 +54,17 @@ class RunningJob:
     #: Runs in a forked child (``@job(isolated=True)``); ``child_pid`` while that child lives.
     isolated: bool = False
     child_pid: int = 0
+
+    @property
+    def cancel_event(self) -> threading.Event:
+        """Set when the job is asked to stop (a cancel request, or the worker releasing it)."""
+        event = self._cancel
+        if event is None:
+            with _CANCEL_LOCK:  # the heartbeat and the job's own thread may ask at the same time
+                if self._cancel is None:
+                    self._cancel = threading.Event()
+                event = self._cancel
+        return event
 
     @property
     def id(self) -> str:
@@ -97,6 +112,11 @@ class _Facts:
     is_async: bool
     signature: inspect.Signature
     backend_class: type
+
+
+def _listening(signal: Any, sender: type) -> bool:
+    """True when ``signal`` has a live receiver for ``sender``; no receiver at all answers without Django's lookup."""
+    return bool(signal.receivers) and signal.has_listeners(sender)
 
 
 def _facts(task: JobTask) -> _Facts:
@@ -210,7 +230,7 @@ class Prepared:
     def send(self, signal: Any) -> None:
         """Send a django.tasks signal, building the result only if anyone listens."""
         sender = self.facts.backend_class
-        if signal.has_listeners(sender):
+        if _listening(signal, sender):
             signal.send(sender, task_result=self.result)
 
     def call_args(self) -> tuple[list[Any], dict[str, Any]]:
@@ -225,7 +245,7 @@ class Prepared:
             return self.outcome_for_error(job, TypeError(f"The return value of {job.name!r} is not JSON serializable: {exc}"))
         keep = self.options.get("kr", self.task.keep_result)
         result = self._result
-        if result is not None or task_finished.has_listeners(self.facts.backend_class):
+        if result is not None or _listening(task_finished, self.facts.backend_class):
             result = self.result
             object.__setattr__(result, "status", TaskResultStatus.SUCCESSFUL)
             object.__setattr__(result, "state", JobState.COMPLETED)
@@ -261,7 +281,7 @@ class Prepared:
         return Outcome(job.id, claimed.token, OutcomeKind.FAIL, error)
 
     def _finish_status(self, state: str, exc: BaseException) -> None:
-        if self._result is None and not task_finished.has_listeners(self.facts.backend_class):
+        if self._result is None and not _listening(task_finished, self.facts.backend_class):
             return
         result = self.result
         result.errors.append(task_error(exc))  # as Django's backends do: task_finished carries the error
@@ -425,7 +445,7 @@ def run_sync(job: RunningJob, prepared: Prepared, *, close_connections: bool = T
             if prepared.chain.custom:
                 _open_middleware(prepared, opened)
             args, kwargs = prepared.call_args()
-            if inspect.iscoroutinefunction(func):
+            if prepared.is_async:  # an isolated async job (inspect.iscoroutinefunction(func), cached per function)
                 value = asyncio.run(func(*args, **kwargs))
             else:
                 value = func(*args, **kwargs)

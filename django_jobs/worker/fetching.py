@@ -32,7 +32,7 @@ class Fetching(WorkerState):
         backoff = BACKOFF_MIN
         while not self.stopping.is_set() and not self.draining.is_set():
             with self._cond:
-                while self._usable() == 0 and not self.stopping.is_set() and not self.draining.is_set():
+                while not self._claim_now() and not self.stopping.is_set() and not self.draining.is_set():
                     self._cond.wait(1.0)
                 free = self._usable()
                 threads = self._free - self.ahead  # jobs it can start at once (no claim-ahead)
@@ -77,6 +77,15 @@ class Fetching(WorkerState):
                 self._outage.failed("fetching jobs", exc, backoff)
                 self.stopping.wait(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
+
+    def _claim_now(self) -> bool:
+        """Claim now? While short jobs claimed ahead still wait for a thread, free slots gather first.
+
+        Only while claiming ahead (short jobs: each one finishing wakes the fetcher again soon).
+        The caller holds ``_cond``.
+        """
+        usable = self._usable()
+        return usable > 0 and (not self._unstarted or usable * 2 >= self.ahead or self._avg_run >= SHORT_JOB)
 
     def _usable(self) -> int:
         """Jobs the fetcher may claim now (caller holds ``_cond``)."""

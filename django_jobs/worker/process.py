@@ -44,7 +44,6 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from django_jobs import runtime
@@ -132,7 +131,8 @@ class WorkerProcess(Fetching, Settling, Heartbeat):
         self._fetch_lock = threading.Lock()
         self._done: queue_mod.SimpleQueue[Any] = queue_mod.SimpleQueue()
         self._leases: dict[str, RunningJob] = {}
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="djj-job")
+        # Sync jobs claimed by the fetcher, taken in order by the ``threads`` job threads.
+        self._runnable: queue_mod.SimpleQueue[Any] = queue_mod.SimpleQueue()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
         self._rotation = 0
@@ -157,6 +157,8 @@ class WorkerProcess(Fetching, Settling, Heartbeat):
             thread = threading.Thread(target=target, name=f"djj-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
+        for n in range(self.threads):
+            threading.Thread(target=self._job_thread, name=f"djj-job_{n}", daemon=True).start()
 
     def install_signals(self, *, child: bool) -> None:
         """Route SIGTERM, SIGINT, SIGUSR1 and SIGUSR2 to the main thread (call it from the main thread).
@@ -292,7 +294,8 @@ class WorkerProcess(Fetching, Settling, Heartbeat):
                 thread.join(timeout=2.0)
         with contextlib.suppress(Exception):  # best effort while exiting
             self.engine.forget_worker(self.worker_id)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        for _ in range(self.threads):
+            self._runnable.put(STOP)  # after the jobs still queued, which see ``stopping`` and return
         self._stop_event_loop()
 
     def _release(self, jobs: list[RunningJob]) -> None:
@@ -351,7 +354,7 @@ class WorkerProcess(Fetching, Settling, Heartbeat):
             job.started = math.inf  # its timeout clock starts when a thread runs it
             with self._cond:
                 self._unstarted.add(job.id)
-            self._pool.submit(self._run_sync, job, prepared)
+            self._runnable.put((job, prepared))
 
     def _event_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
@@ -360,6 +363,14 @@ class WorkerProcess(Fetching, Settling, Heartbeat):
             self._loop_thread.start()
             self._loop = loop
         return self._loop
+
+    def _job_thread(self) -> None:
+        """One of the ``threads`` job threads: run the claimed sync jobs, in order, until told to stop."""
+        while (item := self._runnable.get()) is not STOP:
+            try:
+                self._run_sync(*item)
+            except Exception:
+                logger.exception("Worker %s: unexpected error in a job thread", self.worker_id)
 
     def _run_sync(self, job: RunningJob, prepared: Prepared) -> None:
         with self._cond:

@@ -12,7 +12,6 @@ import asyncio
 import logging
 import queue as queue_mod
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from django_jobs.engine.queue import Claimed, Engine
@@ -54,7 +53,8 @@ class WorkerState:
     _memory_warned: bool
     _done: queue_mod.SimpleQueue[Any]
     _leases: dict[str, RunningJob]
-    _pool: ThreadPoolExecutor
+    _unstarted: set[str]
+    _runnable: queue_mod.SimpleQueue[Any]
     _loop: asyncio.AbstractEventLoop | None
     _ppid: int
     _deadline: float | None

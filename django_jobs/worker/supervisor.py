@@ -13,6 +13,7 @@ dying at start-up.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -125,7 +126,13 @@ class Supervisor:
                 with warnings.catch_warnings():
                     # Python warns about fork() in a process with threads; the gate is the answer.
                     warnings.simplefilter("ignore", DeprecationWarning)
+                    # The child's collector never visits what exists now, so the pages of the
+                    # modules, jobs and settings it inherits stay shared with the supervisor
+                    # (copy-on-write) instead of being written by the child's first collections.
+                    gc.freeze()
                     pid = os.fork()
+                    if pid:
+                        gc.unfreeze()  # the supervisor itself keeps collecting as before
             finally:
                 if gated and gate is not None:
                     gate.release()

@@ -1,0 +1,73 @@
+"""``python -m bench --peers`` in a tiny configuration: every library drains, the report compares.
+
+Runs the real benchmark as a subprocess (its own redis-server, real worker processes of
+django_jobs, Huey, Dramatiq and, when installed, Celery): 300 jobs, 20 latency jobs, one repetition, ~15 s.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PEERS = ("huey", "dramatiq")  # in the `test` extra; Celery runs too when installed (the `bench` extra)
+
+
+@pytest.mark.timeout(240)
+def test_bench_peers_runs_every_library_and_reports_ratios(tmp_path):
+    for module in PEERS:
+        pytest.importorskip(module, reason="the `test` extra: pip install -e '.[test]'")
+    expected = {"django_jobs", "Huey", "Dramatiq"} | ({"Celery"} if importlib.util.find_spec("celery") else set())
+    out = tmp_path / "peers.json"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")]))}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--peers", "--reps", "1", "--jobs", "300", "--latency-jobs", "20", "--json", str(out)],
+        check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=220,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert set(data["results"]) == expected
+    for name, (fig,) in data["results"].items():
+        # Every library ran the same INCR job: the drain finished and was measured.
+        assert fig["drain_rate"] > 0 and fig["enqueue_rate"] > 0, name
+        assert fig["command_detail"].get("incrby", 0) > 0.5, (name, fig["command_detail"])
+        assert 0 < fig["latency_p50"] <= fig["latency_p99"], name
+        assert fig["rss_mb"] > 0 and 0 < fig["pss_mb"] <= fig["rss_mb"], name
+        assert fig["commands"] >= 3, name  # enqueue, fetch, the job's INCR at least
+        assert fig["redis_bytes"] > 50, name  # each waiting job takes some Redis memory
+    assert data["results"]["django_jobs"][0]["bulk_rate"] > 0
+    assert data["results"]["Huey"][0]["bulk_rate"] is None  # no bulk call: "—" in the table
+    table = proc.stdout[proc.stdout.index("| figure |"):]
+    assert all(name in table for name in expected)
+    assert "(x" in table  # django_jobs' figure as a ratio to each peer
+
+
+@pytest.mark.timeout(120)
+def test_bench_peers_compare_runs_workers_from_another_checkout(tmp_path):
+    other = tmp_path / "other-checkout"
+    shutil.copytree(ROOT / "django_jobs", other / "django_jobs", ignore=shutil.ignore_patterns("__pycache__"))
+    # Only the other checkout's django_jobs leaves a mark, once per process that imports it.
+    init = other / "django_jobs" / "__init__.py"
+    init.write_text(init.read_text() + f"\nimport os as _os\nopen({str(tmp_path / 'imported')!r} + str(_os.getpid()), 'w').close()\n")
+    out = tmp_path / "compare.json"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")]))}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--peers", "--reps", "1", "--jobs", "300", "--latency-jobs", "10",
+         "--libraries", "django_jobs", "--compare", str(other), "--json", str(out)],
+        check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=110,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads(out.read_text())["results"]
+    assert set(results) == {"django_jobs", "django_jobs@other-checkout"}
+    assert results["django_jobs@other-checkout"][0]["drain_rate"] > 0
+    # The supervisor (its workers are forks: the module is imported once per runworkers).
+    assert len(list(tmp_path.glob("imported*"))) >= 1
