@@ -97,7 +97,8 @@ def test_a_memory_limit_below_the_size_of_a_fresh_process_warns_instead_of_recyc
 def test_a_sigterm_while_a_process_drains_for_recycling_is_a_clean_shutdown(chaos):
     sup = chaos.start("--processes=1", "--threads=2", "--max-jobs-per-child=2", "--grace=10", ready=1, env=INFO)
     [worker] = sup.children()
-    results = jobs_timeouts.steady.enqueue_many([("a", 2.0), ("b", 2.0), ("c", 0.0)])
+    # Jobs long enough that a loaded machine still sends the SIGTERM while they run.
+    results = jobs_timeouts.steady.enqueue_many([("a", 5.0), ("b", 5.0), ("c", 0.0)])
     chaos.wait_ledger("start", ["a", "b"])
     sup.wait_output("recycling: it claimed 2 job(s)")
     assert sup.stop() == 0, "the jobs finished within the grace period"
