@@ -50,7 +50,7 @@ from django_jobs.exceptions import ConfigurationError, RedisUnavailable
 #: The TASKS backend path of django_jobs.
 BACKEND_PATH = "django_jobs.backends.RedisBackend"
 #: Settings that say how to reach Redis (checked together by :func:`check_connection`).
-CONNECTION_KEYS = ("REDIS_URL", "CACHE_ALIAS", "REDIS_OPTIONS", "EMBEDDED_DIR", "EMBEDDED_BINARY")
+CONNECTION_KEYS = ("REDIS_URL", "CACHE_ALIAS", "REDIS_OPTIONS", "SENTINEL", "CLUSTER", "EMBEDDED_DIR", "EMBEDDED_BINARY")
 #: Check id of a :class:`SettingError`, by the setting it is about.
 ERROR_IDS = {"DJANGO_JOBS": "E000", "REDIS_URL": "E002", "CACHE_ALIAS": "E003", "QUEUES": "E004", "CRON": "E020"}
 TASKS_HINT = f"Add to your settings: TASKS = {{'default': {{'BACKEND': {BACKEND_PATH!r}}}}}"

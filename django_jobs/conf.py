@@ -27,12 +27,15 @@ from django.dispatch import receiver
 
 from django_jobs.backoff import validate_backoff
 from django_jobs.exceptions import ConfigurationError, InvalidJob
+from django_jobs.topology import parse_cluster, parse_sentinel, topology_error
 
 #: Default values of every DJANGO_JOBS key.
 DEFAULTS: dict[str, Any] = {
     "REDIS_URL": None,
     "CACHE_ALIAS": None,
     "REDIS_OPTIONS": {},
+    "SENTINEL": None,
+    "CLUSTER": None,
     "PREFIX": "djj",
     "EMBEDDED_DIR": None,
     "EMBEDDED_BINARY": None,
@@ -313,6 +316,8 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "REDIS_URL": parse_optional_string,
     "CACHE_ALIAS": parse_optional_string,
     "REDIS_OPTIONS": parse_options,
+    "SENTINEL": parse_sentinel,
+    "CLUSTER": parse_cluster,
     "PREFIX": parse_prefix,
     "EMBEDDED_DIR": parse_optional_string,
     "EMBEDDED_BINARY": parse_optional_string,
@@ -613,6 +618,10 @@ class JobsSettings:
     max_memory_per_child: int | None = None
     redact_arguments: list[str] = field(default_factory=lambda: list(DEFAULTS["REDACT_ARGUMENTS"]))
     mirror: dict[str, Any] = field(default_factory=lambda: dict(DEFAULTS["MIRROR"]))
+    #: DJANGO_JOBS["SENTINEL"] parsed (django_jobs/topology.py), or None.
+    sentinel: dict[str, Any] | None = None
+    #: DJANGO_JOBS["CLUSTER"]: False, True (REDIS_URL / CACHE_ALIAS names a node) or startup node URLs.
+    cluster: bool | list[str] = False
     raw: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -622,8 +631,8 @@ class JobsSettings:
 
     @property
     def embedded(self) -> bool:
-        """True when neither REDIS_URL nor CACHE_ALIAS is set."""
-        return not self.redis_url and not self.cache_alias
+        """True when none of REDIS_URL, CACHE_ALIAS, SENTINEL and CLUSTER says where Redis is."""
+        return not self.redis_url and not self.cache_alias and not self.sentinel and not self.cluster
 
     def keep(self, queue: str, which: str) -> tuple[float, int]:
         """Return (age_seconds, count) retention for ``which`` in ('COMPLETED', 'FAILED')."""
@@ -685,6 +694,12 @@ def build_settings(raw: Mapping[str, Any]) -> JobsSettings:
     error = ambiguity_error(values["REDIS_URL"], values["CACHE_ALIAS"])
     if error is not None:
         raise error
+    error = topology_error(
+        redis_url=values["REDIS_URL"], cache_alias=values["CACHE_ALIAS"], sentinel=values["SENTINEL"],
+        cluster=values["CLUSTER"],
+    )
+    if error is not None:
+        raise error
     return JobsSettings(
         redis_url=values["REDIS_URL"],
         cache_alias=values["CACHE_ALIAS"],
@@ -713,6 +728,8 @@ def build_settings(raw: Mapping[str, Any]) -> JobsSettings:
         max_memory_per_child=values["MAX_MEMORY_PER_CHILD"],
         redact_arguments=values["REDACT_ARGUMENTS"],
         mirror=values["MIRROR"],
+        sentinel=values["SENTINEL"],
+        cluster=values["CLUSTER"],
         raw=raw,
     )
 

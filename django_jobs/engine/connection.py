@@ -34,6 +34,14 @@ from redis.connection import parse_url as redis_parse_url
 from redis.retry import Retry
 
 from django_jobs.conf import JobsSettings, SettingError, ambiguity_error, did_you_mean, label
+from django_jobs.engine.topology import (
+    AnyClient,
+    cluster_client,
+    sentinel_client,
+    sentinel_display,
+    servers,
+    topology_of,
+)
 from django_jobs.exceptions import RedisUnavailable
 
 #: Schemes REDIS_URL accepts.
@@ -205,11 +213,9 @@ def cache_config(alias: str) -> tuple[str, dict[str, Any]]:
     if kind == "django_redis":
         factory = str(options.get("CONNECTION_FACTORY") or getattr(django_settings, "DJANGO_REDIS_CONNECTION_FACTORY", ""))
         if "SENTINELS" in options or "Sentinel" in factory or "Sentinel" in str(options.get("CLIENT_CLASS", "")):
-            raise SettingError(
-                "CACHE_ALIAS",
-                f"{where}, but CACHES[{alias!r}] is a Sentinel cache, which CACHE_ALIAS does not support.",
-                "Set REDIS_URL to the primary instead.",
-            )
+            # A Sentinel cache: its LOCATION names the service (engine/topology.py reads the rest).
+            kwargs.update(options.get("CONNECTION_POOL_KWARGS") or {})
+            return str(location), kwargs
         for option, kwarg in DJANGO_REDIS_OPTIONS.items():
             if options.get(option):
                 kwargs[kwarg] = options[option]
@@ -269,7 +275,14 @@ def client_config(settings: JobsSettings, *, blocking: bool = False, start_embed
     if error is not None:
         raise error
     source: dict[str, Any] = {}
-    if settings.redis_url:
+    kind, detail = topology_of(settings)
+    if kind == "sentinel":
+        url = sentinel_display(detail)
+        if settings.cache_alias:
+            source = cache_config(settings.cache_alias)[1]
+    elif kind == "cluster" and detail:
+        url = detail[0]
+    elif settings.redis_url:
         url = settings.redis_url
         parse_url(url)
     elif settings.cache_alias:
@@ -295,16 +308,27 @@ def client_config(settings: JobsSettings, *, blocking: bool = False, start_embed
     return url, kwargs
 
 
-def _client(url: str, kwargs: dict[str, Any], settings: JobsSettings) -> redis.Redis:
+def _client(url: str, kwargs: dict[str, Any], settings: JobsSettings) -> Any:
     """Return a client for ``url``; raise ConfigurationError if a connection could not be made."""
     # Without REDIS_OPTIONS, a bad keyword argument can only come from the cache's OPTIONS.
     setting = "CACHE_ALIAS" if settings.cache_alias and not settings.redis_options else "REDIS_OPTIONS"
+    kind, detail = topology_of(settings)
     try:
-        client = redis.Redis.from_url(url, **kwargs)
+        client: AnyClient
+        if kind == "sentinel":
+            client = sentinel_client(detail, kwargs)
+        elif kind == "cluster":
+            # RedisCluster connects to a startup node as it is built: a wrong address fails here.
+            client = cluster_client(detail or [url], kwargs)
+            return client
+        else:
+            client = redis.Redis.from_url(url, **kwargs)
         pool = client.connection_pool
         # redis-py connects lazily; building (not opening) a connection now surfaces a bad
         # keyword argument at start-up instead of at the first command.
         pool.connection_class(**pool.connection_kwargs)
+    except redis.RedisError as exc:  # a cluster whose startup nodes do not answer
+        raise RedisUnavailable(f"Cannot reach the Redis Cluster at {safe_url(url)}: {redact(str(exc), kwargs.get('password'))}") from exc
     except (TypeError, ValueError) as exc:
         where = label("REDIS_OPTIONS")
         if settings.cache_alias:
@@ -318,7 +342,7 @@ def _client(url: str, kwargs: dict[str, Any], settings: JobsSettings) -> redis.R
     return client
 
 
-def build_client(settings: JobsSettings, *, blocking: bool = False) -> redis.Redis:
+def build_client(settings: JobsSettings, *, blocking: bool = False) -> Any:
     """Return a Redis client for the settings (starts the embedded server if needed).
 
     A ``blocking`` client has no socket timeout, for BLPOP waits on idle queues.
@@ -351,6 +375,8 @@ def check_config(settings: JobsSettings) -> str | None:
     if config is None:
         return None
     url, kwargs = config
+    if topology_of(settings)[0] == "cluster":
+        return safe_url(url)  # RedisCluster connects as it is built: the deploy check E030 asks it
     _client(url, kwargs, settings).close()
     return safe_url(url)
 
@@ -436,15 +462,25 @@ def durability(settings: JobsSettings, *, timeout: float = 2.0) -> Durability | 
         if found is None:
             return None
         client, _shown = found
-        try:
-            memory = client.info("memory")
-            persistence = client.info("persistence")
-        except redis.ResponseError:  # INFO refused (ACLs, renamed command)
-            return Durability(maxmemory_policy=None, aof=None, save=None)
-        try:
-            save: str | None = str(client.config_get("save").get("save", ""))
-        except redis.ResponseError:  # CONFIG renamed or refused (ElastiCache, Memorystore, ACLs)
-            save = None
+        # A cluster answers for each primary: the worst of them is what a job may meet.
+        found_each = [_durability(server) for server in servers(client)]
+    worst = found_each[0]
+    for other in found_each[1:]:
+        if other.maxmemory_policy != "noeviction" or other.persists is False:
+            worst = other
+    return worst
+
+
+def _durability(client: redis.Redis) -> Durability:
+    try:
+        memory = client.info("memory")
+        persistence = client.info("persistence")
+    except redis.ResponseError:  # INFO refused (ACLs, renamed command)
+        return Durability(maxmemory_policy=None, aof=None, save=None)
+    try:
+        save: str | None = str(client.config_get("save").get("save", ""))
+    except redis.ResponseError:  # CONFIG renamed or refused (ElastiCache, Memorystore, ACLs)
+        save = None
     policy = memory.get("maxmemory_policy")
     aof = persistence.get("aof_enabled")
     return Durability(

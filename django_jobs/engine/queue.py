@@ -18,9 +18,11 @@ from typing import Any
 import redis
 
 from django_jobs.conf import JobsSettings
-from django_jobs.engine.connection import build_client, safe_url
+from django_jobs.engine.cluster import ClusterWaiter, run_script
+from django_jobs.engine.connection import build_client
 from django_jobs.engine.keys import QueueKeys, workers_key
 from django_jobs.engine.scripts import SCRIPT_NAMES, script_source
+from django_jobs.engine.topology import blocking_twin, describe, is_cluster
 from django_jobs.exceptions import EngineError, RedisOutOfMemory, RedisUnavailable
 
 #: Attempts of a script call on a connection error before RedisUnavailable (scripts are replay-safe).
@@ -154,6 +156,9 @@ class Engine:
         self._owned: weakref.WeakSet[_OwnConnection] = weakref.WeakSet()
         self.maxlen = settings.events_maxlen
         self._limit_defaults: dict[str, tuple[int, int, int]] = {}
+        #: A Redis Cluster client: script calls and idle waits go per slot (engine/cluster.py).
+        self._cluster = is_cluster(self.client)
+        self._waiter = ClusterWaiter(self.blocking_client) if self._cluster else None
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -167,24 +172,14 @@ class Engine:
     @property
     def target(self) -> str:
         """A printable description of the Redis server (no password)."""
-        kw = self.client.connection_pool.connection_kwargs
-        if kw.get("path"):
-            return f"unix://{kw['path']}"
-        scheme = "rediss" if self.client.connection_pool.connection_class.__name__.startswith("SSL") else "redis"
-        return safe_url(f"{scheme}://{kw.get('host', 'localhost')}:{kw.get('port', 6379)}/{kw.get('db', 0)}")
+        return describe(self.client)
 
     def blocking_client(self) -> redis.Redis:
         """Return a client for blocking waits (its socket timeout outlasts any wait)."""
         with self._lock:
             if self._blocking is None:
-                kwargs = dict(self.client.connection_pool.connection_kwargs)
                 # Longer than any wait, so a connection that died silently is noticed.
-                kwargs["socket_timeout"] = MAX_BLOCK + 10
-                kwargs.pop("health_check_interval", None)
-                pool = redis.ConnectionPool(
-                    connection_class=self.client.connection_pool.connection_class, **kwargs
-                )
-                self._blocking = redis.Redis(connection_pool=pool)
+                self._blocking = blocking_twin(self.client, MAX_BLOCK + 10)
             return self._blocking
 
     def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
@@ -196,6 +191,11 @@ class Engine:
         which the scripts make safe (replaying a request has the effect of once).
         """
         script = self._scripts[name]
+        if self._cluster:
+            try:
+                return run_script(self.client, script, keys, args, self.target)
+            except redis.ResponseError as exc:
+                raise self._response_error(exc) from exc
         lane = self._lane
         pid = os.getpid()
         for attempt in range(SCRIPT_RETRIES + 1):
@@ -251,6 +251,8 @@ class Engine:
         """Close this engine's connections, the script connections of every thread too."""
         for own in list(self._owned):
             own.close()
+        if self._waiter is not None:
+            self._waiter.stop()
         self.client.close()
         if self._blocking is not None:
             self._blocking.close()
@@ -289,7 +291,9 @@ class Engine:
         One chunk is a plain :meth:`_run` call.
         """
         step = width * chunk
-        if len(items) <= step:
+        if len(items) <= step or self._cluster:
+            if self._cluster:  # one call per chunk (a cluster pipeline cannot carry script calls)
+                return [r for start in range(0, len(items), step) for r in self._run(name, keys, (*head, *items[start : start + step]))]
             return list(self._run(name, keys, (*head, *items)))
         script = self._scripts[name]
 
@@ -479,6 +483,8 @@ class Engine:
         """Block until a job may be ready on one of ``queues`` or ``timeout`` seconds pass."""
         markers = [self.keys(q).marker for q in queues]
         timeout = min(MAX_BLOCK, max(0.01, round(timeout, 3)))
+        if self._waiter is not None:  # markers on several slots: one blocked thread per queue
+            return self._waiter.wait(dict(zip(queues, markers)), timeout, block=MAX_BLOCK)
         return self._call(self.blocking_client().blpop, markers, timeout=timeout) is not None
 
     # -- workers --------------------------------------------------------------------------
@@ -752,18 +758,12 @@ class Engine:
                 n.parent_id, self.keys(j.parent_queue).base if j.parent_queue else "", j.policy, j.keep_ms,
                 json.dumps([[self.keys(q).base, i, q, name] for q, i, name in j.children]) if j.children else "",
             ]
-        return int(self._run("flow_enqueue", (), args))
+        # The script names its keys in ARGV; the one key routes the call to the flow's slot on a cluster.
+        return int(self._run("flow_enqueue", (self.keys(jobs[0].queue).meta,), args))
 
     def _is_cluster(self) -> bool:
         """Return True when the server is a Redis Cluster node (asked once per engine)."""
-        cached = getattr(self, "_cluster", None)
-        if cached is None:
-            try:
-                info = self._call(self.client.info, "cluster")
-            except redis.ResponseError:  # INFO refused (ACL, renamed command): not a Cluster we can see
-                info = {}
-            cached = self._cluster = bool(int(info.get("cluster_enabled", 0) or 0))
-        return cached
+        return self._cluster
 
     def get_jobs(self, pairs: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
         """Return the raw hashes of ``(queue, job id)`` pairs in one round trip (``{}`` for a missing job)."""

@@ -9,6 +9,9 @@ from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
 from django_jobs import InvalidJob, call
 from tests.testapp import jobs
 
+# Every test runs against one Redis server and against a real Redis Cluster (tests/conftest.py).
+pytestmark = pytest.mark.parametrize("topology", ["server", "cluster"], indirect=True)
+
 
 def test_sync_job_runs_and_its_result_is_readable_from_its_id(work):
     result = jobs.add.enqueue(2, 3)
