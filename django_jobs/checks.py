@@ -12,6 +12,7 @@
 ``django_jobs.E008``    A MIDDLEWARE entry cannot be imported or is not a job middleware class.
 ``django_jobs.E020``    CRON is invalid: its shape, a schedule's expression, time zone, policy or arguments.
 ``django_jobs.E021``    A CRON schedule names a job that is not registered, or a queue that is not configured.
+``django_jobs.E030``    (deploy) The Redis is not the kind the settings say (Cluster node, Sentinel, single server).
 ``django_jobs.E099``    A check itself failed (a bug in django_jobs: please report it).
 ``django_jobs.W001``    (deploy) Redis does not answer.
 ``django_jobs.W002``    Embedded mode, but no redis-server binary was found.
@@ -381,6 +382,23 @@ def check_redis_reachable(app_configs: Any = None, **kwargs: Any) -> Messages:
             hint = f"Start Redis or fix {where}: enqueueing and workers fail until it answers."
         return [checks.Warning(str(exc), hint=hint, id="django_jobs.W001")]
     return []
+
+
+@checks.register("django_jobs", deploy=True)
+@_never_raise
+def check_topology(app_configs: Any = None, **kwargs: Any) -> Messages:
+    """Tell a Redis Cluster, a Sentinel and a single server apart; E030 when the settings say otherwise."""
+    from django_jobs.conf import get_settings
+    from django_jobs.engine.connection import topology_mismatch
+
+    try:
+        found = topology_mismatch(get_settings())
+    except (ConfigurationError, RedisUnavailable):
+        return []  # E002/E003/E005 or W001 report it
+    if found is None:
+        return []
+    problem, hint = found
+    return [checks.Error(problem, hint=hint, id="django_jobs.E030")]
 
 
 @checks.register("django_jobs", deploy=True)

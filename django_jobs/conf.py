@@ -27,7 +27,7 @@ from django.dispatch import receiver
 
 from django_jobs.backoff import validate_backoff
 from django_jobs.exceptions import ConfigurationError, InvalidJob
-from django_jobs.topology import parse_cluster, parse_sentinel, topology_error
+from django_jobs.topology import parse_cluster, parse_enqueue_wait, parse_sentinel, topology_error
 
 #: Default values of every DJANGO_JOBS key.
 DEFAULTS: dict[str, Any] = {
@@ -36,6 +36,7 @@ DEFAULTS: dict[str, Any] = {
     "REDIS_OPTIONS": {},
     "SENTINEL": None,
     "CLUSTER": None,
+    "ENQUEUE_WAIT": None,
     "PREFIX": "djj",
     "EMBEDDED_DIR": None,
     "EMBEDDED_BINARY": None,
@@ -318,6 +319,7 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "REDIS_OPTIONS": parse_options,
     "SENTINEL": parse_sentinel,
     "CLUSTER": parse_cluster,
+    "ENQUEUE_WAIT": parse_enqueue_wait,
     "PREFIX": parse_prefix,
     "EMBEDDED_DIR": parse_optional_string,
     "EMBEDDED_BINARY": parse_optional_string,
@@ -622,6 +624,8 @@ class JobsSettings:
     sentinel: dict[str, Any] | None = None
     #: DJANGO_JOBS["CLUSTER"]: False, True (REDIS_URL / CACHE_ALIAS names a node) or startup node URLs.
     cluster: bool | list[str] = False
+    #: DJANGO_JOBS["ENQUEUE_WAIT"]: (replicas, timeout ms) an enqueue waits for (WAIT), or None.
+    enqueue_wait: tuple[int, int] | None = None
     raw: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -696,7 +700,7 @@ def build_settings(raw: Mapping[str, Any]) -> JobsSettings:
         raise error
     error = topology_error(
         redis_url=values["REDIS_URL"], cache_alias=values["CACHE_ALIAS"], sentinel=values["SENTINEL"],
-        cluster=values["CLUSTER"],
+        cluster=values["CLUSTER"], enqueue_wait=values["ENQUEUE_WAIT"],
     )
     if error is not None:
         raise error
@@ -730,6 +734,7 @@ def build_settings(raw: Mapping[str, Any]) -> JobsSettings:
         mirror=values["MIRROR"],
         sentinel=values["SENTINEL"],
         cluster=values["CLUSTER"],
+        enqueue_wait=values["ENQUEUE_WAIT"],
         raw=raw,
     )
 

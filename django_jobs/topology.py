@@ -130,8 +130,36 @@ def parse_cluster(key: str, value: Any) -> bool | list[str]:
     return urls
 
 
-def topology_error(*, redis_url: Any, cache_alias: Any, sentinel: Any, cluster: Any) -> SettingError | None:
+ENQUEUE_WAIT_EXAMPLE = "E.g. {'REPLICAS': 1, 'TIMEOUT': 0.5}: wait up to 0.5 s for one replica (see docs/scaling.md)."
+
+
+def parse_enqueue_wait(key: str, value: Any) -> tuple[int, int] | None:
+    """Return ENQUEUE_WAIT as ``(replicas, timeout ms)``, or None (enqueues do not wait for replicas)."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or set(value) - {"REPLICAS", "TIMEOUT"}:
+        raise _error(key, f"{_label(key)} is {value!r}; it must be a dict with REPLICAS and TIMEOUT.", ENQUEUE_WAIT_EXAMPLE)
+    replicas = value.get("REPLICAS", 1)
+    timeout = value.get("TIMEOUT", 1.0)
+    if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
+        raise _error(key, f"{_label(key)}['REPLICAS'] is {replicas!r}; it must be a whole number >= 1.", ENQUEUE_WAIT_EXAMPLE)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 60:
+        raise _error(
+            key, f"{_label(key)}['TIMEOUT'] is {timeout!r}; it must be seconds, more than 0 and at most 60.",
+            ENQUEUE_WAIT_EXAMPLE,
+        )
+    return replicas, max(1, round(timeout * 1000))
+
+
+def topology_error(
+    *, redis_url: Any, cache_alias: Any, sentinel: Any, cluster: Any, enqueue_wait: Any = None
+) -> SettingError | None:
     """Return the error for SENTINEL / CLUSTER combined with a setting they exclude (None when consistent)."""
+    if enqueue_wait and cluster:
+        return _error(
+            "ENQUEUE_WAIT", f"{_label('ENQUEUE_WAIT')} is not supported on a Redis Cluster yet.",
+            "Remove ENQUEUE_WAIT, or set min-replicas-to-write on the cluster's primaries (docs/scaling.md).",
+        )
     if sentinel and cluster:
         return _error(
             "CLUSTER", f"{_label('SENTINEL')} and {_label('CLUSTER')} are both set; a Redis is one or the other.",

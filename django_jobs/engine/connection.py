@@ -327,7 +327,7 @@ def _client(url: str, kwargs: dict[str, Any], settings: JobsSettings) -> Any:
         # redis-py connects lazily; building (not opening) a connection now surfaces a bad
         # keyword argument at start-up instead of at the first command.
         pool.connection_class(**pool.connection_kwargs)
-    except redis.RedisError as exc:  # a cluster whose startup nodes do not answer
+    except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:  # startup nodes that do not answer
         raise RedisUnavailable(f"Cannot reach the Redis Cluster at {safe_url(url)}: {redact(str(exc), kwargs.get('password'))}") from exc
     except (TypeError, ValueError) as exc:
         where = label("REDIS_OPTIONS")
@@ -379,6 +379,45 @@ def check_config(settings: JobsSettings) -> str | None:
         return safe_url(url)  # RedisCluster connects as it is built: the deploy check E030 asks it
     _client(url, kwargs, settings).close()
     return safe_url(url)
+
+
+def topology_mismatch(settings: JobsSettings, *, timeout: float = 2.0) -> tuple[str, str] | None:
+    """Ask the configured Redis what it is; return ``(problem, hint)`` when the settings describe something else.
+
+    Tells a Redis Cluster node, a Sentinel and a single server apart (``INFO server``'s
+    ``redis_mode``). None: they agree, or embedded mode.
+
+    Raises:
+        ConfigurationError: the settings are invalid.
+        RedisUnavailable: Redis did not answer.
+    """
+    kind = topology_of(settings)[0]
+    try:
+        with _fail_fast_client(settings, timeout) as found:
+            if found is None:
+                return None
+            client, shown = found
+            mode = "cluster" if kind == "cluster" else str(client.info("server").get("redis_mode", "standalone"))
+    except RedisUnavailable as exc:
+        if kind == "cluster" and "cluster mode is not enabled" in str(exc).lower():
+            return (
+                f"{label('CLUSTER')} is set, but the Redis at {safe_url(client_config(settings, start_embedded=False)[0])} "  # type: ignore[index]
+                "is not a Redis Cluster node (cluster-enabled no).",
+                "Remove CLUSTER to use it as a single server, or point CLUSTER / REDIS_URL at a cluster node.",
+            )
+        raise
+    if mode == "cluster" and kind != "cluster":
+        return (
+            f"The Redis at {shown} is a Redis Cluster node, but DJANGO_JOBS does not say so: "
+            "commands for keys on other nodes would fail with MOVED.",
+            "Set DJANGO_JOBS['CLUSTER'] = True (REDIS_URL names one node), or list the startup nodes in CLUSTER.",
+        )
+    if mode == "sentinel":
+        return (
+            f"The server at {shown} is a Redis Sentinel, not the Redis that holds the data.",
+            "Set DJANGO_JOBS['SENTINEL'] = {'SENTINELS': [...], 'SERVICE_NAME': ...} instead of REDIS_URL.",
+        )
+    return None
 
 
 def ping(settings: JobsSettings, *, timeout: float = 2.0) -> str | None:

@@ -20,6 +20,7 @@ import redis
 from django_jobs.conf import JobsSettings
 from django_jobs.engine.cluster import ClusterWaiter, run_script
 from django_jobs.engine.connection import build_client
+from django_jobs.engine.replicas import ENQUEUE_SCRIPTS, replica_acks, replica_wait
 from django_jobs.engine.keys import QueueKeys, workers_key
 from django_jobs.engine.scripts import SCRIPT_NAMES, script_source
 from django_jobs.engine.topology import blocking_twin, describe, is_cluster
@@ -159,6 +160,8 @@ class Engine:
         #: A Redis Cluster client: script calls and idle waits go per slot (engine/cluster.py).
         self._cluster = is_cluster(self.client)
         self._waiter = ClusterWaiter(self.blocking_client) if self._cluster else None
+        #: ENQUEUE_WAIT: (replicas, timeout ms) each enqueue waits for (docs/scaling.md), or None.
+        self._enqueue_wait = settings.enqueue_wait
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -207,12 +210,15 @@ class Engine:
             try:
                 conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
                 try:
-                    return conn.read_response()
+                    reply = conn.read_response()
                 except redis.exceptions.NoScriptError:
                     # EVAL sends the source and caches it: unlike SCRIPT LOAD + EVALSHA, it cannot
                     # meet another flush in between (tests/chaos/test_redis_stalls.py).
                     conn.send_command("EVAL", script.script, len(keys), *keys, *args)
-                    return conn.read_response()
+                    reply = conn.read_response()
+                if self._enqueue_wait is not None and name in ENQUEUE_SCRIPTS:
+                    replica_wait(conn, self._enqueue_wait)
+                return reply
             except redis.ResponseError as exc:
                 raise self._response_error(exc) from exc
             except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -301,7 +307,14 @@ class Engine:
             with self.client.pipeline(transaction=False) as pipe:
                 for start in range(0, len(items), step):
                     script(keys=list(keys), args=[*head, *items[start : start + step]], client=pipe)
-                return list(pipe.execute())
+                waits = self._enqueue_wait is not None and name in ENQUEUE_SCRIPTS
+                if waits:
+                    assert self._enqueue_wait is not None
+                    pipe.execute_command("WAIT", *self._enqueue_wait)
+                replies = list(pipe.execute())
+                if waits:
+                    replica_acks(replies.pop(), self._enqueue_wait)
+                return replies
 
         return [reply for replies in self._call(send) for reply in replies]
 

@@ -14,7 +14,7 @@ from urllib.parse import unquote, urlparse
 
 import redis
 from redis.cluster import ClusterNode, RedisCluster
-from redis.sentinel import Sentinel, SentinelConnectionPool
+from redis.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
 
 from django_jobs.conf import JobsSettings, SettingError, label
 from django_jobs.topology import parse_sentinel
@@ -93,6 +93,34 @@ def cache_topology(alias: str) -> tuple[str, Any] | None:
     return None
 
 
+class SentinelConnection(SentinelManagedConnection):
+    """A Sentinel-managed connection that finds the primary however it is opened.
+
+    redis-py's SentinelManagedConnection asks the sentinels only in ``connect()``; a connection
+    opened by ``send_command`` (the engine's per-thread script connections) goes through
+    ``connect_check_health`` and would connect to the default localhost:6379 instead.
+    """
+
+    _routing = False
+
+    def connect_to(self, address: Any) -> None:
+        self._routing = True
+        try:
+            super().connect_to(address)
+        finally:
+            self._routing = False
+
+    def connect_check_health(self, check_health: bool = True, retry_socket_connect: bool = True) -> None:
+        if self._routing:
+            super().connect_check_health(check_health=check_health, retry_socket_connect=retry_socket_connect)
+        else:
+            self.connect()
+
+
+class SentinelSSLConnection(SentinelConnection, redis.SSLConnection):
+    """:class:`SentinelConnection` over TLS (``REDIS_OPTIONS = {"ssl": True, ...}``)."""
+
+
 def sentinel_display(sentinel: dict[str, Any]) -> str:
     """How messages name a Sentinel service (no password)."""
     hosts = ",".join(f"{h}:{p}" for h, p in sentinel["sentinels"])
@@ -117,6 +145,7 @@ def sentinel_client(sentinel: dict[str, Any], kwargs: dict[str, Any]) -> redis.R
         sentinel_kwargs["username"] = sentinel["sentinel_username"]
     if sentinel.get("sentinel_password"):
         sentinel_kwargs["password"] = sentinel["sentinel_password"]
+    kwargs["connection_class"] = SentinelSSLConnection if kwargs.pop("ssl", False) else SentinelConnection
     manager = Sentinel(sentinel["sentinels"], sentinel_kwargs=sentinel_kwargs)
     return manager.master_for(sentinel["service_name"], redis_class=redis.Redis, **kwargs)
 

@@ -9,8 +9,8 @@ from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
 from django_jobs import InvalidJob, call
 from tests.testapp import jobs
 
-# Every test runs against one Redis server and against a real Redis Cluster (tests/conftest.py).
-pytestmark = pytest.mark.parametrize("topology", ["server", "cluster"], indirect=True)
+# Every test runs against one Redis server, a real Redis Cluster and a real Sentinel group (tests/conftest.py).
+pytestmark = pytest.mark.parametrize("topology", ["server", "cluster", "sentinel"], indirect=True)
 
 
 def test_sync_job_runs_and_its_result_is_readable_from_its_id(work):
