@@ -55,7 +55,11 @@ def topology(request) -> str:
     ``pytestmark = pytest.mark.parametrize("topology", ["server", "cluster"], indirect=True)``
     runs every test of a module against one server and against a real Redis Cluster.
     """
-    return getattr(request, "param", "server")
+    value = getattr(request, "param", "server")
+    marker = request.node.get_closest_marker("single_server")
+    if marker is not None and value != "server":
+        pytest.skip(f"single server only: {marker.args[0] if marker.args else marker.kwargs.get('reason', '')}")
+    return value
 
 
 @pytest.fixture
@@ -97,6 +101,9 @@ def jobs_settings(target, prefix, tmp_path, monkeypatch):
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("DJJ_PREFIX", prefix)
+    from tests.testapp.jobs import calls_in_process
+
+    calls_in_process.clear()  # a test run once per topology must not see the runs of the first
     value = {**settings.DJANGO_JOBS, "PREFIX": prefix}
     if "SENTINEL" in where:
         value.pop("REDIS_URL", None)

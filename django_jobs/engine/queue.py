@@ -775,8 +775,17 @@ class Engine:
         return int(self._run("flow_enqueue", (self.keys(jobs[0].queue).meta,), args))
 
     def _is_cluster(self) -> bool:
-        """Return True when the server is a Redis Cluster node (asked once per engine)."""
-        return self._cluster
+        """Return True on a Redis Cluster: configured as one, or a server that says it is a node (asked once)."""
+        if self._cluster:
+            return True
+        cached = getattr(self, "_cluster_node", None)
+        if cached is None:
+            try:
+                info = self._call(self.client.info, "cluster")
+            except redis.ResponseError:  # INFO refused (ACL, renamed command): not a Cluster we can see
+                info = {}
+            cached = self._cluster_node = bool(int(info.get("cluster_enabled", 0) or 0))
+        return cached
 
     def get_jobs(self, pairs: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
         """Return the raw hashes of ``(queue, job id)`` pairs in one round trip (``{}`` for a missing job)."""
