@@ -53,6 +53,29 @@ def run_script(client: RedisCluster, script: Any, keys: Sequence[str], args: Seq
         raise RedisUnavailable(f"Cannot reach Redis at {target}: {exc}") from exc
 
 
+#: Seconds between two reads of the events streams while the mirror waits on a cluster.
+STREAM_POLL = 0.5
+
+
+def wait_streams(client: RedisCluster, streams: dict[str, str], timeout: float) -> bool:
+    """Wait until one of ``streams`` ({key: last id}) has a newer entry; False after ``timeout`` s.
+
+    One XREAD cannot name streams on several slots, so this reads each stream without
+    blocking (one pipelined round trip, split per node by RedisCluster) every STREAM_POLL s.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        with client.pipeline(transaction=False) as pipe:
+            for key, tip in streams.items():
+                pipe.xread({key: tip}, count=1)
+            if any(pipe.execute()):
+                return True
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(STREAM_POLL, left))
+
+
 class ClusterWaiter:
     """Blocking idle wait on the markers of queues that live on different slots (see module doc)."""
 

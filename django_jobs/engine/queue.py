@@ -18,7 +18,7 @@ from typing import Any
 import redis
 
 from django_jobs.conf import JobsSettings
-from django_jobs.engine.cluster import ClusterWaiter, run_script
+from django_jobs.engine.cluster import ClusterWaiter, run_script, wait_streams
 from django_jobs.engine.connection import build_client
 from django_jobs.engine.replicas import ENQUEUE_SCRIPTS, replica_acks, replica_wait
 from django_jobs.engine.keys import QueueKeys, workers_key
@@ -1019,6 +1019,8 @@ class Engine:
             time.sleep(timeout)
             return False
         streams = {self.keys(queue).events: tip for queue, tip in tips.items()}
+        if self._cluster:  # streams on several slots: no single blocking XREAD (engine/cluster.py)
+            return bool(self._call(wait_streams, self.client, streams, min(timeout, MAX_BLOCK)))
         block = max(1, int(min(timeout, MAX_BLOCK) * 1000))
         return bool(self._call(self.blocking_client().xread, streams, count=1, block=block))
 
