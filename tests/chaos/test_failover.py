@@ -116,3 +116,32 @@ def test_sentinel_failover_under_load_loses_only_unreplicated_enqueues(chaos, gr
 def test_sentinel_failover_with_enqueue_wait_loses_no_acknowledged_enqueue(chaos, group, jobs_settings):
     result = failover_run(chaos, group, jobs_settings, enqueue_wait={"REPLICAS": 1, "TIMEOUT": 1.0})
     assert result["lost"] == 0, result
+
+
+def test_enqueue_wait_cost_on_a_healthy_group(group, jobs_settings):
+    """What ENQUEUE_WAIT costs when the replica is up: enqueue latency with and without it (printed)."""
+    from django_jobs.conf import build_settings
+    from django_jobs.engine.queue import Engine, NewJob
+
+    measured = {}
+    for label, wait in (("off", None), ("on", {"REPLICAS": 1, "TIMEOUT": 1.0})):
+        engine = Engine(build_settings({**jobs_settings, "ENQUEUE_WAIT": wait}))
+        try:
+            engine.enqueue("default", [NewJob(id=f"{label}-warm", data="{}")])
+            times = []
+            for i in range(500):
+                started = time.perf_counter()
+                engine.enqueue("default", [NewJob(id=f"{label}-{i}", data="{}")])
+                times.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            engine.enqueue_many("default", [NewJob(id=f"{label}-bulk-{i}", data="{}") for i in range(5000)])
+            bulk = time.perf_counter() - started
+        finally:
+            engine.close()
+        times.sort()
+        measured[label] = {
+            "p50_ms": round(times[250] * 1000, 3), "p99_ms": round(times[495] * 1000, 3),
+            "per_s_one_by_one": round(500 / sum(times)), "bulk_5000_s": round(bulk, 3),
+        }
+    print("ENQUEUE_WAIT_COST", json.dumps(measured))
+    assert measured["on"]["p50_ms"] >= measured["off"]["p50_ms"] * 0.5  # measured, not skipped
