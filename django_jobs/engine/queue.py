@@ -259,9 +259,15 @@ class Engine:
             own.close()
         if self._waiter is not None:
             self._waiter.stop()
-        self.client.close()
+        if self._cluster:  # a closed RedisCluster stays unusable; a closed Redis reconnects
+            self.client.disconnect_connection_pools()
+        else:
+            self.client.close()
         if self._blocking is not None:
-            self._blocking.close()
+            if self._cluster:
+                self._blocking.disconnect_connection_pools()  # ends the marker threads' waits
+            else:
+                self._blocking.close()
 
     # -- transitions ----------------------------------------------------------------------
 
