@@ -16,6 +16,9 @@ from django_jobs.engine.codes import ScriptCode
 from django_jobs.scheduler import Schedule, Scheduler, due_ticks, enqueue_tick, is_leader, leader_flag, next_run
 from tests.redis_server import wait_until
 
+# Every test also runs against a real Redis Cluster (tests/conftest.py).
+pytestmark = pytest.mark.parametrize("topology", ["server", "cluster"], indirect=True)
+
 QUICK = "tests.testapp.jobs_chaos.quick"
 
 
