@@ -13,7 +13,7 @@ import time
 import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -149,7 +149,7 @@ class Engine:
         self.settings = settings
         self.prefix = settings.prefix
         self.client = client if client is not None else build_client(settings)
-        self._blocking: redis.Redis | None = None
+        self._blocking: Any = None  # redis.Redis, or a RedisCluster on a cluster
         self._keys: dict[str, QueueKeys] = {}
         self._scripts = {name: self.client.register_script(script_source(name)) for name in SCRIPT_NAMES}
         self._lock = threading.Lock()
@@ -177,7 +177,7 @@ class Engine:
         """A printable description of the Redis server (no password)."""
         return describe(self.client)
 
-    def blocking_client(self) -> redis.Redis:
+    def blocking_client(self) -> Any:
         """Return a client for blocking waits (its socket timeout outlasts any wait)."""
         with self._lock:
             if self._blocking is None:
@@ -260,7 +260,7 @@ class Engine:
         if self._waiter is not None:
             self._waiter.stop()
         if self._cluster:  # a closed RedisCluster stays unusable; a closed Redis reconnects
-            self.client.disconnect_connection_pools()
+            cast(Any, self.client).disconnect_connection_pools()
         else:
             self.client.close()
         if self._blocking is not None:
@@ -313,13 +313,12 @@ class Engine:
             with self.client.pipeline(transaction=False) as pipe:
                 for start in range(0, len(items), step):
                     script(keys=list(keys), args=[*head, *items[start : start + step]], client=pipe)
-                waits = self._enqueue_wait is not None and name in ENQUEUE_SCRIPTS
-                if waits:
-                    assert self._enqueue_wait is not None
-                    pipe.execute_command("WAIT", *self._enqueue_wait)
+                wait = self._enqueue_wait if name in ENQUEUE_SCRIPTS else None
+                if wait is not None:
+                    pipe.execute_command("WAIT", *wait)
                 replies = list(pipe.execute())
-                if waits:
-                    replica_acks(replies.pop(), self._enqueue_wait)
+                if wait is not None:
+                    replica_acks(replies.pop(), wait)
                 return replies
 
         return [reply for replies in self._call(send) for reply in replies]

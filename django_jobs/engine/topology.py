@@ -106,7 +106,7 @@ class SentinelConnection(SentinelManagedConnection):
     def connect_to(self, address: Any) -> None:
         self._routing = True
         try:
-            super().connect_to(address)
+            super().connect_to(address)  # type: ignore[no-untyped-call]
         finally:
             self._routing = False
 
@@ -114,7 +114,7 @@ class SentinelConnection(SentinelManagedConnection):
         if self._routing:
             super().connect_check_health(check_health=check_health, retry_socket_connect=retry_socket_connect)
         else:
-            self.connect()
+            self.connect()  # type: ignore[no-untyped-call]
 
 
 class SentinelSSLConnection(SentinelConnection, redis.SSLConnection):
@@ -147,7 +147,8 @@ def sentinel_client(sentinel: dict[str, Any], kwargs: dict[str, Any]) -> redis.R
         sentinel_kwargs["password"] = sentinel["sentinel_password"]
     kwargs["connection_class"] = SentinelSSLConnection if kwargs.pop("ssl", False) else SentinelConnection
     manager = Sentinel(sentinel["sentinels"], sentinel_kwargs=sentinel_kwargs)
-    return manager.master_for(sentinel["service_name"], redis_class=redis.Redis, **kwargs)
+    client: redis.Redis = manager.master_for(sentinel["service_name"], redis_class=redis.Redis, **kwargs)
+    return client
 
 
 def cluster_client(urls: list[str], kwargs: dict[str, Any]) -> RedisCluster:
@@ -170,7 +171,7 @@ def cluster_client(urls: list[str], kwargs: dict[str, Any]) -> RedisCluster:
     nodes = []
     for url in urls:
         parts = parse_url(url, setting="CLUSTER")
-        nodes.append(ClusterNode(parts.get("host", "localhost"), int(parts.get("port", 6379))))
+        nodes.append(ClusterNode(parts.get("host", "localhost"), int(parts.get("port", 6379))))  # type: ignore[no-untyped-call]
     return RedisCluster(startup_nodes=nodes, **kwargs)
 
 
@@ -208,7 +209,7 @@ def blocking_twin(client: AnyClient, socket_timeout: float) -> AnyClient:
         kwargs["socket_timeout"] = socket_timeout
         for name in ("host", "port", *NOT_FOR_CLUSTER):
             kwargs.pop(name, None)
-        nodes = [ClusterNode(n.host, n.port) for n in client.nodes_manager.startup_nodes.values()]
+        nodes = [ClusterNode(n.host, n.port) for n in client.nodes_manager.startup_nodes.values()]  # type: ignore[no-untyped-call]
         return RedisCluster(startup_nodes=nodes, **kwargs)
     kwargs = dict(client.connection_pool.connection_kwargs)
     kwargs["socket_timeout"] = socket_timeout
@@ -221,5 +222,5 @@ def blocking_twin(client: AnyClient, socket_timeout: float) -> AnyClient:
 def servers(client: AnyClient) -> list[redis.Redis]:
     """The primaries to ask about the server (INFO, CONFIG): every cluster primary, else the client itself."""
     if isinstance(client, RedisCluster):
-        return [client.get_redis_connection(node) for node in client.get_primaries()]
+        return [client.get_redis_connection(node) for node in client.get_primaries()]  # type: ignore[no-untyped-call]
     return [client]
