@@ -132,3 +132,36 @@ def test_e030_tells_a_cluster_node_a_sentinel_and_a_single_server_apart(cluster_
         found = [m for m in run_checks(tags=["django_jobs"], include_deployment_checks=True) if m.id == "django_jobs.E030"]
     assert found and "Sentinel" in found[0].msg and "SENTINEL" in found[0].hint
     assert "django_jobs.E030" not in deploy_ids({"REDIS_URL": redis_server.url})
+
+
+def test_a_django_redis_sentinel_cache_and_a_cluster_cache_reach_the_real_servers(sentinel_group, cluster_group):
+    from tests.redis_server import SENTINEL_REDIS_PASSWORD
+
+    caches = {
+        "sentinel": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": f"redis://{SENTINEL_SERVICE}/0",
+            "OPTIONS": {
+                "CLIENT_CLASS": "django_redis.client.SentinelClient",
+                "SENTINELS": [("127.0.0.1", s.port) for s in sentinel_group.sentinels],
+                "PASSWORD": SENTINEL_REDIS_PASSWORD, "SENTINEL_KWARGS": {"password": SENTINEL_PASSWORD},
+            },
+        },
+        "cluster": {
+            "BACKEND": "django_redis.cache.RedisCache", "LOCATION": cluster_group.url,
+            "OPTIONS": {"REDIS_CLIENT_CLASS": "redis.cluster.RedisCluster"},
+        },
+    }
+    with override_settings(CACHES=caches):
+        for alias in ("sentinel", "cluster"):
+            engine = Engine(build_settings({"CACHE_ALIAS": alias, "PREFIX": f"cache-{alias}"}))
+            try:
+                engine.enqueue("default", [NewJob(id="c1", data="{}")])
+                assert engine.get_job("default", "c1")["s"] == "waiting"
+                assert engine._is_cluster() is (alias == "cluster")
+                raw = sentinel_group.primary_client() if alias == "sentinel" else cluster_group.client()
+                assert raw.exists(f"cache-{alias}:{{default}}:job:c1") == 1  # on the real servers
+                engine.drop_all()
+            finally:
+                engine.close()
+    assert sentinel_group.primary_client().exists("cache-sentinel:{default}:job:c1") == 0  # dropped again

@@ -461,3 +461,15 @@ def test_no_check_and_no_settings_read_ever_crashes_and_both_agree(djj):
 
 def test_pathlike_values_from_pathlib_pass(tmp_path):
     assert messages({"REDIS_URL": URL, "EMBEDDED_DIR": tmp_path, "EMBEDDED_BINARY": tmp_path / "x"}) == []
+
+
+def test_a_cache_whose_client_class_is_a_cluster_client_is_reached_as_a_cluster():
+    from django_jobs.conf import build_settings
+    from django_jobs.engine.topology import topology_of
+
+    caches = {"default": {"BACKEND": DJANGO_REDIS, "LOCATION": "redis://10.9.9.1:7000/0",
+                          "OPTIONS": {"REDIS_CLIENT_CLASS": "redis.cluster.RedisCluster"}}}
+    assert messages({"CACHE_ALIAS": "default"}, CACHES=caches) == []
+    with override_settings(CACHES=caches):
+        assert topology_of(build_settings({"CACHE_ALIAS": "default"})) == ("cluster", None)
+        assert topology_of(build_settings({"REDIS_URL": URL})) == ("server", None)
