@@ -486,3 +486,31 @@ class ClusterGroup:
     def stop(self) -> None:
         for node in self.nodes:
             node.stop(signal.SIGKILL)
+
+
+def migrate_slot(group: ClusterGroup, key: str, *, batch: int = 20, pause: float = 0.01) -> tuple[int, int]:
+    """Move ``key``'s slot to another primary while clients use it (MIGRATING/IMPORTING, MIGRATE in batches).
+
+    Returns (old primary port, new primary port).
+    """
+    slot = redis.cluster.key_slot(key.encode())
+    source_port = group.slot_owner(key)
+    assert source_port is not None
+    clients = {n.port: group.node_client(n) for n in group.nodes if n.alive()}
+    ids = {port: c.execute_command("CLUSTER", "MYID") for port, c in clients.items()}
+    primaries = [p for p, c in clients.items() if c.info("replication")["role"] == "master"]
+    target_port = next(p for p in primaries if p != source_port)
+    source, target = clients[source_port], clients[target_port]
+    target.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[source_port])
+    source.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[target_port])
+    while True:
+        keys = source.execute_command("CLUSTER", "GETKEYSINSLOT", slot, batch)
+        if not keys:
+            break
+        source.execute_command("MIGRATE", "127.0.0.1", target_port, "", 0, 5000, "KEYS", *keys)
+        time.sleep(pause)
+    for port in primaries:
+        clients[port].execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[target_port])
+    for c in clients.values():
+        c.close()
+    return source_port, target_port

@@ -162,3 +162,34 @@ def test_cluster_primary_killed_under_load_loses_only_unreplicated_enqueues(chao
     result = failover_run(chaos, group, jobs_settings, enqueue_wait=None)
     assert result["acknowledged"] > RATE * KILL_AFTER / 2 and result["enqueue_back_s"] is not None, result
 
+
+
+@CLUSTER
+def test_moving_a_queues_slot_to_another_primary_while_its_jobs_run_loses_nothing(chaos, cluster_group, jobs_settings):
+    """Reshard under load: MOVED / ASK / TRYAGAIN are followed by RedisCluster; every job runs."""
+    from tests.redis_server import migrate_slot
+
+    sup = chaos.start("--processes=1", "--threads=4", ready=1, env={"DJJ_LEASE_SECONDS": str(LEASE)})
+    acked: dict[str, float] = {}
+    ids: dict[str, str] = {}
+    refused: Counter[str] = Counter()
+    producer = threading.Thread(target=produce, args=(time.time() + DURATION, acked, ids, refused))
+    producer.start()
+    time.sleep(KILL_AFTER)
+    key = chaos.engine.keys("default").wait
+    old_port, new_port = migrate_slot(cluster_group, key)
+    assert cluster_group.slot_owner(key) == new_port != old_port
+    producer.join()
+    deadline = time.time() + 40
+    while time.time() < deadline and not set(acked) <= set(chaos.counts("start")):
+        time.sleep(0.2)
+    time.sleep(LEASE * 2)
+    assert sup.stop() == 0
+    runs = chaos.counts("start")
+    lost = sorted(set(acked) - set(runs))
+    duplicated = sorted(tag for tag, n in runs.items() if n > 1)
+    print("RESHARD", json.dumps({"acknowledged": len(acked), "refused": sum(refused.values()),
+                                 "lost": len(lost), "duplicated": len(duplicated)}))
+    assert lost == [] and duplicated == [], (lost, duplicated, sup.output[-3000:])
+    assert len(acked) > RATE * KILL_AFTER / 2
+    assert_invariants(cluster_group.client(), chaos.prefix, QUEUES)
