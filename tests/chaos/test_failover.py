@@ -19,6 +19,7 @@ from django.test import override_settings
 from django_jobs.exceptions import RedisUnavailable
 from tests.chaos.conftest import QUEUES
 from tests.chaos.invariants import assert_invariants
+from tests.redis_server import wait_until
 from tests.testapp import jobs_chaos
 
 pytestmark = pytest.mark.chaos
@@ -193,3 +194,28 @@ def test_moving_a_queues_slot_to_another_primary_while_its_jobs_run_loses_nothin
     assert lost == [] and duplicated == [], (lost, duplicated, sup.output[-3000:])
     assert len(acked) > RATE * KILL_AFTER / 2
     assert_invariants(cluster_group.client(), chaos.prefix, QUEUES)
+
+
+@SENTINEL
+def test_the_cron_scheduler_keeps_firing_after_a_sentinel_failover_one_job_per_tick(group, engine):
+    """The leader's lease and the tick claims live on the primary: after a failover the scheduler
+    reconnects, keeps (or re-takes) the lease, and the ticks go on, each enqueued once."""
+    from django_jobs.scheduler import Schedule, Scheduler
+
+    tick = Schedule(name="tick", job="tests.testapp.jobs_chaos.quick", expression=None, every=0.5, args=["tick"],
+                    kwargs={}, queue=None, timezone="UTC", missed="latest")
+    scheduler = Scheduler([tick], lease=2.0, holder="failover:1:aaaaaa")
+    scheduler.start()
+    try:
+        wait_until(lambda: engine.counts("default")["waiting"] >= 2, 10, message="two ticks before the kill")
+        old = group.kill_primary()
+        killed_at = time.time()
+        group.wait_failover(old.port)
+        before = engine.counts("default")["waiting"]
+        wait_until(lambda: engine.counts("default")["waiting"] >= before + 3, 20, message="ticks after the failover")
+        resumed = time.time() - killed_at
+    finally:
+        scheduler.stop()
+    ids = engine.state_page("default", "waiting", offset=0, limit=1000)
+    assert len(ids) == len(set(ids)) and all(engine.get_job("default", i)["d"] for i in ids)
+    print("CRON_FAILOVER", json.dumps({"ticks_again_after_s": round(resumed, 2), "jobs": len(ids)}))
