@@ -219,3 +219,39 @@ def test_the_cron_scheduler_keeps_firing_after_a_sentinel_failover_one_job_per_t
     ids = engine.state_page("default", "waiting", offset=0, limit=1000)
     assert len(ids) == len(set(ids)) and all(engine.get_job("default", i)["d"] for i in ids)
     print("CRON_FAILOVER", json.dumps({"ticks_again_after_s": round(resumed, 2), "jobs": len(ids)}))
+
+
+@SENTINEL
+@pytest.mark.db
+@pytest.mark.django_db(transaction=True)
+def test_the_database_mirror_follows_a_sentinel_failover(group, engine):
+    """The mirror's consumer group and stream live on the primary: after a failover it reconnects
+    and mirrors the jobs enqueued after it (those acknowledged before it survive on the replica)."""
+    from django_jobs import mirror
+    from django_jobs.models import JobRecord
+    from tests.integration.test_mirror import run_loop
+
+    stop = threading.Event()
+    loop = threading.Thread(target=run_loop, args=(mirror.Mirror(consumer="failover"), stop))
+    loop.start()
+    try:
+        before = [jobs_chaos.quick.enqueue(f"b{i}").id for i in range(20)]
+        wait_until(lambda: JobRecord.objects.filter(job_id__in=before).count() == 20, 15, message="mirrored before")
+        old = group.kill_primary()
+        killed_at = time.time()
+        group.wait_failover(old.port)
+        after = []
+        for i in range(20):
+            while True:
+                try:
+                    after.append(jobs_chaos.quick.enqueue(f"a{i}").id)
+                    break
+                except RedisUnavailable:
+                    time.sleep(0.2)
+        wait_until(lambda: JobRecord.objects.filter(job_id__in=after).count() == 20, 30, message="mirrored after")
+        caught_up = time.time() - killed_at
+    finally:
+        stop.set()
+        loop.join(15)
+    assert JobRecord.objects.filter(job_id__in=before + after).count() == 40
+    print("MIRROR_FAILOVER", json.dumps({"mirrored_again_after_s": round(caught_up, 2)}))
