@@ -229,14 +229,14 @@ def test_the_database_mirror_follows_a_sentinel_failover(group, engine):
     and mirrors the jobs enqueued after it (those acknowledged before it survive on the replica)."""
     from django_jobs import mirror
     from django_jobs.models import JobRecord
-    from tests.integration.test_mirror import run_loop
+    from tests.integration.test_mirror import run_loop, settled
 
     stop = threading.Event()
     loop = threading.Thread(target=run_loop, args=(mirror.Mirror(consumer="failover"), stop))
     loop.start()
     try:
         before = [jobs_chaos.quick.enqueue(f"b{i}").id for i in range(20)]
-        wait_until(lambda: JobRecord.objects.filter(job_id__in=before).count() == 20, 15, message="mirrored before")
+        wait_until(settled(lambda: JobRecord.objects.filter(job_id__in=before).count() == 20), 15, message="mirrored before")
         old = group.kill_primary()
         killed_at = time.time()
         group.wait_failover(old.port)
@@ -248,7 +248,7 @@ def test_the_database_mirror_follows_a_sentinel_failover(group, engine):
                     break
                 except RedisUnavailable:
                     time.sleep(0.2)
-        wait_until(lambda: JobRecord.objects.filter(job_id__in=after).count() == 20, 30, message="mirrored after")
+        wait_until(settled(lambda: JobRecord.objects.filter(job_id__in=after).count() == 20), 30, message="mirrored after")
         caught_up = time.time() - killed_at
     finally:
         stop.set()
