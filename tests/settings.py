@@ -1,6 +1,7 @@
 """Settings for the test suite. Worker subprocesses read the Redis target from the environment."""
 
 import os
+from typing import Any
 
 SECRET_KEY = "tests-only"
 DEBUG = False
@@ -62,7 +63,7 @@ else:
 
 TASKS = {"default": {"BACKEND": "django_jobs.backends.RedisBackend"}}
 
-DJANGO_JOBS = {
+DJANGO_JOBS: dict[str, Any] = {
     "REDIS_URL": os.environ.get("DJJ_REDIS_URL", "redis://127.0.0.1:1/0"),
     "PREFIX": os.environ.get("DJJ_PREFIX", "djjtest"),
     "QUEUES": {"default": {}, "high": {}, "low": {}},
@@ -73,6 +74,14 @@ DJANGO_JOBS = {
     "MAX_JOBS_PER_CHILD": os.environ.get("DJJ_MAX_JOBS_PER_CHILD"),
     "IMPORT_MODULES": ["tests.testapp.jobs_chaos", "tests.testapp.jobs_docs", "tests.testapp.jobs_lua", "tests.testapp.jobs_flows", "tests.testapp.jobs_timeouts", "tests.testapp.jobs_limits", "tests.testapp.jobs_contract"],
 }
+# Worker subprocesses of tests against a Sentinel group or a Redis Cluster (tests/conftest.py).
+if os.environ.get("DJJ_CLUSTER"):
+    DJANGO_JOBS["CLUSTER"] = True
+if os.environ.get("DJJ_SENTINEL"):
+    import json as _json
+
+    DJANGO_JOBS.pop("REDIS_URL")
+    DJANGO_JOBS["SENTINEL"] = _json.loads(os.environ["DJJ_SENTINEL"])
 
 LOGGING = {
     "version": 1,

@@ -35,6 +35,7 @@ from django_jobs.conf.defaults import (
     did_you_mean,
     label,
 )
+from django_jobs.conf.topology import topology_error
 from django_jobs.conf.values import (
     parse_backoff,
     parse_dotted_list,
@@ -102,6 +103,12 @@ class JobsSettings:
     max_memory_per_child: int | None = None
     redact_arguments: list[str] = field(default_factory=lambda: list(DEFAULTS["REDACT_ARGUMENTS"]))
     mirror: dict[str, Any] = field(default_factory=lambda: dict(DEFAULTS["MIRROR"]))
+    #: DJANGO_JOBS["SENTINEL"] parsed (django_jobs/conf/topology.py), or None.
+    sentinel: dict[str, Any] | None = None
+    #: DJANGO_JOBS["CLUSTER"]: False, True (REDIS_URL / CACHE_ALIAS names a node) or startup node URLs.
+    cluster: bool | list[str] = False
+    #: DJANGO_JOBS["ENQUEUE_WAIT"]: (replicas, timeout ms) an enqueue waits for (WAIT), or None.
+    enqueue_wait: tuple[int, int] | None = None
     raw: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -111,8 +118,8 @@ class JobsSettings:
 
     @property
     def embedded(self) -> bool:
-        """True when neither REDIS_URL nor CACHE_ALIAS is set."""
-        return not self.redis_url and not self.cache_alias
+        """True when none of REDIS_URL, CACHE_ALIAS, SENTINEL and CLUSTER says where Redis is."""
+        return not self.redis_url and not self.cache_alias and not self.sentinel and not self.cluster
 
     def keep(self, queue: str, which: str) -> tuple[float, int]:
         """Return (age_seconds, count) retention for ``which`` in ('COMPLETED', 'FAILED')."""
@@ -198,6 +205,12 @@ def build_settings(raw: Mapping[str, Any]) -> JobsSettings:
     error = ambiguity_error(values["REDIS_URL"], values["CACHE_ALIAS"])
     if error is not None:
         raise error
+    error = topology_error(
+        redis_url=values["REDIS_URL"], cache_alias=values["CACHE_ALIAS"], sentinel=values["SENTINEL"],
+        cluster=values["CLUSTER"], enqueue_wait=values["ENQUEUE_WAIT"],
+    )
+    if error is not None:
+        raise error
     return JobsSettings(
         redis_url=values["REDIS_URL"],
         cache_alias=values["CACHE_ALIAS"],
@@ -227,6 +240,9 @@ def build_settings(raw: Mapping[str, Any]) -> JobsSettings:
         max_memory_per_child=values["MAX_MEMORY_PER_CHILD"],
         redact_arguments=values["REDACT_ARGUMENTS"],
         mirror=values["MIRROR"],
+        sentinel=values["SENTINEL"],
+        cluster=values["CLUSTER"],
+        enqueue_wait=values["ENQUEUE_WAIT"],
         raw=raw,
     )
 

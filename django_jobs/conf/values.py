@@ -25,6 +25,7 @@ from django_jobs.conf.defaults import (
     label,
 )
 from django_jobs.conf.defaults import number as _number
+from django_jobs.conf.topology import parse_cluster, parse_enqueue_wait, parse_sentinel
 from django_jobs.exceptions import InvalidJob
 
 # -- value parsers ---------------------------------------------------------------------------
@@ -217,6 +218,9 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "REDIS_URL": parse_optional_string,
     "CACHE_ALIAS": parse_optional_string,
     "REDIS_OPTIONS": parse_options,
+    "SENTINEL": parse_sentinel,
+    "CLUSTER": parse_cluster,
+    "ENQUEUE_WAIT": parse_enqueue_wait,
     "PREFIX": parse_prefix,
     "EMBEDDED_DIR": parse_optional_string,
     "EMBEDDED_BINARY": parse_optional_string,

@@ -30,7 +30,6 @@ from typing import Any
 
 import redis
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
-from redis.connection import parse_url as redis_parse_url
 from redis.retry import Retry
 
 from django_jobs.conf import (
@@ -41,10 +40,19 @@ from django_jobs.conf import (
     embedded_refusal,
     label,
 )
+from django_jobs.engine.topology import (
+    AnyClient,
+    cluster_client,
+    sentinel_client,
+    sentinel_display,
+    servers,
+    topology_of,
+)
+from django_jobs.engine.urls import URL_HINT, URL_SCHEMES, parse_url, redact, safe_url
 from django_jobs.exceptions import RedisUnavailable
 
-#: Schemes REDIS_URL accepts.
-URL_SCHEMES = ("redis", "rediss", "unix")
+__all__ = ["URL_HINT", "URL_SCHEMES", "parse_url", "redact", "safe_url"]  # re-exported: engine/urls.py
+
 #: Cache backends CACHE_ALIAS may name (and their subclasses).
 DJANGO_REDIS_CACHE = "django_redis.cache.RedisCache"
 DJANGO_CACHE = "django.core.cache.backends.redis.RedisCache"
@@ -60,91 +68,6 @@ DJANGO_CACHE_NON_POOL_OPTIONS = frozenset({"pool_class", "parser_class", "serial
 #: Seconds a non-blocking command may take, and a connect, unless configured otherwise.
 SOCKET_TIMEOUT = 10.0
 SOCKET_CONNECT_TIMEOUT = 5.0
-URL_HINT = "Use redis://host:6379/0, rediss://host:6380/0 (TLS) or unix:///path/to/redis.sock."
-
-_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
-
-
-def safe_url(url: str) -> str:
-    """Return ``url`` with any password replaced by ``***`` (for logs and errors).
-
-    Never raises, even on a malformed URL: it masks what looks like a password.
-
-    >>> safe_url("redis://:s3cret@cache:6379/0")
-    'redis://:***@cache:6379/0'
-    """
-    if not isinstance(url, str):
-        return repr(url)
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        scheme, rest = "", url
-    # The userinfo ends at the last "@" before the query (a password may hold a raw "@" or "/").
-    end = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
-    head, tail = rest[:end], rest[end:]
-    userinfo, at, host = head.rpartition("@")
-    if at and ":" in userinfo:
-        user, _, password = userinfo.partition(":")
-        if password:
-            head = f"{user}:***@{host}"
-    tail = _QUERY_PASSWORD.sub(r"\1***", tail)
-    return f"{scheme}{sep}{head}{tail}"
-
-
-def redact(text: str, *secrets: Any) -> str:
-    """Return ``text`` with every non-empty secret replaced by ``***``."""
-    for secret in secrets:
-        if isinstance(secret, str) and secret:
-            text = text.replace(secret, "***")
-    return text
-
-
-def parse_url(url: Any, *, setting: str = "REDIS_URL", name: str | None = None) -> dict[str, Any]:
-    """Return redis-py's connection keyword arguments for ``url``; no network I/O.
-
-    Stricter than redis-py where it would silently ignore a typo: a ``redis://`` path must be
-    a database number, and a ``unix://`` URL needs a socket path.
-
-    Raises:
-        SettingError: the URL is malformed (the message shows it without its password).
-    """
-    name = name or label(setting)
-    if not isinstance(url, str) or not url:
-        raise SettingError(setting, f"{name} is {url!r}; it must be a Redis URL string.", URL_HINT)
-    shown = safe_url(url)
-    scheme = url.partition("://")[0] if "://" in url else ""
-    if scheme not in URL_SCHEMES:
-        hint = URL_HINT
-        if not scheme:
-            hint = f"Add a scheme, e.g. 'unix://{shown}'." if shown.startswith("/") else f"Add a scheme, e.g. 'redis://{shown}'."
-        elif scheme.lower() in URL_SCHEMES:
-            hint = f"Write the scheme in lower case: {scheme.lower()}://"
-        raise SettingError(
-            setting, f"{name} {shown!r} has no valid scheme; it must start with redis://, rediss:// or unix://.", hint
-        )
-    try:
-        kwargs: dict[str, Any] = redis_parse_url(url)  # type: ignore[no-untyped-call]
-    except ValueError as exc:  # bad port, bad query value...
-        raise SettingError(setting, f"{name} {shown!r} is not a valid Redis URL: {_url_error(url, exc)}", URL_HINT) from None
-    if scheme == "unix":
-        if not kwargs.get("path"):
-            raise SettingError(setting, f"{name} {shown!r} has no socket path.", "Use unix:///path/to/redis.sock (three slashes).")
-    else:
-        path = url.partition("://")[2].split("?", 1)[0].split("#", 1)[0]
-        path = path.rpartition("@")[2].partition("/")[2]
-        if path and not path.isdigit():
-            raise SettingError(
-                setting,
-                f"{name} {shown!r} has the path {'/' + path!r}; it must be a database number.",
-                "E.g. redis://localhost:6379/0.",
-            )
-    return kwargs
-
-
-def _url_error(url: str, exc: Exception) -> str:
-    """Return redis-py's parse error, with any password in it masked."""
-    userinfo = url.partition("://")[2].split("?", 1)[0].rpartition("@")[0]
-    return redact(str(exc), userinfo.partition(":")[2]).rstrip(".") + "."
-
 
 # -- CACHE_ALIAS -----------------------------------------------------------------------------
 
@@ -212,11 +135,9 @@ def cache_config(alias: str) -> tuple[str, dict[str, Any]]:
     if kind == "django_redis":
         factory = str(options.get("CONNECTION_FACTORY") or getattr(django_settings, "DJANGO_REDIS_CONNECTION_FACTORY", ""))
         if "SENTINELS" in options or "Sentinel" in factory or "Sentinel" in str(options.get("CLIENT_CLASS", "")):
-            raise SettingError(
-                "CACHE_ALIAS",
-                f"{where}, but CACHES[{alias!r}] is a Sentinel cache, which CACHE_ALIAS does not support.",
-                "Set REDIS_URL to the primary instead.",
-            )
+            # A Sentinel cache: its LOCATION names the service (engine/topology.py reads the rest).
+            kwargs.update(options.get("CONNECTION_POOL_KWARGS") or {})
+            return str(location), kwargs
         for option, kwarg in DJANGO_REDIS_OPTIONS.items():
             if options.get(option):
                 kwargs[kwarg] = options[option]
@@ -291,7 +212,20 @@ def client_config(settings: JobsSettings, *, blocking: bool = False, start_embed
     if error is not None:
         raise error
     source: dict[str, Any] = {}
-    if settings.redis_url:
+    kind, detail = topology_of(settings)
+    if kind == "sentinel":
+        url = sentinel_display(detail)
+        if settings.cache_alias:
+            source = cache_config(settings.cache_alias)[1]
+    elif kind == "cluster" and detail:
+        url = detail[0]
+        for node in detail:  # DJANGO_JOBS["CLUSTER"] lists the startup nodes: each checked as REDIS_URL is
+            if parse_url(node, setting="CLUSTER", name=f"{label('CLUSTER')} node").get("path"):
+                raise SettingError(
+                    "CLUSTER", f"{label('CLUSTER')} node {safe_url(node)!r} is a unix socket; cluster nodes are reached over TCP.",
+                    "E.g. ['redis://10.0.0.1:7000', 'redis://10.0.0.2:7000'] (see docs/scaling.md).",
+                )
+    elif settings.redis_url:
         url = settings.redis_url
         parse_url(url)
     elif settings.cache_alias:
@@ -319,16 +253,27 @@ def client_config(settings: JobsSettings, *, blocking: bool = False, start_embed
     return url, kwargs
 
 
-def _client(url: str, kwargs: dict[str, Any], settings: JobsSettings) -> redis.Redis:
+def _client(url: str, kwargs: dict[str, Any], settings: JobsSettings) -> Any:
     """Return a client for ``url``; raise ConfigurationError if a connection could not be made."""
     # Without REDIS_OPTIONS, a bad keyword argument can only come from the cache's OPTIONS.
     setting = "CACHE_ALIAS" if settings.cache_alias and not settings.redis_options else "REDIS_OPTIONS"
+    kind, detail = topology_of(settings)
     try:
-        client = redis.Redis.from_url(url, **kwargs)
+        client: AnyClient
+        if kind == "sentinel":
+            client = sentinel_client(detail, kwargs)
+        elif kind == "cluster":
+            # RedisCluster connects to a startup node as it is built: a wrong address fails here.
+            client = cluster_client(detail or [url], kwargs)
+            return client
+        else:
+            client = redis.Redis.from_url(url, **kwargs)
         pool = client.connection_pool
         # redis-py connects lazily; building (not opening) a connection now surfaces a bad
         # keyword argument at start-up instead of at the first command.
         pool.connection_class(**pool.connection_kwargs)
+    except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:  # startup nodes that do not answer
+        raise RedisUnavailable(f"Cannot reach the Redis Cluster at {safe_url(url)}: {redact(str(exc), kwargs.get('password'))}") from exc
     except (TypeError, ValueError) as exc:
         where = label("REDIS_OPTIONS")
         if settings.cache_alias:
@@ -342,7 +287,7 @@ def _client(url: str, kwargs: dict[str, Any], settings: JobsSettings) -> redis.R
     return client
 
 
-def build_client(settings: JobsSettings, *, blocking: bool = False) -> redis.Redis:
+def build_client(settings: JobsSettings, *, blocking: bool = False) -> Any:
     """Return a Redis client for the settings (starts the embedded server if needed).
 
     A ``blocking`` client has no socket timeout, for BLPOP waits on idle queues.
@@ -377,8 +322,52 @@ def check_config(settings: JobsSettings) -> str | None:
             raise refused
         return None
     url, kwargs = config
+    if topology_of(settings)[0] == "cluster":
+        return safe_url(url)  # RedisCluster connects as it is built: the deploy check E030 asks it
     _client(url, kwargs, settings).close()
     return safe_url(url)
+
+
+def topology_mismatch(settings: JobsSettings, *, timeout: float = 2.0) -> tuple[str, str] | None:
+    """Ask the configured Redis what it is; return ``(problem, hint)`` when the settings describe something else.
+
+    Tells a Redis Cluster node, a Sentinel and a single server apart (``INFO server``'s
+    ``redis_mode``). None: they agree, or embedded mode.
+
+    Raises:
+        ConfigurationError: the settings are invalid.
+        RedisUnavailable: Redis did not answer.
+    """
+    kind = topology_of(settings)[0]
+    try:
+        with _fail_fast_client(settings, timeout) as found:
+            if found is None:
+                return None
+            client, shown = found
+            mode = "cluster" if kind == "cluster" else str(client.info("server").get("redis_mode", "standalone"))
+    except RedisUnavailable as exc:
+        if kind == "cluster" and "cluster mode is not enabled" in str(exc).lower():
+            config = client_config(settings, start_embedded=False)
+            where = safe_url(config[0]) if config is not None else "?"
+            return (
+                f"{label('CLUSTER')} is set, but the Redis at {where} is not a Redis Cluster node (cluster-enabled no).",
+                "Remove CLUSTER to use it as a single server, or point CLUSTER / REDIS_URL at a cluster node.",
+            )
+        raise
+    if mode == "cluster" and kind != "cluster":
+        return (
+            (
+                f"The Redis at {shown} is a Redis Cluster node, but DJANGO_JOBS does not say so: "
+                "commands for keys on other nodes would fail with MOVED."
+            ),
+            "Set DJANGO_JOBS['CLUSTER'] = True (REDIS_URL names one node), or list the startup nodes in CLUSTER.",
+        )
+    if mode == "sentinel":
+        return (
+            f"The server at {shown} is a Redis Sentinel, not the Redis that holds the data.",
+            "Set DJANGO_JOBS['SENTINEL'] = {'SENTINELS': [...], 'SERVICE_NAME': ...} instead of REDIS_URL.",
+        )
+    return None
 
 
 def ping(settings: JobsSettings, *, timeout: float = 2.0) -> str | None:
@@ -462,15 +451,25 @@ def durability(settings: JobsSettings, *, timeout: float = 2.0) -> Durability | 
         if found is None:
             return None
         client, _shown = found
-        try:
-            memory = client.info("memory")
-            persistence = client.info("persistence")
-        except redis.ResponseError:  # INFO refused (ACLs, renamed command)
-            return Durability(maxmemory_policy=None, aof=None, save=None)
-        try:
-            save: str | None = str(client.config_get("save").get("save", ""))
-        except redis.ResponseError:  # CONFIG renamed or refused (ElastiCache, Memorystore, ACLs)
-            save = None
+        # A cluster answers for each primary: the worst of them is what a job may meet.
+        found_each = [_durability(server) for server in servers(client)]
+    worst = found_each[0]
+    for other in found_each[1:]:
+        if other.maxmemory_policy != "noeviction" or other.persists is False:
+            worst = other
+    return worst
+
+
+def _durability(client: redis.Redis) -> Durability:
+    try:
+        memory = client.info("memory")
+        persistence = client.info("persistence")
+    except redis.ResponseError:  # INFO refused (ACLs, renamed command)
+        return Durability(maxmemory_policy=None, aof=None, save=None)
+    try:
+        save: str | None = str(client.config_get("save").get("save", ""))
+    except redis.ResponseError:  # CONFIG renamed or refused (ElastiCache, Memorystore, ACLs)
+        save = None
     policy = memory.get("maxmemory_policy")
     aof = persistence.get("aof_enabled")
     return Durability(

@@ -91,6 +91,8 @@ class Control(ScriptRunner):
         """Block until a job may be ready on one of ``queues`` or ``timeout`` seconds pass."""
         markers = [self.keys(q).marker for q in queues]
         timeout = min(MAX_BLOCK, max(0.01, round(timeout, 3)))
+        if self._waiter is not None:  # markers on several slots: one blocked thread per queue
+            return self._waiter.wait(dict(zip(queues, markers, strict=True)), timeout, block=MAX_BLOCK)
         return self._call(self.blocking_client().blpop, markers, timeout=timeout) is not None
 
     def heartbeat(self, worker_id: str, info: dict[str, Any]) -> None:

@@ -14,14 +14,17 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import redis
 
 from django_jobs.conf import JobsSettings
-from django_jobs.engine.connection import build_client, safe_url
+from django_jobs.engine.cluster import ClusterWaiter, run_script
+from django_jobs.engine.connection import build_client
 from django_jobs.engine.keys import QueueKeys
+from django_jobs.engine.replicas import ENQUEUE_SCRIPTS, replica_acks, replica_wait
 from django_jobs.engine.scripts import script_names, script_source
+from django_jobs.engine.topology import blocking_twin, describe, is_cluster
 from django_jobs.exceptions import RedisOutOfMemory, RedisUnavailable
 
 #: Attempts of a script call on a connection error before RedisUnavailable (scripts are replay-safe).
@@ -55,11 +58,12 @@ class ScriptRunner:
     #: Job ids per script call of a bulk action (each call stays short; Redis serves others between).
     BULK_CHUNK = 1000
 
-    def __init__(self, settings: JobsSettings, client: redis.Redis | None = None) -> None:
+    def __init__(self, settings: JobsSettings, client: Any = None) -> None:
         self.settings = settings
         self.prefix = settings.prefix
-        self.client = client if client is not None else build_client(settings)
-        self._blocking: redis.Redis | None = None
+        #: A redis.Redis (one server, Sentinel) or a RedisCluster (engine/topology.py).
+        self.client: Any = client if client is not None else build_client(settings)
+        self._blocking: Any = None  # redis.Redis, or a RedisCluster on a cluster
         self._keys: dict[str, QueueKeys] = {}
         # The one registry: every script, registered once (no round trip: only the SHA1 is computed).
         self._scripts = {name: self.client.register_script(script_source(name)) for name in script_names()}
@@ -68,7 +72,13 @@ class ScriptRunner:
         self._owned: weakref.WeakSet[_OwnConnection] = weakref.WeakSet()
         self.maxlen = settings.events_maxlen
         self._limit_defaults: dict[str, tuple[int, int, int]] = {}
-        self._cluster: bool | None = None
+        #: A Redis Cluster client: script calls and idle waits go per slot (engine/cluster.py).
+        self._cluster = is_cluster(self.client)
+        #: Whether the one server is a Redis Cluster node (asked once by :meth:`_is_cluster`).
+        self._cluster_node: bool | None = None
+        self._waiter = ClusterWaiter(self.blocking_client) if self._cluster else None
+        #: ENQUEUE_WAIT: (replicas, timeout ms) each enqueue waits for (docs/scaling.md), or None.
+        self._enqueue_wait = settings.enqueue_wait
 
     def keys(self, queue: str) -> QueueKeys:
         """Return the key names of ``queue``."""
@@ -80,24 +90,14 @@ class ScriptRunner:
     @property
     def target(self) -> str:
         """A printable description of the Redis server (no password)."""
-        kw = self.client.connection_pool.connection_kwargs
-        if kw.get("path"):
-            return f"unix://{kw['path']}"
-        scheme = "rediss" if self.client.connection_pool.connection_class.__name__.startswith("SSL") else "redis"
-        return safe_url(f"{scheme}://{kw.get('host', 'localhost')}:{kw.get('port', 6379)}/{kw.get('db', 0)}")
+        return describe(self.client)
 
-    def blocking_client(self) -> redis.Redis:
+    def blocking_client(self) -> Any:
         """Return a client for blocking waits (its socket timeout outlasts any wait)."""
         with self._lock:
             if self._blocking is None:
-                kwargs = dict(self.client.connection_pool.connection_kwargs)
                 # Longer than any wait, so a connection that died silently is noticed.
-                kwargs["socket_timeout"] = MAX_BLOCK + 10
-                kwargs.pop("health_check_interval", None)
-                pool = redis.ConnectionPool(
-                    connection_class=self.client.connection_pool.connection_class, **kwargs
-                )
-                self._blocking = redis.Redis(connection_pool=pool)
+                self._blocking = blocking_twin(self.client, MAX_BLOCK + 10)
             return self._blocking
 
     # -- sending --------------------------------------------------------------------------
@@ -111,6 +111,11 @@ class ScriptRunner:
         which the scripts make safe (replaying a request has the effect of once).
         """
         script = self._scripts[name]
+        if self._cluster:
+            try:
+                return run_script(self.client, script, keys, args, self.target)
+            except redis.ResponseError as exc:
+                raise self._response_error(exc) from exc
         lane = self._lane
         pid = os.getpid()
         for attempt in range(SCRIPT_RETRIES + 1):
@@ -122,12 +127,15 @@ class ScriptRunner:
             try:
                 conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
                 try:
-                    return conn.read_response()
+                    reply = conn.read_response()
                 except redis.exceptions.NoScriptError:
                     # EVAL sends the source and caches it: unlike SCRIPT LOAD + EVALSHA, it cannot
                     # meet another flush in between (tests/chaos/test_redis_stalls.py).
                     conn.send_command("EVAL", script.script, len(keys), *keys, *args)
-                    return conn.read_response()
+                    reply = conn.read_response()
+                if self._enqueue_wait is not None and name in ENQUEUE_SCRIPTS:
+                    replica_wait(conn, self._enqueue_wait)
+                return reply
             except redis.ResponseError as exc:
                 raise self._response_error(exc) from exc
             except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -146,6 +154,8 @@ class ScriptRunner:
         One chunk is a plain :meth:`_run` call.
         """
         step = width * chunk
+        if self._cluster:  # one call per chunk (a cluster pipeline cannot carry script calls)
+            return [r for start in range(0, len(items), step) for r in self._run(name, keys, (*head, *items[start : start + step]))]
         if len(items) <= step:
             return list(self._run(name, keys, (*head, *items)))
         script = self._scripts[name]
@@ -154,7 +164,13 @@ class ScriptRunner:
             with self.client.pipeline(transaction=False) as pipe:
                 for start in range(0, len(items), step):
                     script(keys=list(keys), args=[*head, *items[start : start + step]], client=pipe)
-                return list(pipe.execute())
+                wait = self._enqueue_wait if name in ENQUEUE_SCRIPTS else None
+                if wait is not None:
+                    pipe.execute_command("WAIT", *wait)
+                replies = list(pipe.execute())
+                if wait is not None:
+                    replica_acks(replies.pop(), wait)
+                return replies
 
         return [reply for replies in self._call(send) for reply in replies]
 
@@ -207,20 +223,30 @@ class ScriptRunner:
         return int(seconds) * 1000 + int(micros) // 1000
 
     def _is_cluster(self) -> bool:
-        """Return True when the server is a Redis Cluster node (asked once per engine)."""
-        cached = self._cluster
+        """Return True on a Redis Cluster: configured as one, or a server that says it is a node (asked once)."""
+        if self._cluster:
+            return True
+        cached = self._cluster_node
         if cached is None:
             try:
                 info = self._call(self.client.info, "cluster")
             except redis.ResponseError:  # INFO refused (ACL, renamed command): not a Cluster we can see
                 info = {}
-            cached = self._cluster = bool(int(info.get("cluster_enabled", 0) or 0))
+            cached = self._cluster_node = bool(int(info.get("cluster_enabled", 0) or 0))
         return cached
 
     def close(self) -> None:
         """Close this engine's connections, the script connections of every thread too."""
         for own in list(self._owned):
             own.close()
-        self.client.close()
+        if self._waiter is not None:
+            self._waiter.stop()
+        if self._cluster:  # a closed RedisCluster stays unusable; a closed Redis reconnects
+            cast(Any, self.client).disconnect_connection_pools()
+        else:
+            self.client.close()
         if self._blocking is not None:
-            self._blocking.close()
+            if self._cluster:
+                self._blocking.disconnect_connection_pools()  # ends the marker threads' waits
+            else:
+                self._blocking.close()

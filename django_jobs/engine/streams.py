@@ -17,6 +17,7 @@ from typing import Any
 
 import redis
 
+from django_jobs.engine.cluster import wait_streams
 from django_jobs.engine.runner import MAX_BLOCK, ScriptRunner
 from django_jobs.exceptions import EngineError, RedisUnavailable
 
@@ -145,8 +146,8 @@ class Streams(ScriptRunner):
 
         def read() -> list[Any]:
             with self.client.pipeline(transaction=True) as pipe:
-                pipe.execute_command("XINFO", "GROUPS", key)  # type: ignore[no-untyped-call]
-                pipe.execute_command("XINFO", "STREAM", key)  # type: ignore[no-untyped-call]
+                pipe.execute_command("XINFO", "GROUPS", key)
+                pipe.execute_command("XINFO", "STREAM", key)
                 pipe.xreadgroup(group, consumer, {key: ">"}, count=count)
                 return list(pipe.execute(raise_on_error=False))
 
@@ -215,6 +216,8 @@ class Streams(ScriptRunner):
             time.sleep(timeout)
             return False
         streams = {self.keys(queue).events: tip for queue, tip in tips.items()}
+        if self._cluster:  # streams on several slots: no single blocking XREAD (engine/cluster.py)
+            return bool(self._call(wait_streams, self.client, streams, min(timeout, MAX_BLOCK)))
         block = max(1, int(min(timeout, MAX_BLOCK) * 1000))
         return bool(self._call(self.blocking_client().xread, streams, count=1, block=block))
 

@@ -193,7 +193,8 @@ class Transitions(ScriptRunner):
                 n.parent_id, self.keys(j.parent_queue).base if j.parent_queue else "", j.policy, j.keep_ms,
                 json.dumps([[self.keys(q).base, i, q, name] for q, i, name in j.children]) if j.children else "",
             ]
-        return int(self._run("flow_enqueue", (), args))
+        # The script names its keys in ARGV; the one key routes the call to the flow's slot on a cluster.
+        return int(self._run("flow_enqueue", (self.keys(jobs[0].queue).meta,), args))
 
     # -- running jobs ---------------------------------------------------------------------
 

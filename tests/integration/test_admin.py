@@ -27,7 +27,11 @@ from django_jobs.testing import work_until_empty
 from tests.redis_server import wait_until
 from tests.testapp.jobs import add, always_fails, enqueue_child, flaky, record, sleeper
 
-pytestmark = [pytest.mark.db, pytest.mark.django_db]
+pytestmark = [
+    pytest.mark.db, pytest.mark.django_db,
+    # Every test also runs against a real Redis Cluster (tests/conftest.py).
+    pytest.mark.parametrize("topology", ["server", "cluster"], indirect=True),
+]
 
 CHANGELIST = "admin:django_jobs_jobrecord_changelist"
 
@@ -295,6 +299,7 @@ def test_delete_removes_jobs_from_redis_but_not_running_ones(admin_client, engin
     assert set(JobRecord.objects.values_list("job_id", flat=True)) == {running}
 
 
+@pytest.mark.single_server("counts the script calls of one server (INFO commandstats)")
 def test_a_bulk_retry_of_thousands_of_jobs_takes_a_few_script_calls(admin_client, engine, r):
     ids = failed_jobs(2500)
     mirror_once()

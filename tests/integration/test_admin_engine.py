@@ -12,6 +12,9 @@ from django_jobs.testing import work_until_empty
 from tests.chaos.invariants import invariant_violations
 from tests.testapp.jobs import add, always_fails
 
+# Every test also runs against a real Redis Cluster (tests/conftest.py).
+pytestmark = pytest.mark.parametrize("topology", ["server", "cluster"], indirect=True)
+
 QUEUES = ("default", "high", "low")
 
 
@@ -56,6 +59,7 @@ def test_delete_jobs_removes_hashes_and_set_members_except_running_ones(engine):
     engine.client.delete(engine.keys("default").job(running), engine.keys("default").active)
 
 
+@pytest.mark.single_server("counts the pipelined calls of one server; a cluster sends one call per chunk")
 def test_bulk_calls_send_one_script_call_per_chunk_in_one_round_trip(engine, monkeypatch):
     monkeypatch.setattr(type(engine), "BULK_CHUNK", 4)
     ids = [r.id for r in always_fails.using(attempts=1).enqueue_many([() for _ in range(10)])]

@@ -13,6 +13,9 @@ import pytest
 from django_jobs.events import FINAL_EVENTS, QueueEvents, wait_for_result
 from tests.redis_server import env_for
 
+# Every test also runs against a real Redis Cluster (tests/conftest.py).
+pytestmark = pytest.mark.parametrize("topology", ["server", "cluster"], indirect=True)
+
 ROOT = Path(__file__).resolve().parents[2]
 
 LISTENER = """
@@ -26,6 +29,7 @@ for event in events.listen(timeout=float(sys.argv[2])):
 """
 
 
+@pytest.mark.single_server("its listener subprocess is pointed at the single test server")
 def test_another_process_receives_the_events_in_order(redis_server, prefix, engine, work):
     from tests.testapp.jobs import add
     from tests.testapp.jobs_observability import boom

@@ -11,6 +11,9 @@ from django_jobs.engine import get_engine
 from django_jobs.limits import reset_queue_limits, set_queue_limits
 from tests.testapp import jobs_limits
 
+# Every test also runs against a real Redis Cluster (tests/conftest.py).
+pytestmark = pytest.mark.parametrize("topology", ["server", "cluster"], indirect=True)
+
 
 def events_of(queue: str, job_id: str) -> list[dict[str, str]]:
     engine = get_engine()

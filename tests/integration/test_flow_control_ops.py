@@ -14,6 +14,9 @@ from django_jobs.limits import cancel_jobs, pause_queues, resume_queues, retry_j
 from tests.testapp import jobs_limits
 from tests.testapp.jobs import add
 
+# Every test also runs against a real Redis Cluster (tests/conftest.py).
+pytestmark = pytest.mark.parametrize("topology", ["server", "cluster"], indirect=True)
+
 
 def jobs_json(*args: str) -> object:
     out = io.StringIO()

@@ -12,6 +12,9 @@ from django_jobs.engine import get_engine
 from tests.conftest import read_ledger
 from tests.testapp import jobs_limits
 
+# Every test also runs against a real Redis Cluster (tests/conftest.py).
+pytestmark = pytest.mark.parametrize("topology", ["server", "cluster"], indirect=True)
+
 
 def lock_keys() -> list[str]:
     engine = get_engine()

@@ -11,6 +11,9 @@ from django_jobs.flows import Flow, chain, chord, flow_tree
 from tests.chaos.invariants import assert_invariants
 from tests.testapp import jobs_flows as jf
 
+# Every test also runs against a real Redis Cluster (tests/conftest.py).
+pytestmark = pytest.mark.parametrize("topology", ["server", "cluster"], indirect=True)
+
 QUEUES = ("default", "high", "low")
 
 
@@ -19,6 +22,7 @@ def state(result) -> str:
     return result.state
 
 
+@pytest.mark.single_server("a flow over several queues: refused on a Redis Cluster until the cross-slot relay (docs/scaling.md)")
 def test_the_image_upload_flow_runs_children_on_two_queues_then_the_parent_with_their_results(engine, work):
     with correlation_id("upload-42"):
         flow = Flow(jf.store.s(42), children=[jf.optimize.s(42), jf.check_policy.s(42, "nsfw"), jf.check_policy.s(42, "copyright")])
@@ -103,6 +107,7 @@ def test_a_removed_dependency_lets_the_parent_run_as_if_the_child_did_not_exist(
     assert state(handle.children[0].result) == "failed"
 
 
+@pytest.mark.single_server("a flow over several queues: refused on a Redis Cluster until the cross-slot relay (docs/scaling.md)")
 def test_cancelling_a_parent_cancels_its_pending_children_all_the_way_down(engine, work, ledger_path):
     from tests.conftest import read_ledger
 
@@ -120,6 +125,7 @@ def test_cancelling_a_parent_cancels_its_pending_children_all_the_way_down(engin
     assert_invariants(engine.client, engine.prefix, QUEUES)
 
 
+@pytest.mark.single_server("a flow over several queues: refused on a Redis Cluster until the cross-slot relay (docs/scaling.md)")
 def test_deleting_a_parent_cancels_its_pending_children_and_an_unfinished_child_is_not_deleted(engine, work, ledger_path):
     from tests.conftest import read_ledger
 
@@ -216,6 +222,7 @@ def test_a_flow_can_be_enqueued_from_async_code_with_the_callers_correlation_id(
     assert handle.result.return_value == {handle.children[0].id: ["completed", 4]}
 
 
+@pytest.mark.single_server("a flow over several queues: refused on a Redis Cluster until the cross-slot relay (docs/scaling.md)")
 def test_the_correlation_id_of_the_creator_reaches_every_job_of_a_nested_flow(engine, work):
     with correlation_id("req-7"):
         handle = Flow(jf.store.s(1), children=[Flow(jf.store.s(2), children=[jf.optimize.s(3)])]).enqueue()
@@ -299,6 +306,7 @@ def test_a_bad_flow_fails_in_the_caller_and_writes_nothing(engine, build, messag
     assert engine.client.keys(engine.prefix + ":*") == []
 
 
+@pytest.mark.single_server("a flow over several queues: refused on a Redis Cluster until the cross-slot relay (docs/scaling.md)")
 def test_a_flow_is_created_all_or_nothing_when_one_of_its_ids_exists(engine):
     from dataclasses import replace
 
@@ -317,6 +325,7 @@ def test_a_flow_is_created_all_or_nothing_when_one_of_its_ids_exists(engine):
     assert engine.counts("default")["waiting_children"] == 1 and engine.counts("high")["waiting"] == 2
 
 
+@pytest.mark.single_server("starts its own cluster-enabled node; tests/integration/test_topology.py covers a real cluster")
 def test_a_flow_over_several_queues_is_refused_by_a_redis_cluster_node_before_anything_is_written(tmp_path, jobs_settings):
     import subprocess
 

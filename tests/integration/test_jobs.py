@@ -8,6 +8,9 @@ from django_jobs import InvalidJob, call
 from django_jobs.compat import InvalidTask, TaskResultDoesNotExist, TaskResultStatus, task_backends
 from tests.testapp import jobs
 
+# Every test runs against one Redis server, a real Redis Cluster and a real Sentinel group (tests/conftest.py).
+pytestmark = pytest.mark.parametrize("topology", ["server", "cluster", "sentinel"], indirect=True)
+
 
 def test_sync_job_runs_and_its_result_is_readable_from_its_id(work):
     result = jobs.add.enqueue(2, 3)

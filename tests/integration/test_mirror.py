@@ -15,7 +15,11 @@ from django_jobs.engine.keys import MIRROR_GROUP
 from django_jobs.engine.queue import NewJob
 from django_jobs.models import JobRecord, MirrorCursor
 
-pytestmark = [pytest.mark.db, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.db, pytest.mark.django_db(transaction=True),
+    # Every test also runs against a real Redis Cluster (tests/conftest.py).
+    pytest.mark.parametrize("topology", ["server", "cluster"], indirect=True),
+]
 
 #: Row fields compared with the Redis hash (everything but bookkeeping).
 COMPARED = ("queue", "name", "state", "priority", "attempts", "args", "kwargs", "result", "error", "errors",
@@ -163,6 +167,9 @@ def test_another_mirror_takes_over_what_a_dead_one_left_pending(engine, settings
     from tests.testapp.jobs import add
 
     settings.DJANGO_JOBS = {**jobs_settings, "MIRROR": {"CLAIM_AFTER": 0.05}}
+    from django_jobs.engine import get_engine
+
+    engine = get_engine()  # the settings changed: the fixture's engine is closed (a closed RedisCluster stays closed)
     ids = [add.enqueue(i, 0).id for i in range(3)]
     dead = mirror.Mirror(consumer="host-dead")
     dead._ensure("default")

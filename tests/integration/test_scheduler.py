@@ -26,6 +26,9 @@ from django_jobs.scheduler import (
 )
 from tests.redis_server import wait_until
 
+# Every test also runs against a real Redis Cluster (tests/conftest.py).
+pytestmark = pytest.mark.parametrize("topology", ["server", "cluster"], indirect=True)
+
 QUICK = "tests.testapp.jobs_chaos.quick"
 
 

@@ -154,15 +154,69 @@ def test_a_cache_alias_with_a_malformed_location_is_e003_naming_the_cache():
     assert "CACHES['default']['LOCATION']" in message.msg
 
 
-def test_a_sentinel_cache_is_e003_because_cache_alias_cannot_use_it():
+def test_a_sentinel_cache_is_accepted_and_names_the_sentinels_and_service():
+    """A django-redis Sentinel cache through CACHE_ALIAS: no error, and the client asks its sentinels."""
+    from django_jobs.conf import build_settings
+    from django_jobs.engine.connection import client_config
+    from django_jobs.engine.topology import topology_of
+
+    caches = {
+        "default": {
+            "BACKEND": DJANGO_REDIS,
+            "LOCATION": "redis://mymaster/2",
+            "OPTIONS": {"CLIENT_CLASS": "django_redis.client.SentinelClient", "SENTINELS": [("s1", 26379)],
+                        "PASSWORD": "pw", "SENTINEL_KWARGS": {"password": "spw"}},
+        }
+    }
+    assert messages({"CACHE_ALIAS": "default"}, CACHES=caches) == []
+    with override_settings(CACHES=caches):
+        settings = build_settings({"CACHE_ALIAS": "default"})
+        kind, sentinel = topology_of(settings)
+        url, _ = client_config(settings)
+    assert kind == "sentinel"
+    assert sentinel["sentinels"] == [("s1", 26379)] and sentinel["service_name"] == "mymaster"
+    assert sentinel["db"] == 2 and sentinel["password"] == "pw" and sentinel["sentinel_password"] == "spw"
+    assert url == "sentinel://s1:26379/mymaster"
+
+
+def test_a_sentinel_cache_without_sentinels_is_e003_naming_the_cache():
     caches = {
         "default": {
             "BACKEND": DJANGO_REDIS,
             "LOCATION": "redis://mymaster/0",
-            "OPTIONS": {"CLIENT_CLASS": "django_redis.client.SentinelClient", "SENTINELS": [("s1", 26379)]},
+            "OPTIONS": {"CLIENT_CLASS": "django_redis.client.SentinelClient", "SENTINELS": []},
         }
     }
-    assert "Sentinel" in only(messages({"CACHE_ALIAS": "default"}, CACHES=caches), "E003").msg
+    message = only(messages({"CACHE_ALIAS": "default"}, CACHES=caches), "E003")
+    assert "CACHES['default'] is a Sentinel cache" in message.msg and "SENTINELS" in message.msg
+
+
+@pytest.mark.parametrize(
+    ("config", "needle"),
+    [
+        ({"SENTINEL": {"SENTINELS": ["s1:26379"]}}, "SERVICE_NAME"),
+        ({"SENTINEL": {"SENTINELS": [], "SERVICE_NAME": "m"}}, "SENTINELS"),
+        ({"SENTINEL": {"SENTINELS": ["s1:notaport"], "SERVICE_NAME": "m"}}, "not a valid host and port"),
+        ({"SENTINEL": {"SENTINELS": ["s1:26379"], "SERVICE_NAME": "m", "PASSWROD": "x"}}, "PASSWORD"),
+        ({"SENTINEL": {"SENTINELS": ["s1:26379"], "SERVICE_NAME": "m"}, "REDIS_URL": URL}, "both set"),
+        ({"CLUSTER": "localhost:7000"}, "no valid scheme"),
+        ({"CLUSTER": True}, "neither REDIS_URL nor CACHE_ALIAS"),
+        ({"CLUSTER": ["redis://n1:7000"], "REDIS_URL": URL}, "startup nodes"),
+        ({"CLUSTER": ["unix:///tmp/r.sock"]}, "unix socket"),
+        ({"CLUSTER": 3}, "True or a list of node URLs"),
+    ],
+)
+def test_a_bad_sentinel_or_cluster_setting_is_an_error_saying_what_is_wrong(config, needle):
+    found = messages(config)
+    assert len(found) == 1 and found[0].id.startswith("django_jobs.E00"), [str(m) for m in found]
+    assert needle in found[0].msg + found[0].hint and found[0].hint
+
+
+def test_valid_sentinel_and_cluster_settings_pass_without_connecting():
+    sentinel = {"SENTINELS": ["10.9.9.1:26379", ("10.9.9.2", 26380)], "SERVICE_NAME": "m", "PASSWORD": "x"}
+    assert messages({"SENTINEL": sentinel}) == []
+    assert messages({"CLUSTER": ["redis://10.9.9.1:7000", "redis://:pw@10.9.9.2:7001"]}) == []
+    assert messages({"CLUSTER": True, "REDIS_URL": "redis://10.9.9.1:7000/0"}) == []
 
 
 def test_a_bad_connection_option_in_the_cache_is_e003_naming_the_cache():
@@ -417,3 +471,15 @@ def test_no_check_and_no_settings_read_ever_crashes_and_both_agree(djj):
 
 def test_pathlike_values_from_pathlib_pass(tmp_path):
     assert messages({"REDIS_URL": URL, "EMBEDDED_DIR": tmp_path, "EMBEDDED_BINARY": tmp_path / "x"}) == []
+
+
+def test_a_cache_whose_client_class_is_a_cluster_client_is_reached_as_a_cluster():
+    from django_jobs.conf import build_settings
+    from django_jobs.engine.topology import topology_of
+
+    caches = {"default": {"BACKEND": DJANGO_REDIS, "LOCATION": "redis://10.9.9.1:7000/0",
+                          "OPTIONS": {"REDIS_CLIENT_CLASS": "redis.cluster.RedisCluster"}}}
+    assert messages({"CACHE_ALIAS": "default"}, CACHES=caches) == []
+    with override_settings(CACHES=caches):
+        assert topology_of(build_settings({"CACHE_ALIAS": "default"})) == ("cluster", None)
+        assert topology_of(build_settings({"REDIS_URL": URL})) == ("server", None)

@@ -1,6 +1,7 @@
 --[[
   flow_enqueue: create a whole flow (a tree of jobs on any queues) at once: all of it or nothing.
-  KEYS: none. Every key is built from a queue key base in ARGV ("djj:{queue}:", formatted
+  KEYS[1]: the root queue's meta key, not used by the script: it routes the call to the flow's
+  slot on a Redis Cluster. Every key is built from a queue key base in ARGV ("djj:{queue}:", formatted
   by engine/keys.py): base .. 'job:' .. id, base .. 'wait', 'scheduled', 'waiting_children',
   'meta', 'events', 'marker'. A flow may span queues, so it needs a single Redis server
   (docs/flows.md#redis-cluster).

@@ -1,0 +1,257 @@
+"""Sentinel failover under load: SIGKILL the primary while jobs are enqueued and run.
+
+Counts every job (docs/scaling.md#what-a-failover-costs): an enqueue the old primary
+acknowledged but had not replicated yet is lost (asynchronous replication); a job whose settle
+was lost runs again once its lease expires on the new primary (a duplicate, at least once).
+Each measured run prints a ``FAILOVER`` line: the numbers docs/scaling.md quotes.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+
+import pytest
+from django.test import override_settings
+
+from django_jobs.exceptions import RedisUnavailable
+from tests.chaos.conftest import QUEUES
+from tests.chaos.invariants import assert_invariants
+from tests.redis_server import wait_until
+from tests.testapp import jobs_chaos
+
+pytestmark = pytest.mark.chaos
+SENTINEL = pytest.mark.parametrize("topology", ["sentinel"], indirect=True)
+CLUSTER = pytest.mark.parametrize("topology", ["cluster"], indirect=True)
+
+#: Jobs enqueued per second by the producer, and for how long; the primary dies after KILL_AFTER s.
+RATE, DURATION, KILL_AFTER = 100, 6.0, 2.0
+#: Lease of the workers (tests/settings.py reads DJJ_LEASE_SECONDS): how soon a lost settle reruns a job.
+LEASE = 2.0
+
+
+@pytest.fixture
+def group(request, topology):
+    """The Sentinel group or the cluster, healed after the test (the killed server rejoins as a replica)."""
+    found = request.getfixturevalue("cluster_group" if topology == "cluster" else "sentinel_group")
+    yield found
+    found.heal()
+
+
+def produce(stop_at: float, acked: dict[str, float], ids: dict[str, str], refused: Counter[str]) -> None:
+    """Enqueue ``timed`` jobs at RATE until ``stop_at``; record each acknowledged tag with its time."""
+    i = 0
+    while time.time() < stop_at:
+        tag = f"f{i}"
+        i += 1
+        try:
+            result = jobs_chaos.timed.enqueue(tag, 0.0)
+        except RedisUnavailable:
+            refused["unavailable"] += 1
+        else:
+            acked[tag] = time.time()
+            ids[tag] = result.id
+        time.sleep(1 / RATE)
+
+
+def failover_run(chaos, group, jobs_settings, *, enqueue_wait: dict | None) -> dict:
+    """Run the producer and workers, kill the primary, count every job; return the measurements."""
+    value = dict(jobs_settings)
+    env = {"DJJ_LEASE_SECONDS": str(LEASE)}
+    if enqueue_wait:
+        value["ENQUEUE_WAIT"] = enqueue_wait
+    with override_settings(DJANGO_JOBS=value):
+        sup = chaos.start("--processes=1", "--threads=4", ready=1, env=env)
+        acked: dict[str, float] = {}
+        ids: dict[str, str] = {}
+        refused: Counter[str] = Counter()
+        started = time.time()
+        producer = threading.Thread(target=produce, args=(started + DURATION, acked, ids, refused))
+        producer.start()
+        time.sleep(KILL_AFTER)
+        key = chaos.engine.keys("default").wait
+        cluster = hasattr(group, "slot_owner")
+        old = group.kill_primary(key) if cluster else group.kill_primary()
+        killed_at = time.time()
+        new_port = group.wait_failover(old.port, key) if cluster else group.wait_failover(old.port)
+        promoted_at = time.time()
+        producer.join()
+        # Every acknowledged job that survived runs; give lost leases time to expire and recover.
+        deadline = time.time() + 40
+        while time.time() < deadline and not set(acked) <= set(chaos.counts("start")):
+            time.sleep(0.2)
+        time.sleep(LEASE * 2)  # a job re-run after a lost settle shows up as a duplicate
+        assert sup.stop() == 0
+    starts: dict[str, list[float]] = {}
+    for row in chaos.ledger():
+        if row[0] == "start":
+            starts.setdefault(row[2], []).append(float(row[3]))
+    lost = sorted(tag for tag in acked if tag not in starts)
+    duplicated = sorted(tag for tag, runs in starts.items() if len(runs) > 1)
+    after_kill = [min(runs) for tag, runs in starts.items() if acked.get(tag, 0) > killed_at]
+    first_enqueue_after = min((t for t in acked.values() if t > killed_at), default=None)
+    result = {
+        "enqueue_wait": enqueue_wait, "acknowledged": len(acked), "refused": sum(refused.values()),
+        "lost": len(lost), "duplicated": len(duplicated),
+        "failover_s": round(promoted_at - killed_at, 2),
+        "enqueue_back_s": round(first_enqueue_after - killed_at, 2) if first_enqueue_after else None,
+        "jobs_run_again_s": round(min(after_kill) - killed_at, 2) if after_kill else None,
+        "lost_acked_before_kill_ms": [round((killed_at - acked[t]) * 1000) for t in lost],
+        "duplicates_first_run_before_kill_ms": [round((killed_at - min(starts[t])) * 1000) for t in duplicated],
+    }
+    print("FAILOVER", json.dumps(result))
+    primary = group.check_client(new_port)
+    assert_invariants(primary, chaos.prefix, QUEUES)
+    # A lost job was acknowledged by the old primary just before it died (not replicated yet).
+    assert all(0 <= ms <= 1000 for ms in result["lost_acked_before_kill_ms"]), result
+    for tag in lost:  # gone from the new primary, not stuck in it
+        assert not primary.exists(f"{chaos.prefix}:{{default}}:job:{ids[tag]}"), tag
+    # A duplicate ran first before the kill or while the old primary was dying (its settle was lost).
+    assert all(-1000 <= ms for ms in result["duplicates_first_run_before_kill_ms"]), result
+    assert result["jobs_run_again_s"] is not None and result["jobs_run_again_s"] < 20, result
+    return result
+
+
+@SENTINEL
+def test_sentinel_failover_under_load_loses_only_unreplicated_enqueues(chaos, group, jobs_settings):
+    result = failover_run(chaos, group, jobs_settings, enqueue_wait=None)
+    # The producer ran before the kill and was acknowledged again after the failover.
+    assert result["acknowledged"] > RATE * KILL_AFTER / 2 and result["enqueue_back_s"] is not None, result
+
+
+@SENTINEL
+def test_sentinel_failover_with_enqueue_wait_loses_no_acknowledged_enqueue(chaos, group, jobs_settings):
+    result = failover_run(chaos, group, jobs_settings, enqueue_wait={"REPLICAS": 1, "TIMEOUT": 1.0})
+    assert result["lost"] == 0, result
+
+
+@SENTINEL
+def test_enqueue_wait_cost_on_a_healthy_group(group, jobs_settings):
+    """What ENQUEUE_WAIT costs when the replica is up: enqueue latency with and without it (printed)."""
+    from django_jobs.conf import build_settings
+    from django_jobs.engine.queue import Engine, NewJob
+
+    measured = {}
+    for label, wait in (("off", None), ("on", {"REPLICAS": 1, "TIMEOUT": 1.0})):
+        engine = Engine(build_settings({**jobs_settings, "ENQUEUE_WAIT": wait}))
+        try:
+            engine.enqueue("default", [NewJob(id=f"{label}-warm", data="{}")])
+            times = []
+            for i in range(500):
+                started = time.perf_counter()
+                engine.enqueue("default", [NewJob(id=f"{label}-{i}", data="{}")])
+                times.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            engine.enqueue_many("default", [NewJob(id=f"{label}-bulk-{i}", data="{}") for i in range(5000)])
+            bulk = time.perf_counter() - started
+        finally:
+            engine.close()
+        times.sort()
+        measured[label] = {
+            "p50_ms": round(times[250] * 1000, 3), "p99_ms": round(times[495] * 1000, 3),
+            "per_s_one_by_one": round(500 / sum(times)), "bulk_5000_s": round(bulk, 3),
+        }
+    print("ENQUEUE_WAIT_COST", json.dumps(measured))
+    assert measured["on"]["p50_ms"] >= measured["off"]["p50_ms"] * 0.5  # measured, not skipped
+
+
+@CLUSTER
+def test_cluster_primary_killed_under_load_loses_only_unreplicated_enqueues(chaos, group, jobs_settings):
+    """SIGKILL the primary of the queue's slot: its replica is promoted, RedisCluster follows."""
+    result = failover_run(chaos, group, jobs_settings, enqueue_wait=None)
+    assert result["acknowledged"] > RATE * KILL_AFTER / 2 and result["enqueue_back_s"] is not None, result
+
+
+
+@CLUSTER
+def test_moving_a_queues_slot_to_another_primary_while_its_jobs_run_loses_nothing(chaos, cluster_group, jobs_settings):
+    """Reshard under load: MOVED / ASK / TRYAGAIN are followed by RedisCluster; every job runs."""
+    from tests.redis_server import migrate_slot
+
+    sup = chaos.start("--processes=1", "--threads=4", ready=1, env={"DJJ_LEASE_SECONDS": str(LEASE)})
+    acked: dict[str, float] = {}
+    ids: dict[str, str] = {}
+    refused: Counter[str] = Counter()
+    producer = threading.Thread(target=produce, args=(time.time() + DURATION, acked, ids, refused))
+    producer.start()
+    time.sleep(KILL_AFTER)
+    key = chaos.engine.keys("default").wait
+    old_port, new_port = migrate_slot(cluster_group, key)
+    assert cluster_group.slot_owner(key) == new_port != old_port
+    producer.join()
+    deadline = time.time() + 40
+    while time.time() < deadline and not set(acked) <= set(chaos.counts("start")):
+        time.sleep(0.2)
+    time.sleep(LEASE * 2)
+    assert sup.stop() == 0
+    runs = chaos.counts("start")
+    lost = sorted(set(acked) - set(runs))
+    duplicated = sorted(tag for tag, n in runs.items() if n > 1)
+    print("RESHARD", json.dumps({"acknowledged": len(acked), "refused": sum(refused.values()),
+                                 "lost": len(lost), "duplicated": len(duplicated)}))
+    assert lost == [] and duplicated == [], (lost, duplicated, sup.output[-3000:])
+    assert len(acked) > RATE * KILL_AFTER / 2
+    assert_invariants(cluster_group.client(), chaos.prefix, QUEUES)
+
+
+@SENTINEL
+def test_the_cron_scheduler_keeps_firing_after_a_sentinel_failover_one_job_per_tick(group, engine):
+    """The leader's lease and the tick claims live on the primary: after a failover the scheduler
+    reconnects, keeps (or re-takes) the lease, and the ticks go on, each enqueued once."""
+    from django_jobs.scheduler import Schedule, Scheduler
+
+    tick = Schedule(name="tick", job="tests.testapp.jobs_chaos.quick", expression=None, every=0.5, args=["tick"],
+                    kwargs={}, queue=None, timezone="UTC", missed="latest")
+    scheduler = Scheduler([tick], lease=2.0, holder="failover:1:aaaaaa")
+    scheduler.start()
+    try:
+        wait_until(lambda: engine.counts("default")["waiting"] >= 2, 10, message="two ticks before the kill")
+        old = group.kill_primary()
+        killed_at = time.time()
+        group.wait_failover(old.port)
+        before = engine.counts("default")["waiting"]
+        wait_until(lambda: engine.counts("default")["waiting"] >= before + 3, 20, message="ticks after the failover")
+        resumed = time.time() - killed_at
+    finally:
+        scheduler.stop()
+    ids = engine.state_page("default", "waiting", offset=0, limit=1000)
+    assert len(ids) == len(set(ids)) and all(engine.get_job("default", i)["d"] for i in ids)
+    print("CRON_FAILOVER", json.dumps({"ticks_again_after_s": round(resumed, 2), "jobs": len(ids)}))
+
+
+@SENTINEL
+@pytest.mark.db
+@pytest.mark.django_db(transaction=True)
+def test_the_database_mirror_follows_a_sentinel_failover(group, engine):
+    """The mirror's consumer group and stream live on the primary: after a failover it reconnects
+    and mirrors the jobs enqueued after it (those acknowledged before it survive on the replica)."""
+    from django_jobs import mirror
+    from django_jobs.models import JobRecord
+    from tests.integration.test_mirror import run_loop, settled
+
+    stop = threading.Event()
+    loop = threading.Thread(target=run_loop, args=(mirror.Mirror(consumer="failover"), stop))
+    loop.start()
+    try:
+        before = [jobs_chaos.quick.enqueue(f"b{i}").id for i in range(20)]
+        wait_until(settled(lambda: JobRecord.objects.filter(job_id__in=before).count() == 20), 15, message="mirrored before")
+        old = group.kill_primary()
+        killed_at = time.time()
+        group.wait_failover(old.port)
+        after = []
+        for i in range(20):
+            while True:
+                try:
+                    after.append(jobs_chaos.quick.enqueue(f"a{i}").id)
+                    break
+                except RedisUnavailable:
+                    time.sleep(0.2)
+        wait_until(settled(lambda: JobRecord.objects.filter(job_id__in=after).count() == 20), 30, message="mirrored after")
+        caught_up = time.time() - killed_at
+    finally:
+        stop.set()
+        loop.join(15)
+    assert JobRecord.objects.filter(job_id__in=before + after).count() == 40
+    print("MIRROR_FAILOVER", json.dumps({"mirrored_again_after_s": round(caught_up, 2)}))

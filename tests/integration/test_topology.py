@@ -1,0 +1,167 @@
+"""Sentinel and Redis Cluster against real servers: where writes land, idle waits, checks, ENQUEUE_WAIT."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import pytest
+from django.core.checks import run_checks
+from django.test import override_settings
+
+from django_jobs.conf import build_settings
+from django_jobs.engine.queue import Engine, NewJob
+from django_jobs.exceptions import ConfigurationError
+from tests.redis_server import SENTINEL_PASSWORD, SENTINEL_SERVICE
+
+
+def deploy_ids(value: dict) -> list[str]:
+    with override_settings(DJANGO_JOBS=value):
+        return [m.id for m in run_checks(tags=["django_jobs"], include_deployment_checks=True) if m.id.startswith("django_jobs.")]
+
+
+# -- Sentinel ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("topology", ["sentinel"], indirect=True)
+def test_sentinel_engine_writes_on_the_primary_the_sentinels_name(engine, sentinel_group, prefix):
+    assert engine.target.startswith("sentinel://") and engine.target.endswith(f"/{SENTINEL_SERVICE}")
+    engine.enqueue("default", [NewJob(id="j1", data="{}")])
+    primary = sentinel_group.primary_client()
+    assert primary.exists(engine.keys("default").job("j1")) == 1
+    assert primary.info("replication")["role"] == "master"
+
+
+@pytest.mark.parametrize("topology", ["sentinel"], indirect=True)
+def test_sentinel_settings_pass_every_check_and_a_wrong_sentinel_password_is_w001(jobs_settings, sentinel_group):
+    assert deploy_ids(jobs_settings) == [i for i in deploy_ids(jobs_settings) if i not in ("django_jobs.W001", "django_jobs.E030")]
+    wrong = {**jobs_settings, "SENTINEL": {**jobs_settings["SENTINEL"], "SENTINEL_PASSWORD": "nope"}}
+    assert "django_jobs.W001" in deploy_ids(wrong)
+
+
+@pytest.mark.parametrize("topology", ["sentinel"], indirect=True)
+def test_enqueue_wait_returns_once_the_replica_holds_the_job(jobs_settings, sentinel_group, caplog):
+    settings = build_settings({**jobs_settings, "ENQUEUE_WAIT": {"REPLICAS": 1, "TIMEOUT": 2}})
+    engine = Engine(settings)
+    try:
+        replica = next(s for s in sentinel_group.servers if s.port != sentinel_group.primary_port())
+        with caplog.at_level(logging.WARNING, logger="django_jobs.engine"):
+            for i in range(20):
+                engine.enqueue("default", [NewJob(id=f"w{i}", data="{}")])
+                # WAIT returned: the replica has the job already, with no delay to let it catch up.
+                assert sentinel_group.server_client(replica.port).exists(engine.keys("default").job(f"w{i}")) == 1
+            many = [NewJob(id=f"m{i}", data="{}") for i in range(1200)]
+            assert engine.enqueue_many("default", many, chunk=500) == [1] * 1200
+            assert sentinel_group.server_client(replica.port).exists(engine.keys("default").job("m1199")) == 1
+        assert "ENQUEUE_WAIT" not in caplog.text
+        # Asking for more replicas than exist: the enqueue still happens, after TIMEOUT, and says so.
+        short = Engine(build_settings({**jobs_settings, "ENQUEUE_WAIT": {"REPLICAS": 2, "TIMEOUT": 0.05}}))
+        with caplog.at_level(logging.WARNING, logger="django_jobs.engine"):
+            assert short.enqueue("default", [NewJob(id="x", data="{}")]) == [1]
+        short.close()
+        assert "1 of 2 replica(s) acknowledged" in caplog.text
+    finally:
+        engine.close()
+
+
+def test_enqueue_wait_is_refused_on_a_cluster_and_checked():
+    with pytest.raises(ConfigurationError, match="ENQUEUE_WAIT.*not supported on a Redis Cluster"):
+        build_settings({"CLUSTER": ["redis://127.0.0.1:7000"], "ENQUEUE_WAIT": {"REPLICAS": 1, "TIMEOUT": 1}})
+    with pytest.raises(ConfigurationError, match="TIMEOUT"):
+        build_settings({"REDIS_URL": "redis://127.0.0.1:6379/0", "ENQUEUE_WAIT": {"REPLICAS": 1, "TIMEOUT": 0}})
+
+
+# -- Cluster -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("topology", ["cluster"], indirect=True)
+def test_cluster_engine_spreads_queues_over_the_primaries(engine, cluster_group):
+    assert engine._is_cluster() and engine.target.startswith("Redis Cluster (")
+    nodes = {engine.client.get_node_from_key(engine.keys(q).wait).name for q in ("default", "high", "low")}
+    assert len(nodes) >= 2  # the test queues live on different primaries
+    for q in ("default", "high", "low"):
+        engine.enqueue(q, [NewJob(id=f"{q}-1", data="{}")])
+    owner = engine.client.get_node_from_key(engine.keys("high").job("high-1"))
+    assert engine.client.get_redis_connection(owner).exists(engine.keys("high").job("high-1")) == 1
+
+
+@pytest.mark.parametrize("topology", ["cluster"], indirect=True)
+def test_cluster_idle_wait_wakes_for_a_job_on_any_node_within_milliseconds(engine):
+    queues = ["default", "high", "low"]
+    assert engine.wait_for_work(queues, 0.2) is False  # nothing yet: the wait times out
+    for queue in queues:
+        timer = threading.Timer(0.3, engine.enqueue, args=(queue, [NewJob(id=f"{queue}-w", data="{}")]))
+        timer.start()
+        started = time.monotonic()
+        assert engine.wait_for_work(queues, 5) is True
+        elapsed = time.monotonic() - started
+        timer.join()
+        assert 0.25 < elapsed < 1.5, (queue, elapsed)
+    # A marker popped while nobody waited is kept: the next wait returns at once.
+    engine.enqueue("low", [NewJob(id="later", data="{}")])
+    time.sleep(0.2)
+    started = time.monotonic()
+    assert engine.wait_for_work(queues, 5) is True and time.monotonic() - started < 0.1
+
+
+@pytest.mark.parametrize("topology", ["cluster"], indirect=True)
+def test_cluster_flow_over_two_queues_is_refused_before_anything_is_written(engine):
+    from django_jobs.engine.queue import FlowJob
+
+    parent = FlowJob(queue="default", job=NewJob(id="p", data="{}"), parent_queue="", policy="", keep_ms=0,
+                     children=[("high", "c", "child")])
+    child = FlowJob(queue="high", job=NewJob(id="c", data="{}", parent_id="p"), parent_queue="default", policy="f",
+                    keep_ms=0, children=[])
+    with pytest.raises(ConfigurationError, match="a flow over several queues"):
+        engine.enqueue_flow([parent, child])
+    assert engine.get_job("default", "p") is None and engine.get_job("high", "c") is None
+
+
+@pytest.mark.parametrize("topology", ["cluster"], indirect=True)
+def test_cluster_settings_pass_the_deploy_checks(jobs_settings):
+    assert "django_jobs.E030" not in deploy_ids(jobs_settings)
+    assert "django_jobs.W001" not in deploy_ids(jobs_settings)
+
+
+def test_e030_tells_a_cluster_node_a_sentinel_and_a_single_server_apart(cluster_group, sentinel_group, redis_server):
+    assert "django_jobs.E030" in deploy_ids({"REDIS_URL": cluster_group.url})
+    assert "django_jobs.E030" in deploy_ids({"REDIS_URL": redis_server.url, "CLUSTER": True})
+    sentinel_url = f"redis://:{SENTINEL_PASSWORD}@{sentinel_group.addresses[0]}/0"
+    with override_settings(DJANGO_JOBS={"REDIS_URL": sentinel_url}):
+        found = [m for m in run_checks(tags=["django_jobs"], include_deployment_checks=True) if m.id == "django_jobs.E030"]
+    assert found and "Sentinel" in found[0].msg and "SENTINEL" in found[0].hint
+    assert "django_jobs.E030" not in deploy_ids({"REDIS_URL": redis_server.url})
+
+
+def test_a_django_redis_sentinel_cache_and_a_cluster_cache_reach_the_real_servers(sentinel_group, cluster_group):
+    from tests.redis_server import SENTINEL_REDIS_PASSWORD
+
+    caches = {
+        "sentinel": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": f"redis://{SENTINEL_SERVICE}/0",
+            "OPTIONS": {
+                "CLIENT_CLASS": "django_redis.client.SentinelClient",
+                "SENTINELS": [("127.0.0.1", s.port) for s in sentinel_group.sentinels],
+                "PASSWORD": SENTINEL_REDIS_PASSWORD, "SENTINEL_KWARGS": {"password": SENTINEL_PASSWORD},
+            },
+        },
+        "cluster": {
+            "BACKEND": "django_redis.cache.RedisCache", "LOCATION": cluster_group.url,
+            "OPTIONS": {"REDIS_CLIENT_CLASS": "redis.cluster.RedisCluster"},
+        },
+    }
+    with override_settings(CACHES=caches):
+        for alias in ("sentinel", "cluster"):
+            engine = Engine(build_settings({"CACHE_ALIAS": alias, "PREFIX": f"cache-{alias}"}))
+            try:
+                engine.enqueue("default", [NewJob(id="c1", data="{}")])
+                assert engine.get_job("default", "c1")["s"] == "waiting"
+                assert engine._is_cluster() is (alias == "cluster")
+                raw = sentinel_group.primary_client() if alias == "sentinel" else cluster_group.client()
+                assert raw.exists(f"cache-{alias}:{{default}}:job:c1") == 1  # on the real servers
+                engine.drop_all()
+            finally:
+                engine.close()
+    assert sentinel_group.primary_client().exists("cache-sentinel:{default}:job:c1") == 0  # dropped again
