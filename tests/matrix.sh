@@ -23,8 +23,8 @@ FAST_TESTS=(
 # What the fast tier needs besides the project (the `test` extra without the browser, PostgreSQL,
 # metrics and packaging tools, which the full suite covers): keeps each virtualenv quick to build.
 FAST_REQUIREMENTS="pytest>=8 pytest-django>=4.9 pytest-timeout>=2.3 hypothesis>=6"
-# Django-independent tests that need those tools (the docs site, the wheel): the full suite runs them.
-FAST_SKIP=(--ignore=tests/unit/test_docs_site.py --ignore=tests/unit/test_packaging.py)
+# Django-independent tests that need those tools (the docs site, the wheel, the import layers): the full suite runs them.
+FAST_SKIP=(--ignore=tests/unit/test_docs_site.py --ignore=tests/unit/test_packaging.py --ignore=tests/unit/test_layers.py)
 
 combos=()
 pytest_args=()
