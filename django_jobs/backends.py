@@ -340,10 +340,7 @@ class RedisBackend(BaseTaskBackend):
         state = view.state or JobState.WAITING
         priority = view.priority if view.priority is not None else task.priority
         task = _task_as_enqueued(task, view.options, queue, priority)
-        errors = [
-            TaskError(exception_class_path=e.get("exception_class_path", ""), traceback=e.get("traceback", ""))
-            for e in view.errors
-        ]
+        errors = _task_errors(view.errors)
         if state == JobState.CANCELLED and not errors:
             errors.append(cancelled_error(view.reason))
         result = JobResult(
@@ -365,6 +362,7 @@ class RedisBackend(BaseTaskBackend):
             parent_id=view.parent_id,
             failure_reason=view.reason,
             progress=view.progress,
+            earlier_errors=_task_errors(view.earlier_errors),
         )
         if state == JobState.COMPLETED and view.result_json:
             object.__setattr__(result, "_return_value", view.result)
@@ -393,6 +391,14 @@ def _task_as_enqueued(task: JobTask, options: dict[str, Any], queue: str, priori
     from dataclasses import replace
 
     return replace(task, **changes)
+
+
+def _task_errors(recorded: list[dict[str, Any]]) -> list[TaskError]:
+    """Return the errors a job hash recorded as Django's ``TaskError`` objects."""
+    return [
+        TaskError(exception_class_path=e.get("exception_class_path", ""), traceback=e.get("traceback", ""))
+        for e in recorded
+    ]
 
 
 def cancelled_error(why: str) -> TaskError:

@@ -49,6 +49,9 @@ class JobRecord(models.Model):
     traceback = models.TextField(blank=True)
     #: Every attempt's error as the engine recorded it (a list of JSON objects): the timeline.
     errors = models.JSONField(default=list, blank=True)
+    #: The errors of earlier runs, oldest first: an operator's retry moves :attr:`errors` here
+    #: before the job starts over (the job hash's ``eh``; never erased).
+    earlier_errors = models.JSONField(default=list, blank=True)
     #: Last progress the job reported (a number or a small JSON object).
     progress = models.JSONField(null=True, blank=True)
     correlation_id = models.CharField(max_length=200, blank=True)

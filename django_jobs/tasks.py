@@ -10,13 +10,20 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, cast, overload
 
 from django_jobs import registry
 from django_jobs.backoff import BackoffSpec
-from django_jobs.compat import TASK_REFRESH_ATTRS, Task, TaskContext, TaskResult, TaskResultStatus
+from django_jobs.compat import (
+    TASK_REFRESH_ATTRS,
+    Task,
+    TaskContext,
+    TaskError,
+    TaskResult,
+    TaskResultStatus,
+)
 from django_jobs.engine.protocol import JobState
 from django_jobs.exceptions import ConfigurationError, InvalidJob
 
@@ -238,6 +245,10 @@ class JobTask(_Task):
         return Signature(task=self, args=tuple(args), kwargs=dict(kwargs))
 
 
+#: What :meth:`JobResult.refresh` reloads: Django's attributes and django_jobs' own.
+_REFRESHED = (*TASK_REFRESH_ATTRS, "state", "failure_reason", "progress", "earlier_errors")
+
+
 # django-stubs declares TaskResult and TaskContext as plain dataclasses; Django's are frozen.
 @dataclass(frozen=True, slots=True, kw_only=True)
 class JobResult(_TaskResult):  # type: ignore[misc]
@@ -250,6 +261,10 @@ class JobResult(_TaskResult):  # type: ignore[misc]
     failure_reason: str = ""
     #: The latest progress the job reported with :meth:`JobContext.set_progress` (None: none yet).
     progress: Any = None
+    #: The errors of the job's earlier runs, oldest first: each operator retry (the admin,
+    #: ``manage.py jobs retry``, :func:`django_jobs.operations.retry`) moves the errors of the
+    #: run it ends here. Django's :attr:`errors` holds only the current run's attempts.
+    earlier_errors: list[TaskError] = field(default_factory=list)
     #: True when this enqueue found a job with the same unique key and returned it instead
     #: of a new one (with ``unique_mode="replace"``, after giving it this call's arguments).
     deduplicated: bool = False
@@ -257,13 +272,13 @@ class JobResult(_TaskResult):  # type: ignore[misc]
     def refresh(self) -> None:
         """Reload the job's state from Redis."""
         fresh = self.task.get_backend().get_result(self.id)
-        for attr in (*TASK_REFRESH_ATTRS, "state", "failure_reason", "progress"):
+        for attr in _REFRESHED:
             object.__setattr__(self, attr, getattr(fresh, attr))
 
     async def arefresh(self) -> None:
         """Reload the job's state from Redis (async)."""
         fresh = await self.task.get_backend().aget_result(self.id)
-        for attr in (*TASK_REFRESH_ATTRS, "state", "failure_reason", "progress"):
+        for attr in _REFRESHED:
             object.__setattr__(self, attr, getattr(fresh, attr))
 
     def cancel(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from django.urls import reverse
@@ -28,6 +29,7 @@ def job_detail(obj: JobRecord) -> dict[str, Any]:
         live_error = str(exc)
     args, kwargs = redact_arguments(obj.name, obj.args, obj.kwargs)
     errors = obj.errors or []
+    earlier = obj.earlier_errors or []
     workers = obj.workers or []
     result = obj.result
     state, attempts = obj.state, obj.attempts
@@ -40,8 +42,9 @@ def job_detail(obj: JobRecord) -> dict[str, Any]:
         if not obj.args and not obj.kwargs:
             args, kwargs = redact_arguments(obj.name, live_row["args"], live_row["kwargs"])
         errors, workers, result = live_row["errors"], live_row["workers"], live_row["result"]
+        earlier = live_row["earlier_errors"]
         state, attempts = live_row["state"] or state, live_row["attempts"]
-    timeline = attempts_timeline(obj, errors, workers, state, live or {})
+    timeline = attempts_timeline(obj, errors, workers, state, live or {}, earlier=earlier)
     live_rows = []
     view = JobView.from_hash(obj.queue, obj.job_id, live or {})
     if live:
@@ -135,29 +138,25 @@ def _queue_names_with(queue: str) -> list[str]:
     return names if queue in names else [queue, *names]
 
 
-def attempts_timeline(obj: JobRecord, errors: list[Any], workers: list[Any], state: str, live: dict[str, str]) -> list[dict[str, Any]]:
+def attempts_timeline(
+    obj: JobRecord, errors: list[Any], workers: list[Any], state: str, live: dict[str, str], *, earlier: Sequence[Any] = (),
+) -> list[dict[str, Any]]:
     """One row per attempt: its worker, when it ended, how long it ran, and its error.
 
-    A failed attempt's error carries its end (``at``) and run time (``ms``); the last attempt
-    of a completed job takes them from the job (finished time and run time), a running one
-    says since when it runs.
+    The failed attempts of earlier runs (``earlier``: the errors an operator's retry kept,
+    oldest first) come first, each marked ``before_retry`` (their workers are not kept); then
+    the attempts of the current run. A failed attempt's error carries its end (``at``) and run
+    time (``ms``); the last attempt of a completed job takes them from the job (finished time
+    and run time), a running one says since when it runs.
     """
-    rows = []
+    rows = [
+        {**_attempt(n, error if isinstance(error, dict) else {}, ""), "before_retry": True}
+        for n, error in enumerate(earlier, 1)
+    ]
     count = max(len(errors), len(workers))
     for i in range(count):
         error = errors[i] if i < len(errors) and isinstance(errors[i], dict) else {}
-        tb = str(error.get("traceback", ""))
-        lines = tb.rstrip().splitlines()
-        row: dict[str, Any] = {
-            "attempt": i + 1,
-            "worker": workers[i] if i < len(workers) else "",
-            "error": error.get("exception_class_path", ""),
-            "message": error_line(lines[-1]) if lines else "",
-            "traceback": tb,
-            "ended": _ms(error.get("at")),
-            "seconds": error["ms"] / 1000 if isinstance(error.get("ms"), (int, float)) else None,
-            "outcome": "failed" if error else "",
-        }
+        row = _attempt(i + 1, error, workers[i] if i < len(workers) else "")
         if error and row["ended"] is None and i == count - 1 and state == "failed":
             row["ended"] = obj.finished_at  # an error the engine recorded (a child failed the flow parent)
         if not error and i == count - 1:
@@ -169,6 +168,23 @@ def attempts_timeline(obj: JobRecord, errors: list[Any], workers: list[Any], sta
                 row.update(ended=obj.finished_at, outcome="cancelled")
         rows.append(row)
     return rows
+
+
+def _attempt(number: int, error: dict[str, Any], worker: Any) -> dict[str, Any]:
+    """One row of the attempts timeline from the error an attempt recorded (``{}``: none)."""
+    tb = str(error.get("traceback", ""))
+    lines = tb.rstrip().splitlines()
+    return {
+        "attempt": number,
+        "worker": worker,
+        "error": error.get("exception_class_path", ""),
+        "message": error_line(lines[-1]) if lines else "",
+        "traceback": tb,
+        "ended": _ms(error.get("at")),
+        "seconds": error["ms"] / 1000 if isinstance(error.get("ms"), (int, float)) else None,
+        "outcome": "failed" if error else "",
+        "before_retry": False,
+    }
 
 
 def failed_child(obj: JobRecord, errors: list[Any]) -> dict[str, Any] | None:

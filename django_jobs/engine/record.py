@@ -120,6 +120,9 @@ class JobView:
     result: Any = None
     #: ``err``: one ``{"exception_class_path", "traceback"}`` per failed attempt.
     errors: list[dict[str, Any]] = field(default_factory=list)
+    #: ``eh``: the errors of earlier runs, oldest first (an operator's retry appends ``err``
+    #: here before starting the job over; :attr:`errors` then holds only the current run's).
+    earlier_errors: list[dict[str, Any]] = field(default_factory=list)
     progress: Any = None
     correlation_id: str = ""
     parent_id: str = ""
@@ -187,13 +190,17 @@ class JobView:
                 return default
             return value
 
+        def error_list(name: str) -> list[dict[str, Any]]:
+            listed = loads(name, [], list)
+            kept = [e for e in listed if isinstance(e, dict)]
+            if len(kept) != len(listed):
+                problems.append(f"field {name!r} holds entries that are not objects")
+            return kept
+
         payload = decode_payload(data.get("d"))
         if payload.problem:
             problems.append(payload.problem)
-        listed = loads("err", [], list)
-        errors = [e for e in listed if isinstance(e, dict)]
-        if len(errors) != len(listed):
-            problems.append("field 'err' holds entries that are not objects")
+        errors, earlier_errors = error_list("err"), error_list("eh")
         kids: list[tuple[str, str, str, str]] = []
         for kid in loads("kids", [], list):
             if isinstance(kid, list) and len(kid) == 4 and all(isinstance(part, str) for part in kid):
@@ -229,6 +236,7 @@ class JobView:
             result_json=data.get("r") or "",
             result=loads("r", None),
             errors=errors,
+            earlier_errors=earlier_errors,
             progress=loads("pg", None),
             correlation_id=data.get("cid") or "",
             parent_id=data.get("par") or "",

@@ -62,6 +62,7 @@ def row_from_hash(queue: str, job_id: str, data: dict[str, str], version: int) -
         "error": _error_line(last),
         "traceback": str(last.get("traceback") or ""),
         "errors": view.errors,
+        "earlier_errors": view.earlier_errors,
         "progress": view.progress,
         "correlation_id": view.correlation_id[:200],
         "parent_id": view.parent_id[:64],
@@ -182,7 +183,8 @@ def _upsert_safely(rows: Sequence[dict[str, Any]], *, using: str) -> int:
                 upsert([_clean(row)], using=using)
         except (DataError, IntegrityError, ValueError, TypeError):
             logger.warning("Mirror: job %s could not be stored as is; keeping its raw payload", row["job_id"])
-            bare = {**_clean(row), "args": [], "kwargs": {}, "result": None, "errors": [], "progress": None}
+            bare = {**_clean(row), "args": [], "kwargs": {}, "result": None, "errors": [],
+                    "earlier_errors": [], "progress": None}
             bare["raw_payload"] = _clean(json.dumps({k: row[k] for k in ("args", "kwargs", "result")}, default=repr))
             with transaction.atomic(using=using):
                 upsert([bare], using=using)

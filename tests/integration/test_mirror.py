@@ -23,7 +23,7 @@ pytestmark = [
 
 #: Row fields compared with the Redis hash (everything but bookkeeping).
 COMPARED = ("queue", "name", "state", "priority", "attempts", "args", "kwargs", "result", "error", "errors",
-            "correlation_id", "parent_id", "workers", "raw_payload", "enqueued_at", "started_at", "finished_at")
+            "earlier_errors", "correlation_id", "parent_id", "workers", "raw_payload", "enqueued_at", "started_at", "finished_at")
 
 
 def expected_rows(engine, queues=("default", "high", "low")) -> dict[str, dict]:
@@ -139,6 +139,25 @@ def test_a_row_follows_the_job_through_its_states(engine):
     mirror.mirror_once()
     row = JobRecord.objects.get(pk=job_id)
     assert (row.state, row.result) == ("completed", 3) and row.finished_at is not None
+
+
+def test_a_retried_job_s_row_keeps_the_errors_of_its_earlier_run(engine, work):
+    from django_jobs import operations
+    from tests.testapp.jobs import always_fails
+
+    job_id = always_fails.using(attempts=1).enqueue().id
+    work()
+    mirror.mirror_once()
+    row = JobRecord.objects.get(pk=job_id)
+    assert (row.state, [e["exception_class_path"] for e in row.errors], row.earlier_errors) == ("failed", ["builtins.ValueError"], [])
+
+    assert operations.retry([("default", job_id)]).done_count == 1
+    mirror.mirror_once()
+    row = JobRecord.objects.get(pk=job_id)
+    assert (row.state, row.errors, row.error) == ("waiting", [], "")
+    assert [e["exception_class_path"] for e in row.earlier_errors] == ["builtins.ValueError"]
+    assert "this job always fails" in row.earlier_errors[0]["traceback"]
+    assert mirrored_rows() == expected_rows(engine)
 
 
 def test_an_older_snapshot_never_overwrites_a_newer_row(engine):

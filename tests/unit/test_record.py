@@ -49,6 +49,10 @@ def test_a_job_written_by_the_engine_decodes_clean(engine):
         ({"err": '{"a":1}'}, "field 'err' is not a JSON list", lambda v: v.errors == []),
         ({"err": '["boom", {"exception_class_path": "E"}]'}, "field 'err' holds entries that are not objects",
          lambda v: v.errors == [{"exception_class_path": "E"}] and v.last_error == {"exception_class_path": "E"}),
+        ({"eh": "[{"}, "field 'eh' is not JSON", lambda v: v.earlier_errors == []),
+        ({"eh": '"E"'}, "field 'eh' is not a JSON list", lambda v: v.earlier_errors == []),
+        ({"eh": '[1, {"exception_class_path": "E"}]'}, "field 'eh' holds entries that are not objects",
+         lambda v: v.earlier_errors == [{"exception_class_path": "E"}] and v.errors == []),
         ({"wk": "w1"}, "field 'wk' is not JSON", lambda v: v.workers == []),
         ({"r": "{oops"}, "field 'r' is not JSON", lambda v: v.result is None and v.result_json == "{oops"),
         ({"pg": "nan%"}, "field 'pg' is not JSON", lambda v: v.progress is None),
@@ -86,6 +90,18 @@ def test_flow_fields_decode_children_and_how_they_ended(engine, r):
     assert [c[1] for c in view.children] == ["c1", "c2"]
     assert dict(view.child_ends["c1"]) == {"s": "completed", "r": 4}
     assert "c2" not in view.child_ends and view.problems == ("field 'c:c2' is not JSON",)
+
+
+def test_an_operator_retry_moves_the_run_s_errors_to_earlier_errors_oldest_first(engine, r):
+    assert engine.enqueue("default", [NewJob(id="twice", data=encode_payload("app.jobs.add", "[]", "{}"))]) == [1]
+    key = engine.keys("default").job("twice")
+    runs = [[{"exception_class_path": "E", "traceback": f"run {run} attempt {a}"} for a in (1, 2)] for run in (1, 2)]
+    for run in runs:  # each run ends failed with its errors, then an operator retries it
+        r.hset(key, mapping={"s": "failed", "err": json.dumps(run)})
+        assert engine.retry_many("default", ["twice"]) == [1]
+        view = JobView.from_hash("default", "twice", engine.get_job("default", "twice"))
+        assert view.errors == [] and not view.corrupt
+    assert [e["traceback"] for e in view.earlier_errors] == ["run 1 attempt 1", "run 1 attempt 2", "run 2 attempt 1", "run 2 attempt 2"]
 
 
 def test_the_record_is_frozen():

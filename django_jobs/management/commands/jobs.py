@@ -81,10 +81,17 @@ def job_detail(queue: str, job_id: str, data: dict[str, str]) -> dict[str, Any]:
         "failure_reason": view.reason,
         "result": view.result,
         "errors": view.errors,
+        "earlier_errors": view.earlier_errors,
     }
     if view.corrupt:
         detail["problems"] = list(view.problems)
     return detail
+
+
+def _last_line(error: dict[str, Any]) -> str:
+    """Return "ValueError: bad input" from one recorded error (its traceback's last line)."""
+    lines = str(error.get("traceback") or "").rstrip().splitlines()
+    return (lines[-1].strip() if lines else "") or str(error.get("exception_class_path") or "")
 
 
 def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
@@ -284,13 +291,15 @@ class Command(BaseCommand):
         def text() -> str:
             lines = []
             for key, value in detail.items():
-                if key in ("errors", "flow"):
+                if key in ("errors", "earlier_errors", "flow"):
                     continue
                 if value in ("", [], {}, None):
                     continue
                 if isinstance(value, (list, dict)):
                     value = json.dumps(value)
                 lines.append(f"{key + ':':<19}{value}")
+            for number, error in enumerate(detail["earlier_errors"], 1):  # earlier runs first
+                lines.append(f"{f'earlier error {number}:':<19}{_last_line(error)} (before retry)")
             for number, error in enumerate(detail["errors"], 1):
                 lines.append(f"error {number}:{'':<11}{error.get('exception_class_path', '')}")
             if detail["errors"]:
