@@ -228,32 +228,32 @@ class RedisBackend(BaseTaskBackend):
             self._push_guarded(engine, prepared)
             return
         if len(prepared) == 1:
-            engine.enqueue(prepared[0][1].queue, [prepared[0][0]])
+            replies = list(zip(prepared, engine.enqueue(prepared[0][1].queue, [prepared[0][0]])))
         else:
-            by_queue: dict[str, list[NewJob]] = {}
+            by_queue: dict[str, list[tuple[NewJob, JobResult]]] = {}
             for new, result in prepared:
-                by_queue.setdefault(result.queue, []).append(new)
-            for queue, jobs in by_queue.items():
-                engine.enqueue_many(queue, jobs, chunk=BULK_CHUNK)
-        now = ms_to_datetime(time_ms())
-        for _, result in prepared:
-            object.__setattr__(result, "enqueued_at", now)
+                by_queue.setdefault(result.queue, []).append((new, result))
+            replies = [
+                reply
+                for queue, pairs in by_queue.items()
+                for reply in zip(pairs, engine.enqueue_many(queue, [new for new, _ in pairs], chunk=BULK_CHUNK))
+            ]
+        for (_, result), code in replies:
+            # The enqueue time Redis stored in the job (not this process' clock): get_result() reads the same.
+            object.__setattr__(result, "enqueued_at", ms_to_datetime(code.enqueued_ms))
             task_enqueued.send(type(self), task_result=result)
 
     def _push_guarded(self, engine: Any, prepared: list[tuple[NewJob, JobResult]]) -> None:
-        """Enqueue jobs with a unique or limit key; a deduplicated result takes the guarded job's id."""
+        """Enqueue jobs with a unique or limit key; a deduplicated result takes the guarded job's id (and enqueue time)."""
         for start in range(0, len(prepared), BULK_CHUNK):
             chunk = prepared[start : start + BULK_CHUNK]
             specs = [(new, guard_for_call(result.task, result.args, result.kwargs)) for new, result in chunk]
             codes = engine.enqueue_guarded(chunk[0][1].queue, specs)
-            now = ms_to_datetime(time_ms())
             for (_, result), (code, job_id) in zip(chunk, codes):
-                object.__setattr__(result, "enqueued_at", now)
+                object.__setattr__(result, "enqueued_at", ms_to_datetime(code.enqueued_ms))
                 if code in (EnqueueCode.DEDUPLICATED, EnqueueCode.REPLACED):
                     object.__setattr__(result, "id", job_id)
                     object.__setattr__(result, "deduplicated", True)
-                    if code == EnqueueCode.DEDUPLICATED:
-                        object.__setattr__(result, "enqueued_at", None)  # not this call's: refresh() reads it
                 else:
                     task_enqueued.send(type(self), task_result=result)
 

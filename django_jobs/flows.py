@@ -29,7 +29,7 @@ from django_jobs.steps import (
     Signature,
     children_results,
 )
-from django_jobs.tasks import JobResult, JobTask, jobs_backend, time_ms
+from django_jobs.tasks import JobResult, JobTask, jobs_backend
 
 #: The most jobs one flow may have (one script call creates them all).
 MAX_FLOW_JOBS = 10_000
@@ -133,10 +133,10 @@ class Flow:
             object.__setattr__(result, "state", JobState.WAITING_CHILDREN if node.children else result.state)
             object.__setattr__(result, "correlation_id", cid)
             object.__setattr__(result, "parent_id", parent_id)
-        engine.enqueue_flow(rows)
+        stored = engine.enqueue_flow(rows)
         from django_jobs.compat import task_enqueued
 
-        now = ms_to_datetime(time_ms())
+        now = ms_to_datetime(stored.enqueued_ms)  # Redis' time, stored in every job of the flow
         for _new, result in prepared:
             object.__setattr__(result, "enqueued_at", now)
             task_enqueued.send(type(result.task.get_backend()), task_result=result)

@@ -105,6 +105,33 @@ class Recovery(tuple[int, int]):
         return self
 
 
+class Enqueued(int):
+    """One job's reply of an enqueue script: an int equal to its code, with ``enqueued_ms``.
+
+    The code is an :class:`~django_jobs.engine.protocol.EnqueueCode` (a flow: 1 created, 0 a
+    job of it existed), so ``engine.enqueue(q, jobs) == [1]`` reads as before. ``enqueued_ms``
+    is the enqueue time the job's hash holds (field ``e``, Redis' clock): this call's for a
+    created job, the first call's for a replay, the guarded job's when deduplicated or
+    replaced; 0 when the job has none. The backend dates its results with it, so a result
+    returned by ``enqueue()`` and the one read back by ``get_result()`` agree (one clock).
+    """
+
+    enqueued_ms: int
+
+    def __new__(cls, code: Any, enqueued_ms: Any) -> Self:
+        self = super().__new__(cls, int(code))
+        self.enqueued_ms = int(enqueued_ms or 0)
+        return self
+
+    def __repr__(self) -> str:
+        return f"Enqueued({int(self)}, enqueued_ms={self.enqueued_ms})"
+
+
+def _enqueued_pairs(raw: Sequence[Any]) -> list[Enqueued]:
+    """Read an enqueue script's flat reply (code, enqueued ms per job)."""
+    return [Enqueued(raw[i], raw[i + 1]) for i in range(0, len(raw), 2)]
+
+
 @dataclass(frozen=True, slots=True)
 class FlowJob:
     """One job of a flow for :meth:`Transitions.enqueue_flow`.
@@ -132,15 +159,18 @@ class Transitions(ScriptRunner):
 
     # -- creating jobs --------------------------------------------------------------------
 
-    def enqueue(self, queue: str, jobs: Sequence[NewJob]) -> list[int]:
-        """Add jobs to ``queue`` in one call. Returns per job 1 waiting, 2 scheduled, 0 existed."""
+    def enqueue(self, queue: str, jobs: Sequence[NewJob]) -> list[Enqueued]:
+        """Add jobs to ``queue`` in one call. Returns per job 1 waiting, 2 scheduled, 0 existed.
+
+        Each code is an :class:`Enqueued`: its ``enqueued_ms`` is the job's stored enqueue time.
+        """
         k = self.keys(queue)
         args: list[Any] = [k.job_prefix, self.maxlen]
         for j in jobs:
             args += _job_args(j)
-        return list(self._run("enqueue", (k.wait, k.scheduled, k.meta, k.events, k.marker), args))
+        return _enqueued_pairs(self._run("enqueue", (k.wait, k.scheduled, k.meta, k.events, k.marker), args))
 
-    def enqueue_many(self, queue: str, jobs: Sequence[NewJob], *, chunk: int = 500) -> list[int]:
+    def enqueue_many(self, queue: str, jobs: Sequence[NewJob], *, chunk: int = 500) -> list[Enqueued]:
         """Add many jobs in one round trip: one script call per ``chunk`` jobs, pipelined.
 
         Each call is short, so Redis serves other clients between chunks.
@@ -151,16 +181,17 @@ class Transitions(ScriptRunner):
         args: list[Any] = []
         for j in jobs:
             args += _job_args(j)
-        return self._run_chunked(
+        return _enqueued_pairs(self._run_chunked(
             "enqueue", (k.wait, k.scheduled, k.meta, k.events, k.marker), (k.job_prefix, self.maxlen), args, width=7, chunk=chunk
-        )
+        ))
 
-    def enqueue_guarded(self, queue: str, jobs: Sequence[tuple[NewJob, Guard]]) -> list[tuple[int, str]]:
+    def enqueue_guarded(self, queue: str, jobs: Sequence[tuple[NewJob, Guard]]) -> list[tuple[Enqueued, str]]:
         """Add jobs that carry a unique key and/or a limit key in one call; per job ``(code, job id)``.
 
         Codes (:class:`~django_jobs.engine.protocol.EnqueueCode`): 1 created waiting, 2 created
         scheduled, 0 id existed, 3 deduplicated, 4 replaced (the id is then the guarded job's;
-        see enqueue_guarded.lua).
+        see enqueue_guarded.lua). Each code is an :class:`Enqueued` whose ``enqueued_ms`` is the
+        stored enqueue time of the job the id names (the guarded job's for 3 and 4).
         """
         k = self.keys(queue)
         args: list[Any] = [k.job_prefix, self.maxlen, k.unique_prefix, k.limit_prefix]
@@ -168,10 +199,13 @@ class Transitions(ScriptRunner):
             args += [*_job_args(j), u.key, u.mode, u.until, u.window_ms,
                      u.limit_key, u.limit_concurrency, u.limit_rate, u.limit_period_ms]
         raw = self._run("enqueue_guarded", (k.wait, k.scheduled, k.meta, k.events, k.marker), args)
-        return [(int(raw[i]), str(raw[i + 1])) for i in range(0, len(raw), 2)]
+        return [(Enqueued(raw[i], raw[i + 2]), str(raw[i + 1])) for i in range(0, len(raw), 3)]
 
-    def enqueue_flow(self, jobs: Sequence[FlowJob]) -> int:
+    def enqueue_flow(self, jobs: Sequence[FlowJob]) -> Enqueued:
         """Create a whole flow in one script call: 1 created, 0 a job of it existed (nothing written).
+
+        The reply is an :class:`Enqueued`: ``enqueued_ms`` is the enqueue time every job of the
+        flow holds (for 0: the stored one of the first job found existing, e.g. a replay's).
 
         A flow may span queues: its script touches the keys of each, which needs a single
         Redis server. Against a Redis Cluster, a flow over several queues raises
@@ -194,7 +228,8 @@ class Transitions(ScriptRunner):
                 json.dumps([[self.keys(q).base, i, q, name] for q, i, name in j.children]) if j.children else "",
             ]
         # The script names its keys in ARGV; the one key routes the call to the flow's slot on a cluster.
-        return int(self._run("flow_enqueue", (self.keys(jobs[0].queue).meta,), args))
+        code, enqueued_ms = self._run("flow_enqueue", (self.keys(jobs[0].queue).meta,), args)
+        return Enqueued(code, enqueued_ms)
 
     # -- running jobs ---------------------------------------------------------------------
 

@@ -176,3 +176,16 @@ def test_an_operator_retry_takes_a_free_unique_key_back_and_skips_while_another_
     assert again.deduplicated and again.id == failed.id  # the retried job holds its key again
     work()
     assert lock_keys() == []  # released when the retried job finished (failed again)
+
+
+def test_guarded_enqueues_return_the_enqueued_at_that_get_result_reads_back():
+    """Created, deduplicated (the kept job's time) and replaced (debounce) results all carry the job's stored time."""
+    from django_jobs.compat import default_task_backend
+
+    results = [jobs_limits.sync_account.enqueue(n % 150) for n in range(300)]  # 150 created, 150 deduplicated
+    results += [jobs_limits.reindex.enqueue(n % 50, n) for n in range(200)]  # 50 created, 150 replaced
+    results += jobs_limits.sync_account.enqueue_many([(n,) for n in range(100, 250)])  # 50 deduplicated, 100 created
+    assert sum(r.deduplicated for r in results) == 150 + 150 + 50
+    for r in results:
+        fresh = default_task_backend.get_result(r.id)
+        assert r.enqueued_at is not None and (r.enqueued_at, r.task.run_after) == (fresh.enqueued_at, fresh.task.run_after), r.id

@@ -362,3 +362,29 @@ def test_a_flow_over_several_queues_is_refused_by_a_redis_cluster_node_before_an
     finally:
         proc.kill()
         proc.wait(timeout=10)
+
+
+def test_a_flows_results_carry_the_enqueued_at_and_run_after_that_get_result_reads_back():
+    """Every job of a flow holds Redis' time of the one script call; the returned results say the same."""
+    from datetime import UTC, datetime, timedelta
+
+    from django_jobs.compat import default_task_backend
+
+    later = datetime.now(UTC) + timedelta(hours=2, microseconds=11)
+    handles = [
+        Flow(jf.gather.s(f"f{n}"), children=[jf.value.s(n), jf.value.using(run_after=later).s(n + 1), chain(jf.value.s(n), jf.add.s(1))])
+        .enqueue()
+        for n in range(60)
+    ]
+
+    def walk(node):
+        yield node.result
+        for child in node.children:
+            yield from walk(child)
+
+    results = [result for handle in handles for result in walk(handle)]
+    assert len(results) == 60 * 5
+    for r in results:
+        fresh = default_task_backend.get_result(r.id)
+        assert r.enqueued_at is not None and (r.enqueued_at, r.task.run_after) == (fresh.enqueued_at, fresh.task.run_after), r.id
+    assert any(r.task.run_after == later for r in results)

@@ -137,3 +137,18 @@ def test_a_replayed_enqueue_leaves_no_marker_token_behind(engine, r, k):
     r.delete(k.marker)
     assert engine.enqueue(QUEUE, [new_job("once")]) == [0]
     assert r.llen(k.marker) == 0
+
+
+def test_each_reply_carries_the_e_stored_and_a_replay_returns_the_first_calls(engine, r, k):
+    import time
+
+    first = engine.enqueue(QUEUE, [new_job("e1"), new_job("e2", delay_ms=60_000)])
+    assert first == [1, 2]
+    assert [c.enqueued_ms for c in first] == [int(r.hget(k.job(i), "e")) for i in ("e1", "e2")]
+    time.sleep(0.005)  # Redis' clock moves on: a replay must still answer with the stored value
+    replay = engine.enqueue(QUEUE, [new_job("e1"), new_job("e3")])
+    assert replay == [0, 1]
+    assert replay[0].enqueued_ms == first[0].enqueued_ms < replay[1].enqueued_ms == int(r.hget(k.job("e3"), "e"))
+    many = engine.enqueue_many(QUEUE, [new_job(f"m{i}") for i in range(7)] + [new_job("e2")], chunk=3)
+    assert many == [1] * 7 + [0]
+    assert [c.enqueued_ms for c in many] == [int(r.hget(k.job(f"m{i}"), "e")) for i in range(7)] + [first[1].enqueued_ms]

@@ -240,3 +240,16 @@ def test_a_cancelled_waiting_parent_is_reopened_with_its_cancelled_children_by_a
     assert_state(r, ok, "c2", "waiting")
     assert r.llen(ok.marker) == 1
     assert_invariants(r, engine.prefix, (QUEUE, OTHER))
+
+
+def test_a_flow_reply_carries_the_e_every_job_holds_and_a_replay_the_stored_one(engine, r, k, prefix):
+    import time
+
+    created = engine.enqueue_flow(tree())
+    assert created == 1
+    ok = other_keys(prefix)
+    held = {int(r.hget(k.job("p"), "e")), int(r.hget(k.job("c1"), "e")), int(r.hget(ok.job("c2"), "e"))}
+    assert held == {created.enqueued_ms}
+    time.sleep(0.005)
+    replay = engine.enqueue_flow(tree())
+    assert replay == 0 and replay.enqueued_ms == created.enqueued_ms

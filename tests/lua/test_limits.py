@@ -343,3 +343,19 @@ def test_debounce_with_a_window_never_makes_a_second_job_inside_the_window(engin
     r.delete(k.unique_prefix + "job:w")  # the window passed
     assert engine.enqueue_guarded(QUEUE, [(new_job("w5"), debounce)]) == [(1, "w5")]
     engine.cancel(QUEUE, "w5")
+
+
+def test_enqueue_guarded_replies_carry_the_e_of_the_job_each_id_names(engine, r, k):
+    from django_jobs.engine.queue import Guard
+
+    keep, debounce = Guard("job:k"), Guard("job:d", mode="r")
+    created = engine.enqueue_guarded(QUEUE, [(new_job("k1"), keep), (new_job("d1"), debounce)])
+    assert created == [(1, "k1"), (1, "d1")]
+    stored = {i: int(r.hget(k.job(i), "e")) for i in ("k1", "d1")}
+    assert [code.enqueued_ms for code, _ in created] == [stored["k1"], stored["d1"]]
+    time.sleep(0.005)  # Redis' clock moves on: every reply below must still be the stored value
+    again = engine.enqueue_guarded(QUEUE, [(new_job("k1"), keep), (new_job("k2"), keep), (new_job("d2"), debounce),
+                                           (new_job("n1"), Guard("job:n"))])
+    assert again == [(1, "k1"), (3, "k1"), (4, "d1"), (1, "n1")]  # a replay, kept, replaced, created
+    assert [code.enqueued_ms for code, _ in again] == [stored["k1"], stored["k1"], stored["d1"], int(r.hget(k.job("n1"), "e"))]
+    assert again[3][0].enqueued_ms > stored["k1"]

@@ -17,10 +17,12 @@
             correlation_id, parent_id, unique key ('' = none), mode ('k' keep | 'r' replace),
             until ('s' start | 'f' finish), window_ms (0 = none), limit key ('' = none),
             limit concurrency (0 = none), limit rate count (0 = none), limit rate period ms
-  Returns: a flat list, two entries per job: code, job id, with code 1 created (waiting),
-           2 created (scheduled), 0 a job with this id already exists (nothing written),
-           3 deduplicated (id = the guarded job; nothing written), 4 replaced (id = the guarded
-           job, whose arguments and run time are now this enqueue's)
+  Returns: a flat list, three entries per job: code, job id, enqueued ms, with code
+           1 created (waiting), 2 created (scheduled), 0 a job with this id already exists
+           (nothing written), 3 deduplicated (id = the guarded job; nothing written), 4 replaced
+           (id = the guarded job, whose arguments and run time are now this enqueue's); enqueued
+           ms is the 'e' the job named by id holds (this call's server time for a created job;
+           the first call's for a replay; the guarded job's own for 3 and 4; 0 if it has none)
   Events:  "waiting" or "scheduled" per created job; "deduplicated" (j = the guarded job,
            dup = the refused id) or "replaced" (j = the guarded job) otherwise
   Body: includes/job_store.lua (a created job), the one place that transition is written.
@@ -46,6 +48,7 @@ for i = 5, #ARGV, 15 do
     -- A replay of the call that created this job.
     out[#out + 1] = (state == 'scheduled') and 2 or 1
     out[#out + 1] = job_id
+    out[#out + 1] = stored_enqueued_ms(q.job .. job_id)
   elseif holder and mode == 'r' and (state == 'waiting' or state == 'scheduled') then
     local holder_key = q.job .. holder
     rcall('HSET', holder_key, 'd', data)
@@ -64,21 +67,24 @@ for i = 5, #ARGV, 15 do
     emit(q.events, q.maxlen, 'replaced', holder)
     out[#out + 1] = 4
     out[#out + 1] = holder
+    out[#out + 1] = stored_enqueued_ms(holder_key)
   elseif holder and (mode ~= 'r' or windowed) then
     -- Kept, or (debounce with a window) the key's job of this window already ran or runs.
     emit(q.events, q.maxlen, 'deduplicated', holder, 'dup', job_id)
     out[#out + 1] = 3
     out[#out + 1] = holder
+    out[#out + 1] = stored_enqueued_ms(q.job .. holder)
   else
     local j = { id = job_id, d = data, p = ARGV[i + 2], due = due, cid = ARGV[i + 5], par = ARGV[i + 6] }
     if ARGV[i + 11] ~= '' then
       j.lk, j.lc, j.lr, j.lp = limit_prefix .. ARGV[i + 11] .. ':', ARGV[i + 12], ARGV[i + 13], ARGV[i + 14]
     end
     if lock_key then j.lock, j.ug, j.window_ms = lock_key, ARGV[i + 9], tonumber(ARGV[i + 10]) end
-    local code = job_store(q, j, now_ms)
+    local code, enqueued_ms = job_store(q, j, now_ms)
     if code ~= 0 then woke = true end
     out[#out + 1] = code
     out[#out + 1] = job_id
+    out[#out + 1] = enqueued_ms
   end
 end
 if woke then wake(q.marker) end

@@ -13,8 +13,9 @@
   Marks each queue of the flow with meta field 'flows' = 1 (includes/flow.lua skips queues
   without it). A job with children waits in waiting_children with 'pend' = its number of children; a leaf
   goes to wait (or scheduled when it has a due time later than now).
-  Returns: 1 created | 0 a job of the flow already exists (a replay or a duplicate id:
-           nothing written)
+  Returns: {code, enqueued ms}: {1, the server time every job of the flow holds as 'e'} created |
+           {0, the 'e' of the first job found existing (a replay: what the first call stored)}
+           a job of the flow already exists (a replay or a duplicate id: nothing written)
   Events:  "waiting_children", "waiting" or "scheduled" per job, on its own queue's stream
   Body: includes/job_store.lua, the one place that transition is written.
 ]]
@@ -24,7 +25,8 @@
 local maxlen = tonumber(ARGV[1])
 local N = 12
 for i = 2, #ARGV, N do
-  if redis.call('EXISTS', ARGV[i] .. 'job:' .. ARGV[i + 1]) == 1 then return 0 end
+  local job_key = ARGV[i] .. 'job:' .. ARGV[i + 1]
+  if redis.call('EXISTS', job_key) == 1 then return { 0, stored_enqueued_ms(job_key) } end
 end
 local now_ms = server_now_ms()
 local woken, marked = {}, {}
@@ -46,4 +48,4 @@ for i = 2, #ARGV, N do
     wake(q.marker)
   end
 end
-return 1
+return { 1, now_ms }

@@ -3,6 +3,11 @@
 -- hash"), with its unique lock and its flow fields, so no entry point writes it its own way.
 --@include job_state
 
+-- The enqueue time 'e' (ms) job_key's hash holds; 0 when it has none (no such job).
+local function stored_enqueued_ms(job_key)
+  return tonumber(redis.call('HGET', job_key, 'e')) or 0
+end
+
 -- When a job is due: the later of now + delay_ms and run_at (ms).
 local function job_due(now_ms, run_at, delay_ms)
   local due = now_ms + tonumber(delay_ms)
@@ -34,11 +39,13 @@ end
 -- HSETNX on 'd' is the existence check: a replayed or duplicate id writes nothing.
 -- scores: a wait_score_batch or nil (one HINCRBY); zadd: a list collecting score, id for one
 -- ZADD of wait by the caller, or nil.
--- Returns 0 the id exists | 1 waiting | 2 scheduled | 5 waiting_children (a flow parent).
+-- Returns two values: the code, 0 the id exists | 1 waiting | 2 scheduled | 5 waiting_children
+-- (a flow parent); and the job's enqueue time 'e' (ms): now_ms, or the one its hash holds when
+-- the id exists (a replay returns what the first call stored; 0 if the hash has none).
 local function job_store(q, j, now_ms, scores, zadd)
   local job_id = j.id
   local job_key = q.job .. job_id
-  if redis.call('HSETNX', job_key, 'd', j.d) == 0 then return 0 end
+  if redis.call('HSETNX', job_key, 'd', j.d) == 0 then return 0, stored_enqueued_ms(job_key) end
   local h = { 'p', j.p, 'a', 0, 'e', now_ms, 'cid', j.cid, 'par', j.par }
   if j.lk then
     h[#h + 1] = 'lk'; h[#h + 1] = j.lk; h[#h + 1] = 'lc'; h[#h + 1] = j.lc
@@ -86,5 +93,5 @@ local function job_store(q, j, now_ms, scores, zadd)
     code = 1
   end
   redis.call('HSET', job_key, unpack(h))
-  return code
+  return code, now_ms
 end
