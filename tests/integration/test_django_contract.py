@@ -9,9 +9,8 @@ from __future__ import annotations
 import logging
 
 import pytest
-from django.tasks import TaskResultStatus, default_task_backend
-from django.tasks.signals import task_finished
 
+from django_jobs.compat import TaskResultStatus, default_task_backend, task_finished
 from tests.testapp import jobs, jobs_contract
 
 
@@ -111,7 +110,7 @@ def test_backend_queues_lists_the_configured_queues():
 
 
 def test_enqueue_validates_the_task_against_the_current_settings(jobs_settings, settings):
-    from django.tasks.exceptions import InvalidTask
+    from django_jobs.compat import InvalidTask
 
     task = jobs.add.using(queue_name="low")
     task.enqueue(1, 2)
@@ -123,7 +122,7 @@ def test_enqueue_validates_the_task_against_the_current_settings(jobs_settings, 
 def test_aenqueue_validates_the_task_too(jobs_settings, settings):
     import asyncio
 
-    from django.tasks.exceptions import InvalidTask
+    from django_jobs.compat import InvalidTask
 
     task = jobs.add.using(queue_name="low")
     settings.DJANGO_JOBS = {**jobs_settings, "QUEUES": {"default": {}}}
@@ -239,7 +238,7 @@ def test_a_cancelled_job_has_an_error_that_says_so():
 
 
 def test_keep_result_zero_deletes_the_job_when_it_finishes(work, r, prefix):
-    from django.tasks.exceptions import TaskResultDoesNotExist
+    from django_jobs.compat import TaskResultDoesNotExist
 
     gone = jobs.add.using(keep_result=0).enqueue(1, 2)
     kept = jobs.add.enqueue(1, 2)
@@ -353,7 +352,7 @@ def test_enqueue_through_the_backend_and_read_the_result_back(work):
 
 
 def test_get_result_of_another_task_or_of_no_job_raises_djangos_exceptions():
-    from django.tasks.exceptions import TaskResultDoesNotExist, TaskResultMismatch
+    from django_jobs.compat import TaskResultDoesNotExist, TaskResultMismatch
 
     result = jobs.add.enqueue(1, 2)
     with pytest.raises(TaskResultMismatch):

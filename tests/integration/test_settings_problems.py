@@ -287,10 +287,9 @@ def _on_a_gone_queue() -> None:
 
 
 def test_a_job_on_a_queue_the_settings_lack_is_declared_then_reported_and_refused_at_enqueue(jobs_settings):
-    from django.tasks.exceptions import InvalidTask
-
     from django_jobs import job, registry
     from django_jobs.checks import check_job_queues
+    from django_jobs.compat import InvalidTask
 
     task = job(queue="archive")(_on_a_gone_queue)  # no 'archive' in QUEUES: declaring does not raise
     try:

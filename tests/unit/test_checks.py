@@ -31,9 +31,8 @@ def messages(djj: object, *, deploy: bool = False, **other_settings: object) -> 
     with override_settings(DJANGO_JOBS=djj, **other_settings):
         # Ours, and what Django's check_tasks adds: each of our backends' check() reports the
         # queues (E004, E007).
-        from django.tasks import task_backends
-
         from django_jobs.checks import our_aliases
+        from django_jobs.compat import task_backends
 
         backends = [m for alias in our_aliases() for m in task_backends[alias].check()]
         return [*run_checks(tags=["django_jobs"], include_deployment_checks=deploy), *backends]
