@@ -53,9 +53,12 @@ def staff(django_user_model, *perms: str, username: str = "operator") -> Client:
     return client
 
 
-def act(client: Client, action: str, ids: list[str] | None = None, **extra: str):
+def act(client: Client, action: str, ids: list[str] | None = None, *, confirm: bool = True, query: str = "", **extra: str):
+    """Post a bulk action; with ``confirm`` (default) also what its confirmation page posts."""
     data = {"action": action, "index": "0", "_selected_action": ids or [], **extra}
-    return client.post(reverse(CHANGELIST), data, follow=True)
+    if confirm:
+        data["djj_confirmed"] = "yes"
+    return client.post(reverse(CHANGELIST) + query, data, follow=True)
 
 
 def messages_of(response) -> list[str]:
