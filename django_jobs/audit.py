@@ -20,13 +20,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from django.contrib.admin.models import CHANGE, DELETION, LogEntry
-from django.contrib.contenttypes.models import ContentType
-
 if TYPE_CHECKING:
+    from django.contrib.admin.models import LogEntry
+    from django.contrib.contenttypes.models import ContentType
+
     from django_jobs.operations import OperationResult
 
-__all__ = ["history", "record", "record_jobs", "user_named"]
+__all__ = ["CHANGING", "history", "record", "record_command", "record_jobs", "user_named"]
 
 #: The past tense of each job action, as its entries say it.
 VERBS = {"retry": "Retried", "cancel": "Cancelled", "delete": "Deleted"}
@@ -35,6 +35,8 @@ BATCH = 1_000
 
 
 def _content_type() -> ContentType:
+    from django.contrib.contenttypes.models import ContentType
+
     from django_jobs.models import JobRecord
 
     return ContentType.objects.get_for_model(JobRecord)
@@ -53,6 +55,8 @@ def record_jobs(user: Any, result: OperationResult, source: str) -> int:
 
     ``source`` says where it came from ("admin", "manage.py jobs"). Returns the entries written.
     """
+    from django.contrib.admin.models import CHANGE, DELETION, LogEntry
+
     action = result.action.value
     verb = VERBS[action]
     flag = DELETION if action == "delete" else CHANGE
@@ -72,6 +76,8 @@ def record_jobs(user: Any, result: OperationResult, source: str) -> int:
 def record(user: Any, what: str, message: str, *, job_id: str | None = None) -> LogEntry:
     """Write one entry: ``what`` it acted on ("queues default, low", "schedule nightly") and
     ``message`` (the action and its outcome); ``job_id`` ties it to one job."""
+    from django.contrib.admin.models import CHANGE, LogEntry
+
     return LogEntry.objects.create(
         user_id=user.pk, content_type=_content_type(), object_id=job_id, object_repr=what[:200],
         action_flag=CHANGE, change_message=message,
@@ -80,5 +86,37 @@ def record(user: Any, what: str, message: str, *, job_id: str | None = None) -> 
 
 def history(job_id: str, limit: int = 50) -> Sequence[LogEntry]:
     """The operator actions recorded on ``job_id``, newest first."""
+    from django.contrib.admin.models import LogEntry
+
     qs = LogEntry.objects.filter(content_type=_content_type(), object_id=job_id).select_related("user")
     return list(qs.order_by("-action_time", "-id")[:limit])
+
+
+#: The ``manage.py jobs`` subcommands that change something (``limits`` only with an option).
+CHANGING = ("retry", "cancel", "pause", "resume", "purge", "limits")
+
+
+def record_command(options: dict[str, Any], outcome: object) -> str | None:
+    """Record a ``manage.py jobs`` subcommand that changed something, under ``--user`` (default:
+    the OS user). Returns why nothing was recorded, or None."""
+    import getpass
+    import json
+
+    from django.apps import apps
+
+    action = options.get("action", "")
+    if not apps.is_installed("django.contrib.admin"):
+        return None  # no admin, no admin history
+    if action not in CHANGING or (action == "limits" and not any(options.get(k) for k in ("rate", "concurrency", "reset"))):
+        return None
+    username = options.get("user") or getpass.getuser()
+    user = user_named(username)
+    if user is None:
+        return f"Not recorded in the admin history: no Django user {username!r} (pass --user NAME)."
+    keys = ("job_id", "queue", "queues", "failed", "cancel_queue", "cancel_states", "cancel_name", "all", "state", "rate", "concurrency", "reset")
+    given = {k: options[k] for k in keys if options.get(k) not in (None, False, [], ())}
+    job_id = options.get("job_id") or None
+    what = f"job {job_id}" if job_id else "queues " + ", ".join(str(v) for k, v in given.items() if k in ("queue", "queues", "failed", "cancel_queue")) if given else "all queues"
+    text = f"jobs {action} {json.dumps(given, default=str)} (manage.py jobs, OS user {getpass.getuser()}): {json.dumps(outcome, default=str)}"
+    record(user, what, text, job_id=job_id)
+    return None

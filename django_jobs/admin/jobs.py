@@ -234,6 +234,10 @@ class JobRecordAdmin(_ModelAdmin):
         return self._bulk(request, queryset, "delete")
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        posted = request.POST.getlist("action") if request.method == "POST" else []
+        needs = {"retry_jobs": "retry", "cancel_jobs": "cancel", "delete_jobs": "delete"}
+        if any(name in needs and not request.user.has_perm(ACTION_PERMISSIONS[needs[name]]) for name in posted):
+            raise PermissionDenied  # a job action this user may not run: 403, like the other POSTs
         context = {"count_cap": COUNT_CAP, **pages_context(request), **live_context(request), **(extra_context or {})}
         return super().changelist_view(request, context)
 

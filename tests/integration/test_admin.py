@@ -355,7 +355,7 @@ def test_pause_all_and_resume_all_act_on_every_queue(admin_client, engine):
     from django_jobs.conf import get_settings
 
     names = get_settings().queue_names
-    response = admin_client.post(url("django_jobs_queues"), {"op": "pause-all"}, follow=True)
+    response = admin_client.post(url("django_jobs_queues"), {"op": "pause-all", "confirm": "yes"}, follow=True)
     assert messages_of(response) == [f"Paused every queue: {', '.join(names)}."]
     assert all(engine.is_paused(q) for q in names)
     add.enqueue(1, 1)  # enqueue still works
