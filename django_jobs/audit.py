@@ -109,8 +109,13 @@ def record_command(options: dict[str, Any], outcome: object) -> str | None:
         return None  # no admin, no admin history
     if action not in CHANGING or (action == "limits" and not any(options.get(k) for k in ("rate", "concurrency", "reset"))):
         return None
+    from django.db import DatabaseError
+
     username = options.get("user") or getpass.getuser()
-    user = user_named(username)
+    try:
+        user = user_named(username)
+    except (DatabaseError, RuntimeError) as exc:  # no database (or no access to it) here
+        return f"Not recorded in the admin history: the database is not available ({exc})."
     if user is None:
         return f"Not recorded in the admin history: no Django user {username!r} (pass --user NAME)."
     keys = ("job_id", "queue", "queues", "failed", "cancel_queue", "cancel_states", "cancel_name", "all", "state", "rate", "concurrency", "reset")
