@@ -19,7 +19,15 @@ from django_jobs.mirror import mirror_once
 from django_jobs.models import JobRecord
 from django_jobs.operations import SkipReason
 from django_jobs.testing import work_until_empty
-from tests.integration.test_admin import CHANGELIST, act, change_url, failed_jobs, messages_of, staff, url
+from tests.integration.test_admin import (
+    CHANGELIST,
+    act,
+    change_url,
+    failed_jobs,
+    messages_of,
+    staff,
+    url,
+)
 from tests.integration.test_flow_operations import failed_flow
 from tests.integration.test_jobs_command import jobs
 from tests.testapp.jobs import add
