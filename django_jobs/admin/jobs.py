@@ -191,7 +191,7 @@ class JobRecordAdmin(_ModelAdmin):
     def state_badge(self, obj: JobRecord) -> str:
         live = getattr(obj, "live_state", None)
         if live and live != obj.state:
-            label = live.replace("_", " ")
+            label = dict(JobRecord._meta.get_field("state").choices or ()).get(live, live.capitalize())
             return format_html('<span class="djj-state djj-{} djj-live-state" title="Live state in Redis; the database mirror still says {}">{}</span>',
                                live, obj.state, label)
         return format_html('<span class="djj-state djj-{}">{}</span>', obj.state, obj.get_state_display())
