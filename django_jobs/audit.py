@@ -6,7 +6,7 @@ given, on that job (``object_id`` = job id), saying what happened to it: "Retrie
 retried: no longer in Redis (admin)". A queue or schedule action writes one entry naming the
 queues or the schedule and its outcome. The job's detail page lists its entries ("History"),
 and Django's own admin history shows them. ``manage.py jobs`` records under the Django user
-named by ``--user`` (default: the OS user); with no such user it records nothing and says so.
+named by ``--user`` (default: the OS user) and logs it in any case (logger ``django_jobs.audit``).
 
 >>> from django_jobs import audit
 >>> audit.history("0190f5a3c2b14c0e8d7a6b5c4d3e2f10")  # doctest: +SKIP
@@ -17,6 +17,7 @@ See docs/admin.md#who-did-this.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     from django.contrib.contenttypes.models import ContentType
 
     from django_jobs.operations import OperationResult
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["CHANGING", "history", "record", "record_command", "record_jobs", "user_named"]
 
@@ -94,34 +97,43 @@ def history(job_id: str, limit: int = 50) -> Sequence[LogEntry]:
 
 #: The ``manage.py jobs`` subcommands that change something (``limits`` only with an option).
 CHANGING = ("retry", "cancel", "pause", "resume", "purge", "limits")
+#: The options of those subcommands an entry lists.
+_OPTIONS = ("job_id", "queue", "queues", "failed", "cancel_queue", "cancel_states", "cancel_name", "all", "state", "rate", "concurrency", "reset")
 
 
 def record_command(options: dict[str, Any], outcome: object) -> str | None:
     """Record a ``manage.py jobs`` subcommand that changed something, under ``--user`` (default:
-    the OS user). Returns why nothing was recorded, or None."""
+    the OS user), and log it (INFO, logger ``django_jobs.audit``, with the OS user) in any case.
+
+    Returns why ``--user``'s record could not be written, or None (a default OS user without a
+    Django account, or no database, is only logged).
+    """
     import getpass
     import json
 
     from django.apps import apps
-
-    action = options.get("action", "")
-    if not apps.is_installed("django.contrib.admin"):
-        return None  # no admin, no admin history
-    if action not in CHANGING or (action == "limits" and not any(options.get(k) for k in ("rate", "concurrency", "reset"))):
-        return None
     from django.db import DatabaseError
 
+    action = options.get("action", "")
+    if action not in CHANGING or (action == "limits" and not any(options.get(k) for k in ("rate", "concurrency", "reset"))):
+        return None
+
     username = options.get("user") or getpass.getuser()
+    given = {k: options[k] for k in _OPTIONS if options.get(k) not in (None, False, [], ())}
+    text = f"jobs {action} {json.dumps(given, default=str)} (manage.py jobs, OS user {getpass.getuser()}): {json.dumps(outcome, default=str)}"
+    logger.info("Operator action by %s: %s", username, text, extra={"action": "jobs_command"})
+    if not apps.is_installed("django.contrib.admin"):
+        return None  # no admin, no admin history: the log line is the record
     try:
         user = user_named(username)
     except (DatabaseError, RuntimeError) as exc:  # no database (or no access to it) here
-        return f"Not recorded in the admin history: the database is not available ({exc})."
+        why = f"Not recorded in the admin history: the database is not available ({exc})."
+        return why if options.get("user") else None
     if user is None:
-        return f"Not recorded in the admin history: no Django user {username!r} (pass --user NAME)."
-    keys = ("job_id", "queue", "queues", "failed", "cancel_queue", "cancel_states", "cancel_name", "all", "state", "rate", "concurrency", "reset")
-    given = {k: options[k] for k in keys if options.get(k) not in (None, False, [], ())}
+        # Only --user asked for a record under a name; the OS user without an account is only logged.
+        return f"Not recorded in the admin history: no Django user {username!r}." if options.get("user") else None
     job_id = options.get("job_id") or None
-    what = f"job {job_id}" if job_id else "queues " + ", ".join(str(v) for k, v in given.items() if k in ("queue", "queues", "failed", "cancel_queue")) if given else "all queues"
-    text = f"jobs {action} {json.dumps(given, default=str)} (manage.py jobs, OS user {getpass.getuser()}): {json.dumps(outcome, default=str)}"
+    queues = [str(v) for k, v in given.items() if k in ("queue", "queues", "failed", "cancel_queue")]
+    what = f"job {job_id}" if job_id else f"queues {', '.join(queues)}" if queues else "all queues"
     record(user, what, text, job_id=job_id)
     return None

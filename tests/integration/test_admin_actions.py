@@ -190,10 +190,24 @@ def test_manage_py_jobs_records_who_changed_what(engine, django_user_model):
     jobs("stats", "--user", "oncall")  # reads only: nothing recorded
     jobs("limits", "--user", "oncall")
     assert LogEntry.objects.count() == 2
-    # An OS user without a Django account: the change runs, the command says it is not recorded.
+    # --user naming no Django user: the change runs, the command says it is not recorded.
     out, err = jobs("resume", "default", "--user", "nobody-here")
-    assert not engine.is_paused("default") and "no Django user 'nobody-here'" in err
+    assert not engine.is_paused("default") and err == "Not recorded in the admin history: no Django user 'nobody-here'.\n"
     assert LogEntry.objects.count() == 2
+    # The OS user by default: with a Django account of that name, under it; without, only logged.
+    out, err = jobs("pause", "low")
+    assert err == ""
+    assert LogEntry.objects.count() == (3 if django_user_model.objects.filter(username=getpass.getuser()).exists() else 2)
+    django_user_model.objects.create_user(getpass.getuser())
+    jobs("resume", "low")
+    assert LogEntry.objects.latest("id").user.username == getpass.getuser()
+
+
+def test_manage_py_jobs_logs_every_change_with_the_os_user(engine, caplog):
+    with caplog.at_level("INFO", logger="django_jobs.audit"):
+        jobs("pause", "default")
+    [line] = [r.getMessage() for r in caplog.records if r.name == "django_jobs.audit"]
+    assert line.startswith(f"Operator action by {getpass.getuser()}: jobs pause ") and '"paused": true' in line
 
 
 # -- permissions ----------------------------------------------------------------------------------
