@@ -32,7 +32,11 @@ from tests.integration.test_flow_operations import failed_flow
 from tests.integration.test_jobs_command import jobs
 from tests.testapp.jobs import add
 
-pytestmark = [pytest.mark.db, pytest.mark.django_db]
+pytestmark = [
+    pytest.mark.db, pytest.mark.django_db,
+    # Every test also runs against a real Redis Cluster (tests/conftest.py), as test_admin.py does.
+    pytest.mark.parametrize("topology", ["server", "cluster"], indirect=True),
+]
 
 
 def entries(job_id: str) -> list[str]:
