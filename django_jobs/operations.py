@@ -39,6 +39,7 @@ __all__ = [
     "JobFilter",
     "JobRef",
     "OperationResult",
+    "Preview",
     "PurgeResult",
     "QueuesResult",
     "SkipReason",
@@ -46,6 +47,7 @@ __all__ = [
     "cancel",
     "delete",
     "pause",
+    "preview",
     "purge",
     "resume",
     "retry",
@@ -401,6 +403,92 @@ def delete(
         return None
 
     return _apply(Action.DELETE, _targets(jobs, queue), lambda e, q, ids: e.delete_jobs(q, ids), classify, progress, chunk)
+
+
+# -- dry run -------------------------------------------------------------------------------
+
+#: States in which a delete leaves a flow child alone (its parent waits for it): delete.lua.
+_DELETE_KEEPS = ("waiting", "scheduled", "waiting_children")
+
+
+@dataclass(frozen=True, slots=True)
+class Preview:
+    """What a cancel, retry or delete would do, read from Redis without changing anything.
+
+    The jobs are read when the preview is made: a job that changes before the action runs is
+    sorted by the action itself (its :class:`OperationResult` is the truth). A retry preview does
+    not check unique keys (:attr:`SkipReason.UNIQUE_KEY_HELD` is only known when it runs), and
+    a retried failed child also re-opens the flow parent that failed through it (not counted).
+    """
+
+    action: Action
+    #: How many jobs the action would be given (the whole selection).
+    selected: int
+    #: How many of them it would change (for a cancel: including running ones asked to stop).
+    would: int
+    #: Cancel only: how many of ``would`` are running and would only be asked to stop.
+    requested: int = 0
+    skipped: tuple[Skipped, ...] = ()
+
+    def skip_counts(self) -> dict[SkipReason, int]:
+        """How many jobs would be skipped for each reason."""
+        return dict(Counter(s.reason for s in self.skipped))
+
+
+def _retry_kind(
+    engine: Engine, ref: JobRef, fields: list[str | None], chosen: set[JobRef]
+) -> Action | SkipReason:
+    state, pend = fields[0], fields[1]
+    if state is None:
+        return SkipReason.NOT_FOUND
+    if state not in RETRYABLE:
+        return SkipReason.NOT_RETRYABLE
+    if int(pend or 0) > 0:  # a flow parent that ended while it waited: the flows retry rule
+        from django_jobs.engine.record import JobView
+
+        view = JobView.from_hash(ref[0], ref[1], engine.get_job(*ref) or {})
+        kids = [(q, kid) for _base, kid, q, _name in view.children
+                if view.child_ends.get(kid, {}).get("s") in ("failed", "cancelled")]
+        policies = engine.job_fields(kids, ("fp",))
+        # Only children of the parent's own queue retried in the same call re-open it (retry.lua).
+        if any(p[0] not in ("i", "r") and (kid[0] != ref[0] or kid not in chosen) for kid, p in zip(kids, policies, strict=True)):
+            return SkipReason.CHILD_FAILED
+    return Action.RETRY
+
+
+def preview(action: Action | str, jobs: JobFilter | Iterable[JobRef | str], *, queue: str | None = None) -> Preview:
+    """Say what :func:`cancel`, :func:`retry` or :func:`delete` would do to ``jobs``; change nothing.
+
+    The same selection rules and skip reasons as the action (:class:`Preview` says what a
+    dry run cannot know). The admin shows it on the confirmation page of its bulk actions.
+    """
+    action = Action(action)
+    if action not in (Action.CANCEL, Action.RETRY, Action.DELETE):
+        raise InvalidJob(f"Cannot preview {action.value!r}: only cancel, retry and delete.")
+    refs = _targets(jobs, queue)
+    engine = _engine()
+    chosen = set(refs)
+    would = requested = 0
+    skipped: list[Skipped] = []
+    for start in range(0, len(refs), PAGE):
+        chunk = refs[start : start + PAGE]
+        for ref, fields in zip(chunk, engine.job_fields(chunk, ("s", "pend", "pb")), strict=True):
+            state = fields[0]
+            kind: Action | SkipReason | str
+            if action is Action.RETRY:
+                kind = _retry_kind(engine, ref, fields, chosen)
+            elif state is None:
+                kind = SkipReason.NOT_FOUND
+            elif action is Action.CANCEL:
+                kind = SkipReason.ALREADY_FINISHED if state not in CANCELLABLE else "requested" if state == "active" else action
+            else:
+                kind = SkipReason.NOT_DELETABLE if state == "active" or (fields[2] and state in _DELETE_KEEPS) else action
+            if isinstance(kind, SkipReason):
+                skipped.append(Skipped(ref[0], ref[1], kind))
+            else:
+                would += 1
+                requested += kind == "requested"
+    return Preview(action, len(refs), would, requested, tuple(skipped))
 
 
 # -- queue actions ---------------------------------------------------------------------------

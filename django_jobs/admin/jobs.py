@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
+from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import QuerySet
@@ -19,7 +20,14 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
-from django_jobs.admin.actions import ACTION_PERMISSIONS, JOB_ACTIONS, run_job_action
+from django_jobs import audit
+from django_jobs.admin.actions import (
+    ACTION_PERMISSIONS,
+    CONFIRMED,
+    JOB_ACTIONS,
+    confirm_page,
+    run_job_action,
+)
 from django_jobs.admin.common import live_context, pages_context, progress_html
 from django_jobs.admin.dashboard import dashboard_view
 from django_jobs.admin.detail import job_detail
@@ -38,6 +46,32 @@ COUNT_CAP = 10_000
 
 #: Job ids per database read when an action walks its selection.
 ACTION_CHUNK = 2_000
+
+
+#: The session key holding the ids the last delete action deleted (shown as such until the mirror drops them).
+DELETED_KEY = "djj_deleted"
+
+
+class LiveChangeList(ChangeList):
+    """The job list, with each shown row's state read from Redis (one round trip per page).
+
+    The rows are the mirror's, which lags the engine by about a second: right after an action
+    the list shows the states the action made, not the ones the mirror still holds.
+    """
+
+    def get_results(self, request: HttpRequest) -> None:
+        super().get_results(request)
+        from django_jobs.admin.common import _engine
+        from django_jobs.exceptions import DjangoJobsError
+
+        rows = list(self.result_list)
+        try:
+            live = _engine().job_fields([(r.queue, r.job_id) for r in rows], ("s",))
+        except DjangoJobsError:
+            return  # Redis is down: the mirror's states, as they are
+        deleted = set(request.session.get(DELETED_KEY, ())) if hasattr(request, "session") else set()
+        for row, fields in zip(rows, live, strict=True):
+            row.live_state = fields[0] or ("deleted" if row.job_id in deleted else None)
 
 
 # Django's admin classes are generic for type checkers only (django-stubs).
@@ -155,7 +189,15 @@ class JobRecordAdmin(_ModelAdmin):
 
     @admin.display(description="state", ordering="state")
     def state_badge(self, obj: JobRecord) -> str:
+        live = getattr(obj, "live_state", None)
+        if live and live != obj.state:
+            label = dict(JobRecord._meta.get_field("state").choices or ()).get(live, live.capitalize())
+            return format_html('<span class="djj-state djj-{} djj-live-state" title="Live state in Redis; the database mirror still says {}">{}</span>',
+                               live, obj.state, label)
         return format_html('<span class="djj-state djj-{}">{}</span>', obj.state, obj.get_state_display())
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return LiveChangeList
 
     @admin.display(description="progress")
     def progress_bar(self, obj: JobRecord) -> str:
@@ -169,19 +211,33 @@ class JobRecordAdmin(_ModelAdmin):
     def _selection(self, queryset: QuerySet[JobRecord]) -> Iterable[tuple[str, str]]:
         return queryset.order_by().values_list("queue", "job_id").iterator(chunk_size=ACTION_CHUNK)
 
+    def _bulk(self, request: HttpRequest, queryset: QuerySet[JobRecord], action: str) -> HttpResponse | None:
+        """Show the confirmation page (exact count, what would be skipped); run once confirmed."""
+        if request.POST.get(CONFIRMED) != "yes":
+            return confirm_page(request, queryset, action, self.opts, self.admin_site.each_context(request))
+        report = run_job_action(action, self._selection(queryset), user=request.user)
+        report.send(request)
+        if action == "delete" and report.result is not None:
+            request.session[DELETED_KEY] = [job_id for _q, job_id in report.result.done[:2_000]]
+        return None
+
     @admin.action(permissions=["retry"], description="Retry the selected failed or cancelled jobs")
-    def retry_jobs(self, request: HttpRequest, queryset: QuerySet[JobRecord]) -> None:
-        run_job_action("retry", self._selection(queryset)).send(request)
+    def retry_jobs(self, request: HttpRequest, queryset: QuerySet[JobRecord]) -> HttpResponse | None:
+        return self._bulk(request, queryset, "retry")
 
     @admin.action(permissions=["cancel"], description="Cancel the selected jobs (running ones are asked to stop)")
-    def cancel_jobs(self, request: HttpRequest, queryset: QuerySet[JobRecord]) -> None:
-        run_job_action("cancel", self._selection(queryset)).send(request)
+    def cancel_jobs(self, request: HttpRequest, queryset: QuerySet[JobRecord]) -> HttpResponse | None:
+        return self._bulk(request, queryset, "cancel")
 
     @admin.action(permissions=["remove"], description="Delete the selected jobs from Redis (not running ones)")
-    def delete_jobs(self, request: HttpRequest, queryset: QuerySet[JobRecord]) -> None:
-        run_job_action("delete", self._selection(queryset)).send(request)
+    def delete_jobs(self, request: HttpRequest, queryset: QuerySet[JobRecord]) -> HttpResponse | None:
+        return self._bulk(request, queryset, "delete")
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        posted = request.POST.getlist("action") if request.method == "POST" else []
+        needs = {"retry_jobs": "retry", "cancel_jobs": "cancel", "delete_jobs": "delete"}
+        if any(name in needs and not request.user.has_perm(ACTION_PERMISSIONS[needs[name]]) for name in posted):
+            raise PermissionDenied  # a job action this user may not run: 403, like the other POSTs
         context = {"count_cap": COUNT_CAP, **pages_context(request), **live_context(request), **(extra_context or {})}
         return super().changelist_view(request, context)
 
@@ -202,6 +258,7 @@ class JobRecordAdmin(_ModelAdmin):
             "subtitle": obj.name,
             "job": obj,
             **job_detail(obj),
+            "history": audit.history(obj.job_id),
             "can_retry": self.has_retry_permission(request),
             "can_cancel": self.has_cancel_permission(request),
             "can_delete": self.has_remove_permission(request),
@@ -220,7 +277,7 @@ class JobRecordAdmin(_ModelAdmin):
         elif not request.user.has_perm(ACTION_PERMISSIONS[action]):
             raise PermissionDenied
         else:
-            run_job_action(action, [(obj.queue, obj.job_id)]).send(request)
+            run_job_action(action, [(obj.queue, obj.job_id)], user=request.user).send(request)
         return redirect("admin:django_jobs_jobrecord_change", obj.pk)
 
     # -- pages that are not models --

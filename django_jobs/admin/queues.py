@@ -30,7 +30,6 @@ def queues_view(request: HttpRequest) -> HttpResponse:
     """Every configured queue with live counts from Redis; POST pauses, resumes or purges one."""
     from django_jobs import operations
     from django_jobs.conf import get_settings
-    from django_jobs.limits import queue_limits
 
     names = get_settings().queue_names
     engine = _engine()
@@ -38,6 +37,9 @@ def queues_view(request: HttpRequest) -> HttpResponse:
         _need(request, "view_jobrecord")
         _need(request, "manage_queues")
         queue, op = request.POST.get("queue", ""), request.POST.get("op", "")
+        if op == "pause-all" and request.POST.get("confirm") != "yes":
+            return _queues_page(request, engine, names, confirm_pause_all=names)  # asks first, like purge
+        before = len(_queued(request))
         if op in ("pause-all", "resume-all"):
             done = (operations.pause if op == "pause-all" else operations.resume)(None).queues
             messages.success(request, f"{'Paused' if op == 'pause-all' else 'Resumed'} every queue: {', '.join(done)}.")
@@ -65,7 +67,28 @@ def queues_view(request: HttpRequest) -> HttpResponse:
         else:
             messages.error(request, f"Unknown queue operation {op!r}.")
         logger.info("Admin queue %s %s", op, queue, extra={"action": "admin_queue"})
+        _record(request, op, names if op.endswith("-all") else [queue], before)
         return HttpResponseRedirect(request.path)
+    return _queues_page(request, engine, names)
+
+
+def _queued(request: HttpRequest) -> list[Any]:
+    """The messages this request has sent so far."""
+    return list(getattr(getattr(request, "_messages", None), "_queued_messages", []))
+
+
+def _record(request: HttpRequest, op: str, queues: list[str], before: int) -> None:
+    """Record the operation and the messages it sent (its outcome) in the admin history."""
+    from django_jobs import audit
+
+    sent = [str(m) for m in _queued(request)[before:]]
+    audit.record(request.user, f"queues {', '.join(queues)}"[:200], f"Queue {op} (admin): {' '.join(sent) or 'no outcome'}")
+
+
+def _queues_page(request: HttpRequest, engine: Any, names: list[str], confirm_pause_all: list[str] | None = None) -> HttpResponse:
+    from django_jobs import operations
+    from django_jobs.limits import queue_limits
+
     rows = []
     serving = serving_workers(engine.workers())
     for queue in names:
@@ -86,6 +109,7 @@ def queues_view(request: HttpRequest) -> HttpResponse:
         "states": QUEUE_STATES,
         "purgeable": operations.PURGEABLE,
         "can_manage": request.user.has_perm("django_jobs.manage_queues"),
+        "confirm_pause_all": confirm_pause_all,
     })
 
 

@@ -20,6 +20,9 @@ def schedules_view(request: HttpRequest) -> HttpResponse:
         _need(request, "view_jobrecord")
         _need(request, "manage_schedules")
         name, op = request.POST.get("schedule", ""), request.POST.get("op", "")
+        from django_jobs.admin.queues import _queued
+
+        before = len(_queued(request))
         try:
             if op == "pause":
                 changed = scheduler.pause_schedule(name)
@@ -35,6 +38,9 @@ def schedules_view(request: HttpRequest) -> HttpResponse:
         except LookupError as exc:
             messages.error(request, str(exc))
         logger.info("Admin schedule %s %s", op, name, extra={"action": "admin_schedule"})
+        from django_jobs import audit
+
+        audit.record(request.user, f"schedule {name}", f"Schedule {op} (admin): {' '.join(str(m) for m in _queued(request)[before:])}")
         return HttpResponseRedirect(request.path)
     return _page(request, "admin/django_jobs/schedules.html", "Schedules", {
         "rows": scheduler.schedules_table(),

@@ -73,7 +73,7 @@ def workers_view(request: HttpRequest) -> HttpResponse:
         if request.POST.get("op") != "cancel" or queue not in names or not job_id:
             messages.error(request, "Nothing to cancel: the form names no known queue and job.")
         else:
-            run_job_action("cancel", [(queue, job_id)]).send(request)
+            run_job_action("cancel", [(queue, job_id)], user=request.user).send(request)
         return HttpResponseRedirect(request.path)
     now = datetime.now(UTC)
     live = engine.workers()

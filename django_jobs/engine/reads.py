@@ -46,6 +46,17 @@ class Reads(ScriptRunner):
 
         return self._call(read) if pairs else []
 
+    def job_fields(self, pairs: Sequence[tuple[str, str]], fields: Sequence[str]) -> list[list[str | None]]:
+        """Return ``fields`` of each ``(queue, job id)`` hash in one round trip (None: no such field)."""
+
+        def read() -> list[list[str | None]]:
+            with self.client.pipeline(transaction=False) as pipe:
+                for queue, job_id in pairs:
+                    pipe.hmget(self.keys(queue).job(job_id), list(fields))
+                return list(pipe.execute())
+
+        return self._call(read) if pairs else []
+
     def jobs_exist(self, queue: str, job_ids: Sequence[str]) -> list[bool]:
         """Return, per id, whether the job's hash exists in ``queue``."""
 

@@ -53,9 +53,12 @@ def staff(django_user_model, *perms: str, username: str = "operator") -> Client:
     return client
 
 
-def act(client: Client, action: str, ids: list[str] | None = None, **extra: str):
+def act(client: Client, action: str, ids: list[str] | None = None, *, confirm: bool = True, query: str = "", **extra: str):
+    """Post a bulk action; with ``confirm`` (default) also what its confirmation page posts."""
     data = {"action": action, "index": "0", "_selected_action": ids or [], **extra}
-    return client.post(reverse(CHANGELIST), data, follow=True)
+    if confirm:
+        data["djj_confirmed"] = "yes"
+    return client.post(reverse(CHANGELIST) + query, data, follow=True)
 
 
 def messages_of(response) -> list[str]:
@@ -352,7 +355,7 @@ def test_pause_all_and_resume_all_act_on_every_queue(admin_client, engine):
     from django_jobs.conf import get_settings
 
     names = get_settings().queue_names
-    response = admin_client.post(url("django_jobs_queues"), {"op": "pause-all"}, follow=True)
+    response = admin_client.post(url("django_jobs_queues"), {"op": "pause-all", "confirm": "yes"}, follow=True)
     assert messages_of(response) == [f"Paused every queue: {', '.join(names)}."]
     assert all(engine.is_paused(q) for q in names)
     add.enqueue(1, 1)  # enqueue still works

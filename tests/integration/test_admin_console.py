@@ -184,6 +184,9 @@ def test_the_workers_page_lists_running_jobs_and_cancels_one(admin_client, engin
         response = admin_client.post(url("django_jobs_workers"), {"op": "cancel", "queue": "default", "job": job_id}, follow=True)
         assert messages_of(response) == ["Cancelled (or asked 1 running to stop) 0 jobs. Skipped 1: 1 running (cancellation requested)."]
         assert engine.get_job("default", job_id)["cx"] == "1"  # asked to stop (a sleeping job stops when it checks)
+        from django_jobs import audit
+
+        assert [e.get_change_message() for e in audit.history(job_id)] == ["Asked to stop: cancel of a running job (admin)"]
         row = admin_client.get(url("django_jobs_workers")).context["running"][0]
         assert row["id"] == job_id and row["cancel_requested"]
     finally:

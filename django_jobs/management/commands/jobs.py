@@ -128,6 +128,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         common = CommandParser(add_help=False)
         common.add_argument("--json", action="store_true", help="Print JSON (for scripts) instead of a table.")
+        common.add_argument("--user", help="Record changes in the admin history as this Django user (default: the OS user).")
         _add_django_options(common)
         confirm = CommandParser(add_help=False)
         confirm.add_argument("--yes", "-y", action="store_true", help="Do not ask for confirmation.")
@@ -197,13 +198,23 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         self.options = options
         action = options["action"]
+        self.emitted: Any = None
         try:
             self.engine = get_engine()
             getattr(self, f"do_{action}")(options)
-        except DjangoJobsError as exc:
+        except (DjangoJobsError, CommandError) as exc:
+            self.record({"error": str(exc)})
             raise CommandError(str(exc)) from exc
+        self.record(self.emitted)
+
+    def record(self, outcome: Any) -> None:
+        from django_jobs.audit import record_command
+
+        if (why := record_command(self.options, outcome)) is not None:
+            self.stderr.write(why)
 
     def emit(self, data: Any, text: Callable[[], str]) -> None:
+        self.emitted = data
         if self.options.get("json"):
             self.stdout.write(json.dumps(data, indent=2, default=str))
         else:
