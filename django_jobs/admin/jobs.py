@@ -211,7 +211,7 @@ class JobRecordAdmin(_ModelAdmin):
     def _selection(self, queryset: QuerySet[JobRecord]) -> Iterable[tuple[str, str]]:
         return queryset.order_by().values_list("queue", "job_id").iterator(chunk_size=ACTION_CHUNK)
 
-    def _bulk(self, request: HttpRequest, queryset: QuerySet[JobRecord], action: str) -> HttpResponse | None:
+    def _act_on(self, request: HttpRequest, queryset: QuerySet[JobRecord], action: str) -> HttpResponse | None:
         """Show the confirmation page (exact count, what would be skipped); run once confirmed."""
         if request.POST.get(CONFIRMED) != "yes":
             return confirm_page(request, queryset, action, self.opts, self.admin_site.each_context(request))
@@ -223,15 +223,15 @@ class JobRecordAdmin(_ModelAdmin):
 
     @admin.action(permissions=["retry"], description="Retry the selected failed or cancelled jobs")
     def retry_jobs(self, request: HttpRequest, queryset: QuerySet[JobRecord]) -> HttpResponse | None:
-        return self._bulk(request, queryset, "retry")
+        return self._act_on(request, queryset, "retry")
 
     @admin.action(permissions=["cancel"], description="Cancel the selected jobs (running ones are asked to stop)")
     def cancel_jobs(self, request: HttpRequest, queryset: QuerySet[JobRecord]) -> HttpResponse | None:
-        return self._bulk(request, queryset, "cancel")
+        return self._act_on(request, queryset, "cancel")
 
     @admin.action(permissions=["remove"], description="Delete the selected jobs from Redis (not running ones)")
     def delete_jobs(self, request: HttpRequest, queryset: QuerySet[JobRecord]) -> HttpResponse | None:
-        return self._bulk(request, queryset, "delete")
+        return self._act_on(request, queryset, "delete")
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
         posted = request.POST.getlist("action") if request.method == "POST" else []
