@@ -70,7 +70,7 @@ class RedisServer:
         return f"unix://{self.socket}?db=0" if unix else f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        from django_jobs.embedded import find_redis_server
+        from django_jobs.engine.embedded import find_redis_server
 
         binary = find_redis_server()
         if binary is None:
