@@ -149,7 +149,7 @@ class Library:
 
 class DjangoJobs(Library):
     name = "django_jobs"
-    dist = "django-jobs"
+    dist = "django-jobs-redis"
 
     def load(self) -> None:
         import django

@@ -1,6 +1,6 @@
 """OpenTelemetry traces (optional): a producer span per enqueue, a consumer span per run.
 
-Install the extra (``pip install 'django-jobs[otel]'``, which needs only ``opentelemetry-api``)
+Install the extra (``pip install 'django-jobs-redis[otel]'``, which needs only ``opentelemetry-api``)
 and configure an SDK tracer provider as usual; nothing else is needed (docs/observability.md).
 
 - ``enqueue()`` (and ``aenqueue``, ``enqueue_many``, ``enqueue_on_commit``) opens a PRODUCER span
