@@ -1,5 +1,5 @@
 """``python -m bench``: run the benchmark (same as ``python bench/run.py``)."""
 
-from bench.run import main
+from bench.cli import main
 
 raise SystemExit(main())

@@ -34,7 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.run import Bench, parse_args, wait_for  # noqa: E402
+from bench.cli import parse_args
+from bench.run import Bench, wait_for
 
 
 def profile_enqueue(bench: Bench, n: int, top: int) -> None:

@@ -523,10 +523,10 @@ class Bench:
 
     def phase_mirror(self) -> None:
         """Drain with and without the mirror; then the mirror's lag under a steady ~1,000 jobs/s."""
-        from bench.jobs import noop
         from django.core.management import call_command
         from django.db import connection
 
+        from bench.jobs import noop
         from django_jobs.models import JobRecord
 
         p, t = self.args.processes, self.args.threads
@@ -658,52 +658,7 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a 10x smaller run")
-    parser.add_argument("--log-info", action="store_true", help="workers log at INFO (one line per job, to a file)")
-    parser.add_argument("--django-default-logging", action="store_true",
-                        help="leave the django.tasks logger as Django's default LOGGING sets it (INFO)")
-    parser.add_argument("--unix", action="store_true", help="connect over the unix socket instead of TCP")
-    parser.add_argument("--processes", type=int, default=2, help="worker processes (default 2)")
-    parser.add_argument("--threads", type=int, default=8, help="threads per worker process (default 8)")
-    parser.add_argument("--no-retention", action="store_true", help="skip the drain with default retention")
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    parser.add_argument("--mirror", action="store_true",
-                        help="also measure the database mirror (SQLite file): drain with and without it, lag at ~1,000 jobs/s")
-    parser.add_argument("--mirror-only", action="store_true", help="with --mirror: run only the mirror phase")
-    parser.add_argument("--mirror-rate", type=int, default=1000, help="jobs/s of the mirror lag phase (default 1,000)")
-    from bench.peers import add_arguments
+if __name__ == "__main__":  # python bench/run.py: the same as python -m bench (bench/cli.py parses the options)
+    import runpy
 
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    if args.peers and args.quick:
-        args.jobs, args.latency_jobs = args.jobs // 10, max(20, args.latency_jobs // 10)
-    if args.mirror_only:
-        args.mirror = True
-    return args
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.peers:
-        from bench import peers
-
-        return _with_sigterm(lambda: peers.main(args))
-    bench = Bench(args)
-    return _with_sigterm(bench.run)
-
-
-def _with_sigterm(run: Callable[[], int]) -> int:
-    def on_signal(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_signal)
-    try:
-        return run()
-    except KeyboardInterrupt:
-        return 130
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    runpy.run_module("bench", run_name="__main__")
