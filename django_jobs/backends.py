@@ -26,7 +26,7 @@ from django_jobs.engine.protocol import EnqueueCode, JobState
 from django_jobs.engine.queue import NewJob
 from django_jobs.engine.record import JobView, encode_payload
 from django_jobs.exceptions import ConfigurationError, InvalidJob
-from django_jobs.limits import guard_for_call, has_guard
+from django_jobs.limits import guard_for_call, has_guard, shard_key_for_call, shard_problem
 from django_jobs.tasks import (
     STATE_TO_STATUS,
     JobResult,
@@ -150,6 +150,8 @@ class RedisBackend(BaseTaskBackend):
             validate_backoff(task.backoff)
         except InvalidJob as exc:
             raise InvalidTask(str(exc)) from None
+        if allowed is not None and (problem := _shard_problem(task)):
+            raise InvalidTask(problem)
 
     # -- enqueue --------------------------------------------------------------------------
 
@@ -189,6 +191,11 @@ class RedisBackend(BaseTaskBackend):
                 f"The payload of job {name!r} is {len(size)} bytes, over MAX_PAYLOAD_BYTES "
                 f"({settings.max_payload_bytes}). Store large data elsewhere and pass its id."
             )
+        shards = settings.queues.get(task.queue_name, {}).get("SHARDS", 1)
+        if shards > 1:  # a sharded queue: the id names the shard (docs/scaling.md#sharded-queues)
+            key = shard_key_for_call(task, args, kwargs)
+            if job_id is None or key is not None:  # a caller's id without a key is placed by its own hash
+                job_id = get_engine().place(task.queue_name, job_id or new_job_id(), key)
         job_id = job_id or new_job_id()
         run_at_ms = int(task.run_after.timestamp() * 1000) if task.run_after is not None else 0
         delay = getattr(task, "delay", None)
@@ -391,6 +398,15 @@ def _task_as_enqueued(task: JobTask, options: dict[str, Any], queue: str, priori
     from dataclasses import replace
 
     return replace(task, **changes)
+
+
+def _shard_problem(task: JobTask) -> str | None:
+    """Return why ``task`` cannot be enqueued on its sharded queue (django_jobs.E041), or None."""
+    try:
+        shards = get_settings().queues.get(task.queue_name, {}).get("SHARDS", 1)
+    except ConfigurationError:
+        return None
+    return shard_problem(task, shards)
 
 
 def _task_errors(recorded: list[dict[str, Any]]) -> list[TaskError]:

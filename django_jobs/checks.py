@@ -61,7 +61,7 @@ CONNECTION_KEYS = (
     "REDIS_URL", "CACHE_ALIAS", "REDIS_OPTIONS", "SENTINEL", "CLUSTER", "EMBEDDED_DIR", "EMBEDDED_BINARY", "EMBEDDED",
 )
 #: Check id of a :class:`SettingError`, by the setting it is about.
-ERROR_IDS = {"DJANGO_JOBS": "E000", "REDIS_URL": "E002", "CACHE_ALIAS": "E003", "QUEUES": "E004", "EMBEDDED": "E010", "CRON": "E020"}
+ERROR_IDS = {"DJANGO_JOBS": "E000", "REDIS_URL": "E002", "CACHE_ALIAS": "E003", "QUEUES": "E004", "SHARDS": "E040", "EMBEDDED": "E010", "CRON": "E020"}
 TASKS_HINT = f"Add to your settings: TASKS = {{'default': {{'BACKEND': {BACKEND_PATH!r}}}}}"
 
 type Messages = list[checks.CheckMessage]
@@ -313,7 +313,7 @@ def _import_jobs() -> Messages:
 @checks.register("django_jobs_declared")  # its own tag: it judges the registered jobs, not the settings alone
 @_never_raise
 def check_job_queues(app_configs: Any = None, **kwargs: Any) -> Messages:
-    """Check that every declared job's queue is configured (E011): enqueueing it would raise.
+    """Check that every declared job's queue is configured (E011) and fits its shards (E041): enqueueing it would raise.
 
     Declaring such a job does not raise (a settings problem never does at import time).
     """
@@ -340,7 +340,27 @@ def check_job_queues(app_configs: Any = None, **kwargs: Any) -> Messages:
                 hint=f"Configure the queue, or declare the job on one of: {', '.join(allowed)}.",
                 id="django_jobs.E011",
             ))
+        elif problem := _shard_problem(task):
+            errors.append(checks.Error(
+                problem + " Enqueueing it raises InvalidTask.",
+                hint="On a sharded queue give the job one placement key: a unique key, a limit key (the same "
+                "template as its unique key if it has both) or a shard_key; or put it on a queue without SHARDS "
+                "(docs/scaling.md#sharded-queues).",
+                id="django_jobs.E041",
+            ))
     return errors
+
+
+def _shard_problem(task: Any) -> str | None:
+    """Return why ``task`` cannot run on its sharded queue as declared (E041), or None."""
+    from django_jobs.conf import get_settings
+    from django_jobs.limits import shard_problem
+
+    try:
+        shards = get_settings().queues.get(task.queue_name, {}).get("SHARDS", 1)
+    except ConfigurationError:
+        return None
+    return shard_problem(task, shards)
 
 
 def _is_our_backend(path: Any) -> bool:

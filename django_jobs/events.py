@@ -56,6 +56,15 @@ class QueueEvents:
 
     def __init__(self, queue: str = "default", *, last_id: str = "$", types: Iterable[str] | None = None) -> None:
         engine = get_engine()
+        shards = engine.shards(queue)
+        if len(shards) > 1:
+            # One stream per shard (docs/scaling.md#sharded-queues): a listener follows one of them.
+            from django_jobs.exceptions import ConfigurationError
+
+            raise ConfigurationError(
+                f"Queue {queue!r} has {len(shards)} shards, each with its own events stream: "
+                f"listen to one shard, QueueEvents({shards[0]!r}) ... QueueEvents({shards[-1]!r})."
+            )
         self.queue = queue
         self.key = engine.keys(queue).events
         self.types = frozenset(types) if types is not None else None
@@ -115,7 +124,8 @@ def wait_for_result[R: Waitable](result: R, timeout: float = 30.0) -> R:
     Listens to the job's queue's events; raises :class:`TimeoutError` after ``timeout`` seconds.
     """
     deadline = time.monotonic() + timeout
-    events = QueueEvents(result.queue, types=FINAL_EVENTS)  # pinned before the first look: nothing is missed
+    # On a sharded queue the job's events are on its own shard's stream.
+    events = QueueEvents(get_engine().shard_of(result.queue, result.id), types=FINAL_EVENTS)  # pinned before the first look: nothing is missed
     result.refresh()
     while not result.is_finished:
         left = deadline - time.monotonic()

@@ -55,6 +55,8 @@ __all__ = [
     "resume_queues",
     "retry_jobs",
     "set_queue_limits",
+    "shard_key_for_call",
+    "shard_problem",
     "validate_limit_options",
     "validate_unique_options",
 ]
@@ -272,6 +274,47 @@ def guard_for_call(task: Any, args: Any, kwargs: Any) -> Any:
             limit_rate=rate.count if rate else 0, limit_period_ms=rate.period_ms if rate else 1000,
         )
     return Guard(**options) if options else None
+
+
+# -- sharded queues (docs/scaling.md#sharded-queues) -----------------------------------------
+
+
+def shard_problem(task: Any, shards: int) -> str | None:
+    """Return why ``task`` cannot run on a queue of ``shards`` shards as declared (None: it can).
+
+    On a sharded queue a unique key or a limit key holds only if that key decides the shard,
+    so it is the placement key, and a job cannot have two different ones.
+    """
+    if shards <= 1:
+        return None
+    name, queue = task.module_path, task.queue_name
+    unique, limit = is_unique(task), bool(getattr(task, "limit_key", None))
+    if unique and limit and task.unique_key != task.limit_key:
+        return (
+            f"Job {name!r} has a unique key and a per-key limit on queue {queue!r}, which has SHARDS={shards}: "
+            "each needs its key to decide the shard, and the two keys differ, so one of them could not hold."
+        )
+    if (unique or limit) and getattr(task, "shard_key", None) is not None:
+        which = "unique key" if unique else "limit key"
+        return (
+            f"Job {name!r} sets shard_key on queue {queue!r} (SHARDS={shards}), but its {which} decides the shard "
+            f"there (so that it holds across the shards)."
+        )
+    return None
+
+
+def shard_key_for_call(task: Any, args: Any, kwargs: Any) -> str | None:
+    """Return the key that places one enqueue of ``task`` on a sharded queue (None: round robin).
+
+    The limit key when the job has one (equal to its unique key if it has both), else the unique
+    key, else ``shard_key``.
+    """
+    if getattr(task, "limit_key", None):
+        return "l:" + _render(task, "limit_key", task.limit_key, args, kwargs)
+    if is_unique(task):
+        return "u:" + _render(task, "unique_key", task.unique_key, args, kwargs)
+    key = getattr(task, "shard_key", None)
+    return None if key is None else "s:" + _render(task, "shard_key", key, args, kwargs)
 
 
 # -- pause, resume and bulk actions ---------------------------------------------------------

@@ -125,6 +125,9 @@ class JobTask(_Task):
             ends only that process (docs/workers.md#isolated-jobs).
         unique, unique_key, unique_for, unique_mode, unique_until: unique jobs, throttling and
             debounce; limit_key, limit_concurrency, limit_rate: per-key limits (docs/flow-control.md).
+        shard_key: on a queue with ``SHARDS``, the key that picks the shard (a template like
+            ``"customer:{customer_id}"`` or a callable): jobs with one key stay on one shard, in
+            order (``None``: round robin; docs/scaling.md#sharded-queues).
     """
 
     attempts: int | None = None
@@ -142,6 +145,7 @@ class JobTask(_Task):
     limit_key: str | Callable[..., Any] | None = None
     limit_concurrency: int | None = None
     limit_rate: str | None = None
+    shard_key: str | Callable[..., Any] | None = None
 
     def __post_init__(self) -> None:
         # Declaring a job (not a using() copy) never raises for a settings problem: a queue that
@@ -159,6 +163,10 @@ class JobTask(_Task):
             validate_unique_options(self)
         if self.limit_key is not None:
             validate_limit_options(self)
+        if self.shard_key is not None:
+            from django_jobs.limits import _check_template
+
+            _check_template(self, "shard_key", self.shard_key)
         registry.register(self)
 
     def using(
@@ -173,11 +181,13 @@ class JobTask(_Task):
         backoff: BackoffSpec = None,
         timeout: float | None = None,
         keep_result: float | None = None,
+        shard_key: str | Callable[..., Any] | None = None,
     ) -> JobTask:
         """Return a copy of the job with other options for the next enqueue.
 
         ``delay`` (seconds or a timedelta, counted from each enqueue by Redis' clock) and
         ``run_after`` (an aware datetime) defer the job; when both are set, the later time wins.
+        ``shard_key`` picks the shard on a queue with ``SHARDS`` (docs/scaling.md#sharded-queues).
 
         >>> send_report.using(priority=10, delay=30).enqueue(7)  # doctest: +SKIP
         """
@@ -198,6 +208,7 @@ class JobTask(_Task):
             ("backoff", backoff),
             ("timeout", timeout),
             ("keep_result", keep_result),
+            ("shard_key", shard_key),
         ):
             if value is not None:
                 changes[field_name] = value
@@ -422,6 +433,7 @@ def job(
     limit_key: str | Callable[..., Any] | None = ...,
     limit_concurrency: int | None = ...,
     limit_rate: str | None = ...,
+    shard_key: str | Callable[..., Any] | None = ...,
 ) -> Callable[[Callable[..., Any]], JobTask]: ...
 def job(
     function: Callable[..., Any] | None = None,
@@ -445,6 +457,7 @@ def job(
     limit_key: str | Callable[..., Any] | None = None,
     limit_concurrency: int | None = None,
     limit_rate: str | None = None,
+    shard_key: str | Callable[..., Any] | None = None,
 ) -> JobTask | Callable[[Callable[..., Any]], JobTask]:
     """Declare a background job (sync or ``async def``).
 
@@ -480,6 +493,7 @@ def job(
             limit_key=limit_key,
             limit_concurrency=limit_concurrency,
             limit_rate=limit_rate,
+            shard_key=shard_key,
         )
         if cron is not None:
             registry.declare(task.module_path, cron)  # a CRON setting entry with the same NAME wins

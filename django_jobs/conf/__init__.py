@@ -124,7 +124,9 @@ class JobsSettings:
     def keep(self, queue: str, which: str) -> tuple[float, int]:
         """Return (age_seconds, count) retention for ``which`` in ('COMPLETED', 'FAILED')."""
         base = self.keep_completed if which == "COMPLETED" else self.keep_failed
-        merged = {**base, **self.queues.get(queue, {}).get(f"KEEP_{which}", {})}
+        # A shard (``hot#2``, engine/keys.py) keeps as its queue does.
+        options = self.queues.get(queue) or self.queues.get(queue.partition("#")[0], {})
+        merged = {**base, **options.get(f"KEEP_{which}", {})}
         return float(merged.get("AGE", 0)), int(merged.get("COUNT", 0))
 
 

@@ -57,7 +57,11 @@ QUEUE_OPTION_KEYS = frozenset(
     {"PRIORITY", "KEEP_COMPLETED", "KEEP_FAILED", "DEFAULT_ATTEMPTS", "DEFAULT_TIMEOUT"}
     # Flow control (docs/flow-control.md).
     | {"RATE_LIMIT", "CONCURRENCY"}
+    # One hot queue spread over several hash tags (docs/scaling.md#sharded-queues).
+    | {"SHARDS"}
 )
+#: Most shards one queue may have (each is a full key set; workers fetch from each in turn).
+MAX_SHARDS = 1024
 
 #: Keys of a KEEP_COMPLETED / KEEP_FAILED dict.
 KEEP_KEYS = ("AGE", "COUNT")

@@ -17,6 +17,7 @@ from django_jobs.conf.defaults import (
     DEFAULTS,
     HEADER_RE,
     KEEP_KEYS,
+    MAX_SHARDS,
     MIRROR_KEYS,
     QUEUE_NAME_RE,
     QUEUE_OPTION_KEYS,
@@ -327,9 +328,36 @@ def parse_queue_options(name: str, options: Any) -> dict[str, Any]:
             result[key] = parse_seconds(key, value, optional=True, where=at)
         elif key in ("RATE_LIMIT", "CONCURRENCY"):
             result[key] = parse_queue_limit(key, value, at)
+        elif key == "SHARDS":
+            result[key] = parse_shards(value, at)
         else:
             result[key] = parse_keep(key, value, partial=True, where=at)
+    if result.get("SHARDS", 1) > 1:
+        _refuse_sharded(name, result)
     return result
+
+
+def parse_shards(value: Any, at: _At) -> int:
+    """Return a queue's SHARDS: a whole number from 1 to :data:`MAX_SHARDS` (1: not sharded)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SHARDS:
+        raise at.error(
+            f"{at.name} is {value!r}; it must be a whole number from 1 to {MAX_SHARDS}.",
+            "E.g. 4: the queue is spread over 4 hash tags (docs/scaling.md#sharded-queues).",
+        )
+    return value
+
+
+def _refuse_sharded(name: str, options: dict[str, Any]) -> None:
+    """Refuse the queue options that cannot hold across the shards of a sharded queue (E040)."""
+    for key, what in (("RATE_LIMIT", "a rate limit"), ("CONCURRENCY", "a concurrency limit")):
+        if options.get(key) is not None:
+            raise SettingError(
+                "SHARDS",
+                f"{label('QUEUES')}[{name!r}] has SHARDS={options['SHARDS']} and {key}: {what} of a sharded "
+                "queue would hold per shard only, not for the queue.",
+                f"Remove {key} from {name!r}, or SHARDS (one shard enforces it for the whole queue); a per-key "
+                "limit (@job(limit_key=...)) holds on a sharded queue, since its key decides the shard.",
+            )
 
 
 def parse_queue_limit(key: str, value: Any, at: _At) -> Any:

@@ -142,3 +142,46 @@ def restarts_key(prefix: str, host: str) -> str:
 #: The consumer group of the database mirror on every queue's ``events`` stream
 #: (django_jobs/mirror/). Not a key name, but kept with them: it lives inside the stream.
 MIRROR_GROUP = "djj-mirror"
+
+
+# -- sharded queues (docs/scaling.md#sharded-queues) -------------------------------------------
+
+#: Between a sharded queue's name and a shard's number in the shard's name (``hot#3``, whose keys
+#: carry the hash tag ``{hot#3}``). No queue name may hold it, so a shard is never a configured queue.
+SHARD_SEP = "#"
+#: Between a job id and the number of its shard (``<id>.3``): the id tells where the job is.
+SHARD_ID_SEP = "."
+
+
+def shard_queue(queue: str, index: int) -> str:
+    """Return the name of shard ``index`` of ``queue`` (its keys: ``{prefix}:{queue#index}:...``)."""
+    return f"{queue}{SHARD_SEP}{index}"
+
+
+def base_queue(name: str) -> str:
+    """Return the queue a shard's name belongs to (``hot#3`` -> ``hot``); any other name unchanged."""
+    return name.partition(SHARD_SEP)[0]
+
+
+def shard_job_id(job_id: str, index: int) -> str:
+    """Return ``job_id`` marked as living on shard ``index``."""
+    return f"{job_id}{SHARD_ID_SEP}{index}"
+
+
+def key_shard(key: str, shards: int) -> int:
+    """Return the shard a placement key decides (CRC-32, the same in every process and release)."""
+    import zlib
+
+    return zlib.crc32(key.encode()) % shards
+
+
+def job_shard(job_id: str, shards: int) -> int:
+    """Return the shard of ``job_id`` on a queue of ``shards`` shards.
+
+    The number after the id's last ``.`` when there is one below ``shards`` (ids made by
+    :func:`shard_job_id`); otherwise, for an id chosen by the caller, its :func:`key_shard`.
+    """
+    head, sep, tail = job_id.rpartition(SHARD_ID_SEP)
+    if sep and head and tail.isdigit() and tail.isascii() and int(tail) < shards:
+        return int(tail)
+    return key_shard(job_id, shards)

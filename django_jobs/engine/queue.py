@@ -8,7 +8,8 @@
 - :mod:`~django_jobs.engine.reads`: job hashes, counts, pages;
 - :mod:`~django_jobs.engine.control`: pause/resume, queue limits, worker heartbeats;
 - :mod:`~django_jobs.engine.cron`: the scheduler's leader and ticks;
-- :mod:`~django_jobs.engine.streams`: every read of the events streams.
+- :mod:`~django_jobs.engine.streams`: every read of the events streams;
+- :mod:`~django_jobs.engine.shards`: sharded queues, each call sent to its shards (first in the bases).
 
 Methods take plain values and return plain values; the job API (:mod:`django_jobs.tasks`)
 builds on them. Job hashes are decoded by :mod:`django_jobs.engine.record`.
@@ -20,6 +21,7 @@ from django_jobs.engine.control import WORKER_TTL, Control
 from django_jobs.engine.cron import Cron
 from django_jobs.engine.reads import Reads
 from django_jobs.engine.runner import MAX_BLOCK, SCRIPT_RETRIES
+from django_jobs.engine.shards import Sharding
 from django_jobs.engine.streams import MirrorGroupMissing, MirrorRead, Streams, stream_id_key
 from django_jobs.engine.transitions import (
     PROMOTE_LIMIT,
@@ -56,5 +58,5 @@ __all__ = [
 ]
 
 
-class Engine(Transitions, Reads, Control, Cron, Streams):
+class Engine(Sharding, Transitions, Reads, Control, Cron, Streams):
     """Redis access for one process: a client, the key layout and the registered scripts."""

@@ -12,7 +12,7 @@ from django.db import connections, router, transaction
 
 from django_jobs.conf import get_settings
 from django_jobs.engine import get_engine
-from django_jobs.engine.keys import MIRROR_GROUP
+from django_jobs.engine.keys import MIRROR_GROUP, base_queue
 from django_jobs.engine.streams import MirrorGroupMissing, stream_id_key
 from django_jobs.exceptions import ConfigurationError
 from django_jobs.mirror.maintenance import prune, resync_queue
@@ -68,6 +68,8 @@ class Mirror:
             raise ConfigurationError(
                 f"Unknown queue(s) {', '.join(map(repr, unknown))}. Configured: {', '.join(settings.queue_names)}."
             )
+        # A sharded queue has an events stream per shard: each is followed on its own.
+        self.queues = [shard for queue in self.queues for shard in get_engine().shards(queue)]
         self.batch = int(settings.mirror["BATCH"])
         self.claim_after = float(settings.mirror["CLAIM_AFTER"])
         self.prune_interval = float(settings.mirror["PRUNE_INTERVAL"])
@@ -163,7 +165,7 @@ class Mirror:
         ids = list(jobs)
         tip, hashes = engine.mirror_snapshot(queue, ids) if ids else ("0-0", [])
         version = version_of(tip)
-        rows = [row_from_hash(queue, job_id, data, version) for job_id, data in zip(ids, hashes) if data]
+        rows = [row_from_hash(base_queue(queue), job_id, data, version) for job_id, data in zip(ids, hashes) if data]
         gone = {job_id: final[job_id] for job_id, data in zip(ids, hashes) if not data and job_id in final}
         # Deleted through the engine (the admin's delete): the row goes too.
         dropped = [job_id for job_id, (_entry, event) in gone.items() if event == DELETED_EVENT]
@@ -172,7 +174,7 @@ class Mirror:
         newest = max((entry_id for entry_id, _ in entries), key=stream_id_key)
         with transaction.atomic(using=self.using):
             _upsert_safely(rows, using=self.using)
-            _write_gone(queue, gone, using=self.using)
+            _write_gone(base_queue(queue), gone, using=self.using)
             if dropped:
                 _model().objects.using(self.using).filter(job_id__in=dropped).delete()
             _advance_cursor(queue, newest, using=self.using)

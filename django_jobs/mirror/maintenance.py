@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from django_jobs.conf import get_settings
 from django_jobs.engine import get_engine
+from django_jobs.engine.keys import base_queue
 from django_jobs.engine.protocol import JobState
 from django_jobs.exceptions import ConfigurationError
 from django_jobs.mirror.rows import _model, _upsert_safely, row_from_hash, version_of
@@ -35,8 +36,10 @@ def resync_queue(
     Walks the six state ZSETs (no SCAN). Rows of unfinished jobs that no longer exist in
     Redis are deleted: such a job finished and was deleted while its events were lost, so
     how it ended is unknown. ``progress(queue, state, done, total)`` is called per batch.
+    A shard of a sharded queue (``hot#2``) is walked on its own, its rows named by the queue.
     """
     engine = get_engine()
+    name = base_queue(queue)
     using = using or router.db_for_write(_model())
     batch = batch or int(get_settings().mirror["BATCH"])
     start_tip, _ = engine.mirror_snapshot(queue, [])
@@ -51,7 +54,7 @@ def resync_queue(
             offset += len(ids)
             tip, hashes = engine.mirror_snapshot(queue, ids)
             version = version_of(tip)
-            rows = [row_from_hash(queue, job_id, data, version) for job_id, data in zip(ids, hashes) if data]
+            rows = [row_from_hash(name, job_id, data, version) for job_id, data in zip(ids, hashes) if data]
             with transaction.atomic(using=using):
                 written += _upsert_safely(rows, using=using)
             if progress is not None:
@@ -60,12 +63,12 @@ def resync_queue(
     from django_jobs.models import FINISHED_STATES
 
     stale = list(
-        _model().objects.using(using).filter(queue=queue, version__lt=version_of(start_tip))
+        _model().objects.using(using).filter(queue=name, version__lt=version_of(start_tip))
         .exclude(state__in=FINISHED_STATES).values_list("pk", flat=True)
     )
     for start in range(0, len(stale), batch):
         chunk = stale[start : start + batch]
-        missing = [job_id for job_id, found in zip(chunk, engine.jobs_exist(queue, chunk)) if not found]
+        missing = [job_id for job_id, found in zip(chunk, engine.jobs_exist(name, chunk)) if not found]
         if missing:
             _model().objects.using(using).filter(pk__in=missing, version__lt=version_of(start_tip)).delete()
             logger.warning("Mirror resync: %d unfinished row(s) of %r name jobs Redis no longer has; deleted",
@@ -90,7 +93,8 @@ def resync(
         raise ConfigurationError(
             f"Unknown queue(s) {', '.join(map(repr, unknown))}. Configured: {', '.join(settings.queue_names)}."
         )
-    return sum(resync_queue(queue, progress=progress) for queue in names)
+    engine = get_engine()
+    return sum(resync_queue(shard, progress=progress) for queue in names for shard in engine.shards(queue))
 
 
 def prune(retention: float | None = None, *, using: str | None = None) -> int:

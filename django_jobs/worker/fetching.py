@@ -25,8 +25,17 @@ class Fetching(WorkerState):
         queues = self.queues
         if len(queues) > 1:
             self._rotation = (self._rotation + 1) % len(queues)
-            return queues[self._rotation :] + queues[: self._rotation]
-        return queues
+            queues = queues[self._rotation :] + queues[: self._rotation]
+        return [shard for queue in queues for shard in self._rotated_shards(queue)]
+
+    def _rotated_shards(self, queue: str) -> list[str]:
+        # A sharded queue (docs/scaling.md#sharded-queues) is fetched shard by shard, each taking
+        # its turn first, so no shard waits behind the others.
+        shards = self.engine.shards(queue)
+        if len(shards) == 1:
+            return shards
+        turn = self._shard_turns[queue] = (self._shard_turns.get(queue, -1) + 1) % len(shards)
+        return shards[turn:] + shards[:turn]
 
     def _fetch_loop(self) -> None:
         backoff = BACKOFF_MIN

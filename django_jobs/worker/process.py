@@ -136,6 +136,7 @@ class WorkerProcess(Fetching, Settling, Heartbeat):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
         self._rotation = 0
+        self._shard_turns: dict[str, int] = {}  # per sharded queue: the shard fetched first last round
         self._ppid = parent_pid if parent_pid is not None else os.getppid()
         self._deadline: float | None = None
         self._outage = Outage(self.worker_id)

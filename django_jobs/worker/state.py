@@ -66,6 +66,7 @@ class WorkerState:
     ahead: int
     draining: threading.Event
     _rotation: int
+    _shard_turns: dict[str, int]
     _thread_bound: bool
     _fetch_lock: threading.Lock
     _avg_run: float
