@@ -41,3 +41,148 @@ def test_jobs_spread_over_every_shard_and_all_run(engine, work):
         assert fresh.return_value == i + 1
         assert fresh.queue == "hot"
     assert engine.counts("hot")["completed"] == 40
+
+
+def shard_index(job_id: str) -> int:
+    return int(job_id.rpartition(".")[2])
+
+
+def test_a_shard_key_keeps_related_jobs_on_one_shard_in_order(engine, work, ledger_path):
+    from tests.conftest import read_ledger
+
+    tags = [f"c7-{i}" for i in range(8)]
+    results = [hot(jobs.record).using(shard_key="customer:7").enqueue(tag) for tag in tags]
+    results += [hot(jobs.record).enqueue(f"other-{i}") for i in range(8)]
+    assert len({shard_index(r.id) for r in results[:8]}) == 1
+    assert len({shard_index(r.id) for r in results[8:]}) == SHARDS
+    work(threads=1)
+    ran = [row[2] for row in read_ledger(ledger_path)]
+    assert [tag for tag in ran if tag.startswith("c7-")] == tags  # FIFO holds within the shard
+
+
+def test_the_unique_key_decides_the_shard_so_uniqueness_holds(engine, work):
+    from tests.testapp import jobs_limits
+
+    first = hot(jobs_limits.sync_account).enqueue(5)
+    again = hot(jobs_limits.sync_account).enqueue(5)
+    assert again.deduplicated and again.id == first.id
+    others = {shard_index(hot(jobs_limits.sync_account).enqueue(n).id) for n in range(100, 120)}
+    assert len(others) > 1  # other keys go to other shards
+    assert engine.counts("hot")["waiting"] == 21
+    work()
+    assert engine.counts("hot")["completed"] == 21
+
+
+def test_a_limit_key_decides_the_shard(engine):
+    from tests.testapp import jobs_limits
+
+    ids = [hot(jobs_limits.per_customer).enqueue(3, f"t{i}", 0).id for i in range(6)]
+    assert len({shard_index(i) for i in ids}) == 1
+
+
+def test_the_worker_gives_every_shard_the_first_turn_in_turn(engine):
+    from django_jobs.worker.process import WorkerProcess
+
+    worker = WorkerProcess(queues=["default", "hot"], threads=1, burst=True)
+    rounds = [worker._rotated_queues() for _ in range(2 * SHARDS)]
+    assert all(sorted(r) == sorted(["default", *engine.shards("hot")]) for r in rounds)
+    # The queues take the first turn in turn, and so do the shards within the queue.
+    assert [r[0] == "default" for r in rounds].count(True) == SHARDS
+    first_shards = [next(q for q in r if q.startswith("hot#")) for r in rounds]
+    assert set(first_shards[:SHARDS]) == set(engine.shards("hot"))
+
+
+def test_pause_resume_purge_and_stats_treat_the_shards_as_one_queue(engine, work):
+    import io
+    import json
+
+    from django.core.management import call_command
+
+    from django_jobs import operations
+
+    def cli(*args):
+        out = io.StringIO()
+        call_command("jobs", *args, stdout=out, stderr=io.StringIO())
+        return out.getvalue()
+
+    for i in range(8):
+        hot(jobs.add).enqueue(i, i)
+    cli("pause", "hot")
+    assert all(engine.is_paused(s) for s in engine.shards("hot"))
+    stats = json.loads(cli("stats", "hot", "--json"))
+    assert stats["hot"]["paused"] is True and stats["hot"]["waiting"] == 8
+    assert work(["hot"]) == 0
+    operations.resume("hot")
+    assert not any(engine.is_paused(s) for s in engine.shards("hot"))
+    assert work(["hot"]) == 8
+    listed = json.loads(cli("list", "hot", "--state", "completed", "--json"))
+    assert len(listed["jobs"]) == 8 and listed["total"] == 8
+    cli("purge", "hot", "--state", "completed", "--yes")
+    assert engine.counts("hot")["completed"] == 0
+    assert all(engine.counts(s)["completed"] == 0 for s in engine.shards("hot"))
+
+
+def test_operations_by_id_find_the_job_on_its_shard(engine, work):
+    import io
+
+    from django.core.management import call_command
+
+    waiting = [hot(jobs.add).using(delay=60).enqueue(i, 0) for i in range(SHARDS)]
+    assert {shard_index(r.id) for r in waiting} == set(range(SHARDS))
+    for result in waiting:
+        assert result.cancel() == "cancelled"
+        assert jobs.add.get_result(result.id).state == "cancelled"
+    out = io.StringIO()
+    call_command("jobs", "retry", waiting[1].id, "--yes", stdout=out, stderr=io.StringIO())
+    call_command("jobs", "show", waiting[2].id, stdout=out, stderr=io.StringIO())
+    assert waiting[2].id in out.getvalue()
+    assert jobs.add.get_result(waiting[1].id).state == "waiting"
+    failed = hot(jobs.always_fails).enqueue()
+    work(["hot"])
+    assert jobs.always_fails.get_result(failed.id).state == "failed"
+    from django_jobs import operations
+
+    assert operations.retry([failed.id], queue="hot").done_count == 1
+    work(["hot"])
+    assert failed.wait(timeout=5).state == "failed"
+    assert jobs.always_fails.get_result(failed.id).earlier_errors  # it ran again after the retry
+
+
+@pytest.mark.single_server("settings checks do not depend on the server")
+@pytest.mark.parametrize(
+    ("options", "check_id"),
+    [
+        ({"SHARDS": 0}, "django_jobs.E004"),
+        ({"SHARDS": "4"}, "django_jobs.E004"),
+        ({"SHARDS": True}, "django_jobs.E004"),
+        ({"SHARDS": 4, "RATE_LIMIT": "10/s"}, "django_jobs.E040"),
+        ({"SHARDS": 4, "CONCURRENCY": 2}, "django_jobs.E040"),
+    ],
+)
+def test_bad_shards_settings_are_check_errors_not_tracebacks(jobs_settings, options, check_id):
+    from django_jobs.checks import _queue_errors
+    from django_jobs.conf import SettingError, build_settings
+
+    errors = _queue_errors({"default": {}, "hot2": options})
+    assert [e.id for e in errors] == [check_id]
+    assert "hot2" in errors[0].msg and errors[0].hint
+    with pytest.raises(SettingError):
+        build_settings({**jobs_settings, "QUEUES": {"hot2": options}})
+
+
+@pytest.mark.single_server("the refusals happen before Redis is asked")
+def test_what_cannot_hold_across_shards_is_refused(engine):
+    from django_jobs.compat import InvalidTask
+    from django_jobs.exceptions import ConfigurationError
+    from django_jobs.limits import set_queue_limits, shard_problem
+    from tests.testapp import jobs_limits
+
+    with pytest.raises(InvalidTask, match="unique key decides the shard"):
+        hot(jobs_limits.sync_account).using(shard_key="x").enqueue(1)
+    assert shard_problem(hot(jobs_limits.sync_account), SHARDS) is None
+    with pytest.raises(ConfigurationError, match="SHARDS=4"):
+        set_queue_limits("hot", concurrency=3)
+    with pytest.raises(ConfigurationError, match="hot#0"):
+        from django_jobs.events import QueueEvents
+
+        QueueEvents("hot")
