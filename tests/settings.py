@@ -74,6 +74,9 @@ DJANGO_JOBS: dict[str, Any] = {
     "MAX_JOBS_PER_CHILD": os.environ.get("DJJ_MAX_JOBS_PER_CHILD"),
     "IMPORT_MODULES": ["tests.testapp.jobs_chaos", "tests.testapp.jobs_docs", "tests.testapp.jobs_lua", "tests.testapp.jobs_flows", "tests.testapp.jobs_timeouts", "tests.testapp.jobs_limits", "tests.testapp.jobs_contract"],
 }
+# Worker subprocesses of tests of a sharded queue (tests/chaos/test_shards.py).
+if os.environ.get("DJJ_SHARDS"):
+    DJANGO_JOBS["QUEUES"]["hot"] = {"SHARDS": int(os.environ["DJJ_SHARDS"])}
 # Worker subprocesses of tests against a Sentinel group or a Redis Cluster (tests/conftest.py).
 if os.environ.get("DJJ_CLUSTER"):
     DJANGO_JOBS["CLUSTER"] = True

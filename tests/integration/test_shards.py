@@ -186,3 +186,27 @@ def test_what_cannot_hold_across_shards_is_refused(engine):
         from django_jobs.events import QueueEvents
 
         QueueEvents("hot")
+
+
+@pytest.mark.db
+@pytest.mark.django_db(transaction=True)
+def test_the_admin_mirror_and_metrics_show_the_shards_as_one_queue(engine, work, admin_client):
+    from django.urls import reverse
+
+    from django_jobs import mirror
+    from django_jobs.metrics import QueueCollector
+    from django_jobs.models import JobRecord
+
+    done = [hot(jobs.add).enqueue(i, 1) for i in range(8)]
+    work(["hot"])
+    waiting = [hot(jobs.add).enqueue(i, 2) for i in range(5)]
+    page = admin_client.get(reverse("admin:django_jobs_queues")).content.decode()
+    assert "hot" in page and "hot#" not in page
+    assert mirror.mirror_once() == 13
+    rows = JobRecord.objects.filter(queue="hot")
+    assert {r.job_id: r.state for r in rows} == {**{r.id: "completed" for r in done}, **{r.id: "waiting" for r in waiting}}
+    assert not JobRecord.objects.filter(queue__contains="#").exists()
+    assert mirror.resync(["hot"]) == 13
+    assert JobRecord.objects.filter(queue="hot").count() == 13
+    depth = {tuple(s.labels.values()): s.value for s in next(iter(QueueCollector(["hot"]).collect())).samples}
+    assert depth[("hot", "completed")] == 8 and depth[("hot", "waiting")] == 5
