@@ -27,6 +27,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="also measure the database mirror (SQLite file): drain with and without it, lag at ~1,000 jobs/s")
     parser.add_argument("--mirror-only", action="store_true", help="with --mirror: run only the mirror phase")
     parser.add_argument("--mirror-rate", type=int, default=1000, help="jobs/s of the mirror lag phase (default 1,000)")
+    parser.add_argument("--queue-shards", type=int, metavar="N",
+                        help="only the sharded-queue phase: drain the queue unsharded, then with SHARDS=N "
+                        "(docs/scaling.md#sharded-queues): drain rate and Redis CPU per job")
     peers.add_arguments(parser)
     args = parser.parse_args(argv)
     if args.peers and args.quick:

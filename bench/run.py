@@ -280,6 +280,8 @@ class Bench:
         self.workers: Workers | None = None
         self.report = Report()
         self.r: redis.Redis | None = None
+        #: SHARDS of the queue in the current phase (--queue-shards).
+        self.shards = 1
 
     # -- setup --------------------------------------------------------------------------
 
@@ -294,6 +296,7 @@ class Bench:
                 "DJJ_BENCH_KEEP_COMPLETED": keep_completed,
                 "DJJ_BENCH_DJANGO_TASKS_LOGGING": "default" if self.args.django_default_logging else "bench",
                 "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")])),
+                "DJJ_BENCH_SHARDS": str(self.shards),
             }
         )
         if self.args.mirror:
@@ -361,13 +364,15 @@ class Bench:
         """Jobs waiting or running in the queue (0 once everything enqueued has finished)."""
         from django_jobs.engine import get_engine
 
-        k = get_engine().keys(QUEUE)
+        engine = get_engine()
         assert self.r is not None
         with self.r.pipeline(transaction=False) as pipe:
-            # ZCOUNT, not ZCARD: no script uses it, so the poller's calls are easy to tell apart.
-            pipe.zcount(k.wait, "-inf", "+inf")
-            pipe.zcount(k.active, "-inf", "+inf")
-            pipe.zcount(k.scheduled, "-inf", "+inf")
+            for shard in engine.shards(QUEUE):  # [QUEUE] unless --queue-shards
+                k = engine.keys(shard)
+                # ZCOUNT, not ZCARD: no script uses it, so the poller's calls are easy to tell apart.
+                pipe.zcount(k.wait, "-inf", "+inf")
+                pipe.zcount(k.active, "-inf", "+inf")
+                pipe.zcount(k.scheduled, "-inf", "+inf")
             return sum(pipe.execute())
 
     # -- phases -------------------------------------------------------------------------
@@ -601,6 +606,29 @@ class Bench:
         self.report.add("mirror lag p99", percentile(lags, 99), "ms", 1000, higher_is_better=False,
                         note=f"max {max(lags):.0f} ms")
 
+    def phase_shards(self) -> None:
+        """Drain no-op jobs from the queue unsharded, then spread over ``--queue-shards`` shards."""
+        from django.conf import settings
+        from django.test import override_settings
+
+        from bench.jobs import noop
+
+        p, t, n = self.args.processes, self.args.threads, self.args.queue_shards
+        print(f"shards: drain {self.n_drain:,} no-op jobs from one queue, unsharded then SHARDS={n}", flush=True)
+        for shards in (1, n):
+            self.shards = shards
+            self.flush()
+            queues = {QUEUE: {"SHARDS": shards}}
+            with override_settings(DJANGO_JOBS={**settings.DJANGO_JOBS, "QUEUES": queues}):
+                self.start_workers("1000000")
+                rate, per = self._timed_drain(noop, self.n_drain, 120, label=f"no-op drain, SHARDS={shards}")
+                self.stop_workers()
+            self.report.add(f"drain, no-op, SHARDS={shards} ({p} x {t})", rate, "jobs/s", note=f"{per['elapsed']:.2f} s")
+            self.report.add("  Redis CPU per no-op job", per["redis_cpu_us"], "us", note="INFO cpu")
+            self.report.add("  worker CPU per no-op job", per["worker_cpu_us"], "us", note="both processes, user+sys")
+            self.report.add("  Redis round trips per no-op job", per["round_trips"], "calls", note=f"EVALSHA {per['evalsha']:.3f} + BLPOP")
+        self.shards = 1
+
     def run(self) -> int:
         try:
             self.setup()
@@ -610,6 +638,8 @@ class Bench:
                 phases.append(self.phase_retention)
             if self.args.mirror:
                 phases = [self.phase_mirror] if self.args.mirror_only else [*phases, self.phase_mirror]
+            if self.args.queue_shards:
+                phases = [self.phase_shards]
             for phase in phases:
                 try:
                     phase()

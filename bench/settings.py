@@ -11,7 +11,8 @@
   unconfigured project pays;
 * ``DJJ_BENCH_KEEP_COMPLETED``: completed jobs kept (``default`` = the library default, 10,000;
   ``none`` = ``{"AGE": 0}``, fire-and-forget: nothing kept, as ``--peers`` runs it);
-* ``DJJ_BENCH_DB``: the SQLite file of the database mirror (``--mirror``; default in memory).
+* ``DJJ_BENCH_DB``: the SQLite file of the database mirror (``--mirror``; default in memory);
+* ``DJJ_BENCH_SHARDS``: ``SHARDS`` of the ``default`` queue (``--queue-shards``; default 1).
 """
 
 import os
@@ -39,6 +40,7 @@ DJANGO_JOBS = {
     "REDIS_URL": os.environ.get("DJJ_BENCH_REDIS_URL", "redis://127.0.0.1:1/0"),
     "PREFIX": os.environ.get("DJJ_BENCH_PREFIX", "bench"),
     "IMPORT_MODULES": ["bench.jobs"],
+    "QUEUES": {"default": {"SHARDS": int(os.environ.get("DJJ_BENCH_SHARDS", "1"))}},
 }
 _keep = os.environ.get("DJJ_BENCH_KEEP_COMPLETED", "default")
 if _keep == "none":

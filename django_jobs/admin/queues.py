@@ -121,7 +121,7 @@ def _limits_text(limits: Any) -> str:
 
 def _set_limits(request: HttpRequest, queue: str) -> None:
     """Apply the limits form of ``queue`` (empty field: no limit) or say what is wrong with it."""
-    from django_jobs.exceptions import InvalidJob
+    from django_jobs.exceptions import ConfigurationError, InvalidJob
     from django_jobs.limits import set_queue_limits
 
     rate_text = request.POST.get("rate", "").strip()
@@ -135,7 +135,7 @@ def _set_limits(request: HttpRequest, queue: str) -> None:
             return
     try:
         now = set_queue_limits(queue, rate=rate_text or None, concurrency=concurrency)
-    except InvalidJob as exc:
+    except (InvalidJob, ConfigurationError) as exc:  # ConfigurationError: a sharded queue (docs/scaling.md)
         messages.error(request, f"{exc} Nothing was changed.")
         return
     messages.success(request, f"Queue {queue!r} now has {_limits_text(now)}, on every worker, until the limits are reset to the settings.")

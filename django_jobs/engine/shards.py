@@ -315,8 +315,8 @@ class Sharding(Transitions, Reads, Control, Streams):
         super().set_queue_limits(queue, rate=rate, concurrency=concurrency)
 
     def reset_queue_limits(self, queue: str) -> None:
-        self._refuse_limits(queue)
-        super().reset_queue_limits(queue)
+        if self.shard_count(queue) == 1:  # a sharded queue has no override to drop (they are refused)
+            super().reset_queue_limits(queue)
 
     def _refuse_limits(self, queue: str) -> None:
         n = self.shard_count(queue)
