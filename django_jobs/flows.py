@@ -94,7 +94,13 @@ class Flow:
         for index, (_node, parent_index) in enumerate(nodes):
             if parent_index >= 0:
                 children_of[parent_index].append(index)
+        import os
+
+        from django_jobs.backends import new_job_id
+
         prepared: list[tuple[Any, JobResult]] = []
+        engine = get_engine()
+        flow_key = f"flow:{os.urandom(8).hex()}"  # the jobs of a sharded queue share one shard (one slot)
         for node, _parent_index in nodes:
             sig = node.job
             _check_arguments(sig, has_children=bool(node.children))
@@ -102,7 +108,8 @@ class Flow:
             if backend is None:
                 used = type(sig.task.get_backend()).__name__
                 raise InvalidJob(f"Flows need django_jobs' backend; {sig.task.module_path!r} uses {used}.")
-            new, result = backend._prepare(sig.task, sig.args, sig.kwargs)
+            placed = engine.place(sig.task.queue_name, new_job_id(), flow_key) if engine.shard_count(sig.task.queue_name) > 1 else None
+            new, result = backend._prepare(sig.task, sig.args, sig.kwargs, placed)
             if node.children and (new.run_at_ms or new.delay_ms):
                 raise InvalidJob(
                     f"{sig.task.module_path!r} has children, so it runs when they are done: it cannot also have "
@@ -112,7 +119,6 @@ class Flow:
                 new = replace(new, data=decode_payload(new.data).with_options(cr=sig.receives))
             prepared.append((new, result))
         cid = prepared[0][0].correlation_id
-        engine = get_engine()
         rows: list[FlowJob] = []
         for index, (node, parent_index) in enumerate(nodes):
             new, result = prepared[index]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from django.test import override_settings
 
+from django_jobs import job
 from django_jobs.compat import TaskResultStatus
 from tests.testapp import jobs
 
@@ -12,6 +13,12 @@ from tests.testapp import jobs
 pytestmark = pytest.mark.parametrize("topology", ["server", "cluster"], indirect=True)
 
 SHARDS = 4
+
+
+@job(unique_key="a:{x}", limit_key="b:{x}", limit_concurrency=1)
+def two_keys(x: int) -> int:
+    """A unique key and a different limit key: cannot hold on a sharded queue (E041)."""
+    return x
 
 
 @pytest.fixture(autouse=True)
@@ -210,3 +217,31 @@ def test_the_admin_mirror_and_metrics_show_the_shards_as_one_queue(engine, work,
     assert JobRecord.objects.filter(queue="hot").count() == 13
     depth = {tuple(s.labels.values()): s.value for s in next(iter(QueueCollector(["hot"]).collect())).samples}
     assert depth[("hot", "completed")] == 8 and depth[("hot", "waiting")] == 5
+
+
+def test_a_flow_on_a_sharded_queue_keeps_its_jobs_on_one_shard_and_runs(engine, work):
+    from django_jobs.flows import Flow
+
+    for _ in range(SHARDS):  # each flow on a shard of its own choosing; on a cluster, one slot each
+        flow = Flow(hot(jobs.add).s(1, 2), children=[hot(jobs.add).s(3, 4), hot(jobs.add).s(5, 6)]).enqueue()
+        ids = [flow.id, *(child.id for child in flow.children)]
+        assert len({shard_index(i) for i in ids}) == 1
+    work(["hot"])
+    assert flow.wait(timeout=5).return_value == 3
+    assert jobs.add.get_result(flow.children[1].id).return_value == 11
+    assert engine.counts("hot")["completed"] == 3 * SHARDS
+
+
+@pytest.mark.single_server("the check reads no server")
+def test_the_check_names_a_declared_job_whose_keys_cannot_hold_on_its_sharded_queue(jobs_settings):
+    from django_jobs.checks import check_job_queues
+    from django_jobs.compat import InvalidTask
+
+    assert not [e for e in check_job_queues() if "two_keys" in e.msg]  # default is not sharded
+    queues = {**jobs_settings["QUEUES"], "default": {"SHARDS": 2}}
+    with override_settings(DJANGO_JOBS={**jobs_settings, "QUEUES": queues}):
+        errors = [e for e in check_job_queues() if "two_keys" in e.msg]
+        assert [e.id for e in errors] == ["django_jobs.E041"]
+        assert "unique key and a per-key limit" in errors[0].msg and errors[0].hint
+        with pytest.raises(InvalidTask, match="unique key and a per-key limit"):
+            two_keys.enqueue(1)
