@@ -101,6 +101,7 @@ def _queues_page(request: HttpRequest, engine: Any, names: list[str], confirm_pa
             "cells": [(state, counts.get(state, 0)) for state in QUEUE_STATES],
             "paused": paused,
             "limits": queue_limits(queue),
+            "shards": engine.shard_count(queue),  # SHARDS (docs/scaling.md#sharded-queues): no limits form
             "health": health,
             "oldest": age_label(health["oldest_age"]),
         })

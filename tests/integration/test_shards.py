@@ -209,6 +209,7 @@ def test_the_admin_mirror_and_metrics_show_the_shards_as_one_queue(engine, work,
     waiting = [hot(jobs.add).enqueue(i, 2) for i in range(5)]
     page = admin_client.get(reverse("admin:django_jobs_queues")).content.decode()
     assert "hot" in page and "hot#" not in page
+    assert f"{SHARDS} shards" in page  # in place of the limits form
     assert mirror.mirror_once() == 13
     rows = JobRecord.objects.filter(queue="hot")
     assert {r.job_id: r.state for r in rows} == {**{r.id: "completed" for r in done}, **{r.id: "waiting" for r in waiting}}
