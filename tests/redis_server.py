@@ -448,6 +448,30 @@ class ClusterGroup:
                 continue
         return None
 
+    def slot_replicas(self, key: str) -> list[int]:
+        """The ports of the live replicas of ``key``'s primary (each replica says whom it follows)."""
+        primary = self.slot_owner(key)
+        found = []
+        for node in self.nodes:
+            if not node.alive() or node.port == primary:
+                continue
+            try:
+                with self.node_client(node) as c:
+                    info = c.info("replication")
+            except redis.RedisError:
+                continue
+            if info.get("role") == "slave" and int(info.get("master_port", 0)) == primary:
+                found.append(node.port)
+        return found
+
+    def replica_exists(self, port: int, key: str) -> bool:
+        """Whether the replica at ``port`` holds ``key`` (READONLY: a replica answers reads of its slots)."""
+        with self.node_client(next(n for n in self.nodes if n.port == port)) as c:
+            with c.pipeline(transaction=False) as pipe:
+                pipe.execute_command("READONLY")
+                pipe.exists(key)
+                return bool(pipe.execute()[1])
+
     def kill_primary(self, key: str) -> Process:
         """SIGKILL the primary that serves ``key``; return it (still dead)."""
         port = self.slot_owner(key)
@@ -488,8 +512,10 @@ class ClusterGroup:
             node.stop(signal.SIGKILL)
 
 
-def migrate_slot(group: ClusterGroup, key: str, *, batch: int = 20, pause: float = 0.01) -> tuple[int, int]:
-    """Move ``key``'s slot to another primary while clients use it (MIGRATING/IMPORTING, MIGRATE in batches).
+def migrate_slot(
+    group: ClusterGroup, key: str, *, batch: int = 20, pause: float = 0.01, to: int | None = None
+) -> tuple[int, int]:
+    """Move ``key``'s slot to another primary (``to``: its port) while clients use it (MIGRATING/IMPORTING, MIGRATE in batches).
 
     Returns (old primary port, new primary port).
     """
@@ -499,7 +525,7 @@ def migrate_slot(group: ClusterGroup, key: str, *, batch: int = 20, pause: float
     clients = {n.port: group.node_client(n) for n in group.nodes if n.alive()}
     ids = {port: c.execute_command("CLUSTER", "MYID") for port, c in clients.items()}
     primaries = [p for p, c in clients.items() if c.info("replication")["role"] == "master"]
-    target_port = next(p for p in primaries if p != source_port)
+    target_port = to if to is not None else next(p for p in primaries if p != source_port)
     source, target = clients[source_port], clients[target_port]
     target.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[source_port])
     source.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[target_port])

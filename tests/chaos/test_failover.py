@@ -164,6 +164,14 @@ def test_cluster_primary_killed_under_load_loses_only_unreplicated_enqueues(chao
     assert result["acknowledged"] > RATE * KILL_AFTER / 2 and result["enqueue_back_s"] is not None, result
 
 
+@CLUSTER
+def test_cluster_primary_killed_with_enqueue_wait_loses_no_acknowledged_enqueue(chaos, group, jobs_settings):
+    """ENQUEUE_WAIT on a cluster: the script and WAIT share the slot's primary connection; an
+    acknowledged job is on the replica that the kill promotes."""
+    result = failover_run(chaos, group, jobs_settings, enqueue_wait={"REPLICAS": 1, "TIMEOUT": 1.0})
+    assert result["lost"] == 0, result
+    assert result["acknowledged"] > RATE * KILL_AFTER / 4 and result["enqueue_back_s"] is not None, result
+
 
 @CLUSTER
 def test_moving_a_queues_slot_to_another_primary_while_its_jobs_run_loses_nothing(chaos, cluster_group, jobs_settings):
