@@ -184,7 +184,7 @@ def failure_hint(exc: BaseException, *, tls: bool, where: str) -> str | None:
     ``exc`` is the error (its causes are read too), ``tls`` whether the client spoke TLS (``rediss://``
     or ``ssl``), ``where`` the setting to fix. None: nothing more specific than "does not answer".
     """
-    texts = []
+    texts: list[str] = []
     seen: BaseException | None = exc
     while seen is not None and len(texts) < 5:
         texts.append(str(seen).lower())
