@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import sys
 import time
 from itertools import cycle
@@ -33,6 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.run import CLK_TCK, ROOT, PhaseTimeout, Workers, cpu_ticks, fmt, wait_for
+
+#: Seconds the primaries' CPU is measured with the workers idle, before the drain.
+IDLE_WINDOW = 2.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -212,6 +216,12 @@ class ClusterBench:
         except PhaseTimeout:
             print(self.workers.log.read_text()[-3000:], file=sys.stderr)
             raise
+        # What the primaries spend with idle workers (cluster bus, serverCron, the workers' and the
+        # supervisor's periodic calls): subtracted from the drain's CPU for the net figure.
+        idle0, t_idle = cpu_by_node(self.nodes), time.perf_counter()
+        time.sleep(IDLE_WINDOW)
+        idle1, idle_s = cpu_by_node(self.nodes), time.perf_counter() - t_idle
+        background = {name: (idle1[name] - idle0[name]) / idle_s for name in self.nodes}  # CPU s per s
         print(f"drain: {self.n_drain:,} no-op jobs over {len(self.queues)} queues, runworkers {p} x {t}", flush=True)
         for q in self.queues:
             engine.pause(q)
@@ -237,9 +247,12 @@ class ClusterBench:
         failed = sum(engine.counts(q)["failed"] for q in self.queues)
         if failed:
             raise RuntimeError(f"{failed} job(s) failed during the drain: see {self.workers.log}")
+        net = {name: max(0.0, by_node[name] - background[name] * elapsed / total * 1e6) for name in self.nodes}
         self.results.update(
             drain_rate=total / elapsed, drain_s=elapsed, drained=total,
             redis_cpu_us_per_job=sum(by_node.values()), redis_cpu_us_per_job_by_node=by_node,
+            redis_idle_cpu_percent_by_node={name: v * 100 for name, v in background.items()},
+            redis_cpu_us_per_job_net=sum(net.values()), redis_cpu_us_per_job_net_by_node=net,
             worker_cpu_us_per_job=worker_cpu / total * 1e6,
         )
         self.workers.stop()
@@ -256,6 +269,9 @@ class ClusterBench:
             (f"drain, no-op ({r.get('workers')})", r.get("drain_rate"), f"jobs/s ({r.get('drained', 0):,} jobs)"),
             ("Redis CPU per job, all primaries", r.get("redis_cpu_us_per_job"), "us"),
             ("Redis CPU per job, busiest primary", busiest, "us"),
+            ("Redis CPU per job, all primaries, net of idle", r.get("redis_cpu_us_per_job_net"), "us"),
+            ("Redis idle CPU, per primary (mean)", statistics.mean(r.get("redis_idle_cpu_percent_by_node", {0: 0}).values()),
+             "% of a core, workers idle"),
             ("worker CPU per job", r.get("worker_cpu_us_per_job"), "us"),
             ("Redis memory per waiting job", r.get("memory_bytes_per_waiting_job"), "bytes"),
         ]
