@@ -67,6 +67,15 @@ def memory_used(nodes: list[Any]) -> int:
     return sum(int(n.info("memory")["used_memory"]) for n in nodes)
 
 
+def calls(nodes: dict[str, Any]) -> dict[str, int]:
+    """Commands called on all ``nodes`` together, by name (INFO commandstats; scripts' own commands included)."""
+    out: dict[str, int] = {}
+    for node in nodes.values():
+        for name, v in node.info("commandstats").items():
+            out[name.removeprefix("cmdstat_")] = out.get(name.removeprefix("cmdstat_"), 0) + int(v["calls"])
+    return out
+
+
 def cpu_by_node(nodes: dict[str, Any]) -> dict[str, float]:
     out = {}
     for name, node in nodes.items():
@@ -236,12 +245,15 @@ class ClusterBench:
         pids = self.workers.children()
         worker0 = {pid: cpu_ticks(pid) for pid in pids}
         redis0 = cpu_by_node(self.nodes)
+        calls0 = calls(self.nodes)
         t0 = time.perf_counter()
         for q in self.queues:
             engine.resume(q)
         wait_for(lambda: self.pending() == 0, 300, f"{total:,} jobs to finish", 0.05)
         elapsed = time.perf_counter() - t0
         redis1 = cpu_by_node(self.nodes)
+        calls1 = calls(self.nodes)
+        per_job_calls = {name: (c - calls0.get(name, 0)) / total for name, c in calls1.items() if c > calls0.get(name, 0)}
         worker_cpu = sum(cpu_ticks(pid) - worker0[pid] for pid in pids) / CLK_TCK
         by_node = {name: (redis1[name] - redis0[name]) / total * 1e6 for name in self.nodes}
         failed = sum(engine.counts(q)["failed"] for q in self.queues)
@@ -254,6 +266,8 @@ class ClusterBench:
             redis_idle_cpu_percent_by_node={name: v * 100 for name, v in background.items()},
             redis_cpu_us_per_job_net=sum(net.values()), redis_cpu_us_per_job_net_by_node=net,
             worker_cpu_us_per_job=worker_cpu / total * 1e6,
+            # EVALSHA: script calls of the workers (and the bench's counts polls, a few per 50 ms).
+            script_calls_per_job=per_job_calls.get("evalsha", 0.0), commands_per_job=per_job_calls,
         )
         self.workers.stop()
         self.workers = None
@@ -273,6 +287,7 @@ class ClusterBench:
             ("Redis idle CPU, per primary (mean)", statistics.mean(r.get("redis_idle_cpu_percent_by_node", {0: 0}).values()),
              "% of a core, workers idle"),
             ("worker CPU per job", r.get("worker_cpu_us_per_job"), "us"),
+            ("script calls (EVALSHA) per job", r.get("script_calls_per_job"), "calls, all primaries"),
             ("Redis memory per waiting job", r.get("memory_bytes_per_waiting_job"), "bytes"),
         ]
         print()
