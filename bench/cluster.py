@@ -190,10 +190,12 @@ class ClusterBench:
         print(f"enqueue: {n:,} enqueue() calls round robin over {len(tasks)} queues, then enqueue_many x 1,000",
               flush=True)
         turn = cycle(tasks)
+        cpu0 = sum(cpu_by_node(self.nodes).values())
         t0 = time.perf_counter()
         for _ in range(n):
             next(turn).enqueue()
         self.results["enqueue_rate"] = n / (time.perf_counter() - t0)
+        self.results["redis_cpu_us_per_enqueue"] = (sum(cpu_by_node(self.nodes).values()) - cpu0) / n * 1e6
         self.flush()
         chunks = max(len(tasks), self.n_drain // 1000)
         t0 = time.perf_counter()
@@ -235,12 +237,14 @@ class ClusterBench:
         for q in self.queues:
             engine.pause(q)
         memory0 = memory_used(list(self.nodes.values()))
+        cpu0 = sum(cpu_by_node(self.nodes).values())
         per_queue = self.n_drain // len(self.queues)
         for q in self.queues:
             task = noop.using(queue_name=q)
             for start in range(0, per_queue, 1000):
                 task.enqueue_many([()] * min(1000, per_queue - start))
         total = per_queue * len(self.queues)
+        self.results["redis_cpu_us_per_bulk_enqueue"] = (sum(cpu_by_node(self.nodes).values()) - cpu0) / total * 1e6
         self.results["memory_bytes_per_waiting_job"] = (memory_used(list(self.nodes.values())) - memory0) / total
         pids = self.workers.children()
         worker0 = {pid: cpu_ticks(pid) for pid in pids}
@@ -281,7 +285,9 @@ class ClusterBench:
             ("enqueue, single (1 thread)", r.get("enqueue_rate"), "jobs/s"),
             ("enqueue, bulk (enqueue_many x 1,000)", r.get("bulk_rate"), "jobs/s"),
             (f"drain, no-op ({r.get('workers')})", r.get("drain_rate"), f"jobs/s ({r.get('drained', 0):,} jobs)"),
-            ("Redis CPU per job, all primaries", r.get("redis_cpu_us_per_job"), "us"),
+            ("Redis CPU per enqueue() (single)", r.get("redis_cpu_us_per_enqueue"), "us"),
+            ("Redis CPU per job, enqueue_many", r.get("redis_cpu_us_per_bulk_enqueue"), "us"),
+            ("Redis CPU per job, all primaries", r.get("redis_cpu_us_per_job"), "us, fetch + settle (the drain)"),
             ("Redis CPU per job, busiest primary", busiest, "us"),
             ("Redis CPU per job, all primaries, net of idle", r.get("redis_cpu_us_per_job_net"), "us"),
             ("Redis idle CPU, per primary (mean)", statistics.mean(r.get("redis_idle_cpu_percent_by_node", {0: 0}).values()),
