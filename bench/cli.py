@@ -1,4 +1,4 @@
-"""The command line of ``python -m bench``: the usual phases (bench/run.py) or ``--peers`` (bench/peers.py)."""
+"""The command line of ``python -m bench``: the usual phases (bench/run.py), ``--peers`` (bench/peers.py) or ``--cluster N`` (bench/cluster.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
-from bench import peers
+from bench import cluster, peers
 from bench.run import Bench
 from bench.run import __doc__ as RUN_DOC
 
@@ -31,6 +31,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="only the sharded-queue phase: drain the queue unsharded, then with SHARDS=N "
                         "(docs/scaling.md#sharded-queues): drain rate and Redis CPU per job")
     peers.add_arguments(parser)
+    cluster.add_arguments(parser)
     args = parser.parse_args(argv)
     if args.peers and args.quick:
         args.jobs, args.latency_jobs = args.jobs // 10, max(20, args.latency_jobs // 10)
@@ -43,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.peers:
         return _with_sigterm(lambda: peers.main(args))
+    if args.cluster:
+        return _with_sigterm(lambda: cluster.main(args))
     bench = Bench(args)
     return _with_sigterm(bench.run)
 

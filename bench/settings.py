@@ -13,6 +13,8 @@
   ``none`` = ``{"AGE": 0}``, fire-and-forget: nothing kept, as ``--peers`` runs it);
 * ``DJJ_BENCH_DB``: the SQLite file of the database mirror (``--mirror``; default in memory);
 * ``DJJ_BENCH_SHARDS``: ``SHARDS`` of the ``default`` queue (``--queue-shards``; default 1).
+* ``DJJ_BENCH_CLUSTER``, ``DJJ_BENCH_QUEUES``: ``--cluster N`` (bench/cluster.py): the URL is a
+  cluster node, and the queues it spread over the primaries.
 """
 
 import os
@@ -42,6 +44,11 @@ DJANGO_JOBS = {
     "IMPORT_MODULES": ["bench.jobs"],
     "QUEUES": {"default": {"SHARDS": int(os.environ.get("DJJ_BENCH_SHARDS", "1"))}},
 }
+# ``python -m bench --cluster N`` (bench/cluster.py): REDIS_URL names one node; the queues it picked.
+if os.environ.get("DJJ_BENCH_CLUSTER"):
+    DJANGO_JOBS["CLUSTER"] = True
+if os.environ.get("DJJ_BENCH_QUEUES"):
+    DJANGO_JOBS["QUEUES"] = {name: {} for name in os.environ["DJJ_BENCH_QUEUES"].split(",")}
 _keep = os.environ.get("DJJ_BENCH_KEEP_COMPLETED", "default")
 if _keep == "none":
     DJANGO_JOBS["KEEP_COMPLETED"] = {"AGE": 0}

@@ -407,11 +407,20 @@ def check_redis_reachable(app_configs: Any = None, **kwargs: Any) -> Messages:
     except RedisUnavailable as exc:
         import redis
 
-        where = "DJANGO_JOBS['REDIS_URL']" if settings.redis_url else f"CACHES[{settings.cache_alias!r}]"
+        from django_jobs.engine.connection import failure_hint, speaks_tls
+
+        if settings.sentinel:
+            where = "DJANGO_JOBS['SENTINEL']"
+        elif isinstance(settings.cluster, list):
+            where = "DJANGO_JOBS['CLUSTER']"
+        else:
+            where = "DJANGO_JOBS['REDIS_URL']" if settings.redis_url else f"CACHES[{settings.cache_alias!r}]"
         if isinstance(exc.__cause__, redis.AuthenticationError):
             hint = f"Redis refused the credentials: check the user and password in {where}."
         else:
-            hint = f"Start Redis or fix {where}: enqueueing and workers fail until it answers."
+            hint = failure_hint(exc, tls=speaks_tls(settings), where=where) or (
+                f"Start Redis or fix {where}: enqueueing and workers fail until it answers."
+            )
         return [checks.Warning(str(exc), hint=hint, id="django_jobs.W001")]
     return []
 

@@ -80,6 +80,10 @@ if os.environ.get("DJJ_SHARDS"):
 # Worker subprocesses of tests against a Sentinel group or a Redis Cluster (tests/conftest.py).
 if os.environ.get("DJJ_CLUSTER"):
     DJANGO_JOBS["CLUSTER"] = True
+if os.environ.get("DJJ_REDIS_OPTIONS"):  # e.g. the CA of the TLS cluster
+    import json as _json
+
+    DJANGO_JOBS["REDIS_OPTIONS"] = _json.loads(os.environ["DJJ_REDIS_OPTIONS"])
 if os.environ.get("DJJ_SENTINEL"):
     import json as _json
 

@@ -209,7 +209,7 @@ def build_settings(raw: Mapping[str, Any]) -> JobsSettings:
         raise error
     error = topology_error(
         redis_url=values["REDIS_URL"], cache_alias=values["CACHE_ALIAS"], sentinel=values["SENTINEL"],
-        cluster=values["CLUSTER"], enqueue_wait=values["ENQUEUE_WAIT"],
+        cluster=values["CLUSTER"],
     )
     if error is not None:
         raise error

@@ -140,14 +140,9 @@ def parse_enqueue_wait(key: str, value: Any) -> tuple[int, int] | None:
 
 
 def topology_error(
-    *, redis_url: Any, cache_alias: Any, sentinel: Any, cluster: Any, enqueue_wait: Any = None
+    *, redis_url: Any, cache_alias: Any, sentinel: Any, cluster: Any
 ) -> SettingError | None:
     """Return the error for SENTINEL / CLUSTER combined with a setting they exclude (None when consistent)."""
-    if enqueue_wait and cluster:
-        return _error(
-            "ENQUEUE_WAIT", f"{_label('ENQUEUE_WAIT')} is not supported on a Redis Cluster yet.",
-            "Remove ENQUEUE_WAIT, or set min-replicas-to-write on the cluster's primaries (docs/scaling.md).",
-        )
     if sentinel and cluster:
         return _error(
             "CLUSTER", f"{_label('SENTINEL')} and {_label('CLUSTER')} are both set; a Redis is one or the other.",

@@ -6,6 +6,11 @@ ASK and failovers). What differs from one server:
 
 - :func:`run_script`: EVALSHA through the cluster client (not on a thread-owned connection),
   EVAL when the node has not cached the script (a promoted replica, a new node).
+- :func:`run_script_and_wait`: ENQUEUE_WAIT on a cluster. ``WAIT`` counts the replicas that
+  acknowledged the writes *of its own connection*, so the script call and the ``WAIT`` go in one
+  non-transactional pipeline on the own client of the node that owns the slot; ``MOVED``,
+  ``ASK``, ``TRYAGAIN`` and connection errors are followed here (RedisCluster's own routing would
+  send them on two connections).
 - :class:`ClusterWaiter`: a worker serving queues on several slots cannot BLPOP their markers
   in one command (CROSSSLOT). One thread per queue blocks on that queue's marker (no CPU while
   idle) and latches a wake-up flag; :meth:`ClusterWaiter.wait` sleeps on a condition until a
@@ -23,6 +28,7 @@ from typing import Any
 import redis
 from redis.cluster import RedisCluster
 
+from django_jobs.engine.replicas import replica_acks
 from django_jobs.exceptions import RedisUnavailable
 
 logger = logging.getLogger("django_jobs.engine")
@@ -51,6 +57,92 @@ def run_script(client: Any, script: Any, keys: Sequence[str], args: Sequence[Any
             return client.eval(script.script, len(keys), *keys, *args)
     except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ClusterError) as exc:
         raise RedisUnavailable(f"Cannot reach Redis at {target}: {exc}") from exc
+
+
+#: Attempts of an ENQUEUE_WAIT script call (redirects, TRYAGAIN, a node that died) before RedisUnavailable.
+WAIT_ATTEMPTS = 16
+#: Seconds before the next attempt after TRYAGAIN or a connection error (doubled each time, at most 1 s).
+WAIT_PAUSE = 0.05
+
+
+def run_script_and_wait(
+    client: Any, script: Any, keys: Sequence[str], args: Sequence[Any], target: str, wait: tuple[int, int]
+) -> Any:
+    """Call a registered script and ``WAIT replicas timeout`` on one connection to the slot's primary.
+
+    Returns the script's reply; logs when fewer replicas than asked acknowledged (the job is
+    enqueued on the primary all the same, see :func:`~django_jobs.engine.replicas.replica_acks`).
+    The call is replay-safe, so sending it again after a redirect or a lost connection is safe.
+
+    Raises:
+        RedisUnavailable: no primary answered for the slot after :data:`WAIT_ATTEMPTS` attempts.
+        redis.ResponseError: the script's own error (e.g. OOM).
+    """
+    if not keys:
+        raise ValueError("On a Redis Cluster every script call needs a key: it routes the call to a slot.")
+    node: Any = None  # None: the slot's primary in the slot map; else the node an ASK named
+    asking = False
+    source = False  # EVAL (the node lacks the script) instead of EVALSHA
+    pause = WAIT_PAUSE
+    last: Exception | None = None
+    for _attempt in range(WAIT_ATTEMPTS):
+        try:
+            found = node if node is not None else client.get_node_from_key(keys[0])
+            with client.get_redis_connection(found).pipeline(transaction=False) as pipe:
+                if asking:
+                    pipe.execute_command("ASKING")
+                if source:
+                    pipe.execute_command("EVAL", script.script, len(keys), *keys, *args)
+                else:
+                    pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                pipe.execute_command("WAIT", *wait)
+                replies = pipe.execute(raise_on_error=False)
+        except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.RedisClusterException) as exc:
+            if isinstance(exc, redis.AuthenticationError):
+                raise
+            last = exc  # the primary died: re-read the slot map (a replica is promoted) and try again
+            node, asking = None, False
+            time.sleep(pause)
+            pause = min(1.0, pause * 2)
+            _refresh(client)
+            continue
+        reply, acked = replies[-2], replies[-1]
+        if isinstance(reply, redis.exceptions.AskError) and not isinstance(reply, redis.exceptions.MovedError):
+            node = client.get_node(reply.host or found.host, reply.port)
+            if node is None:
+                _refresh(client)
+            asking = node is not None
+            last = reply
+            continue
+        node, asking = None, False
+        if isinstance(reply, redis.exceptions.MovedError):
+            last = reply
+            _refresh(client)
+            continue
+        if isinstance(reply, (redis.exceptions.TryAgainError, redis.exceptions.ClusterDownError)):
+            last = reply
+            time.sleep(pause)
+            pause = min(1.0, pause * 2)
+            continue
+        if isinstance(reply, redis.exceptions.NoScriptError):
+            source = True  # a promoted replica or a new node: send the source once (it is cached then)
+            last = reply
+            continue
+        if isinstance(reply, Exception):
+            raise reply
+        if isinstance(acked, Exception):
+            raise acked
+        replica_acks(acked, wait)
+        return reply
+    raise RedisUnavailable(f"Cannot reach Redis at {target}: {last}")
+
+
+def _refresh(client: Any) -> None:
+    """Re-read the cluster's slot map (a failover or a resharding moved the slot)."""
+    try:
+        client.nodes_manager.initialize()
+    except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:
+        logger.debug("re-reading the slot map failed (%s); retrying", exc)
 
 
 #: Seconds between two reads of the events streams while the mirror waits on a cluster.

@@ -168,6 +168,57 @@ def credentials_refused(exc: BaseException) -> bool:
     return isinstance(cause, redis.ResponseError) and str(cause).split(" ", 1)[0] in ("WRONGPASS", "NOAUTH", "NOPERM")
 
 
+#: Words of the errors Redis (or redis-py) gives when it refuses the credentials.
+_CREDENTIAL_WORDS = ("wrongpass", "invalid username-password", "noauth", "authentication required",
+                     "hello must be called with the client already authenticated", "invalid password", "noperm")
+#: Words of a plain connection that a TLS-only server hangs up on.
+_PLAIN_TO_TLS_WORDS = ("connection reset by peer", "connection closed by server", "unexpected eof", "protocol error")
+#: Words of a TLS handshake with a server that does not speak TLS.
+_TLS_TO_PLAIN_WORDS = ("wrong version number", "timeout connecting", "record layer failure", "eof occurred in violation",
+                       "packet length too long", "unknown protocol")
+
+
+def failure_hint(exc: BaseException, *, tls: bool, where: str) -> str | None:
+    """Say what a failed connection most likely means: refused credentials, an untrusted certificate, TLS mismatch.
+
+    ``exc`` is the error (its causes are read too), ``tls`` whether the client spoke TLS (``rediss://``
+    or ``ssl``), ``where`` the setting to fix. None: nothing more specific than "does not answer".
+    """
+    texts: list[str] = []
+    seen: BaseException | None = exc
+    while seen is not None and len(texts) < 5:
+        texts.append(str(seen).lower())
+        seen = seen.__cause__ or seen.__context__
+    text = " ".join(texts)
+    if credentials_refused(exc) or any(word in text for word in _CREDENTIAL_WORDS):
+        return (
+            f"Redis refused the credentials: check the user and password in {where} "
+            "(an ACL user goes in the URL as redis://USER:PASSWORD@host:port, or USERNAME / PASSWORD)."
+        )
+    if "certificate verify failed" in text or "certificate_verify_failed" in text:
+        return (
+            "Redis' TLS certificate is not trusted by this machine: set DJANGO_JOBS['REDIS_OPTIONS'] = "
+            "{'ssl_ca_certs': '/path/to/ca.crt'} (the CA that signed it)."
+        )
+    if not tls and any(word in text for word in _PLAIN_TO_TLS_WORDS):
+        return (
+            f"The server hung up on a plain connection, as a TLS-only Redis does: if it expects TLS, "
+            f"use rediss:// in {where}."
+        )
+    if tls and any(word in text for word in _TLS_TO_PLAIN_WORDS):
+        return f"The TLS handshake failed: if this Redis does not use TLS, use redis:// instead of rediss:// in {where}."
+    return None
+
+
+def speaks_tls(settings: JobsSettings) -> bool:
+    """Whether the configured client connects over TLS (a rediss:// URL, or ssl in the options). No I/O."""
+    config = client_config(settings, start_embedded=False)
+    if config is None:
+        return False
+    url, kwargs = config
+    return url.startswith("rediss://") or bool(kwargs.get("ssl")) or kwargs.get("connection_class") is redis.SSLConnection
+
+
 # -- clients ---------------------------------------------------------------------------------
 
 

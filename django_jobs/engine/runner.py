@@ -19,7 +19,7 @@ from typing import Any, cast
 import redis
 
 from django_jobs.conf import JobsSettings
-from django_jobs.engine.cluster import ClusterWaiter, run_script
+from django_jobs.engine.cluster import ClusterWaiter, run_script, run_script_and_wait
 from django_jobs.engine.connection import build_client
 from django_jobs.engine.keys import QueueKeys
 from django_jobs.engine.replicas import ENQUEUE_SCRIPTS, replica_acks, replica_wait
@@ -113,6 +113,8 @@ class ScriptRunner:
         script = self._scripts[name]
         if self._cluster:
             try:
+                if self._enqueue_wait is not None and name in ENQUEUE_SCRIPTS:
+                    return run_script_and_wait(self.client, script, keys, args, self.target, self._enqueue_wait)
                 return run_script(self.client, script, keys, args, self.target)
             except redis.ResponseError as exc:
                 raise self._response_error(exc) from exc

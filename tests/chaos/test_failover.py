@@ -127,8 +127,8 @@ def test_sentinel_failover_with_enqueue_wait_loses_no_acknowledged_enqueue(chaos
     assert result["lost"] == 0, result
 
 
-@SENTINEL
-def test_enqueue_wait_cost_on_a_healthy_group(group, jobs_settings):
+@pytest.mark.parametrize("topology", ["sentinel", "cluster"], indirect=True)
+def test_enqueue_wait_cost_on_a_healthy_group(group, jobs_settings, topology):
     """What ENQUEUE_WAIT costs when the replica is up: enqueue latency with and without it (printed)."""
     from django_jobs.conf import build_settings
     from django_jobs.engine.queue import Engine, NewJob
@@ -153,7 +153,7 @@ def test_enqueue_wait_cost_on_a_healthy_group(group, jobs_settings):
             "p50_ms": round(times[250] * 1000, 3), "p99_ms": round(times[495] * 1000, 3),
             "per_s_one_by_one": round(500 / sum(times)), "bulk_5000_s": round(bulk, 3),
         }
-    print("ENQUEUE_WAIT_COST", json.dumps(measured))
+    print("ENQUEUE_WAIT_COST", topology, json.dumps(measured))
     assert measured["on"]["p50_ms"] >= measured["off"]["p50_ms"] * 0.5  # measured, not skipped
 
 
@@ -163,6 +163,14 @@ def test_cluster_primary_killed_under_load_loses_only_unreplicated_enqueues(chao
     result = failover_run(chaos, group, jobs_settings, enqueue_wait=None)
     assert result["acknowledged"] > RATE * KILL_AFTER / 2 and result["enqueue_back_s"] is not None, result
 
+
+@CLUSTER
+def test_cluster_primary_killed_with_enqueue_wait_loses_no_acknowledged_enqueue(chaos, group, jobs_settings):
+    """ENQUEUE_WAIT on a cluster: the script and WAIT share the slot's primary connection; an
+    acknowledged job is on the replica that the kill promotes."""
+    result = failover_run(chaos, group, jobs_settings, enqueue_wait={"REPLICAS": 1, "TIMEOUT": 1.0})
+    assert result["lost"] == 0, result
+    assert result["acknowledged"] > RATE * KILL_AFTER / 4 and result["enqueue_back_s"] is not None, result
 
 
 @CLUSTER

@@ -65,9 +65,9 @@ def test_enqueue_wait_returns_once_the_replica_holds_the_job(jobs_settings, sent
         engine.close()
 
 
-def test_enqueue_wait_is_refused_on_a_cluster_and_checked():
-    with pytest.raises(ConfigurationError, match="ENQUEUE_WAIT.*not supported on a Redis Cluster"):
-        build_settings({"CLUSTER": ["redis://127.0.0.1:7000"], "ENQUEUE_WAIT": {"REPLICAS": 1, "TIMEOUT": 1}})
+def test_enqueue_wait_is_accepted_on_a_cluster_and_checked():
+    settings = build_settings({"CLUSTER": ["redis://127.0.0.1:7000"], "ENQUEUE_WAIT": {"REPLICAS": 1, "TIMEOUT": 1}})
+    assert settings.enqueue_wait == (1, 1000)
     with pytest.raises(ConfigurationError, match="TIMEOUT"):
         build_settings({"REDIS_URL": "redis://127.0.0.1:6379/0", "ENQUEUE_WAIT": {"REPLICAS": 1, "TIMEOUT": 0}})
 
@@ -84,6 +84,61 @@ def test_cluster_engine_spreads_queues_over_the_primaries(engine, cluster_group)
         engine.enqueue(q, [NewJob(id=f"{q}-1", data="{}")])
     owner = engine.client.get_node_from_key(engine.keys("high").job("high-1"))
     assert engine.client.get_redis_connection(owner).exists(engine.keys("high").job("high-1")) == 1
+
+
+def wait_calls(group, port: int) -> int:
+    """How many WAIT commands the node at ``port`` has served (INFO commandstats)."""
+    with group.node_client(next(n for n in group.nodes if n.port == port)) as c:
+        return int(c.info("commandstats").get("cmdstat_wait", {}).get("calls", 0))
+
+
+@pytest.mark.parametrize("topology", ["cluster"], indirect=True)
+def test_cluster_enqueue_wait_returns_once_the_slots_replica_holds_the_job(jobs_settings, cluster_group, caplog):
+    engine = Engine(build_settings({**jobs_settings, "ENQUEUE_WAIT": {"REPLICAS": 1, "TIMEOUT": 2}}))
+    try:
+        with caplog.at_level(logging.WARNING, logger="django_jobs.engine"):
+            for queue in ("default", "high", "low"):  # on different primaries, each with its own replica
+                key = engine.keys(queue).job(f"{queue}-0")
+                primary = cluster_group.slot_owner(key)
+                (replica,) = cluster_group.slot_replicas(key)
+                before = wait_calls(cluster_group, primary)
+                for i in range(10):
+                    engine.enqueue(queue, [NewJob(id=f"{queue}-{i}", data="{}")])
+                    # WAIT returned: the slot's replica has the job already, with no delay to catch up.
+                    assert cluster_group.replica_exists(replica, engine.keys(queue).job(f"{queue}-{i}")), (queue, i)
+                assert wait_calls(cluster_group, primary) == before + 10  # on the primary that ran the script
+            many = [NewJob(id=f"m{i}", data="{}") for i in range(1200)]
+            assert engine.enqueue_many("default", many, chunk=500) == [1] * 1200
+            (replica,) = cluster_group.slot_replicas(engine.keys("default").wait)
+            assert cluster_group.replica_exists(replica, engine.keys("default").job("m1199"))
+        assert "ENQUEUE_WAIT" not in caplog.text
+        # Asking for more replicas than the slot has: the enqueue still happens, after TIMEOUT, and says so.
+        short = Engine(build_settings({**jobs_settings, "ENQUEUE_WAIT": {"REPLICAS": 2, "TIMEOUT": 0.05}}))
+        with caplog.at_level(logging.WARNING, logger="django_jobs.engine"):
+            assert short.enqueue("high", [NewJob(id="x", data="{}")]) == [1]
+        short.close()
+        assert "1 of 2 replica(s) acknowledged" in caplog.text
+    finally:
+        engine.close()
+
+
+@pytest.mark.parametrize("topology", ["cluster"], indirect=True)
+def test_cluster_enqueue_wait_follows_a_slot_moved_to_another_primary(jobs_settings, cluster_group, caplog):
+    from tests.redis_server import migrate_slot
+
+    engine = Engine(build_settings({**jobs_settings, "ENQUEUE_WAIT": {"REPLICAS": 1, "TIMEOUT": 2}}))
+    try:
+        engine.enqueue("low", [NewJob(id="before", data="{}")])  # the slot map now points at the old primary
+        old, new = migrate_slot(cluster_group, engine.keys("low").wait)
+        with caplog.at_level(logging.WARNING, logger="django_jobs.engine"):
+            engine.enqueue("low", [NewJob(id="after", data="{}")])  # MOVED, followed: script and WAIT on the new one
+        assert "ENQUEUE_WAIT" not in caplog.text
+        (replica,) = cluster_group.slot_replicas(engine.keys("low").wait)
+        assert cluster_group.replica_exists(replica, engine.keys("low").job("after"))
+        assert engine.get_job("low", "before") is not None and engine.get_job("low", "after") is not None
+        migrate_slot(cluster_group, engine.keys("low").wait, to=old)  # leave the cluster as the session had it
+    finally:
+        engine.close()
 
 
 @pytest.mark.parametrize("topology", ["cluster"], indirect=True)
