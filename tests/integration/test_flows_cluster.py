@@ -84,8 +84,8 @@ def test_a_childs_end_waits_in_its_outbox_until_the_relay_delivers_it_once(engin
     assert engine._run("flow_ack", (engine.keys("high").outbox, engine.keys("high").outbox_due), (member, seq + 1)) == 0
     assert engine.relay("high") == 1  # the entry was still there: delivered again (no effect), acknowledged
     assert outboxes(engine) == 0
-    waiting = [e for e in engine.client.xrange(engine.keys("default").events) if e[1].get("job") == handle.id and e[1].get("ev") == "waiting"]
-    assert len(waiting) <= 1
+    waiting = [e for e in engine.client.xrange(engine.keys("default").events) if e[1].get("j") == handle.id and e[1].get("e") == "waiting"]
+    assert len(waiting) == 1  # the parent moved to waiting once
     assert_invariants(engine.client, engine.prefix, QUEUES)
 
 
