@@ -16,13 +16,21 @@ and operator actions (cancel, delete) call it at once for the queue they touched
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import redis
+
+from django_jobs.engine.codes import ScriptCode
 from django_jobs.engine.transitions import Transitions
+
+logger = logging.getLogger("django_jobs.engine")
 
 #: Outbox entries one relay pass reads per queue.
 RELAY_BATCH = 100
+#: The due score of an entry that cannot be delivered: parked after every other, never read again.
+PARKED = 2**52
 
 
 def _text(value: Any) -> str:
@@ -59,7 +67,7 @@ class Relay(Transitions):
     def _relay_base(self, base: str, limit: int, after_deliver: Callable[[], None] | None) -> list[str]:
         """Deliver up to ``limit`` entries of the outbox of queue key base ``base``; return each one's target base."""
         outbox, due = base + "outbox", base + "outbox_due"
-        members = [_text(m) for m in self._call(self.client.zrange, due, 0, limit - 1)]
+        members = [_text(m) for m in self._call(self.client.zrangebyscore, due, "-inf", f"({PARKED}", start=0, num=limit)]
         if not members:
             return []
         entries = self._call(self.client.hmget, outbox, members)
@@ -68,9 +76,18 @@ class Relay(Transitions):
             if raw is None:  # acknowledged by another relay meanwhile
                 continue
             text = _text(raw)
-            entry = json.loads(text)
-            target = entry["b"] + "job:" + (entry["id"] if entry["k"] == "x" else entry["par"])
-            self._run("flow_deliver", (target,), (self.maxlen, text))
+            try:
+                entry = json.loads(text)
+                target = entry["b"] + "job:" + (entry["id"] if entry["k"] == "x" else entry["par"])
+                code = self._run("flow_deliver", (target,), (self.maxlen, text))
+            except (ValueError, KeyError, TypeError, redis.ResponseError) as exc:
+                code, text = ScriptCode.BAD_REQUEST, f"{text} ({exc!r})"
+            if code == ScriptCode.BAD_REQUEST:
+                # Not deliverable (a hand edit, an entry of a newer version): parked for an operator,
+                # the others still go. Connection errors propagate: the next pass retries.
+                logger.error("Flow outbox entry %s of %s cannot be delivered, parked: %s", member, outbox, text)
+                self._call(self.client.zadd, due, {member: PARKED}, xx=True)
+                continue
             if after_deliver is not None:
                 after_deliver()
             self._run("flow_ack", (outbox, due), (member, entry["seq"]))
@@ -78,7 +95,7 @@ class Relay(Transitions):
         return targets
 
     def outbox_size(self, queue: str) -> int:
-        """Return how many flow steps of ``queue`` wait for the relay."""
+        """Return how many flow steps wait in the outbox of ``queue`` (entries parked as undeliverable too)."""
         return int(self._call(self.client.zcard, self.keys(queue).outbox_due))
 
     # Operator actions deliver their flow steps at once (a worker's relay would within a tick).

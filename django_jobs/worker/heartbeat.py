@@ -45,12 +45,12 @@ class Heartbeat(WorkerState):
                     next_recover = now + self.recover_every
                     self._recover()
                     reached = True
-                if self.engine.flow_outbox:
-                    self._relay()  # every tick: the delay a cross-slot flow step waits for
-                    reached = True
                 if now >= next_beat:
                     next_beat = now + 5.0
                     self._beat()
+                    reached = True
+                if self.engine.flow_outbox:
+                    self._relay()  # every tick: the delay a cross-slot flow step waits for
                     reached = True
                 if reached:
                     self._outage.ok()

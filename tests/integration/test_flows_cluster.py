@@ -238,3 +238,21 @@ def test_retrying_a_job_that_failed_a_parent_on_another_slot_is_refused_on_a_clu
     else:
         assert codes[0] == RetryCode.RETRIED  # re-opens the parent in place (docs/flows.md#retrying)
     assert_invariants(engine.client, engine.prefix, QUEUES)
+
+
+def test_an_undeliverable_outbox_entry_is_parked_and_the_others_are_still_delivered(engine, caplog, topology):
+    from django_jobs.engine.queue import Outcome
+    from django_jobs.engine.relay import PARKED
+
+    handle = Flow(jf.gather.s("p"), children=[HIGH.s(1)]).enqueue()
+    k = engine.keys("high")
+    engine.client.hset(k.outbox, "d|nope|bad", '{"k":"?","b":"%s","par":"nope","id":"bad","seq":1}' % engine.keys("default").base)
+    engine.client.zadd(k.outbox_due, {"d|nope|bad": 0})
+    [claimed] = engine.fetch("high", 1, lease_ms=60_000, worker_id="w").jobs
+    engine.settle("high", [Outcome(claimed.id, claimed.token, "c", "1")])
+
+    engine.relay("high")
+
+    assert state(handle.result) == "waiting"
+    assert engine.client.zscore(k.outbox_due, "d|nope|bad") == PARKED and "parked" in caplog.text
+    assert engine.relay("high") == 0 and engine.outbox_size("high") == 1  # not read again
