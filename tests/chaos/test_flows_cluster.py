@@ -66,3 +66,39 @@ def test_a_worker_killed_between_recording_a_childs_end_and_delivering_it_loses_
 
 def test_a_relay_killed_after_delivering_before_acknowledging_applies_each_step_once(chaos, engine, tmp_path):
     run_flows_with_a_crash(chaos, engine, tmp_path, "after_deliver")
+
+
+@pytest.fixture
+def healed(cluster_group):
+    """The cluster, healed after the test (the killed primary rejoins as a replica)."""
+    yield cluster_group
+    cluster_group.heal()
+
+
+def test_the_primary_of_the_childrens_slot_killed_while_they_run_every_parent_still_runs_once(chaos, engine, healed):
+    """SIGKILL the primary of queue high mid-flows: its replica is promoted; settles and outbox
+    entries it had not replicated are lost with the child's end (the child runs again, counted),
+    acknowledgements lost make a second delivery (no effect). Every parent runs exactly once."""
+    import time
+
+    slow = jf.slow_step.using(queue_name="high")
+    handles = [Flow(jf.gather.s(f"p{i}"), children=[slow.s(f"h{i}", 0.1), jf.value.using(queue_name="low").s(i)]).enqueue()
+               for i in range(FLOWS)]
+    time.sleep(1)  # the replicas have the flows (asynchronous replication; the kill tests the steps after)
+    sup = chaos.start("--processes=1", "--threads=4", ready=1, env={"DJJ_LEASE_SECONDS": "2"})
+    chaos.wait_ledger("end", ["h0", "h1"])
+    key = engine.keys("high").wait
+    old = healed.kill_primary(key)
+    healed.wait_failover(old.port, key)
+
+    wait_until(lambda: chaos.counts("end").keys() >= {f"gather:p{i}" for i in range(FLOWS)}, 60, message="every parent to run")
+    wait_until(lambda: sum(engine.outbox_size(q) for q in ("default", "high", "low")) == 0, 20, message="the outboxes to drain")
+    assert sup.stop() == 0
+    ends = chaos.counts("end")
+    assert all(ends[f"gather:p{i}"] == 1 for i in range(FLOWS)), "a parent ran twice"
+    print("FLOWS_FAILOVER", {"children_run_twice": sum(1 for i in range(FLOWS) if ends[f"h{i}"] > 1)})
+    for i, (handle, job) in enumerate(zip(handles, engine.get_jobs([("default", h.id) for h in handles]), strict=True)):
+        a, b = (c.id for c in handle.children)
+        assert job["s"] == "completed"
+        assert serialization.loads(job["r"]) == {a: ["completed", f"h{i}"], b: ["completed", i]}
+    chaos.check_invariants()
