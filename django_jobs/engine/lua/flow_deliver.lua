@@ -27,7 +27,7 @@ if e.k == 'd' then
   local r = e.r
   if r == cjson.null then r = nil end
   local work = {}
-  if not flow_apply(q, e.par, e.id, e.s, r, e.fp or '', now_ms, maxlen, work) then return 0 end
+  if not flow_apply(q, e.par, e.id, e.s, r or 'null', nil, e.fp or '', now_ms, maxlen, work) then return 0 end
   flow_walk(work, now_ms, maxlen)
   return 1
 elseif e.k == 'x' then

@@ -75,12 +75,12 @@ local function flow_cancel_children(job_key, job_id, now_ms, maxlen)
   flow_cancel_walk({ { job_key, job_id } }, now_ms, maxlen)
 end
 
--- Apply the end of child id (state st; r its return value JSON when completed; policy its
--- 'fp') to its parent par of queue pq: record it in 'c:<id>', and move the parent to waiting
+-- Apply the end of child id (state st; r its return value JSON when completed, or nil: then
+-- read from its hash kid_key; policy its 'fp') to its parent par of queue pq: record it in 'c:<id>', and move the parent to waiting
 -- when its last child has ended, or fail it (why = child_failed) under the default policy (the
 -- failed parent is appended to work, for flow_walk). Idempotent: an end already recorded in
 -- the parent, or a parent no longer in waiting_children, changes nothing (returns false).
-local function flow_apply(pq, par, id, st, r, policy, now_ms, maxlen, work)
+local function flow_apply(pq, par, id, st, r, kid_key, policy, now_ms, maxlen, work)
   local pkey = pq.job .. par
   local field = 'c:' .. id
   if redis.call('HGET', pkey, 's') ~= 'waiting_children' or redis.call('HEXISTS', pkey, field) == 1 then
@@ -88,6 +88,7 @@ local function flow_apply(pq, par, id, st, r, policy, now_ms, maxlen, work)
   end
   local parent_failed = false
   if st == 'completed' then
+    if not r and kid_key then r = redis.call('HGET', kid_key, 'r') end
     redis.call('HSET', pkey, field, '{"s":"completed","r":' .. (r or 'null') .. '}')
   elseif policy == 'i' then
     redis.call('HSET', pkey, field, '{"s":"' .. st .. '"}')
@@ -131,14 +132,14 @@ local function flow_walk(work, now_ms, maxlen)
     end
     local pb, par = g[1], g[2]
     if pb and par and par ~= '' then
-      local r = nil
-      if st == 'completed' then r = redis.call('HGET', key, 'r') or 'null' end
       local base = flow_base(key, id)
       if g[5] == '1' and pb ~= base then
+        local r = nil
+        if st == 'completed' then r = redis.call('HGET', key, 'r') or 'null' end
         flow_outbox_put(base, 'd|' .. par .. '|' .. id,
                         { k = 'd', b = pb, par = par, id = id, s = st, r = r, fp = g[3] or '' }, now_ms)
       else
-        flow_apply(queue_keys(pb, maxlen), par, id, st, r, g[3] or '', now_ms, maxlen, work)
+        flow_apply(queue_keys(pb, maxlen), par, id, st, nil, key, g[3] or '', now_ms, maxlen, work)
       end
     end
   end
