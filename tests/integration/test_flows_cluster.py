@@ -246,7 +246,8 @@ def test_an_undeliverable_outbox_entry_is_parked_and_the_others_are_still_delive
 
     handle = Flow(jf.gather.s("p"), children=[HIGH.s(1)]).enqueue()
     k = engine.keys("high")
-    engine.client.hset(k.outbox, "d|nope|bad", '{"k":"?","b":"%s","par":"nope","id":"bad","seq":1}' % engine.keys("default").base)
+    bad = json.dumps({"k": "?", "b": engine.keys("default").base, "par": "nope", "id": "bad", "seq": 1})
+    engine.client.hset(k.outbox, "d|nope|bad", bad)
     engine.client.zadd(k.outbox_due, {"d|nope|bad": 0})
     [claimed] = engine.fetch("high", 1, lease_ms=60_000, worker_id="w").jobs
     engine.settle("high", [Outcome(claimed.id, claimed.token, "c", "1")])
