@@ -93,6 +93,8 @@ class SkipReason(StrEnum):
     #: A flow parent that failed because a child failed: retry it together with its failed children.
     CHILD_FAILED = "flow parents that failed through a child not retried with them (retry the child)"
     NOT_DELETABLE = "running or waited for by a flow parent (cancel them first)"
+    #: A job of a flow over several slots of a Redis Cluster whose retry would re-open jobs on other slots.
+    CROSS_SLOT_FLOW = "jobs of a flow over several Redis Cluster slots that failed their flow (enqueue the flow again)"
     #: The script returned a code this version does not know (see :attr:`Skipped.code`).
     UNKNOWN_CODE = "unexpected script code"
 
@@ -373,6 +375,8 @@ def retry(
                 return SkipReason.NOT_FOUND
             case RetryCode.CHILD_FAILED:
                 return SkipReason.CHILD_FAILED
+            case RetryCode.CROSS_SLOT:
+                return SkipReason.CROSS_SLOT_FLOW
         return None
 
     return _apply(Action.RETRY, _targets(jobs, queue), lambda e, q, ids: e.retry_many(q, ids), classify, progress, chunk)

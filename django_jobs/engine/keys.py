@@ -70,6 +70,16 @@ class QueueKeys:
         return self.base + "waiting_children"
 
     @property
+    def outbox(self) -> str:
+        """HASH of flow steps toward jobs on other slots: member -> entry JSON (includes/flow.lua, engine/relay.py)."""
+        return self.base + "outbox"
+
+    @property
+    def outbox_due(self) -> str:
+        """ZSET of the outbox members the relay delivers (score: recorded at, ms)."""
+        return self.base + "outbox_due"
+
+    @property
     def rate(self) -> str:
         """ZSET of the job starts inside the queue's rate-limit window (docs/flow-control.md)."""
         return self.base + "rate"

@@ -5,6 +5,7 @@
 - :mod:`~django_jobs.engine.runner`: the client, the one script registry, ``_run`` and its
   chunked form, error mapping;
 - :mod:`~django_jobs.engine.transitions`: every state change (one Lua script call each);
+- :mod:`~django_jobs.engine.relay`: the flow outbox relay of a Redis Cluster;
 - :mod:`~django_jobs.engine.reads`: job hashes, counts, pages;
 - :mod:`~django_jobs.engine.control`: pause/resume, queue limits, worker heartbeats;
 - :mod:`~django_jobs.engine.cron`: the scheduler's leader and ticks;
@@ -20,6 +21,7 @@ from __future__ import annotations
 from django_jobs.engine.control import WORKER_TTL, Control
 from django_jobs.engine.cron import Cron
 from django_jobs.engine.reads import Reads
+from django_jobs.engine.relay import RELAY_BATCH, Relay
 from django_jobs.engine.runner import MAX_BLOCK, SCRIPT_RETRIES
 from django_jobs.engine.shards import Sharding
 from django_jobs.engine.streams import MirrorGroupMissing, MirrorRead, Streams, stream_id_key
@@ -34,13 +36,13 @@ from django_jobs.engine.transitions import (
     NewJob,
     Outcome,
     Recovery,
-    Transitions,
 )
 
 __all__ = [
     "MAX_BLOCK",
     "PROMOTE_LIMIT",
     "RECOVER_LIMIT",
+    "RELAY_BATCH",
     "SCRIPT_RETRIES",
     "WORKER_TTL",
     "Claimed",
@@ -58,5 +60,5 @@ __all__ = [
 ]
 
 
-class Engine(Sharding, Transitions, Reads, Control, Cron, Streams):
+class Engine(Sharding, Relay, Reads, Control, Cron, Streams):
     """Redis access for one process: a client, the key layout and the registered scripts."""

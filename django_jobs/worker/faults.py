@@ -24,6 +24,7 @@ POINTS = (
     "before_settle",  # jobs ran, before their outcomes are written
     "after_settle",  # outcomes were written, before the next fetch
     "after_renew",  # leases were extended, before the worker looks at the reply
+    "after_deliver",  # the flow relay delivered an outbox entry, before it acknowledges it
 )
 #: Exit code of a crashed worker process.
 EXIT_CODE = 71

@@ -74,6 +74,8 @@ class Fetching(WorkerState):
                     # meanwhile puts its job back in a queue this round did not see it in.
                     with self._cond:
                         idle = self._free == self.capacity and not self._leases and self._settles == settles
+                    if idle and next_due < 0 and self.engine.flow_outbox and self._relay_all():
+                        continue  # flow steps delivered to other slots: a parent may be waiting now
                     if idle and next_due < 0:
                         logger.info("Worker %s: queues are empty, burst done", self.worker_id)
                         self.request_stop()
@@ -86,6 +88,13 @@ class Fetching(WorkerState):
                 self._outage.failed("fetching jobs", exc, backoff)
                 self.stopping.wait(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
+
+    def _relay_all(self) -> int:
+        """Deliver the flow steps its queues recorded for jobs on other slots (engine/relay.py); return how many."""
+        delivered: int = 0
+        for queue in self.queues:
+            delivered += self.engine.relay(queue)
+        return delivered
 
     def _claim_now(self) -> bool:
         """Claim now? While short jobs claimed ahead still wait for a thread, free slots gather first.

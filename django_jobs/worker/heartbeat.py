@@ -21,6 +21,10 @@ logger = logging.getLogger("django_jobs.worker")
 MEMORY_CHECK_EVERY = 1.0
 
 
+def _after_deliver() -> None:
+    faults.point("after_deliver")
+
+
 class Heartbeat(WorkerState):
     """Keep this worker's leases and heartbeat alive; stop jobs past their timeout."""
 
@@ -45,6 +49,9 @@ class Heartbeat(WorkerState):
                     next_beat = now + 5.0
                     self._beat()
                     reached = True
+                if self.engine.flow_outbox:
+                    self._relay()  # every tick: the delay a cross-slot flow step waits for
+                    reached = True
                 if reached:
                     self._outage.ok()
             except Exception as exc:  # noqa: BLE001 - never let the heartbeat die
@@ -64,6 +71,10 @@ class Heartbeat(WorkerState):
                     logger.error("Job %s failed: its worker was lost too many times (worker_lost)", job_id, extra=extra)
                 else:
                     logger.info("Job %s cancelled: its worker was lost after a cancel request", job_id, extra=extra)
+
+    def _relay(self) -> int:
+        """Deliver the flow steps its queues recorded for jobs on other slots (engine/relay.py); return how many."""
+        return sum(self.engine.relay(queue, after_deliver=_after_deliver) for queue in self.queues)
 
     def _enforce_timeouts(self, now: float) -> None:
         expired: list[RunningJob] = []

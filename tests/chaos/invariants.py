@@ -10,8 +10,11 @@
   an attempt count of at least one; a finished job has its finish time.
 * every flow parent in ``waiting_children`` waits for something: its ``pend`` count is the
   number of its children whose end it has not recorded, at least 1, and each of those children
-  exists and has not ended (otherwise the parent would wait forever); and a flow parent
+  exists and has not ended, or its end waits in its queue's flow outbox for the relay
+  (otherwise the parent would wait forever); and a flow parent
   that is waiting, scheduled or running has recorded the end of every child (it runs last);
+* (:func:`_outbox_violations`) each queue's flow outbox (a Redis Cluster) lists the same
+  members in its HASH and its due ZSET, each a well-formed step toward a job of another queue;
 * (:func:`guard_violations`) no unique key is held by a job that ended or is gone (unless a
   throttle window, its TTL, holds it), and no per-key limit slot (``lim:<key>:a``) or parked
   entry (``lim:<key>:p``) names a job that ended or is gone.
@@ -98,8 +101,28 @@ def _flow_violations(client: redis.Redis, queue: str, keys: QueueKeys, parents: 
             problems.append(f"{queue}: parent {parent_id} has pend={data.get('pend')!r} but {len(pending)} unrecorded children")
         for base, kid_id in pending:
             state = client.hget(base + "job:" + kid_id, "s")
-            if state is None or state in ("completed", "failed", "cancelled"):
+            in_flight = client.hexists(base + "outbox", f"d|{parent_id}|{kid_id}")  # the relay delivers it
+            if (state is None or state in ("completed", "failed", "cancelled")) and not in_flight:
                 problems.append(f"{queue}: parent {parent_id} waits for child {kid_id}, which is {state or 'gone'}")
+    return problems + _outbox_violations(client, queue, keys)
+
+
+def _outbox_violations(client: redis.Redis, queue: str, keys: QueueKeys) -> list[str]:
+    """The flow outbox of ``queue`` (a Redis Cluster, engine/relay.py): its HASH and its due ZSET name
+    the same members, and each entry is a well-formed step toward a job of another queue."""
+    import json
+
+    problems: list[str] = []
+    entries = client.hgetall(keys.outbox)
+    due = set(client.zrange(keys.outbox_due, 0, -1))
+    for member in sorted(set(entries) ^ due):
+        problems.append(f"{queue}: outbox member {member} is in only one of outbox / outbox_due")
+    for member, raw in sorted(entries.items()):
+        entry = json.loads(raw)
+        if entry["k"] not in ("d", "x") or not isinstance(entry.get("seq"), int):
+            problems.append(f"{queue}: outbox entry {member} is malformed: {raw}")
+        if entry["b"] == keys.base:
+            problems.append(f"{queue}: outbox entry {member} is for a job of the same queue (done in place)")
     return problems
 
 

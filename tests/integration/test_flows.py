@@ -22,7 +22,6 @@ def state(result) -> str:
     return result.state
 
 
-@pytest.mark.single_server("a flow over several queues: refused on a Redis Cluster until the cross-slot relay (docs/scaling.md)")
 def test_the_image_upload_flow_runs_children_on_two_queues_then_the_parent_with_their_results(engine, work):
     with correlation_id("upload-42"):
         flow = Flow(jf.store.s(42), children=[jf.optimize.s(42), jf.check_policy.s(42, "nsfw"), jf.check_policy.s(42, "copyright")])
@@ -107,7 +106,6 @@ def test_a_removed_dependency_lets_the_parent_run_as_if_the_child_did_not_exist(
     assert state(handle.children[0].result) == "failed"
 
 
-@pytest.mark.single_server("a flow over several queues: refused on a Redis Cluster until the cross-slot relay (docs/scaling.md)")
 def test_cancelling_a_parent_cancels_its_pending_children_all_the_way_down(engine, work, ledger_path):
     from tests.conftest import read_ledger
 
@@ -125,7 +123,6 @@ def test_cancelling_a_parent_cancels_its_pending_children_all_the_way_down(engin
     assert_invariants(engine.client, engine.prefix, QUEUES)
 
 
-@pytest.mark.single_server("a flow over several queues: refused on a Redis Cluster until the cross-slot relay (docs/scaling.md)")
 def test_deleting_a_parent_cancels_its_pending_children_and_an_unfinished_child_is_not_deleted(engine, work, ledger_path):
     from tests.conftest import read_ledger
 
@@ -222,7 +219,6 @@ def test_a_flow_can_be_enqueued_from_async_code_with_the_callers_correlation_id(
     assert handle.result.return_value == {handle.children[0].id: ["completed", 4]}
 
 
-@pytest.mark.single_server("a flow over several queues: refused on a Redis Cluster until the cross-slot relay (docs/scaling.md)")
 def test_the_correlation_id_of_the_creator_reaches_every_job_of_a_nested_flow(engine, work):
     with correlation_id("req-7"):
         handle = Flow(jf.store.s(1), children=[Flow(jf.store.s(2), children=[jf.optimize.s(3)])]).enqueue()
@@ -306,7 +302,6 @@ def test_a_bad_flow_fails_in_the_caller_and_writes_nothing(engine, build, messag
     assert engine.client.keys(engine.prefix + ":*") == []
 
 
-@pytest.mark.single_server("a flow over several queues: refused on a Redis Cluster until the cross-slot relay (docs/scaling.md)")
 def test_a_flow_is_created_all_or_nothing_when_one_of_its_ids_exists(engine):
     from dataclasses import replace
 
@@ -323,45 +318,6 @@ def test_a_flow_is_created_all_or_nothing_when_one_of_its_ids_exists(engine):
     assert engine.enqueue_flow(clash) == 0
     assert engine.get_job("default", "p2") is None
     assert engine.counts("default")["waiting_children"] == 1 and engine.counts("high")["waiting"] == 2
-
-
-@pytest.mark.single_server("starts its own cluster-enabled node; tests/integration/test_topology.py covers a real cluster")
-def test_a_flow_over_several_queues_is_refused_by_a_redis_cluster_node_before_anything_is_written(tmp_path, jobs_settings):
-    import subprocess
-
-    import redis
-    from django.test import override_settings
-
-    from django_jobs.engine import get_engine
-    from django_jobs.exceptions import ConfigurationError
-    from tests.redis_server import free_port, redis_binary, wait_until
-
-    port = free_port()
-    proc = subprocess.Popen(
-        [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes", "--cluster-port", str(free_port()),
-         "--cluster-config-file", str(tmp_path / "nodes.conf"), "--dir", str(tmp_path), "--save", "", "--appendonly", "no", "--logfile", str(tmp_path / "redis.log")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        client = redis.Redis(host="127.0.0.1", port=port, decode_responses=True)
-
-        def up() -> bool:
-            try:
-                return bool(client.ping())
-            except redis.ConnectionError:
-                return False
-
-        wait_until(lambda: up() or proc.poll() is not None, 10, message="the cluster-enabled redis-server")
-        assert proc.poll() is None, (tmp_path / "redis.log").read_text()
-        with override_settings(DJANGO_JOBS={**jobs_settings, "REDIS_URL": f"redis://127.0.0.1:{port}/0"}):
-            assert get_engine().client.info("cluster")["cluster_enabled"] == 1
-            with pytest.raises(ConfigurationError, match=r"Cluster: a flow over several queues \(default, high\)"):
-                Flow(jf.gather.s("p"), children=[jf.optimize.s(1)]).enqueue()
-        assert client.dbsize() == 0
-        client.close()
-    finally:
-        proc.kill()
-        proc.wait(timeout=10)
 
 
 def test_a_flows_results_carry_the_enqueued_at_and_run_after_that_get_result_reads_back():

@@ -161,16 +161,18 @@ def test_cluster_idle_wait_wakes_for_a_job_on_any_node_within_milliseconds(engin
 
 
 @pytest.mark.parametrize("topology", ["cluster"], indirect=True)
-def test_cluster_flow_over_two_queues_is_refused_before_anything_is_written(engine):
+def test_cluster_flow_over_two_queues_is_written_in_parts_parent_first_each_job_on_its_own_slot(engine):
     from django_jobs.engine.queue import FlowJob
 
     parent = FlowJob(queue="default", job=NewJob(id="p", data="{}"), parent_queue="", policy="", keep_ms=0,
-                     children=[("high", "c", "child")])
-    child = FlowJob(queue="high", job=NewJob(id="c", data="{}", parent_id="p"), parent_queue="default", policy="f",
-                    keep_ms=0, children=[])
-    with pytest.raises(ConfigurationError, match="a flow over several queues"):
-        engine.enqueue_flow([parent, child])
-    assert engine.get_job("default", "p") is None and engine.get_job("high", "c") is None
+                     children=(("high", "c", "child"),))
+    child = FlowJob(queue="high", job=NewJob(id="c", data="{}", parent_id="p"), parent_queue="default", policy="",
+                    keep_ms=0, children=())
+    assert engine.enqueue_flow([parent, child]) == 1
+    p, c = engine.get_job("default", "p"), engine.get_job("high", "c")
+    assert p["s"] == "waiting_children" and p["pend"] == "1" and c["s"] == "waiting"
+    assert p["xs"] == c["xs"] == "1" and p["fn"] == c["fn"] and p["e"] == c["e"]  # one flow, one enqueue time
+    assert engine.enqueue_flow([parent, child]) == 0  # an id of it exists: nothing written
 
 
 @pytest.mark.parametrize("topology", ["cluster"], indirect=True)

@@ -3,7 +3,8 @@
 The test that would have caught issue 13's bugs (a bulk cancel without the flow bookkeeping, a
 bulk retry re-running a parent that failed through a child). Each case builds one small world
 around a *subject* job of one kind (plain, flow parent, flow child, a flow parent that is itself
-a child, unique-key holder, per-key-limited), runs a scenario (a list of steps, each one script
+a child, the same three in a flow over two slots whose steps go through the outbox and the relay
+as on a Redis Cluster, unique-key holder, per-key-limited), runs a scenario (a list of steps, each one script
 call: enqueue, guarded enqueue, flow enqueue, fetch, settle with each outcome, renew, recover,
 release, cancel, cancel_many, retry, retry_many, delete, purge, claim), and after every step
 checks tests/chaos/invariants.py: one state set per job, no parent waiting for an ended
@@ -41,6 +42,13 @@ class World:
     other: tuple[str, str] | None = None
     create: Callable[[], object] = lambda: None
     claimed: dict[str, Claimed] = field(default_factory=dict)
+    #: A flow over several slots (its steps go through the outbox): relay them as a worker would.
+    cross: bool = False
+
+    def relay(self) -> None:
+        if self.cross:
+            for q in QUEUES:
+                self.engine.relay(q)
 
     def state(self, queue: str, job_id: str) -> str | None:
         return self.engine.client.hget(self.engine.keys(queue).job(job_id), "s")
@@ -53,6 +61,7 @@ class World:
         return out
 
     def fetch(self, queue: str) -> list[Claimed]:
+        self.relay()
         jobs = self.engine.fetch(queue, 10, lease_ms=LONG_LEASE_MS, worker_id="w").jobs
         for c in jobs:
             self.claimed[c.id] = c
@@ -130,11 +139,30 @@ def limited(w: World) -> None:
     w.create = lambda: w.engine.enqueue_guarded("default", [(new("l1"), guard), (new("l2"), guard)])
 
 
+def cross_flow(w: World, subject: str, other: str) -> None:
+    """As :func:`flow` with mid on queue high, written in parts as on a Redis Cluster: the steps
+    between default and high go through the outbox and the relay (engine/relay.py)."""
+    keep = 3_600_000
+    jobs = [
+        FlowJob("default", new("root"), keep_ms=keep, children=(("high", "mid", "t"), ("default", "c1", "t"), ("high", "c2", "t"))),
+        FlowJob("high", new("mid", parent_id="root"), parent_queue="default", keep_ms=keep, children=(("default", "leaf", "t"),)),
+        FlowJob("default", new("leaf", parent_id="mid"), parent_queue="high", keep_ms=keep),
+        FlowJob("default", new("c1", parent_id="root"), parent_queue="default", keep_ms=keep),
+        FlowJob("high", new("c2", parent_id="root"), parent_queue="default", keep_ms=keep),
+    ]
+    queue_of = {j.job.id: j.queue for j in jobs}
+    w.subject, w.other, w.cross = (queue_of[subject], subject), (queue_of[other], other), True
+    w.create = lambda: w.engine._enqueue_flow_parts(jobs)
+
+
 KINDS: dict[str, Callable[[World], None]] = {
     "plain": plain,
     "flow_parent": lambda w: flow(w, "root", "c1"),
     "flow_child": lambda w: flow(w, "c1", "c2"),
     "flow_child_parent": lambda w: flow(w, "mid", "leaf"),
+    "xslot_parent": lambda w: cross_flow(w, "root", "c2"),
+    "xslot_child": lambda w: cross_flow(w, "c2", "c1"),
+    "xslot_child_parent": lambda w: cross_flow(w, "mid", "leaf"),
     "unique": unique,
     "limited": limited,
 }
@@ -264,11 +292,16 @@ def test_every_script_keeps_the_invariants(engine, kind, scenario):
     KINDS[kind](w)
     for step in ["create", *SCENARIOS[scenario]]:
         STEPS[step](w)
-        try:
-            assert_invariants(engine.client, engine.prefix, QUEUES)
-        except AssertionError as exc:
-            raise AssertionError(f"after step {step!r} of {scenario} on a {kind} job: {exc}") from None
+        for when in ("", " and the relay"):
+            if when:
+                w.relay()
+            try:
+                assert_invariants(engine.client, engine.prefix, QUEUES)
+            except AssertionError as exc:
+                raise AssertionError(f"after step {step!r}{when} of {scenario} on a {kind} job: {exc}") from None
     w.drain()
+    w.relay()
     assert_invariants(engine.client, engine.prefix, QUEUES)
+    assert sum(engine.outbox_size(q) for q in QUEUES) == 0
     stuck = {(q, j): w.state(q, j) for q, j in w.all_jobs() if w.state(q, j) not in ENDED}
     assert not stuck, f"{scenario} on a {kind} job: left unfinished after the drain: {stuck}"

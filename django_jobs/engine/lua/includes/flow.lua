@@ -4,51 +4,154 @@
 -- the dependency), 'fk' keep ms when a flow step fails or cancels the job; a parent also has
 -- 'kids' (JSON [[base, id, queue, name], ...]), 'pend' (children not yet ended) and one
 -- 'c:<child id>' per ended child (JSON {"s": state, "r": return value}).
--- Keys of other queues are built from those stored bases (includes/queue.lua). So a flow step
--- may touch several queues' keys: flows need a single Redis server, not Cluster
--- (docs/flows.md#redis-cluster).
+-- Keys of other queues are built from those stored bases (includes/queue.lua), so on one
+-- Redis server a flow step touches several queues' keys in place. A job with 'xs' = 1 (a flow
+-- over several queues on a Redis Cluster, written by flow_enqueue_part.lua) never touches a
+-- job of another queue: it records the step in its own queue's outbox (flow_outbox_put), and
+-- the relay applies it there with flow_deliver.lua (docs/flows.md#redis-cluster).
 --@include job_state
 --@include wake
 --@include append_json
 
 local FLOW_PENDING = { waiting = true, scheduled = true, waiting_children = true }
 
--- Cancel the unfinished descendants of a parent that will not run: waiting, scheduled and
--- waiting_children ones at once (why = parent_ended, with their unique and limit bookkeeping),
--- running ones by a cancel request.
-local function flow_cancel_children(job_key, now_ms, maxlen)
-  local stack = { job_key }
+-- The queue key base of a job key (base .. 'job:' .. id).
+local function flow_base(job_key, job_id)
+  return string.sub(job_key, 1, #job_key - #job_id - 4)
+end
+
+-- Record a flow step for a job on another slot in the outbox of queue base (this script's
+-- slot): HASH base..'outbox' member -> entry JSON (with a new 'seq'), ZSET base..'outbox_due'
+-- member -> due ms. member: 'd|<parent id>|<child id>' (a child ended: entry k = 'd') or
+-- 'x|<child id>' (cancel a child: k = 'x'); a newer step of the same member replaces it.
+local function flow_outbox_put(base, member, entry, now_ms)
+  entry.seq = redis.call('INCR', base .. 'outbox_seq')
+  redis.call('HSET', base .. 'outbox', member, cjson.encode(entry))
+  redis.call('ZADD', base .. 'outbox_due', now_ms, member)
+end
+
+-- Cancel one unfinished child kid_id of queue kq of a parent that will not run: a waiting,
+-- scheduled or waiting_children one at once (why = parent_ended, with its unique and limit
+-- bookkeeping; a waiting_children one is pushed on stack: its children are next), a running
+-- one by a cancel request. Returns true when it changed something.
+local function flow_cancel_kid(kq, kid_id, now_ms, maxlen, stack)
+  local kid_key = kq.job .. kid_id
+  local f = redis.call('HMGET', kid_key, 's', 'fk', 'cx', 'uk', 'lk')
+  if FLOW_PENDING[f[1] or ''] then
+    job_unpend(kq, kid_id, f[1], f[5])
+    job_ended(kq, kid_key, kid_id, 'cancelled', now_ms, tonumber(f[2]) or 0, 'parent_ended')
+    unique_release(kid_id, f[4])
+    if f[1] == 'waiting_children' then stack[#stack + 1] = { kid_key, kid_id } end
+    return true
+  elseif f[1] == 'active' and f[3] ~= '1' then
+    redis.call('HSET', kid_key, 'cx', '1')
+    emit(kq.events, maxlen, 'cancel_requested', kid_id)
+    return true
+  end
+  return false
+end
+
+-- Cancel the unfinished descendants of the parents on stack ({ job key, id } each): children
+-- in their slot at once (flow_cancel_kid), children on another slot ('xs') by an outbox entry.
+local function flow_cancel_walk(stack, now_ms, maxlen)
   while #stack > 0 do
-    local kids = redis.call('HGET', table.remove(stack), 'kids')
-    if kids then
-      for _, kid in ipairs(cjson.decode(kids)) do
-        local kq, kid_id = queue_keys(kid[1], maxlen), kid[2]
-        local kid_key = kq.job .. kid_id
-        local f = redis.call('HMGET', kid_key, 's', 'fk', 'cx', 'uk', 'lk')
-        if FLOW_PENDING[f[1] or ''] then
-          job_unpend(kq, kid_id, f[1], f[5])
-          job_ended(kq, kid_key, kid_id, 'cancelled', now_ms, tonumber(f[2]) or 0, 'parent_ended')
-          unique_release(kid_id, f[4])
-          if f[1] == 'waiting_children' then stack[#stack + 1] = kid_key end
-        elseif f[1] == 'active' and f[3] ~= '1' then
-          redis.call('HSET', kid_key, 'cx', '1')
-          emit(kq.events, maxlen, 'cancel_requested', kid_id)
+    local top = table.remove(stack)
+    local g = redis.call('HMGET', top[1], 'kids', 'xs')
+    if g[1] then
+      local base = flow_base(top[1], top[2])
+      for _, kid in ipairs(cjson.decode(g[1])) do
+        if g[2] == '1' and kid[1] ~= base then
+          flow_outbox_put(base, 'x|' .. kid[2], { k = 'x', b = kid[1], id = kid[2] }, now_ms)
+        else
+          flow_cancel_kid(queue_keys(kid[1], maxlen), kid[2], now_ms, maxlen, stack)
         end
       end
     end
   end
 end
 
+-- Cancel the unfinished descendants of a parent that will not run (job_key, its id job_id).
+local function flow_cancel_children(job_key, job_id, now_ms, maxlen)
+  flow_cancel_walk({ { job_key, job_id } }, now_ms, maxlen)
+end
+
+-- Apply the end of child id (state st; r its return value JSON when completed, or nil: then
+-- read from its hash kid_key; policy its 'fp') to its parent par of queue pq: record it in 'c:<id>', and move the parent to waiting
+-- when its last child has ended, or fail it (why = child_failed) under the default policy (the
+-- failed parent is appended to work, for flow_walk). Idempotent: an end already recorded in
+-- the parent, or a parent no longer in waiting_children, changes nothing (returns false).
+local function flow_apply(pq, par, id, st, r, kid_key, policy, now_ms, maxlen, work)
+  local pkey = pq.job .. par
+  local field = 'c:' .. id
+  if redis.call('HGET', pkey, 's') ~= 'waiting_children' or redis.call('HEXISTS', pkey, field) == 1 then
+    return false
+  end
+  local parent_failed = false
+  if st == 'completed' then
+    if not r and kid_key then r = redis.call('HGET', kid_key, 'r') end
+    redis.call('HSET', pkey, field, '{"s":"completed","r":' .. (r or 'null') .. '}')
+  elseif policy == 'i' then
+    redis.call('HSET', pkey, field, '{"s":"' .. st .. '"}')
+  elseif policy == 'r' then
+    redis.call('HSET', pkey, field, '{"s":"removed"}')
+  else
+    parent_failed = true
+    redis.call('HSET', pkey, field, '{"s":"' .. st .. '"}')
+    append_json(pkey, 'err', cjson.encode({
+      exception_class_path = 'django_jobs.exceptions.ChildFailed',
+      traceback = 'Child job ' .. id .. ' ended ' .. st .. ' and its failure policy fails the parent.',
+    }))
+    redis.call('ZREM', pq.waiting_children, par)
+    job_ended(pq, pkey, par, 'failed', now_ms, tonumber(redis.call('HGET', pkey, 'fk')) or 0, 'child_failed')
+    unique_release(par, redis.call('HGET', pkey, 'uk'))
+    work[#work + 1] = { pkey, par, 'failed' }
+  end
+  if not parent_failed and redis.call('HINCRBY', pkey, 'pend', -1) <= 0 then
+    local score = next_wait_score(pq.meta, redis.call('HGET', pkey, 'p') or 0)
+    redis.call('ZREM', pq.waiting_children, par)
+    redis.call('ZADD', pq.wait, score, par)
+    redis.call('HSET', pkey, 's', 'waiting', 'ws', score)
+    emit(pq.events, maxlen, 'waiting', par)
+    wake(pq.marker)
+  end
+  return true
+end
+
+-- The ended flow jobs on work ({ job key, id, state } each) apply their end up and down the
+-- tree: one that did not complete cancels its unfinished children; each applies its end to
+-- its parent (flow_apply), in place, or by an outbox entry when the parent is on another slot.
+local function flow_walk(work, now_ms, maxlen)
+  while #work > 0 do
+    local item = table.remove(work)
+    local key, id, st = item[1], item[2], item[3]
+    local g = redis.call('HMGET', key, 'pb', 'par', 'fp', 'kids', 'xs')
+    if st ~= 'completed' and g[4] then
+      -- A parent that ended without running (cancelled, or failed by a child) leaves its set.
+      redis.call('ZREM', flow_base(key, id) .. 'waiting_children', id) -- its own queue
+      flow_cancel_children(key, id, now_ms, maxlen)
+    end
+    local pb, par = g[1], g[2]
+    if pb and par and par ~= '' then
+      local base = flow_base(key, id)
+      if g[5] == '1' and pb ~= base then
+        local r = nil
+        if st == 'completed' then r = redis.call('HGET', key, 'r') or 'null' end
+        flow_outbox_put(base, 'd|' .. par .. '|' .. id,
+                        { k = 'd', b = pb, par = par, id = id, s = st, r = r, fp = g[3] or '' }, now_ms)
+      else
+        flow_apply(queue_keys(pb, maxlen), par, id, st, nil, key, g[3] or '', now_ms, maxlen, work)
+      end
+    end
+  end
+end
+
 -- Call after a job ended (completed, failed, cancelled): when it belongs to a flow, cancel its
--- unfinished children (if it did not complete) and apply its end to its parent: record it in
--- 'c:<id>', and move the parent to waiting when its last child has ended, or fail it (why =
--- child_failed) under the default policy, and so on up the tree. Idempotent: an end already
--- recorded in the parent, or a parent no longer in waiting_children, changes nothing. A queue
--- that never held a flow job (no 'flows' field in its meta hash, set by flow_enqueue) costs
--- one HEXISTS per script call; others one HMGET per job.
+-- unfinished children (if it did not complete) and apply its end to its parent, and so on up
+-- the tree (flow_walk). A queue that never held a flow job (no 'flows' field in its meta
+-- hash, set by flow_enqueue) costs one HEXISTS per script call; others one HMGET per job.
 local FLOW_QUEUES = {} -- queue key base -> whether flow jobs may live there (per script call)
 local function flow_done(job_key, job_id, now_ms, maxlen)
-  local base = string.sub(job_key, 1, #job_key - #job_id - 4) -- job_key is base .. 'job:' .. id
+  local base = flow_base(job_key, job_id)
   local on = FLOW_QUEUES[base]
   if on == nil then
     on = redis.call('HEXISTS', base .. 'meta', 'flows') == 1
@@ -59,53 +162,7 @@ local function flow_done(job_key, job_id, now_ms, maxlen)
   if not (head[2] or head[3]) then return end
   local state = head[1]
   if state ~= 'completed' and state ~= 'failed' and state ~= 'cancelled' then return end
-  local work = { { job_key, job_id, state } }
-  while #work > 0 do
-    local item = table.remove(work)
-    local key, id, st = item[1], item[2], item[3]
-    local g = redis.call('HMGET', key, 'pb', 'par', 'fp', 'kids')
-    if st ~= 'completed' and g[4] then
-      -- A parent that ended without running (cancelled, or failed by a child) leaves its set.
-      redis.call('ZREM', string.sub(key, 1, #key - #id - 4) .. 'waiting_children', id) -- its own queue
-      flow_cancel_children(key, now_ms, maxlen)
-    end
-    local pb, par = g[1], g[2]
-    if pb and par and par ~= '' then
-      local pq = queue_keys(pb, maxlen)
-      local pkey = pq.job .. par
-      local field = 'c:' .. id
-      if redis.call('HGET', pkey, 's') == 'waiting_children' and redis.call('HEXISTS', pkey, field) == 0 then
-        local policy = g[3] or ''
-        local parent_failed = false
-        if st == 'completed' then
-          redis.call('HSET', pkey, field, '{"s":"completed","r":' .. (redis.call('HGET', key, 'r') or 'null') .. '}')
-        elseif policy == 'i' then
-          redis.call('HSET', pkey, field, '{"s":"' .. st .. '"}')
-        elseif policy == 'r' then
-          redis.call('HSET', pkey, field, '{"s":"removed"}')
-        else
-          parent_failed = true
-          redis.call('HSET', pkey, field, '{"s":"' .. st .. '"}')
-          append_json(pkey, 'err', cjson.encode({
-            exception_class_path = 'django_jobs.exceptions.ChildFailed',
-            traceback = 'Child job ' .. id .. ' ended ' .. st .. ' and its failure policy fails the parent.',
-          }))
-          redis.call('ZREM', pq.waiting_children, par)
-          job_ended(pq, pkey, par, 'failed', now_ms, tonumber(redis.call('HGET', pkey, 'fk')) or 0, 'child_failed')
-          unique_release(par, redis.call('HGET', pkey, 'uk'))
-          work[#work + 1] = { pkey, par, 'failed' }
-        end
-        if not parent_failed and redis.call('HINCRBY', pkey, 'pend', -1) <= 0 then
-          local score = next_wait_score(pq.meta, redis.call('HGET', pkey, 'p') or 0)
-          redis.call('ZREM', pq.waiting_children, par)
-          redis.call('ZADD', pq.wait, score, par)
-          redis.call('HSET', pkey, 's', 'waiting', 'ws', score)
-          emit(pq.events, maxlen, 'waiting', par)
-          wake(pq.marker)
-        end
-      end
-    end
-  end
+  flow_walk({ { job_key, job_id, state } }, now_ms, maxlen)
 end
 
 -- Whether the ended child kid_id (hash kid_key) failed its parent pkey: the parent failed

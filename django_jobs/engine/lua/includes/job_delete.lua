@@ -17,7 +17,7 @@ local function job_delete(q, job_id, clock)
   if state == 'active' or (f[2] and DELETE_KEEPS[state]) then return 0 end
   if state == 'waiting_children' then
     clock.ms = clock.ms or server_now_ms()
-    flow_cancel_children(job_key, clock.ms, q.maxlen)
+    flow_cancel_children(job_key, job_id, clock.ms, q.maxlen)
   end
   job_unpend(q, job_id, state, f[4])
   unique_release(job_id, f[3])

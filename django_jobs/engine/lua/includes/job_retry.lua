@@ -13,14 +13,21 @@
 -- Returns 1 retried (also for a job this call already started over through its flow) | 0 not
 -- failed or cancelled (a replay finds it waiting) | -1 unknown job | 2 skipped: another job
 -- guards its unique key | 3 skipped: a flow parent that failed through a child that is not
--- retried with it (retry that child: it re-opens the parent).
+-- retried with it (retry that child: it re-opens the parent) | 4 skipped: a job of a flow
+-- over several slots of a Redis Cluster ('xs') whose retry would re-open jobs on other slots:
+-- a parent that ended while waiting for its children, or a child that may have failed its
+-- parent (default policy, not cancelled by its parent's end).
 local function job_retry(q, job_id, now_ms, call)
   local job_key = q.job .. job_id
   if call.done[job_key] then return 1 end
-  local f = redis.call('HMGET', job_key, 's', 'uk', 'pend', 'pb', 'par')
+  local f = redis.call('HMGET', job_key, 's', 'uk', 'pend', 'pb', 'par', 'xs', 'fp', 'why')
   local state = f[1]
   if not state then return -1 end
   if state ~= 'failed' and state ~= 'cancelled' then return 0 end
+  local cross_parent = f[6] == '1' and f[4] and f[4] ~= q.base
+  if f[6] == '1' and ((tonumber(f[3]) or 0) > 0 or (cross_parent and (f[7] or '') == '' and f[8] ~= 'parent_ended')) then
+    return 4
+  end
   if f[2] then
     local holder = unique_guard(f[2], q.job)
     if holder and holder ~= job_id then return 2 end
@@ -36,7 +43,7 @@ local function job_retry(q, job_id, now_ms, call)
   job_restart_waiting(q, job_key, job_id)
   call.done[job_key] = true
   call.woke = true
-  if f[4] and f[5] and f[5] ~= '' then
+  if f[4] and f[5] and f[5] ~= '' and not cross_parent then
     local pq = queue_keys(f[4], q.maxlen)
     local pkey = pq.job .. f[5]
     if not call.done[pkey] and flow_failed_through(pkey, job_key, job_id) then

@@ -1,0 +1,104 @@
+"""Flows across slots of a real Redis Cluster with real ``runworkers`` processes and crashes.
+
+A child's end is recorded in its own slot's outbox by its transition; the relay (each worker's
+heartbeat) delivers it to the parent's slot and then acknowledges it (engine/relay.py). A worker
+process killed between the two steps, or a relay that dies after delivering and before
+acknowledging, must lose nothing and apply nothing twice: every parent runs exactly once with
+the results of all its children, and no parent gets two "waiting" events.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from django_jobs import serialization
+from django_jobs.flows import Flow
+from django_jobs.worker.faults import EXIT_CODE
+from tests.chaos.conftest import Chaos
+from tests.redis_server import wait_until
+from tests.testapp import jobs_flows as jf
+
+pytestmark = [pytest.mark.chaos, pytest.mark.parametrize("topology", ["cluster"], indirect=True)]
+
+FLOWS = 30
+
+
+def run_flows_with_a_crash(chaos: Chaos, engine, tmp_path: Path, point: str) -> None:
+    flag = tmp_path / "crashed"
+    sup = chaos.start(
+        "--processes=2", "--threads=4", "--grace=5", ready=2,
+        env={"DJANGO_SETTINGS_MODULE": "tests.chaos.fault_settings", "DJJ_FAULT_AT": point, "DJJ_FAULT_ONCE": str(flag)},
+    )
+    high, low = jf.value.using(queue_name="high"), jf.value.using(queue_name="low")
+    handles = [Flow(jf.gather.s(f"p{i}"), children=[high.s(i), low.s(i + 1)]).enqueue() for i in range(FLOWS)]
+
+    wait_until(lambda: chaos.counts("end").keys() >= {f"gather:p{i}" for i in range(FLOWS)}, 60, message="every parent to run")
+    wait_until(lambda: engine.counts("default")["completed"] == FLOWS, 20, message="every parent completed")
+    assert flag.exists(), "the fault never fired"
+    sup.wait_output(f"Worker process {int(flag.read_text())} exited with {EXIT_CODE}", timeout=5)
+    wait_until(lambda: sum(engine.outbox_size(q) for q in ("default", "high", "low")) == 0, 10, message="the outboxes to drain")
+    assert sup.stop() == 0
+
+    ends = chaos.counts("end")
+    assert all(ends[f"gather:p{i}"] == 1 for i in range(FLOWS)), "a parent ran twice"
+    jobs = engine.get_jobs([("default", h.id) for h in handles])
+    for i, (handle, job) in enumerate(zip(handles, jobs, strict=True)):
+        a, b = (c.id for c in handle.children)
+        assert job["s"] == "completed"
+        assert serialization.loads(job["r"]) == {a: ["completed", i], b: ["completed", i + 1]}
+    # Exactly once in effect: each parent moved to waiting once, however often its steps were delivered.
+    ids = {h.id for h in handles}
+    woken = Counter(
+        fields["j"] for _id, fields in engine.client.xrange(engine.keys("default").events)
+        if fields.get("j") in ids and fields.get("e") == "waiting"
+    )
+    assert set(woken.values()) == {1} and len(woken) == FLOWS, woken
+    chaos.check_invariants()
+
+
+def test_a_worker_killed_between_recording_a_childs_end_and_delivering_it_loses_nothing(chaos, engine, tmp_path):
+    # The process dies right after its settle wrote the outbox entries, before its relay ran.
+    run_flows_with_a_crash(chaos, engine, tmp_path, "after_settle")
+
+
+def test_a_relay_killed_after_delivering_before_acknowledging_applies_each_step_once(chaos, engine, tmp_path):
+    run_flows_with_a_crash(chaos, engine, tmp_path, "after_deliver")
+
+
+@pytest.fixture
+def healed(cluster_group):
+    """The cluster, healed after the test (the killed primary rejoins as a replica)."""
+    yield cluster_group
+    cluster_group.heal()
+
+
+def test_the_primary_of_the_childrens_slot_killed_while_they_run_every_parent_still_runs_once(chaos, engine, healed):
+    """SIGKILL the primary of queue high mid-flows: its replica is promoted; settles and outbox
+    entries it had not replicated are lost with the child's end (the child runs again, counted),
+    acknowledgements lost make a second delivery (no effect). Every parent runs exactly once."""
+    import time
+
+    slow = jf.slow_step.using(queue_name="high")
+    handles = [Flow(jf.gather.s(f"p{i}"), children=[slow.s(f"h{i}", 0.1), jf.value.using(queue_name="low").s(i)]).enqueue()
+               for i in range(FLOWS)]
+    time.sleep(1)  # the replicas have the flows (asynchronous replication; the kill tests the steps after)
+    sup = chaos.start("--processes=1", "--threads=4", ready=1, env={"DJJ_LEASE_SECONDS": "2"})
+    chaos.wait_ledger("end", ["h0", "h1"])
+    key = engine.keys("high").wait
+    old = healed.kill_primary(key)
+    healed.wait_failover(old.port, key)
+
+    wait_until(lambda: chaos.counts("end").keys() >= {f"gather:p{i}" for i in range(FLOWS)}, 60, message="every parent to run")
+    wait_until(lambda: sum(engine.outbox_size(q) for q in ("default", "high", "low")) == 0, 20, message="the outboxes to drain")
+    assert sup.stop() == 0
+    ends = chaos.counts("end")
+    assert all(ends[f"gather:p{i}"] == 1 for i in range(FLOWS)), "a parent ran twice"
+    print("FLOWS_FAILOVER", {"children_run_twice": sum(1 for i in range(FLOWS) if ends[f"h{i}"] > 1)})
+    for i, (handle, job) in enumerate(zip(handles, engine.get_jobs([("default", h.id) for h in handles]), strict=True)):
+        a, b = (c.id for c in handle.children)
+        assert job["s"] == "completed"
+        assert serialization.loads(job["r"]) == {a: ["completed", f"h{i}"], b: ["completed", i]}
+    chaos.check_invariants()
