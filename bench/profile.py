@@ -4,6 +4,7 @@
     .venv/bin/python -m bench.profile drain          # py-spy on runworkers draining 50,000 no-op jobs
     .venv/bin/python -m bench.profile drain --svg /tmp/drain.svg
     .venv/bin/python -m bench.profile worker         # one in-process WorkerProcess (burst), yappi CPU profile
+    .venv/bin/python -m bench.profile cost           # per-job cost of each phase, Redis side from INFO commandstats
 
 ``drain`` needs py-spy (``.venv/bin/pip install py-spy``). It samples every thread of both
 worker processes and prints, per function, the share of samples spent in it (inclusive) and
@@ -27,6 +28,7 @@ import shutil
 import subprocess
 import sys
 import time
+from typing import Any
 from collections import Counter
 from pathlib import Path
 
@@ -149,6 +151,72 @@ def profile_worker(bench: Bench, n: int, top: int, threads: int, job: str, use_y
     yappi.clear_stats()
 
 
+def profile_cost(bench: Bench, n: int, threads: int) -> None:
+    """Per-job cost of each phase, measured inside Redis (steadier than rates on a busy machine).
+
+    For each phase: the Redis time of its script calls (``INFO commandstats`` usec of EVALSHA,
+    which includes the commands the scripts run), the commands per job, Redis ``used_cpu``
+    per job, this process' CPU per job; after the single enqueues the Redis memory per waiting
+    job (``used_memory`` delta). The drain runs an in-process worker with ``KEEP_COMPLETED``
+    ``{"AGE": 0}`` (fire-and-forget, as ``--peers`` runs it).
+    """
+    import resource
+
+    from django.conf import settings
+    from django.test.utils import override_settings
+
+    from bench import jobs
+    from bench.run import command_calls
+    from django_jobs.worker.process import WorkerProcess, quiet_django_task_logging
+
+    assert bench.r is not None
+    r = bench.r
+    quiet_django_task_logging()
+
+    def measure(label: str, count: int, run: Any) -> None:
+        r.config_resetstat()
+        cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+        rc0 = _redis_cpu(bench)
+        t0 = time.perf_counter()
+        run()
+        elapsed = time.perf_counter() - t0
+        cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+        rcpu = _redis_cpu(bench) - rc0
+        cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
+        calls = command_calls(r)
+        script = calls.get("evalsha", (0, 0))[1] + calls.get("eval", (0, 0))[1]
+        cmds = sum(c for name, (c, _) in calls.items() if name not in ("info", "config|resetstat", "config"))
+        detail = ", ".join(f"{name} {c / count:.2f} ({u / c:.1f} us)" for name, (c, u) in sorted(calls.items(), key=lambda kv: -kv[1][0])
+                           if name not in ("info", "config|resetstat", "config") and c / count >= 0.01)
+        print(f"{label}: {count:,} jobs, {count / elapsed:,.0f}/s; scripts {script / count:.1f} us/job in Redis; "
+              f"Redis CPU {rcpu / count * 1e6:.1f} us/job; this process {cpu / count * 1e6:.1f} us/job; "
+              f"{cmds / count:.2f} commands/job")
+        print(f"  {detail}")
+
+    bench.flush()
+    for _ in range(200):
+        jobs.noop.enqueue()
+    bench.flush()
+    mem0 = r.info("memory")["used_memory"]
+    measure("enqueue, single", n, lambda: [jobs.noop.enqueue() for _ in range(n)])
+    mem = r.info("memory")["used_memory"] - mem0
+    print(f"  Redis memory per waiting job: {mem / n:.0f} bytes")
+    sample = r.hgetall(next(iter(r.scan_iter(match="*:job:*", count=1000))))
+    print(f"  a waiting job's hash: {len(sample)} fields, {sum(len(k) + len(v) for k, v in sample.items())} bytes of fields and values: "
+          f"{sorted(sample)}")
+    bench.flush()
+    measure("enqueue, bulk (enqueue_many x 1,000)", n,
+            lambda: [jobs.noop.enqueue_many([()] * min(1000, n - s)) for s in range(0, n, 1000)])
+    conf = {**settings.DJANGO_JOBS, "KEEP_COMPLETED": {"AGE": 0}}
+    with override_settings(DJANGO_JOBS=conf):
+        def drain() -> None:
+            worker = WorkerProcess(queues=["default"], threads=threads, burst=True)
+            worker.run()
+            assert worker.processed == n, worker.processed
+
+        measure("drain (in-process worker, KEEP_COMPLETED AGE 0)", n, drain)
+
+
 def _short(f) -> str:  # type: ignore[no-untyped-def]
     path = f.module or ""
     for marker in ("site-packages/", "/work/main/", "lib/python3.13/"):
@@ -252,7 +320,7 @@ def _flamegraph(raw: Path, svg: Path) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=["enqueue", "drain", "worker"])
+    parser.add_argument("what", choices=["enqueue", "drain", "worker", "cost"])
     parser.add_argument("-n", type=int, default=0, help="jobs (default 20,000 enqueue and worker / 50,000 drain)")
     parser.add_argument("--threads", type=int, default=8, help="threads of the in-process worker")
     parser.add_argument("--job", default="noop", choices=["noop", "sleep10"], help="job of the in-process worker")
@@ -271,6 +339,8 @@ def main() -> int:
         bench.setup()
         if args.what == "enqueue":
             profile_enqueue(bench, args.n or 20_000, args.top)
+        elif args.what == "cost":
+            profile_cost(bench, args.n or 20_000, args.threads)
         elif args.what == "worker":
             profile_worker(bench, args.n or 20_000, args.top, args.threads, args.job, not args.no_yappi)
         else:

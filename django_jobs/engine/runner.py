@@ -32,6 +32,26 @@ SCRIPT_RETRIES = 3
 #: Longest single blocking wait on the marker keys, seconds.
 MAX_BLOCK = 30.0
 
+try:
+    from hiredis import pack_command as _hiredis_pack
+except ImportError:  # pragma: no cover - redis[hiredis] is a dependency
+    _hiredis_pack = None
+
+
+def _packed(conn: Any, command: tuple[Any, ...]) -> Any:
+    """Return ``command`` in the Redis protocol, as ``conn.send_packed_command`` takes it (a list of bytes).
+
+    hiredis packs the whole command in C; redis-py's ``pack_command`` encodes each argument
+    in Python first (~45 us for an enqueue's 17 arguments against ~6 us here; the scripts'
+    arguments are str and int only). Refuses what redis-py refuses (None, bool) the same way.
+    """
+    if _hiredis_pack is None:
+        return conn.pack_command(*command)
+    try:
+        return [_hiredis_pack(command)]
+    except TypeError as exc:
+        raise redis.DataError(str(exc)) from exc
+
 class _OwnConnection:
     """A connection owned by one thread (and one process); closed when the thread ends."""
 
@@ -125,7 +145,7 @@ class ScriptRunner:
                 self._owned.add(own)
             conn = own.conn
             try:
-                conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                conn.send_packed_command(_packed(conn, ("EVALSHA", script.sha, len(keys), *keys, *args)))
                 try:
                     reply = conn.read_response()
                 except redis.exceptions.NoScriptError:
