@@ -28,9 +28,9 @@ import shutil
 import subprocess
 import sys
 import time
-from typing import Any
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:

@@ -32,6 +32,7 @@ SCRIPT_RETRIES = 3
 #: Longest single blocking wait on the marker keys, seconds.
 MAX_BLOCK = 30.0
 
+_hiredis_pack: Callable[[tuple[Any, ...]], bytes] | None
 try:
     from hiredis import pack_command as _hiredis_pack
 except ImportError:  # pragma: no cover - redis[hiredis] is a dependency
