@@ -5,6 +5,7 @@
     .venv/bin/python -m bench.profile drain --svg /tmp/drain.svg
     .venv/bin/python -m bench.profile worker         # one in-process WorkerProcess (burst), yappi CPU profile
     .venv/bin/python -m bench.profile cost           # per-job cost of each phase, Redis side from INFO commandstats
+    .venv/bin/python -m bench.profile enqueue-cpu    # Python CPU of one enqueue() up to the bytes it sends
 
 ``drain`` needs py-spy (``.venv/bin/pip install py-spy``). It samples every thread of both
 worker processes and prints, per function, the share of samples spent in it (inclusive) and
@@ -217,6 +218,36 @@ def profile_cost(bench: Bench, n: int, threads: int) -> None:
         measure("drain (in-process worker, KEEP_COMPLETED AGE 0)", n, drain)
 
 
+def profile_enqueue_cpu(bench: Bench, n: int) -> None:
+    """Python CPU of one ``noop.enqueue()``, from the call to the bytes it sends, without the round trip.
+
+    The thread's script connection is warmed up on the real server, then its send and read are
+    replaced by a no-op and a canned reply, so neither network nor Redis time (nor the machine's
+    other load waiting on them) is in the figure: 7 repetitions of ``n`` calls, process time.
+    """
+    import statistics
+
+    from bench.jobs import noop
+    from django_jobs.engine import get_engine
+
+    noop.enqueue()
+    conn = get_engine()._lane.own.conn
+    now_ms = int(time.time() * 1000)
+    conn.send_packed_command = lambda command, check_health=True: None
+    conn.send_command = lambda *args, **kwargs: conn.pack_command(*args)  # redis-py packs in send_command
+    conn.read_response = lambda *args, **kwargs: [1, now_ms]
+    for _ in range(1000):
+        noop.enqueue()
+    runs = []
+    for _ in range(7):
+        t0 = time.process_time()
+        for _ in range(n):
+            noop.enqueue()
+        runs.append((time.process_time() - t0) / n * 1e6)
+    print(f"enqueue() Python CPU, no round trip: median {statistics.median(runs):.1f} us/call, "
+          f"min {min(runs):.1f} (7 x {n:,} calls)")
+
+
 def _short(f) -> str:  # type: ignore[no-untyped-def]
     path = f.module or ""
     for marker in ("site-packages/", "/work/main/", "lib/python3.13/"):
@@ -320,7 +351,7 @@ def _flamegraph(raw: Path, svg: Path) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=["enqueue", "drain", "worker", "cost"])
+    parser.add_argument("what", choices=["enqueue", "drain", "worker", "cost", "enqueue-cpu"])
     parser.add_argument("-n", type=int, default=0, help="jobs (default 20,000 enqueue and worker / 50,000 drain)")
     parser.add_argument("--threads", type=int, default=8, help="threads of the in-process worker")
     parser.add_argument("--job", default="noop", choices=["noop", "sleep10"], help="job of the in-process worker")
@@ -339,6 +370,8 @@ def main() -> int:
         bench.setup()
         if args.what == "enqueue":
             profile_enqueue(bench, args.n or 20_000, args.top)
+        elif args.what == "enqueue-cpu":
+            profile_enqueue_cpu(bench, args.n or 20_000)
         elif args.what == "cost":
             profile_cost(bench, args.n or 20_000, args.threads)
         elif args.what == "worker":
