@@ -4,6 +4,8 @@
     .venv/bin/python -m bench.profile drain          # py-spy on runworkers draining 50,000 no-op jobs
     .venv/bin/python -m bench.profile drain --svg /tmp/drain.svg
     .venv/bin/python -m bench.profile worker         # one in-process WorkerProcess (burst), yappi CPU profile
+    .venv/bin/python -m bench.profile cost           # per-job cost of each phase, Redis side from INFO commandstats
+    .venv/bin/python -m bench.profile enqueue-cpu    # Python CPU of one enqueue() up to the bytes it sends
 
 ``drain`` needs py-spy (``.venv/bin/pip install py-spy``). It samples every thread of both
 worker processes and prints, per function, the share of samples spent in it (inclusive) and
@@ -29,6 +31,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -149,6 +152,102 @@ def profile_worker(bench: Bench, n: int, top: int, threads: int, job: str, use_y
     yappi.clear_stats()
 
 
+def profile_cost(bench: Bench, n: int, threads: int) -> None:
+    """Per-job cost of each phase, measured inside Redis (steadier than rates on a busy machine).
+
+    For each phase: the Redis time of its script calls (``INFO commandstats`` usec of EVALSHA,
+    which includes the commands the scripts run), the commands per job, Redis ``used_cpu``
+    per job, this process' CPU per job; after the single enqueues the Redis memory per waiting
+    job (``used_memory`` delta). The drain runs an in-process worker with ``KEEP_COMPLETED``
+    ``{"AGE": 0}`` (fire-and-forget, as ``--peers`` runs it).
+    """
+    import resource
+
+    from django.conf import settings
+    from django.test.utils import override_settings
+
+    from bench import jobs
+    from bench.run import command_calls
+    from django_jobs.worker.process import WorkerProcess, quiet_django_task_logging
+
+    assert bench.r is not None
+    r = bench.r
+    quiet_django_task_logging()
+
+    def measure(label: str, count: int, run: Any) -> None:
+        r.config_resetstat()
+        cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+        rc0 = _redis_cpu(bench)
+        t0 = time.perf_counter()
+        run()
+        elapsed = time.perf_counter() - t0
+        cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+        rcpu = _redis_cpu(bench) - rc0
+        cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
+        calls = command_calls(r)
+        script = calls.get("evalsha", (0, 0))[1] + calls.get("eval", (0, 0))[1]
+        cmds = sum(c for name, (c, _) in calls.items() if name not in ("info", "config|resetstat", "config"))
+        detail = ", ".join(f"{name} {c / count:.2f} ({u / c:.1f} us)" for name, (c, u) in sorted(calls.items(), key=lambda kv: -kv[1][0])
+                           if name not in ("info", "config|resetstat", "config") and c / count >= 0.01)
+        print(f"{label}: {count:,} jobs, {count / elapsed:,.0f}/s; scripts {script / count:.1f} us/job in Redis; "
+              f"Redis CPU {rcpu / count * 1e6:.1f} us/job; this process {cpu / count * 1e6:.1f} us/job; "
+              f"{cmds / count:.2f} commands/job")
+        print(f"  {detail}")
+
+    bench.flush()
+    for _ in range(200):
+        jobs.noop.enqueue()
+    bench.flush()
+    mem0 = r.info("memory")["used_memory"]
+    measure("enqueue, single", n, lambda: [jobs.noop.enqueue() for _ in range(n)])
+    mem = r.info("memory")["used_memory"] - mem0
+    print(f"  Redis memory per waiting job: {mem / n:.0f} bytes")
+    sample = r.hgetall(next(iter(r.scan_iter(match="*:job:*", count=1000))))
+    print(f"  a waiting job's hash: {len(sample)} fields, {sum(len(k) + len(v) for k, v in sample.items())} bytes of fields and values: "
+          f"{sorted(sample)}")
+    bench.flush()
+    measure("enqueue, bulk (enqueue_many x 1,000)", n,
+            lambda: [jobs.noop.enqueue_many([()] * min(1000, n - s)) for s in range(0, n, 1000)])
+    conf = {**settings.DJANGO_JOBS, "KEEP_COMPLETED": {"AGE": 0}}
+    with override_settings(DJANGO_JOBS=conf):
+        def drain() -> None:
+            worker = WorkerProcess(queues=["default"], threads=threads, burst=True)
+            worker.run()
+            assert worker.processed == n, worker.processed
+
+        measure("drain (in-process worker, KEEP_COMPLETED AGE 0)", n, drain)
+
+
+def profile_enqueue_cpu(bench: Bench, n: int) -> None:
+    """Python CPU of one ``noop.enqueue()``, from the call to the bytes it sends, without the round trip.
+
+    The thread's script connection is warmed up on the real server, then its send and read are
+    replaced by a no-op and a canned reply, so neither network nor Redis time (nor the machine's
+    other load waiting on them) is in the figure: 7 repetitions of ``n`` calls, process time.
+    """
+    import statistics
+
+    from bench.jobs import noop
+    from django_jobs.engine import get_engine
+
+    noop.enqueue()
+    conn = get_engine()._lane.own.conn
+    now_ms = int(time.time() * 1000)
+    conn.send_packed_command = lambda command, check_health=True: None
+    conn.send_command = lambda *args, **kwargs: conn.pack_command(*args)  # redis-py packs in send_command
+    conn.read_response = lambda *args, **kwargs: [1, now_ms]
+    for _ in range(1000):
+        noop.enqueue()
+    runs = []
+    for _ in range(7):
+        t0 = time.process_time()
+        for _ in range(n):
+            noop.enqueue()
+        runs.append((time.process_time() - t0) / n * 1e6)
+    print(f"enqueue() Python CPU, no round trip: median {statistics.median(runs):.1f} us/call, "
+          f"min {min(runs):.1f} (7 x {n:,} calls)")
+
+
 def _short(f) -> str:  # type: ignore[no-untyped-def]
     path = f.module or ""
     for marker in ("site-packages/", "/work/main/", "lib/python3.13/"):
@@ -252,7 +351,7 @@ def _flamegraph(raw: Path, svg: Path) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=["enqueue", "drain", "worker"])
+    parser.add_argument("what", choices=["enqueue", "drain", "worker", "cost", "enqueue-cpu"])
     parser.add_argument("-n", type=int, default=0, help="jobs (default 20,000 enqueue and worker / 50,000 drain)")
     parser.add_argument("--threads", type=int, default=8, help="threads of the in-process worker")
     parser.add_argument("--job", default="noop", choices=["noop", "sleep10"], help="job of the in-process worker")
@@ -271,6 +370,10 @@ def main() -> int:
         bench.setup()
         if args.what == "enqueue":
             profile_enqueue(bench, args.n or 20_000, args.top)
+        elif args.what == "enqueue-cpu":
+            profile_enqueue_cpu(bench, args.n or 20_000)
+        elif args.what == "cost":
+            profile_cost(bench, args.n or 20_000, args.threads)
         elif args.what == "worker":
             profile_worker(bench, args.n or 20_000, args.top, args.threads, args.job, not args.no_yappi)
         else:

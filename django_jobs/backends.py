@@ -305,7 +305,8 @@ class RedisBackend(BaseTaskBackend):
         for number, (args, kwargs) in enumerate(calls):
             bind_arguments(task, args, kwargs, where=f"item {number} of enqueue_many()")
         with tracing.producer_span(task.module_path, task.queue_name, len(calls)):
-            prepared = [self._prepare(task, args, kwargs) for args, kwargs in calls]
+            traced = tracing.tracer() is not None  # asked once per call, not per job
+            prepared = [self._prepare(task, args, kwargs, traced=traced) for args, kwargs in calls]
             self._push(prepared)
         return [result for _, result in prepared]
 

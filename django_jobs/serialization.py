@@ -18,7 +18,7 @@ def dumps_call(job_name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) ->
         TypeError: an argument cannot be represented in JSON.
     """
     try:
-        return dumps(list(args)), dumps(dict(kwargs))
+        return (dumps(list(args)) if args else "[]"), (dumps(dict(kwargs)) if kwargs else "{}")
     except (TypeError, ValueError):
         pass
     for index, value in enumerate(args):

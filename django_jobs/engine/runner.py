@@ -22,7 +22,7 @@ from django_jobs.conf import JobsSettings
 from django_jobs.engine.cluster import ClusterWaiter, run_script, run_script_and_wait
 from django_jobs.engine.connection import build_client
 from django_jobs.engine.keys import QueueKeys
-from django_jobs.engine.replicas import ENQUEUE_SCRIPTS, replica_acks, replica_wait
+from django_jobs.engine.replicas import ENQUEUE_SCRIPTS, replica_wait
 from django_jobs.engine.scripts import script_names, script_source
 from django_jobs.engine.topology import blocking_twin, describe, is_cluster
 from django_jobs.exceptions import RedisOutOfMemory, RedisUnavailable
@@ -31,6 +31,27 @@ from django_jobs.exceptions import RedisOutOfMemory, RedisUnavailable
 SCRIPT_RETRIES = 3
 #: Longest single blocking wait on the marker keys, seconds.
 MAX_BLOCK = 30.0
+
+_hiredis_pack: Callable[[tuple[Any, ...]], bytes] | None
+try:
+    from hiredis import pack_command as _hiredis_pack
+except ImportError:  # pragma: no cover - redis[hiredis] is a dependency
+    _hiredis_pack = None
+
+
+def _packed(conn: Any, command: tuple[Any, ...]) -> Any:
+    """Return ``command`` in the Redis protocol, as ``conn.send_packed_command`` takes it (a list of bytes).
+
+    hiredis packs the whole command in C; redis-py's ``pack_command`` encodes each argument
+    in Python first (~45 us for an enqueue's 17 arguments against ~6 us here; the scripts'
+    arguments are str and int only). Refuses what redis-py refuses (None, bool) the same way.
+    """
+    if _hiredis_pack is None:
+        return conn.pack_command(*command)
+    try:
+        return [_hiredis_pack(command)]
+    except TypeError as exc:
+        raise redis.DataError(str(exc)) from exc
 
 class _OwnConnection:
     """A connection owned by one thread (and one process); closed when the thread ends."""
@@ -118,16 +139,10 @@ class ScriptRunner:
                 return run_script(self.client, script, keys, args, self.target)
             except redis.ResponseError as exc:
                 raise self._response_error(exc) from exc
-        lane = self._lane
-        pid = os.getpid()
         for attempt in range(SCRIPT_RETRIES + 1):
-            own = getattr(lane, "own", None)
-            if own is None or own.pid != pid:
-                own = lane.own = _OwnConnection(self.client.connection_pool.make_connection())
-                self._owned.add(own)
-            conn = own.conn
+            conn = self._own_connection()
             try:
-                conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                conn.send_packed_command(_packed(conn, ("EVALSHA", script.sha, len(keys), *keys, *args)))
                 try:
                     reply = conn.read_response()
                 except redis.exceptions.NoScriptError:
@@ -160,21 +175,61 @@ class ScriptRunner:
             return [r for start in range(0, len(items), step) for r in self._run(name, keys, (*head, *items[start : start + step]))]
         if len(items) <= step:
             return list(self._run(name, keys, (*head, *items)))
+        calls = [(*head, *items[start : start + step]) for start in range(0, len(items), step)]
+        return [reply for replies in self._run_pipelined(name, keys, calls) for reply in replies]
+
+    def _own_connection(self) -> Any:
+        """Return this thread's own connection (made on first use, and again after a fork)."""
+        own = getattr(self._lane, "own", None)
+        if own is None or own.pid != os.getpid():
+            own = self._lane.own = _OwnConnection(self.client.connection_pool.make_connection())
+            self._owned.add(own)
+        return own.conn
+
+    def _run_pipelined(self, name: str, keys: Sequence[str], calls: Sequence[Sequence[Any]]) -> list[Any]:
+        """Call script ``name`` once per argument list of ``calls``, pipelined on this thread's own connection.
+
+        One round trip, every call packed by hiredis (no ``SCRIPT EXISTS`` first, as a redis-py
+        pipeline sends). A call that meets NOSCRIPT is sent again as EVAL once the other replies
+        are read; a connection error sends them all again, which the scripts make safe.
+        """
         script = self._scripts[name]
-
-        def send() -> list[Any]:
-            with self.client.pipeline(transaction=False) as pipe:
-                for start in range(0, len(items), step):
-                    script(keys=list(keys), args=[*head, *items[start : start + step]], client=pipe)
-                wait = self._enqueue_wait if name in ENQUEUE_SCRIPTS else None
+        wait = self._enqueue_wait if name in ENQUEUE_SCRIPTS else None
+        for attempt in range(SCRIPT_RETRIES + 1):
+            conn = self._own_connection()
+            try:
+                conn.send_packed_command(
+                    [packed for args in calls for packed in _packed(conn, ("EVALSHA", script.sha, len(keys), *keys, *args))]
+                )
+                replies: list[Any] = []
+                missing: list[int] = []
+                error: redis.ResponseError | None = None
+                for index in range(len(calls)):
+                    # Read every reply (an error reply too) so the connection stays in step.
+                    try:
+                        replies.append(conn.read_response())
+                    except redis.exceptions.NoScriptError:
+                        replies.append(None)
+                        missing.append(index)
+                    except redis.ResponseError as exc:
+                        replies.append(None)
+                        error = error or exc
+                if error is not None:
+                    raise error
+                for index in missing:
+                    conn.send_command("EVAL", script.script, len(keys), *keys, *calls[index])
+                    replies[index] = conn.read_response()
                 if wait is not None:
-                    pipe.execute_command("WAIT", *wait)
-                replies = list(pipe.execute())
-                if wait is not None:
-                    replica_acks(replies.pop(), wait)
+                    replica_wait(conn, wait)
                 return replies
-
-        return [reply for replies in self._call(send) for reply in replies]
+            except redis.ResponseError as exc:
+                raise self._response_error(exc) from exc
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                conn.disconnect()
+                if attempt == SCRIPT_RETRIES:
+                    raise RedisUnavailable(f"Cannot reach Redis at {self.target}: {exc}") from exc
+                time.sleep(0.05 * 2**attempt)
+        raise AssertionError("unreachable")
 
     def _bulk(self, name: str, keys: Sequence[str], head: Sequence[Any], job_ids: Sequence[str]) -> list[int]:
         """Call script ``name`` once per :attr:`BULK_CHUNK` ids, pipelined: one round trip."""

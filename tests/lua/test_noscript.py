@@ -24,3 +24,14 @@ def test_every_engine_method_works_after_script_flush(engine, r, k):
     assert {j.id for j in claim(engine, 5)} == {"c", "d"}
     # Each call reloaded its script (EVALSHA failed with NOSCRIPT, then it was loaded and rerun).
     assert r.script_exists(engine._scripts["fetch"].sha) == [True]
+
+
+def test_a_pipelined_bulk_call_works_after_script_flush(engine, r, k):
+    # enqueue_many of more than one chunk sends its script calls pipelined on one connection:
+    # each call that meets NOSCRIPT is sent again (EVAL), in order, and every job is created once.
+    r.script_flush()
+    ids = [f"j{i}" for i in range(25)]
+    assert engine.enqueue_many(QUEUE, [new_job(i) for i in ids], chunk=10) == [1] * 25
+    assert r.zrange(k.wait, 0, -1) == ids
+    assert engine.enqueue_many(QUEUE, [new_job(i) for i in ids], chunk=10) == [0] * 25  # a replay creates nothing
+    assert r.script_exists(engine._scripts["enqueue"].sha) == [True]
