@@ -76,7 +76,7 @@ def test_stats_reports_the_oldest_waiting_job_whatever_its_priority(engine, r):
 
     age = jobs_json("stats", "default")["default"]["oldest_waiting_seconds"]
     assert 300 <= age < 310
-    assert "5.0m" in jobs("stats", "default")[0]
+    assert "5.0 min" in jobs("stats", "default")[0]
 
 
 def test_stats_shows_a_paused_queue(engine):
@@ -234,7 +234,7 @@ def test_workers_lists_live_workers(engine):
     assert listed["host-a:42:abcdef"]["processed"] == 120
     header, _, row = jobs("workers")[0].splitlines()
     assert row.split()[:7] == ["host-a:42:abcdef", "host-a", "42", "default,high", "8", "3", "120"]
-    assert "1.5m" in row
+    assert "1.5 min" in row
 
 
 # -- errors: one clear line and a non-zero exit --------------------------------------------------

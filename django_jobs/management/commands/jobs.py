@@ -11,6 +11,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_jobs import operations
+from django_jobs.ages import age_label
 from django_jobs.conf import get_settings
 from django_jobs.engine import get_engine
 from django_jobs.engine.protocol import JobState
@@ -24,18 +25,6 @@ from django_jobs.tasks import ms_to_datetime
 LISTABLE = tuple(JobState)
 #: Jobs per script call in bulk retry and purge (each call stays short for Redis).
 BATCH = 500
-
-
-def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    if seconds < 3600:
-        return f"{seconds / 60:.1f}m"
-    if seconds < 86400:
-        return f"{seconds / 3600:.1f}h"
-    return f"{seconds / 86400:.1f}d"
 
 
 def _when(ms: str | int | None) -> str:
@@ -263,7 +252,7 @@ class Command(BaseCommand):
         headers = ["queue", "paused", *LISTABLE, "done/min", "failed/min", "oldest waiting"]
         rows = [
             [q, "yes" if s["paused"] else "no", *(s[state] for state in LISTABLE), s["completed_last_minute"],
-             s["failed_last_minute"], _age(s["oldest_waiting_seconds"])]
+             s["failed_last_minute"], age_label(s["oldest_waiting_seconds"])]
             for q, s in stats.items()
         ]
         self.emit(stats, lambda: table(rows, headers))
@@ -464,8 +453,8 @@ class Command(BaseCommand):
         now = time.time()
         rows = [
             [wid, info.get("host", ""), info.get("pid", ""), ",".join(info.get("queues", [])), info.get("threads", ""),
-             info.get("running", ""), info.get("processed", ""), _age(now - float(info.get("started", now))),
-             _age(now - float(info.get("beat", now)))]
+             info.get("running", ""), info.get("processed", ""), age_label(now - float(info.get("started", now))),
+             age_label(now - float(info.get("beat", now)))]
             for wid, info in sorted(workers.items())
         ]
         headers = ["worker", "host", "pid", "queues", "threads", "running", "processed", "up", "last beat"]
