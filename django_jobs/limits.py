@@ -277,7 +277,7 @@ def guard_for_call(task: Any, args: Any, kwargs: Any) -> Any:
 # -- pause, resume and bulk actions ---------------------------------------------------------
 
 #: States a bulk cancel may target (finished jobs cannot be cancelled).
-CANCELLABLE = (JobState.WAITING, JobState.SCHEDULED, JobState.ACTIVE)
+CANCELLABLE = (JobState.WAITING, JobState.SCHEDULED, JobState.WAITING_CHILDREN, JobState.ACTIVE)
 
 
 def pause_queues(queues: str | list[str] | None = None) -> list[str]:

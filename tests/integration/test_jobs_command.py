@@ -189,6 +189,18 @@ def test_cancel_cancels_a_waiting_job_and_reports_a_finished_one(engine):
         jobs("cancel", add.enqueue(2, 2).id)
 
 
+def test_cancel_queue_selects_flow_parents_waiting_for_their_children(engine):
+    from django_jobs.flows import Flow
+    from tests.testapp import jobs_flows as jf
+
+    flow = Flow(jf.gather.s("p"), children=[jf.value.s(1), jf.value.s(2)]).enqueue()  # no worker: the parent waits
+    assert engine.get_job("default", flow.id)["s"] == "waiting_children"
+    out = jobs_json("cancel", "--queue", "default", "--state", "waiting_children", "--yes")
+    assert out == {"queue": "default", "cancelled": 1, "requested": 0, "finished": 0}
+    assert engine.get_job("default", flow.id)["s"] == "cancelled"
+    assert all(engine.get_job("default", child.id)["s"] == "cancelled" for child in flow.children)
+
+
 def test_pause_and_resume_a_queue(engine):
     out, _ = jobs("pause", "high")
     assert "Queue 'high' is paused" in out and engine.is_paused("high")

@@ -144,7 +144,8 @@ class Command(BaseCommand):
         what = p.add_mutually_exclusive_group(required=True)
         what.add_argument("job_id", metavar="ID", nargs="?")
         what.add_argument("--queue", dest="cancel_queue", metavar="QUEUE", help="Cancel every job of QUEUE in --state (waiting and scheduled by default).")
-        p.add_argument("--state", dest="cancel_states", action="append", choices=("waiting", "scheduled", "active"), help="With --queue: which jobs (repeat for several).")
+        p.add_argument("--state", dest="cancel_states", action="append", choices=operations.CANCELLABLE,
+                       help="With --queue: which jobs (repeat for several; waiting_children: flow parents, which cancels their unfinished children).")
         p.add_argument("--name", dest="cancel_name", metavar="JOB", help="With --queue: only jobs of this job name (its module path).")
 
         for name, text in (("pause", "Stop workers taking jobs from a queue."), ("resume", "Let workers take jobs from a queue again.")):
@@ -188,6 +189,7 @@ class Command(BaseCommand):
         self.options = options
         action = options["action"]
         self.emitted: Any = None
+        self.results: list[operations.OperationResult] = []  # bulk operations: each job is recorded
         try:
             self.engine = get_engine()
             getattr(self, f"do_{action}")(options)
@@ -199,7 +201,7 @@ class Command(BaseCommand):
     def record(self, outcome: Any) -> None:
         from django_jobs.audit import record_command
 
-        if (why := record_command(self.options, outcome)) is not None:
+        if (why := record_command(self.options, outcome, self.results)) is not None:
             self.stderr.write(why)
 
     def emit(self, data: Any, text: Callable[[], str]) -> None:
@@ -341,6 +343,7 @@ class Command(BaseCommand):
         result = operations.retry(
             operations.JobFilter(q, ("failed",)), progress=lambda n, of: self.progress(n, of, "retried"), chunk=BATCH
         )
+        self.results.append(result)
         done = result.done_count
         skips = result.skip_counts()
         held = skips.get(SkipReason.UNIQUE_KEY_HELD, 0) + skips.get(SkipReason.CHILD_FAILED, 0)
@@ -378,14 +381,15 @@ class Command(BaseCommand):
         self.emit({"id": job_id, "queue": q, "result": outcome}, lambda: messages[outcome])
 
     def cancel_by_filter(self, options: dict[str, Any]) -> None:
-        from django_jobs.limits import cancel_jobs
-
         q = self.queue(options["cancel_queue"])
         states = tuple(options.get("cancel_states") or ("waiting", "scheduled"))
         name = options.get("cancel_name")
         which = f"{'/'.join(states)} jobs" + (f" of {name}" if name else "")
         self.confirm(f"Cancel every {which} in queue {q!r}?")
-        counts = cancel_jobs(q, states=states, name=name)
+        result = operations.cancel(operations.JobFilter(q, states, name))  # what limits.cancel_jobs() runs
+        self.results.append(result)
+        finished = result.skip_counts().get(SkipReason.ALREADY_FINISHED, 0)
+        counts = {"cancelled": result.done_count, "requested": result.requested_count, "finished": finished}
         self.emit({"queue": q, **counts}, lambda: (
             f"Cancelled {counts['cancelled']} {which} in {q!r}; asked {counts['requested']} running job(s) to stop."
         ))
