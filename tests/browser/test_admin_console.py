@@ -12,7 +12,7 @@ import socket
 import pytest
 
 from django_jobs.flows import Flow
-from tests.browser.conftest import ARTIFACTS, PASSWORD, USER, screenshot
+from tests.browser.conftest import ARTIFACTS, logged_in, screenshot
 from tests.redis_server import wait_until
 from tests.testapp import jobs_flows as jf
 from tests.testapp.jobs import add, always_fails, sleeper
@@ -30,15 +30,7 @@ def width(request) -> int:
 @pytest.fixture
 def page(browser, site, width):
     """A logged-in admin page in a window ``width`` px wide."""
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    context = browser.new_context(viewport={"width": width, "height": WIDTHS[width]}, base_url=site.url)
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    page.goto("/admin/")
-    page.fill("#id_username", USER)
-    page.fill("#id_password", PASSWORD)
-    page.click("input[type=submit]")
-    page.wait_for_url("**/admin/")
+    context, page = logged_in(browser, site, width, WIDTHS[width])
     yield page
     context.close()
 
