@@ -7,6 +7,8 @@ Screenshots: tests/artifacts/console-*.png.
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 
 import pytest
@@ -121,6 +123,21 @@ def test_is_a_queue_stuck(site, page, engine, width):
     wait_until(lambda: page.locator('.djj-warning[data-queue="high"]').count() == 0, timeout=30, interval=0.5,
                message="the page refreshes itself")
     assert page.locator('tr[data-queue="high"] .djj-count-waiting').inner_text() == "0"
+
+
+def test_a_queue_no_live_worker_serves_is_flagged(site, page, engine, width):
+    workers = site.procs[0]  # runworkers: stop it (SIGTERM, a clean shutdown takes its heartbeat away)
+    os.killpg(workers.pid, signal.SIGTERM)
+    workers.wait(timeout=60)
+    wait_until(lambda: not engine.workers(), timeout=60, message="no live worker left")
+    add.using(queue_name="high").enqueue_many([(i, i) for i in range(3)])
+    page.goto("/admin/django_jobs/jobrecord/queues/")
+    warning = page.locator('.djj-warning[data-queue="high"]')
+    assert "No live worker serves this queue: 3 jobs wait" in warning.inner_text()
+    assert page.locator('tr[data-queue="high"] .djj-oldest').inner_text() != "-"
+    on_screen(page, warning, width)
+    fits(page, width)
+    screenshot(page, f"console-q2-no-worker-{width}")
 
 
 def test_which_workers_are_alive_and_what_they_run(site, page, engine, width):
