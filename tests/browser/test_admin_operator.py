@@ -3,19 +3,23 @@
 One site for the module (tests/browser/seed.py: about 3,000 jobs over three queues, failures,
 retries, flows, cron, a paused queue with a backlog), shared by the tests: each width acts on
 its own group of jobs (``q4-<width>``), and a test that changes a queue puts it back.
-Screenshots: tests/artifacts/operator-*.png (docs/img/ takes its pictures from the 1440 px ones).
+Screenshots: tests/artifacts/operator-*.png; docs/img/refresh.sh makes docs/admin.md's pictures
+from the same pages (:data:`DOCS`).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import uuid
+from pathlib import Path
 
 import pytest
 
 from tests.browser.conftest import ARTIFACTS, django_command, logged_in, running_site, screenshot
 from tests.browser.seed import WIDTHS as SEEDED
 from tests.redis_server import wait_until
+from tests.testapp.jobs import sleeper
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 
@@ -51,6 +55,19 @@ def page(browser, busy_site, width):
     context.close()
 
 
+#: docs/admin.md's pictures: (name, the width it shows). docs/img/refresh.sh sets DJJ_DOCS_IMG.
+DOCS = {("failed-last-hour", 1024), ("job-detail", 1024), ("queues", 1440), ("workers", 1024), ("dashboard", 1024),
+        ("retry-confirm", 1024), ("history", 1440)}
+
+
+def docs_shot(page, name: str, width: int) -> None:
+    """With DJJ_DOCS_IMG=DIR, save the window (the first screen, as the operator sees it) as DIR/admin-NAME.png."""
+    where = os.environ.get("DJJ_DOCS_IMG")
+    if where and (name, width) in DOCS:
+        Path(where).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(where) / f"admin-{name}.png"))
+
+
 def fits(page, width: int) -> None:
     scroll = page.evaluate("document.documentElement.scrollWidth")
     assert scroll <= width, f"the page is {scroll} px wide in a {width} px window"
@@ -71,6 +88,7 @@ def test_q1_what_failed_in_the_last_hour_and_why_among_thousands(busy_site, page
     assert any("RuntimeError: flaky failure 1" in e for e in errors)
     fits(page, width)
     screenshot(page, f"operator-q1-failed-last-hour-{width}")
+    docs_shot(page, "failed-last-hour", width)
 
     page.fill("#searchbar", "always fails")  # error text
     page.press("#searchbar", "Enter")
@@ -83,6 +101,7 @@ def test_q1_what_failed_in_the_last_hour_and_why_among_thousands(busy_site, page
     on_first_screen(page.locator("#djj-summary .djj-state").first, width)
     assert "RuntimeError: broken invoice-1" in page.locator("#djj-last-error").inner_text()
     screenshot(page, f"operator-q1-detail-{width}")
+    docs_shot(page, "job-detail", width)
 
 
 def test_q2_is_a_queue_stuck_the_paused_backlog_is_flagged(busy_site, page, width):
@@ -97,14 +116,33 @@ def test_q2_is_a_queue_stuck_the_paused_backlog_is_flagged(busy_site, page, widt
         assert box is not None and box["x"] + box["width"] <= width + 1
     fits(page, width)
     screenshot(page, f"operator-q2-queues-{width}")
+    docs_shot(page, "queues", width)
 
 
-def test_q3_workers_and_what_they_run(busy_site, page, width):
+def test_q3_workers_and_what_they_run_then_cancel_one_from_there(busy_site, page, engine, width):
     page.goto("/admin/django_jobs/jobrecord/workers/")
     wait_until(lambda: page.locator("#djj-workers tbody tr").count() >= 1 or page.reload(), timeout=30, interval=1,
                message="the worker's heartbeat")
+    job_id = sleeper.using(queue_name="high").enqueue(f"report-export-{width}", 8).id
+    row = page.locator(f'#djj-running tr[data-job="{job_id}"]')
+    row.wait_for(timeout=20_000)  # the page refreshes itself
+    assert "pid" in row.locator(".djj-running-worker").inner_text()
+    on_first_screen(row.get_by_role("button", name="Cancel"), width)
     fits(page, width)
     screenshot(page, f"operator-q3-workers-{width}")
+    docs_shot(page, "workers", width)
+    page.once("dialog", lambda dialog: dialog.accept())
+    row.get_by_role("button", name="Cancel").click()
+    assert "cancellation requested" in page.locator(".messagelist").inner_text()
+    assert engine.get_job("high", job_id)["cx"] == "1"  # its worker is asked to stop it (a sync job stops when it checks)
+
+
+def test_the_dashboard_over_thousands_of_jobs(busy_site, page, width):
+    page.goto("/admin/django_jobs/jobrecord/dashboard/")
+    assert int(page.locator("#djj-completed").inner_text().replace(",", "")) > 2000
+    fits(page, width)
+    screenshot(page, f"operator-dashboard-{width}")
+    docs_shot(page, "dashboard", width)
 
 
 def test_q4_retry_these_failed_jobs_states_the_count_and_the_skips_first(busy_site, page, engine, width):
@@ -129,6 +167,7 @@ def test_q4_retry_these_failed_jobs_states_the_count_and_the_skips_first(busy_si
     on_first_screen(button, width)
     fits(page, width)
     screenshot(page, f"operator-q4-retry-confirm-{width}")
+    docs_shot(page, "retry-confirm", width)
     assert sum(engine.get_job("default", j)["s"] == "failed" for j in listed) == 13  # nothing ran yet
 
     button.click()
@@ -174,5 +213,6 @@ def test_q5_who_did_this_the_jobs_page_shows_the_admin_and_manage_py_actions(bus
     page.locator("#djj-history").scroll_into_view_if_needed()
     fits(page, width)
     screenshot(page, f"operator-q5-history-{width}")
+    docs_shot(page, "history", width)
     page.screenshot(path=str(ARTIFACTS / f"operator-q5-history-view-{width}.png"))
 
