@@ -101,9 +101,12 @@ CHANGING = ("retry", "cancel", "pause", "resume", "purge", "limits")
 _OPTIONS = ("job_id", "queue", "queues", "failed", "cancel_queue", "cancel_states", "cancel_name", "all", "state", "rate", "concurrency", "reset")
 
 
-def record_command(options: dict[str, Any], outcome: object) -> str | None:
+def record_command(options: dict[str, Any], outcome: object, results: Sequence[OperationResult] = ()) -> str | None:
     """Record a ``manage.py jobs`` subcommand that changed something, under ``--user`` (default:
     the OS user), and log it (INFO, logger ``django_jobs.audit``, with the OS user) in any case.
+
+    ``results`` are the bulk operations it ran (``retry --failed``, ``cancel --queue``): each of
+    their jobs also gets its own entry, as an admin action writes (:func:`record_jobs`).
 
     Returns why ``--user``'s record could not be written, or None (a default OS user without a
     Django account, or no database, is only logged).
@@ -136,4 +139,6 @@ def record_command(options: dict[str, Any], outcome: object) -> str | None:
     queues = [str(v) for k, v in given.items() if k in ("queue", "queues", "failed", "cancel_queue")]
     what = f"job {job_id}" if job_id else f"queues {', '.join(queues)}" if queues else "all queues"
     record(user, what, text, job_id=job_id)
+    for result in results:
+        record_jobs(user, result, "manage.py jobs")
     return None

@@ -95,10 +95,12 @@ class RedisBackend(BaseTaskBackend):
         """Ignore Django's default (``{"default"}``): our queues come from DJANGO_JOBS at call time."""
 
     def check(self, **kwargs: Any) -> list[Any]:
-        """Return this backend's system check messages: the queues (E004, E007), as ``manage.py check`` shows them."""
-        from django_jobs.checks import backend_check
+        """Return nothing: the ``django_jobs``-tagged check ``check_queues`` reports the queues (E004, E007).
 
-        return backend_check(self.alias)
+        Django's ``check_tasks`` (untagged) calls this; reporting them here too would show each
+        message twice in ``manage.py check`` and none in ``manage.py check --tag django_jobs``.
+        """
+        return []
 
     # -- validation -----------------------------------------------------------------------
 

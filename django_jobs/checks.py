@@ -214,7 +214,7 @@ def _embedded_warnings(configured: str | None) -> Messages:
 @checks.register("django_jobs")
 @_never_raise
 def check_tasks_backends(app_configs: Any = None, **kwargs: Any) -> Messages:
-    """Check that a TASKS alias uses our backend (E006); each backend's check() reports its queues (E004, E007)."""
+    """Check that a TASKS alias uses our backend (E006); :func:`check_queues` reports the queues (E004, E007)."""
     from django.conf import settings
 
     tasks = getattr(settings, "TASKS", None) or {}
@@ -486,7 +486,7 @@ def our_aliases() -> list[str]:
 
 
 def backend_messages(alias: str) -> Messages:
-    """Return the queue checks of the backend ``alias`` (``RedisBackend.check()``, run by Django's check_tasks).
+    """Return the queue checks of the backend ``alias`` (:func:`check_queues` runs them for each of our aliases).
 
     The first of our aliases also reports DJANGO_JOBS['QUEUES'] problems (E004), once; each reports
     its own TASKS QUEUES (E007).
@@ -531,11 +531,13 @@ def backend_messages(alias: str) -> Messages:
     return errors
 
 
+@checks.register("django_jobs")
 @_never_raise
-def _backend_check(app_configs: Any = None, *, alias: str = "", **kwargs: Any) -> Messages:
-    return backend_messages(alias)
+def check_queues(app_configs: Any = None, **kwargs: Any) -> Messages:
+    """Check DJANGO_JOBS['QUEUES'] (E004) and each of our TASKS aliases' QUEUES (E007).
 
-
-def backend_check(alias: str) -> Messages:
-    """Return :func:`backend_messages` of ``alias``, never raising (E099 on a bug)."""
-    return _backend_check(alias=alias)
+    Registered under the ``django_jobs`` tag like the other checks, so ``manage.py check --tag
+    django_jobs`` runs them all (``RedisBackend.check()``, which Django's untagged ``check_tasks``
+    calls, reports nothing, so a plain ``manage.py check`` shows each message once).
+    """
+    return [m for alias in our_aliases() for m in backend_messages(alias)]

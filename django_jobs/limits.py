@@ -320,7 +320,7 @@ def shard_key_for_call(task: Any, args: Any, kwargs: Any) -> str | None:
 # -- pause, resume and bulk actions ---------------------------------------------------------
 
 #: States a bulk cancel may target (finished jobs cannot be cancelled).
-CANCELLABLE = (JobState.WAITING, JobState.SCHEDULED, JobState.ACTIVE)
+CANCELLABLE = (JobState.WAITING, JobState.SCHEDULED, JobState.WAITING_CHILDREN, JobState.ACTIVE)
 
 
 def pause_queues(queues: str | list[str] | None = None) -> list[str]:

@@ -122,16 +122,13 @@ def problems(*, jobs: bool = True) -> Messages:
     ``jobs=False`` leaves out the checks that import the apps' job modules (CRON's JOB, E021/E022).
     """
     from django_jobs import checks as ours
-    from django_jobs.checks import backend_check, our_aliases
 
     found: Messages = []
-    for check in (ours.check_settings, ours.check_connection, ours.check_tasks_backends, check_middleware, check_django_middleware):
+    for check in (ours.check_settings, ours.check_connection, ours.check_tasks_backends, ours.check_queues, check_middleware, check_django_middleware):
         found += check()
     if jobs:
         found += ours.check_cron_jobs()
         found += ours.check_job_queues()
-    for alias in our_aliases():
-        found += backend_check(alias)
     return found
 
 

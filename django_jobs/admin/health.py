@@ -48,14 +48,3 @@ def queue_health(engine: Any, queue: str, counts: dict[str, int], *, paused: boo
         "oldest_age": oldest, "done_per_min": done, "failed_per_min": failed, "retrying": rates["retrying"],
         "workers": workers, "warnings": warnings, "stuck": bool(warnings),
     }
-
-
-def age_label(seconds: float | None) -> str:
-    """``None`` as "-", else a compact age: "4.2 s", "3 min", "2.5 h"."""
-    if seconds is None:
-        return "-"
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"

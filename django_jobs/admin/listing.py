@@ -18,6 +18,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html
 
+from django_jobs.ages import age_label
 from django_jobs.models import JobRecord
 
 #: The choices of the "finished within" filter: (parameter value, label, length).
@@ -74,17 +75,10 @@ def error_html(obj: JobRecord) -> str:
 
 
 def age_text(when: datetime | None, now: datetime | None = None) -> str:
-    """Return how long ago ``when`` was, compactly: ``"42 s"``, ``"5 min"``, ``"3 h"``, ``"2 d"``."""
+    """Return how long ago ``when`` was, compactly (:func:`django_jobs.ages.age_label`): ``"42.0 s"``, ``"5.0 min"``."""
     if when is None:
         return "-"
-    seconds = max(0.0, ((now or timezone.now()) - when).total_seconds())
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 172800:
-        return f"{seconds / 3600:.0f} h"
-    return f"{seconds / 86400:.0f} d"
+    return age_label(((now or timezone.now()) - when).total_seconds())
 
 
 def age_html(when: datetime | None) -> str:

@@ -9,7 +9,8 @@ from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 
 from django_jobs.admin.common import _engine, _need, _page
-from django_jobs.admin.health import age_label, queue_health, serving_workers
+from django_jobs.admin.health import queue_health, serving_workers
+from django_jobs.ages import age_label
 from django_jobs.models import JobState
 
 logger = logging.getLogger(__name__)

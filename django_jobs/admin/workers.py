@@ -18,7 +18,7 @@ from django.urls import reverse
 
 from django_jobs.admin.actions import ACTION_PERMISSIONS, run_job_action
 from django_jobs.admin.common import _engine, _need, _page, progress_html
-from django_jobs.admin.health import age_label
+from django_jobs.ages import age_label
 
 logger = logging.getLogger(__name__)
 

@@ -85,7 +85,7 @@ class Fetching(WorkerState):
                     timeout = min(timeout, 0.1)
                 self.engine.wait_for_work(self.queues, timeout)
             except Exception as exc:  # noqa: BLE001 - never let the heartbeat die
-                self._outage.failed("fetching jobs", exc, backoff)
+                self._outage.failed(exc, backoff, "fetching jobs")
                 self.stopping.wait(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
 

@@ -12,10 +12,22 @@ from collections import defaultdict
 from django_jobs import runtime
 from django_jobs.worker import executor, faults
 from django_jobs.worker.executor import RunningJob
-from django_jobs.worker.outage import rss_mb
 from django_jobs.worker.state import EXIT_TIMEOUT, TICK, WorkerState
 
 logger = logging.getLogger("django_jobs.worker")
+
+def rss_mb() -> float:
+    """Return this process' resident memory in MB (Linux: now; elsewhere: the peak so far)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        import resource
+        import sys
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
 
 #: How often the heartbeat reads the process' memory use when ``max_memory_mb`` is set, seconds.
 MEMORY_CHECK_EVERY = 1.0
@@ -55,7 +67,7 @@ class Heartbeat(WorkerState):
                 if reached:
                     self._outage.ok()
             except Exception as exc:  # noqa: BLE001 - never let the heartbeat die
-                self._outage.failed("renewing leases", exc, TICK)
+                self._outage.failed(exc, TICK, "renewing leases")
             if os.getppid() != self._ppid and not self.fast.is_set():
                 self._parent_gone()
 

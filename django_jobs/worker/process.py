@@ -51,6 +51,7 @@ from django_jobs.conf import get_settings
 from django_jobs.engine import get_engine
 from django_jobs.engine.queue import Claimed, Engine
 from django_jobs.lifeline import die_with_parent
+from django_jobs.outage import OutageLog
 from django_jobs.worker import (
     executor,
     isolation,
@@ -58,13 +59,14 @@ from django_jobs.worker import (
 from django_jobs.worker.executor import Prepared, RunningJob
 from django_jobs.worker.fetching import Fetching
 from django_jobs.worker.heartbeat import Heartbeat
-from django_jobs.worker.outage import Outage
 from django_jobs.worker.settling import Settling
 from django_jobs.worker.state import EXIT_RECYCLED, STOP, TICK
 from django_jobs.worker.wakeup import WakeupPipe
 
 logger = logging.getLogger("django_jobs.worker")
 
+#: While Redis stays unreachable, a worker repeats its warning at most this often, seconds.
+OUTAGE_LOG_EVERY = 30.0
 #: How long the shutdown waits for outcomes to be written after the grace period, seconds.
 FLUSH_TIMEOUT = 5.0
 #: Signals a worker forked by the supervisor handles.
@@ -139,7 +141,7 @@ class WorkerProcess(Fetching, Settling, Heartbeat):
         self._shard_turns: dict[str, int] = {}  # per sharded queue: the shard fetched first last round
         self._ppid = parent_pid if parent_pid is not None else os.getppid()
         self._deadline: float | None = None
-        self._outage = Outage(self.worker_id)
+        self._outage = OutageLog(logger, f"Worker {self.worker_id}", repeat_every=OUTAGE_LOG_EVERY)
         self._child = False
         self._signals = 0
         # The main thread sleeps on this pipe; signals (set_wakeup_fd) and request_stop() write to it.

@@ -96,7 +96,7 @@ class Settling(WorkerState):
                         )
                         codes = [0] * len(items)
                         break
-                    self._outage.failed("settling jobs", exc, backoff)
+                    self._outage.failed(exc, backoff, "settling jobs")
                     time.sleep(backoff)
                     backoff = min(backoff * 2, BACKOFF_MAX)
             faults.point("after_settle")

@@ -15,8 +15,8 @@ import threading
 from typing import Any
 
 from django_jobs.engine.queue import Claimed, Engine
+from django_jobs.outage import OutageLog
 from django_jobs.worker.executor import RunningJob
-from django_jobs.worker.outage import Outage
 
 #: Heartbeat thread tick, seconds (timeouts are enforced at this granularity).
 TICK = 0.25
@@ -58,7 +58,7 @@ class WorkerState:
     _loop: asyncio.AbstractEventLoop | None
     _ppid: int
     _deadline: float | None
-    _outage: Outage
+    _outage: OutageLog
     _child: bool
     _settles: int
     burst: bool

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -95,13 +96,12 @@ class Site:
         return outputs
 
 
-@pytest.fixture
-def site(redis_server, prefix, migrated_db, tmp_path) -> Iterator[Site]:
-    db = tmp_path / "db.sqlite3"
-    shutil.copy(migrated_db, db)
+@contextmanager
+def running_site(redis_server, prefix: str, db: Path, *, settings: str = SETTINGS, **env: str) -> Iterator[Site]:
+    """Run ``runworkers`` and ``runserver`` on the SQLite file ``db`` until the block ends."""
     port = free_port()
-    env = env_for(redis_server, prefix, DJANGO_SETTINGS_MODULE=SETTINGS, DJJ_SQLITE_PATH=str(db))
-    site = Site(env, f"http://127.0.0.1:{port}")
+    site = Site(env_for(redis_server, prefix, DJANGO_SETTINGS_MODULE=settings, DJJ_SQLITE_PATH=str(db), **env),
+                f"http://127.0.0.1:{port}")
     site.start("runworkers", "--processes", "1", "--threads", "2")
     server = site.start("runserver", f"127.0.0.1:{port}", "--noreload", "--insecure")
 
@@ -121,6 +121,14 @@ def site(redis_server, prefix, migrated_db, tmp_path) -> Iterator[Site]:
         site.stop()
 
 
+@pytest.fixture
+def site(redis_server, prefix, migrated_db, tmp_path) -> Iterator[Site]:
+    db = tmp_path / "db.sqlite3"
+    shutil.copy(migrated_db, db)
+    with running_site(redis_server, prefix, db) as site:
+        yield site
+
+
 @pytest.fixture(scope="module")
 def browser():
     """Chromium for one test module: Playwright's sync API runs an event loop in this thread until
@@ -133,18 +141,24 @@ def browser():
         chromium.close()
 
 
-@pytest.fixture
-def page(browser, site):
-    """A logged-in page of the admin (user admin)."""
+def logged_in(browser, site: Site, width: int = 1280, height: int = 900, *, user: str = USER, password: str = PASSWORD):
+    """Open a browser context ``width`` x ``height`` px on ``site`` and log in; returns (context, page)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=site.url)
+    context = browser.new_context(viewport={"width": width, "height": height}, base_url=site.url)
     page = context.new_page()
     page.set_default_timeout(15_000)
     page.goto("/admin/")
-    page.fill("#id_username", USER)
-    page.fill("#id_password", PASSWORD)
+    page.fill("#id_username", user)
+    page.fill("#id_password", password)
     page.click("input[type=submit]")
     page.wait_for_url("**/admin/")
+    return context, page
+
+
+@pytest.fixture
+def page(browser, site):
+    """A logged-in page of the admin (user admin)."""
+    context, page = logged_in(browser, site)
     yield page
     context.close()
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser.conftest import ARTIFACTS, PASSWORD, USER, screenshot
+from tests.browser.conftest import logged_in, screenshot
 from tests.redis_server import wait_until
 from tests.testapp.jobs import add, flaky
 
@@ -17,15 +17,7 @@ WIDTH, HEIGHT = 1024, 768
 
 @pytest.fixture
 def narrow(browser, site):
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    context = browser.new_context(viewport={"width": WIDTH, "height": HEIGHT}, base_url=site.url)
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    page.goto("/admin/")
-    page.fill("#id_username", USER)
-    page.fill("#id_password", PASSWORD)
-    page.click("input[type=submit]")
-    page.wait_for_url("**/admin/")
+    context, page = logged_in(browser, site, WIDTH, HEIGHT)
     yield page
     context.close()
 

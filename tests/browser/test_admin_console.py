@@ -7,12 +7,14 @@ Screenshots: tests/artifacts/console-*.png.
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 
 import pytest
 
 from django_jobs.flows import Flow
-from tests.browser.conftest import ARTIFACTS, PASSWORD, USER, screenshot
+from tests.browser.conftest import ARTIFACTS, logged_in, screenshot
 from tests.redis_server import wait_until
 from tests.testapp import jobs_flows as jf
 from tests.testapp.jobs import add, always_fails, sleeper
@@ -30,15 +32,7 @@ def width(request) -> int:
 @pytest.fixture
 def page(browser, site, width):
     """A logged-in admin page in a window ``width`` px wide."""
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    context = browser.new_context(viewport={"width": width, "height": WIDTHS[width]}, base_url=site.url)
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    page.goto("/admin/")
-    page.fill("#id_username", USER)
-    page.fill("#id_password", PASSWORD)
-    page.click("input[type=submit]")
-    page.wait_for_url("**/admin/")
+    context, page = logged_in(browser, site, width, WIDTHS[width])
     yield page
     context.close()
 
@@ -129,6 +123,21 @@ def test_is_a_queue_stuck(site, page, engine, width):
     wait_until(lambda: page.locator('.djj-warning[data-queue="high"]').count() == 0, timeout=30, interval=0.5,
                message="the page refreshes itself")
     assert page.locator('tr[data-queue="high"] .djj-count-waiting').inner_text() == "0"
+
+
+def test_a_queue_no_live_worker_serves_is_flagged(site, page, engine, width):
+    workers = site.procs[0]  # runworkers: stop it (SIGTERM, a clean shutdown takes its heartbeat away)
+    os.killpg(workers.pid, signal.SIGTERM)
+    workers.wait(timeout=60)
+    wait_until(lambda: not engine.workers(), timeout=60, message="no live worker left")
+    add.using(queue_name="high").enqueue_many([(i, i) for i in range(3)])
+    page.goto("/admin/django_jobs/jobrecord/queues/")
+    warning = page.locator('.djj-warning[data-queue="high"]')
+    assert "No live worker serves this queue: 3 jobs wait" in warning.inner_text()
+    assert page.locator('tr[data-queue="high"] .djj-oldest').inner_text() != "-"
+    on_screen(page, warning, width)
+    fits(page, width)
+    screenshot(page, f"console-q2-no-worker-{width}")
 
 
 def test_which_workers_are_alive_and_what_they_run(site, page, engine, width):

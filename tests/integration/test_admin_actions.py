@@ -207,6 +207,21 @@ def test_manage_py_jobs_records_who_changed_what(engine, django_user_model):
     assert LogEntry.objects.latest("id").user.username == getpass.getuser()
 
 
+def test_manage_py_jobs_bulk_retry_and_cancel_record_one_entry_per_job(engine, django_user_model):
+    django_user_model.objects.create_user("oncall")
+    failed = failed_jobs(3)
+    out, err = jobs("retry", "--failed", "default", "--yes", "--user", "oncall")
+    assert "Retried 3 failed job(s)" in out and "Not recorded" not in err
+    assert all(entries(job_id) == ["Retried (manage.py jobs)"] for job_id in failed)
+    waiting = [add.enqueue(i, i).id for i in range(2)]
+    jobs("cancel", "--queue", "default", "--yes", "--user", "oncall")  # the retried 3 wait too
+    assert all(entries(job_id) == ["Cancelled (manage.py jobs)"] for job_id in waiting)
+    assert all(entries(job_id) == ["Retried (manage.py jobs)", "Cancelled (manage.py jobs)"] for job_id in failed)
+    # Besides one summary entry per command, on the queue.
+    assert [e.object_repr for e in LogEntry.objects.filter(object_id=None)] == ["queues default", "queues default"]
+    assert {e.user.username for e in LogEntry.objects.all()} == {"oncall"}
+
+
 def test_manage_py_jobs_logs_every_change_with_the_os_user(engine, caplog):
     with caplog.at_level("INFO", logger="django_jobs.audit"):
         jobs("pause", "default")

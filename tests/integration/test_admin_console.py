@@ -45,7 +45,7 @@ def test_the_error_line_is_the_short_class_and_the_first_line_of_the_message():
     assert error_line("Child job 01a2f00dcafe1234 ended cancelled and its failure policy fails the parent.") == "ChildFailed: child \u2026cafe1234 ended cancelled"
     assert error_line("") == ""
     now = timezone.now()
-    assert [age_text(now - timedelta(seconds=s), now) for s in (5, 600, 10_800, 400_000)] == ["5 s", "10 min", "3 h", "5 d"]
+    assert [age_text(now - timedelta(seconds=s), now) for s in (5, 600, 10_800, 400_000)] == ["5.0 s", "10.0 min", "3.0 h", "4.6 d"]
 
 
 def test_the_list_shows_the_error_and_finds_errors_arguments_and_short_names(admin_client):

@@ -248,10 +248,20 @@ def test_keep_result_zero_deletes_the_job_when_it_finishes(work, r, prefix):
     assert default_task_backend.get_result(kept.id).return_value == 3
 
 
-def test_backend_check_reports_our_queue_problems(jobs_settings, settings):
+def test_check_tag_django_jobs_reports_our_queue_problems_once_and_a_plain_check_too(jobs_settings, settings):
+    from django.core.checks import run_checks
+
     settings.DJANGO_JOBS = {**jobs_settings, "QUEUES": {"default": {}, "bad{name}": {}}}
-    ids = [m.id for m in default_task_backend.check()]
-    assert "django_jobs.E004" in ids
+    tagged = [m.id for m in run_checks(tags=["django_jobs"])]
+    assert tagged.count("django_jobs.E004") == 1
+    everything = [m.id for m in run_checks(databases=[])]  # Django's check_tasks calls backend.check(): no duplicate
+    assert everything.count("django_jobs.E004") == 1
+    assert default_task_backend.check() == []
+
+    settings.DJANGO_JOBS = jobs_settings
+    settings.TASKS = {"default": {**settings.TASKS["default"], "QUEUES": ["default", "nowhere"]}}
+    assert [m.id for m in run_checks(tags=["django_jobs"])].count("django_jobs.E007") == 1
+    assert [m.id for m in run_checks(databases=[])].count("django_jobs.E007") == 1
 
 
 # -- manage.py jobs ----------------------------------------------------------------------------------

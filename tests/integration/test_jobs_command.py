@@ -76,7 +76,7 @@ def test_stats_reports_the_oldest_waiting_job_whatever_its_priority(engine, r):
 
     age = jobs_json("stats", "default")["default"]["oldest_waiting_seconds"]
     assert 300 <= age < 310
-    assert "5.0m" in jobs("stats", "default")[0]
+    assert "5.0 min" in jobs("stats", "default")[0]
 
 
 def test_stats_shows_a_paused_queue(engine):
@@ -189,6 +189,18 @@ def test_cancel_cancels_a_waiting_job_and_reports_a_finished_one(engine):
         jobs("cancel", add.enqueue(2, 2).id)
 
 
+def test_cancel_queue_selects_flow_parents_waiting_for_their_children(engine):
+    from django_jobs.flows import Flow
+    from tests.testapp import jobs_flows as jf
+
+    flow = Flow(jf.gather.s("p"), children=[jf.value.s(1), jf.value.s(2)]).enqueue()  # no worker: the parent waits
+    assert engine.get_job("default", flow.id)["s"] == "waiting_children"
+    out = jobs_json("cancel", "--queue", "default", "--state", "waiting_children", "--yes")
+    assert out == {"queue": "default", "cancelled": 1, "requested": 0, "finished": 0}
+    assert engine.get_job("default", flow.id)["s"] == "cancelled"
+    assert all(engine.get_job("default", child.id)["s"] == "cancelled" for child in flow.children)
+
+
 def test_pause_and_resume_a_queue(engine):
     out, _ = jobs("pause", "high")
     assert "Queue 'high' is paused" in out and engine.is_paused("high")
@@ -234,7 +246,7 @@ def test_workers_lists_live_workers(engine):
     assert listed["host-a:42:abcdef"]["processed"] == 120
     header, _, row = jobs("workers")[0].splitlines()
     assert row.split()[:7] == ["host-a:42:abcdef", "host-a", "42", "default,high", "8", "3", "120"]
-    assert "1.5m" in row
+    assert "1.5 min" in row
 
 
 # -- errors: one clear line and a non-zero exit --------------------------------------------------

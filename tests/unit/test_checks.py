@@ -29,13 +29,8 @@ class CustomBackend(RedisBackend):
 def messages(djj: object, *, deploy: bool = False, **other_settings: object) -> list:
     """Run our checks with DJANGO_JOBS = djj (and other settings overridden)."""
     with override_settings(DJANGO_JOBS=djj, **other_settings):
-        # Ours, and what Django's check_tasks adds: each of our backends' check() reports the
-        # queues (E004, E007).
-        from django_jobs.checks import our_aliases
-        from django_jobs.compat import task_backends
-
-        backends = [m for alias in our_aliases() for m in task_backends[alias].check()]
-        return [*run_checks(tags=["django_jobs"], include_deployment_checks=deploy), *backends]
+        # The django_jobs tag runs them all, the queues' E004/E007 included.
+        return run_checks(tags=["django_jobs"], include_deployment_checks=deploy)
 
 
 def ids(found: list) -> list[str]:
@@ -455,12 +450,8 @@ def test_no_check_and_no_settings_read_ever_crashes_and_both_agree(djj):
 
     caches = {"default": {"BACKEND": DJANGO_REDIS, "LOCATION": "redis://localhost:1/0"}}
     with override_settings(DJANGO_JOBS=djj, CACHES=caches):
-        # Ours, and what Django's check_tasks adds (our backends' check(): the queues, E004/E007),
-        # as a plain `manage.py check` shows them.
-        from django_jobs.checks import our_aliases
-        from django_jobs.compat import task_backends
-
-        found = [*run_checks(tags=["django_jobs"]), *(m for alias in our_aliases() for m in task_backends[alias].check())]
+        # The django_jobs tag runs them all (the queues' E004/E007 too), as `manage.py check` shows them.
+        found = run_checks(tags=["django_jobs"])
         assert "django_jobs.E099" not in ids(found), [str(m) for m in found]
         assert all(m.hint for m in found)
         try:

@@ -9,8 +9,8 @@ from django.core.management import CommandError, call_command
 
 from django_jobs.conf import SettingError, build_settings
 from django_jobs.exceptions import InvalidJob
+from django_jobs.worker.heartbeat import rss_mb
 from django_jobs.worker.isolation import describe_status
-from django_jobs.worker.outage import rss_mb
 from tests.testapp import jobs_timeouts
 
 

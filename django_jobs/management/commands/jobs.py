@@ -11,6 +11,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_jobs import operations
+from django_jobs.ages import age_label
 from django_jobs.conf import get_settings
 from django_jobs.engine import get_engine
 from django_jobs.engine.protocol import JobState
@@ -24,18 +25,6 @@ from django_jobs.tasks import ms_to_datetime
 LISTABLE = tuple(JobState)
 #: Jobs per script call in bulk retry and purge (each call stays short for Redis).
 BATCH = 500
-
-
-def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    if seconds < 3600:
-        return f"{seconds / 60:.1f}m"
-    if seconds < 86400:
-        return f"{seconds / 3600:.1f}h"
-    return f"{seconds / 86400:.1f}d"
 
 
 def _when(ms: str | int | None) -> str:
@@ -155,7 +144,8 @@ class Command(BaseCommand):
         what = p.add_mutually_exclusive_group(required=True)
         what.add_argument("job_id", metavar="ID", nargs="?")
         what.add_argument("--queue", dest="cancel_queue", metavar="QUEUE", help="Cancel every job of QUEUE in --state (waiting and scheduled by default).")
-        p.add_argument("--state", dest="cancel_states", action="append", choices=("waiting", "scheduled", "active"), help="With --queue: which jobs (repeat for several).")
+        p.add_argument("--state", dest="cancel_states", action="append", choices=operations.CANCELLABLE,
+                       help="With --queue: which jobs (repeat for several; waiting_children: flow parents, which cancels their unfinished children).")
         p.add_argument("--name", dest="cancel_name", metavar="JOB", help="With --queue: only jobs of this job name (its module path).")
 
         for name, text in (("pause", "Stop workers taking jobs from a queue."), ("resume", "Let workers take jobs from a queue again.")):
@@ -199,6 +189,7 @@ class Command(BaseCommand):
         self.options = options
         action = options["action"]
         self.emitted: Any = None
+        self.results: list[operations.OperationResult] = []  # bulk operations: each job is recorded
         try:
             self.engine = get_engine()
             getattr(self, f"do_{action}")(options)
@@ -210,7 +201,7 @@ class Command(BaseCommand):
     def record(self, outcome: Any) -> None:
         from django_jobs.audit import record_command
 
-        if (why := record_command(self.options, outcome)) is not None:
+        if (why := record_command(self.options, outcome, self.results)) is not None:
             self.stderr.write(why)
 
     def emit(self, data: Any, text: Callable[[], str]) -> None:
@@ -263,7 +254,7 @@ class Command(BaseCommand):
         headers = ["queue", "paused", *LISTABLE, "done/min", "failed/min", "oldest waiting"]
         rows = [
             [q, "yes" if s["paused"] else "no", *(s[state] for state in LISTABLE), s["completed_last_minute"],
-             s["failed_last_minute"], _age(s["oldest_waiting_seconds"])]
+             s["failed_last_minute"], age_label(s["oldest_waiting_seconds"])]
             for q, s in stats.items()
         ]
         self.emit(stats, lambda: table(rows, headers))
@@ -352,6 +343,7 @@ class Command(BaseCommand):
         result = operations.retry(
             operations.JobFilter(q, ("failed",)), progress=lambda n, of: self.progress(n, of, "retried"), chunk=BATCH
         )
+        self.results.append(result)
         done = result.done_count
         skips = result.skip_counts()
         held = skips.get(SkipReason.UNIQUE_KEY_HELD, 0) + skips.get(SkipReason.CHILD_FAILED, 0)
@@ -389,14 +381,15 @@ class Command(BaseCommand):
         self.emit({"id": job_id, "queue": q, "result": outcome}, lambda: messages[outcome])
 
     def cancel_by_filter(self, options: dict[str, Any]) -> None:
-        from django_jobs.limits import cancel_jobs
-
         q = self.queue(options["cancel_queue"])
         states = tuple(options.get("cancel_states") or ("waiting", "scheduled"))
         name = options.get("cancel_name")
         which = f"{'/'.join(states)} jobs" + (f" of {name}" if name else "")
         self.confirm(f"Cancel every {which} in queue {q!r}?")
-        counts = cancel_jobs(q, states=states, name=name)
+        result = operations.cancel(operations.JobFilter(q, states, name))  # what limits.cancel_jobs() runs
+        self.results.append(result)
+        finished = result.skip_counts().get(SkipReason.ALREADY_FINISHED, 0)
+        counts = {"cancelled": result.done_count, "requested": result.requested_count, "finished": finished}
         self.emit({"queue": q, **counts}, lambda: (
             f"Cancelled {counts['cancelled']} {which} in {q!r}; asked {counts['requested']} running job(s) to stop."
         ))
@@ -464,8 +457,8 @@ class Command(BaseCommand):
         now = time.time()
         rows = [
             [wid, info.get("host", ""), info.get("pid", ""), ",".join(info.get("queues", [])), info.get("threads", ""),
-             info.get("running", ""), info.get("processed", ""), _age(now - float(info.get("started", now))),
-             _age(now - float(info.get("beat", now)))]
+             info.get("running", ""), info.get("processed", ""), age_label(now - float(info.get("started", now))),
+             age_label(now - float(info.get("beat", now)))]
             for wid, info in sorted(workers.items())
         ]
         headers = ["worker", "host", "pid", "queues", "threads", "running", "processed", "up", "last beat"]
