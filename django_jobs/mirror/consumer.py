@@ -15,7 +15,7 @@ from django.db import connections, router, transaction
 from django_jobs.conf import get_settings
 from django_jobs.engine import get_engine
 from django_jobs.engine.keys import MIRROR_GROUP
-from django_jobs.engine.streams import MirrorGroupMissing, stream_id_key
+from django_jobs.engine.streams import MirrorGroupMissing, MirrorLag, stream_id_key
 from django_jobs.exceptions import ConfigurationError
 from django_jobs.mirror.maintenance import prune, resync_queue
 from django_jobs.mirror.rows import (
@@ -318,3 +318,15 @@ def mirror_once(queues: Iterable[str] | None = None) -> int:
     return Mirror(queues).drain()
 
 
+def mirror_lag(queues: Iterable[str] | None = None) -> dict[str, MirrorLag]:
+    """Return how far the mirror is behind on each of ``queues`` (default: all), read from Redis.
+
+    ``behind``: events not yet acknowledged; ``age``: seconds since the oldest of them;
+    ``unrecorded``: finished jobs Redis keeps until the mirror recorded them; ``held``: a
+    mirror holds the queue (lossless); ``lost``: finished jobs that left before it recorded them.
+
+    >>> mirror_lag(["default"])["default"].behind  # doctest: +SKIP
+    0
+    """
+    engine = get_engine()
+    return {queue: engine.mirror_lag(queue, MIRROR_GROUP) for queue in (list(queues) if queues else get_settings().queue_names)}
