@@ -69,6 +69,7 @@ def test_a_burst_keeps_a_row_for_every_job(settings, jobs_settings, work):
                    message=f"{len(ids)} completed rows")
         # Recorded, then deleted by retention (AGE 0), and the stream trimmed back to EVENTS_MAXLEN.
         wait_until(lambda: engine.counts("default")["completed"] == 0, 20, message="retention after the mirror")
+        wait_until(lambda: mirror.mirror_lag(["default"])["default"].behind == 0, 20, message="every event acknowledged")
     finally:
         stop.set()
         thread.join(20)
