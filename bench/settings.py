@@ -11,7 +11,10 @@
   unconfigured project pays;
 * ``DJJ_BENCH_KEEP_COMPLETED``: completed jobs kept (``default`` = the library default, 10,000;
   ``none`` = ``{"AGE": 0}``, fire-and-forget: nothing kept, as ``--peers`` runs it);
-* ``DJJ_BENCH_DB``: the SQLite file of the database mirror (``--mirror``; default in memory).
+* ``DJJ_BENCH_DB``: the SQLite file of the database mirror (``--mirror``; default in memory);
+* ``DJJ_BENCH_PG``: a PostgreSQL database name instead (``bench/mirror_burst.py --db postgres``;
+  ``DJJ_BENCH_PG_HOST`` / ``_PORT`` / ``_USER``, default 127.0.0.1:5432, postgres);
+* ``DJJ_BENCH_QUEUES``: comma-separated queue names (default: just ``default``).
 """
 
 import os
@@ -33,6 +36,17 @@ DATABASES = {
     }
 }
 
+if os.environ.get("DJJ_BENCH_PG"):
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": os.environ["DJJ_BENCH_PG"],
+            "USER": os.environ.get("DJJ_BENCH_PG_USER", "postgres"),
+            "HOST": os.environ.get("DJJ_BENCH_PG_HOST", "127.0.0.1"),
+            "PORT": os.environ.get("DJJ_BENCH_PG_PORT", "5432"),
+        }
+    }
+
 TASKS = {"default": {"BACKEND": "django_jobs.backends.RedisBackend"}}
 
 DJANGO_JOBS = {
@@ -40,6 +54,8 @@ DJANGO_JOBS = {
     "PREFIX": os.environ.get("DJJ_BENCH_PREFIX", "bench"),
     "IMPORT_MODULES": ["bench.jobs"],
 }
+if os.environ.get("DJJ_BENCH_QUEUES"):
+    DJANGO_JOBS["QUEUES"] = {name: {} for name in os.environ["DJJ_BENCH_QUEUES"].split(",")}
 _keep = os.environ.get("DJJ_BENCH_KEEP_COMPLETED", "default")
 if _keep == "none":
     DJANGO_JOBS["KEEP_COMPLETED"] = {"AGE": 0}
