@@ -233,7 +233,7 @@ class Mirror:
             if self.token:
                 try:
                     get_engine().mirror_renew(self.token, lease_ms=0)  # resign: a standby takes over now
-                except Exception:  # noqa: BLE001 - Redis down: the lease expires on its own
+                except Exception:  # Redis down: the lease expires on its own
                     logger.debug("Mirror: could not resign the lease", exc_info=True)
                 self.token = ""
             connections[self.using].close()  # this thread's connection
