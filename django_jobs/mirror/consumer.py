@@ -46,6 +46,10 @@ LINGER = 0.1
 #: jobs/s the mirror needs 0.1 to 0.3 of a core on the benchmark VM: 0.25 cost the lag target
 #: there (p50 1.6 s), 0.5 keeps it (bench --mirror, docs/mirror.md#lag-and-cost).
 MAX_CPU_SHARE = 0.5
+#: While a queue's reads come back full (the mirror is behind), each next read asks for twice as
+#: many events, up to this many times ``BATCH`` (at most 10,000): a catching-up mirror makes
+#: fewer round trips per event, most of which it skips (their job's row is already newer).
+CATCH_UP_FACTOR = 8
 #: Jobs whose last written version a mirror remembers, to skip events its rows already include.
 WRITTEN_CACHE = 100_000
 
@@ -71,6 +75,8 @@ class Mirror:
                 f"Unknown queue(s) {', '.join(map(repr, unknown))}. Configured: {', '.join(settings.queue_names)}."
             )
         self.batch = int(settings.mirror["BATCH"])
+        self.catch_up = max(self.batch, min(10_000, self.batch * CATCH_UP_FACTOR))
+        self._counts: dict[str, int] = {}  # the next read's size per queue
         self.claim_after = float(settings.mirror["CLAIM_AFTER"])
         self.prune_interval = float(settings.mirror["PRUNE_INTERVAL"])
         self.linger = LINGER
@@ -128,9 +134,11 @@ class Mirror:
             entries, trimmed = engine.mirror_pending(queue, MIRROR_GROUP, self.consumer, count=self.batch, claim_idle_ms=claim_ms)
             gap = trimmed > 0
             if not entries:
-                read = engine.mirror_read(queue, MIRROR_GROUP, self.consumer, count=self.batch)
+                count = self._counts.get(queue, self.batch)
+                read = engine.mirror_read(queue, MIRROR_GROUP, self.consumer, count=count)
                 self._tips[queue] = read.tip
                 entries, gap = read.entries, gap or read.gap
+                self._counts[queue] = min(count * 2, self.catch_up) if len(entries) >= count else self.batch
         except MirrorGroupMissing:
             # Redis lost the stream (restart without persistence, FLUSHALL): start over.
             logger.warning("Mirror: the events stream of %r has no mirror group; creating it and resyncing", queue)
@@ -187,7 +195,7 @@ class Mirror:
         newest = max((entry_id for entry_id, _ in entries), key=stream_id_key)
         with transaction.atomic(using=self.using):
             _upsert_safely(rows, using=self.using)
-            _write_gone(queue, gone, using=self.using)
+            lost = _write_gone(queue, gone, using=self.using)
             if dropped:
                 _model().objects.using(self.using).filter(job_id__in=dropped).delete()
             _advance_cursor(queue, newest, using=self.using)
@@ -196,7 +204,6 @@ class Mirror:
             written.move_to_end(row["job_id"])
         while len(written) > WRITTEN_CACHE:
             written.popitem(last=False)
-        lost = [job_id for job_id, (_entry, event) in gone.items() if event in FINAL_EVENTS]
         if lost:
             self.lost += len(lost)
             engine.mirror_count_lost(queue, len(lost))
