@@ -332,11 +332,10 @@ class Streams(ScriptRunner):
                 for state in ("completed", "failed", "cancelled"):
                     pipe.zcard(k.state_set(state))
                     pipe.zcard(k.recorded(state))
-                pipe.time()
                 return list(pipe.execute(raise_on_error=False))
 
-        groups, pending, stream, held, lost, c, rc, f, rf, x, rx, clock = self._call(read)
-        now_ms = int(clock[0]) * 1000 + int(clock[1]) // 1000
+        groups, pending, stream, held, lost, c, rc, f, rf, x, rx = self._call(read)
+        now_ms = self.server_time_ms()  # not in the pipeline: a cluster pipeline refuses TIME
         unrecorded = max(0, c - rc) + max(0, f - rf) + max(0, x - rx) if held else 0
         mine = None
         if not isinstance(groups, Exception):

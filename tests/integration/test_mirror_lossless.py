@@ -55,6 +55,7 @@ def test_without_a_mirror_holding_the_queue_a_burst_loses_rows(settings, jobs_se
     assert rows < len(ids)  # trimmed events and deleted hashes: those jobs never got a row
 
 
+@pytest.mark.parametrize("topology", ["server", "cluster"], indirect=True)
 def test_a_burst_keeps_a_row_for_every_job(settings, jobs_settings, work):
     engine = burst_settings(settings, jobs_settings)
     loop = mirror.Mirror(["default"])
@@ -80,6 +81,7 @@ def test_a_burst_keeps_a_row_for_every_job(settings, jobs_settings, work):
     assert engine.events_tip("default") != "0-0"
 
 
+@pytest.mark.parametrize("topology", ["server", "cluster"], indirect=True)
 def test_retention_waits_for_the_mirror_and_the_stream_keeps_what_it_has_not_read(settings, jobs_settings, work, monkeypatch):
     from django_jobs.mirror import consumer
 
@@ -119,6 +121,7 @@ def test_past_max_lag_retention_goes_on_and_the_loss_is_counted(settings, jobs_s
     assert "MIRROR['MAX_LAG']" in caplog.text
 
 
+@pytest.mark.parametrize("topology", ["server", "cluster"], indirect=True)
 def test_the_lag_is_shown_on_the_queues_page_in_stats_and_as_metrics(settings, jobs_settings, work, django_user_model):
     engine = burst_settings(settings, jobs_settings)
     loop = mirror.Mirror(["default"])
