@@ -193,6 +193,13 @@ class Mirror:
         for job_id in dropped:
             del gone[job_id]
         newest = max((entry_id for entry_id, _ in entries), key=stream_id_key)
+        if not (rows or gone or dropped) and len(entries) >= self.batch:
+            # Catching up, every event older than a row already written: no transaction (a
+            # commit each, an fsync on PostgreSQL) just to move the cursor, which the next
+            # write or the last, partial batch moves.
+            engine.mirror_done(queue, MIRROR_GROUP, [entry_id for entry_id, _ in entries], [])
+            return 0
+        lost: list[str] = []
         with transaction.atomic(using=self.using):
             _upsert_safely(rows, using=self.using)
             lost = _write_gone(queue, gone, using=self.using)
