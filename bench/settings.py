@@ -15,6 +15,8 @@
 * ``DJJ_BENCH_SHARDS``: ``SHARDS`` of the ``default`` queue (``--queue-shards``; default 1).
 * ``DJJ_BENCH_CLUSTER``, ``DJJ_BENCH_QUEUES``: ``--cluster N`` (bench/cluster.py): the URL is a
   cluster node, and the queues it spread over the primaries.
+* ``DJJ_BENCH_PG``: a PostgreSQL database name instead (``bench/mirror_burst.py --db postgres``;
+  ``DJJ_BENCH_PG_HOST`` / ``_PORT`` / ``_USER``, default 127.0.0.1:5432, postgres);
 """
 
 import os
@@ -35,6 +37,17 @@ DATABASES = {
         "OPTIONS": {"timeout": 20, "init_command": "PRAGMA synchronous=NORMAL"},
     }
 }
+
+if os.environ.get("DJJ_BENCH_PG"):
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": os.environ["DJJ_BENCH_PG"],
+            "USER": os.environ.get("DJJ_BENCH_PG_USER", "postgres"),
+            "HOST": os.environ.get("DJJ_BENCH_PG_HOST", "127.0.0.1"),
+            "PORT": os.environ.get("DJJ_BENCH_PG_PORT", "5432"),
+        }
+    }
 
 TASKS = {"default": {"BACKEND": "django_jobs.backends.RedisBackend"}}
 

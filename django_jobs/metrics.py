@@ -3,6 +3,10 @@
 =====================================  =========  ==========================================
 ``djj_queue_jobs{queue,state}``        gauge      jobs per state, read from Redis at scrape time
 ``djj_workers``                        gauge      live worker processes (fresh heartbeats)
+``djj_mirror_behind_events{queue}``    gauge      events the database mirror has not written yet
+``djj_mirror_lag_seconds{queue}``      gauge      age of the oldest of them (0: up to date)
+``djj_mirror_unrecorded_jobs{queue}``  gauge      finished jobs Redis keeps until the mirror recorded them
+``djj_mirror_lost_jobs_total{queue}``  counter    finished jobs that left Redis before the mirror recorded them
 ``djj_jobs_started_total{queue,job}``  counter    attempts started
 ``djj_jobs_succeeded_total``           counter    jobs completed
 ``djj_jobs_failed_total``              counter    jobs failed for good (or cancelled)
@@ -116,6 +120,28 @@ class QueueCollector:
         workers = GaugeMetricFamily("djj_workers", "Live worker processes.")
         workers.add_metric((), len(engine.workers()))
         yield workers
+        yield from self._mirror(engine)
+
+    def _mirror(self, engine: Any) -> Iterator[Any]:
+        """The database mirror's lag per queue (docs/mirror.md#lag), read from Redis."""
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        from django_jobs.conf import get_settings
+        from django_jobs.engine.keys import MIRROR_GROUP
+
+        if not get_settings().mirror["ENABLED"]:
+            return
+        behind = GaugeMetricFamily("djj_mirror_behind_events", "Events the database mirror has not written yet.", labels=("queue",))
+        age = GaugeMetricFamily("djj_mirror_lag_seconds", "Age of the oldest event the mirror has not written.", labels=("queue",))
+        held = GaugeMetricFamily("djj_mirror_unrecorded_jobs", "Finished jobs Redis keeps until the mirror recorded them.", labels=("queue",))
+        lost = CounterMetricFamily("djj_mirror_lost_jobs", "Finished jobs that left Redis before the mirror recorded them.", labels=("queue",))
+        for queue in self.queues or get_settings().queue_names:
+            lag = engine.mirror_lag(queue, MIRROR_GROUP)
+            behind.add_metric((queue,), lag.behind)
+            age.add_metric((queue,), lag.age or 0.0)
+            held.add_metric((queue,), lag.unrecorded)
+            lost.add_metric((queue,), lag.lost)
+        yield from (behind, age, held, lost)
 
     def describe(self) -> list[Any]:
         return []  # read at scrape time only (no Redis call at registration)

@@ -92,6 +92,7 @@ def _queues_page(request: HttpRequest, engine: Any, names: list[str], confirm_pa
 
     rows = []
     serving = serving_workers(engine.workers())
+    lags = _mirror_lags(names)
     for queue in names:
         counts = engine.counts(queue)
         paused = engine.is_paused(queue)
@@ -105,6 +106,7 @@ def _queues_page(request: HttpRequest, engine: Any, names: list[str], confirm_pa
             "shards": engine.shard_count(queue),  # SHARDS (docs/scaling.md#sharded-queues): no limits form
             "health": health,
             "oldest": age_label(health["oldest_age"]),
+            "mirror": lags.get(queue),
         })
     return _page(request, "admin/django_jobs/queues.html", "Queues", {
         "rows": rows,
@@ -112,7 +114,22 @@ def _queues_page(request: HttpRequest, engine: Any, names: list[str], confirm_pa
         "purgeable": operations.PURGEABLE,
         "can_manage": request.user.has_perm("django_jobs.manage_queues"),
         "confirm_pause_all": confirm_pause_all,
+        "mirrored": bool(lags),
     })
+
+
+def _mirror_lags(names: list[str]) -> dict[str, dict[str, Any]]:
+    """The database mirror's lag per queue, for the page ({} when the mirror is off)."""
+    from django_jobs.conf import get_settings
+    from django_jobs.mirror import mirror_lag
+
+    if not get_settings().mirror["ENABLED"]:
+        return {}
+    return {
+        queue: {"behind": lag.behind, "age": age_label(lag.age) if lag.behind else "", "unrecorded": lag.unrecorded,
+                "lost": lag.lost, "held": lag.held}
+        for queue, lag in mirror_lag(names).items()
+    }
 
 
 def _limits_text(limits: Any) -> str:

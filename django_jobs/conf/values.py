@@ -400,7 +400,9 @@ def parse_mirror(value: Any) -> dict[str, Any]:
     rows per write (1..10,000); ``PRUNE_INTERVAL`` (seconds): how often the mirror prunes;
     ``CLAIM_AFTER`` (seconds): take over events another mirror read but left unacknowledged
     that long (it died); ``NICE`` (0..19): how much ``runworkers`` lowers the mirror process'
-    CPU priority.
+    CPU priority; ``MAX_LAG``: the most events (and finished jobs) per queue Redis keeps for a
+    mirror that is behind (past it, trimming and retention go on and the mirror logs the loss);
+    ``HOLD`` (seconds): how long Redis keeps holding them after the mirror was last seen.
     """
     key = "MIRROR"
     if value is None:
@@ -421,12 +423,15 @@ def parse_mirror(value: Any) -> dict[str, Any]:
         raise SettingError(key, f"{label(key)}['ENABLED'] is {result['ENABLED']!r}; it must be True or False.")
     hints = {"RETENTION": "Use e.g. 604800 (7 days, the default), or None to keep rows forever.",
              "BATCH": "Use e.g. 500 (the default).", "PRUNE_INTERVAL": "Use e.g. 3600 (the default).",
-             "CLAIM_AFTER": "Use e.g. 30 (the default)."}
+             "CLAIM_AFTER": "Use e.g. 30 (the default).", "MAX_LAG": "Use e.g. 1000000 (the default).",
+             "HOLD": "Use e.g. 600 (the default)."}
     for name, parse in (
         ("RETENTION", lambda v, at: parse_seconds(key, v, optional=True, where=at)),
         ("BATCH", lambda v, at: parse_whole(key, v, minimum=1, where=at)),
         ("PRUNE_INTERVAL", lambda v, at: parse_seconds(key, v, where=at)),
         ("CLAIM_AFTER", lambda v, at: parse_seconds(key, v, where=at)),
+        ("MAX_LAG", lambda v, at: parse_whole(key, v, minimum=1, where=at)),
+        ("HOLD", lambda v, at: parse_seconds(key, v, where=at)),
     ):
         try:
             result[name] = parse(result[name], _At(key, f"{label(key)}[{name!r}]"))

@@ -94,6 +94,20 @@ class QueueKeys:
         """Prefix of the per-key limit structures: ``limit_prefix + key + ":"`` + ``a`` / ``r`` / ``p``."""
         return self.base + "lim:"
 
+    @property
+    def mirror(self) -> str:
+        """The database mirror's hold on the queue: a STRING (its MAX_LAG) with a PX (lua/includes/mirror.lua)."""
+        return self.base + "mirror"
+
+    @property
+    def mirror_lost(self) -> str:
+        """A counter of finished jobs that left Redis before the mirror recorded them (its metric)."""
+        return self.base + "mirror:lost"
+
+    def recorded(self, state: str) -> str:
+        """The ZSET of finished jobs of ``state`` the mirror recorded (retention may delete them)."""
+        return self.base + "rec:" + state
+
     #: The state ZSETs, in DESIGN.md order; a job is in exactly one of them.
     STATE_SETS = ("wait", "scheduled", "active", "completed", "failed", "cancelled", "waiting_children")
 
@@ -147,6 +161,22 @@ def workers_key(prefix: str) -> str:
 def restarts_key(prefix: str, host: str) -> str:
     """Return the list of recent worker-process restarts of one host (newest first, JSON entries)."""
     return f"{prefix}:restarts:{host}"
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorKeys:
+    """Key names of the database mirror's leader election (one mirror per deployment, docs/mirror.md)."""
+
+    #: The leader lease: a STRING "<epoch>|<holder>" with a PX (lua/leader_acquire.lua).
+    leader: str
+    #: The epoch counter.
+    epoch: str
+
+    @classmethod
+    def build(cls, prefix: str) -> MirrorKeys:
+        """Return the mirror's election keys under ``prefix``."""
+        base = f"{prefix}:{{mirror}}:"
+        return cls(leader=base + "leader", epoch=base + "epoch")
 
 
 #: The consumer group of the database mirror on every queue's ``events`` stream

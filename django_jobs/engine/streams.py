@@ -18,12 +18,36 @@ from typing import Any
 import redis
 
 from django_jobs.engine.cluster import wait_streams
+from django_jobs.engine.keys import MirrorKeys
 from django_jobs.engine.runner import MAX_BLOCK, ScriptRunner
 from django_jobs.exceptions import EngineError, RedisUnavailable
 
 
 class MirrorGroupMissing(EngineError):
     """The mirror's consumer group is missing on a queue's events stream (create it and read again)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorLag:
+    """How far the mirror is behind on one queue (:meth:`Streams.mirror_lag`)."""
+
+    #: Events of the queue's stream the mirror has not acknowledged (unread + read, not yet written).
+    behind: int
+    #: Redis time (ms) of the oldest of them, None when none.
+    oldest_ms: int | None
+    #: Finished jobs Redis holds for the mirror (retention waits until it recorded them).
+    unrecorded: int
+    #: True when a mirror holds the queue now (lua/includes/mirror.lua).
+    held: bool
+    #: Redis' clock when this was read, ms.
+    now_ms: int
+    #: Finished jobs that left Redis before the mirror recorded them, ever (its ERROR log lines).
+    lost: int = 0
+
+    @property
+    def age(self) -> float | None:
+        """Seconds since the oldest unacknowledged event was added (None: nothing behind)."""
+        return None if self.oldest_ms is None else max(0.0, (self.now_ms - self.oldest_ms) / 1000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,3 +276,106 @@ class Streams(ScriptRunner):
         except redis.ResponseError:
             return None
         return next((dict(g) for g in groups if g.get("name") == group), None)
+
+    # -- lossless: the mirror's hold, its writes, its lag (lua/includes/mirror.lua) ----------
+
+    def mirror_hold(self, queues: Sequence[str], *, cap: int, hold_ms: int) -> None:
+        """Hold ``queues`` for the mirror for ``hold_ms``: their streams are trimmed at ``cap`` only,
+        and retention deletes only finished jobs the mirror recorded (see :meth:`mirror_done`)."""
+        def hold() -> None:
+            with self.client.pipeline(transaction=False) as pipe:
+                for queue in queues:
+                    pipe.set(self.keys(queue).mirror, int(cap), px=max(1, int(hold_ms)))
+                pipe.execute()
+
+        self._call(hold)
+
+    def mirror_count_lost(self, queue: str, count: int) -> None:
+        """Add ``count`` to the queue's count of jobs lost to the mirror (:attr:`MirrorLag.lost`)."""
+        self._call(self.client.incrby, self.keys(queue).mirror_lost, count)
+
+    def mirror_release(self, queues: Sequence[str]) -> None:
+        """Drop the mirror's hold on ``queues`` (trimming and retention work as without a mirror)."""
+        if queues:
+            self._call(self.client.delete, *[self.keys(queue).mirror for queue in queues])
+
+    def mirror_done(
+        self, queue: str, group: str, entry_ids: Sequence[str], recorded: Sequence[tuple[str, str]] = ()
+    ) -> tuple[int, int, int]:
+        """Acknowledge ``entry_ids``, let retention delete the ``recorded`` finished jobs, trim the stream.
+
+        ``recorded`` pairs a job id with the finish time (its hash's ``f``) of the snapshot
+        the mirror committed. Returns (acknowledged, recorded, events trimmed). One script
+        (lua/mirror_done.lua); call it only after the rows are committed.
+        """
+        k = self.keys(queue)
+        _, c_count = self.settings.keep(queue, "COMPLETED")
+        _, f_count = self.settings.keep(queue, "FAILED")
+        flat = [value for pair in recorded for value in pair]
+        got = self._run(
+            "mirror_done", (k.events, k.completed, k.failed, k.cancelled),
+            (group, k.job_prefix, self.maxlen, c_count, f_count, len(entry_ids), *entry_ids, *flat),
+        )
+        return int(got[0]), int(got[1]), int(got[2])
+
+    def mirror_lag(self, queue: str, group: str) -> MirrorLag:
+        """Return how far the mirror (consumer group ``group``) is behind on ``queue``."""
+        k = self.keys(queue)
+
+        def read() -> list[Any]:
+            with self.client.pipeline(transaction=False) as pipe:
+                pipe.execute_command("XINFO", "GROUPS", k.events)
+                pipe.execute_command("XPENDING", k.events, group)
+                pipe.xinfo_stream(k.events)
+                pipe.exists(k.mirror)
+                pipe.get(k.mirror_lost)
+                for state in ("completed", "failed", "cancelled"):
+                    pipe.zcard(k.state_set(state))
+                    pipe.zcard(k.recorded(state))
+                return list(pipe.execute(raise_on_error=False))
+
+        groups, pending, stream, held, lost, c, rc, f, rf, x, rx = self._call(read)
+        now_ms = self.server_time_ms()  # not in the pipeline: a cluster pipeline refuses TIME
+        unrecorded = max(0, c - rc) + max(0, f - rf) + max(0, x - rx) if held else 0
+        mine = None
+        if not isinstance(groups, Exception):
+            mine = next((g for g in groups if g.get("name") == group), None)
+        if mine is None or isinstance(stream, Exception):
+            # No mirror group yet: every event the stream holds is unread.
+            length = 0 if isinstance(stream, Exception) else int(stream.get("length") or 0)
+            first = None if isinstance(stream, Exception) or not stream.get("first-entry") else stream["first-entry"][0]
+            return MirrorLag(behind=length, oldest_ms=stream_id_key(first)[0] if first else None,
+                             unrecorded=unrecorded, held=bool(held), now_ms=now_ms, lost=int(lost or 0))
+        count = 0
+        oldest: str | None = None
+        if not isinstance(pending, Exception) and pending:
+            count = int(pending.get("pending", 0) if isinstance(pending, dict) else pending[0] or 0)
+            low = pending.get("min") if isinstance(pending, dict) else pending[1]
+            oldest = str(low) if low else None
+        lag = mine.get("lag")
+        if lag is None:  # Redis cannot tell (entries deleted in the middle): count them
+            after = self._call(self.client.xrange, k.events, "(" + str(mine.get("last-delivered-id") or "0-0"), "+")
+            lag = len(after)
+        lag = int(lag)
+        if oldest is None and lag:
+            nxt = self._call(self.client.xrange, k.events, "(" + str(mine.get("last-delivered-id") or "0-0"), "+", count=1)
+            oldest = str(nxt[0][0]) if nxt else None
+        return MirrorLag(behind=count + lag, oldest_ms=stream_id_key(oldest)[0] if oldest else None,
+                         unrecorded=unrecorded, held=bool(held), now_ms=now_ms, lost=int(lost or 0))
+
+    # -- one mirror per deployment: a leader lease like the scheduler's (engine/cron.py) -----
+
+    def mirror_lead(self, holder: str, *, lease_ms: int) -> str:
+        """Try to become the deployment's mirror; return the lease token ("<epoch>|<holder>"), '' when another leads."""
+        k = MirrorKeys.build(self.prefix)
+        got, _now, current = self._run("leader_acquire", (k.leader, k.epoch), (holder, lease_ms))
+        return str(current) if int(got) else ""
+
+    def mirror_renew(self, token: str, *, lease_ms: int) -> bool:
+        """Extend the mirror lease held as ``token`` (``lease_ms=0``: resign); False when it is lost."""
+        ok, _now = self._run("leader_renew", (MirrorKeys.build(self.prefix).leader,), (token, lease_ms))
+        return bool(ok)
+
+    def mirror_leader(self) -> str:
+        """Return the mirror lease "<epoch>|<holder>" ('' when no mirror leads)."""
+        return str(self._call(self.client.get, MirrorKeys.build(self.prefix).leader) or "")

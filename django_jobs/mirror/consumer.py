@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 
@@ -13,7 +15,7 @@ from django.db import connections, router, transaction
 from django_jobs.conf import get_settings
 from django_jobs.engine import get_engine
 from django_jobs.engine.keys import MIRROR_GROUP, base_queue
-from django_jobs.engine.streams import MirrorGroupMissing, stream_id_key
+from django_jobs.engine.streams import MirrorGroupMissing, MirrorLag, stream_id_key
 from django_jobs.exceptions import ConfigurationError
 from django_jobs.mirror.maintenance import prune, resync_queue
 from django_jobs.mirror.rows import (
@@ -44,6 +46,10 @@ LINGER = 0.1
 #: jobs/s the mirror needs 0.1 to 0.3 of a core on the benchmark VM: 0.25 cost the lag target
 #: there (p50 1.6 s), 0.5 keeps it (bench --mirror, docs/mirror.md#lag-and-cost).
 MAX_CPU_SHARE = 0.5
+#: While a queue's reads come back full (the mirror is behind), each next read asks for twice as
+#: many events, up to this many times ``BATCH`` (at most 10,000): a catching-up mirror makes
+#: fewer round trips per event, most of which it skips (their job's row is already newer).
+CATCH_UP_FACTOR = 8
 #: Jobs whose last written version a mirror remembers, to skip events its rows already include.
 WRITTEN_CACHE = 100_000
 
@@ -71,6 +77,8 @@ class Mirror:
         # A sharded queue has an events stream per shard: each is followed on its own.
         self.queues = [shard for queue in self.queues for shard in get_engine().shards(queue)]
         self.batch = int(settings.mirror["BATCH"])
+        self.catch_up = max(self.batch, min(10_000, self.batch * CATCH_UP_FACTOR))
+        self._counts: dict[str, int] = {}  # the next read's size per queue
         self.claim_after = float(settings.mirror["CLAIM_AFTER"])
         self.prune_interval = float(settings.mirror["PRUNE_INTERVAL"])
         self.linger = LINGER
@@ -78,6 +86,16 @@ class Mirror:
         self.consumer = consumer or f"mirror@{socket.gethostname()}"
         self.using = using or router.db_for_write(_model())
         self.resyncs = 0  #: queues resynced because events were trimmed before they were read
+        #: MAX_LAG and HOLD: what :meth:`run` asks Redis to keep for it (lua/includes/mirror.lua).
+        self.max_lag = int(settings.mirror["MAX_LAG"])
+        self.hold_ms = int(float(settings.mirror["HOLD"]) * 1000)
+        #: The deployment's one mirror is elected (:meth:`run`): a lease like the cron leader's.
+        self.lease_ms = int(settings.leader_lease_seconds * 1000)
+        self.holder = f"{self.consumer}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.token = ""  #: the mirror lease ("<epoch>|<holder>") while this mirror leads
+        self._renew_at = 0.0
+        self._standby_logged = False
+        self.lost = 0  #: finished jobs whose hash was gone before this mirror recorded them
         self._ready: set[str] = set()
         self._resync: set[str] = set()
         self._tips: dict[str, str] = {}
@@ -101,24 +119,28 @@ class Mirror:
         written = 0
         self._read = 0
         claim = time.monotonic() >= self._claim_at
+        claim_ms = int(self.claim_after * 1000)
+        if self._claim_at == 0.0 and self.token:
+            claim_ms = 1  # just elected: what the last leader left unacknowledged is ours now
         if claim:
             self._claim_at = time.monotonic() + self.claim_after / 2
         for queue in self.queues:
-            written += self._step_queue(queue, claim)
+            written += self._step_queue(queue, claim_ms if claim else 0)
         return written
 
-    def _step_queue(self, queue: str, claim: bool) -> int:
+    def _step_queue(self, queue: str, claim_ms: int) -> int:
         engine = get_engine()
         self._ensure(queue)
         gap = False
         try:
-            claim_ms = int(self.claim_after * 1000) if claim else 0
             entries, trimmed = engine.mirror_pending(queue, MIRROR_GROUP, self.consumer, count=self.batch, claim_idle_ms=claim_ms)
             gap = trimmed > 0
             if not entries:
-                read = engine.mirror_read(queue, MIRROR_GROUP, self.consumer, count=self.batch)
+                count = self._counts.get(queue, self.batch)
+                read = engine.mirror_read(queue, MIRROR_GROUP, self.consumer, count=count)
                 self._tips[queue] = read.tip
                 entries, gap = read.entries, gap or read.gap
+                self._counts[queue] = min(count * 2, self.catch_up) if len(entries) >= count else self.batch
         except MirrorGroupMissing:
             # Redis lost the stream (restart without persistence, FLUSHALL): start over.
             logger.warning("Mirror: the events stream of %r has no mirror group; creating it and resyncing", queue)
@@ -127,9 +149,10 @@ class Mirror:
             entries, gap = [], True
         written = 0
         if gap:
-            logger.warning(
-                "Mirror: events of queue %r were trimmed (EVENTS_MAXLEN) before the mirror read them; resyncing it",
-                queue, extra={"action": "mirror_gap"},
+            logger.error(
+                "Mirror: events of queue %r were trimmed before the mirror read them (it was more than "
+                "MIRROR['MAX_LAG'] events behind, or away longer than MIRROR['HOLD']); resyncing it: jobs "
+                "deleted meanwhile have no row", queue, extra={"action": "mirror_gap"},
             )
             self.resyncs += 1
             # Remembered until the resync succeeds: the read that saw the gap moved the group
@@ -172,9 +195,16 @@ class Mirror:
         for job_id in dropped:
             del gone[job_id]
         newest = max((entry_id for entry_id, _ in entries), key=stream_id_key)
+        if not (rows or gone or dropped) and len(entries) >= self.batch:
+            # Catching up, every event older than a row already written: no transaction (a
+            # commit each, an fsync on PostgreSQL) just to move the cursor, which the next
+            # write or the last, partial batch moves.
+            engine.mirror_done(queue, MIRROR_GROUP, [entry_id for entry_id, _ in entries], [])
+            return 0
+        lost: list[str] = []
         with transaction.atomic(using=self.using):
             _upsert_safely(rows, using=self.using)
-            _write_gone(base_queue(queue), gone, using=self.using)
+            lost = _write_gone(base_queue(queue), gone, using=self.using)
             if dropped:
                 _model().objects.using(self.using).filter(job_id__in=dropped).delete()
             _advance_cursor(queue, newest, using=self.using)
@@ -183,8 +213,19 @@ class Mirror:
             written.move_to_end(row["job_id"])
         while len(written) > WRITTEN_CACHE:
             written.popitem(last=False)
-        # Only now: a crash before this line leaves the entries pending, to be read again.
-        engine.mirror_ack(queue, MIRROR_GROUP, [entry_id for entry_id, _ in entries])
+        if lost:
+            self.lost += len(lost)
+            engine.mirror_count_lost(queue, len(lost))
+            logger.error(
+                "Mirror: %d finished job(s) of queue %r left Redis before the mirror recorded them (more than "
+                "MIRROR['MAX_LAG'] behind, away longer than MIRROR['HOLD'], or purged); their rows hold only the "
+                "final state", len(lost), queue, extra={"action": "mirror_lost"},
+            )
+        # Only now: a crash before this line leaves the entries pending, to be read again. The
+        # finished jobs just recorded become deletable by retention (lua/mirror_done.lua).
+        recorded = [(job_id, data["f"]) for job_id, data in zip(ids, hashes)
+                    if data.get("s") in FINAL_EVENTS and data.get("f")]
+        engine.mirror_done(queue, MIRROR_GROUP, [entry_id for entry_id, _ in entries], recorded)
         return len(rows) + len(gone) + len(dropped)
 
     def drain(self) -> int:
@@ -196,11 +237,46 @@ class Mirror:
                 return written
 
     def run(self, should_stop: Callable[[], bool]) -> None:
-        """Mirror until ``should_stop()`` returns True (checked at least every second)."""
+        """Mirror until ``should_stop()`` returns True (checked at least every second).
+
+        One mirror per deployment: this one writes only while it holds the mirror lease
+        (Redis, like the cron leader's); otherwise it stands by and takes over when the lease
+        expires (the leader died) or is given up (the leader stopped).
+        """
         try:
             self._run(should_stop)
         finally:
+            if self.token:
+                try:
+                    get_engine().mirror_renew(self.token, lease_ms=0)  # resign: a standby takes over now
+                except Exception:  # Redis down: the lease expires on its own
+                    logger.debug("Mirror: could not resign the lease", exc_info=True)
+                self.token = ""
             connections[self.using].close()  # this thread's connection
+
+    def lead(self) -> bool:
+        """Hold (or try to take) the mirror lease and Redis' hold on the queues; True while leading."""
+        now = time.monotonic()
+        if self.token and now < self._renew_at:
+            return True
+        engine = get_engine()
+        if self.token and not engine.mirror_renew(self.token, lease_ms=self.lease_ms):
+            logger.warning("Mirror %s: lost the mirror lease; standing by", self.holder, extra={"action": "mirror_standby"})
+            self.token = ""
+        if not self.token:
+            self.token = engine.mirror_lead(self.holder, lease_ms=self.lease_ms)
+            if not self.token:
+                if not self._standby_logged:
+                    self._standby_logged = True
+                    logger.info("Mirror %s stands by: another mirror leads (%s)", self.holder, engine.mirror_leader(),
+                                extra={"action": "mirror_standby"})
+                return False
+            self._standby_logged = False
+            self._claim_at = 0.0  # claim what the last leader left at once (step)
+            logger.info("Mirror %s leads (lease %s)", self.holder, self.token, extra={"action": "mirror_leader"})
+        engine.mirror_hold(self.queues, cap=self.max_lag, hold_ms=self.hold_ms)
+        self._renew_at = now + self.lease_ms / 3000
+        return True
 
     def _run(self, should_stop: Callable[[], bool]) -> None:
         errors = 0
@@ -210,6 +286,11 @@ class Mirror:
         prune_at = time.monotonic()
         while not should_stop():
             try:
+                if not self.lead():
+                    until = time.monotonic() + self.lease_ms / 3000
+                    while not should_stop() and time.monotonic() < until:
+                        time.sleep(0.05)
+                    continue
                 cpu = time.process_time()
                 self.step()
                 cpu = time.process_time() - cpu
@@ -253,3 +334,15 @@ def mirror_once(queues: Iterable[str] | None = None) -> int:
     return Mirror(queues).drain()
 
 
+def mirror_lag(queues: Iterable[str] | None = None) -> dict[str, MirrorLag]:
+    """Return how far the mirror is behind on each of ``queues`` (default: all), read from Redis.
+
+    ``behind``: events not yet acknowledged; ``age``: seconds since the oldest of them;
+    ``unrecorded``: finished jobs Redis keeps until the mirror recorded them; ``held``: a
+    mirror holds the queue (lossless); ``lost``: finished jobs that left before it recorded them.
+
+    >>> mirror_lag(["default"])["default"].behind  # doctest: +SKIP
+    0
+    """
+    engine = get_engine()
+    return {queue: engine.mirror_lag(queue, MIRROR_GROUP) for queue in (list(queues) if queues else get_settings().queue_names)}

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from django_jobs.conf import get_settings
 from django_jobs.engine import get_engine
-from django_jobs.engine.keys import base_queue
+from django_jobs.engine.keys import MIRROR_GROUP, base_queue
 from django_jobs.engine.protocol import JobState
 from django_jobs.exceptions import ConfigurationError
 from django_jobs.mirror.rows import _model, _upsert_safely, row_from_hash, version_of
@@ -23,6 +23,8 @@ RESYNC_STATES = (
     JobState.WAITING, JobState.SCHEDULED, JobState.WAITING_CHILDREN, JobState.ACTIVE,
     JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED,
 )
+#: The finished states (a job in one never changes again, unless an operator retries it).
+FINISHED = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED})
 #: Rows deleted per statement by :func:`prune` (below SQLite's bound-parameter limit).
 PRUNE_BATCH = 900
 
@@ -57,6 +59,11 @@ def resync_queue(
             rows = [row_from_hash(name, job_id, data, version) for job_id, data in zip(ids, hashes) if data]
             with transaction.atomic(using=using):
                 written += _upsert_safely(rows, using=using)
+            # Recorded: retention may delete them now (lua/mirror_done.lua).
+            recorded = [(job_id, data["f"]) for job_id, data in zip(ids, hashes)
+                        if data.get("s") in FINISHED and data.get("f")]
+            if recorded:
+                engine.mirror_done(queue, MIRROR_GROUP, [], recorded)
             if progress is not None:
                 progress(queue, state, min(offset, max(total, offset)), max(total, offset))
     # Unfinished rows written before the walk started and not rewritten by it.

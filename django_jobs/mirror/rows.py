@@ -191,29 +191,37 @@ def _upsert_safely(rows: Sequence[dict[str, Any]], *, using: str) -> int:
     return len(rows)
 
 
-def _write_gone(queue: str, gone: dict[str, tuple[str, str]], *, using: str) -> int:
+def _write_gone(queue: str, gone: dict[str, tuple[str, str]], *, using: str) -> list[str]:
     """Write jobs whose hash is already deleted from what their final event says.
 
     ``gone`` maps job id to (entry id, final event). An existing row gets the state and
-    finish time; a missing one is created with only what the event knows.
+    finish time; a missing one is created with only what the event knows. Returns the ids
+    whose row was missing or not finished: jobs that left Redis before the mirror recorded
+    how they ended (a finished row means retention deleted a job the mirror had recorded).
     """
     if not gone:
-        return 0
+        return []
     model = _model()
-    existing = set(model.objects.using(using).filter(pk__in=list(gone)).values_list("pk", flat=True))
+    existing = dict(model.objects.using(using).filter(pk__in=list(gone)).values_list("pk", "state"))
     fresh = []
+    lost = []
     for job_id, (entry_id, event) in gone.items():
         version = version_of(entry_id)
         finished = ms_to_datetime(stream_id_key(entry_id)[0])
         if job_id in existing:
+            if existing[job_id] == event:
+                continue  # recorded as it ended, then deleted by retention: nothing to write
+            if existing[job_id] not in ("completed", "failed", "cancelled"):
+                lost.append(job_id)
             model.objects.using(using).filter(pk=job_id, version__lte=version).update(
                 state=event, finished_at=Coalesce(F("finished_at"), finished), version=version, updated_at=timezone.now()
             )
         else:
+            lost.append(job_id)
             fresh.append({"job_id": job_id, "queue": queue, "name": "?", "state": event,
                           "finished_at": finished, "version": version})
     upsert(fresh, using=using)
-    return len(gone)
+    return lost
 
 
 def _advance_cursor(queue: str, entry_id: str, *, using: str) -> None:

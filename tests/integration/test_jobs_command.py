@@ -58,8 +58,13 @@ def test_stats_counts_jobs_by_state_with_throughput_of_the_last_minute(engine):
     assert stats["default"] == {
         "waiting": 1, "scheduled": 0, "active": 0, "completed": 3, "failed": 1, "cancelled": 0, "waiting_children": 0, "paused": False,
         "completed_last_minute": 3, "failed_last_minute": 1, "oldest_waiting_seconds": stats["default"]["oldest_waiting_seconds"],
+        # No mirror ran: every event of the stream is unread (3 per completed job, 5 for the
+        # failed one's two attempts, 1 waiting).
+        "mirror_behind_events": 15, "mirror_lag_seconds": stats["default"]["mirror_lag_seconds"],
+        "mirror_unrecorded_jobs": 0, "mirror_lost_jobs": 0,
     }
     assert 0 <= stats["default"]["oldest_waiting_seconds"] < 10
+    assert 0 <= stats["default"]["mirror_lag_seconds"] < 60
     assert stats["high"]["scheduled"] == 1 and stats["high"]["oldest_waiting_seconds"] is None
     text, _ = jobs("stats", "default")
     header, rule, row = text.splitlines()

@@ -445,7 +445,8 @@ def test_a_partial_mirror_setting_keeps_the_other_defaults(settings, jobs_settin
     from django_jobs.conf import get_settings
 
     settings.DJANGO_JOBS = {**jobs_settings, "MIRROR": {"RETENTION": None, "BATCH": "50"}}
-    assert get_settings().mirror == {"ENABLED": True, "RETENTION": None, "BATCH": 50, "PRUNE_INTERVAL": 3600.0, "CLAIM_AFTER": 30.0, "NICE": 10}
+    assert get_settings().mirror == {"ENABLED": True, "RETENTION": None, "BATCH": 50, "PRUNE_INTERVAL": 3600.0, "CLAIM_AFTER": 30.0, "NICE": 10,
+                                    "MAX_LAG": 1_000_000, "HOLD": 600.0}
 
 
 def test_the_run_loop_prunes_old_rows_by_itself(engine):

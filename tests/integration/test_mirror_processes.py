@@ -203,3 +203,29 @@ def test_the_mirror_rides_out_a_redis_restart(shared_db, engine, redis_server):
         output, _ = mirror.communicate(timeout=20)
     assert mirror.returncode == 0, output
     assert "Traceback" not in output or "Mirror step failed" in output  # an outage is logged, never a crash
+
+
+def test_two_supervisors_run_one_mirror_and_the_standby_takes_over(shared_db, workers, engine):
+    """One mirror per deployment: elected by a Redis lease; SIGKILL the leader, the standby goes on."""
+    from tests.testapp.jobs import add
+
+    env = {**shared_db.env, "DJJ_LOG_LEVEL": "INFO"}
+    procs = [workers.start("--processes", "1", "--threads", "4", "--grace", "5", env=env) for _ in range(2)]
+    leader = wait_until(engine.mirror_leader, 30, message="a mirror leads")
+    first = [r.id for r in add.enqueue_many([(i, i) for i in range(200)])]
+    wait_until(lambda: len(shared_db.states()) == 200 and set(shared_db.states().values()) == {"completed"}, 60,
+               message="200 completed rows")
+    pid = int(leader.split("|", 1)[1].rsplit(":", 2)[1])
+    os.kill(pid, signal.SIGKILL)  # the leading supervisor's mirror process
+    second = [r.id for r in add.enqueue_many([(i, i) for i in range(300)])]  # finish while nobody mirrors
+    wait_until(lambda: (now := engine.mirror_leader()) and now != leader, 40, message="another mirror leads")
+    wait_until(lambda: set(shared_db.states()) == {*first, *second} and set(shared_db.states().values()) == {"completed"},
+               60, message="all 500 rows after the takeover")
+    wait_until(lambda: pending(engine) == 0, 10, message="every entry acknowledged")
+    outputs = []
+    for proc in procs:
+        os.killpg(proc.pid, signal.SIGTERM)
+        outputs.append(proc.communicate(timeout=30)[0])
+    text = "\n".join(outputs)
+    assert "database is locked" not in text and "Traceback" not in text, text
+    assert "stands by" in text and text.count(" leads (lease ") >= 2, text

@@ -14,4 +14,6 @@ local keys = {}
 for i = 1, #ids do keys[i] = job_prefix .. ids[i] end
 rcall('DEL', unpack(keys))
 rcall('ZREM', set_key, unpack(ids))
+local base = string.sub(job_prefix, 1, -5)
+rcall('ZREM', base .. 'rec:' .. string.sub(set_key, #base + 1), unpack(ids))  -- includes/mirror
 return #ids

@@ -111,6 +111,14 @@ def _add_django_options(parser: CommandParser) -> None:
     parser.add_argument("--skip-checks", action="store_true", default=quiet, help=quiet)
 
 
+def _mirror_behind(stats: dict[str, Any]) -> str:
+    """"0", or "1234 events (oldest 5.2s)" for the stats table."""
+    behind = stats["mirror_behind_events"]
+    if not behind:
+        return "0"
+    return f"{behind} events (oldest {age_label(stats['mirror_lag_seconds'])})"
+
+
 class Command(BaseCommand):
     help = "Inspect and steer django_jobs queues: stats, list, show, retry, cancel, pause, resume, limits, purge, workers, mirror, resync, prune."
 
@@ -251,10 +259,19 @@ class Command(BaseCommand):
                 "failed_last_minute": flow["failed"],
                 "oldest_waiting_seconds": self.engine.oldest_waiting_age(q),
             }
+        mirrored = get_settings().mirror["ENABLED"]
+        if mirrored:  # the database mirror's lag (docs/mirror.md#lag)
+            from django_jobs.mirror import mirror_lag
+
+            for q, lag in mirror_lag(queues).items():
+                stats[q].update(mirror_behind_events=lag.behind, mirror_lag_seconds=lag.age,
+                                mirror_unrecorded_jobs=lag.unrecorded, mirror_lost_jobs=lag.lost)
         headers = ["queue", "paused", *LISTABLE, "done/min", "failed/min", "oldest waiting"]
+        headers += ["mirror behind"] if mirrored else []
         rows = [
             [q, "yes" if s["paused"] else "no", *(s[state] for state in LISTABLE), s["completed_last_minute"],
              s["failed_last_minute"], age_label(s["oldest_waiting_seconds"])]
+            + ([_mirror_behind(s)] if mirrored else [])
             for q, s in stats.items()
         ]
         self.emit(stats, lambda: table(rows, headers))

@@ -5,12 +5,15 @@
 --@include unique_guard
 --@include unique_release
 
+local FINISHED_STATES = { completed = true, failed = true, cancelled = true }
+
 -- A job leaves the set of its state (waiting, scheduled, waiting_children, or any other); a
 -- job with a limit key (base lk) also leaves its key's parked list (includes/key_limits), where
 -- it may still be listed when its due time promoted it.
 local function job_unpend(q, job_id, state, lk)
   local set = q.set[state]
   if set then redis.call('ZREM', set, job_id) end
+  if FINISHED_STATES[state] then redis.call('ZREM', recorded_key(q.base, set), job_id) end  -- includes/mirror
   if lk then redis.call('ZREM', lk .. 'p', job_id) end
 end
 
@@ -45,6 +48,7 @@ end
 -- ('uk') takes the lock back when no other job guards the key. The caller places it.
 local function job_restart(q, job_key, job_id, state)
   redis.call('ZREM', q.set[state], job_id)
+  redis.call('ZREM', recorded_key(q.base, q.set[state]), job_id)  -- includes/mirror
   local f = redis.call('HMGET', job_key, 'err', 'eh', 'uk')
   if f[1] and f[1] ~= '[]' then
     if f[2] and f[2] ~= '[]' then

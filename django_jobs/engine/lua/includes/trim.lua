@@ -1,9 +1,63 @@
 -- Delete finished jobs past their keep-until score, then beyond the count limit.
 -- The finished ZSETs are scored by the time a job may be deleted (finish + keep),
--- so a per-job retention override is just a different score. Bounded work per call.
+-- so a per-job retention override is just a different score. Bounded work per call
+-- (limit: jobs per rule, TRIM_BATCH when nil).
+-- While a database mirror holds the queue (includes/mirror), only jobs it recorded are
+-- deleted (its 'rec:' set), unless more than its cap of this set's jobs wait unrecorded: the
+-- mirror is that far behind (or gone), and retention goes on as without it.
+--@include mirror
 local TRIM_BATCH = 200
-local function trim_finished(set_key, job_prefix, now_ms, max_count)
-  local expired = redis.call('ZRANGEBYSCORE', set_key, '-inf', now_ms, 'LIMIT', 0, TRIM_BATCH)
+
+local function trim_delete(set_key, rec_key, job_prefix, ids)
+  if #ids == 0 then return end
+  for i = 1, #ids do
+    redis.call('DEL', job_prefix .. ids[i])
+  end
+  redis.call('ZREM', set_key, unpack(ids))
+  if rec_key then redis.call('ZREM', rec_key, unpack(ids)) end
+end
+
+local function trim_finished(set_key, job_prefix, now_ms, max_count, limit)
+  limit = limit or TRIM_BATCH
+  local base = string.sub(job_prefix, 1, -5)
+  local cap = mirror_cap(base)
+  if cap then
+    local rec_key = recorded_key(base, set_key)
+    local unrecorded = redis.call('ZCARD', set_key) - redis.call('ZCARD', rec_key)
+    if unrecorded <= cap then
+      -- Only recorded jobs still in the set (a job retried since it was recorded is not).
+      local function still(ids)
+        local kept = {}
+        for i = 1, #ids do
+          if redis.call('ZSCORE', set_key, ids[i]) then kept[#kept + 1] = ids[i]
+          else redis.call('ZREM', rec_key, ids[i]) end
+        end
+        return kept
+      end
+      trim_delete(set_key, rec_key, job_prefix,
+                  still(redis.call('ZRANGEBYSCORE', rec_key, '-inf', now_ms, 'LIMIT', 0, limit)))
+      if max_count > 0 then
+        local excess = redis.call('ZCARD', set_key) - max_count
+        if excess > 0 then
+          if excess > limit then excess = limit end
+          trim_delete(set_key, rec_key, job_prefix, still(redis.call('ZRANGE', rec_key, 0, excess - 1)))
+        end
+      end
+      return
+    end
+    -- Too far behind: fall through, and keep the recorded set in step.
+    local expired = redis.call('ZRANGEBYSCORE', set_key, '-inf', now_ms, 'LIMIT', 0, limit)
+    trim_delete(set_key, rec_key, job_prefix, expired)
+    if max_count > 0 then
+      local excess = redis.call('ZCARD', set_key) - max_count
+      if excess > 0 then
+        if excess > limit then excess = limit end
+        trim_delete(set_key, rec_key, job_prefix, redis.call('ZRANGE', set_key, 0, excess - 1))
+      end
+    end
+    return
+  end
+  local expired = redis.call('ZRANGEBYSCORE', set_key, '-inf', now_ms, 'LIMIT', 0, limit)
   for i = 1, #expired do
     redis.call('DEL', job_prefix .. expired[i])
   end
@@ -13,7 +67,7 @@ local function trim_finished(set_key, job_prefix, now_ms, max_count)
   if max_count > 0 then
     local excess = redis.call('ZCARD', set_key) - max_count
     if excess > 0 then
-      if excess > TRIM_BATCH then excess = TRIM_BATCH end
+      if excess > limit then excess = limit end
       local oldest = redis.call('ZRANGE', set_key, 0, excess - 1)
       for i = 1, #oldest do
         redis.call('DEL', job_prefix .. oldest[i])

@@ -1,0 +1,207 @@
+"""A burst through the database mirror: does every job reach the database, and how fast?
+
+Run from the repository root::
+
+    .venv/bin/python -m bench.mirror_burst --jobs 1000000 --db sqlite
+    .venv/bin/python -m bench.mirror_burst --jobs 200000 --db postgres   # a PostgreSQL on 127.0.0.1:5432
+
+It starts its own redis-server (bench/run.py's: AOF, fsync every second) and the real
+``manage.py runworkers`` with every default (the mirror on, EVENTS_MAXLEN 100,000,
+KEEP_COMPLETED 10,000 / 24 h), waits until the mirror holds the queues, then bulk-enqueues
+``--jobs`` no-op jobs over ``--queues`` (``enqueue_many`` x 1,000) while the workers drain
+them. Every second it samples the queues, the rows and the mirror's lag; at the end it prints
+the drain rate, the mirror's rate (rows/s over the run and after the drain), the most the
+mirror fell behind, and how many jobs have no row (the issue's test: none).
+
+``--db postgres`` creates (and at the end drops) the database ``--pg-name`` on the server
+``DJJ_BENCH_PG_HOST`` / ``DJJ_BENCH_PG_PORT`` / ``DJJ_BENCH_PG_USER`` (default
+127.0.0.1:5432, postgres); ``--db sqlite`` uses a SQLite file (WAL) in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.run import PhaseTimeout, RedisServer, Workers, wait_for  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.mirror_burst", description=__doc__.split("\n\n")[0])
+    p.add_argument("--jobs", type=int, default=200_000, help="jobs in the burst (default: 200,000)")
+    p.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
+    p.add_argument("--queues", default="default,high,low", help="queues the burst is spread over (default: default,high,low)")
+    p.add_argument("--processes", type=int, default=2, help="worker processes (default: 2)")
+    p.add_argument("--threads", type=int, default=8, help="threads per worker process (default: 8)")
+    p.add_argument("--pg-name", default="djj_bench_mirror", help="PostgreSQL database to create and drop")
+    p.add_argument("--timeout", type=float, default=3600, help="give up after this many seconds (default: 3600)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON too")
+    return p.parse_args(argv)
+
+
+def _pg(args: argparse.Namespace, sql: str) -> None:
+    import psycopg
+
+    with psycopg.connect(host=os.environ.get("DJJ_BENCH_PG_HOST", "127.0.0.1"), port=os.environ.get("DJJ_BENCH_PG_PORT", "5432"),
+                         user=os.environ.get("DJJ_BENCH_PG_USER", "postgres"), dbname="postgres", autocommit=True) as conn:
+        conn.execute(sql)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix="djj-mirror-burst-"))
+    server = RedisServer(workdir)
+    workers: Workers | None = None
+    queues = [q for q in args.queues.split(",") if q]
+    env = dict(os.environ)
+    env.update({
+        "DJANGO_SETTINGS_MODULE": "bench.settings",
+        "DJJ_BENCH_PREFIX": "burst",
+        "DJJ_BENCH_KEEP_COMPLETED": "default",
+        "DJJ_BENCH_QUEUES": ",".join(queues),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")])),
+    })
+    if args.db == "postgres":
+        env["DJJ_BENCH_PG"] = args.pg_name
+        _pg(args, f'DROP DATABASE IF EXISTS "{args.pg_name}"')
+        _pg(args, f'CREATE DATABASE "{args.pg_name}"')
+    else:
+        env["DJJ_BENCH_DB"] = str(workdir / "mirror.sqlite3")
+    try:
+        server.start()
+        env["DJJ_BENCH_REDIS_URL"] = server.url(False)
+        os.environ.update(env)
+        import django
+
+        django.setup()
+        from django.core.management import call_command
+        from django.db import connection
+
+        call_command("migrate", verbosity=0)
+        if connection.vendor == "sqlite":
+            with connection.cursor() as cursor:
+                cursor.execute("PRAGMA journal_mode=WAL")  # this process' counts never block the mirror
+        return _burst(args, env, workdir, queues, server)
+    finally:
+        if workers is not None:
+            workers.stop()
+        from django.db import connections
+
+        connections.close_all()
+        server.stop()
+        if args.db == "postgres":
+            _pg(args, f'DROP DATABASE IF EXISTS "{args.pg_name}" WITH (FORCE)')
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _burst(args: argparse.Namespace, env: dict[str, str], workdir: Path, queues: list[str], server: RedisServer) -> dict[str, Any]:
+    from bench.jobs import noop
+    from django_jobs import mirror
+    from django_jobs.engine import get_engine
+    from django_jobs.models import JobRecord
+
+    engine = get_engine()
+    lag = getattr(mirror, "mirror_lag", None)  # None on a branch without it (a before/after run)
+    workers = Workers(env, workdir / "workers.log", args.processes, args.threads)
+    workers.start()
+    try:
+        wait_for(lambda: len(engine.workers()) >= args.processes, 60, "worker heartbeats", 0.1)
+        if lag is not None:
+            wait_for(lambda: all(v.held for v in lag(queues).values()), 60, "the mirror to hold the queues", 0.1)
+        else:
+            time.sleep(3)
+        warm = JobRecord.objects.count()
+        print(f"burst: {args.jobs:,} no-op jobs over {', '.join(queues)}; runworkers {args.processes} x {args.threads}, "
+              f"mirror on, database {args.db}", flush=True)
+        t0 = time.monotonic()
+        samples: list[dict[str, Any]] = []
+        done = 0
+        per = [args.jobs // len(queues) + (1 if i < args.jobs % len(queues) else 0) for i in range(len(queues))]
+        chunk = 1000
+        for queue, count in zip(queues, per):
+            task = noop.using(queue_name=queue)
+            for start in range(0, count, chunk):
+                task.enqueue_many([()] * min(chunk, count - start))
+                done += min(chunk, count - start)
+        enqueued = time.monotonic() - t0
+        print(f"  enqueued in {enqueued:.1f} s ({args.jobs / enqueued:,.0f} jobs/s)", flush=True)
+        drained_at = mirrored_at = None
+        max_behind = max_unrecorded = 0
+        max_memory = 0
+        deadline = t0 + args.timeout
+        while time.monotonic() < deadline:
+            time.sleep(1.0)
+            now = time.monotonic() - t0
+            left = sum(c["waiting"] + c["active"] + c["scheduled"] for c in (engine.counts(q) for q in queues))
+            rows = JobRecord.objects.filter(state="completed").count() - warm
+            behind = unrecorded = 0
+            if lag is not None:
+                lags = lag(queues)
+                behind = sum(v.behind for v in lags.values())
+                unrecorded = sum(v.unrecorded for v in lags.values())
+            with server.client() as c:
+                memory = int(c.info("memory")["used_memory"])
+            max_behind, max_unrecorded, max_memory = max(max_behind, behind), max(max_unrecorded, unrecorded), max(max_memory, memory)
+            samples.append({"t": round(now, 1), "left": left, "rows": rows, "behind": behind})
+            if drained_at is None and left == 0:
+                drained_at = now
+            if len(samples) % 10 == 0 or (drained_at == now):
+                print(f"  {now:7.1f} s: {args.jobs - left:,} finished, {rows:,} rows, mirror {behind:,} events behind, "
+                      f"{unrecorded:,} finished jobs held for it, Redis {memory / 2**20:,.0f} MB", flush=True)
+            if drained_at is not None and rows >= args.jobs and behind == 0:
+                mirrored_at = now
+                break
+            if drained_at is not None and lag is None and samples[-1]["rows"] == samples[max(0, len(samples) - 30)]["rows"] \
+                    and len(samples) > 30:
+                break  # the old mirror: no more rows coming
+        rows = JobRecord.objects.filter(state="completed").count() - warm
+        at_drain = next((s["rows"] for s in samples if drained_at is not None and s["t"] >= drained_at), 0)
+        lost = sum(v.lost for v in lag(queues).values()) if lag is not None else None
+        result = {
+            "jobs": args.jobs, "db": args.db, "queues": queues, "workers": f"{args.processes} x {args.threads}",
+            "enqueue_s": round(enqueued, 1),
+            "drain_s": round(drained_at, 1) if drained_at is not None else None,
+            "drain_jobs_per_s": round(args.jobs / drained_at) if drained_at else None,
+            "mirror_s": round(mirrored_at, 1) if mirrored_at is not None else None,
+            "mirror_rows_per_s": round(rows / mirrored_at) if mirrored_at else None,
+            "rows_at_drain": at_drain,
+            "catch_up_rows_per_s": round((rows - at_drain) / (mirrored_at - drained_at))
+            if mirrored_at and drained_at and mirrored_at > drained_at else None,
+            "rows": rows, "missing": args.jobs - rows, "lost_counted": lost,
+            "max_behind_events": max_behind, "max_unrecorded_jobs": max_unrecorded,
+            "max_redis_mb": round(max_memory / 2**20),
+        }
+        print(
+            f"result: {rows:,} of {args.jobs:,} jobs have a row ({args.jobs - rows:,} missing); "
+            f"drain {result['drain_jobs_per_s'] or '-'} jobs/s ({result['drain_s']} s); mirror {result['mirror_rows_per_s'] or '-'} rows/s "
+            f"over the run ({result['mirror_s']} s), {result['catch_up_rows_per_s'] or '-'} rows/s after the drain; "
+            f"at most {max_behind:,} events behind, {max_unrecorded:,} finished jobs held; Redis peak {result['max_redis_mb']} MB",
+            flush=True,
+        )
+        if args.json:
+            print(json.dumps(result))
+        return result
+    except PhaseTimeout:
+        print(workers.log.read_text()[-3000:], file=sys.stderr)
+        raise
+    finally:
+        workers.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    result = run(parse_args(argv))
+    return 0 if result["missing"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

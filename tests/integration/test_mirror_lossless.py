@@ -1,0 +1,168 @@
+"""The mirror keeps every job (issue 18): a burst, its lag shown, one mirror per deployment.
+
+Real Redis, real database (SQLite here, PostgreSQL in CI: ``db`` tests run on both).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+
+import pytest
+from django.contrib.auth.models import Permission
+from django.core.management import call_command
+from django.test import Client
+from django.urls import reverse
+
+from django_jobs import mirror
+from django_jobs.engine.queue import NewJob
+from django_jobs.models import JobRecord
+from tests.integration.test_mirror import run_loop, settled
+from tests.redis_server import wait_until
+
+pytestmark = [pytest.mark.db, pytest.mark.django_db(transaction=True)]
+
+#: A burst the old mirror could not keep: 3 events per job, the stream trimmed at 100 events
+#: and every completed job deleted at once (KEEP_COMPLETED AGE 0).
+BURST = 3000
+LOSSY = {"EVENTS_MAXLEN": 100, "KEEP_COMPLETED": {"AGE": 0, "COUNT": 0}}
+
+
+def burst_settings(settings, jobs_settings):
+    settings.DJANGO_JOBS = {**jobs_settings, **LOSSY}
+    from django_jobs.engine import get_engine, reset_engine
+
+    reset_engine()
+    return get_engine()
+
+
+def enqueue_burst(engine, total=BURST) -> list[str]:
+    ids = [f"{n:032x}" for n in range(total)]
+    for start in range(0, total, 500):
+        engine.enqueue_many("default", [NewJob(id=i, data=json.dumps({"n": "tests.testapp.jobs.add", "a": [1, 2]}))
+                                        for i in ids[start : start + 500]])
+    return ids
+
+
+def test_without_a_mirror_holding_the_queue_a_burst_loses_rows(settings, jobs_settings, work):
+    """The control: what the old mirror did (and still does when no mirror runs during the burst)."""
+    engine = burst_settings(settings, jobs_settings)
+    ids = enqueue_burst(engine)
+    work(["default"])
+    mirror.mirror_once(["default"])
+    rows = JobRecord.objects.filter(state="completed").count()
+    assert rows < len(ids)  # trimmed events and deleted hashes: those jobs never got a row
+
+
+@pytest.mark.parametrize("topology", ["server", "cluster"], indirect=True)
+def test_a_burst_keeps_a_row_for_every_job(settings, jobs_settings, work):
+    engine = burst_settings(settings, jobs_settings)
+    loop = mirror.Mirror(["default"])
+    stop = threading.Event()
+    thread = threading.Thread(target=run_loop, args=(loop, stop))
+    thread.start()
+    try:
+        wait_until(lambda: mirror.mirror_lag(["default"])["default"].held, 10, message="the mirror holds the queue")
+        ids = enqueue_burst(engine)
+        work(["default"])
+        wait_until(settled(lambda: JobRecord.objects.filter(state="completed").count() == len(ids)), 60,
+                   message=f"{len(ids)} completed rows")
+        # Recorded, then deleted by retention (AGE 0), and the stream trimmed back to EVENTS_MAXLEN.
+        wait_until(lambda: engine.counts("default")["completed"] == 0, 20, message="retention after the mirror")
+        wait_until(lambda: mirror.mirror_lag(["default"])["default"].behind == 0, 20, message="every event acknowledged")
+    finally:
+        stop.set()
+        thread.join(20)
+    assert set(JobRecord.objects.values_list("job_id", flat=True)) == set(ids)
+    assert loop.lost == 0 and loop.resyncs == 0
+    lag = mirror.mirror_lag(["default"])["default"]
+    assert (lag.behind, lag.unrecorded, lag.lost) == (0, 0, 0)
+    assert engine.events_tip("default") != "0-0"
+
+
+@pytest.mark.parametrize("topology", ["server", "cluster"], indirect=True)
+def test_retention_waits_for_the_mirror_and_the_stream_keeps_what_it_has_not_read(settings, jobs_settings, work, monkeypatch):
+    from django_jobs.mirror import consumer
+
+    # A mirror that forgot what it wrote reads the later events of jobs retention has deleted
+    # since it recorded them: not a loss.
+    monkeypatch.setattr(consumer, "WRITTEN_CACHE", 10)
+    engine = burst_settings(settings, jobs_settings)
+    loop = mirror.Mirror(["default"])
+    assert loop.lead()  # holds the queue, writes nothing yet
+    ids = enqueue_burst(engine, 600)
+    work(["default"])
+    lag = mirror.mirror_lag(["default"])["default"]
+    assert engine.counts("default")["completed"] == 600  # nothing recorded: nothing deleted
+    assert lag.behind == 1800 and lag.unrecorded == 600 and lag.age is not None  # 3 events per job, none trimmed
+    loop.drain()
+    assert JobRecord.objects.filter(state="completed").count() == len(ids)
+    lag = mirror.mirror_lag(["default"])["default"]
+    assert (lag.behind, lag.unrecorded, lag.age, lag.lost) == (0, 0, None, 0)
+    assert loop.lost == 0
+    assert engine.counts("default")["completed"] == 0
+    assert engine.mirror_group_info("default", "djj-mirror")["pending"] == 0
+
+
+def test_past_max_lag_retention_goes_on_and_the_loss_is_counted(settings, jobs_settings, work, caplog):
+    settings.DJANGO_JOBS = {**jobs_settings, **LOSSY, "MIRROR": {"MAX_LAG": 200}}
+    from django_jobs.engine import get_engine, reset_engine
+
+    reset_engine()
+    engine = get_engine()
+    loop = mirror.Mirror(["default"])
+    assert loop.lead()
+    enqueue_burst(engine, 1000)
+    work(["default"])
+    assert engine.counts("default")["completed"] <= 400  # bounded: no Redis filling up for a mirror too far behind
+    loop.drain()
+    assert loop.lost > 0 or loop.resyncs > 0
+    assert "MIRROR['MAX_LAG']" in caplog.text
+
+
+@pytest.mark.parametrize("topology", ["server", "cluster"], indirect=True)
+def test_the_lag_is_shown_on_the_queues_page_in_stats_and_as_metrics(settings, jobs_settings, work, django_user_model):
+    engine = burst_settings(settings, jobs_settings)
+    loop = mirror.Mirror(["default"])
+    assert loop.lead()
+    enqueue_burst(engine, 50)
+    user = django_user_model.objects.create_user("op", password="pw", is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(content_type__app_label="django_jobs", codename="view_jobrecord"))
+    client = Client()
+    client.force_login(user)
+    page = client.get(reverse("admin:django_jobs_queues")).content.decode()
+    assert "Mirror behind" in page and "50 events, oldest" in page
+
+    out = io.StringIO()
+    call_command("jobs", "stats", "--json", stdout=out)
+    stats = json.loads(out.getvalue())
+    assert stats["default"]["mirror_behind_events"] == 50 and stats["default"]["mirror_lag_seconds"] >= 0
+    out = io.StringIO()
+    call_command("jobs", "stats", "default", stdout=out)
+    assert "mirror behind" in out.getvalue() and "50 events (oldest" in out.getvalue()
+
+    pytest.importorskip("prometheus_client")
+    from prometheus_client import generate_latest
+
+    from django_jobs.metrics import build_registry
+
+    text = generate_latest(build_registry(queues=["default"])).decode()
+    assert 'djj_mirror_behind_events{queue="default"} 50.0' in text
+    assert 'djj_mirror_lag_seconds{queue="default"}' in text
+
+    loop.drain()
+    page = client.get(reverse("admin:django_jobs_queues")).content.decode()
+    assert "up to date" in page
+    text = generate_latest(build_registry(queues=["default"])).decode()
+    assert 'djj_mirror_behind_events{queue="default"} 0.0' in text
+
+
+def test_one_mirror_leads_the_others_stand_by_and_take_over(jobs_settings, engine):
+    first, second = mirror.Mirror(["default"]), mirror.Mirror(["default"])
+    assert first.lead() and not second.lead()
+    assert engine.mirror_leader() == first.token
+    engine.mirror_renew(first.token, lease_ms=0)  # the leader stops (run() resigns on its way out)
+    first._renew_at = 0.0  # its next renewal is due
+    assert second.lead() and not first.lead()
+    assert engine.mirror_leader() == second.token
