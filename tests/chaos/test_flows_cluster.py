@@ -118,12 +118,18 @@ def test_retrying_the_failed_children_of_flows_over_three_slots_with_workers_run
     failing, low = flaky.using(queue_name="high", attempts=1), jf.value.using(queue_name="low")
     n = 10
     handles = [Flow(jf.gather.s(f"r{i}"), children=[failing.s(f"r{i}", 1), low.s(i)]).enqueue() for i in range(n)]
-    wait_until(lambda: engine.counts("default")["failed"] == n, 60, message="every parent failed through its child")
+    try:
+        wait_until(lambda: engine.counts("default")["failed"] == n, 120, message="every parent failed through its child")
+    except AssertionError:
+        print({q: engine.counts(q) for q in ("default", "high", "low")}, {q: engine.outbox_size(q) for q in ("default", "high", "low")})
+        print(sup.stop(), chaos.counts("end"))
+        raise
+
     wait_until(lambda: sum(engine.outbox_size(q) for q in ("default", "high", "low")) == 0, 10, message="the outboxes to drain")
 
     assert set(engine.retry_many("high", [h.children[0].id for h in handles])) == {1}
 
-    wait_until(lambda: engine.counts("default")["completed"] == n, 60, message="every parent completed")
+    wait_until(lambda: engine.counts("default")["completed"] == n, 120, message="every parent completed")
     wait_until(lambda: sum(engine.outbox_size(q) for q in ("default", "high", "low")) == 0, 10, message="the outboxes to drain")
     assert sup.stop() == 0
     ends = chaos.counts("end")
