@@ -93,7 +93,8 @@ class SkipReason(StrEnum):
     #: A flow parent that failed because a child failed: retry it together with its failed children.
     CHILD_FAILED = "flow parents that failed through a child not retried with them (retry the child)"
     NOT_DELETABLE = "running or waited for by a flow parent (cancel them first)"
-    #: A job of a flow over several slots of a Redis Cluster whose retry would re-open jobs on other slots.
+    #: No longer given (RetryCode.CROSS_SLOT is no longer returned: a retry re-opens jobs on other
+    #: slots through the outbox); kept so that code naming it still works.
     CROSS_SLOT_FLOW = "jobs of a flow over several Redis Cluster slots that failed their flow (enqueue the flow again)"
     #: The script returned a code this version does not know (see :attr:`Skipped.code`).
     UNKNOWN_CODE = "unexpected script code"

@@ -72,9 +72,9 @@ class RetryCode(IntEnum):
     #: A flow parent that failed through a child, retried without that child: not retried (retry
     #: the child, which re-opens the parent, or both in one call; docs/flows.md#retrying).
     CHILD_FAILED = 3
-    #: A job of a flow over several slots of a Redis Cluster whose retry would re-open jobs on
-    #: other slots (a parent that ended waiting for its children, a child that failed its
-    #: parent): not retried (docs/flows.md#redis-cluster).
+    #: No longer returned: a retry of a flow over several slots of a Redis Cluster re-opens the
+    #: jobs on other slots through the outbox (docs/flows.md#redis-cluster). Kept so that code
+    #: naming it still works.
     CROSS_SLOT = 4
 
 

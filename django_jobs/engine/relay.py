@@ -1,7 +1,8 @@
 """The flow relay: delivers the outbox entries of flows over several queues on a Redis Cluster.
 
 A flow step between two jobs on different slots (a child ended: its parent learns it; a parent
-will not run: its children are cancelled) cannot be one script on a cluster. The job's own
+will not run: its children are cancelled; a retried child re-opens its parent, a re-opened
+parent its children) cannot be one script on a cluster. The job's own
 transition records the step in its queue's outbox (``includes/flow.lua``, same script, same
 slot); :meth:`Relay.relay` then applies each entry in the other job's slot (``flow_deliver``,
 idempotent) and removes it (``flow_ack``, only the ``seq`` it delivered). A fault between the
@@ -10,7 +11,7 @@ again, which changes nothing, then acknowledges it. So delivery is at least once
 exactly once (docs/flows.md#redis-cluster).
 
 Workers call :meth:`Relay.relay` for their queues on each heartbeat tick (worker/heartbeat.py),
-and operator actions (cancel, delete) call it at once for the queue they touched.
+and operator actions (cancel, retry, delete) call it at once for the queue they touched.
 """
 
 from __future__ import annotations
@@ -35,6 +36,14 @@ PARKED = 2**52
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _seq(item: tuple[str, Any]) -> int:
+    """The ``seq`` of an outbox entry (0 when it has none: it is parked on delivery)."""
+    try:
+        return int(json.loads(_text(item[1])).get("seq", 0))
+    except (ValueError, TypeError, AttributeError):
+        return 0
 
 
 class Relay(Transitions):
@@ -72,13 +81,13 @@ class Relay(Transitions):
             return []
         entries = self._call(self.client.hmget, outbox, members)
         targets: list[str] = []
-        for member, raw in zip(members, entries, strict=True):
-            if raw is None:  # acknowledged by another relay meanwhile
-                continue
+        # In order of recording (seq): two steps recorded in one ms (a child retried, then ended)
+        # are delivered in the order they happened.
+        for member, raw in sorted(((m, r) for m, r in zip(members, entries, strict=True) if r is not None), key=_seq):
             text = _text(raw)
             try:
                 entry = json.loads(text)
-                target = entry["b"] + "job:" + (entry["id"] if entry["k"] == "x" else entry["par"])
+                target = entry["b"] + "job:" + (entry["id"] if entry["k"] in ("x", "o") else entry["par"])
                 code = self._run("flow_deliver", (target,), (self.maxlen, text))
             except (ValueError, KeyError, TypeError, redis.ResponseError) as exc:
                 code, text = ScriptCode.BAD_REQUEST, f"{text} ({exc!r})"
@@ -108,6 +117,12 @@ class Relay(Transitions):
 
     def cancel_many(self, queue: str, job_ids: Sequence[str]) -> list[int]:
         codes = super().cancel_many(queue, job_ids)
+        if self.flow_outbox:
+            self.relay(queue)
+        return codes
+
+    def retry_many(self, queue: str, job_ids: Sequence[str]) -> list[int]:
+        codes = super().retry_many(queue, job_ids)
         if self.flow_outbox:
             self.relay(queue)
         return codes

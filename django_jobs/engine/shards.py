@@ -26,6 +26,7 @@ from typing import Any
 from django_jobs.engine.control import Control
 from django_jobs.engine.keys import base_queue, job_shard, key_shard, shard_job_id, shard_queue
 from django_jobs.engine.reads import Reads
+from django_jobs.engine.relay import RELAY_BATCH, Relay
 from django_jobs.engine.streams import Streams
 from django_jobs.engine.transitions import (
     RECOVER_LIMIT,
@@ -37,12 +38,11 @@ from django_jobs.engine.transitions import (
     NewJob,
     Outcome,
     Recovery,
-    Transitions,
 )
 from django_jobs.exceptions import ConfigurationError
 
 
-class Sharding(Transitions, Reads, Control, Streams):
+class Sharding(Relay, Reads, Control, Streams):
     """Route each call on a sharded queue to its shards (see the module doc)."""
 
     # -- where a job lives ----------------------------------------------------------------
@@ -211,6 +211,15 @@ class Sharding(Transitions, Reads, Control, Streams):
                 break
             deleted += super().purge(shard, state, limit=limit - deleted)
         return deleted
+
+    # -- the flow relay (a flow over a sharded queue and other queues, on a cluster) ----------
+
+    def relay(self, queue: str, *, limit: int = RELAY_BATCH, after_deliver: Callable[[], None] | None = None) -> int:
+        """Relay the flow outbox of each shard of ``queue`` (up to ``limit`` entries per shard)."""
+        return sum(super(Sharding, self).relay(shard, limit=limit, after_deliver=after_deliver) for shard in self.shards(queue))
+
+    def outbox_size(self, queue: str) -> int:
+        return sum(super(Sharding, self).outbox_size(shard) for shard in self.shards(queue))
 
     # -- reads ----------------------------------------------------------------------------
 

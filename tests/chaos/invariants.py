@@ -10,7 +10,8 @@
   an attempt count of at least one; a finished job has its finish time.
 * every flow parent in ``waiting_children`` waits for something: its ``pend`` count is the
   number of its children whose end it has not recorded, at least 1, and each of those children
-  exists and has not ended, or its end waits in its queue's flow outbox for the relay
+  exists and has not ended, or its end (or its parent's re-open toward it) waits in a flow
+  outbox for the relay
   (otherwise the parent would wait forever); and a flow parent
   that is waiting, scheduled or running has recorded the end of every child (it runs last);
 * (:func:`_outbox_violations`) each queue's flow outbox (a Redis Cluster) lists the same
@@ -101,7 +102,10 @@ def _flow_violations(client: redis.Redis, queue: str, keys: QueueKeys, parents: 
             problems.append(f"{queue}: parent {parent_id} has pend={data.get('pend')!r} but {len(pending)} unrecorded children")
         for base, kid_id in pending:
             state = client.hget(base + "job:" + kid_id, "s")
-            in_flight = client.hexists(base + "outbox", f"d|{parent_id}|{kid_id}")  # the relay delivers it
+            # The relay delivers it: the child's end, or the parent's re-open toward the child (k "o").
+            in_flight = client.hexists(base + "outbox", f"d|{parent_id}|{kid_id}") or '"k":"o"' in (
+                client.hget(keys.outbox, f"x|{kid_id}") or ""
+            )
             if (state is None or state in ("completed", "failed", "cancelled")) and not in_flight:
                 problems.append(f"{queue}: parent {parent_id} waits for child {kid_id}, which is {state or 'gone'}")
     return problems + _outbox_violations(client, queue, keys)
@@ -119,7 +123,7 @@ def _outbox_violations(client: redis.Redis, queue: str, keys: QueueKeys) -> list
         problems.append(f"{queue}: outbox member {member} is in only one of outbox / outbox_due")
     for member, raw in sorted(entries.items()):
         entry = json.loads(raw)
-        if entry["k"] not in ("d", "x") or not isinstance(entry.get("seq"), int):
+        if entry["k"] not in ("d", "x", "o", "r") or not isinstance(entry.get("seq"), int):
             problems.append(f"{queue}: outbox entry {member} is malformed: {raw}")
         if entry["b"] == keys.base:
             problems.append(f"{queue}: outbox entry {member} is for a job of the same queue (done in place)")

@@ -154,3 +154,65 @@ def test_the_retry_rule_in_one_engine_call_whatever_the_order_of_the_ids(engine)
     assert engine.retry_many("default", [failing.id, handle.id]) == [RetryCode.RETRIED, RetryCode.RETRIED]
     assert job(engine, handle.id)["s"] == "waiting_children"
     assert_invariants(engine.client, engine.prefix, QUEUES)
+
+
+# -- the same rule for a flow over several queues (on a Redis Cluster: through the outbox) ------
+
+
+def failed_flow_over_queues(tag: str):
+    """As :func:`failed_flow`, with the failing child on ``high`` and its sibling on ``low``."""
+    handle = Flow(
+        jf.gather.s("p"),
+        children=[flaky.using(queue_name="high", attempts=1).s(tag, 1), jf.value.using(queue_name="low", delay=600).s(5)],
+    ).enqueue()
+    work_until_empty(QUEUES)
+    failing, sibling = handle.children
+    assert (job(engine_of(), handle.id)["s"], job(engine_of(), handle.id)["why"]) == ("failed", "child_failed")
+    return handle, failing, sibling
+
+
+def engine_of():
+    from django_jobs.engine import get_engine
+
+    return get_engine()
+
+
+def assert_over_queues_reopened_then_completes(engine, handle, failing, sibling, ledger_path) -> None:
+    parent = job(engine, handle.id)
+    assert (parent["s"], parent["pend"]) == ("waiting_children", "2")
+    assert [e["exception_class_path"] for e in json.loads(parent["eh"])] == ["django_jobs.exceptions.ChildFailed"]
+    assert engine.get_job("high", failing.id)["s"] == engine.get_job("low", sibling.id)["s"] == "waiting"
+    assert sum(engine.outbox_size(q) for q in QUEUES) == 0  # the retry relayed its steps at once
+    assert_invariants(engine.client, engine.prefix, QUEUES)
+    work_until_empty(QUEUES)
+    assert json.loads(job(engine, handle.id)["r"]) == {failing.id: ["completed", "ok after 2"], sibling.id: ["completed", 5]}
+    assert [row[2] for row in read_ledger(ledger_path) if row[0] == "end"].count("gather:p") == 1
+    assert_invariants(engine.client, engine.prefix, QUEUES)
+
+
+@pytest.mark.parametrize("topology", ["server", "cluster"], indirect=True)
+def test_the_admin_retry_of_a_flow_over_several_queues_re_opens_the_parent_through_its_child(admin_client, engine, ledger_path, topology):
+    handle, failing, sibling = failed_flow_over_queues("admin-x")
+    mirror_once()
+
+    response = act(admin_client, "retry_jobs", [handle.id])
+    assert messages_of(response) == [
+        "Retried 0 jobs. Skipped 1: 1 flow parents that failed through a child not retried with them (retry the child)."
+    ]
+    assert job(engine, handle.id)["s"] == "failed"
+
+    response = act(admin_client, "retry_jobs", [failing.id])
+    assert messages_of(response) == ["Retried 1 job."]
+    assert_over_queues_reopened_then_completes(engine, handle, failing, sibling, ledger_path)
+
+
+@pytest.mark.parametrize("topology", ["server", "cluster"], indirect=True)
+def test_jobs_retry_of_a_flow_over_several_queues_re_opens_the_parent_through_its_child(engine, ledger_path, topology):
+    handle, failing, sibling = failed_flow_over_queues("cli-x")
+
+    with pytest.raises(CommandError, match="is a flow parent that failed because a child failed; retry that child"):
+        jobs("retry", handle.id)
+    out, _ = jobs("retry", failing.id)
+
+    assert f"Job {failing.id} is waiting again in 'high'." in out
+    assert_over_queues_reopened_then_completes(engine, handle, failing, sibling, ledger_path)

@@ -224,19 +224,151 @@ def test_a_flow_part_sent_twice_with_its_nonce_is_skipped_and_another_nonce_is_r
     assert (code, stored) == (0, e)
 
 
-def test_retrying_a_job_that_failed_a_parent_on_another_slot_is_refused_on_a_cluster(engine, work, topology):
-    handle = Flow(jf.gather.s("p"), children=[jf.broken.using(queue_name="high").s("b")]).enqueue()
-    work(["default", "high"])
-    child = handle.children[0]
-    assert state(handle.result) == "failed"
+def failed_across_slots(tag: str):
+    """A parent (default) failed through its child ``flaky`` on ``high`` (fails once, then
+    succeeds); its sibling on ``low``, scheduled for later, was cancelled with it."""
+    from tests.testapp.jobs import flaky
 
-    codes = engine.retry_many("high", [child.id]) + engine.retry_many("default", [handle.id])
+    failing = flaky.using(queue_name="high", attempts=1).s(tag, 1)
+    handle = Flow(jf.gather.s("p"), children=[failing, LOW.using(delay=600).s(5)]).enqueue()
+    from django_jobs.testing import work_until_empty
 
+    work_until_empty(QUEUES)
+    failing, sibling = handle.children
+    assert state(handle.result) == "failed" and handle.result.failure_reason == "child_failed"
+    assert state(sibling.result) == "cancelled" and sibling.result.failure_reason == "parent_ended"
+    return handle, failing, sibling
+
+
+def events_of(engine, queue: str, job_id: str, name: str) -> int:
+    return sum(1 for _, e in engine.client.xrange(engine.keys(queue).events) if e.get("j") == job_id and e.get("e") == name)
+
+
+def deliver(engine, queue: str, member: str) -> list[int]:
+    """Deliver outbox entry ``member`` of ``queue`` twice by hand (a relay that lost its acknowledgement)."""
+    raw = engine.client.hget(engine.keys(queue).outbox, member)
+    entry = json.loads(raw)
+    target = entry["b"] + "job:" + (entry["id"] if entry["k"] in ("x", "o") else entry["par"])
+    return [engine._run("flow_deliver", (target,), (engine.maxlen, raw)) for _ in range(2)]
+
+
+def test_retrying_the_failed_child_re_opens_its_parent_on_another_slot_exactly_once(engine, work, topology, ledger_path):
+    from django_jobs.engine.transitions import Transitions
+    from tests.conftest import read_ledger
+
+    handle, failing, sibling = failed_across_slots("x1")
+
+    # The retry's own transition (no relay yet): the child starts over in its slot, the parent's
+    # re-open waits in the child's outbox.
+    assert Transitions.retry_many(engine, "high", [failing.id]) == [RetryCode.RETRIED]
+    assert state(failing.result) == "waiting"
     if topology == "cluster":
-        assert codes == [RetryCode.CROSS_SLOT, RetryCode.CROSS_SLOT]
-        assert state(handle.result) == "failed" and state(child.result) == "failed"
-    else:
-        assert codes[0] == RetryCode.RETRIED  # re-opens the parent in place (docs/flows.md#retrying)
+        assert state(handle.result) == "failed"
+        assert deliver(engine, "high", f"r|{handle.id}|{failing.id}") == [1, 0]  # once, even delivered twice
+        assert state(handle.result) == "waiting_children" and state(sibling.result) == "cancelled"
+        assert deliver(engine, "default", f"x|{sibling.id}") == [1, 0]  # the parent re-opens its child
+        for queue in QUEUES:
+            engine.relay(queue)
+    assert outboxes(engine) == 0
+    assert state(handle.result) == "waiting_children" and state(sibling.result) == "waiting"
+    parent = engine.get_job("default", handle.id)
+    assert parent["pend"] == "2" and "err" not in parent
+    assert [e["exception_class_path"] for e in json.loads(parent["eh"])] == ["django_jobs.exceptions.ChildFailed"]
+    assert_invariants(engine.client, engine.prefix, QUEUES)
+
+    work()
+
+    assert state(handle.result) == "completed"
+    assert handle.result.return_value == {failing.id: ["completed", "ok after 2"], sibling.id: ["completed", 5]}
+    assert [row[2] for row in read_ledger(ledger_path) if row[0] == "end"].count("gather:p") == 1  # ran once, last
+    assert events_of(engine, "default", handle.id, "waiting_children") == 2  # enqueued, re-opened once
+    assert outboxes(engine) == 0
+    assert_invariants(engine.client, engine.prefix, QUEUES)
+
+
+def test_retrying_a_failure_three_levels_down_re_opens_each_parent_up_the_tree_across_three_slots(engine, work):
+    from tests.testapp.jobs import flaky
+
+    leaf = flaky.using(queue_name="low", attempts=1).s("deep", 1)
+    middle = Flow(jf.gather.using(queue_name="high").s("middle"), children=[leaf, jf.value.s(1)])
+    handle = Flow(jf.gather.s("root"), children=[middle, LOW.using(delay=600).s(2)]).enqueue()
+    middle_handle, late = handle.children
+    leaf_handle = middle_handle.children[0]
+    work()
+    assert state(handle.result) == "failed" and state(middle_handle.result) == "failed"
+
+    assert engine.retry_many("low", [leaf_handle.id]) == [RetryCode.RETRIED]  # relays at once
+
+    assert state(middle_handle.result) == "waiting_children" and state(handle.result) == "waiting_children"
+    assert state(late.result) == "waiting"  # cancelled with the root, started over with it
+    assert outboxes(engine) == 0
+    assert_invariants(engine.client, engine.prefix, QUEUES)
+    work()
+    assert state(middle_handle.result) == "completed" and state(handle.result) == "completed"
+    assert handle.result.return_value[late.id] == ["completed", 2]
+    assert_invariants(engine.client, engine.prefix, QUEUES)
+
+
+def test_a_parent_whose_failed_child_is_on_another_slot_is_not_retried_alone(engine, work):
+    handle, failing, sibling = failed_across_slots("x2")
+
+    assert engine.retry_many("default", [handle.id]) == [RetryCode.CHILD_FAILED]  # read from its own records
+
+    assert state(handle.result) == "failed" and state(failing.result) == "failed" and state(sibling.result) == "cancelled"
+    assert outboxes(engine) == 0
+    assert_invariants(engine.client, engine.prefix, QUEUES)
+
+
+def test_retrying_a_cancelled_parent_starts_its_children_on_other_slots_over(engine, work):
+    inner = Flow(jf.gather.using(queue_name="high").s("inner"), children=[LOW.s(1), jf.value.s(2)])
+    handle = Flow(jf.gather.s("outer"), children=[inner, LOW.s(3)]).enqueue()
+    inner_handle, leaf = handle.children
+    assert handle.result.cancel() == "cancelled"
+    assert state(inner_handle.result) == "cancelled" and state(leaf.result) == "cancelled"
+
+    assert engine.retry_many("default", [handle.id]) == [RetryCode.RETRIED]
+
+    assert state(handle.result) == "waiting_children" and state(inner_handle.result) == "waiting_children"
+    assert state(leaf.result) == "waiting"
+    assert all(state(c.result) == "waiting" for c in inner_handle.children)
+    assert engine.retry_many("default", [handle.id]) == [RetryCode.NOT_RETRYABLE]  # a replay
+    assert outboxes(engine) == 0
+    assert_invariants(engine.client, engine.prefix, QUEUES)
+    work()
+    assert state(handle.result) == "completed" and state(inner_handle.result) == "completed"
+    assert_invariants(engine.client, engine.prefix, QUEUES)
+
+
+def test_an_end_sent_before_its_parent_re_opened_is_asked_for_again(engine, topology):
+    """A running child's end that reaches its parent before the parent's re-open reaches the child
+    is ignored (it carries the older generation); the re-open then asks for it again, once."""
+    from django_jobs.engine.queue import Outcome
+    from django_jobs.engine.transitions import Transitions
+    from tests.testapp.jobs import flaky
+
+    if topology != "cluster":
+        pytest.skip("the generations are the cluster path (in place the re-open reads the child)")
+    failing = flaky.using(queue_name="high", attempts=1).s("x3", 1)
+    handle = Flow(jf.gather.s("p"), children=[failing, LOW.s(5)]).enqueue()
+    failing, sibling = handle.children
+    [running] = engine.fetch("low", 1, lease_ms=60_000, worker_id="w").jobs  # the sibling runs
+    [claimed] = engine.fetch("high", 1, lease_ms=60_000, worker_id="w").jobs
+    engine.settle("high", [Outcome(claimed.id, claimed.token, "f", '{"exception_class_path": "RuntimeError"}')])
+    for queue in QUEUES:
+        engine.relay(queue)
+    assert state(handle.result) == "failed" and engine.get_job("low", sibling.id)["cx"] == "1"  # asked to stop
+
+    assert Transitions.retry_many(engine, "high", [failing.id]) == [RetryCode.RETRIED]
+    assert engine.relay("high", limit=1) == 1  # the parent re-opens; its re-open toward the sibling waits
+    assert engine.settle("low", [Outcome(running.id, running.token, "c", "5")]) == [1]
+    raw = engine.client.hget(engine.keys("low").outbox, f"d|{handle.id}|{sibling.id}")
+    assert engine._run("flow_deliver", (engine.keys("default").job(handle.id),), (engine.maxlen, raw)) == 0  # older: ignored
+    assert state(handle.result) == "waiting_children" and "c:" + sibling.id not in engine.get_job("default", handle.id)
+    for queue in QUEUES:  # the re-open reaches the sibling, which sends its end again
+        engine.relay(queue)
+    parent = engine.get_job("default", handle.id)
+    assert json.loads(parent["c:" + sibling.id]) == {"s": "completed", "r": 5} and parent["pend"] == "1"
+    assert outboxes(engine) == 0
     assert_invariants(engine.client, engine.prefix, QUEUES)
 
 

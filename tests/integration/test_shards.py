@@ -233,6 +233,43 @@ def test_a_flow_on_a_sharded_queue_keeps_its_jobs_on_one_shard_and_runs(engine, 
     assert engine.counts("hot")["completed"] == 3 * SHARDS
 
 
+def test_a_flow_over_a_sharded_queue_and_other_queues_runs_and_is_retried(engine, work, topology, ledger_path):
+    """On a cluster its steps between the shard and the other queues go through the outbox (the
+    relay of a sharded queue relays each shard), on one server in place."""
+    from django_jobs.engine.protocol import RetryCode
+    from django_jobs.flows import Flow
+    from tests.chaos.invariants import assert_invariants
+    from tests.testapp import jobs_flows as jf
+
+    queues = ["default", "low", *engine.shards("hot")]
+    failing = jobs.flaky.using(queue_name="hot", attempts=1).s("shard-x", 1)
+    inner = Flow(hot(jf.gather).s("inner"), children=[jf.value.using(queue_name="low").s(1), hot(jf.value).s(2)])
+    handle = Flow(jf.gather.s("p"), children=[failing, jf.value.using(queue_name="low", delay=600).s(3), inner]).enqueue()
+    kid, low_kid, inner_id = (c.id for c in handle.children)
+    assert engine.get_job("hot", kid).get("xs") == ("1" if topology == "cluster" else None)
+
+    work(["hot", "low", "default"])
+
+    handle.result.refresh()
+    assert handle.result.state == "failed" and handle.result.failure_reason == "child_failed"
+    assert engine.get_job("low", low_kid)["s"] == "cancelled"  # cancelled by the parent's end
+    assert sum(engine.outbox_size(q) for q in ("hot", "low", "default")) == 0
+    assert_invariants(engine.client, engine.prefix, queues)
+
+    assert engine.retry_many("hot", [kid]) == [RetryCode.RETRIED]  # re-opens the parent, relayed at once
+    assert engine.get_job("default", handle.id)["s"] == "waiting_children"
+    assert engine.get_job("low", low_kid)["s"] == "waiting"
+    work(["hot", "low", "default"])
+
+    handle.result.refresh()
+    assert handle.result.state == "completed"
+    value = handle.result.return_value
+    assert value[kid] == ["completed", "ok after 2"] and value[low_kid] == ["completed", 3]
+    assert value[inner_id][0] == "completed"
+    assert sum(engine.outbox_size(q) for q in ("hot", "low", "default")) == 0
+    assert_invariants(engine.client, engine.prefix, queues)
+
+
 @pytest.mark.single_server("the check reads no server")
 def test_the_check_names_a_declared_job_whose_keys_cannot_hold_on_its_sharded_queue(jobs_settings):
     from django_jobs.checks import check_job_queues

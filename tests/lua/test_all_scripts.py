@@ -288,6 +288,19 @@ SCENARIOS: dict[str, list[str]] = {
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_every_script_keeps_the_invariants(engine, kind, scenario):
+    check_every_step(engine, kind, scenario)
+
+
+@pytest.mark.parametrize("topology", ["cluster"], indirect=True)
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+@pytest.mark.parametrize("kind", [kind for kind in KINDS if kind.startswith("xslot_")])
+def test_every_script_keeps_the_invariants_across_the_slots_of_a_real_cluster(engine, topology, kind, scenario):
+    """The flows over two slots again on a real Redis Cluster (queues default and high on two slots):
+    every step that crosses them goes through the outbox, retries included."""
+    check_every_step(engine, kind, scenario)
+
+
+def check_every_step(engine, kind: str, scenario: str) -> None:
     w = World(engine, kind)
     KINDS[kind](w)
     for step in ["create", *SCENARIOS[scenario]]:

@@ -8,14 +8,22 @@
   slot, is recorded in this slot's outbox).
   ARGV[1] events maxlen  ARGV[2] the entry JSON (includes/flow.lua flow_outbox_put):
           k = 'd' child id ended in state s (result r, policy fp): apply it to parent par |
-          k = 'x' cancel child id (its parent will not run)
+          k = 'x' cancel child id (its parent will not run) |
+          k = 'r' child id, which failed parent par, was retried: re-open the parent |
+          k = 'o' parent par (queue base pb) re-opened as generation gen: re-open child id
   Idempotent: 'd' applies only while the parent waits for its children and has no 'c:<id>'
-  field yet (includes/flow.lua flow_apply, the rule of the in-place step); 'x' only cancels a
-  child still unfinished. A second delivery changes nothing.
+  field yet (includes/flow.lua flow_apply, the rule of the in-place step), and only when it
+  carries the generation the parent waits for from that child ('g:<id>' = the entry's pg: an
+  end sent before the parent re-opened is ignored, the 'o' entry asks for it again); 'x' only
+  cancels a child still unfinished; 'r' re-opens only a parent that failed through that child
+  (flow_reopen_parent: the retry rule of includes/job_retry.lua); 'o' applies once per
+  generation (flow_reopen_kid). A second delivery changes nothing.
   Returns: 1 applied | 0 nothing to do (already applied, or the target ended or is gone)
            | -4 BAD_REQUEST (unknown kind)
   Events:  as the in-place step: "waiting" / "failed" (why child_failed) of the parent,
-           "cancelled" (why parent_ended) / "cancel_requested" of children
+           "cancelled" (why parent_ended) / "cancel_requested" of children, and for a retry
+           "waiting_children" (why retried) of a re-opened parent, "waiting" (why retried) of a
+           restarted child
 ]]
 --@include now
 --@include flow
@@ -26,6 +34,8 @@ local now_ms = server_now_ms()
 if e.k == 'd' then
   local r = e.r
   if r == cjson.null then r = nil end
+  local want = redis.call('HGET', q.job .. e.par, 'g:' .. e.id)
+  if want and want ~= tostring(e.pg or '') then return 0 end -- sent before the parent re-opened
   local work = {}
   if not flow_apply(q, e.par, e.id, e.s, r or 'null', nil, e.fp or '', now_ms, maxlen, work) then return 0 end
   flow_walk(work, now_ms, maxlen)
@@ -34,6 +44,12 @@ elseif e.k == 'x' then
   local stack = {}
   if not flow_cancel_kid(q, e.id, now_ms, maxlen, stack) then return 0 end
   flow_cancel_walk(stack, now_ms, maxlen)
+  return 1
+elseif e.k == 'r' then
+  if not flow_reopen_parent(q, e.par, e.id, now_ms) then return 0 end
+  return 1
+elseif e.k == 'o' then
+  if not flow_reopen_kid(q, e, now_ms) then return 0 end
   return 1
 end
 return -4

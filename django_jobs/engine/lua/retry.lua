@@ -12,7 +12,9 @@
   through a child, or cancelled) is retried only together with the children that failed it
   (ids of this call): it goes back to waiting_children and its children start over; retrying a
   failed child alone re-opens the parent that failed through it (and so on up). Their keys may
-  be on other queues (built from the bases stored in the hashes: a single Redis server).
+  be on other queues (built from the bases stored in the hashes: a single Redis server); on a
+  Redis Cluster a step toward a job on another slot is written in this queue's outbox for the
+  relay (includes/flow.lua: 'r' re-open a parent, 'o' re-open a child).
   KEYS[1] wait ZSET  KEYS[2] failed ZSET  KEYS[3] cancelled ZSET  KEYS[4] meta HASH
   KEYS[5] events STREAM  KEYS[6] marker LIST
   ARGV[1] job key prefix: ARGV[1] .. job_id is the job HASH (same hash tag as KEYS)
@@ -24,7 +26,7 @@
            done) | 3 not retried: a flow parent that failed through a child that is not
            retried with it (nothing written; retry that child, which re-opens the parent)
   Events:  "waiting" with why = "retried" per job started over; "waiting_children" with
-           why = "retried" per re-opened flow parent
+           why = "retried" per re-opened flow parent (of this slot)
 ]]
 --@include now
 --@include job_retry

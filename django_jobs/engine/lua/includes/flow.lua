@@ -3,7 +3,11 @@
 -- parent id, 'fp' the failure policy toward the parent ('' fail it | 'i' ignore | 'r' remove
 -- the dependency), 'fk' keep ms when a flow step fails or cancels the job; a parent also has
 -- 'kids' (JSON [[base, id, queue, name], ...]), 'pend' (children not yet ended) and one
--- 'c:<child id>' per ended child (JSON {"s": state, "r": return value}).
+-- 'c:<child id>' per ended child (JSON {"s": state, "r": return value}, "f": 1 when that end
+-- failed the parent under the default policy). Re-opening across slots (a retry, below) adds
+-- 'rg' to a parent (how often it re-opened its children on other slots), 'g:<child id>' (the
+-- 'rg' a child on another slot must answer with) and 'pgen' to such a child (the 'rg' it
+-- answers with: its outbox entries toward the parent carry it as 'pg').
 -- Keys of other queues are built from those stored bases (includes/queue.lua), so on one
 -- Redis server a flow step touches several queues' keys in place. A job with 'xs' = 1 (a flow
 -- over several queues on a Redis Cluster, written by flow_enqueue_part.lua) never touches a
@@ -22,8 +26,11 @@ end
 
 -- Record a flow step for a job on another slot in the outbox of queue base (this script's
 -- slot): HASH base..'outbox' member -> entry JSON (with a new 'seq'), ZSET base..'outbox_due'
--- member -> due ms. member: 'd|<parent id>|<child id>' (a child ended: entry k = 'd') or
--- 'x|<child id>' (cancel a child: k = 'x'); a newer step of the same member replaces it.
+-- member -> due ms. member: 'd|<parent id>|<child id>' (a child ended: entry k = 'd'),
+-- 'x|<child id>' (cancel a child: k = 'x'; or re-open it, its parent re-opened: k = 'o'), or
+-- 'r|<parent id>|<child id>' (the child that failed the parent was retried: re-open the parent,
+-- k = 'r'); a newer step of the same member replaces it (a re-open replaces a cancel not yet
+-- delivered).
 local function flow_outbox_put(base, member, entry, now_ms)
   entry.seq = redis.call('INCR', base .. 'outbox_seq')
   redis.call('HSET', base .. 'outbox', member, cjson.encode(entry))
@@ -96,7 +103,7 @@ local function flow_apply(pq, par, id, st, r, kid_key, policy, now_ms, maxlen, w
     redis.call('HSET', pkey, field, '{"s":"removed"}')
   else
     parent_failed = true
-    redis.call('HSET', pkey, field, '{"s":"' .. st .. '"}')
+    redis.call('HSET', pkey, field, '{"s":"' .. st .. '","f":1}')
     append_json(pkey, 'err', cjson.encode({
       exception_class_path = 'django_jobs.exceptions.ChildFailed',
       traceback = 'Child job ' .. id .. ' ended ' .. st .. ' and its failure policy fails the parent.',
@@ -124,7 +131,7 @@ local function flow_walk(work, now_ms, maxlen)
   while #work > 0 do
     local item = table.remove(work)
     local key, id, st = item[1], item[2], item[3]
-    local g = redis.call('HMGET', key, 'pb', 'par', 'fp', 'kids', 'xs')
+    local g = redis.call('HMGET', key, 'pb', 'par', 'fp', 'kids', 'xs', 'pgen')
     if st ~= 'completed' and g[4] then
       -- A parent that ended without running (cancelled, or failed by a child) leaves its set.
       redis.call('ZREM', flow_base(key, id) .. 'waiting_children', id) -- its own queue
@@ -137,7 +144,7 @@ local function flow_walk(work, now_ms, maxlen)
         local r = nil
         if st == 'completed' then r = redis.call('HGET', key, 'r') or 'null' end
         flow_outbox_put(base, 'd|' .. par .. '|' .. id,
-                        { k = 'd', b = pb, par = par, id = id, s = st, r = r, fp = g[3] or '' }, now_ms)
+                        { k = 'd', b = pb, par = par, id = id, s = st, r = r, fp = g[3] or '', pg = g[6] }, now_ms)
       else
         flow_apply(queue_keys(pb, maxlen), par, id, st, nil, key, g[3] or '', now_ms, maxlen, work)
       end
@@ -165,29 +172,44 @@ local function flow_done(job_key, job_id, now_ms, maxlen)
   flow_walk({ { job_key, job_id, state } }, now_ms, maxlen)
 end
 
--- Whether the ended child kid_id (hash kid_key) failed its parent pkey: the parent failed
--- through a child (why = child_failed) and recorded this child's end under the default policy.
-local function flow_failed_through(pkey, kid_key, kid_id)
-  local p = redis.call('HMGET', pkey, 's', 'why', 'c:' .. kid_id)
-  if p[1] ~= 'failed' or p[2] ~= 'child_failed' or not p[3] then return false end
-  local rec = cjson.decode(p[3]).s
-  if rec ~= 'failed' and rec ~= 'cancelled' then return false end
+-- Whether the parent's record rec of a child (its 'c:<id>' JSON, decoded) says that child failed
+-- it: "f" (written by flow_apply), or, in a record written before "f" existed, an end failed or
+-- cancelled under the default policy (the child's 'fp', read from kid_key when the child is in
+-- this slot; nil: a child on another slot, whose records always have "f").
+local function flow_rec_failed(rec, kid_key)
+  if rec.s ~= 'failed' and rec.s ~= 'cancelled' then return false end
+  if rec.f then return true end
+  if not kid_key then return false end
   local fp = redis.call('HGET', kid_key, 'fp')
   return fp ~= 'i' and fp ~= 'r'
 end
 
+-- Whether the ended child kid_id failed its parent pkey: the parent failed through a child
+-- (why = child_failed) and its record of this child says so (flow_rec_failed; kid_key the
+-- child's hash when in this slot, else nil). Reads the parent's hash only.
+local function flow_failed_through(pkey, kid_key, kid_id)
+  local p = redis.call('HMGET', pkey, 's', 'why', 'c:' .. kid_id)
+  if p[1] ~= 'failed' or p[2] ~= 'child_failed' or not p[3] then return false end
+  return flow_rec_failed(cjson.decode(p[3]), kid_key)
+end
+
+-- Whether child kid ({ base, id, ... } of 'kids') of parent job_key (queue base) is on another
+-- slot: only a job of a cluster flow over several queues ('xs' = 1) has such children.
+local function flow_kid_away(job_key, base, kid)
+  return kid[1] ~= base and redis.call('HGET', job_key, 'xs') == '1'
+end
+
 -- The children that failed parent job_key (recorded failed or cancelled under the default
--- policy): a list of { base, id }.
-local function flow_failing_children(job_key)
+-- policy, flow_rec_failed): a list of { base, id }. Reads the parent's slot only.
+local function flow_failing_children(job_key, job_id)
   local out = {}
+  local base = flow_base(job_key, job_id)
   for _, kid in ipairs(cjson.decode(redis.call('HGET', job_key, 'kids') or '[]')) do
     local rec = redis.call('HGET', job_key, 'c:' .. kid[2])
     if rec then
-      local s = cjson.decode(rec).s
-      if (s == 'failed' or s == 'cancelled') then
-        local fp = redis.call('HGET', kid[1] .. 'job:' .. kid[2], 'fp')
-        if fp ~= 'i' and fp ~= 'r' then out[#out + 1] = { kid[1], kid[2] } end
-      end
+      local kid_key = nil
+      if not flow_kid_away(job_key, base, kid) then kid_key = kid[1] .. 'job:' .. kid[2] end
+      if flow_rec_failed(cjson.decode(rec), kid_key) then out[#out + 1] = { kid[1], kid[2] } end
     end
   end
   return out
@@ -200,6 +222,10 @@ end
 -- way); a running one loses the cancel request its parent's end made; a completed one is
 -- recorded now; a missing one is recorded as removed. With up, a grandparent that failed
 -- through this parent is re-opened as well. done: the jobs restarted by this call (key -> true).
+-- On a cluster (docs/flows.md#redis-cluster) a child on another slot gets the same rule by an
+-- outbox entry (k = 'o', flow_reopen_kid in its slot), and a grandparent on another slot by a
+-- 'r' entry (flow_reopen_parent in its slot); from (a child id, or nil) is the child whose
+-- retry re-opens this parent: it already started over, so it gets no 'o' entry.
 local flow_reopen
 local function flow_revive(kq, kid_key, kid_id, state, now_ms, done)
   if done[kid_key] then return end
@@ -214,27 +240,85 @@ local function flow_revive(kq, kid_key, kid_id, state, now_ms, done)
   end
 end
 
-flow_reopen = function(q, job_key, job_id, state, now_ms, done, up)
+-- A retried child on another slot re-opens parent par of queue pq (a 'r' outbox entry, its
+-- slot): only if the parent failed through it (flow_failed_through on the parent's record).
+-- Returns whether it re-opened it.
+local function flow_reopen_parent(pq, par, kid_id, now_ms)
+  local pkey = pq.job .. par
+  if not flow_failed_through(pkey, nil, kid_id) then return false end
+  flow_reopen(pq, pkey, par, 'failed', now_ms, {}, true, kid_id)
+  return true
+end
+
+-- Tell the parent of child kid (e: the 'o' entry, whose b is the child's queue) how it ended,
+-- by an outbox entry in the child's slot: the parent's record is what the in-place re-open
+-- writes (completed with its result, or removed when the child is gone).
+local function flow_answer(q, e, st, r, fp, now_ms)
+  flow_outbox_put(q.base, 'd|' .. e.par .. '|' .. e.id,
+                  { k = 'd', b = e.pb, par = e.par, id = e.id, s = st, r = r, fp = fp, pg = tostring(e.gen) }, now_ms)
+end
+
+-- A parent on another slot re-opened (an 'o' outbox entry e, in the child's slot): apply the
+-- re-open's rule to child e.id of queue q as flow_reopen does in place: an ended one (failed,
+-- cancelled) starts over (flow_revive), a running one loses its cancel request, a completed one
+-- (or a missing one: removed) sends its end again; from now on its ends carry the parent's
+-- generation e.gen (its 'pgen'), and the parent ignores an end that carries an older one (an
+-- end sent before this re-open reached it). Idempotent: a child that already answers to e.gen
+-- changes nothing. Returns whether it changed something.
+local function flow_reopen_kid(q, e, now_ms)
+  local kid_key = q.job .. e.id
+  local g = redis.call('HMGET', kid_key, 's', 'pgen', 'r', 'fp')
+  local gen = tostring(e.gen)
+  if not g[1] then
+    flow_answer(q, e, 'removed', nil, 'r', now_ms)
+    return true
+  end
+  if g[2] == gen then return false end
+  redis.call('HSET', kid_key, 'pgen', gen)
+  if g[1] == 'completed' then
+    flow_answer(q, e, 'completed', g[3] or 'null', g[4] or '', now_ms)
+  elseif g[1] == 'failed' or g[1] == 'cancelled' then
+    flow_revive(q, kid_key, e.id, g[1], now_ms, {})
+  elseif g[1] == 'active' then
+    redis.call('HDEL', kid_key, 'cx')
+  end
+  return true
+end
+
+flow_reopen = function(q, job_key, job_id, state, now_ms, done, up, from)
   done[job_key] = true
   -- The children that failed it are no longer recorded as ended: they count in 'pend' again.
-  for _, kid in ipairs(flow_failing_children(job_key)) do redis.call('HDEL', job_key, 'c:' .. kid[2]) end
+  for _, kid in ipairs(flow_failing_children(job_key, job_id)) do redis.call('HDEL', job_key, 'c:' .. kid[2]) end
   local pend = 0
+  local gen = nil
   for _, kid in ipairs(cjson.decode(redis.call('HGET', job_key, 'kids') or '[]')) do
     local kq, kid_id = queue_keys(kid[1], q.maxlen), kid[2]
     local field = 'c:' .. kid_id
     if redis.call('HEXISTS', job_key, field) == 0 then
       local kid_key = kq.job .. kid_id
-      local g = redis.call('HMGET', kid_key, 's', 'r')
-      if not g[1] then
-        redis.call('HSET', job_key, field, '{"s":"removed"}')
-      elseif g[1] == 'completed' then
-        redis.call('HSET', job_key, field, '{"s":"completed","r":' .. (g[2] or 'null') .. '}')
-      else
+      if flow_kid_away(job_key, q.base, kid) then
         pend = pend + 1
-        if g[1] == 'failed' or g[1] == 'cancelled' then
-          flow_revive(kq, kid_key, kid_id, g[1], now_ms, done)
-        elseif g[1] == 'active' then
-          redis.call('HDEL', kid_key, 'cx')
+        if kid_id == from then
+          redis.call('HDEL', job_key, 'g:' .. kid_id)
+        else
+          gen = gen or redis.call('HINCRBY', job_key, 'rg', 1)
+          redis.call('HSET', job_key, 'g:' .. kid_id, gen)
+          flow_outbox_put(q.base, 'x|' .. kid_id,
+                          { k = 'o', b = kid[1], id = kid_id, pb = q.base, par = job_id, gen = gen }, now_ms)
+        end
+      else
+        local g = redis.call('HMGET', kid_key, 's', 'r')
+        if not g[1] then
+          redis.call('HSET', job_key, field, '{"s":"removed"}')
+        elseif g[1] == 'completed' then
+          redis.call('HSET', job_key, field, '{"s":"completed","r":' .. (g[2] or 'null') .. '}')
+        else
+          pend = pend + 1
+          if g[1] == 'failed' or g[1] == 'cancelled' then
+            flow_revive(kq, kid_key, kid_id, g[1], now_ms, done)
+          elseif g[1] == 'active' then
+            redis.call('HDEL', kid_key, 'cx')
+          end
         end
       end
     end
@@ -250,12 +334,16 @@ flow_reopen = function(q, job_key, job_id, state, now_ms, done, up)
     wake(q.marker)
   end
   if up then
-    local g = redis.call('HMGET', job_key, 'pb', 'par')
+    local g = redis.call('HMGET', job_key, 'pb', 'par', 'xs')
     if g[1] and g[2] and g[2] ~= '' then
-      local pq = queue_keys(g[1], q.maxlen)
-      local pkey = pq.job .. g[2]
-      if not done[pkey] and flow_failed_through(pkey, job_key, job_id) then
-        flow_reopen(pq, pkey, g[2], 'failed', now_ms, done, true)
+      if g[3] == '1' and g[1] ~= q.base then
+        flow_outbox_put(q.base, 'r|' .. g[2] .. '|' .. job_id, { k = 'r', b = g[1], par = g[2], id = job_id }, now_ms)
+      else
+        local pq = queue_keys(g[1], q.maxlen)
+        local pkey = pq.job .. g[2]
+        if not done[pkey] and flow_failed_through(pkey, job_key, job_id) then
+          flow_reopen(pq, pkey, g[2], 'failed', now_ms, done, true)
+        end
       end
     end
   end
