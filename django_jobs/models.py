@@ -94,6 +94,7 @@ class JobRecord(models.Model):
             # The admin's search by exception class, and its "has an error" filter (0005).
             models.Index(fields=["error_class", "-enqueued_at"], name="djj_errclass_enq"),
             models.Index(fields=["-enqueued_at"], condition=~Q(error=""), name="djj_error_enq"),
+            models.Index(fields=["queue", "-enqueued_at"], condition=~Q(error=""), name="djj_queue_error_enq"),
         ]
         permissions = [
             ("retry_jobrecord", "Can retry jobs"),

@@ -74,6 +74,10 @@ class Migration(migrations.Migration):
             model_name='jobrecord',
             index=models.Index(condition=models.Q(('error', ''), _negated=True), fields=['-enqueued_at'], name='djj_error_enq'),
         ),
+        migrations.AddIndex(
+            model_name='jobrecord',
+            index=models.Index(condition=models.Q(('error', ''), _negated=True), fields=['queue', '-enqueued_at'], name='djj_queue_error_enq'),
+        ),
         migrations.AddConstraint(
             model_name='finishedtally',
             constraint=models.UniqueConstraint(fields=('span', 'start', 'queue', 'name', 'state'), name='djj_finished_tally_key'),

@@ -120,7 +120,7 @@ def _add(model: Any, key: tuple[str, ...], counts: Counter[tuple[Any, ...]], *, 
     table = qn(model._meta.db_table)
     columns = [qn(model._meta.get_field(f).column) for f in (*key, "n")]
     start_at = key.index("start")
-    adapt = conn.ops.adapt_datetimefield_value
+    adapted: dict[datetime, Any] = {}  # a batch has few distinct slots: adapt each once
     one = "(" + ", ".join(["%s"] * len(columns)) + ")"
     per = 30_000 // len(columns)
     with conn.cursor() as cursor:
@@ -128,7 +128,12 @@ def _add(model: Any, key: tuple[str, ...], counts: Counter[tuple[Any, ...]], *, 
             chunk = items[i : i + per]
             params: list[Any] = []
             for k, n in chunk:
-                params.extend(adapt(v) if j == start_at else v for j, v in enumerate(k))
+                slot = k[start_at]
+                if slot not in adapted:
+                    adapted[slot] = conn.ops.adapt_datetimefield_value(slot)
+                params.extend(k[:start_at])
+                params.append(adapted[slot])
+                params.extend(k[start_at + 1 :])
                 params.append(n)
             cursor.execute(
                 f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([one] * len(chunk))} "
@@ -138,21 +143,62 @@ def _add(model: Any, key: tuple[str, ...], counts: Counter[tuple[Any, ...]], *, 
 
 
 def counted[F: Callable[..., int]](write: F) -> F:
-    """Wrap the mirror's row writer ``write(rows, *, using)``: tally what the write changes.
+    """Wrap the mirror's row writer ``write(rows, *, using)`` (:func:`~django_jobs.mirror.rows.upsert`): tally what it changes.
 
-    The rows' jobs are read before and after the write, in one transaction with it; the
-    tallies get the difference. A write inside another counted write is counted by the outer one.
+    The rows' jobs are read once before the write, in one transaction with it; what the write
+    leaves is known without reading again (a row replaces the stored one unless the stored
+    ``version`` is newer, the upsert's rule). The tallies get the difference. A write inside
+    another counted write is counted by the outer one.
     """
 
     @functools.wraps(write)
     def wrapper(rows: Sequence[dict[str, Any]], *args: Any, using: str, **kwargs: Any) -> int:
-        return _counting([row["job_id"] for row in rows], using, lambda: write(rows, *args, using=using, **kwargs))
+        if getattr(_local, "active", False) or not rows:
+            return write(rows, *args, using=using, **kwargs)
+        _local.active = True
+        try:
+            with transaction.atomic(using=using):
+                stored = _stored([row["job_id"] for row in rows], using=using)
+                written = write(rows, *args, using=using, **kwargs)
+                now = dict(stored)
+                for row in rows:
+                    held = now.get(row["job_id"])
+                    if held is None or held[1] <= (row.get("version") or 0):
+                        part = (row.get("queue") or "", row.get("name") or "", row.get("state") or "", row.get("finished_at"), row.get("duration"))
+                        now[row["job_id"]] = (part, row.get("version") or 0)
+                _add_difference([p for p, _ in stored.values()], [p for p, _ in now.values()], using=using)
+        finally:
+            _local.active = False
+        _prune_now_and_then(using=using)
+        return written
 
     return wrapper  # type: ignore[return-value]
 
 
+def _stored(job_ids: Sequence[str], *, using: str) -> dict[str, tuple[Part, int]]:
+    """The stored rows of ``job_ids``: their part in the tallies and their version."""
+    from django_jobs.models import JobRecord
+
+    out: dict[str, tuple[Part, int]] = {}
+    for start in range(0, len(job_ids), 2_000):
+        rows = JobRecord.objects.using(using).filter(pk__in=job_ids[start : start + 2_000]).values_list(
+            "pk", "queue", "name", "state", "finished_at", "duration", "version")
+        for pk, queue, name, state, finished_at, duration, version in rows:
+            out[pk] = ((queue, name, state, finished_at, duration), version)
+    return out
+
+
+def _add_difference(before: list[Part], after: list[Part], *, using: str) -> None:
+    since = timezone.now() - KEEP
+    old_finished, old_timed = keys_of(before, since=since)
+    new_finished, new_timed = keys_of(after, since=since)
+    new_finished.subtract(old_finished)
+    new_timed.subtract(old_timed)
+    add(new_finished, new_timed, using=using)
+
+
 def counted_gone[F: Callable[..., int]](write: F) -> F:
-    """:func:`counted` for ``write(queue, gone, *, using)``, where ``gone`` maps job ids to their final event."""
+    """:func:`counted` for ``write(queue, gone, *, using)``, where ``gone`` maps job ids to their final event (rows read before and after)."""
 
     @functools.wraps(write)
     def wrapper(queue: str, gone: dict[str, Any], *args: Any, using: str, **kwargs: Any) -> int:
@@ -162,6 +208,7 @@ def counted_gone[F: Callable[..., int]](write: F) -> F:
 
 
 def _counting(job_ids: list[str], using: str, write: Callable[[], int]) -> int:
+    """Write, reading the jobs' rows before and after (for writes whose effect is not known beforehand)."""
     if getattr(_local, "active", False) or not job_ids:
         return write()
     _local.active = True
@@ -169,12 +216,7 @@ def _counting(job_ids: list[str], using: str, write: Callable[[], int]) -> int:
         with transaction.atomic(using=using):
             before = _parts(job_ids, using=using)
             written = write()
-            since = timezone.now() - KEEP
-            old_finished, old_timed = keys_of(before, since=since)
-            new_finished, new_timed = keys_of(_parts(job_ids, using=using), since=since)
-            new_finished.subtract(old_finished)
-            new_timed.subtract(old_timed)
-            add(new_finished, new_timed, using=using)
+            _add_difference(before, _parts(job_ids, using=using), using=using)
     finally:
         _local.active = False
     _prune_now_and_then(using=using)
