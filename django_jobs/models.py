@@ -8,6 +8,7 @@ by editing rows.
 from __future__ import annotations
 
 from django.db import models
+from django.db.models import Q
 
 
 class JobState(models.TextChoices):
@@ -46,6 +47,9 @@ class JobRecord(models.Model):
     result = models.JSONField(null=True, blank=True)
     #: The last error: exception class and message, e.g. ``"ValueError: bad input"``.
     error = models.TextField(blank=True)
+    #: The last error's exception class without its module, e.g. ``"PaymentDeclined"`` (indexed:
+    #: the admin's search finds it without reading the error texts).
+    error_class = models.CharField(max_length=200, blank=True, default="")
     traceback = models.TextField(blank=True)
     #: Every attempt's error as the engine recorded it (a list of JSON objects): the timeline.
     errors = models.JSONField(default=list, blank=True)
@@ -87,6 +91,10 @@ class JobRecord(models.Model):
             models.Index(fields=["parent_id"], name="djj_parent"),
             models.Index(fields=["finished_at", "state"], name="djj_finished_state"),
             models.Index(fields=["name", "finished_at"], name="djj_name_finished"),
+            # The admin's search by exception class, and its "has an error" filter (0005).
+            models.Index(fields=["error_class", "-enqueued_at"], name="djj_errclass_enq"),
+            models.Index(fields=["-enqueued_at"], condition=~Q(error=""), name="djj_error_enq"),
+            models.Index(fields=["queue", "-enqueued_at"], condition=~Q(error=""), name="djj_queue_error_enq"),
         ]
         permissions = [
             ("retry_jobrecord", "Can retry jobs"),
@@ -119,3 +127,46 @@ class MirrorCursor(models.Model):
 
     def __str__(self) -> str:
         return f"{self.queue} @ {self.last_event_id or '-'}"
+
+
+class FinishedTally(models.Model):
+    """How many jobs of one name and queue finished in one state in one time slot (the dashboard's counts).
+
+    Written by the mirror as it writes :class:`JobRecord` rows (:mod:`django_jobs.mirror.aggregates`):
+    a slot of ``span`` minutes (1 or 15) holds the jobs that finished in ``(start, start + span]``.
+    """
+
+    span = models.PositiveSmallIntegerField()
+    start = models.DateTimeField()
+    queue = models.CharField(max_length=200)
+    name = models.CharField(max_length=255)
+    state = models.CharField(max_length=20, choices=JobState.choices)
+    n = models.BigIntegerField(default=0)
+
+    class Meta:
+        verbose_name = "finished-jobs tally"
+        constraints = [models.UniqueConstraint(fields=["span", "start", "queue", "name", "state"], name="djj_finished_tally_key")]
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.state} x{self.n} @ {self.start:%Y-%m-%d %H:%M} /{self.span} min"
+
+
+class RunTimeTally(models.Model):
+    """How many finished jobs of one name ran for a time in one bucket, per time slot (run-time percentiles).
+
+    ``bucket`` is a run time on a log scale, twenty buckets a decade (see
+    :func:`django_jobs.mirror.aggregates.bucket_of`); slots as in :class:`FinishedTally`.
+    """
+
+    span = models.PositiveSmallIntegerField()
+    start = models.DateTimeField()
+    name = models.CharField(max_length=255)
+    bucket = models.SmallIntegerField()
+    n = models.BigIntegerField(default=0)
+
+    class Meta:
+        verbose_name = "run-time tally"
+        constraints = [models.UniqueConstraint(fields=["span", "start", "name", "bucket"], name="djj_runtime_tally_key")]
+
+    def __str__(self) -> str:
+        return f"{self.name} bucket {self.bucket} x{self.n} @ {self.start:%Y-%m-%d %H:%M} /{self.span} min"

@@ -12,6 +12,7 @@ from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import QuerySet
+from django.db.models.expressions import RawSQL
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
@@ -31,7 +32,14 @@ from django_jobs.admin.actions import (
 from django_jobs.admin.common import live_context, pages_context, progress_html
 from django_jobs.admin.dashboard import dashboard_view
 from django_jobs.admin.detail import job_detail
-from django_jobs.admin.listing import RecentFilter, age_html, error_html, registered_names, search
+from django_jobs.admin.listing import (
+    ErrorFilter,
+    RecentFilter,
+    age_html,
+    error_html,
+    registered_names,
+    search,
+)
 from django_jobs.admin.queues import queues_view
 from django_jobs.admin.schedules import schedules_view
 from django_jobs.admin.workers import workers_view
@@ -83,11 +91,14 @@ else:
 
 
 class CappedPaginator(_Paginator):
-    """A paginator that counts at most :data:`COUNT_CAP` + 1 rows (no full-table count)."""
+    """A paginator that counts at most :data:`COUNT_CAP` + 1 rows (no full-table count), unordered."""
 
     @cached_property
     def count(self) -> int:
-        return cast("QuerySet[Any]", self.object_list)[: COUNT_CAP + 1].count()
+        # SELECT COUNT(*) FROM (SELECT 1 ... LIMIT cap + 1): unordered, and a constant column, so
+        # the database counts index entries without reading the rows (an index-only scan).
+        rows = cast("QuerySet[Any]", self.object_list).order_by().annotate(djj_one=RawSQL("1", ())).values("djj_one")
+        return int(rows[: COUNT_CAP + 1].count())
 
 
 class QueueFilter(admin.SimpleListFilter):
@@ -127,8 +138,9 @@ class JobRecordAdmin(_ModelAdmin):
     # What answers "what failed, and why?" first: state, name, queue, error, age (all fit 1024 px).
     list_display = ("state_badge", "job_name", "queue", "error_column", "age", "short_id", "finished", "run_time", "attempts", "progress_bar")
     list_display_links = ("job_name", "short_id")
-    list_filter = (RecentFilter, "state", QueueFilter, NameFilter, "enqueued_at", "finished_at")
-    search_help_text = "A job id or correlation id, a job name (or its start, or its short name), an error text or an argument value."
+    list_filter = (RecentFilter, "state", QueueFilter, NameFilter, ErrorFilter, "enqueued_at", "finished_at")
+    search_help_text = ("A job id or correlation id, a job name (or its start, or its short name), an exception class (PaymentDeclined),"
+                        " or any text of the error or the arguments of a job enqueued in the last 24 hours.")
     list_per_page = 50
     paginator = CappedPaginator
     show_full_result_count = False
@@ -196,6 +208,12 @@ class JobRecordAdmin(_ModelAdmin):
                                live, obj.state, label)
         return format_html('<span class="djj-state djj-{}">{}</span>', obj.state, obj.get_state_display())
 
+    def get_ordering(self, request: HttpRequest) -> Any:
+        """Newest first; filtered by finish time, the latest finished first (the finish-time index then reads in order)."""
+        if any(key == "finished_within" or key.startswith("finished_at__") for key in request.GET):
+            return ("-finished_at",)
+        return super().get_ordering(request)
+
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return LiveChangeList
 
@@ -206,7 +224,7 @@ class JobRecordAdmin(_ModelAdmin):
     def get_search_results(self, request: HttpRequest, queryset: QuerySet[JobRecord], search_term: str) -> tuple[QuerySet[JobRecord], bool]:
         """Find ids, names, error texts and argument values (see :func:`listing.search`)."""
         term = search_term.strip()
-        return (search(queryset, term) if term else queryset), False
+        return (search(queryset, term, cap=COUNT_CAP) if term else queryset), False
 
     def _selection(self, queryset: QuerySet[JobRecord]) -> Iterable[tuple[str, str]]:
         return queryset.order_by().values_list("queue", "job_id").iterator(chunk_size=ACTION_CHUNK)

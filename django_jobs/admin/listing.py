@@ -30,6 +30,23 @@ _CHILD_FAILED = re.compile(r"Child job (\S+) ended (\w+)")
 ERROR_CHARS = 120
 
 
+class ErrorFilter(admin.SimpleListFilter):
+    """Jobs whose last attempt left an error (failed ones, and retried ones that completed later), or none."""
+
+    title = "error"
+    parameter_name = "has_error"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "has an error"), ("no", "no error")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[JobRecord]) -> QuerySet[JobRecord]:
+        if self.value() == "yes":
+            return queryset.filter(~Q(error=""))  # the partial index djj_error_enq has this condition
+        if self.value() == "no":
+            return queryset.filter(error="")
+        return queryset
+
+
 class RecentFilter(admin.SimpleListFilter):
     """Jobs that finished (completed, failed or were cancelled) in the last 15 minutes, hour or day."""
 
@@ -101,13 +118,25 @@ def short_names(term: str) -> list[str]:
     return [n for n in registered_names() if n.rsplit(".", 1)[-1].startswith(term)]
 
 
-def search(queryset: QuerySet[JobRecord], term: str) -> QuerySet[JobRecord]:
-    """Return the jobs of ``queryset`` that ``term`` finds, trying the cheap readings first.
+#: The text search (error message, argument value) reads the newest this many jobs at most.
+TEXT_SEARCH_ROWS = 20_000
 
-    1. a job id, 2. a correlation id (exact, indexed); 3. a job name: the full name, its start,
-    or a registered job's short name (``charge_card``), read through the name index; 4. else an
-    error text (any part, any case) or an argument value (any part of the JSON of ``args`` or
-    ``kwargs``), which reads every row the filters leave.
+
+def search(queryset: QuerySet[JobRecord], term: str, *, cap: int = 10_000) -> QuerySet[JobRecord]:
+    """Return the jobs of ``queryset`` that ``term`` finds: the first reading that matches wins.
+
+    Every reading reads an index, or a bounded number of rows (none reads the whole table):
+
+    1. a job id (exact); 2. a correlation id (exact);
+    3. a job name: the registered jobs whose full name starts with ``term`` or whose short name
+       (``charge_card`` for ``shop.jobs.charge_card``) does; when no registered job matches, any
+       stored name that starts with ``term`` (a job no longer registered);
+    4. an exception class, with or without its module (``PaymentDeclined``,
+       ``shop.payments.PaymentDeclined``): the jobs whose last error is of that class (exact, any module);
+    5. else a text: any part of the last error (any case) or of the arguments' JSON, among the
+       newest :data:`TEXT_SEARCH_ROWS` (20,000) jobs.
+
+    ``cap``: the most rows the list counts (a name search keeps the newest ``cap + 1`` of each name).
     """
     # One indexed lookup at a time (an OR of them makes the database sort every match).
     if JobRecord.objects.filter(pk=term).exists():
@@ -116,11 +145,29 @@ def search(queryset: QuerySet[JobRecord], term: str) -> QuerySet[JobRecord]:
         return queryset.filter(correlation_id=term)
     registered = registered_names()
     names = sorted({*(n for n in registered if n.startswith(term)), *short_names(term)})
-    if names:
-        if names == [term] or set(names) <= set(short_names(term)):
-            return queryset.filter(name__in=names)
-        # A name prefix as a range, not LIKE: LIKE cannot use the name index on every database.
-        return queryset.filter(Q(name__gte=term, name__lt=term + "\U0010ffff") | Q(name__in=names))
+    if names:  # the registered jobs it names, through the (name, enqueued_at) index
+        return _newest_of_names(queryset, names, cap)
     if JobRecord.objects.filter(name__gte=term, name__lt=term + "\U0010ffff").exists():
         return queryset.filter(name__gte=term, name__lt=term + "\U0010ffff")  # a job no longer registered
-    return queryset.filter(Q(error__icontains=term) | Q(args__icontains=term) | Q(kwargs__icontains=term))
+    cls = term.rsplit(".", 1)[-1]
+    if cls and " " not in cls and JobRecord.objects.filter(error_class=cls).exists():
+        return queryset.filter(error_class=cls)
+    text = Q(error__icontains=term) | Q(args__icontains=term) | Q(kwargs__icontains=term)
+    oldest = JobRecord.objects.order_by("-enqueued_at").values_list("enqueued_at", flat=True)[TEXT_SEARCH_ROWS - 1 : TEXT_SEARCH_ROWS]
+    return queryset.filter(text, enqueued_at__gte=oldest[0]) if oldest else queryset.filter(text)
+
+
+def _newest_of_names(queryset: QuerySet[JobRecord], names: list[str], cap: int) -> QuerySet[JobRecord]:
+    """``name IN names``, bounded: only rows as new as each name's (cap + 1)th newest (the list shows no more).
+
+    For several names the database cannot read the matches in list order from one index and
+    would sort them all; the bound keeps at most cap + 1 rows per name to sort, and never drops
+    a row of the newest cap + 1 of the union (each of those is among its own name's newest).
+    """
+    if len(names) == 1:
+        return queryset.filter(name=names[0])
+    bounds = [JobRecord.objects.filter(name=name).order_by("-enqueued_at").values_list("enqueued_at", flat=True)[cap : cap + 1]
+              for name in names]
+    times = [b[0] for b in (list(q) for q in bounds) if b and b[0] is not None]
+    matches = queryset.filter(name__in=names)
+    return matches.filter(enqueued_at__gte=max(times)) if times else matches

@@ -17,6 +17,7 @@ from django.utils import timezone
 from django_jobs.engine.protocol import JobState
 from django_jobs.engine.record import JobView
 from django_jobs.engine.streams import stream_id_key
+from django_jobs.mirror import aggregates
 from django_jobs.tasks import ms_to_datetime
 
 logger = logging.getLogger("django_jobs.mirror")
@@ -36,6 +37,21 @@ def _error_line(error: dict[str, Any]) -> str:
     tb = str(error.get("traceback") or "").rstrip().splitlines()
     last = tb[-1].strip() if tb else ""
     return last or str(error.get("exception_class_path") or "")
+
+
+def error_class_of(error: str) -> str:
+    """Return the exception class of an error line without its module, or "" (not a class).
+
+    >>> error_class_of("shop.payments.PaymentDeclined: card declined"), error_class_of("Child job 1 ended failed")
+    ('PaymentDeclined', '')
+    """
+    head = (error or "").strip().split(":", 1)[0].strip()
+    return head.rsplit(".", 1)[-1][:200] if head and " " not in head else ""
+
+
+def derived_columns(row: dict[str, Any]) -> dict[str, Any]:
+    """The columns computed from others (for rows built around :func:`row_from_hash`, e.g. a bulk load)."""
+    return {"error_class": error_class_of(row.get("error") or "")}
 
 
 def row_from_hash(queue: str, job_id: str, data: dict[str, str], version: int) -> dict[str, Any]:
@@ -60,6 +76,7 @@ def row_from_hash(queue: str, job_id: str, data: dict[str, str], version: int) -
         "kwargs": view.kwargs,
         "result": view.result,
         "error": _error_line(last),
+        "error_class": error_class_of(_error_line(last)),
         "traceback": str(last.get("traceback") or ""),
         "errors": view.errors,
         "earlier_errors": view.earlier_errors,
@@ -86,6 +103,7 @@ def _model() -> Any:
     return JobRecord
 
 
+@aggregates.counted  # the dashboard's tallies follow every row written (mirror/aggregates.py)
 def upsert(rows: Sequence[dict[str, Any]], *, using: str) -> int:
     """Insert or update ``rows`` (dicts of column values), never replacing a newer ``version``.
 
@@ -191,6 +209,7 @@ def _upsert_safely(rows: Sequence[dict[str, Any]], *, using: str) -> int:
     return len(rows)
 
 
+@aggregates.counted_gone
 def _write_gone(queue: str, gone: dict[str, tuple[str, str]], *, using: str) -> list[str]:
     """Write jobs whose hash is already deleted from what their final event says.
 
