@@ -205,6 +205,34 @@ def workers(redis_server, prefix, target):
     w.stop_all()
 
 
+@pytest.fixture(scope="session")
+def built_wheel(tmp_path_factory) -> Path:
+    """The wheel of this checkout (``pip wheel --no-build-isolation``), built once per test run.
+
+    pip builds in the source tree (build/, the .egg-info): two builds at once would share those
+    directories, so the pytest-xdist workers build under a lock in their common temporary
+    directory, and the first one's wheel serves them all.
+    """
+    import fcntl
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    out = shared / "djj-wheel"
+    with open(shared / "djj-wheel.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        wheels = list(out.glob("django_jobs_redis-*.whl"))
+        if not wheels:
+            building = shared / "djj-wheel-building"
+            subprocess.run(
+                [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(building), str(ROOT)],
+                check=True, capture_output=True, text=True,
+            )
+            building.rename(out)
+            wheels = list(out.glob("django_jobs_redis-*.whl"))
+    (wheel,) = wheels
+    return wheel
+
+
 @pytest.fixture(scope="module")
 def testproject_on_path():
     """Make the testproject's packages (``testproject``, ``demo``) importable for a test module."""
