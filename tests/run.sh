@@ -35,10 +35,18 @@ stage() {  # stage ID TITLE COMMAND...: run COMMAND in the background, its outpu
     start=$SECONDS
     set +e
     "$@" >"$LOGS/$id.log" 2>&1
-    echo "$? $((SECONDS - start))" >"$LOGS/$id.status"
+    rc=$?
+    cpu
+    echo "$rc $((SECONDS - start)) $CPU_TIME" >"$LOGS/$id.status"
   ) &
 }
 elapsed() { printf '%dm%02ds' $(($1 / 60)) $(($1 % 60)); }
+cpu() {  # CPU_TIME: the CPU time (user + system) of this shell's finished children, e.g. 3m12s
+  local user sys
+  times >"$LOGS/times.$BASHPID"  # in this shell: $(times) would report a subshell's children
+  { read -r _; read -r user sys; } <"$LOGS/times.$BASHPID"
+  CPU_TIME=$(echo "$user $sys" | awk '{ t = 0; for (i = 1; i <= NF; i++) { split($i, p, /[ms]/); t += p[1] * 60 + p[2] }; printf "%dm%02ds", t / 60, t % 60 }')
+}
 run_start=$SECONDS
 
 # The matrix builds its own virtualenvs: it starts now, while .venv is built (apt-get, if a system
@@ -73,22 +81,27 @@ fi
 suite="full suite (SQLite), $("$PY" -c 'import django, sys; print(f"Python {sys.version.split()[0]}, Django {django.get_version()}")')"
 echo "==> running side by side: ${STAGES[*]} and the $suite"
 suite_start=$SECONDS
-suite_status=0
 # shellcheck disable=SC2046
-"$PY" -m pytest -q $(xdist "$WORKERS") tests >"$LOGS/suite.log" 2>&1 || suite_status=$?
+read -r suite_status suite_cpu < <(
+  set +e
+  "$PY" -m pytest -q --durations=20 $(xdist "$WORKERS") tests >"$LOGS/suite.log" 2>&1
+  rc=$?
+  cpu
+  echo "$rc $CPU_TIME"
+)
 suite_time=$((SECONDS - suite_start))
 wait
 
 failed=()
 for i in "${!STAGES[@]}"; do
   id="${STAGES[$i]}" title="${TITLES[$i]}"
-  status=1 seconds=0
-  [ ! -s "$LOGS/$id.status" ] || read -r status seconds <"$LOGS/$id.status"
-  echo "==> $title: $([ "$status" = 0 ] && echo passed || echo "FAILED (exit $status)") in $(elapsed "$seconds")"
+  status=1 seconds=0 cpu_time="?"
+  [ ! -s "$LOGS/$id.status" ] || read -r status seconds cpu_time <"$LOGS/$id.status"
+  echo "==> $title: $([ "$status" = 0 ] && echo passed || echo "FAILED (exit $status)") in $(elapsed "$seconds") (CPU $cpu_time)"
   cat "$LOGS/$id.log"
   [ "$status" = 0 ] || failed+=("$title")
 done
-echo "==> $suite: $([ "$suite_status" = 0 ] && echo passed || echo "FAILED (exit $suite_status)") in $(elapsed "$suite_time") (whole run: $(elapsed $((SECONDS - run_start))))"
+echo "==> $suite: $([ "$suite_status" = 0 ] && echo passed || echo "FAILED (exit $suite_status)") in $(elapsed "$suite_time") (CPU $suite_cpu; whole run: $(elapsed $((SECONDS - run_start))))"
 if [ "${#failed[@]}" -gt 0 ]; then
   echo "==> FAILED besides the full suite: ${failed[*]} (see above)"
 fi
