@@ -26,6 +26,19 @@ def temp_dir(kind: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"djj-{kind}-{worker + '-' if worker else ''}"))
 
 
+def stop_or_kill(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """Wait for a signalled redis-server to exit; SIGKILL it if it takes longer than ``timeout``.
+
+    A SIGTERM'd server writes its AOF first: on a loaded machine (parallel test workers) that has
+    taken longer than the 10 s this used to allow, failing the test in its teardown.
+    """
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=timeout)
+
+
 class PortTaken(RuntimeError):
     """The redis-server could not listen on its port: another process took it first."""
 
@@ -123,7 +136,7 @@ class RedisServer:
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)
-            self.proc.wait(timeout=10)
+            stop_or_kill(self.proc)
         self.proc = None
 
     def kill(self) -> None:
@@ -225,7 +238,7 @@ class Process:
         if self.alive():
             assert self.proc is not None
             self.proc.send_signal(sig)
-            self.proc.wait(timeout=10)
+            stop_or_kill(self.proc)
         self.proc = None
 
     def log(self) -> str:
