@@ -8,6 +8,7 @@
 #   DJJ_PYTHON  the interpreter to create it with, e.g. python3.12 or a pyenv path
 #   DJJ_EXTRAS  the project's extras (default test,docs; "" for none; add django52 for Django 5.2)
 #   DJJ_PIP     more requirements, space-separated, e.g. "django>=6.0,<6.1 pytest-django>=4.9"
+#   DJJ_APT     0: no apt-get here (tests/matrix.sh builds its virtualenvs while .venv's bootstrap may run it)
 
 find_python() {
   local candidate version
@@ -53,7 +54,7 @@ read -r -a MORE_REQUIREMENTS <<<"${DJJ_PIP:-}"
 "$PY" -m pip install -q --disable-pip-version-check -e ".${EXTRAS:+[$EXTRAS]}" ${MORE_REQUIREMENTS[@]+"${MORE_REQUIREMENTS[@]}"}
 
 if ! command -v redis-server >/dev/null 2>&1 && ! command -v valkey-server >/dev/null 2>&1; then
-  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
+  if [ "${DJJ_APT:-1}" != "0" ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
     echo "==> installing redis-server with apt-get"
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null) || true
   fi
@@ -64,7 +65,7 @@ if ! command -v redis-server >/dev/null 2>&1 && ! command -v valkey-server >/dev
 fi
 # Debian's chromium for the admin's browser tests (tests/browser/, Playwright drives it; no CDN download).
 if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
-  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
+  if [ "${DJJ_APT:-1}" != "0" ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
     echo "==> installing chromium with apt-get (browser tests)"
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || true
   fi

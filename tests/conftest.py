@@ -18,6 +18,23 @@ ROOT = Path(__file__).resolve().parent.parent
 TESTPROJECT = ROOT / "testproject"
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (``tests/run.sh`` runs ``-n 4 --dist loadgroup``), one worker runs a module.
+
+    Every test without an ``xdist_group`` mark of its own joins its module's group: a module's
+    tests run on one worker, in order, and its module-scoped fixtures are set up once, as in a
+    serial run. Each worker has its own session fixtures (redis-server, Sentinel group, Cluster:
+    ports the kernel picks, their own directories), its own SQLite database in memory and, on
+    PostgreSQL, its own test database (pytest-django appends the worker's name).
+    """
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
+
+
 @pytest.fixture(scope="session")
 def redis_server():
     server = RedisServer()
@@ -29,10 +46,9 @@ def redis_server():
 @pytest.fixture(scope="session")
 def cluster_group():
     """A real Redis Cluster (3 primaries, 3 replicas) on loopback, started once per session."""
-    from tests.redis_server import ClusterGroup
+    from tests.redis_server import ClusterGroup, start_group
 
-    group = ClusterGroup()
-    group.start()
+    group = start_group(ClusterGroup)
     yield group
     group.stop()
 
@@ -68,10 +84,9 @@ CLUSTERS = {"cluster": "cluster_group", "cluster-acl": "cluster_group_acl", "clu
 @pytest.fixture(scope="session")
 def sentinel_group():
     """A real primary, a replica and three sentinels (with passwords) on loopback, once per session."""
-    from tests.redis_server import SentinelGroup
+    from tests.redis_server import SentinelGroup, start_group
 
-    group = SentinelGroup()
-    group.start()
+    group = start_group(SentinelGroup)
     yield group
     group.stop()
 
@@ -220,6 +235,34 @@ def workers(redis_server, prefix, target):
     w = Workers(redis_server, prefix, target[1])
     yield w
     w.stop_all()
+
+
+@pytest.fixture(scope="session")
+def built_wheel(tmp_path_factory) -> Path:
+    """The wheel of this checkout (``pip wheel --no-build-isolation``), built once per test run.
+
+    pip builds in the source tree (build/, the .egg-info): two builds at once would share those
+    directories, so the pytest-xdist workers build under a lock in their common temporary
+    directory, and the first one's wheel serves them all.
+    """
+    import fcntl
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    out = shared / "djj-wheel"
+    with open(shared / "djj-wheel.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        wheels = list(out.glob("django_jobs_redis-*.whl"))
+        if not wheels:
+            building = shared / "djj-wheel-building"
+            subprocess.run(
+                [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(building), str(ROOT)],
+                check=True, capture_output=True, text=True,
+            )
+            building.rename(out)
+            wheels = list(out.glob("django_jobs_redis-*.whl"))
+    (wheel,) = wheels
+    return wheel
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,57 @@ import redis
 
 
 def free_port() -> int:
+    """A port nothing listens on now (the kernel's pick: distinct across pytest-xdist workers)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def temp_dir(kind: str) -> Path:
+    """A fresh directory for one server or group, named after the pytest-xdist worker (gw0, gw1...)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    return Path(tempfile.mkdtemp(prefix=f"djj-{kind}-{worker + '-' if worker else ''}"))
+
+
+def stop_or_kill(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """Wait for a signalled redis-server to exit; SIGKILL it if it takes longer than ``timeout``.
+
+    A SIGTERM'd server writes its AOF first: on a loaded machine (parallel test workers) that has
+    taken longer than the 10 s this used to allow, failing the test in its teardown.
+    """
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=timeout)
+
+
+class PortTaken(RuntimeError):
+    """The redis-server could not listen on its port: another process took it first."""
+
+
+def check_ours(client: redis.Redis, proc: subprocess.Popen[bytes] | None, log: Path) -> bool:
+    """True when ``client`` reaches the redis-server ``proc`` itself, False while it is not up yet.
+
+    Raises PortTaken when ``proc`` exited because its port was taken, or when another process
+    answers on the port (tests run in parallel: never talk to another test run's server).
+    """
+    if proc is not None and proc.poll() is not None:
+        text = log.read_text()[-2000:] if log.exists() else ""
+        if "Address already in use" in text:
+            raise PortTaken(f"redis-server could not listen: {text}")
+        raise RuntimeError(f"redis-server exited: {text}")
+    try:
+        pid = int(client.info("server")["process_id"])
+    except redis.ResponseError as exc:  # NOAUTH: a server with a password not ours, or not ready yet
+        if "NOAUTH" in str(exc) or "LOADING" in str(exc):
+            return False
+        raise
+    except (redis.ConnectionError, redis.TimeoutError):
+        return False
+    if proc is not None and pid != proc.pid:
+        raise PortTaken(f"another redis-server (pid {pid}) answers on this port")
+    return True
 
 
 def redis_binary() -> str:
@@ -35,17 +83,33 @@ class RedisServer:
     """One redis-server process with AOF on, in a temporary directory."""
 
     def __init__(self, *, appendonly: bool = True) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="djj-redis-"))
+        self.dir = temp_dir("redis")
         self.port = free_port()
         self.socket = str(self.dir / "redis.sock")
         self.appendonly = appendonly
         self.proc: subprocess.Popen[bytes] | None = None
+        self._started = False
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
+        """Start the server; on its first start, on another free port if another process took this one."""
+        for attempt in range(5):
+            self._spawn()
+            try:
+                self.wait_ready()
+            except PortTaken:
+                self.stop(signal.SIGKILL)
+                if self._started or attempt == 4:  # a restart keeps its port: clients know it
+                    raise
+                self.port = free_port()
+                continue
+            self._started = True
+            return
+
+    def _spawn(self) -> None:
         args = [
             redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
             "--unixsocket", self.socket, "--dir", str(self.dir),
@@ -62,14 +126,9 @@ class RedisServer:
     def wait_ready(self, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
         while True:
-            try:
-                with self.client() as c:
-                    if c.ping():
-                        return
-            except redis.ConnectionError:
-                pass
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"redis-server exited: {(self.dir / 'redis.log').read_text()[-2000:]}")
+            with self.client() as c:
+                if check_ours(c, self.proc, self.dir / "redis.log"):
+                    return
             if time.monotonic() > deadline:
                 raise RuntimeError("redis-server did not become ready")
             time.sleep(0.02)
@@ -77,7 +136,7 @@ class RedisServer:
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)
-            self.proc.wait(timeout=10)
+            stop_or_kill(self.proc)
         self.proc = None
 
     def kill(self) -> None:
@@ -86,6 +145,21 @@ class RedisServer:
     def restart(self, *, kill: bool = False) -> None:
         self.stop(signal.SIGKILL if kill else signal.SIGTERM)
         self.start()
+
+
+def start_group(make, attempts: int = 3):
+    """Build a group with ``make()`` and start it; again on other ports if another process took one."""
+    for attempt in range(attempts):
+        group = make()
+        try:
+            group.start()
+        except PortTaken:
+            group.stop()
+            if attempt == attempts - 1:
+                raise
+            continue
+        return group
+    raise AssertionError("unreachable")
 
 
 def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02, message: str = "condition"):
@@ -122,8 +196,9 @@ def free_port_pair(low: int = 20000, high: int = 50000) -> int:
     """Return a free port whose cluster bus port (port + 10000) is free too."""
     import random
 
+    pick = random.SystemRandom()  # not the random module's state, which a test may seed
     for _ in range(200):
-        port = random.randint(low, high)
+        port = pick.randint(low, high)
         ok = True
         for p in (port, port + 10000):
             with socket.socket() as s:
@@ -166,7 +241,7 @@ class Process:
         if self.alive():
             assert self.proc is not None
             self.proc.send_signal(sig)
-            self.proc.wait(timeout=10)
+            stop_or_kill(self.proc)
         self.proc = None
 
     def log(self) -> str:
@@ -182,7 +257,7 @@ class SentinelGroup:
     """
 
     def __init__(self) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="djj-sentinel-"))
+        self.root = temp_dir("sentinel")
         auth = [f"requirepass {SENTINEL_REDIS_PASSWORD}", f"masterauth {SENTINEL_REDIS_PASSWORD}",
                 f"user {SENTINEL_ACL_USER} on >{SENTINEL_ACL_PASSWORD} ~* &* +@all"]
         common = ["appendonly yes", "appendfsync everysec", "save ''", "maxmemory-policy noeviction", *auth]
@@ -261,11 +336,9 @@ class SentinelGroup:
         self.wait_healthy()
 
     def _answers(self, port: int) -> bool:
-        try:
-            with self.server_client(port) as c:
-                return bool(c.ping())
-        except redis.RedisError:
-            return False
+        server = next(s for s in self.servers if s.port == port)
+        with self.server_client(port) as c:
+            return check_ours(c, server.proc, server.dir / "redis.log")
 
     def wait_replicated(self, timeout: float = 20.0) -> None:
         """Wait until one primary has a connected replica in sync."""
@@ -379,7 +452,7 @@ class ClusterGroup:
     """
 
     def __init__(self, primaries: int = 3, replicas: int = 1, *, tls: bool = False, acl: bool = False) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="djj-cluster-"))
+        self.root = temp_dir("cluster")
         self.replicas = replicas
         self.primaries = primaries
         self.tls = make_certs(self.root / "tls") if tls else None
@@ -477,11 +550,8 @@ class ClusterGroup:
             client.close()
 
     def _answers(self, node: Process) -> bool:
-        try:
-            with self.node_client(node) as c:
-                return bool(c.ping())
-        except redis.RedisError:
-            return False
+        with self.node_client(node) as c:
+            return check_ours(c, node.proc, node.dir / "redis.log")
 
     def wait_ok(self, timeout: float = 30.0) -> None:
         """Wait until every live node says cluster_state:ok and every live replica is in sync."""

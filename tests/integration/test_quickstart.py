@@ -190,14 +190,9 @@ class Reader:
 
 
 @pytest.fixture
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("wheel")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(ROOT)],
-        check=True, capture_output=True, text=True,
-    )
-    (built,) = out.glob("*.whl")
-    return built
+def wheel(built_wheel: Path) -> Path:
+    """The wheel of this checkout (tests/conftest.py builds it once per run)."""
+    return built_wheel
 
 
 @pytest.fixture

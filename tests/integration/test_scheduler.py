@@ -260,6 +260,7 @@ def transitions(tz: ZoneInfo) -> list[datetime]:
     return found or [datetime(2026, 6, 1, tzinfo=UTC)]
 
 
+@pytest.mark.single_server("pure computation: next_run against a brute force, no Redis (it ran twice for nothing)")
 @hypothesis_settings(max_examples=100, deadline=None, database=None)
 @given(
     zone=st.sampled_from(ZONES),

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -15,15 +13,9 @@ PACKAGE = ROOT / "django_jobs"
 
 
 @pytest.fixture(scope="module")
-def wheel_names(tmp_path_factory) -> set[str]:
-    """The file names inside a wheel built from this checkout (built once for the module)."""
-    out = tmp_path_factory.mktemp("wheel")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(ROOT)],
-        check=True, capture_output=True, text=True,
-    )
-    (wheel,) = out.glob("django_jobs_redis-*.whl")
-    return set(zipfile.ZipFile(wheel).namelist())
+def wheel_names(built_wheel) -> set[str]:
+    """The file names inside a wheel built from this checkout (once per run: tests/conftest.py)."""
+    return set(zipfile.ZipFile(built_wheel).namelist())
 
 
 def shipped(*folders: str) -> set[str]:
@@ -53,15 +45,9 @@ def test_the_wheel_ships_every_admin_template_and_static_file(wheel_names):
 
 
 @pytest.fixture(scope="module")
-def wheel_metadata(tmp_path_factory) -> str:
+def wheel_metadata(built_wheel) -> str:
     """The METADATA file of a wheel built from this checkout."""
-    out = tmp_path_factory.mktemp("wheel-metadata")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(ROOT)],
-        check=True, capture_output=True, text=True,
-    )
-    (wheel,) = out.glob("django_jobs_redis-*.whl")
-    with zipfile.ZipFile(wheel) as zf:
+    with zipfile.ZipFile(built_wheel) as zf:
         (name,) = [n for n in zf.namelist() if n.endswith(".dist-info/METADATA")]
         licence = [n for n in zf.namelist() if n.endswith("LICENSE") and ".dist-info/" in n]
         assert licence, "the wheel carries no LICENSE"
