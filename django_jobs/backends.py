@@ -54,6 +54,10 @@ current_job_id = runtime.current_job_id
 class RedisBackend(BaseTaskBackend):
     """Run django.tasks on django_jobs' Redis engine and workers."""
 
+    #: One instance may serve every context of a thread (it keeps no per-request state):
+    #: JobTask.get_backend() remembers it per thread (django_jobs/tasks.py).
+    shared_per_thread = True
+
     #: Marks django_jobs' backend (and subclasses) for the system checks, which sit below it.
     django_jobs_backend = True
 

@@ -7,6 +7,7 @@ class when the TASKS backend is ours, so both spellings accept the same options.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
@@ -17,12 +18,14 @@ from typing import TYPE_CHECKING, Any, Protocol, cast, overload
 from django_jobs import registry
 from django_jobs.backoff import BackoffSpec
 from django_jobs.compat import (
+    DJANGO_HAS_TASKS,
     TASK_REFRESH_ATTRS,
     Task,
     TaskContext,
     TaskError,
     TaskResult,
     TaskResultStatus,
+    task_backends,
 )
 from django_jobs.engine.protocol import JobState
 from django_jobs.exceptions import ConfigurationError, InvalidJob
@@ -107,6 +110,13 @@ def time_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+#: Per thread, backend alias -> (the handler's store it came from, the backend): Django's
+#: ``task_backends[alias]`` goes through asgiref's ``Local`` on every call (~4 us). Only backends
+#: that say they may be shared by a thread's contexts (``shared_per_thread``) are remembered; a
+#: ``TASKS`` change gives the handler a new store, so the entry no longer matches.
+_thread_backends = threading.local()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class JobTask(_Task):
     """A :class:`django.tasks.Task` with django_jobs' options.
@@ -146,6 +156,18 @@ class JobTask(_Task):
     limit_concurrency: int | None = None
     limit_rate: str | None = None
     shard_key: str | Callable[..., Any] | None = None
+
+    def get_backend(self) -> Any:
+        """Return the task's backend, as Django's ``Task.get_backend()`` does (remembered per thread)."""
+        store = getattr(task_backends, "_connections", None)
+        seen = _thread_backends.__dict__
+        hit = seen.get(self.backend)
+        if hit is not None and hit[0] is store:
+            return hit[1]
+        backend = task_backends[self.backend]
+        if store is not None and getattr(backend, "shared_per_thread", False):
+            seen[self.backend] = (store, backend)
+        return backend
 
     def __post_init__(self) -> None:
         # Declaring a job (not a using() copy) never raises for a settings problem: a queue that
@@ -260,6 +282,13 @@ class JobTask(_Task):
 _REFRESHED = (*TASK_REFRESH_ATTRS, "state", "failure_reason", "progress", "earlier_errors")
 
 
+#: The exact types normalize_json returns unchanged, and the sequences it turns into lists.
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+_SEQUENCES = frozenset({list, tuple})
+#: Django's TaskResult (6.0+) normalises args and kwargs in __post_init__ (the backport too).
+_NORMALIZES = DJANGO_HAS_TASKS
+
+
 # django-stubs declares TaskResult and TaskContext as plain dataclasses; Django's are frozen.
 @dataclass(frozen=True, slots=True, kw_only=True)
 class JobResult(_TaskResult):  # type: ignore[misc]
@@ -279,6 +308,23 @@ class JobResult(_TaskResult):  # type: ignore[misc]
     #: True when this enqueue found a job with the same unique key and returned it instead
     #: of a new one (with ``unique_mode="replace"``, after giving it this call's arguments).
     deduplicated: bool = False
+
+    def __post_init__(self) -> None:
+        # Django's TaskResult normalises args and kwargs with normalize_json, which tests each
+        # value against Mapping and Sequence ABCs. Flat arguments of plain JSON types (the usual
+        # call) normalise to a copy of themselves: make that copy directly; anything else, Django's.
+        args, kwargs = self.args, self.kwargs
+        if (
+            _NORMALIZES
+            and type(args) in _SEQUENCES
+            and type(kwargs) is dict
+            and all(type(v) in _PLAIN for v in args)
+            and all(type(k) is str and type(v) in _PLAIN for k, v in kwargs.items())
+        ):
+            object.__setattr__(self, "args", list(args))
+            object.__setattr__(self, "kwargs", dict(kwargs))
+        else:
+            _TaskResult.__post_init__(self)
 
     def refresh(self) -> None:
         """Reload the job's state from Redis."""

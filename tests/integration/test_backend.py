@@ -132,3 +132,33 @@ def test_job_enqueued_from_a_job_records_its_parent(work):
     assert child.parent_id == parent.id
     assert child.correlation_id == "req-42"
     assert parent.correlation_id == "req-42"
+
+
+def test_a_job_finds_a_new_backend_when_the_tasks_setting_changes(settings):
+    from django_jobs.compat import task_backends
+
+    first = jobs.add.get_backend()
+    assert first is task_backends[jobs.add.backend] and jobs.add.get_backend() is first
+    settings.TASKS = {**settings.TASKS}  # setting_changed: Django gives the handler new backends
+    second = jobs.add.get_backend()
+    assert second is not first and second is task_backends[jobs.add.backend]
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs"),
+    [
+        ((), {}),
+        ((1, "a", 2.5, True, None), {"x": 1}),
+        ([[1, (2, 3)], {"k": b"v"}], {"n": {"m": (1,)}}),  # nested: Django's normalize_json
+        ((1,), {1: "int key"}),
+    ],
+)
+def test_a_results_arguments_are_normalised_as_django_normalises_them(args, kwargs):
+    from django.utils.json import normalize_json
+
+    result = JobResult(
+        task=jobs.add, id="x", status=TaskResultStatus.READY, enqueued_at=None, started_at=None, finished_at=None,
+        last_attempted_at=None, args=args, kwargs=kwargs, backend="default", errors=[], worker_ids=[],
+    )
+    assert result.args == normalize_json(args) and type(result.args) is list
+    assert result.kwargs == normalize_json(kwargs) and result.kwargs is not kwargs

@@ -151,6 +151,19 @@ def test_a_released_child_whose_cancel_was_requested_applies_its_policy(engine, 
     assert r.hmget(k.job("p"), "c:c1", "pend") == ['{"s":"removed"}', "1"]
 
 
+def test_a_child_kept_for_no_time_still_completes_its_parent(r, k, prefix, events):
+    # A flow's queue keeps writing the ended child's hash (the flow reads it) before deleting it.
+    with jobs_settings(KEEP_COMPLETED={"AGE": 0}) as engine:
+        ok = other_keys(prefix)
+        engine.enqueue_flow(tree())
+        assert engine.settle(QUEUE, [complete(claim_one(engine, "c1"), '{"x": 1}')]) == [1]
+        c2 = engine.fetch(OTHER, 1, lease_ms=LONG_LEASE_MS, worker_id="w").jobs[0]
+        assert engine.settle(OTHER, [complete(c2, "[2]")]) == [1]
+        assert_state(r, k, "p", "waiting")
+        assert r.hmget(k.job("p"), "c:c1", "c:c2") == ['{"s":"completed","r":{"x": 1}}', '{"s":"completed","r":[2]}']
+        assert not r.exists(k.job("c1")) and not r.exists(ok.job("c2"))
+
+
 def test_a_job_outside_flows_settles_as_before(engine, r, k, events):
     engine.enqueue(QUEUE, [new_job("solo")])
     c = claim_one(engine, "solo")

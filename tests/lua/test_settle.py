@@ -305,6 +305,22 @@ def test_a_queue_age_of_zero_deletes_completed_jobs_at_once(r, k):
         assert not r.exists(k.job("a"))
 
 
+def test_completions_kept_for_no_time_are_deleted_with_their_events_written_and_replays_find_nothing(r, k, events):
+    # Fire-and-forget (AGE 0, or keep_result=0): the hash is never rewritten, one DEL for the batch.
+    with jobs_settings(KEEP_COMPLETED={"AGE": 0}) as engine:
+        engine.enqueue(QUEUE, [new_job(i) for i in ("a", "b", "kept")])
+        a, b, kept = claim(engine, 3)
+        events.new()
+        outcomes = [complete(a), complete(b, keep_ms=-1), complete(kept, keep_ms=DAY_MS)]
+        assert engine.settle(QUEUE, outcomes) == [1, 1, 1]
+        assert events.new() == [("completed", "a"), ("completed", "b"), ("completed", "kept")]
+        assert not r.exists(k.job("a")) and not r.exists(k.job("b"))
+        assert r.zrange(k.completed, 0, -1) == ["kept"] and r.zcard(k.active) == 0
+        # A resent settle (its reply lost) finds nothing to change and writes no event.
+        assert engine.settle(QUEUE, [complete(a)]) == [ScriptCode.JOB_NOT_FOUND]
+        assert events.new() == []
+
+
 def test_a_per_job_keep_overrides_the_queue_retention(engine, r, k):
     short, default = enqueue_and_claim(engine, "short", "default")
     engine.settle(QUEUE, [complete(short, keep_ms=5), complete(default)])

@@ -54,9 +54,12 @@ end
 count, held_ms, rate_ms = queue_allowance(flow, meta_key, active_key, rate_key, count, tonumber(ARGV[7]),
                                           tonumber(ARGV[8]), tonumber(ARGV[9]), now_ms)
 
+-- Whether jobs are left waiting is read once (one ZCARD) after the claim: nothing below adds
+-- to or takes from wait.
+local claimed = 0
 if count > 0 then
   local popped = rcall('ZPOPMIN', wait_key, count)
-  local claimed = #popped / 2
+  claimed = #popped / 2
   if claimed > 0 then
     local deadline = now_ms + lease_ms
     -- One counter bump for the batch: tokens last-claimed+1 .. last are unique and increasing.
@@ -94,17 +97,18 @@ if count > 0 then
       for t = first_token + 1, token do starts[#starts + 1] = t end
       record_starts(rate_key, starts, now_ms, rate_ms)
     end
-    -- More work is waiting than this worker had room for: wake another worker.
-    if held_ms < 0 and rcall('ZCARD', wait_key) > 0 then wake(marker_key) end
   end
-elseif cut and held_ms < 0 and rcall('ZCARD', wait_key) > 0 then
-  -- No free thread here but the limit has room: another worker may have one.
+end
+local waiting = rcall('ZCARD', wait_key)
+if held_ms < 0 and waiting > 0 and (claimed > 0 or (count <= 0 and cut)) then
+  -- More work is waiting than this worker had room for, or (cut) no free thread here but the
+  -- limit has room: wake another worker.
   wake(marker_key)
 end
 
-if held_ms >= 0 and rcall('ZCARD', wait_key) > 0 then
+if held_ms >= 0 and waiting > 0 then
   out[1] = held_ms
-elseif rcall('ZCARD', wait_key) == 0 then
+elseif waiting == 0 then
   local nxt = rcall('ZRANGE', scheduled_key, 0, 0, 'WITHSCORES')
   if nxt[2] then
     local delta = tonumber(nxt[2]) - now_ms

@@ -31,7 +31,7 @@ local keep_completed_count, keep_failed_count = tonumber(ARGV[4]), tonumber(ARGV
 local now_ms = server_now_ms()
 local results = {}
 -- Leaving active and entering completed are batched into one ZREM and one ZADD per call.
-local acc = { left = {}, completed = {}, keep_c = tonumber(ARGV[3]), keep_f = tonumber(ARGV[5]) }
+local acc = { left = {}, completed = {}, gone = {}, keep_c = tonumber(ARGV[3]), keep_f = tonumber(ARGV[5]) }
 for i = 7, #ARGV, 6 do
   results[#results + 1] = job_settle(q, acc, ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], tonumber(ARGV[i + 4]),
                                      tonumber(ARGV[i + 5]), now_ms)
@@ -43,6 +43,10 @@ for first = 1, #acc.left, SLICE do
 end
 for first = 1, #acc.completed, SLICE do
   redis.call('ZADD', q.completed, unpack(acc.completed, first, math.min(first + SLICE - 1, #acc.completed)))
+end
+-- Completed jobs kept for no time (their events are written): one DEL, after every reader.
+for first = 1, #acc.gone, SLICE do
+  redis.call('DEL', unpack(acc.gone, first, math.min(first + SLICE - 1, #acc.gone)))
 end
 if acc.woke then wake(q.marker) end
 if #acc.left > 0 then slot_freed(q.meta, q.marker) end

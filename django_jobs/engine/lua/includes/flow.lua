@@ -157,14 +157,17 @@ end
 -- the tree (flow_walk). A queue that never held a flow job (no 'flows' field in its meta
 -- hash, set by flow_enqueue) costs one HEXISTS per script call; others one HMGET per job.
 local FLOW_QUEUES = {} -- queue key base -> whether flow jobs may live there (per script call)
-local function flow_done(job_key, job_id, now_ms, maxlen)
-  local base = flow_base(job_key, job_id)
+local function flows_on(base)
   local on = FLOW_QUEUES[base]
   if on == nil then
     on = redis.call('HEXISTS', base .. 'meta', 'flows') == 1
     FLOW_QUEUES[base] = on
   end
-  if not on then return end
+  return on
+end
+
+local function flow_done(job_key, job_id, now_ms, maxlen)
+  if not flows_on(flow_base(job_key, job_id)) then return end
   local head = redis.call('HMGET', job_key, 's', 'pb', 'kids')
   if not (head[2] or head[3]) then return end
   local state = head[1]

@@ -8,6 +8,7 @@
 --@include append_json
 --@include rate_limited
 --@include key_slot_freed
+--@include mirror
 
 -- A job left active (its ZREM from active is the caller's: settle batches it): free its
 -- per-key slot (lk: its limit key base, includes/key_slot_freed).
@@ -28,7 +29,8 @@ local SETTLED_STATE = { c = 'completed', f = 'failed', x = 'cancelled' }
 
 -- Apply one outcome to job_id of queue q, fenced by token (settle.lua's header has the kinds).
 -- acc collects for the caller: left (ids that left active: one ZREM), completed (score, id
--- pairs: one ZADD), keep_c / keep_f (default keep ms), and sets touched_completed,
+-- pairs: one ZADD), gone (job keys to DEL: completed jobs kept for no time, see job_ended),
+-- keep_c / keep_f (default keep ms), and sets touched_completed,
 -- touched_failed, woke. Returns 1 applied (or already applied: replay) | -1 unknown job |
 -- -3 not the owner | -4 unknown kind.
 local function job_settle(q, acc, job_id, token, kind, value, delay_ms, keep_ms, now_ms)
@@ -52,7 +54,11 @@ local function job_settle(q, acc, job_id, token, kind, value, delay_ms, keep_ms,
   if kind == 'c' then
     -- keep_ms < 0: keep_result=0, delete at finish (like KEEP_COMPLETED AGE 0); 0: the queue's.
     if keep_ms == 0 then keep_ms = acc.keep_c elseif keep_ms < 0 then keep_ms = 0 end
-    job_ended(q, job_key, job_id, 'completed', now_ms, keep_ms, nil, acc.completed, value)
+    -- Kept for no time (fire-and-forget): no HSET, no ZADD, one DEL per batch (acc.gone),
+    -- unless a flow may read the hash later in this call, or a mirror holds the queue (it reads
+    -- the hash before retention may delete it: includes/mirror.lua).
+    local gone = keep_ms == 0 and not flows_on(q.base) and not mirror_cap(q.base) and acc.gone or nil
+    job_ended(q, job_key, job_id, 'completed', now_ms, keep_ms, nil, acc.completed, value, gone)
     acc.touched_completed = true
   elseif (kind == 'r' or kind == 'l') and fields[4] == '1' then
     -- Asked to stop while it ran: do not run it again.

@@ -20,16 +20,24 @@ end
 -- A job ends: state 'completed' (result r), 'failed' or 'cancelled' at now_ms, kept keep_ms,
 -- why = the reason or nil. Writes its hash and its event and adds it to its ended set, or,
 -- with batch (a list), appends score, id to batch for one ZADD by the caller.
+-- gone (a list, or nil): a job kept for no time (keep_ms 0) is not written at all: only its
+-- event, and job_key goes to gone for one DEL by the caller at the end of its call (what
+-- trim_finished would delete in the same call). Only where nothing reads the hash meanwhile
+-- (no flow on the queue).
 -- The bookkeeping around (unique key, per-key slot, flow) is the caller's body's.
-local function job_ended(q, job_key, job_id, state, now_ms, keep_ms, why, batch, r)
-  if r then
+local function job_ended(q, job_key, job_id, state, now_ms, keep_ms, why, batch, r, gone)
+  if gone and keep_ms == 0 then
+    gone[#gone + 1] = job_key
+  elseif r then
     redis.call('HSET', job_key, 's', state, 'r', r, 'f', now_ms)
   elseif why then
     redis.call('HSET', job_key, 's', state, 'f', now_ms, 'why', why)
   else
     redis.call('HSET', job_key, 's', state, 'f', now_ms)
   end
-  if batch then
+  if gone and keep_ms == 0 then
+    -- Deleted by the caller.
+  elseif batch then
     batch[#batch + 1] = now_ms + keep_ms
     batch[#batch + 1] = job_id
   else
