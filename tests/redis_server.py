@@ -64,7 +64,10 @@ def check_ours(client: redis.Redis, proc: subprocess.Popen[bytes] | None, log: P
         return False
     if proc is not None and pid != proc.pid:
         raise PortTaken(f"another redis-server (pid {pid}) answers on this port")
-    return True
+    try:  # INFO answers while the AOF loads, other commands do not yet: ready once it is loaded
+        return not int(client.info("persistence").get("loading", 0))
+    except (redis.ConnectionError, redis.TimeoutError):
+        return False
 
 
 def redis_binary() -> str:

@@ -58,6 +58,9 @@ else:
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": os.environ.get("DJJ_SQLITE_PATH", ":memory:"),
+            # A file shared by runserver, runworkers' mirror and a seeding shell (tests/browser):
+            # writers wait for each other instead of failing with "database is locked".
+            "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE"} if os.environ.get("DJJ_SQLITE_PATH") else {},
         }
     }
 

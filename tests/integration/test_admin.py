@@ -72,8 +72,10 @@ def failed_jobs(count: int) -> list[str]:
 
 
 def evalsha_calls(r) -> int:
+    """Script calls that ran: an EVALSHA refused with NOSCRIPT (the script not cached yet) is sent again as EVAL."""
     stats = r.info("commandstats")
-    return sum(stats.get(k, {}).get("calls", 0) for k in ("cmdstat_evalsha", "cmdstat_eval"))
+    return sum(stats.get(k, {}).get("calls", 0) - stats.get(k, {}).get("failed_calls", 0)
+               for k in ("cmdstat_evalsha", "cmdstat_eval"))
 
 
 # -- permissions --------------------------------------------------------------------------------

@@ -65,12 +65,20 @@ def test_bulk_calls_send_one_script_call_per_chunk_in_one_round_trip(engine, mon
     ids = [r.id for r in always_fails.using(attempts=1).enqueue_many([() for _ in range(10)])]
     work_until_empty()
     sent: list[int] = []
-    real = engine._scripts["enqueue"].__class__.__call__
+    from django_jobs.engine import runner
 
-    def counting(self, keys=None, args=None, client=None):
+    real_packed, real_call = runner._packed, engine._scripts["enqueue"].__class__.__call__
+
+    def packing(conn, command):  # one server: every call is packed by hiredis on the thread's own connection
+        if command[0] == "EVALSHA":
+            sent.append(len(command) - 3 - int(command[2]))
+        return real_packed(conn, command)
+
+    def counting(self, keys=None, args=None, client=None):  # a cluster: through redis-py's Script
         sent.append(len(args or []))
-        return real(self, keys=keys, args=args, client=client)
+        return real_call(self, keys=keys, args=args, client=client)
 
+    monkeypatch.setattr(runner, "_packed", packing)
     monkeypatch.setattr(engine._scripts["enqueue"].__class__, "__call__", counting)
     assert engine.retry_many("default", [*ids, "missing"]) == [1] * 10 + [-1]
     assert sent == [2 + 4, 2 + 4, 2 + 3]  # head (prefix, maxlen) + ids: 4, 4 and 3 ids
