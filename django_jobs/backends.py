@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,6 +21,7 @@ from django_jobs.compat import (
 from django_jobs.conf import get_settings
 from django_jobs.correlation import get_correlation_id, process_correlation_id
 from django_jobs.engine import get_engine
+from django_jobs.engine.keys import new_job_id
 from django_jobs.engine.protocol import EnqueueCode, JobState
 from django_jobs.engine.queue import NewJob
 from django_jobs.engine.record import JobView, encode_payload
@@ -33,16 +33,10 @@ from django_jobs.tasks import (
     JobTask,
     declaring,
     ms_to_datetime,
-    time_ms,
 )
 
 #: Jobs per enqueue script call in a bulk enqueue (keeps each call short for Redis).
 BULK_CHUNK = 500
-
-
-def new_job_id() -> str:
-    """Return a new job id: 32 hex digits, time-ordered (48-bit ms clock + 80 random bits)."""
-    return f"{time_ms():012x}{os.urandom(10).hex()}"
 
 
 #: The id of the job running in this context ('' outside jobs): the parent of what it enqueues.

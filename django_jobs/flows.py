@@ -96,7 +96,7 @@ class Flow:
                 children_of[parent_index].append(index)
         import os
 
-        from django_jobs.backends import new_job_id
+        from django_jobs.engine.keys import new_job_id
 
         prepared: list[tuple[Any, JobResult]] = []
         engine = get_engine()

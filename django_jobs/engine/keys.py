@@ -6,6 +6,8 @@ script touches a single Redis Cluster slot.
 
 from __future__ import annotations
 
+import os
+import time
 from dataclasses import dataclass
 
 
@@ -225,3 +227,11 @@ def job_shard(job_id: str, shards: int) -> int:
     if sep and head and tail.isdigit() and tail.isascii() and int(tail) < shards:
         return int(tail)
     return key_shard(job_id, shards)
+
+
+def new_job_id() -> str:
+    """Return a new job id: 32 hex digits, time-ordered (48-bit ms clock + 80 random bits).
+
+    A job of a sharded queue gets its shard as a suffix when it is placed (``Engine.place``).
+    """
+    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
