@@ -21,7 +21,7 @@
 ]]
 --@include now
 --@include wake
---@include job_store
+--@include flow_job
 local maxlen = tonumber(ARGV[1])
 local N = 12
 for i = 2, #ARGV, N do
@@ -32,17 +32,8 @@ local now_ms = server_now_ms()
 local woken, marked = {}, {}
 for i = 2, #ARGV, N do
   local q = queue_keys(ARGV[i], maxlen)
-  if not marked[q.base] then
-    marked[q.base] = true
-    redis.call('HSET', q.meta, 'flows', 1)
-  end
-  local j = { id = ARGV[i + 1], d = ARGV[i + 2], p = ARGV[i + 3], due = job_due(now_ms, ARGV[i + 4], ARGV[i + 5]),
-              cid = ARGV[i + 6], par = ARGV[i + 7], fk = ARGV[i + 10] }
-  if ARGV[i + 8] ~= '' then
-    j.pb = ARGV[i + 8]
-    if ARGV[i + 9] ~= '' then j.fp = ARGV[i + 9] end
-  end
-  if ARGV[i + 11] ~= '' then j.kids = ARGV[i + 11] end
+  mark_flows(q, marked)
+  local j = flow_job(i, now_ms)
   if job_store(q, j, now_ms) ~= 5 and not woken[q.base] then
     woken[q.base] = true
     wake(q.marker)
