@@ -69,6 +69,7 @@ if TYPE_CHECKING or DJANGO_HAS_TASKS:
         TaskResultMismatch,
     )
     from django.tasks.signals import task_enqueued, task_finished, task_started
+    from django.utils.json import normalize_json
 else:  # Django 5.2: the django-tasks backport
     try:
         import django_tasks  # noqa: F401
@@ -101,6 +102,7 @@ else:  # Django 5.2: the django-tasks backport
         TaskResultMismatch,
     )
     from django_tasks.signals import task_enqueued, task_finished, task_started
+    from django_tasks.utils import normalize_json
 
 if not TYPE_CHECKING and DJANGO_HAS_TASKS and django.VERSION < (6, 1):
     from django.tasks.base import DEFAULT_TASK_PRIORITY
@@ -157,6 +159,7 @@ __all__ = [
     "TaskResultMismatch",
     "TaskResultStatus",
     "default_task_backend",
+    "normalize_json",
     "signals",
     "task",
     "task_backends",

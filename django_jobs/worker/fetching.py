@@ -54,7 +54,7 @@ class Fetching(WorkerState):
                     break
             try:
                 with self._cond:
-                    settles = self._settles
+                    settles, relayed = self._settles, self._relayed
                 got, next_due = self._fetch_round(free, threads)
                 self._outage.ok()
                 backoff = BACKOFF_MIN
@@ -74,6 +74,8 @@ class Fetching(WorkerState):
                     # meanwhile puts its job back in a queue this round did not see it in.
                     with self._cond:
                         idle = self._free == self.capacity and not self._leases and self._settles == settles
+                        # The heartbeat's relay may have woken a flow parent since the fetch started.
+                        idle = idle and self._relayed == relayed
                     if idle and next_due < 0 and self.engine.flow_outbox and self._relay_all():
                         continue  # flow steps delivered to other slots: a parent may be waiting now
                     if idle and next_due < 0:
@@ -94,6 +96,9 @@ class Fetching(WorkerState):
         delivered: int = 0
         for queue in self.queues:
             delivered += self.engine.relay(queue)
+        if delivered:
+            with self._cond:
+                self._relayed += delivered
         return delivered
 
     def _claim_now(self) -> bool:

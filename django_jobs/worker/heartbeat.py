@@ -86,7 +86,11 @@ class Heartbeat(WorkerState):
 
     def _relay(self) -> int:
         """Deliver the flow steps its queues recorded for jobs on other slots (engine/relay.py); return how many."""
-        return sum(self.engine.relay(queue, after_deliver=_after_deliver) for queue in self.queues)
+        delivered = sum(self.engine.relay(queue, after_deliver=_after_deliver) for queue in self.queues)
+        if delivered:
+            with self._cond:
+                self._relayed += delivered  # a burst worker is not idle while this wakes parents
+        return delivered
 
     def _enforce_timeouts(self, now: float) -> None:
         expired: list[RunningJob] = []

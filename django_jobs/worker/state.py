@@ -61,6 +61,7 @@ class WorkerState:
     _outage: OutageLog
     _child: bool
     _settles: int
+    _relayed: int
     burst: bool
     max_jobs: int | None
     ahead: int

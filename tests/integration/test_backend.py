@@ -154,7 +154,7 @@ def test_a_job_finds_a_new_backend_when_the_tasks_setting_changes(settings):
     ],
 )
 def test_a_results_arguments_are_normalised_as_django_normalises_them(args, kwargs):
-    from django.utils.json import normalize_json
+    from django_jobs.compat import normalize_json
 
     result = JobResult(
         task=jobs.add, id="x", status=TaskResultStatus.READY, enqueued_at=None, started_at=None, finished_at=None,
