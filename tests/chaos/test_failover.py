@@ -118,7 +118,7 @@ def failover_run(chaos, group, jobs_settings, *, enqueue_wait: dict | None) -> d
 def test_sentinel_failover_under_load_loses_only_unreplicated_enqueues(chaos, group, jobs_settings):
     result = failover_run(chaos, group, jobs_settings, enqueue_wait=None)
     # The producer ran before the kill and was acknowledged again after the failover.
-    assert result["acknowledged"] > RATE * KILL_AFTER / 2 and result["enqueue_back_s"] is not None, result
+    assert result["acknowledged"] > RATE * KILL_AFTER / 4 and result["enqueue_back_s"] is not None, result
 
 
 @SENTINEL
@@ -161,7 +161,7 @@ def test_enqueue_wait_cost_on_a_healthy_group(group, jobs_settings, topology):
 def test_cluster_primary_killed_under_load_loses_only_unreplicated_enqueues(chaos, group, jobs_settings):
     """SIGKILL the primary of the queue's slot: its replica is promoted, RedisCluster follows."""
     result = failover_run(chaos, group, jobs_settings, enqueue_wait=None)
-    assert result["acknowledged"] > RATE * KILL_AFTER / 2 and result["enqueue_back_s"] is not None, result
+    assert result["acknowledged"] > RATE * KILL_AFTER / 4 and result["enqueue_back_s"] is not None, result
 
 
 @CLUSTER
@@ -200,7 +200,7 @@ def test_moving_a_queues_slot_to_another_primary_while_its_jobs_run_loses_nothin
     print("RESHARD", json.dumps({"acknowledged": len(acked), "refused": sum(refused.values()),
                                  "lost": len(lost), "duplicated": len(duplicated)}))
     assert lost == [] and duplicated == [], (lost, duplicated, sup.output[-3000:])
-    assert len(acked) > RATE * KILL_AFTER / 2
+    assert len(acked) > RATE * KILL_AFTER / 4
     assert_invariants(cluster_group.client(), chaos.prefix, QUEUES)
 
 
