@@ -96,6 +96,10 @@ class Site:
         return outputs
 
 
+class PortInUse(AssertionError):
+    """runserver could not bind its port."""
+
+
 @contextmanager
 def running_site(redis_server, prefix: str, db: Path, *, settings: str = SETTINGS, **env: str) -> Iterator[Site]:
     """Run ``runworkers`` and ``runserver`` on the SQLite file ``db`` until the block ends."""
@@ -103,11 +107,13 @@ def running_site(redis_server, prefix: str, db: Path, *, settings: str = SETTING
     site = Site(env_for(redis_server, prefix, DJANGO_SETTINGS_MODULE=settings, DJJ_SQLITE_PATH=str(db), **env),
                 f"http://127.0.0.1:{port}")
     site.start("runworkers", "--processes", "1", "--threads", "2")
-    server = site.start("runserver", f"127.0.0.1:{port}", "--noreload", "--insecure")
 
     def up() -> bool:
         if server.poll() is not None:
-            raise AssertionError("runserver exited:\n" + server.communicate()[0])
+            output = server.communicate()[0]
+            if "port is already in use" in output:
+                raise PortInUse(output)
+            raise AssertionError("runserver exited:\n" + output)
         try:
             with urllib.request.urlopen(site.url + "/admin/login/", timeout=2) as response:
                 return response.status == 200
@@ -115,7 +121,18 @@ def running_site(redis_server, prefix: str, db: Path, *, settings: str = SETTING
             return False
 
     try:
-        wait_until(up, timeout=30, message="runserver answers")
+        for attempt in range(5):
+            # A free port may be taken by a parallel test's server before runserver binds it.
+            server = site.start("runserver", f"127.0.0.1:{port}", "--noreload", "--insecure")
+            try:
+                wait_until(up, timeout=30, message="runserver answers")
+                break
+            except PortInUse:
+                site.procs.remove(server)
+                if attempt == 4:
+                    raise
+                port = free_port()
+                site.url = f"http://127.0.0.1:{port}"
         yield site
     finally:
         site.stop()

@@ -84,7 +84,7 @@ def test_retry_exception_reschedules_with_its_delay(work):
 
 
 def test_sync_job_past_its_timeout_fails_with_job_timeout(work):
-    result = jobs.too_slow.enqueue(1.5)
+    result = jobs.too_slow.enqueue(4.0)  # far past the 0.5 s timeout, even on a loaded machine
     work()
     result.refresh()
     assert result.state == "failed"

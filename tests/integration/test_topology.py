@@ -106,7 +106,8 @@ def test_cluster_enqueue_wait_returns_once_the_slots_replica_holds_the_job(jobs_
                     engine.enqueue(queue, [NewJob(id=f"{queue}-{i}", data="{}")])
                     # WAIT returned: the slot's replica has the job already, with no delay to catch up.
                     assert cluster_group.replica_exists(replica, engine.keys(queue).job(f"{queue}-{i}")), (queue, i)
-                assert wait_calls(cluster_group, primary) == before + 10  # on the primary that ran the script
+                # On the primary that ran the script (a call resent after a timeout under load sends its WAIT again).
+                assert wait_calls(cluster_group, primary) >= before + 10
             many = [NewJob(id=f"m{i}", data="{}") for i in range(1200)]
             assert engine.enqueue_many("default", many, chunk=500) == [1] * 1200
             (replica,) = cluster_group.slot_replicas(engine.keys("default").wait)
