@@ -221,13 +221,13 @@ def admin_opener(port: int) -> urllib.request.OpenerDirector:
     jar = http.cookiejar.CookieJar()
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
     login = f"http://127.0.0.1:{port}/admin/login/"
-    opener.open(login, timeout=10).read()
+    opener.open(login, timeout=60).read()
     token = next(c.value for c in jar if c.name == "csrftoken")
     data = urllib.parse.urlencode({
         "username": ADMIN_USER, "password": ADMIN_PASSWORD, "csrfmiddlewaretoken": token, "next": "/admin/",
     }).encode()
     request = urllib.request.Request(login, data=data, headers={"Referer": login})
-    page = opener.open(request, timeout=10).read().decode()
+    page = opener.open(request, timeout=60).read().decode()
     assert "Log out" in page or "logout" in page, "the admin login failed"
     return opener
 
@@ -254,7 +254,7 @@ def test_following_the_quickstart_literally_runs_a_job_from_the_view_and_shows_i
     seen = {"page": ""}
 
     def completed_in_the_admin() -> bool:
-        seen["page"] = page = opener.open(changelist, timeout=10).read().decode()
+        seen["page"] = page = opener.open(changelist, timeout=60).read().decode()
         # The job's row (the header's sort links carry the search term too).
         rows = [row for row in re.findall(r"<tr.*?</tr>", page, re.DOTALL) if f'value="{body["job_id"]}"' in row]
         return bool(rows) and "myapp.jobs.send_welcome" in rows[0] and "completed" in rows[0].lower()
