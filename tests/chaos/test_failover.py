@@ -40,10 +40,10 @@ def group(request, topology):
     found.heal()
 
 
-def produce(stop_at: float, acked: dict[str, float], ids: dict[str, str], refused: Counter[str]) -> None:
-    """Enqueue ``timed`` jobs at RATE until ``stop_at``; record each acknowledged tag with its time."""
+def produce(stop: threading.Event, acked: dict[str, float], ids: dict[str, str], refused: Counter[str]) -> None:
+    """Enqueue ``timed`` jobs at RATE until ``stop`` is set; record each acknowledged tag with its time."""
     i = 0
-    while time.time() < stop_at:
+    while not stop.is_set():
         tag = f"f{i}"
         i += 1
         try:
@@ -68,7 +68,8 @@ def failover_run(chaos, group, jobs_settings, *, enqueue_wait: dict | None) -> d
         ids: dict[str, str] = {}
         refused: Counter[str] = Counter()
         started = time.time()
-        producer = threading.Thread(target=produce, args=(started + DURATION, acked, ids, refused))
+        stop = threading.Event()
+        producer = threading.Thread(target=produce, args=(stop, acked, ids, refused))
         producer.start()
         time.sleep(KILL_AFTER)
         key = chaos.engine.keys("default").wait
@@ -77,6 +78,14 @@ def failover_run(chaos, group, jobs_settings, *, enqueue_wait: dict | None) -> d
         killed_at = time.time()
         new_port = group.wait_failover(old.port, key) if cluster else group.wait_failover(old.port)
         promoted_at = time.time()
+        # Produce for DURATION and until an enqueue is acknowledged after the promotion (the client
+        # finds the new primary): on a loaded machine the failover itself can take most of DURATION.
+        deadline = max(started + DURATION, promoted_at + 1.0)
+        while time.time() < deadline or (
+            time.time() < promoted_at + 20 and not any(t > promoted_at for t in list(acked.values()))
+        ):
+            time.sleep(0.05)
+        stop.set()
         producer.join()
         # Every acknowledged job that survived runs; give lost leases time to expire and recover.
         deadline = time.time() + 40
@@ -182,12 +191,16 @@ def test_moving_a_queues_slot_to_another_primary_while_its_jobs_run_loses_nothin
     acked: dict[str, float] = {}
     ids: dict[str, str] = {}
     refused: Counter[str] = Counter()
-    producer = threading.Thread(target=produce, args=(time.time() + DURATION, acked, ids, refused))
+    stop = threading.Event()
+    producer = threading.Thread(target=produce, args=(stop, acked, ids, refused))
+    started = time.time()
     producer.start()
     time.sleep(KILL_AFTER)
     key = chaos.engine.keys("default").wait
     old_port, new_port = migrate_slot(cluster_group, key)
     assert cluster_group.slot_owner(key) == new_port != old_port
+    time.sleep(max(0.0, started + DURATION - time.time()))
+    stop.set()
     producer.join()
     deadline = time.time() + 40
     while time.time() < deadline and not set(acked) <= set(chaos.counts("start")):
