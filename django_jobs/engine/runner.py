@@ -53,6 +53,50 @@ def _packed(conn: Any, command: tuple[Any, ...]) -> Any:
     except TypeError as exc:
         raise redis.DataError(str(exc)) from exc
 
+def _send_one(conn: Any, script: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    """Send one script call as EVALSHA on ``conn``; return its reply.
+
+    NOSCRIPT (cache flushed, failover) sends it again as EVAL, which sends the source and caches
+    it: unlike SCRIPT LOAD + EVALSHA, it cannot meet another flush in between
+    (tests/chaos/test_redis_stalls.py).
+    """
+    conn.send_packed_command(_packed(conn, ("EVALSHA", script.sha, len(keys), *keys, *args)))
+    try:
+        return conn.read_response()
+    except redis.exceptions.NoScriptError:
+        conn.send_command("EVAL", script.script, len(keys), *keys, *args)
+        return conn.read_response()
+
+
+def _send_many(conn: Any, script: Any, keys: Sequence[str], calls: Sequence[Sequence[Any]]) -> list[Any]:
+    """Send one script call per argument list of ``calls`` as EVALSHA, pipelined on ``conn``; return the replies.
+
+    A call that meets NOSCRIPT is sent again as EVAL once every reply is read (an error reply
+    too, so the connection stays in step); the first error reply is then raised.
+    """
+    conn.send_packed_command(
+        [packed for args in calls for packed in _packed(conn, ("EVALSHA", script.sha, len(keys), *keys, *args))]
+    )
+    replies: list[Any] = []
+    missing: list[int] = []
+    error: redis.ResponseError | None = None
+    for index in range(len(calls)):
+        try:
+            replies.append(conn.read_response())
+        except redis.exceptions.NoScriptError:
+            replies.append(None)
+            missing.append(index)
+        except redis.ResponseError as exc:
+            replies.append(None)
+            error = error or exc
+    if error is not None:
+        raise error
+    for index in missing:
+        conn.send_command("EVAL", script.script, len(keys), *keys, *calls[index])
+        replies[index] = conn.read_response()
+    return replies
+
+
 class _OwnConnection:
     """A connection owned by one thread (and one process); closed when the thread ends."""
 
@@ -127,9 +171,9 @@ class ScriptRunner:
         """Call script ``name`` on this thread's own connection.
 
         The hot path: EVALSHA straight on a connection owned by the calling thread, with no
-        pool checkout and no per-call wrappers. NOSCRIPT (cache flushed, failover) loads the
-        script and calls again; a connection error reconnects and sends the call again,
-        which the scripts make safe (replaying a request has the effect of once).
+        pool checkout and no per-call wrappers (:func:`_send_one`). NOSCRIPT (cache flushed,
+        failover) loads the script and calls again; a connection error reconnects and sends the
+        call again (:meth:`_with_retries`), which the scripts make safe.
         """
         script = self._scripts[name]
         if self._cluster:
@@ -139,28 +183,8 @@ class ScriptRunner:
                 return run_script(self.client, script, keys, args, self.target)
             except redis.ResponseError as exc:
                 raise self._response_error(exc) from exc
-        for attempt in range(SCRIPT_RETRIES + 1):
-            conn = self._own_connection()
-            try:
-                conn.send_packed_command(_packed(conn, ("EVALSHA", script.sha, len(keys), *keys, *args)))
-                try:
-                    reply = conn.read_response()
-                except redis.exceptions.NoScriptError:
-                    # EVAL sends the source and caches it: unlike SCRIPT LOAD + EVALSHA, it cannot
-                    # meet another flush in between (tests/chaos/test_redis_stalls.py).
-                    conn.send_command("EVAL", script.script, len(keys), *keys, *args)
-                    reply = conn.read_response()
-                if self._enqueue_wait is not None and name in ENQUEUE_SCRIPTS:
-                    replica_wait(conn, self._enqueue_wait)
-                return reply
-            except redis.ResponseError as exc:
-                raise self._response_error(exc) from exc
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                conn.disconnect()
-                if attempt == SCRIPT_RETRIES:
-                    raise RedisUnavailable(f"Cannot reach Redis at {self.target}: {exc}") from exc
-                time.sleep(0.05 * 2**attempt)
-        raise AssertionError("unreachable")
+        wait = self._enqueue_wait if name in ENQUEUE_SCRIPTS else None
+        return self._with_retries(_send_one, script, keys, args, wait)
 
     def _run_chunked(
         self, name: str, keys: Sequence[str], head: Sequence[Any], items: Sequence[Any], *, width: int, chunk: int
@@ -190,38 +214,32 @@ class ScriptRunner:
         """Call script ``name`` once per argument list of ``calls``, pipelined on this thread's own connection.
 
         One round trip, every call packed by hiredis (no ``SCRIPT EXISTS`` first, as a redis-py
-        pipeline sends). A call that meets NOSCRIPT is sent again as EVAL once the other replies
-        are read; a connection error sends them all again, which the scripts make safe.
+        pipeline sends; :func:`_send_many`). A call that meets NOSCRIPT is sent again as EVAL once
+        the other replies are read; a connection error sends them all again (:meth:`_with_retries`),
+        which the scripts make safe.
         """
         script = self._scripts[name]
         wait = self._enqueue_wait if name in ENQUEUE_SCRIPTS else None
+        return cast("list[Any]", self._with_retries(_send_many, script, keys, calls, wait))
+
+    def _with_retries(
+        self, send: Callable[[Any, Any, Sequence[str], Any], Any], script: Any, keys: Sequence[str], payload: Any,
+        wait: tuple[int, int] | None,
+    ) -> Any:
+        """Return ``send(conn, script, keys, payload)`` on this thread's own connection, then WAIT for ``wait`` replicas if set.
+
+        The one retry loop of script calls: an error reply raises at once (typed by
+        :meth:`_response_error`); a connection error disconnects and sends again (after a short
+        back-off, :data:`SCRIPT_RETRIES` times), which the scripts make safe (replaying a
+        request has the effect of once), then raises RedisUnavailable.
+        """
         for attempt in range(SCRIPT_RETRIES + 1):
             conn = self._own_connection()
             try:
-                conn.send_packed_command(
-                    [packed for args in calls for packed in _packed(conn, ("EVALSHA", script.sha, len(keys), *keys, *args))]
-                )
-                replies: list[Any] = []
-                missing: list[int] = []
-                error: redis.ResponseError | None = None
-                for index in range(len(calls)):
-                    # Read every reply (an error reply too) so the connection stays in step.
-                    try:
-                        replies.append(conn.read_response())
-                    except redis.exceptions.NoScriptError:
-                        replies.append(None)
-                        missing.append(index)
-                    except redis.ResponseError as exc:
-                        replies.append(None)
-                        error = error or exc
-                if error is not None:
-                    raise error
-                for index in missing:
-                    conn.send_command("EVAL", script.script, len(keys), *keys, *calls[index])
-                    replies[index] = conn.read_response()
+                reply = send(conn, script, keys, payload)
                 if wait is not None:
                     replica_wait(conn, wait)
-                return replies
+                return reply
             except redis.ResponseError as exc:
                 raise self._response_error(exc) from exc
             except (redis.ConnectionError, redis.TimeoutError) as exc:
