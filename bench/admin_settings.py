@@ -9,6 +9,8 @@
 
 import os
 
+from tests.databases import databases
+
 SECRET_KEY = "bench-only"
 DEBUG = False
 USE_TZ = True
@@ -43,20 +45,12 @@ TEMPLATES = [{
 }]
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
-if os.environ.get("DJJ_ADMIN_BENCH_DB", "sqlite") == "postgres":
-    DATABASES = {"default": {
-        "ENGINE": "django.db.backends.postgresql",
-        "NAME": os.environ.get("DJJ_ADMIN_BENCH_PG_NAME", "djj_admin_bench"),
-        "USER": os.environ.get("DJJ_PG_USER", "postgres"),
-        "HOST": os.environ.get("DJJ_PG_HOST", "127.0.0.1"),
-        "PORT": os.environ.get("DJJ_PG_PORT", "5432"),
-    }}
-else:
-    DATABASES = {"default": {
-        "ENGINE": "django.db.backends.sqlite3",
-        "NAME": os.environ.get("DJJ_ADMIN_BENCH_SQLITE", "/tmp/djj_admin_bench.sqlite3"),
-        "OPTIONS": {"timeout": 20, "init_command": "PRAGMA synchronous=NORMAL; PRAGMA journal_mode=WAL"},
-    }}
+DATABASES = databases(
+    postgres=os.environ.get("DJJ_ADMIN_BENCH_DB", "sqlite") == "postgres",
+    pg_name=os.environ.get("DJJ_ADMIN_BENCH_PG_NAME", "djj_admin_bench"),
+    sqlite_name=os.environ.get("DJJ_ADMIN_BENCH_SQLITE", "/tmp/djj_admin_bench.sqlite3"),
+    sqlite_options={"timeout": 20, "init_command": "PRAGMA synchronous=NORMAL; PRAGMA journal_mode=WAL"},
+)
 
 TASKS = {"default": {"BACKEND": "django_jobs.backends.RedisBackend"}}
 DJANGO_JOBS = {

@@ -3,6 +3,8 @@
 import os
 from typing import Any
 
+from tests.databases import databases
+
 SECRET_KEY = "tests-only"
 DEBUG = False
 USE_TZ = True
@@ -43,26 +45,14 @@ TEMPLATES = [
     }
 ]
 
-if os.environ.get("DJJ_TEST_DB") == "postgres":
-    DATABASES = {
-        "default": {
-            "ENGINE": "django.db.backends.postgresql",
-            "NAME": os.environ.get("DJJ_PG_NAME", "test"),
-            "USER": os.environ.get("DJJ_PG_USER", "postgres"),
-            "HOST": os.environ.get("DJJ_PG_HOST", "127.0.0.1"),
-            "PORT": os.environ.get("DJJ_PG_PORT", "5432"),
-        }
-    }
-else:
-    DATABASES = {
-        "default": {
-            "ENGINE": "django.db.backends.sqlite3",
-            "NAME": os.environ.get("DJJ_SQLITE_PATH", ":memory:"),
-            # A file shared by runserver, runworkers' mirror and a seeding shell (tests/browser):
-            # writers wait for each other instead of failing with "database is locked".
-            "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE"} if os.environ.get("DJJ_SQLITE_PATH") else {},
-        }
-    }
+DATABASES = databases(
+    postgres=os.environ.get("DJJ_TEST_DB") == "postgres",
+    pg_name=os.environ.get("DJJ_PG_NAME", "test"),
+    sqlite_name=os.environ.get("DJJ_SQLITE_PATH", ":memory:"),
+    # A file shared by runserver, runworkers' mirror and a seeding shell (tests/browser):
+    # writers wait for each other instead of failing with "database is locked".
+    sqlite_options={"timeout": 30, "transaction_mode": "IMMEDIATE"} if os.environ.get("DJJ_SQLITE_PATH") else {},
+)
 
 TASKS = {"default": {"BACKEND": "django_jobs.backends.RedisBackend"}}
 
