@@ -162,6 +162,20 @@ def jobs_settings(target, prefix, tmp_path, monkeypatch):
     reset_engine()
 
 
+#: Shards of the queue ``hot`` that ``sharded`` adds (worker subprocesses: DJJ_SHARDS, tests/settings.py).
+SHARDS = 4
+
+
+@pytest.fixture
+def sharded(jobs_settings):
+    """Add the queue ``hot`` of SHARDS shards to the test's settings (``pytest.mark.usefixtures("sharded")``)."""
+    from django_jobs.engine import reset_engine
+
+    with override_settings(DJANGO_JOBS={**jobs_settings, "QUEUES": {**jobs_settings["QUEUES"], "hot": {"SHARDS": SHARDS}}}):
+        yield
+    reset_engine()
+
+
 @pytest.fixture
 def ledger_path(jobs_settings) -> Path:
     return Path(os.environ["DJJ_LEDGER"])

@@ -5,28 +5,21 @@ from __future__ import annotations
 import time
 
 import pytest
-from django.test import override_settings
 
 from tests.chaos.conftest import QUEUES, cpu_seconds
+from tests.conftest import SHARDS
 
 # On a Redis Cluster the shards live on different nodes: a worker blocks on one marker per shard.
-pytestmark = [pytest.mark.chaos, pytest.mark.parametrize("topology", ["server", "cluster"], indirect=True)]
+pytestmark = [
+    pytest.mark.chaos,
+    pytest.mark.parametrize("topology", ["server", "cluster"], indirect=True),
+    pytest.mark.usefixtures("sharded"),
+]
 
-SHARDS = 4
 #: The workers' settings get the same queue (tests/settings.py reads DJJ_SHARDS).
 ENV = {"DJJ_SHARDS": str(SHARDS)}
 #: How long the idle processes are measured, seconds (CPU time is counted in 10 ms ticks).
 WINDOW = 5.0
-
-
-@pytest.fixture(autouse=True)
-def sharded(jobs_settings):
-    from django_jobs.engine import reset_engine
-
-    queues = {**jobs_settings["QUEUES"], "hot": {"SHARDS": SHARDS}}
-    with override_settings(DJANGO_JOBS={**jobs_settings, "QUEUES": queues}):
-        yield
-    reset_engine()
 
 
 def test_idle_workers_of_a_sharded_queue_use_less_than_one_percent_cpu(chaos):

@@ -7,29 +7,17 @@ from django.test import override_settings
 
 from django_jobs import job
 from django_jobs.compat import TaskResultStatus
+from tests.conftest import SHARDS
 from tests.testapp import jobs
 
 # One Redis server and a real Redis Cluster (tests/conftest.py): the shards land on several primaries.
-pytestmark = pytest.mark.parametrize("topology", ["server", "cluster"], indirect=True)
-
-SHARDS = 4
+pytestmark = [pytest.mark.parametrize("topology", ["server", "cluster"], indirect=True), pytest.mark.usefixtures("sharded")]
 
 
 @job(unique_key="a:{x}", limit_key="b:{x}", limit_concurrency=1)
 def two_keys(x: int) -> int:
     """A unique key and a different limit key: cannot hold on a sharded queue (E041)."""
     return x
-
-
-@pytest.fixture(autouse=True)
-def sharded(jobs_settings):
-    """Add the queue ``hot`` of SHARDS shards to the test's settings."""
-    from django_jobs.engine import reset_engine
-
-    queues = {**jobs_settings["QUEUES"], "hot": {"SHARDS": SHARDS}}
-    with override_settings(DJANGO_JOBS={**jobs_settings, "QUEUES": queues}):
-        yield
-    reset_engine()
 
 
 def hot(task):
