@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 
@@ -27,6 +27,8 @@ from django_jobs.engine.codes import ScriptCode
 from django_jobs.engine.transitions import Transitions
 
 logger = logging.getLogger("django_jobs.engine")
+
+_R = TypeVar("_R")
 
 #: Outbox entries one relay pass reads per queue.
 RELAY_BATCH = 100
@@ -109,26 +111,20 @@ class Relay(Transitions):
 
     # Operator actions deliver their flow steps at once (a worker's relay would within a tick).
 
-    def cancel(self, queue: str, job_id: str) -> int:
-        code = super().cancel(queue, job_id)
+    def _relayed(self, queue: str, result: _R) -> _R:
+        """Relay ``queue`` now on a Redis Cluster (the action just recorded its flow steps); return ``result``."""
         if self.flow_outbox:
             self.relay(queue)
-        return code
+        return result
+
+    def cancel(self, queue: str, job_id: str) -> int:
+        return self._relayed(queue, super().cancel(queue, job_id))
 
     def cancel_many(self, queue: str, job_ids: Sequence[str]) -> list[int]:
-        codes = super().cancel_many(queue, job_ids)
-        if self.flow_outbox:
-            self.relay(queue)
-        return codes
+        return self._relayed(queue, super().cancel_many(queue, job_ids))
 
     def retry_many(self, queue: str, job_ids: Sequence[str]) -> list[int]:
-        codes = super().retry_many(queue, job_ids)
-        if self.flow_outbox:
-            self.relay(queue)
-        return codes
+        return self._relayed(queue, super().retry_many(queue, job_ids))
 
     def delete_jobs(self, queue: str, job_ids: Sequence[str]) -> list[int]:
-        codes = super().delete_jobs(queue, job_ids)
-        if self.flow_outbox:
-            self.relay(queue)
-        return codes
+        return self._relayed(queue, super().delete_jobs(queue, job_ids))

@@ -76,7 +76,7 @@ class Fetching(WorkerState):
                         idle = self._free == self.capacity and not self._leases and self._settles == settles
                         # The heartbeat's relay may have woken a flow parent since the fetch started.
                         idle = idle and self._relayed == relayed
-                    if idle and next_due < 0 and self.engine.flow_outbox and self._relay_all():
+                    if idle and next_due < 0 and self.engine.flow_outbox and self._relay():
                         continue  # flow steps delivered to other slots: a parent may be waiting now
                     if idle and next_due < 0:
                         logger.info("Worker %s: queues are empty, burst done", self.worker_id)
@@ -90,16 +90,6 @@ class Fetching(WorkerState):
                 self._outage.failed(exc, backoff, "fetching jobs")
                 self.stopping.wait(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
-
-    def _relay_all(self) -> int:
-        """Deliver the flow steps its queues recorded for jobs on other slots (engine/relay.py); return how many."""
-        delivered: int = 0
-        for queue in self.queues:
-            delivered += self.engine.relay(queue)
-        if delivered:
-            with self._cond:
-                self._relayed += delivered
-        return delivered
 
     def _claim_now(self) -> bool:
         """Claim now? While short jobs claimed ahead still wait for a thread, free slots gather first.

@@ -62,7 +62,7 @@ class Heartbeat(WorkerState):
                     self._beat()
                     reached = True
                 if self.engine.flow_outbox:
-                    self._relay()  # every tick: the delay a cross-slot flow step waits for
+                    self._relay(_after_deliver)  # every tick: the delay a cross-slot flow step waits for
                     reached = True
                 if reached:
                     self._outage.ok()
@@ -83,14 +83,6 @@ class Heartbeat(WorkerState):
                     logger.error("Job %s failed: its worker was lost too many times (worker_lost)", job_id, extra=extra)
                 else:
                     logger.info("Job %s cancelled: its worker was lost after a cancel request", job_id, extra=extra)
-
-    def _relay(self) -> int:
-        """Deliver the flow steps its queues recorded for jobs on other slots (engine/relay.py); return how many."""
-        delivered = sum(self.engine.relay(queue, after_deliver=_after_deliver) for queue in self.queues)
-        if delivered:
-            with self._cond:
-                self._relayed += delivered  # a burst worker is not idle while this wakes parents
-        return delivered
 
     def _enforce_timeouts(self, now: float) -> None:
         expired: list[RunningJob] = []

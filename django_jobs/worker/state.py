@@ -12,6 +12,7 @@ import asyncio
 import logging
 import queue as queue_mod
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from django_jobs.engine.queue import Claimed, Engine
@@ -85,3 +86,17 @@ class WorkerState:
 
     def _dispatch(self, claimed: Claimed) -> None:
         raise NotImplementedError
+
+    # Shared by the parts.
+
+    def _relay(self, after_deliver: Callable[[], None] | None = None) -> int:
+        """Deliver the flow steps its queues recorded for jobs on other slots (engine/relay.py); return how many.
+
+        The heartbeat relays on each tick, an idle burst worker once more before it ends: a burst
+        worker is not idle while this wakes flow parents (counted in ``_relayed``).
+        """
+        delivered = sum(self.engine.relay(queue, after_deliver=after_deliver) for queue in self.queues)
+        if delivered:
+            with self._cond:
+                self._relayed += delivered
+        return delivered
