@@ -141,7 +141,8 @@ class ScriptRunner:
         self._cluster = is_cluster(self.client)
         #: Whether the one server is a Redis Cluster node (asked once by :meth:`_is_cluster`).
         self._cluster_node: bool | None = None
-        self._waiter = ClusterWaiter(self.blocking_client) if self._cluster else None
+        self._markers: Any = None  # the marker threads' RedisCluster (:meth:`_marker_client`)
+        self._waiter = ClusterWaiter(self._marker_client) if self._cluster else None
         #: ENQUEUE_WAIT: (replicas, timeout ms) each enqueue waits for (docs/scaling.md), or None.
         self._enqueue_wait = settings.enqueue_wait
 
@@ -164,6 +165,18 @@ class ScriptRunner:
                 # Longer than any wait, so a connection that died silently is noticed.
                 self._blocking = blocking_twin(self.client, MAX_BLOCK + 10)
             return self._blocking
+
+    def _marker_client(self) -> Any:
+        """Return the client of the marker threads' blocking waits on a cluster (engine/cluster.py).
+
+        A blocking twin without redis-py's retries: a marker thread retries itself, so the waits
+        that :meth:`close` ends stay ended (redis-py would reconnect and wait again, and once the
+        nodes are gone log a failed topology refresh for an engine already closed).
+        """
+        with self._lock:
+            if self._markers is None:
+                self._markers = blocking_twin(self.client, MAX_BLOCK + 10, retry=False)
+            return self._markers
 
     # -- sending --------------------------------------------------------------------------
 
@@ -316,12 +329,14 @@ class ScriptRunner:
             own.close()
         if self._waiter is not None:
             self._waiter.stop()
+            if self._markers is not None:
+                self._markers.disconnect_connection_pools()  # ends the marker threads' waits
         if self._cluster:  # a closed RedisCluster stays unusable; a closed Redis reconnects
             cast(Any, self.client).disconnect_connection_pools()
         else:
             self.client.close()
         if self._blocking is not None:
             if self._cluster:
-                self._blocking.disconnect_connection_pools()  # ends the marker threads' waits
+                self._blocking.disconnect_connection_pools()
             else:
                 self._blocking.close()

@@ -13,7 +13,9 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 import redis
+from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
+from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
 
 from django_jobs.conf import JobsSettings, SettingError, label
@@ -199,16 +201,20 @@ def describe(client: AnyClient) -> str:
     return safe_url(f"{scheme}://{kw.get('host', 'localhost')}:{kw.get('port', 6379)}/{kw.get('db', 0)}")
 
 
-def blocking_twin(client: AnyClient, socket_timeout: float) -> AnyClient:
+def blocking_twin(client: AnyClient, socket_timeout: float, *, retry: bool = True) -> AnyClient:
     """Return a client like ``client`` whose socket timeout outlasts a blocking wait.
 
     A Sentinel client's twin asks the same sentinels; a cluster's twin starts from the same nodes.
+    ``retry=False``: a cluster twin raises a command's first error (its caller retries; redis-py
+    would reconnect, even to a client closed meanwhile).
     """
     if isinstance(client, RedisCluster):
         kwargs = dict(client.nodes_manager.connection_kwargs)
         kwargs["socket_timeout"] = socket_timeout
         for name in ("host", "port", *NOT_FOR_CLUSTER):
             kwargs.pop(name, None)
+        if not retry:
+            kwargs["retry"] = Retry(NoBackoff(), 0)
         nodes = [ClusterNode(n.host, n.port) for n in client.nodes_manager.startup_nodes.values()]  # type: ignore[no-untyped-call]
         return RedisCluster(startup_nodes=nodes, **kwargs)
     kwargs = dict(client.connection_pool.connection_kwargs)

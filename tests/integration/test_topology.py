@@ -7,6 +7,7 @@ import threading
 import time
 
 import pytest
+from django.conf import settings
 from django.core.checks import run_checks
 from django.test import override_settings
 
@@ -159,6 +160,30 @@ def test_cluster_idle_wait_wakes_for_a_job_on_any_node_within_milliseconds(engin
     time.sleep(0.2)
     started = time.monotonic()
     assert engine.wait_for_work(queues, 5) is True and time.monotonic() - started < 0.1
+
+
+def test_a_closed_cluster_engine_ends_its_marker_waits_and_logs_no_topology_refresh_when_the_nodes_go(caplog):
+    """Closing ends the idle waits' threads: none reconnects, then logs failed topology refreshes once the nodes stop."""
+    from tests.redis_server import ClusterGroup, start_group
+
+    group = start_group(lambda: ClusterGroup(primaries=3, replicas=0))
+    try:
+        engine = Engine(build_settings({**settings.DJANGO_JOBS, **group.settings(), "PREFIX": "closing"}))
+        queues = ["default", "high", "low"]  # on three slots: one marker thread each
+        before = set(threading.enumerate())
+        assert engine.wait_for_work(queues, 0.2) is False
+        markers = [t for t in threading.enumerate() if t not in before and t.name.startswith("djj-marker-")]
+        assert len(markers) == len(queues)
+        with caplog.at_level(logging.DEBUG, logger="redis"):
+            engine.close()
+            for thread in markers:
+                thread.join(5)
+            assert not [t.name for t in markers if t.is_alive()]
+            group.stop()
+            time.sleep(0.5)  # what a thread still waiting would log once its connection drops
+    finally:
+        group.stop()
+    assert not [r.getMessage() for r in caplog.records if "refresh" in r.getMessage().lower() and r.levelno >= logging.WARNING]
 
 
 @pytest.mark.parametrize("topology", ["cluster"], indirect=True)
