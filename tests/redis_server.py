@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,17 +27,21 @@ def temp_dir(kind: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"djj-{kind}-{worker + '-' if worker else ''}"))
 
 
-def stop_or_kill(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+def stop_or_kill(proc: subprocess.Popen[bytes], timeout: float = 30.0, log: Path | None = None) -> None:
     """Wait for a signalled redis-server to exit; SIGKILL it if it takes longer than ``timeout``.
 
     A SIGTERM'd server writes its AOF first: on a loaded machine (parallel test workers) that has
-    taken longer than the 10 s this used to allow, failing the test in its teardown.
+    taken longer than the 10 s this used to allow, failing the test in its teardown. Fixtures
+    stop their servers with SIGKILL (their data is thrown away); a server that outlives a
+    SIGTERM has the end of its ``log`` printed, to say why.
     """
     try:
         proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=timeout)
+        tail = log.read_text()[-1500:] if log is not None and log.exists() else ""
+        print(f"redis-server {proc.pid} did not exit {timeout} s after a signal, killed; its log ends:\n{tail}", file=sys.stderr)
 
 
 class PortTaken(RuntimeError):
@@ -139,7 +144,7 @@ class RedisServer:
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)
-            stop_or_kill(self.proc)
+            stop_or_kill(self.proc, log=self.dir / "redis.log")
         self.proc = None
 
     def kill(self) -> None:
@@ -244,7 +249,7 @@ class Process:
         if self.alive():
             assert self.proc is not None
             self.proc.send_signal(sig)
-            stop_or_kill(self.proc)
+            stop_or_kill(self.proc, log=self.dir / "redis.log")
         self.proc = None
 
     def log(self) -> str:

@@ -20,7 +20,7 @@ def plain_server():
     server = RedisServer(appendonly=False)
     server.start()
     yield server
-    server.stop()
+    server.kill()
 
 
 @pytest.fixture

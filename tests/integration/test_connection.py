@@ -53,7 +53,7 @@ def password_server():
     with server.client() as client:
         client.config_set("requirepass", PASSWORD)
     yield server
-    server.stop()
+    server.kill()
     shutil.rmtree(server.dir, ignore_errors=True)
 
 

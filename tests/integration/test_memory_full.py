@@ -32,7 +32,7 @@ def full_server(jobs_settings):
             reset_engine()
     finally:
         client.close()
-        server.stop()
+        server.kill()
 
 
 def test_enqueue_into_a_full_redis_raises_a_typed_error_and_writes_nothing(full_server):

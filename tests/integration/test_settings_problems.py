@@ -128,7 +128,7 @@ def test_runworkers_against_a_redis_that_refuses_the_password_exits_with_one_lin
         url = f"redis://:wrong@127.0.0.1:{server.port}/0"
         done = manage(redis_server, prefix, "runworkers", "--burst", "--skip-checks", patch={"REDIS_URL": url}, timeout=30)
     finally:
-        server.stop()
+        server.kill()
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert done.returncode != 0
     assert len(lines) == 1 and "refused the credentials" in lines[0] and "wrong" not in lines[0].replace("wrong password", "")
