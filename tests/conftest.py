@@ -18,7 +18,40 @@ ROOT = Path(__file__).resolve().parent.parent
 TESTPROJECT = ROOT / "testproject"
 
 
-@pytest.hookimpl(tryfirst=True)
+#: The modules that take longest (a full run's ``--durations``): pytest-xdist starts them first, so
+#: none starts near the end and holds the run while the other workers idle. The browser modules
+#: alternate with the others: each worker starts with two modules, and four Chromiums at once on
+#: two cores would slow each other's pages. A path ending in "/" stands for every module below it.
+SLOW_FIRST = (
+    "tests/browser/test_admin_console.py",
+    "tests/integration/test_quickstart.py",
+    "tests/browser/test_admin_operator.py",
+    "tests/chaos/test_cron.py",
+    "tests/browser/test_admin_browser.py",
+    "tests/integration/test_scheduler.py",
+    "tests/browser/test_admin_actions_browser.py",
+    "tests/integration/test_mirror_processes.py",
+    "tests/chaos/test_failover.py",
+    "tests/browser/",
+)
+
+
+def slow_rank(nodeid: str) -> int:
+    """The place of ``nodeid``'s module in SLOW_FIRST (``len(SLOW_FIRST)`` for the others)."""
+    path = nodeid.split("::", 1)[0]
+    for rank, slow in enumerate(SLOW_FIRST):
+        if path == slow or (slow.endswith("/") and path.startswith(slow)):
+            return rank
+    return len(SLOW_FIRST)
+
+
+def pytest_configure(config):
+    """pytest-xdist hands out the groups in the order collected (tests/conftest.py orders them), not by size."""
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
+
+@pytest.hookimpl(wrapper=True)
 def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist (``tests/run.sh`` runs ``-n 4 --dist loadgroup``), one worker runs a module.
 
@@ -27,12 +60,29 @@ def pytest_collection_modifyitems(config, items):
     serial run. Each worker has its own session fixtures (redis-server, Sentinel group, Cluster:
     ports the kernel picks, their own directories), its own SQLite database in memory and, on
     PostgreSQL, its own test database (pytest-django appends the worker's name).
+
+    The groups are then ordered as pytest-xdist hands them out: the SLOW_FIRST modules first,
+    then the others by size, most tests first (pytest-xdist's own order, which
+    :func:`pytest_configure` turns off for this one). A group's tests keep their order (after
+    the other plugins': pytest-django's puts TestCase classes first). The marks go on before
+    the other plugins' hooks (pytest-xdist's reads them), the order after.
     """
     if not config.pluginmanager.hasplugin("xdist"):
-        return
+        return (yield)
+    names = {}
     for item in items:
-        if item.get_closest_marker("xdist_group") is None:
+        mark = item.get_closest_marker("xdist_group")
+        if mark is None:
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
+            mark = item.get_closest_marker("xdist_group")
+        names[item] = mark.args[0] if mark.args else mark.kwargs.get("name", "default")
+    result = yield
+    groups: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        groups.setdefault(names[item], []).append(item)
+    order = sorted(groups.values(), key=lambda group: (slow_rank(group[0].nodeid), -len(group)))
+    items[:] = [item for group in order for item in group]
+    return result
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,8 @@
 #   - the full suite on Python 3.13 + the newest Django (.venv), last, so that the run's last lines
 #     are its summary.
 # The pytest runs use pytest-xdist: DJJ_WORKERS (default 4) processes for the full suite, 2 for the
-# others (a module runs on one worker: tests/conftest.py). DJJ_WORKERS=0 runs everything in one process.
+# others (a module runs on one worker, the slowest modules first: tests/conftest.py). DJJ_WORKERS=0 runs
+# everything in one process.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -52,7 +53,8 @@ run_start=$SECONDS
 # The matrix builds its own virtualenvs: it starts now, while .venv is built (apt-get, if a system
 # package is missing, stays with .venv's bootstrap below).
 if [ "${DJJ_MATRIX:-1}" != "0" ]; then
-  stage matrix "fast tier (tests/matrix.sh)" env DJJ_APT=0 \
+  # niced: the full suite, the longest stage, comes first on the 2 cores they share.
+  stage matrix "fast tier (tests/matrix.sh)" nice -n 10 env DJJ_APT=0 \
     DJJ_MATRIX_WORKERS="${DJJ_MATRIX_WORKERS:-$([ "${DJJ_WORKERS:-4}" = 0 ] && echo 0 || echo 2)}" bash tests/matrix.sh
 fi
 
