@@ -404,6 +404,21 @@ def _close_middleware(opened: list[Any], exc: BaseException | None) -> BaseExcep
     return exc
 
 
+def _failed(job: RunningJob, prepared: Prepared, opened: list[Any], exc: BaseException) -> Outcome:
+    """The outcome of a job that raised ``exc``, after its opened middleware (which may replace ``exc``)."""
+    error = (_close_middleware(opened, exc) or exc) if opened else exc
+    return _finished(job, prepared, prepared.outcome_for_error(job, error), error)
+
+
+def _returned(job: RunningJob, prepared: Prepared, opened: list[Any], value: Any) -> Outcome:
+    """The outcome of a job that returned ``value``, after its opened middleware (which may fail the attempt)."""
+    if opened:
+        failure = _close_middleware(opened, None)
+        if failure is not None:
+            return _finished(job, prepared, prepared.outcome_for_error(job, failure), failure)
+    return _finished(job, prepared, prepared.outcome_for_value(job, value), None)
+
+
 def _finished(job: RunningJob, prepared: Prepared, outcome: Outcome, exc: BaseException | None) -> Outcome:
     if prepared.trace is not None:
         tracing.outcome(prepared.trace, outcome.kind, exc)
@@ -450,13 +465,8 @@ def run_sync(job: RunningJob, prepared: Prepared, *, close_connections: bool = T
             else:
                 value = func(*args, **kwargs)
         except JOB_ERRORS as exc:  # the job's own failure (even sys.exit()), recorded; the worker goes on
-            error: BaseException = (_close_middleware(opened, exc) or exc) if opened else exc
-            return _finished(job, prepared, prepared.outcome_for_error(job, error), error)
-        if opened:
-            failure = _close_middleware(opened, None)
-            if failure is not None:
-                return _finished(job, prepared, prepared.outcome_for_error(job, failure), failure)
-        return _finished(job, prepared, prepared.outcome_for_value(job, value), None)
+            return _failed(job, prepared, opened, exc)
+        return _returned(job, prepared, opened, value)
     finally:
         _exit(tokens)
         if close_connections:
@@ -481,10 +491,7 @@ async def run_async(job: RunningJob, prepared: Prepared) -> Outcome:
             else:
                 value = await coro
         except TimeoutError:
-            exc: BaseException = JobTimeout(f"Job {job.name!r} ran longer than its timeout of {job.timeout} s.")
-            if opened:
-                exc = _close_middleware(opened, exc) or exc
-            return _finished(job, prepared, prepared.outcome_for_error(job, exc), exc)
+            return _failed(job, prepared, opened, JobTimeout(f"Job {job.name!r} ran longer than its timeout of {job.timeout} s."))
         except asyncio.CancelledError as exc:
             if opened:
                 _close_middleware(opened, exc)
@@ -492,13 +499,8 @@ async def run_async(job: RunningJob, prepared: Prepared) -> Outcome:
                 raise
             return _finished(job, prepared, prepared.outcome_for_error(job, exc), exc)
         except JOB_ERRORS as exc:  # the job's own failure (even sys.exit()), recorded; the worker goes on
-            failure = _close_middleware(opened, exc) or exc if opened else exc
-            return _finished(job, prepared, prepared.outcome_for_error(job, failure), failure)
-        if opened:
-            late = _close_middleware(opened, None)
-            if late is not None:
-                return _finished(job, prepared, prepared.outcome_for_error(job, late), late)
-        return _finished(job, prepared, prepared.outcome_for_value(job, value), None)
+            return _failed(job, prepared, opened, exc)
+        return _returned(job, prepared, opened, value)
     finally:
         _exit(tokens)
 
