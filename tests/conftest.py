@@ -61,7 +61,8 @@ def pytest_collection_modifyitems(config, items):
     ports the kernel picks, their own directories), its own SQLite database in memory and, on
     PostgreSQL, its own test database (pytest-django appends the worker's name).
 
-    The groups are then ordered as pytest-xdist hands them out: the SLOW_FIRST modules first,
+    On a pytest-xdist worker, the groups are then ordered as the controller hands them out (it
+    takes the workers' order; they all collect the same): the SLOW_FIRST modules first,
     then the others by size, most tests first (pytest-xdist's own order, which
     :func:`pytest_configure` turns off for this one). A group's tests keep their order (after
     the other plugins': pytest-django's puts TestCase classes first). The marks go on before
@@ -77,6 +78,8 @@ def pytest_collection_modifyitems(config, items):
             mark = item.get_closest_marker("xdist_group")
         names[item] = mark.args[0] if mark.args else mark.kwargs.get("name", "default")
     result = yield
+    if not hasattr(config, "workerinput"):  # not a pytest-xdist worker: one process runs everything in order
+        return result
     groups: dict[str, list[pytest.Item]] = {}
     for item in items:
         groups.setdefault(names[item], []).append(item)
