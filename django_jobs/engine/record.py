@@ -37,13 +37,20 @@ _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan
 
 
 def encode_payload(name: str, args_json: str, kwargs_json: str, options_json: str = "", trace_json: str = "") -> str:
-    """Return the payload of a job: ``{"v":1,"n":name,"a":args,"k":kwargs[,"o":options][,"tc":trace]}``.
+    """Return the payload of a job: ``{"v":1,"n":name[,"a":args][,"k":kwargs][,"o":options][,"tc":trace]}``.
+
+    No arguments (``[]``) and no keyword arguments (``{}``) are left out: :func:`decode_payload`
+    reads a missing ``a`` / ``k`` as empty, as every release did (a smaller hash in Redis).
 
     ``args_json`` / ``kwargs_json`` / ``options_json`` are JSON texts already encoded (the
     caller checked them, naming the argument that is not JSON); ``options_json`` ``""``: none.
     ``trace_json``: the W3C trace context of the enqueue (django_jobs.tracing; ``""``: none).
     """
-    head = f'{{"v":{PAYLOAD_VERSION},"n":{_encoder.encode(name)},"a":{args_json},"k":{kwargs_json}'
+    head = f'{{"v":{PAYLOAD_VERSION},"n":{_encoder.encode(name)}'
+    if args_json != "[]":
+        head += f',"a":{args_json}'
+    if kwargs_json != "{}":
+        head += f',"k":{kwargs_json}'
     return head + (f',"o":{options_json}' if options_json else "") + (f',"tc":{trace_json}}}' if trace_json else "}")
 
 

@@ -24,7 +24,7 @@ def test_a_new_job_is_written_waiting_with_its_fields_and_one_event(engine, r, k
     assert codes == [1]
     h = r.hgetall(k.job("a"))
     assert json.loads(h["d"]) == {"n": "tests.noop", "a": ["a"]}
-    assert (h["s"], h["p"], h["a"], h["cid"], h["par"]) == ("waiting", "3", "0", "req-1", "p-9")
+    assert (h["s"], h["p"], h.get("a"), h["cid"], h["par"]) == ("waiting", "3", None, "req-1", "p-9")  # 0 attempts: no "a"
     assert before <= int(h["e"]) <= after
     assert_state(r, k, "a", "waiting")
     assert int(h["ws"]) == score(r, k.wait, "a") == wait_score(3, 1)
