@@ -24,7 +24,7 @@ from django_jobs.engine import get_engine
 from django_jobs.engine.keys import new_job_id
 from django_jobs.engine.protocol import EnqueueCode, JobState
 from django_jobs.engine.queue import NewJob
-from django_jobs.engine.record import JobView, encode_payload
+from django_jobs.engine.record import JobView, PayloadEncoder
 from django_jobs.exceptions import ConfigurationError, InvalidJob
 from django_jobs.limits import guard_for_call, has_guard, shard_key_for_call, shard_problem
 from django_jobs.signals import enqueued_signal_needed
@@ -208,10 +208,11 @@ class RedisBackend(BaseTaskBackend):
         state = JobState.SCHEDULED if run_at_ms or delay_ms else JobState.WAITING
         alias = self.alias
         dumps_call = serialization.dumps_call
+        encode = PayloadEncoder(name, opts, trace_json)
         out: list[tuple[NewJob, JobResult]] = []
         for args, kwargs in calls:
             args_json, kwargs_json = dumps_call(name, args, kwargs)
-            data = encode_payload(name, args_json, kwargs_json, opts, trace_json)
+            data = encode(args_json, kwargs_json)
             if len(data) * 4 > limit and len(size := data.encode()) > limit:
                 raise InvalidJob(
                     f"The payload of job {name!r} is {len(size)} bytes, over MAX_PAYLOAD_BYTES "
@@ -269,9 +270,12 @@ class RedisBackend(BaseTaskBackend):
             ]
         # With no receiver that would do anything, no per-job dispatch (asked once per call).
         send = enqueued_signal_needed(type(self))
+        stamp: tuple[int, Any] = (-1, None)  # the jobs of one script call share their enqueue time: one datetime
         for (_, result), code in replies:
             # The enqueue time Redis stored in the job (not this process' clock): get_result() reads the same.
-            object.__setattr__(result, "enqueued_at", ms_to_datetime(code.enqueued_ms))
+            if code.enqueued_ms != stamp[0]:
+                stamp = (code.enqueued_ms, ms_to_datetime(code.enqueued_ms))
+            object.__setattr__(result, "enqueued_at", stamp[1])
             if send:
                 task_enqueued.send(type(self), task_result=result)
 

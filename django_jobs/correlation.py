@@ -45,7 +45,7 @@ def process_correlation_id() -> str:
     so one run of ``manage.py send_reminders`` is one id across all the jobs it enqueued.
     """
     global _process_id
-    pid = os.getpid()
+    pid = runtime.pid()
     if _process_id is None or _process_id[0] != pid:
         _process_id = (pid, new_correlation_id())
     return _process_id[1]

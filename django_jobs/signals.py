@@ -64,6 +64,10 @@ _QUIET_RECEIVERS = frozenset({
 _QUIET_LOGGERS = (logger, logging.getLogger("django.tasks"), logging.getLogger("django_tasks"))
 
 
+# Per (sender, task_enqueued's receivers as connected): whether one of them would act.
+_needed: dict[tuple[Any, ...], bool] = {}
+
+
 def enqueued_signal_needed(sender: Any) -> bool:
     """Return whether sending ``task_enqueued`` from ``sender`` would do anything (asked once per enqueue call).
 
@@ -74,11 +78,22 @@ def enqueued_signal_needed(sender: Any) -> bool:
     """
     if job_enqueued.receivers or any(log.isEnabledFor(logging.DEBUG) for log in _QUIET_LOGGERS):
         return True
-    try:
-        sync, async_ = task_enqueued._live_receivers(sender)
-    except (AttributeError, TypeError, ValueError):
-        return True
-    return any((getattr(r, "__module__", None), getattr(r, "__name__", None)) not in _QUIET_RECEIVERS for r in (*sync, *async_))
+    # Connecting or disconnecting a receiver changes this key (a receiver that died only makes a send).
+    key = (sender, *(entry[0] for entry in task_enqueued.receivers))
+    found = _needed.get(key)
+    if found is None:
+        try:
+            sync, async_ = task_enqueued._live_receivers(sender)
+        except (AttributeError, TypeError, ValueError):
+            found = True
+        else:
+            found = any(
+                (getattr(r, "__module__", None), getattr(r, "__name__", None)) not in _QUIET_RECEIVERS for r in (*sync, *async_)
+            )
+        if len(_needed) > 64:
+            _needed.clear()
+        _needed[key] = found
+    return found
 
 
 def connect() -> None:

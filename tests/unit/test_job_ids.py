@@ -45,3 +45,24 @@ def test_ids_are_unique_across_processes():
 def test_a_sharded_id_still_names_its_shard():
     job_id = shard_job_id(new_job_id(), 3)
     assert job_id[20:] == ".3" and job_shard(job_id, 4) == 3
+
+
+def _after_fork(_: int) -> tuple[list[str], int, int]:
+    import os
+
+    from django_jobs import runtime
+
+    return _ids(200), runtime.pid(), os.getpid()
+
+
+def test_a_forked_child_draws_other_ids_and_knows_its_own_pid():
+    """Random bytes are drawn 128 ids at a time: a child forked mid-buffer must not reuse the parent's."""
+    from django_jobs import runtime
+
+    new_job_id()  # the parent's buffer now holds 127 more ids' worth
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        children = pool.map(_after_fork, [0, 1])
+    parent = _ids(200)
+    every = parent + [i for ids, _, _ in children for i in ids]
+    assert len(set(every)) == len(every) == 600
+    assert all(cached == real for _, cached, real in children) and runtime.pid() not in {real for _, _, real in children}
