@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from django.db import transaction
 
@@ -236,7 +236,7 @@ class RedisBackend(BaseTaskBackend):
                 started_at=None,
                 finished_at=None,
                 last_attempted_at=None,
-                args=args,  # TaskResult normalizes them as JSON would (a list)
+                args=cast(list[Any], args),  # JobResult.__post_init__ makes them the list JSON would
                 kwargs=kwargs,
                 backend=alias,
                 errors=[],

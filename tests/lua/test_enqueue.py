@@ -162,10 +162,10 @@ def test_packed_jobs_are_written_as_each_job_alone_would_be(engine, r, k):
 
     now = server_ms(r)
     specs = [
-        dict(priority=-7, correlation_id="c-1", parent_id=""),
-        dict(priority=5, correlation_id="", parent_id="p-1"),
-        dict(priority=0, correlation_id="c-é", parent_id="p-\\\"2\"", delay_ms=60_000),
-        dict(priority=100, run_at_ms=now + 3_600_000),
+        {"priority": -7, "correlation_id": "c-1", "parent_id": ""},
+        {"priority": 5, "correlation_id": "", "parent_id": "p-1"},
+        {"priority": 0, "correlation_id": "c-é", "parent_id": "p-\\\"2\"", "delay_ms": 60_000},
+        {"priority": 100, "run_at_ms": now + 3_600_000},
     ]
     data = ['{"n":"tests.noop","a":["\\u0000",1.5,"é\\n"]}', '{"n":"x"}', json.dumps({"n": "ü", "k": {"q": '"'}}), "{}"]
     alone = [NewJob(id=f"alone{i}", data=d, **spec) for i, (d, spec) in enumerate(zip(data, specs))]

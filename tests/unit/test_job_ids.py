@@ -5,7 +5,14 @@ from __future__ import annotations
 import multiprocessing
 import time
 
-from django_jobs.engine.keys import ID_ALPHABET, JOB_ID_LENGTH, id_time_part, job_shard, new_job_id, shard_job_id
+from django_jobs.engine.keys import (
+    ID_ALPHABET,
+    JOB_ID_LENGTH,
+    id_time_part,
+    job_shard,
+    new_job_id,
+    shard_job_id,
+)
 
 
 def _ids(n: int) -> list[str]:
