@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, cast
 
 from django.db import transaction
 
@@ -24,9 +24,10 @@ from django_jobs.engine import get_engine
 from django_jobs.engine.keys import new_job_id
 from django_jobs.engine.protocol import EnqueueCode, JobState
 from django_jobs.engine.queue import NewJob
-from django_jobs.engine.record import JobView, encode_payload
+from django_jobs.engine.record import JobView, PayloadEncoder
 from django_jobs.exceptions import ConfigurationError, InvalidJob
 from django_jobs.limits import guard_for_call, has_guard, shard_key_for_call, shard_problem
+from django_jobs.signals import enqueued_signal_needed
 from django_jobs.tasks import (
     STATE_TO_STATUS,
     JobResult,
@@ -175,56 +176,78 @@ class RedisBackend(BaseTaskBackend):
     def _prepare(
         self, task: JobTask, args: Sequence[Any], kwargs: dict[str, Any], job_id: str | None = None, *, traced: bool = True
     ) -> tuple[NewJob, JobResult]:
+        return self._prepare_many(task, ((args, kwargs),), job_id, traced=traced)[0]
+
+    def _prepare_many(
+        self, task: JobTask, calls: Iterable[tuple[Sequence[Any], dict[str, Any]]], job_id: str | None = None,
+        *, traced: bool = True,
+    ) -> list[tuple[NewJob, JobResult]]:
+        """Return the jobs of ``calls`` of ``task``, ready to push, with their results.
+
+        What every job of one call shares (the settings, the options, the due time, the
+        correlation and parent ids, the trace context) is computed once, not per job.
+        """
         settings = get_settings()
         name = task.module_path
-        args_json, kwargs_json = serialization.dumps_call(name, args, kwargs)
         opts = self._options(task) if isinstance(task, JobTask) else ""
         if task.run_after is not None:
             # Kept exactly so get_result() returns the task as enqueued (the hash keeps only due ms).
             ra = f'"ra":{datetime_to_us(task.run_after)}'
             opts = f"{opts[:-1]},{ra}}}" if opts else f"{{{ra}}}"
         carried = tracing.carrier() if traced else None  # the W3C trace context, when OpenTelemetry traces (docs/observability.md)
-        data = encode_payload(name, args_json, kwargs_json, opts, serialization.dumps(carried) if carried else "")
+        trace_json = serialization.dumps(carried) if carried else ""
         limit = settings.max_payload_bytes
-        if len(data) * 4 > limit and len(size := data.encode()) > limit:
-            raise InvalidJob(
-                f"The payload of job {name!r} is {len(size)} bytes, over MAX_PAYLOAD_BYTES "
-                f"({settings.max_payload_bytes}). Store large data elsewhere and pass its id."
-            )
-        shards = settings.queues.get(task.queue_name, {}).get("SHARDS", 1)
-        if shards > 1:  # a sharded queue: the id names the shard (docs/scaling.md#sharded-queues)
-            key = shard_key_for_call(task, args, kwargs)
-            if job_id is None or key is not None:  # a caller's id without a key is placed by its own hash
-                job_id = get_engine().place(task.queue_name, job_id or new_job_id(), key)
-        job_id = job_id or new_job_id()
+        queue = task.queue_name
+        shards = settings.queues.get(queue, {}).get("SHARDS", 1)
         run_at_ms = int(task.run_after.timestamp() * 1000) if task.run_after is not None else 0
         delay = getattr(task, "delay", None)
         delay_ms = int(delay * 1000) if delay else 0
         cid = get_correlation_id() or process_correlation_id()
         parent = current_job_id()
-        new = NewJob(
-            id=job_id, data=data, priority=int(task.priority), run_at_ms=run_at_ms, delay_ms=delay_ms,
-            correlation_id=cid, parent_id=parent,
-        )
-        result = JobResult(
-            task=task,
-            id=job_id,
-            status=TaskResultStatus.READY,
-            enqueued_at=None,
-            started_at=None,
-            finished_at=None,
-            last_attempted_at=None,
-            args=list(args),  # TaskResult normalizes them as JSON would
-            kwargs=dict(kwargs),
-            backend=self.alias,
-            errors=[],
-            worker_ids=[],
-            queue=task.queue_name,
-            state=JobState.SCHEDULED if run_at_ms or delay_ms else JobState.WAITING,
-            correlation_id=cid,
-            parent_id=parent,
-        )
-        return new, result
+        priority = int(task.priority)
+        state = JobState.SCHEDULED if run_at_ms or delay_ms else JobState.WAITING
+        alias = self.alias
+        dumps_call = serialization.dumps_call
+        encode = PayloadEncoder(name, opts, trace_json)
+        out: list[tuple[NewJob, JobResult]] = []
+        for args, kwargs in calls:
+            args_json, kwargs_json = dumps_call(name, args, kwargs)
+            data = encode(args_json, kwargs_json)
+            if len(data) * 4 > limit and len(size := data.encode()) > limit:
+                raise InvalidJob(
+                    f"The payload of job {name!r} is {len(size)} bytes, over MAX_PAYLOAD_BYTES "
+                    f"({settings.max_payload_bytes}). Store large data elsewhere and pass its id."
+                )
+            this_id = job_id
+            if shards > 1:  # a sharded queue: the id names the shard (docs/scaling.md#sharded-queues)
+                key = shard_key_for_call(task, args, kwargs)
+                if this_id is None or key is not None:  # a caller's id without a key is placed by its own hash
+                    this_id = get_engine().place(queue, this_id or new_job_id(), key)
+            this_id = this_id or new_job_id()
+            new = NewJob(
+                id=this_id, data=data, priority=priority, run_at_ms=run_at_ms, delay_ms=delay_ms,
+                correlation_id=cid, parent_id=parent,
+            )
+            result = JobResult(
+                task=task,
+                id=this_id,
+                status=TaskResultStatus.READY,
+                enqueued_at=None,
+                started_at=None,
+                finished_at=None,
+                last_attempted_at=None,
+                args=cast(list[Any], args),  # JobResult.__post_init__ makes them the list JSON would
+                kwargs=kwargs,
+                backend=alias,
+                errors=[],
+                worker_ids=[],
+                queue=queue,
+                state=state,
+                correlation_id=cid,
+                parent_id=parent,
+            )
+            out.append((new, result))
+        return out
 
     def _push(self, prepared: list[tuple[NewJob, JobResult]]) -> None:
         if not prepared:
@@ -245,10 +268,16 @@ class RedisBackend(BaseTaskBackend):
                 for queue, pairs in by_queue.items()
                 for reply in zip(pairs, engine.enqueue_many(queue, [new for new, _ in pairs], chunk=BULK_CHUNK))
             ]
+        # With no receiver that would do anything, no per-job dispatch (asked once per call).
+        send = enqueued_signal_needed(type(self))
+        stamp: tuple[int, Any] = (-1, None)  # the jobs of one script call share their enqueue time: one datetime
         for (_, result), code in replies:
             # The enqueue time Redis stored in the job (not this process' clock): get_result() reads the same.
-            object.__setattr__(result, "enqueued_at", ms_to_datetime(code.enqueued_ms))
-            task_enqueued.send(type(self), task_result=result)
+            if code.enqueued_ms != stamp[0]:
+                stamp = (code.enqueued_ms, ms_to_datetime(code.enqueued_ms))
+            object.__setattr__(result, "enqueued_at", stamp[1])
+            if send:
+                task_enqueued.send(type(self), task_result=result)
 
     def _push_guarded(self, engine: Any, prepared: list[tuple[NewJob, JobResult]]) -> None:
         """Enqueue jobs with a unique or limit key; a deduplicated result takes the guarded job's id (and enqueue time)."""
@@ -256,12 +285,13 @@ class RedisBackend(BaseTaskBackend):
             chunk = prepared[start : start + BULK_CHUNK]
             specs = [(new, guard_for_call(result.task, result.args, result.kwargs)) for new, result in chunk]
             codes = engine.enqueue_guarded(chunk[0][1].queue, specs)
+            send = enqueued_signal_needed(type(self))
             for (_, result), (code, job_id) in zip(chunk, codes):
                 object.__setattr__(result, "enqueued_at", ms_to_datetime(code.enqueued_ms))
                 if code in (EnqueueCode.DEDUPLICATED, EnqueueCode.REPLACED):
                     object.__setattr__(result, "id", job_id)
                     object.__setattr__(result, "deduplicated", True)
-                else:
+                elif send:
                     task_enqueued.send(type(self), task_result=result)
 
     def _revalidate(self, task: Any) -> None:
@@ -306,7 +336,7 @@ class RedisBackend(BaseTaskBackend):
             bind_arguments(task, args, kwargs, where=f"item {number} of enqueue_many()")
         with tracing.producer_span(task.module_path, task.queue_name, len(calls)):
             traced = tracing.tracer() is not None  # asked once per call, not per job
-            prepared = [self._prepare(task, args, kwargs, traced=traced) for args, kwargs in calls]
+            prepared = self._prepare_many(task, calls, traced=traced)
             self._push(prepared)
         return [result for _, result in prepared]
 

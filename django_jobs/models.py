@@ -30,7 +30,7 @@ FINISHED_STATES = (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
 class JobRecord(models.Model):
     """One job as last seen in Redis.
 
-    ``job_id`` is the engine's id (32 hex digits, time-ordered). ``parent_id`` names the
+    ``job_id`` is the engine's id (20 base62 characters, time-ordered; older releases made 32 hex digits). ``parent_id`` names the
     parent job of a flow by id, not by foreign key: a child's row may be written before
     its parent's.
     """

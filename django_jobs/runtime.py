@@ -11,11 +11,31 @@ This module imports nothing of django_jobs: every layer may read it.
 
 from __future__ import annotations
 
+import os
 import threading
 from contextvars import ContextVar
 from typing import Any, Protocol
 
-__all__ = ["RunningJobLike", "current_job", "current_job_id", "get", "is_cancel_requested", "register", "running_ids", "unregister"]
+__all__ = [
+    "RunningJobLike", "current_job", "current_job_id", "get", "is_cancel_requested", "pid", "register", "running_ids", "unregister",
+]
+
+# This process' id, kept up to date by an at-fork hook: os.getpid() is a system call (over a
+# microsecond on some hosts) and every enqueue asked it three times (engine, connection, correlation id).
+_pid = os.getpid()
+
+
+def _after_fork_in_child() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def pid() -> int:
+    """Return this process' id (``os.getpid()`` without its system call; right after a fork too)."""
+    return _pid
 
 
 class RunningJobLike(Protocol):

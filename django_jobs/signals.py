@@ -55,6 +55,47 @@ def _on_task_enqueued(sender: Any, task_result: Any, **kwargs: Any) -> None:
         job_enqueued.send(task_result.task, task_result=task_result)
 
 
+#: The receivers of ``task_enqueued`` that do nothing unless DEBUG logging is on: Django's log
+#: line (``django.tasks``; the backport's ``django_tasks``) and :func:`_on_task_enqueued`.
+_QUIET_RECEIVERS = frozenset({
+    ("django.tasks.signals", "log_task_enqueued"), ("django_tasks.signals", "log_task_enqueued"),
+    (__name__, "_on_task_enqueued"),
+})
+_QUIET_LOGGERS = (logger, logging.getLogger("django.tasks"), logging.getLogger("django_tasks"))
+
+
+# Per (sender, task_enqueued's receivers as connected): whether one of them would act.
+_needed: dict[tuple[Any, ...], bool] = {}
+
+
+def enqueued_signal_needed(sender: Any) -> bool:
+    """Return whether sending ``task_enqueued`` from ``sender`` would do anything (asked once per enqueue call).
+
+    False only when every receiver connected is one of :data:`_QUIET_RECEIVERS`, none of
+    their loggers logs DEBUG and ``job_enqueued`` has no receiver: then the backend skips the
+    send (and its per-job dispatch) for the jobs of that call. Any other receiver, or a Django
+    whose signal does not list its receivers as 5.0+ does, sends as always.
+    """
+    if job_enqueued.receivers or any(log.isEnabledFor(logging.DEBUG) for log in _QUIET_LOGGERS):
+        return True
+    # Connecting or disconnecting a receiver changes this key (a receiver that died only makes a send).
+    key = (sender, *(entry[0] for entry in task_enqueued.receivers))
+    found = _needed.get(key)
+    if found is None:
+        try:
+            sync, async_ = task_enqueued._live_receivers(sender)
+        except (AttributeError, TypeError, ValueError):
+            found = True
+        else:
+            found = any(
+                (getattr(r, "__module__", None), getattr(r, "__name__", None)) not in _QUIET_RECEIVERS for r in (*sync, *async_)
+            )
+        if len(_needed) > 64:
+            _needed.clear()
+        _needed[key] = found
+    return found
+
+
 def connect() -> None:
     """Connect the forwarder of ``task_enqueued`` (idempotent; done when this module is imported)."""
     task_enqueued.connect(_on_task_enqueued, dispatch_uid="django_jobs.signals.enqueued")

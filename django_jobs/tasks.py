@@ -318,8 +318,8 @@ class JobResult(_TaskResult):  # type: ignore[misc]
             _NORMALIZES
             and type(args) in _SEQUENCES
             and type(kwargs) is dict
-            and all(type(v) in _PLAIN for v in args)
-            and all(type(k) is str and type(v) in _PLAIN for k, v in kwargs.items())
+            and (not args or all(type(v) in _PLAIN for v in args))
+            and (not kwargs or all(type(k) is str and type(v) in _PLAIN for k, v in kwargs.items()))
         ):
             object.__setattr__(self, "args", list(args))
             object.__setattr__(self, "kwargs", dict(kwargs))

@@ -6,12 +6,13 @@ rebuilt after a fork and when settings change.
 
 from __future__ import annotations
 
-import os
 import threading
 from typing import TYPE_CHECKING, Any
 
 from django.core.signals import setting_changed
 from django.dispatch import receiver
+
+from django_jobs import runtime
 
 if TYPE_CHECKING:
     from django_jobs.engine.queue import Engine
@@ -25,15 +26,15 @@ def get_engine() -> Engine:
     """Return the engine of this process, creating it on first use."""
     global _engine, _pid
     engine = _engine
-    if engine is not None and _pid == os.getpid():
+    if engine is not None and _pid == runtime.pid():
         return engine
     with _lock:
-        if _engine is None or _pid != os.getpid():
+        if _engine is None or _pid != runtime.pid():
             from django_jobs.conf import get_settings
             from django_jobs.engine.queue import Engine
 
             _engine = Engine(get_settings())
-            _pid = os.getpid()
+            _pid = runtime.pid()
         return _engine
 
 
@@ -41,7 +42,7 @@ def reset_engine() -> None:
     """Drop the cached engine (settings changed, or tests switched servers)."""
     global _engine
     with _lock:
-        if _engine is not None and _pid == os.getpid():
+        if _engine is not None and _pid == runtime.pid():
             _engine.close()
         _engine = None
 

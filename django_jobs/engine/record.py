@@ -37,14 +37,33 @@ _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan
 
 
 def encode_payload(name: str, args_json: str, kwargs_json: str, options_json: str = "", trace_json: str = "") -> str:
-    """Return the payload of a job: ``{"v":1,"n":name,"a":args,"k":kwargs[,"o":options][,"tc":trace]}``.
+    """Return the payload of a job: ``{"v":1,"n":name[,"a":args][,"k":kwargs][,"o":options][,"tc":trace]}``.
 
     ``args_json`` / ``kwargs_json`` / ``options_json`` are JSON texts already encoded (the
     caller checked them, naming the argument that is not JSON); ``options_json`` ``""``: none.
     ``trace_json``: the W3C trace context of the enqueue (django_jobs.tracing; ``""``: none).
+    No arguments (``[]``) and no keyword arguments (``{}``) are left out: :func:`decode_payload`
+    reads a missing ``a`` / ``k`` as empty, as every release did (a smaller hash in Redis).
     """
-    head = f'{{"v":{PAYLOAD_VERSION},"n":{_encoder.encode(name)},"a":{args_json},"k":{kwargs_json}'
-    return head + (f',"o":{options_json}' if options_json else "") + (f',"tc":{trace_json}}}' if trace_json else "}")
+    return PayloadEncoder(name, options_json, trace_json)(args_json, kwargs_json)
+
+
+class PayloadEncoder:
+    """:func:`encode_payload` for many jobs of one name, options and trace: what they share is encoded once."""
+
+    __slots__ = ("head", "tail")
+
+    def __init__(self, name: str, options_json: str = "", trace_json: str = "") -> None:
+        self.head = f'{{"v":{PAYLOAD_VERSION},"n":{_encoder.encode(name)}'
+        self.tail = (f',"o":{options_json}' if options_json else "") + (f',"tc":{trace_json}}}' if trace_json else "}")
+
+    def __call__(self, args_json: str, kwargs_json: str) -> str:
+        """Return the payload of one job with these arguments (JSON texts)."""
+        if kwargs_json == "{}":
+            return self.head + self.tail if args_json == "[]" else f'{self.head},"a":{args_json}{self.tail}'
+        if args_json == "[]":
+            return f'{self.head},"k":{kwargs_json}{self.tail}'
+        return f'{self.head},"a":{args_json},"k":{kwargs_json}{self.tail}'
 
 
 @dataclass(frozen=True, slots=True)

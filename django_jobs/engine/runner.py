@@ -9,7 +9,6 @@ and plain commands (:meth:`ScriptRunner._call`), mapping Redis errors to the exc
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import weakref
@@ -18,6 +17,7 @@ from typing import Any, cast
 
 import redis
 
+from django_jobs import runtime
 from django_jobs.conf import JobsSettings
 from django_jobs.engine.cluster import ClusterWaiter, run_script, run_script_and_wait
 from django_jobs.engine.connection import build_client
@@ -104,10 +104,10 @@ class _OwnConnection:
 
     def __init__(self, conn: Any) -> None:
         self.conn = conn
-        self.pid = os.getpid()
+        self.pid = runtime.pid()
 
     def close(self) -> None:
-        if self.pid == os.getpid():
+        if self.pid == runtime.pid():
             self.conn.disconnect()
 
     def __del__(self) -> None:
@@ -218,7 +218,7 @@ class ScriptRunner:
     def _own_connection(self) -> Any:
         """Return this thread's own connection (made on first use, and again after a fork)."""
         own = getattr(self._lane, "own", None)
-        if own is None or own.pid != os.getpid():
+        if own is None or own.pid != runtime.pid():
             own = self._lane.own = _OwnConnection(self.client.connection_pool.make_connection())
             self._owned.add(own)
         return own.conn

@@ -171,7 +171,8 @@ def field_violations(client: redis.Redis, prefix: str, queues: Iterable[str]) ->
             rows = pipe.execute()
         for key, (state, tok, worker, attempts, finished) in zip(job_keys, rows):
             job_id = key[len(keys.job_prefix):]
-            if attempts is None or int(attempts) < 0:
+            # A job never claimed may have no 'a' (0, its default: includes/job_store.lua).
+            if int(attempts or 0) < 0:
                 problems.append(f"{queue}: job {job_id} has attempt count {attempts!r}")
             if state == "active" and (not tok or not worker or int(attempts or 0) < 1):
                 problems.append(f"{queue}: active job {job_id} has no lease (tok={tok!r}, w={worker!r}, a={attempts!r})")

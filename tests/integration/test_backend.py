@@ -14,6 +14,7 @@ from django_jobs.compat import (
     task_finished,
     task_started,
 )
+from django_jobs.signals import enqueued_signal_needed
 from django_jobs.tasks import STATE_TO_STATUS, JobResult
 from tests.testapp import jobs
 
@@ -162,3 +163,32 @@ def test_a_results_arguments_are_normalised_as_django_normalises_them(args, kwar
     )
     assert result.args == normalize_json(args) and type(result.args) is list
     assert result.kwargs == normalize_json(kwargs) and result.kwargs is not kwargs
+
+
+def test_task_enqueued_is_skipped_only_when_no_receiver_would_act(engine, caplog):
+    """The backend asks once per enqueue call whether a send would do anything (docs/performance.md)."""
+    import logging
+
+    from django_jobs.backends import RedisBackend as JobsBackend
+    from django_jobs.signals import job_enqueued
+
+    with caplog.at_level(logging.INFO, logger="django_jobs.enqueue"), caplog.at_level(logging.INFO, logger="django.tasks"):
+        assert enqueued_signal_needed(JobsBackend) is False  # Django's DEBUG log line and our forwarder only
+        seen: list[str] = []
+
+        def receiver(sender, task_result, **kwargs):
+            seen.append(task_result.id)
+
+        for signal in (task_enqueued, job_enqueued):
+            signal.connect(receiver)
+            try:
+                assert enqueued_signal_needed(JobsBackend) is True
+                results = jobs.add.enqueue_many([(1, 2), (3, 4)])
+                assert seen[-2:] == [r.id for r in results]
+            finally:
+                signal.disconnect(receiver)
+            assert enqueued_signal_needed(JobsBackend) is False
+    with caplog.at_level(logging.DEBUG, logger="django_jobs.enqueue"):
+        assert enqueued_signal_needed(JobsBackend) is True
+        result = jobs.add.enqueue(5, 6)
+    assert any(getattr(record, "job_id", None) == result.id for record in caplog.records)

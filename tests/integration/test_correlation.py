@@ -97,13 +97,13 @@ def test_a_request_id_reaches_the_json_logs_of_a_job_and_its_child_in_real_worke
 def test_a_bad_request_id_header_is_replaced_by_a_fresh_one_and_never_logged_raw(site, logs, bad):
     response = site.get("/checkout/1/", HTTP_X_REQUEST_ID=bad)
     new = response["X-Request-ID"]
-    assert new != bad and len(new) == 32 and response.json()["correlation_id"] == new
+    assert new != bad and len(new) == 20 and response.json()["correlation_id"] == new
     assert all(bad not in json.dumps(line) for line in logs) or bad == ""
 
 
 def test_a_request_without_the_header_gets_a_fresh_id_each_time(site):
     first, second = site.get("/checkout/1/")["X-Request-ID"], site.get("/checkout/2/")["X-Request-ID"]
-    assert len(first) == len(second) == 32 and first != second
+    assert len(first) == len(second) == 20 and first != second
     assert get_correlation_id() == ""  # reset after the request
 
 
@@ -163,7 +163,7 @@ def test_jobs_enqueued_outside_any_request_carry_the_processes_own_correlation_i
     child = receipt.get_result(parent.return_value)
     # One command run (one process) is one id, shared by everything it enqueued and their children.
     assert parent.correlation_id == other.correlation_id == child.correlation_id == process_correlation_id()
-    assert len(parent.correlation_id) == 32 and child.parent_id == parent.id
+    assert len(parent.correlation_id) == 20 and child.parent_id == parent.id
 
 
 def test_each_management_command_run_starts_a_fresh_correlation_id(redis_server, prefix):
@@ -178,7 +178,7 @@ def test_each_management_command_run_starts_a_fresh_correlation_id(redis_server,
                        capture_output=True, text=True, check=True).stdout.split("cid=")[1].strip()
         for _ in range(2)
     ]
-    assert all(len(i) == 32 for i in ids) and ids[0] != ids[1]
+    assert all(len(i) == 20 for i in ids) and ids[0] != ids[1]
 
 
 # -- job middleware and signals ----------------------------------------------------------------

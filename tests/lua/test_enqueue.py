@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from django_jobs.engine.queue import NewJob
 from tests.lua.conftest import (
     QUEUE,
     assert_state,
@@ -24,7 +25,7 @@ def test_a_new_job_is_written_waiting_with_its_fields_and_one_event(engine, r, k
     assert codes == [1]
     h = r.hgetall(k.job("a"))
     assert json.loads(h["d"]) == {"n": "tests.noop", "a": ["a"]}
-    assert (h["s"], h["p"], h["a"], h["cid"], h["par"]) == ("waiting", "3", "0", "req-1", "p-9")
+    assert (h["s"], h["p"], h.get("a"), h["cid"], h["par"]) == ("waiting", "3", None, "req-1", "p-9")  # 0 attempts: no "a"
     assert before <= int(h["e"]) <= after
     assert_state(r, k, "a", "waiting")
     assert int(h["ws"]) == score(r, k.wait, "a") == wait_score(3, 1)
@@ -152,3 +153,42 @@ def test_each_reply_carries_the_e_stored_and_a_replay_returns_the_first_calls(en
     many = engine.enqueue_many(QUEUE, [new_job(f"m{i}") for i in range(7)] + [new_job("e2")], chunk=3)
     assert many == [1] * 7 + [0]
     assert [c.enqueued_ms for c in many] == [int(r.hget(k.job(f"m{i}"), "e")) for i in range(7)] + [first[1].enqueued_ms]
+
+
+def test_packed_jobs_are_written_as_each_job_alone_would_be(engine, r, k):
+    """enqueue.lua takes its jobs as one JSON string of columns (a shared value or one per job):
+    a batch with columns of both kinds writes the same hash fields as each job enqueued alone."""
+    from django_jobs.engine.transitions import _pack_jobs
+
+    now = server_ms(r)
+    specs = [
+        {"priority": -7, "correlation_id": "c-1", "parent_id": ""},
+        {"priority": 5, "correlation_id": "", "parent_id": "p-1"},
+        {"priority": 0, "correlation_id": "c-é", "parent_id": "p-\\\"2\"", "delay_ms": 60_000},
+        {"priority": 100, "run_at_ms": now + 3_600_000},
+    ]
+    data = ['{"n":"tests.noop","a":["\\u0000",1.5,"é\\n"]}', '{"n":"x"}', json.dumps({"n": "ü", "k": {"q": '"'}}), "{}"]
+    alone = [NewJob(id=f"alone{i}", data=d, **spec) for i, (d, spec) in enumerate(zip(data, specs))]
+    batch = [NewJob(id=f"batch{i}", data=d, **spec) for i, (d, spec) in enumerate(zip(data, specs))]
+    shared = [NewJob(id=f"shared{i}", data=d, priority=3, correlation_id="c", parent_id="p") for i, d in enumerate(data)]
+    packed = json.loads(_pack_jobs(batch))
+    assert packed["p"] == [-7, 5, 0, 100] and packed["i"] == [j.id for j in batch] and packed["d"] == data
+    assert (json.loads(_pack_jobs(shared))["p"], json.loads(_pack_jobs(shared))["c"]) == (3, "c")
+    for job in alone:
+        engine.enqueue(QUEUE, [job])
+    assert engine.enqueue(QUEUE, batch) == [1, 1, 2, 2]
+    assert engine.enqueue_many(QUEUE, shared, chunk=3) == [1, 1, 1, 1]
+
+    def fields(job_id: str) -> dict[str, str]:
+        h = r.hgetall(k.job(job_id))
+        return {f: v for f, v in h.items() if f not in ("e", "ws", "run")}
+
+    for i, spec in enumerate(specs):
+        assert fields(f"batch{i}") == fields(f"alone{i}"), spec
+        assert r.hget(k.job(f"batch{i}"), "d") == data[i]
+        assert r.hexists(k.job(f"batch{i}"), "run") == (i >= 2)
+    assert r.hget(k.job("batch3"), "run") == str(now + 3_600_000)
+    assert abs(int(r.hget(k.job("batch2"), "run")) - (int(r.hget(k.job("batch2"), "e")) + 60_000)) == 0
+    for i in range(4):
+        h = r.hgetall(k.job(f"shared{i}"))
+        assert (h["p"], h["cid"], h["par"], h["d"]) == ("3", "c", "p", data[i])

@@ -285,7 +285,7 @@ class EngineModel(RuleBasedStateMachine):
         for job, (s, a, rec, tok, err, ws) in zip(jobs, hashes):
             assert s == job.state, job
             assert [name for name in QueueKeys.STATE_SETS if job.id in sets[name]] == [SET_OF_STATE[job.state]], job
-            assert (int(a), int(rec or 0), tok) == (job.attempts, job.rec, job.tok), job
+            assert (int(a or 0), int(rec or 0), tok) == (job.attempts, job.rec, job.tok), job
             assert (len(json.loads(err)) if err else 0) == job.errors, job
             if job.ws is not None:
                 assert int(ws) == job.ws, job

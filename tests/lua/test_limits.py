@@ -47,7 +47,7 @@ def test_a_rate_limit_lets_at_most_n_jobs_start_per_window_and_says_how_long_to_
         assert 0 < held.next_due_ms <= 1000 - (server_ms(r) - before) + 5
         assert r.zcard(k.wait) == 7 and r.zcard(k.rate) == 3
         # Held jobs were not touched: no attempt counted.
-        assert r.hget(k.job("j5"), "a") == "0"
+        assert (r.hget(k.job("j5"), "a") or "0") == "0"
         r.delete(k.rate)  # the window passed (without sleeping)
         second = engine.fetch(QUEUE, 10, lease_ms=60_000, worker_id="w1").jobs
         assert len(second) == 3
@@ -149,7 +149,7 @@ def test_a_rate_limited_outcome_reschedules_without_counting_the_attempt(engine,
     assert engine.settle(QUEUE, [outcome]) == [1]
     assert engine.settle(QUEUE, [outcome]) == [1]  # a replay
     assert_state(r, k, c.id, "scheduled")
-    assert r.hget(k.job(c.id), "a") == "0" and r.hget(k.job(c.id), "err") is None
+    assert (r.hget(k.job(c.id), "a") or "0") == "0" and r.hget(k.job(c.id), "err") is None
     assert events.new() == [("rate_limited", c.id)]
     # Only this job waits: the other one still starts.
     assert [j.id for j in claim(engine, 1)] == ["j1"]
@@ -249,7 +249,7 @@ def test_jobs_over_their_keys_concurrency_are_parked_and_a_freed_slot_brings_the
     assert [c.id for c in got] == ["a1", "b1"]  # the other key is not held up
     assert_state(r, k, "a2", "scheduled")
     assert_state(r, k, "a3", "scheduled")
-    assert r.hget(k.job("a2"), "a") == "0"  # parking is not an attempt
+    assert (r.hget(k.job("a2"), "a") or "0") == "0"  # parking is not an attempt
     assert ("limited", "a2") in events.new()
     base = k.limit_prefix + "cust:a:"
     assert r.zrange(base + "a", 0, -1) == ["a1"] and r.zrange(base + "p", 0, -1) == ["a2", "a3"]

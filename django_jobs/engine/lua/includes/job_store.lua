@@ -36,7 +36,9 @@ end
 -- name), lc, lr, lp; a unique key: lock (its lock STRING), ug (until), window_ms (0: the lock is
 -- released when the job ends, 'uk'; else it lives that long); a flow: pb (parent's base), fp,
 -- fk, kids (JSON: a parent, which waits in waiting_children with pend = its number of children).
--- HSETNX on 'd' is the existence check: a replayed or duplicate id writes nothing.
+-- EXISTS is the existence check: a replayed or duplicate id writes nothing. The hash is written by
+-- one HSET; a field at its default is left out ('a' 0 attempts, an empty 'cid' or 'par': every
+-- reader takes a missing one as that default, record.py and the Lua HMGETs alike).
 -- scores: a wait_score_batch or nil (one HINCRBY); zadd: a list collecting score, id for one
 -- ZADD of wait by the caller, or nil.
 -- Returns two values: the code, 0 the id exists | 1 waiting | 2 scheduled | 5 waiting_children
@@ -45,8 +47,10 @@ end
 local function job_store(q, j, now_ms, scores, zadd)
   local job_id = j.id
   local job_key = q.job .. job_id
-  if redis.call('HSETNX', job_key, 'd', j.d) == 0 then return 0, stored_enqueued_ms(job_key) end
-  local h = { 'p', j.p, 'a', 0, 'e', now_ms, 'cid', j.cid, 'par', j.par }
+  if redis.call('EXISTS', job_key) == 1 then return 0, stored_enqueued_ms(job_key) end
+  local h = { 'd', j.d, 'p', j.p, 'e', now_ms }
+  if j.cid ~= '' then h[#h + 1] = 'cid'; h[#h + 1] = j.cid end
+  if j.par ~= '' then h[#h + 1] = 'par'; h[#h + 1] = j.par end
   if j.lk then
     h[#h + 1] = 'lk'; h[#h + 1] = j.lk; h[#h + 1] = 'lc'; h[#h + 1] = j.lc
     h[#h + 1] = 'lr'; h[#h + 1] = j.lr; h[#h + 1] = 'lp'; h[#h + 1] = j.lp
