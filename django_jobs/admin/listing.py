@@ -13,12 +13,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib import admin
+from django.db import connections
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html
 
 from django_jobs.ages import age_label
+from django_jobs.mirror.textsearch import has_trigram_indexes
 from django_jobs.models import JobRecord
 
 #: The choices of the "finished within" filter: (parameter value, label, length).
@@ -118,8 +120,11 @@ def short_names(term: str) -> list[str]:
     return [n for n in registered_names() if n.rsplit(".", 1)[-1].startswith(term)]
 
 
-#: The text search (error message, argument value) reads the newest this many jobs at most.
+#: Without trigram indexes (SQLite; PostgreSQL without pg_trgm), the text search (error message,
+#: argument value) reads the newest this many jobs at most.
 TEXT_SEARCH_ROWS = 20_000
+#: A term the trigram indexes can answer: three letters or digits in a row (a shorter word has no trigram).
+_TRIGRAMS = re.compile(r"[^\W_]{3}")
 
 
 def search(queryset: QuerySet[JobRecord], term: str, *, cap: int = 10_000) -> QuerySet[JobRecord]:
@@ -133,8 +138,10 @@ def search(queryset: QuerySet[JobRecord], term: str, *, cap: int = 10_000) -> Qu
        stored name that starts with ``term`` (a job no longer registered);
     4. an exception class, with or without its module (``PaymentDeclined``,
        ``shop.payments.PaymentDeclined``): the jobs whose last error is of that class (exact, any module);
-    5. else a text: any part of the last error (any case) or of the arguments' JSON, among the
-       newest :data:`TEXT_SEARCH_ROWS` (20,000) jobs.
+    5. else a text: any part of the last error (any case) or of the arguments' JSON: on
+       PostgreSQL with the trigram indexes (:mod:`django_jobs.mirror.textsearch`, migration 0006)
+       in every job when the term has three letters or digits in a row; otherwise among the newest
+       :data:`TEXT_SEARCH_ROWS` (20,000) jobs.
 
     ``cap``: the most rows the list counts (a name search keeps the newest ``cap + 1`` of each name).
     """
@@ -152,7 +159,9 @@ def search(queryset: QuerySet[JobRecord], term: str, *, cap: int = 10_000) -> Qu
     cls = term.rsplit(".", 1)[-1]
     if cls and " " not in cls and JobRecord.objects.filter(error_class=cls).exists():
         return queryset.filter(error_class=cls)
-    text = Q(error__icontains=term) | Q(args__icontains=term) | Q(kwargs__icontains=term)
+    text = (Q(error__icontains=term) & ~Q(error="")) | Q(args__icontains=term) | Q(kwargs__icontains=term)
+    if _TRIGRAMS.search(term) and has_trigram_indexes(connections[queryset.db]):
+        return queryset.filter(text)  # the trigram indexes (PostgreSQL, migration 0006): every row
     oldest = JobRecord.objects.order_by("-enqueued_at").values_list("enqueued_at", flat=True)[TEXT_SEARCH_ROWS - 1 : TEXT_SEARCH_ROWS]
     return queryset.filter(text, enqueued_at__gte=oldest[0]) if oldest else queryset.filter(text)
 
