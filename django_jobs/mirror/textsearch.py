@@ -22,13 +22,14 @@ from django.db import DatabaseError, transaction
 from django_jobs.models import JobRecord
 
 #: (index name, indexed expression, condition): the expressions are Django's ``icontains`` left-hand sides.
+#: None is partial: ANALYZE then keeps statistics of each whole expression, so the planner knows a
+#: common text (it walks the enqueue-time index until a page is full) from a rare one (it reads
+#: the index's few matches); a partial index's statistics are not used for that estimate.
 TRIGRAM_INDEXES = (
-    ("djj_error_trgm", 'UPPER("error")', "\"error\" <> ''"),
+    ("djj_error_trgm", 'UPPER("error")', ""),
     ("djj_args_trgm", 'UPPER(("args")::text)', ""),
     ("djj_kwargs_trgm", 'UPPER(("kwargs")::text)', ""),
 )
-#: Expression statistics on the error line: the planner's estimate of how many rows a text matches.
-ERROR_STATISTICS = "djj_error_upper_stats"
 #: Database aliases whose trigram indexes were seen (they are not dropped while a process runs).
 _seen: set[str] = set()
 
@@ -65,25 +66,19 @@ def create_trigram_indexes(connection: Any) -> str:
             for name, expression, condition in TRIGRAM_INDEXES:
                 where = f" WHERE {condition}" if condition else ""
                 cursor.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {table} USING gin (({expression}) gin_trgm_ops){where}")
-            # The partial index's expression gets no statistics the planner uses: without these it
-            # guesses that a common error text matches a handful of rows, and reads every match to
-            # sort them instead of walking the enqueue-time index until a page is full (PostgreSQL
-            # 14 and later, as Django 6 requires).
-            cursor.execute(f"CREATE STATISTICS IF NOT EXISTS {ERROR_STATISTICS} ON (UPPER(\"error\")) FROM {table}")
-            cursor.execute(f"ANALYZE {table}")
+            cursor.execute(f"ANALYZE {table}")  # the expressions' statistics, now
     except DatabaseError as exc:
         return f"the trigram indexes could not be created ({str(exc).strip().splitlines()[0]}); the text search stays bounded."
     return ""
 
 
 def drop_trigram_indexes(connection: Any) -> None:
-    """Drop the trigram indexes and the error line's statistics (migration 0006 reversed); the extension stays (other tables may use it)."""
+    """Drop the trigram indexes (migration 0006 reversed); the extension stays (other tables may use it)."""
     if connection.vendor != "postgresql":
         return
     with connection.cursor() as cursor:
         for name, _, _ in TRIGRAM_INDEXES:
             cursor.execute(f"DROP INDEX IF EXISTS {name}")
-        cursor.execute(f"DROP STATISTICS IF EXISTS {ERROR_STATISTICS}")
     _seen.discard(connection.alias)
 
 
