@@ -38,7 +38,7 @@ from django_jobs.admin.listing import (
     age_html,
     error_html,
     registered_names,
-    search,
+    search_reading,
 )
 from django_jobs.admin.queues import queues_view
 from django_jobs.admin.schedules import schedules_view
@@ -50,6 +50,9 @@ logger = logging.getLogger(__name__)
 
 #: The change list counts at most this many rows (a capped count stays fast on a million rows).
 COUNT_CAP = 10_000
+#: A text search through the trigram indexes (PostgreSQL) counts at most this many: each counted
+#: match is a row read (the index only narrows the candidates), where other counts read index entries.
+TEXT_COUNT_CAP = 1_000
 
 
 #: Job ids per database read when an action walks its selection.
@@ -91,14 +94,21 @@ else:
 
 
 class CappedPaginator(_Paginator):
-    """A paginator that counts at most :data:`COUNT_CAP` + 1 rows (no full-table count), unordered."""
+    """A paginator that counts at most :attr:`count_cap` + 1 rows (no full-table count), unordered."""
+
+    #: The most rows counted: :data:`COUNT_CAP` unless set (:data:`TEXT_COUNT_CAP` for a text search).
+    cap: int | None = None
+
+    @property
+    def count_cap(self) -> int:
+        return COUNT_CAP if self.cap is None else self.cap
 
     @cached_property
     def count(self) -> int:
         # SELECT COUNT(*) FROM (SELECT 1 ... LIMIT cap + 1): unordered, and a constant column, so
         # the database counts index entries without reading the rows (an index-only scan).
         rows = cast("QuerySet[Any]", self.object_list).order_by().annotate(djj_one=RawSQL("1", ())).values("djj_one")
-        return int(rows[: COUNT_CAP + 1].count())
+        return int(rows[: self.count_cap + 1].count())
 
 
 class QueueFilter(admin.SimpleListFilter):
@@ -224,7 +234,19 @@ class JobRecordAdmin(_ModelAdmin):
     def get_search_results(self, request: HttpRequest, queryset: QuerySet[JobRecord], search_term: str) -> tuple[QuerySet[JobRecord], bool]:
         """Find ids, names, error texts and argument values (see :func:`listing.search`)."""
         term = search_term.strip()
-        return (search(queryset, term, cap=COUNT_CAP) if term else queryset), False
+        if not term:
+            return queryset, False
+        found, reading = search_reading(queryset, term, cap=COUNT_CAP)
+        if reading == "text":  # every row through the trigram indexes: the count reads each match
+            request.djj_count_cap = TEXT_COUNT_CAP  # type: ignore[attr-defined]
+        return found, False
+
+    def get_paginator(self, request: HttpRequest, queryset: QuerySet[JobRecord], per_page: int, orphans: int = 0,
+                      allow_empty_first_page: bool = True) -> CappedPaginator:
+        """The capped paginator, its cap lowered for a text search (:data:`TEXT_COUNT_CAP`)."""
+        paginator = CappedPaginator(queryset, per_page, orphans, allow_empty_first_page)
+        paginator.cap = getattr(request, "djj_count_cap", None)
+        return paginator
 
     def _selection(self, queryset: QuerySet[JobRecord]) -> Iterable[tuple[str, str]]:
         return queryset.order_by().values_list("queue", "job_id").iterator(chunk_size=ACTION_CHUNK)

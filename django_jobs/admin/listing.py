@@ -13,12 +13,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib import admin
+from django.db import connections
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html
 
 from django_jobs.ages import age_label
+from django_jobs.mirror.textsearch import has_trigram_indexes
 from django_jobs.models import JobRecord
 
 #: The choices of the "finished within" filter: (parameter value, label, length).
@@ -118,8 +120,11 @@ def short_names(term: str) -> list[str]:
     return [n for n in registered_names() if n.rsplit(".", 1)[-1].startswith(term)]
 
 
-#: The text search (error message, argument value) reads the newest this many jobs at most.
+#: Without trigram indexes (SQLite; PostgreSQL without pg_trgm), the text search (error message,
+#: argument value) reads the newest this many jobs at most.
 TEXT_SEARCH_ROWS = 20_000
+#: A term the trigram indexes can answer: three letters or digits in a row (a shorter word has no trigram).
+_TRIGRAMS = re.compile(r"[^\W_]{3}")
 
 
 def search(queryset: QuerySet[JobRecord], term: str, *, cap: int = 10_000) -> QuerySet[JobRecord]:
@@ -133,28 +138,42 @@ def search(queryset: QuerySet[JobRecord], term: str, *, cap: int = 10_000) -> Qu
        stored name that starts with ``term`` (a job no longer registered);
     4. an exception class, with or without its module (``PaymentDeclined``,
        ``shop.payments.PaymentDeclined``): the jobs whose last error is of that class (exact, any module);
-    5. else a text: any part of the last error (any case) or of the arguments' JSON, among the
-       newest :data:`TEXT_SEARCH_ROWS` (20,000) jobs.
+    5. else a text: any part of the last error (any case) or of the arguments' JSON: on
+       PostgreSQL with the trigram indexes (:mod:`django_jobs.mirror.textsearch`, migration 0006)
+       in every job when the term has three letters or digits in a row; otherwise among the newest
+       :data:`TEXT_SEARCH_ROWS` (20,000) jobs.
 
     ``cap``: the most rows the list counts (a name search keeps the newest ``cap + 1`` of each name).
+    :func:`search_reading` also says which reading it was.
     """
+    return search_reading(queryset, term, cap=cap)[0]
+
+
+#: The readings :func:`search_reading` names.
+READINGS = ("job id", "correlation id", "name", "stored name", "error class", "text", "recent text")
+
+
+def search_reading(queryset: QuerySet[JobRecord], term: str, *, cap: int = 10_000) -> tuple[QuerySet[JobRecord], str]:
+    """:func:`search`, and which of :data:`READINGS` found the jobs (``"text"``: every row, through the trigram indexes)."""
     # One indexed lookup at a time (an OR of them makes the database sort every match).
     if JobRecord.objects.filter(pk=term).exists():
-        return queryset.filter(pk=term)
+        return queryset.filter(pk=term), "job id"
     if JobRecord.objects.filter(correlation_id=term).exists():
-        return queryset.filter(correlation_id=term)
+        return queryset.filter(correlation_id=term), "correlation id"
     registered = registered_names()
     names = sorted({*(n for n in registered if n.startswith(term)), *short_names(term)})
     if names:  # the registered jobs it names, through the (name, enqueued_at) index
-        return _newest_of_names(queryset, names, cap)
-    if JobRecord.objects.filter(name__gte=term, name__lt=term + "\U0010ffff").exists():
-        return queryset.filter(name__gte=term, name__lt=term + "\U0010ffff")  # a job no longer registered
+        return _newest_of_names(queryset, names, cap), "name"
+    if JobRecord.objects.filter(name__gte=term, name__lt=term + "\U0010ffff").exists():  # a job no longer registered
+        return queryset.filter(name__gte=term, name__lt=term + "\U0010ffff"), "stored name"
     cls = term.rsplit(".", 1)[-1]
     if cls and " " not in cls and JobRecord.objects.filter(error_class=cls).exists():
-        return queryset.filter(error_class=cls)
+        return queryset.filter(error_class=cls), "error class"
     text = Q(error__icontains=term) | Q(args__icontains=term) | Q(kwargs__icontains=term)
+    if _TRIGRAMS.search(term) and has_trigram_indexes(connections[queryset.db]):
+        return queryset.filter(text), "text"  # the trigram indexes (PostgreSQL, migration 0006): every row
     oldest = JobRecord.objects.order_by("-enqueued_at").values_list("enqueued_at", flat=True)[TEXT_SEARCH_ROWS - 1 : TEXT_SEARCH_ROWS]
-    return queryset.filter(text, enqueued_at__gte=oldest[0]) if oldest else queryset.filter(text)
+    return (queryset.filter(text, enqueued_at__gte=oldest[0]) if oldest else queryset.filter(text)), "recent text"
 
 
 def _newest_of_names(queryset: QuerySet[JobRecord], names: list[str], cap: int) -> QuerySet[JobRecord]:

@@ -1,4 +1,4 @@
-"""The admin's fast paths still find the right rows: tallies, search kinds, filters, counts, migration 0005.
+"""The admin's fast paths still find the right rows: tallies, search kinds, filters, counts, migrations 0005 and 0006.
 
 Timings are measured by ``python -m bench.admin_pages`` (docs/performance.md), never here.
 Every test also runs on PostgreSQL (the ``db`` marker; tests/run.sh).
@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from django_jobs import admin as jobs_admin
 from django_jobs.admin import listing
-from django_jobs.mirror import aggregates, mirror_once
+from django_jobs.mirror import aggregates, mirror_once, textsearch
 from django_jobs.mirror.rows import error_class_of, upsert
 from django_jobs.models import FinishedTally, JobRecord, RunTimeTally
 from django_jobs.testing import work_until_empty
@@ -149,9 +149,57 @@ def test_each_search_kind_finds_its_rows(admin_client, searchable):
 
 
 @pytest.mark.django_db
-def test_the_text_search_reads_only_the_newest_rows(admin_client, searchable, monkeypatch):
+def test_without_trigram_indexes_the_text_search_reads_only_the_newest_rows(admin_client, searchable, monkeypatch):
     monkeypatch.setattr(listing, "TEXT_SEARCH_ROWS", 3)
+    if connection.vendor == "postgresql":  # migration 0006 made them: the search reads every row
+        assert textsearch.has_trigram_indexes(connection)
+        assert listed(admin_client, q="user-77") == ["pay1", "old1"]
+        assert listed(admin_client, q="77") == ["pay1"]  # two characters: no trigram, the bounded scan
+        textsearch.drop_trigram_indexes(connection)  # rolled back with the test's transaction
+        textsearch._seen.clear()
+        assert not textsearch.has_trigram_indexes(connection)
     assert listed(admin_client, q="user-77") == ["pay1"]  # old1 is the fourth newest
+
+
+@pytest.mark.django_db
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the trigram indexes are PostgreSQL's (SQLite keeps the bounded scan)")
+def test_on_postgresql_the_text_search_finds_a_match_older_than_the_newest_20000_rows(admin_client):
+    now = timezone.now()
+    old = JobRecord(job_id="oldest", queue="default", name="app.jobs.charge_card", state="failed", enqueued_at=now - timedelta(days=30),
+                    error="shop.payments.PaymentDeclined: card 4242 declined by issuer (code 51)", error_class="PaymentDeclined",
+                    args=[7, "user-31337"], kwargs={"sku": "SKU-04711"})
+    newer = [JobRecord(job_id=f"n{i:05d}", queue="default", name="app.jobs.charge_card", state="completed", args=[i, f"user-{i}"],
+                       enqueued_at=now - timedelta(seconds=i)) for i in range(listing.TEXT_SEARCH_ROWS)]
+    JobRecord.objects.bulk_create([old, *newer], batch_size=5_000)
+    with CaptureQueriesContext(connection) as queries:
+        assert listed(admin_client, q="Declined By Issuer") == ["oldest"]  # the error line, any case
+    assert not any("LIMIT 1 OFFSET 19999" in q["sql"] for q in queries.captured_queries)  # no bound looked up
+    assert listed(admin_client, q="user-31337") == ["oldest"]  # a positional argument
+    assert listed(admin_client, q="sku-0471") == ["oldest"]  # part of a keyword argument's value
+    assert listed(admin_client, q="declined by issuer", state__exact="completed") == []
+    plan = "\n".join(r[0] for r in _explain(JobRecord.objects.filter(error__icontains="declined by issuer")))
+    assert "djj_error_trgm" in plan, plan
+
+
+@pytest.mark.django_db
+def test_a_text_search_through_the_trigram_indexes_counts_fewer_rows(admin_client, searchable, monkeypatch):
+    monkeypatch.setattr(jobs_admin.jobs, "TEXT_COUNT_CAP", 1)
+    response = admin_client.get(reverse(CHANGELIST), {"q": "user-77"})
+    assert [r.job_id for r in response.context["cl"].result_list] == ["pay1", "old1"]
+    if connection.vendor == "postgresql":  # each counted match is a row read: the count stops at TEXT_COUNT_CAP
+        assert response.context["cl"].paginator.count_cap == 1
+        assert "More than 1 jobs match" in response.content.decode()
+    else:  # the bounded scan counts as any list does
+        assert response.context["cl"].paginator.count_cap == jobs_admin.jobs.COUNT_CAP
+    assert admin_client.get(reverse(CHANGELIST), {"q": "PaymentDeclined"}).context["cl"].paginator.count_cap == jobs_admin.jobs.COUNT_CAP
+
+
+def _explain(queryset) -> list[tuple[str]]:
+    sql, params = queryset.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")  # a tiny table: ask whether the index can serve it at all
+        cursor.execute(f"EXPLAIN {sql}", params)
+        return cursor.fetchall()
 
 
 @pytest.mark.django_db
@@ -221,3 +269,54 @@ def test_migration_0005_fills_the_error_class_and_the_tallies():
     JobRecord.objects.all().delete()
     FinishedTally.objects.all().delete()
     RunTimeTally.objects.all().delete()
+
+
+# -- migration 0006 ------------------------------------------------------------------------------------
+
+
+def _trigram_indexes() -> set[str]:
+    if connection.vendor != "postgresql":
+        return set()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT indexname FROM pg_indexes WHERE tablename = %s AND indexname LIKE %s", [JobRecord._meta.db_table, "%_trgm"])
+        return {r[0] for r in cursor.fetchall()}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_migration_0006_applies_and_reverses_on_this_database():
+    expected = {name for name, _ in textsearch.TRIGRAM_INDEXES} if connection.vendor == "postgresql" else set()
+    executor = MigrationExecutor(connection)
+    try:
+        executor.migrate([("django_jobs", "0005_speed_search_tallies")])
+        assert _trigram_indexes() == set()
+        textsearch._seen.clear()
+        assert not textsearch.has_trigram_indexes(connection)
+        executor = MigrationExecutor(connection)
+        executor.loader.build_graph()
+        executor.migrate([("django_jobs", "0006_text_search_trigram")])
+        assert _trigram_indexes() == expected
+        assert textsearch.has_trigram_indexes(connection) == (connection.vendor == "postgresql")
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.migrate(executor.loader.graph.leaf_nodes("django_jobs"))
+    assert _trigram_indexes() == expected
+
+
+@pytest.mark.django_db
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="CREATE EXTENSION is PostgreSQL's")
+def test_a_user_who_may_not_create_the_extension_still_migrates():
+    """No pg_trgm and no right to create it: a note instead of an error, no index, the bounded search."""
+    with connection.cursor() as cursor:  # all of it rolled back with the test's transaction
+        cursor.execute("DROP EXTENSION pg_trgm CASCADE")  # the indexes go with it
+        cursor.execute("CREATE ROLE djj_no_extension NOLOGIN")
+        cursor.execute(f"GRANT ALL ON {JobRecord._meta.db_table} TO djj_no_extension")
+        cursor.execute("SET LOCAL ROLE djj_no_extension")
+    textsearch._seen.clear()
+    try:
+        note = textsearch.create_trigram_indexes(connection)
+        assert "pg_trgm extension could not be created" in note and "permission denied" in note, note
+        assert not textsearch.has_trigram_indexes(connection)
+        assert _trigram_indexes() == set()
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("RESET ROLE")
