@@ -15,7 +15,7 @@ from django.db import connections, router, transaction
 from django_jobs.conf import get_settings
 from django_jobs.engine import get_engine
 from django_jobs.engine.keys import MIRROR_GROUP, base_queue
-from django_jobs.engine.streams import MirrorGroupMissing, MirrorLag, stream_id_key
+from django_jobs.engine.streams import MirrorGroupMissing, MirrorLag, entry_job_ids, stream_id_key
 from django_jobs.exceptions import ConfigurationError
 from django_jobs.mirror.maintenance import prune, resync_queue
 from django_jobs.mirror.rows import (
@@ -173,18 +173,20 @@ class Mirror:
         final: dict[str, tuple[str, str]] = {}
         written = self._written
         for entry_id, fields in entries:
-            job_id = fields.get("j")
-            if not job_id:
-                continue  # not one of ours: acknowledged, ignored
-            seen = written.get(job_id)
-            if seen is not None and version_of(entry_id) <= seen:
-                # A snapshot this mirror wrote already holds this event's effect (common when
-                # catching up: the first event's read finds the job finished).
-                self.skipped += 1
-                continue
-            jobs[job_id] = None
-            if fields.get("e") in FINAL_EVENTS or fields.get("e") == DELETED_EVENT:
-                final[job_id] = (entry_id, fields["e"])
+            event = fields.get("e")
+            # One job (j), or a batch entry naming several (js, lua/includes/emit.lua): the
+            # entry is acknowledged once, after the rows of all its jobs are committed.
+            for job_id in entry_job_ids(fields):
+                seen = written.get(job_id)
+                if seen is not None and version_of(entry_id) <= seen:
+                    # A snapshot this mirror wrote already holds this event's effect (common when
+                    # catching up: the first event's read finds the job finished).
+                    self.skipped += 1
+                    continue
+                jobs[job_id] = None
+                if event in FINAL_EVENTS or event == DELETED_EVENT:
+                    final[job_id] = (entry_id, event)
+            # An entry naming no job is not one of ours: acknowledged, ignored.
         ids = list(jobs)
         tip, hashes = engine.mirror_snapshot(queue, ids) if ids else ("0-0", [])
         version = version_of(tip)

@@ -10,7 +10,7 @@
            2 created (scheduled), 0 a job with this id already exists (replay or duplicate id:
            nothing written); enqueued ms is the 'e' the job's hash holds (this call's server
            time, or the existing job's: a replay returns what the first call stored)
-  Events:  "waiting" or "scheduled" per created job
+  Events:  "waiting" or "scheduled" per created job, batched: one entry per kind (includes/emit)
   Body: includes/job_store.lua, the one place that transition is written.
 ]]
 --@include now
@@ -18,6 +18,7 @@
 --@include job_store
 local q = queue_of_prefix(ARGV[1], tonumber(ARGV[2]))
 local now_ms = server_now_ms()
+emit_batch()  -- one events entry per event kind for the whole call (includes/emit)
 local results = {}
 -- Jobs due now take consecutive sequence numbers (one read and one write of the counter) and
 -- enter wait with one ZADD per 1,000; a single job draws its score with one HINCRBY.
@@ -41,4 +42,5 @@ for i = 1, #results, 2 do
     break
   end
 end
+emit_flush()
 return results
