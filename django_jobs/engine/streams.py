@@ -32,7 +32,9 @@ class MirrorGroupMissing(EngineError):
 class MirrorLag:
     """How far the mirror is behind on one queue (:meth:`Streams.mirror_lag`)."""
 
-    #: Events of the queue's stream the mirror has not acknowledged (unread + read, not yet written).
+    #: Entries of the queue's events stream the mirror has not acknowledged (unread + read, not
+    #: yet written). A batch entry (one script call's same event of several jobs) counts once,
+    #: as ``MIRROR["MAX_LAG"]`` counts them.
     behind: int
     #: Redis time (ms) of the oldest of them, None when none.
     oldest_ms: int | None

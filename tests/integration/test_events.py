@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from django_jobs.engine.streams import expand_entry
 from django_jobs.events import FINAL_EVENTS, QueueEvents, wait_for_result
 from tests.redis_server import env_for
 
@@ -43,7 +44,8 @@ def test_another_process_receives_the_events_in_order(redis_server, prefix, engi
         ids = [add.enqueue(i, i).id for i in range(3)]
         last = boom.enqueue().id
         work()
-        stream = [(entry_id, f["e"], f["j"]) for entry_id, f in engine.client.xrange(engine.keys("default").events)]
+        stream = [(event_id, f["e"], f["j"]) for entry_id, entry in engine.client.xrange(engine.keys("default").events)
+                  for event_id, f in expand_entry(entry_id, entry)]
         assert [e for e in stream if e[2] == last][-1][1] == "failed"
     finally:
         out, _ = listener.communicate(timeout=30)  # it stops 1.5 s after the last event

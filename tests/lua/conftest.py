@@ -16,8 +16,8 @@ import pytest
 from django.test import override_settings
 
 from django_jobs.engine.keys import STATE_TO_SET, QueueKeys
-from django_jobs.engine.streams import expand_entry
 from django_jobs.engine.queue import Claimed, Engine, NewJob, Outcome
+from django_jobs.engine.streams import expand_entry
 
 #: The queue the script tests use.
 QUEUE = "default"
