@@ -54,6 +54,19 @@ CATCH_UP_FACTOR = 8
 WRITTEN_CACHE = 100_000
 
 
+def _by_jobs(entries: Sequence[tuple[str, dict[str, str]]], limit: int) -> Iterable[Sequence[tuple[str, dict[str, str]]]]:
+    """Split ``entries`` in order into runs naming at most ``limit`` jobs (an entry is never split)."""
+    start, jobs = 0, 0
+    for i, (_entry_id, fields) in enumerate(entries):
+        named = len(entry_job_ids(fields))
+        if jobs and jobs + named > limit:
+            yield entries[start:i]
+            start, jobs = i, 0
+        jobs += named
+    if start < len(entries):
+        yield entries[start:]
+
+
 class Mirror:
     """Follow the events of ``queues`` (default: every configured queue) and write rows.
 
@@ -141,6 +154,11 @@ class Mirror:
                 self._tips[queue] = read.tip
                 entries, gap = read.entries, gap or read.gap
                 self._counts[queue] = min(count * 2, self.catch_up) if len(entries) >= count else self.batch
+                # Counts are of entries, and a batch entry names several jobs (lua/includes/emit.lua):
+                # the next read asks for about catch_up jobs.
+                jobs = sum(len(entry_job_ids(fields)) for _, fields in entries)
+                if jobs > self.catch_up:
+                    self._counts[queue] = max(1, len(entries) * self.catch_up // jobs)
         except MirrorGroupMissing:
             # Redis lost the stream (restart without persistence, FLUSHALL): start over.
             logger.warning("Mirror: the events stream of %r has no mirror group; creating it and resyncing", queue)
@@ -162,8 +180,9 @@ class Mirror:
             written += resync_queue(queue, using=self.using, batch=self.batch)
             self._resync.discard(queue)
         self._read += len(entries)
-        if entries:
-            written += self.apply(queue, entries)
+        # At most about catch_up jobs per transaction: batch entries name many jobs each.
+        for part in _by_jobs(entries, self.catch_up):
+            written += self.apply(queue, part)
         return written
 
     def apply(self, queue: str, entries: Sequence[tuple[str, dict[str, str]]]) -> int:

@@ -113,3 +113,69 @@ def test_wait_for_result_of_a_finished_job_returns_at_once(work):
     work()
     assert wait_for_result(result, timeout=0.01).state == "failed"
     assert FINAL_EVENTS == {"completed", "failed", "cancelled"}
+
+
+# -- batch entries: one entry per event kind per script call (lua/includes/emit.lua) -----------
+
+
+def enqueue_batch(engine, count: int) -> list[str]:
+    """Enqueue ``count`` add jobs in one enqueue_many call: one 'waiting' entry naming them all."""
+    from django_jobs.engine.keys import new_job_id
+    from django_jobs.engine.queue import NewJob
+
+    ids = [new_job_id() for _ in range(count)]
+    data = json.dumps({"n": "tests.testapp.jobs.add", "a": [1, 2]})
+    engine.enqueue_many("default", [NewJob(id=job_id, data=data) for job_id in ids])
+    return ids
+
+
+def batch_entries(engine, event: str) -> list[list[str]]:
+    """The job ids of each batch entry of ``event`` in the default queue's stream."""
+    return [json.loads(f["js"]) for _, f in engine.client.xrange(engine.keys("default").events)
+            if f.get("e") == event and "js" in f]
+
+
+def test_a_batch_entry_is_one_event_per_job_for_a_listener_which_resumes_inside_it(engine, work):
+    everything = QueueEvents("default", last_id="0")
+    ids = enqueue_batch(engine, 5)
+    assert batch_entries(engine, "waiting") == [ids]  # one entry for the five jobs
+
+    seen = everything.read(timeout=1)
+    assert [(e.type, e.job_id) for e in seen] == [("waiting", job_id) for job_id in ids]
+    assert len({e.id for e in seen}) == 5  # each its own id: "<entry id>:<index>"
+
+    # A listener that handled the first two events of the entry resumes with the third.
+    resumed = QueueEvents("default", last_id=seen[1].id)
+    assert [e.job_id for e in resumed.read(timeout=1)] == ids[2:]
+    # One that handled the whole entry (its last event) gets nothing of it again.
+    assert QueueEvents("default", last_id=seen[-1].id).read(timeout=0.05) == []
+
+    work()
+    finished = everything.read(timeout=1)
+    completed = [e.job_id for e in finished if e.type == "completed"]
+    assert sorted(completed) == sorted(ids)  # every job once, whatever the batches were
+    assert sorted(e.job_id for e in finished if e.type == "active") == sorted(ids)
+
+
+def test_wait_returns_when_the_jobs_completion_is_in_a_batch_entry(engine, work):
+    import threading
+
+    from tests.testapp.jobs import add
+
+    ids = enqueue_batch(engine, 6)
+    result = add.get_result(ids[3])
+    worker = threading.Timer(0.2, work)  # starts after wait() pinned the stream's tip
+    worker.start()
+    try:
+        assert wait_for_result(result, timeout=20) is result
+    finally:
+        worker.join()
+    assert result.state == "completed" and result.return_value == 3
+    assert any(ids[3] in batch for batch in batch_entries(engine, "completed"))  # it came in a batch
+
+
+def test_the_admin_throughput_counts_each_job_of_a_batch_entry(engine, work):
+    ids = enqueue_batch(engine, 8)
+    work()
+    assert any(batch_entries(engine, "completed"))
+    assert engine.throughput("default")["completed"] == len(ids)
