@@ -18,7 +18,8 @@
 --@include job_store
 local q = queue_of_prefix(ARGV[1], tonumber(ARGV[2]))
 local now_ms = server_now_ms()
-emit_batch()  -- one events entry per event kind for the whole call (includes/emit)
+-- Several jobs: one events entry per event kind for the whole call (includes/emit).
+if #ARGV > 3 + 7 then emit_batch() end
 local results = {}
 -- Jobs due now take consecutive sequence numbers (one read and one write of the counter) and
 -- enter wait with one ZADD per 1,000; a single job draws its score with one HINCRBY.

@@ -10,7 +10,7 @@
 -- expand a batch entry into one event per job (engine/streams.py, expand_entry). A job's own
 -- events keep their order: an event for a job already collected flushes the collected ones first.
 --@include mirror
-local EMIT = { on = false, groups = {}, order = {}, jobs = {} }
+local EMIT = { on = false, streams = {}, order = {} }
 
 local function emit_write(events_key, maxlen, ...)
   local cap = mirror_cap(string.sub(events_key, 1, -7))
@@ -22,23 +22,23 @@ end
 local function emit_flush()
   for i = 1, #EMIT.order do
     local g = EMIT.order[i]
+    local args
     if #g.ids == 1 then
-      local args = { 'e', g.event, 'j', g.ids[1] }
+      args = { 'e', g.event, 'j', g.ids[1] }
       for f = 1, #g.names do
         args[#args + 1] = g.names[f]
         args[#args + 1] = g.values[f][1]
       end
-      emit_write(g.key, g.maxlen, unpack(args))
     else
-      local args = { 'e', g.event, 'js', cjson.encode(g.ids) }
+      args = { 'e', g.event, 'js', cjson.encode(g.ids) }
       for f = 1, #g.names do
         args[#args + 1] = g.names[f]
         args[#args + 1] = cjson.encode(g.values[f])
       end
-      emit_write(g.key, g.maxlen, unpack(args))
     end
+    emit_write(g.key, g.maxlen, unpack(args))
   end
-  EMIT.groups, EMIT.order, EMIT.jobs = {}, {}, {}
+  EMIT.streams, EMIT.order = {}, {}
 end
 
 -- Collect this script call's events until emit_flush() (which the caller must reach).
@@ -57,20 +57,31 @@ local function emit(events_key, maxlen, event, job_id, ...)
     emit_write(events_key, maxlen, 'e', event, 'j', job_id, ...)
     return
   end
-  local seen = events_key .. '\n' .. job_id
-  if EMIT.jobs[seen] then emit_flush() end
-  EMIT.jobs[seen] = true
-  local extra = { ... }
-  local gk = events_key .. '\n' .. event
-  for f = 1, #extra, 2 do gk = gk .. '\n' .. extra[f] end
-  local g = EMIT.groups[gk]
+  local s = EMIT.streams[events_key]
+  if not s then
+    s = { jobs = {}, groups = {} }
+    EMIT.streams[events_key] = s
+  elseif s.jobs[job_id] then
+    -- This job has an event collected already: write those first, so its events keep their order.
+    emit_flush()
+    return emit(events_key, maxlen, event, job_id, ...)
+  end
+  s.jobs[job_id] = true
+  local nargs = select('#', ...)
+  local gk = event
+  local extra
+  if nargs > 0 then
+    extra = { ... }
+    for f = 1, nargs, 2 do gk = gk .. '\n' .. extra[f] end
+  end
+  local g = s.groups[gk]
   if not g then
     g = { key = events_key, maxlen = maxlen, event = event, ids = {}, names = {}, values = {} }
-    for f = 1, #extra, 2 do
+    for f = 1, nargs, 2 do
       g.names[#g.names + 1] = extra[f]
       g.values[#g.values + 1] = {}
     end
-    EMIT.groups[gk] = g
+    s.groups[gk] = g
     EMIT.order[#EMIT.order + 1] = g
   end
   g.ids[#g.ids + 1] = job_id
