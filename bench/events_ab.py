@@ -4,7 +4,8 @@
 defaults to this checkout): each round runs, for each checkout in turn, JOBS single enqueues
 (one job per call), JOBS jobs enqueued in calls of 100, and a drain of them (fetch 8, settle
 the 8 as completed, kept for no time as ``bench.profile cost`` runs it). Reported per phase:
-the median over the rounds of the scripts' Redis time per job (``INFO commandstats`` usec of
+the median (and min) over the rounds of Redis' main-thread CPU per job (``INFO cpu``: CPU
+time, steadier than wall time on a loaded machine), the scripts' Redis time per job (``INFO commandstats`` usec of
 ``EVALSHA``, which includes the commands the scripts run), commands per job, and the events
 stream's entries per job. Both checkouts' scripts share one Redis and alternate, so the load
 of the machine hits both alike (used for issue 17's "events per batch", docs/performance.md).
@@ -73,15 +74,22 @@ class Side:
             self.r.evalsha(self.sha["settle"], len(settle_keys), *settle_keys, *args)
 
 
-def measure(r: Any, side: Side, count: int, run: Any) -> tuple[float, float, float]:
+def redis_cpu(r: Any) -> float:
+    cpu = r.info("cpu")
+    return float(cpu["used_cpu_user_main_thread"] + cpu["used_cpu_sys_main_thread"])
+
+
+def measure(r: Any, side: Side, count: int, run: Any) -> tuple[float, float, float, float]:
     events0 = r.xinfo_stream(side.key("events"))["entries-added"] if r.exists(side.key("events")) else 0
     r.config_resetstat()
+    cpu0 = redis_cpu(r)
     run()
+    cpu = redis_cpu(r) - cpu0
     stats = r.info("commandstats")
     usec = stats.get("cmdstat_evalsha", {}).get("usec", 0)
     cmds = sum(v["calls"] for k, v in stats.items() if k not in ("cmdstat_info", "cmdstat_config|resetstat", "cmdstat_exists"))
     events = r.xinfo_stream(side.key("events"))["entries-added"] - events0
-    return usec / count, (cmds - 1) / count, events / count  # -1: the XINFO read above
+    return usec / count, (cmds - 1) / count, events / count, cpu / count * 1e6  # -1: the XINFO read above
 
 
 def main() -> None:
@@ -101,7 +109,7 @@ def main() -> None:
         r = bench.r
         assert r is not None
         sides = {"before": opts.before, "after": opts.after}
-        results: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
+        results: dict[tuple[str, str], list[tuple[float, float, float, float]]] = {}
         for rnd in range(opts.rounds):
             for label, root in sides.items():
                 side = Side(r, root, f"{label}{rnd}")
@@ -124,9 +132,10 @@ def main() -> None:
             for label in sides:
                 rows = results[(label, phase)]
                 usec = statistics.median(x[0] for x in rows)
-                print(f"{phase:26s} {label:6s}: scripts {usec:6.1f} us/job in Redis (rounds: "
-                      f"{', '.join(f'{x[0]:.1f}' for x in rows)}); {rows[0][1]:.2f} commands/job; "
-                      f"{rows[0][2]:.3f} events entries/job")
+                cpu = statistics.median(x[3] for x in rows)
+                print(f"{phase:26s} {label:6s}: Redis CPU {cpu:6.1f} us/job (min {min(x[3] for x in rows):.1f}); "
+                      f"scripts {usec:6.1f} us/job in Redis (min {min(x[0] for x in rows):.1f}); "
+                      f"{rows[0][1]:.2f} commands/job; {rows[0][2]:.3f} events entries/job")
     finally:
         bench.cleanup()
 
