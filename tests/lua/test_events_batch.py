@@ -90,3 +90,12 @@ def test_one_job_per_call_still_writes_the_single_job_entry(engine, r, k, events
     assert [f for _, f in events.new_entries()] == [
         {"e": "waiting", "j": "a"}, {"e": "active", "j": "a"}, {"e": "completed", "j": "a"},
     ]
+
+
+def test_an_entry_names_at_most_32_jobs_so_the_capped_stream_stays_bounded(engine, r, k, events):
+    ids = [f"j{n:03d}" for n in range(70)]
+    engine.enqueue(QUEUE, [new_job(i) for i in ids])
+
+    entries = events.new_entries()
+    assert [len(entry_job_ids(f)) for _, f in entries] == [32, 32, 6]
+    assert [job_id for _, f in entries for job_id in entry_job_ids(f)] == ids

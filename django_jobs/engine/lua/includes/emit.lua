@@ -1,16 +1,20 @@
 -- Append one event to the queue's bounded events stream: trimmed at maxlen (EVENTS_MAXLEN),
 -- or only at the mirror's cap while a database mirror follows the queue (includes/mirror).
 --
--- Batched events (docs/events.md#batch-entries): a script that moves many jobs per call
+-- Batched events (docs/architecture.md#the-events-stream): a script that moves many jobs per call
 -- (enqueue, fetch, settle) calls emit_batch() first and emit_flush() before it returns. In
 -- between, emit() collects the events per stream, event and field names, and emit_flush()
--- writes one entry per group: 'e' the event, 'js' a JSON list of the job ids and, for each
+-- writes one entry per group (of at most EMIT_MAX_JOBS jobs): 'e' the event, 'js' a JSON list of the job ids and, for each
 -- other field, a JSON list of its values (one per job, in the same order). A group of one job
 -- is written as a single-job entry ('e', 'j', fields), the format every reader knows. Readers
 -- expand a batch entry into one event per job (engine/streams.py, expand_entry). A job's own
 -- events keep their order: an event for a job already collected flushes the collected ones first.
 --@include mirror
 local EMIT = { on = false, streams = {}, order = {} }
+-- The most jobs one entry names. EVENTS_MAXLEN and the mirror's cap count entries: a batch
+-- entry holds up to this many events, so this bounds how much more the capped stream may hold
+-- (docs/architecture.md#the-events-stream).
+local EMIT_MAX_JOBS = 32
 
 local function emit_write(events_key, maxlen, ...)
   local cap = mirror_cap(string.sub(events_key, 1, -7))
@@ -89,4 +93,6 @@ local function emit(events_key, maxlen, event, job_id, ...)
     local list = g.values[f]
     list[#list + 1] = emit_value(extra[2 * f])
   end
+  -- A full entry: write everything collected (all groups, so every job's events keep their order).
+  if #g.ids >= EMIT_MAX_JOBS then emit_flush() end
 end
