@@ -54,7 +54,7 @@ class QueueEvents:
     event still in the stream, or the :attr:`Event.id` of the last event handled, to resume
     where a previous listener stopped. ``types`` keeps only those event types.
     :attr:`last_id` always holds the id of the last entry read (filtered out or not). An entry
-    may hold the same event of several jobs (a batch, docs/events.md#batch-entries): each job
+    may hold the same event of several jobs (a batch, docs/observability.md#batch-entries): each job
     gets its own :class:`Event`.
     """
 
