@@ -1,7 +1,8 @@
 """Global events: follow a queue's ``events`` stream from any process.
 
-Every state change of a job appends one entry to its queue's stream (see
-docs/architecture.md): ``waiting``, ``scheduled``, ``active``, ``completed``, ``retrying``,
+Every state change of a job is one event in its queue's stream (see
+docs/architecture.md#the-events-stream: a script call that moves several jobs writes one
+entry per event kind naming them all, and a listener gets one :class:`Event` per job): ``waiting``, ``scheduled``, ``active``, ``completed``, ``retrying``,
 ``failed``, ``cancelled``, ``cancel_requested``, ``stalled``, ``released``, for a flow's
 parent ``waiting_children`` (docs/flows.md), and from flow control (docs/flow-control.md)
 ``rate_limited`` and ``progress`` (with ``pg``, the JSON value). The stream is
