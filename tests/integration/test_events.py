@@ -157,25 +157,35 @@ def test_a_batch_entry_is_one_event_per_job_for_a_listener_which_resumes_inside_
     assert sorted(e.job_id for e in finished if e.type == "active") == sorted(ids)
 
 
-def test_wait_returns_when_the_jobs_completion_is_in_a_batch_entry(engine, work):
+def test_wait_returns_when_the_jobs_completion_is_in_a_batch_entry(engine):
     import threading
 
+    from django_jobs.engine.queue import Outcome
     from tests.testapp.jobs import add
 
     ids = enqueue_batch(engine, 6)
+    claimed = engine.fetch("default", 6, lease_ms=60_000, worker_id="w1").jobs
+    assert sorted(c.id for c in claimed) == sorted(ids)
     result = add.get_result(ids[3])
-    worker = threading.Timer(0.2, work)  # starts after wait() pinned the stream's tip
-    worker.start()
+
+    def settle_all() -> None:  # one settle call: one 'completed' entry naming the six jobs
+        engine.settle("default", [Outcome(c.id, c.token, "c", "3", 0, 0) for c in claimed])
+
+    settler = threading.Timer(0.3, settle_all)  # after wait() pinned the stream's tip
+    settler.start()
     try:
         assert wait_for_result(result, timeout=20) is result
     finally:
-        worker.join()
+        settler.join()
     assert result.state == "completed" and result.return_value == 3
-    assert any(ids[3] in batch for batch in batch_entries(engine, "completed"))  # it came in a batch
+    assert batch_entries(engine, "completed") == [[c.id for c in claimed]]  # it came in a batch
 
 
-def test_the_admin_throughput_counts_each_job_of_a_batch_entry(engine, work):
+def test_the_admin_throughput_counts_each_job_of_a_batch_entry(engine):
+    from django_jobs.engine.queue import Outcome
+
     ids = enqueue_batch(engine, 8)
-    work()
-    assert any(batch_entries(engine, "completed"))
+    claimed = engine.fetch("default", 8, lease_ms=60_000, worker_id="w1").jobs
+    engine.settle("default", [Outcome(c.id, c.token, "c", "3", 0, 0) for c in claimed])
+    assert batch_entries(engine, "completed") == [[c.id for c in claimed]]  # one entry
     assert engine.throughput("default")["completed"] == len(ids)
