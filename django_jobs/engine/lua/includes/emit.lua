@@ -10,7 +10,7 @@
 -- expand a batch entry into one event per job (engine/streams.py, expand_entry). A job's own
 -- events keep their order: an event for a job already collected flushes the collected ones first.
 --@include mirror
-local EMIT = { on = false, streams = {}, order = {} }
+local EMIT = { on = false }
 -- The most jobs one entry names. EVENTS_MAXLEN and the mirror's cap count entries: a batch
 -- entry holds up to this many events, so this bounds how much more the capped stream may hold
 -- (docs/architecture.md#the-events-stream).
@@ -24,6 +24,7 @@ end
 
 -- Write the collected events (one entry per group) and start collecting again.
 local function emit_flush()
+  if not EMIT.on then return end
   for i = 1, #EMIT.order do
     local g = EMIT.order[i]
     local args
@@ -47,7 +48,7 @@ end
 
 -- Collect this script call's events until emit_flush() (which the caller must reach).
 local function emit_batch()
-  EMIT.on = true
+  EMIT.on, EMIT.streams, EMIT.order = true, {}, {}
 end
 
 -- A field value as XADD stores it (a Lua number becomes an integer).
@@ -58,7 +59,9 @@ end
 
 local function emit(events_key, maxlen, event, job_id, ...)
   if not EMIT.on then
-    emit_write(events_key, maxlen, 'e', event, 'j', job_id, ...)
+    local cap = mirror_cap(string.sub(events_key, 1, -7))
+    if cap and cap > maxlen then maxlen = cap end
+    redis.call('XADD', events_key, 'MAXLEN', '~', maxlen, '*', 'e', event, 'j', job_id, ...)
     return
   end
   local s = EMIT.streams[events_key]
