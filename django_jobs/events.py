@@ -1,7 +1,8 @@
 """Global events: follow a queue's ``events`` stream from any process.
 
-Every state change of a job appends one entry to its queue's stream (see
-docs/architecture.md): ``waiting``, ``scheduled``, ``active``, ``completed``, ``retrying``,
+Every state change of a job is one event in its queue's stream (see
+docs/architecture.md#the-events-stream: a script call that moves several jobs writes one
+entry per event kind naming them all, and a listener gets one :class:`Event` per job): ``waiting``, ``scheduled``, ``active``, ``completed``, ``retrying``,
 ``failed``, ``cancelled``, ``cancel_requested``, ``stalled``, ``released``, for a flow's
 parent ``waiting_children`` (docs/flows.md), and from flow control (docs/flow-control.md)
 ``rate_limited`` and ``progress`` (with ``pg``, the JSON value). The stream is
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from django_jobs.engine import get_engine
+from django_jobs.engine.streams import entry_before, expand_entry, split_event_id
 
 __all__ = ["FINAL_EVENTS", "Event", "QueueEvents", "wait_for_result"]
 
@@ -33,9 +35,10 @@ BATCH = 500
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One entry of a queue's events stream."""
+    """One event of a queue's events stream: one job's (a batch entry holds one per job)."""
 
-    #: The stream entry id (``"<ms>-<seq>"``): pass it as ``last_id`` to resume after it.
+    #: The event id: the stream entry id (``"<ms>-<seq>"``), or for the i-th job of a batch
+    #: entry ``"<ms>-<seq>:<i>"``. Pass it as ``last_id`` to resume after this event.
     id: str
     queue: str
     #: The event: ``"completed"``, ``"failed"``, ...
@@ -51,7 +54,9 @@ class QueueEvents:
     ``last_id`` says where to start: ``"$"`` (the default) only new events, ``"0"`` every
     event still in the stream, or the :attr:`Event.id` of the last event handled, to resume
     where a previous listener stopped. ``types`` keeps only those event types.
-    :attr:`last_id` always holds the id of the last entry read (filtered out or not).
+    :attr:`last_id` always holds the id of the last entry read (filtered out or not). An entry
+    may hold the same event of several jobs (a batch, docs/observability.md#batch-entries): each job
+    gets its own :class:`Event`.
     """
 
     def __init__(self, queue: str = "default", *, last_id: str = "$", types: Iterable[str] | None = None) -> None:
@@ -68,8 +73,18 @@ class QueueEvents:
         self.queue = queue
         self.key = engine.keys(queue).events
         self.types = frozenset(types) if types is not None else None
-        # "$" pinned now, so events between two reads are never skipped.
-        self.last_id = engine.events_tip(queue) if last_id == "$" else last_id
+        # The events of a batch entry this listener already handled (resuming at "<entry id>:<i>").
+        self._skip: tuple[str, int] | None = None
+        if last_id == "$":
+            # "$" pinned now, so events between two reads are never skipped.
+            last_id = engine.events_tip(queue)
+        else:
+            entry_id, index = split_event_id(last_id)
+            if index is not None:
+                # Inside a batch entry: read that entry again and skip its first index + 1 jobs.
+                self._skip = (entry_id, index + 1)
+                last_id = entry_before(entry_id)
+        self.last_id = last_id
 
     def read(self, timeout: float | None = 0) -> list[Event]:
         """Return the next events, waiting up to ``timeout`` seconds for one (``None``: forever, 0: no wait)."""
@@ -80,11 +95,18 @@ class QueueEvents:
             block = int(min(left, MAX_BLOCK) * 1000)
             reply = engine.events_read(self.queue, self.last_id, count=BATCH, block_ms=block)
             events: list[Event] = []
-            for entry_id, fields in reply or ():
+            for entry_id, entry in reply or ():
                 self.last_id = entry_id
-                kind = fields.pop("e", "")
-                if self.types is None or kind in self.types:
-                    events.append(Event(entry_id, self.queue, kind, fields.pop("j", ""), fields))
+                handled = 0
+                if self._skip is not None:
+                    if self._skip[0] == entry_id:
+                        handled = self._skip[1]
+                    self._skip = None
+                # A batch entry holds the same event of several jobs: one Event per job.
+                for event_id, fields in expand_entry(entry_id, entry)[handled:]:
+                    kind = fields.pop("e", "")
+                    if self.types is None or kind in self.types:
+                        events.append(Event(event_id, self.queue, kind, fields.pop("j", ""), fields))
             if events or (reply and not block) or (deadline is not None and time.monotonic() >= deadline):
                 return events
 

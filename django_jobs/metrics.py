@@ -3,7 +3,7 @@
 =====================================  =========  ==========================================
 ``djj_queue_jobs{queue,state}``        gauge      jobs per state, read from Redis at scrape time
 ``djj_workers``                        gauge      live worker processes (fresh heartbeats)
-``djj_mirror_behind_events{queue}``    gauge      events the database mirror has not written yet
+``djj_mirror_behind_events{queue}``    gauge      events entries the database mirror has not written yet
 ``djj_mirror_lag_seconds{queue}``      gauge      age of the oldest of them (0: up to date)
 ``djj_mirror_unrecorded_jobs{queue}``  gauge      finished jobs Redis keeps until the mirror recorded them
 ``djj_mirror_lost_jobs_total{queue}``  counter    finished jobs that left Redis before the mirror recorded them
@@ -131,7 +131,7 @@ class QueueCollector:
 
         if not get_settings().mirror["ENABLED"]:
             return
-        behind = GaugeMetricFamily("djj_mirror_behind_events", "Events the database mirror has not written yet.", labels=("queue",))
+        behind = GaugeMetricFamily("djj_mirror_behind_events", "Entries of the events stream the database mirror has not written yet (a batch entry counts once).", labels=("queue",))
         age = GaugeMetricFamily("djj_mirror_lag_seconds", "Age of the oldest event the mirror has not written.", labels=("queue",))
         held = GaugeMetricFamily("djj_mirror_unrecorded_jobs", "Finished jobs Redis keeps until the mirror recorded them.", labels=("queue",))
         lost = CounterMetricFamily("djj_mirror_lost_jobs", "Finished jobs that left Redis before the mirror recorded them.", labels=("queue",))

@@ -10,6 +10,7 @@ None of this changes a job: the streams are written by the scripts only.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,7 +32,9 @@ class MirrorGroupMissing(EngineError):
 class MirrorLag:
     """How far the mirror is behind on one queue (:meth:`Streams.mirror_lag`)."""
 
-    #: Events of the queue's stream the mirror has not acknowledged (unread + read, not yet written).
+    #: Entries of the queue's events stream the mirror has not acknowledged (unread + read, not
+    #: yet written). A batch entry (one script call's same event of several jobs) counts once,
+    #: as ``MIRROR["MAX_LAG"]`` counts them.
     behind: int
     #: Redis time (ms) of the oldest of them, None when none.
     oldest_ms: int | None
@@ -69,6 +72,72 @@ def stream_id_key(entry_id: str) -> tuple[int, int]:
     """Return a stream entry id ``"<ms>-<seq>"`` as a sortable pair."""
     ms, _, seq = entry_id.partition("-")
     return int(ms or 0), int(seq or 0)
+
+
+def entry_job_ids(fields: dict[str, str]) -> list[str]:
+    """Return the ids of the jobs an events entry names: its ``j``, or the ``js`` list of a batch entry.
+
+    >>> entry_job_ids({"e": "completed", "js": '["a","b"]'})
+    ['a', 'b']
+    >>> entry_job_ids({"e": "completed", "j": "a"})
+    ['a']
+    """
+    batch = fields.get("js")
+    if batch is not None:
+        return [str(job_id) for job_id in json.loads(batch)]
+    job_id = fields.get("j")
+    return [job_id] if job_id else []
+
+
+def expand_entry(entry_id: str, fields: dict[str, str]) -> list[tuple[str, dict[str, str]]]:
+    """Return the events of one events entry, one per job: ``[(event id, fields with "j")]``.
+
+    A single-job entry (``e``, ``j``, fields) is one event whose id is the entry id. A batch
+    entry (lua/includes/emit.lua: ``e``, ``js`` a JSON list of job ids, every other field a
+    JSON list of per-job values) is one event per job, the i-th with id ``"<entry id>:<i>"``
+    (:func:`split_event_id`) and its own values of the fields.
+
+    >>> expand_entry("5-0", {"e": "retrying", "js": '["a","b"]', "delay": '["0","7"]'})
+    [('5-0:0', {'e': 'retrying', 'delay': '0', 'j': 'a'}), ('5-0:1', {'e': 'retrying', 'delay': '7', 'j': 'b'})]
+    """
+    batch = fields.get("js")
+    if batch is None:
+        return [(entry_id, fields)]
+    ids = json.loads(batch)
+    columns = {name: json.loads(value) for name, value in fields.items() if name not in ("e", "js")}
+    event = fields.get("e", "")
+    found = []
+    for i, job_id in enumerate(ids):
+        one = {"e": event}
+        for name, values in columns.items():
+            one[name] = str(values[i])
+        one["j"] = str(job_id)
+        found.append((f"{entry_id}:{i}", one))
+    return found
+
+
+def split_event_id(event_id: str) -> tuple[str, int | None]:
+    """Return ``(entry id, index)`` of an event id: the index of the job in a batch entry, None for a whole entry.
+
+    >>> split_event_id("5-0:1")
+    ('5-0', 1)
+    >>> split_event_id("5-0")
+    ('5-0', None)
+    """
+    entry_id, sep, index = event_id.partition(":")
+    return (entry_id, int(index)) if sep else (entry_id, None)
+
+
+def entry_before(entry_id: str) -> str:
+    """Return the largest stream id below ``entry_id`` (to read from ``entry_id`` included with XREAD).
+
+    >>> entry_before("5-3"), entry_before("5-0")
+    ('5-2', '4-18446744073709551615')
+    """
+    ms, seq = stream_id_key(entry_id)
+    if seq > 0:
+        return f"{ms}-{seq - 1}"
+    return f"{ms - 1}-18446744073709551615" if ms > 0 else "0-0"
 
 
 def _pairs(fields: Any) -> dict[str, str]:
@@ -134,7 +203,7 @@ class Streams(ScriptRunner):
             for _, fields in batch:
                 event = fields.get("e")
                 if event in counts:
-                    counts[event] += 1
+                    counts[event] += len(entry_job_ids(fields))  # a batch entry counts each of its jobs
             if len(batch) < 10_000:
                 return counts
             start = "(" + batch[-1][0]

@@ -15,7 +15,7 @@ from django.db import connections, router, transaction
 from django_jobs.conf import get_settings
 from django_jobs.engine import get_engine
 from django_jobs.engine.keys import MIRROR_GROUP, base_queue
-from django_jobs.engine.streams import MirrorGroupMissing, MirrorLag, stream_id_key
+from django_jobs.engine.streams import MirrorGroupMissing, MirrorLag, entry_job_ids, stream_id_key
 from django_jobs.exceptions import ConfigurationError
 from django_jobs.mirror.maintenance import prune, resync_queue
 from django_jobs.mirror.rows import (
@@ -52,6 +52,19 @@ MAX_CPU_SHARE = 0.5
 CATCH_UP_FACTOR = 8
 #: Jobs whose last written version a mirror remembers, to skip events its rows already include.
 WRITTEN_CACHE = 100_000
+
+
+def _by_jobs(entries: Sequence[tuple[str, dict[str, str]]], limit: int) -> Iterable[Sequence[tuple[str, dict[str, str]]]]:
+    """Split ``entries`` in order into runs naming at most ``limit`` jobs (an entry is never split)."""
+    start, jobs = 0, 0
+    for i, (_entry_id, fields) in enumerate(entries):
+        named = len(entry_job_ids(fields))
+        if jobs and jobs + named > limit:
+            yield entries[start:i]
+            start, jobs = i, 0
+        jobs += named
+    if start < len(entries):
+        yield entries[start:]
 
 
 class Mirror:
@@ -141,6 +154,11 @@ class Mirror:
                 self._tips[queue] = read.tip
                 entries, gap = read.entries, gap or read.gap
                 self._counts[queue] = min(count * 2, self.catch_up) if len(entries) >= count else self.batch
+                # Counts are of entries, and a batch entry names several jobs (lua/includes/emit.lua):
+                # the next read asks for about catch_up jobs.
+                jobs = sum(len(entry_job_ids(fields)) for _, fields in entries)
+                if jobs > self.catch_up:
+                    self._counts[queue] = max(1, len(entries) * self.catch_up // jobs)
         except MirrorGroupMissing:
             # Redis lost the stream (restart without persistence, FLUSHALL): start over.
             logger.warning("Mirror: the events stream of %r has no mirror group; creating it and resyncing", queue)
@@ -162,8 +180,9 @@ class Mirror:
             written += resync_queue(queue, using=self.using, batch=self.batch)
             self._resync.discard(queue)
         self._read += len(entries)
-        if entries:
-            written += self.apply(queue, entries)
+        # At most about catch_up jobs per transaction: batch entries name many jobs each.
+        for part in _by_jobs(entries, self.catch_up):
+            written += self.apply(queue, part)
         return written
 
     def apply(self, queue: str, entries: Sequence[tuple[str, dict[str, str]]]) -> int:
@@ -173,18 +192,20 @@ class Mirror:
         final: dict[str, tuple[str, str]] = {}
         written = self._written
         for entry_id, fields in entries:
-            job_id = fields.get("j")
-            if not job_id:
-                continue  # not one of ours: acknowledged, ignored
-            seen = written.get(job_id)
-            if seen is not None and version_of(entry_id) <= seen:
-                # A snapshot this mirror wrote already holds this event's effect (common when
-                # catching up: the first event's read finds the job finished).
-                self.skipped += 1
-                continue
-            jobs[job_id] = None
-            if fields.get("e") in FINAL_EVENTS or fields.get("e") == DELETED_EVENT:
-                final[job_id] = (entry_id, fields["e"])
+            event = fields.get("e")
+            # One job (j), or a batch entry naming several (js, lua/includes/emit.lua): the
+            # entry is acknowledged once, after the rows of all its jobs are committed.
+            for job_id in entry_job_ids(fields):
+                seen = written.get(job_id)
+                if seen is not None and version_of(entry_id) <= seen:
+                    # A snapshot this mirror wrote already holds this event's effect (common when
+                    # catching up: the first event's read finds the job finished).
+                    self.skipped += 1
+                    continue
+                jobs[job_id] = None
+                if event in FINAL_EVENTS or event == DELETED_EVENT:
+                    final[job_id] = (entry_id, event)
+            # An entry naming no job is not one of ours: acknowledged, ignored.
         ids = list(jobs)
         tip, hashes = engine.mirror_snapshot(queue, ids) if ids else ("0-0", [])
         version = version_of(tip)

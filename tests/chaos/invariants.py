@@ -31,6 +31,7 @@ from collections.abc import Iterable
 import redis
 
 from django_jobs.engine.keys import STATE_TO_SET, QueueKeys
+from django_jobs.engine.streams import expand_entry
 
 
 def invariant_violations(client: redis.Redis, prefix: str, queues: Iterable[str]) -> list[str]:
@@ -145,7 +146,8 @@ def event_violations(client: redis.Redis, prefix: str, queues: Iterable[str]) ->
     for queue in queues:
         keys = QueueKeys.build(prefix, queue)
         done: dict[str, str] = {}
-        for entry_id, fields in client.xrange(keys.events):
+        # One event per job: a batch entry (lua/includes/emit.lua) names several jobs.
+        for entry_id, fields in (event for item in client.xrange(keys.events) for event in expand_entry(*item)):
             job_id, event = fields.get("j"), fields.get("e")
             if job_id is None or event in NOTE_EVENTS:
                 continue

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from django_jobs import serialization
+from django_jobs.engine.streams import expand_entry
 from django_jobs.flows import Flow
 from django_jobs.worker.faults import EXIT_CODE
 from tests.chaos.conftest import Chaos
@@ -52,7 +53,7 @@ def run_flows_with_a_crash(chaos: Chaos, engine, tmp_path: Path, point: str) -> 
     # Exactly once in effect: each parent moved to waiting once, however often its steps were delivered.
     ids = {h.id for h in handles}
     woken = Counter(
-        fields["j"] for _id, fields in engine.client.xrange(engine.keys("default").events)
+        fields["j"] for item in engine.client.xrange(engine.keys("default").events) for _id, fields in expand_entry(*item)
         if fields.get("j") in ids and fields.get("e") == "waiting"
     )
     assert set(woken.values()) == {1} and len(woken) == FLOWS, woken
@@ -139,7 +140,7 @@ def test_retrying_the_failed_children_of_flows_over_three_slots_with_workers_run
         assert serialization.loads(job["r"]) == {a: ["completed", "ok after 2"], b: ["completed", i]}
     ids = {h.id for h in handles}
     reopened = Counter(
-        fields["j"] for _id, fields in engine.client.xrange(engine.keys("default").events)
+        fields["j"] for item in engine.client.xrange(engine.keys("default").events) for _id, fields in expand_entry(*item)
         if fields.get("j") in ids and fields.get("e") == "waiting_children"
     )
     assert set(reopened.values()) == {2} and len(reopened) == n, reopened  # enqueued, re-opened once

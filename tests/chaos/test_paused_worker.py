@@ -7,6 +7,7 @@ import signal
 
 import pytest
 
+from django_jobs.engine.streams import expand_entry
 from tests.redis_server import wait_until
 from tests.testapp import jobs_chaos
 
@@ -35,7 +36,7 @@ def test_a_worker_paused_past_its_lease_cannot_complete_the_job_another_worker_t
     assert job["s"] == "completed"
     assert job["r"] == str(taker), "the stale worker overwrote the result"
     events = r.xrange(engine.keys("default").events)
-    completed = [e for _, e in events if e["j"] == result.id and e["e"] == "completed"]
+    completed = [e for item in events for _, e in expand_entry(*item) if e["j"] == result.id and e["e"] == "completed"]
     assert len(completed) == 1
     assert first.stop() == 0
     assert second.stop() == 0

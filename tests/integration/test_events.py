@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from django_jobs.engine.streams import expand_entry
 from django_jobs.events import FINAL_EVENTS, QueueEvents, wait_for_result
 from tests.redis_server import env_for
 
@@ -43,7 +44,8 @@ def test_another_process_receives_the_events_in_order(redis_server, prefix, engi
         ids = [add.enqueue(i, i).id for i in range(3)]
         last = boom.enqueue().id
         work()
-        stream = [(entry_id, f["e"], f["j"]) for entry_id, f in engine.client.xrange(engine.keys("default").events)]
+        stream = [(event_id, f["e"], f["j"]) for entry_id, entry in engine.client.xrange(engine.keys("default").events)
+                  for event_id, f in expand_entry(entry_id, entry)]
         assert [e for e in stream if e[2] == last][-1][1] == "failed"
     finally:
         out, _ = listener.communicate(timeout=30)  # it stops 1.5 s after the last event
@@ -111,3 +113,79 @@ def test_wait_for_result_of_a_finished_job_returns_at_once(work):
     work()
     assert wait_for_result(result, timeout=0.01).state == "failed"
     assert FINAL_EVENTS == {"completed", "failed", "cancelled"}
+
+
+# -- batch entries: one entry per event kind per script call (lua/includes/emit.lua) -----------
+
+
+def enqueue_batch(engine, count: int) -> list[str]:
+    """Enqueue ``count`` add jobs in one enqueue_many call: one 'waiting' entry naming them all."""
+    from django_jobs.engine.keys import new_job_id
+    from django_jobs.engine.queue import NewJob
+
+    ids = [new_job_id() for _ in range(count)]
+    data = json.dumps({"n": "tests.testapp.jobs.add", "a": [1, 2]})
+    engine.enqueue_many("default", [NewJob(id=job_id, data=data) for job_id in ids])
+    return ids
+
+
+def batch_entries(engine, event: str) -> list[list[str]]:
+    """The job ids of each batch entry of ``event`` in the default queue's stream."""
+    return [json.loads(f["js"]) for _, f in engine.client.xrange(engine.keys("default").events)
+            if f.get("e") == event and "js" in f]
+
+
+def test_a_batch_entry_is_one_event_per_job_for_a_listener_which_resumes_inside_it(engine, work):
+    everything = QueueEvents("default", last_id="0")
+    ids = enqueue_batch(engine, 5)
+    assert batch_entries(engine, "waiting") == [ids]  # one entry for the five jobs
+
+    seen = everything.read(timeout=1)
+    assert [(e.type, e.job_id) for e in seen] == [("waiting", job_id) for job_id in ids]
+    assert len({e.id for e in seen}) == 5  # each its own id: "<entry id>:<index>"
+
+    # A listener that handled the first two events of the entry resumes with the third.
+    resumed = QueueEvents("default", last_id=seen[1].id)
+    assert [e.job_id for e in resumed.read(timeout=1)] == ids[2:]
+    # One that handled the whole entry (its last event) gets nothing of it again.
+    assert QueueEvents("default", last_id=seen[-1].id).read(timeout=0.05) == []
+
+    work()
+    finished = everything.read(timeout=1)
+    completed = [e.job_id for e in finished if e.type == "completed"]
+    assert sorted(completed) == sorted(ids)  # every job once, whatever the batches were
+    assert sorted(e.job_id for e in finished if e.type == "active") == sorted(ids)
+
+
+def test_wait_returns_when_the_jobs_completion_is_in_a_batch_entry(engine):
+    import threading
+
+    from django_jobs.engine.queue import Outcome
+    from tests.testapp.jobs import add
+
+    ids = enqueue_batch(engine, 6)
+    claimed = engine.fetch("default", 6, lease_ms=60_000, worker_id="w1").jobs
+    assert sorted(c.id for c in claimed) == sorted(ids)
+    result = add.get_result(ids[3])
+
+    def settle_all() -> None:  # one settle call: one 'completed' entry naming the six jobs
+        engine.settle("default", [Outcome(c.id, c.token, "c", "3", 0, 0) for c in claimed])
+
+    settler = threading.Timer(0.3, settle_all)  # after wait() pinned the stream's tip
+    settler.start()
+    try:
+        assert wait_for_result(result, timeout=20) is result
+    finally:
+        settler.join()
+    assert result.state == "completed" and result.return_value == 3
+    assert batch_entries(engine, "completed") == [[c.id for c in claimed]]  # it came in a batch
+
+
+def test_the_admin_throughput_counts_each_job_of_a_batch_entry(engine):
+    from django_jobs.engine.queue import Outcome
+
+    ids = enqueue_batch(engine, 8)
+    claimed = engine.fetch("default", 8, lease_ms=60_000, worker_id="w1").jobs
+    engine.settle("default", [Outcome(c.id, c.token, "c", "3", 0, 0) for c in claimed])
+    assert batch_entries(engine, "completed") == [[c.id for c in claimed]]  # one entry
+    assert engine.throughput("default")["completed"] == len(ids)

@@ -14,6 +14,7 @@ import json
 import pytest
 
 from django_jobs.engine.protocol import RetryCode
+from django_jobs.engine.streams import expand_entry
 from django_jobs.flows import Flow
 from tests.chaos.invariants import assert_invariants
 from tests.testapp import jobs_flows as jf
@@ -84,7 +85,8 @@ def test_a_childs_end_waits_in_its_outbox_until_the_relay_delivers_it_once(engin
     assert engine._run("flow_ack", (engine.keys("high").outbox, engine.keys("high").outbox_due), (member, seq + 1)) == 0
     assert engine.relay("high") == 1  # the entry was still there: delivered again (no effect), acknowledged
     assert outboxes(engine) == 0
-    waiting = [e for e in engine.client.xrange(engine.keys("default").events) if e[1].get("j") == handle.id and e[1].get("e") == "waiting"]
+    waiting = [e for item in engine.client.xrange(engine.keys("default").events) for e in expand_entry(*item)
+               if e[1].get("j") == handle.id and e[1].get("e") == "waiting"]
     assert len(waiting) == 1  # the parent moved to waiting once
     assert_invariants(engine.client, engine.prefix, QUEUES)
 
@@ -241,7 +243,8 @@ def failed_across_slots(tag: str):
 
 
 def events_of(engine, queue: str, job_id: str, name: str) -> int:
-    return sum(1 for _, e in engine.client.xrange(engine.keys(queue).events) if e.get("j") == job_id and e.get("e") == name)
+    return sum(1 for item in engine.client.xrange(engine.keys(queue).events) for _, e in expand_entry(*item)
+               if e.get("j") == job_id and e.get("e") == name)
 
 
 def deliver(engine, queue: str, member: str) -> list[int]:

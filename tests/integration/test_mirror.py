@@ -13,6 +13,7 @@ from django.utils import timezone
 from django_jobs import mirror
 from django_jobs.engine.keys import MIRROR_GROUP
 from django_jobs.engine.queue import NewJob
+from django_jobs.engine.streams import entry_job_ids
 from django_jobs.models import JobRecord, MirrorCursor
 
 pytestmark = [
@@ -182,6 +183,38 @@ def test_events_read_but_not_acknowledged_before_a_crash_are_mirrored_on_restart
     assert set(mirrored_rows()) == set(ids) and pending(engine) == 0
 
 
+def test_a_batch_entry_is_mirrored_job_by_job_and_acknowledged_once(engine, work):
+    ids = [f"{n:032x}" for n in range(5)]
+    data = json.dumps({"n": "tests.testapp.jobs.add", "a": [1, 2]})
+    engine.enqueue_many("default", [NewJob(id=job_id, data=data) for job_id in ids])
+    (entry,) = engine.client.xrange(engine.keys("default").events)
+    assert entry_job_ids(entry[1]) == ids  # one 'waiting' entry naming the five jobs
+
+    assert mirror.mirror_once() == 5
+    assert set(mirrored_rows()) == set(ids)
+    assert {r["state"] for r in mirrored_rows().values()} == {"waiting"} and pending(engine) == 0
+    work()
+    assert mirror.mirror_once() == 5  # active and completed batches: each job's row once
+    assert {r["state"] for r in mirrored_rows().values()} == {"completed"}
+    assert mirrored_rows() == expected_rows(engine) and pending(engine) == 0
+
+
+def test_a_mirror_killed_after_reading_a_batch_entry_writes_every_job_of_it_once_on_restart(engine):
+    ids = [f"{n:032x}" for n in range(6)]
+    data = json.dumps({"n": "tests.testapp.jobs.add", "a": [1, 2]})
+    engine.enqueue_many("default", [NewJob(id=job_id, data=data) for job_id in ids[:3]])
+    engine.enqueue_many("default", [NewJob(id=job_id, data=data) for job_id in ids[3:]])
+    first = mirror.Mirror(consumer="host-a")
+    first._ensure("default")
+    # The first mirror read both batch entries, then died before writing them: they stay pending.
+    read = engine.mirror_read("default", MIRROR_GROUP, "host-a", count=1)
+    assert [entry_job_ids(f) for _, f in read.entries] == [ids[:3]] and pending(engine) == 1
+    restarted = mirror.Mirror(consumer="host-a")
+    assert restarted.drain() == 6  # its own pending entry first (3 jobs), then the unread one (3 more)
+    assert set(mirrored_rows()) == set(ids) and pending(engine) == 0
+    assert restarted.drain() == 0  # nothing written twice
+
+
 def test_another_mirror_takes_over_what_a_dead_one_left_pending(engine, settings, jobs_settings):
     from tests.testapp.jobs import add
 
@@ -212,7 +245,10 @@ def test_nothing_is_acknowledged_while_the_database_refuses_writes(engine, work)
     try:
         with pytest.raises(Exception):  # noqa: B017 - whatever the database driver raises
             mirror.mirror_once()
-        assert pending(engine) == 9  # 3 jobs x waiting, active, completed: read, not acknowledged
+        # 3 jobs x waiting, active, completed, in as many entries as the scripts wrote (a batch
+        # entry names several jobs): all read, none acknowledged.
+        events = engine.client.xrange(engine.keys("default").events)
+        assert sum(len(entry_job_ids(f)) for _, f in events) == 9 and pending(engine) == len(events)
     finally:
         with connection.cursor() as cursor:
             cursor.execute(f"ALTER TABLE djj_mirror_away RENAME TO {table}")

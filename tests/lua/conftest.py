@@ -17,6 +17,7 @@ from django.test import override_settings
 
 from django_jobs.engine.keys import STATE_TO_SET, QueueKeys
 from django_jobs.engine.queue import Claimed, Engine, NewJob, Outcome
+from django_jobs.engine.streams import expand_entry
 
 #: The queue the script tests use.
 QUEUE = "default"
@@ -98,7 +99,11 @@ def error_json(message: str) -> str:
 
 
 class Events:
-    """Read the queue's events stream: :meth:`new` returns what was added since its last call."""
+    """Read the queue's events stream: :meth:`new` returns what was added since its last call.
+
+    One event per job: batch entries (lua/includes/emit.lua) are expanded as every reader does
+    (engine/streams.py ``expand_entry``); :meth:`new_entries` counts the raw entries.
+    """
 
     def __init__(self, r, k: QueueKeys) -> None:
         self.r = r
@@ -109,13 +114,16 @@ class Events:
         return [(f["e"], f["j"]) for f in self.new_fields()]
 
     def new_fields(self) -> list[dict[str, str]]:
+        return [fields for entry_id, entry in self.new_entries() for _, fields in expand_entry(entry_id, entry)]
+
+    def new_entries(self) -> list[tuple[str, dict[str, str]]]:
         entries = self.r.xrange(self.key, min=f"({self.last}")
         if entries:
             self.last = entries[-1][0]
-        return [fields for _, fields in entries]
+        return list(entries)
 
     def all(self) -> list[tuple[str, str]]:
-        return [(f["e"], f["j"]) for _, f in self.r.xrange(self.key)]
+        return [(f["e"], f["j"]) for entry_id, entry in self.r.xrange(self.key) for _, f in expand_entry(entry_id, entry)]
 
 
 @pytest.fixture

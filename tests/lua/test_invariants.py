@@ -26,6 +26,7 @@ from hypothesis.stateful import (
 
 from django_jobs.engine.keys import QueueKeys
 from django_jobs.engine.queue import Engine, NewJob, Outcome
+from django_jobs.engine.streams import entry_job_ids
 from tests.lua.conftest import SET_OF_STATE, jobs_settings, server_ms, wait_score
 
 #: Leases never expire by themselves during a run; only recover(now_ms=...) expires them.
@@ -277,9 +278,9 @@ class EngineModel(RuleBasedStateMachine):
                 pipe.hmget(self.k.job(job.id), "s", "a", "rec", "tok", "err", "ws")
             for name in QueueKeys.STATE_SETS:
                 pipe.zrange(getattr(self.k, name), 0, -1, withscores=True)
-            pipe.xlen(self.k.events)
+            pipe.xrange(self.k.events)
             replies = pipe.execute()
-        hashes, set_replies, xlen = replies[: len(jobs)], replies[len(jobs):-1], replies[-1]
+        hashes, set_replies, entries = replies[: len(jobs)], replies[len(jobs):-1], replies[-1]
         sets = {name: dict(members) for name, members in zip(QueueKeys.STATE_SETS, set_replies)}
 
         for job, (s, a, rec, tok, err, ws) in zip(jobs, hashes):
@@ -294,7 +295,8 @@ class EngineModel(RuleBasedStateMachine):
         assert sum(len(members) for members in sets.values()) == len(self.jobs)
         counts = {state: len(self.in_state(state)) for state in SET_OF_STATE}
         assert self.engine.counts(self.queue) == counts
-        assert xlen == self.events
+        # One event per job and transition (a batch entry names several jobs: emit.lua).
+        assert sum(len(entry_job_ids(fields)) for _, fields in entries) == self.events
 
 
 def test_the_engine_behaves_like_the_model_for_random_transition_sequences(r):

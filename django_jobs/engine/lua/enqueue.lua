@@ -14,7 +14,7 @@
            2 created (scheduled), 0 a job with this id already exists (replay or duplicate id:
            nothing written); enqueued ms is the 'e' the job's hash holds (this call's server
            time, or the existing job's: a replay returns what the first call stored)
-  Events:  "waiting" or "scheduled" per created job
+  Events:  "waiting" or "scheduled" per created job, batched: one entry per kind (includes/emit)
   Body: includes/job_store.lua, the one place that transition is written.
 ]]
 --@include now
@@ -43,6 +43,8 @@ else
     return ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]
   end
 end
+-- Several jobs: one events entry per event kind for the whole call (includes/emit).
+if count > 1 then emit_batch() end
 local scores, zadd = nil, {}
 if count > 1 then scores = wait_score_batch(q.meta) end
 for i = 1, count do
@@ -63,4 +65,5 @@ for i = 1, #results, 2 do
     break
   end
 end
+emit_flush()
 return results

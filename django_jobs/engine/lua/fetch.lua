@@ -16,7 +16,8 @@
              (-1 none), or until a limit may let a waiting job start when one held the
              queue back, paused = 1 when the queue is paused (nothing claimed), 2 when the
              count was cut to ARGV[10] by a concurrency limit (a freed thread may claim more).
-  Events:  "waiting" per promoted job, "active" per claimed job, "limited" per parked job
+  Events:  "waiting" per promoted job, "active" per claimed job, "limited" per parked job,
+           batched: one entry per event kind for the call (includes/emit)
 ]]
 --@include now
 --@include wait_score
@@ -35,6 +36,7 @@ local count = tonumber(ARGV[3])
 local lease_ms = tonumber(ARGV[4])
 local worker_id = ARGV[5]
 local now_ms = server_now_ms()
+emit_batch()  -- one events entry per event kind for the whole call (includes/emit)
 
 promote_due(scheduled_key, wait_key, meta_key, events_key, job_prefix, now_ms, tonumber(ARGV[6]), maxlen)
 
@@ -42,6 +44,7 @@ local out = { -1, 0 }
 local flow = rcall('HMGET', meta_key, 'paused', 'rn', 'rp', 'cc', 'hold')
 if flow[1] == '1' then
   out[2] = 1
+  emit_flush()
   return out
 end
 local held_ms, rate_ms
@@ -118,4 +121,5 @@ elseif waiting == 0 then
 else
   out[1] = 0
 end
+emit_flush()
 return out

@@ -19,7 +19,7 @@
   Returns: a list, one code per outcome: 1 applied (or already applied: replay)
            | -1 JOB_NOT_FOUND | -3 NOT_OWNER | -4 BAD_REQUEST (unknown kind; nothing written)
   Events:  "completed" | "retrying" | "failed" | "cancelled" | "rate_limited" per applied outcome
-           (none on replay)
+           (none on replay), batched: one entry per event kind for the call (includes/emit)
   Flows:   an ended flow job updates its parent and children (includes/flow.lua, other queues' keys)
   Body: includes/job_finish.lua (job_settle), the one place that transition is written.
 ]]
@@ -29,6 +29,7 @@
 local q = queue_of_prefix(ARGV[1], tonumber(ARGV[2]))
 local keep_completed_count, keep_failed_count = tonumber(ARGV[4]), tonumber(ARGV[6])
 local now_ms = server_now_ms()
+emit_batch()  -- one events entry per event kind (and fields) for the whole batch (includes/emit)
 local results = {}
 -- Leaving active and entering completed are batched into one ZREM and one ZADD per call.
 local acc = { left = {}, completed = {}, gone = {}, keep_c = tonumber(ARGV[3]), keep_f = tonumber(ARGV[5]) }
@@ -55,4 +56,5 @@ if acc.touched_failed then
   trim_finished(q.failed, q.job, now_ms, keep_failed_count)
   trim_finished(q.cancelled, q.job, now_ms, keep_failed_count)
 end
+emit_flush()
 return results

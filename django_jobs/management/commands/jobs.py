@@ -112,11 +112,11 @@ def _add_django_options(parser: CommandParser) -> None:
 
 
 def _mirror_behind(stats: dict[str, Any]) -> str:
-    """"0", or "1234 events (oldest 5.2s)" for the stats table."""
+    """"0", or "1234 entries (oldest 5.2s)" for the stats table."""
     behind = stats["mirror_behind_events"]
     if not behind:
         return "0"
-    return f"{behind} events (oldest {age_label(stats['mirror_lag_seconds'])})"
+    return f"{behind} entries (oldest {age_label(stats['mirror_lag_seconds'])})"
 
 
 class Command(BaseCommand):

@@ -1,0 +1,34 @@
+"""Batch entries of the events stream (lua/includes/emit.lua) as the readers expand them."""
+
+from __future__ import annotations
+
+from django_jobs.engine.streams import entry_before, entry_job_ids, expand_entry, split_event_id
+from django_jobs.mirror.consumer import _by_jobs
+
+
+def test_a_single_job_entry_is_one_event_with_the_entry_id():
+    assert expand_entry("7-1", {"e": "failed", "j": "a", "why": "timeout"}) == [("7-1", {"e": "failed", "j": "a", "why": "timeout"})]
+    assert entry_job_ids({"e": "x"}) == []  # not a job's event
+
+
+def test_a_batch_entry_is_one_event_per_job_with_its_own_fields_and_id():
+    fields = {"e": "retrying", "js": '["a","b","c"]', "delay": '["0","10","0"]'}
+    assert expand_entry("7-1", fields) == [
+        ("7-1:0", {"e": "retrying", "delay": "0", "j": "a"}),
+        ("7-1:1", {"e": "retrying", "delay": "10", "j": "b"}),
+        ("7-1:2", {"e": "retrying", "delay": "0", "j": "c"}),
+    ]
+    assert [split_event_id(event_id) for event_id, _ in expand_entry("7-1", fields)] == [("7-1", 0), ("7-1", 1), ("7-1", 2)]
+
+
+def test_the_id_before_an_entry_reads_from_that_entry_included():
+    assert entry_before("7-1") == "7-0"
+    assert entry_before("7-0") == "6-18446744073709551615"
+
+
+def test_the_mirror_applies_batch_entries_in_runs_of_about_its_catch_up_jobs_never_splitting_one():
+    entries = [("1-0", {"e": "waiting", "js": '["a","b","c"]'}), ("2-0", {"e": "active", "j": "a"}),
+               ("3-0", {"e": "completed", "js": '["a","b"]'}), ("4-0", {"e": "waiting", "js": '["d","e","f","g","h"]'})]
+    runs = list(_by_jobs(entries, 4))
+    assert [[entry_id for entry_id, _ in run] for run in runs] == [["1-0", "2-0"], ["3-0"], ["4-0"]]
+    assert list(_by_jobs([], 4)) == []
