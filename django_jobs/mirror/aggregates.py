@@ -181,7 +181,8 @@ def _stored(job_ids: Sequence[str], *, using: str) -> dict[str, tuple[Part, int]
 
     conn = connections[using]
     qn = conn.ops.quote_name
-    opts = JobRecord._meta
+    model: Any = JobRecord
+    opts = model._meta
     columns = ", ".join(qn(opts.get_field(name).column) for name in ("job_id", "queue", "name", "state", "finished_at", "duration", "version"))
     out: dict[str, tuple[Part, int]] = {}
     with conn.cursor() as cursor:
@@ -197,9 +198,8 @@ def _aware(value: Any) -> datetime | None:
     """A stored datetime as an aware UTC one (SQLite returns text, PostgreSQL a datetime)."""
     if value is None:
         return None
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    when: datetime = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def _add_difference(before: list[Part], after: list[Part], *, using: str) -> None:
