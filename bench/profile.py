@@ -316,7 +316,9 @@ def profile_mirror(bench: Bench, n: int, top: int, live: bool = False) -> None:
     print(f"mirror ({connection.vendor}) {'following a drain of' if live else 'catching up'} {count:,} jobs ({len(queues)} queues, "
           f"3 events a job): {rows:,} rows written ({rows / max(1, count):.2f} a job) in {elapsed:.2f} s "
           f"({count / elapsed:,.0f} jobs/s); CPU {cpu / max(1, count) * 1e6:.0f} us/job "
-          f"(this process); tallies count {tallied:,}; {mirror.skipped:,} events skipped ({mirror.stored_skips:,} jobs known from the database)")
+          f"(this process); tallies count {tallied:,}; {mirror.skipped:,} events skipped ({getattr(mirror, 'stored_skips', 0):,} jobs known from the database)")
+    if not top:
+        return  # --top 0: the timed run only
     fill()
     prof = cProfile.Profile()
     mirror = Mirror(queues)
