@@ -188,7 +188,10 @@ def _stored(job_ids: Sequence[str], *, using: str) -> dict[str, tuple[Part, int]
     with conn.cursor() as cursor:
         for start in range(0, len(job_ids), 2_000):
             chunk = list(job_ids[start : start + 2_000])
-            cursor.execute(f"SELECT {columns} FROM {qn(opts.db_table)} WHERE {qn(opts.pk.column)} IN ({', '.join(['%s'] * len(chunk))})", chunk)
+            if conn.vendor == "postgresql":  # one array parameter (see rows._in)
+                cursor.execute(f"SELECT {columns} FROM {qn(opts.db_table)} WHERE {qn(opts.pk.column)} = ANY(%s)", [chunk])
+            else:
+                cursor.execute(f"SELECT {columns} FROM {qn(opts.db_table)} WHERE {qn(opts.pk.column)} IN ({', '.join(['%s'] * len(chunk))})", chunk)
             for pk, queue, name, state, finished_at, duration, version in cursor.fetchall():
                 out[pk] = ((queue, name, state, _aware(finished_at) if state in _FINISHED_STATES else None, duration), int(version or 0))
     return out

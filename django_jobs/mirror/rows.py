@@ -327,12 +327,20 @@ def stored_versions(job_ids: Sequence[str], *, using: str) -> dict[str, tuple[in
         for start in range(0, len(job_ids), 2_000):
             chunk = list(job_ids[start : start + 2_000])
             cursor.execute(
-                f"SELECT {pk}, {qn('version')}, {qn('state')}, {qn('finished_at')} FROM {table} "
-                f"WHERE {pk} IN ({', '.join(['%s'] * len(chunk))})", chunk,
+                f"SELECT {pk}, {qn('version')}, {qn('state')}, {qn('finished_at')} FROM {table} WHERE {pk} {_in(conn, chunk)}",
+                [chunk] if conn.vendor == "postgresql" else chunk,
             )
             for job_id, version, state, finished in cursor.fetchall():
                 out[job_id] = (int(version or 0), state, _to_ms(finished))
     return out
+
+
+def _in(conn: Any, values: Sequence[Any]) -> str:
+    """``IN (%s, ...)``, or on PostgreSQL ``= ANY(%s)`` with one array parameter (psycopg parses a
+    statement's placeholders on every call: one instead of thousands)."""
+    if conn.vendor == "postgresql":
+        return "= ANY(%s)"
+    return f"IN ({', '.join(['%s'] * len(values))})"
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
