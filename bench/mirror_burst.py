@@ -58,6 +58,29 @@ def _pg(args: argparse.Namespace, sql: str) -> None:
         conn.execute(sql)
 
 
+def _cpu_seconds(pid: int) -> tuple[float, int]:
+    """Return (user + system CPU seconds, nice) of process ``pid`` from /proc (0, 0 when gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0, 0
+    # After the command: state ppid ... utime(11) stime(12) ... nice(16), 0-based from "state".
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), int(fields[16])
+
+
+def _cpu_split(workers: Workers) -> tuple[float, float]:
+    """Return the CPU seconds used so far by the mirror process (the niced child) and by the rest of runworkers."""
+    mirror = rest = 0.0
+    assert workers.proc is not None
+    for pid in [workers.proc.pid, *workers.children()]:
+        cpu, nice = _cpu_seconds(pid)
+        if nice > 0:
+            mirror += cpu
+        else:
+            rest += cpu
+    return mirror, rest
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="djj-mirror-burst-"))
     server = RedisServer(workdir)
@@ -121,6 +144,8 @@ def _burst(args: argparse.Namespace, env: dict[str, str], workdir: Path, queues:
         else:
             time.sleep(3)
         warm = JobRecord.objects.count()
+        cpu_mirror0, cpu_workers0 = _cpu_split(workers)
+        cpu_workers_at_drain = cpu_mirror_at_drain = 0.0
         print(f"burst: {args.jobs:,} no-op jobs over {', '.join(queues)}; runworkers {args.processes} x {args.threads}, "
               f"mirror on, database {args.db}", flush=True)
         t0 = time.monotonic()
@@ -153,8 +178,10 @@ def _burst(args: argparse.Namespace, env: dict[str, str], workdir: Path, queues:
                 memory = int(c.info("memory")["used_memory"])
             max_behind, max_unrecorded, max_memory = max(max_behind, behind), max(max_unrecorded, unrecorded), max(max_memory, memory)
             samples.append({"t": round(now, 1), "left": left, "rows": rows, "behind": behind})
+            cpu_mirror, cpu_workers = _cpu_split(workers)
             if drained_at is None and left == 0:
                 drained_at = now
+                cpu_mirror_at_drain, cpu_workers_at_drain = cpu_mirror, cpu_workers
             if len(samples) % 10 == 0 or (drained_at == now):
                 print(f"  {now:7.1f} s: {args.jobs - left:,} finished, {rows:,} rows, mirror {behind:,} events behind, "
                       f"{unrecorded:,} finished jobs held for it, Redis {memory / 2**20:,.0f} MB", flush=True)
@@ -165,6 +192,9 @@ def _burst(args: argparse.Namespace, env: dict[str, str], workdir: Path, queues:
                     and len(samples) > 30:
                 break  # the old mirror: no more rows coming
         rows = JobRecord.objects.filter(state="completed").count() - warm
+        cpu_mirror, cpu_workers = _cpu_split(workers)
+        if not cpu_workers_at_drain:
+            cpu_mirror_at_drain, cpu_workers_at_drain = cpu_mirror, cpu_workers
         at_drain = next((s["rows"] for s in samples if drained_at is not None and s["t"] >= drained_at), 0)
         lost = sum(v.lost for v in lag(queues).values()) if lag is not None else None
         result = {
@@ -180,12 +210,26 @@ def _burst(args: argparse.Namespace, env: dict[str, str], workdir: Path, queues:
             "rows": rows, "missing": args.jobs - rows, "lost_counted": lost,
             "max_behind_events": max_behind, "max_unrecorded_jobs": max_unrecorded,
             "max_redis_mb": round(max_memory / 2**20),
+            # CPU per job: the deterministic comparison on a loaded machine. The mirror's over
+            # the whole run (rows written); the workers' (and their supervisor's) up to the drain.
+            "mirror_cpu_s": round(cpu_mirror - cpu_mirror0, 1),
+            "mirror_cpu_us_per_row": round((cpu_mirror - cpu_mirror0) / max(1, rows) * 1e6),
+            "mirror_cpu_s_at_drain": round(cpu_mirror_at_drain - cpu_mirror0, 1),
+            "workers_cpu_s": round(cpu_workers_at_drain - cpu_workers0, 1),
+            "workers_cpu_us_per_job": round((cpu_workers_at_drain - cpu_workers0) / max(1, args.jobs) * 1e6),
         }
         print(
             f"result: {rows:,} of {args.jobs:,} jobs have a row ({args.jobs - rows:,} missing); "
             f"drain {result['drain_jobs_per_s'] or '-'} jobs/s ({result['drain_s']} s); mirror {result['mirror_rows_per_s'] or '-'} rows/s "
             f"over the run ({result['mirror_s']} s), {result['catch_up_rows_per_s'] or '-'} rows/s after the drain; "
-            f"at most {max_behind:,} events behind, {max_unrecorded:,} finished jobs held; Redis peak {result['max_redis_mb']} MB",
+            f"at most {max_behind:,} events behind, {max_unrecorded:,} finished jobs held; Redis peak {result['max_redis_mb']} MB; "
+            f"lost counted {lost}",
+            flush=True,
+        )
+        print(
+            f"cpu: mirror {result['mirror_cpu_us_per_row']} us/row ({result['mirror_cpu_s']} s, {result['mirror_cpu_s_at_drain']} s "
+            f"of it by the drain); workers {result['workers_cpu_us_per_job']} us/job ({result['workers_cpu_s']} s); "
+            f"mirror/workers CPU ratio {result['mirror_cpu_us_per_row'] / max(1, result['workers_cpu_us_per_job']):.2f}",
             flush=True,
         )
         if args.json:

@@ -6,6 +6,9 @@
     .venv/bin/python -m bench.profile worker         # one in-process WorkerProcess (burst), yappi CPU profile
     .venv/bin/python -m bench.profile cost           # per-job cost of each phase, Redis side from INFO commandstats
     .venv/bin/python -m bench.profile enqueue-cpu    # Python CPU of one enqueue() up to the bytes it sends
+    .venv/bin/python -m bench.profile mirror         # the mirror's CPU per row over a pre-filled events stream
+    .venv/bin/python -m bench.profile mirror --pg    # the same on PostgreSQL (127.0.0.1:5432)
+    .venv/bin/python -m bench.profile mirror --live  # the mirror following burst workers as they drain
 
 ``drain`` needs py-spy (``.venv/bin/pip install py-spy``). It samples every thread of both
 worker processes and prints, per function, the share of samples spent in it (inclusive) and
@@ -17,6 +20,14 @@ pool's queue count too, so use it to see where threads wait.
 over pre-enqueued no-op jobs, first without a profiler (rate, CPU per job, batch sizes of
 fetch and settle), then under yappi's CPU clock across all threads, and prints CPU time per
 function as a share of the total.
+
+``mirror`` drains ``-n`` no-op jobs (3 queues) with an in-process burst worker while no mirror
+reads, so each queue's events stream holds every job's waiting, active and completed events;
+then it runs :meth:`~django_jobs.mirror.consumer.Mirror.drain` (a mirror catching up after a
+burst) twice over fresh streams: once timed (this process' CPU per row written), once under
+cProfile. With ``--live`` the streams hold only the enqueues and ``runworkers --burst
+--no-mirror`` drains them while the mirror follows (a job's events then come in several batches). The database is a SQLite file (WAL, ``synchronous=NORMAL``, as bench/settings.py) or,
+with ``--pg``, a PostgreSQL database created and dropped for the run.
 """
 
 from __future__ import annotations
@@ -24,6 +35,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import os
 import pstats
 import shutil
 import subprocess
@@ -248,6 +260,79 @@ def profile_enqueue_cpu(bench: Bench, n: int) -> None:
           f"min {min(runs):.1f} (7 x {n:,} calls)")
 
 
+def profile_mirror(bench: Bench, n: int, top: int, live: bool = False) -> None:
+    from bench import jobs
+    from django.core.management import call_command
+    from django.db import connection
+    from django_jobs.conf import get_settings
+    from django_jobs.engine import get_engine
+    from django_jobs.engine.keys import MIRROR_GROUP
+    from django_jobs.mirror.consumer import Mirror
+    from django_jobs.models import FinishedTally, JobRecord
+    from django_jobs.worker.process import WorkerProcess, quiet_django_task_logging
+
+    quiet_django_task_logging()
+    call_command("migrate", verbosity=0)
+    if connection.vendor == "sqlite":
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA journal_mode=WAL")
+    queues = [q for q in ("default", "high", "low") if q in get_settings().queues] or ["default"]
+    engine = get_engine()
+
+    def fill() -> None:
+        bench.flush()
+        JobRecord.objects.all().delete()
+        FinishedTally.objects.all().delete()
+        for queue in queues:
+            engine.mirror_ensure_group(queue, MIRROR_GROUP)
+            task = jobs.noop.using(queue_name=queue)
+            per = n // len(queues)
+            for start in range(0, per, 1000):
+                task.enqueue_many([()] * min(1000, per - start))
+        if not live:
+            WorkerProcess(queues=queues, threads=8, burst=True).run()
+
+    def mirror_all(mirror: Mirror) -> int:
+        if not live:
+            return mirror.drain()
+        # --live: burst workers (another process, no mirror) drain while this mirror follows,
+        # as fast as it can (no nice, no CPU cap): a job's events arrive over several batches.
+        env = bench.env("1000000")
+        workers = subprocess.Popen([sys.executable, "-m", "django", "runworkers", "--burst", "--no-mirror",
+                                    "--processes", "2", "--threads", "8"], cwd=ROOT, env=env,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        rows = 0
+        while workers.poll() is None:
+            rows += mirror.step()
+        return rows + mirror.drain()
+
+    fill()
+    mirror = Mirror(queues)
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    rows = mirror_all(mirror)
+    cpu, elapsed = time.process_time() - cpu0, time.perf_counter() - t0
+    count = JobRecord.objects.count()
+    tallied = sum(FinishedTally.objects.filter(span=1).values_list("n", flat=True))
+    print(f"mirror ({connection.vendor}) {'following a drain of' if live else 'catching up'} {count:,} jobs ({len(queues)} queues, "
+          f"3 events a job): {rows:,} rows written ({rows / max(1, count):.2f} a job) in {elapsed:.2f} s "
+          f"({count / elapsed:,.0f} jobs/s); CPU {cpu / max(1, count) * 1e6:.0f} us/job "
+          f"(this process); tallies count {tallied:,}; {mirror.skipped:,} events skipped ({getattr(mirror, 'stored_skips', 0):,} jobs known from the database)")
+    if not top:
+        return  # --top 0: the timed run only
+    fill()
+    prof = cProfile.Profile()
+    mirror = Mirror(queues)
+    prof.enable()
+    mirror_all(mirror)
+    prof.disable()
+    for key in ("tottime", "cumulative"):
+        out = io.StringIO()
+        pstats.Stats(prof, stream=out).strip_dirs().sort_stats(key).print_stats(top)
+        print(f"--- sorted by {key} ---")
+        print("\n".join(line for line in out.getvalue().splitlines() if line.strip())[:8000])
+        print()
+
+
 def _short(f) -> str:  # type: ignore[no-untyped-def]
     path = f.module or ""
     for marker in ("site-packages/", "/work/main/", "lib/python3.13/"):
@@ -351,7 +436,7 @@ def _flamegraph(raw: Path, svg: Path) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=["enqueue", "drain", "worker", "cost", "enqueue-cpu"])
+    parser.add_argument("what", choices=["enqueue", "drain", "worker", "cost", "enqueue-cpu", "mirror"])
     parser.add_argument("-n", type=int, default=0, help="jobs (default 20,000 enqueue and worker / 50,000 drain)")
     parser.add_argument("--threads", type=int, default=8, help="threads of the in-process worker")
     parser.add_argument("--job", default="noop", choices=["noop", "sleep10"], help="job of the in-process worker")
@@ -362,10 +447,18 @@ def main() -> int:
     parser.add_argument("--svg", help="keep the collapsed stacks of the drain next to this path")
     parser.add_argument("--log-info", action="store_true")
     parser.add_argument("--unix", action="store_true")
+    parser.add_argument("--live", action="store_true", help="mirror: follow burst workers draining instead of catching up")
+    parser.add_argument("--pg", action="store_true", help="mirror: on PostgreSQL (127.0.0.1:5432) instead of SQLite")
     args = parser.parse_args()
     if args.switch_interval:
         sys.setswitchinterval(args.switch_interval)
-    bench = Bench(parse_args(["--log-info"] * args.log_info + ["--unix"] * args.unix))
+    bench = Bench(parse_args(["--log-info"] * args.log_info + ["--unix"] * args.unix + ["--mirror"] * (args.what == "mirror")))
+    pg = f"djj_profile_mirror_{os.getpid()}" if args.what == "mirror" and args.pg else ""
+    if args.what == "mirror":
+        os.environ["DJJ_BENCH_QUEUES"] = "default,high,low"  # the burst's queues (bench/mirror_burst.py)
+    if pg:
+        _pg_admin(f'CREATE DATABASE "{pg}"')
+        os.environ["DJJ_BENCH_PG"] = pg
     try:
         bench.setup()
         if args.what == "enqueue":
@@ -374,13 +467,28 @@ def main() -> int:
             profile_enqueue_cpu(bench, args.n or 20_000)
         elif args.what == "cost":
             profile_cost(bench, args.n or 20_000, args.threads)
+        elif args.what == "mirror":
+            profile_mirror(bench, args.n or 30_000, args.top, args.live)
         elif args.what == "worker":
             profile_worker(bench, args.n or 20_000, args.top, args.threads, args.job, not args.no_yappi)
         else:
             profile_drain(bench, args.n or 50_000, args.top, args.svg, args.rate)
     finally:
         bench.cleanup()
+        if pg:
+            from django.db import connections
+
+            connections.close_all()
+            _pg_admin(f'DROP DATABASE IF EXISTS "{pg}" WITH (FORCE)')
     return 0
+
+
+def _pg_admin(sql: str) -> None:
+    import psycopg
+
+    with psycopg.connect(host=os.environ.get("DJJ_BENCH_PG_HOST", "127.0.0.1"), port=os.environ.get("DJJ_BENCH_PG_PORT", "5432"),
+                         user=os.environ.get("DJJ_BENCH_PG_USER", "postgres"), dbname="postgres", autocommit=True) as conn:
+        conn.execute(sql)
 
 
 if __name__ == "__main__":

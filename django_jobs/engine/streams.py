@@ -64,6 +64,8 @@ class MirrorRead:
     tip: str
 
 
+#: Jobs per ``mirror_snapshot`` script call (the mirror reads at most 10,000 events a batch).
+SNAPSHOT_CHUNK = 5_000
 #: One stream entry: ``(entry id, fields)``.
 Entry = tuple[str, dict[str, str]]
 
@@ -315,22 +317,22 @@ class Streams(ScriptRunner):
         return bool(self._call(self.blocking_client().xread, streams, count=1, block=block))
 
     def mirror_snapshot(self, queue: str, job_ids: Sequence[str]) -> tuple[str, list[dict[str, str]]]:
-        """Read the hashes of ``job_ids`` (empty dict: gone) and the events stream's newest id, in one MULTI.
+        """Read the hashes of ``job_ids`` (empty dict: gone) and the events stream's newest id, at one instant.
 
         The hashes hold exactly the effect of every event up to that id, which makes the id
-        a version: a snapshot with a larger one is never older.
+        a version: a snapshot with a larger one is never older. One script call
+        (lua/mirror_snapshot.lua) per :data:`SNAPSHOT_CHUNK` jobs; with several, the first
+        call's id is returned, the oldest, which every hash read includes (a version too small
+        only makes a later event re-read its job, never skips one).
         """
         k = self.keys(queue)
-
-        def read() -> list[Any]:
-            with self.client.pipeline(transaction=True) as pipe:
-                pipe.xrevrange(k.events, count=1)
-                for job_id in job_ids:
-                    pipe.hgetall(k.job(job_id))
-                return list(pipe.execute())
-
-        newest, *hashes = self._call(read)
-        return (newest[0][0] if newest else "0-0"), [h or {} for h in hashes]
+        newest = ""
+        hashes: list[Any] = []
+        for start in range(0, max(1, len(job_ids)), SNAPSHOT_CHUNK):
+            tip, *got = self._run("mirror_snapshot", (k.events,), (k.job_prefix, *job_ids[start : start + SNAPSHOT_CHUNK]))
+            newest = newest or tip
+            hashes += got
+        return newest, [_pairs(h) if h else {} for h in hashes]
 
     def mirror_ack(self, queue: str, group: str, entry_ids: Sequence[str]) -> int:
         """Acknowledge entries of ``queue``'s events stream for ``group``; returns how many were pending."""

@@ -176,16 +176,33 @@ def counted[F: Callable[..., int]](write: F) -> F:
 
 
 def _stored(job_ids: Sequence[str], *, using: str) -> dict[str, tuple[Part, int]]:
-    """The stored rows of ``job_ids``: their part in the tallies and their version."""
+    """The stored rows of ``job_ids``: their part in the tallies and their version (plain SQL, no model layer)."""
     from django_jobs.models import JobRecord
 
+    conn = connections[using]
+    qn = conn.ops.quote_name
+    model: Any = JobRecord
+    opts = model._meta
+    columns = ", ".join(qn(opts.get_field(name).column) for name in ("job_id", "queue", "name", "state", "finished_at", "duration", "version"))
     out: dict[str, tuple[Part, int]] = {}
-    for start in range(0, len(job_ids), 2_000):
-        rows = JobRecord.objects.using(using).filter(pk__in=job_ids[start : start + 2_000]).values_list(
-            "pk", "queue", "name", "state", "finished_at", "duration", "version")
-        for pk, queue, name, state, finished_at, duration, version in rows:
-            out[pk] = ((queue, name, state, finished_at, duration), version)
+    with conn.cursor() as cursor:
+        for start in range(0, len(job_ids), 2_000):
+            chunk = list(job_ids[start : start + 2_000])
+            if conn.vendor == "postgresql":  # one array parameter (see rows._in)
+                cursor.execute(f"SELECT {columns} FROM {qn(opts.db_table)} WHERE {qn(opts.pk.column)} = ANY(%s)", [chunk])
+            else:
+                cursor.execute(f"SELECT {columns} FROM {qn(opts.db_table)} WHERE {qn(opts.pk.column)} IN ({', '.join(['%s'] * len(chunk))})", chunk)
+            for pk, queue, name, state, finished_at, duration, version in cursor.fetchall():
+                out[pk] = ((queue, name, state, _aware(finished_at) if state in _FINISHED_STATES else None, duration), int(version or 0))
     return out
+
+
+def _aware(value: Any) -> datetime | None:
+    """A stored datetime as an aware UTC one (SQLite returns text, PostgreSQL a datetime)."""
+    if value is None:
+        return None
+    when: datetime = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def _add_difference(before: list[Part], after: list[Part], *, using: str) -> None:

@@ -24,6 +24,7 @@ from django_jobs.mirror.rows import (
     _upsert_safely,
     _write_gone,
     row_from_hash,
+    stored_versions,
     version_of,
 )
 
@@ -33,6 +34,9 @@ logger = logging.getLogger("django_jobs.mirror")
 FINAL_EVENTS = frozenset({"completed", "failed", "cancelled"})
 #: The event of a job deleted through the engine (``delete.lua``): its row is deleted too.
 DELETED_EVENT = "deleted"
+#: The events that store a new job (``job_store.lua``): a job whose first event in a batch is one
+#: of them is not looked up in the database before its hash is read (it rarely has a row yet).
+CREATED_EVENTS = frozenset({"waiting", "scheduled", "waiting_children"})
 #: Longest wait for new events before the loop looks around (stop flag, prune), seconds.
 IDLE_WAIT = 1.0
 #: After a batch smaller than ``BATCH``, wait this long (seconds) for more events before the
@@ -46,6 +50,11 @@ LINGER = 0.1
 #: jobs/s the mirror needs 0.1 to 0.3 of a core on the benchmark VM: 0.25 cost the lag target
 #: there (p50 1.6 s), 0.5 keeps it (bench --mirror, docs/mirror.md#lag-and-cost).
 MAX_CPU_SHARE = 0.5
+#: The same cap while the mirror is behind (a read came back full): none. The mirror is niced
+#: (``MIRROR["NICE"]``), so when the workers want the CPU they have it; what idle CPU a burst
+#: leaves goes to catching up, which at half a core ran slower than the drain (issue 18:
+#: bench/mirror_burst.py, docs/performance.md#mirror-burst).
+CATCH_UP_CPU_SHARE = 1.0
 #: While a queue's reads come back full (the mirror is behind), each next read asks for twice as
 #: many events, up to this many times ``BATCH`` (at most 10,000): a catching-up mirror makes
 #: fewer round trips per event, most of which it skips (their job's row is already newer).
@@ -114,9 +123,11 @@ class Mirror:
         self._tips: dict[str, str] = {}
         self._claim_at = 0.0
         self._read = 0
+        self._behind = False  #: a read of the last step came back full
         #: job id -> version of the snapshot this mirror last committed for it (most recent last).
         self._written: OrderedDict[str, int] = OrderedDict()
         self.skipped = 0  #: events skipped because a row already written includes them
+        self.stored_skips = 0  #: of which known from the database (not this mirror's memory)
 
     def _ensure(self, queue: str) -> None:
         if queue not in self._ready:
@@ -131,6 +142,7 @@ class Mirror:
         """
         written = 0
         self._read = 0
+        self._behind = False
         claim = time.monotonic() >= self._claim_at
         claim_ms = int(self.claim_after * 1000)
         if self._claim_at == 0.0 and self.token:
@@ -154,6 +166,7 @@ class Mirror:
                 self._tips[queue] = read.tip
                 entries, gap = read.entries, gap or read.gap
                 self._counts[queue] = min(count * 2, self.catch_up) if len(entries) >= count else self.batch
+                self._behind = self._behind or len(entries) >= count
                 # Counts are of entries, and a batch entry names several jobs (lua/includes/emit.lua):
                 # the next read asks for about catch_up jobs.
                 jobs = sum(len(entry_job_ids(fields)) for _, fields in entries)
@@ -188,24 +201,30 @@ class Mirror:
     def apply(self, queue: str, entries: Sequence[tuple[str, dict[str, str]]]) -> int:
         """Write the jobs named by ``entries`` (stream entries of ``queue``), then acknowledge them."""
         engine = get_engine()
-        jobs: dict[str, None] = {}
+        jobs: dict[str, int] = {}  # job id -> version of its newest event in the batch not yet written
+        firsts: dict[str, str] = {}  # job id -> its first such event
         final: dict[str, tuple[str, str]] = {}
         written = self._written
         for entry_id, fields in entries:
-            event = fields.get("e")
+            event = fields.get("e") or ""
+            event_version = version_of(entry_id)
             # One job (j), or a batch entry naming several (js, lua/includes/emit.lua): the
-            # entry is acknowledged once, after the rows of all its jobs are committed.
+            # entry is acknowledged once, after the rows of all its jobs are committed. An entry
+            # naming no job is not one of ours: acknowledged, ignored.
             for job_id in entry_job_ids(fields):
                 seen = written.get(job_id)
-                if seen is not None and version_of(entry_id) <= seen:
+                if seen is not None and event_version <= seen:
                     # A snapshot this mirror wrote already holds this event's effect (common when
                     # catching up: the first event's read finds the job finished).
                     self.skipped += 1
                     continue
-                jobs[job_id] = None
+                if job_id not in jobs:
+                    firsts[job_id] = event
+                jobs[job_id] = max(event_version, jobs.get(job_id, 0))
                 if event in FINAL_EVENTS or event == DELETED_EVENT:
                     final[job_id] = (entry_id, event)
-            # An entry naming no job is not one of ours: acknowledged, ignored.
+        recorded: list[tuple[str, str]] = []
+        self._skip_stored(jobs, final, recorded, [job_id for job_id in jobs if firsts[job_id] not in CREATED_EVENTS])
         ids = list(jobs)
         tip, hashes = engine.mirror_snapshot(queue, ids) if ids else ("0-0", [])
         version = version_of(tip)
@@ -220,7 +239,7 @@ class Mirror:
             # Catching up, every event older than a row already written: no transaction (a
             # commit each, an fsync on PostgreSQL) just to move the cursor, which the next
             # write or the last, partial batch moves.
-            engine.mirror_done(queue, MIRROR_GROUP, [entry_id for entry_id, _ in entries], [])
+            engine.mirror_done(queue, MIRROR_GROUP, [entry_id for entry_id, _ in entries], recorded)
             return 0
         lost: list[str] = []
         with transaction.atomic(using=self.using):
@@ -244,10 +263,37 @@ class Mirror:
             )
         # Only now: a crash before this line leaves the entries pending, to be read again. The
         # finished jobs just recorded become deletable by retention (lua/mirror_done.lua).
-        recorded = [(job_id, data["f"]) for job_id, data in zip(ids, hashes)
-                    if data.get("s") in FINAL_EVENTS and data.get("f")]
+        recorded += [(job_id, data["f"]) for job_id, data in zip(ids, hashes)
+                     if data.get("s") in FINAL_EVENTS and data.get("f")]
         engine.mirror_done(queue, MIRROR_GROUP, [entry_id for entry_id, _ in entries], recorded)
         return len(rows) + len(gone) + len(dropped)
+
+    def _skip_stored(
+        self, jobs: dict[str, int], final: dict[str, tuple[str, str]], recorded: list[tuple[str, str]], ask: list[str]
+    ) -> None:
+        """Drop from ``jobs`` those of ``ask`` whose stored row is already at least as new as their events.
+
+        For the jobs this mirror's memory (``WRITTEN_CACHE``) does not cover: after a restart,
+        or in a burst of more jobs than it remembers, where a job's first event (waiting) and
+        its last (completed) are a queue's whole backlog apart and the job would otherwise be
+        read from Redis and written twice. One primary-key read for the batch. A finished row
+        found so is reported as recorded again (``mirror_done`` is idempotent): the mirror that
+        wrote it may have died before it said so.
+        """
+        written = self._written
+        unknown = [job_id for job_id in ask if job_id not in written]
+        if not unknown:
+            return
+        for job_id, (version, state, finished_ms) in stored_versions(unknown, using=self.using).items():
+            if version < jobs[job_id]:
+                continue
+            del jobs[job_id]
+            final.pop(job_id, None)
+            self.skipped += 1
+            self.stored_skips += 1
+            written[job_id] = version
+            if state in FINAL_EVENTS and finished_ms:
+                recorded.append((job_id, str(finished_ms)))
 
     def drain(self) -> int:
         """Handle batches until no queue has unread or unacknowledged events; return rows written."""
@@ -324,9 +370,11 @@ class Mirror:
                     get_engine().mirror_wait(self._tips, IDLE_WAIT)
                 else:
                     # Linger after a partial batch (coalesce a job's events); after any batch,
-                    # rest long enough that the mirror uses at most MAX_CPU_SHARE of a core.
+                    # rest long enough that the mirror uses at most MAX_CPU_SHARE of a core
+                    # (CATCH_UP_CPU_SHARE while behind).
                     pause = self.linger if self._read < self.batch * len(self.queues) else 0.0
-                    pause = max(pause, cpu * (1 / self.max_cpu_share - 1) if self.max_cpu_share < 1 else 0.0)
+                    share = CATCH_UP_CPU_SHARE if self._behind else self.max_cpu_share
+                    pause = max(pause, cpu * (1 / share - 1) if share < 1 else 0.0)
                     until = time.monotonic() + min(pause, IDLE_WAIT)
                     while not should_stop() and time.monotonic() < until:
                         time.sleep(min(0.05, max(0.001, until - time.monotonic())))

@@ -171,3 +171,81 @@ def test_one_mirror_leads_the_others_stand_by_and_take_over(jobs_settings, engin
     first._renew_at = 0.0  # its next renewal is due
     assert second.lead() and not first.lead()
     assert engine.mirror_leader() == second.token
+
+
+def _tallied(state: str = "completed") -> int:
+    from django_jobs.models import FinishedTally
+
+    return sum(FinishedTally.objects.filter(span=1, state=state).values_list("n", flat=True))
+
+
+def test_a_mirror_killed_mid_transaction_resumes_without_losing_or_double_counting(settings, jobs_settings, work, monkeypatch):
+    """The rows, the tallies and the cursor commit together, before anything is acknowledged."""
+    from django_jobs.mirror import consumer
+
+    engine = burst_settings(settings, jobs_settings)
+    first = mirror.Mirror(["default"])
+    assert first.lead()
+    ids = enqueue_burst(engine, 300)
+    work(["default"])
+    written = []
+    real = consumer._advance_cursor
+
+    def killed(queue, entry_id, *, using):  # the last statement of the batch's transaction
+        real(queue, entry_id, using=using)
+        written.append(JobRecord.objects.count())
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(consumer, "_advance_cursor", killed)
+    with pytest.raises(RuntimeError, match="killed"):
+        first.drain()
+    assert written and written[0] > 0  # rows were written in the transaction ...
+    assert JobRecord.objects.count() == 0 and _tallied() == 0  # ... and rolled back with the tallies
+    assert engine.counts("default")["completed"] == 300  # nothing recorded, nothing deleted
+    monkeypatch.setattr(consumer, "_advance_cursor", real)
+    second = mirror.Mirror(["default"])  # the restarted mirror: the same consumer, nothing remembered
+    second.drain()
+    assert set(JobRecord.objects.filter(state="completed").values_list("job_id", flat=True)) == set(ids)
+    assert _tallied() == len(ids)
+    lag = mirror.mirror_lag(["default"])["default"]
+    assert (lag.behind, lag.unrecorded, lag.lost) == (0, 0, 0)
+
+
+def test_a_mirror_killed_after_its_commit_is_not_counted_twice_and_still_releases_the_jobs(
+    settings, jobs_settings, work, monkeypatch,
+):
+    """Rows committed, the acknowledgement never sent: the next mirror reads the events again.
+
+    The jobs were written waiting, then (the batch of their later events) finished, and the
+    mirror died before ``mirror_done``. The next one remembers nothing: it finds in the
+    database that the rows are as new as the events and does not read the jobs again nor count
+    them twice, and it reports them recorded, so retention deletes them (else Redis would hold
+    them until ``MAX_LAG``).
+    """
+    engine = burst_settings(settings, jobs_settings)
+    first = mirror.Mirror(["default"])
+    assert first.lead()
+    ids = enqueue_burst(engine, 300)
+    first.drain()  # the mirror ahead of the workers: every row written waiting
+    assert JobRecord.objects.filter(state="waiting").count() == len(ids)
+    work(["default"])
+    done = engine.mirror_done
+
+    def killed(*args, **kwargs):
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(engine, "mirror_done", killed)
+    with pytest.raises(RuntimeError, match="killed"):
+        first.drain()
+    committed = JobRecord.objects.filter(state="completed").count()
+    assert committed > 0 and _tallied() == committed
+    assert mirror.mirror_lag(["default"])["default"].unrecorded == len(ids)
+    monkeypatch.setattr(engine, "mirror_done", done)
+    second = mirror.Mirror(["default"])
+    second.drain()
+    assert second.stored_skips >= committed  # their events found older than their rows: not re-read
+    assert set(JobRecord.objects.filter(state="completed").values_list("job_id", flat=True)) == set(ids)
+    assert _tallied() == len(ids)
+    lag = mirror.mirror_lag(["default"])["default"]
+    assert (lag.behind, lag.unrecorded, lag.lost) == (0, 0, 0)
+    assert engine.counts("default")["completed"] == 0  # recorded, so retention (AGE 0) deleted them
