@@ -42,7 +42,7 @@ def test_sigterm_lets_a_running_job_finish_and_leaves_the_rest_waiting(chaos):
     for result in later:
         job = chaos.job(result.id)
         assert job["s"] == "waiting", "a job that never started must stay waiting"
-        assert job["a"] == "0"
+        assert job.get("a", "0") == "0"
     chaos.check_invariants()
 
 
@@ -61,7 +61,7 @@ def test_sigterm_with_a_short_grace_releases_the_running_job_at_the_deadline(cha
 
     job = chaos.job(long.id)
     assert job["s"] == "waiting"
-    assert job["a"] == "0", "a released run is not an attempt"
+    assert job.get("a", "0") == "0", "a released run is not an attempt"
     assert chaos.counts("end") == {}
 
     again = chaos.start("--processes=1", "--threads=1", "--grace=10")
@@ -89,7 +89,7 @@ def test_second_sigterm_releases_running_jobs_at_once(chaos):
     for result in longs:
         job = chaos.job(result.id)
         assert job["s"] == "waiting"
-        assert job["a"] == "0"
+        assert job.get("a", "0") == "0"
     assert chaos.counts("start") == {f"long{i}": 1 for i in range(3)}
     assert chaos.counts("end") == {}
     chaos.check_invariants()

@@ -25,7 +25,10 @@ def invariants(engine, r, prefix):
 
 
 def events(engine, queue: str = "default") -> list[tuple[str, str]]:
-    return [(f["e"], f["j"]) for _, f in engine.client.xrange(engine.keys(queue).events)]
+    from django_jobs.engine.streams import expand_entry
+
+    entries = engine.client.xrange(engine.keys(queue).events)
+    return [(f["e"], f["j"]) for item in entries for _, f in expand_entry(*item)]
 
 
 def test_cancel_many_cancels_waiting_and_scheduled_asks_running_and_skips_the_rest(engine):

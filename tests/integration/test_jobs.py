@@ -218,7 +218,7 @@ def test_sync_job_failed_by_its_timeout_sends_task_finished(work):
 
     task_finished.connect(receiver)
     try:
-        result = jobs.too_slow.enqueue(1.5)
+        result = jobs.too_slow.enqueue(4.0)  # far past the 0.5 s timeout, even on a loaded machine
         work()
     finally:
         task_finished.disconnect(receiver)
