@@ -1,7 +1,9 @@
 -- The store transition: create one job, for enqueue.lua, enqueue_guarded.lua and
 -- flow_enqueue.lua. The whole job hash is written here (docs/architecture.md, "Fields of a job
 -- hash"), with its unique lock and its flow fields, so no entry point writes it its own way.
---@include job_state
+--@include queue
+--@include emit
+--@include wait_score
 
 -- The enqueue time 'e' (ms) job_key's hash holds; 0 when it has none (no such job).
 local function stored_enqueued_ms(job_key)
