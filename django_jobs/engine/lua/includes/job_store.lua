@@ -95,7 +95,9 @@ local function job_store(q, j, now_ms, scores, zadd)
     else
       redis.call('ZADD', q.wait, score, job_id)
     end
-    emit(q.events, q.maxlen, 'waiting', job_id)
+    -- Trims the events stream on every EMIT_TRIM_EVERY-th sequence number (includes/emit):
+    -- score modulo 2^44 is the queue's seq.
+    emit_untrimmed(q.events, q.maxlen, score % EMIT_TRIM_EVERY == 0, 'waiting', job_id)
     code = 1
   end
   redis.call('HSET', job_key, unpack(h))
