@@ -122,6 +122,8 @@ def main() -> None:
     parser.add_argument("--multi", action="store_true", help="add the bare commands in MULTI/EXEC")
     parser.add_argument("--functions", action="store_true", help="add the enqueue as a Redis Function (FCALL)")
     parser.add_argument("--only", default="", help="comma-separated variant names to run (default: all)")
+    parser.add_argument("--pipeline", type=int, default=1, help="calls per round trip (1: as job.enqueue(); more: "
+                        "less of the socket's cost per call, so the scripts' differences stand out)")
     parser.add_argument("--no-preamble", action="store_true", help="leave out the preamble variants")
     opts = parser.parse_args()
 
@@ -141,28 +143,29 @@ def main() -> None:
         assert r is not None
         caller = Caller(r)
         seq = iter(range(1, 10**9))
-        variants: dict[str, tuple[str, Callable[[int], None]]] = {}
+        # A variant makes the commands of one call (one round trip, or --pipeline calls in one).
+        variants: dict[str, tuple[str, Callable[[int], list[tuple[Any, ...]]]]] = {}
 
-        def add(name: str, top: str, run: Callable[[int], None]) -> None:
-            variants[name] = (top, run)
+        def add(name: str, top: str, make: Callable[[int], list[tuple[Any, ...]]]) -> None:
+            variants[name] = (top, make)
 
-        add("LPUSH", "lpush", lambda rnd: caller.call(("LPUSH", f"huey.{{q{rnd}}}", PAYLOAD + str(next(seq)))))
+        add("LPUSH", "lpush", lambda rnd: [("LPUSH", f"huey.{{q{rnd}}}", PAYLOAD + str(next(seq)))])
         empty = r.script_load("return 1")
         add("EVALSHA return 1", "evalsha",
-            lambda rnd: caller.call(("EVALSHA", empty, 5, *enqueue_args(f"e:{{x{rnd}}}:", next(seq)))))
+            lambda rnd: [("EVALSHA", empty, 5, *enqueue_args(f"e:{{x{rnd}}}:", next(seq)))])
         for side, root in sides.items():
             pre = r.script_load(preamble_source(root, "enqueue"))
             full = r.script_load(script_source(root, "enqueue"))
             if not opts.no_preamble:
                 add(f"preamble {side}", "evalsha",
-                    lambda rnd, sha=pre, side=side: caller.call(("EVALSHA", sha, 5, *enqueue_args(f"p:{{{side}{rnd}}}:", next(seq)))))
+                    lambda rnd, sha=pre, side=side: [("EVALSHA", sha, 5, *enqueue_args(f"p:{{{side}{rnd}}}:", next(seq)))])
             add(f"enqueue {side}", "evalsha",
-                lambda rnd, sha=full, side=side: caller.call(("EVALSHA", sha, 5, *enqueue_args(f"q:{{{side}{rnd}}}:", next(seq)))))
+                lambda rnd, sha=full, side=side: [("EVALSHA", sha, 5, *enqueue_args(f"q:{{{side}{rnd}}}:", next(seq)))])
             if opts.functions:
                 lib = f"djjsc_{side}"
                 r.function_load(function_library(root, "enqueue", lib), replace=True)
                 add(f"FCALL {side}", "fcall",
-                    lambda rnd, lib=lib, side=side: caller.call(("FCALL", lib, 5, *enqueue_args(f"f:{{{side}{rnd}}}:", next(seq)))))
+                    lambda rnd, lib=lib, side=side: [("FCALL", lib, 5, *enqueue_args(f"f:{{{side}{rnd}}}:", next(seq)))])
             if opts.multi:
                 # What one call runs: count it on a fresh queue, then replay it bare.
                 r.config_resetstat()
@@ -173,30 +176,31 @@ def main() -> None:
                 ran = {k[8:]: v["calls"] for k, v in r.info("commandstats").items()}
                 print(f"one {side} enqueue runs: {ran}")
 
-                def multi(rnd: int, side: str = side) -> None:
+                def multi(rnd: int, side: str = side) -> list[tuple[Any, ...]]:
                     base = f"m:{{{side}{rnd}}}:"
                     n = next(seq)
                     job = f"{base}job:{n:020d}"
-                    caller.call(
+                    return [
                         ("MULTI",), ("TIME",), ("EXISTS", job), ("HINCRBY", base + "meta", "seq", 1),
                         ("ZADD", base + "wait", 100 * 2**44 + n, f"{n:020d}"), ("GET", base + "mirror"),
                         ("XADD", base + "events", "MAXLEN", "~", MAXLEN, "*", "e", "waiting", "j", f"{n:020d}"),
                         ("HSET", job, "d", PAYLOAD, "p", 0, "e", 1, "s", "waiting", "ws", 100 * 2**44 + n),
                         ("LLEN", base + "marker"), ("EXEC",),
-                    )
+                    ]
 
                 add(f"MULTI {side}", "exec", multi)
         names = [v for v in variants if not opts.only or v in opts.only.split(",")]
         results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in names}
-        print(f"redis {r.info('server')['redis_version']}, {opts.n} calls per variant and round, {opts.rounds} rounds")
+        print(f"redis {r.info('server')['redis_version']}, {opts.n} calls per variant and round, "
+              f"{opts.pipeline} per round trip, {opts.rounds} rounds")
         for rnd in range(opts.rounds):
             for name in names:
-                top, run = variants[name]
-                run(rnd)  # the queue's first call (token, stream, meta created) is not counted
+                top, make = variants[name]
+                caller.call(*make(rnd))  # the queue's first call (token, stream, meta created) is not counted
                 r.config_resetstat()
                 cpu0 = redis_cpu(r)
-                for _ in range(opts.n):
-                    run(rnd)
+                for _ in range(opts.n // opts.pipeline):
+                    caller.call(*[c for _ in range(opts.pipeline) for c in make(rnd)])
                 cpu = redis_cpu(r) - cpu0
                 stats = r.info("commandstats")
                 usec = stats.get(f"cmdstat_{top}", {}).get("usec", 0)
