@@ -2,7 +2,8 @@
 
 Where one ``EVALSHA`` of ``enqueue.lua`` (one job) spends Redis' time, against what it does: on a
 private redis-server (the bench's: AOF on, fsync every second), each *variant* sends ``-n``
-calls, one round trip each (the shape of ``job.enqueue()``), and the rounds interleave the
+calls, one round trip each (the shape of ``job.enqueue()``; ``--pipeline P``: P calls per round
+trip, so the socket's cost is shared and the scripts' differences stand out), and the rounds interleave the
 variants so the machine's load hits each alike. Per variant, the median (and min) over the
 rounds of:
 
