@@ -192,3 +192,26 @@ def test_packed_jobs_are_written_as_each_job_alone_would_be(engine, r, k):
     for i in range(4):
         h = r.hgetall(k.job(f"shared{i}"))
         assert (h["p"], h["cid"], h["par"], h["d"]) == ("3", "c", "p", data[i])
+
+
+def test_single_enqueues_trim_the_events_stream_on_one_call_in_32_and_stay_bounded(engine, r, k, monkeypatch):
+    """A lone waiting job's event is written untrimmed but on every 32nd sequence number
+    (includes/emit emit_untrimmed): without a mirror the stream stays within its cap, plus one
+    stream node (MAXLEN ~), plus the 31 untrimmed entries between trims."""
+    monkeypatch.setattr(engine, "maxlen", 10)
+    lengths = []
+    for i in range(600):
+        engine.enqueue("default", [new_job(f"t{i}")])
+        lengths.append(r.xlen(k.events))
+    node = int(r.config_get("stream-node-max-entries")["stream-node-max-entries"])
+    assert max(lengths) <= 10 + node + 32
+    assert lengths[-1] < 600  # it was trimmed: the bound is not the count of calls
+
+
+def test_single_enqueues_never_trim_below_the_mirrors_cap_while_it_holds_the_queue(engine, r, k, monkeypatch):
+    """The trims single enqueues still make read the mirror's hold: nothing it has not read leaves."""
+    monkeypatch.setattr(engine, "maxlen", 10)
+    engine.mirror_hold(["default"], cap=1_000, hold_ms=60_000)
+    for i in range(600):
+        engine.enqueue("default", [new_job(f"m{i}")])
+    assert r.xlen(k.events) == 600

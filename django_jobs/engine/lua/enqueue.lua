@@ -22,6 +22,14 @@
 --@include job_store
 local q = queue_of_prefix(ARGV[1], tonumber(ARGV[2]))
 local now_ms = server_now_ms()
+if #ARGV == 9 then
+  -- One job (job.enqueue()): no columns, no batch, no list of scores; job_store does its ZADD.
+  local code, enqueued_ms = job_store(q, {
+    id = ARGV[3], d = ARGV[4], p = ARGV[5], due = job_due(now_ms, ARGV[6], ARGV[7]), cid = ARGV[8], par = ARGV[9],
+  }, now_ms)
+  if code ~= 0 then wake(q.marker) end
+  return { code, enqueued_ms }
+end
 local results = {}
 -- Jobs due now take consecutive sequence numbers (one read and one write of the counter) and
 -- enter wait with one ZADD per 1,000; a single job draws its score with one HINCRBY.

@@ -30,6 +30,7 @@
 --@include now
 --@include wake
 --@include job_store
+--@include unique_guard
 local rcall = redis.call
 local q = queue_of_prefix(ARGV[1], tonumber(ARGV[2]))
 local lock_prefix, limit_prefix = ARGV[3], ARGV[4]

@@ -99,3 +99,14 @@ local function emit(events_key, maxlen, event, job_id, ...)
   -- A full entry: write everything collected (all groups, so every job's events keep their order).
   if #g.ids >= EMIT_MAX_JOBS then emit_flush() end
 end
+
+-- One event of a lone job, untrimmed unless trim: XADD without MAXLEN, so no read of the mirror's
+-- hold (includes/mirror) either. For the single enqueue, which trims on one call in
+-- EMIT_TRIM_EVERY (its wait sequence number picks it): the stream then outgrows its cap by at
+-- most that many entries between trims (on top of MAXLEN ~'s slack of a stream node), and a
+-- skipped trim keeps events, never loses one. Batched calls (emit_batch) collect as emit() does.
+local EMIT_TRIM_EVERY = 32
+local function emit_untrimmed(events_key, maxlen, trim, event, job_id)
+  if trim or EMIT.on then return emit(events_key, maxlen, event, job_id) end
+  redis.call('XADD', events_key, '*', 'e', event, 'j', job_id)
+end

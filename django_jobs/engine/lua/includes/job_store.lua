@@ -1,7 +1,9 @@
 -- The store transition: create one job, for enqueue.lua, enqueue_guarded.lua and
 -- flow_enqueue.lua. The whole job hash is written here (docs/architecture.md, "Fields of a job
 -- hash"), with its unique lock and its flow fields, so no entry point writes it its own way.
---@include job_state
+--@include queue
+--@include emit
+--@include wait_score
 
 -- The enqueue time 'e' (ms) job_key's hash holds; 0 when it has none (no such job).
 local function stored_enqueued_ms(job_key)
@@ -93,7 +95,9 @@ local function job_store(q, j, now_ms, scores, zadd)
     else
       redis.call('ZADD', q.wait, score, job_id)
     end
-    emit(q.events, q.maxlen, 'waiting', job_id)
+    -- Trims the events stream on every EMIT_TRIM_EVERY-th sequence number (includes/emit):
+    -- score modulo 2^44 is the queue's seq.
+    emit_untrimmed(q.events, q.maxlen, score % EMIT_TRIM_EVERY == 0, 'waiting', job_id)
     code = 1
   end
   redis.call('HSET', job_key, unpack(h))
