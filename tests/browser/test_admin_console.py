@@ -17,7 +17,7 @@ from django_jobs.flows import Flow
 from tests.browser.conftest import ARTIFACTS, logged_in, screenshot
 from tests.redis_server import wait_until
 from tests.testapp import jobs_flows as jf
-from tests.testapp.jobs import add, always_fails, sleeper
+from tests.testapp.jobs import add, always_fails, stoppable
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 
@@ -145,11 +145,11 @@ def test_which_workers_are_alive_and_what_they_run(site, page, engine, width):
     page.goto("/admin/django_jobs/jobrecord/workers/")
     wait_until(lambda: page.locator("#djj-workers tbody tr").count() >= 1 or page.reload(), timeout=30, interval=1,
                message="the worker's heartbeat")
-    job_id = sleeper.enqueue("long", 8).id
+    job_id = stoppable.enqueue("long", 120).id  # runs until cancelled, however slow the page
     row = page.locator(f'#djj-running tr[data-job="{job_id}"]')
     row.wait_for(timeout=20_000)  # appears without a reload: the page refreshes itself
     assert "pid" in row.locator(".djj-running-worker").inner_text()
-    assert row.get_by_role("link", name="sleeper").get_attribute("href").endswith(f"/{job_id}/change/")
+    assert row.get_by_role("link", name="stoppable").get_attribute("href").endswith(f"/{job_id}/change/")
     restart = page.locator("tr.djj-restart").first
     assert "passed its timeout" in restart.inner_text() and "4242" in restart.inner_text()
     on_screen(page, row.get_by_role("button", name="Cancel"), width)

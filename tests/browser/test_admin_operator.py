@@ -19,7 +19,7 @@ import pytest
 from tests.browser.conftest import ARTIFACTS, django_command, logged_in, running_site, screenshot
 from tests.browser.seed import WIDTHS as SEEDED
 from tests.redis_server import wait_until
-from tests.testapp.jobs import sleeper
+from tests.testapp.jobs import stoppable
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 
@@ -123,7 +123,7 @@ def test_q3_workers_and_what_they_run_then_cancel_one_from_there(busy_site, page
     page.goto("/admin/django_jobs/jobrecord/workers/")
     wait_until(lambda: page.locator("#djj-workers tbody tr").count() >= 1 or page.reload(), timeout=30, interval=1,
                message="the worker's heartbeat")
-    job_id = sleeper.using(queue_name="high").enqueue(f"report-export-{width}", 8).id
+    job_id = stoppable.using(queue_name="high").enqueue(f"report-export-{width}", 120).id  # until cancelled
     row = page.locator(f'#djj-running tr[data-job="{job_id}"]')
     row.wait_for(timeout=20_000)  # the page refreshes itself
     assert "pid" in row.locator(".djj-running-worker").inner_text()

@@ -6,7 +6,7 @@ import asyncio
 import os
 import time
 
-from django_jobs import Retry, job
+from django_jobs import Cancel, Retry, job
 from django_jobs.compat import task
 
 calls_in_process: list[tuple[str, object]] = []
@@ -70,6 +70,19 @@ def always_fails() -> None:
 def sleeper(tag: str, seconds: float) -> str:
     ledger("start", tag)
     time.sleep(seconds)
+    ledger("end", tag)
+    return tag
+
+
+@job(takes_context=True)
+def stoppable(context, tag: str, seconds: float) -> str:
+    """Sleep up to ``seconds``, stopping (cancelled) as soon as a cancel is requested."""
+    ledger("start", tag)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if context.cancel_requested:
+            raise Cancel("stopped on request")
+        time.sleep(0.05)
     ledger("end", tag)
     return tag
 
