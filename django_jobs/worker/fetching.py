@@ -39,26 +39,33 @@ class Fetching(WorkerState):
 
     def _fetch_loop(self) -> None:
         backoff = BACKOFF_MIN
+        woke: tuple[int, int, bool] | None = None  # what the fetch that ended an idle wait claimed
         while not self.stopping.is_set() and not self.draining.is_set():
-            with self._cond:
-                while not self._claim_now() and not self.stopping.is_set() and not self.draining.is_set():
-                    self._cond.wait(1.0)
-                free = self._usable()
-                threads = self._free - self.ahead  # jobs it can start at once (no claim-ahead)
-            if self.stopping.is_set() or self.draining.is_set():
-                break
-            if self.max_jobs is not None:
-                free = min(free, self.max_jobs - self._claimed)
-                if free <= 0:
-                    self.recycle(f"it claimed {self._claimed} job(s), the max jobs per child")
-                    break
-            try:
+            if woke is None:
                 with self._cond:
-                    settles, relayed = self._settles, self._relayed
-                got, next_due = self._fetch_round(free, threads)
+                    while not self._claim_now() and not self.stopping.is_set() and not self.draining.is_set():
+                        self._cond.wait(1.0)
+                    free = self._usable()
+                    threads = self._free - self.ahead  # jobs it can start at once (no claim-ahead)
+                if self.stopping.is_set() or self.draining.is_set():
+                    break
+                if self.max_jobs is not None:
+                    free = min(free, self.max_jobs - self._claimed)
+                    if free <= 0:
+                        self.recycle(f"it claimed {self._claimed} job(s), the max jobs per child")
+                        break
+            try:
+                if woke is not None:
+                    got, next_due, more = woke
+                    woke = None
+                else:
+                    with self._cond:
+                        settles, relayed = self._settles, self._relayed
+                    got, next_due = self._fetch_round(free, threads)
+                    more = got > 0
                 self._outage.ok()
                 backoff = BACKOFF_MIN
-                if got:
+                if more:
                     continue
                 if self._thread_bound:
                     # A queue with a concurrency limit has room but every thread here is busy:
@@ -85,11 +92,72 @@ class Fetching(WorkerState):
                 timeout = IDLE_WAIT if next_due < 0 else min(IDLE_WAIT, next_due / 1000)
                 if self.burst:
                     timeout = min(timeout, 0.1)
-                self.engine.wait_for_work(self.queues, timeout)
+                woke = self._idle_wait(timeout)
             except Exception as exc:  # noqa: BLE001 - never let the heartbeat die
                 self._outage.failed(exc, backoff, "fetching jobs")
                 self.stopping.wait(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
+
+    def _idle_wait(self, timeout: float) -> tuple[int, int, bool] | None:
+        """Block on the queues' markers for up to ``timeout`` seconds; fetch on wake-up where one round trip can.
+
+        With one queue (of one shard) on one server, the wait and the fetch that follows it go
+        in one round trip (:meth:`Engine.fetch_on_wake`): the jobs come back in the wake-up's
+        own reply and are dispatched here. It claims at most the free threads (no claim-ahead:
+        they can only grow while it waits). Returns (claimed, ms until the next due job or -1,
+        whether to fetch again at once), or None after a plain wait (the caller fetches).
+        """
+        shards = self._wake_shards()
+        count = 0
+        if len(shards) == 1 and not self.burst and self.engine.fetches_on_wake:
+            with self._cond:
+                count = min(self._usable(), self._free - self.ahead)
+            if self.max_jobs is not None:
+                count = min(count, self.max_jobs - self._claimed)
+        if count <= 0:
+            self.engine.wait_for_work(self.queues, timeout)
+            return None
+        queue = shards[0]
+        try:
+            res = self.engine.fetch_on_wake(
+                queue, timeout, count, lease_ms=self.lease_ms, worker_id=self.worker_id, start_now=count, blocked=self._waiting_on,
+            )
+        finally:
+            self._blocked_id = None
+        self._thread_bound = False
+        with self._fetch_lock:
+            if self.stopping.is_set() or self.draining.is_set():
+                # Woken (or unblocked) while stopping: hand the claims back at once.
+                if res.jobs:
+                    self.engine.release(queue, [(c.id, c.token) for c in res.jobs])
+                return 0, -1, False
+            if res.jobs:
+                faults.point("after_fetch")
+            for claimed in res.jobs:
+                self._dispatch(claimed)
+        got = len(res.jobs)
+        return got, res.next_due_ms, got > 0 and (got >= count or res.next_due_ms == 0)
+
+    def _waiting_on(self, client_id: int | None) -> None:
+        """The fetcher's blocking connection is ``client_id`` (:meth:`end_idle_wait` unblocks it)."""
+        self._blocked_id = client_id
+        if self.stopping.is_set() or self.draining.is_set():
+            self.end_idle_wait()  # stopped while the wait was being sent
+
+    def end_idle_wait(self) -> None:
+        """End the fetcher's blocking wait now (from any thread): what it claims is handed back while stopping."""
+        client_id = self._blocked_id
+        if client_id is not None:
+            try:
+                self.engine.unblock(client_id)
+            except Exception as exc:  # noqa: BLE001 - best effort: the wait ends by itself within IDLE_WAIT
+                logger.debug("Worker %s could not end its idle wait: %s", self.worker_id, exc)
+
+    def _wake_shards(self) -> list[str]:
+        """The shards of every queue this worker serves (fetch-on-wake needs exactly one)."""
+        if self._shard_names is None:
+            self._shard_names = [shard for queue in self.queues for shard in self.engine.shards(queue)]
+        return self._shard_names
 
     def _claim_now(self) -> bool:
         """Claim now? While short jobs claimed ahead still wait for a thread, free slots gather first.

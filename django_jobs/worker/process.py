@@ -69,6 +69,8 @@ logger = logging.getLogger("django_jobs.worker")
 OUTAGE_LOG_EVERY = 30.0
 #: How long the shutdown waits for outcomes to be written after the grace period, seconds.
 FLUSH_TIMEOUT = 5.0
+#: How long the shutdown waits for the fetcher to end its idle wait (and hand back what it claimed), seconds.
+FETCHER_JOIN = 2.0
 #: Signals a worker forked by the supervisor handles.
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
 
@@ -139,6 +141,8 @@ class WorkerProcess(Fetching, Settling, Heartbeat):
         self._loop_thread: threading.Thread | None = None
         self._rotation = 0
         self._shard_turns: dict[str, int] = {}  # per sharded queue: the shard fetched first last round
+        self._shard_names: list[str] | None = None
+        self._blocked_id: int | None = None
         self._ppid = parent_pid if parent_pid is not None else os.getppid()
         self._deadline: float | None = None
         self._outage = OutageLog(logger, f"Worker {self.worker_id}", repeat_every=OUTAGE_LOG_EVERY)
@@ -247,6 +251,7 @@ class WorkerProcess(Fetching, Settling, Heartbeat):
         logger.log(level, "Worker %s recycling: %s; finishing its running jobs, then exiting", self.worker_id, why,
                    extra={"action": "worker_recycling", "worker": self.worker_id})
         self.draining.set()
+        self.end_idle_wait()
         self._pipe.wake()
 
     def _drained(self) -> bool:
@@ -273,6 +278,12 @@ class WorkerProcess(Fetching, Settling, Heartbeat):
             self._wait_main(0)
         else:
             self._fetch_lock.release()
+        # A fetcher blocked in a fetch-on-wake wait is woken now: what that fetch claims is handed
+        # back by the fetcher before the process exits (never left to its lease).
+        self.end_idle_wait()
+        for thread in self._threads:
+            if thread.name == "djj-fetcher":
+                thread.join(timeout=max(0.0, min(FETCHER_JOIN, deadline - time.monotonic())))
         while not self.fast.is_set():
             with self._cond:
                 running = sum(1 for job in self._leases.values() if not job.decided and job.id not in self._unstarted)

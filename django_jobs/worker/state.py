@@ -72,6 +72,9 @@ class WorkerState:
     _thread_bound: bool
     _fetch_lock: threading.Lock
     _avg_run: float
+    #: The client id of the fetcher's connection while it blocks in a fetch-on-wake wait (else None).
+    _blocked_id: int | None
+    _shard_names: list[str] | None
 
     # Lifecycle steps the parts call (defined by WorkerProcess).
 
