@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import threading
 
+from django_jobs import job
 from django_jobs.compat import TaskResultStatus
+from django_jobs.events import wait_for_result
 from tests.redis_server import wait_until
 from tests.testapp import jobs
 
 WORKER = "host:1:abcdef"
+
+
+@job
+def thread_name(n: int = 0) -> str:
+    """The name of the thread that ran the job."""
+    return threading.current_thread().name
 
 
 def _wait_in_thread(engine, timeout: float, count: int = 4):
@@ -88,5 +96,65 @@ def test_shutdown_ends_an_idle_fetchers_wait(engine):
     wait_until(lambda: worker._blocked_id is not None, message="the fetcher to wait on the marker")
     worker.request_stop()
     worker.shutdown()
-    fetcher = next(t for t in worker._threads if t.name == "djj-fetcher")
-    assert not fetcher.is_alive()  # its 5 s wait was ended, not left to run out
+    for thread in worker._threads:
+        if thread.name.startswith("djj-fetcher"):
+            thread.join(timeout=2)  # the waiting one's 5 s wait was ended, not left to run out
+            assert not thread.is_alive()
+
+
+def test_an_idle_worker_runs_the_job_on_the_thread_whose_wait_ended(engine):
+    from django_jobs.worker.process import WorkerProcess
+
+    worker = WorkerProcess(queues=["default"], threads=2, grace=1.0)
+    worker.start()
+    try:
+        names = []
+        for n in range(3):  # the two fetcher threads take turns: each wake-up is run where it arrived
+            wait_until(lambda: worker._blocked_id is not None and worker._role_waiting == 1, message="an idle worker")
+            result = wait_for_result(thread_name.enqueue(n), timeout=10)
+            assert result.status == TaskResultStatus.SUCCESSFUL
+            names.append(result.return_value)
+        assert all(name.startswith("djj-fetcher") for name in names), names
+        # A burst into the idle worker: the first job stays on the fetcher thread, the rest go to the job threads.
+        burst = thread_name.enqueue_many([(n,) for n in range(20)])
+        done = [wait_for_result(r, timeout=10) for r in burst]
+        assert all(r.status == TaskResultStatus.SUCCESSFUL for r in done)
+        assert any(r.return_value.startswith("djj-job_") for r in done)
+    finally:
+        worker.request_stop()
+        worker.shutdown()
+
+
+_overlap = threading.Lock()
+_running = [0, 0]  # running now, most at once
+
+
+@job
+def overlapping(n: int) -> None:
+    """Count how many of these run at once."""
+    with _overlap:
+        _running[0] += 1
+        _running[1] = max(_running)
+    threading.Event().wait(0.05)
+    with _overlap:
+        _running[0] -= 1
+
+
+def test_a_kept_job_counts_against_threads(engine):
+    from django_jobs.worker.process import WorkerProcess
+
+    _running[:] = [0, 0]
+    worker = WorkerProcess(queues=["default"], threads=1, grace=1.0)
+    worker._avg_run = 0.0  # short jobs: the worker claims one ahead of its one thread
+    worker.start()
+    try:
+        wait_until(lambda: worker._blocked_id is not None and worker._role_waiting == 1, message="an idle worker")
+        first = overlapping.enqueue(0)  # kept by the fetcher thread whose wait it ends
+        wait_until(lambda: _running[0] == 1, message="the first job to run")
+        rest = overlapping.enqueue_many([(n,) for n in range(1, 6)])  # claimed ahead meanwhile
+        done = [wait_for_result(r, timeout=10) for r in [first, *rest]]
+        assert all(r.status == TaskResultStatus.SUCCESSFUL for r in done)
+        assert _running[1] == 1  # --threads 1: never two at once
+    finally:
+        worker.request_stop()
+        worker.shutdown()
