@@ -262,6 +262,53 @@ class ScriptRunner:
                 time.sleep(0.05 * 2**attempt)
         raise AssertionError("unreachable")
 
+    def _blocking_script(
+        self, name: str, marker: str, timeout: float, keys: Sequence[str], args: Sequence[Any],
+        blocked: Callable[[int | None], None] | None = None,
+    ) -> Any:
+        """Send ``CLIENT ID``, ``BLPOP marker timeout`` and script ``name`` in one packet on a blocking connection.
+
+        Return the script's reply once the ``BLPOP`` ended (a token, or its timeout), or None on
+        NOSCRIPT (the caller calls the script again the usual way). Every reply is read, an
+        error reply too, so the connection stays in step. ``blocked`` gets the connection's
+        client id before the wait (None when ``CLIENT ID`` was refused). One server only.
+        """
+        script = self._scripts[name]
+        timeout = min(MAX_BLOCK, max(0.01, round(timeout, 3)))
+        pool = self.blocking_client().connection_pool
+        conn = pool.get_connection()
+        try:
+            conn.send_packed_command([
+                *_packed(conn, ("CLIENT", "ID")),
+                *_packed(conn, ("BLPOP", marker, timeout)),
+                *_packed(conn, ("EVALSHA", script.sha, len(keys), *keys, *args)),
+            ])
+            replies: list[Any] = []
+            for index in range(3):
+                try:
+                    replies.append(conn.read_response())
+                except redis.ResponseError as exc:
+                    replies.append(exc)
+                if index == 0 and blocked is not None:
+                    blocked(replies[0] if isinstance(replies[0], int) else None)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            conn.disconnect()
+            raise RedisUnavailable(f"Cannot reach Redis at {self.target}: {exc}") from exc
+        finally:
+            pool.release(conn)
+        if isinstance(replies[1], redis.ResponseError):
+            raise self._response_error(replies[1]) from replies[1]
+        reply = replies[2]
+        if isinstance(reply, redis.exceptions.NoScriptError):
+            return None
+        if isinstance(reply, redis.ResponseError):
+            raise self._response_error(reply) from reply
+        return reply
+
+    def unblock(self, client_id: int) -> None:
+        """End the blocking wait of connection ``client_id`` now, as if it timed out (``CLIENT UNBLOCK``)."""
+        self._call(self.client.client_unblock, client_id)
+
     def _bulk(self, name: str, keys: Sequence[str], head: Sequence[Any], job_ids: Sequence[str]) -> list[int]:
         """Call script ``name`` once per :attr:`BULK_CHUNK` ids, pipelined: one round trip."""
         if not job_ids:

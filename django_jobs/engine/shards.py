@@ -149,6 +149,16 @@ class Sharding(Relay, Reads, Control, Streams):
                 next_due = res.next_due_ms
         return FetchResult(jobs=jobs, next_due_ms=next_due, paused=paused, limited=limited)
 
+    def fetch_on_wake(
+        self, queue: str, timeout: float, count: int, *, lease_ms: int, worker_id: str, start_now: int | None = None,
+        blocked: Callable[[int | None], None] | None = None,
+    ) -> FetchResult:
+        """Wait on one shard's marker and fetch from it in one round trip, reported under the queue's name."""
+        res = super().fetch_on_wake(queue, timeout, count, lease_ms=lease_ms, worker_id=worker_id, start_now=start_now,
+                                    blocked=blocked)
+        named = base_queue(queue)
+        return res if named == queue else replace(res, jobs=[replace(c, queue=named) for c in res.jobs])
+
     def claim(self, queue: str, job_id: str, *, lease_ms: int, worker_id: str) -> Claimed | None:
         claimed = super().claim(self.shard_of(queue, job_id), job_id, lease_ms=lease_ms, worker_id=worker_id)
         return claimed if claimed is None else replace(claimed, queue=base_queue(claimed.queue))

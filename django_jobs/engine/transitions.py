@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -307,18 +307,47 @@ class Transitions(ScriptRunner):
         ``start_now``: how many of them the caller can start at once (its free threads); a
         queue with a concurrency limit in force claims no more than that (see fetch.lua).
         """
+        return _fetch_result(queue, self._run("fetch", *self._fetch_call(queue, count, lease_ms, worker_id, start_now)))
+
+    def _fetch_call(
+        self, queue: str, count: int, lease_ms: int, worker_id: str, start_now: int | None
+    ) -> tuple[tuple[str, ...], tuple[Any, ...]]:
+        """The KEYS and ARGV of one ``fetch`` call (fetch.lua)."""
         k = self.keys(queue)
-        raw = self._run(
-            "fetch",
+        return (
             (k.wait, k.scheduled, k.active, k.meta, k.events, k.marker, k.rate),
             (k.job_prefix, self.maxlen, count, lease_ms, worker_id, PROMOTE_LIMIT, *self._default_limits(queue),
              *(() if start_now is None else (max(0, start_now),))),
         )
-        jobs = [
-            Claimed(queue, raw[i], str(raw[i + 1]), raw[i + 2], int(raw[i + 3]), int(raw[i + 4] or 0), raw[i + 5], raw[i + 6])
-            for i in range(2, len(raw), 7)
-        ]
-        return FetchResult(jobs=jobs, next_due_ms=int(raw[0]), paused=raw[1] == 1, limited=raw[1] == 2)
+
+    @property
+    def fetches_on_wake(self) -> bool:
+        """Whether :meth:`fetch_on_wake` is available (one server; a cluster's marker waits run on their own threads)."""
+        return not self._cluster
+
+    def fetch_on_wake(
+        self, queue: str, timeout: float, count: int, *, lease_ms: int, worker_id: str, start_now: int | None = None,
+        blocked: Callable[[int | None], None] | None = None,
+    ) -> FetchResult:
+        """Block on ``queue``'s marker for up to ``timeout`` seconds, then :meth:`fetch`: one round trip.
+
+        ``CLIENT ID``, the marker's ``BLPOP`` and the ``fetch`` call are sent together on one
+        blocking connection. Redis runs a blocked client's next command as soon as the ``BLPOP``
+        returns (a token, or its timeout), so the claimed jobs come back in the wake-up's own
+        reply instead of one round trip later. The marker rule is unchanged: the token taken is
+        followed by a fetch, as after :meth:`wait_for_work`.
+
+        ``count`` and ``start_now`` are decided before the wait; the caller's free slots can only
+        grow meanwhile. ``blocked(client_id)`` is called once the wait is sent (None when
+        ``CLIENT ID`` is refused): :meth:`unblock` with that id ends the wait at once (the fetch
+        still runs, and the caller hands back what it claimed). Not on a cluster
+        (:attr:`fetches_on_wake`).
+        """
+        keys, args = self._fetch_call(queue, count, lease_ms, worker_id, start_now)
+        raw = self._blocking_script("fetch", self.keys(queue).marker, timeout, keys, args, blocked)
+        if raw is None:  # NOSCRIPT (cache flushed): the wait is over, fetch the usual way
+            return self.fetch(queue, count, lease_ms=lease_ms, worker_id=worker_id, start_now=start_now)
+        return _fetch_result(queue, raw)
 
     def claim(self, queue: str, job_id: str, *, lease_ms: int, worker_id: str) -> Claimed | None:
         """Claim job ``job_id`` now if it is waiting or scheduled (None otherwise).
@@ -454,3 +483,12 @@ class Transitions(ScriptRunner):
             raise ValueError(f"Only finished jobs can be purged ({', '.join(self.PURGEABLE)}), not {state!r}.")
         k = self.keys(queue)
         return int(self._run("purge", (k.state_set(state),), (k.job_prefix, limit)))
+
+
+def _fetch_result(queue: str, raw: Any) -> FetchResult:
+    """Read a ``fetch`` reply (fetch.lua)."""
+    jobs = [
+        Claimed(queue, raw[i], str(raw[i + 1]), raw[i + 2], int(raw[i + 3]), int(raw[i + 4] or 0), raw[i + 5], raw[i + 6])
+        for i in range(2, len(raw), 7)
+    ]
+    return FetchResult(jobs=jobs, next_due_ms=int(raw[0]), paused=raw[1] == 1, limited=raw[1] == 2)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import threading
 
 from django_jobs.worker import faults
+from django_jobs.worker.executor import Prepared, RunningJob
 from django_jobs.worker.settling import BACKOFF_MAX, BACKOFF_MIN
 from django_jobs.worker.state import WorkerState
 
@@ -37,28 +39,66 @@ class Fetching(WorkerState):
         turn = self._shard_turns[queue] = (self._shard_turns.get(queue, -1) + 1) % len(shards)
         return shards[turn:] + shards[:turn]
 
-    def _fetch_loop(self) -> None:
-        backoff = BACKOFF_MIN
-        while not self.stopping.is_set() and not self.draining.is_set():
+    def _fetcher_thread(self) -> None:
+        """One of the fetcher threads: take the fetcher's role when it is free, and run the job it kept.
+
+        With fetch on wake there are two: the one whose wait ended with jobs keeps the first sync
+        job and runs it on its own thread (no hand-off to a job thread) while the other, which
+        was waiting for the role, fetches; it then waits for the role in turn.
+        """
+        while True:
             with self._cond:
-                while not self._claim_now() and not self.stopping.is_set() and not self.draining.is_set():
+                self._role_waiting += 1
+                while self._role_taken and not self.stopping.is_set() and not self.draining.is_set():
                     self._cond.wait(1.0)
-                free = self._usable()
-                threads = self._free - self.ahead  # jobs it can start at once (no claim-ahead)
-            if self.stopping.is_set() or self.draining.is_set():
-                break
-            if self.max_jobs is not None:
-                free = min(free, self.max_jobs - self._claimed)
-                if free <= 0:
-                    self.recycle(f"it claimed {self._claimed} job(s), the max jobs per child")
-                    break
+                self._role_waiting -= 1
+                if self.stopping.is_set() or self.draining.is_set():
+                    return
+                self._role_taken = True
             try:
+                kept = self._fetch_loop()
+            finally:
                 with self._cond:
-                    settles, relayed = self._settles, self._relayed
-                got, next_due = self._fetch_round(free, threads)
+                    self._role_taken = False
+                    self._cond.notify_all()
+            if kept is None:
+                return
+            try:
+                self._run_sync(*kept)
+            except Exception:
+                logger.exception("Worker %s: unexpected error in a fetcher thread's job", self.worker_id)
+
+    def _fetch_loop(self) -> tuple[RunningJob, Prepared] | None:
+        """Fetch until stopped (None), or until an idle wait ended with a sync job this thread keeps."""
+        backoff = BACKOFF_MIN
+        woke = self._woke  # what the fetch that ended the last idle wait claimed (from the other fetcher thread)
+        self._woke = None
+        while not self.stopping.is_set() and not self.draining.is_set():
+            if woke is None:
+                with self._cond:
+                    while not self._claim_now() and not self.stopping.is_set() and not self.draining.is_set():
+                        self._cond.wait(1.0)
+                    free = self._usable()
+                    threads = self._free - self.ahead  # jobs it can start at once (no claim-ahead)
+                if self.stopping.is_set() or self.draining.is_set():
+                    break
+                if self.max_jobs is not None:
+                    free = min(free, self.max_jobs - self._claimed)
+                    if free <= 0:
+                        self.recycle(f"it claimed {self._claimed} job(s), the max jobs per child")
+                        break
+            try:
+                if woke is not None:
+                    got, next_due, more = woke
+                    woke = None
+                else:
+                    with self._cond:
+                        settles, relayed = self._settles, self._relayed
+                    got, next_due = self._fetch_round(free, threads)
+                    more = got > 0
                 self._outage.ok()
                 backoff = BACKOFF_MIN
-                if got:
+                if more:
                     continue
                 if self._thread_bound:
                     # A queue with a concurrency limit has room but every thread here is busy:
@@ -85,11 +125,88 @@ class Fetching(WorkerState):
                 timeout = IDLE_WAIT if next_due < 0 else min(IDLE_WAIT, next_due / 1000)
                 if self.burst:
                     timeout = min(timeout, 0.1)
-                self.engine.wait_for_work(self.queues, timeout)
+                woke, kept = self._idle_wait(timeout)
+                if kept is not None:
+                    self._woke = woke  # the other fetcher thread goes on from here
+                    return kept
             except Exception as exc:  # noqa: BLE001 - never let the heartbeat die
                 self._outage.failed(exc, backoff, "fetching jobs")
                 self.stopping.wait(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
+        return None
+
+    def _idle_wait(self, timeout: float) -> tuple[tuple[int, int, bool] | None, tuple[RunningJob, Prepared] | None]:
+        """Block on the queues' markers for up to ``timeout`` seconds; fetch on wake-up where one round trip can.
+
+        With one queue (of one shard) on one server, the wait and the fetch that follows it go
+        in one round trip (:meth:`Engine.fetch_on_wake`): the jobs come back in the wake-up's
+        own reply and are dispatched here. It claims at most the free threads (no claim-ahead:
+        they can only grow while it waits). Returns (claimed, ms until the next due job or -1,
+        whether to fetch again at once), or None after a plain wait (the caller fetches); and the
+        first sync job claimed, kept for this thread to run when the other fetcher thread is free
+        to take over the fetching (else None: every job went to the job threads).
+        """
+        shards = self._wake_shards()
+        count = 0
+        if len(shards) == 1 and not self.burst and self.engine.fetches_on_wake:
+            with self._cond:
+                count = min(self._usable(), self._free - self.ahead)
+            if self.max_jobs is not None:
+                count = min(count, self.max_jobs - self._claimed)
+        if count <= 0:
+            self.engine.wait_for_work(self.queues, timeout)
+            return None, None
+        queue = shards[0]
+        self._waiting_thread = threading.current_thread()
+        try:
+            try:
+                res = self.engine.fetch_on_wake(
+                    queue, timeout, count, lease_ms=self.lease_ms, worker_id=self.worker_id, start_now=count,
+                    blocked=self._waiting_on,
+                )
+            finally:
+                self._blocked_id = None
+            self._thread_bound = False
+            kept = None
+            with self._fetch_lock:
+                if self.stopping.is_set() or self.draining.is_set():
+                    # Woken (or unblocked) while stopping: hand the claims back at once.
+                    if res.jobs:
+                        self.engine.release(queue, [(c.id, c.token) for c in res.jobs])
+                    return (0, -1, False), None
+                if res.jobs:
+                    faults.point("after_fetch")
+                for claimed in res.jobs:
+                    # Keep one only while the other fetcher thread waits for the role (it fetches meanwhile).
+                    keep = kept is None and self._role_waiting > 0
+                    took = self._dispatch(claimed, keep=keep)
+                    if keep:
+                        kept = took
+        finally:
+            self._waiting_thread = None
+        got = len(res.jobs)
+        return (got, res.next_due_ms, got > 0 and (got >= count or res.next_due_ms == 0)), kept
+
+    def _waiting_on(self, client_id: int | None) -> None:
+        """The fetcher's blocking connection is ``client_id`` (:meth:`end_idle_wait` unblocks it)."""
+        self._blocked_id = client_id
+        if self.stopping.is_set() or self.draining.is_set():
+            self.end_idle_wait()  # stopped while the wait was being sent
+
+    def end_idle_wait(self) -> None:
+        """End the fetcher's blocking wait now (from any thread): what it claims is handed back while stopping."""
+        client_id = self._blocked_id
+        if client_id is not None:
+            try:
+                self.engine.unblock(client_id)
+            except Exception as exc:  # noqa: BLE001 - best effort: the wait ends by itself within IDLE_WAIT
+                logger.debug("Worker %s could not end its idle wait: %s", self.worker_id, exc)
+
+    def _wake_shards(self) -> list[str]:
+        """The shards of every queue this worker serves (fetch-on-wake needs exactly one)."""
+        if self._shard_names is None:
+            self._shard_names = [shard for queue in self.queues for shard in self.engine.shards(queue)]
+        return self._shard_names
 
     def _claim_now(self) -> bool:
         """Claim now? While short jobs claimed ahead still wait for a thread, free slots gather first.

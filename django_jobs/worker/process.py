@@ -69,6 +69,8 @@ logger = logging.getLogger("django_jobs.worker")
 OUTAGE_LOG_EVERY = 30.0
 #: How long the shutdown waits for outcomes to be written after the grace period, seconds.
 FLUSH_TIMEOUT = 5.0
+#: How long the shutdown waits for the fetcher to end its idle wait (and hand back what it claimed), seconds.
+FETCHER_JOIN = 2.0
 #: Signals a worker forked by the supervisor handles.
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
 
@@ -139,6 +141,13 @@ class WorkerProcess(Fetching, Settling, Heartbeat):
         self._loop_thread: threading.Thread | None = None
         self._rotation = 0
         self._shard_turns: dict[str, int] = {}  # per sharded queue: the shard fetched first last round
+        self._shard_names: list[str] | None = None
+        self._blocked_id: int | None = None
+        self._role_taken = False  # a fetcher thread holds the fetcher's role
+        self._role_waiting = 0  # fetcher threads waiting for it
+        self._woke: tuple[int, int, bool] | None = None
+        self._waiting_thread: threading.Thread | None = None  # the fetcher thread in a fetch-on-wake wait
+        self._running = 0  # sync jobs running now (job threads and a fetcher thread's kept job)
         self._ppid = parent_pid if parent_pid is not None else os.getppid()
         self._deadline: float | None = None
         self._outage = OutageLog(logger, f"Worker {self.worker_id}", repeat_every=OUTAGE_LOG_EVERY)
@@ -157,7 +166,11 @@ class WorkerProcess(Fetching, Settling, Heartbeat):
 
     def start(self) -> None:
         """Start the fetcher, completer and heartbeat threads."""
-        for target, name in ((self._fetch_loop, "fetcher"), (self._complete_loop, "completer"), (self._heartbeat_loop, "heartbeat")):
+        # Fetch on wake (one queue, one server): two fetcher threads take turns (worker/fetching.py).
+        fetchers = 2 if len(self._wake_shards()) == 1 and not self.burst and self.engine.fetches_on_wake else 1
+        loops = [(self._fetcher_thread, "fetcher"), (self._complete_loop, "completer"), (self._heartbeat_loop, "heartbeat")]
+        loops += [(self._fetcher_thread, f"fetcher_{n}") for n in range(1, fetchers)]
+        for target, name in loops:
             thread = threading.Thread(target=target, name=f"djj-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -247,6 +260,7 @@ class WorkerProcess(Fetching, Settling, Heartbeat):
         logger.log(level, "Worker %s recycling: %s; finishing its running jobs, then exiting", self.worker_id, why,
                    extra={"action": "worker_recycling", "worker": self.worker_id})
         self.draining.set()
+        self.end_idle_wait()
         self._pipe.wake()
 
     def _drained(self) -> bool:
@@ -273,6 +287,12 @@ class WorkerProcess(Fetching, Settling, Heartbeat):
             self._wait_main(0)
         else:
             self._fetch_lock.release()
+        # A fetcher blocked in a fetch-on-wake wait is woken now: what that fetch claims is handed
+        # back by the fetcher before the process exits (never left to its lease).
+        self.end_idle_wait()
+        waiting = self._waiting_thread
+        if waiting is not None:
+            waiting.join(timeout=max(0.0, min(FETCHER_JOIN, deadline - time.monotonic())))
         while not self.fast.is_set():
             with self._cond:
                 running = sum(1 for job in self._leases.values() if not job.decided and job.id not in self._unstarted)
@@ -335,7 +355,8 @@ class WorkerProcess(Fetching, Settling, Heartbeat):
 
     # -- running claimed jobs ---------------------------------------------------------------
 
-    def _dispatch(self, claimed: Claimed) -> None:
+    def _dispatch(self, claimed: Claimed, *, keep: bool = False) -> tuple[RunningJob, Prepared] | None:
+        """Start running a claimed job; ``keep``: return a plain sync job for the calling thread to run instead."""
         job = RunningJob(claimed)
         with self._cond:
             self._free -= 1
@@ -346,7 +367,7 @@ class WorkerProcess(Fetching, Settling, Heartbeat):
             prepared = Prepared(job, self.worker_id)
         except Exception as exc:  # noqa: BLE001 - a job that cannot even be decoded fails, the others run
             self._job_done(job, executor.terminal_outcome(job, exc))
-            return
+            return None
         job.prepared = prepared
         if prepared.failure is None and prepared.task.isolated:
             job.isolated = True  # sync or async, it runs in a child forked from a job thread
@@ -358,7 +379,10 @@ class WorkerProcess(Fetching, Settling, Heartbeat):
             job.started = math.inf  # its timeout clock starts when a thread runs it
             with self._cond:
                 self._unstarted.add(job.id)
+            if keep and not job.isolated:
+                return job, prepared
             self._runnable.put((job, prepared))
+        return None
 
     def _event_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
@@ -378,13 +402,26 @@ class WorkerProcess(Fetching, Settling, Heartbeat):
 
     def _run_sync(self, job: RunningJob, prepared: Prepared) -> None:
         with self._cond:
+            # At most ``threads`` sync jobs run at once: a fetcher thread may run one it kept
+            # (fetch on wake) while the job threads take the jobs claimed after it.
+            while self._running >= self.threads and not self.stopping.is_set() and not job.decided:
+                self._cond.wait(1.0)
             self._unstarted.discard(job.id)
             if self.stopping.is_set() or job.decided:
                 # Claimed ahead but the worker is stopping: released with the rest, never run.
                 self._free += 1
                 self._cond.notify_all()
                 return
+            self._running += 1
             job.started = started = time.monotonic()
+        try:
+            self._run_started(job, prepared, started)
+        finally:
+            with self._cond:
+                self._running -= 1
+                self._cond.notify_all()
+
+    def _run_started(self, job: RunningJob, prepared: Prepared, started: float) -> None:
         if job.isolated:
             try:
                 isolated = isolation.run_isolated(job, prepared, parent_pid=os.getpid(), abandoned=lambda: job.decided)

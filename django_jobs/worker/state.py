@@ -17,7 +17,7 @@ from typing import Any
 
 from django_jobs.engine.queue import Claimed, Engine
 from django_jobs.outage import OutageLog
-from django_jobs.worker.executor import RunningJob
+from django_jobs.worker.executor import Prepared, RunningJob
 
 #: Heartbeat thread tick, seconds (timeouts are enforced at this granularity).
 TICK = 0.25
@@ -72,6 +72,15 @@ class WorkerState:
     _thread_bound: bool
     _fetch_lock: threading.Lock
     _avg_run: float
+    #: The client id of the fetcher's connection while it blocks in a fetch-on-wake wait (else None).
+    _blocked_id: int | None
+    _shard_names: list[str] | None
+    #: Fetch on wake: the fetcher's role is held by one of two fetcher threads (worker/fetching.py).
+    _role_taken: bool
+    _role_waiting: int
+    _woke: tuple[int, int, bool] | None
+    _waiting_thread: threading.Thread | None
+    _running: int
 
     # Lifecycle steps the parts call (defined by WorkerProcess).
 
@@ -84,7 +93,10 @@ class WorkerState:
     def _parent_gone(self) -> None:
         raise NotImplementedError
 
-    def _dispatch(self, claimed: Claimed) -> None:
+    def _dispatch(self, claimed: Claimed, *, keep: bool = False) -> tuple[RunningJob, Prepared] | None:
+        raise NotImplementedError
+
+    def _run_sync(self, job: RunningJob, prepared: Prepared) -> None:
         raise NotImplementedError
 
     # Shared by the parts.
