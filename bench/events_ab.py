@@ -14,7 +14,6 @@ of the machine hits both alike (used for issue 17's "events per batch", docs/per
 from __future__ import annotations
 
 import argparse
-import re
 import statistics
 import sys
 from pathlib import Path
@@ -22,23 +21,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-_INCLUDE = re.compile(r"^--@include (\w+)\s*$", re.MULTILINE)
+from django_jobs.engine.scripts import inline_includes
+
 MAXLEN = 10_000
 
 
 def script_source(root: Path, name: str) -> str:
     """``lua/<name>.lua`` of the checkout at ``root`` with its includes inlined (as engine/scripts.py)."""
     lua = root / "django_jobs" / "engine" / "lua"
-    seen: set[str] = set()
-
-    def include(match: re.Match[str]) -> str:
-        inc = match.group(1)
-        if inc in seen:
-            return ""
-        seen.add(inc)
-        return _INCLUDE.sub(include, (lua / "includes" / f"{inc}.lua").read_text())
-
-    return _INCLUDE.sub(include, (lua / f"{name}.lua").read_text())
+    return inline_includes((lua / f"{name}.lua").read_text(), lua / "includes")
 
 
 class Side:

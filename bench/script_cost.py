@@ -46,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from hiredis import pack_command
 
 from bench.events_ab import script_source
+from django_jobs.engine.scripts import inline_includes
 
 MAXLEN = 10_000
 PAYLOAD = '{"v":1,"n":"bench.jobs.noop"}'
@@ -60,18 +61,7 @@ def preamble_source(root: Path, name: str) -> str:
 
 
 def _inline(root: Path, text: str) -> str:
-    lua = root / "django_jobs" / "engine" / "lua"
-    seen: set[str] = set()
-    pattern = re.compile(r"^--@include (\w+)\s*$", re.MULTILINE)
-
-    def include(match: re.Match[str]) -> str:
-        inc = match.group(1)
-        if inc in seen:
-            return ""
-        seen.add(inc)
-        return pattern.sub(include, (lua / "includes" / f"{inc}.lua").read_text())
-
-    return pattern.sub(include, text)
+    return inline_includes(text, root / "django_jobs" / "engine" / "lua" / "includes")
 
 
 def function_library(root: Path, name: str, lib: str) -> str:

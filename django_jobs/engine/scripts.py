@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from functools import cache
 from importlib import resources
+from importlib.resources.abc import Traversable
 
 _INCLUDE = re.compile(r"^--@include (\w+)\s*$", re.MULTILINE)
 
@@ -24,6 +25,15 @@ def script_names() -> tuple[str, ...]:
 def script_source(name: str) -> str:
     """Return the source of script ``name`` with its includes inlined (each once)."""
     root = resources.files("django_jobs.engine") / "lua"
+    return inline_includes((root / f"{name}.lua").read_text(), root / "includes")
+
+
+def inline_includes(text: str, includes: Traversable) -> str:
+    """Return ``text`` with each ``--@include name`` line replaced by ``includes/<name>.lua``.
+
+    Each include is inlined once, before its first use (an include may include others). The
+    benchmarks call it with another checkout's ``lua/includes`` to load that checkout's scripts.
+    """
     seen: set[str] = set()
 
     def include(match: re.Match[str]) -> str:
@@ -31,7 +41,6 @@ def script_source(name: str) -> str:
         if inc in seen:
             return ""
         seen.add(inc)
-        # An include may include others (each still inlined once, before its first use).
-        return _INCLUDE.sub(include, (root / "includes" / f"{inc}.lua").read_text())
+        return _INCLUDE.sub(include, (includes / f"{inc}.lua").read_text())
 
-    return _INCLUDE.sub(include, (root / f"{name}.lua").read_text())
+    return _INCLUDE.sub(include, text)
