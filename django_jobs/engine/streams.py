@@ -1,7 +1,8 @@
 """Streams: every read of the queues' ``events`` streams (XREAD, XREADGROUP, XRANGE...).
 
 - :class:`~django_jobs.events.QueueEvents` and ``JobResult.wait()``: :meth:`Streams.events_tip`,
-  :meth:`Streams.events_read` (blocking XREAD on the blocking client);
+  :meth:`Streams.events_read` (blocking XREAD on the blocking client); for a sharded queue's
+  streams :meth:`Streams.events_tips` and :meth:`Streams.events_read_many`;
 - the database mirror (django_jobs/mirror/): a consumer group per queue, ``mirror_*``;
 - the admin's throughput: :meth:`Streams.throughput` (XRANGE by time).
 
@@ -68,6 +69,9 @@ class MirrorRead:
 SNAPSHOT_CHUNK = 5_000
 #: One stream entry: ``(entry id, fields)``.
 Entry = tuple[str, dict[str, str]]
+#: Longest blocking XREAD on one stream of several on a Redis Cluster, ms (see
+#: :meth:`Streams.events_read_many`): the other streams' new entries wait at most this long.
+SWEEP_BLOCK_MS = 100
 
 
 def stream_id_key(entry_id: str) -> tuple[int, int]:
@@ -148,18 +152,22 @@ def _pairs(fields: Any) -> dict[str, str]:
     return dict(zip(fields[::2], fields[1::2]))
 
 
-def _stream_entries(reply: Any) -> list[Entry]:
-    """Flatten an XREAD / XREADGROUP reply (RESP2 list or RESP3 dict) to ``[(entry id, fields)]``."""
+def _entries_by_stream(reply: Any) -> dict[str, list[Entry]]:
+    """Return an XREAD / XREADGROUP reply (RESP2 list or RESP3 dict) as ``{stream key: [(entry id, fields)]}``."""
     if not reply:
-        return []
+        return {}
     streams = reply.items() if isinstance(reply, dict) else reply
-    found: list[Entry] = []
-    for _key, entries in streams:
+    found: dict[str, list[Entry]] = {}
+    for key, entries in streams:
         if entries and isinstance(entries[0], list) and len(entries) == 1 and isinstance(entries[0][0], list):
             entries = entries[0]  # RESP3 wraps the entries once more
-        for entry_id, fields in entries:
-            found.append((entry_id, _pairs(fields) if fields else {}))
+        found.setdefault(str(key), []).extend((entry_id, _pairs(fields) if fields else {}) for entry_id, fields in entries)
     return found
+
+
+def _stream_entries(reply: Any) -> list[Entry]:
+    """Flatten an XREAD / XREADGROUP reply (RESP2 list or RESP3 dict) to ``[(entry id, fields)]``."""
+    return [entry for entries in _entries_by_stream(reply).values() for entry in entries]
 
 
 class Streams(ScriptRunner):
@@ -188,6 +196,66 @@ class Streams(ScriptRunner):
             queue, self.blocking_client().xread, {self.keys(queue).events: after}, count=count, block=block_ms or None
         )
         return _stream_entries(reply) if reply else None
+
+    def events_tips(self, queues: Sequence[str]) -> list[str]:
+        """Return the id of the newest entry of each of ``queues``' events streams (``"0-0"``: empty).
+
+        One pipelined round trip (on a cluster RedisCluster splits it per node); each tip is
+        read when its node answers, all of them before this returns.
+        """
+        def read() -> list[Any]:
+            with self.client.pipeline(transaction=False) as pipe:
+                for queue in queues:
+                    pipe.xrevrange(self.keys(queue).events, count=1)
+                return list(pipe.execute())
+
+        newest = self._events_call(queues[0] if queues else "", read)
+        return [str(found[0][0]) if found else "0-0" for found in newest]
+
+    def events_read_many(
+        self, queues: Sequence[str], afters: Sequence[str], *, count: int, block_ms: int, turn: int = 0
+    ) -> list[list[Entry]]:
+        """Read up to ``count`` entries of each of ``queues``' events streams newer than ``afters[i]``.
+
+        Returns one list per queue, in the order of ``queues`` (empty: nothing new there). Each
+        stream gives at most ``count`` entries, so a busy stream never crowds out the others.
+        Blocks up to ``block_ms`` ms (0: no wait) until one of them has an entry:
+
+        - one server: one XREAD over every stream (``COUNT`` holds per stream), blocking until
+          an entry reaches any of them: no CPU while idle, no added latency;
+        - a Redis Cluster: one XREAD cannot name streams in several slots, so first a
+          non-blocking XREAD of every stream (one pipelined round trip, split per node by
+          RedisCluster); when that found nothing, one blocking XREAD on ``queues[turn % n]`` for
+          at most :data:`SWEEP_BLOCK_MS`. A new entry on that stream returns at once, on another
+          one at the next sweep, at most ``SWEEP_BLOCK_MS`` later; the caller passes a new
+          ``turn`` each call so every stream gets the blocking read in turn.
+        """
+        if not queues:
+            return []
+        keys = [self.keys(queue).events for queue in queues]
+        if not self._cluster:
+            reply = self._events_call(
+                queues[0], self.blocking_client().xread, dict(zip(keys, afters, strict=True)),
+                count=count, block=block_ms or None,
+            )
+            found = _entries_by_stream(reply)
+            return [found.get(key, []) for key in keys]
+
+        def sweep() -> list[Any]:
+            with self.client.pipeline(transaction=False) as pipe:
+                for key, after in zip(keys, afters, strict=True):
+                    pipe.xread({key: after}, count=count)
+                return list(pipe.execute())
+
+        swept = [_stream_entries(reply) for reply in self._events_call(queues[0], sweep)]
+        if any(swept) or not block_ms:
+            return swept
+        i = turn % len(queues)
+        reply = self._events_call(
+            queues[i], self.blocking_client().xread, {keys[i]: afters[i]}, count=count, block=min(block_ms, SWEEP_BLOCK_MS)
+        )
+        swept[i] = _stream_entries(reply)
+        return swept
 
     # -- the admin ------------------------------------------------------------------------
 

@@ -177,10 +177,6 @@ def test_what_cannot_hold_across_shards_is_refused(engine):
     assert shard_problem(hot(jobs_limits.sync_account), SHARDS) is None
     with pytest.raises(ConfigurationError, match="SHARDS=4"):
         set_queue_limits("hot", concurrency=3)
-    with pytest.raises(ConfigurationError, match="hot#0"):
-        from django_jobs.events import QueueEvents
-
-        QueueEvents("hot")
 
 
 @pytest.mark.db
@@ -271,3 +267,135 @@ def test_the_check_names_a_declared_job_whose_keys_cannot_hold_on_its_sharded_qu
         assert "unique key and a per-key limit" in errors[0].msg and errors[0].hint
         with pytest.raises(InvalidTask, match="unique key and a per-key limit"):
             two_keys.enqueue(1)
+
+
+# -- QueueEvents on a sharded queue: every shard's stream, one listener ---------------------
+
+#: Seconds an idle listener is measured (its CPU time is counted in ticks of 1-10 ms).
+IDLE = 2.0
+
+
+def drain(listener) -> list:
+    """Read ``listener`` until a second passes without an event."""
+    seen = []
+    while batch := listener.read(timeout=1):
+        seen += batch
+    return seen
+
+
+def own_position(event) -> str:
+    """The event's id in its own shard's stream (``"<entry id>"`` or ``"<entry id>:<i>"``)."""
+    from django_jobs.events import split_position
+
+    shard, positions = split_position(event.id)
+    return positions[shard]
+
+
+def shard_stream(engine, shard: int) -> list[tuple[str, str, str]]:
+    """The events of one shard's stream as Redis holds them: (event id, type, job id)."""
+    from django_jobs.engine.streams import expand_entry
+
+    entries = engine.client.xrange(engine.keys(f"hot#{shard}").events)
+    return [(event_id, f["e"], f["j"]) for entry_id, entry in entries for event_id, f in expand_entry(entry_id, entry)]
+
+
+def test_one_listener_gets_the_events_of_every_shard_each_shard_in_its_order(engine, work):
+    from django_jobs.events import QueueEvents
+
+    listener = QueueEvents("hot")  # "$": pinned on every shard before the first look
+    results = hot(jobs.add).enqueue_many([(i, 1) for i in range(12)]) + [hot(jobs.add).enqueue(i, 2) for i in range(4)]
+    assert {shard_index(r.id) for r in results} == set(range(SHARDS))
+    work(["hot"])
+    seen = drain(listener)
+    assert {e.job_id for e in seen if e.type == "completed"} == {r.id for r in results}
+    for result in results:
+        assert [e.type for e in seen if e.job_id == result.id] == ["waiting", "active", "completed"]
+    assert all(e.queue == "hot" and e.shard == shard_index(e.job_id) for e in seen)
+    for shard in range(SHARDS):  # per shard: exactly its stream, in its order
+        assert [(own_position(e), e.type, e.job_id) for e in seen if e.shard == shard] == shard_stream(engine, shard)
+    assert listener.read(timeout=0.05) == []
+
+
+def test_a_listener_resumed_from_a_mid_stream_id_loses_and_repeats_nothing(engine, work):
+    from django_jobs.events import QueueEvents, split_position
+
+    listener = QueueEvents("hot", last_id="0")
+    hot(jobs.add).enqueue_many([(i, 1) for i in range(16)])
+    for i in range(8):
+        hot(jobs.add).enqueue(i, 3)
+    work(["hot"])
+    seen = drain(listener)
+    assert len(seen) == 3 * 24
+
+    def ident(event):
+        return event.shard, own_position(event), event.type, event.job_id
+
+    inside = next(i for i, e in enumerate(seen) if ":" in own_position(e) and not own_position(e).endswith(":0"))
+    for cut in (len(seen) // 2, inside, 0, len(seen) - 1):
+        resumed = drain(QueueEvents("hot", last_id=seen[cut].id))
+        assert sorted(map(ident, resumed)) == sorted(map(ident, seen[cut + 1 :])), f"resumed after event {cut}"
+    # One shard's listener takes its own position from the queue's id, and keeps plain ids.
+    cut = len(seen) // 2
+    shard = seen[cut].shard
+    alone = drain(QueueEvents(f"hot#{shard}", last_id=seen[cut].id))
+    assert [(e.id, e.queue) for e in alone] == [(own_position(e), f"hot#{shard}") for e in seen[cut + 1 :] if e.shard == shard]
+    assert all(e.shard is None for e in alone)
+    # last_id holds every shard's position: a listener started from it gets only what comes next.
+    split_position(listener.last_id)
+    again = QueueEvents("hot", last_id=listener.last_id)
+    assert again.read(timeout=0.05) == []
+    late = hot(jobs.add).enqueue(0, 0)
+    assert [(e.type, e.job_id) for e in drain(again)] == [("waiting", late.id)]
+    with pytest.raises(ValueError, match="sharded queue 'hot'"):
+        QueueEvents("hot", last_id=own_position(seen[0]))  # one stream's id says nothing of the others
+    with pytest.raises(ValueError, match="no position in the stream of 'default'"):
+        QueueEvents("default", last_id=seen[0].id)
+
+
+def test_a_listener_of_a_sharded_queue_keeps_only_the_types_asked_for(engine, work):
+    from django_jobs.events import FINAL_EVENTS, QueueEvents
+
+    listener = QueueEvents("hot", types=FINAL_EVENTS)
+    fine = [hot(jobs.add).enqueue(i, 1) for i in range(SHARDS)]
+    failing = [hot(jobs.always_fails).enqueue() for _ in range(SHARDS)]
+    assert {shard_index(r.id) for r in failing} == set(range(SHARDS))
+    work(["hot"])
+    seen = drain(listener)
+    assert sorted((e.type, e.job_id) for e in seen) == sorted(
+        [("completed", r.id) for r in fine] + [("failed", r.id) for r in failing]
+    )
+
+
+def test_a_busy_shard_does_not_hold_back_the_events_of_the_others(engine, monkeypatch):
+    from django_jobs import events
+
+    monkeypatch.setattr(events, "BATCH", 20)  # entries per shard and read
+    listener = events.QueueEvents("hot")
+    busy = [hot(jobs.add).using(shard_key="busy").enqueue(i, 0) for i in range(100)]  # one entry each
+    busy_shard = shard_index(busy[0].id)
+    quiet = [hot(jobs.add).enqueue(i, 1) for i in range(SHARDS)]  # round robin: one on each shard
+    first = listener.read(timeout=5)
+    assert sum(e.shard == busy_shard for e in first) <= 20
+    others = {r.id for r in quiet if shard_index(r.id) != busy_shard}
+    assert others <= {e.job_id for e in first}  # in the first read, behind 100 entries of the busy shard
+    rest = drain(listener)
+    assert sorted(e.job_id for e in first + rest) == sorted(r.id for r in busy + quiet)  # each once
+
+
+def test_an_idle_listener_of_every_shard_blocks_without_using_cpu(engine):
+    import resource
+
+    from django_jobs.events import QueueEvents
+
+    listener = QueueEvents("hot")
+
+    def cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_THREAD)  # this thread only: the listener's reads
+        return usage.ru_utime + usage.ru_stime
+
+    before = cpu()
+    assert listener.read(timeout=IDLE) == []
+    used = cpu() - before
+    # A busy loop would use about IDLE s; one blocking XREAD (one server) or a sweep and a short
+    # block every 0.1 s (a cluster) uses a few ms.
+    assert used < 0.1 * IDLE, f"{used:.3f} s of CPU in {IDLE} s idle"
