@@ -179,8 +179,6 @@ class QueueEvents:
         shards = engine.shards(queue)
         self.queue = queue
         self.types = frozenset(types) if types is not None else None
-        #: Which shard's stream gets the blocking read on a Redis Cluster (engine: events_read_many).
-        self._turn = 0
         self._sharded = len(shards) > 1
         if not self._sharded:
             if last_id == "$":
@@ -218,10 +216,7 @@ class QueueEvents:
             block = int(min(left, MAX_BLOCK) * 1000)
             if self._sharded:
                 places = self._places
-                replies = engine.events_read_many(
-                    [p.queue for p in places], [p.after for p in places], count=BATCH, block_ms=block, turn=self._turn
-                )
-                self._turn += 1
+                replies = engine.events_read_many([p.queue for p in places], [p.after for p in places], count=BATCH, block_ms=block)
                 events = self._merge(replies)
                 self.last_id = join_position([place.position for place in places])
             else:

@@ -15,14 +15,19 @@ ASK and failovers). What differs from one server:
   in one command (CROSSSLOT). One thread per queue blocks on that queue's marker (no CPU while
   idle) and latches a wake-up flag; :meth:`ClusterWaiter.wait` sleeps on a condition until a
   flag of one of its queues is up.
+- :func:`xread_blocking`: a listener of a sharded queue blocks on the events streams of its
+  shards, in several slots, at once: one ``XREAD BLOCK`` per stream on its node's connection,
+  a ``select`` until the first answers, ``CLIENT UNBLOCK`` for the others.
 """
 
 from __future__ import annotations
 
 import logging
+import select
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -166,6 +171,100 @@ def wait_streams(client: RedisCluster, streams: dict[str, str], timeout: float) 
         if left <= 0:
             return False
         time.sleep(min(STREAM_POLL, left))
+
+
+#: Seconds past the XREAD's own BLOCK that :func:`xread_blocking` waits for a first reply
+#: (Redis ends a blocked command's timeout on its next cron tick: up to 100 ms late at hz 10).
+BLOCK_GRACE = 1.0
+#: Seconds a stream's XREAD may take to answer after CLIENT UNBLOCK found it not blocked
+#: (its reply already on the way) before its connection is closed instead.
+UNBLOCK_GRACE = 0.05
+
+
+@dataclass(slots=True)
+class _Blocked:
+    """One stream's blocking XREAD of :func:`xread_blocking`: its node's client and connection."""
+
+    node_client: Any
+    conn: Any
+    client_id: int | None = None
+    #: True once its replies are read or the connection is closed (it may go back to the pool).
+    done: bool = False
+
+
+def xread_blocking(client: Any, streams: Sequence[tuple[str, str]], *, count: int, block_ms: int) -> list[Any]:
+    """Block on streams in several slots at once; return each one's XREAD reply (None: nothing new).
+
+    One XREAD cannot name streams in several slots, and a blocking read of each in turn would
+    leave the others unwatched. So every stream ``(key, after id)`` gets its own ``XREAD COUNT
+    count BLOCK block_ms`` on a connection of its node, all sent before any is waited for; a
+    ``select`` on their sockets sleeps (no thread, no CPU) until the first answers; the others'
+    waits are ended with ``CLIENT UNBLOCK`` (they answer nil, or entries that came meanwhile,
+    which are returned too) and every reply is read, so each connection goes back to its pool
+    clean. A connection that cannot be unblocked (``CLIENT ID`` refused by an ACL, or its
+    XREAD not started yet) is closed instead, which ends its wait too.
+
+    An error reply (``MOVED`` after a resharding, ...) counts as nothing read and re-reads the
+    slot map: the caller's next read goes where the slot is now.
+
+    Raises:
+        redis.ConnectionError, redis.TimeoutError: a node did not answer (the connections are closed).
+    """
+    waits: list[_Blocked] = []
+    try:
+        for key, after in streams:
+            node_client = client.get_redis_connection(client.get_node_from_key(key))
+            conn = node_client.connection_pool.get_connection()
+            waits.append(_Blocked(node_client, conn))
+            conn.send_packed_command(conn.pack_commands([
+                ("CLIENT", "ID"), ("XREAD", "COUNT", count, "BLOCK", block_ms, "STREAMS", key, after),
+            ]))
+        for wait in waits:
+            try:
+                found = wait.conn.read_response()
+                wait.client_id = found if isinstance(found, int) else None
+            except redis.ResponseError:  # CLIENT ID refused: closed below instead of unblocked
+                wait.client_id = None
+        deadline = time.monotonic() + block_ms / 1000 + BLOCK_GRACE
+        answered = _first_answers(waits, deadline)
+        for wait in waits:
+            if wait in answered:
+                continue
+            unblocked = wait.client_id is not None and bool(wait.node_client.client_unblock(wait.client_id))
+            if not unblocked and not wait.conn.can_read(timeout=UNBLOCK_GRACE):
+                wait.conn.disconnect()  # its XREAD is still waiting: closing the connection ends it
+                wait.done = True
+        replies: list[Any] = []
+        stale = False
+        for wait in waits:
+            if wait.done:
+                replies.append(None)
+                continue
+            try:
+                replies.append(wait.conn.read_response())
+            except redis.ResponseError:
+                replies.append(None)
+                stale = True
+            wait.done = True
+        if stale:
+            _refresh(client)
+        return replies
+    finally:
+        for wait in waits:
+            if not wait.done:  # a reply still unread: the connection must not be used again
+                wait.conn.disconnect()
+            wait.node_client.connection_pool.release(wait.conn)
+
+
+def _first_answers(waits: Sequence[_Blocked], deadline: float) -> list[_Blocked]:
+    """Sleep until one of ``waits`` has a reply to read (or ``deadline``); return those that have one."""
+    while True:
+        answered = [wait for wait in waits if wait.conn.can_read(timeout=0)]  # the parser's buffer first
+        left = deadline - time.monotonic()
+        if answered or left <= 0:
+            return answered
+        # The sockets of redis-py's connections: one select wakes on the first answer.
+        select.select([wait.conn._sock for wait in waits], [], [], left)
 
 
 class ClusterWaiter:

@@ -19,7 +19,7 @@ from typing import Any
 
 import redis
 
-from django_jobs.engine.cluster import wait_streams
+from django_jobs.engine.cluster import wait_streams, xread_blocking
 from django_jobs.engine.keys import MirrorKeys
 from django_jobs.engine.runner import MAX_BLOCK, ScriptRunner
 from django_jobs.exceptions import EngineError, RedisUnavailable
@@ -69,9 +69,6 @@ class MirrorRead:
 SNAPSHOT_CHUNK = 5_000
 #: One stream entry: ``(entry id, fields)``.
 Entry = tuple[str, dict[str, str]]
-#: Longest blocking XREAD on one stream of several on a Redis Cluster, ms (see
-#: :meth:`Streams.events_read_many`): the other streams' new entries wait at most this long.
-SWEEP_BLOCK_MS = 100
 
 
 def stream_id_key(entry_id: str) -> tuple[int, int]:
@@ -212,23 +209,19 @@ class Streams(ScriptRunner):
         newest = self._events_call(queues[0] if queues else "", read)
         return [str(found[0][0]) if found else "0-0" for found in newest]
 
-    def events_read_many(
-        self, queues: Sequence[str], afters: Sequence[str], *, count: int, block_ms: int, turn: int = 0
-    ) -> list[list[Entry]]:
+    def events_read_many(self, queues: Sequence[str], afters: Sequence[str], *, count: int, block_ms: int) -> list[list[Entry]]:
         """Read up to ``count`` entries of each of ``queues``' events streams newer than ``afters[i]``.
 
         Returns one list per queue, in the order of ``queues`` (empty: nothing new there). Each
         stream gives at most ``count`` entries, so a busy stream never crowds out the others.
-        Blocks up to ``block_ms`` ms (0: no wait) until one of them has an entry:
+        Blocks up to ``block_ms`` ms (0: no wait) until one of them has an entry, with no CPU
+        used meanwhile:
 
-        - one server: one XREAD over every stream (``COUNT`` holds per stream), blocking until
-          an entry reaches any of them: no CPU while idle, no added latency;
+        - one server: one XREAD over every stream (``COUNT`` holds per stream);
         - a Redis Cluster: one XREAD cannot name streams in several slots, so first a
           non-blocking XREAD of every stream (one pipelined round trip, split per node by
-          RedisCluster); when that found nothing, one blocking XREAD on ``queues[turn % n]`` for
-          at most :data:`SWEEP_BLOCK_MS`. A new entry on that stream returns at once, on another
-          one at the next sweep, at most ``SWEEP_BLOCK_MS`` later; the caller passes a new
-          ``turn`` each call so every stream gets the blocking read in turn.
+          RedisCluster); when that found nothing, one blocking XREAD per stream, all at once
+          (:func:`~django_jobs.engine.cluster.xread_blocking`), until the first answers.
         """
         if not queues:
             return []
@@ -250,12 +243,11 @@ class Streams(ScriptRunner):
         swept = [_stream_entries(reply) for reply in self._events_call(queues[0], sweep)]
         if any(swept) or not block_ms:
             return swept
-        i = turn % len(queues)
-        reply = self._events_call(
-            queues[i], self.blocking_client().xread, {keys[i]: afters[i]}, count=count, block=min(block_ms, SWEEP_BLOCK_MS)
+        replies = self._events_call(
+            queues[0], xread_blocking, self.blocking_client(), list(zip(keys, afters, strict=True)),
+            count=count, block_ms=block_ms,
         )
-        swept[i] = _stream_entries(reply)
-        return swept
+        return [_stream_entries(reply) for reply in replies]
 
     # -- the admin ------------------------------------------------------------------------
 
