@@ -32,3 +32,21 @@ def test_the_mirror_applies_batch_entries_in_runs_of_about_its_catch_up_jobs_nev
     runs = list(_by_jobs(entries, 4))
     assert [[entry_id for entry_id, _ in run] for run in runs] == [["1-0", "2-0"], ["3-0"], ["4-0"]]
     assert list(_by_jobs([], 4)) == []
+
+
+def test_a_sharded_queues_event_id_names_its_shard_and_each_shards_position_and_round_trips():
+    import pytest
+
+    from django_jobs.events import Event, join_position, split_position
+
+    positions = ["5-0", "7-1:3", "0-0", "9-2"]
+    event_id = join_position(positions, shard=1)
+    assert event_id == "1@5-0,7-1:3,0-0,9-2"
+    assert split_position(event_id) == (1, positions)
+    assert join_position(split_position(event_id)[1], split_position(event_id)[0]) == event_id
+    assert split_position(join_position(positions)) == (None, positions)  # a listener's last_id: no shard
+    assert Event(event_id, "hot", "completed", "a.1").shard == 1
+    assert Event("7-1:3", "default", "completed", "a").shard is None  # unsharded ids are unchanged
+    for bad in ("5-0", "1@5-0", "x@5-0,6-0", "4@5-0,6-0", "5-0,abc", "1@5-0,6-0:x", "-1@5-0,6-0"):
+        with pytest.raises(ValueError, match="not the id of an event of a sharded queue"):
+            split_position(bad)
