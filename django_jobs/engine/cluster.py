@@ -17,13 +17,13 @@ ASK and failovers). What differs from one server:
   flag of one of its queues is up.
 - :func:`xread_blocking`: a listener of a sharded queue blocks on the events streams of its
   shards, in several slots, at once: one ``XREAD BLOCK`` per stream on its node's connection,
-  a ``select`` until the first answers, ``CLIENT UNBLOCK`` for the others.
+  a selector until the first answers, ``CLIENT UNBLOCK`` for the others.
 """
 
 from __future__ import annotations
 
 import logging
-import select
+import selectors
 import threading
 import time
 from collections.abc import Sequence
@@ -179,6 +179,8 @@ BLOCK_GRACE = 1.0
 #: Seconds a stream's XREAD may take to answer after CLIENT UNBLOCK found it not blocked
 #: (its reply already on the way) before its connection is closed instead.
 UNBLOCK_GRACE = 0.05
+#: Seconds :func:`xread_blocking` pauses after an error reply (MOVED, ASK) before returning.
+STALE_PAUSE = 0.05
 
 
 @dataclass(slots=True)
@@ -198,7 +200,7 @@ def xread_blocking(client: Any, streams: Sequence[tuple[str, str]], *, count: in
     One XREAD cannot name streams in several slots, and a blocking read of each in turn would
     leave the others unwatched. So every stream ``(key, after id)`` gets its own ``XREAD COUNT
     count BLOCK block_ms`` on a connection of its node, all sent before any is waited for; a
-    ``select`` on their sockets sleeps (no thread, no CPU) until the first answers; the others'
+    selector (epoll) on their sockets sleeps (no thread, no CPU) until the first answers; the others'
     waits are ended with ``CLIENT UNBLOCK`` (they answer nil, or entries that came meanwhile,
     which are returned too) and every reply is read, so each connection goes back to its pool
     clean. A connection that cannot be unblocked (``CLIENT ID`` refused by an ACL, or its
@@ -248,6 +250,7 @@ def xread_blocking(client: Any, streams: Sequence[tuple[str, str]], *, count: in
             wait.done = True
         if stale:
             _refresh(client)
+            time.sleep(STALE_PAUSE)  # a slot that is migrating answers ASK until it is done: no busy loop
         return replies
     finally:
         for wait in waits:
@@ -258,13 +261,15 @@ def xread_blocking(client: Any, streams: Sequence[tuple[str, str]], *, count: in
 
 def _first_answers(waits: Sequence[_Blocked], deadline: float) -> list[_Blocked]:
     """Sleep until one of ``waits`` has a reply to read (or ``deadline``); return those that have one."""
-    while True:
-        answered = [wait for wait in waits if wait.conn.can_read(timeout=0)]  # the parser's buffer first
-        left = deadline - time.monotonic()
-        if answered or left <= 0:
-            return answered
-        # The sockets of redis-py's connections: one select wakes on the first answer.
-        select.select([wait.conn._sock for wait in waits], [], [], left)
+    with selectors.DefaultSelector() as selector:  # epoll on Linux: no FD_SETSIZE limit, as select() has
+        for wait in waits:
+            selector.register(wait.conn._sock, selectors.EVENT_READ)  # redis-py's connection socket
+        while True:
+            answered = [wait for wait in waits if wait.conn.can_read(timeout=0)]  # the parser's buffer first
+            left = deadline - time.monotonic()
+            if answered or left <= 0:
+                return answered
+            selector.select(left)  # sleeps until a socket has bytes: the first answer
 
 
 class ClusterWaiter:

@@ -399,3 +399,34 @@ def test_an_idle_listener_of_every_shard_blocks_without_using_cpu(engine):
     # A busy loop would use about IDLE s; one blocking XREAD (one server) or a sweep and a short
     # block every 0.1 s (a cluster) uses a few ms.
     assert used < 0.1 * IDLE, f"{used:.3f} s of CPU in {IDLE} s idle"
+
+
+def blocked_reads(r) -> int:
+    """Connections blocked in an XREAD on the test's Redis (every primary of a cluster)."""
+    from redis.cluster import RedisCluster
+
+    if isinstance(r, RedisCluster):
+        replies = r.client_list(target_nodes=RedisCluster.PRIMARIES)
+        clients = [c for node in (replies.values() if isinstance(replies, dict) else [replies]) for c in node]
+    else:
+        clients = r.client_list()
+    return sum(1 for c in clients if "b" in c["flags"] and c["cmd"] == "xread")
+
+
+def test_a_listener_woken_by_one_shard_leaves_no_read_blocked_on_the_others(engine, r):
+    import threading
+
+    from django_jobs.events import QueueEvents
+
+    listener = QueueEvents("hot")
+    # Enqueued once the listener is likely blocked (earlier, its first read finds the job anyway).
+    later = threading.Timer(0.3, lambda: hot(jobs.add).enqueue(1, 1))
+    later.start()
+    try:
+        got = listener.read(timeout=8)
+    finally:
+        later.join()
+    assert [e.type for e in got] == ["waiting"]
+    assert blocked_reads(r) == 0  # on a cluster: the other shards' XREADs were unblocked
+    assert engine.counts("hot")["waiting"] == 1  # the pooled connections answer in step
+    assert listener.read(timeout=0.05) == []
