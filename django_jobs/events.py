@@ -136,19 +136,17 @@ class _Place:
         # Inside a batch entry: read that entry again and skip its first index + 1 jobs.
         return cls(queue, entry_before(entry_id), position, (entry_id, index + 1))
 
-    def expand(self, entries: list[Entry]) -> list[tuple[str, str, dict[str, str]]]:
-        """Return the events of ``entries`` not handled yet, ``(entry id, event id, fields)``; move past them."""
-        found = []
-        for entry_id, entry in entries:
-            self.after = entry_id
-            handled = 0
-            if self.skip is not None:
-                if self.skip[0] == entry_id:
-                    handled = self.skip[1]
-                self.skip = None
-            # A batch entry holds the same event of several jobs: one event per job.
-            found += [(entry_id, event_id, fields) for event_id, fields in expand_entry(entry_id, entry)[handled:]]
-        return found
+    def take(self, entry_id: str, entry: dict[str, str]) -> list[tuple[str, dict[str, str]]]:
+        """Return the events of entry ``entry_id`` not handled yet, ``(event id, fields)``; move past it."""
+        self.after = entry_id
+        handled = 0
+        if self.skip is not None:
+            if self.skip[0] == entry_id:
+                handled = self.skip[1]
+            self.skip = None
+        # A batch entry holds the same event of several jobs: one event per job.
+        events = expand_entry(entry_id, entry)
+        return events[handled:] if handled else events
 
 
 class QueueEvents:
@@ -223,10 +221,11 @@ class QueueEvents:
                 place = self._places[0]
                 replies = [engine.events_read(self.queue, place.after, count=BATCH, block_ms=block) or []]
                 events = []
-                for _entry_id, event_id, fields in place.expand(replies[0]):
-                    kind = fields.pop("e", "")
-                    if self._keep(kind):
-                        events.append(Event(event_id, self.queue, kind, fields.pop("j", ""), fields))
+                for entry_id, entry in replies[0]:
+                    for event_id, fields in place.take(entry_id, entry):
+                        kind = fields.pop("e", "")
+                        if self._keep(kind):
+                            events.append(Event(event_id, self.queue, kind, fields.pop("j", ""), fields))
                 self.last_id = place.after
             if events or (any(replies) and not block) or (deadline is not None and time.monotonic() >= deadline):
                 return events
@@ -237,18 +236,25 @@ class QueueEvents:
     def _merge(self, replies: list[list[Entry]]) -> list[Event]:
         """Return the events of one read of every shard, merged by entry id; advance each shard's position."""
         places = self._places
-        per_shard = [
-            [(stream_id_key(entry_id), shard, event_id, fields) for entry_id, event_id, fields in place.expand(entries)]
-            for shard, (place, entries) in enumerate(zip(places, replies, strict=True))
-        ]
+        read = [(shard, entries) for shard, entries in enumerate(replies) if entries]
+        rows: Iterable[tuple[int, str, dict[str, str]]]
+        if len(read) == 1:
+            shard, entries = read[0]
+            rows = ((shard, entry_id, entry) for entry_id, entry in entries)
+        else:
+            # Each shard's entries keep their stream order (merge keeps the order within an input).
+            rows = heapq.merge(
+                *[[(shard, entry_id, entry) for entry_id, entry in entries] for shard, entries in read],
+                key=lambda row: stream_id_key(row[1]),
+            )
         positions = [place.position for place in places]
         events: list[Event] = []
-        # Each shard's events keep their stream order (merge keeps the order of equal keys).
-        for _key, shard, event_id, fields in heapq.merge(*per_shard, key=lambda row: row[0]):
-            positions[shard] = event_id
-            kind = fields.pop("e", "")
-            if self._keep(kind):
-                events.append(Event(join_position(positions, shard), self.queue, kind, fields.pop("j", ""), fields))
+        for shard, entry_id, entry in rows:
+            for event_id, fields in places[shard].take(entry_id, entry):
+                positions[shard] = event_id
+                kind = fields.pop("e", "")
+                if self._keep(kind):
+                    events.append(Event(join_position(positions, shard), self.queue, kind, fields.pop("j", ""), fields))
         for place, position in zip(places, positions, strict=True):
             place.position = position
         return events
