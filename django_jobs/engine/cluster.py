@@ -183,7 +183,7 @@ UNBLOCK_GRACE = 0.05
 STALE_PAUSE = 0.05
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Blocked:
     """One stream's blocking XREAD of :func:`xread_blocking`: its node's client and connection."""
 
@@ -210,7 +210,8 @@ def xread_blocking(client: Any, streams: Sequence[tuple[str, str]], *, count: in
     slot map: the caller's next read goes where the slot is now.
 
     Raises:
-        redis.ConnectionError, redis.TimeoutError: a node did not answer (the connections are closed).
+        redis.ConnectionError, redis.TimeoutError: a node did not answer (the connections are
+        closed and the slot map re-read).
     """
     waits: list[_Blocked] = []
     try:
@@ -252,6 +253,9 @@ def xread_blocking(client: Any, streams: Sequence[tuple[str, str]], *, count: in
             _refresh(client)
             time.sleep(STALE_PAUSE)  # a slot that is migrating answers ASK until it is done: no busy loop
         return replies
+    except (redis.ConnectionError, redis.TimeoutError):
+        _refresh(client)  # a node that died: the next read finds the primary promoted in its place
+        raise
     finally:
         for wait in waits:
             if not wait.done:  # a reply still unread: the connection must not be used again

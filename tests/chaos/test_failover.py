@@ -276,3 +276,55 @@ def test_the_database_mirror_follows_a_sentinel_failover(group, engine):
         loop.join(15)
     assert JobRecord.objects.filter(job_id__in=before + after).count() == 40
     print("MIRROR_FAILOVER", json.dumps({"mirrored_again_after_s": round(caught_up, 2)}))
+
+
+@CLUSTER
+@pytest.mark.usefixtures("sharded")
+def test_a_listener_of_a_sharded_queue_follows_every_shard_through_a_primary_kill(group, engine):
+    """The listener blocks on every shard's node at once; the primary of one shard dies: its reads
+    raise RedisUnavailable until the replica is promoted, then the same listener gets every shard's events."""
+    from django_jobs.events import QueueEvents
+    from tests.conftest import SHARDS
+    from tests.testapp import jobs
+
+    listener = QueueEvents("hot", types={"waiting"})
+    seen: set[str] = set()
+    refused: Counter[str] = Counter()
+    stop = threading.Event()
+
+    def follow() -> None:
+        while not stop.is_set():
+            try:
+                seen.update(event.job_id for event in listener.read(timeout=1))
+            except RedisUnavailable:
+                refused["read"] += 1
+                time.sleep(0.1)
+
+    def enqueue_on_every_shard() -> list[str]:
+        ids: dict[str, str] = {}
+        while len(ids) < SHARDS:  # round robin; an enqueue refused during the failover is tried again
+            try:
+                job_id = jobs.add.using(queue_name="hot").enqueue(0, 0).id
+            except RedisUnavailable:
+                refused["enqueue"] += 1
+                time.sleep(0.1)
+                continue
+            ids.setdefault(job_id.rpartition(".")[2], job_id)
+        return list(ids.values())
+
+    follower = threading.Thread(target=follow)
+    follower.start()
+    try:
+        before = enqueue_on_every_shard()
+        wait_until(lambda: set(before) <= seen, 10, message="every shard's events before the kill")
+        key = engine.keys("hot#0").wait
+        old = group.kill_primary(key)
+        group.wait_failover(old.port, key)
+        after = enqueue_on_every_shard()
+        wait_until(lambda: set(after) <= seen, 30, message="every shard's events after the failover")
+    finally:
+        stop.set()
+        follower.join(timeout=30)
+    print("SHARDED_LISTENER_FAILOVER", json.dumps(dict(refused)))
+    assert not follower.is_alive()
+    assert listener.read(timeout=0.5) == []  # idle again: it blocks on the promoted primary, not the dead one
