@@ -328,3 +328,37 @@ def test_a_listener_of_a_sharded_queue_follows_every_shard_through_a_primary_kil
     print("SHARDED_LISTENER_FAILOVER", json.dumps(dict(refused)))
     assert not follower.is_alive()
     assert listener.read(timeout=0.5) == []  # idle again: it blocks on the promoted primary, not the dead one
+
+
+@CLUSTER
+@pytest.mark.usefixtures("sharded")
+def test_a_listener_of_a_sharded_queue_follows_a_shard_whose_slot_moves_to_another_primary(cluster_group, engine):
+    """Its blocked XREAD on the old node answers MOVED (or its stream leaves it): the slot map is read
+    again and the listener blocks and reads on the new owner, with nothing lost."""
+    from django_jobs.events import QueueEvents
+    from tests.conftest import SHARDS
+    from tests.redis_server import migrate_slot
+    from tests.testapp import jobs
+
+    listener = QueueEvents("hot", types={"waiting"})
+    first = [jobs.add.using(queue_name="hot").enqueue(i, 0).id for i in range(SHARDS)]
+    seen = [event.job_id for event in listener.read(timeout=5)]
+    done = threading.Event()
+
+    def follow() -> None:  # blocked on every shard's node while the slot moves
+        while not done.is_set():
+            seen.extend(event.job_id for event in listener.read(timeout=1))
+
+    follower = threading.Thread(target=follow)
+    follower.start()
+    try:
+        key = engine.keys("hot#0").events
+        old_port, new_port = migrate_slot(cluster_group, key)
+        assert cluster_group.slot_owner(key) == new_port != old_port
+        second = [jobs.add.using(queue_name="hot").enqueue(i, 0).id for i in range(SHARDS)]
+        wait_until(lambda: set(second) <= set(seen), 30, message="every shard's events after the move")
+    finally:
+        done.set()
+        follower.join(timeout=30)
+    assert sorted(seen) == sorted(first + second)  # each once
+    assert listener.read(timeout=0.5) == []  # idle again, blocked on the new owner
