@@ -218,11 +218,11 @@ def test_a_flow_part_sent_twice_with_its_nonce_is_skipped_and_another_nonce_is_r
     data = '{"v":1,"n":"tests.testapp.jobs_flows.value","a":[1],"k":{}}'
     base = engine.keys("high").base
     part = [base, "c9", data, 0, 0, 0, "", "p9", engine.keys("default").base, "", 0, ""]
-    code, e = engine._run("flow_enqueue_part", (engine.keys("high").meta,), (engine.maxlen, 0, "n1", *part))
+    code, e = engine._run("flow_enqueue_part", (engine.keys("high").meta,), (engine.maxlen, 0, "n1", 5000, 0, *part))
     assert code == 1
-    assert engine._run("flow_enqueue_part", (engine.keys("high").meta,), (engine.maxlen, 0, "n1", *part))[0] == 1
+    assert engine._run("flow_enqueue_part", (engine.keys("high").meta,), (engine.maxlen, 0, "n1", 5000, 0, *part))[0] == 1
     assert engine.counts("high")["waiting"] == 1
-    code, stored = engine._run("flow_enqueue_part", (engine.keys("high").meta,), (engine.maxlen, 0, "n2", *part))
+    code, stored = engine._run("flow_enqueue_part", (engine.keys("high").meta,), (engine.maxlen, 0, "n2", 5000, 0, *part))
     assert (code, stored) == (0, e)
 
 
