@@ -116,8 +116,9 @@ class Relay(Transitions):
     def _relay_base(self, base: str, limit: int, after_deliver: Callable[[], None] | None, now_ms: int) -> list[str]:
         """Deliver up to ``limit`` entries of the outbox of queue key base ``base``; return each one's target base."""
         keys = QueueKeys(queue="", base=base)
-        raw = self._run("outbox_read", (keys.outbox, keys.outbox_due, keys.outbox_parts), (limit, PARKED, now_ms))
-        items = [(_text(raw[i]), raw[i + 1]) for i in range(0, len(raw), 2) if raw[i + 1] is not None]
+        items = self._outbox_read(keys, limit, now_ms)
+        if not items:
+            return []
         targets: list[str] = []
         stopped: set[str] = set()  # flows whose next part could not be written: their later parts wait too
         # In order of recording (seq): two steps recorded in one ms (a child retried, then ended)
@@ -153,6 +154,27 @@ class Relay(Transitions):
             self._run("flow_ack", (keys.outbox, keys.outbox_due), (member, entry["seq"]))
             targets.append(entry["b"])
         return targets
+
+    def _outbox_read(self, keys: QueueKeys, limit: int, now_ms: int) -> list[tuple[str, Any]]:
+        """Return ``(member, entry)`` of the entries of an outbox a relay may deliver now (unordered).
+
+        Steps are due when recorded; create entries once their producer's grace is over, by
+        Redis' clock (``now_ms``: a later one, for tests). The idle case, an empty outbox, is two
+        plain commands in one round trip; the ``outbox_read`` script runs only while create
+        entries exist (for a few ms per flow written in parts, unless its producer died).
+        """
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.zrangebyscore(keys.outbox_due, "-inf", f"({PARKED}", start=0, num=limit)
+            pipe.exists(keys.outbox_parts)
+            steps, parts = self._call(pipe.execute)
+        if parts:
+            raw = self._run("outbox_read", (keys.outbox, keys.outbox_due, keys.outbox_parts), (limit, PARKED, now_ms))
+            return [(_text(raw[i]), raw[i + 1]) for i in range(0, len(raw), 2) if raw[i + 1] is not None]
+        if not steps:
+            return []
+        members = [_text(m) for m in steps]
+        entries = self._call(self.client.hmget, keys.outbox, members)
+        return [(m, e) for m, e in zip(members, entries, strict=True) if e is not None]
 
     def _relay_part(
         self, keys: QueueKeys, member: str, text: str, entry: dict[str, Any], after_deliver: Callable[[], None] | None

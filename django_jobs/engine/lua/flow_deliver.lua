@@ -39,6 +39,15 @@
 --@include flow_part
 local maxlen = tonumber(ARGV[1])
 local e = cjson.decode(ARGV[2])
+if e.k == 'c' then
+  local mark = e.b .. 'part:' .. e.fn .. ':' .. e.i
+  local enqueued_ms = tonumber(e.e)
+  if redis.call('EXISTS', mark) == 1 then return { 1, enqueued_ms } end
+  local code, found = flow_part(e.a, 1, maxlen, e.fn, enqueued_ms)
+  if code == 0 then return { 0, found } end
+  redis.call('SET', mark, 1, 'PX', FLOW_PART_MARK_MS)
+  return { 1, enqueued_ms }
+end
 local q = queue_keys(e.b, maxlen)
 local now_ms = server_now_ms()
 if e.k == 'd' then
@@ -61,13 +70,5 @@ elseif e.k == 'r' then
 elseif e.k == 'o' then
   if not flow_reopen_kid(q, e, now_ms) then return 0 end
   return 1
-elseif e.k == 'c' then
-  local mark = e.b .. 'part:' .. e.fn .. ':' .. e.i
-  local enqueued_ms = tonumber(e.e)
-  if redis.call('EXISTS', mark) == 1 then return { 1, enqueued_ms } end
-  local code, found = flow_part(e.a, 1, maxlen, e.fn, enqueued_ms)
-  if code == 0 then return { 0, found } end
-  redis.call('SET', mark, 1, 'PX', FLOW_PART_MARK_MS)
-  return { 1, enqueued_ms }
 end
 return -4

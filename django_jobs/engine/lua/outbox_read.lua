@@ -1,6 +1,7 @@
 --[[
-  outbox_read: the outbox entries of a queue a relay may deliver now, with their JSON (one
-  round trip; engine/relay.py).
+  outbox_read: the outbox entries of a queue a relay may deliver now, with their JSON
+  (engine/relay.py; called only while create entries exist: an outbox without them is read
+  with ZRANGEBYSCORE and HMGET).
   KEYS[1] outbox HASH  KEYS[2] outbox_due ZSET (flow steps: due when recorded)
   KEYS[3] outbox_parts ZSET (create entries of flows written in parts: due once the producer's
   grace is over, the score)
