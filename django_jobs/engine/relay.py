@@ -186,7 +186,7 @@ class Relay(Transitions):
         another nonce, a reused id): it is parked with the flow's later parts.
         """
         args: list[str] = entry["a"]
-        code, _found = self._run("flow_deliver", (args[0] + "job:" + args[1],), (self.maxlen, text))
+        code, _found = self._run("flow_deliver", (args[0] + "job:" + args[1],), (self.maxlen, text), creates=True)
         if int(code) == 0:
             logger.error(
                 "Part %s of flow %s (outbox %s) cannot be written: a job of it exists with another nonce (a reused id). "
@@ -306,7 +306,8 @@ class Relay(Transitions):
         for (member, body), args, seq in zip(creates, rest, seqs, strict=True):
             # The entry as recorded (flow_enqueue_part.lua): its seq and the flow's enqueue time first.
             entry = f'{{"seq":{seq},"e":{enqueued_ms},{body[1:]}'
-            code, _found = self._run("flow_deliver", (args[0] + "job:" + args[1],), (self.maxlen, entry))
+            # ENQUEUE_WAIT: each part is on its slot's replicas before its entry is acknowledged.
+            code, _found = self._run("flow_deliver", (args[0] + "job:" + args[1],), (self.maxlen, entry), creates=True)
             if int(code) == 0:
                 self._park_parts(root, member, json.loads(entry))
                 raise ScriptError(
