@@ -78,13 +78,16 @@ def invariant_violations(client: redis.Redis, prefix: str, queues: Iterable[str]
 
 
 def _unwritten_jobs(client: redis.Redis, prefix: str, queues: list[str]) -> set[tuple[str, str]]:
-    """The ``(queue base, job id)`` of the jobs that the create entries (kind ``c``) of the outboxes of ``queues`` will write."""
+    """The ``(queue base, job id)`` of the jobs that the create entries (kind ``c``) of the outboxes of
+    ``queues`` will write (parked ones will not: a parent waiting for such a child is reported)."""
     import json
+
+    from django_jobs.engine.relay import PARKED
 
     out: set[tuple[str, str]] = set()
     for queue in queues:
         keys = QueueKeys.build(prefix, queue)
-        for member in client.zrange(keys.outbox_parts, 0, -1):
+        for member in client.zrangebyscore(keys.outbox_parts, "-inf", f"({PARKED}"):
             raw = client.hget(keys.outbox, member)
             if raw:
                 args = json.loads(raw).get("a", [])

@@ -592,7 +592,7 @@ def test_a_parent_cancelled_before_the_rest_of_its_flow_was_written_gets_its_chi
     assert_invariants(engine.client, engine.prefix, QUEUES)
 
 
-def test_a_part_with_a_reused_id_is_refused_and_the_parts_below_it_are_parked(engine, monkeypatch, caplog):
+def test_a_part_with_a_reused_id_is_refused_and_the_parts_below_it_are_parked(engine, monkeypatch):
     """The ids were free when the producer read them; a job took one of a later part's ids before
     that part was written: the producer raises, and neither it nor a relay writes that part or
     the parts below it."""
