@@ -19,7 +19,8 @@
   ARGV[6 + 2K ..] groups of 12, as flow_enqueue.lua (all of one queue base)
   Replay-safe (includes/flow_part.lua): a job that exists with the same nonce is skipped, and a
   replay records no entry again.
-  Returns: {1, enqueued ms, seq of each create entry (0: a replay, that entry is gone)} written
+  Returns: {1, enqueued ms (a replay: the first call's), seq of each create entry (0: a
+           replay, that entry is gone)} written
            | {0, the 'e' of the job found}: a job of this part exists with another nonce
            (a duplicate id: nothing written)
   Events:  "waiting_children", "waiting" or "scheduled" per job created
@@ -34,8 +35,10 @@ local now_ms = tonumber(ARGV[2])
 if now_ms == 0 then now_ms = server_now_ms() end
 local code, other = flow_part(ARGV, first, maxlen, nonce, now_ms)
 if code == 0 then return { 0, other } end
-local reply = { 1, now_ms }
 local base = ARGV[first]
+-- A replay answers with what the first call stored: the enqueue time its jobs and entries hold.
+if other then now_ms = stored_enqueued_ms(base .. 'job:' .. ARGV[first + 1]) end
+local reply = { 1, now_ms }
 for n = 0, k - 1 do
   local member, entry = ARGV[6 + 2 * n], ARGV[7 + 2 * n]
   if other then
