@@ -83,6 +83,15 @@ class QueueKeys:
         return self.base + "outbox_due"
 
     @property
+    def outbox_parts(self) -> str:
+        """ZSET of the outbox's create entries (``c|...``: parts of a flow still to write; score: when a relay may)."""
+        return self.base + "outbox_parts"
+
+    def flow_part_mark(self, nonce: str, index: int) -> str:
+        """STRING set when part ``index`` of the flow with ``nonce`` was written here, until its entry is acknowledged."""
+        return f"{self.base}part:{nonce}:{index}"
+
+    @property
     def rate(self) -> str:
         """ZSET of the job starts inside the queue's rate-limit window (docs/flow-control.md)."""
         return self.base + "rate"

@@ -15,7 +15,7 @@ from typing import Any
 logger = logging.getLogger("django_jobs.engine")
 
 #: Scripts that create jobs: what ENQUEUE_WAIT waits for.
-ENQUEUE_SCRIPTS = frozenset({"enqueue", "enqueue_guarded", "flow_enqueue"})
+ENQUEUE_SCRIPTS = frozenset({"enqueue", "enqueue_guarded", "flow_enqueue", "flow_enqueue_part"})
 
 
 def replica_wait(conn: Any, wait: tuple[int, int]) -> int:

@@ -180,23 +180,26 @@ class ScriptRunner:
 
     # -- sending --------------------------------------------------------------------------
 
-    def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    def _run(self, name: str, keys: Sequence[str], args: Sequence[Any], *, creates: bool = False) -> Any:
         """Call script ``name`` on this thread's own connection.
 
         The hot path: EVALSHA straight on a connection owned by the calling thread, with no
         pool checkout and no per-call wrappers (:func:`_send_one`). NOSCRIPT (cache flushed,
         failover) loads the script and calls again; a connection error reconnects and sends the
-        call again (:meth:`_with_retries`), which the scripts make safe.
+        call again (:meth:`_with_retries`), which the scripts make safe. ``ENQUEUE_WAIT`` waits
+        after the scripts that create jobs (``ENQUEUE_SCRIPTS``), and after this call when
+        ``creates`` says it does (a flow's part written by its producer).
         """
         script = self._scripts[name]
+        creates = creates or name in ENQUEUE_SCRIPTS
         if self._cluster:
             try:
-                if self._enqueue_wait is not None and name in ENQUEUE_SCRIPTS:
+                if self._enqueue_wait is not None and creates:
                     return run_script_and_wait(self.client, script, keys, args, self.target, self._enqueue_wait)
                 return run_script(self.client, script, keys, args, self.target)
             except redis.ResponseError as exc:
                 raise self._response_error(exc) from exc
-        wait = self._enqueue_wait if name in ENQUEUE_SCRIPTS else None
+        wait = self._enqueue_wait if creates else None
         return self._with_retries(_send_one, script, keys, args, wait)
 
     def _run_chunked(

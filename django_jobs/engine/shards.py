@@ -224,9 +224,13 @@ class Sharding(Relay, Reads, Control, Streams):
 
     # -- the flow relay (a flow over a sharded queue and other queues, on a cluster) ----------
 
-    def relay(self, queue: str, *, limit: int = RELAY_BATCH, after_deliver: Callable[[], None] | None = None) -> int:
+    def relay(
+        self, queue: str, *, limit: int = RELAY_BATCH, after_deliver: Callable[[], None] | None = None, now_ms: int = 0
+    ) -> int:
         """Relay the flow outbox of each shard of ``queue`` (up to ``limit`` entries per shard)."""
-        return sum(super(Sharding, self).relay(shard, limit=limit, after_deliver=after_deliver) for shard in self.shards(queue))
+        return sum(
+            super(Sharding, self).relay(shard, limit=limit, after_deliver=after_deliver, now_ms=now_ms) for shard in self.shards(queue)
+        )
 
     def outbox_size(self, queue: str) -> int:
         return sum(super(Sharding, self).outbox_size(shard) for shard in self.shards(queue))

@@ -8,7 +8,6 @@ returns its reply as plain values. Nothing here reads or writes Redis but throug
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Self
@@ -224,20 +223,16 @@ class Transitions(ScriptRunner):
         return [(Enqueued(raw[i], raw[i + 2]), str(raw[i + 1])) for i in range(0, len(raw), 3)]
 
     def enqueue_flow(self, jobs: Sequence[FlowJob]) -> Enqueued:
-        """Create a whole flow: 1 created, 0 a job of it existed (nothing written).
+        """Create a whole flow in one script call: 1 created, 0 a job of it existed (nothing written).
 
         The reply is an :class:`Enqueued`: ``enqueued_ms`` is the enqueue time every job of the
         flow holds (for 0: the stored one of the first job found existing, e.g. a replay's).
-
-        On one Redis server (or Sentinel), or when the whole flow is on one queue, it is one
-        script call: all of it or nothing. On a Redis Cluster, a flow over several queues is
-        written in parts (:meth:`_enqueue_flow_parts`), and its steps between queues go
-        through the outbox and the relay (engine/relay.py).
+        All of it or nothing: on one Redis server (or Sentinel), or when the whole flow is on
+        one queue. On a Redis Cluster a flow over several queues is written in parts, complete
+        in effect (:meth:`django_jobs.engine.relay.Relay.enqueue_flow`).
 
         ``jobs`` lists parents before their children (as :meth:`django_jobs.flows.Flow.enqueue` does).
         """
-        if len({j.queue for j in jobs}) > 1 and self._is_cluster():
-            return self._enqueue_flow_parts(jobs)
         args: list[Any] = [self.maxlen]
         for j in jobs:
             args += self._flow_job_args(j)
@@ -252,52 +247,6 @@ class Transitions(ScriptRunner):
             n.parent_id, self.keys(j.parent_queue).base if j.parent_queue else "", j.policy, j.keep_ms,
             json.dumps([[self.keys(q).base, i, q, name] for q, i, name in j.children]) if j.children else "",
         ]
-
-    def _enqueue_flow_parts(self, jobs: Sequence[FlowJob]) -> Enqueued:
-        """Write a flow over several queues of a Redis Cluster: one call per (depth, queue), top down.
-
-        A parent is written (waiting_children, ``pend`` = its number of children) before its
-        children, so a child never ends before its parent exists. Each call is replay-safe: a
-        job that exists with this call's nonce is skipped, the others are created. The first
-        part holds the root: when its job exists with another nonce (a duplicate id), nothing
-        is written and the reply is 0; so is a job id of the flow found before the first part.
-        A crash between parts leaves the written parents waiting for children that do not
-        exist: they show as waiting_children; cancel them.
-
-        Raises:
-            ScriptError: a job of a later part exists with another nonce (the flow is partly written).
-        """
-        depth: dict[str, int] = {}
-        parts: dict[tuple[int, str], list[FlowJob]] = {}
-        for j in jobs:
-            d = depth[j.job.id] = depth.get(j.job.parent_id or "", -1) + 1 if j.parent_queue else 0
-            parts.setdefault((d, j.queue), []).append(j)
-        # A job id that exists already (a reused id, or a replay of this call): nothing is written.
-        with self.client.pipeline(transaction=False) as pipe:
-            for j in jobs:
-                pipe.hget(self.keys(j.queue).job(j.job.id), "e")
-            found = self._call(pipe.execute)
-        for stored in found:
-            if stored is not None:
-                return Enqueued(0, int(stored))
-        nonce = uuid.uuid4().hex
-        enqueued_ms = 0
-        for index, ((_d, queue), part) in enumerate(sorted(parts.items(), key=lambda item: item[0][0])):
-            args: list[Any] = [self.maxlen, enqueued_ms, nonce]
-            for j in part:
-                args += self._flow_job_args(j)
-            code, stored_ms = self._run("flow_enqueue_part", (self.keys(queue).meta,), args)
-            if code == 0:
-                if index == 0:
-                    return Enqueued(0, stored_ms)
-                from django_jobs.exceptions import ScriptError
-
-                raise ScriptError(
-                    f"A job of this flow on queue {queue!r} already exists (a reused id): the flow is partly written. "
-                    "Cancel its root job."
-                )
-            enqueued_ms = stored_ms
-        return Enqueued(1, enqueued_ms)
 
     # -- running jobs ---------------------------------------------------------------------
 

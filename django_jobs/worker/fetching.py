@@ -116,8 +116,12 @@ class Fetching(WorkerState):
                         idle = self._free == self.capacity and not self._leases and self._settles == settles
                         # The heartbeat's relay may have woken a flow parent since the fetch started.
                         idle = idle and self._relayed == relayed
-                    if idle and next_due < 0 and self.engine.flow_outbox and self._relay():
-                        continue  # flow steps delivered to other slots: a parent may be waiting now
+                    if idle and next_due < 0 and self.engine.flow_outbox:
+                        if self._relay():
+                            continue  # flow steps delivered to other slots: a parent may be waiting now
+                        with self._cond:
+                            # A heartbeat pass that delivered while this round fetched has counted it by now.
+                            idle = self._relayed == relayed
                     if idle and next_due < 0:
                         logger.info("Worker %s: queues are empty, burst done", self.worker_id)
                         self.request_stop()

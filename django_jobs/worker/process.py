@@ -160,6 +160,7 @@ class WorkerProcess(Fetching, Settling, Heartbeat):
         self.started_at = time.time()
         self._settles = 0  # settle calls so far (burst mode: was anything settled meanwhile?)
         self._relayed = 0  # flow steps the relay delivered so far (burst mode: the same question)
+        self._relay_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
 
     # -- lifecycle ------------------------------------------------------------------------

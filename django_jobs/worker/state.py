@@ -63,6 +63,7 @@ class WorkerState:
     _child: bool
     _settles: int
     _relayed: int
+    _relay_lock: threading.Lock
     burst: bool
     max_jobs: int | None
     ahead: int
@@ -107,8 +108,11 @@ class WorkerState:
         The heartbeat relays on each tick, an idle burst worker once more before it ends: a burst
         worker is not idle while this wakes flow parents (counted in ``_relayed``).
         """
-        delivered = sum(self.engine.relay(queue, after_deliver=after_deliver) for queue in self.queues)
-        if delivered:
-            with self._cond:
-                self._relayed += delivered
+        # One relay pass at a time per process: when a burst worker's own last pass returns, a
+        # heartbeat pass that ran meanwhile has counted what it delivered (fetching.py reads it).
+        with self._relay_lock:
+            delivered = sum(self.engine.relay(queue, after_deliver=after_deliver) for queue in self.queues)
+            if delivered:
+                with self._cond:
+                    self._relayed += delivered
         return delivered

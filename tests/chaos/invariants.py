@@ -11,11 +11,13 @@
 * every flow parent in ``waiting_children`` waits for something: its ``pend`` count is the
   number of its children whose end it has not recorded, at least 1, and each of those children
   exists and has not ended, or its end (or its parent's re-open toward it) waits in a flow
-  outbox for the relay
+  outbox for the relay, or (a flow written in parts on a Redis Cluster) it does not exist yet
+  and a create entry of some queue's outbox holds it
   (otherwise the parent would wait forever); and a flow parent
   that is waiting, scheduled or running has recorded the end of every child (it runs last);
 * (:func:`_outbox_violations`) each queue's flow outbox (a Redis Cluster) lists the same
-  members in its HASH and its due ZSET, each a well-formed step toward a job of another queue;
+  members in its HASH and its due ZSETs (``outbox_due`` for steps, ``outbox_parts`` for
+  create entries), each a well-formed step toward a job of another queue or a part to write;
 * (:func:`guard_violations`) no unique key is held by a job that ended or is gone (unless a
   throttle window, its TTL, holds it), and no per-key limit slot (``lim:<key>:a``) or parked
   entry (``lim:<key>:p``) names a job that ended or is gone.
@@ -37,6 +39,8 @@ from django_jobs.engine.streams import expand_entry
 def invariant_violations(client: redis.Redis, prefix: str, queues: Iterable[str]) -> list[str]:
     """Return a description of each broken invariant of ``queues`` under ``prefix`` (empty: all hold)."""
     problems: list[str] = []
+    queues = list(queues)
+    unwritten = _unwritten_jobs(client, prefix, queues)
     for queue in queues:
         keys = QueueKeys.build(prefix, queue)
         job_prefix = keys.job_prefix
@@ -69,8 +73,26 @@ def invariant_violations(client: redis.Redis, prefix: str, queues: Iterable[str]
         for name in set_names:
             for job_id in sorted(members[name] - known):
                 problems.append(f"{queue}: {name} holds {job_id}, which has no job hash")
-        problems += _flow_violations(client, queue, keys, sorted(members.get("waiting_children", ())))
+        problems += _flow_violations(client, queue, keys, sorted(members.get("waiting_children", ())), unwritten)
     return problems
+
+
+def _unwritten_jobs(client: redis.Redis, prefix: str, queues: list[str]) -> set[tuple[str, str]]:
+    """The ``(queue base, job id)`` of the jobs that the create entries (kind ``c``) of the outboxes of
+    ``queues`` will write (parked ones will not: a parent waiting for such a child is reported)."""
+    import json
+
+    from django_jobs.engine.relay import PARKED
+
+    out: set[tuple[str, str]] = set()
+    for queue in queues:
+        keys = QueueKeys.build(prefix, queue)
+        for member in client.zrangebyscore(keys.outbox_parts, "-inf", f"({PARKED}"):
+            raw = client.hget(keys.outbox, member)
+            if raw:
+                args = json.loads(raw).get("a", [])
+                out.update((args[g], args[g + 1]) for g in range(0, len(args) - 1, 12))
+    return out
 
 
 #: States from which a job runs (or runs now).
@@ -88,7 +110,9 @@ def _parent_runs_early(client: redis.Redis, queue: str, parent_id: str, data: di
     return []
 
 
-def _flow_violations(client: redis.Redis, queue: str, keys: QueueKeys, parents: list[str]) -> list[str]:
+def _flow_violations(
+    client: redis.Redis, queue: str, keys: QueueKeys, parents: list[str], unwritten: set[tuple[str, str]]
+) -> list[str]:
     """Return what is wrong with the flow parents ``parents`` of ``queue`` (waiting for their children)."""
     import json
 
@@ -107,6 +131,7 @@ def _flow_violations(client: redis.Redis, queue: str, keys: QueueKeys, parents: 
             in_flight = client.hexists(base + "outbox", f"d|{parent_id}|{kid_id}") or '"k":"o"' in (
                 client.hget(keys.outbox, f"x|{kid_id}") or ""
             )
+            in_flight = in_flight or (state is None and (base, kid_id) in unwritten)
             if (state is None or state in ("completed", "failed", "cancelled")) and not in_flight:
                 problems.append(f"{queue}: parent {parent_id} waits for child {kid_id}, which is {state or 'gone'}")
     return problems + _outbox_violations(client, queue, keys)
@@ -120,13 +145,22 @@ def _outbox_violations(client: redis.Redis, queue: str, keys: QueueKeys) -> list
     problems: list[str] = []
     entries = client.hgetall(keys.outbox)
     due = set(client.zrange(keys.outbox_due, 0, -1))
-    for member in sorted(set(entries) ^ due):
-        problems.append(f"{queue}: outbox member {member} is in only one of outbox / outbox_due")
+    parts = set(client.zrange(keys.outbox_parts, 0, -1))
+    for member in sorted(due & parts):
+        problems.append(f"{queue}: outbox member {member} is in both outbox_due and outbox_parts")
+    for member in sorted(set(entries) ^ (due | parts)):
+        problems.append(f"{queue}: outbox member {member} is in only one of outbox / its due sets")
     for member, raw in sorted(entries.items()):
         entry = json.loads(raw)
-        if entry["k"] not in ("d", "x", "o", "r") or not isinstance(entry.get("seq"), int):
+        if entry["k"] not in ("d", "x", "o", "r", "c") or not isinstance(entry.get("seq"), int):
             problems.append(f"{queue}: outbox entry {member} is malformed: {raw}")
-        if entry["b"] == keys.base:
+        if (entry["k"] == "c") != (member in parts):
+            problems.append(f"{queue}: outbox entry {member} of kind {entry['k']!r} is in the wrong due set")
+        if entry["k"] == "c":
+            args = entry.get("a")
+            if not isinstance(args, list) or not args or len(args) % 12 or not isinstance(entry.get("e"), int):
+                problems.append(f"{queue}: create entry {member} is malformed: {raw[:200]}")
+        elif entry["b"] == keys.base:
             problems.append(f"{queue}: outbox entry {member} is for a job of the same queue (done in place)")
     return problems
 

@@ -145,3 +145,76 @@ def test_retrying_the_failed_children_of_flows_over_three_slots_with_workers_run
     )
     assert set(reopened.values()) == {2} and len(reopened) == n, reopened  # enqueued, re-opened once
     chaos.check_invariants()
+
+
+#: A producer process: enqueues flows over three slots and is SIGKILLed right after the first
+#: part of flow number ``argv[2]`` (its root and the create entries of the other parts are written).
+PRODUCER = """
+import os, signal, sys
+import django
+django.setup()
+from django_jobs.engine import get_engine
+from django_jobs.flows import Flow
+from tests.testapp import jobs_flows as jf
+
+engine, out, kill_at = get_engine(), open(sys.argv[1], "a"), int(sys.argv[2])
+high, low = jf.value.using(queue_name="high"), jf.value.using(queue_name="low")
+written = []
+
+def enqueue_flow(rows):
+    out.write(rows[0].job.id + "\\n")
+    out.flush()
+    written.append(rows)
+    return engine._enqueue_flow_parts(rows, after_first=die if len(written) == kill_at else None)
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+engine.enqueue_flow = enqueue_flow
+for i in range(int(sys.argv[3])):
+    inner = Flow(jf.gather.using(queue_name="high").s(f"m{i}"), children=[jf.value.s(i), low.s(i)])
+    Flow(jf.gather.s(f"p{i}"), children=[inner, low.s(i + 1)]).enqueue()
+"""
+
+
+def test_a_producer_killed_between_the_parts_of_a_flow_leaves_a_flow_the_workers_write_whole_and_run_once(chaos, engine, tmp_path):
+    """The producer process is SIGKILLed after the first part of its 5th flow (over three slots, a
+    grandchild on the root's queue under a parent on another slot): a worker's relay of the
+    root's queue writes the other parts once the producer's grace is over, and the flow runs like
+    the others: every job written once, each parent run once, with all its children's results."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    from tests.redis_server import env_for
+
+    n, kill_at = 8, 5
+    sup = chaos.start("--processes=2", "--threads=4", ready=2)
+    roots = tmp_path / "roots"
+    proc = subprocess.run(
+        [sys.executable, "-c", PRODUCER, str(roots), str(kill_at), str(n)], cwd=ROOT, capture_output=True, text=True,
+        env=env_for(chaos.workers.server, chaos.workers.prefix, **chaos.workers.env), timeout=60,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    ids = roots.read_text().split()
+    assert len(ids) == kill_at  # it died in the 5th flow, before the others
+
+    wait_until(lambda: chaos.counts("end").keys() >= {f"gather:p{i}" for i in range(kill_at)}, 60, message="every root to run")
+    wait_until(lambda: sum(engine.outbox_size(q) for q in ("default", "high", "low")) == 0, 10, message="the outboxes to drain")
+    assert sup.stop() == 0
+
+    ends = chaos.counts("end")
+    assert all(ends[f"gather:p{i}"] == 1 and ends[f"gather:m{i}"] == 1 for i in range(kill_at)), ends
+    for i, job in enumerate(engine.get_jobs([("default", root) for root in ids])):
+        assert job["s"] == "completed"
+        result = serialization.loads(job["r"])
+        inner_id = next(k for k, v in result.items() if isinstance(v[1], dict))
+        assert sorted(v[1] for k, v in result.items() if k != inner_id) == [i + 1]
+        assert sorted(v[1] for v in result[inner_id][1].values()) == [i, i]
+    created = Counter(
+        fields["j"] for q in ("default", "high", "low") for item in engine.client.xrange(engine.keys(q).events)
+        for _id, fields in expand_entry(*item) if fields.get("e") == "waiting_children"
+    )
+    assert set(created.values()) == {1} and len(created) == 2 * kill_at, created  # each parent written once
+    chaos.check_invariants()

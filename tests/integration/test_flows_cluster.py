@@ -10,6 +10,7 @@ nothing goes through the outbox.
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import pytest
 
@@ -218,11 +219,11 @@ def test_a_flow_part_sent_twice_with_its_nonce_is_skipped_and_another_nonce_is_r
     data = '{"v":1,"n":"tests.testapp.jobs_flows.value","a":[1],"k":{}}'
     base = engine.keys("high").base
     part = [base, "c9", data, 0, 0, 0, "", "p9", engine.keys("default").base, "", 0, ""]
-    code, e = engine._run("flow_enqueue_part", (engine.keys("high").meta,), (engine.maxlen, 0, "n1", *part))
+    code, e = engine._run("flow_enqueue_part", (engine.keys("high").meta,), (engine.maxlen, 0, "n1", 5000, 0, *part))
     assert code == 1
-    assert engine._run("flow_enqueue_part", (engine.keys("high").meta,), (engine.maxlen, 0, "n1", *part))[0] == 1
+    assert engine._run("flow_enqueue_part", (engine.keys("high").meta,), (engine.maxlen, 0, "n1", 5000, 0, *part))[0] == 1
     assert engine.counts("high")["waiting"] == 1
-    code, stored = engine._run("flow_enqueue_part", (engine.keys("high").meta,), (engine.maxlen, 0, "n2", *part))
+    code, stored = engine._run("flow_enqueue_part", (engine.keys("high").meta,), (engine.maxlen, 0, "n2", 5000, 0, *part))
     assert (code, stored) == (0, e)
 
 
@@ -392,3 +393,224 @@ def test_an_undeliverable_outbox_entry_is_parked_and_the_others_are_still_delive
     assert state(handle.result) == "waiting"
     assert engine.client.zscore(k.outbox_due, "d|nope|bad") == PARKED and "parked" in caplog.text
     assert engine.relay("high") == 0 and engine.outbox_size("high") == 1  # not read again
+
+
+# -- a flow written in parts (a cluster flow over several queues): complete in effect -----------
+#
+# The parts path runs on both topologies (on one server it is what the cluster does, without the
+# slots): the producer's enqueue is made to stop after its first part, as a killed producer would.
+
+
+class ProducerDied(Exception):
+    pass
+
+
+def in_parts(engine, monkeypatch, after_first=None) -> list:
+    """Make ``Flow.enqueue()`` write its flows in parts, calling ``after_first`` after the first part
+    (default: die there); return the list the rows of each enqueued flow are appended to."""
+
+    def die() -> None:
+        raise ProducerDied
+
+    flows: list = []
+
+    def enqueue_flow(rows):
+        flows.append(rows)
+        return engine._enqueue_flow_parts(rows, after_first=after_first or die)
+
+    monkeypatch.setattr(engine, "enqueue_flow", enqueue_flow)
+    return flows
+
+
+#: Flows written in at least three parts: (name, build) with parents on several slots.
+SHAPES = {
+    "two_children_on_two_slots": lambda: Flow(jf.gather.s("p"), children=[jf.value.s(1), HIGH.s(2), LOW.s(3)]),
+    # A grandchild on the root's queue whose parent is on a second slot, one on a third slot.
+    "three_levels_over_three_slots": lambda: Flow(
+        jf.gather.s("p"),
+        children=[Flow(jf.gather.using(queue_name="high").s("m"), children=[jf.value.s(1), LOW.s(2)]), LOW.s(3)],
+    ),
+}
+
+FAR = 2**50  # a relay's clock far past the producer's grace
+
+
+def created_events(engine) -> Counter[str]:
+    """How often each job got a creation event (waiting_children, waiting or scheduled): before any runs."""
+    return Counter(
+        fields["j"] for q in QUEUES for item in engine.client.xrange(engine.keys(q).events) for _id, fields in expand_entry(*item)
+        if fields.get("e") in ("waiting_children", "waiting", "scheduled") and fields.get("why") is None
+    )
+
+
+def all_ids(rows) -> dict[str, str]:
+    return {row.job.id: row.queue for row in rows}
+
+
+def assert_written_once(engine, rows) -> None:
+    ids = all_ids(rows)
+    assert all(engine.get_job(q, i) is not None for i, q in ids.items()), "a job of the flow was never written"
+    counts = created_events(engine)
+    assert {i: counts[i] for i in ids} == dict.fromkeys(ids, 1), "a job of the flow was written twice"
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_a_producer_that_dies_after_the_first_part_leaves_the_rest_to_a_relay_and_the_flow_completes_once(
+    engine, work, monkeypatch, shape, ledger_path
+):
+    from tests.conftest import read_ledger
+
+    flows = in_parts(engine, monkeypatch)
+    with pytest.raises(ProducerDied):
+        SHAPES[shape]().enqueue()
+    [rows] = flows
+    root = rows[0].job.id
+    assert state_of(engine, "default", root) == "waiting_children"
+    assert [i for i, q in all_ids(rows).items() if engine.get_job(q, i) is None] == [r.job.id for r in rows[1:]]
+    assert engine.outbox_size("default") >= 2  # one create entry per part not written
+    assert_invariants(engine.client, engine.prefix, QUEUES)  # the root waits for children a create entry holds
+
+    assert engine.relay("default") == 0  # within the producer's grace: the producer may still write them
+    assert engine.relay("default", now_ms=FAR) >= 2
+
+    assert_written_once(engine, rows)
+    assert outboxes(engine) == 0
+    assert not engine.client.keys(engine.prefix + ":*part:*")  # the marks went with their entries
+    assert_invariants(engine.client, engine.prefix, QUEUES)
+    work_and_relay(engine, work)
+    assert state_of(engine, "default", root) == "completed"
+    assert [row[2] for row in read_ledger(ledger_path) if row[0] == "end"].count("gather:p") == 1
+    assert outboxes(engine) == 0
+    assert_invariants(engine.client, engine.prefix, QUEUES)
+
+
+def work_and_relay(engine, work) -> None:
+    """Run the queues to their end, relaying as a cluster's workers do (on one server, only the
+    parts path writes jobs whose steps go through the outbox: nothing relays them but this)."""
+    for _ in range(4):
+        work()
+        if not sum(engine.relay(q) for q in QUEUES):
+            return
+
+
+def state_of(engine, queue: str, job_id: str) -> str | None:
+    job = engine.get_job(queue, job_id)
+    return None if job is None else job["s"]
+
+
+@pytest.mark.parametrize("race", ["before_the_producer", "first_part_only", "dies_before_acknowledging"])
+def test_a_relay_racing_the_producer_writes_nothing_twice(engine, work, monkeypatch, race):
+    """A relay delivers the create entries while the producer is between its first part and its own
+    deliveries (all of them, the first one only, or all but dying before each acknowledgement):
+    the producer's deliveries then find the parts written and write nothing."""
+
+    class RelayDied(Exception):
+        pass
+
+    def crash() -> None:
+        raise RelayDied
+
+    def relay() -> None:
+        if race == "before_the_producer":
+            engine.relay("default", now_ms=FAR)
+        elif race == "first_part_only":
+            engine.relay("default", now_ms=FAR, limit=1)
+        else:
+            with pytest.raises(RelayDied):
+                engine.relay("default", now_ms=FAR, after_deliver=crash)
+
+    flows = in_parts(engine, monkeypatch, after_first=relay)
+    handle = SHAPES["three_levels_over_three_slots"]().enqueue()
+    [rows] = flows
+
+    assert_written_once(engine, rows)
+    assert outboxes(engine) == 0
+    assert engine.relay("default", now_ms=FAR) == 0
+    assert not engine.client.keys(engine.prefix + ":*part:*")
+    assert_invariants(engine.client, engine.prefix, QUEUES)
+    # The producer's reply: one enqueue time (Redis' clock) that every job holds.
+    e = {engine.get_job(q, i)["e"] for i, q in all_ids(rows).items()}
+    assert len(e) == 1 and handle.result.enqueued_at.timestamp() * 1000 == pytest.approx(int(e.pop()), abs=1)
+    work_and_relay(engine, work)
+    assert state(handle.result) == "completed"
+    assert_invariants(engine.client, engine.prefix, QUEUES)
+
+
+def test_a_part_whose_jobs_ended_and_were_deleted_is_not_written_again_by_a_late_delivery(engine, monkeypatch):
+    """A relay wrote a part and died before acknowledging it; its job ran and was deleted meanwhile.
+    The next delivery of that entry finds the part's mark and writes nothing."""
+    from django_jobs.engine.queue import Outcome
+
+    class RelayDied(Exception):
+        pass
+
+    def crash() -> None:
+        raise RelayDied
+
+    flows = in_parts(engine, monkeypatch)
+    with pytest.raises(ProducerDied):
+        Flow(jf.gather.s("p"), children=[HIGH.s(1), LOW.using(delay=600).s(2)]).enqueue()
+    [rows] = flows
+    with pytest.raises(RelayDied):
+        engine.relay("default", now_ms=FAR, limit=1, after_deliver=crash)  # the first create entry: written, not acknowledged
+    kid = next(r.job.id for r in rows if r.queue == "high")
+    [claimed] = engine.fetch("high", 1, lease_ms=60_000, worker_id="w").jobs
+    assert engine.settle("high", [Outcome(claimed.id, claimed.token, "c", "1")]) == [1]
+    for q in QUEUES:
+        engine.relay(q)  # its end reaches the parent (not the create entries: within the grace)
+    assert engine.delete_jobs("high", [kid]) == [1]
+
+    engine.relay("default", now_ms=FAR)
+
+    assert engine.get_job("high", kid) is None  # not written again
+    assert engine.get_job("low", next(r.job.id for r in rows if r.queue == "low"))["s"] == "scheduled"
+    assert outboxes(engine) == 0
+    assert json.loads(engine.get_job("default", rows[0].job.id)["c:" + kid])["s"] == "completed"
+    assert_invariants(engine.client, engine.prefix, QUEUES)
+
+
+@pytest.mark.parametrize("how", ["cancel", "delete"])
+def test_a_parent_cancelled_before_the_rest_of_its_flow_was_written_gets_its_children_cancelled(engine, monkeypatch, how):
+    flows = in_parts(engine, monkeypatch)
+    with pytest.raises(ProducerDied):
+        SHAPES["three_levels_over_three_slots"]().enqueue()
+    [rows] = flows
+    root = rows[0].job.id
+    if how == "cancel":
+        assert engine.cancel("default", root) == 1
+    else:
+        assert engine.delete_jobs("default", [root]) == [1]
+
+    engine.relay("default", now_ms=FAR)
+    for q in QUEUES:
+        engine.relay(q)
+
+    for i, q in list(all_ids(rows).items())[1:]:
+        job = engine.get_job(q, i)
+        assert (job["s"], job.get("why")) == ("cancelled", "parent_ended"), (i, q, job)
+    assert outboxes(engine) == 0
+    assert_invariants(engine.client, engine.prefix, QUEUES)
+
+
+def test_a_part_with_a_reused_id_is_refused_and_the_parts_below_it_are_parked(engine, monkeypatch):
+    """The ids were free when the producer read them; a job took one of a later part's ids before
+    that part was written: the producer raises, and neither it nor a relay writes that part or
+    the parts below it."""
+    from django_jobs.engine.queue import NewJob
+    from django_jobs.exceptions import ScriptError
+
+    shape = Flow(jf.gather.s("p"), children=[Flow(jf.gather.using(queue_name="high").s("m"), children=[LOW.s(1)])])
+
+    def take_the_middle_id() -> None:
+        middle = flows[0][1].job.id
+        engine.enqueue("high", [NewJob(id=middle, data='{"v":1,"n":"tests.testapp.jobs_flows.value","a":[0],"k":{}}')])
+
+    flows = in_parts(engine, monkeypatch, after_first=take_the_middle_id)
+    with pytest.raises(ScriptError, match="reused id"):
+        shape.enqueue()
+    [rows] = flows
+    leaf = rows[2].job.id
+    assert engine.relay("default", now_ms=FAR) == 0
+    assert engine.get_job("low", leaf) is None  # never written under a job of another flow
+    assert engine.outbox_size("default") == 2  # parked for an operator
+    assert engine.get_job("high", rows[1].job.id).get("fn") is None  # the other job is untouched

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 
 import pytest
 from django.conf import settings
@@ -248,3 +249,38 @@ def test_a_django_redis_sentinel_cache_and_a_cluster_cache_reach_the_real_server
             finally:
                 engine.close()
     assert sentinel_group.primary_client().exists("cache-sentinel:{default}:job:c1") == 0  # dropped again
+
+
+@pytest.mark.parametrize("topology", ["cluster"], indirect=True)
+def test_cluster_enqueue_wait_holds_every_part_of_a_flow_over_three_slots_on_the_replicas(jobs_settings, cluster_group, caplog):
+    """A flow over several queues is written in parts: the first (with the create entries of the
+    others) and each part its producer writes are waited for, so every job of the flow is on its
+    slot's replica when the enqueue returns."""
+    from django_jobs.engine.queue import FlowJob
+
+    engine = Engine(build_settings({**jobs_settings, "ENQUEUE_WAIT": {"REPLICAS": 1, "TIMEOUT": 2}}))
+    try:
+        data = '{"v":1,"n":"tests.testapp.jobs_flows.value","a":[1],"k":{}}'
+        rows = [
+            FlowJob(queue="default", job=NewJob(id="p", data=data), children=(("high", "m", "x"), ("low", "c", "x"))),
+            FlowJob(queue="high", job=NewJob(id="m", data=data, parent_id="p"), parent_queue="default", children=(("low", "g", "x"),)),
+            FlowJob(queue="low", job=NewJob(id="c", data=data, parent_id="p"), parent_queue="default"),
+            FlowJob(queue="low", job=NewJob(id="g", data=data, parent_id="m"), parent_queue="high"),
+        ]
+        owner = {q: cluster_group.slot_owner(engine.keys(q).wait) for q in ("default", "high", "low")}
+        primaries = set(owner.values())
+        before = {p: wait_calls(cluster_group, p) for p in primaries}
+        with caplog.at_level(logging.WARNING, logger="django_jobs.engine"):
+            assert engine.enqueue_flow(rows) == 1
+        for row in rows:
+            key = engine.keys(row.queue).job(row.job.id)
+            (replica,) = cluster_group.slot_replicas(key)
+            assert cluster_group.replica_exists(replica, key), row.job.id
+        # A WAIT per part written, on the primary of its slot: default, high, and low twice (depths 1
+        # and 2); a call that met NOSCRIPT (this engine's first on a node) sends its WAIT again.
+        expected = Counter(owner[q] for q in ("default", "high", "low", "low"))
+        waits = {p: wait_calls(cluster_group, p) - before[p] for p in primaries}
+        assert all(waits[p] >= expected[p] for p in primaries), (waits, expected)
+        assert "ENQUEUE_WAIT" not in caplog.text
+    finally:
+        engine.close()

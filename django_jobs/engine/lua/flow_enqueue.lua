@@ -33,7 +33,7 @@ local woken, marked = {}, {}
 for i = 2, #ARGV, N do
   local q = queue_keys(ARGV[i], maxlen)
   mark_flows(q, marked)
-  local j = flow_job(i, now_ms)
+  local j = flow_job(ARGV, i, now_ms)
   if job_store(q, j, now_ms) ~= 5 and not woken[q.base] then
     woken[q.base] = true
     wake(q.marker)

@@ -1,14 +1,15 @@
--- One job of a flow enqueue, from its group of 12 ARGV values starting at i (the layout of
--- flow_enqueue.lua): the fields job_store takes. Shared by flow_enqueue and flow_enqueue_part.
+-- One job of a flow enqueue, from its group of 12 values of args starting at i (the layout of
+-- flow_enqueue.lua; args is ARGV, or the 'a' list of a create entry, all strings): the fields
+-- job_store takes. Shared by flow_enqueue and flow_part (flow_enqueue_part, flow_deliver).
 --@include job_store
-local function flow_job(i, now_ms)
-  local j = { id = ARGV[i + 1], d = ARGV[i + 2], p = ARGV[i + 3], due = job_due(now_ms, ARGV[i + 4], ARGV[i + 5]),
-              cid = ARGV[i + 6], par = ARGV[i + 7], fk = ARGV[i + 10] }
-  if ARGV[i + 8] ~= '' then
-    j.pb = ARGV[i + 8]
-    if ARGV[i + 9] ~= '' then j.fp = ARGV[i + 9] end
+local function flow_job(args, i, now_ms)
+  local j = { id = args[i + 1], d = args[i + 2], p = args[i + 3], due = job_due(now_ms, args[i + 4], args[i + 5]),
+              cid = args[i + 6], par = args[i + 7], fk = args[i + 10] }
+  if args[i + 8] ~= '' then
+    j.pb = args[i + 8]
+    if args[i + 9] ~= '' then j.fp = args[i + 9] end
   end
-  if ARGV[i + 11] ~= '' then j.kids = ARGV[i + 11] end
+  if args[i + 11] ~= '' then j.kids = args[i + 11] end
   return j
 end
 
