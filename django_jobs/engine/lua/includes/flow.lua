@@ -166,6 +166,12 @@ local function flows_on(base)
   return on
 end
 
+-- What a caller read of base's meta 'flows' itself (HMGET, with other fields: one command
+-- fewer than flows_on's HEXISTS): its value, or false when missing.
+local function flows_read(base, value)
+  FLOW_QUEUES[base] = value and true or false
+end
+
 local function flow_done(job_key, job_id, now_ms, maxlen)
   if not flows_on(flow_base(job_key, job_id)) then return end
   local head = redis.call('HMGET', job_key, 's', 'pb', 'kids')
