@@ -138,3 +138,18 @@ def test_a_job_id_in_wait_without_a_hash_is_dropped_not_claimed(engine, r, k):
 
     assert [j.id for j in claim(engine, 5)] == ["ok"]
     assert r.zscore(k.wait, "ghost") is None and r.zscore(k.active, "ghost") is None
+
+
+def test_a_waiting_job_at_priority_0_keeps_neither_p_nor_ws_and_a_promoted_one_is_claimed_in_line(engine, r, k):
+    # Priority 0 is left out of the hash and read as 0 wherever 'p' is read (promotion here);
+    # the claim writes the score it popped to "ws".
+    engine.enqueue(QUEUE, [new_job("first"), new_job("later", delay_ms=60_000), new_job("high", priority=5)])
+    assert {f: r.hexists(k.job("first"), f) for f in ("p", "ws")} == {"p": False, "ws": False}
+    assert r.hget(k.job("high"), "p") == "5"
+    r.zadd(k.scheduled, {"later": server_ms(r) - 1})
+
+    claimed = claim(engine, 3)
+
+    assert [c.id for c in claimed] == ["high", "first", "later"]
+    assert int(r.hget(k.job("later"), "ws")) == wait_score(0, 3)  # promoted behind "first" (seq 1; "high" seq 2)
+    assert int(r.hget(k.job("first"), "ws")) == wait_score(0, 1)

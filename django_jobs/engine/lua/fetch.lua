@@ -79,7 +79,7 @@ if count > 0 then
         -- Over its key's limit: parked (scheduled), not claimed; no attempt counted.
       elseif fields[1] then
         token = token + 1
-        local attempt = mark_active(job_key, fields, token, worker_id, worker_json, now_ms)
+        local attempt = mark_active(job_key, fields, token, worker_id, worker_json, now_ms, popped[i + 1])
         if fields[8] then key_started(fields, job_id, token, now_ms) end
         active_args[#active_args + 1] = deadline
         active_args[#active_args + 1] = job_id
