@@ -288,8 +288,7 @@ class EngineModel(RuleBasedStateMachine):
             assert [name for name in QueueKeys.STATE_SETS if job.id in sets[name]] == [SET_OF_STATE[job.state]], job
             assert (int(a or 0), int(rec or 0), tok) == (job.attempts, job.rec, job.tok), job
             assert (len(json.loads(err)) if err else 0) == job.errors, job
-            # A waiting job's score is in wait only (checked below); the claim writes it to "ws".
-            if job.ws is not None and (ws is not None or job.state == "active"):
+            if job.ws is not None:
                 assert int(ws) == job.ws, job
         waiting = sorted(self.in_state("waiting"), key=lambda j: j.ws)
         assert list(sets["wait"].items()) == [(j.id, float(j.ws)) for j in waiting]

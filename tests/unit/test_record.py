@@ -39,20 +39,21 @@ def test_a_job_written_by_the_engine_decodes_clean(engine):
 
 
 def test_a_new_job_s_hash_leaves_out_the_fields_at_their_default(engine):
-    """No 'a' (0 attempts), no 'p' at priority 0, no empty 'cid' / 'par', no 'ws' while it waits (its score
-    is in wait): a no-op job's hash is 3 fields; readers see the defaults."""
+    """No 'a' (0 attempts), no empty 'cid' / 'par': a no-op job's hash is 5 fields; readers see the defaults."""
     data = encode_payload("app.jobs.add", "[]", "{}")
     assert engine.enqueue("default", [NewJob(id="bare", data=data)]) == [1]
     raw = engine.get_job("default", "bare")
-    assert sorted(raw) == ["d", "e", "s"] and raw["d"] == '{"v":1,"n":"app.jobs.add"}'
+    assert sorted(raw) == ["d", "e", "p", "s", "ws"] and raw["d"] == '{"v":1,"n":"app.jobs.add"}'
     view = JobView.from_hash("default", "bare", raw)
-    assert (view.attempts, view.priority, view.correlation_id, view.parent_id, view.args, view.kwargs, view.problems) == (
-        0, 0, "", "", [], {}, ())
+    assert (view.attempts, view.correlation_id, view.parent_id, view.args, view.kwargs, view.problems) == (0, "", "", [], {}, ())
+    # A hash without 'p' (priority 0 left out, as the next release writes it) reads as priority 0.
+    without_p = {f: v for f, v in raw.items() if f not in ("p", "ws")}
+    assert (JobView.from_hash("default", "bare", without_p).priority, JobView.from_hash("default", "none", {}).priority) == (0, None)
     # Given, they are written; bulk (enqueue_many) writes the very same hash as one enqueue.
     full = [NewJob(id=f"full{i}", data=data, correlation_id="c1", parent_id="p1") for i in range(3)]
     assert engine.enqueue_many("default", full, chunk=2) == [1, 1, 1]
     raws = [engine.get_job("default", f"full{i}") for i in range(3)]
-    assert all(sorted(r) == ["cid", "d", "e", "par", "s"] and (r["cid"], r["par"]) == ("c1", "p1") for r in raws)
+    assert all(sorted(r) == ["cid", "d", "e", "p", "par", "s", "ws"] and (r["cid"], r["par"]) == ("c1", "p1") for r in raws)
     # A job claimed counts its attempt from the missing 'a'.
     claimed = engine.fetch("default", 1, worker_id="w1", lease_ms=60_000).jobs
     assert [(c.id, c.attempt, c.correlation_id, c.parent_id) for c in claimed] == [("bare", 1, "", "")]

@@ -155,7 +155,8 @@ end
 -- Call after a job ended (completed, failed, cancelled): when it belongs to a flow, cancel its
 -- unfinished children (if it did not complete) and apply its end to its parent, and so on up
 -- the tree (flow_walk). A queue that never held a flow job (no 'flows' field in its meta
--- hash, set by flow_enqueue) costs one HEXISTS per script call; others one HMGET per job.
+-- hash, set by flow_enqueue) costs one HEXISTS per script call (none where the caller read the
+-- field itself: flows_read); others one HMGET per job.
 local FLOW_QUEUES = {} -- queue key base -> whether flow jobs may live there (per script call)
 local function flows_on(base)
   local on = FLOW_QUEUES[base]

@@ -39,10 +39,13 @@ end
 -- released when the job ends, 'uk'; else it lives that long); a flow: pb (parent's base), fp,
 -- fk, kids (JSON: a parent, which waits in waiting_children with pend = its number of children).
 -- EXISTS is the existence check: a replayed or duplicate id writes nothing. The hash is written by
--- one HSET; a field at its default is left out ('a' 0 attempts, 'p' priority 0, an empty 'cid' or
--- 'par': every reader takes a missing one as that default, record.py and the Lua HMGETs alike),
--- and so is 'ws' while the job waits: its wait score is in wait, and the claim writes it
--- (includes/mark_active) for a release or recovery to put the job back there.
+-- one HSET; a field at its default is left out ('a' 0 attempts, an empty 'cid' or 'par': every
+-- reader takes a missing one as that default, record.py and the Lua HMGETs alike).
+-- 'p' at 0 and 'ws' are still written, for the workers of earlier releases during a rolling
+-- update: their promotion drops a scheduled job without 'p', and their claim does not write 'ws'
+-- (a release would lose the job's place in line). Every reader of this release takes a missing
+-- 'p' as 0 and the claim writes 'ws' (includes/mark_active, includes/promote), so the next release
+-- can leave both out of a waiting job's hash (-16 bytes: docs/performance.md).
 -- scores: a wait_score_batch or nil (one HINCRBY); zadd: a list collecting score, id for one
 -- ZADD of wait by the caller, or nil.
 -- Returns two values: the code, 0 the id exists | 1 waiting | 2 scheduled | 5 waiting_children
@@ -52,8 +55,7 @@ local function job_store(q, j, now_ms, scores, zadd)
   local job_id = j.id
   local job_key = q.job .. job_id
   if redis.call('EXISTS', job_key) == 1 then return 0, stored_enqueued_ms(job_key) end
-  local h = { 'd', j.d, 'e', now_ms }
-  if tonumber(j.p) ~= 0 then h[#h + 1] = 'p'; h[#h + 1] = j.p end
+  local h = { 'd', j.d, 'p', j.p, 'e', now_ms }
   if j.cid ~= '' then h[#h + 1] = 'cid'; h[#h + 1] = j.cid end
   if j.par ~= '' then h[#h + 1] = 'par'; h[#h + 1] = j.par end
   if j.lk then
@@ -91,7 +93,7 @@ local function job_store(q, j, now_ms, scores, zadd)
     code = 2
   else
     local score = scores and scores.draw(j.p) or next_wait_score(q.meta, j.p)
-    h[#h + 1] = 's'; h[#h + 1] = 'waiting'  -- no 'ws': the claim writes the score it popped (mark_active)
+    h[#h + 1] = 's'; h[#h + 1] = 'waiting'; h[#h + 1] = 'ws'; h[#h + 1] = score
     if zadd then
       zadd[#zadd + 1] = score
       zadd[#zadd + 1] = job_id
