@@ -3,8 +3,9 @@
 ``.venv/bin/python -m bench.events_ab BEFORE_DIR [AFTER_DIR] [-n JOBS] [--rounds R]`` (AFTER_DIR
 defaults to this checkout): each round runs, for each checkout in turn, JOBS single enqueues
 (one job per call), JOBS jobs enqueued in calls of 100, and a drain of them (fetch 8, settle
-the 8 as completed, kept for no time as ``bench.profile cost`` runs it). Reported per phase:
-the median (and min) over the rounds of Redis' main-thread CPU per job (``INFO cpu``: CPU
+the 8 as completed, kept for no time as ``bench.profile cost`` runs it), and (a trickle) JOBS
+times one single enqueue, one fetch and its settle. Reported per phase: the median (and min)
+over the rounds of Redis' main-thread CPU per job (``INFO cpu``: CPU
 time, steadier than wall time on a loaded machine), the scripts' Redis time per job (``INFO commandstats`` usec of
 ``EVALSHA``, which includes the commands the scripts run), commands per job, and the events
 stream's entries per job. Both checkouts' scripts share one Redis and alternate, so the load
@@ -24,6 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from django_jobs.engine.scripts import inline_includes
 
 MAXLEN = 10_000
+#: A trickle of single jobs into an idle worker: each enqueued alone, then one fetch (it finds
+#: that one job) and its settle, enqueue included in the figures.
+TRICKLE = "one at a time (enqueue 1, fetch 8, settle)"
 
 
 def script_source(root: Path, name: str) -> str:
@@ -51,7 +55,8 @@ class Side:
         keys = [self.key(k) for k in ("wait", "scheduled", "meta", "events", "marker")]
         self.r.evalsha(self.sha["enqueue"], len(keys), *keys, *args)
 
-    def drain(self) -> None:
+    def drain(self, once: bool = False) -> None:
+        """Fetch 8 and settle them until a fetch finds nothing (``once``: one fetch and its settle)."""
         fetch_keys = [self.key(k) for k in ("wait", "scheduled", "active", "meta", "events", "marker", "rate")]
         settle_keys = [self.key(k) for k in ("active", "wait", "scheduled", "completed", "failed", "cancelled", "meta", "events", "marker")]
         while True:
@@ -63,6 +68,8 @@ class Side:
             for job_id, token in claimed:
                 args += [job_id, token, "c", "null", 0, 0]
             self.r.evalsha(self.sha["settle"], len(settle_keys), *settle_keys, *args)
+            if once:
+                return
 
 
 def redis_cpu(r: Any) -> float:
@@ -118,8 +125,15 @@ def main() -> None:
                 side.drain()
                 results.setdefault((label, "enqueue, bulk x100"), []).append(measure(r, side, n, bulk))
                 results.setdefault((label, "drain (fetch 8, settle 8)"), []).append(measure(r, side, n, side.drain))
+
+                def trickle(side: Side = side, n: int = n) -> None:
+                    for _ in range(n):
+                        side.enqueue(1)
+                        side.drain(once=True)
+
+                results.setdefault((label, TRICKLE), []).append(measure(r, side, n, trickle))
                 r.flushall()
-        for phase in ("enqueue, single", "enqueue, bulk x100", "drain (fetch 8, settle 8)"):
+        for phase in ("enqueue, single", "enqueue, bulk x100", "drain (fetch 8, settle 8)", TRICKLE):
             for label in sides:
                 rows = results[(label, phase)]
                 usec = statistics.median(x[0] for x in rows)

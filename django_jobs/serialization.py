@@ -7,8 +7,21 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-dumps = _encoder.encode
+_encode = _encoder.encode
 loads = json.loads
+
+
+def dumps(value: Any) -> str:
+    """Return ``value`` as compact JSON (non-ASCII kept; NaN and infinities refused).
+
+    ``None`` and ints, what most jobs return, are written without the encoder's set-up for
+    each call (~2-3 us; it already writes a str directly): the same text.
+    """
+    if value is None:
+        return "null"
+    if type(value) is int:
+        return int.__repr__(value)
+    return _encode(value)
 
 
 def dumps_call(job_name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[str, str]:

@@ -121,7 +121,8 @@ class JobView:
     options: dict[str, Any] = field(default_factory=dict)
     #: ``d`` as stored when it did not decode ("" when it did).
     raw_payload: str = ""
-    #: ``p`` (None when missing).
+    #: ``p``: 0 when a job's hash leaves it out (priority 0); None for an empty hash or a value
+    #: that is not an integer.
     priority: int | None = None
     attempts: int = 0
     recoveries: int = 0
@@ -241,7 +242,7 @@ class JobView:
             kwargs=payload.kwargs,
             options=payload.options,
             raw_payload=(data.get("d") or "") if payload.problem else "",
-            priority=integer("p"),
+            priority=integer("p") if "p" in data else (0 if data else None),
             attempts=integer("a") or 0,
             recoveries=integer("rec") or 0,
             enqueued_ms=integer("e"),

@@ -192,3 +192,12 @@ def test_task_enqueued_is_skipped_only_when_no_receiver_would_act(engine, caplog
         assert enqueued_signal_needed(JobsBackend) is True
         result = jobs.add.enqueue(5, 6)
     assert any(getattr(record, "job_id", None) == result.id for record in caplog.records)
+
+
+def test_a_job_hash_without_p_reads_back_at_priority_0_though_its_task_declares_another(engine):
+    # The next release leaves priority 0 out of the hash; get_result() reads it as 0, not as the task's own 5.
+    result = jobs.plain_task.using(priority=0).enqueue(2)
+    engine.client.hdel(engine.keys(result.queue).job(result.id), "p")
+    assert jobs.plain_task.get_result(result.id).task.priority == 0
+    declared = jobs.plain_task.enqueue(3)
+    assert jobs.plain_task.get_result(declared.id).task.priority == 5

@@ -138,3 +138,40 @@ def test_a_job_id_in_wait_without_a_hash_is_dropped_not_claimed(engine, r, k):
 
     assert [j.id for j in claim(engine, 5)] == ["ok"]
     assert r.zscore(k.wait, "ghost") is None and r.zscore(k.active, "ghost") is None
+
+
+def test_jobs_without_p_or_ws_are_promoted_and_claimed_in_line_and_the_claim_writes_ws(engine, r, k):
+    # The next release leaves 'p' (priority 0) and 'ws' (the score is in wait) out of a new job's
+    # hash: promotion reads a missing 'p' as 0 (an older promote dropped such a job), and the claim
+    # writes the score it popped to "ws" for a release or recovery.
+    engine.enqueue(QUEUE, [new_job("first"), new_job("later", delay_ms=60_000), new_job("high", priority=5)])
+    for job_id in ("first", "later"):
+        r.hdel(k.job(job_id), "p", "ws")
+    r.zadd(k.scheduled, {"later": server_ms(r) - 1})
+
+    claimed = claim(engine, 3)
+
+    assert [c.id for c in claimed] == ["high", "first", "later"]
+    assert int(r.hget(k.job("later"), "ws")) == wait_score(0, 3)  # promoted behind "first" (seq 1; "high" seq 2)
+    assert int(r.hget(k.job("first"), "ws")) == wait_score(0, 1)
+
+
+def test_a_fetch_that_empties_wait_knows_it_without_counting(engine, r, k):
+    # A pop that came back short emptied wait: no ZCARD; a full pop counts what is left (and
+    # wakes another worker when jobs remain), and so does a fetch that pops nothing.
+    def zcards(fetch) -> tuple[int, object]:
+        before = r.info("commandstats").get("cmdstat_zcard", {}).get("calls", 0)
+        result = fetch()
+        return r.info("commandstats").get("cmdstat_zcard", {}).get("calls", 0) - before, result
+
+    engine.enqueue(QUEUE, [new_job(f"j{i}") for i in range(3)])
+    r.delete(k.marker)
+    used, got = zcards(lambda: claim(engine, 2))
+    assert (used, len(got), r.llen(k.marker)) == (1, 2, 1)
+    r.delete(k.marker)
+    used, got = zcards(lambda: claim(engine, 5))
+    assert (used, len(got), r.llen(k.marker)) == (0, 1, 0)
+    used, result = zcards(lambda: engine.fetch(QUEUE, 5, lease_ms=1000, worker_id="w"))
+    assert (used, result.jobs, result.next_due_ms) == (0, [], -1)
+    used, result = zcards(lambda: engine.fetch(QUEUE, 0, lease_ms=1000, worker_id="w"))
+    assert (used, result.jobs) == (1, [])

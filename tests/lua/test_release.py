@@ -74,3 +74,18 @@ def test_releasing_a_job_whose_cancel_was_requested_cancels_it(engine, r, k, eve
 
     assert_state(r, k, "a", "cancelled")
     assert events.new() == [("cancelled", "a")]
+
+
+def test_a_job_claimed_by_name_goes_back_to_its_original_place(engine, r, k):
+    # claim.lua writes the score it took a waiting job at to "ws", as fetch does, so a release puts
+    # it back in line there even when the hash had no "ws" (as the next release writes it).
+    engine.enqueue(QUEUE, [new_job("a"), new_job("b"), new_job("c")])
+    original = score(r, k.wait, "b")
+    r.hdel(k.job("b"), "ws")
+    b = engine.claim(QUEUE, "b", lease_ms=60_000, worker_id="w1")
+    assert b is not None and int(r.hget(k.job("b"), "ws")) == original
+
+    assert engine.release(QUEUE, [(b.id, b.token)]) == 1
+
+    assert r.zrange(k.wait, 0, -1) == ["a", "b", "c"] and score(r, k.wait, "b") == original
+    assert_state(r, k, "b", "waiting")

@@ -321,6 +321,41 @@ def test_completions_kept_for_no_time_are_deleted_with_their_events_written_and_
         assert events.new() == []
 
 
+def _calls(r) -> dict[str, int]:
+    """Calls per command so far on this server (INFO commandstats), scripts' commands included."""
+    return {name.removeprefix("cmdstat_"): stat["calls"] for name, stat in r.info("commandstats").items()}
+
+
+def test_completions_kept_for_no_time_into_an_empty_completed_set_read_no_clock_and_meta_once(r, k):
+    # Fire-and-forget settles: no TIME, no range read of the empty completed set (one ZCARD), and
+    # one HMGET of meta for both its flows and cw fields (was HEXISTS + HGET).
+    with jobs_settings(KEEP_COMPLETED={"AGE": 0, "COUNT": 100}) as engine:
+        claimed = enqueue_and_claim(engine, "a", "b", "c")
+        before = _calls(r)
+        assert engine.settle(QUEUE, [complete(c) for c in claimed]) == [1, 1, 1]
+        after = _calls(r)
+    used = {name: after.get(name, 0) - before.get(name, 0) for name in after}
+    used = {name: n for name, n in used.items() if n and name not in ("info", "evalsha", "eval")}
+    assert used == {"hmget": 1 + 3, "zrem": 1, "del": 1, "zcard": 1, "xadd": 1, "get": 1}
+    assert not any(r.exists(k.job(j)) for j in "abc") and r.zcard(k.active) == 0
+
+
+def test_jobs_kept_earlier_are_still_trimmed_by_settles_that_keep_nothing(r, k):
+    # A set that holds jobs (kept under an earlier setting or a per-job keep) is trimmed by age
+    # and by count when the settle itself adds nothing to it.
+    with jobs_settings(KEEP_COMPLETED={"AGE": 3600, "COUNT": 0}) as engine:
+        claimed = enqueue_and_claim(engine, "old", "k1", "k2", "k3")
+        engine.settle(QUEUE, [complete(claimed[0], keep_ms=5), *[complete(c) for c in claimed[1:]]])
+        finished = int(r.hget(k.job("old"), "f"))
+    wait_until(lambda: server_ms(r) > finished + 5, timeout=2, message="5 ms of server time")
+    with jobs_settings(KEEP_COMPLETED={"AGE": 0, "COUNT": 2}) as engine:
+        (gone,) = enqueue_and_claim(engine, "gone")
+        assert engine.settle(QUEUE, [complete(gone)]) == [1]
+        # "old" past its age; then one of the three others beyond COUNT 2, the oldest.
+        assert r.zrange(k.completed, 0, -1) == ["k2", "k3"]
+        assert not any(r.exists(k.job(j)) for j in ("old", "k1", "gone"))
+
+
 def test_a_per_job_keep_overrides_the_queue_retention(engine, r, k):
     short, default = enqueue_and_claim(engine, "short", "default")
     engine.settle(QUEUE, [complete(short, keep_ms=5), complete(default)])

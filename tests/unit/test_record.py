@@ -46,6 +46,9 @@ def test_a_new_job_s_hash_leaves_out_the_fields_at_their_default(engine):
     assert sorted(raw) == ["d", "e", "p", "s", "ws"] and raw["d"] == '{"v":1,"n":"app.jobs.add"}'
     view = JobView.from_hash("default", "bare", raw)
     assert (view.attempts, view.correlation_id, view.parent_id, view.args, view.kwargs, view.problems) == (0, "", "", [], {}, ())
+    # A hash without 'p' (priority 0 left out, as the next release writes it) reads as priority 0.
+    without_p = {f: v for f, v in raw.items() if f not in ("p", "ws")}
+    assert (JobView.from_hash("default", "bare", without_p).priority, JobView.from_hash("default", "none", {}).priority) == (0, None)
     # Given, they are written; bulk (enqueue_many) writes the very same hash as one enqueue.
     full = [NewJob(id=f"full{i}", data=data, correlation_id="c1", parent_id="p1") for i in range(3)]
     assert engine.enqueue_many("default", full, chunk=2) == [1, 1, 1]

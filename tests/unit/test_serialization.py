@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import json
 import math
 
 import pytest
@@ -76,3 +77,15 @@ def test_enqueueing_a_job_with_a_bad_argument_fails_in_the_caller():
 
     with pytest.raises(TypeError, match="argument 'b' of job 'tests.testapp.jobs.add'"):
         jobs.add.enqueue(1, b=object())
+
+
+@pytest.mark.parametrize("value", [None, 0, -7, 2**70, True, False, 2.5, "héllo ✓", "", [1, None], {"a": [True]}])
+def test_dumps_writes_what_the_encoder_writes_its_short_cuts_included(value):
+    # None and ints skip the encoder (a job's usual return value); bools are not ints here.
+    assert serialization.dumps(value) == json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, object()])
+def test_dumps_refuses_what_is_not_json(value):
+    with pytest.raises((TypeError, ValueError)):
+        serialization.dumps(value)

@@ -23,11 +23,13 @@ if not fields[1] then return -1 end
 local state = fields[8]
 if state ~= 'waiting' and state ~= 'scheduled' then return 0 end
 local now_ms = server_now_ms()
+-- A waiting job's place in line is kept in 'ws' (includes/mark_active) for a release or recovery.
+local ws = state == 'waiting' and rcall('ZSCORE', wait_key, job_id) or nil
 rcall('ZREM', wait_key, job_id)
 rcall('ZREM', scheduled_key, job_id)
 if fields[9] then rcall('ZREM', fields[9] .. 'p', job_id) end -- a parked job leaves its key's list
 local token = rcall('HINCRBY', meta_key, 'fence', 1)
-local attempt = mark_active(job_key, fields, token, worker_id, cjson.encode(worker_id), now_ms)
+local attempt = mark_active(job_key, fields, token, worker_id, cjson.encode(worker_id), now_ms, ws)
 rcall('HDEL', job_key, 'run')
 rcall('ZADD', active_key, now_ms + lease_ms, job_id)
 emit(events_key, maxlen, 'active', job_id)

@@ -57,8 +57,8 @@ end
 count, held_ms, rate_ms = queue_allowance(flow, meta_key, active_key, rate_key, count, tonumber(ARGV[7]),
                                           tonumber(ARGV[8]), tonumber(ARGV[9]), now_ms)
 
--- Whether jobs are left waiting is read once (one ZCARD) after the claim: nothing below adds
--- to or takes from wait.
+-- Whether jobs are left waiting is read once (one ZCARD) after the claim, or known without it
+-- when the pop came back short (wait is empty): nothing below adds to or takes from wait.
 local claimed = 0
 if count > 0 then
   local popped = rcall('ZPOPMIN', wait_key, count)
@@ -79,7 +79,7 @@ if count > 0 then
         -- Over its key's limit: parked (scheduled), not claimed; no attempt counted.
       elseif fields[1] then
         token = token + 1
-        local attempt = mark_active(job_key, fields, token, worker_id, worker_json, now_ms)
+        local attempt = mark_active(job_key, fields, token, worker_id, worker_json, now_ms, popped[i + 1])
         if fields[8] then key_started(fields, job_id, token, now_ms) end
         active_args[#active_args + 1] = deadline
         active_args[#active_args + 1] = job_id
@@ -102,7 +102,7 @@ if count > 0 then
     end
   end
 end
-local waiting = rcall('ZCARD', wait_key)
+local waiting = (count > 0 and claimed < count) and 0 or rcall('ZCARD', wait_key)
 if held_ms < 0 and waiting > 0 and (claimed > 0 or (count <= 0 and cut)) then
   -- More work is waiting than this worker had room for, or (cut) no free thread here but the
   -- limit has room: wake another worker.

@@ -28,14 +28,20 @@
 --@include slot_freed
 local q = queue_of_prefix(ARGV[1], tonumber(ARGV[2]))
 local keep_completed_count, keep_failed_count = tonumber(ARGV[4]), tonumber(ARGV[6])
-local now_ms = server_now_ms()
+-- The server time is read when first needed: a batch of completions kept for no time needs none.
+local clock = {}
+-- Whether flow jobs may live in this queue (includes/flow) and whether a fetch waits for a free
+-- concurrency slot (includes/slot_freed): one read of meta for both. Nothing below sets either
+-- for this queue.
+local meta = redis.call('HMGET', q.meta, 'flows', 'cw')
+flows_read(q.base, meta[1])
 emit_batch()  -- one events entry per event kind (and fields) for the whole batch (includes/emit)
 local results = {}
 -- Leaving active and entering completed are batched into one ZREM and one ZADD per call.
 local acc = { left = {}, completed = {}, gone = {}, keep_c = tonumber(ARGV[3]), keep_f = tonumber(ARGV[5]) }
 for i = 7, #ARGV, 6 do
   results[#results + 1] = job_settle(q, acc, ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], tonumber(ARGV[i + 4]),
-                                     tonumber(ARGV[i + 5]), now_ms)
+                                     tonumber(ARGV[i + 5]), clock)
 end
 -- unpack() takes a few thousand values at most: send long lists in slices.
 local SLICE = 2000
@@ -50,11 +56,13 @@ for first = 1, #acc.gone, SLICE do
   redis.call('DEL', unpack(acc.gone, first, math.min(first + SLICE - 1, #acc.gone)))
 end
 if acc.woke then wake(q.marker) end
-if #acc.left > 0 then slot_freed(q.meta, q.marker) end
-if acc.touched_completed then trim_finished(q.completed, q.job, now_ms, keep_completed_count) end
+if #acc.left > 0 then slot_freed(q.meta, q.marker, meta[2]) end
+-- (clock.ms is nil when only completions kept for no time were applied: trim reads the clock
+-- only if the set holds jobs.)
+if acc.touched_completed then trim_finished(q.completed, q.job, clock.ms, keep_completed_count) end
 if acc.touched_failed then
-  trim_finished(q.failed, q.job, now_ms, keep_failed_count)
-  trim_finished(q.cancelled, q.job, now_ms, keep_failed_count)
+  trim_finished(q.failed, q.job, clock.ms, keep_failed_count)
+  trim_finished(q.cancelled, q.job, clock.ms, keep_failed_count)
 end
 emit_flush()
 return results

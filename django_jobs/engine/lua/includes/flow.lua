@@ -155,7 +155,8 @@ end
 -- Call after a job ended (completed, failed, cancelled): when it belongs to a flow, cancel its
 -- unfinished children (if it did not complete) and apply its end to its parent, and so on up
 -- the tree (flow_walk). A queue that never held a flow job (no 'flows' field in its meta
--- hash, set by flow_enqueue) costs one HEXISTS per script call; others one HMGET per job.
+-- hash, set by flow_enqueue) costs one HEXISTS per script call (none where the caller read the
+-- field itself: flows_read); others one HMGET per job.
 local FLOW_QUEUES = {} -- queue key base -> whether flow jobs may live there (per script call)
 local function flows_on(base)
   local on = FLOW_QUEUES[base]
@@ -164,6 +165,12 @@ local function flows_on(base)
     FLOW_QUEUES[base] = on
   end
   return on
+end
+
+-- What a caller read of base's meta 'flows' itself (HMGET, with other fields: one command
+-- fewer than flows_on's HEXISTS): its value, or false when missing.
+local function flows_read(base, value)
+  FLOW_QUEUES[base] = value and true or false
 end
 
 local function flow_done(job_key, job_id, now_ms, maxlen)

@@ -31,9 +31,10 @@ local SETTLED_STATE = { c = 'completed', f = 'failed', x = 'cancelled' }
 -- acc collects for the caller: left (ids that left active: one ZREM), completed (score, id
 -- pairs: one ZADD), gone (job keys to DEL: completed jobs kept for no time, see job_ended),
 -- keep_c / keep_f (default keep ms), and sets touched_completed,
--- touched_failed, woke. Returns 1 applied (or already applied: replay) | -1 unknown job |
--- -3 not the owner | -4 unknown kind.
-local function job_settle(q, acc, job_id, token, kind, value, delay_ms, keep_ms, now_ms)
+-- touched_failed, woke. clock: a table whose ms is the server time, read on first need (a
+-- completion kept for no time needs none). Returns 1 applied (or already applied: replay) |
+-- -1 unknown job | -3 not the owner | -4 unknown kind.
+local function job_settle(q, acc, job_id, token, kind, value, delay_ms, keep_ms, clock)
   local job_key = q.job .. job_id
   local fields = redis.call('HMGET', job_key, 's', 'tok', 'p', 'cx', 'uk', 'lk')
   local state, current_token = fields[1], fields[2]
@@ -51,13 +52,22 @@ local function job_settle(q, acc, job_id, token, kind, value, delay_ms, keep_ms,
     return -3
   end
   acc.left[#acc.left + 1] = job_id
+  local gone
   if kind == 'c' then
     -- keep_ms < 0: keep_result=0, delete at finish (like KEEP_COMPLETED AGE 0); 0: the queue's.
     if keep_ms == 0 then keep_ms = acc.keep_c elseif keep_ms < 0 then keep_ms = 0 end
     -- Kept for no time (fire-and-forget): no HSET, no ZADD, one DEL per batch (acc.gone),
     -- unless a flow may read the hash later in this call, or a mirror holds the queue (it reads
     -- the hash before retention may delete it: includes/mirror.lua).
-    local gone = keep_ms == 0 and not flows_on(q.base) and not mirror_cap(q.base) and acc.gone or nil
+    gone = keep_ms == 0 and not flows_on(q.base) and not mirror_cap(q.base) and acc.gone or nil
+  end
+  -- Every outcome but a completion kept for no time writes a time: the clock is read then.
+  local now_ms
+  if not gone then
+    clock.ms = clock.ms or server_now_ms()
+    now_ms = clock.ms
+  end
+  if kind == 'c' then
     job_ended(q, job_key, job_id, 'completed', now_ms, keep_ms, nil, acc.completed, value, gone)
     acc.touched_completed = true
   elseif (kind == 'r' or kind == 'l') and fields[4] == '1' then

@@ -41,6 +41,11 @@ end
 -- EXISTS is the existence check: a replayed or duplicate id writes nothing. The hash is written by
 -- one HSET; a field at its default is left out ('a' 0 attempts, an empty 'cid' or 'par': every
 -- reader takes a missing one as that default, record.py and the Lua HMGETs alike).
+-- 'p' at 0 and 'ws' are still written, for the workers of earlier releases during a rolling
+-- update: their promotion drops a scheduled job without 'p', and their claim does not write 'ws'
+-- (a release would lose the job's place in line). Every reader of this release takes a missing
+-- 'p' as 0 and the claim writes 'ws' (includes/mark_active, includes/promote), so the next release
+-- can leave both out of a waiting job's hash (-16 bytes: docs/performance.md).
 -- scores: a wait_score_batch or nil (one HINCRBY); zadd: a list collecting score, id for one
 -- ZADD of wait by the caller, or nil.
 -- Returns two values: the code, 0 the id exists | 1 waiting | 2 scheduled | 5 waiting_children

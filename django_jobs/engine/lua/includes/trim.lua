@@ -1,10 +1,12 @@
 -- Delete finished jobs past their keep-until score, then beyond the count limit.
 -- The finished ZSETs are scored by the time a job may be deleted (finish + keep),
 -- so a per-job retention override is just a different score. Bounded work per call
--- (limit: jobs per rule, TRIM_BATCH when nil).
+-- (limit: jobs per rule, TRIM_BATCH when nil). now_ms: the server time, or nil to read it
+-- only when there is something to trim.
 -- While a database mirror holds the queue (includes/mirror), only jobs it recorded are
 -- deleted (its 'rec:' set), unless more than its cap of this set's jobs wait unrecorded: the
 -- mirror is that far behind (or gone), and retention goes on as without it.
+--@include now
 --@include mirror
 local TRIM_BATCH = 200
 
@@ -22,6 +24,7 @@ local function trim_finished(set_key, job_prefix, now_ms, max_count, limit)
   local base = string.sub(job_prefix, 1, -5)
   local cap = mirror_cap(base)
   if cap then
+    now_ms = now_ms or server_now_ms()
     local rec_key = recorded_key(base, set_key)
     local unrecorded = redis.call('ZCARD', set_key) - redis.call('ZCARD', rec_key)
     if unrecorded <= cap then
@@ -57,6 +60,12 @@ local function trim_finished(set_key, job_prefix, now_ms, max_count, limit)
     end
     return
   end
+  -- One ZCARD first: an empty set (every job kept for no time, as fire-and-forget settles leave
+  -- it) costs one command and no clock; else the count after the expired ones left is
+  -- known without a second ZCARD (they were members, each removed once).
+  local size = redis.call('ZCARD', set_key)
+  if size == 0 then return end
+  now_ms = now_ms or server_now_ms()
   local expired = redis.call('ZRANGEBYSCORE', set_key, '-inf', now_ms, 'LIMIT', 0, limit)
   for i = 1, #expired do
     redis.call('DEL', job_prefix .. expired[i])
@@ -65,7 +74,7 @@ local function trim_finished(set_key, job_prefix, now_ms, max_count, limit)
     redis.call('ZREM', set_key, unpack(expired))
   end
   if max_count > 0 then
-    local excess = redis.call('ZCARD', set_key) - max_count
+    local excess = size - #expired - max_count
     if excess > 0 then
       if excess > limit then excess = limit end
       local oldest = redis.call('ZRANGE', set_key, 0, excess - 1)
