@@ -269,18 +269,19 @@ class Streams(ScriptRunner):
         return MirrorRead(entries=_stream_entries(reply), gap=gap, tip=tip)
 
     def mirror_pending(
-        self, queue: str, group: str, consumer: str, *, count: int, claim_idle_ms: int = 0
+        self, queue: str, group: str, consumer: str, *, count: int, claim_idle_ms: int = 0, after: str = "0"
     ) -> tuple[list[Entry], int]:
         """Return entries read by ``group`` but never acknowledged, and how many were trimmed.
 
-        First this consumer's own pending entries (a restart under the same name); with
+        First this consumer's own pending entries newer than ``after`` (a restart under the same
+        name reads them all; a running mirror skips those it holds back on purpose); with
         ``claim_idle_ms`` > 0 and none of its own, it takes over entries other consumers left
         unacknowledged for that long (XAUTOCLAIM). Trimmed entries (their job is unknown) are
         acknowledged here and counted, so the caller can resync the queue.
         """
         key = self.keys(queue).events
         try:
-            reply = self._call(self.client.xreadgroup, group, consumer, {key: "0"}, count=count)
+            reply = self._call(self.client.xreadgroup, group, consumer, {key: after or "0"}, count=count)
         except redis.ResponseError as exc:
             if "NOGROUP" in str(exc):
                 raise MirrorGroupMissing(f"No mirror group on {key!r}.") from exc

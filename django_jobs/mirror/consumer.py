@@ -61,6 +61,13 @@ CATCH_UP_CPU_SHARE = 1.0
 CATCH_UP_FACTOR = 8
 #: Jobs whose last written version a mirror remembers, to skip events its rows already include.
 WRITTEN_CACHE = 100_000
+#: While a queue's reads come back full (the mirror is behind), a job whose events in a batch
+#: only created it and whose hash says it still waits is not written yet: its entry stays
+#: unacknowledged and the row is written with the job's next event (it started: one write
+#: instead of a ``waiting`` row rewritten moments later), or when the queue's reads stop coming
+#: back full, or when more than this many jobs are held back (the oldest then). In a burst
+#: whose backlog the workers drain, most jobs' ``waiting`` row is never written.
+HOLD_BACK = 200_000
 
 
 def _by_jobs(entries: Sequence[tuple[str, dict[str, str]]], limit: int) -> Iterable[Sequence[tuple[str, dict[str, str]]]]:
@@ -128,6 +135,16 @@ class Mirror:
         self._written: OrderedDict[str, int] = OrderedDict()
         self.skipped = 0  #: events skipped because a row already written includes them
         self.stored_skips = 0  #: of which known from the database (not this mirror's memory)
+        self.held_back = 0  #: waiting jobs whose row was held back for their next event (HOLD_BACK)
+        self.hold_back = HOLD_BACK
+        #: Per queue: the held-back jobs (oldest first) -> the entries naming them, each entry's
+        #: count of held-back jobs (acknowledged when it falls to 0), the queues whose last read
+        #: came back full, and the id after which this consumer's own pending entries are unknown
+        #: to it (the held-back ones are older; a failed batch is newer).
+        self._held: dict[str, OrderedDict[str, list[str]]] = {}
+        self._holds: dict[str, dict[str, int]] = {}
+        self._full: set[str] = set()
+        self._pending_after: dict[str, str] = {}
 
     def _ensure(self, queue: str) -> None:
         if queue not in self._ready:
@@ -157,16 +174,22 @@ class Mirror:
         engine = get_engine()
         self._ensure(queue)
         gap = False
+        holds = self._holds.setdefault(queue, {})
+        full = False
         try:
-            entries, trimmed = engine.mirror_pending(queue, MIRROR_GROUP, self.consumer, count=self.batch, claim_idle_ms=claim_ms)
+            entries, trimmed = engine.mirror_pending(queue, MIRROR_GROUP, self.consumer, count=self.batch, claim_idle_ms=claim_ms,
+                                                     after=self._pending_after.get(queue, "0"))
             gap = trimmed > 0
+            # Entries held back (HOLD_BACK) come again when claimed or after a failed batch: already known.
+            entries = [entry for entry in entries if entry[0] not in holds]
             if not entries:
                 count = self._counts.get(queue, self.batch)
                 read = engine.mirror_read(queue, MIRROR_GROUP, self.consumer, count=count)
                 self._tips[queue] = read.tip
                 entries, gap = read.entries, gap or read.gap
-                self._counts[queue] = min(count * 2, self.catch_up) if len(entries) >= count else self.batch
-                self._behind = self._behind or len(entries) >= count
+                full = len(entries) >= count
+                self._counts[queue] = min(count * 2, self.catch_up) if full else self.batch
+                self._behind = self._behind or full
                 # Counts are of entries, and a batch entry names several jobs (lua/includes/emit.lua):
                 # the next read asks for about catch_up jobs.
                 jobs = sum(len(entry_job_ids(fields)) for _, fields in entries)
@@ -193,18 +216,44 @@ class Mirror:
             written += resync_queue(queue, using=self.using, batch=self.batch)
             self._resync.discard(queue)
         self._read += len(entries)
-        # At most about catch_up jobs per transaction: batch entries name many jobs each.
-        for part in _by_jobs(entries, self.catch_up):
-            written += self.apply(queue, part)
+        if full:
+            self._full.add(queue)
+        else:
+            self._full.discard(queue)
+        try:
+            # At most about catch_up jobs per transaction: batch entries name many jobs each.
+            for part in _by_jobs(entries, self.catch_up):
+                written += self.apply(queue, part)
+                # Every entry up to here is acknowledged or held back on purpose.
+                newest = max((entry_id for entry_id, _ in part), key=stream_id_key)
+                if stream_id_key(newest) > stream_id_key(self._pending_after.get(queue, "0-0")):
+                    self._pending_after[queue] = newest
+            held = self._held.get(queue)
+            if held and (not full or len(held) > self.hold_back):
+                # Caught up (or holding too many): write the held-back jobs, oldest first.
+                flush = list(held) if not full else list(held)[: len(held) - self.hold_back // 2]
+                for start in range(0, len(flush), self.catch_up):
+                    written += self.apply(queue, [], force=flush[start : start + self.catch_up])
+        except BaseException:
+            # Unacknowledged entries of this batch are read again, whatever their id.
+            self._pending_after.pop(queue, None)
+            raise
         return written
 
-    def apply(self, queue: str, entries: Sequence[tuple[str, dict[str, str]]]) -> int:
-        """Write the jobs named by ``entries`` (stream entries of ``queue``), then acknowledge them."""
+    def apply(self, queue: str, entries: Sequence[tuple[str, dict[str, str]]], *, force: Sequence[str] = ()) -> int:
+        """Write the jobs named by ``entries`` (stream entries of ``queue``), then acknowledge them.
+
+        While the queue is behind, waiting jobs only created by these entries are held back
+        (:data:`HOLD_BACK`): their entries are acknowledged once the jobs' rows are written.
+        ``force``: held-back jobs to write now.
+        """
         engine = get_engine()
-        jobs: dict[str, int] = {}  # job id -> version of its newest event in the batch not yet written
-        firsts: dict[str, str] = {}  # job id -> its first such event
+        jobs: dict[str, int] = {job_id: 0 for job_id in force}  # job id -> version of its newest event in the batch not yet written
+        firsts: dict[str, str] = dict.fromkeys(force, "")  # job id -> its first such event
         final: dict[str, tuple[str, str]] = {}
         written = self._written
+        held = self._held.setdefault(queue, OrderedDict())
+        holds = self._holds.setdefault(queue, {})
         for entry_id, fields in entries:
             event = fields.get("e") or ""
             event_version = version_of(entry_id)
@@ -223,23 +272,68 @@ class Mirror:
                 jobs[job_id] = max(event_version, jobs.get(job_id, 0))
                 if event in FINAL_EVENTS or event == DELETED_EVENT:
                     final[job_id] = (entry_id, event)
+        named = list(jobs)  # what this batch resolves: held-back jobs among them release their entries
         recorded: list[tuple[str, str]] = []
         self._skip_stored(jobs, final, recorded, [job_id for job_id in jobs if firsts[job_id] not in CREATED_EVENTS])
         ids = list(jobs)
         tip, hashes = engine.mirror_snapshot(queue, ids) if ids else ("0-0", [])
         version = version_of(tip)
+        new_held: dict[str, list[str]] = {}  # held back by this batch (registered after the commit)
+        new_holds: dict[str, int] = {}
+        if queue in self._full and not force:
+            # Behind: a job these entries only created and that still waits gets its row with its
+            # next event (or when the queue catches up): its entries wait for it (HOLD_BACK).
+            back = [i for i, (job_id, data) in enumerate(zip(ids, hashes))
+                    if data.get("s") == "waiting" and firsts[job_id] in CREATED_EVENTS and job_id not in written
+                    and job_id not in held]
+            later = {ids[i] for i in back}
+            if later:
+                for entry_id, fields in entries:
+                    these = [job_id for job_id in entry_job_ids(fields) if job_id in later]
+                    if these:
+                        new_holds[entry_id] = new_holds.get(entry_id, 0) + len(these)
+                        for job_id in these:
+                            new_held.setdefault(job_id, []).append(entry_id)
+                keep = [i for i in range(len(ids)) if ids[i] not in later]
+                ids, hashes = [ids[i] for i in keep], [hashes[i] for i in keep]
+                named = [job_id for job_id in named if job_id not in later]
         rows = [row_from_hash(base_queue(queue), job_id, data, version) for job_id, data in zip(ids, hashes) if data]
         gone = {job_id: final[job_id] for job_id, data in zip(ids, hashes) if not data and job_id in final}
         # Deleted through the engine (the admin's delete): the row goes too.
         dropped = [job_id for job_id, (_entry, event) in gone.items() if event == DELETED_EVENT]
         for job_id in dropped:
             del gone[job_id]
-        newest = max((entry_id for entry_id, _ in entries), key=stream_id_key)
-        if not (rows or gone or dropped) and len(entries) >= self.batch:
-            # Catching up, every event older than a row already written: no transaction (a
-            # commit each, an fsync on PostgreSQL) just to move the cursor, which the next
-            # write or the last, partial batch moves.
-            engine.mirror_done(queue, MIRROR_GROUP, [entry_id for entry_id, _ in entries], recorded)
+        # Acknowledged after the commit: the entries none of whose jobs is held back, and those
+        # whose last held-back job this batch writes (or finds gone, or skips as stored).
+        acks = [entry_id for entry_id, _ in entries if entry_id not in holds and entry_id not in new_holds]
+        released = [job_id for job_id in named if job_id in held] if held else []
+        freed: dict[str, int] = {}
+        for job_id in released:
+            for entry_id in held[job_id]:
+                freed[entry_id] = freed.get(entry_id, 0) + 1
+        acks += [entry_id for entry_id, n in freed.items() if holds[entry_id] == n]
+
+        def settle() -> None:
+            # After the commit: what this batch wrote no longer holds its entries back.
+            for job_id in released:
+                del held[job_id]
+            for entry_id, n in freed.items():
+                holds[entry_id] -= n
+                if not holds[entry_id]:
+                    del holds[entry_id]
+            for entry_id, n in new_holds.items():
+                holds[entry_id] = holds.get(entry_id, 0) + n
+            for job_id, named_by in new_held.items():
+                held.setdefault(job_id, []).extend(named_by)
+            self.held_back += len(new_held)
+
+        newest = max((entry_id for entry_id, _ in entries), key=stream_id_key) if entries else ""
+        if not (rows or gone or dropped) and (len(entries) >= self.batch or not entries):
+            # Catching up, every event older than a row already written (or held back): no
+            # transaction (a commit each, an fsync on PostgreSQL) just to move the cursor,
+            # which the next write or the last, partial batch moves.
+            settle()
+            engine.mirror_done(queue, MIRROR_GROUP, acks, recorded)
             return 0
         lost: list[str] = []
         with transaction.atomic(using=self.using):
@@ -247,7 +341,9 @@ class Mirror:
             lost = _write_gone(base_queue(queue), gone, using=self.using)
             if dropped:
                 _model().objects.using(self.using).filter(job_id__in=dropped).delete()
-            _advance_cursor(queue, newest, using=self.using)
+            if newest:
+                _advance_cursor(queue, newest, using=self.using)
+        settle()
         for row in rows:
             written[row["job_id"]] = version
             written.move_to_end(row["job_id"])
@@ -265,7 +361,7 @@ class Mirror:
         # finished jobs just recorded become deletable by retention (lua/mirror_done.lua).
         recorded += [(job_id, data["f"]) for job_id, data in zip(ids, hashes)
                      if data.get("s") in FINAL_EVENTS and data.get("f")]
-        engine.mirror_done(queue, MIRROR_GROUP, [entry_id for entry_id, _ in entries], recorded)
+        engine.mirror_done(queue, MIRROR_GROUP, acks, recorded)
         return len(rows) + len(gone) + len(dropped)
 
     def _skip_stored(
@@ -340,6 +436,10 @@ class Mirror:
                 return False
             self._standby_logged = False
             self._claim_at = 0.0  # claim what the last leader left at once (step)
+            # Held-back entries of an earlier term may have been claimed by another leader: forget them.
+            self._held.clear()
+            self._holds.clear()
+            self._pending_after.clear()
             logger.info("Mirror %s leads (lease %s)", self.holder, self.token, extra={"action": "mirror_leader"})
         engine.mirror_hold(self.queues, cap=self.max_lag, hold_ms=self.hold_ms)
         self._renew_at = now + self.lease_ms / 3000

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import operator
 import weakref
 from collections.abc import Callable, Sequence
@@ -169,8 +170,10 @@ def upsert(rows: Sequence[dict[str, Any]], *, using: str) -> int:
     with conn.cursor() as cursor:
         if shape.sql_unnest:
             # PostgreSQL: one array per column, one short statement (psycopg parses a statement
-            # of 30,000 placeholders on every call: more than half the mirror's CPU).
-            cursor.execute(shape.sql_unnest, [list(column) for column in zip(*params, strict=True)])
+            # of 30,000 placeholders on every call: more than half the mirror's CPU), each array
+            # sent as its literal text (psycopg's list dumper quotes element by element with a
+            # regular expression: about 30 us a row, twice this).
+            cursor.execute(shape.sql_unnest, [_array_literal(column) for column in zip(*params, strict=True)])
             return len(rows)
         per = max(1, MAX_PARAMS // len(plan))
         # SQLite: the driver's own cursor (inside the caller's atomic block all the same).
@@ -227,6 +230,30 @@ def _shape(conn: Any) -> _Shape:
     if shape is None:
         shape = _shapes[conn] = _Shape(conn)
     return shape
+
+
+def _array_literal(values: Sequence[Any]) -> str:
+    r"""Return PostgreSQL's array literal of one column's values, for a cast to the column's array type.
+
+    Strings (JSON columns hold their JSON text here) are double-quoted with ``\`` and ``"``
+    escaped, datetimes are their ISO 8601 text, numbers their ``str``, None is ``NULL``.
+
+    >>> print(_array_literal(['a "b"', None, 7, 0.5, "c:\\d"]))
+    {"a \"b\"",NULL,7,0.5,"c:\\d"}
+    """
+    out = []
+    for value in values:
+        if value is None:
+            out.append("NULL")
+        elif isinstance(value, str):
+            out.append('"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"')
+        elif isinstance(value, datetime):
+            out.append('"' + value.isoformat() + '"')
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            out.append(str(value))
+        else:
+            raise TypeError(f"Cannot write {type(value).__name__} {value!r} to an array literal.")
+    return "{" + ",".join(out) + "}"
 
 
 def _is_json(field: Any) -> bool:
