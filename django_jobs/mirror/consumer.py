@@ -177,11 +177,11 @@ class Mirror:
         holds = self._holds.setdefault(queue, {})
         full = False
         try:
+            # Entries held back (HOLD_BACK) are pending on purpose: skipped (they are older than
+            # _pending_after, unless a failed batch made the mirror read its pending ones again).
             entries, trimmed = engine.mirror_pending(queue, MIRROR_GROUP, self.consumer, count=self.batch, claim_idle_ms=claim_ms,
-                                                     after=self._pending_after.get(queue, "0"))
+                                                     after=self._pending_after.get(queue, "0"), known=holds)
             gap = trimmed > 0
-            # Entries held back (HOLD_BACK) come again when claimed or after a failed batch: already known.
-            entries = [entry for entry in entries if entry[0] not in holds]
             if not entries:
                 count = self._counts.get(queue, self.batch)
                 read = engine.mirror_read(queue, MIRROR_GROUP, self.consumer, count=count)
@@ -276,17 +276,25 @@ class Mirror:
         recorded: list[tuple[str, str]] = []
         self._skip_stored(jobs, final, recorded, [job_id for job_id in jobs if firsts[job_id] not in CREATED_EVENTS])
         ids = list(jobs)
-        tip, hashes = engine.mirror_snapshot(queue, ids) if ids else ("0-0", [])
+        lean = 0
+        behind = queue in self._full and not force
+        if behind:
+            # Behind: a job these entries only created and that still waits gets its row with its
+            # next event (or when the queue catches up): its entries wait for it (HOLD_BACK). The
+            # snapshot reads only the state of such candidates (asked first) that still wait.
+            candidates = [job_id for job_id in ids if firsts[job_id] in CREATED_EVENTS and job_id not in written
+                          and job_id not in held]
+            if candidates:
+                chosen = set(candidates)
+                ids = candidates + [job_id for job_id in ids if job_id not in chosen]
+                lean = len(candidates)
+        tip, hashes = engine.mirror_snapshot(queue, ids, lean=lean) if ids else ("0-0", [])
         version = version_of(tip)
         new_held: dict[str, list[str]] = {}  # held back by this batch (registered after the commit)
         new_holds: dict[str, int] = {}
-        if queue in self._full and not force:
-            # Behind: a job these entries only created and that still waits gets its row with its
-            # next event (or when the queue catches up): its entries wait for it (HOLD_BACK).
-            back = [i for i, (job_id, data) in enumerate(zip(ids, hashes))
-                    if data.get("s") == "waiting" and firsts[job_id] in CREATED_EVENTS and job_id not in written
-                    and job_id not in held]
-            later = {ids[i] for i in back}
+        if behind:
+            # Exactly the lean replies: every waiting candidate is held back, no row is built from one.
+            later = {ids[i] for i in range(lean) if hashes[i].get("s") == "waiting"}
             if later:
                 for entry_id, fields in entries:
                     these = [job_id for job_id in entry_job_ids(fields) if job_id in later]
