@@ -201,6 +201,10 @@ class Mirror:
             self._ready.discard(queue)
             self._ensure(queue)
             entries, gap = [], True
+            # What it held back went with the stream; the resync writes every job Redis has.
+            self._held.pop(queue, None)
+            holds.clear()
+            self._pending_after.pop(queue, None)
         written = 0
         if gap:
             logger.error(
