@@ -275,7 +275,7 @@ class Streams(ScriptRunner):
         """Return entries read by ``group`` but never acknowledged, and how many were trimmed.
 
         First this consumer's own pending entries newer than ``after``, less the ``known`` ones
-        (a mirror's held-back entries: pages of only those are read past); with
+        (a mirror's deferred entries: pages of only those are read past); with
         ``claim_idle_ms`` > 0 and none of its own, it takes over entries other consumers left
         unacknowledged for that long (XAUTOCLAIM). Trimmed entries (their job is unknown) are
         acknowledged here and counted, so the caller can resync the queue.
@@ -328,7 +328,7 @@ class Streams(ScriptRunner):
         """Read the hashes of ``job_ids`` (empty dict: gone) and the events stream's newest id, at one instant.
 
         Of the first ``lean`` jobs, one still waiting comes back as ``{"s": "waiting"}`` only (a
-        mirror that is behind holds back such a job's row: one field read, not the hash).
+        mirror that is behind defers such a job's row: one field read, not the hash).
 
         The hashes hold exactly the effect of every event up to that id, which makes the id
         a version: a snapshot with a larger one is never older. One script call

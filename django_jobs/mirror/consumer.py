@@ -65,9 +65,9 @@ WRITTEN_CACHE = 100_000
 #: only created it and whose hash says it still waits is not written yet: its entry stays
 #: unacknowledged and the row is written with the job's next event (it started: one write
 #: instead of a ``waiting`` row rewritten moments later), or when the queue's reads stop coming
-#: back full, or when more than this many jobs are held back (the oldest then). In a burst
+#: back full, or when more than this many jobs are deferred (the oldest then). In a burst
 #: whose backlog the workers drain, most jobs' ``waiting`` row is never written.
-HOLD_BACK = 200_000
+DEFER_MAX = 200_000
 
 
 def _by_jobs(entries: Sequence[tuple[str, dict[str, str]]], limit: int) -> Iterable[Sequence[tuple[str, dict[str, str]]]]:
@@ -135,14 +135,14 @@ class Mirror:
         self._written: OrderedDict[str, int] = OrderedDict()
         self.skipped = 0  #: events skipped because a row already written includes them
         self.stored_skips = 0  #: of which known from the database (not this mirror's memory)
-        self.held_back = 0  #: waiting jobs whose row was held back for their next event (HOLD_BACK)
-        self.hold_back = HOLD_BACK
-        #: Per queue: the held-back jobs (oldest first) -> the entries naming them, each entry's
-        #: count of held-back jobs (acknowledged when it falls to 0), the queues whose last read
+        self.deferred = 0  #: waiting jobs whose row was deferred for their next event (DEFER_MAX)
+        self.defer_max = DEFER_MAX
+        #: Per queue: the deferred jobs (oldest first) -> the entries naming them, each entry's
+        #: count of deferred jobs (acknowledged when it falls to 0), the queues whose last read
         #: came back full, and the id after which this consumer's own pending entries are unknown
-        #: to it (the held-back ones are older; a failed batch is newer).
-        self._held: dict[str, OrderedDict[str, list[str]]] = {}
-        self._holds: dict[str, dict[str, int]] = {}
+        #: to it (the deferred ones are older; a failed batch is newer).
+        self._deferred: dict[str, OrderedDict[str, list[str]]] = {}
+        self._defer_counts: dict[str, dict[str, int]] = {}
         self._full: set[str] = set()
         self._pending_after: dict[str, str] = {}
 
@@ -174,13 +174,13 @@ class Mirror:
         engine = get_engine()
         self._ensure(queue)
         gap = False
-        holds = self._holds.setdefault(queue, {})
+        counts = self._defer_counts.setdefault(queue, {})
         full = False
         try:
-            # Entries held back (HOLD_BACK) are pending on purpose: skipped (they are older than
+            # Entries deferred (DEFER_MAX) are pending on purpose: skipped (they are older than
             # _pending_after, unless a failed batch made the mirror read its pending ones again).
             entries, trimmed = engine.mirror_pending(queue, MIRROR_GROUP, self.consumer, count=self.batch, claim_idle_ms=claim_ms,
-                                                     after=self._pending_after.get(queue, "0"), known=holds)
+                                                     after=self._pending_after.get(queue, "0"), known=counts)
             gap = trimmed > 0
             if not entries:
                 count = self._counts.get(queue, self.batch)
@@ -201,9 +201,9 @@ class Mirror:
             self._ready.discard(queue)
             self._ensure(queue)
             entries, gap = [], True
-            # What it held back went with the stream; the resync writes every job Redis has.
-            self._held.pop(queue, None)
-            holds.clear()
+            # What it deferred went with the stream; the resync writes every job Redis has.
+            self._deferred.pop(queue, None)
+            counts.clear()
             self._pending_after.pop(queue, None)
         written = 0
         if gap:
@@ -228,14 +228,14 @@ class Mirror:
             # At most about catch_up jobs per transaction: batch entries name many jobs each.
             for part in _by_jobs(entries, self.catch_up):
                 written += self.apply(queue, part)
-                # Every entry up to here is acknowledged or held back on purpose.
+                # Every entry up to here is acknowledged or deferred on purpose.
                 newest = max((entry_id for entry_id, _ in part), key=stream_id_key)
                 if stream_id_key(newest) > stream_id_key(self._pending_after.get(queue, "0-0")):
                     self._pending_after[queue] = newest
-            held = self._held.get(queue)
-            if held and (not full or len(held) > self.hold_back):
-                # Caught up (or holding too many): write the held-back jobs, oldest first.
-                flush = list(held) if not full else list(held)[: len(held) - self.hold_back // 2]
+            deferred = self._deferred.get(queue)
+            if deferred and (not full or len(deferred) > self.defer_max):
+                # Caught up (or deferring too many): write the deferred jobs, oldest first.
+                flush = list(deferred) if not full else list(deferred)[: len(deferred) - self.defer_max // 2]
                 for start in range(0, len(flush), self.catch_up):
                     written += self.apply(queue, [], force=flush[start : start + self.catch_up])
         except BaseException:
@@ -247,17 +247,17 @@ class Mirror:
     def apply(self, queue: str, entries: Sequence[tuple[str, dict[str, str]]], *, force: Sequence[str] = ()) -> int:
         """Write the jobs named by ``entries`` (stream entries of ``queue``), then acknowledge them.
 
-        While the queue is behind, waiting jobs only created by these entries are held back
-        (:data:`HOLD_BACK`): their entries are acknowledged once the jobs' rows are written.
-        ``force``: held-back jobs to write now.
+        While the queue is behind, waiting jobs only created by these entries are deferred
+        (:data:`DEFER_MAX`): their entries are acknowledged once the jobs' rows are written.
+        ``force``: deferred jobs to write now.
         """
         engine = get_engine()
         jobs: dict[str, int] = {job_id: 0 for job_id in force}  # job id -> version of its newest event in the batch not yet written
         firsts: dict[str, str] = dict.fromkeys(force, "")  # job id -> its first such event
         final: dict[str, tuple[str, str]] = {}
         written = self._written
-        held = self._held.setdefault(queue, OrderedDict())
-        holds = self._holds.setdefault(queue, {})
+        deferred = self._deferred.setdefault(queue, OrderedDict())
+        counts = self._defer_counts.setdefault(queue, {})
         for entry_id, fields in entries:
             event = fields.get("e") or ""
             event_version = version_of(entry_id)
@@ -276,7 +276,7 @@ class Mirror:
                 jobs[job_id] = max(event_version, jobs.get(job_id, 0))
                 if event in FINAL_EVENTS or event == DELETED_EVENT:
                     final[job_id] = (entry_id, event)
-        named = list(jobs)  # what this batch resolves: held-back jobs among them release their entries
+        named = list(jobs)  # what this batch resolves: deferred jobs among them release their entries
         recorded: list[tuple[str, str]] = []
         self._skip_stored(jobs, final, recorded, [job_id for job_id in jobs if firsts[job_id] not in CREATED_EVENTS])
         ids = list(jobs)
@@ -284,28 +284,28 @@ class Mirror:
         behind = queue in self._full and not force
         if behind:
             # Behind: a job these entries only created and that still waits gets its row with its
-            # next event (or when the queue catches up): its entries wait for it (HOLD_BACK). The
+            # next event (or when the queue catches up): its entries wait for it (DEFER_MAX). The
             # snapshot reads only the state of such candidates (asked first) that still wait.
             candidates = [job_id for job_id in ids if firsts[job_id] in CREATED_EVENTS and job_id not in written
-                          and job_id not in held]
+                          and job_id not in deferred]
             if candidates:
                 chosen = set(candidates)
                 ids = candidates + [job_id for job_id in ids if job_id not in chosen]
                 lean = len(candidates)
         tip, hashes = engine.mirror_snapshot(queue, ids, lean=lean) if ids else ("0-0", [])
         version = version_of(tip)
-        new_held: dict[str, list[str]] = {}  # held back by this batch (registered after the commit)
-        new_holds: dict[str, int] = {}
+        new_deferred: dict[str, list[str]] = {}  # deferred by this batch (registered after the commit)
+        new_counts: dict[str, int] = {}
         if behind:
-            # Exactly the lean replies: every waiting candidate is held back, no row is built from one.
+            # Exactly the lean replies: every waiting candidate is deferred, no row is built from one.
             later = {ids[i] for i in range(lean) if hashes[i].get("s") == "waiting"}
             if later:
                 for entry_id, fields in entries:
                     these = [job_id for job_id in entry_job_ids(fields) if job_id in later]
                     if these:
-                        new_holds[entry_id] = new_holds.get(entry_id, 0) + len(these)
+                        new_counts[entry_id] = new_counts.get(entry_id, 0) + len(these)
                         for job_id in these:
-                            new_held.setdefault(job_id, []).append(entry_id)
+                            new_deferred.setdefault(job_id, []).append(entry_id)
                 keep = [i for i in range(len(ids)) if ids[i] not in later]
                 ids, hashes = [ids[i] for i in keep], [hashes[i] for i in keep]
                 named = [job_id for job_id in named if job_id not in later]
@@ -315,33 +315,33 @@ class Mirror:
         dropped = [job_id for job_id, (_entry, event) in gone.items() if event == DELETED_EVENT]
         for job_id in dropped:
             del gone[job_id]
-        # Acknowledged after the commit: the entries none of whose jobs is held back, and those
-        # whose last held-back job this batch writes (or finds gone, or skips as stored).
-        acks = [entry_id for entry_id, _ in entries if entry_id not in holds and entry_id not in new_holds]
-        released = [job_id for job_id in named if job_id in held] if held else []
+        # Acknowledged after the commit: the entries none of whose jobs is deferred, and those
+        # whose last deferred job this batch writes (or finds gone, or skips as stored).
+        acks = [entry_id for entry_id, _ in entries if entry_id not in counts and entry_id not in new_counts]
+        released = [job_id for job_id in named if job_id in deferred] if deferred else []
         freed: dict[str, int] = {}
         for job_id in released:
-            for entry_id in held[job_id]:
+            for entry_id in deferred[job_id]:
                 freed[entry_id] = freed.get(entry_id, 0) + 1
-        acks += [entry_id for entry_id, n in freed.items() if holds[entry_id] == n]
+        acks += [entry_id for entry_id, n in freed.items() if counts[entry_id] == n]
 
         def settle() -> None:
-            # After the commit: what this batch wrote no longer holds its entries back.
+            # After the commit: what this batch wrote no longer keeps its entries back.
             for job_id in released:
-                del held[job_id]
+                del deferred[job_id]
             for entry_id, n in freed.items():
-                holds[entry_id] -= n
-                if not holds[entry_id]:
-                    del holds[entry_id]
-            for entry_id, n in new_holds.items():
-                holds[entry_id] = holds.get(entry_id, 0) + n
-            for job_id, named_by in new_held.items():
-                held.setdefault(job_id, []).extend(named_by)
-            self.held_back += len(new_held)
+                counts[entry_id] -= n
+                if not counts[entry_id]:
+                    del counts[entry_id]
+            for entry_id, n in new_counts.items():
+                counts[entry_id] = counts.get(entry_id, 0) + n
+            for job_id, named_by in new_deferred.items():
+                deferred.setdefault(job_id, []).extend(named_by)
+            self.deferred += len(new_deferred)
 
         newest = max((entry_id for entry_id, _ in entries), key=stream_id_key) if entries else ""
         if not (rows or gone or dropped) and (len(entries) >= self.batch or not entries):
-            # Catching up, every event older than a row already written (or held back): no
+            # Catching up, every event older than a row already written (or deferred): no
             # transaction (a commit each, an fsync on PostgreSQL) just to move the cursor,
             # which the next write or the last, partial batch moves.
             settle()
@@ -448,9 +448,9 @@ class Mirror:
                 return False
             self._standby_logged = False
             self._claim_at = 0.0  # claim what the last leader left at once (step)
-            # Held-back entries of an earlier term may have been claimed by another leader: forget them.
-            self._held.clear()
-            self._holds.clear()
+            # Deferred entries of an earlier term may have been claimed by another leader: forget them.
+            self._deferred.clear()
+            self._defer_counts.clear()
             self._pending_after.clear()
             logger.info("Mirror %s leads (lease %s)", self.holder, self.token, extra={"action": "mirror_leader"})
         engine.mirror_hold(self.queues, cap=self.max_lag, hold_ms=self.hold_ms)

@@ -539,7 +539,7 @@ def test_pending_entries_trimmed_before_they_were_written_trigger_a_resync(engin
     assert pending(engine) == 0
 
 
-# -- holding back the rows of waiting jobs while behind (mirror.HOLD_BACK) ---------------------
+# -- deferring the rows of waiting jobs while behind (mirror.DEFER_MAX) ---------------------
 
 
 def behind_mirror(**attrs) -> mirror.Mirror:
@@ -556,8 +556,8 @@ def test_while_behind_a_waiting_job_s_row_waits_for_its_next_event_and_each_job_
 
     ids = [add.enqueue(i, i).id for i in range(10)]  # 10 entries of one job each
     loop = behind_mirror()
-    assert loop.step() == 0  # a full read of 2 waiting jobs: held back, not acknowledged
-    assert loop.held_back == 2 and pending(engine) == 2 and not JobRecord.objects.exists()
+    assert loop.step() == 0  # a full read of 2 waiting jobs: deferred, not acknowledged
+    assert loop.deferred == 2 and pending(engine) == 2 and not JobRecord.objects.exists()
     work()  # they start and finish
     written = 0
     while True:
@@ -567,16 +567,16 @@ def test_while_behind_a_waiting_job_s_row_waits_for_its_next_event_and_each_job_
     assert written == 10  # one row write per job: no waiting row rewritten moments later
     assert mirrored_rows() == expected_rows(engine) and set(mirrored_rows()) == set(ids)
     assert {r["state"] for r in mirrored_rows().values()} == {"completed"}
-    assert pending(engine) == 0 and not loop._held["default"] and not loop._holds["default"]
+    assert pending(engine) == 0 and not loop._deferred["default"] and not loop._defer_counts["default"]
 
 
-def test_held_back_rows_are_written_once_the_queue_is_caught_up(engine):
+def test_deferred_rows_are_written_once_the_queue_is_caught_up(engine):
     from tests.testapp.jobs import add
 
     ids = [add.enqueue(i, i).id for i in range(10)]
     loop = behind_mirror()
-    assert loop.drain() == 10  # the last read is not full: every held-back job is written then
-    assert loop.held_back > 0 and set(mirrored_rows()) == set(ids)
+    assert loop.drain() == 10  # the last read is not full: every deferred job is written then
+    assert loop.deferred > 0 and set(mirrored_rows()) == set(ids)
     assert {r["state"] for r in mirrored_rows().values()} == {"waiting"} and pending(engine) == 0
 
 
@@ -584,44 +584,44 @@ def test_a_mirror_that_holds_back_too_many_writes_the_oldest(engine):
     from tests.testapp.jobs import add
 
     ids = [add.enqueue(i, i).id for i in range(12)]
-    loop = behind_mirror(hold_back=3)
-    loop.step()  # 2 held back
+    loop = behind_mirror(defer_max=3)
+    loop.step()  # 2 deferred
     loop.step()  # 4 more: past 3, the oldest are written (down to half the cap)
-    assert len(loop._held["default"]) <= 3
+    assert len(loop._deferred["default"]) <= 3
     assert set(mirrored_rows()) <= set(ids[:6]) and set(ids[:3]) <= set(mirrored_rows())
     loop.drain()
     assert set(mirrored_rows()) == set(ids) and pending(engine) == 0
 
 
-def test_a_mirror_killed_while_holding_rows_back_writes_them_on_restart(engine):
+def test_a_mirror_killed_while_deferring_rows_writes_them_on_restart(engine):
     from tests.testapp.jobs import add
 
     ids = [add.enqueue(i, i).id for i in range(4)]
     loop = behind_mirror(consumer="host-a")
     loop.step()
-    assert loop.held_back == 2 and pending(engine) == 2 and not JobRecord.objects.exists()
+    assert loop.deferred == 2 and pending(engine) == 2 and not JobRecord.objects.exists()
     # It dies; the same host starts again: its own pending entries first, then the rest.
     assert mirror.Mirror(["default"], consumer="host-a").drain() == 4
     assert set(mirrored_rows()) == set(ids) and pending(engine) == 0
 
 
-def test_a_failed_write_while_holding_rows_back_loses_no_entry(engine, work):
+def test_a_failed_write_while_deferring_rows_loses_no_entry(engine, work):
     from tests.testapp.jobs import add
 
     ids = [add.enqueue(i, 1).id for i in range(6)]
     loop = behind_mirror()
-    loop.step()  # 2 held back
+    loop.step()  # 2 deferred
     work()
     table = connection.ops.quote_name(JobRecord._meta.db_table)
     with connection.cursor() as cursor:
         cursor.execute(f"ALTER TABLE {table} RENAME TO djj_mirror_away")
     try:
         with pytest.raises(Exception):  # noqa: B017 - whatever the database driver raises
-            loop.step()  # would write the held-back jobs (they finished): refused, nothing acknowledged
+            loop.step()  # would write the deferred jobs (they finished): refused, nothing acknowledged
     finally:
         with connection.cursor() as cursor:
             cursor.execute(f"ALTER TABLE djj_mirror_away RENAME TO {table}")
     loop.drain()
     assert mirrored_rows() == expected_rows(engine) and set(mirrored_rows()) == set(ids)
     assert {r["state"] for r in mirrored_rows().values()} == {"completed"}
-    assert pending(engine) == 0 and not loop._held["default"] and not loop._holds["default"]
+    assert pending(engine) == 0 and not loop._deferred["default"] and not loop._defer_counts["default"]
