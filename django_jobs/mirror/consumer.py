@@ -65,8 +65,9 @@ WRITTEN_CACHE = 100_000
 #: only created it and whose hash says it still waits is not written yet: its entry stays
 #: unacknowledged and the row is written with the job's next event (it started: one write
 #: instead of a ``waiting`` row rewritten moments later), or when the queue's reads stop coming
-#: back full, or when more than this many jobs are deferred (the oldest then). In a burst
-#: whose backlog the workers drain, most jobs' ``waiting`` row is never written.
+#: back full, or when more than this many jobs are deferred over all queues (the oldest then;
+#: each costs the mirror about 300 bytes). In a burst whose backlog the workers drain, most
+#: jobs' ``waiting`` row is never written.
 DEFER_MAX = 200_000
 
 
@@ -233,9 +234,11 @@ class Mirror:
                 if stream_id_key(newest) > stream_id_key(self._pending_after.get(queue, "0-0")):
                     self._pending_after[queue] = newest
             deferred = self._deferred.get(queue)
-            if deferred and (not full or len(deferred) > self.defer_max):
-                # Caught up (or deferring too many): write the deferred jobs, oldest first.
-                flush = list(deferred) if not full else list(deferred)[: len(deferred) - self.defer_max // 2]
+            total = sum(len(jobs) for jobs in self._deferred.values()) if deferred else 0
+            if deferred and (not full or total > self.defer_max):
+                # Caught up: write the queue's deferred jobs. Deferring too many (all queues
+                # together): write this queue's oldest, down to half the cap.
+                flush = list(deferred) if not full else list(deferred)[: total - self.defer_max // 2]
                 for start in range(0, len(flush), self.catch_up):
                     written += self.apply(queue, [], force=flush[start : start + self.catch_up])
         except BaseException:

@@ -580,7 +580,7 @@ def test_deferred_rows_are_written_once_the_queue_is_caught_up(engine):
     assert {r["state"] for r in mirrored_rows().values()} == {"waiting"} and pending(engine) == 0
 
 
-def test_a_mirror_that_holds_back_too_many_writes_the_oldest(engine):
+def test_a_mirror_that_defers_too_many_writes_the_oldest(engine):
     from tests.testapp.jobs import add
 
     ids = [add.enqueue(i, i).id for i in range(12)]
@@ -591,6 +591,18 @@ def test_a_mirror_that_holds_back_too_many_writes_the_oldest(engine):
     assert set(mirrored_rows()) <= set(ids[:6]) and set(ids[:3]) <= set(mirrored_rows())
     loop.drain()
     assert set(mirrored_rows()) == set(ids) and pending(engine) == 0
+
+
+def test_the_cap_on_deferred_jobs_counts_every_queue(engine):
+    from tests.testapp.jobs import add
+
+    ids = [add.using(queue_name=queue).enqueue(i, i).id for queue in ("default", "high") for i in range(6)]
+    loop = mirror.Mirror(["default", "high"])
+    loop.batch, loop.defer_max = 2, 3
+    loop.step()  # 2 deferred on default, then 2 on high: 4, past 3 (high writes its own)
+    assert sum(len(jobs) for jobs in loop._deferred.values()) <= 3
+    loop.drain()
+    assert set(mirrored_rows()) == set(ids) and pending(engine, "default") == pending(engine, "high") == 0
 
 
 def test_a_mirror_killed_while_deferring_rows_writes_them_on_restart(engine):
