@@ -11,7 +11,9 @@ KEEP_COMPLETED 10,000 / 24 h), waits until the mirror holds the queues, then bul
 ``--jobs`` no-op jobs over ``--queues`` (``enqueue_many`` x 1,000) while the workers drain
 them. Every second it samples the queues, the rows and the mirror's lag; at the end it prints
 the drain rate, the mirror's rate (rows/s over the run and after the drain), the most the
-mirror fell behind, and how many jobs have no row (the issue's test: none).
+mirror fell behind, and how many jobs have no row (the issue's test: none). CPU per row and per
+job come from /proc: the mirror process (the niced child of ``runworkers``), the workers, and on
+PostgreSQL the database backends serving the benchmark's database (the mirror's, not niced).
 
 ``--db postgres`` creates (and at the end drops) the database ``--pg-name`` on the server
 ``DJJ_BENCH_PG_HOST`` / ``DJJ_BENCH_PG_PORT`` / ``DJJ_BENCH_PG_USER`` (default

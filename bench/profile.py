@@ -27,7 +27,9 @@ then it runs :meth:`~django_jobs.mirror.consumer.Mirror.drain` (a mirror catchin
 burst) twice over fresh streams: once timed (this process' CPU per row written), once under
 cProfile. With ``--live`` the streams hold only the enqueues and ``runworkers --burst
 --no-mirror`` drains them while the mirror follows (a job's events then come in several batches). The database is a SQLite file (WAL, ``synchronous=NORMAL``, as bench/settings.py) or,
-with ``--pg``, a PostgreSQL database created and dropped for the run.
+with ``--pg``, a PostgreSQL database created and dropped for the run. It also prints the CPU of
+the PostgreSQL backend serving this process (from /proc) and Redis' CPU (all of it the mirror's
+when catching up; the workers' too with ``--live``).
 """
 
 from __future__ import annotations
