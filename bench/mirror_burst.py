@@ -11,7 +11,9 @@ KEEP_COMPLETED 10,000 / 24 h), waits until the mirror holds the queues, then bul
 ``--jobs`` no-op jobs over ``--queues`` (``enqueue_many`` x 1,000) while the workers drain
 them. Every second it samples the queues, the rows and the mirror's lag; at the end it prints
 the drain rate, the mirror's rate (rows/s over the run and after the drain), the most the
-mirror fell behind, and how many jobs have no row (the issue's test: none).
+mirror fell behind, and how many jobs have no row (the issue's test: none). CPU per row and per
+job come from /proc: the mirror process (the niced child of ``runworkers``), the workers, and on
+PostgreSQL the database backends serving the benchmark's database (the mirror's, not niced).
 
 ``--db postgres`` creates (and at the end drops) the database ``--pg-name`` on the server
 ``DJJ_BENCH_PG_HOST`` / ``DJJ_BENCH_PG_PORT`` / ``DJJ_BENCH_PG_USER`` (default
@@ -81,6 +83,27 @@ def _cpu_split(workers: Workers) -> tuple[float, float]:
     return mirror, rest
 
 
+class _Backends:
+    """The CPU of the PostgreSQL backends serving the benchmark's database, other than this process' own (the mirror's)."""
+
+    def __init__(self) -> None:
+        self.cpu: dict[int, float] = {}
+
+    def sample(self) -> float:
+        """Record every such backend's CPU seconds so far; return their sum (a backend gone keeps its last figure)."""
+        from django.db import connection
+
+        if connection.vendor != "postgresql":
+            return 0.0
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
+            for (pid,) in cursor.fetchall():
+                cpu, _nice = _cpu_seconds(pid)
+                if cpu:
+                    self.cpu[pid] = max(cpu, self.cpu.get(pid, 0.0))
+        return sum(self.cpu.values())
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="djj-mirror-burst-"))
     server = RedisServer(workdir)
@@ -144,6 +167,8 @@ def _burst(args: argparse.Namespace, env: dict[str, str], workdir: Path, queues:
         else:
             time.sleep(3)
         warm = JobRecord.objects.count()
+        backends = _Backends()
+        backend0 = backends.sample()
         cpu_mirror0, cpu_workers0 = _cpu_split(workers)
         cpu_workers_at_drain = cpu_mirror_at_drain = 0.0
         print(f"burst: {args.jobs:,} no-op jobs over {', '.join(queues)}; runworkers {args.processes} x {args.threads}, "
@@ -161,6 +186,7 @@ def _burst(args: argparse.Namespace, env: dict[str, str], workdir: Path, queues:
         enqueued = time.monotonic() - t0
         print(f"  enqueued in {enqueued:.1f} s ({args.jobs / enqueued:,.0f} jobs/s)", flush=True)
         drained_at = mirrored_at = None
+        rows_at_drain = 0
         max_behind = max_unrecorded = 0
         max_memory = 0
         deadline = t0 + args.timeout
@@ -179,8 +205,10 @@ def _burst(args: argparse.Namespace, env: dict[str, str], workdir: Path, queues:
             max_behind, max_unrecorded, max_memory = max(max_behind, behind), max(max_unrecorded, unrecorded), max(max_memory, memory)
             samples.append({"t": round(now, 1), "left": left, "rows": rows, "behind": behind})
             cpu_mirror, cpu_workers = _cpu_split(workers)
+            backend = backends.sample()
             if drained_at is None and left == 0:
                 drained_at = now
+                rows_at_drain = rows
                 cpu_mirror_at_drain, cpu_workers_at_drain = cpu_mirror, cpu_workers
             if len(samples) % 10 == 0 or (drained_at == now):
                 print(f"  {now:7.1f} s: {args.jobs - left:,} finished, {rows:,} rows, mirror {behind:,} events behind, "
@@ -195,7 +223,8 @@ def _burst(args: argparse.Namespace, env: dict[str, str], workdir: Path, queues:
         cpu_mirror, cpu_workers = _cpu_split(workers)
         if not cpu_workers_at_drain:
             cpu_mirror_at_drain, cpu_workers_at_drain = cpu_mirror, cpu_workers
-        at_drain = next((s["rows"] for s in samples if drained_at is not None and s["t"] >= drained_at), 0)
+        at_drain = rows_at_drain
+        backend = backends.sample() - backend0
         lost = sum(v.lost for v in lag(queues).values()) if lag is not None else None
         result = {
             "jobs": args.jobs, "db": args.db, "queues": queues, "workers": f"{args.processes} x {args.threads}",
@@ -215,6 +244,11 @@ def _burst(args: argparse.Namespace, env: dict[str, str], workdir: Path, queues:
             "mirror_cpu_s": round(cpu_mirror - cpu_mirror0, 1),
             "mirror_cpu_us_per_row": round((cpu_mirror - cpu_mirror0) / max(1, rows) * 1e6),
             "mirror_cpu_s_at_drain": round(cpu_mirror_at_drain - cpu_mirror0, 1),
+            # PostgreSQL: its backends' CPU for the mirror (SQLite works inside the mirror process).
+            "db_backend_cpu_s": round(backend, 1),
+            "db_backend_cpu_us_per_row": round(backend / max(1, rows) * 1e6),
+            # During the drain: rows written by its end against the jobs drained.
+            "rows_at_drain_share": round(at_drain / args.jobs, 2),
             "workers_cpu_s": round(cpu_workers_at_drain - cpu_workers0, 1),
             "workers_cpu_us_per_job": round((cpu_workers_at_drain - cpu_workers0) / max(1, args.jobs) * 1e6),
         }
@@ -228,7 +262,8 @@ def _burst(args: argparse.Namespace, env: dict[str, str], workdir: Path, queues:
         )
         print(
             f"cpu: mirror {result['mirror_cpu_us_per_row']} us/row ({result['mirror_cpu_s']} s, {result['mirror_cpu_s_at_drain']} s "
-            f"of it by the drain); workers {result['workers_cpu_us_per_job']} us/job ({result['workers_cpu_s']} s); "
+            f"of it by the drain) + database backend {result['db_backend_cpu_us_per_row']} us/row; "
+            f"workers {result['workers_cpu_us_per_job']} us/job ({result['workers_cpu_s']} s); "
             f"mirror/workers CPU ratio {result['mirror_cpu_us_per_row'] / max(1, result['workers_cpu_us_per_job']):.2f}",
             flush=True,
         )

@@ -27,7 +27,9 @@ then it runs :meth:`~django_jobs.mirror.consumer.Mirror.drain` (a mirror catchin
 burst) twice over fresh streams: once timed (this process' CPU per row written), once under
 cProfile. With ``--live`` the streams hold only the enqueues and ``runworkers --burst
 --no-mirror`` drains them while the mirror follows (a job's events then come in several batches). The database is a SQLite file (WAL, ``synchronous=NORMAL``, as bench/settings.py) or,
-with ``--pg``, a PostgreSQL database created and dropped for the run.
+with ``--pg``, a PostgreSQL database created and dropped for the run. It also prints the CPU of
+the PostgreSQL backend serving this process (from /proc) and Redis' CPU (all of it the mirror's
+when catching up; the workers' too with ``--live``).
 """
 
 from __future__ import annotations
@@ -308,15 +310,22 @@ def profile_mirror(bench: Bench, n: int, top: int, live: bool = False) -> None:
 
     fill()
     mirror = Mirror(queues)
+    backend0, redis0 = _db_backend_cpu(), _redis_cpu(bench)
     t0, cpu0 = time.perf_counter(), time.process_time()
     rows = mirror_all(mirror)
     cpu, elapsed = time.process_time() - cpu0, time.perf_counter() - t0
+    backend, redis_cpu = _db_backend_cpu() - backend0, _redis_cpu(bench) - redis0
     count = JobRecord.objects.count()
     tallied = sum(FinishedTally.objects.filter(span=1).values_list("n", flat=True))
     print(f"mirror ({connection.vendor}) {'following a drain of' if live else 'catching up'} {count:,} jobs ({len(queues)} queues, "
           f"3 events a job): {rows:,} rows written ({rows / max(1, count):.2f} a job) in {elapsed:.2f} s "
           f"({count / elapsed:,.0f} jobs/s); CPU {cpu / max(1, count) * 1e6:.0f} us/job "
           f"(this process); tallies count {tallied:,}; {mirror.skipped:,} events skipped ({getattr(mirror, 'stored_skips', 0):,} jobs known from the database)")
+    # The database server's CPU for the mirror's connection (PostgreSQL; SQLite runs in this
+    # process) and Redis' CPU (all of it the mirror's when catching up; with --live it includes
+    # the workers').
+    print(f"  database backend CPU {backend / max(1, count) * 1e6:.0f} us/job; Redis CPU {redis_cpu / max(1, count) * 1e6:.0f} us/job"
+          f"{' (workers included)' if live else ''}; mirror + backend {(cpu + backend) / max(1, count) * 1e6:.0f} us/job")
     if not top:
         return  # --top 0: the timed run only
     fill()
@@ -340,6 +349,21 @@ def _short(f) -> str:  # type: ignore[no-untyped-def]
             path = path.split(marker, 1)[1]
             break
     return f"{f.name} ({path}:{f.lineno})"
+
+
+def _db_backend_cpu() -> float:
+    """CPU seconds of this process' PostgreSQL backend so far, from /proc (0 on SQLite or elsewhere)."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return 0.0
+    connection.ensure_connection()
+    pid = connection.connection.info.backend_pid
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _redis_cpu(bench: Bench) -> float:

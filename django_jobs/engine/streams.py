@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -329,32 +329,40 @@ class Streams(ScriptRunner):
         return MirrorRead(entries=_stream_entries(reply), gap=gap, tip=tip)
 
     def mirror_pending(
-        self, queue: str, group: str, consumer: str, *, count: int, claim_idle_ms: int = 0
+        self, queue: str, group: str, consumer: str, *, count: int, claim_idle_ms: int = 0, after: str = "0",
+        known: Container[str] = (),
     ) -> tuple[list[Entry], int]:
         """Return entries read by ``group`` but never acknowledged, and how many were trimmed.
 
-        First this consumer's own pending entries (a restart under the same name); with
+        First this consumer's own pending entries newer than ``after``, less the ``known`` ones
+        (a mirror's deferred entries: pages of only those are read past); with
         ``claim_idle_ms`` > 0 and none of its own, it takes over entries other consumers left
         unacknowledged for that long (XAUTOCLAIM). Trimmed entries (their job is unknown) are
         acknowledged here and counted, so the caller can resync the queue.
         """
         key = self.keys(queue).events
-        try:
-            reply = self._call(self.client.xreadgroup, group, consumer, {key: "0"}, count=count)
-        except redis.ResponseError as exc:
-            if "NOGROUP" in str(exc):
-                raise MirrorGroupMissing(f"No mirror group on {key!r}.") from exc
-            raise
-        entries = _stream_entries(reply)
-        gone = [entry_id for entry_id, fields in entries if not fields]
-        entries = [(entry_id, fields) for entry_id, fields in entries if fields]
+        start = after or "0"
+        while True:
+            try:
+                reply = self._call(self.client.xreadgroup, group, consumer, {key: start}, count=count)
+            except redis.ResponseError as exc:
+                if "NOGROUP" in str(exc):
+                    raise MirrorGroupMissing(f"No mirror group on {key!r}.") from exc
+                raise
+            page = _stream_entries(reply)
+            gone = [entry_id for entry_id, fields in page if not fields]
+            entries = [(entry_id, fields) for entry_id, fields in page if fields and entry_id not in known]
+            if entries or gone or len(page) < count:
+                break
+            start = page[-1][0]  # a full page of known entries: read past it
         if not entries and not gone and claim_idle_ms > 0:
             raw = self._call(
                 self.client.execute_command, "XAUTOCLAIM", key, group, consumer, claim_idle_ms, "0-0", "COUNT", count
             )
             for item in raw[1] or ():
                 if item and item[0] and item[1]:
-                    entries.append((item[0], _pairs(item[1])))
+                    if item[0] not in known:
+                        entries.append((item[0], _pairs(item[1])))
                 elif item and item[0]:
                     gone.append(item[0])
             gone += list(raw[2] if len(raw) > 2 else ())
@@ -376,8 +384,11 @@ class Streams(ScriptRunner):
         block = max(1, int(min(timeout, MAX_BLOCK) * 1000))
         return bool(self._call(self.blocking_client().xread, streams, count=1, block=block))
 
-    def mirror_snapshot(self, queue: str, job_ids: Sequence[str]) -> tuple[str, list[dict[str, str]]]:
+    def mirror_snapshot(self, queue: str, job_ids: Sequence[str], *, lean: int = 0) -> tuple[str, list[dict[str, str]]]:
         """Read the hashes of ``job_ids`` (empty dict: gone) and the events stream's newest id, at one instant.
+
+        Of the first ``lean`` jobs, one still waiting comes back as ``{"s": "waiting"}`` only (a
+        mirror that is behind defers such a job's row: one field read, not the hash).
 
         The hashes hold exactly the effect of every event up to that id, which makes the id
         a version: a snapshot with a larger one is never older. One script call
@@ -389,7 +400,8 @@ class Streams(ScriptRunner):
         newest = ""
         hashes: list[Any] = []
         for start in range(0, max(1, len(job_ids)), SNAPSHOT_CHUNK):
-            tip, *got = self._run("mirror_snapshot", (k.events,), (k.job_prefix, *job_ids[start : start + SNAPSHOT_CHUNK]))
+            chunk = job_ids[start : start + SNAPSHOT_CHUNK]
+            tip, *got = self._run("mirror_snapshot", (k.events,), (k.job_prefix, max(0, min(len(chunk), lean - start)), *chunk))
             newest = newest or tip
             hashes += got
         return newest, [_pairs(h) if h else {} for h in hashes]

@@ -61,6 +61,14 @@ CATCH_UP_CPU_SHARE = 1.0
 CATCH_UP_FACTOR = 8
 #: Jobs whose last written version a mirror remembers, to skip events its rows already include.
 WRITTEN_CACHE = 100_000
+#: While a queue's reads come back full (the mirror is behind), a job whose events in a batch
+#: only created it and whose hash says it still waits is not written yet: its entry stays
+#: unacknowledged and the row is written with the job's next event (it started: one write
+#: instead of a ``waiting`` row rewritten moments later), or when the queue's reads stop coming
+#: back full, or when more than this many jobs are deferred over all queues (the oldest then;
+#: each costs the mirror about 300 bytes). In a burst whose backlog the workers drain, most
+#: jobs' ``waiting`` row is never written.
+DEFER_MAX = 200_000
 
 
 def _by_jobs(entries: Sequence[tuple[str, dict[str, str]]], limit: int) -> Iterable[Sequence[tuple[str, dict[str, str]]]]:
@@ -128,6 +136,16 @@ class Mirror:
         self._written: OrderedDict[str, int] = OrderedDict()
         self.skipped = 0  #: events skipped because a row already written includes them
         self.stored_skips = 0  #: of which known from the database (not this mirror's memory)
+        self.deferred = 0  #: waiting jobs whose row was deferred for their next event (DEFER_MAX)
+        self.defer_max = DEFER_MAX
+        #: Per queue: the deferred jobs (oldest first) -> the entries naming them, each entry's
+        #: count of deferred jobs (acknowledged when it falls to 0), the queues whose last read
+        #: came back full, and the id after which this consumer's own pending entries are unknown
+        #: to it (the deferred ones are older; a failed batch is newer).
+        self._deferred: dict[str, OrderedDict[str, list[str]]] = {}
+        self._defer_counts: dict[str, dict[str, int]] = {}
+        self._full: set[str] = set()
+        self._pending_after: dict[str, str] = {}
 
     def _ensure(self, queue: str) -> None:
         if queue not in self._ready:
@@ -157,16 +175,22 @@ class Mirror:
         engine = get_engine()
         self._ensure(queue)
         gap = False
+        counts = self._defer_counts.setdefault(queue, {})
+        full = False
         try:
-            entries, trimmed = engine.mirror_pending(queue, MIRROR_GROUP, self.consumer, count=self.batch, claim_idle_ms=claim_ms)
+            # Entries deferred (DEFER_MAX) are pending on purpose: skipped (they are older than
+            # _pending_after, unless a failed batch made the mirror read its pending ones again).
+            entries, trimmed = engine.mirror_pending(queue, MIRROR_GROUP, self.consumer, count=self.batch, claim_idle_ms=claim_ms,
+                                                     after=self._pending_after.get(queue, "0"), known=counts)
             gap = trimmed > 0
             if not entries:
                 count = self._counts.get(queue, self.batch)
                 read = engine.mirror_read(queue, MIRROR_GROUP, self.consumer, count=count)
                 self._tips[queue] = read.tip
                 entries, gap = read.entries, gap or read.gap
-                self._counts[queue] = min(count * 2, self.catch_up) if len(entries) >= count else self.batch
-                self._behind = self._behind or len(entries) >= count
+                full = len(entries) >= count
+                self._counts[queue] = min(count * 2, self.catch_up) if full else self.batch
+                self._behind = self._behind or full
                 # Counts are of entries, and a batch entry names several jobs (lua/includes/emit.lua):
                 # the next read asks for about catch_up jobs.
                 jobs = sum(len(entry_job_ids(fields)) for _, fields in entries)
@@ -178,6 +202,10 @@ class Mirror:
             self._ready.discard(queue)
             self._ensure(queue)
             entries, gap = [], True
+            # What it deferred went with the stream; the resync writes every job Redis has.
+            self._deferred.pop(queue, None)
+            counts.clear()
+            self._pending_after.pop(queue, None)
         written = 0
         if gap:
             logger.error(
@@ -193,18 +221,46 @@ class Mirror:
             written += resync_queue(queue, using=self.using, batch=self.batch)
             self._resync.discard(queue)
         self._read += len(entries)
-        # At most about catch_up jobs per transaction: batch entries name many jobs each.
-        for part in _by_jobs(entries, self.catch_up):
-            written += self.apply(queue, part)
+        if full:
+            self._full.add(queue)
+        else:
+            self._full.discard(queue)
+        try:
+            # At most about catch_up jobs per transaction: batch entries name many jobs each.
+            for part in _by_jobs(entries, self.catch_up):
+                written += self.apply(queue, part)
+                # Every entry up to here is acknowledged or deferred on purpose.
+                newest = max((entry_id for entry_id, _ in part), key=stream_id_key)
+                if stream_id_key(newest) > stream_id_key(self._pending_after.get(queue, "0-0")):
+                    self._pending_after[queue] = newest
+            deferred = self._deferred.get(queue)
+            total = sum(len(jobs) for jobs in self._deferred.values()) if deferred else 0
+            if deferred and (not full or total > self.defer_max):
+                # Caught up: write the queue's deferred jobs. Deferring too many (all queues
+                # together): write this queue's oldest, down to half the cap.
+                flush = list(deferred) if not full else list(deferred)[: total - self.defer_max // 2]
+                for start in range(0, len(flush), self.catch_up):
+                    written += self.apply(queue, [], force=flush[start : start + self.catch_up])
+        except BaseException:
+            # Unacknowledged entries of this batch are read again, whatever their id.
+            self._pending_after.pop(queue, None)
+            raise
         return written
 
-    def apply(self, queue: str, entries: Sequence[tuple[str, dict[str, str]]]) -> int:
-        """Write the jobs named by ``entries`` (stream entries of ``queue``), then acknowledge them."""
+    def apply(self, queue: str, entries: Sequence[tuple[str, dict[str, str]]], *, force: Sequence[str] = ()) -> int:
+        """Write the jobs named by ``entries`` (stream entries of ``queue``), then acknowledge them.
+
+        While the queue is behind, waiting jobs only created by these entries are deferred
+        (:data:`DEFER_MAX`): their entries are acknowledged once the jobs' rows are written.
+        ``force``: deferred jobs to write now.
+        """
         engine = get_engine()
-        jobs: dict[str, int] = {}  # job id -> version of its newest event in the batch not yet written
-        firsts: dict[str, str] = {}  # job id -> its first such event
+        jobs: dict[str, int] = {job_id: 0 for job_id in force}  # job id -> version of its newest event in the batch not yet written
+        firsts: dict[str, str] = dict.fromkeys(force, "")  # job id -> its first such event
         final: dict[str, tuple[str, str]] = {}
         written = self._written
+        deferred = self._deferred.setdefault(queue, OrderedDict())
+        counts = self._defer_counts.setdefault(queue, {})
         for entry_id, fields in entries:
             event = fields.get("e") or ""
             event_version = version_of(entry_id)
@@ -223,23 +279,76 @@ class Mirror:
                 jobs[job_id] = max(event_version, jobs.get(job_id, 0))
                 if event in FINAL_EVENTS or event == DELETED_EVENT:
                     final[job_id] = (entry_id, event)
+        named = list(jobs)  # what this batch resolves: deferred jobs among them release their entries
         recorded: list[tuple[str, str]] = []
         self._skip_stored(jobs, final, recorded, [job_id for job_id in jobs if firsts[job_id] not in CREATED_EVENTS])
         ids = list(jobs)
-        tip, hashes = engine.mirror_snapshot(queue, ids) if ids else ("0-0", [])
+        lean = 0
+        behind = queue in self._full and not force
+        if behind:
+            # Behind: a job these entries only created and that still waits gets its row with its
+            # next event (or when the queue catches up): its entries wait for it (DEFER_MAX). The
+            # snapshot reads only the state of such candidates (asked first) that still wait.
+            candidates = [job_id for job_id in ids if firsts[job_id] in CREATED_EVENTS and job_id not in written
+                          and job_id not in deferred]
+            if candidates:
+                chosen = set(candidates)
+                ids = candidates + [job_id for job_id in ids if job_id not in chosen]
+                lean = len(candidates)
+        tip, hashes = engine.mirror_snapshot(queue, ids, lean=lean) if ids else ("0-0", [])
         version = version_of(tip)
+        new_deferred: dict[str, list[str]] = {}  # deferred by this batch (registered after the commit)
+        new_counts: dict[str, int] = {}
+        if behind:
+            # Exactly the lean replies: every waiting candidate is deferred, no row is built from one.
+            later = {ids[i] for i in range(lean) if hashes[i].get("s") == "waiting"}
+            if later:
+                for entry_id, fields in entries:
+                    these = [job_id for job_id in entry_job_ids(fields) if job_id in later]
+                    if these:
+                        new_counts[entry_id] = new_counts.get(entry_id, 0) + len(these)
+                        for job_id in these:
+                            new_deferred.setdefault(job_id, []).append(entry_id)
+                keep = [i for i in range(len(ids)) if ids[i] not in later]
+                ids, hashes = [ids[i] for i in keep], [hashes[i] for i in keep]
+                named = [job_id for job_id in named if job_id not in later]
         rows = [row_from_hash(base_queue(queue), job_id, data, version) for job_id, data in zip(ids, hashes) if data]
         gone = {job_id: final[job_id] for job_id, data in zip(ids, hashes) if not data and job_id in final}
         # Deleted through the engine (the admin's delete): the row goes too.
         dropped = [job_id for job_id, (_entry, event) in gone.items() if event == DELETED_EVENT]
         for job_id in dropped:
             del gone[job_id]
-        newest = max((entry_id for entry_id, _ in entries), key=stream_id_key)
-        if not (rows or gone or dropped) and len(entries) >= self.batch:
-            # Catching up, every event older than a row already written: no transaction (a
-            # commit each, an fsync on PostgreSQL) just to move the cursor, which the next
-            # write or the last, partial batch moves.
-            engine.mirror_done(queue, MIRROR_GROUP, [entry_id for entry_id, _ in entries], recorded)
+        # Acknowledged after the commit: the entries none of whose jobs is deferred, and those
+        # whose last deferred job this batch writes (or finds gone, or skips as stored).
+        acks = [entry_id for entry_id, _ in entries if entry_id not in counts and entry_id not in new_counts]
+        released = [job_id for job_id in named if job_id in deferred] if deferred else []
+        freed: dict[str, int] = {}
+        for job_id in released:
+            for entry_id in deferred[job_id]:
+                freed[entry_id] = freed.get(entry_id, 0) + 1
+        acks += [entry_id for entry_id, n in freed.items() if counts[entry_id] == n]
+
+        def settle() -> None:
+            # After the commit: what this batch wrote no longer keeps its entries back.
+            for job_id in released:
+                del deferred[job_id]
+            for entry_id, n in freed.items():
+                counts[entry_id] -= n
+                if not counts[entry_id]:
+                    del counts[entry_id]
+            for entry_id, n in new_counts.items():
+                counts[entry_id] = counts.get(entry_id, 0) + n
+            for job_id, named_by in new_deferred.items():
+                deferred.setdefault(job_id, []).extend(named_by)
+            self.deferred += len(new_deferred)
+
+        newest = max((entry_id for entry_id, _ in entries), key=stream_id_key) if entries else ""
+        if not (rows or gone or dropped) and (len(entries) >= self.batch or not entries):
+            # Catching up, every event older than a row already written (or deferred): no
+            # transaction (a commit each, an fsync on PostgreSQL) just to move the cursor,
+            # which the next write or the last, partial batch moves.
+            settle()
+            engine.mirror_done(queue, MIRROR_GROUP, acks, recorded)
             return 0
         lost: list[str] = []
         with transaction.atomic(using=self.using):
@@ -247,7 +356,9 @@ class Mirror:
             lost = _write_gone(base_queue(queue), gone, using=self.using)
             if dropped:
                 _model().objects.using(self.using).filter(job_id__in=dropped).delete()
-            _advance_cursor(queue, newest, using=self.using)
+            if newest:
+                _advance_cursor(queue, newest, using=self.using)
+        settle()
         for row in rows:
             written[row["job_id"]] = version
             written.move_to_end(row["job_id"])
@@ -265,7 +376,7 @@ class Mirror:
         # finished jobs just recorded become deletable by retention (lua/mirror_done.lua).
         recorded += [(job_id, data["f"]) for job_id, data in zip(ids, hashes)
                      if data.get("s") in FINAL_EVENTS and data.get("f")]
-        engine.mirror_done(queue, MIRROR_GROUP, [entry_id for entry_id, _ in entries], recorded)
+        engine.mirror_done(queue, MIRROR_GROUP, acks, recorded)
         return len(rows) + len(gone) + len(dropped)
 
     def _skip_stored(
@@ -340,6 +451,10 @@ class Mirror:
                 return False
             self._standby_logged = False
             self._claim_at = 0.0  # claim what the last leader left at once (step)
+            # Deferred entries of an earlier term may have been claimed by another leader: forget them.
+            self._deferred.clear()
+            self._defer_counts.clear()
+            self._pending_after.clear()
             logger.info("Mirror %s leads (lease %s)", self.holder, self.token, extra={"action": "mirror_leader"})
         engine.mirror_hold(self.queues, cap=self.max_lag, hold_ms=self.hold_ms)
         self._renew_at = now + self.lease_ms / 3000

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import operator
 import weakref
 from collections.abc import Callable, Sequence
@@ -169,8 +170,11 @@ def upsert(rows: Sequence[dict[str, Any]], *, using: str) -> int:
     with conn.cursor() as cursor:
         if shape.sql_unnest:
             # PostgreSQL: one array per column, one short statement (psycopg parses a statement
-            # of 30,000 placeholders on every call: more than half the mirror's CPU).
-            cursor.execute(shape.sql_unnest, [list(column) for column in zip(*params, strict=True)])
+            # of 30,000 placeholders on every call: more than half the mirror's CPU), each array
+            # sent as its literal text (psycopg's list dumper quotes element by element with a
+            # regular expression: about 30 us a row, twice this).
+            cursor.execute(shape.sql_unnest, [_column_literal(kind, column)
+                                               for kind, column in zip(shape.kinds, zip(*params, strict=True), strict=True)])
             return len(rows)
         per = max(1, MAX_PARAMS // len(plan))
         # SQLite: the driver's own cursor (inside the caller's atomic block all the same).
@@ -202,6 +206,8 @@ class _Shape:
             self._one = self._one.replace("%s", "?")
         #: PostgreSQL: ``INSERT ... SELECT ... FROM unnest(<one array per column>)``, JSON as text.
         self.sql_unnest = ""
+        #: Per column, how its array literal is built (:func:`_column_literal`).
+        self.kinds = [_kind(f) for f in fields]
         if conn.vendor == "postgresql":
             arrays = ", ".join(f"%s::{'text' if _is_json(f) else f.db_type(conn)}[]" for f in fields)
             aliases = [f"c{i}" for i in range(len(fields))]
@@ -227,6 +233,63 @@ def _shape(conn: Any) -> _Shape:
     if shape is None:
         shape = _shapes[conn] = _Shape(conn)
     return shape
+
+
+def _kind(field: Any) -> str:
+    """``"text"`` (JSON columns hold their text here), ``"number"``, ``"datetime"`` or ``""`` (any)."""
+    from django.db import models
+
+    if isinstance(field, (models.CharField, models.TextField, models.JSONField)):
+        return "text"
+    if isinstance(field, (models.IntegerField, models.FloatField)) and not isinstance(field, models.AutoField):
+        return "number"
+    if isinstance(field, models.DateTimeField):
+        return "datetime"
+    return ""
+
+
+def _column_literal(kind: str, values: Sequence[Any]) -> str:
+    """:func:`_array_literal` of one column of ``kind``, without a type test per value (the
+    mirror's rows); a value of another type falls back to :func:`_array_literal`.
+
+    >>> print(_column_literal("text", ['a "b"', None]), _column_literal("number", [1, None, 0.5]))
+    {"a \\"b\\"",NULL} {1,NULL,0.5}
+    """
+    try:
+        if kind == "text":
+            return "{" + ",".join(["NULL" if v is None else '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+                                   for v in values]) + "}"
+        if kind == "datetime":
+            return "{" + ",".join(["NULL" if v is None else '"' + v.isoformat() + '"' for v in values]) + "}"
+        if kind == "number" and all(type(v) is int or v is None for v in values):
+            return "{" + ",".join(["NULL" if v is None else str(v) for v in values]) + "}"
+    except AttributeError:  # not a str / not a datetime
+        pass
+    return _array_literal(values)
+
+
+def _array_literal(values: Sequence[Any]) -> str:
+    r"""Return PostgreSQL's array literal of one column's values, for a cast to the column's array type.
+
+    Strings (JSON columns hold their JSON text here) are double-quoted with ``\`` and ``"``
+    escaped, datetimes are their ISO 8601 text, numbers their ``str``, None is ``NULL``.
+
+    >>> print(_array_literal(['a "b"', None, 7, 0.5, "c:\\d"]))
+    {"a \"b\"",NULL,7,0.5,"c:\\d"}
+    """
+    out = []
+    for value in values:
+        if value is None:
+            out.append("NULL")
+        elif isinstance(value, str):
+            out.append('"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"')
+        elif isinstance(value, datetime):
+            out.append('"' + value.isoformat() + '"')
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            out.append(str(value))
+        else:
+            raise TypeError(f"Cannot write {type(value).__name__} {value!r} to an array literal.")
+    return "{" + ",".join(out) + "}"
 
 
 def _is_json(field: Any) -> bool:
