@@ -4,8 +4,9 @@ Starts one redis-server of its own (a free port, no AOF, no RDB: only the script
 runs, in turn (A B B A ...), one process per checkout with ``PYTHONPATH=ROOT``: each does
 ``noop.enqueue_many([()] * N)`` REPS times (after one warm-up call), FLUSHALL before each, and
 prints per job: the client's wall time, its Python CPU (getrusage) and Redis' CPU
-(``INFO cpu``). The figures printed are medians over every call of each checkout; the rate is
-1 / median wall. Options: ``--jobs N`` (20,000), ``--reps`` (5), ``--rounds`` (4).
+(``INFO cpu``). The figures printed are medians over every call of each checkout (the rate is
+1 / median wall), and the ratio of the two checkouts' median walls in each round (A's over B's:
+the two ran within the same minute, so a busy machine shifts both). Options: ``--jobs N`` (20,000), ``--reps`` (5), ``--rounds`` (4).
 """
 
 from __future__ import annotations
@@ -71,10 +72,12 @@ def main() -> None:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     figures: dict[str, dict[str, list[float]]] = {root: {"wall": [], "py": [], "redis": []} for root in args.roots}
+    rounds: list[dict[str, float]] = []  # each round's median wall per checkout: the pairs compared
     try:
         time.sleep(0.5)
         for round_ in range(args.rounds):
             order = args.roots if round_ % 2 == 0 else args.roots[::-1]
+            rounds.append({})
             for root in order:
                 env = dict(os.environ, PYTHONPATH=root, DJANGO_SETTINGS_MODULE="bench.settings",
                            DJJ_BENCH_REDIS_URL=f"redis://127.0.0.1:{port}/0", DJJ_BENCH_PREFIX="bulk")
@@ -82,9 +85,12 @@ def main() -> None:
                     [sys.executable, __file__, "--child", str(args.jobs), str(args.reps)],
                     env=env, cwd=root, check=True, capture_output=True, text=True,
                 ).stdout
+                walls = []
                 for line in out.splitlines():
                     for key, value in json.loads(line).items():
                         figures[root][key].append(value)
+                    walls.append(json.loads(line)["wall"])
+                rounds[-1][root] = statistics.median(walls)
     finally:
         server.terminate()
         server.wait()
@@ -94,6 +100,10 @@ def main() -> None:
         wall = statistics.median(f["wall"])
         print(f"  {root}: wall {wall:.1f} us ({1e6 / wall:,.0f} jobs/s; best {1e6 / min(f['wall']):,.0f}), "
               f"Python CPU {statistics.median(f['py']):.1f} us, Redis CPU {statistics.median(f['redis']):.1f} us")
+    a, b = args.roots
+    ratios = sorted(pair[a] / pair[b] for pair in rounds)
+    print(f"  wall of A / wall of B, per round (same minute): median {statistics.median(ratios):.2f}, "
+          f"all {' '.join(f'{x:.2f}' for x in ratios)}; load average {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

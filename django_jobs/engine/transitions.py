@@ -212,7 +212,7 @@ class Transitions(ScriptRunner):
         Each chunk is packed and sent as soon as ``chunks`` yields it, without waiting for the
         reply of the one before, so Redis writes a chunk while the caller makes the next
         (:meth:`~django_jobs.engine.runner.ScriptRunner._run_streamed`). ``chunks`` must not
-        fail once it yielded: what it yielded is written.
+        fail once it yielded: what it yielded may be written.
         """
         k = self.keys(queue)
         head = (k.job_prefix, self.maxlen)

@@ -224,40 +224,6 @@ def test_enqueue_many_returns_the_enqueued_at_and_run_after_that_get_result_read
     assert mismatches(results) == []
 
 
-def test_a_bulk_enqueue_over_several_chunks_returns_every_job_in_order_with_its_enqueued_at(r):
-    """The chunks are sent one after another without waiting (issue 17): each result still pairs with its own job."""
-    from django_jobs.backends import BULK_CHUNK
-
-    jobs.add.enqueue(0, 0)  # loads the script
-    before = script_calls(r)
-    results = jobs.add.enqueue_many([(n, 7) for n in range(3 * BULK_CHUNK + 7)])
-    assert script_calls(r) - before == 4
-    assert [result.args for result in results] == [[n, 7] for n in range(3 * BULK_CHUNK + 7)]
-    assert len({result.id for result in results}) == len(results)
-    assert mismatches(results) == []
-    fresh = [default_task_backend.get_result(result.id) for result in results[:: BULK_CHUNK // 2]]
-    assert [f.args for f in fresh] == [result.args for result in results[:: BULK_CHUNK // 2]]
-
-
-@pytest.mark.parametrize(
-    ("last", "error"),
-    [
-        ((1,), TypeError),  # does not fit add(a, b): InvalidArguments
-        ((object(), 1), TypeError),  # not JSON
-        (("x" * 2_000_000, 1), ValueError),  # over MAX_PAYLOAD_BYTES: InvalidJob
-        (("\ud800", 1), UnicodeEncodeError),  # not UTF-8: Redis' protocol cannot carry it
-    ],
-    ids=["arguments", "json", "size", "utf8"],
-)
-def test_a_bulk_enqueue_whose_last_job_cannot_be_enqueued_writes_nothing(r, prefix, last, error):
-    from django_jobs.backends import BULK_CHUNK
-
-    with pytest.raises(error):
-        jobs.add.enqueue_many([*((n, 1) for n in range(3 * BULK_CHUNK)), last])
-    assert r.keys(f"{prefix}:*job:*") == []
-    assert len(jobs.add.enqueue_many([(n, 1) for n in range(2 * BULK_CHUNK)])) == 2 * BULK_CHUNK  # the connection is in step
-
-
 def test_a_cancelled_job_has_an_error_that_says_so():
     from datetime import timedelta
 
