@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from django.db import transaction
@@ -35,6 +35,7 @@ from django_jobs.tasks import (
     JobTask,
     declaring,
     ms_to_datetime,
+    results_like,
 )
 
 #: Jobs per enqueue script call in a bulk enqueue (keeps each call short for Redis).
@@ -65,6 +66,35 @@ class _Batch:
     priority: int
     state: JobState
     encode: PayloadEncoder
+    #: The maker of many results, once made (:meth:`results`).
+    copier: list[Callable[[str, Sequence[Any], dict[str, Any]], JobResult]] = field(default_factory=list)
+
+    def result(self, job_id: str, args: Sequence[Any], kwargs: dict[str, Any]) -> JobResult:
+        """Return a new job's result, made by its constructor."""
+        return JobResult(
+            task=self.task,
+            id=job_id,
+            status=TaskResultStatus.READY,
+            enqueued_at=None,
+            started_at=None,
+            finished_at=None,
+            last_attempted_at=None,
+            args=cast(list[Any], args),  # JobResult.__post_init__ makes them the list JSON would
+            kwargs=kwargs,
+            backend=self.alias,
+            errors=[],
+            worker_ids=[],
+            queue=self.queue,
+            state=self.state,
+            correlation_id=self.cid,
+            parent_id=self.parent,
+        )
+
+    def results(self) -> Callable[[str, Sequence[Any], dict[str, Any]], JobResult]:
+        """Return ``make(id, args, kwargs)`` for many jobs: copies of one result (:func:`~django_jobs.tasks.results_like`)."""
+        if not self.copier:
+            self.copier.append(results_like(self.result("", [], {})))
+        return self.copier[0]
 
     def payloads(self, calls: Sequence[tuple[Sequence[Any], dict[str, Any]]]) -> list[str]:
         """Return each call's payload; raise for the first that cannot be enqueued, before any is sent.
@@ -90,8 +120,9 @@ class _Batch:
 
     def build(self, calls: Sequence[tuple[Sequence[Any], dict[str, Any]]], payloads: Sequence[str]) -> list[tuple[NewJob, JobResult]]:
         """Return the job and the result of each call, with its payload from :meth:`payloads` (nothing here fails)."""
-        task, queue, job_id, shards, alias, state = self.task, self.queue, self.job_id, self.shards, self.alias, self.state
+        task, queue, job_id, shards = self.task, self.queue, self.job_id, self.shards
         priority, run_at_ms, delay_ms, cid, parent = self.priority, self.run_at_ms, self.delay_ms, self.cid, self.parent
+        make_result = self.results() if len(calls) > 1 else self.result
         out: list[tuple[NewJob, JobResult]] = []
         for (args, kwargs), data in zip(calls, payloads, strict=True):
             this_id = job_id
@@ -104,25 +135,7 @@ class _Batch:
                 id=this_id, data=data, priority=priority, run_at_ms=run_at_ms, delay_ms=delay_ms,
                 correlation_id=cid, parent_id=parent,
             )
-            result = JobResult(
-                task=task,
-                id=this_id,
-                status=TaskResultStatus.READY,
-                enqueued_at=None,
-                started_at=None,
-                finished_at=None,
-                last_attempted_at=None,
-                args=cast(list[Any], args),  # JobResult.__post_init__ makes them the list JSON would
-                kwargs=kwargs,
-                backend=alias,
-                errors=[],
-                worker_ids=[],
-                queue=queue,
-                state=state,
-                correlation_id=cid,
-                parent_id=parent,
-            )
-            out.append((new, result))
+            out.append((new, make_result(this_id, args, kwargs)))
         return out
 
 
@@ -285,11 +298,13 @@ class RedisBackend(BaseTaskBackend):
         run_at_ms = int(task.run_after.timestamp() * 1000) if task.run_after is not None else 0
         delay = getattr(task, "delay", None)
         delay_ms = int(delay * 1000) if delay else 0
+        cid = get_correlation_id() or process_correlation_id()
+        parent = current_job_id()
+        state = JobState.SCHEDULED if run_at_ms or delay_ms else JobState.WAITING
         return _Batch(
             task=task, name=name, alias=self.alias, queue=queue, limit=settings.max_payload_bytes,
             shards=settings.queues.get(queue, {}).get("SHARDS", 1), job_id=job_id, run_at_ms=run_at_ms,
-            delay_ms=delay_ms, cid=get_correlation_id() or process_correlation_id(), parent=current_job_id(),
-            priority=int(task.priority), state=JobState.SCHEDULED if run_at_ms or delay_ms else JobState.WAITING,
+            delay_ms=delay_ms, cid=cid, parent=parent, priority=int(task.priority), state=state,
             encode=PayloadEncoder(name, opts, trace_json),
         )
 
