@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, cast
 
 from django.db import transaction
@@ -48,7 +48,7 @@ current_job_id = runtime.current_job_id
 
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made for every enqueue, and a frozen one sets each field with object.__setattr__
 class _Batch:
     """What the jobs of one enqueue share: made once, then each job's payload, and its job and result."""
 
@@ -67,7 +67,7 @@ class _Batch:
     state: JobState
     encode: PayloadEncoder
     #: The maker of many results, once made (:meth:`results`).
-    copier: list[Callable[[str, Sequence[Any], dict[str, Any]], JobResult]] = field(default_factory=list)
+    copier: Callable[[str, Sequence[Any], dict[str, Any]], JobResult] | None = None
 
     def result(self, job_id: str, args: Sequence[Any], kwargs: dict[str, Any]) -> JobResult:
         """Return a new job's result, made by its constructor."""
@@ -92,9 +92,9 @@ class _Batch:
 
     def results(self) -> Callable[[str, Sequence[Any], dict[str, Any]], JobResult]:
         """Return ``make(id, args, kwargs)`` for many jobs: copies of one result (:func:`~django_jobs.tasks.results_like`)."""
-        if not self.copier:
-            self.copier.append(results_like(self.result("", [], {})))
-        return self.copier[0]
+        if self.copier is None:
+            self.copier = results_like(self.result("", [], {}))
+        return self.copier
 
     def payloads(self, calls: Sequence[tuple[Sequence[Any], dict[str, Any]]]) -> list[str]:
         """Return each call's payload; raise for the first that cannot be enqueued, before any is sent.
