@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 from django.db import transaction
@@ -23,7 +24,7 @@ from django_jobs.correlation import get_correlation_id, process_correlation_id
 from django_jobs.engine import get_engine
 from django_jobs.engine.keys import new_job_id
 from django_jobs.engine.protocol import EnqueueCode, JobState
-from django_jobs.engine.queue import NewJob
+from django_jobs.engine.queue import Enqueued, NewJob
 from django_jobs.engine.record import JobView, PayloadEncoder
 from django_jobs.exceptions import ConfigurationError, InvalidJob
 from django_jobs.limits import guard_for_call, has_guard, shard_key_for_call, shard_problem
@@ -34,6 +35,7 @@ from django_jobs.tasks import (
     JobTask,
     declaring,
     ms_to_datetime,
+    results_like,
 )
 
 #: Jobs per enqueue script call in a bulk enqueue (keeps each call short for Redis).
@@ -44,6 +46,97 @@ BULK_CHUNK = 500
 current_job_id = runtime.current_job_id
 
 
+
+
+@dataclass(slots=True)  # not frozen: made for every enqueue, and a frozen one sets each field with object.__setattr__
+class _Batch:
+    """What the jobs of one enqueue share: made once, then each job's payload, and its job and result."""
+
+    task: JobTask
+    name: str
+    alias: str
+    queue: str
+    limit: int
+    shards: int
+    job_id: str | None
+    run_at_ms: int
+    delay_ms: int
+    cid: str
+    parent: str
+    priority: int
+    state: JobState
+    encode: PayloadEncoder
+    #: The maker of many results, once made (:meth:`results`).
+    copier: Callable[[str, Sequence[Any], dict[str, Any]], JobResult] | None = None
+
+    def result(self, job_id: str, args: Sequence[Any], kwargs: dict[str, Any]) -> JobResult:
+        """Return a new job's result, made by its constructor."""
+        return JobResult(
+            task=self.task,
+            id=job_id,
+            status=TaskResultStatus.READY,
+            enqueued_at=None,
+            started_at=None,
+            finished_at=None,
+            last_attempted_at=None,
+            args=cast(list[Any], args),  # JobResult.__post_init__ makes them the list JSON would
+            kwargs=kwargs,
+            backend=self.alias,
+            errors=[],
+            worker_ids=[],
+            queue=self.queue,
+            state=self.state,
+            correlation_id=self.cid,
+            parent_id=self.parent,
+        )
+
+    def results(self) -> Callable[[str, Sequence[Any], dict[str, Any]], JobResult]:
+        """Return ``make(id, args, kwargs)`` for many jobs: copies of one result (:func:`~django_jobs.tasks.results_like`)."""
+        if self.copier is None:
+            self.copier = results_like(self.result("", [], {}))
+        return self.copier
+
+    def payloads(self, calls: Sequence[tuple[Sequence[Any], dict[str, Any]]]) -> list[str]:
+        """Return each call's payload; raise for the first that cannot be enqueued, before any is sent.
+
+        Raises:
+            TypeError: an argument is not JSON.
+            InvalidJob: a payload is over ``MAX_PAYLOAD_BYTES``.
+            UnicodeEncodeError: a payload is not UTF-8 (a lone surrogate), as Redis' protocol would refuse it.
+        """
+        name, limit, encode, dumps_call = self.name, self.limit, self.encode, serialization.dumps_call
+        out: list[str] = []
+        for args, kwargs in calls:
+            data = encode(*dumps_call(name, args, kwargs))
+            if not data.isascii() or len(data) > limit:
+                size = len(data.encode())  # (str.isascii() is free: CPython knows it)
+                if size > limit:
+                    raise InvalidJob(
+                        f"The payload of job {name!r} is {size} bytes, over MAX_PAYLOAD_BYTES "
+                        f"({limit}). Store large data elsewhere and pass its id."
+                    )
+            out.append(data)
+        return out
+
+    def build(self, calls: Sequence[tuple[Sequence[Any], dict[str, Any]]], payloads: Sequence[str]) -> list[tuple[NewJob, JobResult]]:
+        """Return the job and the result of each call, with its payload from :meth:`payloads` (nothing here fails)."""
+        task, queue, job_id, shards = self.task, self.queue, self.job_id, self.shards
+        priority, run_at_ms, delay_ms, cid, parent = self.priority, self.run_at_ms, self.delay_ms, self.cid, self.parent
+        make_result = self.results() if len(calls) > 1 else self.result
+        out: list[tuple[NewJob, JobResult]] = []
+        for (args, kwargs), data in zip(calls, payloads, strict=True):
+            this_id = job_id
+            if shards > 1:  # a sharded queue: the id names the shard (docs/scaling.md#sharded-queues)
+                key = shard_key_for_call(task, args, kwargs)
+                if this_id is None or key is not None:  # a caller's id without a key is placed by its own hash
+                    this_id = get_engine().place(queue, this_id or new_job_id(), key)
+            this_id = this_id or new_job_id()
+            new = NewJob(
+                id=this_id, data=data, priority=priority, run_at_ms=run_at_ms, delay_ms=delay_ms,
+                correlation_id=cid, parent_id=parent,
+            )
+            out.append((new, make_result(this_id, args, kwargs)))
+        return out
 
 
 class RedisBackend(BaseTaskBackend):
@@ -179,7 +272,7 @@ class RedisBackend(BaseTaskBackend):
         return self._prepare_many(task, ((args, kwargs),), job_id, traced=traced)[0]
 
     def _prepare_many(
-        self, task: JobTask, calls: Iterable[tuple[Sequence[Any], dict[str, Any]]], job_id: str | None = None,
+        self, task: JobTask, calls: Sequence[tuple[Sequence[Any], dict[str, Any]]], job_id: str | None = None,
         *, traced: bool = True,
     ) -> list[tuple[NewJob, JobResult]]:
         """Return the jobs of ``calls`` of ``task``, ready to push, with their results.
@@ -187,6 +280,11 @@ class RedisBackend(BaseTaskBackend):
         What every job of one call shares (the settings, the options, the due time, the
         correlation and parent ids, the trace context) is computed once, not per job.
         """
+        batch = self._batch(task, job_id, traced=traced)
+        return batch.build(calls, batch.payloads(calls))
+
+    def _batch(self, task: JobTask, job_id: str | None, *, traced: bool) -> _Batch:
+        """Return what the jobs of one enqueue of ``task`` share, to make them with."""
         settings = get_settings()
         name = task.module_path
         opts = self._options(task) if isinstance(task, JobTask) else ""
@@ -196,58 +294,19 @@ class RedisBackend(BaseTaskBackend):
             opts = f"{opts[:-1]},{ra}}}" if opts else f"{{{ra}}}"
         carried = tracing.carrier() if traced else None  # the W3C trace context, when OpenTelemetry traces (docs/observability.md)
         trace_json = serialization.dumps(carried) if carried else ""
-        limit = settings.max_payload_bytes
         queue = task.queue_name
-        shards = settings.queues.get(queue, {}).get("SHARDS", 1)
         run_at_ms = int(task.run_after.timestamp() * 1000) if task.run_after is not None else 0
         delay = getattr(task, "delay", None)
         delay_ms = int(delay * 1000) if delay else 0
         cid = get_correlation_id() or process_correlation_id()
         parent = current_job_id()
-        priority = int(task.priority)
         state = JobState.SCHEDULED if run_at_ms or delay_ms else JobState.WAITING
-        alias = self.alias
-        dumps_call = serialization.dumps_call
-        encode = PayloadEncoder(name, opts, trace_json)
-        out: list[tuple[NewJob, JobResult]] = []
-        for args, kwargs in calls:
-            args_json, kwargs_json = dumps_call(name, args, kwargs)
-            data = encode(args_json, kwargs_json)
-            if len(data) * 4 > limit and len(size := data.encode()) > limit:
-                raise InvalidJob(
-                    f"The payload of job {name!r} is {len(size)} bytes, over MAX_PAYLOAD_BYTES "
-                    f"({settings.max_payload_bytes}). Store large data elsewhere and pass its id."
-                )
-            this_id = job_id
-            if shards > 1:  # a sharded queue: the id names the shard (docs/scaling.md#sharded-queues)
-                key = shard_key_for_call(task, args, kwargs)
-                if this_id is None or key is not None:  # a caller's id without a key is placed by its own hash
-                    this_id = get_engine().place(queue, this_id or new_job_id(), key)
-            this_id = this_id or new_job_id()
-            new = NewJob(
-                id=this_id, data=data, priority=priority, run_at_ms=run_at_ms, delay_ms=delay_ms,
-                correlation_id=cid, parent_id=parent,
-            )
-            result = JobResult(
-                task=task,
-                id=this_id,
-                status=TaskResultStatus.READY,
-                enqueued_at=None,
-                started_at=None,
-                finished_at=None,
-                last_attempted_at=None,
-                args=cast(list[Any], args),  # JobResult.__post_init__ makes them the list JSON would
-                kwargs=kwargs,
-                backend=alias,
-                errors=[],
-                worker_ids=[],
-                queue=queue,
-                state=state,
-                correlation_id=cid,
-                parent_id=parent,
-            )
-            out.append((new, result))
-        return out
+        return _Batch(
+            task=task, name=name, alias=self.alias, queue=queue, limit=settings.max_payload_bytes,
+            shards=settings.queues.get(queue, {}).get("SHARDS", 1), job_id=job_id, run_at_ms=run_at_ms,
+            delay_ms=delay_ms, cid=cid, parent=parent, priority=int(task.priority), state=state,
+            encode=PayloadEncoder(name, opts, trace_json),
+        )
 
     def _push(self, prepared: list[tuple[NewJob, JobResult]]) -> None:
         if not prepared:
@@ -256,6 +315,7 @@ class RedisBackend(BaseTaskBackend):
         if has_guard(prepared[0][1].task):
             # Unique jobs, throttling, debounce and per-key limits (docs/flow-control.md): their own script.
             self._push_guarded(engine, prepared)
+            self._pushed(prepared)
             return
         if len(prepared) == 1:
             replies = list(zip(prepared, engine.enqueue(prepared[0][1].queue, [prepared[0][0]])))
@@ -268,6 +328,36 @@ class RedisBackend(BaseTaskBackend):
                 for queue, pairs in by_queue.items()
                 for reply in zip(pairs, engine.enqueue_many(queue, [new for new, _ in pairs], chunk=BULK_CHUNK))
             ]
+        self._stamp(replies)
+        self._pushed(prepared)
+
+    def _push_streamed(self, task: JobTask, calls: Sequence[tuple[Sequence[Any], dict[str, Any]]], *, traced: bool) -> list[tuple[NewJob, JobResult]]:
+        """Enqueue the jobs of ``calls`` (more than one chunk) in chunks sent one after another without waiting.
+
+        Every payload is made first, so a job that cannot be enqueued (not JSON, too large,
+        not UTF-8) raises before anything is written; the ids, jobs and results of chunk N+1
+        are then made while Redis writes chunk N (:meth:`~django_jobs.engine.transitions.Transitions.enqueue_stream`).
+        """
+        batch = self._batch(task, None, traced=traced)
+        payloads = batch.payloads(calls)
+        prepared: list[tuple[NewJob, JobResult]] = []
+
+        def chunks() -> Iterator[list[NewJob]]:
+            for start in range(0, len(calls), BULK_CHUNK):
+                part = batch.build(calls[start : start + BULK_CHUNK], payloads[start : start + BULK_CHUNK])
+                prepared.extend(part)
+                yield [new for new, _ in part]
+
+        codes = get_engine().enqueue_stream(task.queue_name, chunks())
+        self._stamp(list(zip(prepared, codes, strict=True)))
+        self._pushed(prepared)
+        return prepared
+
+    def _pushed(self, prepared: list[tuple[NewJob, JobResult]]) -> None:
+        """Called once the jobs of ``prepared`` are enqueued and their results dated (nothing here; see testing.py)."""
+
+    def _stamp(self, replies: list[tuple[tuple[NewJob, JobResult], Enqueued]]) -> None:
+        """Date each result with the enqueue time Redis stored in its job, and send ``task_enqueued``."""
         # With no receiver that would do anything, no per-job dispatch (asked once per call).
         send = enqueued_signal_needed(type(self))
         stamp: tuple[int, Any] = (-1, None)  # the jobs of one script call share their enqueue time: one datetime
@@ -336,8 +426,12 @@ class RedisBackend(BaseTaskBackend):
             bind_arguments(task, args, kwargs, where=f"item {number} of enqueue_many()")
         with tracing.producer_span(task.module_path, task.queue_name, len(calls)):
             traced = tracing.tracer() is not None  # asked once per call, not per job
-            prepared = self._prepare_many(task, calls, traced=traced)
-            self._push(prepared)
+            if len(calls) > BULK_CHUNK and not has_guard(task):
+                # Several script calls: Redis writes a chunk while the next one is made.
+                prepared = self._push_streamed(task, calls, traced=traced)
+            else:
+                prepared = self._prepare_many(task, calls, traced=traced)
+                self._push(prepared)
         return [result for _, result in prepared]
 
     def enqueue_on_commit(self, task: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> JobResult:

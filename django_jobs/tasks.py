@@ -420,6 +420,62 @@ class JobContext(_TaskContext):  # type: ignore[misc]
         get_engine().set_progress(job.queue, job.id, job.claimed.token, encoded)
 
 
+#: The field values a copy of a result cannot share with the result it copies (a fresh one each).
+_MUTABLE = (list, dict, set)
+
+
+def results_like(template: JobResult) -> Callable[[str, Sequence[Any], dict[str, Any]], JobResult]:
+    """Return ``make(id, args, kwargs)``: a result equal to ``template`` but for those three.
+
+    The results of one bulk enqueue differ only in them; copying the template's slots costs
+    ~2.5 us against ~7 us for the constructor (a frozen dataclass of 21 fields, each set with
+    ``object.__setattr__``, then ``__post_init__``). Arguments the constructor would normalise
+    differently than to a plain copy (anything but flat JSON values) take the constructor. Every
+    field of ``template`` is copied, so a field Django adds is too; a list, dict or set value is
+    a fresh empty one of its type (the template's must be empty).
+    """
+    def construct(job_id: str, args: Sequence[Any], kwargs: dict[str, Any]) -> JobResult:
+        return replace(template, id=job_id, args=cast(list[Any], args), kwargs=kwargs, errors=[], worker_ids=[], earlier_errors=[])
+
+    if not _NORMALIZES:
+        return construct
+    fixed: list[tuple[Callable[[Any, Any], None], Any]] = []
+    fresh: list[tuple[Callable[[Any, Any], None], type]] = []
+    for name in JobResult.__dataclass_fields__:
+        if name in ("id", "args", "kwargs"):
+            continue
+        value = getattr(template, name)
+        setter = getattr(JobResult, name).__set__  # the slot's own descriptor: no frozen check
+        if type(value) in _MUTABLE:
+            if value:
+                raise ValueError(f"results_like() copies no {name!r}: the template's must be empty.")
+            fresh.append((setter, type(value)))
+        else:
+            fixed.append((setter, value))
+    set_id, set_args, set_kwargs = (getattr(JobResult, name).__set__ for name in ("id", "args", "kwargs"))
+    new = object.__new__
+
+    def make(job_id: str, args: Sequence[Any], kwargs: dict[str, Any]) -> JobResult:
+        if not (
+            type(args) in _SEQUENCES
+            and type(kwargs) is dict
+            and (not args or all(type(v) in _PLAIN for v in args))
+            and (not kwargs or all(type(k) is str and type(v) in _PLAIN for k, v in kwargs.items()))
+        ):
+            return construct(job_id, args, kwargs)
+        result: JobResult = new(JobResult)
+        for setter, value in fixed:
+            setter(result, value)
+        for setter, kind in fresh:
+            setter(result, kind())
+        set_id(result, job_id)
+        set_args(result, list(args))
+        set_kwargs(result, dict(kwargs))
+        return result
+
+    return make
+
+
 def ms_to_datetime(ms: str | int | None) -> datetime | None:
     """Return an aware UTC datetime for Redis milliseconds (None for empty)."""
     if not ms:

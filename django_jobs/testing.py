@@ -322,9 +322,9 @@ class TestingBackend(RedisBackend):
             return _overrides[-1]
         return _Mode(self.mode, default_captured if self.mode == "capture" else None)
 
-    def _push(self, prepared: list[tuple[NewJob, JobResult]]) -> None:
+    def _pushed(self, prepared: list[tuple[NewJob, JobResult]]) -> None:
+        # Every enqueue ends here once its jobs are in Redis (a streamed enqueue_many too).
         mode = self.current()
-        super()._push(prepared)
         if mode.mode == "capture":
             assert mode.captured is not None
             for new, result in prepared:

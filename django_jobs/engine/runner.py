@@ -2,7 +2,8 @@
 
 Holds the client, the key layout and the one registry of Lua scripts (every
 ``lua/<name>.lua``, registered once at start-up), and sends every command: script calls
-(:meth:`ScriptRunner._run`, chunked and pipelined with :meth:`ScriptRunner._run_chunked`)
+(:meth:`ScriptRunner._run`, chunked and pipelined with :meth:`ScriptRunner._run_chunked`, or
+streamed with :meth:`ScriptRunner._run_streamed`)
 and plain commands (:meth:`ScriptRunner._call`), mapping Redis errors to the exceptions of
 :mod:`django_jobs.exceptions`.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, cast
 
 import redis
@@ -77,6 +78,29 @@ def _send_many(conn: Any, script: Any, keys: Sequence[str], calls: Sequence[Sequ
     conn.send_packed_command(
         [packed for args in calls for packed in _packed(conn, ("EVALSHA", script.sha, len(keys), *keys, *args))]
     )
+    return _read_replies(conn, script, keys, calls)
+
+
+def _send_stream(conn: Any, script: Any, keys: Sequence[str], calls: _Replayable) -> list[Any]:
+    """As :func:`_send_many`, but each call is sent as soon as ``calls`` makes it, before the next is made.
+
+    Redis runs call N while the caller makes call N+1. Should making a call fail once others
+    were sent, the connection is closed: their replies are never read on it.
+    """
+    sent = 0
+    try:
+        for args in calls:
+            conn.send_packed_command(_packed(conn, ("EVALSHA", script.sha, len(keys), *keys, *args)))
+            sent += 1
+    except BaseException:
+        if sent:
+            conn.disconnect()
+        raise
+    return _read_replies(conn, script, keys, calls.made)
+
+
+def _read_replies(conn: Any, script: Any, keys: Sequence[str], calls: Sequence[Sequence[Any]]) -> list[Any]:
+    """Read the replies of ``calls``, sent pipelined on ``conn``; send those that met NOSCRIPT again as EVAL."""
     replies: list[Any] = []
     missing: list[int] = []
     error: redis.ResponseError | None = None
@@ -95,6 +119,25 @@ def _send_many(conn: Any, script: Any, keys: Sequence[str], calls: Sequence[Sequ
         conn.send_command("EVAL", script.script, len(keys), *keys, *calls[index])
         replies[index] = conn.read_response()
     return replies
+
+
+class _Replayable:
+    """Argument lists made one by one from ``source``, kept as they are made (:attr:`made`).
+
+    Iterating again (a resend after a connection error) yields those made so far, then makes the rest.
+    """
+
+    __slots__ = ("_source", "made")
+
+    def __init__(self, source: Iterable[Sequence[Any]]) -> None:
+        self._source = iter(source)
+        self.made: list[Sequence[Any]] = []
+
+    def __iter__(self) -> Iterator[Sequence[Any]]:
+        yield from list(self.made)
+        for args in self._source:
+            self.made.append(args)
+            yield args
 
 
 class _OwnConnection:
@@ -217,6 +260,21 @@ class ScriptRunner:
             return list(self._run(name, keys, (*head, *items)))
         calls = [(*head, *items[start : start + step]) for start in range(0, len(items), step)]
         return [reply for replies in self._run_pipelined(name, keys, calls) for reply in replies]
+
+    def _run_streamed(self, name: str, keys: Sequence[str], calls: Iterable[Sequence[Any]]) -> list[Any]:
+        """Call script ``name`` once per argument list of ``calls``; return the replies in order.
+
+        Each call is sent as soon as ``calls`` makes it, without waiting for the reply of the
+        one before: Redis runs a call while the caller makes the next (one server and
+        Sentinel: :func:`_send_stream`, with the retries of :meth:`_with_retries`). On a
+        cluster, one call after another, as :meth:`_run_chunked` does.
+        """
+        if self._cluster:
+            return [reply for args in calls for reply in self._run(name, keys, args)]
+        script = self._scripts[name]
+        wait = self._enqueue_wait if name in ENQUEUE_SCRIPTS else None
+        replies = self._with_retries(_send_stream, script, keys, _Replayable(calls), wait)
+        return [reply for chunk in replies for reply in chunk]
 
     def _own_connection(self) -> Any:
         """Return this thread's own connection (made on first use, and again after a fork)."""

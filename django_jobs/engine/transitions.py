@@ -206,6 +206,19 @@ class Transitions(ScriptRunner):
             "enqueue", (k.wait, k.scheduled, k.meta, k.events, k.marker), (k.job_prefix, self.maxlen), packs, width=1, chunk=1
         ))
 
+    def enqueue_stream(self, queue: str, chunks: Iterable[Sequence[NewJob]]) -> list[Enqueued]:
+        """Add the jobs of ``chunks`` (each one script call) to ``queue``; the codes of every job, in order.
+
+        Each chunk is packed and sent as soon as ``chunks`` yields it, without waiting for the
+        reply of the one before, so Redis writes a chunk while the caller makes the next
+        (:meth:`~django_jobs.engine.runner.ScriptRunner._run_streamed`). ``chunks`` must not
+        fail once it yielded: what it yielded may be written.
+        """
+        k = self.keys(queue)
+        head = (k.job_prefix, self.maxlen)
+        calls = ((*head, _pack_jobs(jobs)) for jobs in chunks if jobs)
+        return _enqueued_pairs(self._run_streamed("enqueue", (k.wait, k.scheduled, k.meta, k.events, k.marker), calls))
+
     def enqueue_guarded(self, queue: str, jobs: Sequence[tuple[NewJob, Guard]]) -> list[tuple[Enqueued, str]]:
         """Add jobs that carry a unique key and/or a limit key in one call; per job ``(code, job id)``.
 

@@ -52,3 +52,19 @@ def test_a_full_redis_accepts_jobs_again_once_memory_is_freed(full_server):
     full_server.config_set("maxmemory", 0)
     result = jobs.add.enqueue(1, 2)
     assert get_engine().get_job("default", result.id)["s"] == "waiting"
+
+
+def test_a_bulk_enqueue_of_several_chunks_into_a_full_redis_raises_the_typed_error(full_server):
+    # Its chunks are sent without waiting for each other's reply (issue 17): Redis refuses each one,
+    # every reply is read (the connection stays in step) and the first refusal is raised, as before.
+    from django_jobs.backends import BULK_CHUNK
+
+    engine = get_engine()
+    before = engine.counts("default")
+    with pytest.raises(RedisOutOfMemory, match="out of memory"):
+        jobs.add.enqueue_many([(n, 1) for n in range(3 * BULK_CHUNK)])
+    assert engine.counts("default") == before
+    full_server.config_set("maxmemory", 0)
+    results = jobs.add.enqueue_many([(n, 2) for n in range(3 * BULK_CHUNK)])
+    assert engine.counts("default")["waiting"] == before["waiting"] + 3 * BULK_CHUNK
+    assert all(result.enqueued_at is not None for result in results)

@@ -38,6 +38,18 @@ def test_jobs_spread_over_every_shard_and_all_run(engine, work):
     assert engine.counts("hot")["completed"] == 40
 
 
+def test_a_bulk_enqueue_of_several_chunks_spreads_over_the_shards_and_returns_each_job_in_order(engine):
+    from django_jobs.backends import BULK_CHUNK
+
+    count = 2 * BULK_CHUNK + 4  # more than one chunk: the streamed path, per shard
+    results = hot(jobs.add).enqueue_many([(i, 1) for i in range(count)])
+    assert [engine.counts(shard)["waiting"] for shard in engine.shards("hot")] == [count // 4] * 4
+    assert [result.args for result in results] == [[i, 1] for i in range(count)]
+    for result in results[:: BULK_CHUNK // 4]:
+        fresh = jobs.add.get_result(result.id)
+        assert (fresh.args, fresh.enqueued_at) == (result.args, result.enqueued_at)
+
+
 def shard_index(job_id: str) -> int:
     return int(job_id.rpartition(".")[2])
 

@@ -1,0 +1,114 @@
+"""Bulk enqueue rate of two checkouts, A/B interleaved (issue 17): ``python bench/bulk_ab.py ROOT_A ROOT_B``.
+
+Starts one redis-server of its own (a free port, no AOF, no RDB: only the scripts' cost) and
+runs, in turn (A B B A ...), one process per checkout with ``PYTHONPATH=ROOT``: each does
+``noop.enqueue_many([()] * N)`` REPS times (after one warm-up call), FLUSHALL before each, and
+prints per job: the client's wall time, its Python CPU (getrusage) and Redis' CPU
+(``INFO cpu``). The figures printed are medians over every call of each checkout (the rate is
+1 / median wall), and the ratio of the two checkouts' median walls in each round (A's over B's:
+the two ran within the same minute, so a busy machine shifts both). Options: ``--jobs N`` (20,000), ``--reps`` (5), ``--rounds`` (4).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def child(n: int, reps: int) -> None:
+    """One checkout's run (imports it from PYTHONPATH); prints one JSON line per call."""
+    import django
+    import redis
+
+    django.setup()
+    from bench.jobs import noop
+
+    r = redis.Redis.from_url(os.environ["DJJ_BENCH_REDIS_URL"])
+
+    def redis_cpu() -> float:
+        info = r.info("cpu")
+        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+    def py_cpu() -> float:
+        u = resource.getrusage(resource.RUSAGE_SELF)
+        return u.ru_utime + u.ru_stime
+
+    calls = [()] * n
+    noop.enqueue_many(calls)  # warm-up: scripts loaded, connection made
+    for _ in range(reps):
+        r.flushall()
+        c0, p0, w0 = redis_cpu(), py_cpu(), time.perf_counter()
+        results = noop.enqueue_many(calls)
+        w1, p1, c1 = time.perf_counter(), py_cpu(), redis_cpu()
+        assert len(results) == n and results[-1].enqueued_at is not None
+        print(json.dumps({"wall": (w1 - w0) / n * 1e6, "py": (p1 - p0) / n * 1e6, "redis": (c1 - c0) / n * 1e6}), flush=True)
+    r.flushall()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("roots", nargs=2)
+    parser.add_argument("--jobs", type=int, default=20_000)
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=4)
+    args = parser.parse_args()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    workdir = tempfile.mkdtemp(prefix="djj-bulk-ab-")
+    binary = shutil.which("redis-server") or "redis-server"
+    server = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", workdir, "--appendonly", "no", "--save", "",
+         "--loglevel", "warning"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    figures: dict[str, dict[str, list[float]]] = {root: {"wall": [], "py": [], "redis": []} for root in args.roots}
+    rounds: list[dict[str, float]] = []  # each round's median wall per checkout: the pairs compared
+    try:
+        time.sleep(0.5)
+        for round_ in range(args.rounds):
+            order = args.roots if round_ % 2 == 0 else args.roots[::-1]
+            rounds.append({})
+            for root in order:
+                env = dict(os.environ, PYTHONPATH=root, DJANGO_SETTINGS_MODULE="bench.settings",
+                           DJJ_BENCH_REDIS_URL=f"redis://127.0.0.1:{port}/0", DJJ_BENCH_PREFIX="bulk")
+                out = subprocess.run(
+                    [sys.executable, __file__, "--child", str(args.jobs), str(args.reps)],
+                    env=env, cwd=root, check=True, capture_output=True, text=True,
+                ).stdout
+                walls = []
+                for line in out.splitlines():
+                    for key, value in json.loads(line).items():
+                        figures[root][key].append(value)
+                    walls.append(json.loads(line)["wall"])
+                rounds[-1][root] = statistics.median(walls)
+    finally:
+        server.terminate()
+        server.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(f"noop.enqueue_many([()] * {args.jobs}), {args.rounds} rounds x {args.reps} calls per checkout, medians per job:")
+    for root, f in figures.items():
+        wall = statistics.median(f["wall"])
+        print(f"  {root}: wall {wall:.1f} us ({1e6 / wall:,.0f} jobs/s; best {1e6 / min(f['wall']):,.0f}), "
+              f"Python CPU {statistics.median(f['py']):.1f} us, Redis CPU {statistics.median(f['redis']):.1f} us")
+    a, b = args.roots
+    ratios = sorted(pair[a] / pair[b] for pair in rounds)
+    print(f"  wall of A / wall of B, per round (same minute): median {statistics.median(ratios):.2f}, "
+          f"all {' '.join(f'{x:.2f}' for x in ratios)}; load average {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--child"]:
+        sys.path[0] = os.environ["PYTHONPATH"]  # the checkout measured, not this file's
+        child(int(sys.argv[2]), int(sys.argv[3]))
+    else:
+        main()

@@ -1,0 +1,61 @@
+"""tasks.results_like: the results of a bulk enqueue made by copying one, equal to the constructor's."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime
+
+import pytest
+
+from django_jobs.compat import TaskResultStatus
+from django_jobs.tasks import JobResult, results_like
+from tests.testapp import jobs
+
+
+def construct(job_id, args, kwargs) -> JobResult:
+    return JobResult(
+        task=jobs.add, id=job_id, status=TaskResultStatus.READY, enqueued_at=None, started_at=None,
+        finished_at=None, last_attempted_at=None, args=args, kwargs=kwargs, backend="default", errors=[],
+        worker_ids=[], queue="default", state="scheduled", correlation_id="c1", parent_id="p1",
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs"),
+    [
+        ((), {}),
+        ((1, 2), {}),
+        ([1, "x", None, 2.5, True], {"b": 2}),
+        (({"nested": [1, (2, 3)]},), {}),  # not flat: Django's normalisation (the constructor)
+        ((1,), {"when": datetime(2026, 1, 1, tzinfo=UTC).isoformat()}),
+    ],
+)
+def test_a_copy_equals_what_the_constructor_makes(args, kwargs):
+    make = results_like(construct("", [], {}))
+    made, built = make("j1", args, kwargs), construct("j1", args, kwargs)
+    assert made == built
+    assert {f.name: getattr(made, f.name) for f in dataclasses.fields(JobResult)} == {
+        f.name: getattr(built, f.name) for f in dataclasses.fields(JobResult)
+    }
+    assert type(made.args) is list and type(made.kwargs) is dict
+
+
+def test_copies_share_no_list_or_dict():
+    template = construct("", [], {})
+    make = results_like(template)
+    one, two = make("a", (1, 2), {}), make("b", (3, 4), {})
+    shared = [
+        f.name for f in dataclasses.fields(JobResult)
+        if isinstance(getattr(one, f.name), (list, dict, set)) and getattr(one, f.name) is getattr(two, f.name)
+    ]
+    assert shared == []
+    assert not any(getattr(one, f.name) is getattr(template, f.name) for f in dataclasses.fields(JobResult)
+                   if isinstance(getattr(one, f.name), (list, dict, set)))
+    one.errors.append("x")
+    assert two.errors == [] and template.errors == []
+
+
+def test_a_template_with_a_filled_list_is_refused():
+    filled = dataclasses.replace(construct("", [], {}), worker_ids=["w1"])
+    with pytest.raises(ValueError, match="worker_ids"):
+        results_like(filled)
