@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -47,6 +48,9 @@ PARKED = 2**52
 #: How long after a flow's first part a relay may write its other parts (ms). The producer
 #: writes them at once, in a few ms; a relay writes them only when it died (or stalled this long).
 FLOW_PART_GRACE_MS = 5_000
+#: How often a worker's idle relay pass looks for create entries (s). They are due only
+#: :data:`FLOW_PART_GRACE_MS` after they were recorded, so this adds at most this much to that.
+PARTS_PROBE_EVERY = 1.0
 #: Values per job in a part's arguments (flow_enqueue.lua's groups).
 _GROUP = 12
 
@@ -101,6 +105,41 @@ class Relay(Transitions):
         ``now_ms``: the time create entries are due by (0: Redis' clock; tests pass a later one).
         """
         return self._relay_bases([self.keys(queue).base], limit, after_deliver, now_ms)
+
+    def relay_queues(
+        self, queues: Sequence[str], *, after_deliver: Callable[[], None] | None = None, parts_now: bool = False
+    ) -> int:
+        """Relay the outboxes of ``queues`` as :meth:`relay` does each; return how many entries were delivered.
+
+        A worker's pass on each heartbeat tick: when every outbox is empty (the idle case) it is
+        one round trip for all of them (a pipeline, one ``ZRANGEBYSCORE`` per outbox), so a
+        flow step is still delivered within a tick. Create entries (due only
+        :data:`FLOW_PART_GRACE_MS` after they were recorded) are looked for in the same round
+        trip once per :data:`PARTS_PROBE_EVERY` (``parts_now``: this time too, a burst worker's
+        last pass), and on every pass that finds steps.
+        """
+        bases = self._relay_bases_of(queues)
+        now = time.monotonic()
+        probe_parts = parts_now or now >= self._parts_probe_at
+        if probe_parts:
+            self._parts_probe_at = now + PARTS_PROBE_EVERY
+        with self.client.pipeline(transaction=False) as pipe:
+            for base in bases:
+                keys = QueueKeys(queue="", base=base)
+                pipe.zrangebyscore(keys.outbox_due, "-inf", f"({PARKED}", start=0, num=1)
+                if probe_parts:
+                    pipe.exists(keys.outbox_parts)
+            replies = self._call(pipe.execute)
+        step = 2 if probe_parts else 1
+        busy = [base for i, base in enumerate(bases) if any(replies[i * step:(i + 1) * step])]
+        return sum(self._relay_bases([base], RELAY_BATCH, after_deliver) for base in busy)
+
+    #: When :meth:`relay_queues` looks for create entries next (``time.monotonic()``).
+    _parts_probe_at = 0.0
+
+    def _relay_bases_of(self, queues: Sequence[str]) -> list[str]:
+        """Return the key bases of the outboxes of ``queues`` (each shard's, on a sharded queue)."""
+        return [self.keys(queue).base for queue in queues]
 
     def _relay_bases(self, pending: list[str], limit: int, after_deliver: Callable[[], None] | None, now_ms: int = 0) -> int:
         """Relay the outboxes of the queue key bases ``pending`` and of those their deliveries wrote to."""

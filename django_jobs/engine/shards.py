@@ -237,6 +237,9 @@ class Sharding(Relay, Reads, Control, Streams):
             super(Sharding, self).relay(shard, limit=limit, after_deliver=after_deliver, now_ms=now_ms) for shard in self.shards(queue)
         )
 
+    def _relay_bases_of(self, queues: Sequence[str]) -> list[str]:
+        return super()._relay_bases_of([shard for queue in queues for shard in self.shards(queue)])
+
     def outbox_size(self, queue: str) -> int:
         return sum(super(Sharding, self).outbox_size(shard) for shard in self.shards(queue))
 

@@ -117,7 +117,7 @@ class Fetching(WorkerState):
                         # The heartbeat's relay may have woken a flow parent since the fetch started.
                         idle = idle and self._relayed == relayed
                     if idle and next_due < 0 and self.engine.flow_outbox:
-                        if self._relay():
+                        if self._relay(parts_now=True):
                             continue  # flow steps delivered to other slots: a parent may be waiting now
                         with self._cond:
                             # A heartbeat pass that delivered while this round fetched has counted it by now.

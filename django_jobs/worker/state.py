@@ -102,16 +102,18 @@ class WorkerState:
 
     # Shared by the parts.
 
-    def _relay(self, after_deliver: Callable[[], None] | None = None) -> int:
+    def _relay(self, after_deliver: Callable[[], None] | None = None, *, parts_now: bool = False) -> int:
         """Deliver the flow steps its queues recorded for jobs on other slots (engine/relay.py); return how many.
 
         The heartbeat relays on each tick, an idle burst worker once more before it ends: a burst
-        worker is not idle while this wakes flow parents (counted in ``_relayed``).
+        worker is not idle while this wakes flow parents (counted in ``_relayed``). An idle pass
+        is one round trip for all its queues (:meth:`~django_jobs.engine.relay.Relay.relay_queues`);
+        ``parts_now``: it looks for create entries this time (a burst worker's last pass).
         """
         # One relay pass at a time per process: when a burst worker's own last pass returns, a
         # heartbeat pass that ran meanwhile has counted what it delivered (fetching.py reads it).
         with self._relay_lock:
-            delivered = sum(self.engine.relay(queue, after_deliver=after_deliver) for queue in self.queues)
+            delivered = self.engine.relay_queues(self.queues, after_deliver=after_deliver, parts_now=parts_now)
             if delivered:
                 with self._cond:
                     self._relayed += delivered

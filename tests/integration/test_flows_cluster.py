@@ -614,3 +614,35 @@ def test_a_part_with_a_reused_id_is_refused_and_the_parts_below_it_are_parked(en
     assert engine.get_job("low", leaf) is None  # never written under a job of another flow
     assert engine.outbox_size("default") == 2  # parked for an operator
     assert engine.get_job("high", rows[1].job.id).get("fn") is None  # the other job is untouched
+
+
+def test_a_workers_relay_pass_delivers_the_steps_of_all_its_queues_and_looks_for_parts_once_a_second(engine, monkeypatch, topology):
+    """``relay_queues`` (a worker's heartbeat pass): the steps of each queue, and the create
+    entries of a dead producer once they are due, when it looks for them (``parts_now``, or once
+    per PARTS_PROBE_EVERY: a pass in between does not look)."""
+    from django_jobs.engine.queue import Outcome
+
+    handle = Flow(jf.gather.s("p"), children=[HIGH.s(1), LOW.s(2)]).enqueue()
+    for q in ("high", "low"):
+        [claimed] = engine.fetch(q, 1, lease_ms=60_000, worker_id="w").jobs
+        assert engine.settle(q, [Outcome(claimed.id, claimed.token, "c", "1")]) == [1]
+    if topology != "cluster":
+        assert state(handle.result) == "waiting" and outboxes(engine) == 0  # in place on one server
+        return
+    assert state(handle.result) == "waiting_children" and outboxes(engine) == 2
+    assert engine.relay_queues(QUEUES) == 2  # both ends, from two outboxes in one pass
+    assert state(handle.result) == "waiting" and outboxes(engine) == 0
+    assert engine.relay_queues(QUEUES) == 0  # idle
+
+    flows = in_parts(engine, monkeypatch)
+    with pytest.raises(ProducerDied):
+        SHAPES["two_children_on_two_slots"]().enqueue()
+    [rows] = flows
+    parts = engine.keys("default").outbox_parts
+    engine.client.zadd(parts, dict.fromkeys(engine.client.zrange(parts, 0, -1), 0))  # past the grace by Redis' clock
+    engine._parts_probe_at = float("inf")  # a probe just happened
+    assert engine.relay_queues(QUEUES) == 0 and engine.outbox_size("default") >= 2  # not looked at
+    assert engine.relay_queues(QUEUES, parts_now=True) >= 2  # a burst worker's last pass looks
+    assert_written_once(engine, rows)
+    assert outboxes(engine) == 0
+    assert_invariants(engine.client, engine.prefix, QUEUES)
