@@ -109,35 +109,40 @@ def test_retrying_the_failed_children_of_flows_over_three_slots_with_workers_run
     """Each parent (default) failed through its child on high; the children are retried while
     workers run and a relay dies after delivering once (before acknowledging): each retry
     re-opens its parent on the other slot once, and each parent runs once, with both results."""
-    from tests.testapp.jobs import flaky
-
-    flag = tmp_path / "crashed"
+    flag, gate = tmp_path / "crashed", tmp_path / "gate"
     sup = chaos.start(
         "--processes=2", "--threads=4", "--grace=5", ready=2,
         env={"DJANGO_SETTINGS_MODULE": "tests.chaos.fault_settings", "DJJ_FAULT_AT": "after_deliver", "DJJ_FAULT_ONCE": str(flag)},
     )
-    failing, low = flaky.using(queue_name="high", attempts=1), jf.value.using(queue_name="low")
+    # The child fails until the gate opens, on every run: the relay's crash kills the jobs its
+    # process was running too, and one re-run once its lease ran out (stalled) must still fail
+    # (a child failing only on its first run completed then, and its parent never failed).
+    failing, low = jf.gated.using(queue_name="high"), jf.value.using(queue_name="low")
     n = 10
-    handles = [Flow(jf.gather.s(f"r{i}"), children=[failing.s(f"r{i}", 1), low.s(i)]).enqueue() for i in range(n)]
+    handles = [Flow(jf.gather.s(f"r{i}"), children=[failing.s(f"r{i}", str(gate)), low.s(i)]).enqueue() for i in range(n)]
     try:
-        wait_until(lambda: engine.counts("default")["failed"] == n, 120, message="every parent failed through its child")
+        # A killed worker's jobs wait for their lease (2 s) and its replacement process (1 s).
+        wait_until(lambda: engine.counts("default")["failed"] == n, 45, message="every parent failed through its child")
     except AssertionError:
         print({q: engine.counts(q) for q in ("default", "high", "low")}, {q: engine.outbox_size(q) for q in ("default", "high", "low")})
         print(sup.stop(), chaos.counts("end"))
+        print(sup.output[-20000:])
         raise
 
     wait_until(lambda: sum(engine.outbox_size(q) for q in ("default", "high", "low")) == 0, 10, message="the outboxes to drain")
+    assert flag.exists()  # the relay died after a delivery
 
+    gate.touch()
     assert set(engine.retry_many("high", [h.children[0].id for h in handles])) == {1}
 
-    wait_until(lambda: engine.counts("default")["completed"] == n, 120, message="every parent completed")
+    wait_until(lambda: engine.counts("default")["completed"] == n, 45, message="every parent completed")
     wait_until(lambda: sum(engine.outbox_size(q) for q in ("default", "high", "low")) == 0, 10, message="the outboxes to drain")
     assert sup.stop() == 0
     ends = chaos.counts("end")
     assert all(ends[f"gather:r{i}"] == 1 for i in range(n)), "a parent ran twice"
     for i, (handle, job) in enumerate(zip(handles, engine.get_jobs([("default", h.id) for h in handles]), strict=True)):
         a, b = (c.id for c in handle.children)
-        assert serialization.loads(job["r"]) == {a: ["completed", "ok after 2"], b: ["completed", i]}
+        assert serialization.loads(job["r"]) == {a: ["completed", f"ok r{i}"], b: ["completed", i]}
     ids = {h.id for h in handles}
     reopened = Counter(
         fields["j"] for item in engine.client.xrange(engine.keys("default").events) for _id, fields in expand_entry(*item)

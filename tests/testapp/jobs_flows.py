@@ -6,6 +6,7 @@ check what reached every job of a tree.
 
 from __future__ import annotations
 
+import os
 import time
 
 from django_jobs import job
@@ -52,6 +53,15 @@ def gather(context, tag: str) -> dict[str, object]:
 def value(x: int) -> int:
     """Return ``x``."""
     return x
+
+
+@job(attempts=1)
+def gated(tag: str, gate: str) -> str:
+    """Fail on every run until the file ``gate`` exists (a run cut short by a crash fails again when re-run)."""
+    ledger("end", f"gated:{tag}")
+    if not os.path.exists(gate):
+        raise RuntimeError(f"gate of {tag} closed")
+    return f"ok {tag}"
 
 
 @job(attempts=2)
