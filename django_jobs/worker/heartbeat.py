@@ -9,7 +9,6 @@ import socket
 import time
 from collections import defaultdict
 
-from django_jobs import runtime
 from django_jobs.worker import executor, faults
 from django_jobs.worker.executor import RunningJob
 from django_jobs.worker.state import EXIT_TIMEOUT, TICK, WorkerState
@@ -113,20 +112,20 @@ class Heartbeat(WorkerState):
         """Extend this worker's leases; return False when it holds none (no call made)."""
         by_queue: dict[str, list[tuple[str, str]]] = defaultdict(list)
         with self._cond:
-            for job in self._leases.values():
+            sent = dict(self._leases)  # the runs renewed: a reply is about them, not about a run claimed since
+            for job in sent.values():
                 by_queue[job.queue].append((job.id, job.claimed.token))
         for queue, leases in by_queue.items():
             lost, cancel = self.engine.renew(queue, leases, lease_ms=self.lease_ms)
             faults.point("after_renew")
             with self._cond:
                 for job_id in lost:
-                    # Another run owns the job now: stop renewing, drop this run's outcome.
-                    gone = self._leases.pop(job_id, None)
-                    if gone is not None:
-                        if not gone.decided:
-                            logger.warning("Job %s: lease lost, its outcome will be dropped", job_id)
-                        gone.decided = True
-                    runtime.unregister(job_id)
+                    # Another run owns the job now: stop renewing, drop this run's outcome. A run of
+                    # this worker claimed since (a retry without delay) keeps its lease.
+                    gone = sent[job_id]
+                    if self._drop_lease(gone) and not gone.decided:
+                        logger.warning("Job %s: lease lost, its outcome will be dropped", job_id)
+                    gone.decided = True
             for job_id in cancel:
                 asked = self._leases.get(job_id)
                 if asked is not None and not asked.cancel_event.is_set():

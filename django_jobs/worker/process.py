@@ -342,8 +342,7 @@ class WorkerProcess(Fetching, Settling, Heartbeat):
                         extra={"action": "jobs_released", "queue": queue})
         with self._cond:
             for job in jobs:
-                self._leases.pop(job.id, None)
-                runtime.unregister(job.id)
+                self._drop_lease(job)
 
     def _stop_event_loop(self) -> None:
         loop, thread = self._loop, self._loop_thread

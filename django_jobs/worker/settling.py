@@ -8,7 +8,6 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from django_jobs import runtime
 from django_jobs.engine.codes import ScriptCode
 from django_jobs.engine.queue import Outcome
 from django_jobs.exceptions import RedisOutOfMemory, RedisUnavailable
@@ -102,8 +101,7 @@ class Settling(WorkerState):
             faults.point("after_settle")
             with self._cond:
                 for (job, _), code in zip(items, codes):
-                    self._leases.pop(job.id, None)
-                    runtime.unregister(job.id)
+                    self._drop_lease(job)  # not the lease of a run claimed since (a retry without delay)
                     if code == ScriptCode.NOT_OWNER:
                         logger.warning("Job %s: lease lost, outcome dropped (another worker owns it now)", job.id)
                 self.processed += sum(1 for code in codes if code)  # 0: given up
@@ -114,5 +112,4 @@ class Settling(WorkerState):
         """Stop renewing ``jobs``' leases (recovery hands them to another run)."""
         with self._cond:
             for job in jobs:
-                self._leases.pop(job.id, None)
-                runtime.unregister(job.id)
+                self._drop_lease(job)

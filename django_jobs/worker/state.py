@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from django_jobs import runtime
 from django_jobs.engine.queue import Claimed, Engine
 from django_jobs.outage import OutageLog
 from django_jobs.worker.executor import Prepared, RunningJob
@@ -101,6 +102,21 @@ class WorkerState:
         raise NotImplementedError
 
     # Shared by the parts.
+
+    def _drop_lease(self, job: RunningJob) -> bool:
+        """Forget ``job``'s lease, the caller holding ``_cond``; False when its id's lease is another run's now.
+
+        Leases are kept by job id, and a settle's or a renewal's reply is about the run it was sent
+        for: a retry without delay is waiting again as soon as its settle is written, and may be
+        claimed again (a new run under the same id) before that reply is read. That run's lease is
+        left alone: dropping it would stop its renewals and drop its outcome, and a burst worker
+        would find no job left and exit with it running.
+        """
+        if self._leases.get(job.id) is not job:
+            return False
+        del self._leases[job.id]
+        runtime.unregister(job.id)
+        return True
 
     def _relay(self, after_deliver: Callable[[], None] | None = None, *, parts_now: bool = False) -> int:
         """Deliver the flow steps its queues recorded for jobs on other slots (engine/relay.py); return how many.

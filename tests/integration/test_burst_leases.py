@@ -1,0 +1,97 @@
+"""A worker's lease book-keeping when a job's retry is claimed again before the last run's replies are in.
+
+A retry without delay (``backoff="none"`` or ``0``) is waiting again the moment its settle is
+written, and the fetcher may claim the job's next run before the completer (settle) or the
+heartbeat (renew) has looked at what Redis answered about the run before. Those answers are
+about the earlier run: they must not remove the next run's lease. When they did, the burst
+worker saw no lease left, declared the queues empty and exited with the job still running in
+Redis (its outcome dropped as "lease lost"): tests/integration/test_jobs.py's retry tests
+failed that way under load.
+
+The interleavings are made exact with the worker's fault points (worker/faults.py): the test
+runs the worker's steps itself, in one thread, against the real Redis.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from django_jobs.compat import TaskResultStatus
+from django_jobs.worker import executor, faults
+from tests.testapp import jobs
+
+
+@pytest.fixture
+def worker(engine):
+    from django_jobs.worker.process import WorkerProcess
+
+    worker = WorkerProcess(queues=["default"], threads=1, grace=1.0, burst=True)  # its threads are not started
+    yield worker
+    with worker._cond:
+        left = list(worker._leases.values())
+    worker._release(left)
+
+
+def _run(job, prepared):
+    """Run a claimed job here, as a job thread does (worker/process.py); return its outcome."""
+    job.started = time.monotonic()
+    return executor.run_sync(job, prepared)
+
+
+def _claim_and_fail(worker):
+    """Claim the failing job and run it here: its first run and that run's retry outcome."""
+    assert worker._fetch_round(1) == (1, -1)
+    first, prepared = worker._runnable.get_nowait()
+    return first, _run(first, prepared)
+
+
+def test_a_retry_claimed_again_before_its_settle_returns_keeps_the_new_runs_lease(worker, monkeypatch):
+    result = jobs.always_fails.enqueue()
+    first, outcome = _claim_and_fail(worker)
+    again = []
+
+    def point(name: str) -> None:
+        if name == "after_settle" and not again:
+            # The retry is written (waiting again, no delay); the fetcher claims it before the
+            # completer looks at the settle's reply.
+            assert worker._fetch_round(1)[0] == 1
+            again.append(worker._leases[result.id])
+
+    monkeypatch.setattr(faults, "point", point)
+    worker._settle([(first, outcome)])
+    [second] = again
+    assert second is not first and second.claimed.attempt == 2
+    assert worker._leases.get(result.id) is second  # the first run's settle does not remove the second's lease
+    assert not second.decided
+    lost, _ = worker.engine.renew("default", [(second.id, second.claimed.token)], lease_ms=worker.lease_ms)
+    assert lost == []  # the second run owns the job
+    assert result.refresh() is None and result.status == TaskResultStatus.RUNNING
+
+
+def test_a_renewal_answered_for_the_settled_run_does_not_drop_the_runs_claimed_after_it(worker, monkeypatch):
+    result = jobs.always_fails.enqueue()
+    first, outcome = _claim_and_fail(worker)
+    again = []
+
+    def point(name: str) -> None:
+        if name == "after_settle" and not again:
+            # The heartbeat renews while the first run's lease is still listed (settled in Redis) ...
+            again.append(None)
+            worker._renew()
+        elif name == "after_renew" and again == [None]:
+            # ... and its reply (the first run's lease is lost) is read after the retry was claimed again.
+            assert worker._fetch_round(1)[0] == 1
+            again.append(worker._leases[result.id])
+
+    monkeypatch.setattr(faults, "point", point)
+    worker._settle([(first, outcome)])
+    second = again[1]
+    assert second is not first and second.claimed.attempt == 2
+    assert worker._leases.get(result.id) is second and not second.decided  # still counted: the burst goes on
+    # Its outcome is settled, not dropped: the job ends failed (attempt 2 of 2).
+    worker._runnable.get_nowait()
+    worker._settle([(second, _run(second, second.prepared))])
+    assert result.id not in worker._leases
+    assert result.refresh() is None and result.status == TaskResultStatus.FAILED
