@@ -14,6 +14,7 @@ runs the worker's steps itself, in one thread, against the real Redis.
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -35,9 +36,18 @@ def worker(engine):
 
 
 def _run(job, prepared):
-    """Run a claimed job here, as a job thread does (worker/process.py); return its outcome."""
+    """Run a claimed job on a thread of its own, as a job thread does (worker/process.py); return its outcome.
+
+    (Not on the test's thread: the executor closes that thread's database connections, which
+    pytest-django guards.)
+    """
     job.started = time.monotonic()
-    return executor.run_sync(job, prepared)
+    out = []
+    thread = threading.Thread(target=lambda: out.append(executor.run_sync(job, prepared)))
+    thread.start()
+    thread.join(timeout=30)
+    [outcome] = out
+    return outcome
 
 
 def _claim_and_fail(worker):
