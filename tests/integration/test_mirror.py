@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
@@ -75,6 +76,19 @@ def pending(engine, queue="default") -> int:
     info = engine.mirror_group_info(queue, MIRROR_GROUP)
     return int(info["pending"]) if info else 0
 
+
+
+@contextmanager
+def database_away():
+    """The mirror's table renamed away for the block: every write to it fails, then it is back."""
+    table = connection.ops.quote_name(JobRecord._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(f"ALTER TABLE {table} RENAME TO djj_mirror_away")
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"ALTER TABLE djj_mirror_away RENAME TO {table}")
 
 def test_every_job_of_every_state_is_mirrored_as_redis_holds_it(engine, work, ledger_path):
     from tests.testapp.jobs import add, always_fails, echo, flaky, record, retry_later
@@ -239,19 +253,13 @@ def test_nothing_is_acknowledged_while_the_database_refuses_writes(engine, work)
 
     ids = [add.enqueue(i, 1).id for i in range(3)]
     work()
-    table = connection.ops.quote_name(JobRecord._meta.db_table)
-    with connection.cursor() as cursor:
-        cursor.execute(f"ALTER TABLE {table} RENAME TO djj_mirror_away")
-    try:
+    with database_away():
         with pytest.raises(Exception):  # noqa: B017 - whatever the database driver raises
             mirror.mirror_once()
         # 3 jobs x waiting, active, completed, in as many entries as the scripts wrote (a batch
         # entry names several jobs): all read, none acknowledged.
         events = engine.client.xrange(engine.keys("default").events)
         assert sum(len(entry_job_ids(f)) for _, f in events) == 9 and pending(engine) == len(events)
-    finally:
-        with connection.cursor() as cursor:
-            cursor.execute(f"ALTER TABLE djj_mirror_away RENAME TO {table}")
     assert mirror.mirror_once() == 3
     assert {r["state"] for r in mirrored_rows().values()} == {"completed"} and set(mirrored_rows()) == set(ids)
     assert pending(engine) == 0
@@ -510,15 +518,9 @@ def test_a_resync_that_fails_is_retried_until_it_succeeds(engine, r):
     loop.drain()
     ids = [add.enqueue(i, 1).id for i in range(3)]
     r.xtrim(engine.keys("default").events, maxlen=1, approximate=False)
-    table = connection.ops.quote_name(JobRecord._meta.db_table)
-    with connection.cursor() as cursor:
-        cursor.execute(f"ALTER TABLE {table} RENAME TO djj_mirror_away")
-    try:
+    with database_away():
         with pytest.raises(Exception):  # noqa: B017 - whatever the database driver raises
             loop.drain()  # the gap is seen, the resync fails: the database is away
-    finally:
-        with connection.cursor() as cursor:
-            cursor.execute(f"ALTER TABLE djj_mirror_away RENAME TO {table}")
     loop.drain()
     assert loop.resyncs == 1 and set(ids) <= set(mirrored_rows())
 
@@ -624,15 +626,9 @@ def test_a_failed_write_while_deferring_rows_loses_no_entry(engine, work):
     loop = behind_mirror()
     loop.step()  # 2 deferred
     work()
-    table = connection.ops.quote_name(JobRecord._meta.db_table)
-    with connection.cursor() as cursor:
-        cursor.execute(f"ALTER TABLE {table} RENAME TO djj_mirror_away")
-    try:
+    with database_away():
         with pytest.raises(Exception):  # noqa: B017 - whatever the database driver raises
             loop.step()  # would write the deferred jobs (they finished): refused, nothing acknowledged
-    finally:
-        with connection.cursor() as cursor:
-            cursor.execute(f"ALTER TABLE djj_mirror_away RENAME TO {table}")
     loop.drain()
     assert mirrored_rows() == expected_rows(engine) and set(mirrored_rows()) == set(ids)
     assert {r["state"] for r in mirrored_rows().values()} == {"completed"}
