@@ -437,6 +437,10 @@ def results_like(template: JobResult) -> Callable[[str, Sequence[Any], dict[str,
     def construct(job_id: str, args: Sequence[Any], kwargs: dict[str, Any]) -> JobResult:
         return replace(template, id=job_id, args=cast(list[Any], args), kwargs=kwargs, errors=[], worker_ids=[], earlier_errors=[])
 
+    for name in JobResult.__dataclass_fields__:  # checked on every Django version, before either path
+        value = getattr(template, name)
+        if name not in ("id", "args", "kwargs") and type(value) in _MUTABLE and value:
+            raise ValueError(f"results_like() copies no {name!r}: the template's must be empty.")
     if not _NORMALIZES:
         return construct
     fixed: list[tuple[Callable[[Any, Any], None], Any]] = []
@@ -447,8 +451,6 @@ def results_like(template: JobResult) -> Callable[[str, Sequence[Any], dict[str,
         value = getattr(template, name)
         setter = getattr(JobResult, name).__set__  # the slot's own descriptor: no frozen check
         if type(value) in _MUTABLE:
-            if value:
-                raise ValueError(f"results_like() copies no {name!r}: the template's must be empty.")
             fresh.append((setter, type(value)))
         else:
             fixed.append((setter, value))

@@ -284,8 +284,16 @@ class Workers:
         out = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout
         return [int(p) for p in out.split()]
 
-    def wait_children(self, proc: subprocess.Popen[str], count: int, timeout: float = 20) -> list[int]:
-        return wait_until(lambda: (c := self.children(proc)) and len(c) >= count and c, timeout, message=f"{count} worker processes")
+    def wait_children(self, proc: subprocess.Popen[str], count: int, timeout: float = 60) -> list[int]:
+        """Wait for ``count`` worker processes of ``proc``; a supervisor that exited fails at once, with its output."""
+
+        def started() -> list[int] | None:
+            if proc.poll() is not None:
+                raise AssertionError(f"runworkers exited with {proc.returncode} before {count} worker processes:\n{proc.stdout.read() if proc.stdout else ''}")
+            children = self.children(proc)
+            return children if len(children) >= count else None
+
+        return wait_until(started, timeout, message=f"{count} worker processes")
 
     def stop_all(self) -> None:
         for proc in self.procs:
