@@ -56,7 +56,7 @@ def resync_queue(
             offset += len(ids)
             tip, hashes = engine.mirror_snapshot(queue, ids)
             version = version_of(tip)
-            rows = [row_from_hash(name, job_id, data, version) for job_id, data in zip(ids, hashes) if data]
+            rows = [row_from_hash(name, job_id, data, version, texts=True) for job_id, data in zip(ids, hashes) if data]
             with transaction.atomic(using=using):
                 written += _upsert_safely(rows, using=using)
             # Recorded: retention may delete them now (lua/mirror_done.lua).

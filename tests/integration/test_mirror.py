@@ -341,6 +341,27 @@ def test_text_the_database_cannot_store_is_cleaned_not_fatal(engine):
     assert row.name == echo.module_path and "nul" in json.dumps(row.args)
 
 
+def test_json_fields_are_written_as_their_text_and_bad_text_is_left_empty(engine, r):
+    """The mirror writes a hash's result, progress and workers as the JSON text it holds (not
+    decoded and encoded again): the database checks it, and text that is not JSON is left empty."""
+    from django_jobs.testing import work_until_empty
+    from tests.testapp.jobs import add, echo
+
+    good = echo.enqueue({"k": [1, "\u00e9", None], "n": 2.5}).id
+    bad = add.enqueue(1, 2).id
+    nul = echo.enqueue("nul\x00char").id
+    work_until_empty()
+    r.hset(engine.keys("default").job(bad), mapping={"r": "{not json", "pg": "[1,", "wk": "[oops"})
+    r.xadd(engine.keys("default").events, {"e": "completed", "j": bad})
+    assert mirror.mirror_once() == 3
+    row = JobRecord.objects.get(pk=good)
+    assert row.result == {"k": [1, "\u00e9", None], "n": 2.5} and row.progress is None and len(row.workers) == 1
+    assert JobRecord.objects.filter(pk=good, result__k__1="\u00e9").exists()  # stored as JSON, queryable
+    row = JobRecord.objects.get(pk=bad)
+    assert (row.state, row.result, row.progress, row.args) == ("completed", None, None, [1, 2])
+    assert JobRecord.objects.get(pk=nul).result in ("nul\ufffdchar", "nul\x00char")  # cleaned where refused
+
+
 def test_events_trimmed_before_the_mirror_read_them_trigger_a_resync(engine, r):
     from tests.testapp.jobs import add
 
