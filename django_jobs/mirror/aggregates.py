@@ -72,22 +72,38 @@ def slot_of(when: datetime, span: int) -> datetime:
     return when.replace(minute=when.minute - when.minute % span, second=0, microsecond=0)
 
 
+_TICK = timedelta(microseconds=1)
+
 #: One row's part in the tallies: (queue, name, state, finished_at, duration).
 Part = tuple[str, str, str, datetime | None, float | None]
 
 
 def keys_of(parts: Iterable[Part], *, since: datetime) -> tuple[Counter[tuple[Any, ...]], Counter[tuple[Any, ...]]]:
     """Return the finished and run-time tally keys the rows count in (those finished after ``since``)."""
-    finished: Counter[tuple[Any, ...]] = Counter()
-    timed: Counter[tuple[Any, ...]] = Counter()
+    # Counted per minute first (a minute ``(m, m + 1 min]`` lies in one slot of every span): the
+    # slots of a batch's few distinct minutes are computed once, and a run time's bucket once per
+    # distinct run time (whole milliseconds), not per row (the mirror calls this for every batch).
+    minutes: Counter[tuple[Any, ...]] = Counter()
+    runs: Counter[tuple[Any, ...]] = Counter()
+    buckets: dict[float, int] = {}
     for queue, name, state, finished_at, duration in parts:
         if state not in _FINISHED_STATES or finished_at is None or finished_at <= since:
             continue
+        minute = (finished_at - _TICK).replace(second=0, microsecond=0)
+        minutes[(minute, queue, name, state)] += 1
+        if state in _TIMED_STATES and duration is not None:
+            bucket = buckets.get(duration)
+            if bucket is None:
+                bucket = buckets[duration] = bucket_of(duration)
+            runs[(minute, name, bucket)] += 1
+    finished: Counter[tuple[Any, ...]] = Counter()
+    timed: Counter[tuple[Any, ...]] = Counter()
+    for (minute, queue, name, state), n in minutes.items():
         for span in SPANS:
-            start = slot_of(finished_at, span)
-            finished[(span, start, queue, name, state)] += 1
-            if state in _TIMED_STATES and duration is not None:
-                timed[(span, start, name, bucket_of(duration))] += 1
+            finished[(span, slot_of(minute + _TICK, span), queue, name, state)] += n
+    for (minute, name, bucket), n in runs.items():
+        for span in SPANS:
+            timed[(span, slot_of(minute + _TICK, span), name, bucket)] += n
     return finished, timed
 
 
