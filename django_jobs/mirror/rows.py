@@ -61,7 +61,7 @@ class JSONText(str):
     """A JSON column's value as the JSON text the job hash holds: written as is, not decoded and
     encoded again (:func:`row_from_hash` with ``texts=True``). The database checks it (SQLite's
     ``JSON_VALID`` constraint on a JSON column, PostgreSQL's ``jsonb`` cast); text it refuses is
-    decoded by :func:`_clean` on the row-by-row path, and left empty if it is not JSON."""
+    decoded by :func:`_clean_row` on the row-by-row path, and left empty if it is not JSON."""
 
     __slots__ = ()
 
