@@ -49,7 +49,7 @@ from typing import Any
 from django_jobs import runtime
 from django_jobs.conf import get_settings
 from django_jobs.engine import get_engine
-from django_jobs.engine.queue import Claimed, Engine
+from django_jobs.engine.queue import Claimed, Engine, Outcome
 from django_jobs.lifeline import die_with_parent
 from django_jobs.outage import OutageLog
 from django_jobs.worker import (
@@ -121,7 +121,10 @@ class WorkerProcess(Fetching, Settling, Heartbeat):
         self.stopping = threading.Event()  # no more fetching; the main thread shuts down
         self.fast = threading.Event()  # release running jobs now
         self.stopped = threading.Event()  # shutdown over: the heartbeat stops renewing
-        self._cond = threading.Condition()
+        lock = threading.RLock()
+        self._cond = threading.Condition(lock)
+        self._settle_cond = threading.Condition(lock)
+        self._role_cond = threading.Condition(lock)
         # Capacity counts claimed jobs not yet finished: the threads, plus as many again
         # claimed ahead while recent jobs are short (a thread that finishes takes its next job
         # at once instead of waiting a round trip). Long jobs are never claimed ahead, so no
@@ -133,7 +136,10 @@ class WorkerProcess(Fetching, Settling, Heartbeat):
         self._unstarted: set[str] = set()  # handed to the thread pool, not yet running
         self._thread_bound = False  # last fetch round: a concurrency-limited queue found no free thread
         self._fetch_lock = threading.Lock()
-        self._done: queue_mod.SimpleQueue[Any] = queue_mod.SimpleQueue()
+        self._pending: list[tuple[RunningJob, Outcome]] = []
+        self._pending_since = 0.0
+        self._fetch_active = False
+        self._settle_stop = False
         self._leases: dict[str, RunningJob] = {}
         # Sync jobs claimed by the fetcher, taken in order by the ``threads`` job threads.
         self._runnable: queue_mod.SimpleQueue[Any] = queue_mod.SimpleQueue()
@@ -230,6 +236,7 @@ class WorkerProcess(Fetching, Settling, Heartbeat):
         self.stopping.set()
         with self._cond:
             self._cond.notify_all()
+            self._role_cond.notify_all()
         self._pipe.wake()
 
     def _wait_main(self, timeout: float | None) -> None:
@@ -309,7 +316,9 @@ class WorkerProcess(Fetching, Settling, Heartbeat):
                 job.decided = True
         self._release(undecided)
         # Outcomes of finished jobs are written before the heartbeat stops renewing their leases.
-        self._done.put(STOP)
+        with self._cond:
+            self._settle_stop = True
+            self._settle_cond.notify()
         for thread in self._threads:
             if thread.name == "djj-completer":
                 thread.join(timeout=max(deadline - time.monotonic(), 0) + FLUSH_TIMEOUT)
