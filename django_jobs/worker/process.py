@@ -154,6 +154,7 @@ class WorkerProcess(Fetching, Settling, Heartbeat):
         self._woke: tuple[int, int, bool] | None = None
         self._waiting_thread: threading.Thread | None = None  # the fetcher thread in a fetch-on-wake wait
         self._running = 0  # sync jobs running now (job threads and a fetcher thread's kept job)
+        self._run_waiting = 0  # threads waiting in _run_sync for a running slot
         self._ppid = parent_pid if parent_pid is not None else os.getppid()
         self._deadline: float | None = None
         self._outage = OutageLog(logger, f"Worker {self.worker_id}", repeat_every=OUTAGE_LOG_EVERY)
@@ -268,6 +269,8 @@ class WorkerProcess(Fetching, Settling, Heartbeat):
         logger.log(level, "Worker %s recycling: %s; finishing its running jobs, then exiting", self.worker_id, why,
                    extra={"action": "worker_recycling", "worker": self.worker_id})
         self.draining.set()
+        with self._cond:
+            self._cond.notify_all()
         self.end_idle_wait()
         self._pipe.wake()
 
@@ -414,7 +417,11 @@ class WorkerProcess(Fetching, Settling, Heartbeat):
             # At most ``threads`` sync jobs run at once: a fetcher thread may run one it kept
             # (fetch on wake) while the job threads take the jobs claimed after it.
             while self._running >= self.threads and not self.stopping.is_set() and not job.decided:
-                self._cond.wait(1.0)
+                self._run_waiting += 1
+                try:
+                    self._cond.wait(1.0)
+                finally:
+                    self._run_waiting -= 1
             self._unstarted.discard(job.id)
             if self.stopping.is_set() or job.decided:
                 # Claimed ahead but the worker is stopping: released with the rest, never run.
@@ -423,30 +430,35 @@ class WorkerProcess(Fetching, Settling, Heartbeat):
                 return
             self._running += 1
             job.started = started = time.monotonic()
+        ended = False
+        outcome: Outcome | None = None
         try:
-            self._run_started(job, prepared, started)
+            outcome = self._run_started(job, prepared, started)
+            ended = True
         finally:
+            # One lock round for the end of a run: its thread, its slot and its outcome.
             with self._cond:
                 self._running -= 1
-                self._cond.notify_all()
+                if ended:
+                    self._free += 1
+                    if outcome is not None and not job.decided:
+                        job.decided = True
+                        self._add_outcome(job, outcome)
+                self._wake_waiters()
 
-    def _run_started(self, job: RunningJob, prepared: Prepared, started: float) -> None:
+    def _run_started(self, job: RunningJob, prepared: Prepared, started: float) -> Outcome | None:
+        """Run a started sync job; return its outcome (None: released, or its lease lost: no outcome)."""
         if job.isolated:
             try:
-                isolated = isolation.run_isolated(job, prepared, parent_pid=os.getpid(), abandoned=lambda: job.decided)
+                return isolation.run_isolated(job, prepared, parent_pid=os.getpid(), abandoned=lambda: job.decided)
             except Exception as exc:  # noqa: BLE001 - never let the heartbeat die
-                isolated = executor.error_outcome(job, prepared, exc)
-            if isolated is None:  # released or lease lost: no outcome
-                self._free_slot()
-            else:
-                self._job_done(job, isolated)
-            return
+                return executor.error_outcome(job, prepared, exc)
         try:
             outcome = executor.run_sync(job, prepared)
         except BaseException as exc:  # noqa: BLE001 - cancelled at shutdown, or a BaseException
             outcome = prepared.outcome_for_error(job, exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
         self._avg_run += (time.monotonic() - started - self._avg_run) * 0.1
-        self._job_done(job, outcome)
+        return outcome
 
     async def _run_async(self, job: RunningJob, prepared: Prepared) -> None:
         try:

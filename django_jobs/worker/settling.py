@@ -39,7 +39,7 @@ class Settling(WorkerState):
     def _free_slot(self) -> None:
         with self._cond:
             self._free += 1
-            self._cond.notify_all()
+            self._wake_waiters()
 
     def _job_done(self, job: RunningJob, outcome: Outcome) -> None:
         with self._cond:
@@ -48,6 +48,18 @@ class Settling(WorkerState):
             job.decided = True
             if not decided:
                 self._add_outcome(job, outcome)
+            self._wake_waiters()
+
+    def _wake_waiters(self) -> None:
+        """A slot was freed: wake the threads waiting on ``_cond`` if what one waits for holds now (the caller holds ``_cond``).
+
+        Not on every finished job: while short jobs are claimed ahead the fetcher waits until
+        half the claim-ahead slots are free (:meth:`_claim_now`), so it is woken once per batch
+        instead of once per job. The waits: the fetcher's for :meth:`_claim_now`, its wait for a
+        free thread (a concurrency-limited queue), a job thread's for a running slot
+        (``_run_waiting``); stopping and recycling notify on their own.
+        """
+        if self._run_waiting or self._free > self.ahead or self._claim_now():
             self._cond.notify_all()
 
     def _add_outcome(self, job: RunningJob, outcome: Outcome) -> None:

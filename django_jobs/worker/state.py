@@ -93,6 +93,7 @@ class WorkerState:
     _woke: tuple[int, int, bool] | None
     _waiting_thread: threading.Thread | None
     _running: int
+    _run_waiting: int
 
     # Lifecycle steps the parts call (defined by WorkerProcess).
 
@@ -126,6 +127,9 @@ class WorkerState:
         raise NotImplementedError
 
     def _fetcher_idle(self) -> None:
+        raise NotImplementedError
+
+    def _claim_now(self) -> bool:
         raise NotImplementedError
 
     def _settled(self, items: list[tuple[RunningJob, Outcome]], codes: list[int]) -> None:
