@@ -3,8 +3,10 @@
 Threads of a worker process:
 
 * **fetcher** claims up to the free slots per call, blocks on the queues' marker keys
-  when there is nothing to do (no polling);
-* **completer** settles finished jobs in batches (one script call per queue per batch);
+  when there is nothing to do (no polling); finished jobs' outcomes ride its next fetch of
+  their queue (settle and fetch pipelined: one round trip, worker/settling.py);
+* **completer** settles the outcomes no fetch carries in batches (one script call per queue
+  per batch): while the fetcher waits idle, after ``SETTLE_AFTER``, and at shutdown;
 * **heartbeat** renews all leases in one call per queue, enforces timeouts, runs
   stalled-job recovery and writes the worker's heartbeat;
 * a thread pool of ``threads`` for sync jobs, and one event loop thread for async jobs
