@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 
 from django_jobs.engine.queue import FetchResult
@@ -276,7 +277,14 @@ class Fetching(WorkerState):
         Outcomes the settle could not write go back to the completer, which retries them.
         """
         with self._cond:
-            items = self._take_outcomes(queue)
+            if self._unstarted or not self._pending:
+                items = self._take_outcomes(queue)
+            else:
+                # Every claimed job has started: the job threads wait for this fetch, which must not
+                # wait for a settle's Redis time too. The completer settles beside it, at once.
+                items = []
+                self._pending_since = -math.inf
+                self._settle_cond.notify()
         if not items:
             return self.engine.fetch(queue, count, lease_ms=self.lease_ms, worker_id=self.worker_id, start_now=start_now)
         try:

@@ -14,6 +14,7 @@ runs the worker's steps itself, in one thread, against the real Redis.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 
@@ -116,6 +117,7 @@ def test_a_retry_settled_by_the_fetch_that_claims_it_again_keeps_the_new_runs_le
         worker.engine.client.script_load(worker.engine._scripts[name].script)
     with worker._cond:
         worker._add_outcome(first, outcome)
+        worker._unstarted.add("claimed-ahead")  # a job thread has work: the fetch may carry the settle
     assert worker._fetch_round(1) == (1, -1)
     assert worker._pending == []  # taken by the fetch
     second = worker._leases.get(result.id)
@@ -140,5 +142,19 @@ def test_outcomes_of_another_queue_stay_for_the_completer(worker):
         worker._add_outcome(first, outcome)
         assert worker._take_outcomes("other") == []
         assert worker._pending == [(first, outcome)]
+    worker._settle(worker._take_outcomes("default"))  # as the completer does
+    assert result.id not in worker._leases
+
+
+def test_a_fetch_the_job_threads_wait_for_leaves_the_outcomes_to_the_completer(worker):
+    # Every claimed job has started: the fetch goes alone (no settle's Redis time before the claim)
+    # and the completer is told to settle the pending outcomes at once.
+    result = jobs.always_fails.enqueue()
+    first, outcome = _claim_and_fail(worker)
+    with worker._cond:
+        worker._unstarted.clear()
+        worker._add_outcome(first, outcome)
+    assert worker._fetch_round(1) == (0, -1)  # the retry is not written yet: nothing to claim
+    assert worker._pending == [(first, outcome)] and worker._pending_since == -math.inf
     worker._settle(worker._take_outcomes("default"))  # as the completer does
     assert result.id not in worker._leases
