@@ -106,7 +106,23 @@ def profile_worker(bench: Bench, n: int, top: int, threads: int, job: str, use_y
         durations["settle"].append(time.perf_counter() - t0)
         return res
 
+    settle_and_fetch = getattr(engine, "settle_and_fetch", None)  # absent before 2026-12-07 (fourth session)
+    riding: list[int] = []  # settles that rode a fetch (one round trip for both)
+
+    def counting_settle_and_fetch(queue, outcomes, count, **kw):  # type: ignore[no-untyped-def]
+        t0 = time.perf_counter()
+        codes, res = settle_and_fetch(queue, outcomes, count, **kw)
+        took = time.perf_counter() - t0
+        riding.append(len(outcomes))
+        sizes["settle"].append(len(outcomes))
+        durations["settle"].append(took)
+        sizes["fetch"].append(len(res.jobs))
+        durations["fetch"].append(took)
+        return codes, res
+
     engine.fetch, engine.settle = counting_fetch, counting_settle  # type: ignore[method-assign]
+    if settle_and_fetch is not None:
+        engine.settle_and_fetch = counting_settle_and_fetch  # type: ignore[method-assign]
 
     def enqueue_all() -> None:
         bench.flush()
@@ -121,7 +137,7 @@ def profile_worker(bench: Bench, n: int, top: int, threads: int, job: str, use_y
         return time.perf_counter() - t0
 
     enqueue_all()
-    for v in (*sizes.values(), *durations.values()):
+    for v in (*sizes.values(), *durations.values(), riding):
         v.clear()
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     redis_cpu0 = _redis_cpu(bench)
@@ -139,6 +155,9 @@ def profile_worker(bench: Bench, n: int, top: int, threads: int, job: str, use_y
         print(f"  {name}: {len(values):,} calls, {len(values) - len(nonzero):,} empty, "
               f"mean batch {sum(values) / max(1, len(nonzero)):.2f} jobs (non-empty calls), max {max(values, default=0)}; "
               f"call time p50 {statistics.median(durations[name]) * 1e3:.2f} ms")
+    trips = len(sizes["fetch"]) + len(sizes["settle"]) - len(riding)
+    print(f"  settles riding a fetch (one round trip for both): {len(riding):,}, {sum(riding):,} jobs; "
+          f"round trips for fetch and settle {trips:,} ({trips / n:.3f}/job)")
     if not use_yappi:
         return
 

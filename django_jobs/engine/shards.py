@@ -171,6 +171,20 @@ class Sharding(Relay, Reads, Control, Streams):
     def settle(self, queue: str, outcomes: Sequence[Outcome]) -> list[int]:
         return self._per_shard(queue, outcomes, lambda o: o.id, super().settle)
 
+    def settle_and_fetch(
+        self, queue: str, outcomes: Sequence[Outcome], count: int, *, lease_ms: int, worker_id: str,
+        start_now: int | None = None,
+    ) -> tuple[list[int] | Exception, FetchResult]:
+        """One round trip for a queue that is not sharded; a sharded one's settle goes per shard, then its fetch."""
+        if self.shard_count(queue) == 1 and base_queue(queue) == queue:
+            return super().settle_and_fetch(queue, outcomes, count, lease_ms=lease_ms, worker_id=worker_id, start_now=start_now)
+        settled: list[int] | Exception
+        try:
+            settled = self.settle(queue, outcomes)
+        except Exception as exc:  # noqa: BLE001 - the caller settles again; the fetch goes on
+            settled = exc
+        return settled, self.fetch(queue, count, lease_ms=lease_ms, worker_id=worker_id, start_now=start_now)
+
     def renew(self, queue: str, leases: Iterable[tuple[str, str]], *, lease_ms: int) -> tuple[list[str], list[str]]:
         pairs = list(leases)
         if self.shard_count(queue) == 1:

@@ -331,19 +331,39 @@ class Transitions(ScriptRunner):
 
     def settle(self, queue: str, outcomes: Sequence[Outcome]) -> list[int]:
         """Apply outcomes of active jobs in one call; one code per outcome (see settle.lua)."""
+        return list(self._run("settle", *self._settle_call(queue, outcomes)))
+
+    def _settle_call(self, queue: str, outcomes: Sequence[Outcome]) -> tuple[tuple[str, ...], list[Any]]:
+        """The KEYS and ARGV of one ``settle`` call (settle.lua)."""
         k = self.keys(queue)
         c_age, c_count = self.settings.keep(queue, "COMPLETED")
         f_age, f_count = self.settings.keep(queue, "FAILED")
         args: list[Any] = [k.job_prefix, self.maxlen, int(c_age * 1000), c_count, int(f_age * 1000), f_count]
         for o in outcomes:
             args += [o.id, o.token, o.kind, o.value, o.delay_ms, o.keep_ms]
-        return list(
-            self._run(
-                "settle",
-                (k.active, k.wait, k.scheduled, k.completed, k.failed, k.cancelled, k.meta, k.events, k.marker),
-                args,
-            )
-        )
+        return (k.active, k.wait, k.scheduled, k.completed, k.failed, k.cancelled, k.meta, k.events, k.marker), args
+
+    def settle_and_fetch(
+        self, queue: str, outcomes: Sequence[Outcome], count: int, *, lease_ms: int, worker_id: str,
+        start_now: int | None = None,
+    ) -> tuple[list[int] | Exception, FetchResult]:
+        """:meth:`settle` ``outcomes`` of ``queue``, then :meth:`fetch` from it: one round trip.
+
+        The two script calls are pipelined on one connection, the settle first, so a retry it
+        puts back to waiting can be claimed by the fetch after it (the caller reads the settle's
+        codes before it looks at the claimed jobs). The settle's reply is its codes, or the
+        error it met (the claimed jobs are still returned: they are leased). An error of the
+        fetch raises; the settle may then have been applied (settling again is replay-safe).
+        After a flush of Redis' script cache a settle that meets NOSCRIPT is sent again after the
+        fetch ran: what it puts back to waiting is then claimed by a later fetch.
+        """
+        keys, args = self._settle_call(queue, outcomes)
+        settled, fetched = self._run_calls([
+            ("settle", keys, args), ("fetch", *self._fetch_call(queue, count, lease_ms, worker_id, start_now)),
+        ])
+        if isinstance(fetched, Exception):
+            raise fetched
+        return (settled if isinstance(settled, Exception) else list(settled)), _fetch_result(queue, fetched)
 
     def renew(self, queue: str, leases: Iterable[tuple[str, str]], *, lease_ms: int) -> tuple[list[str], list[str]]:
         """Extend leases; return (lost job ids, job ids with a cancel request)."""

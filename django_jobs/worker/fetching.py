@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 
+from django_jobs.engine.queue import FetchResult
 from django_jobs.worker import faults
 from django_jobs.worker.executor import Prepared, RunningJob
 from django_jobs.worker.settling import BACKOFF_MAX, BACKOFF_MIN
@@ -50,17 +52,19 @@ class Fetching(WorkerState):
             with self._cond:
                 self._role_waiting += 1
                 while self._role_taken and not self.stopping.is_set() and not self.draining.is_set():
-                    self._cond.wait(1.0)
+                    self._role_cond.wait(1.0)  # not woken by every finished job (they notify ``_cond``)
                 self._role_waiting -= 1
                 if self.stopping.is_set() or self.draining.is_set():
                     return
                 self._role_taken = True
+                self._fetch_active = True
             try:
                 kept = self._fetch_loop()
             finally:
                 with self._cond:
                     self._role_taken = False
-                    self._cond.notify_all()
+                    self._fetcher_idle()  # what is pending goes to the completer until a fetcher fetches again
+                    self._role_cond.notify_all()
             if kept is None:
                 return
             try:
@@ -129,7 +133,13 @@ class Fetching(WorkerState):
                 timeout = IDLE_WAIT if next_due < 0 else min(IDLE_WAIT, next_due / 1000)
                 if self.burst:
                     timeout = min(timeout, 0.1)
-                woke, kept = self._idle_wait(timeout)
+                with self._cond:
+                    self._fetcher_idle()  # while it waits, the completer settles what finishes
+                try:
+                    woke, kept = self._idle_wait(timeout)
+                finally:
+                    with self._cond:
+                        self._fetch_active = True
                 if kept is not None:
                     self._woke = woke  # the other fetcher thread goes on from here
                     return kept
@@ -244,9 +254,7 @@ class Fetching(WorkerState):
             with self._fetch_lock:
                 if self.stopping.is_set() or self.draining.is_set():
                     break
-                res = self.engine.fetch(
-                    queue, free, lease_ms=self.lease_ms, worker_id=self.worker_id, start_now=max(0, min(threads, free))
-                )
+                res = self._settle_and_fetch(queue, free, max(0, min(threads, free)))
                 if res.jobs:
                     faults.point("after_fetch")
                 for claimed in res.jobs:
@@ -259,3 +267,41 @@ class Fetching(WorkerState):
             if res.next_due_ms >= 0 and (next_due < 0 or res.next_due_ms < next_due):
                 next_due = res.next_due_ms
         return got, next_due
+
+    def _settle_and_fetch(self, queue: str, count: int, start_now: int) -> FetchResult:
+        """Fetch from ``queue``; the pending outcomes of its jobs ride along (one round trip, settled first).
+
+        The caller holds ``_fetch_lock``. The settle's reply is read before the claimed jobs are
+        dispatched: a retry without delay settled here and claimed again by this very fetch is a
+        new run of the same id, whose lease the settle's reply must not drop (``_drop_lease``).
+        Outcomes the settle could not write go back to the completer, which retries them.
+        """
+        with self._cond:
+            if self._unstarted or not self._pending:
+                items = self._take_outcomes(queue)
+            else:
+                # Every claimed job has started: the job threads wait for this fetch, which must not
+                # wait for a settle's Redis time too. The completer settles beside it, at once.
+                items = []
+                self._pending_since = -math.inf
+                self._settle_cond.notify()
+        if not items:
+            return self.engine.fetch(queue, count, lease_ms=self.lease_ms, worker_id=self.worker_id, start_now=start_now)
+        try:
+            faults.point("before_settle")
+            codes, res = self.engine.settle_and_fetch(
+                queue, [outcome for _, outcome in items], count, lease_ms=self.lease_ms, worker_id=self.worker_id,
+                start_now=start_now,
+            )
+        except BaseException:
+            with self._cond:
+                self._give_back(items)
+            raise
+        if isinstance(codes, Exception):
+            logger.debug("Worker %s: settling with the fetch failed, the completer retries: %r", self.worker_id, codes)
+            with self._cond:
+                self._give_back(items)
+        else:
+            faults.point("after_settle")
+            self._settled(items, codes)
+        return res

@@ -94,7 +94,7 @@ class Heartbeat(WorkerState):
                     job.decided = True
                     expired.append(job)
         for job in expired:
-            self._done.put((job, executor.timeout_outcome(job, job.prepared)))
+            self._queue_outcome(job, executor.timeout_outcome(job, job.prepared))
         if expired and self._child and not self.stopping.is_set():
             # The job's thread cannot be stopped: the outcome is settled as usual, the other
             # running jobs get the grace period to finish (the rest is released), and the

@@ -3,8 +3,10 @@
 Threads of a worker process:
 
 * **fetcher** claims up to the free slots per call, blocks on the queues' marker keys
-  when there is nothing to do (no polling);
-* **completer** settles finished jobs in batches (one script call per queue per batch);
+  when there is nothing to do (no polling); finished jobs' outcomes ride its next fetch of
+  their queue (settle and fetch pipelined: one round trip, worker/settling.py);
+* **completer** settles the outcomes no fetch carries in batches (one script call per queue
+  per batch): while the fetcher waits idle, after ``SETTLE_AFTER``, and at shutdown;
 * **heartbeat** renews all leases in one call per queue, enforces timeouts, runs
   stalled-job recovery and writes the worker's heartbeat;
 * a thread pool of ``threads`` for sync jobs, and one event loop thread for async jobs
@@ -49,7 +51,7 @@ from typing import Any
 from django_jobs import runtime
 from django_jobs.conf import get_settings
 from django_jobs.engine import get_engine
-from django_jobs.engine.queue import Claimed, Engine
+from django_jobs.engine.queue import Claimed, Engine, Outcome
 from django_jobs.lifeline import die_with_parent
 from django_jobs.outage import OutageLog
 from django_jobs.worker import (
@@ -121,7 +123,10 @@ class WorkerProcess(Fetching, Settling, Heartbeat):
         self.stopping = threading.Event()  # no more fetching; the main thread shuts down
         self.fast = threading.Event()  # release running jobs now
         self.stopped = threading.Event()  # shutdown over: the heartbeat stops renewing
-        self._cond = threading.Condition()
+        lock = threading.RLock()
+        self._cond = threading.Condition(lock)
+        self._settle_cond = threading.Condition(lock)
+        self._role_cond = threading.Condition(lock)
         # Capacity counts claimed jobs not yet finished: the threads, plus as many again
         # claimed ahead while recent jobs are short (a thread that finishes takes its next job
         # at once instead of waiting a round trip). Long jobs are never claimed ahead, so no
@@ -133,7 +138,10 @@ class WorkerProcess(Fetching, Settling, Heartbeat):
         self._unstarted: set[str] = set()  # handed to the thread pool, not yet running
         self._thread_bound = False  # last fetch round: a concurrency-limited queue found no free thread
         self._fetch_lock = threading.Lock()
-        self._done: queue_mod.SimpleQueue[Any] = queue_mod.SimpleQueue()
+        self._pending: list[tuple[RunningJob, Outcome]] = []
+        self._pending_since = 0.0
+        self._fetch_active = False
+        self._settle_stop = False
         self._leases: dict[str, RunningJob] = {}
         # Sync jobs claimed by the fetcher, taken in order by the ``threads`` job threads.
         self._runnable: queue_mod.SimpleQueue[Any] = queue_mod.SimpleQueue()
@@ -148,6 +156,7 @@ class WorkerProcess(Fetching, Settling, Heartbeat):
         self._woke: tuple[int, int, bool] | None = None
         self._waiting_thread: threading.Thread | None = None  # the fetcher thread in a fetch-on-wake wait
         self._running = 0  # sync jobs running now (job threads and a fetcher thread's kept job)
+        self._run_waiting = 0  # threads waiting in _run_sync for a running slot
         self._ppid = parent_pid if parent_pid is not None else os.getppid()
         self._deadline: float | None = None
         self._outage = OutageLog(logger, f"Worker {self.worker_id}", repeat_every=OUTAGE_LOG_EVERY)
@@ -230,6 +239,7 @@ class WorkerProcess(Fetching, Settling, Heartbeat):
         self.stopping.set()
         with self._cond:
             self._cond.notify_all()
+            self._role_cond.notify_all()
         self._pipe.wake()
 
     def _wait_main(self, timeout: float | None) -> None:
@@ -261,6 +271,8 @@ class WorkerProcess(Fetching, Settling, Heartbeat):
         logger.log(level, "Worker %s recycling: %s; finishing its running jobs, then exiting", self.worker_id, why,
                    extra={"action": "worker_recycling", "worker": self.worker_id})
         self.draining.set()
+        with self._cond:
+            self._cond.notify_all()
         self.end_idle_wait()
         self._pipe.wake()
 
@@ -309,7 +321,9 @@ class WorkerProcess(Fetching, Settling, Heartbeat):
                 job.decided = True
         self._release(undecided)
         # Outcomes of finished jobs are written before the heartbeat stops renewing their leases.
-        self._done.put(STOP)
+        with self._cond:
+            self._settle_stop = True
+            self._settle_cond.notify()
         for thread in self._threads:
             if thread.name == "djj-completer":
                 thread.join(timeout=max(deadline - time.monotonic(), 0) + FLUSH_TIMEOUT)
@@ -405,7 +419,11 @@ class WorkerProcess(Fetching, Settling, Heartbeat):
             # At most ``threads`` sync jobs run at once: a fetcher thread may run one it kept
             # (fetch on wake) while the job threads take the jobs claimed after it.
             while self._running >= self.threads and not self.stopping.is_set() and not job.decided:
-                self._cond.wait(1.0)
+                self._run_waiting += 1
+                try:
+                    self._cond.wait(1.0)
+                finally:
+                    self._run_waiting -= 1
             self._unstarted.discard(job.id)
             if self.stopping.is_set() or job.decided:
                 # Claimed ahead but the worker is stopping: released with the rest, never run.
@@ -414,30 +432,35 @@ class WorkerProcess(Fetching, Settling, Heartbeat):
                 return
             self._running += 1
             job.started = started = time.monotonic()
+        ended = False
+        outcome: Outcome | None = None
         try:
-            self._run_started(job, prepared, started)
+            outcome = self._run_started(job, prepared, started)
+            ended = True
         finally:
+            # One lock round for the end of a run: its thread, its slot and its outcome.
             with self._cond:
                 self._running -= 1
-                self._cond.notify_all()
+                if ended:
+                    self._free += 1
+                    if outcome is not None and not job.decided:
+                        job.decided = True
+                        self._add_outcome(job, outcome)
+                self._wake_waiters()
 
-    def _run_started(self, job: RunningJob, prepared: Prepared, started: float) -> None:
+    def _run_started(self, job: RunningJob, prepared: Prepared, started: float) -> Outcome | None:
+        """Run a started sync job; return its outcome (None: released, or its lease lost: no outcome)."""
         if job.isolated:
             try:
-                isolated = isolation.run_isolated(job, prepared, parent_pid=os.getpid(), abandoned=lambda: job.decided)
+                return isolation.run_isolated(job, prepared, parent_pid=os.getpid(), abandoned=lambda: job.decided)
             except Exception as exc:  # noqa: BLE001 - never let the heartbeat die
-                isolated = executor.error_outcome(job, prepared, exc)
-            if isolated is None:  # released or lease lost: no outcome
-                self._free_slot()
-            else:
-                self._job_done(job, isolated)
-            return
+                return executor.error_outcome(job, prepared, exc)
         try:
             outcome = executor.run_sync(job, prepared)
         except BaseException as exc:  # noqa: BLE001 - cancelled at shutdown, or a BaseException
             outcome = prepared.outcome_for_error(job, exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
         self._avg_run += (time.monotonic() - started - self._avg_run) * 0.1
-        self._job_done(job, outcome)
+        return outcome
 
     async def _run_async(self, job: RunningJob, prepared: Prepared) -> None:
         try:

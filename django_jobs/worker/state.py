@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django_jobs import runtime
-from django_jobs.engine.queue import Claimed, Engine
+from django_jobs.engine.queue import Claimed, Engine, Outcome
 from django_jobs.outage import OutageLog
 from django_jobs.worker.executor import Prepared, RunningJob
 
@@ -26,7 +26,7 @@ TICK = 0.25
 EXIT_RECYCLED = 3
 #: Exit status of a worker that exited to be replaced because a sync job passed its timeout.
 EXIT_TIMEOUT = 4
-#: Put on the outcome queue to stop the completer thread.
+#: Put on the job threads' queue to stop them.
 STOP = object()
 
 
@@ -53,7 +53,17 @@ class WorkerState:
     _free: int
     _claimed: int
     _memory_warned: bool
-    _done: queue_mod.SimpleQueue[Any]
+    #: Outcomes not yet settled, oldest first (under ``_cond``): they ride the fetcher's next fetch
+    #: of their queue, or the completer settles them (worker/settling.py).
+    _pending: list[tuple[RunningJob, Outcome]]
+    _pending_since: float  # time.monotonic() when the oldest pending outcome was added
+    #: The fetcher is between fetches (not waiting idle): pending outcomes may ride its next fetch.
+    _fetch_active: bool
+    #: The completer waits on it (shares ``_cond``'s lock): notified when it should settle now.
+    _settle_cond: threading.Condition
+    _settle_stop: bool  # shutdown: the completer settles what is pending and ends
+    #: Fetcher threads waiting for the fetcher's role wait on it (shares ``_cond``'s lock).
+    _role_cond: threading.Condition
     _leases: dict[str, RunningJob]
     _unstarted: set[str]
     _runnable: queue_mod.SimpleQueue[Any]
@@ -83,6 +93,7 @@ class WorkerState:
     _woke: tuple[int, int, bool] | None
     _waiting_thread: threading.Thread | None
     _running: int
+    _run_waiting: int
 
     # Lifecycle steps the parts call (defined by WorkerProcess).
 
@@ -99,6 +110,29 @@ class WorkerState:
         raise NotImplementedError
 
     def _run_sync(self, job: RunningJob, prepared: Prepared) -> None:
+        raise NotImplementedError
+
+    # Defined by Settling.
+
+    def _add_outcome(self, job: RunningJob, outcome: Outcome) -> None:
+        raise NotImplementedError
+
+    def _queue_outcome(self, job: RunningJob, outcome: Outcome) -> None:
+        raise NotImplementedError
+
+    def _take_outcomes(self, queue: str) -> list[tuple[RunningJob, Outcome]]:
+        raise NotImplementedError
+
+    def _give_back(self, items: list[tuple[RunningJob, Outcome]]) -> None:
+        raise NotImplementedError
+
+    def _fetcher_idle(self) -> None:
+        raise NotImplementedError
+
+    def _claim_now(self) -> bool:
+        raise NotImplementedError
+
+    def _settled(self, items: list[tuple[RunningJob, Outcome]], codes: list[int]) -> None:
         raise NotImplementedError
 
     # Shared by the parts.

@@ -14,6 +14,7 @@ runs the worker's steps itself, in one thread, against the real Redis.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 
@@ -105,3 +106,55 @@ def test_a_renewal_answered_for_the_settled_run_does_not_drop_the_runs_claimed_a
     worker._settle([(second, _run(second, second.prepared))])
     assert result.id not in worker._leases
     assert result.refresh() is None and result.status == TaskResultStatus.FAILED
+
+
+def test_a_retry_settled_by_the_fetch_that_claims_it_again_keeps_the_new_runs_lease(worker):
+    # The outcome rides the next fetch (one round trip, the settle first): the retry is waiting
+    # again when the fetch runs, so that very fetch claims its next run, under the same id.
+    result = jobs.always_fails.enqueue()
+    first, outcome = _claim_and_fail(worker)
+    for name in ("settle", "fetch"):  # cached (a settle meeting NOSCRIPT would run after the fetch)
+        worker.engine.client.script_load(worker.engine._scripts[name].script)
+    with worker._cond:
+        worker._add_outcome(first, outcome)
+        worker._unstarted.add("claimed-ahead")  # a job thread has work: the fetch may carry the settle
+    assert worker._fetch_round(1) == (1, -1)
+    assert worker._pending == []  # taken by the fetch
+    second = worker._leases.get(result.id)
+    assert second is not None and second is not first and second.claimed.attempt == 2
+    assert not second.decided and worker._settles == 1
+    lost, _ = worker.engine.renew("default", [(second.id, second.claimed.token)], lease_ms=worker.lease_ms)
+    assert lost == []  # the second run owns the job
+    # Its outcome rides the next fetch too (which finds nothing): the job ends failed (attempt 2 of 2).
+    again, prepared = worker._runnable.get_nowait()
+    assert again is second
+    with worker._cond:
+        worker._add_outcome(second, _run(second, prepared))
+    assert worker._fetch_round(1) == (0, -1)
+    assert result.id not in worker._leases and worker._pending == []
+    assert result.refresh() is None and result.status == TaskResultStatus.FAILED
+
+
+def test_outcomes_of_another_queue_stay_for_the_completer(worker):
+    result = jobs.always_fails.enqueue()
+    first, outcome = _claim_and_fail(worker)
+    with worker._cond:
+        worker._add_outcome(first, outcome)
+        assert worker._take_outcomes("other") == []
+        assert worker._pending == [(first, outcome)]
+    worker._settle(worker._take_outcomes("default"))  # as the completer does
+    assert result.id not in worker._leases
+
+
+def test_a_fetch_the_job_threads_wait_for_leaves_the_outcomes_to_the_completer(worker):
+    # Every claimed job has started: the fetch goes alone (no settle's Redis time before the claim)
+    # and the completer is told to settle the pending outcomes at once.
+    result = jobs.always_fails.enqueue()
+    first, outcome = _claim_and_fail(worker)
+    with worker._cond:
+        worker._unstarted.clear()
+        worker._add_outcome(first, outcome)
+    assert worker._fetch_round(1) == (0, -1)  # the retry is not written yet: nothing to claim
+    assert worker._pending == [(first, outcome)] and worker._pending_since == -math.inf
+    worker._settle(worker._take_outcomes("default"))  # as the completer does
+    assert result.id not in worker._leases
