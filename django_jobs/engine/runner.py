@@ -188,6 +188,8 @@ class ScriptRunner:
         self._waiter = ClusterWaiter(self._marker_client) if self._cluster else None
         #: ENQUEUE_WAIT: (replicas, timeout ms) each enqueue waits for (docs/scaling.md), or None.
         self._enqueue_wait = settings.enqueue_wait
+        #: LEAN_JOB_HASH: enqueue.lua leaves 'p' at 0 and 'ws' out of a new waiting job's hash.
+        self._lean = settings.lean_job_hash
 
     def keys(self, queue: str) -> QueueKeys:
         """Return the key names of ``queue``."""
