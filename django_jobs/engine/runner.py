@@ -74,7 +74,7 @@ def _connect_kernel_timed(conn: Any) -> None:
     redis-py set it. A read that passes its own timeout sets Python's back (correct, only slower).
     """
     conn.connect()
-    sock = conn._sock
+    sock = conn._timed_sock = conn._sock  # seen: not looked at again until the socket changes
     timeout = conn.socket_timeout
     if not _KERNEL_TIMEOUTS or not timeout or type(sock) is not socket.socket:
         return
@@ -344,8 +344,8 @@ class ScriptRunner:
         for attempt in range(SCRIPT_RETRIES + 1):
             conn = self._own_connection()
             try:
-                if conn._sock is None:  # first use, or after a disconnect: no poll() per call (_connect_kernel_timed)
-                    _connect_kernel_timed(conn)
+                if conn._sock is None or conn._sock is not getattr(conn, "_timed_sock", None):
+                    _connect_kernel_timed(conn)  # first use, or a new socket (a reconnect): no poll() per call
                 reply = send(conn, script, keys, payload)
                 if wait is not None:
                     replica_wait(conn, wait)
