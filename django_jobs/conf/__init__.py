@@ -109,6 +109,8 @@ class JobsSettings:
     cluster: bool | list[str] = False
     #: DJANGO_JOBS["ENQUEUE_WAIT"]: (replicas, timeout ms) an enqueue waits for (WAIT), or None.
     enqueue_wait: tuple[int, int] | None = None
+    #: DJANGO_JOBS["LEAN_JOB_HASH"]: a new waiting job's hash without 'p' at 0 and 'ws' (docs/configuration.md).
+    lean_job_hash: bool = False
     raw: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -245,6 +247,7 @@ def build_settings(raw: Mapping[str, Any]) -> JobsSettings:
         sentinel=values["SENTINEL"],
         cluster=values["CLUSTER"],
         enqueue_wait=values["ENQUEUE_WAIT"],
+        lean_job_hash=values["LEAN_JOB_HASH"],
         raw=raw,
     )
 

@@ -20,6 +20,7 @@ DEFAULTS: dict[str, Any] = {
     "SENTINEL": None,
     "CLUSTER": None,
     "ENQUEUE_WAIT": None,
+    "LEAN_JOB_HASH": False,
     "PREFIX": "djj",
     "EMBEDDED_DIR": None,
     "EMBEDDED_BINARY": None,

@@ -10,6 +10,9 @@ and plain commands (:meth:`ScriptRunner._call`), mapping Redis errors to the exc
 
 from __future__ import annotations
 
+import socket
+import struct
+import sys
 import threading
 import time
 import weakref
@@ -53,6 +56,35 @@ def _packed(conn: Any, command: tuple[Any, ...]) -> Any:
         return [_hiredis_pack(command)]
     except TypeError as exc:
         raise redis.DataError(str(exc)) from exc
+
+#: Whether this platform's SO_RCVTIMEO / SO_SNDTIMEO take a ``struct timeval`` of two longs (Linux).
+_KERNEL_TIMEOUTS = sys.platform.startswith("linux")
+
+
+def _connect_kernel_timed(conn: Any) -> None:
+    """Connect ``conn`` and move its socket's timeout from Python to the kernel (plain TCP and Unix sockets).
+
+    redis-py gives the socket ``socket_timeout`` with ``settimeout()``, so CPython calls ``poll()``
+    before every send and every receive: two system calls more per script call than a blocking
+    socket (what a client without a timeout, Huey's, makes). The same timeout set as
+    ``SO_RCVTIMEO`` / ``SO_SNDTIMEO`` on a blocking socket bounds each send and receive alike:
+    one that times out raises ``BlockingIOError``, which redis-py raises as ``ConnectionError``
+    and :meth:`ScriptRunner._with_retries` treats as it treats a ``TimeoutError`` (disconnect,
+    send again, then ``RedisUnavailable``). TLS sockets, no timeout, or another platform: as
+    redis-py set it. A read that passes its own timeout sets Python's back (correct, only slower).
+    """
+    conn.connect()
+    sock = conn._timed_sock = conn._sock  # seen: not looked at again until the socket changes
+    timeout = conn.socket_timeout
+    if not _KERNEL_TIMEOUTS or not timeout or type(sock) is not socket.socket:
+        return
+    seconds = int(timeout)
+    micros = int((timeout - seconds) * 1_000_000)
+    timeval = struct.pack("ll", seconds, micros if seconds or micros else 1)  # (0, 0) would mean no timeout
+    sock.settimeout(None)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+
 
 def _send_one(conn: Any, script: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:
     """Send one script call as EVALSHA on ``conn``; return its reply.
@@ -217,6 +249,8 @@ class ScriptRunner:
         self._waiter = ClusterWaiter(self._marker_client) if self._cluster else None
         #: ENQUEUE_WAIT: (replicas, timeout ms) each enqueue waits for (docs/scaling.md), or None.
         self._enqueue_wait = settings.enqueue_wait
+        #: LEAN_JOB_HASH: enqueue.lua leaves 'p' at 0 and 'ws' out of a new waiting job's hash.
+        self._lean = settings.lean_job_hash
 
     def keys(self, queue: str) -> QueueKeys:
         """Return the key names of ``queue``."""
@@ -364,6 +398,8 @@ class ScriptRunner:
         for attempt in range(SCRIPT_RETRIES + 1):
             conn = self._own_connection()
             try:
+                if conn._sock is None or conn._sock is not getattr(conn, "_timed_sock", None):
+                    _connect_kernel_timed(conn)  # first use, or a new socket (a reconnect): no poll() per call
                 reply = send(conn, script, keys, payload)
                 if wait is not None:
                     replica_wait(conn, wait)

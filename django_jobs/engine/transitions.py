@@ -159,15 +159,18 @@ _pack_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allo
 _SHARED_COLUMNS = (("p", "priority"), ("r", "run_at_ms"), ("y", "delay_ms"), ("c", "correlation_id"), ("a", "parent_id"))
 
 
-def _pack_jobs(jobs: Sequence[NewJob]) -> str:
+def _pack_jobs(jobs: Sequence[NewJob], lean: bool = False) -> str:
     """Return ``jobs`` as enqueue.lua's ARGV[3]: one JSON object of columns, decoded once in Lua.
 
     ``"i"`` ids and ``"d"`` payloads are lists; a column every job has the same value of (the
     jobs of one ``enqueue_many()`` call share their priority, due time, correlation and parent
     ids) is that one value. One string instead of 7 arguments per job: less to pack here and
-    to parse in Redis (docs/performance.md, "Enqueue cost").
+    to parse in Redis (docs/performance.md, "Enqueue cost"). ``lean`` (``LEAN_JOB_HASH``) adds
+    ``"l": 1``: the waiting jobs' hashes leave out ``p`` at 0 and ``ws``.
     """
     packed: dict[str, Any] = {"i": [j.id for j in jobs], "d": [j.data for j in jobs]}
+    if lean:
+        packed["l"] = 1
     first = jobs[0]
     for column, attr in _SHARED_COLUMNS:
         value = getattr(first, attr)
@@ -189,8 +192,14 @@ class Transitions(ScriptRunner):
         if not jobs:
             return []
         k = self.keys(queue)
-        # One job: its 7 arguments (cheaper to send than to pack); more: packed (enqueue.lua).
-        args = (k.job_prefix, self.maxlen, *_job_args(jobs[0])) if len(jobs) == 1 else (k.job_prefix, self.maxlen, _pack_jobs(jobs))
+        # One job: its 7 arguments (cheaper to send than to pack), and "1" for LEAN_JOB_HASH; more: packed (enqueue.lua).
+        if len(jobs) == 1:
+            j = jobs[0]
+            args: tuple[Any, ...] = (k.job_prefix, self.maxlen, j.id, j.data, j.priority, j.run_at_ms, j.delay_ms, j.correlation_id, j.parent_id)
+            if self._lean:
+                args = (*args, 1)
+        else:
+            args = (k.job_prefix, self.maxlen, _pack_jobs(jobs, self._lean))
         return _enqueued_pairs(self._run("enqueue", (k.wait, k.scheduled, k.meta, k.events, k.marker), args))
 
     def enqueue_many(self, queue: str, jobs: Sequence[NewJob], *, chunk: int = 500) -> list[Enqueued]:
@@ -201,7 +210,7 @@ class Transitions(ScriptRunner):
         if len(jobs) <= chunk:
             return self.enqueue(queue, jobs)
         k = self.keys(queue)
-        packs = [_pack_jobs(jobs[start : start + chunk]) for start in range(0, len(jobs), chunk)]
+        packs = [_pack_jobs(jobs[start : start + chunk], self._lean) for start in range(0, len(jobs), chunk)]
         return _enqueued_pairs(self._run_chunked(
             "enqueue", (k.wait, k.scheduled, k.meta, k.events, k.marker), (k.job_prefix, self.maxlen), packs, width=1, chunk=1
         ))
@@ -216,7 +225,7 @@ class Transitions(ScriptRunner):
         """
         k = self.keys(queue)
         head = (k.job_prefix, self.maxlen)
-        calls = ((*head, _pack_jobs(jobs)) for jobs in chunks if jobs)
+        calls = ((*head, _pack_jobs(jobs, self._lean)) for jobs in chunks if jobs)
         return _enqueued_pairs(self._run_streamed("enqueue", (k.wait, k.scheduled, k.meta, k.events, k.marker), calls))
 
     def enqueue_guarded(self, queue: str, jobs: Sequence[tuple[NewJob, Guard]]) -> list[tuple[Enqueued, str]]:

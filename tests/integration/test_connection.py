@@ -300,3 +300,51 @@ def test_without_the_ca_the_tls_server_is_refused_and_says_why(jobs_settings, tl
     with override_settings(DJANGO_JOBS={**jobs_settings, "REDIS_URL": f"rediss://localhost:{port}/0"}):
         with pytest.raises(RedisUnavailable, match="certificate verify failed"):
             ping(get_settings())
+
+
+# -- Socket timeouts of script calls -----------------------------------------------------------
+
+
+@pytest.fixture
+def pausable_server():
+    """A server of our own (never the shared one): a test may pause all its clients."""
+    server = RedisServer(appendonly=False)
+    server.start()
+    yield server
+    server.kill()
+    shutil.rmtree(server.dir, ignore_errors=True)
+
+
+@pytest.mark.parametrize("how", ["tcp", "unix"])
+def test_script_calls_keep_their_socket_timeout_in_the_kernel_and_a_stalled_server_still_fails_them(how, jobs_settings, pausable_server):
+    """A script call's socket is blocking with SO_RCVTIMEO / SO_SNDTIMEO = socket_timeout (no poll()
+    before each send and receive): a server that stops answering still fails the call with
+    RedisUnavailable after the retries, and the next call after it answers again reconnects and
+    gets the same timeouts."""
+    import socket
+    import struct
+
+    url = pausable_server.url if how == "tcp" else f"unix://{pausable_server.socket}?db=0"
+    with override_settings(DJANGO_JOBS={**jobs_settings, "REDIS_URL": url, "REDIS_OPTIONS": {"socket_timeout": 0.25}}):
+        engine = get_engine()
+
+        def own_socket() -> socket.socket:
+            sock = engine._lane.own.conn._sock
+            assert sock.gettimeout() is None  # blocking: CPython calls no poll() first
+            for option in (socket.SO_RCVTIMEO, socket.SO_SNDTIMEO):
+                seconds, micros = struct.unpack("ll", sock.getsockopt(socket.SOL_SOCKET, option, 16))
+                assert 0.24 <= seconds + micros / 1e6 <= 0.26  # (the kernel rounds it to its clock tick)
+            return sock
+
+        assert jobs.add.enqueue(1, 2).id
+        first = own_socket()
+        with pausable_server.client() as admin:
+            admin.execute_command("CLIENT", "PAUSE", 20_000, "WRITE")  # a script call waits; UNPAUSE still runs
+            try:
+                with pytest.raises(RedisUnavailable, match="Cannot reach Redis"):
+                    jobs.add.enqueue(3, 4)
+            finally:
+                admin.execute_command("CLIENT", "UNPAUSE")
+        result = jobs.add.enqueue(5, 6)
+        assert jobs.add.get_result(result.id).args == [5, 6]
+        assert own_socket() is not first  # a new connection, with the same kernel timeouts

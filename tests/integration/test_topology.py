@@ -284,3 +284,25 @@ def test_cluster_enqueue_wait_holds_every_part_of_a_flow_over_three_slots_on_the
         assert "ENQUEUE_WAIT" not in caplog.text
     finally:
         engine.close()
+
+
+@pytest.mark.parametrize("topology", ["server", "cluster"], indirect=True)
+def test_lean_job_hashes_are_enqueued_and_run_on_one_server_and_on_a_cluster(jobs_settings, r, work):
+    """LEAN_JOB_HASH on a cluster as on one server: single, bulk, chunked and delayed jobs on
+    queues of different slots are written without 'p' at 0 and 'ws', and every one runs."""
+    from tests.testapp import jobs
+
+    with override_settings(DJANGO_JOBS={**jobs_settings, "LEAN_JOB_HASH": True}):
+        from django_jobs.engine import get_engine
+
+        engine = get_engine()
+        results = [jobs.add.enqueue(1, 2), jobs.add.using(queue_name="high").enqueue(3, 4)]
+        results += jobs.add.enqueue_many([(i, i) for i in range(600)])  # two chunks, streamed
+        delayed = engine.enqueue("low", [NewJob(id="later", data='{"v":1,"n":"tests.testapp.jobs.add","a":[5,6]}', delay_ms=1)])
+        assert delayed == [2]
+        for result in results[:3] + results[-1:]:
+            fields = r.hgetall(engine.keys(result.queue).job(result.id))
+            assert sorted(fields)[:4] == ["cid", "d", "e", "s"] and "p" not in fields and "ws" not in fields, fields
+        time.sleep(0.05)
+        assert work() == len(results) + 1
+        assert [jobs.add.get_result(x.id).return_value for x in results[:2]] == [3, 7]

@@ -215,3 +215,45 @@ def test_single_enqueues_never_trim_below_the_mirrors_cap_while_it_holds_the_que
     for i in range(600):
         engine.enqueue("default", [new_job(f"m{i}")])
     assert r.xlen(k.events) == 600
+
+
+def test_lean_job_hash_leaves_p_at_0_and_ws_out_and_the_job_keeps_its_place_in_line(r, k, events):
+    """LEAN_JOB_HASH: a waiting job's hash has no 'p' at 0 and no 'ws' (one job and packed alike);
+    a job at another priority keeps 'p'; a scheduled job at 0 has no 'p'. The jobs still run in
+    priority and FIFO order, a claim writes 'ws', and a released job goes back to its place."""
+    from tests.lua.conftest import claim, jobs_settings
+
+    with jobs_settings(LEAN_JOB_HASH=True) as engine:
+        assert engine.enqueue(QUEUE, [new_job("one")]) == [1]
+        assert engine.enqueue(QUEUE, [new_job("b1"), new_job("b2"), new_job("high", priority=5)]) == [1, 1, 1]
+        assert engine.enqueue_many(QUEUE, [new_job(f"m{i}") for i in range(3)], chunk=2) == [1, 1, 1]
+        assert engine.enqueue(QUEUE, [new_job("later", delay_ms=60_000)]) == [2]
+        for job_id in ("one", "b1", "b2", "m0", "m1", "m2"):
+            assert sorted(r.hgetall(k.job(job_id))) == ["d", "e", "s"], job_id
+        h = r.hgetall(k.job("high"))
+        assert (sorted(h), h["p"]) == (["d", "e", "p", "s"], "5")
+        assert sorted(r.hgetall(k.job("later"))) == ["d", "e", "run", "s"]
+        assert engine.enqueue(QUEUE, [new_job("one")]) == [0]  # a replay by id still writes nothing
+
+        first = claim(engine, 2)
+        assert [c.id for c in first] == ["high", "one"]
+        assert int(r.hget(k.job("one"), "ws")) == wait_score(0, 1)
+        assert engine.release(QUEUE, [(first[1].id, first[1].token)]) == 1
+        assert_state(r, k, "one", "waiting")
+        assert [c.id for c in claim(engine, 10)] == ["one", "b1", "b2", "m0", "m1", "m2"]
+    assert events.new()[:3] == [("waiting", "one"), ("waiting", "b1"), ("waiting", "b2")]
+
+
+def test_without_lean_job_hash_a_new_job_keeps_p_at_0_and_ws_for_the_previous_releases_workers(engine, r, k):
+    """The default (LEAN_JOB_HASH False): 'p' at 0 and 'ws' are written, one job and packed alike,
+    since release 0.1.0's workers promote only a job with 'p' and do not write 'ws' at the claim."""
+    from django_jobs.conf import get_settings
+
+    assert get_settings().lean_job_hash is False
+    engine.enqueue(QUEUE, [new_job("one")])
+    engine.enqueue(QUEUE, [new_job("b1"), new_job("b2")])
+    engine.enqueue(QUEUE, [new_job("later", delay_ms=60_000)])
+    for job_id in ("one", "b1", "b2"):
+        h = r.hgetall(k.job(job_id))
+        assert (sorted(h), h["p"], int(h["ws"])) == (["d", "e", "p", "s", "ws"], "0", score(r, k.wait, job_id))
+    assert r.hget(k.job("later"), "p") == "0"

@@ -197,3 +197,12 @@ def test_a_bad_value_is_not_cached_so_fixing_it_takes_effect():
             get_settings()
     with override_settings(DJANGO_JOBS={"LEASE_SECONDS": 3}):
         assert get_settings().lease_seconds == 3.0
+
+
+def test_lean_job_hash_is_off_unless_set_to_true_and_refuses_anything_but_a_bool():
+    assert settings_for().lean_job_hash is False
+    assert settings_for(LEAN_JOB_HASH=True).lean_job_hash is True
+    assert settings_for(LEAN_JOB_HASH=False).lean_job_hash is False
+    with pytest.raises(ConfigurationError, match=re.escape("DJANGO_JOBS['LEAN_JOB_HASH']")) as info:
+        settings_for(LEAN_JOB_HASH="yes")
+    assert "0.1.0" in str(info.value)

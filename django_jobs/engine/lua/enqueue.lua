@@ -8,8 +8,9 @@
           arguments per job; engine/transitions.py _pack_jobs): "i" ids, "d" data_json (lists,
           one entry per job), and "p" priority, "r" run_at_ms (0 = none), "y" delay_ms,
           "c" correlation_id, "a" parent_id: each a list, or one value every job shares;
+          "l" 1: LEAN_JOB_HASH (a waiting job's hash without 'p' at 0 and 'ws': includes/job_store);
   or ARGV[3..] groups of 7 (one job: cheaper than packing it): job_id, data_json, priority,
-          run_at_ms, delay_ms, correlation_id, parent_id
+          run_at_ms, delay_ms, correlation_id, parent_id; one job may add ARGV[10] "1": LEAN_JOB_HASH
   Returns: a flat list, two entries per job: code, enqueued ms, with code 1 created (waiting),
            2 created (scheduled), 0 a job with this id already exists (replay or duplicate id:
            nothing written); enqueued ms is the 'e' the job's hash holds (this call's server
@@ -22,10 +23,11 @@
 --@include job_store
 local q = queue_of_prefix(ARGV[1], tonumber(ARGV[2]))
 local now_ms = server_now_ms()
-if #ARGV == 9 then
+if #ARGV == 9 or #ARGV == 10 then
   -- One job (job.enqueue()): no columns, no batch, no list of scores; job_store does its ZADD.
   local code, enqueued_ms = job_store(q, {
     id = ARGV[3], d = ARGV[4], p = ARGV[5], due = job_due(now_ms, ARGV[6], ARGV[7]), cid = ARGV[8], par = ARGV[9],
+    lean = ARGV[10] ~= nil,
   }, now_ms)
   if code ~= 0 then wake(q.marker) end
   return { code, enqueued_ms }
@@ -34,8 +36,10 @@ local results = {}
 -- Jobs due now take consecutive sequence numbers (one read and one write of the counter) and
 -- enter wait with one ZADD per 1,000; a single job draws its score with one HINCRBY.
 local count, job
+local lean = false
 if #ARGV == 3 then
   local jobs = cjson.decode(ARGV[3])
+  lean = jobs.l ~= nil
   local function column(value, i)
     if type(value) == 'table' then return value[i] end
     return value
@@ -58,7 +62,7 @@ if count > 1 then scores = wait_score_batch(q.meta) end
 for i = 1, count do
   local id, d, p, run_at, delay, cid, par = job(i)
   local code, enqueued_ms = job_store(q, {
-    id = id, d = d, p = p, due = job_due(now_ms, run_at, delay), cid = cid, par = par,
+    id = id, d = d, p = p, due = job_due(now_ms, run_at, delay), cid = cid, par = par, lean = lean,
   }, now_ms, scores, zadd)
   results[#results + 1] = code
   results[#results + 1] = enqueued_ms

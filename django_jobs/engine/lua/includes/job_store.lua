@@ -41,11 +41,12 @@ end
 -- EXISTS is the existence check: a replayed or duplicate id writes nothing. The hash is written by
 -- one HSET; a field at its default is left out ('a' 0 attempts, an empty 'cid' or 'par': every
 -- reader takes a missing one as that default, record.py and the Lua HMGETs alike).
--- 'p' at 0 and 'ws' are still written, for the workers of earlier releases during a rolling
--- update: their promotion drops a scheduled job without 'p', and their claim does not write 'ws'
--- (a release would lose the job's place in line). Every reader of this release takes a missing
--- 'p' as 0 and the claim writes 'ws' (includes/mark_active, includes/promote), so the next release
--- can leave both out of a waiting job's hash (-16 bytes: docs/performance.md).
+-- 'p' at 0 and 'ws' are written unless j.lean (LEAN_JOB_HASH, enqueue.lua only), for the workers
+-- of release 0.1.0 during a rolling update: their promotion drops a scheduled job without 'p', and
+-- their claim does not write 'ws' (a release would lose the job's place in line). Every reader of
+-- this release takes a missing 'p' as 0 and the claim writes 'ws' (includes/mark_active,
+-- includes/promote), so with j.lean a waiting job's hash leaves both out (-16 bytes per job:
+-- docs/performance.md); a scheduled job's leaves out 'p' at 0 (it has no 'ws').
 -- scores: a wait_score_batch or nil (one HINCRBY); zadd: a list collecting score, id for one
 -- ZADD of wait by the caller, or nil.
 -- Returns two values: the code, 0 the id exists | 1 waiting | 2 scheduled | 5 waiting_children
@@ -55,7 +56,9 @@ local function job_store(q, j, now_ms, scores, zadd)
   local job_id = j.id
   local job_key = q.job .. job_id
   if redis.call('EXISTS', job_key) == 1 then return 0, stored_enqueued_ms(job_key) end
-  local h = { 'd', j.d, 'p', j.p, 'e', now_ms }
+  local lean = j.lean
+  local h
+  if lean and tonumber(j.p) == 0 then h = { 'd', j.d, 'e', now_ms } else h = { 'd', j.d, 'p', j.p, 'e', now_ms } end
   if j.cid ~= '' then h[#h + 1] = 'cid'; h[#h + 1] = j.cid end
   if j.par ~= '' then h[#h + 1] = 'par'; h[#h + 1] = j.par end
   if j.lk then
@@ -93,7 +96,8 @@ local function job_store(q, j, now_ms, scores, zadd)
     code = 2
   else
     local score = scores and scores.draw(j.p) or next_wait_score(q.meta, j.p)
-    h[#h + 1] = 's'; h[#h + 1] = 'waiting'; h[#h + 1] = 'ws'; h[#h + 1] = score
+    h[#h + 1] = 's'; h[#h + 1] = 'waiting'
+    if not lean then h[#h + 1] = 'ws'; h[#h + 1] = score end
     if zadd then
       zadd[#zadd + 1] = score
       zadd[#zadd + 1] = job_id
