@@ -8,7 +8,7 @@ from typing import Any, cast
 
 from django.db import transaction
 
-from django_jobs import registry, runtime, serialization, tracing
+from django_jobs import runtime, serialization, tracing
 from django_jobs.arguments import bind_arguments
 from django_jobs.backoff import validate_backoff
 from django_jobs.compat import (
@@ -35,6 +35,7 @@ from django_jobs.tasks import (
     JobTask,
     declaring,
     ms_to_datetime,
+    registered_job,
     results_like,
 )
 
@@ -251,7 +252,7 @@ class RedisBackend(BaseTaskBackend):
 
     def _options(self, task: JobTask) -> str:
         """Return the payload's options: only what differs from the registered job."""
-        base = registry.get(task.module_path)
+        base = registered_job(task.module_path)
         opts: dict[str, Any] = {}
         for field_name, key in (("attempts", "at"), ("timeout", "to"), ("keep_result", "kr"), ("backoff", "bo")):
             # ("delay" is not an option of the run: it only decides when the job is due.)
@@ -466,7 +467,7 @@ class RedisBackend(BaseTaskBackend):
         view = JobView.from_hash(queue, job_id, data)
         if view.raw_payload or view.name == "?":
             raise TaskResultDoesNotExist(f"Job {job_id!r} has an unreadable payload.")
-        task = registry.get(view.name)
+        task = registered_job(view.name)
         if task is None:
             raise TaskResultDoesNotExist(f"Job {job_id!r} runs {view.name!r}, which is not registered in this process.")
         state = view.state or JobState.WAITING

@@ -241,6 +241,7 @@ def check_tasks_backends(app_configs: Any = None, **kwargs: Any) -> Messages:
 def check_cron_jobs(app_configs: Any = None, **kwargs: Any) -> Messages:
     """Check that each CRON schedule names a registered job and a configured queue (E021), and @job(cron=...) (E020)."""
     from django_jobs import registry
+    from django_jobs.tasks import registered_job, registered_jobs
 
     declared: Messages = _import_jobs()  # declares the @job(cron=...) schedules
     declared += [_error(exc) for exc in registry.declaration_errors()]
@@ -255,9 +256,9 @@ def check_cron_jobs(app_configs: Any = None, **kwargs: Any) -> Messages:
     errors: Messages = declared
     for schedule in schedules:
         where = f"{label('CRON')}[{schedule['NAME']!r}]"
-        task = registry.get(schedule["JOB"])
+        task = registered_job(schedule["JOB"])
         if task is None:
-            known = registry.all_jobs()
+            known = registered_jobs()
             errors.append(
                 checks.Error(
                     f"{where}['JOB'] is {schedule['JOB']!r}, which is not a registered @job.",
@@ -317,12 +318,12 @@ def check_job_queues(app_configs: Any = None, **kwargs: Any) -> Messages:
 
     Declaring such a job does not raise (a settings problem never does at import time).
     """
-    from django_jobs import registry
     from django_jobs.compat import task_backends
+    from django_jobs.tasks import registered_jobs
 
     errors = _import_jobs()
     aliases = set(our_aliases())
-    for name, task in sorted(registry.all_jobs().items()):
+    for name, task in sorted(registered_jobs().items()):
         if task.backend not in aliases:
             continue
         backend: Any = task_backends[task.backend]

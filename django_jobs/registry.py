@@ -1,25 +1,37 @@
 """The registry of jobs this process can run, by name, and of the schedules declared in code.
 
 Every ``@job`` / backend task registers itself when its module is imported. Workers
-look payload names up here and never import anything named in data. ``@job(cron=...)``
+look payload names up here and never import anything named in data. This module knows a job
+only as a :class:`RegisteredJob` (a name and a function), so it imports nothing of the job
+API; :func:`django_jobs.tasks.registered_job` and :func:`django_jobs.tasks.registered_jobs`
+hand out the :class:`~django_jobs.tasks.JobTask` objects it holds. ``@job(cron=...)``
 declares its schedule here (:func:`declare`); :mod:`django_jobs.scheduler` runs them.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from django_jobs.tasks import JobTask
 
-_registry: dict[str, JobTask] = {}
+class RegisteredJob(Protocol):
+    """What the registry needs of a job: its name and its function (a ``JobTask`` is one)."""
+
+    @property
+    def module_path(self) -> str: ...
+
+    @property
+    def func(self) -> Callable[..., Any]: ...
+
+
+_registry: dict[str, RegisteredJob] = {}
 _lock = threading.Lock()
 _discovered = False
 
 
-def register(task: JobTask) -> None:
+def register(task: RegisteredJob) -> None:
     """Register ``task`` under its module path (the first definition wins, except on reload)."""
     name = task.module_path
     existing = _registry.get(name)
@@ -27,13 +39,13 @@ def register(task: JobTask) -> None:
         _registry[name] = task
 
 
-def is_registered(task: JobTask) -> bool:
+def is_registered(task: RegisteredJob) -> bool:
     """Return True when ``task``'s function is the registered one (``task`` is a copy made by ``using()``)."""
     existing = _registry.get(task.module_path)
     return existing is not None and existing.func is task.func
 
 
-def get(name: str) -> JobTask | None:
+def get(name: str) -> RegisteredJob | None:
     """Return the registered job ``name``, importing the apps' job modules once if needed."""
     task = _registry.get(name)
     if task is None and not _discovered:
@@ -42,7 +54,7 @@ def get(name: str) -> JobTask | None:
     return task
 
 
-def all_jobs() -> dict[str, JobTask]:
+def all_jobs() -> dict[str, RegisteredJob]:
     """Return a copy of the registry."""
     return dict(_registry)
 

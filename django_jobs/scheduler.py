@@ -46,7 +46,7 @@ from django_jobs.schedules import (  # noqa: F401 - re-exported: scheduler.Sched
     iter_runs,
     next_run,
 )
-from django_jobs.tasks import jobs_backend
+from django_jobs.tasks import jobs_backend, registered_job
 
 logger = logging.getLogger("django_jobs.scheduler")
 
@@ -277,12 +277,11 @@ class Scheduler:
 
 def enqueue_tick(schedule: Schedule, job_id: str) -> bool:
     """Enqueue the job of one tick under ``job_id``; False when that job existed already."""
-    from django_jobs import registry
     from django_jobs.compat import task_backends
     from django_jobs.correlation import correlation_id
     from django_jobs.engine import get_engine
 
-    task = registry.get(schedule.job)
+    task = registered_job(schedule.job)
     if task is None:
         raise LookupError(f"Cron schedule {schedule.name!r}: no registered job {schedule.job!r}.")
     if schedule.queue:
@@ -305,7 +304,6 @@ def schedules_table() -> list[dict[str, Any]]:
     says whether :func:`pause_schedule` paused it, ``triggered_job_id`` names the job of its
     last :func:`trigger_schedule`.
     """
-    from django_jobs import registry
     from django_jobs.engine import get_engine
 
     engine = get_engine()
@@ -317,7 +315,7 @@ def schedules_table() -> list[dict[str, Any]]:
         job_id = state.get(f"{schedule.name}:job") or (schedule.job_id(int(last)) if last else "")
         job_state = ""
         if job_id:
-            task = registry.get(schedule.job)
+            task = registered_job(schedule.job)
             queue = schedule.queue or (task.queue_name if task is not None else "default")
             data = engine.get_job(queue, job_id)
             job_state = JobView.from_hash(queue, job_id, data).state if data else "gone"

@@ -289,6 +289,16 @@ _SEQUENCES = frozenset({list, tuple})
 _NORMALIZES = DJANGO_HAS_TASKS
 
 
+def registered_job(name: str) -> JobTask | None:
+    """Return the job registered as ``name`` (its module path), importing the apps' job modules once if needed."""
+    return cast("JobTask | None", registry.get(name))  # only JobTask registers itself
+
+
+def registered_jobs() -> dict[str, JobTask]:
+    """Return a copy of the registry: every job this process can run, by name."""
+    return cast("dict[str, JobTask]", registry.all_jobs())
+
+
 # django-stubs declares TaskResult and TaskContext as plain dataclasses; Django's are frozen.
 @dataclass(frozen=True, slots=True, kw_only=True)
 class JobResult(_TaskResult):  # type: ignore[misc]

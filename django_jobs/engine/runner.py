@@ -73,7 +73,14 @@ def _connect_kernel_timed(conn: Any) -> None:
     send again, then ``RedisUnavailable``). TLS sockets, no timeout, or another platform: as
     redis-py set it. A read that passes its own timeout sets Python's back (correct, only slower).
     """
-    conn.connect()
+    # As a send connects on its own (redis-py's send_packed_command): not connect(), which wraps
+    # the connection's retry policy around it once more (a refused connection then took seconds
+    # to fail instead of ~0.1 s; _with_retries is the retry loop of script calls).
+    connect = getattr(conn, "connect_check_health", None)
+    if connect is not None:
+        connect(check_health=False)
+    else:  # redis-py before connect_check_health
+        conn.connect()
     sock = conn._timed_sock = conn._sock  # seen: not looked at again until the socket changes
     timeout = conn.socket_timeout
     if not _KERNEL_TIMEOUTS or not timeout or type(sock) is not socket.socket:

@@ -18,7 +18,7 @@ from typing import Any
 
 from django.db import close_old_connections
 
-from django_jobs import registry, runtime, serialization, signals, tracing
+from django_jobs import runtime, serialization, signals, tracing
 from django_jobs.backoff import retry_delay
 from django_jobs.compat import TaskError, TaskResultStatus, task_finished, task_started
 from django_jobs.conf import get_settings
@@ -28,7 +28,7 @@ from django_jobs.engine.queue import Claimed, Outcome
 from django_jobs.engine.record import decode_payload
 from django_jobs.exceptions import Cancel, JobTimeout, RateLimited, Retry
 from django_jobs.middleware import Chain, get_chain
-from django_jobs.tasks import JobContext, JobResult, JobTask, ms_to_datetime
+from django_jobs.tasks import JobContext, JobResult, JobTask, ms_to_datetime, registered_job
 
 logger = logging.getLogger("django_jobs.worker")
 
@@ -172,7 +172,7 @@ class Prepared:
         name, args, kwargs, options = payload.name, payload.args, payload.kwargs, payload.options
         job.name = name
         self.trace_context = payload.trace  # the W3C trace context of the enqueue (django_jobs.tracing)
-        task = registry.get(name)
+        task = registered_job(name)
         if task is None:
             self.failure = terminal_outcome(
                 job,
