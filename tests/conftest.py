@@ -20,27 +20,56 @@ TESTPROJECT = ROOT / "testproject"
 
 #: The modules that take longest (a full run's ``--durations``): pytest-xdist starts them first, so
 #: none starts near the end and holds the run while the other workers idle. The browser modules
-#: alternate with the others: each worker starts with two modules, and four Chromiums at once on
-#: two cores would slow each other's pages. A path ending in "/" stands for every module below it.
+#: alternate with the others: each worker starts with two groups, which it runs one after the other,
+#: and four Chromiums at once on two cores would slow each other's pages. A path ending in "/"
+#: stands for every module below it; "path::value", for one group of a SPLIT module.
 SLOW_FIRST = (
-    "tests/browser/test_admin_console.py",
+    "tests/browser/test_admin_console.py::1024",
     "tests/integration/test_quickstart.py",
-    "tests/browser/test_admin_operator.py",
+    "tests/browser/test_admin_console.py::1440",
     "tests/chaos/test_cron.py",
-    "tests/browser/test_admin_browser.py",
+    "tests/browser/test_admin_operator.py",
     "tests/integration/test_scheduler.py",
-    "tests/browser/test_admin_actions_browser.py",
+    "tests/browser/test_admin_browser.py",
     "tests/integration/test_mirror_processes.py",
+    "tests/browser/test_admin_actions_browser.py",
     "tests/chaos/test_failover.py",
     "tests/browser/",
 )
 
+#: Long modules whose tests are parametrized (the module: the parameter): each value's tests are a
+#: pytest-xdist group of their own ("path::value"), so several workers share the module instead of
+#: one running all of it (tests/browser/test_admin_console.py, a site and a logged-in Chromium page
+#: per test, the longest of a full run). Not tests/chaos/test_failover.py (~130 s alone): its
+#: halves at once on two workers (two failovers under load together) failed its enqueue-rate
+#: checks in both loaded runs that split it; whole, it starts early (SLOW_FIRST). A group's tests start on their worker what they need as every other module's do: the
+#: session Redis groups of their topology (once per worker, lazily: a "server" group starts no
+#: cluster), and a module-scoped fixture once per group (here: the browser module's Chromium).
+#: Only for modules whose module-scoped fixtures are cheap enough to set up once per group.
+SPLIT = {
+    "tests/browser/test_admin_console.py": "width",
+    "tests/chaos/test_shards.py": "topology",
+    "tests/integration/test_shards.py": "topology",
+    "tests/integration/test_scheduler.py": "topology",
+    "tests/integration/test_flows_cluster.py": "topology",
+}
 
-def slow_rank(nodeid: str) -> int:
-    """The place of ``nodeid``'s module in SLOW_FIRST (``len(SLOW_FIRST)`` for the others)."""
-    path = nodeid.split("::", 1)[0]
+
+def xdist_group_of(item: pytest.Item) -> str:
+    """The pytest-xdist group of a test without an ``xdist_group`` mark: its module's ("path::value" in a SPLIT module)."""
+    path = item.nodeid.split("::", 1)[0]
+    callspec = getattr(item, "callspec", None)
+    param = SPLIT.get(path)
+    if param is not None and callspec is not None and param in callspec.params:
+        return f"{path}::{callspec.params[param]}"
+    return path
+
+
+def slow_rank(group: str) -> int:
+    """The place of the pytest-xdist group ``group`` (a module's path, or "path::value") in SLOW_FIRST (``len(SLOW_FIRST)`` for the others)."""
+    path = group.split("::", 1)[0]
     for rank, slow in enumerate(SLOW_FIRST):
-        if path == slow or (slow.endswith("/") and path.startswith(slow)):
+        if group == slow or path == slow or (slow.endswith("/") and path.startswith(slow)):
             return rank
     return len(SLOW_FIRST)
 
@@ -57,7 +86,7 @@ def pytest_collection_modifyitems(config, items):
 
     Every test without an ``xdist_group`` mark of its own joins its module's group: a module's
     tests run on one worker, in order, and its module-scoped fixtures are set up once, as in a
-    serial run. Each worker has its own session fixtures (redis-server, Sentinel group, Cluster:
+    serial run (a SPLIT module: a group per value of its parameter). Each worker has its own session fixtures (redis-server, Sentinel group, Cluster:
     ports the kernel picks, their own directories), its own SQLite database in memory and, on
     PostgreSQL, its own test database (pytest-django appends the worker's name).
 
@@ -74,7 +103,7 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         mark = item.get_closest_marker("xdist_group")
         if mark is None:
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
+            item.add_marker(pytest.mark.xdist_group(xdist_group_of(item)))
             mark = item.get_closest_marker("xdist_group")
         names[item] = mark.args[0] if mark.args else mark.kwargs.get("name", "default")
     result = yield
@@ -83,8 +112,8 @@ def pytest_collection_modifyitems(config, items):
     groups: dict[str, list[pytest.Item]] = {}
     for item in items:
         groups.setdefault(names[item], []).append(item)
-    order = sorted(groups.values(), key=lambda group: (slow_rank(group[0].nodeid), -len(group)))
-    items[:] = [item for group in order for item in group]
+    order = sorted(groups.items(), key=lambda group: (slow_rank(group[0]), -len(group[1])))
+    items[:] = [item for _name, group in order for item in group]
     return result
 
 

@@ -11,8 +11,8 @@
 #   - the full suite on Python 3.13 + the newest Django (.venv), last, so that the run's last lines
 #     are its summary.
 # The pytest runs use pytest-xdist: DJJ_WORKERS (default 4) processes for the full suite, 2 for the
-# others (a module runs on one worker, the slowest modules first: tests/conftest.py). DJJ_WORKERS=0 runs
-# everything in one process.
+# PostgreSQL tier (a module runs on one worker, the slowest modules first: tests/conftest.py);
+# DJJ_WORKERS=0 runs them in one process. The matrix's combinations run side by side, one process each.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -54,8 +54,9 @@ run_start=$SECONDS
 # package is missing, stays with .venv's bootstrap below).
 if [ "${DJJ_MATRIX:-1}" != "0" ]; then
   # niced: the full suite, the longest stage, comes first on the 2 cores they share.
+  # Its combinations run side by side, one pytest process each (tests/matrix.sh; DJJ_MATRIX_WORKERS=N for more).
   stage matrix "fast tier (tests/matrix.sh)" nice -n 10 env DJJ_APT=0 \
-    DJJ_MATRIX_WORKERS="${DJJ_MATRIX_WORKERS:-$([ "${DJJ_WORKERS:-4}" = 0 ] && echo 0 || echo 2)}" bash tests/matrix.sh
+    DJJ_MATRIX_WORKERS="${DJJ_MATRIX_WORKERS:-0}" bash tests/matrix.sh
 fi
 
 source tests/bootstrap.sh
