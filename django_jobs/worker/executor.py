@@ -112,6 +112,10 @@ class _Facts:
     is_async: bool
     signature: inspect.Signature
     backend_class: type
+    #: (required, total) positional parameters when the function takes nothing else (no ``*args``,
+    #: keyword-only or ``**kwargs``); None otherwise. Positional arguments alone then fit exactly
+    #: when their count is in that range: no ``Signature.bind`` per job.
+    positional: tuple[int, int] | None = None
 
 
 def _listening(signal: Any, sender: type) -> bool:
@@ -127,7 +131,12 @@ def _facts(task: JobTask) -> _Facts:
 def _facts_of(func: Any, backend_alias: str) -> _Facts:
     from django_jobs.compat import task_backends
 
-    return _Facts(inspect.iscoroutinefunction(func), inspect.signature(func), type(task_backends[backend_alias]))
+    signature = inspect.signature(func)
+    params = signature.parameters.values()
+    positional = None
+    if all(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params):
+        positional = (sum(1 for p in params if p.default is p.empty), len(params))
+    return _Facts(inspect.iscoroutinefunction(func), signature, type(task_backends[backend_alias]), positional)
 
 
 class Prepared:
@@ -190,14 +199,17 @@ class Prepared:
         self.args = args
         self.kwargs = kwargs
         self.options = options
-        try:
-            if task.takes_context:
-                facts.signature.bind(None, *args, **kwargs)
-            else:
-                facts.signature.bind(*args, **kwargs)
-        except TypeError as exc:
-            self.failure = terminal_outcome(job, TypeError(f"The arguments of job {claimed.id!r} no longer fit {name!r}: {exc}"))
-            return
+        span = facts.positional
+        if span is None or kwargs or not span[0] <= len(args) + task.takes_context <= span[1]:
+            # Positional arguments alone whose count is in range fit: no Signature.bind (~5 us) for them.
+            try:
+                if task.takes_context:
+                    facts.signature.bind(None, *args, **kwargs)
+                else:
+                    facts.signature.bind(*args, **kwargs)
+            except TypeError as exc:
+                self.failure = terminal_outcome(job, TypeError(f"The arguments of job {claimed.id!r} no longer fit {name!r}: {exc}"))
+                return
         timeout = options.get("to", task.timeout) or get_settings().queues.get(claimed.queue, {}).get("DEFAULT_TIMEOUT") or get_settings().default_timeout
         job.timeout = float(timeout) if timeout else None
 
