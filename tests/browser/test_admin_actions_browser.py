@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser.conftest import logged_in, screenshot
+from tests.browser.conftest import box_of, logged_in, screenshot
 from tests.redis_server import wait_until
 from tests.testapp.jobs import add, flaky
 
@@ -39,8 +39,8 @@ def test_retry_confirms_its_scope_then_the_list_shows_the_new_states(site, narro
     assert page.locator("#djj-would").inner_text() == "5"
     assert "Would skip 2: not failed or cancelled" in page.locator(".djj-preview").inner_text()
     button = page.get_by_role("button", name="Yes, retry 7 jobs")
-    box = button.bounding_box()
-    assert box is not None and box["x"] + box["width"] <= WIDTH and box["y"] + box["height"] <= HEIGHT  # on the first screen
+    box = box_of(button)
+    assert box["x"] + box["width"] <= WIDTH and box["y"] + box["height"] <= HEIGHT  # on the first screen
     assert all(engine.get_job("default", j)["s"] == "failed" for j in failed)  # nothing ran yet
     screenshot(page, "actions-retry-confirm-1024")
 
