@@ -3,6 +3,11 @@
 Chromium is Debian's (``apt-get install chromium``; tests/bootstrap.sh does it), driven by
 Playwright's Python package: ``playwright install`` (a CDN download) is never needed.
 Screenshots go to tests/artifacts/ (git-ignored).
+
+The admin's live pages refresh themselves every few seconds (django_jobs/static/django_jobs/live.js):
+an element found before a refresh may be detached or not laid out yet when it is measured. A test
+that measures layout turns the page's Live toggle off first (:func:`set_live`, as a user does) and
+measures with :func:`box_of`, which waits for the element and measures it again if a refresh met it.
 """
 
 from __future__ import annotations
@@ -178,6 +183,39 @@ def page(browser, site):
     context, page = logged_in(browser, site)
     yield page
     context.close()
+
+
+def set_live(page, on: bool) -> None:
+    """Turn the page's Live toggle on or off by clicking it, as a user does.
+
+    live.js keeps the choice in localStorage (``djj.live``) and reads the box at every tick and
+    again before it swaps a fetched part in, so once the box is unchecked nothing on this page or
+    the next ones changes; a whole-page reload already under way lands on a page with Live off.
+    """
+    from playwright.sync_api import expect
+
+    toggle = page.locator("#djj-live-toggle input")
+    toggle.set_checked(on)
+    expect(toggle).to_be_checked(checked=on)
+    page.wait_for_function("want => window.localStorage.getItem('djj.live') === want", arg="on" if on else "off")
+
+
+#: How many times :func:`box_of` measures an element that a refresh keeps replacing.
+MEASURE_TRIES = 5
+
+
+def box_of(locator) -> dict[str, float]:
+    """The bounding box of ``locator`` once attached and visible, located again if a refresh detached it in between.
+
+    ``Locator.bounding_box()`` finds the element, then measures it: a refresh between the two gives
+    None. The box is still required: an element that never shows fails the test.
+    """
+    for _ in range(MEASURE_TRIES):
+        locator.wait_for(state="visible")
+        box = locator.bounding_box()
+        if box is not None:
+            return box
+    raise AssertionError(f"{locator} was replaced {MEASURE_TRIES} times while it was measured")
 
 
 def screenshot(page, name: str) -> Path:

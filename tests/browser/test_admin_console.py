@@ -14,7 +14,7 @@ import socket
 import pytest
 
 from django_jobs.flows import Flow
-from tests.browser.conftest import ARTIFACTS, logged_in, screenshot
+from tests.browser.conftest import ARTIFACTS, box_of, logged_in, screenshot, set_live
 from tests.redis_server import wait_until
 from tests.testapp import jobs_flows as jf
 from tests.testapp.jobs import add, always_fails, stoppable
@@ -45,9 +45,9 @@ def fits(page, width: int) -> None:
 
 def on_screen(page, locator, width: int, right: float | None = None) -> None:
     """``locator`` is wholly inside the window (and left of ``right``, e.g. a sidebar's edge)."""
-    box = locator.bounding_box()
+    box = box_of(locator)
     edge = min(width, right if right is not None else width)
-    assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= edge + 1, (box, edge)
+    assert box["x"] >= 0 and box["x"] + box["width"] <= edge + 1, (box, edge)
 
 
 def test_what_failed_in_the_last_hour_and_why(site, page, engine, width):
@@ -63,13 +63,14 @@ def test_what_failed_in_the_last_hour_and_why(site, page, engine, width):
     page.get_by_role("link", name="last hour").click()
     page.get_by_role("link", name="Failed", exact=True).click()
     page.wait_for_url(lambda u: "finished_within=1h" in u and "state__exact=failed" in u)
+    set_live(page, False)  # the list reloads itself: not while it is measured (and for the rest of the test)
     rows = page.locator("#result_list tbody tr")
     assert rows.count() == 5
     errors = page.locator("#result_list td.field-error_column").all_inner_texts()
     assert sum("ValueError: this job always fails" in e for e in errors) == 3
     assert sum("ChildFailed: child" in e for e in errors) == 1 and sum("RuntimeError: broken kid" in e for e in errors) == 1
     first = rows.first
-    results = page.locator("#changelist .results").bounding_box()  # the list scrolls inside this box
+    results = box_of(page.locator("#changelist .results"))  # the list scrolls inside this box
     for column in ("state_badge", "job_name", "queue", "error_column", "age"):
         on_screen(page, first.locator(f".field-{column}"), width, right=results["x"] + results["width"])
     fits(page, width)
@@ -82,8 +83,8 @@ def test_what_failed_in_the_last_hour_and_why(site, page, engine, width):
 
     page.goto(f"/admin/django_jobs/jobrecord/{flow.id}/change/")
     headline = page.locator("#djj-summary")
-    box = headline.bounding_box()
-    assert box is not None and box["y"] + box["height"] < WIDTHS[width]  # state and last error on the first screen
+    box = box_of(headline)
+    assert box["y"] + box["height"] < WIDTHS[width]  # state and last error on the first screen
     assert "failed" in page.locator("#djj-summary .djj-state").first.inner_text()
     child = page.locator("#djj-failed-child")
     assert "RuntimeError: broken kid" in child.inner_text()
@@ -106,6 +107,7 @@ def test_is_a_queue_stuck(site, page, engine, width):
     wait_until(lambda: engine.counts("default")["completed"] == 6, timeout=30, message="the default queue runs")
 
     page.goto("/admin/django_jobs/jobrecord/queues/")
+    set_live(page, False)  # measured below; back on for the live part
     high = page.locator('tr[data-queue="high"]')
     assert "Paused with 4 jobs waiting" in page.locator('.djj-warning[data-queue="high"]').inner_text()
     assert high.locator(".djj-oldest").inner_text().endswith(" s")
@@ -119,6 +121,7 @@ def test_is_a_queue_stuck(site, page, engine, width):
     screenshot(page, f"console-q2-queues-{width}")
 
     # Live: resuming the queue elsewhere clears the warning without a reload.
+    set_live(page, True)
     engine.resume("high")
     wait_until(lambda: page.locator('.djj-warning[data-queue="high"]').count() == 0, timeout=30, interval=0.5,
                message="the page refreshes itself")
@@ -132,6 +135,7 @@ def test_a_queue_no_live_worker_serves_is_flagged(site, page, engine, width):
     wait_until(lambda: not engine.workers(), timeout=60, message="no live worker left")
     add.using(queue_name="high").enqueue_many([(i, i) for i in range(3)])
     page.goto("/admin/django_jobs/jobrecord/queues/")
+    set_live(page, False)
     warning = page.locator('.djj-warning[data-queue="high"]')
     assert "No live worker serves this queue: 3 jobs wait" in warning.inner_text()
     assert page.locator('tr[data-queue="high"] .djj-oldest').inner_text() != "-"
@@ -148,6 +152,7 @@ def test_which_workers_are_alive_and_what_they_run(site, page, engine, width):
     job_id = stoppable.enqueue("long", 120).id  # runs until cancelled, however slow the page
     row = page.locator(f'#djj-running tr[data-job="{job_id}"]')
     row.wait_for(timeout=20_000)  # appears without a reload: the page refreshes itself
+    set_live(page, False)  # then stops, to be measured
     assert "pid" in row.locator(".djj-running-worker").inner_text()
     assert row.get_by_role("link", name="stoppable").get_attribute("href").endswith(f"/{job_id}/change/")
     restart = page.locator("tr.djj-restart").first
@@ -169,6 +174,7 @@ def test_the_dashboard_points_open_the_jobs_behind_them(site, page, engine, widt
                timeout=30, message="the workers ran the jobs")
     site.mirror()
     page.goto("/admin/django_jobs/jobrecord/dashboard/")
+    set_live(page, False)
     labels = page.locator("#djj-failure text.djj-label").all_text_contents()
     assert "20 %" in labels and "100%" not in labels and "100 %" not in labels  # the axis fits the data (20 %)
     for tick in page.locator("#djj-throughput text.djj-label").all():

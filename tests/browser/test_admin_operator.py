@@ -16,7 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser.conftest import ARTIFACTS, django_command, logged_in, running_site, screenshot
+from tests.browser.conftest import (
+    ARTIFACTS,
+    box_of,
+    django_command,
+    logged_in,
+    running_site,
+    screenshot,
+    set_live,
+)
 from tests.browser.seed import WIDTHS as SEEDED
 from tests.redis_server import wait_until
 from tests.testapp.jobs import stoppable
@@ -74,8 +82,8 @@ def fits(page, width: int) -> None:
 
 
 def on_first_screen(locator, width: int) -> None:
-    box = locator.bounding_box()
-    assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= width + 1 and box["y"] + box["height"] <= WIDTHS[width], box
+    box = box_of(locator)
+    assert box["x"] >= 0 and box["x"] + box["width"] <= width + 1 and box["y"] + box["height"] <= WIDTHS[width], box
 
 
 def test_q1_what_failed_in_the_last_hour_and_why_among_thousands(busy_site, page, width):
@@ -98,6 +106,8 @@ def test_q1_what_failed_in_the_last_hour_and_why_among_thousands(busy_site, page
     page.press("#searchbar", "Enter")
     page.locator("#result_list tbody tr").first.wait_for()
     page.locator("#result_list tbody tr").first.locator("th a, td a").first.click()
+    page.wait_for_url(lambda u: "/change/" in u)  # with ?_changelist_filters=...
+    set_live(page, False)  # the job's page refreshes itself: not while it is measured
     on_first_screen(page.locator("#djj-summary .djj-state").first, width)
     assert "RuntimeError: broken invoice-1" in page.locator("#djj-last-error").inner_text()
     screenshot(page, f"operator-q1-detail-{width}")
@@ -106,14 +116,15 @@ def test_q1_what_failed_in_the_last_hour_and_why_among_thousands(busy_site, page
 
 def test_q2_is_a_queue_stuck_the_paused_backlog_is_flagged(busy_site, page, width):
     page.goto("/admin/django_jobs/jobrecord/queues/")
+    set_live(page, False)
     low = page.locator('tr[data-queue="low"]')
     assert "Paused with 300 jobs waiting" in page.locator('.djj-warning[data-queue="low"]').inner_text()
     assert low.locator(".djj-count-waiting").inner_text() == "300"
     assert low.locator(".djj-oldest").inner_text() != "-"
     assert page.locator('.djj-warning[data-queue="default"]').count() == 0
     for button in page.locator("#djj-queues button").all():
-        box = button.bounding_box()
-        assert box is not None and box["x"] + box["width"] <= width + 1
+        box = box_of(button)
+        assert box["x"] + box["width"] <= width + 1
     fits(page, width)
     screenshot(page, f"operator-q2-queues-{width}")
     docs_shot(page, "queues", width)
@@ -126,6 +137,7 @@ def test_q3_workers_and_what_they_run_then_cancel_one_from_there(busy_site, page
     job_id = stoppable.using(queue_name="high").enqueue(f"report-export-{width}", 120).id  # until cancelled
     row = page.locator(f'#djj-running tr[data-job="{job_id}"]')
     row.wait_for(timeout=20_000)  # the page refreshes itself
+    set_live(page, False)  # then stops, to be measured
     assert "pid" in row.locator(".djj-running-worker").inner_text()
     on_first_screen(row.get_by_role("button", name="Cancel"), width)
     fits(page, width)
@@ -154,6 +166,7 @@ def test_q4_retry_these_failed_jobs_states_the_count_and_the_skips_first(busy_si
     assert rows.count() == 14
     listed = {box.get_attribute("value") for box in page.locator("#result_list input[name=_selected_action]").all()}
     assert len(listed) == 14
+    set_live(page, False)  # a reload under way as the rows are selected loses them
     page.locator("#action-toggle").check()
     page.locator("select[name=action]").select_option("retry_jobs")
     page.locator("button[name=index]").click()
