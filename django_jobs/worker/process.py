@@ -442,11 +442,9 @@ class WorkerProcess(Fetching, Settling, Heartbeat):
             with self._cond:
                 self._running -= 1
                 if ended:
-                    self._free += 1
-                    if outcome is not None and not job.decided:
-                        job.decided = True
-                        self._add_outcome(job, outcome)
-                self._wake_waiters()
+                    self._run_ended(job, outcome)
+                else:
+                    self._wake_waiters()
 
     def _run_started(self, job: RunningJob, prepared: Prepared, started: float) -> Outcome | None:
         """Run a started sync job; return its outcome (None: released, or its lease lost: no outcome)."""

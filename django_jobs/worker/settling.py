@@ -38,17 +38,23 @@ class Settling(WorkerState):
 
     def _free_slot(self) -> None:
         with self._cond:
-            self._free += 1
-            self._wake_waiters()
+            self._run_ended(None, None)
 
     def _job_done(self, job: RunningJob, outcome: Outcome) -> None:
         with self._cond:
-            self._free += 1
-            decided = job.decided
+            self._run_ended(job, outcome)
+
+    def _run_ended(self, job: RunningJob | None, outcome: Outcome | None) -> None:
+        """A run ended: free its slot, keep its outcome, wake who can act now (the caller holds ``_cond``).
+
+        The one body of a run's end. An outcome of a run decided already (released, lease lost,
+        timed out) is dropped; ``outcome`` None frees the slot only.
+        """
+        self._free += 1
+        if job is not None and outcome is not None and not job.decided:
             job.decided = True
-            if not decided:
-                self._add_outcome(job, outcome)
-            self._wake_waiters()
+            self._add_outcome(job, outcome)
+        self._wake_waiters()
 
     def _wake_waiters(self) -> None:
         """A slot was freed: wake the threads waiting on ``_cond`` if what one waits for holds now (the caller holds ``_cond``).
