@@ -124,29 +124,14 @@ def _send_calls(conn: Any, scripts: Sequence[Any], keys: Sequence[Sequence[str]]
     """Send call N of script ``scripts[N]`` with ``keys[N]`` and ``calls[N]``, pipelined on ``conn``; return the replies.
 
     Unlike :func:`_send_many` the scripts differ (a settle and the fetch after it) and an error
-    reply is returned in its place, not raised: the caller decides per call. A call that met
-    NOSCRIPT is sent again as EVAL once every reply is read (it then runs after the others).
+    reply is returned in its place, not raised: the caller decides per call.
     """
     conn.send_packed_command([
         packed
         for script, k, args in zip(scripts, keys, calls)
         for packed in _packed(conn, ("EVALSHA", script.sha, len(k), *k, *args))
     ])
-    replies: list[Any] = []
-    for _ in calls:
-        try:
-            replies.append(conn.read_response())
-        except redis.ResponseError as exc:
-            replies.append(exc)
-    for index, reply in enumerate(replies):
-        if isinstance(reply, redis.exceptions.NoScriptError):
-            script, k, args = scripts[index], keys[index], calls[index]
-            conn.send_command("EVAL", script.script, len(k), *k, *args)
-            try:
-                replies[index] = conn.read_response()
-            except redis.ResponseError as exc:
-                replies[index] = exc
-    return replies
+    return _read_each(conn, scripts, keys, calls)
 
 
 def _send_stream(conn: Any, script: Any, keys: Sequence[str], calls: _Replayable) -> list[Any]:
@@ -168,24 +153,35 @@ def _send_stream(conn: Any, script: Any, keys: Sequence[str], calls: _Replayable
 
 
 def _read_replies(conn: Any, script: Any, keys: Sequence[str], calls: Sequence[Sequence[Any]]) -> list[Any]:
-    """Read the replies of ``calls``, sent pipelined on ``conn``; send those that met NOSCRIPT again as EVAL."""
+    """Read the replies of ``calls`` of ``script``, sent pipelined on ``conn`` (:func:`_read_each`); raise the first error reply."""
+    replies = _read_each(conn, [script] * len(calls), [keys] * len(calls), calls)
+    for reply in replies:
+        if isinstance(reply, redis.ResponseError):
+            raise reply
+    return replies
+
+
+def _read_each(conn: Any, scripts: Sequence[Any], keys: Sequence[Sequence[str]], calls: Sequence[Sequence[Any]]) -> list[Any]:
+    """Read the replies of ``calls`` (call N of ``scripts[N]`` with ``keys[N]``), sent pipelined on ``conn``.
+
+    An error reply is returned in its place. A call that met NOSCRIPT (cache flushed, failover)
+    is sent again as EVAL once every reply is read, so the connection stays in step; it then
+    runs after the others.
+    """
     replies: list[Any] = []
-    missing: list[int] = []
-    error: redis.ResponseError | None = None
-    for index in range(len(calls)):
+    for _ in calls:
         try:
             replies.append(conn.read_response())
-        except redis.exceptions.NoScriptError:
-            replies.append(None)
-            missing.append(index)
         except redis.ResponseError as exc:
-            replies.append(None)
-            error = error or exc
-    if error is not None:
-        raise error
-    for index in missing:
-        conn.send_command("EVAL", script.script, len(keys), *keys, *calls[index])
-        replies[index] = conn.read_response()
+            replies.append(exc)
+    for index, reply in enumerate(replies):
+        if isinstance(reply, redis.exceptions.NoScriptError):
+            script, k, args = scripts[index], keys[index], calls[index]
+            conn.send_command("EVAL", script.script, len(k), *k, *args)
+            try:
+                replies[index] = conn.read_response()
+            except redis.ResponseError as exc:
+                replies[index] = exc
     return replies
 
 
