@@ -359,13 +359,8 @@ def _sqlite_datetime(value: datetime, *, slow: Callable[[Any], Any]) -> Any:
 def _clean(value: Any) -> Any:
     """Return ``value`` without NUL characters (PostgreSQL's text and jsonb refuse them).
 
-    A :class:`JSONText` is decoded first (None if it is not JSON: bad data is left empty).
+    A :class:`JSONText` is decoded before, by :func:`_clean_row`.
     """
-    if value.__class__ is JSONText:
-        try:
-            return _clean(json.loads(value))
-        except (ValueError, RecursionError):
-            return None
     if isinstance(value, str):
         return value.replace("\x00", "\ufffd")
     if isinstance(value, list):
