@@ -159,8 +159,21 @@ def cluster_group_tls():
     group.stop()
 
 
+@pytest.fixture(scope="session")
+def cluster_group_lone():
+    """A Redis Cluster of 3 primaries without replicas (a stopped primary leaves its slots unserved: CLUSTERDOWN),
+    started once per session and only when a test asks for it."""
+    from tests.redis_server import ClusterGroup
+
+    group = ClusterGroup(primaries=3, replicas=0)
+    group.start()
+    yield group
+    group.stop()
+
+
 #: The cluster fixture of each cluster topology ``target`` knows.
-CLUSTERS = {"cluster": "cluster_group", "cluster-acl": "cluster_group_acl", "cluster-tls": "cluster_group_tls"}
+CLUSTERS = {"cluster": "cluster_group", "cluster-acl": "cluster_group_acl", "cluster-tls": "cluster_group_tls",
+            "cluster-lone": "cluster_group_lone"}
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,9 @@ ASK and failovers). What differs from one server:
 
 - :func:`run_script`: EVALSHA through the cluster client (not on a thread-owned connection),
   EVAL when the node has not cached the script (a promoted replica, a new node).
+- :func:`patiently`: every command and script call waits out a cluster that answers
+  ``CLUSTERDOWN`` or ``TRYAGAIN`` (a failover or a slot move under way), up to
+  :data:`FAILOVER_PATIENCE` seconds; redis-py's own retries give up after about two.
 - :func:`run_script_and_wait`: ENQUEUE_WAIT on a cluster. ``WAIT`` counts the replicas that
   acknowledged the writes *of its own connection*, so the script call and the ``WAIT`` go in one
   non-transactional pipeline on the own client of the node that owns the slot; ``MOVED``,
@@ -26,7 +29,7 @@ import logging
 import selectors
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,25 +44,59 @@ logger = logging.getLogger("django_jobs.engine")
 #: Seconds a marker thread waits after a connection error before it blocks again.
 ERROR_PAUSE = 0.5
 
+#: Seconds a call waits out a cluster that answers CLUSTERDOWN or TRYAGAIN before RedisUnavailable.
+#: While a primary is marked failed and its replica is not promoted yet, every node of a cluster
+#: with full coverage (Redis' default) refuses every key; that lasts about a second after the
+#: ``cluster-node-timeout``, longer on a loaded host, and until the node comes back when it has no replica.
+FAILOVER_PATIENCE = 15.0
+
+
+def patiently[T](call: Callable[[], T], target: str) -> T:
+    """Return ``call()``; while the cluster answers CLUSTERDOWN / TRYAGAIN (nothing was run), wait and call again.
+
+    The pauses double from :data:`WAIT_PAUSE` up to 1 s. Connection errors are not retried
+    here: redis-py's cluster client retries them itself, re-reading the slot map.
+
+    Raises:
+        RedisUnavailable: the cluster still refused after :data:`FAILOVER_PATIENCE` seconds.
+    """
+    deadline = time.monotonic() + FAILOVER_PATIENCE
+    pause = WAIT_PAUSE
+    while True:
+        try:
+            return call()
+        except (redis.exceptions.ClusterDownError, redis.exceptions.TryAgainError, redis.exceptions.SlotNotCoveredError) as exc:
+            if time.monotonic() + pause > deadline:
+                raise RedisUnavailable(
+                    f"The Redis Cluster at {target} refused the call for {FAILOVER_PATIENCE:.0f} s ({exc}): "
+                    "a slot has no primary (a failover that did not complete, a primary without a replica down)."
+                ) from exc
+            time.sleep(pause)
+            pause = min(1.0, pause * 2)
+
 
 def run_script(client: Any, script: Any, keys: Sequence[str], args: Sequence[Any], target: str) -> Any:
     """Call a registered script on the node that serves ``keys[0]``.
 
     A connection error (a primary that died) is retried by RedisCluster itself, which refreshes
-    its slot map each time; the scripts make a replayed call have the effect of one.
+    its slot map each time; the scripts make a replayed call have the effect of one. CLUSTERDOWN
+    and TRYAGAIN are waited out (:func:`patiently`).
 
     Raises:
         RedisUnavailable: the cluster did not answer after RedisCluster's retries.
     """
     if not keys:
         raise ValueError("On a Redis Cluster every script call needs a key: it routes the call to a slot.")
-    try:
+    def call() -> Any:
         try:
             return client.evalsha(script.sha, len(keys), *keys, *args)
         except redis.exceptions.NoScriptError:
             # EVAL sends the source and caches it on that node (a replica promoted by a failover
             # has an empty script cache).
             return client.eval(script.script, len(keys), *keys, *args)
+
+    try:
+        return patiently(call, target)
     except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ClusterError) as exc:
         raise RedisUnavailable(f"Cannot reach Redis at {target}: {exc}") from exc
 

@@ -23,7 +23,7 @@ import redis
 
 from django_jobs import runtime
 from django_jobs.conf import JobsSettings
-from django_jobs.engine.cluster import ClusterWaiter, run_script, run_script_and_wait
+from django_jobs.engine.cluster import ClusterWaiter, patiently, run_script, run_script_and_wait
 from django_jobs.engine.connection import build_client
 from django_jobs.engine.keys import QueueKeys
 from django_jobs.engine.replicas import ENQUEUE_SCRIPTS, replica_wait
@@ -470,8 +470,10 @@ class ScriptRunner:
         return [int(c) for c in self._run_chunked(name, keys, head, job_ids, width=1, chunk=self.BULK_CHUNK)]
 
     def _call(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Run a plain client command, translating connection errors."""
+        """Run a plain client command, translating connection errors (on a cluster, waiting out CLUSTERDOWN)."""
         try:
+            if self._cluster:
+                return patiently(lambda: func(*args, **kwargs), self.target)
             return func(*args, **kwargs)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise RedisUnavailable(f"Cannot reach Redis at {self.target}: {exc}") from exc
