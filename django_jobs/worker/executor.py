@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -485,19 +486,26 @@ def _finished(job: RunningJob, prepared: Prepared, outcome: Outcome, exc: BaseEx
     return outcome
 
 
-def run_sync(job: RunningJob, prepared: Prepared, *, close_connections: bool = True) -> Outcome:
+def run_sync(
+    job: RunningJob, prepared: Prepared, *, close_connections: bool = True, on_start: Callable[[], None] | None = None,
+) -> Outcome:
     """Run a sync job in the calling thread and return its outcome: the run path of every job.
 
     Workers call it from their pool threads (and isolated jobs' children); django_jobs.testing
     calls it too, with ``close_connections=False`` (closing old DB connections would end a test's
     transaction). It sets the current job and correlation id, sends ``task_started`` /
     ``job_started``, runs the job middleware around the job, and logs and signals the outcome.
+
+    ``on_start`` is called once the job starts, before any code of the user's (signal receivers,
+    log handlers, middleware, the job) can run and block; not when the job cannot run.
     """
     if prepared.failure is not None:
         return prepared.failure
     tokens = _enter(job, prepared)
     opened: list[Any] = []
     try:
+        if on_start is not None:
+            on_start()
         _started(job, prepared)
         func = prepared.task.func
         try:

@@ -242,3 +242,45 @@ def test_a_forked_child_waits_on_a_connection_of_its_own(engine):
     assert os.waitstatus_to_exitcode(status) == 0
     assert child_id not in (0, first)
     assert _wait_once(engine) == first  # the parent's connection is untouched
+
+
+_release_first = threading.Event()
+_first_in_receiver = threading.Event()
+
+
+@job
+def tagged(tag: str) -> str:
+    return tag
+
+
+def _block_the_first(sender, task_result, **kwargs) -> None:
+    """A job_started receiver (the user's code, before the job's own) that blocks while the "first" job starts."""
+    if task_result.args == ["first"]:
+        _first_in_receiver.set()
+        _release_first.wait(10)
+
+
+def test_a_kept_job_hands_the_fetchers_role_over_before_the_users_code_can_block(engine):
+    from django_jobs import signals
+    from django_jobs.worker.process import WorkerProcess
+
+    _release_first.clear()
+    _first_in_receiver.clear()
+    signals.job_started.connect(_block_the_first)
+    worker = WorkerProcess(queues=["default"], threads=2, grace=1.0)
+    worker.start()
+    try:
+        wait_until(lambda: worker._blocked_id is not None and worker._role_waiting == 1, message="an idle worker")
+        first = tagged.enqueue("first")  # kept by the fetcher thread whose wait it ends
+        assert _first_in_receiver.wait(10)
+        # Its thread is blocked in a receiver: the other fetcher thread has the role and fetches.
+        second = wait_for_result(tagged.enqueue("second"), timeout=10)
+        assert second.status == TaskResultStatus.SUCCESSFUL
+        assert first.refresh() is None and first.status == TaskResultStatus.RUNNING
+        _release_first.set()
+        assert wait_for_result(first, timeout=10).status == TaskResultStatus.SUCCESSFUL
+    finally:
+        _release_first.set()
+        signals.job_started.disconnect(_block_the_first)
+        worker.request_stop()
+        worker.shutdown()
