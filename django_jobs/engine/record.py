@@ -89,19 +89,32 @@ class Payload:
 
 def decode_payload(data: str | None) -> Payload:
     """Decode a payload; never raises (see the module's bad-data policy)."""
+    fields = payload_fields(data)
+    if isinstance(fields, str):
+        return Payload(problem=fields)
+    name, args, kwargs, options, trace = fields
+    return Payload(name, args, kwargs, options, trace=trace)
+
+
+def payload_fields(data: str | None) -> tuple[str, list[Any], dict[str, Any], dict[str, Any], dict[str, str]] | str:
+    """Decode a payload into ``(name, args, kwargs, options, trace)``, or why it does not decode (a str); never raises.
+
+    :func:`decode_payload` without the :class:`Payload` (a frozen dataclass: ~1 us to build):
+    what the worker decodes before a job's first line.
+    """
     try:
         payload = json.loads(data or "")
     except (ValueError, RecursionError) as exc:
-        return Payload(problem=f"payload is not JSON ({exc})")
+        return f"payload is not JSON ({exc})"
     if not isinstance(payload, dict):
-        return Payload(problem="payload is not a JSON object")
+        return "payload is not a JSON object"
     name, args, kwargs, options = payload.get("n"), payload.get("a", []), payload.get("k", {}), payload.get("o", {})
     if not isinstance(name, str):
-        return Payload(problem="payload has no job name ('n')")
+        return "payload has no job name ('n')"
     if not isinstance(args, list) or not isinstance(kwargs, dict) or not isinstance(options, dict):
-        return Payload(problem="payload fields have the wrong types")
+        return "payload fields have the wrong types"
     trace = payload.get("tc")
-    return Payload(name, args, kwargs, options, trace=trace if isinstance(trace, dict) else {})
+    return name, args, kwargs, options, trace if isinstance(trace, dict) else {}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

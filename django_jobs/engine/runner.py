@@ -93,6 +93,14 @@ def _connect_kernel_timed(conn: Any) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
 
 
+def _reply(conn: Any) -> Any:
+    """Read one reply on ``conn``; an error reply is returned, not raised (the connection stays in step)."""
+    try:
+        return conn.read_response()
+    except redis.ResponseError as exc:
+        return exc
+
+
 def _send_one(conn: Any, script: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:
     """Send one script call as EVALSHA on ``conn``; return its reply.
 
@@ -350,6 +358,20 @@ class ScriptRunner:
             self._owned.add(own)
         return own.conn
 
+    def _own_blocking_connection(self) -> Any:
+        """Return this thread's own connection of :meth:`blocking_client`, kept between its waits.
+
+        No pool checkout and release around each wait (redis-py's bookkeeping of both, and a
+        ``poll()`` to see whether the connection has data). Made on first use and again after a
+        fork (another process' socket is never used); :meth:`close` disconnects it (the next
+        wait connects again); disconnected by a wait that fails, reconnected by the next.
+        """
+        own = getattr(self._lane, "blocking", None)
+        if own is None or own.pid != runtime.pid():
+            own = self._lane.blocking = _OwnConnection(self.blocking_client().connection_pool.make_connection())
+            self._owned.add(own)
+        return own.conn
+
     def _run_pipelined(self, name: str, keys: Sequence[str], calls: Sequence[Sequence[Any]]) -> list[Any]:
         """Call script ``name`` once per argument list of ``calls``, pipelined on this thread's own connection.
 
@@ -420,36 +442,50 @@ class ScriptRunner:
         self, name: str, marker: str, timeout: float, keys: Sequence[str], args: Sequence[Any],
         blocked: Callable[[int | None], None] | None = None,
     ) -> Any:
-        """Send ``CLIENT ID``, ``BLPOP marker timeout`` and script ``name`` in one packet on a blocking connection.
+        """Send ``CLIENT ID``, ``BLPOP marker timeout`` and script ``name`` in one packet on this thread's blocking connection.
 
         Return the script's reply once the ``BLPOP`` ended (a token, or its timeout), or None on
         NOSCRIPT (the caller calls the script again the usual way). Every reply is read, an
         error reply too, so the connection stays in step. ``blocked`` gets the connection's
         client id before the wait (None when ``CLIENT ID`` was refused). One server only.
+
+        The connection is kept between the thread's waits (:meth:`_own_blocking_connection`); one
+        found closed when the packet is sent is replaced once, a wait that fails later raises.
         """
         script = self._scripts[name]
         timeout = min(MAX_BLOCK, max(0.01, round(timeout, 3)))
-        pool = self.blocking_client().connection_pool
-        conn = pool.get_connection()
+        conn = self._own_blocking_connection()
+        kept = getattr(conn, "_sock", None) is not None  # connected by an earlier wait of this thread
+        packet = [
+            *_packed(conn, ("CLIENT", "ID")),
+            *_packed(conn, ("BLPOP", marker, timeout)),
+            *_packed(conn, ("EVALSHA", script.sha, len(keys), *keys, *args)),
+        ]
+        replies: list[Any] = []
         try:
-            conn.send_packed_command([
-                *_packed(conn, ("CLIENT", "ID")),
-                *_packed(conn, ("BLPOP", marker, timeout)),
-                *_packed(conn, ("EVALSHA", script.sha, len(keys), *keys, *args)),
-            ])
-            replies: list[Any] = []
-            for index in range(3):
-                try:
-                    replies.append(conn.read_response())
-                except redis.ResponseError as exc:
-                    replies.append(exc)
-                if index == 0 and blocked is not None:
-                    blocked(replies[0] if isinstance(replies[0], int) else None)
+            try:
+                conn.send_packed_command(packet)
+                replies.append(_reply(conn))
+            except redis.ConnectionError:
+                if not kept:
+                    raise
+                # A kept connection closed while it was idle (a restart, CLIENT KILL, the server's
+                # idle timeout): not even CLIENT ID answered. Once more on a new connection, as
+                # the pool's checkout reconnected such a connection before the wait.
+                conn.disconnect()
+                conn.send_packed_command(packet)
+                replies.append(_reply(conn))
+            if blocked is not None:
+                blocked(replies[0] if isinstance(replies[0], int) else None)
+            replies.append(_reply(conn))
+            replies.append(_reply(conn))
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             conn.disconnect()
             raise RedisUnavailable(f"Cannot reach Redis at {self.target}: {exc}") from exc
-        finally:
-            pool.release(conn)
+        except BaseException:
+            if len(replies) < 3:
+                conn.disconnect()  # replies left unread: the next wait starts on a new connection
+            raise
         if isinstance(replies[1], redis.ResponseError):
             raise self._response_error(replies[1]) from replies[1]
         reply = replies[2]

@@ -139,7 +139,7 @@ class Sharding(Relay, Reads, Control, Streams):
             named = base_queue(queue)
             if named == queue:
                 return res
-            return replace(res, jobs=[replace(c, queue=named) for c in res.jobs])
+            return res.in_queue(named)
         jobs: list[Claimed] = []
         next_due, paused, limited = -1, True, False
         start = random.randrange(len(shards))
@@ -162,11 +162,11 @@ class Sharding(Relay, Reads, Control, Streams):
         res = super().fetch_on_wake(queue, timeout, count, lease_ms=lease_ms, worker_id=worker_id, start_now=start_now,
                                     blocked=blocked)
         named = base_queue(queue)
-        return res if named == queue else replace(res, jobs=[replace(c, queue=named) for c in res.jobs])
+        return res if named == queue else res.in_queue(named)
 
     def claim(self, queue: str, job_id: str, *, lease_ms: int, worker_id: str) -> Claimed | None:
         claimed = super().claim(self.shard_of(queue, job_id), job_id, lease_ms=lease_ms, worker_id=worker_id)
-        return claimed if claimed is None else replace(claimed, queue=base_queue(claimed.queue))
+        return claimed if claimed is None else claimed.in_queue(base_queue(claimed.queue))
 
     def settle(self, queue: str, outcomes: Sequence[Outcome]) -> list[int]:
         return self._per_shard(queue, outcomes, lambda o: o.id, super().settle)

@@ -53,9 +53,15 @@ class Guard:
     limit_period_ms: int = 1000
 
 
-@dataclass(frozen=True, slots=True)
 class Claimed:
-    """A job this worker holds a lease on."""
+    """A job this worker holds a lease on. Read-only by convention.
+
+    A plain slotted class, not a frozen dataclass: every claimed job builds one on the way to
+    its first line, and a frozen dataclass sets each field with ``object.__setattr__`` (~4x the
+    cost). Compared, hashed and printed by its fields as the dataclass was.
+    """
+
+    __slots__ = ("attempt", "correlation_id", "data", "enqueued_ms", "id", "parent_id", "queue", "token")
 
     queue: str
     id: str
@@ -65,6 +71,38 @@ class Claimed:
     enqueued_ms: int
     correlation_id: str
     parent_id: str
+
+    def __init__(
+        self, queue: str, id: str, token: str, data: str, attempt: int, enqueued_ms: int,
+        correlation_id: str, parent_id: str,
+    ) -> None:
+        self.queue = queue
+        self.id = id
+        self.token = token
+        self.data = data
+        self.attempt = attempt
+        self.enqueued_ms = enqueued_ms
+        self.correlation_id = correlation_id
+        self.parent_id = parent_id
+
+    def _fields(self) -> tuple[str, str, str, str, int, int, str, str]:
+        return (self.queue, self.id, self.token, self.data, self.attempt, self.enqueued_ms, self.correlation_id, self.parent_id)
+
+    def in_queue(self, queue: str) -> Claimed:
+        """The same claim reported under ``queue`` (a shard's claim under its queue's name)."""
+        return Claimed(queue, *self._fields()[1:])
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not Claimed:
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        names = ("queue", "id", "token", "data", "attempt", "enqueued_ms", "correlation_id", "parent_id")
+        return f"Claimed({', '.join(f'{n}={v!r}' for n, v in zip(names, self._fields(), strict=True))})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,15 +121,37 @@ class Outcome:
     keep_ms: int = 0
 
 
-@dataclass(frozen=True, slots=True)
 class FetchResult:
-    """What one fetch call returned."""
+    """What one fetch call returned. Read-only by convention (a plain slotted class, as :class:`Claimed`)."""
+
+    __slots__ = ("jobs", "limited", "next_due_ms", "paused")
 
     jobs: list[Claimed]
     next_due_ms: int
     paused: bool
     #: The count was cut to ``start_now`` because the queue has a concurrency limit in force.
-    limited: bool = False
+    limited: bool
+
+    def __init__(self, jobs: list[Claimed], next_due_ms: int, paused: bool, limited: bool = False) -> None:
+        self.jobs = jobs
+        self.next_due_ms = next_due_ms
+        self.paused = paused
+        self.limited = limited
+
+    def in_queue(self, queue: str) -> FetchResult:
+        """The same result with its jobs reported under ``queue`` (:meth:`Claimed.in_queue`)."""
+        return FetchResult([c.in_queue(queue) for c in self.jobs], self.next_due_ms, self.paused, self.limited)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not FetchResult:
+            return NotImplemented
+        o = other
+        return (self.jobs, self.next_due_ms, self.paused, self.limited) == (o.jobs, o.next_due_ms, o.paused, o.limited)
+
+    __hash__ = None  # type: ignore[assignment]  # as the dataclass (a list field): not hashable
+
+    def __repr__(self) -> str:
+        return f"FetchResult(jobs={self.jobs!r}, next_due_ms={self.next_due_ms!r}, paused={self.paused!r}, limited={self.limited!r})"
 
 
 class Recovery(tuple[int, int]):
@@ -482,4 +542,4 @@ def _fetch_result(queue: str, raw: Any) -> FetchResult:
         Claimed(queue, raw[i], str(raw[i + 1]), raw[i + 2], int(raw[i + 3]), int(raw[i + 4] or 0), raw[i + 5], raw[i + 6])
         for i in range(2, len(raw), 7)
     ]
-    return FetchResult(jobs=jobs, next_due_ms=int(raw[0]), paused=raw[1] == 1, limited=raw[1] == 2)
+    return FetchResult(jobs, int(raw[0]), raw[1] == 1, raw[1] == 2)

@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +26,7 @@ from django_jobs.conf import get_settings
 from django_jobs.correlation import reset_correlation_id, set_correlation_id
 from django_jobs.engine.protocol import JobState, OutcomeKind
 from django_jobs.engine.queue import Claimed, Outcome
-from django_jobs.engine.record import decode_payload
+from django_jobs.engine.record import payload_fields
 from django_jobs.exceptions import Cancel, JobTimeout, RateLimited, Retry
 from django_jobs.middleware import Chain, get_chain
 from django_jobs.tasks import JobContext, JobResult, JobTask, ms_to_datetime, registered_job
@@ -34,6 +35,8 @@ logger = logging.getLogger("django_jobs.worker")
 
 
 _CANCEL_LOCK = threading.Lock()
+#: :attr:`RunningJob.timeout` not looked up yet.
+_UNRESOLVED: Any = object()
 
 
 @dataclass(slots=True, eq=False)
@@ -42,7 +45,8 @@ class RunningJob:
 
     claimed: Claimed
     started: float = field(default_factory=time.monotonic)
-    timeout: float | None = None
+    #: :attr:`timeout` once resolved (``_UNRESOLVED`` until its first read).
+    _timeout: float | None = field(default=_UNRESOLVED, repr=False)
     #: The event behind :attr:`cancel_event`, made on first use (most jobs are never asked to stop).
     _cancel: threading.Event | None = None
     #: Set once an outcome is decided (by the job, or by the timeout watchdog): later ones are dropped.
@@ -65,6 +69,22 @@ class RunningJob:
                     self._cancel = threading.Event()
                 event = self._cancel
         return event
+
+    @property
+    def timeout(self) -> float | None:
+        """Its timeout, seconds (None: none), resolved from :attr:`prepared` on first read.
+
+        Not when the job is decoded: the option, job and settings lookups are left out of the
+        path to the job's first line (the heartbeat, the isolated run's watch and ``run_async``
+        read it). None while nothing is prepared, or when the job cannot run.
+        """
+        timeout = self._timeout
+        if timeout is _UNRESOLVED:
+            prepared = self.prepared
+            if prepared is None:
+                return None
+            timeout = self._timeout = prepared.timeout() if prepared.failure is None else None
+        return timeout
 
     @property
     def id(self) -> str:
@@ -174,13 +194,12 @@ class Prepared:
         self.trace_context: Any = None
         self.trace: Any = None
         claimed = job.claimed
-        payload = decode_payload(claimed.data)
-        if payload.problem:
-            self.failure = terminal_outcome(job, ValueError(f"Job {claimed.id!r} has an unreadable payload: {payload.problem}"))
+        fields = payload_fields(claimed.data)  # what the job needs before its first line, and no more
+        if isinstance(fields, str):
+            self.failure = terminal_outcome(job, ValueError(f"Job {claimed.id!r} has an unreadable payload: {fields}"))
             return
-        name, args, kwargs, options = payload.name, payload.args, payload.kwargs, payload.options
+        name, args, kwargs, options, self.trace_context = fields  # tc: the enqueue's W3C trace context (django_jobs.tracing)
         job.name = name
-        self.trace_context = payload.trace  # the W3C trace context of the enqueue (django_jobs.tracing)
         task = registered_job(name)
         if task is None:
             self.failure = terminal_outcome(
@@ -210,8 +229,22 @@ class Prepared:
             except TypeError as exc:
                 self.failure = terminal_outcome(job, TypeError(f"The arguments of job {claimed.id!r} no longer fit {name!r}: {exc}"))
                 return
-        timeout = options.get("to", task.timeout) or get_settings().queues.get(claimed.queue, {}).get("DEFAULT_TIMEOUT") or get_settings().default_timeout
-        job.timeout = float(timeout) if timeout else None
+        job.prepared = self  # its timeout is looked up from here, after the job started (RunningJob.timeout)
+
+    def timeout(self) -> float | None:
+        """The job's timeout, seconds (None: none): the first set of its own option, the job's, the queue's, the default.
+
+        An option that is not a number (a hand-edited payload) is passed over, with a warning.
+        """
+        settings = get_settings()
+        queue = self.job.claimed.queue
+        for timeout in (self.options.get("to", self.task.timeout), settings.queues.get(queue, {}).get("DEFAULT_TIMEOUT"), settings.default_timeout):
+            if timeout:
+                try:
+                    return float(timeout)
+                except (TypeError, ValueError):
+                    logger.warning("Job %s has a timeout that is not a number (%r): passed over", self.job.id, timeout)
+        return None
 
     @property
     def result(self) -> JobResult:
@@ -453,19 +486,26 @@ def _finished(job: RunningJob, prepared: Prepared, outcome: Outcome, exc: BaseEx
     return outcome
 
 
-def run_sync(job: RunningJob, prepared: Prepared, *, close_connections: bool = True) -> Outcome:
+def run_sync(
+    job: RunningJob, prepared: Prepared, *, close_connections: bool = True, on_start: Callable[[], None] | None = None,
+) -> Outcome:
     """Run a sync job in the calling thread and return its outcome: the run path of every job.
 
     Workers call it from their pool threads (and isolated jobs' children); django_jobs.testing
     calls it too, with ``close_connections=False`` (closing old DB connections would end a test's
     transaction). It sets the current job and correlation id, sends ``task_started`` /
     ``job_started``, runs the job middleware around the job, and logs and signals the outcome.
+
+    ``on_start`` is called once the job starts, before any code of the user's (signal receivers,
+    log handlers, middleware, the job) can run and block; not when the job cannot run.
     """
     if prepared.failure is not None:
         return prepared.failure
     tokens = _enter(job, prepared)
     opened: list[Any] = []
     try:
+        if on_start is not None:
+            on_start()
         _started(job, prepared)
         func = prepared.task.func
         try:

@@ -47,6 +47,13 @@ class Fetching(WorkerState):
         With fetch on wake there are two: the one whose wait ended with jobs keeps the first sync
         job and runs it on its own thread (no hand-off to a job thread) while the other, which
         was waiting for the role, fetches; it then waits for the role in turn.
+
+        The role is handed over as the kept job starts, not before: the wake-up of the other
+        thread is then off the path to the job's first line. It is still handed over before
+        anything can block: before its thread waits for a running slot (``_run_sync``), and
+        before the first code of the user's runs (signal receivers, log handlers, middleware, the
+        job: ``executor.run_sync``'s ``on_start``); at the latest when the run ends (a job that
+        never starts, an error).
         """
         while True:
             with self._cond:
@@ -58,19 +65,35 @@ class Fetching(WorkerState):
                     return
                 self._role_taken = True
                 self._fetch_active = True
+            kept = None
             try:
                 kept = self._fetch_loop()
             finally:
-                with self._cond:
-                    self._role_taken = False
-                    self._fetcher_idle()  # what is pending goes to the completer until a fetcher fetches again
-                    self._role_cond.notify_all()
+                if kept is None:
+                    self._hand_over_role()
             if kept is None:
                 return
+            handed = False
+
+            def hand_over() -> None:
+                nonlocal handed
+                if not handed:
+                    handed = True
+                    self._hand_over_role()
+
             try:
-                self._run_sync(*kept)
+                self._run_sync(*kept, on_start=hand_over)
             except Exception:
                 logger.exception("Worker %s: unexpected error in a fetcher thread's job", self.worker_id)
+            finally:
+                hand_over()
+
+    def _hand_over_role(self) -> None:
+        """Give up the fetcher's role: the other fetcher thread, waiting for it, takes it."""
+        with self._cond:
+            self._role_taken = False
+            self._fetcher_idle()  # what is pending goes to the completer until a fetcher fetches again
+            self._role_cond.notify_all()
 
     def _fetch_loop(self) -> tuple[RunningJob, Prepared] | None:
         """Fetch until stopped (None), or until an idle wait ended with a sync job this thread keeps."""

@@ -46,6 +46,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 from django_jobs import runtime
@@ -414,8 +415,17 @@ class WorkerProcess(Fetching, Settling, Heartbeat):
             except Exception:
                 logger.exception("Worker %s: unexpected error in a job thread", self.worker_id)
 
-    def _run_sync(self, job: RunningJob, prepared: Prepared) -> None:
+    def _run_sync(self, job: RunningJob, prepared: Prepared, on_start: Callable[[], None] | None = None) -> None:
+        """Run a claimed sync job on this thread once a running slot is free.
+
+        ``on_start`` (a fetcher thread's hand-over of its role) is called before this thread
+        waits for a slot, or else as the job starts, before any code of the user's
+        (``executor.run_sync``); not at all when the job never starts.
+        """
         with self._cond:
+            if on_start is not None and self._running >= self.threads:
+                on_start()  # never waits holding the fetcher's role
+                on_start = None
             # At most ``threads`` sync jobs run at once: a fetcher thread may run one it kept
             # (fetch on wake) while the job threads take the jobs claimed after it.
             while self._running >= self.threads and not self.stopping.is_set() and not job.decided:
@@ -435,7 +445,7 @@ class WorkerProcess(Fetching, Settling, Heartbeat):
         ended = False
         outcome: Outcome | None = None
         try:
-            outcome = self._run_started(job, prepared, started)
+            outcome = self._run_started(job, prepared, started, on_start)
             ended = True
         finally:
             # One lock round for the end of a run: its thread, its slot and its outcome.
@@ -446,15 +456,19 @@ class WorkerProcess(Fetching, Settling, Heartbeat):
                 else:
                     self._wake_waiters()
 
-    def _run_started(self, job: RunningJob, prepared: Prepared, started: float) -> Outcome | None:
+    def _run_started(
+        self, job: RunningJob, prepared: Prepared, started: float, on_start: Callable[[], None] | None = None,
+    ) -> Outcome | None:
         """Run a started sync job; return its outcome (None: released, or its lease lost: no outcome)."""
         if job.isolated:
+            if on_start is not None:
+                on_start()
             try:
                 return isolation.run_isolated(job, prepared, parent_pid=os.getpid(), abandoned=lambda: job.decided)
             except Exception as exc:  # noqa: BLE001 - never let the heartbeat die
                 return executor.error_outcome(job, prepared, exc)
         try:
-            outcome = executor.run_sync(job, prepared)
+            outcome = executor.run_sync(job, prepared, on_start=on_start)
         except BaseException as exc:  # noqa: BLE001 - cancelled at shutdown, or a BaseException
             outcome = prepared.outcome_for_error(job, exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
         self._avg_run += (time.monotonic() - started - self._avg_run) * 0.1

@@ -109,7 +109,7 @@ class WorkerState:
     def _dispatch(self, claimed: Claimed, *, keep: bool = False) -> tuple[RunningJob, Prepared] | None:
         raise NotImplementedError
 
-    def _run_sync(self, job: RunningJob, prepared: Prepared) -> None:
+    def _run_sync(self, job: RunningJob, prepared: Prepared, on_start: Callable[[], None] | None = None) -> None:
         raise NotImplementedError
 
     # Defined by Settling.

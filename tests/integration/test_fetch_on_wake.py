@@ -158,3 +158,129 @@ def test_a_kept_job_counts_against_threads(engine):
     finally:
         worker.request_stop()
         worker.shutdown()
+
+
+def _wait_once(engine) -> int:
+    """One short fetch-on-wake wait on "default" in the calling thread; return its connection's client id."""
+    ids: list = []
+    engine.fetch_on_wake("default", 0.01, 1, lease_ms=30_000, worker_id=WORKER, blocked=ids.append)
+    assert isinstance(ids[0], int)
+    return ids[0]
+
+
+def test_a_thread_keeps_its_blocking_connection_between_waits(engine, r):
+    first = _wait_once(engine)
+    assert _wait_once(engine) == first and _wait_once(engine) == first  # no checkout and release per wait
+    out: list = []
+    thread = threading.Thread(target=lambda: out.append(_wait_once(engine)))
+    thread.start()
+    thread.join(timeout=5)
+    assert out and out[0] != first  # each thread its own
+
+
+def test_a_kept_connection_killed_while_idle_is_replaced_at_the_next_wait(engine, r):
+    first = _wait_once(engine)
+    r.client_kill_filter(_id=first)
+    result = jobs.add.enqueue(1, 2)
+    ids: list = []
+    res = engine.fetch_on_wake("default", 1.0, 1, lease_ms=30_000, worker_id=WORKER, blocked=ids.append)
+    assert [c.id for c in res.jobs] == [result.id]  # no error: reconnected, as the pool's checkout did
+    assert ids[0] != first
+    assert _wait_once(engine) == ids[0]  # and kept again
+
+
+def test_a_wait_whose_connection_drops_fails_and_the_next_one_reconnects(engine, r):
+    from django_jobs.exceptions import RedisUnavailable
+
+    ids: list = []
+    errors: list = []
+
+    def run() -> None:
+        try:
+            engine.fetch_on_wake("default", 25.0, 1, lease_ms=30_000, worker_id=WORKER, blocked=ids.append)
+        except RedisUnavailable as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    wait_until(lambda: ids, message="the wait to be sent")
+    wait_until(lambda: any(c["id"] == str(ids[0]) and c["cmd"] == "blpop" for c in r.client_list()), message="the wait to block")
+    # Killed during the wait (not while idle): the wait fails, as before (never sent again: it may have run).
+    r.client_kill_filter(_id=ids[0])
+    thread.join(timeout=5)
+    assert not thread.is_alive() and len(errors) == 1
+    result = jobs.add.enqueue(1, 2)
+    res = engine.fetch_on_wake("default", 1.0, 1, lease_ms=30_000, worker_id=WORKER)
+    assert [c.id for c in res.jobs] == [result.id]  # the next wait connects again
+
+
+def test_close_disconnects_the_kept_connection_and_the_next_wait_connects_again(engine, r):
+    first = _wait_once(engine)
+    engine.close()
+    wait_until(lambda: str(first) not in {c["id"] for c in r.client_list()}, message="the kept connection to be closed")
+    second = _wait_once(engine)
+    assert second != first
+
+
+def test_a_forked_child_waits_on_a_connection_of_its_own(engine):
+    import os
+
+    first = _wait_once(engine)
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never the parent's socket
+        code = 1
+        try:
+            os.write(write_fd, str(_wait_once(engine)).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    child_id = int(os.read(read_fd, 64) or b"0")
+    os.close(read_fd)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert child_id not in (0, first)
+    assert _wait_once(engine) == first  # the parent's connection is untouched
+
+
+_release_first = threading.Event()
+_first_in_receiver = threading.Event()
+
+
+@job
+def tagged(tag: str) -> str:
+    return tag
+
+
+def _block_the_first(sender, task_result, **kwargs) -> None:
+    """A job_started receiver (the user's code, before the job's own) that blocks while the "first" job starts."""
+    if task_result.args == ["first"]:
+        _first_in_receiver.set()
+        _release_first.wait(10)
+
+
+def test_a_kept_job_hands_the_fetchers_role_over_before_the_users_code_can_block(engine):
+    from django_jobs import signals
+    from django_jobs.worker.process import WorkerProcess
+
+    _release_first.clear()
+    _first_in_receiver.clear()
+    signals.job_started.connect(_block_the_first)
+    worker = WorkerProcess(queues=["default"], threads=2, grace=1.0)
+    worker.start()
+    try:
+        wait_until(lambda: worker._blocked_id is not None and worker._role_waiting == 1, message="an idle worker")
+        first = tagged.enqueue("first")  # kept by the fetcher thread whose wait it ends
+        assert _first_in_receiver.wait(10)
+        # Its thread is blocked in a receiver: the other fetcher thread has the role and fetches.
+        second = wait_for_result(tagged.enqueue("second"), timeout=10)
+        assert second.status == TaskResultStatus.SUCCESSFUL
+        assert first.refresh() is None and first.status == TaskResultStatus.RUNNING
+        _release_first.set()
+        assert wait_for_result(first, timeout=10).status == TaskResultStatus.SUCCESSFUL
+    finally:
+        _release_first.set()
+        signals.job_started.disconnect(_block_the_first)
+        worker.request_stop()
+        worker.shutdown()
