@@ -17,7 +17,8 @@
              queue back, paused = 1 when the queue is paused (nothing claimed), 2 when the
              count was cut to ARGV[10] by a concurrency limit (a freed thread may claim more).
   Events:  "waiting" per promoted job, "active" per claimed job, "limited" per parked job,
-           batched: one entry per event kind for the call (includes/emit)
+           batched: one entry per event kind for the call (includes/emit); a call that claims
+           trims the stream only when its tokens cross a multiple of 32 (emit_untrimmed_call)
 ]]
 --@include now
 --@include wait_score
@@ -68,6 +69,8 @@ if count > 0 then
     -- One counter bump for the batch: tokens last-claimed+1 .. last are unique and increasing.
     local token = rcall('HINCRBY', meta_key, 'fence', claimed) - claimed
     local first_token = token
+    -- The call's events trim the stream on one fetch in EMIT_TRIM_EVERY tokens (includes/emit).
+    emit_untrimmed_call(first_token, first_token + claimed)
     local worker_json = cjson.encode(worker_id)
     local active_args = {}
     for i = 1, #popped, 2 do
