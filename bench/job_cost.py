@@ -12,7 +12,8 @@ calls and usec per job under each script (enqueue, fetch, settle), then each scr
 
 ``--rounds R`` repeats it (checkouts taking turns); calls are the same every round, usec is the
 median. The commands' usec excludes the Lua around them and the round trip: ``INFO cpu`` per
-phase (``--cpu``, a second pass without the per-call ``INFO``) gives Redis' whole CPU per job.
+phase (``--cpu``, a second pass without the per-call ``INFO``) gives Redis' whole CPU per job
+(the socket, the event loop and the AOF included; ``--no-aof`` runs without the AOF).
 """
 
 from __future__ import annotations
@@ -55,8 +56,9 @@ def redis_cpu(r: Any) -> float:
 class Side:
     """One checkout's scripts on one queue of the shared server."""
 
-    def __init__(self, r: Any, root: Path, tag: str, batch: int) -> None:
+    def __init__(self, r: Any, root: Path, tag: str, batch: int, quiet: bool = False) -> None:
         self.r, self.batch = r, batch
+        self.tail: tuple[Any, ...] = (batch, 1) if quiet else (batch,)  # ARGV[10] start_now, ARGV[11] no "active" events
         self.sha = {name: r.script_load(script_source(root, name)) for name in SCRIPTS}
         self.base = f"jc:{{{tag}}}:"
         self.prefix = self.base + "job:"
@@ -75,7 +77,7 @@ class Side:
         keys = self.keys("wait", "scheduled", "active", "meta", "events", "marker", "rate")
         # As Engine._fetch_call with the worker's free threads (start_now) = the batch.
         out = self.r.evalsha(self.sha["fetch"], len(keys), *keys, self.prefix, MAXLEN, self.batch, 60_000, "host:1:w",
-                             1000, 0, 0, 0, self.batch)
+                             1000, 0, 0, 0, *self.tail)
         return [(out[i], out[i + 1]) for i in range(2, len(out), 7)]
 
     def settle(self, claimed: list[tuple[str, int]]) -> None:
@@ -180,6 +182,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8, help="jobs per fetch (and per settle)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cpu", action="store_true", help="also INFO cpu per phase, in a pass without per-call INFO")
+    parser.add_argument("--no-active-events", action="store_true", help="fetch as for a queue with ACTIVE_EVENTS False "
+                        "(ARGV[11]; a checkout before it ignores the argument)")
+    parser.add_argument("--no-aof", action="store_true", help="turn the server's AOF off (CONFIG SET appendonly no): "
+                        "what the AOF costs per job, by difference with a run with it")
     opts = parser.parse_args()
 
     from bench.cli import parse_args
@@ -195,19 +201,21 @@ def main() -> None:
     try:
         r = bench.r
         assert r is not None
+        if opts.no_aof:
+            r.config_set("appendonly", "no")
         results: dict[str, list[dict[str, Stats]]] = {label: [] for label in sides}
         cpus: dict[str, list[tuple[float, float]]] = {label: [] for label in sides}
         for rnd in range(opts.rounds):
             for label, root in sides.items():
                 # The queue's first call (its token, stream and meta created) is not counted.
-                side = Side(r, root, f"{label}{rnd}", opts.batch)
+                side = Side(r, root, f"{label}{rnd}", opts.batch, opts.no_active_events)
                 side.enqueue()
                 side.settle(side.fetch())
                 results[label].append(attributed(r, side, opts.n))
                 if opts.cpu:
                     cpus[label].append(cpu_pass(r, side, opts.n))
                 r.flushall()
-        print(f"redis {r.info('server')['redis_version']}; single enqueues, then fetch {opts.batch} / settle "
+        print(f"redis {r.info('server')['redis_version']}, AOF {r.config_get('appendonly')['appendonly']}; single enqueues, then fetch {opts.batch} / settle "
               f"{opts.batch} (completed, kept for no time), no mirror")
         for label in sides:
             print()

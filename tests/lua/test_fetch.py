@@ -214,3 +214,40 @@ def test_fetches_never_trim_below_the_mirrors_cap_while_it_holds_the_queue(engin
     for _ in range(100):
         assert len(claim(engine, 2)) == 2
     assert r.xlen(k.events) == 100
+
+
+def test_a_queue_without_active_events_claims_alike_and_writes_its_other_events(r, k, events):
+    """ACTIVE_EVENTS False: the claim (token, lease, hash) is the same, no "active" event is
+    written (nor the XADD made), and the outcome's event still is (wait() and QueueEvents' final
+    events)."""
+    from django.conf import settings
+
+    from tests.lua.conftest import complete, jobs_settings
+
+    queues = {**settings.DJANGO_JOBS["QUEUES"], QUEUE: {"ACTIVE_EVENTS": False}}
+    with jobs_settings(QUEUES=queues) as engine:
+        engine.enqueue(QUEUE, [new_job("a"), new_job("b")])
+        events.new()
+        before = r.info("commandstats").get("cmdstat_xadd", {}).get("calls", 0)
+        a, b = claim(engine, 2, worker_id="w1")
+        assert r.info("commandstats").get("cmdstat_xadd", {}).get("calls", 0) == before
+        assert events.new() == []
+        assert_state(r, k, "a", "active")
+        assert r.hget(k.job("a"), "tok") == str(a.token) and r.zscore(k.active, "b") is not None
+        assert engine.settle(QUEUE, [complete(a), complete(b)]) == [1, 1]
+        assert events.new() == [("completed", "a"), ("completed", "b")]
+
+
+def test_a_queue_without_active_events_still_writes_them_while_a_mirror_holds_it(r, k, events):
+    """The database mirror records every state: while it holds the queue, fetches write "active"."""
+    from django.conf import settings
+
+    from tests.lua.conftest import jobs_settings
+
+    queues = {**settings.DJANGO_JOBS["QUEUES"], QUEUE: {"ACTIVE_EVENTS": False}}
+    with jobs_settings(QUEUES=queues) as engine:
+        engine.enqueue(QUEUE, [new_job("a"), new_job("b")])
+        engine.mirror_hold([QUEUE], cap=1_000, hold_ms=60_000)
+        events.new()
+        assert [c.id for c in claim(engine, 2)] == ["a", "b"]
+        assert events.new() == [("active", "a"), ("active", "b")]
