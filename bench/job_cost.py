@@ -165,7 +165,7 @@ def table(label: str, rounds: list[dict[str, Stats]], n: int, cpu: list[tuple[fl
         inner.append(sum(cell(s, x)[0] for x in names if x != "evalsha"))
     out.append("| `EVALSHA` (the script: usec includes its commands) | " + " | ".join(cells) + f" | {tc:.3f} | {tu:.2f} |")
     out.append("| commands run by the script | " + " | ".join(f"{c:.3f} |" for c in inner) + f" | {sum(inner):.3f} | |")
-    out.append(f"| commands per job, `EVALSHA` included | " + " | ".join(f"{c + cell(s, 'evalsha')[0]:.3f} |" for s, c in zip(SCRIPTS, inner))
+    out.append("| commands per job, `EVALSHA` included | " + " | ".join(f"{c + cell(s, 'evalsha')[0]:.3f} |" for s, c in zip(SCRIPTS, inner))
                + f" | {sum(inner) + tc:.3f} | |")
     if cpu:
         e = statistics.median(x[0] for x in cpu)
