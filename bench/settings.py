@@ -13,6 +13,8 @@
   ``none`` = ``{"AGE": 0}``, fire-and-forget: nothing kept, as ``--peers`` runs it);
 * ``DJJ_BENCH_DB``: the SQLite file of the database mirror (``--mirror``; default in memory);
 * ``DJJ_BENCH_SHARDS``: ``SHARDS`` of the ``default`` queue (``--queue-shards``; default 1).
+* ``DJJ_BENCH_ACTIVE_EVENTS``: ``0`` gives every queue ``ACTIVE_EVENTS`` False (no "active" events;
+  set it in the environment of ``python -m bench``, the workers inherit it).
 * ``DJJ_BENCH_CLUSTER``, ``DJJ_BENCH_QUEUES``: ``--cluster N`` (bench/cluster.py): the URL is a
   cluster node, and the queues it spread over the primaries.
 * ``DJJ_BENCH_PG``: a PostgreSQL database name instead (``bench/mirror_burst.py --db postgres``;
@@ -65,6 +67,10 @@ if os.environ.get("DJJ_BENCH_LEAN_JOB_HASH"):
     DJANGO_JOBS["LEAN_JOB_HASH"] = True
 if os.environ.get("DJJ_BENCH_QUEUES"):
     DJANGO_JOBS["QUEUES"] = {name: {} for name in os.environ["DJJ_BENCH_QUEUES"].split(",")}
+# DJJ_BENCH_ACTIVE_EVENTS=0: every queue with ACTIVE_EVENTS False (docs/configuration.md): no "active" events.
+if os.environ.get("DJJ_BENCH_ACTIVE_EVENTS") == "0":
+    for _options in DJANGO_JOBS["QUEUES"].values():
+        _options["ACTIVE_EVENTS"] = False
 _keep = os.environ.get("DJJ_BENCH_KEEP_COMPLETED", "default")
 if _keep == "none":
     DJANGO_JOBS["KEEP_COMPLETED"] = {"AGE": 0}

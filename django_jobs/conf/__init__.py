@@ -123,6 +123,12 @@ class JobsSettings:
         """True when none of REDIS_URL, CACHE_ALIAS, SENTINEL and CLUSTER says where Redis is."""
         return not self.redis_url and not self.cache_alias and not self.sentinel and not self.cluster
 
+    def active_events(self, queue: str) -> bool:
+        """Return whether fetches of ``queue`` write its jobs' "active" events (``ACTIVE_EVENTS``, default True)."""
+        # A shard (``hot#2``, engine/keys.py) does as its queue does.
+        options = self.queues.get(queue) or self.queues.get(queue.partition("#")[0], {})
+        return bool(options.get("ACTIVE_EVENTS", True))
+
     def keep(self, queue: str, which: str) -> tuple[float, int]:
         """Return (age_seconds, count) retention for ``which`` in ('COMPLETED', 'FAILED')."""
         base = self.keep_completed if which == "COMPLETED" else self.keep_failed

@@ -61,6 +61,8 @@ QUEUE_OPTION_KEYS = frozenset(
     | {"RATE_LIMIT", "CONCURRENCY"}
     # One hot queue spread over several hash tags (docs/scaling.md#sharded-queues).
     | {"SHARDS"}
+    # False: its fetches write no "active" event unless a mirror holds the queue (docs/architecture.md#the-events-stream).
+    | {"ACTIVE_EVENTS"}
 )
 #: Most shards one queue may have (each is a full key set; workers fetch from each in turn).
 MAX_SHARDS = 1024

@@ -342,6 +342,11 @@ def parse_queue_options(name: str, options: Any) -> dict[str, Any]:
             result[key] = parse_queue_limit(key, value, at)
         elif key == "SHARDS":
             result[key] = parse_shards(value, at)
+        elif key == "ACTIVE_EVENTS":
+            if not isinstance(value, bool):
+                raise at.error(f"{at.name} is {value!r}; it must be True or False.",
+                               "False: its fetches write no 'active' event (unless a database mirror holds the queue).")
+            result[key] = value
         else:
             result[key] = parse_keep(key, value, partial=True, where=at)
     if result.get("SHARDS", 1) > 1:

@@ -345,10 +345,12 @@ class Transitions(ScriptRunner):
     ) -> tuple[tuple[str, ...], tuple[Any, ...]]:
         """The KEYS and ARGV of one ``fetch`` call (fetch.lua)."""
         k = self.keys(queue)
+        tail: tuple[Any, ...] = () if start_now is None else (max(0, start_now),)
+        if not self.settings.active_events(queue):  # ARGV[11] "1": no "active" events (fetch.lua)
+            tail = ("" if start_now is None else max(0, start_now), 1)
         return (
             (k.wait, k.scheduled, k.active, k.meta, k.events, k.marker, k.rate),
-            (k.job_prefix, self.maxlen, count, lease_ms, worker_id, PROMOTE_LIMIT, *self._default_limits(queue),
-             *(() if start_now is None else (max(0, start_now),))),
+            (k.job_prefix, self.maxlen, count, lease_ms, worker_id, PROMOTE_LIMIT, *self._default_limits(queue), *tail),
         )
 
     @property

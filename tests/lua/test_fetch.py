@@ -175,3 +175,79 @@ def test_a_fetch_that_empties_wait_knows_it_without_counting(engine, r, k):
     assert (used, result.jobs, result.next_due_ms) == (0, [], -1)
     used, result = zcards(lambda: engine.fetch(QUEUE, 0, lease_ms=1000, worker_id="w"))
     assert (used, result.jobs) == (1, [])
+
+
+def test_fetches_trim_the_events_stream_on_one_call_in_32_tokens_and_stay_bounded(engine, r, k, monkeypatch):
+    """A fetch's events are written untrimmed (no MAXLEN, no read of the mirror's hold) unless
+    the lease tokens it drew cross a multiple of 32 (includes/emit emit_untrimmed_call): without a
+    mirror the stream stays within its cap, plus one stream node (MAXLEN ~), plus the untrimmed
+    entries between trims; no event is lost to a skipped trim."""
+    monkeypatch.setattr(engine, "maxlen", 10)
+    engine.enqueue_many(QUEUE, [new_job(f"f{i}") for i in range(640)], chunk=100)
+    r.delete(k.events)
+
+    def gets(fetch):
+        before = r.info("commandstats").get("cmdstat_get", {}).get("calls", 0)
+        result = fetch()
+        return r.info("commandstats").get("cmdstat_get", {}).get("calls", 0) - before, result
+
+    lengths, reads = [], []
+    for _ in range(320):
+        used, got = gets(lambda: claim(engine, 2))
+        assert len(got) == 2
+        reads.append((used, any(int(c.token) % 32 == 0 for c in got)))
+        lengths.append(r.xlen(k.events))
+    # The mirror's hold is read exactly by the calls that trim: those whose tokens hold a multiple of 32.
+    assert [used for used, _ in reads] == [1 if turn else 0 for _, turn in reads]
+    assert sum(used for used, _ in reads) == 20
+    node = int(r.config_get("stream-node-max-entries")["stream-node-max-entries"])
+    assert max(lengths) <= 10 + node + 16
+    assert lengths[-1] < 320  # it was trimmed: the bound is not the count of calls
+
+
+def test_fetches_never_trim_below_the_mirrors_cap_while_it_holds_the_queue(engine, r, k, monkeypatch):
+    """The trims fetches still make read the mirror's hold: nothing it has not read leaves."""
+    monkeypatch.setattr(engine, "maxlen", 10)
+    engine.enqueue_many(QUEUE, [new_job(f"m{i}") for i in range(200)], chunk=100)
+    r.delete(k.events)
+    engine.mirror_hold([QUEUE], cap=1_000, hold_ms=60_000)
+    for _ in range(100):
+        assert len(claim(engine, 2)) == 2
+    assert r.xlen(k.events) == 100
+
+
+def test_a_queue_without_active_events_claims_alike_and_writes_its_other_events(r, k, events):
+    """ACTIVE_EVENTS False: the claim (token, lease, hash) is the same, no "active" event is
+    written (nor the XADD made), and the outcome's event still is (wait() and QueueEvents' final
+    events)."""
+    from django.conf import settings
+
+    from tests.lua.conftest import complete, jobs_settings
+
+    queues = {**settings.DJANGO_JOBS["QUEUES"], QUEUE: {"ACTIVE_EVENTS": False}}
+    with jobs_settings(QUEUES=queues) as engine:
+        engine.enqueue(QUEUE, [new_job("a"), new_job("b")])
+        events.new()
+        before = r.info("commandstats").get("cmdstat_xadd", {}).get("calls", 0)
+        a, b = claim(engine, 2, worker_id="w1")
+        assert r.info("commandstats").get("cmdstat_xadd", {}).get("calls", 0) == before
+        assert events.new() == []
+        assert_state(r, k, "a", "active")
+        assert r.hget(k.job("a"), "tok") == str(a.token) and r.zscore(k.active, "b") is not None
+        assert engine.settle(QUEUE, [complete(a), complete(b)]) == [1, 1]
+        assert events.new() == [("completed", "a"), ("completed", "b")]
+
+
+def test_a_queue_without_active_events_still_writes_them_while_a_mirror_holds_it(r, k, events):
+    """The database mirror records every state: while it holds the queue, fetches write "active"."""
+    from django.conf import settings
+
+    from tests.lua.conftest import jobs_settings
+
+    queues = {**settings.DJANGO_JOBS["QUEUES"], QUEUE: {"ACTIVE_EVENTS": False}}
+    with jobs_settings(QUEUES=queues) as engine:
+        engine.enqueue(QUEUE, [new_job("a"), new_job("b")])
+        engine.mirror_hold([QUEUE], cap=1_000, hold_ms=60_000)
+        events.new()
+        assert [c.id for c in claim(engine, 2)] == ["a", "b"]
+        assert events.new() == [("active", "a"), ("active", "b")]

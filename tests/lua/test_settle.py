@@ -327,33 +327,40 @@ def _calls(r) -> dict[str, int]:
 
 
 def test_completions_kept_for_no_time_into_an_empty_completed_set_read_no_clock_and_meta_once(r, k):
-    # Fire-and-forget settles: no TIME, no range read of the empty completed set (one ZCARD), and
-    # one HMGET of meta for both its flows and cw fields (was HEXISTS + HGET).
+    # Fire-and-forget settles: no TIME, no look at the completed set they add nothing to (no ZCARD
+    # unless a settled token is a multiple of 32: includes/trim TRIM_EVERY), and one HMGET of
+    # meta for both its flows and cw fields (was HEXISTS + HGET).
     with jobs_settings(KEEP_COMPLETED={"AGE": 0, "COUNT": 100}) as engine:
         claimed = enqueue_and_claim(engine, "a", "b", "c")
+        assert [int(c.token) for c in claimed] == [1, 2, 3]
         before = _calls(r)
         assert engine.settle(QUEUE, [complete(c) for c in claimed]) == [1, 1, 1]
         after = _calls(r)
     used = {name: after.get(name, 0) - before.get(name, 0) for name in after}
     used = {name: n for name, n in used.items() if n and name not in ("info", "evalsha", "eval")}
-    assert used == {"hmget": 1 + 3, "zrem": 1, "del": 1, "zcard": 1, "xadd": 1, "get": 1}
+    assert used == {"hmget": 1 + 3, "zrem": 1, "del": 1, "xadd": 1, "get": 1}
     assert not any(r.exists(k.job(j)) for j in "abc") and r.zcard(k.active) == 0
 
 
 def test_jobs_kept_earlier_are_still_trimmed_by_settles_that_keep_nothing(r, k):
     # A set that holds jobs (kept under an earlier setting or a per-job keep) is trimmed by age
-    # and by count when the settle itself adds nothing to it.
+    # and by count when the settle itself adds nothing to it: by the settle of token 32.
     with jobs_settings(KEEP_COMPLETED={"AGE": 3600, "COUNT": 0}) as engine:
         claimed = enqueue_and_claim(engine, "old", "k1", "k2", "k3")
         engine.settle(QUEUE, [complete(claimed[0], keep_ms=5), *[complete(c) for c in claimed[1:]]])
         finished = int(r.hget(k.job("old"), "f"))
     wait_until(lambda: server_ms(r) > finished + 5, timeout=2, message="5 ms of server time")
     with jobs_settings(KEEP_COMPLETED={"AGE": 0, "COUNT": 2}) as engine:
-        (gone,) = enqueue_and_claim(engine, "gone")
-        assert engine.settle(QUEUE, [complete(gone)]) == [1]
-        # "old" past its age; then one of the three others beyond COUNT 2, the oldest.
+        # Tokens 5..31: settles that add nothing to the set leave it alone (one in 32 trims it).
+        gone = enqueue_and_claim(engine, *(f"g{i}" for i in range(5, 33)))
+        assert [int(c.token) for c in gone] == list(range(5, 33))
+        assert engine.settle(QUEUE, [complete(c) for c in gone[:-1]]) == [1] * 27
+        assert r.zrange(k.completed, 0, -1) == ["old", "k1", "k2", "k3"]
+        # Token 32: this settle trims. "old" past its age; then one of the three others beyond
+        # COUNT 2, the oldest.
+        assert engine.settle(QUEUE, [complete(gone[-1])]) == [1]
         assert r.zrange(k.completed, 0, -1) == ["k2", "k3"]
-        assert not any(r.exists(k.job(j)) for j in ("old", "k1", "gone"))
+        assert not any(r.exists(k.job(j)) for j in ("old", "k1", "g5", "g32"))
 
 
 def test_a_per_job_keep_overrides_the_queue_retention(engine, r, k):

@@ -168,6 +168,14 @@ def test_a_queue_option_error_names_the_queue_and_the_option():
     assert "DJANGO_JOBS['QUEUES']['emails']['DEFAULT_ATTEMPTS'] is 0" in str(info.value)
 
 
+def test_active_events_is_a_per_queue_bool_on_by_default_and_a_shard_follows_its_queue():
+    settings = settings_for(QUEUES={"bulk": {"ACTIVE_EVENTS": False}, "hot": {"ACTIVE_EVENTS": True}})
+    assert (settings.active_events("default"), settings.active_events("hot")) == (True, True)
+    assert (settings.active_events("bulk"), settings.active_events("bulk#3")) == (False, False)
+    with pytest.raises(ConfigurationError, match=re.escape("['bulk']['ACTIVE_EVENTS'] is 'no'; it must be True or False")):
+        build_settings({"QUEUES": {"bulk": {"ACTIVE_EVENTS": "no"}}})
+
+
 def test_a_misspelt_queue_option_suggests_the_right_one():
     with pytest.raises(ConfigurationError, match="Did you mean 'DEFAULT_TIMEOUT'"):
         build_settings({"QUEUES": {"emails": {"DEFAULT_TIMOUT": 5}}})

@@ -9,6 +9,9 @@
   ARGV[10] (optional) how many of the count the worker can start at once (its free threads;
            the rest would be claimed ahead). While a concurrency limit is in force the fetch
            claims at most this many: a job claimed ahead would count as running while it waits.
+           "" = none (when ARGV[11] follows).
+  ARGV[11] (optional) "1": the queue's ACTIVE_EVENTS is False: no "active" events, unless a
+           database mirror holds the queue (it records every state: includes/mirror)
   A job with a limit key ('lk' in its hash) that is over its key's limits is parked instead of
   claimed: moved to scheduled (includes/key_limits; its keys are named from 'lk', same hash tag).
   Returns: { next_due_ms, paused, id, token, data, attempt, enqueued_ms, correlation_id,
@@ -16,8 +19,9 @@
              (-1 none), or until a limit may let a waiting job start when one held the
              queue back, paused = 1 when the queue is paused (nothing claimed), 2 when the
              count was cut to ARGV[10] by a concurrency limit (a freed thread may claim more).
-  Events:  "waiting" per promoted job, "active" per claimed job, "limited" per parked job,
-           batched: one entry per event kind for the call (includes/emit)
+  Events:  "waiting" per promoted job, "active" per claimed job (not with ARGV[11]), "limited" per parked job,
+           batched: one entry per event kind for the call (includes/emit); a call that claims
+           trims the stream only when its tokens cross a multiple of 32 (emit_untrimmed_call)
 ]]
 --@include now
 --@include wait_score
@@ -68,8 +72,12 @@ if count > 0 then
     -- One counter bump for the batch: tokens last-claimed+1 .. last are unique and increasing.
     local token = rcall('HINCRBY', meta_key, 'fence', claimed) - claimed
     local first_token = token
+    -- The call's events trim the stream on one fetch in EMIT_TRIM_EVERY tokens (includes/emit).
+    emit_untrimmed_call(first_token, first_token + claimed)
     local worker_json = cjson.encode(worker_id)
     local active_args = {}
+    -- ACTIVE_EVENTS False (ARGV[11]): no "active" event, unless the mirror holds the queue.
+    local active_events = ARGV[11] ~= '1' or mirror_cap(string.sub(events_key, 1, -7))
     for i = 1, #popped, 2 do
       local job_id = popped[i]
       local job_key = job_prefix .. job_id
@@ -83,7 +91,7 @@ if count > 0 then
         if fields[8] then key_started(fields, job_id, token, now_ms) end
         active_args[#active_args + 1] = deadline
         active_args[#active_args + 1] = job_id
-        emit(events_key, maxlen, 'active', job_id)
+        if active_events then emit(events_key, maxlen, 'active', job_id) end
         local n = #out
         out[n + 1] = job_id
         out[n + 2] = token

@@ -39,9 +39,13 @@ emit_batch()  -- one events entry per event kind (and fields) for the whole batc
 local results = {}
 -- Leaving active and entering completed are batched into one ZREM and one ZADD per call.
 local acc = { left = {}, completed = {}, gone = {}, keep_c = tonumber(ARGV[3]), keep_f = tonumber(ARGV[5]) }
+-- turn: a settled token is a multiple of TRIM_EVERY (includes/trim); tokens are drawn once each.
+local turn = false
 for i = 7, #ARGV, 6 do
   results[#results + 1] = job_settle(q, acc, ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], tonumber(ARGV[i + 4]),
                                      tonumber(ARGV[i + 5]), clock)
+  local token = tonumber(ARGV[i + 1])
+  if token and token % TRIM_EVERY == 0 then turn = true end
 end
 -- unpack() takes a few thousand values at most: send long lists in slices.
 local SLICE = 2000
@@ -58,8 +62,12 @@ end
 if acc.woke then wake(q.marker) end
 if #acc.left > 0 then slot_freed(q.meta, q.marker, meta[2]) end
 -- (clock.ms is nil when only completions kept for no time were applied: trim reads the clock
--- only if the set holds jobs.)
-if acc.touched_completed then trim_finished(q.completed, q.job, clock.ms, keep_completed_count) end
+-- only if the set holds jobs.) Completions that all were kept for no time added nothing to the
+-- set: it holds only jobs kept earlier (another setting, a per-job keep), trimmed on the call
+-- whose tokens include a multiple of TRIM_EVERY (one ZCARD saved on the others).
+if acc.touched_completed and (#acc.completed > 0 or turn) then
+  trim_finished(q.completed, q.job, clock.ms, keep_completed_count)
+end
 if acc.touched_failed then
   trim_finished(q.failed, q.job, clock.ms, keep_failed_count)
   trim_finished(q.cancelled, q.job, clock.ms, keep_failed_count)

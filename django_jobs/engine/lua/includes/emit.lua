@@ -17,6 +17,11 @@ local EMIT = { on = false }
 local EMIT_MAX_JOBS = 32
 
 local function emit_write(events_key, maxlen, ...)
+  if EMIT.untrimmed then
+    -- This call's entries skip the trim (emit_untrimmed_call): no MAXLEN, no read of the mirror's hold.
+    redis.call('XADD', events_key, '*', ...)
+    return
+  end
   local cap = mirror_cap(string.sub(events_key, 1, -7))
   if cap and cap > maxlen then maxlen = cap end
   redis.call('XADD', events_key, 'MAXLEN', '~', maxlen, '*', ...)
@@ -48,7 +53,7 @@ end
 
 -- Collect this script call's events until emit_flush() (which the caller must reach).
 local function emit_batch()
-  EMIT.on, EMIT.streams, EMIT.order = true, {}, {}
+  EMIT.on, EMIT.streams, EMIT.order, EMIT.untrimmed = true, {}, {}, false
 end
 
 -- A field value as XADD stores it (a Lua number becomes an integer).
@@ -109,4 +114,14 @@ local EMIT_TRIM_EVERY = 32
 local function emit_untrimmed(events_key, maxlen, trim, event, job_id)
   if trim or EMIT.on then return emit(events_key, maxlen, event, job_id) end
   redis.call('XADD', events_key, '*', 'e', event, 'j', job_id)
+end
+
+-- A batched call (emit_batch) whose work is numbered by a counter that only grows (fetch: the
+-- lease tokens it drew, first + 1 .. last) trims the stream only when that range crosses a
+-- multiple of EMIT_TRIM_EVERY: consecutive calls draw consecutive ranges, so one call in every
+-- EMIT_TRIM_EVERY numbers trims, the others XADD without MAXLEN and skip the mirror's hold
+-- (one GET). Call it before the first flush that may skip; entries flushed before it (a full
+-- group) were trimmed. The same bound as emit_untrimmed: a skipped trim keeps events.
+local function emit_untrimmed_call(first, last)
+  EMIT.untrimmed = math.floor(last / EMIT_TRIM_EVERY) == math.floor(first / EMIT_TRIM_EVERY)
 end

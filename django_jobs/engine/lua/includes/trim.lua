@@ -9,6 +9,9 @@
 --@include now
 --@include mirror
 local TRIM_BATCH = 200
+-- A finished set that a call added nothing to (completions kept for no time: settle.lua) holds
+-- only jobs kept earlier; it is trimmed on one such call in TRIM_EVERY, not on each.
+local TRIM_EVERY = 32
 
 local function trim_delete(set_key, rec_key, job_prefix, ids)
   if #ids == 0 then return end
