@@ -9,7 +9,7 @@ from typing import Any, cast
 from django.db import transaction
 
 from django_jobs import runtime, serialization, tracing
-from django_jobs.arguments import bind_arguments
+from django_jobs.arguments import bind_arguments, bind_each
 from django_jobs.backoff import validate_backoff
 from django_jobs.compat import (
     BaseTaskBackend,
@@ -423,8 +423,7 @@ class RedisBackend(BaseTaskBackend):
     def enqueue_many(self, task: Any, calls: Sequence[tuple[Sequence[Any], dict[str, Any]]]) -> list[JobResult]:
         """Queue up many jobs of ``task`` in one round trip per queue."""
         self._revalidate(task)
-        for number, (args, kwargs) in enumerate(calls):
-            bind_arguments(task, args, kwargs, where=f"item {number} of enqueue_many()")
+        bind_each(task, calls, where="item {} of enqueue_many()")
         with tracing.producer_span(task.module_path, task.queue_name, len(calls)):
             traced = tracing.tracer() is not None  # asked once per call, not per job
             if len(calls) > BULK_CHUNK and not has_guard(task):
