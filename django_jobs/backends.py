@@ -24,7 +24,7 @@ from django_jobs.correlation import get_correlation_id, process_correlation_id
 from django_jobs.engine import get_engine
 from django_jobs.engine.keys import new_job_id
 from django_jobs.engine.protocol import EnqueueCode, JobState
-from django_jobs.engine.queue import Enqueued, NewJob
+from django_jobs.engine.queue import Enqueued, NewJob, jobs_like
 from django_jobs.engine.record import JobView, PayloadEncoder
 from django_jobs.exceptions import ConfigurationError, InvalidJob
 from django_jobs.limits import guard_for_call, has_guard, shard_key_for_call, shard_problem
@@ -41,6 +41,9 @@ from django_jobs.tasks import (
 
 #: Jobs per enqueue script call in a bulk enqueue (keeps each call short for Redis).
 BULK_CHUNK = 500
+
+#: Sets a result's ``enqueued_at`` through its slot (as ``object.__setattr__`` does, in a call less).
+_SET_ENQUEUED_AT: Callable[[JobResult, Any], None] = JobResult.enqueued_at.__set__  # type: ignore[attr-defined]
 
 
 #: The id of the job running in this context ('' outside jobs): the parent of what it enqueues.
@@ -69,6 +72,8 @@ class _Batch:
     encode: PayloadEncoder
     #: The maker of many results, once made (:meth:`results`).
     copier: Callable[[str, Sequence[Any], dict[str, Any]], JobResult] | None = None
+    #: The maker of many jobs, once made (:meth:`jobs`).
+    jobber: Callable[[str, str], NewJob] | None = None
 
     def result(self, job_id: str, args: Sequence[Any], kwargs: dict[str, Any]) -> JobResult:
         """Return a new job's result, made by its constructor."""
@@ -97,6 +102,19 @@ class _Batch:
             self.copier = results_like(self.result("", [], {}))
         return self.copier
 
+    def job(self, job_id: str, data: str) -> NewJob:
+        """Return a new job, made by its constructor."""
+        return NewJob(
+            id=job_id, data=data, priority=self.priority, run_at_ms=self.run_at_ms, delay_ms=self.delay_ms,
+            correlation_id=self.cid, parent_id=self.parent,
+        )
+
+    def jobs(self) -> Callable[[str, str], NewJob]:
+        """Return ``make(id, payload)`` for many jobs: copies of one (:func:`~django_jobs.engine.queue.jobs_like`)."""
+        if self.jobber is None:
+            self.jobber = jobs_like(self.job("", ""))
+        return self.jobber
+
     def payloads(self, calls: Sequence[tuple[Sequence[Any], dict[str, Any]]]) -> list[str]:
         """Return each call's payload; raise for the first that cannot be enqueued, before any is sent.
 
@@ -122,8 +140,7 @@ class _Batch:
     def build(self, calls: Sequence[tuple[Sequence[Any], dict[str, Any]]], payloads: Sequence[str]) -> list[tuple[NewJob, JobResult]]:
         """Return the job and the result of each call, with its payload from :meth:`payloads` (nothing here fails)."""
         task, queue, job_id, shards = self.task, self.queue, self.job_id, self.shards
-        priority, run_at_ms, delay_ms, cid, parent = self.priority, self.run_at_ms, self.delay_ms, self.cid, self.parent
-        make_result = self.results() if len(calls) > 1 else self.result
+        make_job, make_result = (self.jobs(), self.results()) if len(calls) > 1 else (self.job, self.result)
         out: list[tuple[NewJob, JobResult]] = []
         for (args, kwargs), data in zip(calls, payloads, strict=True):
             this_id = job_id
@@ -132,11 +149,7 @@ class _Batch:
                 if this_id is None or key is not None:  # a caller's id without a key is placed by its own hash
                     this_id = get_engine().place(queue, this_id or new_job_id(), key)
             this_id = this_id or new_job_id()
-            new = NewJob(
-                id=this_id, data=data, priority=priority, run_at_ms=run_at_ms, delay_ms=delay_ms,
-                correlation_id=cid, parent_id=parent,
-            )
-            out.append((new, make_result(this_id, args, kwargs)))
+            out.append((make_job(this_id, data), make_result(this_id, args, kwargs)))
         return out
 
 
@@ -310,6 +323,7 @@ class RedisBackend(BaseTaskBackend):
         )
 
     def _push(self, prepared: list[tuple[NewJob, JobResult]]) -> None:
+        """Enqueue ``prepared``, the jobs of one enqueue call (one task, so one queue), and date their results."""
         if not prepared:
             return  # enqueue_many([]): nothing to send
         engine = get_engine()
@@ -318,17 +332,13 @@ class RedisBackend(BaseTaskBackend):
             self._push_guarded(engine, prepared)
             self._pushed(prepared)
             return
+        # The jobs of one enqueue call: one task, so one queue (read from the first result only:
+        # the others' shared fields stay unset until read, see tasks.results_like).
+        queue = prepared[0][1].queue
         if len(prepared) == 1:
-            replies = list(zip(prepared, engine.enqueue(prepared[0][1].queue, [prepared[0][0]])))
+            replies = list(zip(prepared, engine.enqueue(queue, [prepared[0][0]])))
         else:
-            by_queue: dict[str, list[tuple[NewJob, JobResult]]] = {}
-            for new, result in prepared:
-                by_queue.setdefault(result.queue, []).append((new, result))
-            replies = [
-                reply
-                for queue, pairs in by_queue.items()
-                for reply in zip(pairs, engine.enqueue_many(queue, [new for new, _ in pairs], chunk=BULK_CHUNK))
-            ]
+            replies = list(zip(prepared, engine.enqueue_many(queue, [new for new, _ in prepared], chunk=BULK_CHUNK), strict=True))
         self._stamp(replies)
         self._pushed(prepared)
 
@@ -362,11 +372,12 @@ class RedisBackend(BaseTaskBackend):
         # With no receiver that would do anything, no per-job dispatch (asked once per call).
         send = enqueued_signal_needed(type(self))
         stamp: tuple[int, Any] = (-1, None)  # the jobs of one script call share their enqueue time: one datetime
+        set_enqueued_at = _SET_ENQUEUED_AT
         for (_, result), code in replies:
             # The enqueue time Redis stored in the job (not this process' clock): get_result() reads the same.
             if code.enqueued_ms != stamp[0]:
                 stamp = (code.enqueued_ms, ms_to_datetime(code.enqueued_ms))
-            object.__setattr__(result, "enqueued_at", stamp[1])
+            set_enqueued_at(result, stamp[1])
             if send:
                 task_enqueued.send(type(self), task_result=result)
 
