@@ -43,7 +43,7 @@ from django_jobs.tasks import (
 BULK_CHUNK = 500
 
 #: Sets a result's ``enqueued_at`` through its slot (as ``object.__setattr__`` does, in a call less).
-_SET_ENQUEUED_AT: Callable[[JobResult, Any], None] = JobResult.enqueued_at.__set__  # type: ignore[attr-defined]
+_SET_ENQUEUED_AT: Callable[[JobResult, Any], None] = getattr(JobResult, "enqueued_at").__set__  # noqa: B009 (the slot's descriptor)
 
 
 #: The id of the job running in this context ('' outside jobs): the parent of what it enqueues.

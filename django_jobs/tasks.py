@@ -514,7 +514,7 @@ def results_like(template: JobResult) -> Callable[[str, Sequence[Any], dict[str,
         value = getattr(template, name)
         slot = getattr(JobResult, name)  # the slot's own descriptor: no frozen check
         fields.append((slot, None, type(value)) if type(value) in _MUTABLE else (slot, value, None))
-    later = _Later(fields, template._return_value)
+    later = _Later(fields, getattr(template, "_return_value", None))
     set_id, set_args, set_kwargs, set_later = (getattr(JobResult, name).__set__ for name in ("id", "args", "kwargs", "_return_value"))
     new = object.__new__
 

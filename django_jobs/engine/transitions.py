@@ -43,7 +43,7 @@ def jobs_like(template: NewJob) -> Callable[[str, str], NewJob]:
     (``object.__setattr__`` by name for each of 7 fields).
     """
     new = object.__new__
-    set_id, set_data = NewJob.id.__set__, NewJob.data.__set__  # type: ignore[attr-defined]
+    set_id, set_data = (getattr(NewJob, name).__set__ for name in ("id", "data"))  # the slots' descriptors
     shared = [(getattr(NewJob, name).__set__, getattr(template, name)) for name in NewJob.__dataclass_fields__ if name not in ("id", "data")]
     (s1, v1), (s2, v2), (s3, v3), (s4, v4), (s5, v5) = shared  # unrolled: a loop would cost what it saves
 
