@@ -137,11 +137,17 @@ class _Batch:
             out.append(data)
         return out
 
-    def build(self, calls: Sequence[tuple[Sequence[Any], dict[str, Any]]], payloads: Sequence[str]) -> list[tuple[NewJob, JobResult]]:
-        """Return the job and the result of each call, with its payload from :meth:`payloads` (nothing here fails)."""
+    def build(self, calls: Sequence[tuple[Sequence[Any], dict[str, Any]]], payloads: Sequence[str]) -> tuple[list[NewJob], list[JobResult]]:
+        """Return the jobs and the results of ``calls``, with their payloads from :meth:`payloads` (nothing here fails).
+
+        Two lists, not a list of pairs: a bulk enqueue keeps every job and result to the end,
+        and each object kept is one more for the garbage collector to scan meanwhile.
+        """
         task, queue, job_id, shards = self.task, self.queue, self.job_id, self.shards
         make_job, make_result = (self.jobs(), self.results()) if len(calls) > 1 else (self.job, self.result)
-        out: list[tuple[NewJob, JobResult]] = []
+        news: list[NewJob] = []
+        results: list[JobResult] = []
+        add_job, add_result = news.append, results.append
         for (args, kwargs), data in zip(calls, payloads, strict=True):
             this_id = job_id
             if shards > 1:  # a sharded queue: the id names the shard (docs/scaling.md#sharded-queues)
@@ -149,8 +155,9 @@ class _Batch:
                 if this_id is None or key is not None:  # a caller's id without a key is placed by its own hash
                     this_id = get_engine().place(queue, this_id or new_job_id(), key)
             this_id = this_id or new_job_id()
-            out.append((make_job(this_id, data), make_result(this_id, args, kwargs)))
-        return out
+            add_job(make_job(this_id, data))
+            add_result(make_result(this_id, args, kwargs))
+        return news, results
 
 
 class RedisBackend(BaseTaskBackend):
@@ -283,13 +290,14 @@ class RedisBackend(BaseTaskBackend):
     def _prepare(
         self, task: JobTask, args: Sequence[Any], kwargs: dict[str, Any], job_id: str | None = None, *, traced: bool = True
     ) -> tuple[NewJob, JobResult]:
-        return self._prepare_many(task, ((args, kwargs),), job_id, traced=traced)[0]
+        news, results = self._prepare_many(task, ((args, kwargs),), job_id, traced=traced)
+        return news[0], results[0]
 
     def _prepare_many(
         self, task: JobTask, calls: Sequence[tuple[Sequence[Any], dict[str, Any]]], job_id: str | None = None,
         *, traced: bool = True,
-    ) -> list[tuple[NewJob, JobResult]]:
-        """Return the jobs of ``calls`` of ``task``, ready to push, with their results.
+    ) -> tuple[list[NewJob], list[JobResult]]:
+        """Return the jobs of ``calls`` of ``task``, ready to push, and their results.
 
         What every job of one call shares (the settings, the options, the due time, the
         correlation and parent ids, the trace context) is computed once, not per job.
@@ -322,27 +330,27 @@ class RedisBackend(BaseTaskBackend):
             encode=PayloadEncoder(name, opts, trace_json),
         )
 
-    def _push(self, prepared: list[tuple[NewJob, JobResult]]) -> None:
-        """Enqueue ``prepared``, the jobs of one enqueue call (one task, so one queue), and date their results."""
-        if not prepared:
+    def _push(self, news: list[NewJob], results: list[JobResult]) -> None:
+        """Enqueue ``news``, the jobs of one enqueue call (one task, so one queue), and date their ``results``."""
+        if not news:
             return  # enqueue_many([]): nothing to send
         engine = get_engine()
-        if has_guard(prepared[0][1].task):
+        if has_guard(results[0].task):
             # Unique jobs, throttling, debounce and per-key limits (docs/flow-control.md): their own script.
-            self._push_guarded(engine, prepared)
-            self._pushed(prepared)
+            self._push_guarded(engine, news, results)
+            self._pushed(news, results)
             return
         # The jobs of one enqueue call: one task, so one queue (read from the first result only:
         # the others' shared fields stay unset until read, see tasks.results_like).
-        queue = prepared[0][1].queue
-        if len(prepared) == 1:
-            replies = list(zip(prepared, engine.enqueue(queue, [prepared[0][0]])))
+        queue = results[0].queue
+        if len(news) == 1:
+            codes = engine.enqueue(queue, news)
         else:
-            replies = list(zip(prepared, engine.enqueue_many(queue, [new for new, _ in prepared], chunk=BULK_CHUNK), strict=True))
-        self._stamp(replies)
-        self._pushed(prepared)
+            codes = engine.enqueue_many(queue, news, chunk=BULK_CHUNK)
+        self._stamp(results, codes)
+        self._pushed(news, results)
 
-    def _push_streamed(self, task: JobTask, calls: Sequence[tuple[Sequence[Any], dict[str, Any]]], *, traced: bool) -> list[tuple[NewJob, JobResult]]:
+    def _push_streamed(self, task: JobTask, calls: Sequence[tuple[Sequence[Any], dict[str, Any]]], *, traced: bool) -> list[JobResult]:
         """Enqueue the jobs of ``calls`` (more than one chunk) in chunks sent one after another without waiting.
 
         Every payload is made first, so a job that cannot be enqueued (not JSON, too large,
@@ -351,29 +359,31 @@ class RedisBackend(BaseTaskBackend):
         """
         batch = self._batch(task, None, traced=traced)
         payloads = batch.payloads(calls)
-        prepared: list[tuple[NewJob, JobResult]] = []
+        news: list[NewJob] = []
+        results: list[JobResult] = []
 
         def chunks() -> Iterator[list[NewJob]]:
             for start in range(0, len(calls), BULK_CHUNK):
-                part = batch.build(calls[start : start + BULK_CHUNK], payloads[start : start + BULK_CHUNK])
-                prepared.extend(part)
-                yield [new for new, _ in part]
+                part, part_results = batch.build(calls[start : start + BULK_CHUNK], payloads[start : start + BULK_CHUNK])
+                news.extend(part)
+                results.extend(part_results)
+                yield part
 
         codes = get_engine().enqueue_stream(task.queue_name, chunks())
-        self._stamp(list(zip(prepared, codes, strict=True)))
-        self._pushed(prepared)
-        return prepared
+        self._stamp(results, codes)
+        self._pushed(news, results)
+        return results
 
-    def _pushed(self, prepared: list[tuple[NewJob, JobResult]]) -> None:
-        """Called once the jobs of ``prepared`` are enqueued and their results dated (nothing here; see testing.py)."""
+    def _pushed(self, news: list[NewJob], results: list[JobResult]) -> None:
+        """Called once the jobs ``news`` are enqueued and their ``results`` dated (nothing here; see testing.py)."""
 
-    def _stamp(self, replies: list[tuple[tuple[NewJob, JobResult], Enqueued]]) -> None:
-        """Date each result with the enqueue time Redis stored in its job, and send ``task_enqueued``."""
+    def _stamp(self, results: Sequence[JobResult], codes: Sequence[Enqueued]) -> None:
+        """Date each result with the enqueue time Redis stored in its job (its code's), and send ``task_enqueued``."""
         # With no receiver that would do anything, no per-job dispatch (asked once per call).
         send = enqueued_signal_needed(type(self))
         stamp: tuple[int, Any] = (-1, None)  # the jobs of one script call share their enqueue time: one datetime
         set_enqueued_at = _SET_ENQUEUED_AT
-        for (_, result), code in replies:
+        for result, code in zip(results, codes, strict=True):
             # The enqueue time Redis stored in the job (not this process' clock): get_result() reads the same.
             if code.enqueued_ms != stamp[0]:
                 stamp = (code.enqueued_ms, ms_to_datetime(code.enqueued_ms))
@@ -381,10 +391,10 @@ class RedisBackend(BaseTaskBackend):
             if send:
                 task_enqueued.send(type(self), task_result=result)
 
-    def _push_guarded(self, engine: Any, prepared: list[tuple[NewJob, JobResult]]) -> None:
+    def _push_guarded(self, engine: Any, news: list[NewJob], results: list[JobResult]) -> None:
         """Enqueue jobs with a unique or limit key; a deduplicated result takes the guarded job's id (and enqueue time)."""
-        for start in range(0, len(prepared), BULK_CHUNK):
-            chunk = prepared[start : start + BULK_CHUNK]
+        for start in range(0, len(news), BULK_CHUNK):
+            chunk = list(zip(news[start : start + BULK_CHUNK], results[start : start + BULK_CHUNK], strict=True))
             specs = [(new, guard_for_call(result.task, result.args, result.kwargs)) for new, result in chunk]
             codes = engine.enqueue_guarded(chunk[0][1].queue, specs)
             send = enqueued_signal_needed(type(self))
@@ -422,14 +432,14 @@ class RedisBackend(BaseTaskBackend):
             guard_for_call(task, args, kwargs)  # a unique or limit key that cannot be computed says so first
         bind_arguments(task, args, kwargs)
         if tracing.tracer() is None:  # the usual case: no OpenTelemetry provider, no span
-            prepared = self._prepare(task, args, kwargs, traced=False)
-            self._push([prepared])
-            return prepared[1]
+            news, results = self._prepare_many(task, ((args, kwargs),), traced=False)
+            self._push(news, results)
+            return results[0]
         with tracing.producer_span(task.module_path, task.queue_name) as span:
-            prepared = self._prepare(task, args, kwargs)
-            self._push([prepared])
-            tracing.set_job_id(span, prepared[1].id, prepared[1].correlation_id)
-        return prepared[1]
+            news, results = self._prepare_many(task, ((args, kwargs),))
+            self._push(news, results)
+            tracing.set_job_id(span, results[0].id, results[0].correlation_id)
+        return results[0]
 
     def enqueue_many(self, task: Any, calls: Sequence[tuple[Sequence[Any], dict[str, Any]]]) -> list[JobResult]:
         """Queue up many jobs of ``task`` in one round trip per queue."""
@@ -439,11 +449,10 @@ class RedisBackend(BaseTaskBackend):
             traced = tracing.tracer() is not None  # asked once per call, not per job
             if len(calls) > BULK_CHUNK and not has_guard(task):
                 # Several script calls: Redis writes a chunk while the next one is made.
-                prepared = self._push_streamed(task, calls, traced=traced)
-            else:
-                prepared = self._prepare_many(task, calls, traced=traced)
-                self._push(prepared)
-        return [result for _, result in prepared]
+                return self._push_streamed(task, calls, traced=traced)
+            news, results = self._prepare_many(task, calls, traced=traced)
+            self._push(news, results)
+            return results
 
     def enqueue_on_commit(self, task: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> JobResult:
         """Prepare the job now; enqueue it when the current transaction commits."""
@@ -452,10 +461,10 @@ class RedisBackend(BaseTaskBackend):
             guard_for_call(task, args, kwargs)  # a bad unique or limit key fails here, not at commit
         bind_arguments(task, args, kwargs)
         with tracing.producer_span(task.module_path, task.queue_name) as span:
-            prepared = self._prepare(task, args, kwargs)
-            tracing.set_job_id(span, prepared[1].id, prepared[1].correlation_id)
-        transaction.on_commit(lambda: self._push([prepared]))
-        return prepared[1]
+            news, results = self._prepare_many(task, ((args, kwargs),))
+            tracing.set_job_id(span, results[0].id, results[0].correlation_id)
+        transaction.on_commit(lambda: self._push(news, results))
+        return results[0]
 
     # -- results --------------------------------------------------------------------------
 
