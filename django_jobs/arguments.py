@@ -13,7 +13,7 @@ from typing import Any
 
 from django_jobs.exceptions import InvalidArguments
 
-__all__ = ["bind_arguments"]
+__all__ = ["bind_arguments", "bind_each"]
 
 
 @functools.cache
@@ -42,12 +42,8 @@ def bind_arguments(task: Any, args: Sequence[Any], kwargs: Mapping[str, Any], *,
     """
     extra = [None] * (leading + (1 if task.takes_context else 0))
     names = _plain_names(task.func)
-    if names is not None and not extra:
-        # The usual job (only required positional-or-keyword parameters): fits when each
-        # parameter gets exactly one value. Anything else takes the full bind, for its message.
-        given = len(args)
-        if given + len(kwargs) == len(names) and all(k in names[given:] for k in kwargs):
-            return
+    if names is not None and not extra and _fits(names, args, kwargs):
+        return
     try:
         _signature(task.func).bind(*extra, *args, **kwargs)
     except TypeError as exc:
@@ -55,3 +51,29 @@ def bind_arguments(task: Any, args: Sequence[Any], kwargs: Mapping[str, Any], *,
         raise InvalidArguments(
             f"Arguments {list(args)!r}, {dict(kwargs)!r} do not fit {task.module_path}{_signature(task.func)}{at}: {exc}."
         ) from None
+
+
+def _fits(names: tuple[str, ...], args: Sequence[Any], kwargs: Mapping[str, Any]) -> bool:
+    """Whether a call fits a function whose parameters ``names`` are all plain and required.
+
+    The usual job: fits when each parameter gets exactly one value. False sends the call to
+    the full bind (for its message).
+    """
+    given = len(args)
+    return given + len(kwargs) == len(names) and (not kwargs or all(k in names[given:] for k in kwargs))
+
+
+def bind_each(task: Any, calls: Sequence[tuple[Sequence[Any], Mapping[str, Any]]], *, where: str) -> None:
+    """:func:`bind_arguments` for each call of ``calls``, first to last (a bulk enqueue).
+
+    The fast path is decided once for the task, not per call; a call that does not fit gets
+    the full bind and its message, which names it as ``where.format(number)`` (e.g. ``"item
+    {} of enqueue_many()"``, counted from 0).
+
+    Raises:
+        InvalidArguments: the first call that does not fit.
+    """
+    names = _plain_names(task.func) if not task.takes_context else None
+    for number, (args, kwargs) in enumerate(calls):
+        if names is None or not _fits(names, args, kwargs):
+            bind_arguments(task, args, kwargs, where=where.format(number))

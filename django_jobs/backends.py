@@ -9,7 +9,7 @@ from typing import Any, cast
 from django.db import transaction
 
 from django_jobs import runtime, serialization, tracing
-from django_jobs.arguments import bind_arguments
+from django_jobs.arguments import bind_arguments, bind_each
 from django_jobs.backoff import validate_backoff
 from django_jobs.compat import (
     BaseTaskBackend,
@@ -24,7 +24,7 @@ from django_jobs.correlation import get_correlation_id, process_correlation_id
 from django_jobs.engine import get_engine
 from django_jobs.engine.keys import new_job_id
 from django_jobs.engine.protocol import EnqueueCode, JobState
-from django_jobs.engine.queue import Enqueued, NewJob
+from django_jobs.engine.queue import Enqueued, NewJob, jobs_like
 from django_jobs.engine.record import JobView, PayloadEncoder
 from django_jobs.exceptions import ConfigurationError, InvalidJob
 from django_jobs.limits import guard_for_call, has_guard, shard_key_for_call, shard_problem
@@ -41,6 +41,9 @@ from django_jobs.tasks import (
 
 #: Jobs per enqueue script call in a bulk enqueue (keeps each call short for Redis).
 BULK_CHUNK = 500
+
+#: Sets a result's ``enqueued_at`` through its slot (as ``object.__setattr__`` does, in a call less).
+_SET_ENQUEUED_AT: Callable[[JobResult, Any], None] = getattr(JobResult, "enqueued_at").__set__  # noqa: B009 (the slot's descriptor)
 
 
 #: The id of the job running in this context ('' outside jobs): the parent of what it enqueues.
@@ -69,6 +72,8 @@ class _Batch:
     encode: PayloadEncoder
     #: The maker of many results, once made (:meth:`results`).
     copier: Callable[[str, Sequence[Any], dict[str, Any]], JobResult] | None = None
+    #: The maker of many jobs, once made (:meth:`jobs`).
+    jobber: Callable[[str, str], NewJob] | None = None
 
     def result(self, job_id: str, args: Sequence[Any], kwargs: dict[str, Any]) -> JobResult:
         """Return a new job's result, made by its constructor."""
@@ -97,6 +102,19 @@ class _Batch:
             self.copier = results_like(self.result("", [], {}))
         return self.copier
 
+    def job(self, job_id: str, data: str) -> NewJob:
+        """Return a new job, made by its constructor."""
+        return NewJob(
+            id=job_id, data=data, priority=self.priority, run_at_ms=self.run_at_ms, delay_ms=self.delay_ms,
+            correlation_id=self.cid, parent_id=self.parent,
+        )
+
+    def jobs(self) -> Callable[[str, str], NewJob]:
+        """Return ``make(id, payload)`` for many jobs: copies of one (:func:`~django_jobs.engine.queue.jobs_like`)."""
+        if self.jobber is None:
+            self.jobber = jobs_like(self.job("", ""))
+        return self.jobber
+
     def payloads(self, calls: Sequence[tuple[Sequence[Any], dict[str, Any]]]) -> list[str]:
         """Return each call's payload; raise for the first that cannot be enqueued, before any is sent.
 
@@ -119,12 +137,17 @@ class _Batch:
             out.append(data)
         return out
 
-    def build(self, calls: Sequence[tuple[Sequence[Any], dict[str, Any]]], payloads: Sequence[str]) -> list[tuple[NewJob, JobResult]]:
-        """Return the job and the result of each call, with its payload from :meth:`payloads` (nothing here fails)."""
+    def build(self, calls: Sequence[tuple[Sequence[Any], dict[str, Any]]], payloads: Sequence[str]) -> tuple[list[NewJob], list[JobResult]]:
+        """Return the jobs and the results of ``calls``, with their payloads from :meth:`payloads` (nothing here fails).
+
+        Two lists, not a list of pairs: a bulk enqueue keeps every job and result to the end,
+        and each object kept is one more for the garbage collector to scan meanwhile.
+        """
         task, queue, job_id, shards = self.task, self.queue, self.job_id, self.shards
-        priority, run_at_ms, delay_ms, cid, parent = self.priority, self.run_at_ms, self.delay_ms, self.cid, self.parent
-        make_result = self.results() if len(calls) > 1 else self.result
-        out: list[tuple[NewJob, JobResult]] = []
+        make_job, make_result = (self.jobs(), self.results()) if len(calls) > 1 else (self.job, self.result)
+        news: list[NewJob] = []
+        results: list[JobResult] = []
+        add_job, add_result = news.append, results.append
         for (args, kwargs), data in zip(calls, payloads, strict=True):
             this_id = job_id
             if shards > 1:  # a sharded queue: the id names the shard (docs/scaling.md#sharded-queues)
@@ -132,12 +155,9 @@ class _Batch:
                 if this_id is None or key is not None:  # a caller's id without a key is placed by its own hash
                     this_id = get_engine().place(queue, this_id or new_job_id(), key)
             this_id = this_id or new_job_id()
-            new = NewJob(
-                id=this_id, data=data, priority=priority, run_at_ms=run_at_ms, delay_ms=delay_ms,
-                correlation_id=cid, parent_id=parent,
-            )
-            out.append((new, make_result(this_id, args, kwargs)))
-        return out
+            add_job(make_job(this_id, data))
+            add_result(make_result(this_id, args, kwargs))
+        return news, results
 
 
 class RedisBackend(BaseTaskBackend):
@@ -270,13 +290,14 @@ class RedisBackend(BaseTaskBackend):
     def _prepare(
         self, task: JobTask, args: Sequence[Any], kwargs: dict[str, Any], job_id: str | None = None, *, traced: bool = True
     ) -> tuple[NewJob, JobResult]:
-        return self._prepare_many(task, ((args, kwargs),), job_id, traced=traced)[0]
+        news, results = self._prepare_many(task, ((args, kwargs),), job_id, traced=traced)
+        return news[0], results[0]
 
     def _prepare_many(
         self, task: JobTask, calls: Sequence[tuple[Sequence[Any], dict[str, Any]]], job_id: str | None = None,
         *, traced: bool = True,
-    ) -> list[tuple[NewJob, JobResult]]:
-        """Return the jobs of ``calls`` of ``task``, ready to push, with their results.
+    ) -> tuple[list[NewJob], list[JobResult]]:
+        """Return the jobs of ``calls`` of ``task``, ready to push, and their results.
 
         What every job of one call shares (the settings, the options, the due time, the
         correlation and parent ids, the trace context) is computed once, not per job.
@@ -309,30 +330,27 @@ class RedisBackend(BaseTaskBackend):
             encode=PayloadEncoder(name, opts, trace_json),
         )
 
-    def _push(self, prepared: list[tuple[NewJob, JobResult]]) -> None:
-        if not prepared:
+    def _push(self, news: list[NewJob], results: list[JobResult]) -> None:
+        """Enqueue ``news``, the jobs of one enqueue call (one task, so one queue), and date their ``results``."""
+        if not news:
             return  # enqueue_many([]): nothing to send
         engine = get_engine()
-        if has_guard(prepared[0][1].task):
+        if has_guard(results[0].task):
             # Unique jobs, throttling, debounce and per-key limits (docs/flow-control.md): their own script.
-            self._push_guarded(engine, prepared)
-            self._pushed(prepared)
+            self._push_guarded(engine, news, results)
+            self._pushed(news, results)
             return
-        if len(prepared) == 1:
-            replies = list(zip(prepared, engine.enqueue(prepared[0][1].queue, [prepared[0][0]])))
+        # The jobs of one enqueue call: one task, so one queue (read from the first result only:
+        # the others' shared fields stay unset until read, see tasks.results_like).
+        queue = results[0].queue
+        if len(news) == 1:
+            codes = engine.enqueue(queue, news)
         else:
-            by_queue: dict[str, list[tuple[NewJob, JobResult]]] = {}
-            for new, result in prepared:
-                by_queue.setdefault(result.queue, []).append((new, result))
-            replies = [
-                reply
-                for queue, pairs in by_queue.items()
-                for reply in zip(pairs, engine.enqueue_many(queue, [new for new, _ in pairs], chunk=BULK_CHUNK))
-            ]
-        self._stamp(replies)
-        self._pushed(prepared)
+            codes = engine.enqueue_many(queue, news, chunk=BULK_CHUNK)
+        self._stamp(results, codes)
+        self._pushed(news, results)
 
-    def _push_streamed(self, task: JobTask, calls: Sequence[tuple[Sequence[Any], dict[str, Any]]], *, traced: bool) -> list[tuple[NewJob, JobResult]]:
+    def _push_streamed(self, task: JobTask, calls: Sequence[tuple[Sequence[Any], dict[str, Any]]], *, traced: bool) -> list[JobResult]:
         """Enqueue the jobs of ``calls`` (more than one chunk) in chunks sent one after another without waiting.
 
         Every payload is made first, so a job that cannot be enqueued (not JSON, too large,
@@ -341,39 +359,42 @@ class RedisBackend(BaseTaskBackend):
         """
         batch = self._batch(task, None, traced=traced)
         payloads = batch.payloads(calls)
-        prepared: list[tuple[NewJob, JobResult]] = []
+        news: list[NewJob] = []
+        results: list[JobResult] = []
 
         def chunks() -> Iterator[list[NewJob]]:
             for start in range(0, len(calls), BULK_CHUNK):
-                part = batch.build(calls[start : start + BULK_CHUNK], payloads[start : start + BULK_CHUNK])
-                prepared.extend(part)
-                yield [new for new, _ in part]
+                part, part_results = batch.build(calls[start : start + BULK_CHUNK], payloads[start : start + BULK_CHUNK])
+                news.extend(part)
+                results.extend(part_results)
+                yield part
 
         codes = get_engine().enqueue_stream(task.queue_name, chunks())
-        self._stamp(list(zip(prepared, codes, strict=True)))
-        self._pushed(prepared)
-        return prepared
+        self._stamp(results, codes)
+        self._pushed(news, results)
+        return results
 
-    def _pushed(self, prepared: list[tuple[NewJob, JobResult]]) -> None:
-        """Called once the jobs of ``prepared`` are enqueued and their results dated (nothing here; see testing.py)."""
+    def _pushed(self, news: list[NewJob], results: list[JobResult]) -> None:
+        """Called once the jobs ``news`` are enqueued and their ``results`` dated (nothing here; see testing.py)."""
 
-    def _stamp(self, replies: list[tuple[tuple[NewJob, JobResult], Enqueued]]) -> None:
-        """Date each result with the enqueue time Redis stored in its job, and send ``task_enqueued``."""
+    def _stamp(self, results: Sequence[JobResult], codes: Sequence[Enqueued]) -> None:
+        """Date each result with the enqueue time Redis stored in its job (its code's), and send ``task_enqueued``."""
         # With no receiver that would do anything, no per-job dispatch (asked once per call).
         send = enqueued_signal_needed(type(self))
         stamp: tuple[int, Any] = (-1, None)  # the jobs of one script call share their enqueue time: one datetime
-        for (_, result), code in replies:
+        set_enqueued_at = _SET_ENQUEUED_AT
+        for result, code in zip(results, codes, strict=True):
             # The enqueue time Redis stored in the job (not this process' clock): get_result() reads the same.
             if code.enqueued_ms != stamp[0]:
                 stamp = (code.enqueued_ms, ms_to_datetime(code.enqueued_ms))
-            object.__setattr__(result, "enqueued_at", stamp[1])
+            set_enqueued_at(result, stamp[1])
             if send:
                 task_enqueued.send(type(self), task_result=result)
 
-    def _push_guarded(self, engine: Any, prepared: list[tuple[NewJob, JobResult]]) -> None:
+    def _push_guarded(self, engine: Any, news: list[NewJob], results: list[JobResult]) -> None:
         """Enqueue jobs with a unique or limit key; a deduplicated result takes the guarded job's id (and enqueue time)."""
-        for start in range(0, len(prepared), BULK_CHUNK):
-            chunk = prepared[start : start + BULK_CHUNK]
+        for start in range(0, len(news), BULK_CHUNK):
+            chunk = list(zip(news[start : start + BULK_CHUNK], results[start : start + BULK_CHUNK], strict=True))
             specs = [(new, guard_for_call(result.task, result.args, result.kwargs)) for new, result in chunk]
             codes = engine.enqueue_guarded(chunk[0][1].queue, specs)
             send = enqueued_signal_needed(type(self))
@@ -411,29 +432,27 @@ class RedisBackend(BaseTaskBackend):
             guard_for_call(task, args, kwargs)  # a unique or limit key that cannot be computed says so first
         bind_arguments(task, args, kwargs)
         if tracing.tracer() is None:  # the usual case: no OpenTelemetry provider, no span
-            prepared = self._prepare(task, args, kwargs, traced=False)
-            self._push([prepared])
-            return prepared[1]
+            news, results = self._prepare_many(task, ((args, kwargs),), traced=False)
+            self._push(news, results)
+            return results[0]
         with tracing.producer_span(task.module_path, task.queue_name) as span:
-            prepared = self._prepare(task, args, kwargs)
-            self._push([prepared])
-            tracing.set_job_id(span, prepared[1].id, prepared[1].correlation_id)
-        return prepared[1]
+            news, results = self._prepare_many(task, ((args, kwargs),))
+            self._push(news, results)
+            tracing.set_job_id(span, results[0].id, results[0].correlation_id)
+        return results[0]
 
     def enqueue_many(self, task: Any, calls: Sequence[tuple[Sequence[Any], dict[str, Any]]]) -> list[JobResult]:
         """Queue up many jobs of ``task`` in one round trip per queue."""
         self._revalidate(task)
-        for number, (args, kwargs) in enumerate(calls):
-            bind_arguments(task, args, kwargs, where=f"item {number} of enqueue_many()")
+        bind_each(task, calls, where="item {} of enqueue_many()")
         with tracing.producer_span(task.module_path, task.queue_name, len(calls)):
             traced = tracing.tracer() is not None  # asked once per call, not per job
             if len(calls) > BULK_CHUNK and not has_guard(task):
                 # Several script calls: Redis writes a chunk while the next one is made.
-                prepared = self._push_streamed(task, calls, traced=traced)
-            else:
-                prepared = self._prepare_many(task, calls, traced=traced)
-                self._push(prepared)
-        return [result for _, result in prepared]
+                return self._push_streamed(task, calls, traced=traced)
+            news, results = self._prepare_many(task, calls, traced=traced)
+            self._push(news, results)
+            return results
 
     def enqueue_on_commit(self, task: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> JobResult:
         """Prepare the job now; enqueue it when the current transaction commits."""
@@ -442,10 +461,10 @@ class RedisBackend(BaseTaskBackend):
             guard_for_call(task, args, kwargs)  # a bad unique or limit key fails here, not at commit
         bind_arguments(task, args, kwargs)
         with tracing.producer_span(task.module_path, task.queue_name) as span:
-            prepared = self._prepare(task, args, kwargs)
-            tracing.set_job_id(span, prepared[1].id, prepared[1].correlation_id)
-        transaction.on_commit(lambda: self._push([prepared]))
-        return prepared[1]
+            news, results = self._prepare_many(task, ((args, kwargs),))
+            tracing.set_job_id(span, results[0].id, results[0].correlation_id)
+        transaction.on_commit(lambda: self._push(news, results))
+        return results[0]
 
     # -- results --------------------------------------------------------------------------
 

@@ -322,15 +322,15 @@ class TestingBackend(RedisBackend):
             return _overrides[-1]
         return _Mode(self.mode, default_captured if self.mode == "capture" else None)
 
-    def _pushed(self, prepared: list[tuple[NewJob, JobResult]]) -> None:
+    def _pushed(self, news: list[NewJob], results: list[JobResult]) -> None:
         # Every enqueue ends here once its jobs are in Redis (a streamed enqueue_many too).
         mode = self.current()
         if mode.mode == "capture":
             assert mode.captured is not None
-            for new, result in prepared:
+            for new, result in zip(news, results, strict=True):
                 mode.captured.record(new, result)
         elif mode.mode == "immediate":
-            for _, result in prepared:
+            for result in results:
                 state = run_job(result.queue, result.id)
                 result.refresh()
                 if mode.raise_failures and state == "failed":

@@ -36,6 +36,7 @@ from django_jobs.engine.transitions import (
     NewJob,
     Outcome,
     Recovery,
+    jobs_like,
 )
 
 __all__ = [
@@ -56,6 +57,7 @@ __all__ = [
     "NewJob",
     "Outcome",
     "Recovery",
+    "jobs_like",
     "stream_id_key",
 ]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any, Self
 
 from django_jobs.engine.codes import raise_for_code
@@ -32,6 +33,32 @@ class NewJob:
     delay_ms: int = 0
     correlation_id: str = ""
     parent_id: str = ""
+
+
+def jobs_like(template: NewJob) -> Callable[[str, str], NewJob]:
+    """Return ``make(id, data)``: a :class:`NewJob` equal to ``template`` but for those two.
+
+    The jobs of one bulk enqueue share every other field. ``make`` sets the slots through
+    their descriptors: ~0.4 us per job against ~1.5 us for the frozen dataclass' ``__init__``
+    (``object.__setattr__`` by name for each of 7 fields).
+    """
+    new = object.__new__
+    set_id, set_data = (getattr(NewJob, name).__set__ for name in ("id", "data"))  # the slots' descriptors
+    shared = [(getattr(NewJob, name).__set__, getattr(template, name)) for name in NewJob.__dataclass_fields__ if name not in ("id", "data")]
+    (s1, v1), (s2, v2), (s3, v3), (s4, v4), (s5, v5) = shared  # unrolled: a loop would cost what it saves
+
+    def make(job_id: str, data: str) -> NewJob:
+        job: NewJob = new(NewJob)
+        set_id(job, job_id)
+        set_data(job, data)
+        s1(job, v1)
+        s2(job, v2)
+        s3(job, v3)
+        s4(job, v4)
+        s5(job, v5)
+        return job
+
+    return make
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +243,11 @@ def _job_args(j: NewJob) -> list[Any]:
 
 _pack_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 #: The columns of enqueue.lua's packed jobs that one value may stand for (all jobs share it).
-_SHARED_COLUMNS = (("p", "priority"), ("r", "run_at_ms"), ("y", "delay_ms"), ("c", "correlation_id"), ("a", "parent_id"))
+_SHARED_COLUMNS = tuple(
+    (column, attrgetter(attr))
+    for column, attr in (("p", "priority"), ("r", "run_at_ms"), ("y", "delay_ms"), ("c", "correlation_id"), ("a", "parent_id"))
+)
+_ID, _DATA = attrgetter("id"), attrgetter("data")
 
 
 def _pack_jobs(jobs: Sequence[NewJob], lean: bool = False) -> str:
@@ -228,13 +259,12 @@ def _pack_jobs(jobs: Sequence[NewJob], lean: bool = False) -> str:
     to parse in Redis (docs/performance.md, "Enqueue cost"). ``lean`` (``LEAN_JOB_HASH``) adds
     ``"l": 1``: the waiting jobs' hashes leave out ``p`` at 0 and ``ws``.
     """
-    packed: dict[str, Any] = {"i": [j.id for j in jobs], "d": [j.data for j in jobs]}
+    packed: dict[str, Any] = {"i": list(map(_ID, jobs)), "d": list(map(_DATA, jobs))}
     if lean:
         packed["l"] = 1
-    first = jobs[0]
-    for column, attr in _SHARED_COLUMNS:
-        value = getattr(first, attr)
-        values = [getattr(j, attr) for j in jobs]
+    for column, get in _SHARED_COLUMNS:
+        values = list(map(get, jobs))  # (map of an attrgetter: half the time of a comprehension of getattr)
+        value = values[0]
         packed[column] = value if values.count(value) == len(values) else values
     return _pack_encoder.encode(packed)
 

@@ -59,3 +59,25 @@ def test_a_template_with_a_filled_list_is_refused():
     filled = dataclasses.replace(construct("", [], {}), worker_ids=["w1"])
     with pytest.raises(ValueError, match="worker_ids"):
         results_like(filled)
+
+
+def test_a_copy_sets_its_shared_fields_on_first_read_and_keeps_those_set_since():
+    make = results_like(construct("", [], {}))
+    made = make("j1", (1, 2), {})
+    with pytest.raises(AttributeError):
+        JobResult.queue.__get__(made, JobResult)  # not set yet: set on first read
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    object.__setattr__(made, "enqueued_at", when)  # as the backend dates it, and marks a deduplicated one
+    object.__setattr__(made, "deduplicated", True)
+    assert made.queue == "default"
+    assert (made.enqueued_at, made.deduplicated, made.state, made._return_value) == (when, True, "scheduled", None)
+    assert made == dataclasses.replace(construct("j1", [1, 2], {}), enqueued_at=when, deduplicated=True)
+
+
+def test_jobs_like_makes_jobs_equal_to_the_constructors():
+    from django_jobs.engine.queue import NewJob, jobs_like
+
+    template = NewJob(id="", data="", priority=3, run_at_ms=10, delay_ms=20, correlation_id="c", parent_id="p")
+    made = jobs_like(template)("j1", '{"n":1}')
+    assert made == dataclasses.replace(template, id="j1", data='{"n":1}')
+    assert type(made) is NewJob
