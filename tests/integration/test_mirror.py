@@ -573,8 +573,8 @@ def test_two_mirrors_racing_end_with_every_row_in_its_final_state(engine, work):
         ({"BATCHES": 10}, "Unknown key 'BATCHES' in DJANGO_JOBS['MIRROR']. Did you mean 'BATCH'?"),
         ([1], "DJANGO_JOBS['MIRROR'] is [1]; it must be a dict."),
         ({"NICE": 25}, "DJANGO_JOBS['MIRROR']['NICE'] is 25; it must be a whole number from 0 to 19."),
-        ({"LINGER": -0.1}, "DJANGO_JOBS['MIRROR']['LINGER'] is -0.1; it must be a number of seconds from 0 to 1. "
-                           "Use e.g. 0.1 (the default"),
+        ({"LINGER": -0.1}, ("DJANGO_JOBS['MIRROR']['LINGER'] is -0.1; it must be a number of seconds from 0 to 1. "
+                            "Use e.g. 0.1 (the default")),
         ({"LINGER": 5}, "DJANGO_JOBS['MIRROR']['LINGER'] is 5; it must be a number of seconds from 0 to 1."),
         ({"LINGER": True}, "DJANGO_JOBS['MIRROR']['LINGER'] is True; it must be a number of seconds from 0 to 1."),
         ({"LINGER": "soon"}, "DJANGO_JOBS['MIRROR']['LINGER'] is 'soon'; it must be a number of seconds from 0 to 1."),
