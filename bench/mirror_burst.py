@@ -123,6 +123,25 @@ def _row_writes() -> int | None:
     return int(got[0]) if got else 0
 
 
+def _mirror_reads(server: RedisServer) -> int:
+    """XREADGROUP calls Redis served so far: the mirror's reads (its events and its own pending ones; no worker reads a group)."""
+    with server.client() as c:
+        return int(c.info("commandstats").get("cmdstat_xreadgroup", {}).get("calls", 0))
+
+
+def _commits() -> int | None:
+    """PostgreSQL: transactions committed in the benchmark's database so far (the mirror's, and this process' few), else None."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+        cursor.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
+        got = cursor.fetchone()
+    return int(got[0]) if got else 0
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="djj-mirror-burst-"))
     server = RedisServer(workdir)
@@ -186,7 +205,7 @@ def _burst(args: argparse.Namespace, env: dict[str, str], workdir: Path, queues:
         else:
             time.sleep(3)
         warm = JobRecord.objects.count()
-        writes0 = _row_writes()
+        writes0, reads0, commits0 = _row_writes(), _mirror_reads(server), _commits()
         backends = _Backends()
         backend0 = backends.sample()
         cpu_mirror0, cpu_workers0 = _cpu_split(workers)
@@ -250,6 +269,9 @@ def _burst(args: argparse.Namespace, env: dict[str, str], workdir: Path, queues:
         workers.stop()
         writes = _row_writes()
         row_writes = None if writes is None or writes0 is None else writes - writes0
+        reads = _mirror_reads(server) - reads0
+        commits = _commits()
+        commits = None if commits is None or commits0 is None else commits - commits0
         result = {
             "jobs": args.jobs, "db": args.db, "queues": queues, "workers": f"{args.processes} x {args.threads}",
             "enqueue_s": round(enqueued, 1),
@@ -262,6 +284,7 @@ def _burst(args: argparse.Namespace, env: dict[str, str], workdir: Path, queues:
             if mirrored_at and drained_at and mirrored_at > drained_at else None,
             "rows": rows, "missing": args.jobs - rows, "lost_counted": lost,
             "row_writes": row_writes, "row_writes_per_job": round(row_writes / args.jobs, 2) if row_writes is not None else None,
+            "mirror_xreadgroup_calls": reads, "db_commits": commits,
             "max_behind_events": max_behind, "max_unrecorded_jobs": max_unrecorded,
             "max_redis_mb": round(max_memory / 2**20),
             # CPU per job: the deterministic comparison on a loaded machine. The mirror's over
@@ -282,7 +305,8 @@ def _burst(args: argparse.Namespace, env: dict[str, str], workdir: Path, queues:
             f"drain {result['drain_jobs_per_s'] or '-'} jobs/s ({result['drain_s']} s); mirror {result['mirror_rows_per_s'] or '-'} rows/s "
             f"over the run ({result['mirror_s']} s), {result['catch_up_rows_per_s'] or '-'} rows/s after the drain; "
             f"at most {max_behind:,} events behind, {max_unrecorded:,} finished jobs held; Redis peak {result['max_redis_mb']} MB; "
-            f"lost counted {lost}" + (f"; {row_writes:,} row writes ({result['row_writes_per_job']} a job)" if row_writes is not None else ""),
+            f"lost counted {lost}; mirror reads (XREADGROUP) {reads:,}"
+            + (f"; {row_writes:,} row writes ({result['row_writes_per_job']} a job), {commits:,} commits" if row_writes is not None else ""),
             flush=True,
         )
         print(

@@ -515,7 +515,9 @@ class Mirror:
                     if pruned:
                         logger.info("Mirror: pruned %d finished job rows", pruned, extra={"action": "mirror_pruned"})
                 if not self._read:
-                    get_engine().mirror_wait(self._tips, IDLE_WAIT)
+                    # Idle: block until an event arrives, then linger too (a job enqueued while
+                    # the mirror idles is often done within LINGER: one row write, not two).
+                    pause = self.linger if get_engine().mirror_wait(self._tips, IDLE_WAIT) else 0.0
                 else:
                     # Linger (MIRROR["LINGER"]) after reads that found the mirror caught up
                     # (coalesce a job's events, more rows per transaction); after any batch, rest
@@ -524,9 +526,9 @@ class Mirror:
                     pause = self.linger if not self._behind else 0.0
                     share = CATCH_UP_CPU_SHARE if self._behind else self.max_cpu_share
                     pause = max(pause, cpu * (1 / share - 1) if share < 1 else 0.0)
-                    until = time.monotonic() + min(pause, IDLE_WAIT)
-                    while not should_stop() and time.monotonic() < until:
-                        time.sleep(min(0.05, max(0.001, until - time.monotonic())))
+                until = time.monotonic() + min(pause, IDLE_WAIT)
+                while not should_stop() and time.monotonic() < until:
+                    time.sleep(min(0.05, max(0.001, until - time.monotonic())))
                 if errors:
                     logger.info("Mirror: working again after %d failed attempt(s)", errors)
                 errors = 0
