@@ -519,11 +519,12 @@ class Mirror:
                     # the mirror idles is often done within LINGER: one row write, not two).
                     pause = self.linger if get_engine().mirror_wait(self._tips, IDLE_WAIT) else 0.0
                 else:
-                    # Linger (MIRROR["LINGER"]) after reads that found the mirror caught up
-                    # (coalesce a job's events, more rows per transaction); after any batch, rest
-                    # long enough that the mirror uses at most MAX_CPU_SHARE of a core
-                    # (CATCH_UP_CPU_SHARE while behind).
-                    pause = self.linger if not self._behind else 0.0
+                    # Linger (MIRROR["LINGER"]) after a round of fewer entries than BATCH per
+                    # queue (coalesce a job's events, more rows per transaction; a read made
+                    # short by batch entries naming many jobs counts as small too); after any
+                    # batch, rest long enough that the mirror uses at most MAX_CPU_SHARE of a
+                    # core (CATCH_UP_CPU_SHARE while behind).
+                    pause = self.linger if self._read < self.batch * len(self.queues) else 0.0
                     share = CATCH_UP_CPU_SHARE if self._behind else self.max_cpu_share
                     pause = max(pause, cpu * (1 / share - 1) if share < 1 else 0.0)
                 until = time.monotonic() + min(pause, IDLE_WAIT)
