@@ -415,7 +415,7 @@ def parse_mirror(value: Any) -> dict[str, Any]:
     CPU priority; ``MAX_LAG``: the most events (and finished jobs) per queue Redis keeps for a
     mirror that is behind (past it, trimming and retention go on and the mirror logs the loss);
     ``HOLD`` (seconds): how long Redis keeps holding them after the mirror was last seen;
-    ``LINGER`` (seconds, 0 to 1): how long the mirror waits for more events after a read that
+    ``LINGER`` (seconds, 0 to 1): how long the mirror waits for more events after reads that
     found it caught up (0: it reads again at once).
     """
     key = "MIRROR"

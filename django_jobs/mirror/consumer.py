@@ -39,11 +39,11 @@ DELETED_EVENT = "deleted"
 CREATED_EVENTS = frozenset({"waiting", "scheduled", "waiting_children"})
 #: Longest wait for new events before the loop looks around (stop flag, prune), seconds.
 IDLE_WAIT = 1.0
-#: The default of ``MIRROR["LINGER"]``: after reads that found the mirror caught up (each came
-#: back with fewer entries than asked), wait this long (seconds) for more events before the next
-#: read: a short job's waiting, active and completed events then land in one batch and the job
-#: is written once, not three times, and each transaction writes more rows (the mirror's CPU per
-#: job falls by about half, its lag grows by at most this much).
+#: The default of ``MIRROR["LINGER"]``: after a round of reads that brought fewer than ``BATCH``
+#: entries per queue, and after an idle wait that new events ended, wait this long (seconds)
+#: for more events before the next read: a short job's waiting, active and completed events then
+#: land in one batch and the job is written once, not two or three times, and each transaction
+#: writes more rows (its lag grows by at most this much).
 LINGER = 0.1
 #: The largest share of one CPU core the mirror loop uses: after a batch that took ``c``
 #: seconds of CPU it rests ``c * (1 / share - 1)``. When jobs saturate the CPU, the workers
