@@ -196,11 +196,11 @@ class Mirror:
         full = fresh = False
         entries: list[tuple[str, dict[str, str]]] = []
         try:
-            # This consumer's own unacknowledged entries exist only after a failed step (which
-            # forgets _pending_after), a restart or a new term (none known yet): then, and when
-            # claiming, they are read first; otherwise the read of pending entries is skipped (a
-            # Redis call per queue and batch). Entries deferred (DEFER_MAX) are pending on
-            # purpose: skipped (they are older than _pending_after).
+            # This consumer's own unacknowledged entries (other than the deferred) can exist only
+            # after a failed step (which forgets _pending_after and _no_pending), a restart or a
+            # new term (nothing known yet): then, and when claiming, they are read first;
+            # otherwise that read is skipped (a Redis call per queue and batch). Entries deferred
+            # (DEFER_MAX) are pending on purpose: skipped (they are older than _pending_after).
             if claim_ms > 0 or queue not in self._no_pending:
                 entries, trimmed = engine.mirror_pending(queue, MIRROR_GROUP, self.consumer, count=self.batch, claim_idle_ms=claim_ms,
                                                          after=self._pending_after.get(queue, "0"), known=counts)
