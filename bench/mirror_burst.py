@@ -104,6 +104,44 @@ class _Backends:
         return sum(self.cpu.values())
 
 
+def _row_writes() -> int | None:
+    """PostgreSQL: rows of the mirror's table inserted plus updated so far (its statistics), else None.
+
+    Each is one row write by the mirror (a job written as ``waiting`` and again as ``completed``
+    counts two): deterministic where CPU figures are not, on a machine whose load varies.
+    """
+    from django.db import connection
+
+    from django_jobs.models import JobRecord
+
+    if connection.vendor != "postgresql":
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+        cursor.execute("SELECT n_tup_ins + n_tup_upd FROM pg_stat_user_tables WHERE relname = %s", [JobRecord._meta.db_table])
+        got = cursor.fetchone()
+    return int(got[0]) if got else 0
+
+
+def _mirror_reads(server: RedisServer) -> int:
+    """XREADGROUP calls Redis served so far: the mirror's reads (its events and its own pending ones; no worker reads a group)."""
+    with server.client() as c:
+        return int(c.info("commandstats").get("cmdstat_xreadgroup", {}).get("calls", 0))
+
+
+def _commits() -> int | None:
+    """PostgreSQL: transactions committed in the benchmark's database so far (the mirror's, and this process' few), else None."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+        cursor.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
+        got = cursor.fetchone()
+    return int(got[0]) if got else 0
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="djj-mirror-burst-"))
     server = RedisServer(workdir)
@@ -167,6 +205,7 @@ def _burst(args: argparse.Namespace, env: dict[str, str], workdir: Path, queues:
         else:
             time.sleep(3)
         warm = JobRecord.objects.count()
+        writes0, reads0, commits0 = _row_writes(), _mirror_reads(server), _commits()
         backends = _Backends()
         backend0 = backends.sample()
         cpu_mirror0, cpu_workers0 = _cpu_split(workers)
@@ -226,6 +265,13 @@ def _burst(args: argparse.Namespace, env: dict[str, str], workdir: Path, queues:
         at_drain = rows_at_drain
         backend = backends.sample() - backend0
         lost = sum(v.lost for v in lag(queues).values()) if lag is not None else None
+        # The mirror's backend reports its statistics when it exits: stop runworkers first.
+        workers.stop()
+        writes = _row_writes()
+        row_writes = None if writes is None or writes0 is None else writes - writes0
+        reads = _mirror_reads(server) - reads0
+        commits = _commits()
+        commits = None if commits is None or commits0 is None else commits - commits0
         result = {
             "jobs": args.jobs, "db": args.db, "queues": queues, "workers": f"{args.processes} x {args.threads}",
             "enqueue_s": round(enqueued, 1),
@@ -237,6 +283,8 @@ def _burst(args: argparse.Namespace, env: dict[str, str], workdir: Path, queues:
             "catch_up_rows_per_s": round((rows - at_drain) / (mirrored_at - drained_at))
             if mirrored_at and drained_at and mirrored_at > drained_at else None,
             "rows": rows, "missing": args.jobs - rows, "lost_counted": lost,
+            "row_writes": row_writes, "row_writes_per_job": round(row_writes / args.jobs, 2) if row_writes is not None else None,
+            "mirror_xreadgroup_calls": reads, "db_commits": commits,
             "max_behind_events": max_behind, "max_unrecorded_jobs": max_unrecorded,
             "max_redis_mb": round(max_memory / 2**20),
             # CPU per job: the deterministic comparison on a loaded machine. The mirror's over
@@ -257,7 +305,8 @@ def _burst(args: argparse.Namespace, env: dict[str, str], workdir: Path, queues:
             f"drain {result['drain_jobs_per_s'] or '-'} jobs/s ({result['drain_s']} s); mirror {result['mirror_rows_per_s'] or '-'} rows/s "
             f"over the run ({result['mirror_s']} s), {result['catch_up_rows_per_s'] or '-'} rows/s after the drain; "
             f"at most {max_behind:,} events behind, {max_unrecorded:,} finished jobs held; Redis peak {result['max_redis_mb']} MB; "
-            f"lost counted {lost}",
+            f"lost counted {lost}; mirror reads (XREADGROUP) {reads:,}"
+            + (f"; {row_writes:,} row writes ({result['row_writes_per_job']} a job), {commits:,} commits" if row_writes is not None else ""),
             flush=True,
         )
         print(

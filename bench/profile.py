@@ -9,6 +9,8 @@
     .venv/bin/python -m bench.profile mirror         # the mirror's CPU per row over a pre-filled events stream
     .venv/bin/python -m bench.profile mirror --pg    # the same on PostgreSQL (127.0.0.1:5432)
     .venv/bin/python -m bench.profile mirror --live  # the mirror following burst workers as they drain
+    .venv/bin/python -m bench.profile mirror --live --loop  # the same through Mirror.run (LINGER, CPU cap)
+    .venv/bin/python -m bench.profile mirror --live --loop --feed 20 -n 400  # jobs enqueued one by one, 20 a second
 
 ``drain`` needs py-spy (``.venv/bin/pip install py-spy``). It samples every thread of both
 worker processes and prints, per function, the share of samples spent in it (inclusive) and
@@ -281,7 +283,7 @@ def profile_enqueue_cpu(bench: Bench, n: int) -> None:
           f"min {min(runs):.1f} (7 x {n:,} calls)")
 
 
-def profile_mirror(bench: Bench, n: int, top: int, live: bool = False) -> None:
+def profile_mirror(bench: Bench, n: int, top: int, live: bool = False, loop: bool = False, feed: int = 0) -> None:
     from bench import jobs
     from django.core.management import call_command
     from django.db import connection
@@ -306,6 +308,8 @@ def profile_mirror(bench: Bench, n: int, top: int, live: bool = False) -> None:
         FinishedTally.objects.all().delete()
         for queue in queues:
             engine.mirror_ensure_group(queue, MIRROR_GROUP)
+            if feed:
+                continue  # --feed: enqueued one by one while the workers and the mirror run
             task = jobs.noop.using(queue_name=queue)
             per = n // len(queues)
             for start in range(0, per, 1000):
@@ -319,10 +323,40 @@ def profile_mirror(bench: Bench, n: int, top: int, live: bool = False) -> None:
         # --live: burst workers (another process, no mirror) drain while this mirror follows,
         # as fast as it can (no nice, no CPU cap): a job's events arrive over several batches.
         env = bench.env("1000000")
-        workers = subprocess.Popen([sys.executable, "-m", "django", "runworkers", "--burst", "--no-mirror",
+        workers = subprocess.Popen([sys.executable, "-m", "django", "runworkers", *(() if feed else ("--burst",)), "--no-mirror",
                                     "--processes", "2", "--threads", "8"], cwd=ROOT, env=env,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if feed:
+            # --feed: n jobs, one enqueue every 1/feed s over the queues in turn, into workers that
+            # keep running; they are stopped once every job has finished.
+            import threading
+
+            def feeder() -> None:
+                tasks = [jobs.noop.using(queue_name=queue) for queue in queues]
+                start = time.monotonic()
+                for i in range(n):
+                    time.sleep(max(0.0, start + i / feed - time.monotonic()))
+                    tasks[i % len(tasks)].enqueue()
+                wait_for(lambda: sum(engine.counts(q)["completed"] for q in queues) >= n, 120, "the jobs to finish", 0.05)
+                workers.terminate()
+
+            threading.Thread(target=feeder, daemon=True).start()
         rows = 0
+        if loop:
+            # --loop: the mirror's own loop (MIRROR["LINGER"] after caught-up reads, the CPU cap
+            # while it follows), as runworkers runs it, until the workers are done.
+            step = mirror.step
+
+            def counted() -> int:
+                nonlocal rows
+                written = step()
+                rows += written
+                return written
+
+            mirror.step = counted  # type: ignore[method-assign]
+            mirror.run(lambda: workers.poll() is not None)  # it takes the mirror lease: the workers run no mirror
+            del mirror.step
+            return rows + mirror.drain()
         while workers.poll() is None:
             rows += mirror.step()
         return rows + mirror.drain()
@@ -336,7 +370,7 @@ def profile_mirror(bench: Bench, n: int, top: int, live: bool = False) -> None:
     backend, redis_cpu = _db_backend_cpu() - backend0, _redis_cpu(bench) - redis0
     count = JobRecord.objects.count()
     tallied = sum(FinishedTally.objects.filter(span=1).values_list("n", flat=True))
-    print(f"mirror ({connection.vendor}) {'following a drain of' if live else 'catching up'} {count:,} jobs ({len(queues)} queues, "
+    print(f"mirror ({connection.vendor}) {'following a drain of' if live else 'catching up'}{' (its run loop)' if loop else ''} {count:,} jobs ({len(queues)} queues, "
           f"3 events a job): {rows:,} rows written ({rows / max(1, count):.2f} a job) in {elapsed:.2f} s "
           f"({count / elapsed:,.0f} jobs/s); CPU {cpu / max(1, count) * 1e6:.0f} us/job "
           f"(this process); tallies count {tallied:,}; {mirror.skipped:,} events skipped ({getattr(mirror, 'stored_skips', 0):,} jobs known from the database)")
@@ -491,6 +525,8 @@ def main() -> int:
     parser.add_argument("--log-info", action="store_true")
     parser.add_argument("--unix", action="store_true")
     parser.add_argument("--live", action="store_true", help="mirror: follow burst workers draining instead of catching up")
+    parser.add_argument("--loop", action="store_true", help="mirror --live: through Mirror.run (LINGER, CPU cap), not step() back to back")
+    parser.add_argument("--feed", type=int, default=0, help="mirror --live: enqueue the jobs one by one at this many a second")
     parser.add_argument("--pg", action="store_true", help="mirror: on PostgreSQL (127.0.0.1:5432) instead of SQLite")
     args = parser.parse_args()
     if args.switch_interval:
@@ -511,7 +547,7 @@ def main() -> int:
         elif args.what == "cost":
             profile_cost(bench, args.n or 20_000, args.threads)
         elif args.what == "mirror":
-            profile_mirror(bench, args.n or 30_000, args.top, args.live)
+            profile_mirror(bench, args.n or 30_000, args.top, args.live, args.loop, args.feed)
         elif args.what == "worker":
             profile_worker(bench, args.n or 20_000, args.top, args.threads, args.job, not args.no_yappi)
         else:

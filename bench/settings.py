@@ -65,6 +65,9 @@ if os.environ.get("DJJ_BENCH_CLUSTER"):
 # DJJ_BENCH_LEAN_JOB_HASH=1: LEAN_JOB_HASH on (docs/configuration.md): 16 bytes less per waiting job.
 if os.environ.get("DJJ_BENCH_LEAN_JOB_HASH"):
     DJANGO_JOBS["LEAN_JOB_HASH"] = True
+# DJJ_BENCH_MIRROR_LINGER=0.25: MIRROR["LINGER"] (docs/mirror.md), to compare waits after a caught-up read.
+if os.environ.get("DJJ_BENCH_MIRROR_LINGER"):
+    DJANGO_JOBS["MIRROR"] = {"LINGER": float(os.environ["DJJ_BENCH_MIRROR_LINGER"])}
 if os.environ.get("DJJ_BENCH_QUEUES"):
     DJANGO_JOBS["QUEUES"] = {name: {} for name in os.environ["DJJ_BENCH_QUEUES"].split(",")}
 # DJJ_BENCH_ACTIVE_EVENTS=0: every queue with ACTIVE_EVENTS False (docs/configuration.md): no "active" events.

@@ -46,7 +46,7 @@ DEFAULTS: dict[str, Any] = {
     "MAX_MEMORY_PER_CHILD": None,
     "REDACT_ARGUMENTS": ["password", "passwd", "secret", "token", "api_key", "apikey", "authorization"],
     "MIRROR": {"ENABLED": True, "RETENTION": 7 * 24 * 3600, "BATCH": 500, "PRUNE_INTERVAL": 3600, "CLAIM_AFTER": 30, "NICE": 10,
-               "MAX_LAG": 1_000_000, "HOLD": 600},
+               "MAX_LAG": 1_000_000, "HOLD": 600, "LINGER": 0.1},
 }
 
 #: Keys a schedule in DJANGO_JOBS["CRON"] accepts (docs/cron.md).
@@ -118,7 +118,7 @@ def number(value: Any) -> float | None:
 
 
 #: Keys DJANGO_JOBS["MIRROR"] accepts.
-MIRROR_KEYS = ("ENABLED", "RETENTION", "BATCH", "PRUNE_INTERVAL", "CLAIM_AFTER", "NICE", "MAX_LAG", "HOLD")
+MIRROR_KEYS = ("ENABLED", "RETENTION", "BATCH", "PRUNE_INTERVAL", "CLAIM_AFTER", "NICE", "MAX_LAG", "HOLD", "LINGER")
 
 #: What a request id header name may be (an HTTP token).
 HEADER_RE = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")

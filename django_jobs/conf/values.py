@@ -419,7 +419,9 @@ def parse_mirror(value: Any) -> dict[str, Any]:
     that long (it died); ``NICE`` (0..19): how much ``runworkers`` lowers the mirror process'
     CPU priority; ``MAX_LAG``: the most events (and finished jobs) per queue Redis keeps for a
     mirror that is behind (past it, trimming and retention go on and the mirror logs the loss);
-    ``HOLD`` (seconds): how long Redis keeps holding them after the mirror was last seen.
+    ``HOLD`` (seconds): how long Redis keeps holding them after the mirror was last seen;
+    ``LINGER`` (seconds, 0 to 1): how long the mirror waits for more events after reads that
+    found it caught up (0: it reads again at once).
     """
     key = "MIRROR"
     if value is None:
@@ -460,6 +462,13 @@ def parse_mirror(value: Any) -> dict[str, Any]:
             key, f"{label(key)}['NICE'] is {nice!r}; it must be a whole number from 0 to 19.",
             "Use e.g. 10 (the default: the workers come first when the CPU is busy), or 0 not to lower it.",
         )
+    linger = _number(result["LINGER"])
+    if linger is None or not 0 <= linger <= 1:
+        raise SettingError(
+            key, f"{label(key)}['LINGER'] is {result['LINGER']!r}; it must be a number of seconds from 0 to 1.",
+            "Use e.g. 0.1 (the default: a job's events coalesce into one row write), or 0 not to wait.",
+        )
+    result["LINGER"] = linger
     if result["BATCH"] > 10_000:
         raise SettingError(key, f"{label(key)}['BATCH'] is {result['BATCH']!r}; it must be at most 10000.", hints["BATCH"])
     return result

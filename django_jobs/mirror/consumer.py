@@ -39,10 +39,11 @@ DELETED_EVENT = "deleted"
 CREATED_EVENTS = frozenset({"waiting", "scheduled", "waiting_children"})
 #: Longest wait for new events before the loop looks around (stop flag, prune), seconds.
 IDLE_WAIT = 1.0
-#: After a batch smaller than ``BATCH``, wait this long (seconds) for more events before the
-#: next read: a short job's waiting, active and completed events then land in one batch and
-#: the job is written once, not three times (the mirror's CPU per job falls by about half,
-#: its lag grows by at most this much).
+#: The default of ``MIRROR["LINGER"]``: after a round of reads that brought fewer than ``BATCH``
+#: entries per queue, and after an idle wait that new events ended, wait this long (seconds)
+#: for more events before the next read: a short job's waiting, active and completed events then
+#: land in one batch and the job is written once, not two or three times, and each transaction
+#: writes more rows (its lag grows by at most this much).
 LINGER = 0.1
 #: The largest share of one CPU core the mirror loop uses: after a batch that took ``c``
 #: seconds of CPU it rests ``c * (1 / share - 1)``. When jobs saturate the CPU, the workers
@@ -71,17 +72,19 @@ WRITTEN_CACHE = 100_000
 DEFER_MAX = 200_000
 
 
-def _by_jobs(entries: Sequence[tuple[str, dict[str, str]]], limit: int) -> Iterable[Sequence[tuple[str, dict[str, str]]]]:
-    """Split ``entries`` in order into runs naming at most ``limit`` jobs (an entry is never split)."""
+def _by_jobs(
+    entries: Sequence[tuple[str, dict[str, str]]], named: Sequence[list[str]], limit: int
+) -> Iterable[tuple[Sequence[tuple[str, dict[str, str]]], Sequence[list[str]]]]:
+    """Split ``entries`` (and ``named``, each entry's job ids) in order into runs naming at most
+    ``limit`` jobs (an entry is never split)."""
     start, jobs = 0, 0
-    for i, (_entry_id, fields) in enumerate(entries):
-        named = len(entry_job_ids(fields))
-        if jobs and jobs + named > limit:
-            yield entries[start:i]
+    for i, ids in enumerate(named):
+        if jobs and jobs + len(ids) > limit:
+            yield entries[start:i], named[start:i]
             start, jobs = i, 0
-        jobs += named
+        jobs += len(ids)
     if start < len(entries):
-        yield entries[start:]
+        yield entries[start:], named[start:]
 
 
 class Mirror:
@@ -111,7 +114,7 @@ class Mirror:
         self._counts: dict[str, int] = {}  # the next read's size per queue
         self.claim_after = float(settings.mirror["CLAIM_AFTER"])
         self.prune_interval = float(settings.mirror["PRUNE_INTERVAL"])
-        self.linger = LINGER
+        self.linger = float(settings.mirror["LINGER"])
         self.max_cpu_share = MAX_CPU_SHARE
         self.consumer = consumer or f"mirror@{socket.gethostname()}"
         self.using = using or router.db_for_write(_model())
@@ -146,6 +149,10 @@ class Mirror:
         self._defer_counts: dict[str, dict[str, int]] = {}
         self._full: set[str] = set()
         self._pending_after: dict[str, str] = {}
+        #: The queues where this consumer has no pending entries but the deferred ones: the last
+        #: read of its pending ones found none, and every step since succeeded (each entry it read
+        #: is acknowledged or deferred). Their pending entries are not read again until a claim.
+        self._no_pending: set[str] = set()
 
     def _ensure(self, queue: str) -> None:
         if queue not in self._ready:
@@ -172,17 +179,36 @@ class Mirror:
         return written
 
     def _step_queue(self, queue: str, claim_ms: int) -> int:
+        try:
+            return self._step_queue_once(queue, claim_ms)
+        except BaseException:
+            # Unacknowledged entries of this batch are read again, whatever their id (a read
+            # whose reply was lost included: the next step reads this consumer's pending ones).
+            self._pending_after.pop(queue, None)
+            self._no_pending.discard(queue)
+            raise
+
+    def _step_queue_once(self, queue: str, claim_ms: int) -> int:
         engine = get_engine()
         self._ensure(queue)
         gap = False
         counts = self._defer_counts.setdefault(queue, {})
-        full = False
+        full = fresh = False
+        entries: list[tuple[str, dict[str, str]]] = []
         try:
-            # Entries deferred (DEFER_MAX) are pending on purpose: skipped (they are older than
-            # _pending_after, unless a failed batch made the mirror read its pending ones again).
-            entries, trimmed = engine.mirror_pending(queue, MIRROR_GROUP, self.consumer, count=self.batch, claim_idle_ms=claim_ms,
-                                                     after=self._pending_after.get(queue, "0"), known=counts)
-            gap = trimmed > 0
+            # This consumer's own unacknowledged entries (other than the deferred) can exist only
+            # after a failed step (which forgets _pending_after and _no_pending), a restart or a
+            # new term (nothing known yet): then, and when claiming, they are read first;
+            # otherwise that read is skipped (a Redis call per queue and batch). Entries deferred
+            # (DEFER_MAX) are pending on purpose: skipped (they are older than _pending_after).
+            if claim_ms > 0 or queue not in self._no_pending:
+                entries, trimmed = engine.mirror_pending(queue, MIRROR_GROUP, self.consumer, count=self.batch, claim_idle_ms=claim_ms,
+                                                         after=self._pending_after.get(queue, "0"), known=counts)
+                gap = trimmed > 0
+                if entries or gap:
+                    self._no_pending.discard(queue)  # there may be more: read them next step too
+                else:
+                    self._no_pending.add(queue)
             if not entries:
                 count = self._counts.get(queue, self.batch)
                 read = engine.mirror_read(queue, MIRROR_GROUP, self.consumer, count=count)
@@ -191,11 +217,7 @@ class Mirror:
                 full = len(entries) >= count
                 self._counts[queue] = min(count * 2, self.catch_up) if full else self.batch
                 self._behind = self._behind or full
-                # Counts are of entries, and a batch entry names several jobs (lua/includes/emit.lua):
-                # the next read asks for about catch_up jobs.
-                jobs = sum(len(entry_job_ids(fields)) for _, fields in entries)
-                if jobs > self.catch_up:
-                    self._counts[queue] = max(1, len(entries) * self.catch_up // jobs)
+                fresh = True
         except MirrorGroupMissing:
             # Redis lost the stream (restart without persistence, FLUSHALL): start over.
             logger.warning("Mirror: the events stream of %r has no mirror group; creating it and resyncing", queue)
@@ -206,6 +228,15 @@ class Mirror:
             self._deferred.pop(queue, None)
             counts.clear()
             self._pending_after.pop(queue, None)
+            self._no_pending.discard(queue)
+        # Each entry's job ids, decoded once (a batch entry's ``js`` is a JSON list).
+        named = [entry_job_ids(fields) for _, fields in entries]
+        if fresh:
+            # Counts are of entries, and a batch entry names several jobs (lua/includes/emit.lua):
+            # the next read asks for about catch_up jobs.
+            jobs = sum(map(len, named))
+            if jobs > self.catch_up:
+                self._counts[queue] = max(1, len(entries) * self.catch_up // jobs)
         written = 0
         if gap:
             logger.error(
@@ -225,49 +256,50 @@ class Mirror:
             self._full.add(queue)
         else:
             self._full.discard(queue)
-        try:
-            # At most about catch_up jobs per transaction: batch entries name many jobs each.
-            for part in _by_jobs(entries, self.catch_up):
-                written += self.apply(queue, part)
-                # Every entry up to here is acknowledged or deferred on purpose.
-                newest = max((entry_id for entry_id, _ in part), key=stream_id_key)
-                if stream_id_key(newest) > stream_id_key(self._pending_after.get(queue, "0-0")):
-                    self._pending_after[queue] = newest
-            deferred = self._deferred.get(queue)
-            total = sum(len(jobs) for jobs in self._deferred.values()) if deferred else 0
-            if deferred and (not full or total > self.defer_max):
-                # Caught up: write the queue's deferred jobs. Deferring too many (all queues
-                # together): write this queue's oldest, down to half the cap.
-                flush = list(deferred) if not full else list(deferred)[: total - self.defer_max // 2]
-                for start in range(0, len(flush), self.catch_up):
-                    written += self.apply(queue, [], force=flush[start : start + self.catch_up])
-        except BaseException:
-            # Unacknowledged entries of this batch are read again, whatever their id.
-            self._pending_after.pop(queue, None)
-            raise
+        # At most about catch_up jobs per transaction: batch entries name many jobs each.
+        for part, part_named in _by_jobs(entries, named, self.catch_up):
+            written += self.apply(queue, part, job_ids=part_named)
+            # Every entry up to here is acknowledged or deferred on purpose.
+            newest = max((entry_id for entry_id, _ in part), key=stream_id_key)
+            if stream_id_key(newest) > stream_id_key(self._pending_after.get(queue, "0-0")):
+                self._pending_after[queue] = newest
+        deferred = self._deferred.get(queue)
+        total = sum(len(jobs) for jobs in self._deferred.values()) if deferred else 0
+        if deferred and (not full or total > self.defer_max):
+            # Caught up: write the queue's deferred jobs. Deferring too many (all queues
+            # together): write this queue's oldest, down to half the cap.
+            flush = list(deferred) if not full else list(deferred)[: total - self.defer_max // 2]
+            for start in range(0, len(flush), self.catch_up):
+                written += self.apply(queue, [], force=flush[start : start + self.catch_up])
         return written
 
-    def apply(self, queue: str, entries: Sequence[tuple[str, dict[str, str]]], *, force: Sequence[str] = ()) -> int:
+    def apply(
+        self, queue: str, entries: Sequence[tuple[str, dict[str, str]]], *, force: Sequence[str] = (),
+        job_ids: Sequence[list[str]] | None = None,
+    ) -> int:
         """Write the jobs named by ``entries`` (stream entries of ``queue``), then acknowledge them.
 
         While the queue is behind, waiting jobs only created by these entries are deferred
         (:data:`DEFER_MAX`): their entries are acknowledged once the jobs' rows are written.
-        ``force``: deferred jobs to write now.
+        ``force``: deferred jobs to write now. ``job_ids``: each entry's job ids
+        (:func:`~django_jobs.engine.streams.entry_job_ids`), when the caller decoded them already.
         """
         engine = get_engine()
+        if job_ids is None:
+            job_ids = [entry_job_ids(fields) for _, fields in entries]
         jobs: dict[str, int] = {job_id: 0 for job_id in force}  # job id -> version of its newest event in the batch not yet written
         firsts: dict[str, str] = dict.fromkeys(force, "")  # job id -> its first such event
         final: dict[str, tuple[str, str]] = {}
         written = self._written
         deferred = self._deferred.setdefault(queue, OrderedDict())
         counts = self._defer_counts.setdefault(queue, {})
-        for entry_id, fields in entries:
+        for (entry_id, fields), entry_jobs in zip(entries, job_ids, strict=True):
             event = fields.get("e") or ""
             event_version = version_of(entry_id)
             # One job (j), or a batch entry naming several (js, lua/includes/emit.lua): the
             # entry is acknowledged once, after the rows of all its jobs are committed. An entry
             # naming no job is not one of ours: acknowledged, ignored.
-            for job_id in entry_job_ids(fields):
+            for job_id in entry_jobs:
                 seen = written.get(job_id)
                 if seen is not None and event_version <= seen:
                     # A snapshot this mirror wrote already holds this event's effect (common when
@@ -303,8 +335,8 @@ class Mirror:
             # Exactly the lean replies: every waiting candidate is deferred, no row is built from one.
             later = {ids[i] for i in range(lean) if hashes[i].get("s") == "waiting"}
             if later:
-                for entry_id, fields in entries:
-                    these = [job_id for job_id in entry_job_ids(fields) if job_id in later]
+                for (entry_id, _fields), entry_jobs in zip(entries, job_ids, strict=True):
+                    these = [job_id for job_id in entry_jobs if job_id in later]
                     if these:
                         new_counts[entry_id] = new_counts.get(entry_id, 0) + len(these)
                         for job_id in these:
@@ -455,6 +487,7 @@ class Mirror:
             self._deferred.clear()
             self._defer_counts.clear()
             self._pending_after.clear()
+            self._no_pending.clear()
             logger.info("Mirror %s leads (lease %s)", self.holder, self.token, extra={"action": "mirror_leader"})
         engine.mirror_hold(self.queues, cap=self.max_lag, hold_ms=self.hold_ms)
         self._renew_at = now + self.lease_ms / 3000
@@ -482,17 +515,21 @@ class Mirror:
                     if pruned:
                         logger.info("Mirror: pruned %d finished job rows", pruned, extra={"action": "mirror_pruned"})
                 if not self._read:
-                    get_engine().mirror_wait(self._tips, IDLE_WAIT)
+                    # Idle: block until an event arrives, then linger too (a job enqueued while
+                    # the mirror idles is often done within LINGER: one row write, not two).
+                    pause = self.linger if get_engine().mirror_wait(self._tips, IDLE_WAIT) else 0.0
                 else:
-                    # Linger after a partial batch (coalesce a job's events); after any batch,
-                    # rest long enough that the mirror uses at most MAX_CPU_SHARE of a core
-                    # (CATCH_UP_CPU_SHARE while behind).
+                    # Linger (MIRROR["LINGER"]) after a round of fewer entries than BATCH per
+                    # queue (coalesce a job's events, more rows per transaction; a read made
+                    # short by batch entries naming many jobs counts as small too); after any
+                    # batch, rest long enough that the mirror uses at most MAX_CPU_SHARE of a
+                    # core (CATCH_UP_CPU_SHARE while behind).
                     pause = self.linger if self._read < self.batch * len(self.queues) else 0.0
                     share = CATCH_UP_CPU_SHARE if self._behind else self.max_cpu_share
                     pause = max(pause, cpu * (1 / share - 1) if share < 1 else 0.0)
-                    until = time.monotonic() + min(pause, IDLE_WAIT)
-                    while not should_stop() and time.monotonic() < until:
-                        time.sleep(min(0.05, max(0.001, until - time.monotonic())))
+                until = time.monotonic() + min(pause, IDLE_WAIT)
+                while not should_stop() and time.monotonic() < until:
+                    time.sleep(min(0.05, max(0.001, until - time.monotonic())))
                 if errors:
                     logger.info("Mirror: working again after %d failed attempt(s)", errors)
                 errors = 0

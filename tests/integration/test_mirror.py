@@ -265,6 +265,88 @@ def test_nothing_is_acknowledged_while_the_database_refuses_writes(engine, work)
     assert pending(engine) == 0
 
 
+def test_a_following_mirror_reads_its_own_pending_entries_only_when_it_may_have_some(engine, monkeypatch):
+    from django_jobs.engine import get_engine
+    from tests.testapp.jobs import add
+
+    engine = get_engine()
+    calls: list[str] = []
+    real_pending = engine.mirror_pending
+
+    def counted(queue, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(queue)
+        return real_pending(queue, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "mirror_pending", counted)
+    loop = mirror.Mirror(["default"])
+    first = add.enqueue(1, 1).id
+    assert loop.step() == 1 and calls == ["default"]  # a new mirror: its own pending entries first (none)
+    second = add.enqueue(2, 2).id
+    assert loop.step() == 1 and calls == ["default"]  # every entry it read is acknowledged: no such read
+    third = add.enqueue(3, 3).id
+    with database_away():
+        with pytest.raises(Exception):  # noqa: B017 - whatever the database driver raises
+            loop.step()  # read, not written, not acknowledged
+    assert pending(engine) == 1 and len(calls) == 1
+    assert loop.step() == 1 and len(calls) == 2  # after a failed step: its own pending entries, at once
+    assert set(mirrored_rows()) == {first, second, third} and pending(engine) == 0
+
+
+def test_entries_of_a_read_whose_reply_was_lost_are_read_again_at_the_next_step(engine, monkeypatch):
+    from django_jobs.engine import get_engine
+    from django_jobs.exceptions import RedisUnavailable
+    from tests.testapp.jobs import add
+
+    engine = get_engine()
+    loop = mirror.Mirror(["default"])
+    assert loop.step() == 0
+    ids = [add.enqueue(i, i).id for i in range(3)]
+    real_read = engine.mirror_read
+
+    def lost(*args, **kwargs):  # type: ignore[no-untyped-def]
+        real_read(*args, **kwargs)  # Redis delivered the entries to this consumer...
+        raise RedisUnavailable("connection lost")  # ...and the reply never arrived
+
+    monkeypatch.setattr(engine, "mirror_read", lost)
+    with pytest.raises(RedisUnavailable):
+        loop.step()
+    monkeypatch.undo()
+    assert pending(engine) == 3 and not JobRecord.objects.exists()
+    assert loop.step() == 3  # not after CLAIM_AFTER: its own pending entries are read first
+    assert set(mirrored_rows()) == set(ids) and pending(engine) == 0
+
+
+def test_a_lingering_mirror_writes_every_job_of_a_drain_it_follows(engine, work, settings, jobs_settings):
+    from django_jobs.engine import get_engine
+    from tests.redis_server import wait_until
+    from tests.testapp.jobs import add
+
+    settings.DJANGO_JOBS = {**jobs_settings, "MIRROR": {"LINGER": 0.3}}
+    engine = get_engine()  # the settings changed: the fixture's engine is closed
+    loop = mirror.Mirror()
+    assert loop.linger == 0.3
+    stop = threading.Event()
+    thread = threading.Thread(target=run_loop, args=(loop, stop))
+    thread.start()
+    ids: list[str] = []
+    try:
+        for round_ in range(5):  # enqueues and runs while the mirror follows and lingers
+            ids += [add.using(queue_name=queue).enqueue(round_, i).id for queue in ("default", "high") for i in range(10)]
+            ids += [r.id for r in add.enqueue_many([(round_, i) for i in range(10)])]
+            work()
+
+        def caught_up() -> bool:
+            return JobRecord.objects.filter(state="completed").count() == len(ids) and \
+                pending(engine, "default") == pending(engine, "high") == 0
+
+        wait_until(settled(caught_up), 20, message="the lingering mirror caught up")
+    finally:
+        stop.set()
+        thread.join(10)
+    assert not thread.is_alive()
+    assert set(mirrored_rows()) == set(ids) and mirrored_rows() == expected_rows(engine)
+
+
 def test_the_run_loop_retries_with_backoff_until_the_database_is_back(engine):
     from tests.testapp.jobs import add
 
@@ -491,6 +573,12 @@ def test_two_mirrors_racing_end_with_every_row_in_its_final_state(engine, work):
         ({"BATCHES": 10}, "Unknown key 'BATCHES' in DJANGO_JOBS['MIRROR']. Did you mean 'BATCH'?"),
         ([1], "DJANGO_JOBS['MIRROR'] is [1]; it must be a dict."),
         ({"NICE": 25}, "DJANGO_JOBS['MIRROR']['NICE'] is 25; it must be a whole number from 0 to 19."),
+        ({"LINGER": -0.1}, ("DJANGO_JOBS['MIRROR']['LINGER'] is -0.1; it must be a number of seconds from 0 to 1. "
+                            "Use e.g. 0.1 (the default")),
+        ({"LINGER": 5}, "DJANGO_JOBS['MIRROR']['LINGER'] is 5; it must be a number of seconds from 0 to 1."),
+        ({"LINGER": True}, "DJANGO_JOBS['MIRROR']['LINGER'] is True; it must be a number of seconds from 0 to 1."),
+        ({"LINGER": "soon"}, "DJANGO_JOBS['MIRROR']['LINGER'] is 'soon'; it must be a number of seconds from 0 to 1."),
+        ({"LINGERS": 0.2}, "Unknown key 'LINGERS' in DJANGO_JOBS['MIRROR']. Did you mean 'LINGER'?"),
     ],
 )
 def test_bad_mirror_settings_are_refused_with_a_clear_message_and_a_check_error(settings, jobs_settings, value, message):
@@ -511,7 +599,16 @@ def test_a_partial_mirror_setting_keeps_the_other_defaults(settings, jobs_settin
 
     settings.DJANGO_JOBS = {**jobs_settings, "MIRROR": {"RETENTION": None, "BATCH": "50"}}
     assert get_settings().mirror == {"ENABLED": True, "RETENTION": None, "BATCH": 50, "PRUNE_INTERVAL": 3600.0, "CLAIM_AFTER": 30.0, "NICE": 10,
-                                    "MAX_LAG": 1_000_000, "HOLD": 600.0}
+                                    "MAX_LAG": 1_000_000, "HOLD": 600.0, "LINGER": 0.1}
+
+
+@pytest.mark.parametrize(("value", "expected"), [(0, 0.0), ("0.25", 0.25), (1, 1.0)])
+def test_the_linger_setting_takes_seconds_from_0_to_1_and_reaches_the_mirror(settings, jobs_settings, value, expected):
+    from django_jobs.conf import get_settings
+
+    settings.DJANGO_JOBS = {**jobs_settings, "MIRROR": {"LINGER": value}}
+    assert get_settings().mirror["LINGER"] == expected
+    assert mirror.Mirror(["default"]).linger == expected
 
 
 def test_the_run_loop_prunes_old_rows_by_itself(engine):
