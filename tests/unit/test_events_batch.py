@@ -29,9 +29,11 @@ def test_the_id_before_an_entry_reads_from_that_entry_included():
 def test_the_mirror_applies_batch_entries_in_runs_of_about_its_catch_up_jobs_never_splitting_one():
     entries = [("1-0", {"e": "waiting", "js": '["a","b","c"]'}), ("2-0", {"e": "active", "j": "a"}),
                ("3-0", {"e": "completed", "js": '["a","b"]'}), ("4-0", {"e": "waiting", "js": '["d","e","f","g","h"]'})]
-    runs = list(_by_jobs(entries, 4))
-    assert [[entry_id for entry_id, _ in run] for run in runs] == [["1-0", "2-0"], ["3-0"], ["4-0"]]
-    assert list(_by_jobs([], 4)) == []
+    named = [entry_job_ids(fields) for _, fields in entries]
+    runs = list(_by_jobs(entries, named, 4))
+    assert [[entry_id for entry_id, _ in run] for run, _ in runs] == [["1-0", "2-0"], ["3-0"], ["4-0"]]
+    assert [ids for _, ids in runs] == [[["a", "b", "c"], ["a"]], [["a", "b"]], [["d", "e", "f", "g", "h"]]]
+    assert list(_by_jobs([], [], 4)) == []
 
 
 def test_a_sharded_queues_event_id_names_its_shard_and_each_shards_position_and_round_trips():
