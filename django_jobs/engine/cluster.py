@@ -6,8 +6,8 @@ ASK and failovers). What differs from one server:
 
 - :func:`run_script`: EVALSHA through the cluster client (not on a thread-owned connection),
   EVAL when the node has not cached the script (a promoted replica, a new node).
-- :func:`patiently`: every command and script call waits out a cluster that answers
-  ``CLUSTERDOWN`` or ``TRYAGAIN`` (a failover or a slot move under way), up to
+- :func:`patiently`: every command and script call waits out a failover (``CLUSTERDOWN``,
+  ``TRYAGAIN``, a primary that does not answer while other nodes do), up to
   :data:`FAILOVER_PATIENCE` seconds; redis-py's own retries give up after about two.
 - :func:`run_script_and_wait`: ENQUEUE_WAIT on a cluster. ``WAIT`` counts the replicas that
   acknowledged the writes *of its own connection*, so the script call and the ``WAIT`` go in one
@@ -44,18 +44,24 @@ logger = logging.getLogger("django_jobs.engine")
 #: Seconds a marker thread waits after a connection error before it blocks again.
 ERROR_PAUSE = 0.5
 
-#: Seconds a call waits out a cluster that answers CLUSTERDOWN or TRYAGAIN before RedisUnavailable.
-#: While a primary is marked failed and its replica is not promoted yet, every node of a cluster
-#: with full coverage (Redis' default) refuses every key; that lasts about a second after the
-#: ``cluster-node-timeout``, longer on a loaded host, and until the node comes back when it has no replica.
+#: Seconds a call waits out a failover before RedisUnavailable: CLUSTERDOWN or TRYAGAIN replies,
+#: or a slot's primary that does not answer while other nodes do. While a primary is down and
+#: its replica is not promoted yet, its slots cannot be reached (for ``cluster-node-timeout`` and
+#: the election after it), and once it is marked failed every node of a cluster with full
+#: coverage (Redis' default) refuses every key; longer on a loaded host, and until the node comes
+#: back when it has no replica.
 FAILOVER_PATIENCE = 15.0
 
 
-def patiently[T](call: Callable[[], T], target: str) -> T:
-    """Return ``call()``; while the cluster answers CLUSTERDOWN / TRYAGAIN (nothing was run), wait and call again.
+def patiently[T](call: Callable[[], T], target: str, client: Any = None) -> T:
+    """Return ``call()``; while a failover is under way, wait and call again (pauses doubling from :data:`WAIT_PAUSE` to 1 s).
 
-    The pauses double from :data:`WAIT_PAUSE` up to 1 s. Connection errors are not retried
-    here: redis-py's cluster client retries them itself, re-reading the slot map.
+    A failover under way: the cluster answers CLUSTERDOWN / TRYAGAIN / a slot not covered
+    (nothing was run), or ``call`` could not reach its node (after redis-py's own retries) while
+    another node of ``client`` answers, re-reading the slot map (a primary died: its replica
+    takes over). When no node answers at all, the connection error is raised at once. Sending a
+    call again after a lost connection is what redis-py's retries do already: every script is
+    replay-safe, and plain commands get more of the same retries.
 
     Raises:
         RedisUnavailable: the cluster still refused after :data:`FAILOVER_PATIENCE` seconds.
@@ -71,8 +77,22 @@ def patiently[T](call: Callable[[], T], target: str) -> T:
                     f"The Redis Cluster at {target} refused the call for {FAILOVER_PATIENCE:.0f} s ({exc}): "
                     "a slot has no primary (a failover that did not complete, a primary without a replica down)."
                 ) from exc
-            time.sleep(pause)
-            pause = min(1.0, pause * 2)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            if (client is None or isinstance(exc, redis.AuthenticationError) or time.monotonic() + pause > deadline
+                    or not _cluster_answers(client)):
+                raise
+            logger.debug("a node of %s did not answer while others do (a failover?); calling again", target)
+        time.sleep(pause)
+        pause = min(1.0, pause * 2)
+
+
+def _cluster_answers(client: Any) -> bool:
+    """Re-read the slot map of ``client``; return whether a node answered (False: the whole cluster is down, or refuses us)."""
+    try:
+        client.nodes_manager.initialize()
+    except (redis.RedisError, redis.exceptions.RedisClusterException):
+        return False
+    return True
 
 
 def run_script(client: Any, script: Any, keys: Sequence[str], args: Sequence[Any], target: str) -> Any:
@@ -96,7 +116,7 @@ def run_script(client: Any, script: Any, keys: Sequence[str], args: Sequence[Any
             return client.eval(script.script, len(keys), *keys, *args)
 
     try:
-        return patiently(call, target)
+        return patiently(call, target, client)
     except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ClusterError) as exc:
         raise RedisUnavailable(f"Cannot reach Redis at {target}: {exc}") from exc
 

@@ -509,7 +509,7 @@ class ScriptRunner:
         """Run a plain client command, translating connection errors (on a cluster, waiting out CLUSTERDOWN)."""
         try:
             if self._cluster:
-                return patiently(lambda: func(*args, **kwargs), self.target)
+                return patiently(lambda: func(*args, **kwargs), self.target, self.client)
             return func(*args, **kwargs)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise RedisUnavailable(f"Cannot reach Redis at {self.target}: {exc}") from exc

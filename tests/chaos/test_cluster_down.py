@@ -76,3 +76,32 @@ def test_reads_and_enqueues_wait_out_a_cluster_that_answers_clusterdown(engine, 
     assert not isinstance(enqueued, Exception), repr(enqueued)
     assert engine.get_job("default", enqueued.id)["s"] == "waiting"
     group.wait_ok()
+
+
+def test_a_call_to_a_primary_that_died_waits_for_it_while_the_other_nodes_answer(engine, cluster_group_lone):
+    """SIGKILL the primary of the queue's own slot (no replica takes over): calls on its slot wait
+    (redis-py's retries alone give up after about two seconds) and succeed once it is back."""
+    group = cluster_group_lone
+    first = jobs.add.enqueue(1, 2)
+    time.sleep(1.5)  # appendfsync everysec: the job is on disk when its primary is killed
+    owner = group.slot_owner(engine.keys("default").wait)
+    dead = next(n for n in group.nodes if n.port == owner)
+    outcomes: dict[str, object] = {}
+
+    def read() -> None:
+        try:
+            outcomes["read"] = engine.get_job("default", first.id)
+        except Exception as exc:  # noqa: BLE001 - the test reports what the call raised
+            outcomes["read"] = exc
+
+    dead.stop(signal.SIGKILL)
+    caller = threading.Thread(target=read)
+    try:
+        caller.start()
+        time.sleep(3.0)
+        assert not outcomes, f"the call ended while its primary was down: {outcomes}"
+    finally:
+        group.heal()  # the node restarts from its files and serves its slots again
+    caller.join(timeout=30)
+    read_back = outcomes["read"]
+    assert isinstance(read_back, dict) and read_back["s"] == "waiting", read_back
