@@ -10,8 +10,8 @@ two (a killed process, a failover, a dropped reply) leaves the entry: the next p
 again, which changes nothing, then acknowledges it. So delivery is at least once, the effect
 exactly once (docs/flows.md#redis-cluster).
 
-Workers call :meth:`Relay.relay` for their queues on each heartbeat tick (worker/heartbeat.py),
-and operator actions (cancel, retry, delete) call it at once for the queue they touched.
+Workers call :meth:`Relay.relay` for their queues from the heartbeat (worker/heartbeat.py:
+after each settle, else once a second), and operator actions (cancel, retry, delete) call it at once for the queue they touched.
 
 A flow over several queues is written the same way (:meth:`Relay.enqueue_flow`): its first
 part, the root's, records every other part in the root's outbox as a create entry (kind
@@ -111,7 +111,7 @@ class Relay(Transitions):
     ) -> int:
         """Relay the outboxes of ``queues`` as :meth:`relay` does each; return how many entries were delivered.
 
-        A worker's pass on each heartbeat tick: when every outbox is empty (the idle case) it is
+        A worker's pass from the heartbeat: when every outbox is empty (the idle case) it is
         one round trip for all of them (a pipeline, one ``ZRANGEBYSCORE`` per outbox), so a
         flow step is still delivered within a tick. Create entries (due only
         :data:`FLOW_PART_GRACE_MS` after they were recorded) are looked for in the same round

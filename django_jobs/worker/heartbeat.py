@@ -31,6 +31,12 @@ def rss_mb() -> float:
 #: How often the heartbeat reads the process' memory use when ``max_memory_mb`` is set, seconds.
 MEMORY_CHECK_EVERY = 1.0
 
+#: How often a worker that settles nothing relays flow steps (on a cluster), seconds. It relays at
+#: the next tick after each settle (its own settles record most steps) and after a pass that
+#: delivered or a recovery that handled jobs; steps others recorded (a worker that died before
+#: relaying) wait at most this long. Relaying at every tick kept an idle worker above 1 % CPU.
+RELAY_IDLE_EVERY = 1.0
+
 
 def _after_deliver() -> None:
     faults.point("after_deliver")
@@ -40,7 +46,8 @@ class Heartbeat(WorkerState):
     """Keep this worker's leases and heartbeat alive; stop jobs past their timeout."""
 
     def _heartbeat_loop(self) -> None:
-        next_renew = next_recover = next_beat = next_memory = 0.0
+        next_renew = next_recover = next_beat = next_memory = next_relay = 0.0
+        relayed_after = -1  # the settle count at the last relay pass (``_settles``)
         while not self.stopped.wait(TICK):
             now = time.monotonic()
             try:
@@ -54,14 +61,19 @@ class Heartbeat(WorkerState):
                     next_renew = now + self.renew_every
                 if now >= next_recover:
                     next_recover = now + self.recover_every
-                    self._recover()
+                    if self._recover():
+                        next_relay = now  # a recovered flow job may have recorded steps
                     reached = True
                 if now >= next_beat:
                     next_beat = now + 5.0
                     self._beat()
                     reached = True
-                if self.engine.flow_outbox:
-                    self._relay(_after_deliver)  # every tick: the delay a cross-slot flow step waits for
+                settles = self._settles
+                if self.engine.flow_outbox and (settles != relayed_after or now >= next_relay):
+                    # The next tick after a settle: the delay a cross-slot flow step waits for.
+                    relayed_after = settles
+                    delivered = self._relay(_after_deliver)
+                    next_relay = now + (TICK if delivered else RELAY_IDLE_EVERY)
                     reached = True
                 if reached:
                     self._outage.ok()
@@ -70,9 +82,12 @@ class Heartbeat(WorkerState):
             if os.getppid() != self._ppid and not self.fast.is_set():
                 self._parent_gone()
 
-    def _recover(self) -> None:
+    def _recover(self) -> int:
+        """Recover the expired leases of this worker's queues; return how many jobs were handled."""
+        handled = 0
         for queue in self.queues:
             result = self.engine.recover(queue)
+            handled += len(result.jobs)
             for job_id, what, cid in result.jobs:
                 extra = {"action": f"job_{what}", "job_id": job_id, "queue": queue, "correlation_id": cid,
                          "worker": self.worker_id}
@@ -82,6 +97,7 @@ class Heartbeat(WorkerState):
                     logger.error("Job %s failed: its worker was lost too many times (worker_lost)", job_id, extra=extra)
                 else:
                     logger.info("Job %s cancelled: its worker was lost after a cancel request", job_id, extra=extra)
+        return handled
 
     def _enforce_timeouts(self, now: float) -> None:
         expired: list[RunningJob] = []

@@ -155,8 +155,9 @@ class WorkerState:
     def _relay(self, after_deliver: Callable[[], None] | None = None, *, parts_now: bool = False) -> int:
         """Deliver the flow steps its queues recorded for jobs on other slots (engine/relay.py); return how many.
 
-        The heartbeat relays on each tick, an idle burst worker once more before it ends: a burst
-        worker is not idle while this wakes flow parents (counted in ``_relayed``). An idle pass
+        The heartbeat relays after each settle and once a second (worker/heartbeat.py), an idle
+        burst worker once more before it ends: a burst worker is not idle while this wakes flow
+        parents (counted in ``_relayed``). An idle pass
         is one round trip for all its queues (:meth:`~django_jobs.engine.relay.Relay.relay_queues`);
         ``parts_now``: it looks for create entries this time (a burst worker's last pass).
         """

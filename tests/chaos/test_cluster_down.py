@@ -34,6 +34,20 @@ def cluster_state(group, node) -> str:
         return "unreachable"
 
 
+def start_call(outcomes: dict[str, object], name: str, call) -> threading.Thread:
+    """Run ``call()`` in a new thread; what it returns, or raises, lands in ``outcomes[name]``."""
+
+    def run() -> None:
+        try:
+            outcomes[name] = call()
+        except Exception as exc:  # noqa: BLE001 - the test reports what the call raised
+            outcomes[name] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
 def test_reads_and_enqueues_wait_out_a_cluster_that_answers_clusterdown(engine, cluster_group_lone):
     group = cluster_group_lone
     first = jobs.add.enqueue(1, 2)
@@ -42,28 +56,14 @@ def test_reads_and_enqueues_wait_out_a_cluster_that_answers_clusterdown(engine, 
     serving = next(n for n in group.nodes if n.port == owner)
     assert frozen.proc is not None
     outcomes: dict[str, object] = {}
-
-    def read() -> None:
-        try:
-            outcomes["read"] = engine.get_job("default", first.id)
-        except Exception as exc:  # noqa: BLE001 - the test reports what the call raised
-            outcomes["read"] = exc
-
-    def enqueue() -> None:
-        try:
-            outcomes["enqueue"] = jobs.add.enqueue(3, 4)
-        except Exception as exc:  # noqa: BLE001
-            outcomes["enqueue"] = exc
-
     os.kill(frozen.proc.pid, signal.SIGSTOP)
     try:
         # The queue's own primary is healthy, and refuses its keys all the same.
         wait_until(lambda: cluster_state(group, serving) == "fail", 30, 0.05, message="the cluster to say cluster_state:fail")
         with group.node_client(serving) as c, pytest.raises(redis.exceptions.ClusterDownError):
             c.hgetall(engine.keys("default").job(first.id))
-        callers = [threading.Thread(target=read), threading.Thread(target=enqueue)]
-        for caller in callers:
-            caller.start()
+        callers = [start_call(outcomes, "read", lambda: engine.get_job("default", first.id)),
+                   start_call(outcomes, "enqueue", lambda: jobs.add.enqueue(3, 4))]
         time.sleep(1.0)
         assert not outcomes, f"a call ended while the cluster refused every key: {outcomes}"
     finally:
@@ -87,17 +87,9 @@ def test_a_call_to_a_primary_that_died_waits_for_it_while_the_other_nodes_answer
     owner = group.slot_owner(engine.keys("default").wait)
     dead = next(n for n in group.nodes if n.port == owner)
     outcomes: dict[str, object] = {}
-
-    def read() -> None:
-        try:
-            outcomes["read"] = engine.get_job("default", first.id)
-        except Exception as exc:  # noqa: BLE001 - the test reports what the call raised
-            outcomes["read"] = exc
-
     dead.stop(signal.SIGKILL)
-    caller = threading.Thread(target=read)
     try:
-        caller.start()
+        caller = start_call(outcomes, "read", lambda: engine.get_job("default", first.id))
         time.sleep(3.0)
         assert not outcomes, f"the call ended while its primary was down: {outcomes}"
     finally:
