@@ -176,20 +176,12 @@ def _read_each(conn: Any, scripts: Sequence[Any], keys: Sequence[Sequence[str]],
     is sent again as EVAL once every reply is read, so the connection stays in step; it then
     runs after the others.
     """
-    replies: list[Any] = []
-    for _ in calls:
-        try:
-            replies.append(conn.read_response())
-        except redis.ResponseError as exc:
-            replies.append(exc)
+    replies = [_reply(conn) for _ in calls]
     for index, reply in enumerate(replies):
         if isinstance(reply, redis.exceptions.NoScriptError):
             script, k, args = scripts[index], keys[index], calls[index]
             conn.send_command("EVAL", script.script, len(k), *k, *args)
-            try:
-                replies[index] = conn.read_response()
-            except redis.ResponseError as exc:
-                replies[index] = exc
+            replies[index] = _reply(conn)
     return replies
 
 
@@ -262,6 +254,8 @@ class ScriptRunner:
         self._enqueue_wait = settings.enqueue_wait
         #: LEAN_JOB_HASH: enqueue.lua leaves 'p' at 0 and 'ws' out of a new waiting job's hash.
         self._lean = settings.lean_job_hash
+        #: ACTIVE_EVENTS per queue (or shard), asked of the settings once (transitions.py, fetch).
+        self._active_events: dict[str, bool] = {}
 
     def keys(self, queue: str) -> QueueKeys:
         """Return the key names of ``queue``."""

@@ -284,10 +284,7 @@ class Transitions(ScriptRunner):
         k = self.keys(queue)
         # One job: its 7 arguments (cheaper to send than to pack), and "1" for LEAN_JOB_HASH; more: packed (enqueue.lua).
         if len(jobs) == 1:
-            j = jobs[0]
-            args: tuple[Any, ...] = (k.job_prefix, self.maxlen, j.id, j.data, j.priority, j.run_at_ms, j.delay_ms, j.correlation_id, j.parent_id)
-            if self._lean:
-                args = (*args, 1)
+            args: tuple[Any, ...] = (k.job_prefix, self.maxlen, *_job_args(jobs[0]), *((1,) if self._lean else ()))
         else:
             args = (k.job_prefix, self.maxlen, _pack_jobs(jobs, self._lean))
         return _enqueued_pairs(self._run("enqueue", (k.wait, k.scheduled, k.meta, k.events, k.marker), args))
@@ -376,7 +373,10 @@ class Transitions(ScriptRunner):
         """The KEYS and ARGV of one ``fetch`` call (fetch.lua)."""
         k = self.keys(queue)
         tail: tuple[Any, ...] = () if start_now is None else (max(0, start_now),)
-        if not self.settings.active_events(queue):  # ARGV[11] "1": no "active" events (fetch.lua)
+        active = self._active_events.get(queue)  # asked once per queue: this runs on every fetch
+        if active is None:
+            active = self._active_events[queue] = self.settings.active_events(queue)
+        if not active:  # ARGV[11] "1": no "active" events (fetch.lua)
             tail = ("" if start_now is None else max(0, start_now), 1)
         return (
             (k.wait, k.scheduled, k.active, k.meta, k.events, k.marker, k.rate),
