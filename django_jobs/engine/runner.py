@@ -256,6 +256,8 @@ class ScriptRunner:
         self._lean = settings.lean_job_hash
         #: ACTIVE_EVENTS per queue (or shard), asked of the settings once (transitions.py, fetch).
         self._active_events: dict[str, bool] = {}
+        #: close() was called: blocking waits made since close their connection when they end.
+        self._closed = False
 
     def keys(self, queue: str) -> QueueKeys:
         """Return the key names of ``queue``."""
@@ -480,6 +482,9 @@ class ScriptRunner:
             if len(replies) < 3:
                 conn.disconnect()  # replies left unread: the next wait starts on a new connection
             raise
+        finally:
+            if self._closed:
+                conn.disconnect()  # close() ran meanwhile: nothing else would close a reconnected socket
         if isinstance(replies[1], redis.ResponseError):
             raise self._response_error(replies[1]) from replies[1]
         reply = replies[2]
@@ -557,7 +562,12 @@ class ScriptRunner:
         return cached
 
     def close(self) -> None:
-        """Close this engine's connections, the script connections of every thread too."""
+        """Close this engine's connections, the script connections of every thread too.
+
+        A blocking wait made after it (a fetcher thread that had not stopped yet) closes its
+        connection when it ends, as nothing else would.
+        """
+        self._closed = True
         for own in list(self._owned):
             own.close()
         if self._waiter is not None:
