@@ -306,11 +306,14 @@ def test_migration_0006_applies_and_reverses_on_this_database():
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="CREATE EXTENSION is PostgreSQL's")
 def test_a_user_who_may_not_create_the_extension_still_migrates():
     """No pg_trgm and no right to create it: a note instead of an error, no index, the bounded search."""
+    # A role is the cluster's, not the database's: named after this run's (and worker's) test
+    # database, so that another test run on the same server never meets it.
+    role = connection.ops.quote_name(f"djj_no_ext_{connection.settings_dict['NAME']}"[:63])
     with connection.cursor() as cursor:  # all of it rolled back with the test's transaction
         cursor.execute("DROP EXTENSION pg_trgm CASCADE")  # the indexes go with it
-        cursor.execute("CREATE ROLE djj_no_extension NOLOGIN")
-        cursor.execute(f"GRANT ALL ON {JobRecord._meta.db_table} TO djj_no_extension")
-        cursor.execute("SET LOCAL ROLE djj_no_extension")
+        cursor.execute(f"CREATE ROLE {role} NOLOGIN")
+        cursor.execute(f"GRANT ALL ON {JobRecord._meta.db_table} TO {role}")
+        cursor.execute(f"SET LOCAL ROLE {role}")
     textsearch._seen.clear()
     try:
         note = textsearch.create_trigram_indexes(connection)
