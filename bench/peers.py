@@ -449,8 +449,12 @@ class PeerBench:
         pids: list[int] = []
         marks = []
         deadline = time.monotonic() + self.args.timeout
+        checked = time.monotonic()
         while True:
             count = self.counter()
+            if time.monotonic() - checked >= 0.5:  # a worker tree that died says so now, not at the deadline
+                self.workers.check()
+                checked = time.monotonic()
             if count > 0 and not pids:
                 pids = self.workers.tree()
             if (not marks and count >= low) or (len(marks) == 1 and count >= high):
@@ -487,7 +491,12 @@ class PeerBench:
         for _ in range(self.args.latency_jobs):
             library.enqueue_stamp(time.time_ns())
             time.sleep(0.005)
-        wait_for(lambda: self.r.llen(LATENCY_KEY) >= self.args.latency_jobs, 30, f"{library.name} latency jobs", 0.01)
+        def stamped() -> bool:
+            assert self.r is not None and self.workers is not None
+            self.workers.check()
+            return self.r.llen(LATENCY_KEY) >= self.args.latency_jobs
+
+        wait_for(stamped, 30, f"{library.name} latency jobs", 0.01)
         lat = [int(v) / 1e6 for v in self.r.lrange(LATENCY_KEY, 0, -1)]
         fig.latency_p50, fig.latency_p99 = percentile(lat, 50), percentile(lat, 99)
 

@@ -10,8 +10,14 @@ import os
 from typing import Any
 
 
-def databases(*, postgres: bool, pg_name: str, sqlite_name: str, sqlite_options: dict[str, Any]) -> dict[str, Any]:
-    """Return a DATABASES setting: database ``pg_name`` on PostgreSQL when ``postgres``, else SQLite file ``sqlite_name``."""
+def databases(
+    *, postgres: bool, pg_name: str, sqlite_name: str, sqlite_options: dict[str, Any], pg_test_name: str | None = None,
+) -> dict[str, Any]:
+    """Return a DATABASES setting: database ``pg_name`` on PostgreSQL when ``postgres``, else SQLite file ``sqlite_name``.
+
+    ``pg_test_name``: the name of the test database made from it (Django's ``TEST["NAME"]``;
+    pytest-django appends ``_gwN`` under pytest-xdist). Default: Django's, ``test_`` + ``pg_name``.
+    """
     if postgres:
         return {
             "default": {
@@ -20,6 +26,7 @@ def databases(*, postgres: bool, pg_name: str, sqlite_name: str, sqlite_options:
                 "USER": os.environ.get("DJJ_PG_USER", "postgres"),
                 "HOST": os.environ.get("DJJ_PG_HOST", "127.0.0.1"),
                 "PORT": os.environ.get("DJJ_PG_PORT", "5432"),
+                **({"TEST": {"NAME": pg_test_name}} if pg_test_name else {}),
             }
         }
     return {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": sqlite_name, "OPTIONS": sqlite_options}}

@@ -1,6 +1,7 @@
 """Settings for the test suite. Worker subprocesses read the Redis target from the environment."""
 
 import os
+import uuid
 from typing import Any
 
 from tests.databases import databases
@@ -45,9 +46,17 @@ TEMPLATES = [
     }
 ]
 
+#: This test run's id (DJJ_TEST_RUN_ID, else made here): its PostgreSQL test databases are named
+#: after it, test_<DJJ_PG_NAME>_<id>_gwN, so that two runs on one machine (CI and a developer's,
+#: two clones) never create, drop or use each other's (pytest-django drops them at the end).
+#: Made once per pytest session: the pytest-xdist controller imports these settings before it
+#: starts its workers, which inherit it, as do the processes a test starts.
+TEST_RUN_ID = os.environ.setdefault("DJJ_TEST_RUN_ID", uuid.uuid4().hex[:8])
+
 DATABASES = databases(
     postgres=os.environ.get("DJJ_TEST_DB") == "postgres",
     pg_name=os.environ.get("DJJ_PG_NAME", "test"),
+    pg_test_name=f"test_{os.environ.get('DJJ_PG_NAME', 'test')}_{TEST_RUN_ID}",
     sqlite_name=os.environ.get("DJJ_SQLITE_PATH", ":memory:"),
     # A file shared by runserver, runworkers' mirror and a seeding shell (tests/browser):
     # writers wait for each other instead of failing with "database is locked".

@@ -6,6 +6,8 @@ Every test also runs on PostgreSQL (the ``db`` marker; tests/run.sh).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
@@ -247,11 +249,30 @@ def test_the_count_reads_no_row_and_is_capped(admin_client, searchable, monkeypa
 # -- migration 0005 ------------------------------------------------------------------------------------
 
 
+@contextmanager
+def all_migrations_applied_after() -> Iterator[None]:
+    """However the block ends, every migration of django_jobs is applied again after it.
+
+    The migration tests run outside a transaction (nothing rolls them back) and the worker's later
+    tests use the same test database: a failure half-way (a migration, an assertion, a dropped
+    connection) must not leave it without a table, a column or the trigram indexes. A connection
+    the failure left unusable is replaced first; the trigram indexes are looked up again after.
+    """
+    try:
+        yield
+    finally:
+        if connection.connection is not None and not connection.is_usable():
+            connection.close()
+        executor = MigrationExecutor(connection)
+        executor.migrate(executor.loader.graph.leaf_nodes("django_jobs"))
+        textsearch._seen.clear()
+
+
 @pytest.mark.django_db(transaction=True)
 def test_migration_0005_fills_the_error_class_and_the_tallies():
-    executor = MigrationExecutor(connection)
-    executor.migrate([("django_jobs", "0004_jobrecord_earlier_errors")])
-    try:
+    with all_migrations_applied_after():
+        executor = MigrationExecutor(connection)
+        executor.migrate([("django_jobs", "0004_jobrecord_earlier_errors")])
         old = executor.loader.project_state([("django_jobs", "0004_jobrecord_earlier_errors")]).apps.get_model("django_jobs", "JobRecord")
         now = timezone.now()
         old.objects.create(job_id="m1", queue="default", name="app.a", state="failed", finished_at=now, duration=1.5,
@@ -259,9 +280,6 @@ def test_migration_0005_fills_the_error_class_and_the_tallies():
         old.objects.create(job_id="m2", queue="default", name="app.a", state="completed", finished_at=now, duration=0.5, enqueued_at=now)
         executor = MigrationExecutor(connection)
         executor.loader.build_graph()
-        executor.migrate(executor.loader.graph.leaf_nodes("django_jobs"))
-    finally:
-        executor = MigrationExecutor(connection)
         executor.migrate(executor.loader.graph.leaf_nodes("django_jobs"))
     assert JobRecord.objects.get(pk="m1").error_class == "PaymentDeclined"
     assert JobRecord.objects.get(pk="m2").error_class == ""
@@ -285,8 +303,8 @@ def _trigram_indexes() -> set[str]:
 @pytest.mark.django_db(transaction=True)
 def test_migration_0006_applies_and_reverses_on_this_database():
     expected = {name for name, _ in textsearch.TRIGRAM_INDEXES} if connection.vendor == "postgresql" else set()
-    executor = MigrationExecutor(connection)
-    try:
+    with all_migrations_applied_after():
+        executor = MigrationExecutor(connection)
         executor.migrate([("django_jobs", "0005_speed_search_tallies")])
         assert _trigram_indexes() == set()
         textsearch._seen.clear()
@@ -296,9 +314,6 @@ def test_migration_0006_applies_and_reverses_on_this_database():
         executor.migrate([("django_jobs", "0006_text_search_trigram")])
         assert _trigram_indexes() == expected
         assert textsearch.has_trigram_indexes(connection) == (connection.vendor == "postgresql")
-    finally:
-        executor = MigrationExecutor(connection)
-        executor.migrate(executor.loader.graph.leaf_nodes("django_jobs"))
     assert _trigram_indexes() == expected
 
 
@@ -306,11 +321,14 @@ def test_migration_0006_applies_and_reverses_on_this_database():
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="CREATE EXTENSION is PostgreSQL's")
 def test_a_user_who_may_not_create_the_extension_still_migrates():
     """No pg_trgm and no right to create it: a note instead of an error, no index, the bounded search."""
+    # A role is the cluster's, not the database's: named after this run's (and worker's) test
+    # database, so that another test run on the same server never meets it.
+    role = connection.ops.quote_name(f"djj_no_ext_{connection.settings_dict['NAME']}"[:63])
     with connection.cursor() as cursor:  # all of it rolled back with the test's transaction
         cursor.execute("DROP EXTENSION pg_trgm CASCADE")  # the indexes go with it
-        cursor.execute("CREATE ROLE djj_no_extension NOLOGIN")
-        cursor.execute(f"GRANT ALL ON {JobRecord._meta.db_table} TO djj_no_extension")
-        cursor.execute("SET LOCAL ROLE djj_no_extension")
+        cursor.execute(f"CREATE ROLE {role} NOLOGIN")
+        cursor.execute(f"GRANT ALL ON {JobRecord._meta.db_table} TO {role}")
+        cursor.execute(f"SET LOCAL ROLE {role}")
     textsearch._seen.clear()
     try:
         note = textsearch.create_trigram_indexes(connection)

@@ -222,6 +222,48 @@ def test_close_disconnects_the_kept_connection_and_the_next_wait_connects_again(
     assert second != first
 
 
+def test_a_wait_made_after_close_leaves_no_socket_open(engine, r):
+    """A fetcher thread not stopped yet when its engine is closed: its next wait connects again; when that wait ends, it closes.
+
+    Before, the reconnected socket stayed open for as long as the thread lived (a fetcher
+    still running at interpreter exit: "ResourceWarning: unclosed <socket.socket ...>" once
+    every test had passed, CI's fast tier).
+    """
+    from django_jobs.exceptions import RedisUnavailable
+
+    ids: list = []
+    outcomes: list = []
+    kept: list = []
+    waits_over = threading.Event()
+    release = threading.Event()
+
+    def fetcher() -> None:
+        for timeout in (25.0, 0.2):  # the wait close() ends, then the one the fetcher makes before it sees it must stop
+            try:
+                engine.fetch_on_wake("default", timeout, 1, lease_ms=30_000, worker_id=WORKER, blocked=ids.append)
+                outcomes.append("ended")
+            except RedisUnavailable:
+                outcomes.append("failed")
+        kept.append(engine._lane.blocking.conn)  # this thread's kept connection
+        waits_over.set()
+        release.wait(10)  # the thread lives on, as a fetcher left running at exit does
+
+    thread = threading.Thread(target=fetcher, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: ids, message="the wait to be sent")
+        wait_until(lambda: any(c["id"] == str(ids[0]) and c["cmd"] == "blpop" for c in r.client_list()), message="the wait to block")
+        engine.close()
+        assert waits_over.wait(10), outcomes
+        assert len(outcomes) == 2 and len(ids) == 2 and ids[1] != ids[0]  # the second wait connected again
+        assert kept[0]._sock is None  # closed when its wait ended, not left to the garbage collector
+        wait_until(lambda: not {str(i) for i in ids} & {c["id"] for c in r.client_list()}, 5,
+                   message="both waits' connections gone from the server")
+    finally:
+        release.set()
+        thread.join(5)
+
+
 def test_a_forked_child_waits_on_a_connection_of_its_own(engine):
     import os
 
