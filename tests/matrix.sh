@@ -24,7 +24,7 @@ FAST_TESTS=(
 
 # What the fast tier needs besides the project (the `test` extra without the browser, PostgreSQL,
 # metrics and packaging tools, which the full suite covers): keeps each virtualenv quick to build.
-FAST_REQUIREMENTS="pytest>=8 pytest-django>=4.9 pytest-timeout>=2.3 pytest-xdist>=3.5 hypothesis>=6"
+FAST_REQUIREMENTS="pytest>=8,<9.2 pytest-django>=4.9 pytest-timeout>=2.3 pytest-xdist>=3.5 hypothesis>=6"
 # Django-independent tests that need those tools (the docs site, the wheel, the import layers): the full suite runs them.
 FAST_SKIP=(--ignore=tests/unit/test_docs_site.py --ignore=tests/unit/test_packaging.py --ignore=tests/unit/test_layers.py)
 
