@@ -28,6 +28,7 @@ from django_jobs.mirror.rows import (
     _write_gone,
     row_from_hash,
     stored_versions,
+    upsert_arrays,
     version_of,
 )
 
@@ -124,6 +125,7 @@ class _Batch:
     acks: list[str]
     recorded: list[tuple[str, str]]  #: finished jobs recorded (job id, finish ms): deletable by retention
     transact: bool  #: False: nothing to write, only acknowledgements (after the commit before it)
+    arrays: list[str] | None = None  #: PostgreSQL: the upsert's parameters, built while preparing (rows.upsert_arrays)
     lost: list[str] = field(default_factory=list)  #: set by the commit
 
     @property
@@ -475,12 +477,14 @@ class Mirror:
         # The finished jobs recorded become deletable by retention once acknowledged (lua/mirror_done.lua).
         recorded += [(job_id, data["f"]) for job_id, data in zip(ids, hashes)
                      if data.get("s") in FINAL_EVENTS and data.get("f")]
-        return _Batch(queue, rows, gone, dropped, newest if transact else "", acks, recorded, transact)
+        # The upsert's parameters too (PostgreSQL): built here, the writer thread only sends them.
+        arrays = upsert_arrays(rows, using=self.using) if self._overlap else None
+        return _Batch(queue, rows, gone, dropped, newest if transact else "", acks, recorded, transact, arrays)
 
     def _commit(self, batch: _Batch) -> None:
         """Write ``batch`` in one transaction (rows, gone jobs, deleted ones, the cursor; the tallies with them)."""
         with transaction.atomic(using=self.using):
-            _upsert_safely(batch.rows, using=self.using)
+            _upsert_safely(batch.rows, using=self.using, arrays=batch.arrays)
             batch.lost = _write_gone(base_queue(batch.queue), batch.gone, using=self.using)
             if batch.dropped:
                 _model().objects.using(self.using).filter(job_id__in=batch.dropped).delete()
