@@ -334,7 +334,8 @@ class Mirror:
         # At most about catch_up jobs per transaction: batch entries name many jobs each.
         for part, part_named in _by_jobs(entries, named, self.catch_up):
             written += self._send(self._prepare(queue, part, job_ids=part_named))
-            # Every entry up to here is acknowledged or deferred on purpose.
+            # Every entry up to here is acknowledged, deferred on purpose, or in the commit in
+            # flight (acknowledged when it lands; if it fails, _forget drops this mark too).
             newest = max((entry_id for entry_id, _ in part), key=stream_id_key)
             if stream_id_key(newest) > stream_id_key(self._pending_after.get(queue, "0-0")):
                 self._pending_after[queue] = newest
