@@ -9,6 +9,9 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
 
 from django.db import connections, router, transaction
 
@@ -25,6 +28,7 @@ from django_jobs.mirror.rows import (
     _write_gone,
     row_from_hash,
     stored_versions,
+    upsert_arrays,
     version_of,
 )
 
@@ -85,6 +89,49 @@ def _by_jobs(
         jobs += len(ids)
     if start < len(entries):
         yield entries[start:], named[start:]
+
+
+def commits_overlap(using: str) -> bool:
+    """Whether the mirror commits a batch on a writer thread while it prepares the next (database ``using``).
+
+    Yes on a database that serves concurrent readers and a writer well (PostgreSQL, MySQL, ...):
+    the mirror process's share of a row (Redis snapshot read, decoding, building the rows) then
+    runs while the database commits the batch before (issue 18, docs/mirror.md#overlapped-commits).
+    Not on SQLite (a second connection risks "database is locked"; the sequential mirror already
+    catches up faster than the workers drain there), and not inside a transaction of the caller's
+    (the rows are written in it, on the caller's connection, as before).
+
+    >>> commits_overlap("default")  # doctest: +SKIP
+    True
+    """
+    conn = connections[using]
+    return conn.vendor != "sqlite" and not conn.in_atomic_block
+
+
+def _close_connection(using: str) -> None:
+    """Close the calling thread's connection to database ``using`` (Django's connections are per thread)."""
+    connections[using].close()
+
+
+@dataclass(slots=True)
+class _Batch:
+    """A prepared batch of one queue: what its transaction writes and what is acknowledged after it."""
+
+    queue: str
+    rows: list[dict[str, Any]]
+    gone: dict[str, tuple[str, str]]  #: finished jobs whose hash is gone -> (entry id, final event)
+    dropped: list[str]  #: jobs deleted through the engine: their rows go too
+    newest: str  #: the cursor's new position ("" : not moved)
+    acks: list[str]
+    recorded: list[tuple[str, str]]  #: finished jobs recorded (job id, finish ms): deletable by retention
+    transact: bool  #: False: nothing to write, only acknowledgements (after the commit before it)
+    arrays: list[str] | None = None  #: PostgreSQL: the upsert's parameters, built while preparing (rows.upsert_arrays)
+    lost: list[str] = field(default_factory=list)  #: set by the commit
+
+    @property
+    def count(self) -> int:
+        """The rows this batch writes (deleted ones included); 0 without a transaction."""
+        return len(self.rows) + len(self.gone) + len(self.dropped) if self.transact else 0
 
 
 class Mirror:
@@ -153,6 +200,12 @@ class Mirror:
         #: read of its pending ones found none, and every step since succeeded (each entry it read
         #: is acknowledged or deferred). Their pending entries are not read again until a claim.
         self._no_pending: set[str] = set()
+        #: Overlapped commits (:func:`commits_overlap`): the writer thread, the batch it commits
+        #: (acknowledged when it lands), and how many batches it was given.
+        self._overlap = False
+        self._writer: ThreadPoolExecutor | None = None
+        self._flight: tuple[_Batch, Future[None]] | None = None
+        self.overlapped = 0  #: batches committed by the writer thread while this thread prepared the next
 
     def _ensure(self, queue: str) -> None:
         if queue not in self._ready:
@@ -163,8 +216,29 @@ class Mirror:
         """Handle one batch of events per queue; return the number of rows written.
 
         Unacknowledged entries come first (this consumer's own, then, every
-        ``CLAIM_AFTER`` / 2 seconds, those other consumers left for ``CLAIM_AFTER``).
+        ``CLAIM_AFTER`` / 2 seconds, those other consumers left for ``CLAIM_AFTER``). When it
+        returns, every row it wrote is committed and its entries are acknowledged.
         """
+        return self._settled(self._step)
+
+    def _settled(self, work: Callable[[], int]) -> int:
+        """Run ``work`` (steps), its commits overlapped where they can be; return once every commit landed.
+
+        The writer thread (and its database connection) ends with it: :meth:`step`,
+        :meth:`drain` and :func:`mirror_once` leave nothing running behind them.
+        """
+        self._overlap = commits_overlap(self.using)
+        try:
+            written = work()
+            self._land()
+            return written
+        except BaseException:
+            self._land_quietly()
+            raise
+        finally:
+            self._close_writer()
+
+    def _step(self) -> int:
         written = 0
         self._read = 0
         self._behind = False
@@ -249,6 +323,7 @@ class Mirror:
             # past it, so a resync that fails (database down) must be retried from here.
             self._resync.add(queue)
         if queue in self._resync:
+            self._land()  # the resync writes on this thread: after the commit in flight
             written += resync_queue(queue, using=self.using, batch=self.batch)
             self._resync.discard(queue)
         self._read += len(entries)
@@ -258,8 +333,9 @@ class Mirror:
             self._full.discard(queue)
         # At most about catch_up jobs per transaction: batch entries name many jobs each.
         for part, part_named in _by_jobs(entries, named, self.catch_up):
-            written += self.apply(queue, part, job_ids=part_named)
-            # Every entry up to here is acknowledged or deferred on purpose.
+            written += self._send(self._prepare(queue, part, job_ids=part_named))
+            # Every entry up to here is acknowledged, deferred on purpose, or in the commit in
+            # flight (acknowledged when it lands; if it fails, _forget drops this mark too).
             newest = max((entry_id for entry_id, _ in part), key=stream_id_key)
             if stream_id_key(newest) > stream_id_key(self._pending_after.get(queue, "0-0")):
                 self._pending_after[queue] = newest
@@ -270,7 +346,7 @@ class Mirror:
             # together): write this queue's oldest, down to half the cap.
             flush = list(deferred) if not full else list(deferred)[: total - self.defer_max // 2]
             for start in range(0, len(flush), self.catch_up):
-                written += self.apply(queue, [], force=flush[start : start + self.catch_up])
+                written += self._send(self._prepare(queue, [], force=flush[start : start + self.catch_up]))
         return written
 
     def apply(
@@ -283,6 +359,22 @@ class Mirror:
         (:data:`DEFER_MAX`): their entries are acknowledged once the jobs' rows are written.
         ``force``: deferred jobs to write now. ``job_ids``: each entry's job ids
         (:func:`~django_jobs.engine.streams.entry_job_ids`), when the caller decoded them already.
+        When it returns, the rows are committed and the entries acknowledged (a commit this
+        mirror had in flight first).
+        """
+        written = self._send(self._prepare(queue, entries, force=force, job_ids=job_ids))
+        self._land()
+        return written
+
+    def _prepare(
+        self, queue: str, entries: Sequence[tuple[str, dict[str, str]]], *, force: Sequence[str] = (),
+        job_ids: Sequence[list[str]] | None = None,
+    ) -> _Batch:
+        """Read what ``entries`` (and ``force``) need written and build the batch: rows, acks, records.
+
+        What the batch's commit will change in this mirror's memory (deferred jobs, versions
+        written) is applied here, before the commit: the next batch is prepared with it while
+        this one commits. A commit that fails makes the mirror forget it all (:meth:`_forget`).
         """
         engine = get_engine()
         if job_ids is None:
@@ -329,7 +421,7 @@ class Mirror:
                 lean = len(candidates)
         tip, hashes = engine.mirror_snapshot(queue, ids, lean=lean) if ids else ("0-0", [])
         version = version_of(tip)
-        new_deferred: dict[str, list[str]] = {}  # deferred by this batch (registered after the commit)
+        new_deferred: dict[str, list[str]] = {}  # deferred by this batch (registered below)
         new_counts: dict[str, int] = {}
         if behind:
             # Exactly the lean replies: every waiting candidate is deferred, no row is built from one.
@@ -360,56 +452,134 @@ class Mirror:
                 freed[entry_id] = freed.get(entry_id, 0) + 1
         acks += [entry_id for entry_id, n in freed.items() if counts[entry_id] == n]
 
-        def settle() -> None:
-            # After the commit: what this batch wrote no longer keeps its entries back.
-            for job_id in released:
-                del deferred[job_id]
-            for entry_id, n in freed.items():
-                counts[entry_id] -= n
-                if not counts[entry_id]:
-                    del counts[entry_id]
-            for entry_id, n in new_counts.items():
-                counts[entry_id] = counts.get(entry_id, 0) + n
-            for job_id, named_by in new_deferred.items():
-                deferred.setdefault(job_id, []).extend(named_by)
-            self.deferred += len(new_deferred)
-
+        # What this batch writes no longer keeps its entries back (applied now, see above).
+        for job_id in released:
+            del deferred[job_id]
+        for entry_id, n in freed.items():
+            counts[entry_id] -= n
+            if not counts[entry_id]:
+                del counts[entry_id]
+        for entry_id, n in new_counts.items():
+            counts[entry_id] = counts.get(entry_id, 0) + n
+        for job_id, named_by in new_deferred.items():
+            deferred.setdefault(job_id, []).extend(named_by)
+        self.deferred += len(new_deferred)
         newest = max((entry_id for entry_id, _ in entries), key=stream_id_key) if entries else ""
-        if not (rows or gone or dropped) and (len(entries) >= self.batch or not entries):
-            # Catching up, every event older than a row already written (or deferred): no
-            # transaction (a commit each, an fsync on PostgreSQL) just to move the cursor,
-            # which the next write or the last, partial batch moves.
-            settle()
-            engine.mirror_done(queue, MIRROR_GROUP, acks, recorded)
-            return 0
-        lost: list[str] = []
-        with transaction.atomic(using=self.using):
-            _upsert_safely(rows, using=self.using)
-            lost = _write_gone(base_queue(queue), gone, using=self.using)
-            if dropped:
-                _model().objects.using(self.using).filter(job_id__in=dropped).delete()
-            if newest:
-                _advance_cursor(queue, newest, using=self.using)
-        settle()
+        # Catching up, every event older than a row already written (or deferred): no
+        # transaction (a commit each, an fsync on PostgreSQL) just to move the cursor, which the
+        # next write or the last, partial batch moves. Its acknowledgement still waits for the
+        # commit in flight (the rows its skipped events rely on may be in it).
+        transact = bool(rows or gone or dropped) or (0 < len(entries) < self.batch)
         for row in rows:
             written[row["job_id"]] = version
             written.move_to_end(row["job_id"])
         while len(written) > WRITTEN_CACHE:
             written.popitem(last=False)
-        if lost:
-            self.lost += len(lost)
-            engine.mirror_count_lost(queue, len(lost))
+        # The finished jobs recorded become deletable by retention once acknowledged (lua/mirror_done.lua).
+        recorded += [(job_id, data["f"]) for job_id, data in zip(ids, hashes)
+                     if data.get("s") in FINAL_EVENTS and data.get("f")]
+        # The upsert's parameters too (PostgreSQL): built here, the writer thread only sends them.
+        arrays = upsert_arrays(rows, using=self.using) if self._overlap else None
+        return _Batch(queue, rows, gone, dropped, newest if transact else "", acks, recorded, transact, arrays)
+
+    def _commit(self, batch: _Batch) -> None:
+        """Write ``batch`` in one transaction (rows, gone jobs, deleted ones, the cursor; the tallies with them)."""
+        with transaction.atomic(using=self.using):
+            _upsert_safely(batch.rows, using=self.using, arrays=batch.arrays)
+            batch.lost = _write_gone(base_queue(batch.queue), batch.gone, using=self.using)
+            if batch.dropped:
+                _model().objects.using(self.using).filter(job_id__in=batch.dropped).delete()
+            if batch.newest:
+                _advance_cursor(batch.queue, batch.newest, using=self.using)
+
+    def _commit_in_writer(self, batch: _Batch) -> None:
+        """:meth:`_commit` on the writer thread: a failure closes its connection (the next batch opens a new one)."""
+        try:
+            self._commit(batch)
+        except BaseException:
+            connections[self.using].close()
+            raise
+
+    def _finish(self, batch: _Batch) -> None:
+        """After ``batch``'s commit: count the jobs lost, then acknowledge its entries (on this thread)."""
+        engine = get_engine()
+        if batch.lost:
+            self.lost += len(batch.lost)
+            engine.mirror_count_lost(batch.queue, len(batch.lost))
             logger.error(
                 "Mirror: %d finished job(s) of queue %r left Redis before the mirror recorded them (more than "
                 "MIRROR['MAX_LAG'] behind, away longer than MIRROR['HOLD'], or purged); their rows hold only the "
-                "final state", len(lost), queue, extra={"action": "mirror_lost"},
+                "final state", len(batch.lost), batch.queue, extra={"action": "mirror_lost"},
             )
         # Only now: a crash before this line leaves the entries pending, to be read again. The
         # finished jobs just recorded become deletable by retention (lua/mirror_done.lua).
-        recorded += [(job_id, data["f"]) for job_id, data in zip(ids, hashes)
-                     if data.get("s") in FINAL_EVENTS and data.get("f")]
-        engine.mirror_done(queue, MIRROR_GROUP, acks, recorded)
-        return len(rows) + len(gone) + len(dropped)
+        engine.mirror_done(batch.queue, MIRROR_GROUP, batch.acks, batch.recorded)
+
+    def _send(self, batch: _Batch) -> int:
+        """Commit ``batch`` after the one in flight; return its row count.
+
+        Where commits overlap (:func:`commits_overlap`) the writer thread commits it while this
+        thread prepares the next batch: it is acknowledged when the next is sent, or by
+        :meth:`_land`. Otherwise it is committed and acknowledged here.
+        """
+        try:
+            self._land()  # the commit in flight first: commits and acknowledgements in batch order
+            if batch.transact and self._overlap:
+                if self._writer is None:
+                    self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="djj-mirror-writer")
+                self._flight = (batch, self._writer.submit(self._commit_in_writer, batch))
+                self.overlapped += 1
+                return batch.count
+            if batch.transact:
+                self._commit(batch)
+            self._finish(batch)
+        except BaseException:
+            self._forget()  # this batch is dropped (or not acknowledged): what its preparation noted is not sure
+            raise
+        return batch.count
+
+    def _land(self) -> None:
+        """Wait for the commit in flight, then acknowledge it; if either failed, forget (:meth:`_forget`) and raise."""
+        if self._flight is None:
+            return
+        batch, future = self._flight
+        self._flight = None
+        try:
+            future.result()
+            self._finish(batch)
+        except BaseException:
+            self._forget()
+            raise
+
+    def _land_quietly(self) -> None:
+        """:meth:`_land` when another error is on its way up: that one is raised, this one only logged."""
+        try:
+            self._land()
+        except Exception:  # forgotten by _land; the caller raises its own error
+            logger.debug("Mirror: the commit in flight failed too", exc_info=True)
+
+    def _forget(self) -> None:
+        """Forget what this mirror knows, as a restart would: a batch failed to commit or to be acknowledged.
+
+        The versions it wrote, its deferred jobs and what it knew of its pending entries were
+        noted when the batches were prepared (:meth:`_prepare`), the next one's perhaps too: none
+        of it is sure any more. The next step reads this consumer's pending entries again, from
+        the first, and asks the database what it holds (what a restarted mirror does).
+        """
+        self._written.clear()
+        self._deferred.clear()
+        self._defer_counts.clear()
+        self._pending_after.clear()
+        self._no_pending.clear()
+
+    def _close_writer(self) -> None:
+        """Close the writer thread's database connection and end the thread (after :meth:`_land`)."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            try:
+                writer.submit(_close_connection, self.using).result()  # the writer thread's own connection
+            finally:
+                writer.shutdown(wait=True)
 
     def _skip_stored(
         self, jobs: dict[str, int], final: dict[str, tuple[str, str]], recorded: list[tuple[str, str]], ask: list[str]
@@ -440,11 +610,14 @@ class Mirror:
 
     def drain(self) -> int:
         """Handle batches until no queue has unread or unacknowledged events; return rows written."""
-        written = 0
-        while True:
-            written += self.step()
-            if not self._read:
-                return written
+        def steps() -> int:
+            written = 0
+            while True:
+                written += self._step()
+                if not self._read:
+                    return written
+
+        return self._settled(steps)
 
     def run(self, should_stop: Callable[[], bool]) -> None:
         """Mirror until ``should_stop()`` returns True (checked at least every second).
@@ -453,9 +626,14 @@ class Mirror:
         (Redis, like the cron leader's); otherwise it stands by and takes over when the lease
         expires (the leader died) or is given up (the leader stopped).
         """
+        self._overlap = commits_overlap(self.using)
         try:
             self._run(should_stop)
         finally:
+            try:
+                self._land_quietly()  # the commit in flight lands (acknowledged) before the lease is given up
+            finally:
+                self._close_writer()
             if self.token:
                 try:
                     get_engine().mirror_renew(self.token, lease_ms=0)  # resign: a standby takes over now
@@ -469,6 +647,8 @@ class Mirror:
         now = time.monotonic()
         if self.token and now < self._renew_at:
             return True
+        # A term's writes end before it is renewed or lost: the commit in flight lands first.
+        self._land()
         engine = get_engine()
         if self.token and not engine.mirror_renew(self.token, lease_ms=self.lease_ms):
             logger.warning("Mirror %s: lost the mirror lease; standing by", self.holder, extra={"action": "mirror_standby"})
@@ -507,14 +687,16 @@ class Mirror:
                         time.sleep(0.05)
                     continue
                 cpu = time.process_time()
-                self.step()
+                self._step()  # the last batch's commit may still be in flight (commits_overlap)
                 cpu = time.process_time() - cpu
                 if time.monotonic() >= prune_at:
+                    self._land()
                     prune_at = time.monotonic() + self.prune_interval
                     pruned = prune(using=self.using)
                     if pruned:
                         logger.info("Mirror: pruned %d finished job rows", pruned, extra={"action": "mirror_pruned"})
                 if not self._read:
+                    self._land()
                     # Idle: block until an event arrives, then linger too (a job enqueued while
                     # the mirror idles is often done within LINGER: one row write, not two).
                     pause = self.linger if get_engine().mirror_wait(self._tips, IDLE_WAIT) else 0.0
@@ -527,6 +709,8 @@ class Mirror:
                     pause = self.linger if self._read < self.batch * len(self.queues) else 0.0
                     share = CATCH_UP_CPU_SHARE if self._behind else self.max_cpu_share
                     pause = max(pause, cpu * (1 / share - 1) if share < 1 else 0.0)
+                    if pause > 0:
+                        self._land()  # only a mirror that reads on at once keeps a commit in flight
                 until = time.monotonic() + min(pause, IDLE_WAIT)
                 while not should_stop() and time.monotonic() < until:
                     time.sleep(min(0.05, max(0.001, until - time.monotonic())))
@@ -536,6 +720,7 @@ class Mirror:
                 outage.ok()
             except Exception as exc:  # noqa: BLE001 - Redis or the database down: retry, nothing was acknowledged
                 errors += 1
+                self._land_quietly()  # a failed commit makes the mirror forget (_forget): pending entries are read again
                 connections[self.using].close()
                 delay = min(5.0, 0.1 * 2 ** min(errors, 6))
                 outage.failed(exc, delay)  # one line per Redis outage, not a traceback per retry

@@ -159,7 +159,7 @@ def _model() -> Any:
 
 
 @aggregates.counted  # the dashboard's tallies follow every row written (mirror/aggregates.py)
-def upsert(rows: Sequence[dict[str, Any]], *, using: str) -> int:
+def upsert(rows: Sequence[dict[str, Any]], *, using: str, arrays: Sequence[str] | None = None) -> int:
     """Insert or update ``rows`` (dicts of column values), never replacing a newer ``version``.
 
     ``INSERT ... ON CONFLICT (job_id) DO UPDATE ... WHERE version <= excluded.version``, the
@@ -169,32 +169,23 @@ def upsert(rows: Sequence[dict[str, Any]], *, using: str) -> int:
     :data:`MAX_PARAMS` parameters, sent to the driver's cursor in its own ``?`` style (Django's
     ``%s`` to ``?`` rewrite of a 30,000-parameter string cost more than the statement;
     ``executemany`` of a one-row statement cost more too). Returns the number of rows sent.
+    ``arrays``: on PostgreSQL, :func:`upsert_arrays` of these rows, built beforehand (the
+    mirror builds them on its own thread while its writer thread commits the batch before).
     """
     if not rows:
         return 0
     conn = connections[using]
     shape = _shape(conn)
-    now = shape.adapt_now(timezone.now())
-    plan, stamp, adapters, getter, full = shape.plan, shape.updated_at, shape.adapters, shape.getter, shape.full
-    # Column by column (one list per column, each adapter applied over its column: no loop over
-    # the adapters per row), then back to rows for SQLite's multi-row statement.
-    columns: list[Any] = list(zip(*[getter(row) if full <= row.keys()  # a row_from_hash row: every column there
-                                    else tuple(row.get(name, default) for name, default, _adapt in plan)
-                                    for row in rows], strict=True))
-    for i, adapt in adapters:
-        columns[i] = [None if value is None else adapt(value) for value in columns[i]]
-    columns[stamp] = [now] * len(rows)
     with conn.cursor() as cursor:
         if shape.sql_unnest:
             # PostgreSQL: one array per column, one short statement (psycopg parses a statement
             # of 30,000 placeholders on every call: more than half the mirror's CPU), each array
             # sent as its literal text (psycopg's list dumper quotes element by element with a
             # regular expression: about 30 us a row, twice this).
-            cursor.execute(shape.sql_unnest, [_column_literal(kind, column)
-                                               for kind, column in zip(shape.kinds, columns, strict=True)])
+            cursor.execute(shape.sql_unnest, list(arrays) if arrays is not None else _arrays(shape, rows))
             return len(rows)
-        params = list(zip(*columns, strict=True))
-        per = max(1, MAX_PARAMS // len(plan))
+        params = list(zip(*_columns(shape, rows), strict=True))
+        per = max(1, MAX_PARAMS // len(shape.plan))
         # SQLite: the driver's own cursor (inside the caller's atomic block all the same).
         execute = conn.connection.execute if conn.vendor == "sqlite" else cursor.execute
         with conn.wrap_database_errors:  # the driver's errors as Django's (_upsert_safely catches those)
@@ -202,6 +193,43 @@ def upsert(rows: Sequence[dict[str, Any]], *, using: str) -> int:
                 chunk = params[start : start + per]
                 execute(shape.sql_many(len(chunk)), [value for row in chunk for value in row])
     return len(rows)
+
+
+def upsert_arrays(rows: Sequence[dict[str, Any]], *, using: str) -> list[str] | None:
+    """Return :func:`upsert`'s parameters for ``rows`` on PostgreSQL (one array literal per column), else None.
+
+    Pure Python, no query: the mirror calls it while it prepares a batch, so its writer thread
+    only sends them. None too when a value cannot be written as it is (the write then goes row
+    by row, cleaned: :func:`_upsert_safely`).
+
+    >>> upsert_arrays([], using="default") is None  # doctest: +SKIP
+    True
+    """
+    shape = _shape(connections[using])
+    if not rows or not shape.sql_unnest:
+        return None
+    try:
+        return _arrays(shape, rows)
+    except (TypeError, ValueError):
+        return None
+
+
+def _columns(shape: _Shape, rows: Sequence[dict[str, Any]]) -> list[Any]:
+    """``rows`` column by column, adapted for the database (one list per column, each adapter
+    applied over its column: no loop over the adapters per row), ``updated_at`` now."""
+    plan, getter, full = shape.plan, shape.getter, shape.full
+    columns: list[Any] = list(zip(*[getter(row) if full <= row.keys()  # a row_from_hash row: every column there
+                                    else tuple(row.get(name, default) for name, default, _adapt in plan)
+                                    for row in rows], strict=True))
+    for i, adapt in shape.adapters:
+        columns[i] = [None if value is None else adapt(value) for value in columns[i]]
+    columns[shape.updated_at] = [shape.adapt_now(timezone.now())] * len(rows)
+    return columns
+
+
+def _arrays(shape: _Shape, rows: Sequence[dict[str, Any]]) -> list[str]:
+    """PostgreSQL: the array literal of each column of ``rows``."""
+    return [_column_literal(kind, column) for kind, column in zip(shape.kinds, _columns(shape, rows), strict=True)]
 
 
 class _Shape:
@@ -381,8 +409,8 @@ def _clean_row(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _upsert_safely(rows: Sequence[dict[str, Any]], *, using: str) -> int:
-    """:func:`upsert`; when the database refuses the batch's data, write row by row, cleaned.
+def _upsert_safely(rows: Sequence[dict[str, Any]], *, using: str, arrays: Sequence[str] | None = None) -> int:
+    """:func:`upsert` (``arrays``: its parameters built beforehand); when the database refuses the batch's data, write row by row, cleaned.
 
     A value the database cannot store (a NUL character on PostgreSQL, say) must not block the
     mirror: the row is cleaned and, if even that fails, written with its payload kept as text.
@@ -392,7 +420,7 @@ def _upsert_safely(rows: Sequence[dict[str, Any]], *, using: str) -> int:
 
     try:
         with transaction.atomic(using=using):
-            return upsert(rows, using=using)
+            return upsert(rows, using=using, arrays=arrays)
     except (DataError, IntegrityError, ValueError, TypeError):
         pass
     for row in rows:
