@@ -349,28 +349,17 @@ class Mirror:
                 written += self._send(self._prepare(queue, [], force=flush[start : start + self.catch_up]))
         return written
 
-    def apply(
+    def _prepare(
         self, queue: str, entries: Sequence[tuple[str, dict[str, str]]], *, force: Sequence[str] = (),
         job_ids: Sequence[list[str]] | None = None,
-    ) -> int:
-        """Write the jobs named by ``entries`` (stream entries of ``queue``), then acknowledge them.
+    ) -> _Batch:
+        """Read what ``entries`` (stream entries of ``queue``) and ``force`` need written and build the batch: rows, acks, records.
 
         While the queue is behind, waiting jobs only created by these entries are deferred
         (:data:`DEFER_MAX`): their entries are acknowledged once the jobs' rows are written.
         ``force``: deferred jobs to write now. ``job_ids``: each entry's job ids
         (:func:`~django_jobs.engine.streams.entry_job_ids`), when the caller decoded them already.
-        When it returns, the rows are committed and the entries acknowledged (a commit this
-        mirror had in flight first).
-        """
-        written = self._send(self._prepare(queue, entries, force=force, job_ids=job_ids))
-        self._land()
-        return written
-
-    def _prepare(
-        self, queue: str, entries: Sequence[tuple[str, dict[str, str]]], *, force: Sequence[str] = (),
-        job_ids: Sequence[list[str]] | None = None,
-    ) -> _Batch:
-        """Read what ``entries`` (and ``force``) need written and build the batch: rows, acks, records.
+        :meth:`_send` commits the batch and acknowledges its entries.
 
         What the batch's commit will change in this mirror's memory (deferred jobs, versions
         written) is applied here, before the commit: the next batch is prepared with it while
