@@ -10,6 +10,11 @@ time) are put down to the script that ran them. Printed per checkout: a table, p
 calls and usec per job under each script (enqueue, fetch, settle), then each script's own
 ``EVALSHA`` line (its usec includes its commands'), and the totals.
 
+``--together``: a checkout that has ``settle_and_fetch.lua`` drains as a worker at saturation does
+since it came (each fetch carries the settle of the batch before it, one script call: the
+column ``settle_and_fetch``); a checkout without it, with a ``fetch`` and a ``settle`` call per
+batch, as ``Engine.settle_and_fetch`` sent them pipelined before.
+
 ``--rounds R`` repeats it (checkouts taking turns); calls are the same every round, usec is the
 median. The commands' usec excludes the Lua around them and the round trip: ``INFO cpu`` per
 phase (``--cpu``, a second pass without the per-call ``INFO``) gives Redis' whole CPU per job
@@ -19,6 +24,7 @@ phase (``--cpu``, a second pass without the per-call ``INFO``) gives Redis' whol
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 from pathlib import Path
@@ -30,7 +36,7 @@ from bench.events_ab import script_source
 
 MAXLEN = 10_000
 PAYLOAD = '{"v":1,"n":"bench.jobs.incr","a":[],"k":{}}'
-SCRIPTS = ("enqueue", "fetch", "settle")
+SCRIPTS = ("enqueue", "fetch", "settle", "settle_and_fetch")
 IGNORED = ("info", "config|resetstat", "flushall", "script|load")
 Stats = dict[str, tuple[int, int]]
 
@@ -56,10 +62,13 @@ def redis_cpu(r: Any) -> float:
 class Side:
     """One checkout's scripts on one queue of the shared server."""
 
-    def __init__(self, r: Any, root: Path, tag: str, batch: int, quiet: bool = False) -> None:
+    def __init__(self, r: Any, root: Path, tag: str, batch: int, quiet: bool = False, together: bool = False) -> None:
         self.r, self.batch = r, batch
         self.tail: tuple[Any, ...] = (batch, 1) if quiet else (batch,)  # ARGV[10] start_now, ARGV[11] no "active" events
-        self.sha = {name: r.script_load(script_source(root, name)) for name in SCRIPTS}
+        have = [name for name in SCRIPTS if (root / "django_jobs" / "engine" / "lua" / f"{name}.lua").exists()]
+        self.sha = {name: r.script_load(script_source(root, name)) for name in have}
+        #: Each fetch carries the settle of the batch before it (settle_and_fetch.lua).
+        self.together = together and "settle_and_fetch" in self.sha
         self.base = f"jc:{{{tag}}}:"
         self.prefix = self.base + "job:"
         self.n = 0
@@ -88,6 +97,15 @@ class Side:
         codes = self.r.evalsha(self.sha["settle"], len(keys), *keys, *args)
         assert all(c == 1 for c in codes), codes
 
+    def settle_and_fetch(self, claimed: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        """Settle ``claimed`` as completed and fetch the next batch in one call, as Engine.settle_and_fetch sends it."""
+        keys = self.keys("active", "wait", "scheduled", "completed", "failed", "cancelled", "meta", "events", "marker", "rate")
+        packed = json.dumps([v for job_id, token in claimed for v in (job_id, str(token), "c", "null", 0, 0)], separators=(",", ":"))
+        codes, out = self.r.evalsha(self.sha["settle_and_fetch"], len(keys), *keys, self.prefix, MAXLEN, 0, 0, 7 * 86_400_000, 0,
+                                    packed, self.batch, 60_000, "host:1:w", 1000, 0, 0, 0, *self.tail)
+        assert all(c == 1 for c in codes), codes
+        return [(out[i], out[i + 1]) for i in range(2, len(out), 7)]
+
 
 def attributed(r: Any, side: Side, n: int) -> dict[str, Stats]:
     """Enqueue n jobs and drain them, each script call's commands put down to its script."""
@@ -106,18 +124,25 @@ def attributed(r: Any, side: Side, n: int) -> dict[str, Stats]:
         add("enqueue", delta(s0, s1))
         s0 = s1
     done = 0
+    claimed: list[tuple[str, int]] = []
     while done < n:
-        claimed = side.fetch()
-        s1 = command_stats(r)
-        add("fetch", delta(s0, s1))
+        if side.together and claimed:
+            claimed = side.settle_and_fetch(claimed)
+            s1 = command_stats(r)
+            add("settle_and_fetch", delta(s0, s1))
+        else:
+            claimed = side.fetch()
+            s1 = command_stats(r)
+            add("fetch", delta(s0, s1))
         s0 = s1
         if not claimed:
             raise SystemExit(f"the drain stopped after {done} of {n} jobs")
-        side.settle(claimed)
-        s1 = command_stats(r)
-        add("settle", delta(s0, s1))
-        s0 = s1
         done += len(claimed)
+        if not side.together or done >= n:
+            side.settle(claimed)
+            s1 = command_stats(r)
+            add("settle", delta(s0, s1))
+            s0 = s1
     return {s: {k: (v[0], v[1]) for k, v in d.items()} for s, d in per.items()}
 
 
@@ -128,10 +153,12 @@ def cpu_pass(r: Any, side: Side, n: int) -> tuple[float, float]:
         side.enqueue()
     c1 = redis_cpu(r)
     done = 0
+    claimed: list[tuple[str, int]] = []
     while done < n:
-        claimed = side.fetch()
-        side.settle(claimed)
+        claimed = side.settle_and_fetch(claimed) if side.together and claimed else side.fetch()
         done += len(claimed)
+        if not side.together or done >= n:
+            side.settle(claimed)
     c2 = redis_cpu(r)
     return (c1 - c0) / n * 1e6, (c2 - c1) / n * 1e6
 
@@ -184,6 +211,8 @@ def main() -> None:
     parser.add_argument("--cpu", action="store_true", help="also INFO cpu per phase, in a pass without per-call INFO")
     parser.add_argument("--no-active-events", action="store_true", help="fetch as for a queue with ACTIVE_EVENTS False "
                         "(ARGV[11]; a checkout before it ignores the argument)")
+    parser.add_argument("--together", action="store_true", help="a checkout with settle_and_fetch.lua: each fetch "
+                        "carries the settle of the batch before it, in one call")
     parser.add_argument("--no-aof", action="store_true", help="turn the server's AOF off (CONFIG SET appendonly no): "
                         "what the AOF costs per job, by difference with a run with it")
     opts = parser.parse_args()
@@ -208,7 +237,7 @@ def main() -> None:
         for rnd in range(opts.rounds):
             for label, root in sides.items():
                 # The queue's first call (its token, stream and meta created) is not counted.
-                side = Side(r, root, f"{label}{rnd}", opts.batch, opts.no_active_events)
+                side = Side(r, root, f"{label}{rnd}", opts.batch, opts.no_active_events, opts.together)
                 side.enqueue()
                 side.settle(side.fetch())
                 results[label].append(attributed(r, side, opts.n))

@@ -128,20 +128,6 @@ def _send_many(conn: Any, script: Any, keys: Sequence[str], calls: Sequence[Sequ
     return _read_replies(conn, script, keys, calls)
 
 
-def _send_calls(conn: Any, scripts: Sequence[Any], keys: Sequence[Sequence[str]], calls: Sequence[Sequence[Any]]) -> list[Any]:
-    """Send call N of script ``scripts[N]`` with ``keys[N]`` and ``calls[N]``, pipelined on ``conn``; return the replies.
-
-    Unlike :func:`_send_many` the scripts differ (a settle and the fetch after it) and an error
-    reply is returned in its place, not raised: the caller decides per call.
-    """
-    conn.send_packed_command([
-        packed
-        for script, k, args in zip(scripts, keys, calls)
-        for packed in _packed(conn, ("EVALSHA", script.sha, len(k), *k, *args))
-    ])
-    return _read_each(conn, scripts, keys, calls)
-
-
 def _send_stream(conn: Any, script: Any, keys: Sequence[str], calls: _Replayable) -> list[Any]:
     """As :func:`_send_many`, but each call is sent as soon as ``calls`` makes it, before the next is made.
 
@@ -379,31 +365,6 @@ class ScriptRunner:
         script = self._scripts[name]
         wait = self._enqueue_wait if name in ENQUEUE_SCRIPTS else None
         return cast("list[Any]", self._with_retries(_send_many, script, keys, calls, wait))
-
-    def _run_calls(self, calls: Sequence[tuple[str, Sequence[str], Sequence[Any]]]) -> list[Any]:
-        """Call several scripts, ``(name, keys, args)`` each, in one round trip on this thread's own connection.
-
-        Each reply comes back in its call's place; an error reply as the typed exception
-        (:meth:`_response_error`), not raised, so one call's error leaves the others' replies
-        readable. A connection error sends them all again (:meth:`_with_retries`): the scripts are
-        replay-safe. On a cluster (no script pipelines), one call after another. None of them
-        may be a script that creates jobs (no ``ENQUEUE_WAIT`` here).
-        """
-        if self._cluster:
-            replies: list[Any] = []
-            for name, keys, args in calls:
-                try:
-                    replies.append(self._run(name, keys, args))
-                except (redis.ResponseError, RedisOutOfMemory) as exc:
-                    replies.append(exc)
-            return replies
-        scripts = [self._scripts[name] for name, _, _ in calls]
-        call_keys = [k for _, k, _ in calls]
-        replies = cast("list[Any]", self._with_retries(
-            lambda conn, _script, _keys, payload: _send_calls(conn, scripts, call_keys, payload),
-            None, (), [args for _, _, args in calls], None,
-        ))
-        return [self._response_error(reply) if isinstance(reply, redis.ResponseError) else reply for reply in replies]
 
     def _with_retries(
         self, send: Callable[[Any, Any, Sequence[str], Any], Any], script: Any, keys: Sequence[str], payload: Any,

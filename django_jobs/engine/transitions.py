@@ -269,6 +269,15 @@ def _pack_jobs(jobs: Sequence[NewJob], lean: bool = False) -> str:
     return _pack_encoder.encode(packed)
 
 
+def _pack_outcomes(outcomes: Sequence[Outcome]) -> str:
+    """Return ``outcomes`` as settle_and_fetch.lua's ARGV[7]: one flat JSON list, 6 values per outcome.
+
+    One string instead of 6 arguments per outcome, decoded once in Lua (as :func:`_pack_jobs`
+    does for a bulk enqueue).
+    """
+    return _pack_encoder.encode([value for o in outcomes for value in (o.id, o.token, o.kind, o.value, o.delay_ms, o.keep_ms)])
+
+
 class Transitions(ScriptRunner):
     """Every state change of a job: one script call each (bulk ones chunked and pipelined)."""
 
@@ -437,34 +446,40 @@ class Transitions(ScriptRunner):
     def _settle_call(self, queue: str, outcomes: Sequence[Outcome]) -> tuple[tuple[str, ...], list[Any]]:
         """The KEYS and ARGV of one ``settle`` call (settle.lua)."""
         k = self.keys(queue)
-        c_age, c_count = self.settings.keep(queue, "COMPLETED")
-        f_age, f_count = self.settings.keep(queue, "FAILED")
-        args: list[Any] = [k.job_prefix, self.maxlen, int(c_age * 1000), c_count, int(f_age * 1000), f_count]
+        args: list[Any] = [k.job_prefix, self.maxlen, *self._keep_args(queue)]
         for o in outcomes:
             args += [o.id, o.token, o.kind, o.value, o.delay_ms, o.keep_ms]
         return (k.active, k.wait, k.scheduled, k.completed, k.failed, k.cancelled, k.meta, k.events, k.marker), args
+
+    def _keep_args(self, queue: str) -> tuple[int, int, int, int]:
+        """settle.lua's ARGV[3..6]: keep completed ms and count, keep failed ms and count."""
+        c_age, c_count = self.settings.keep(queue, "COMPLETED")
+        f_age, f_count = self.settings.keep(queue, "FAILED")
+        return int(c_age * 1000), c_count, int(f_age * 1000), f_count
 
     def settle_and_fetch(
         self, queue: str, outcomes: Sequence[Outcome], count: int, *, lease_ms: int, worker_id: str,
         start_now: int | None = None,
     ) -> tuple[list[int] | Exception, FetchResult]:
-        """:meth:`settle` ``outcomes`` of ``queue``, then :meth:`fetch` from it: one round trip.
+        """:meth:`settle` ``outcomes`` of ``queue``, then :meth:`fetch` from it: one script call.
 
-        The two script calls are pipelined on one connection, the settle first, so a retry it
-        puts back to waiting can be claimed by the fetch after it (the caller reads the settle's
-        codes before it looks at the claimed jobs). The settle's reply is its codes, or the
-        error it met (the claimed jobs are still returned: they are leased). An error of the
-        fetch raises; the settle may then have been applied (settling again is replay-safe).
-        After a flush of Redis' script cache a settle that meets NOSCRIPT is sent again after the
-        fetch ran: what it puts back to waiting is then claimed by a later fetch.
+        ``settle_and_fetch.lua`` runs the settle's batch and then the fetch's
+        (``includes/settle_batch`` and ``includes/fetch_batch``, the bodies ``settle.lua`` and
+        ``fetch.lua`` run), so a retry the settle puts back to waiting can be claimed by the fetch
+        after it (the caller reads the settle's codes before it looks at the claimed jobs). The
+        outcomes go packed in one string (:func:`_pack_outcomes`). An error of the call raises
+        (nothing claimed is returned then); the settle may have been applied (settling again is
+        replay-safe). The return type keeps room for a settle's own error: a sharded queue's
+        settle, sent apart (:meth:`django_jobs.engine.shards.Sharding.settle_and_fetch`).
         """
-        keys, args = self._settle_call(queue, outcomes)
-        settled, fetched = self._run_calls([
-            ("settle", keys, args), ("fetch", *self._fetch_call(queue, count, lease_ms, worker_id, start_now)),
-        ])
-        if isinstance(fetched, Exception):
-            raise fetched
-        return (settled if isinstance(settled, Exception) else list(settled)), _fetch_result(queue, fetched)
+        k = self.keys(queue)
+        _, fetch_args = self._fetch_call(queue, count, lease_ms, worker_id, start_now)
+        settled, fetched = self._run(
+            "settle_and_fetch",
+            (k.active, k.wait, k.scheduled, k.completed, k.failed, k.cancelled, k.meta, k.events, k.marker, k.rate),
+            (k.job_prefix, self.maxlen, *self._keep_args(queue), _pack_outcomes(outcomes), *fetch_args[2:]),
+        )
+        return list(settled), _fetch_result(queue, fetched)
 
     def renew(self, queue: str, leases: Iterable[tuple[str, str]], *, lease_ms: int) -> tuple[list[str], list[str]]:
         """Extend leases; return (lost job ids, job ids with a cancel request)."""
