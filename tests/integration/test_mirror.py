@@ -700,15 +700,28 @@ def test_deferred_rows_are_written_once_the_queue_is_caught_up(engine):
     assert {r["state"] for r in mirrored_rows().values()} == {"waiting"} and pending(engine) == 0
 
 
-def test_a_mirror_that_defers_too_many_writes_the_oldest(engine):
+def test_a_mirror_at_its_cap_on_deferred_jobs_writes_the_newest_at_once(engine):
     from tests.testapp.jobs import add
 
     ids = [add.enqueue(i, i).id for i in range(12)]
     loop = behind_mirror(defer_max=3)
     loop.step()  # 2 deferred
-    loop.step()  # 4 more: past 3, the oldest are written (down to half the cap)
-    assert len(loop._deferred["default"]) <= 3
-    assert set(mirrored_rows()) <= set(ids[:6]) and set(ids[:3]) <= set(mirrored_rows())
+    loop.step()  # 4 more: 1 deferred (the cap, 3), the 3 newest written now; the oldest start first
+    assert list(loop._deferred["default"]) == ids[:3] and loop.deferred == 3
+    assert set(mirrored_rows()) == set(ids[3:6]) and {r["state"] for r in mirrored_rows().values()} == {"waiting"}
+    loop.drain()
+    assert set(mirrored_rows()) == set(ids) and pending(engine) == 0
+
+
+def test_deferred_entries_stay_well_inside_max_lag(engine):
+    from tests.testapp.jobs import add
+
+    ids = [add.enqueue(i, i).id for i in range(8)]  # an entry each
+    loop = behind_mirror(max_lag=4)
+    loop.step()  # 2 entries kept back: half of MAX_LAG
+    loop.step()  # no more: the 4 read now are written (Redis' cap on the stream must not trim what is kept back)
+    assert list(loop._deferred["default"]) == ids[:2] and len(loop._defer_counts["default"]) == 2
+    assert set(mirrored_rows()) == set(ids[2:6])
     loop.drain()
     assert set(mirrored_rows()) == set(ids) and pending(engine) == 0
 
