@@ -121,8 +121,10 @@ def _row_writes() -> int | None:
             cursor.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'bench_row_writes'")
             if cursor.fetchone() is None:
                 return None
-            cursor.execute("SELECT n FROM bench_row_writes")
-            return int(cursor.fetchone()[0])
+            cursor.execute("SELECT what, n FROM bench_row_writes WHERE n > 0 ORDER BY n DESC")
+            kinds = cursor.fetchall()
+            print("  row writes by kind: " + ", ".join(f"{what} {n:,}" for what, n in kinds), flush=True)
+            return sum(int(n) for _what, n in kinds)
     if connection.vendor != "postgresql":
         return None
     with connection.cursor() as cursor:
@@ -134,14 +136,17 @@ def _row_writes() -> int | None:
 
 def _count_sqlite_writes(cursor: Any) -> None:
     """SQLite (``--count-writes``): a one-row table counting the rows inserted into and updated in the mirror's table."""
-    from django_jobs.models import JobRecord
+    from django_jobs.models import JobRecord, JobState
 
     table = JobRecord._meta.db_table
-    cursor.execute("CREATE TABLE bench_row_writes (n INTEGER NOT NULL)")
-    cursor.execute("INSERT INTO bench_row_writes VALUES (0)")
-    for when in ("INSERT", "UPDATE"):
+    # One row per kind of write: "waiting" (a row inserted as waiting), "waiting>completed" (one updated).
+    cursor.execute("CREATE TABLE bench_row_writes (what TEXT PRIMARY KEY, n INTEGER NOT NULL)")
+    states = [state for state, _label in JobState.choices]
+    kinds = states + [f"{old}>{new}" for old in states for new in states]
+    cursor.executemany("INSERT INTO bench_row_writes VALUES (%s, 0)", [(kind,) for kind in kinds])
+    for when, what in (("INSERT", "NEW.state"), ("UPDATE", "OLD.state || '>' || NEW.state")):
         cursor.execute(f'CREATE TRIGGER bench_count_{when.lower()} AFTER {when} ON "{table}" '
-                       "BEGIN UPDATE bench_row_writes SET n = n + 1; END")
+                       f"BEGIN UPDATE bench_row_writes SET n = n + 1 WHERE what = {what}; END")
 
 
 def _mirror_reads(server: RedisServer) -> int:
