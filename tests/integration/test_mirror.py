@@ -700,6 +700,18 @@ def test_deferred_rows_are_written_once_the_queue_is_caught_up(engine):
     assert {r["state"] for r in mirrored_rows().values()} == {"waiting"} and pending(engine) == 0
 
 
+def test_deferred_rows_wait_through_a_short_read_and_are_written_when_the_queue_goes_quiet(engine):
+    from tests.testapp.jobs import add
+
+    ids = [add.enqueue(i, i).id for i in range(3)]
+    loop = behind_mirror()
+    loop.step()  # a full read of 2: deferred
+    loop.step()  # a short read (1 of 4): no longer behind, the new job is written; the 2 deferred stay
+    assert list(loop._deferred["default"]) == ids[:2] and set(mirrored_rows()) == {ids[2]}
+    assert loop.step() == 2  # a read that finds nothing new: the deferred jobs are written
+    assert set(mirrored_rows()) == set(ids) and pending(engine) == 0 and not loop._deferred["default"]
+
+
 def test_a_mirror_at_its_cap_on_deferred_jobs_writes_the_newest_at_once(engine):
     from tests.testapp.jobs import add
 
