@@ -70,12 +70,17 @@ WRITTEN_CACHE = 100_000
 #: only created it and whose hash says it still waits is not written yet: its entry stays
 #: unacknowledged and the row is written with the job's next event (it started: one write
 #: instead of a ``waiting`` row rewritten moments later), or when a read of the queue finds no
-#: new events (nothing moves in it: its workers are idle, or it is paused). At most this many jobs are deferred over all queues (each costs the mirror about
-#: 100 bytes: a dict entry, job id -> the entry naming it); past it, a batch's newest waiting
-#: jobs are written at once (the oldest deferred start first: they are the ones whose next event
-#: comes soonest). In a burst whose backlog the workers drain, most jobs' ``waiting`` row is
-#: never written: a 1,000,000-job bulk enqueue outruns the drain by up to about 900,000 jobs.
+#: new events (nothing moves in it: its workers are idle, or it is paused), or once the mirror
+#: caught up with the queue while its oldest deferred entry is more than :data:`DEFER_FOR`
+#: seconds old. At most this many jobs are deferred over all queues (each costs the mirror
+#: about 100 bytes: a dict entry, job id -> the entry naming it); past it, a batch's newest
+#: waiting jobs are written at once (the oldest deferred start first: they are the ones whose
+#: next event comes soonest). In a burst whose backlog the workers drain, most jobs' ``waiting``
+#: row is never written: a 1,000,000-job bulk enqueue outruns the drain by up to ~900,000 jobs.
 DEFER_MAX = 1_000_000
+#: Seconds (stream time) after which a caught-up mirror writes a queue's deferred jobs even while
+#: events still come (a backlog drained slowly): a waiting job is not kept out of the admin longer.
+DEFER_FOR = 300.0
 
 
 def _by_jobs(
@@ -190,6 +195,7 @@ class Mirror:
         self.stored_skips = 0  #: of which known from the database (not this mirror's memory)
         self.deferred = 0  #: waiting jobs whose row was deferred for their next event (DEFER_MAX)
         self.defer_max = DEFER_MAX
+        self.defer_for = DEFER_FOR
         #: Per queue: the deferred jobs (oldest first) -> the entries naming them, each entry's
         #: count of deferred jobs (acknowledged when it falls to 0), the queues whose last read
         #: came back full, and the id after which this consumer's own pending entries are unknown
@@ -343,15 +349,27 @@ class Mirror:
             if stream_id_key(newest) > stream_id_key(self._pending_after.get(queue, "0-0")):
                 self._pending_after[queue] = newest
         deferred = self._deferred.get(queue)
-        if deferred and not entries and not gap:
+        if deferred and not gap and (not entries or (not full and self._deferred_for(queue) > self.defer_for)):
             # The queue's events stopped (a read found nothing new: its workers are idle, or it
-            # is paused): write its deferred jobs. Not at a read that is merely short: while the
-            # workers still drain the backlog, the deferred jobs start soon and are written then,
-            # once (a 1,000,000-job burst on SQLite wrote 400,000 waiting rows again otherwise).
+            # is paused), or it has kept jobs back for long: write its deferred jobs. Not at a
+            # read that is merely short: while the workers still drain the backlog, the deferred
+            # jobs start soon and are written then, once (a 1,000,000-job burst on SQLite wrote
+            # 400,000 waiting rows twice otherwise).
             flush = list(deferred)
             for start in range(0, len(flush), self.catch_up):
                 written += self._send(self._prepare(queue, [], force=flush[start : start + self.catch_up]))
         return written
+
+    def _deferred_for(self, queue: str) -> float:
+        """Seconds from ``queue``'s first deferred entry to its stream's newest event (stream time; 0: none).
+
+        The first deferred is the oldest but for entries claimed from another consumer: close enough for a time bound.
+        """
+        counts = self._defer_counts.get(queue)
+        tip = self._tips.get(queue)
+        if not counts or not tip:
+            return 0.0
+        return max(0.0, (stream_id_key(tip)[0] - stream_id_key(next(iter(counts)))[0]) / 1000)
 
     def _prepare(
         self, queue: str, entries: Sequence[tuple[str, dict[str, str]]], *, force: Sequence[str] = (),

@@ -712,6 +712,20 @@ def test_deferred_rows_wait_through_a_short_read_and_are_written_when_the_queue_
     assert set(mirrored_rows()) == set(ids) and pending(engine) == 0 and not loop._deferred["default"]
 
 
+def test_deferred_rows_kept_back_longer_than_defer_for_are_written_once_caught_up(engine):
+    from tests.testapp.jobs import add
+
+    ids = [add.enqueue(i, i).id for i in range(3)]
+    loop = behind_mirror(defer_for=3600.0)
+    loop.step()  # 2 deferred
+    loop.step()  # a short read: kept back (their first entry is younger than DEFER_FOR)
+    assert list(loop._deferred["default"]) == ids[:2]
+    ids.append(add.enqueue(3, 3).id)
+    loop.defer_for = -1.0  # as if they had waited long (any age): at the next short read they are written
+    assert loop.step() == 3
+    assert set(mirrored_rows()) == set(ids) and not loop._deferred["default"] and pending(engine) == 0
+
+
 def test_a_mirror_at_its_cap_on_deferred_jobs_writes_the_newest_at_once(engine):
     from tests.testapp.jobs import add
 
