@@ -17,6 +17,7 @@ See docs/mirror.md.
 
 from django_jobs.mirror.consumer import (
     CATCH_UP_FACTOR,
+    DEFER_FOR,
     DEFER_MAX,
     DELETED_EVENT,
     FINAL_EVENTS,
@@ -39,7 +40,7 @@ from django_jobs.mirror.process import (
 from django_jobs.mirror.rows import MAX_PARAMS, row_from_hash, upsert, version_of
 
 __all__ = [
-    "CATCH_UP_FACTOR", "DEFER_MAX", "DELETED_EVENT", "FINAL_EVENTS", "IDLE_WAIT", "LINGER", "MAX_CPU_SHARE", "MAX_PARAMS",
+    "CATCH_UP_FACTOR", "DEFER_FOR", "DEFER_MAX", "DELETED_EVENT", "FINAL_EVENTS", "IDLE_WAIT", "LINGER", "MAX_CPU_SHARE", "MAX_PARAMS",
     "PRUNE_BATCH", "RESYNC_STATES", "STOP_SIGNALS", "WRITTEN_CACHE",
     "Mirror", "commits_overlap", "mirror_available", "mirror_lag", "mirror_once", "prune", "resync", "resync_queue", "row_from_hash",
     "run_mirror", "run_mirror_process", "upsert", "version_of",

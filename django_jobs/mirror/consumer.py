@@ -69,11 +69,18 @@ WRITTEN_CACHE = 100_000
 #: While a queue's reads come back full (the mirror is behind), a job whose events in a batch
 #: only created it and whose hash says it still waits is not written yet: its entry stays
 #: unacknowledged and the row is written with the job's next event (it started: one write
-#: instead of a ``waiting`` row rewritten moments later), or when the queue's reads stop coming
-#: back full, or when more than this many jobs are deferred over all queues (the oldest then;
-#: each costs the mirror about 300 bytes). In a burst whose backlog the workers drain, most
-#: jobs' ``waiting`` row is never written.
-DEFER_MAX = 200_000
+#: instead of a ``waiting`` row rewritten moments later), or when a read of the queue finds no
+#: new events (nothing moves in it: its workers are idle, or it is paused), or once the mirror
+#: caught up with the queue while its oldest deferred entry is more than :data:`DEFER_FOR`
+#: seconds old. At most this many jobs are deferred over all queues (each costs the mirror
+#: about 100 bytes: a dict entry, job id -> the entry naming it); past it, a batch's newest
+#: waiting jobs are written at once (the oldest deferred start first: they are the ones whose
+#: next event comes soonest). In a burst whose backlog the workers drain, most jobs' ``waiting``
+#: row is never written: a 1,000,000-job bulk enqueue outruns the drain by up to ~900,000 jobs.
+DEFER_MAX = 1_000_000
+#: Seconds (stream time) after which a caught-up mirror writes a queue's deferred jobs even while
+#: events still come (a backlog drained slowly): a waiting job is not kept out of the admin longer.
+DEFER_FOR = 300.0
 
 
 def _by_jobs(
@@ -188,11 +195,13 @@ class Mirror:
         self.stored_skips = 0  #: of which known from the database (not this mirror's memory)
         self.deferred = 0  #: waiting jobs whose row was deferred for their next event (DEFER_MAX)
         self.defer_max = DEFER_MAX
+        self.defer_for = DEFER_FOR
         #: Per queue: the deferred jobs (oldest first) -> the entries naming them, each entry's
         #: count of deferred jobs (acknowledged when it falls to 0), the queues whose last read
         #: came back full, and the id after which this consumer's own pending entries are unknown
         #: to it (the deferred ones are older; a failed batch is newer).
-        self._deferred: dict[str, OrderedDict[str, list[str]]] = {}
+        #: A job named by one entry (nearly all) maps to its id, one named by several to a tuple of them.
+        self._deferred: dict[str, dict[str, str | tuple[str, ...]]] = {}
         self._defer_counts: dict[str, dict[str, int]] = {}
         self._full: set[str] = set()
         self._pending_after: dict[str, str] = {}
@@ -340,14 +349,27 @@ class Mirror:
             if stream_id_key(newest) > stream_id_key(self._pending_after.get(queue, "0-0")):
                 self._pending_after[queue] = newest
         deferred = self._deferred.get(queue)
-        total = sum(len(jobs) for jobs in self._deferred.values()) if deferred else 0
-        if deferred and (not full or total > self.defer_max):
-            # Caught up: write the queue's deferred jobs. Deferring too many (all queues
-            # together): write this queue's oldest, down to half the cap.
-            flush = list(deferred) if not full else list(deferred)[: total - self.defer_max // 2]
+        if deferred and not gap and (not entries or (not full and self._deferred_for(queue) > self.defer_for)):
+            # The queue's events stopped (a read found nothing new: its workers are idle, or it
+            # is paused), or it has kept jobs back for long: write its deferred jobs. Not at a
+            # read that is merely short: while the workers still drain the backlog, the deferred
+            # jobs start soon and are written then, once (a 1,000,000-job burst on SQLite wrote
+            # 400,000 waiting rows twice otherwise).
+            flush = list(deferred)
             for start in range(0, len(flush), self.catch_up):
                 written += self._send(self._prepare(queue, [], force=flush[start : start + self.catch_up]))
         return written
+
+    def _deferred_for(self, queue: str) -> float:
+        """Seconds from ``queue``'s first deferred entry to its stream's newest event (stream time; 0: none).
+
+        The first deferred is the oldest but for entries claimed from another consumer: close enough for a time bound.
+        """
+        counts = self._defer_counts.get(queue)
+        tip = self._tips.get(queue)
+        if not counts or not tip:
+            return 0.0
+        return max(0.0, (stream_id_key(tip)[0] - stream_id_key(next(iter(counts)))[0]) / 1000)
 
     def _prepare(
         self, queue: str, entries: Sequence[tuple[str, dict[str, str]]], *, force: Sequence[str] = (),
@@ -372,7 +394,7 @@ class Mirror:
         firsts: dict[str, str] = dict.fromkeys(force, "")  # job id -> its first such event
         final: dict[str, tuple[str, str]] = {}
         written = self._written
-        deferred = self._deferred.setdefault(queue, OrderedDict())
+        deferred = self._deferred.setdefault(queue, {})
         counts = self._defer_counts.setdefault(queue, {})
         for (entry_id, fields), entry_jobs in zip(entries, job_ids, strict=True):
             event = fields.get("e") or ""
@@ -404,6 +426,13 @@ class Mirror:
             # snapshot reads only the state of such candidates (asked first) that still wait.
             candidates = [job_id for job_id in ids if firsts[job_id] in CREATED_EVENTS and job_id not in written
                           and job_id not in deferred]
+            # At most DEFER_MAX over all queues: past it, the newest are written now (waiting).
+            # And the entries kept back stay well inside MAX_LAG (Redis' cap on the stream would
+            # trim them: a gap, then a resync).
+            room = self.defer_max - sum(len(jobs) for jobs in self._deferred.values())
+            if len(counts) >= self.max_lag // 2:
+                room = 0
+            del candidates[max(0, room):]
             if candidates:
                 chosen = set(candidates)
                 ids = candidates + [job_id for job_id in ids if job_id not in chosen]
@@ -437,7 +466,8 @@ class Mirror:
         released = [job_id for job_id in named if job_id in deferred] if deferred else []
         freed: dict[str, int] = {}
         for job_id in released:
-            for entry_id in deferred[job_id]:
+            named_by = deferred[job_id]
+            for entry_id in (named_by,) if isinstance(named_by, str) else named_by:
                 freed[entry_id] = freed.get(entry_id, 0) + 1
         acks += [entry_id for entry_id, n in freed.items() if counts[entry_id] == n]
 
@@ -450,8 +480,8 @@ class Mirror:
                 del counts[entry_id]
         for entry_id, n in new_counts.items():
             counts[entry_id] = counts.get(entry_id, 0) + n
-        for job_id, named_by in new_deferred.items():
-            deferred.setdefault(job_id, []).extend(named_by)
+        for job_id, entry_ids in new_deferred.items():  # none of them was deferred (candidates)
+            deferred[job_id] = entry_ids[0] if len(entry_ids) == 1 else tuple(entry_ids)
         self.deferred += len(new_deferred)
         newest = max((entry_id for entry_id, _ in entries), key=stream_id_key) if entries else ""
         # Catching up, every event older than a row already written (or deferred): no

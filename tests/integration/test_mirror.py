@@ -700,15 +700,54 @@ def test_deferred_rows_are_written_once_the_queue_is_caught_up(engine):
     assert {r["state"] for r in mirrored_rows().values()} == {"waiting"} and pending(engine) == 0
 
 
-def test_a_mirror_that_defers_too_many_writes_the_oldest(engine):
+def test_deferred_rows_wait_through_a_short_read_and_are_written_when_the_queue_goes_quiet(engine):
+    from tests.testapp.jobs import add
+
+    ids = [add.enqueue(i, i).id for i in range(3)]
+    loop = behind_mirror()
+    loop.step()  # a full read of 2: deferred
+    loop.step()  # a short read (1 of 4): no longer behind, the new job is written; the 2 deferred stay
+    assert list(loop._deferred["default"]) == ids[:2] and set(mirrored_rows()) == {ids[2]}
+    assert loop.step() == 2  # a read that finds nothing new: the deferred jobs are written
+    assert set(mirrored_rows()) == set(ids) and pending(engine) == 0 and not loop._deferred["default"]
+
+
+def test_deferred_rows_kept_back_longer_than_defer_for_are_written_once_caught_up(engine):
+    from tests.testapp.jobs import add
+
+    ids = [add.enqueue(i, i).id for i in range(3)]
+    loop = behind_mirror(defer_for=3600.0)
+    loop.step()  # 2 deferred
+    loop.step()  # a short read: kept back (their first entry is younger than DEFER_FOR)
+    assert list(loop._deferred["default"]) == ids[:2]
+    ids.append(add.enqueue(3, 3).id)
+    loop.defer_for = -1.0  # as if they had waited long (any age): at the next short read they are written
+    assert loop.step() == 3
+    assert set(mirrored_rows()) == set(ids) and not loop._deferred["default"] and pending(engine) == 0
+
+
+def test_a_mirror_at_its_cap_on_deferred_jobs_writes_the_newest_at_once(engine):
     from tests.testapp.jobs import add
 
     ids = [add.enqueue(i, i).id for i in range(12)]
     loop = behind_mirror(defer_max=3)
     loop.step()  # 2 deferred
-    loop.step()  # 4 more: past 3, the oldest are written (down to half the cap)
-    assert len(loop._deferred["default"]) <= 3
-    assert set(mirrored_rows()) <= set(ids[:6]) and set(ids[:3]) <= set(mirrored_rows())
+    loop.step()  # 4 more: 1 deferred (the cap, 3), the 3 newest written now; the oldest start first
+    assert list(loop._deferred["default"]) == ids[:3] and loop.deferred == 3
+    assert set(mirrored_rows()) == set(ids[3:6]) and {r["state"] for r in mirrored_rows().values()} == {"waiting"}
+    loop.drain()
+    assert set(mirrored_rows()) == set(ids) and pending(engine) == 0
+
+
+def test_deferred_entries_stay_well_inside_max_lag(engine):
+    from tests.testapp.jobs import add
+
+    ids = [add.enqueue(i, i).id for i in range(8)]  # an entry each
+    loop = behind_mirror(max_lag=4)
+    loop.step()  # 2 entries kept back: half of MAX_LAG
+    loop.step()  # no more: the 4 read now are written (Redis' cap on the stream must not trim what is kept back)
+    assert list(loop._deferred["default"]) == ids[:2] and len(loop._defer_counts["default"]) == 2
+    assert set(mirrored_rows()) == set(ids[2:6])
     loop.drain()
     assert set(mirrored_rows()) == set(ids) and pending(engine) == 0
 
