@@ -25,6 +25,7 @@ ASK and failovers). What differs from one server:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import selectors
 import threading
@@ -374,20 +375,32 @@ class ClusterWaiter:
         thread.start()
 
     def _watch(self, queue: str, marker: str) -> None:
-        """Block on one queue's marker for ever, latching a wake-up for each pop."""
-        while not self._stopped:
-            try:
-                popped = self._client_factory().blpop([marker], timeout=self._block)
-            except Exception as exc:  # noqa: BLE001 - a marker thread must not die (RedisClusterException is no RedisError)
-                if self._stopped:
-                    return
-                logger.debug("marker wait on %s failed (%s); retrying", queue, exc)
-                popped = True  # wake the worker: its own calls see the error, or the new primary
-                time.sleep(ERROR_PAUSE)
-            if popped:
-                with self._cond:
-                    self._woken.add(queue)
-                    self._cond.notify_all()
+        """Block on one queue's marker for ever, latching a wake-up for each pop.
+
+        Once stopped, it closes the connections of its client: the engine's close() closes the
+        client it finds, but one a marker thread was still building then (its first wait)
+        would stay connected until the garbage collector finalized it (engine/topology.py's BlockingTwin).
+        """
+        client = None
+        try:
+            while not self._stopped:
+                try:
+                    client = self._client_factory()
+                    popped = client.blpop([marker], timeout=self._block)
+                except Exception as exc:  # noqa: BLE001 - a marker thread must not die (RedisClusterException is no RedisError)
+                    if self._stopped:
+                        return
+                    logger.debug("marker wait on %s failed (%s); retrying", queue, exc)
+                    popped = True  # wake the worker: its own calls see the error, or the new primary
+                    time.sleep(ERROR_PAUSE)
+                if popped:
+                    with self._cond:
+                        self._woken.add(queue)
+                        self._cond.notify_all()
+        finally:
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    client.disconnect_connection_pools()
 
     def stop(self) -> None:
         """Let the marker threads end (each ends when its current wait returns)."""

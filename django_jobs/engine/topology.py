@@ -149,8 +149,24 @@ def sentinel_client(sentinel: dict[str, Any], kwargs: dict[str, Any]) -> redis.R
         sentinel_kwargs["password"] = sentinel["sentinel_password"]
     kwargs["connection_class"] = SentinelSSLConnection if kwargs.pop("ssl", False) else SentinelConnection
     manager = Sentinel(sentinel["sentinels"], sentinel_kwargs=sentinel_kwargs)
-    client: redis.Redis = manager.master_for(sentinel["service_name"], redis_class=redis.Redis, **kwargs)
+    client: redis.Redis = manager.master_for(sentinel["service_name"], redis_class=SentinelClient, **kwargs)
     return client
+
+
+class SentinelClient(redis.Redis):
+    """A client of a Sentinel service's primary whose :meth:`close` closes the connections to the sentinels too.
+
+    redis-py's closes the pool of the primary's connections only: those its sentinel manager
+    asked where the primary is stayed open until the garbage collector finalized them (see
+    :class:`BlockingTwin`). They reconnect when the client is used again.
+    """
+
+    def close(self) -> None:
+        super().close()
+        pool = self.connection_pool
+        if isinstance(pool, SentinelConnectionPool):
+            for sentinel in pool.sentinel_manager.sentinels:
+                sentinel.close()
 
 
 def cluster_client(urls: list[str], kwargs: dict[str, Any]) -> RedisCluster:
@@ -222,7 +238,33 @@ def blocking_twin(client: AnyClient, socket_timeout: float, *, retry: bool = Tru
     kwargs.pop("health_check_interval", None)
     # A Sentinel pool's connections carry its proxy (connection_pool): the twin's find the primary too.
     pool = redis.ConnectionPool(connection_class=client.connection_pool.connection_class, **kwargs)
-    return redis.Redis(connection_pool=pool)
+    return BlockingTwin(connection_pool=pool)
+
+
+class BlockingTwin(redis.Redis):
+    """The blocking twin of a one-server or Sentinel client: it owns its pool, and :meth:`close` closes it.
+
+    redis-py's ``close()`` leaves open a pool its client was given: the engine's ``close()`` left
+    every connection of its blocking waits (idle waits for work, QueueEvents, ``JobResult.wait()``)
+    connected until the garbage collector finalized the engine, a reference cycle, at any later
+    moment, and a socket finalized before its connection warns ("ResourceWarning: unclosed
+    <socket.socket ...>"). A wait in progress is not broken by close(): its connection closes when
+    the wait ends, as does any connection a command opens after close() (redis-py's retry).
+    """
+
+    _closed = False
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        try:
+            return super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+        finally:
+            if self._closed:
+                self.connection_pool.disconnect(inuse_connections=False)
+
+    def close(self) -> None:
+        self._closed = True
+        super().close()
+        self.connection_pool.disconnect(inuse_connections=False)  # those of waits in progress: when they end
 
 
 def servers(client: AnyClient) -> list[redis.Redis]:
