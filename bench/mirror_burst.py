@@ -123,7 +123,8 @@ def _row_writes() -> int | None:
                 return None
             cursor.execute("SELECT what, n FROM bench_row_writes WHERE n > 0 ORDER BY n DESC")
             kinds = cursor.fetchall()
-            print("  row writes by kind: " + ", ".join(f"{what} {n:,}" for what, n in kinds), flush=True)
+            if kinds:  # none yet when the count is first read, before the burst
+                print("  row writes by kind: " + ", ".join(f"{what} {n:,}" for what, n in kinds), flush=True)
             return sum(int(n) for _what, n in kinds)
     if connection.vendor != "postgresql":
         return None
