@@ -59,7 +59,7 @@ for combo in "${combos[@]}"; do combo_settings "$combo"; done  # unknown names f
 workers="${DJJ_MATRIX_WORKERS:-$([ "${#combos[@]}" -gt 1 ] && echo 0 || echo 2)}"
 mkdir -p .venv-matrix
 run_combo() {  # build combination $1's virtualenv, then run its fast tier; the exit status is the run's
-  local combo=$1 start=$SECONDS built PY rc python extras django temproot
+  local combo=$1 start=$SECONDS built PY rc python extras django basetemp
   combo_settings "$combo"
   if ! (
     set -e
@@ -75,13 +75,15 @@ run_combo() {  # build combination $1's virtualenv, then run its fast tier; the 
   PY=".venv-matrix/$combo/bin/python"
   "$PY" -c 'import django, sys; print(f"    Python {sys.version.split()[0]}, Django {django.get_version()}")'
   rc=0
-  # Each pytest session its own temporary root: sessions side by side (the other combinations,
-  # tests/run.sh's other stages) sharing /tmp/pytest-of-$USER delete each other's numbered
-  # directories at their ends, and a directory removed while another session writes into it fails
-  # that session after its last test ("(rm_rf) error removing ..."). Kept when the run fails.
-  temproot=$(mktemp -d "${TMPDIR:-/tmp}/djj-$combo-XXXXXX")
-  PYTEST_DEBUG_TEMPROOT="$temproot" "$PY" -m pytest -q -p no:randomly -n "$workers" --dist loadgroup "${FAST_SKIP[@]}" "${FAST_TESTS[@]}" ${pytest_args[@]+"${pytest_args[@]}"} || rc=$?
-  [ "$rc" != 0 ] || rm -rf "$temproot" 2>/dev/null || true
+  # Each pytest session its own temporary directory (--basetemp): sessions side by side (the other
+  # combinations, tests/run.sh's other stages) sharing /tmp/pytest-of-$USER delete each other's
+  # numbered directories at their ends, and a directory removed while another session writes into
+  # it fails that session after its last test ("(rm_rf) error removing ..."). A short path: the
+  # embedded server's unix socket lives in a test's tmp_path (at most 100 bytes: engine/embedded.py).
+  # Kept when the run fails.
+  basetemp=$(mktemp -d "${TMPDIR:-/tmp}/djt-XXXXXX")
+  "$PY" -m pytest -q -p no:randomly -n "$workers" --dist loadgroup --basetemp "$basetemp" "${FAST_SKIP[@]}" "${FAST_TESTS[@]}" ${pytest_args[@]+"${pytest_args[@]}"} || rc=$?
+  [ "$rc" != 0 ] || rm -rf "$basetemp" 2>/dev/null || true
   echo "==> $combo: virtualenv ready in ${built} s, fast tier in $((SECONDS - start - built)) s"
   return "$rc"
 }

@@ -25,12 +25,13 @@ if [ "$#" -gt 0 ]; then
 fi
 
 LOGS=$(mktemp -d "${TMPDIR:-/tmp}/djj-run-XXXXXX")
-trap 'rm -rf "$LOGS" 2>/dev/null || true' EXIT
-# Each pytest session below gets its own temporary root (PYTEST_DEBUG_TEMPROOT): sessions side by
+# Each pytest session below has a temporary directory of its own (--basetemp): sessions side by
 # side sharing /tmp/pytest-of-$USER delete each other's numbered directories at their ends, and
-# one removed while its session still writes into it failed that session after its last test
-# ("(rm_rf) error removing ...": pytest's warning, an error under filterwarnings = error).
-temproot() { mkdir -p "$LOGS/tmp-$1" && echo "$LOGS/tmp-$1"; }
+# one removed while its session still wrote into it failed that session after its last test
+# ("(rm_rf) error removing ...": pytest's warning, an error under filterwarnings = error). A short
+# path: the embedded server's unix socket lives in a test's tmp_path (at most 100 bytes).
+basetemp() { local d; d=$(mktemp -d "${TMPDIR:-/tmp}/djt-XXXXXX") && echo "$d" >>"$LOGS/basetemps" && echo "$d"; }
+trap '{ [ ! -f "$LOGS/basetemps" ] || xargs rm -rf <"$LOGS/basetemps"; rm -rf "$LOGS"; } 2>/dev/null || true' EXIT
 STAGES=()
 TITLES=()
 stage() {  # stage ID TITLE COMMAND...: run COMMAND in the background, its output and status in $LOGS
@@ -80,8 +81,8 @@ psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test", connect_ti
 PYEOF
 then
   # shellcheck disable=SC2046
-  stage postgres "PostgreSQL tier: tests marked 'db'" env DJJ_TEST_DB=postgres PYTEST_DEBUG_TEMPROOT="$(temproot postgres)" \
-    "$PY" -m pytest -q -m db -p no:randomly $(xdist "$([ "$WORKERS" = 0 ] && echo 0 || echo 2)") tests
+  stage postgres "PostgreSQL tier: tests marked 'db'" env DJJ_TEST_DB=postgres \
+    "$PY" -m pytest -q -m db -p no:randomly --basetemp "$(basetemp)" $(xdist "$([ "$WORKERS" = 0 ] && echo 0 || echo 2)") tests
 else
   echo "==> PostgreSQL not reachable on 127.0.0.1:5432: the 'db' tests run on SQLite only"
 fi
@@ -92,7 +93,7 @@ suite_start=$SECONDS
 # shellcheck disable=SC2046
 read -r suite_status suite_cpu < <(
   set +e
-  PYTEST_DEBUG_TEMPROOT="$(temproot suite)" "$PY" -m pytest -q --durations=20 $(xdist "$WORKERS") tests >"$LOGS/suite.log" 2>&1
+  "$PY" -m pytest -q --durations=20 --basetemp "$(basetemp)" $(xdist "$WORKERS") tests >"$LOGS/suite.log" 2>&1
   rc=$?
   cpu
   echo "$rc $CPU_TIME"
