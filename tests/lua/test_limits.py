@@ -40,11 +40,17 @@ def test_a_rate_limit_lets_at_most_n_jobs_start_per_window_and_says_how_long_to_
         enqueue(engine, 10)
         before = server_ms(r)
         first = engine.fetch(QUEUE, 10, lease_ms=60_000, worker_id="w1")
+        started_by = server_ms(r)
         assert len(first.jobs) == 3
+        time.sleep(0.05)
+        held_after = server_ms(r)
         held = engine.fetch(QUEUE, 10, lease_ms=60_000, worker_id="w2")
+        after = server_ms(r)
         assert held.jobs == []
-        # The hint is the time until the first start leaves the one-second window.
-        assert 0 < held.next_due_ms <= 1000 - (server_ms(r) - before) + 5
+        # The hint is the time until the first start leaves the one-second window: the starts
+        # were recorded between `before` and `started_by`, the held fetch ran between `held_after`
+        # and `after` (Redis' clock in ms; 1 ms for the rounding).
+        assert 1000 - (after - before) - 1 <= held.next_due_ms <= 1000 - (held_after - started_by) + 1
         assert r.zcard(k.wait) == 7 and r.zcard(k.rate) == 3
         # Held jobs were not touched: no attempt counted.
         assert (r.hget(k.job("j5"), "a") or "0") == "0"
