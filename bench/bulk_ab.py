@@ -15,12 +15,8 @@ import argparse
 import json
 import os
 import resource
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 
 
@@ -61,47 +57,17 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=4)
     args = parser.parse_args()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    workdir = tempfile.mkdtemp(prefix="djj-bulk-ab-")
-    binary = shutil.which("redis-server") or "redis-server"
-    server = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", workdir, "--appendonly", "no", "--save", "",
-         "--loglevel", "warning"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
-    figures: dict[str, dict[str, list[float]]] = {root: {"wall": [], "py": [], "redis": []} for root in args.roots}
-    rounds: list[dict[str, float]] = []  # each round's median wall per checkout: the pairs compared
-    try:
-        time.sleep(0.5)
-        for round_ in range(args.rounds):
-            order = args.roots if round_ % 2 == 0 else args.roots[::-1]
-            rounds.append({})
-            for root in order:
-                env = dict(os.environ, PYTHONPATH=root, DJANGO_SETTINGS_MODULE="bench.settings",
-                           DJJ_BENCH_REDIS_URL=f"redis://127.0.0.1:{port}/0", DJJ_BENCH_PREFIX="bulk")
-                out = subprocess.run(
-                    [sys.executable, __file__, "--child", str(args.jobs), str(args.reps)],
-                    env=env, cwd=root, check=True, capture_output=True, text=True,
-                ).stdout
-                walls = []
-                for line in out.splitlines():
-                    for key, value in json.loads(line).items():
-                        figures[root][key].append(value)
-                    walls.append(json.loads(line)["wall"])
-                rounds[-1][root] = statistics.median(walls)
-    finally:
-        server.terminate()
-        server.wait()
-        shutil.rmtree(workdir, ignore_errors=True)
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from bench.ab import alternate
+
+    figures = alternate(__file__, args.roots, args.rounds, [str(args.jobs), str(args.reps)], prefix="bulk", key="wall")
     print(f"noop.enqueue_many([()] * {args.jobs}), {args.rounds} rounds x {args.reps} calls per checkout, medians per job:")
-    for root, f in figures.items():
+    for root, f in figures.per_root.items():
         wall = statistics.median(f["wall"])
         print(f"  {root}: wall {wall:.1f} us ({1e6 / wall:,.0f} jobs/s; best {1e6 / min(f['wall']):,.0f}), "
               f"Python CPU {statistics.median(f['py']):.1f} us, Redis CPU {statistics.median(f['redis']):.1f} us")
     a, b = args.roots
-    ratios = sorted(pair[a] / pair[b] for pair in rounds)
+    ratios = figures.ratios(a, b)
     print(f"  wall of A / wall of B, per round (same minute): median {statistics.median(ratios):.2f}, "
           f"all {' '.join(f'{x:.2f}' for x in ratios)}; load average {os.getloadavg()[0]:.1f}")
 

@@ -18,12 +18,8 @@ import argparse
 import json
 import os
 import resource
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 
 
@@ -77,48 +73,19 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=4)
     args = parser.parse_args()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    workdir = tempfile.mkdtemp(prefix="djj-sf-ab-")
-    binary = shutil.which("redis-server") or "redis-server"
-    server = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", workdir, "--appendonly", "no", "--save", "",
-         "--loglevel", "warning"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
-    figures: dict[str, dict[str, list[float]]] = {root: {"wall": [], "py": [], "redis": []} for root in args.roots}
-    rounds: list[dict[str, float]] = []
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from bench.ab import alternate
+
     load0 = os.getloadavg()[0]
-    try:
-        time.sleep(0.5)
-        for round_ in range(args.rounds):
-            order = args.roots if round_ % 2 == 0 else args.roots[::-1]
-            rounds.append({})
-            for root in order:
-                env = dict(os.environ, PYTHONPATH=root, DJANGO_SETTINGS_MODULE="bench.settings",
-                           DJJ_BENCH_REDIS_URL=f"redis://127.0.0.1:{port}/0", DJJ_BENCH_PREFIX="sfab")
-                out = subprocess.run(
-                    [sys.executable, __file__, "--child", str(args.jobs), str(args.batch), str(args.reps)],
-                    env=env, cwd=root, check=True, capture_output=True, text=True,
-                ).stdout
-                py = []
-                for line in out.splitlines():
-                    for key, value in json.loads(line).items():
-                        figures[root][key].append(value)
-                    py.append(json.loads(line)["py"])
-                rounds[-1][root] = statistics.median(py)
-    finally:
-        server.terminate()
-        server.wait()
-        shutil.rmtree(workdir, ignore_errors=True)
+    figures = alternate(__file__, args.roots, args.rounds, [str(args.jobs), str(args.batch), str(args.reps)],
+                        prefix="sfab", key="py")
     print(f"{args.jobs} jobs drained by settle_and_fetch of {args.batch}, {args.rounds} rounds x {args.reps} drains per checkout, "
           "medians per job:")
-    for root, f in figures.items():
+    for root, f in figures.per_root.items():
         print(f"  {root}: wall {statistics.median(f['wall']):.1f} us, Python CPU {statistics.median(f['py']):.1f} us "
               f"(min {min(f['py']):.1f}), Redis CPU {statistics.median(f['redis']):.1f} us (min {min(f['redis']):.1f})")
     a, b = args.roots
-    ratios = sorted(pair[a] / pair[b] for pair in rounds)
+    ratios = figures.ratios(a, b)
     print(f"  Python CPU of A / of B, per round: median {statistics.median(ratios):.2f}, all {' '.join(f'{x:.2f}' for x in ratios)}; "
           f"load average {load0:.1f} -> {os.getloadavg()[0]:.1f}")
 
