@@ -66,7 +66,12 @@ def test_lost_replies_of_any_script_lose_no_job_and_run_none_twice(chaos, proxy)
     # Lost fetch replies leave claimed jobs nobody runs: recovered after their lease, run once.
     results = run_through(chaos, proxy, 300, only=None)
     assert proxy.total_dropped >= 20, proxy.dropped
-    assert {script_sha("fetch"), script_sha("settle")} <= set(proxy.dropped), proxy.dropped
+    # Replies of claims and of settles were among them: at saturation both ride one
+    # settle_and_fetch call, so a run may lose no reply of fetch.lua or settle.lua alone.
+    dropped = proxy.dropped
+    both = dropped.get(script_sha("settle_and_fetch"), 0)
+    assert dropped.get(script_sha("fetch"), 0) + both > 0 and dropped.get(script_sha("settle"), 0) + both > 0, dropped
+    assert len(dropped) >= 3, dropped  # and of other scripts (enqueue, renew, ...)
     assert_once_each(chaos, results)
     # Every recovery follows a lost reply of a call that claims (fetch, or settle_and_fetch: a job
     # whose claim's reply is lost twice is recovered twice); a lost reply strands at most one

@@ -232,7 +232,9 @@ def test_a_mirror_killed_after_reading_a_batch_entry_writes_every_job_of_it_once
 def test_another_mirror_takes_over_what_a_dead_one_left_pending(engine, settings, jobs_settings):
     from tests.testapp.jobs import add
 
-    settings.DJANGO_JOBS = {**jobs_settings, "MIRROR": {"CLAIM_AFTER": 0.05}}
+    # Claimed after 1 s idle: the "not yet" below has a second to run in, even on a loaded machine
+    # (at 0.05 s a loaded CI run claimed there already).
+    settings.DJANGO_JOBS = {**jobs_settings, "MIRROR": {"CLAIM_AFTER": 1.0}}
     from django_jobs.engine import get_engine
 
     engine = get_engine()  # the settings changed: the fixture's engine is closed (a closed RedisCluster stays closed)
@@ -242,7 +244,7 @@ def test_another_mirror_takes_over_what_a_dead_one_left_pending(engine, settings
     assert len(engine.mirror_read("default", MIRROR_GROUP, "host-dead", count=100).entries) == 3
     other = mirror.Mirror(consumer="host-b")
     assert other.drain() == 0  # not idle long enough yet: nothing new, nothing claimed
-    threading.Event().wait(0.1)
+    threading.Event().wait(1.1)
     other._claim_at = 0.0
     assert other.drain() == 3
     assert set(mirrored_rows()) == set(ids) and pending(engine) == 0
