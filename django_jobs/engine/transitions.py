@@ -381,16 +381,20 @@ class Transitions(ScriptRunner):
     ) -> tuple[tuple[str, ...], tuple[Any, ...]]:
         """The KEYS and ARGV of one ``fetch`` call (fetch.lua)."""
         k = self.keys(queue)
+        return (
+            (k.wait, k.scheduled, k.active, k.meta, k.events, k.marker, k.rate),
+            (k.job_prefix, self.maxlen, *self._fetch_args(queue, count, lease_ms, worker_id, start_now)),
+        )
+
+    def _fetch_args(self, queue: str, count: int, lease_ms: int, worker_id: str, start_now: int | None) -> tuple[Any, ...]:
+        """fetch.lua's ARGV from 3 on (settle_and_fetch.lua's from 8): what a claim asks for."""
         tail: tuple[Any, ...] = () if start_now is None else (max(0, start_now),)
         active = self._active_events.get(queue)  # asked once per queue: this runs on every fetch
         if active is None:
             active = self._active_events[queue] = self.settings.active_events(queue)
         if not active:  # ARGV[11] "1": no "active" events (fetch.lua)
             tail = ("" if start_now is None else max(0, start_now), 1)
-        return (
-            (k.wait, k.scheduled, k.active, k.meta, k.events, k.marker, k.rate),
-            (k.job_prefix, self.maxlen, count, lease_ms, worker_id, PROMOTE_LIMIT, *self._default_limits(queue), *tail),
-        )
+        return (count, lease_ms, worker_id, PROMOTE_LIMIT, *self._default_limits(queue), *tail)
 
     @property
     def fetches_on_wake(self) -> bool:
@@ -473,11 +477,11 @@ class Transitions(ScriptRunner):
         settle, sent apart (:meth:`django_jobs.engine.shards.Sharding.settle_and_fetch`).
         """
         k = self.keys(queue)
-        _, fetch_args = self._fetch_call(queue, count, lease_ms, worker_id, start_now)
         settled, fetched = self._run(
             "settle_and_fetch",
             (k.active, k.wait, k.scheduled, k.completed, k.failed, k.cancelled, k.meta, k.events, k.marker, k.rate),
-            (k.job_prefix, self.maxlen, *self._keep_args(queue), _pack_outcomes(outcomes), *fetch_args[2:]),
+            (k.job_prefix, self.maxlen, *self._keep_args(queue), _pack_outcomes(outcomes),
+             *self._fetch_args(queue, count, lease_ms, worker_id, start_now)),
         )
         return list(settled), _fetch_result(queue, fetched)
 
