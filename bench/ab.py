@@ -62,8 +62,9 @@ def alternate(script: str, roots: list[str], rounds: int, child_args: list[str],
                 for line in out.splitlines():
                     measured = json.loads(line)
                     for name, value in measured.items():
-                        figures.per_root[root][name].append(value)
-                    values.append(measured[key])
+                        figures.per_root[root].setdefault(name, []).append(value)
+                    if key in measured:
+                        values.append(measured[key])
                 figures.rounds[-1][root] = statistics.median(values)
     finally:
         server.terminate()

@@ -44,12 +44,68 @@ BULK_CHUNK = 500
 
 #: Sets a result's ``enqueued_at`` through its slot (as ``object.__setattr__`` does, in a call less).
 _SET_ENQUEUED_AT: Callable[[JobResult, Any], None] = getattr(JobResult, "enqueued_at").__set__  # noqa: B009 (the slot's descriptor)
+_SET_CORRELATION_ID: Callable[[JobResult, Any], None] = getattr(JobResult, "correlation_id").__set__  # noqa: B009
+_SET_PARENT_ID: Callable[[JobResult, Any], None] = getattr(JobResult, "parent_id").__set__  # noqa: B009
 
 
 #: The id of the job running in this context ('' outside jobs): the parent of what it enqueues.
 current_job_id = runtime.current_job_id
 
 
+
+
+def _new_result(
+    task: JobTask, alias: str, queue: str, state: JobState, cid: str, parent: str, job_id: str, args: Sequence[Any],
+    kwargs: dict[str, Any],
+) -> JobResult:
+    """Return a new job's result, made by its constructor."""
+    return JobResult(
+        task=task,
+        id=job_id,
+        status=TaskResultStatus.READY,
+        enqueued_at=None,
+        started_at=None,
+        finished_at=None,
+        last_attempted_at=None,
+        args=cast(list[Any], args),  # JobResult.__post_init__ makes them the list JSON would
+        kwargs=kwargs,
+        backend=alias,
+        errors=[],
+        worker_ids=[],
+        queue=queue,
+        state=state,
+        correlation_id=cid,
+        parent_id=parent,
+    )
+
+
+@dataclass(slots=True)
+class _Plan:
+    """What every enqueue of one task shares while the settings and its registered job stay: made once per task.
+
+    A task is a frozen dataclass, so its queue, priority, due time and options are fixed; the
+    settings give the payload limit and the shards. :meth:`RedisBackend._plan` keeps one per
+    task (by identity, as :meth:`RedisBackend._revalidate` keeps its validations) and makes it
+    again when the settings object or the job registered under the task's name changes.
+    """
+
+    task: JobTask
+    #: The job registered under ``name`` when the options were computed (they are what differs from it).
+    base: JobTask | None
+    name: str
+    queue: str
+    limit: int
+    shards: int
+    run_at_ms: int
+    delay_ms: int
+    priority: int
+    state: JobState
+    #: The payload's options (``"o"``), "" for none.
+    opts: str
+    #: The payload encoder of a job without a trace context.
+    encode: PayloadEncoder
+    #: ``make(id, args, kwargs)`` of one job's result (:func:`~django_jobs.tasks.results_like`), once made.
+    maker: Callable[[str, Sequence[Any], dict[str, Any]], JobResult] | None = None
 
 
 @dataclass(slots=True)  # not frozen: made for every enqueue, and a frozen one sets each field with object.__setattr__
@@ -77,24 +133,7 @@ class _Batch:
 
     def result(self, job_id: str, args: Sequence[Any], kwargs: dict[str, Any]) -> JobResult:
         """Return a new job's result, made by its constructor."""
-        return JobResult(
-            task=self.task,
-            id=job_id,
-            status=TaskResultStatus.READY,
-            enqueued_at=None,
-            started_at=None,
-            finished_at=None,
-            last_attempted_at=None,
-            args=cast(list[Any], args),  # JobResult.__post_init__ makes them the list JSON would
-            kwargs=kwargs,
-            backend=self.alias,
-            errors=[],
-            worker_ids=[],
-            queue=self.queue,
-            state=self.state,
-            correlation_id=self.cid,
-            parent_id=self.parent,
-        )
+        return _new_result(self.task, self.alias, self.queue, self.state, self.cid, self.parent, job_id, args, kwargs)
 
     def results(self) -> Callable[[str, Sequence[Any], dict[str, Any]], JobResult]:
         """Return ``make(id, args, kwargs)`` for many jobs: copies of one result (:func:`~django_jobs.tasks.results_like`)."""
@@ -127,13 +166,8 @@ class _Batch:
         out: list[str] = []
         for args, kwargs in calls:
             data = encode(*dumps_call(name, args, kwargs))
-            if not data.isascii() or len(data) > limit:
-                size = len(data.encode())  # (str.isascii() is free: CPython knows it)
-                if size > limit:
-                    raise InvalidJob(
-                        f"The payload of job {name!r} is {size} bytes, over MAX_PAYLOAD_BYTES "
-                        f"({limit}). Store large data elsewhere and pass its id."
-                    )
+            if not data.isascii() or len(data) > limit:  # (str.isascii() is free: CPython knows it)
+                _check_size(name, limit, data)
             out.append(data)
         return out
 
@@ -158,6 +192,21 @@ class _Batch:
             add_job(make_job(this_id, data))
             add_result(make_result(this_id, args, kwargs))
         return news, results
+
+
+def _check_size(name: str, limit: int, data: str) -> None:
+    """Raise when payload ``data`` of job ``name`` is over ``limit`` bytes (or not UTF-8, from ``str.encode``).
+
+    Raises:
+        InvalidJob: the payload is over ``MAX_PAYLOAD_BYTES``.
+        UnicodeEncodeError: the payload is not UTF-8 (a lone surrogate), as Redis' protocol would refuse it.
+    """
+    size = len(data.encode())
+    if size > limit:
+        raise InvalidJob(
+            f"The payload of job {name!r} is {size} bytes, over MAX_PAYLOAD_BYTES "
+            f"({limit}). Store large data elsewhere and pass its id."
+        )
 
 
 class RedisBackend(BaseTaskBackend):
@@ -186,8 +235,11 @@ class RedisBackend(BaseTaskBackend):
         # As in Django, an empty TASKS QUEUES list restricts nothing (DJANGO_JOBS['QUEUES'] still does).
         self.declared_queues = set(params["QUEUES"]) if params.get("QUEUES") else None
         #: Tasks validated against the settings object in ``_valid[0]`` (by id; the task is kept
-        #: so its id cannot be reused): enqueue re-validates only when the task or settings change.
-        self._valid: tuple[Any, dict[int, Any]] = (None, {})
+        #: so its id cannot be reused), each with whether it has a guard (a unique or limit key):
+        #: enqueue re-validates only when the task or settings change.
+        self._valid: tuple[Any, dict[int, tuple[Any, bool]]] = (None, {})
+        #: The plans of tasks enqueued under the settings object in ``_plans[0]`` (:meth:`_plan`).
+        self._plans: tuple[Any, dict[int, _Plan]] = (None, {})
         self._skip_queue_check = False
 
     @property
@@ -270,9 +322,8 @@ class RedisBackend(BaseTaskBackend):
 
     # -- enqueue --------------------------------------------------------------------------
 
-    def _options(self, task: JobTask) -> str:
-        """Return the payload's options: only what differs from the registered job."""
-        base = registered_job(task.module_path)
+    def _options(self, task: JobTask, base: JobTask | None) -> str:
+        """Return the payload's options: only what differs from ``base``, the registered job."""
         opts: dict[str, Any] = {}
         for field_name, key in (("attempts", "at"), ("timeout", "to"), ("keep_result", "kr"), ("backoff", "bo")):
             # ("delay" is not an option of the run: it only decides when the job is due.)
@@ -305,37 +356,98 @@ class RedisBackend(BaseTaskBackend):
         batch = self._batch(task, job_id, traced=traced)
         return batch.build(calls, batch.payloads(calls))
 
-    def _batch(self, task: JobTask, job_id: str | None, *, traced: bool) -> _Batch:
-        """Return what the jobs of one enqueue of ``task`` share, to make them with."""
+    def _plan(self, task: JobTask) -> _Plan:
+        """Return what every enqueue of ``task`` shares (made on its first enqueue under these settings).
+
+        Raises:
+            InvalidJob: a callable backoff set with ``using()`` (every enqueue raises it: nothing is kept).
+        """
         settings = get_settings()
+        seen, plans = self._plans
+        if seen is not settings:
+            plans = {}
+            self._plans = (settings, plans)
         name = task.module_path
-        opts = self._options(task) if isinstance(task, JobTask) else ""
+        base = registered_job(name)
+        plan = plans.get(id(task))
+        if plan is not None and plan.task is task and plan.base is base:
+            return plan
+        opts = self._options(task, base) if isinstance(task, JobTask) else ""
         if task.run_after is not None:
             # Kept exactly so get_result() returns the task as enqueued (the hash keeps only due ms).
             ra = f'"ra":{datetime_to_us(task.run_after)}'
             opts = f"{opts[:-1]},{ra}}}" if opts else f"{{{ra}}}"
-        carried = tracing.carrier() if traced else None  # the W3C trace context, when OpenTelemetry traces (docs/observability.md)
-        trace_json = serialization.dumps(carried) if carried else ""
         queue = task.queue_name
         run_at_ms = int(task.run_after.timestamp() * 1000) if task.run_after is not None else 0
         delay = getattr(task, "delay", None)
         delay_ms = int(delay * 1000) if delay else 0
-        cid = get_correlation_id() or process_correlation_id()
-        parent = current_job_id()
-        state = JobState.SCHEDULED if run_at_ms or delay_ms else JobState.WAITING
+        plan = _Plan(
+            task=task, base=base, name=name, queue=queue, limit=settings.max_payload_bytes,
+            shards=settings.queues.get(queue, {}).get("SHARDS", 1), run_at_ms=run_at_ms, delay_ms=delay_ms,
+            priority=int(task.priority), state=JobState.SCHEDULED if run_at_ms or delay_ms else JobState.WAITING,
+            opts=opts, encode=PayloadEncoder(name, opts),
+        )
+        if len(plans) > 1024:
+            plans.clear()
+        plans[id(task)] = plan
+        return plan
+
+    def _batch(self, task: JobTask, job_id: str | None, *, traced: bool) -> _Batch:
+        """Return what the jobs of one enqueue of ``task`` share, to make them with."""
+        plan = self._plan(task)
+        carried = tracing.carrier() if traced else None  # the W3C trace context, when OpenTelemetry traces (docs/observability.md)
+        encode = PayloadEncoder(plan.name, plan.opts, serialization.dumps(carried)) if carried else plan.encode
         return _Batch(
-            task=task, name=name, alias=self.alias, queue=queue, limit=settings.max_payload_bytes,
-            shards=settings.queues.get(queue, {}).get("SHARDS", 1), job_id=job_id, run_at_ms=run_at_ms,
-            delay_ms=delay_ms, cid=cid, parent=parent, priority=int(task.priority), state=state,
-            encode=PayloadEncoder(name, opts, trace_json),
+            task=task, name=plan.name, alias=self.alias, queue=plan.queue, limit=plan.limit, shards=plan.shards,
+            job_id=job_id, run_at_ms=plan.run_at_ms, delay_ms=plan.delay_ms,
+            cid=get_correlation_id() or process_correlation_id(), parent=current_job_id(), priority=plan.priority,
+            state=plan.state, encode=encode,
         )
 
-    def _push(self, news: list[NewJob], results: list[JobResult]) -> None:
-        """Enqueue ``news``, the jobs of one enqueue call (one task, so one queue), and date their ``results``."""
+    def _enqueue_one(self, task: JobTask, args: Sequence[Any], kwargs: dict[str, Any]) -> JobResult:
+        """Enqueue one job of ``task`` (no guard, no trace): :meth:`enqueue`'s usual path.
+
+        What :meth:`_prepare_many` and :meth:`_push` do for one job, without their lists and
+        loops: the payload (its checks), the id, the job, its result (a copy of the plan's, as
+        a bulk enqueue's results are: :func:`~django_jobs.tasks.results_like`), one script call,
+        the result dated with the enqueue time Redis stored, ``task_enqueued``.
+        """
+        plan = self._plan(task)
+        name = plan.name
+        data = plan.encode(*serialization.dumps_call(name, args, kwargs))
+        if not data.isascii() or len(data) > plan.limit:
+            _check_size(name, plan.limit, data)
+        engine = get_engine()
+        if plan.shards > 1:  # a sharded queue: the id names the shard (docs/scaling.md#sharded-queues)
+            job_id = engine.place(plan.queue, new_job_id(), shard_key_for_call(task, args, kwargs))
+        else:
+            job_id = new_job_id()
+        cid = get_correlation_id() or process_correlation_id()
+        parent = current_job_id()
+        new = NewJob(job_id, data, plan.priority, plan.run_at_ms, plan.delay_ms, cid, parent)
+        maker = plan.maker
+        if maker is None:  # (the alias is this backend's: a plan is kept per backend)
+            maker = plan.maker = results_like(_new_result(task, self.alias, plan.queue, plan.state, "", "", "", [], {}))
+        result = maker(job_id, args, kwargs)
+        _SET_CORRELATION_ID(result, cid)
+        _SET_PARENT_ID(result, parent)
+        code = engine.enqueue_one(plan.queue, new)
+        # The enqueue time Redis stored in the job (not this process' clock): get_result() reads the same.
+        _SET_ENQUEUED_AT(result, ms_to_datetime(code.enqueued_ms))
+        if enqueued_signal_needed(type(self)):
+            task_enqueued.send(type(self), task_result=result)
+        self._pushed([new], [result])
+        return result
+
+    def _push(self, news: list[NewJob], results: list[JobResult], guard: bool | None = None) -> None:
+        """Enqueue ``news``, the jobs of one enqueue call (one task, so one queue), and date their ``results``.
+
+        ``guard``: whether the task has a unique or limit key, when the caller knows (None: asked here).
+        """
         if not news:
             return  # enqueue_many([]): nothing to send
         engine = get_engine()
-        if has_guard(results[0].task):
+        if guard if guard is not None else has_guard(results[0].task):
             # Unique jobs, throttling, debounce and per-key limits (docs/flow-control.md): their own script.
             self._push_guarded(engine, news, results)
             self._pushed(news, results)
@@ -344,7 +456,7 @@ class RedisBackend(BaseTaskBackend):
         # the others' shared fields stay unset until read, see tasks.results_like).
         queue = results[0].queue
         if len(news) == 1:
-            codes = engine.enqueue(queue, news)
+            codes = [engine.enqueue_one(queue, news[0])]
         else:
             codes = engine.enqueue_many(queue, news, chunk=BULK_CHUNK)
         self._stamp(results, codes)
@@ -406,19 +518,26 @@ class RedisBackend(BaseTaskBackend):
                 elif send:
                     task_enqueued.send(type(self), task_result=result)
 
-    def _revalidate(self, task: Any) -> None:
-        """Validate ``task`` again at enqueue, as Django's backends do (once per task and settings)."""
+    def _revalidate(self, task: Any) -> bool:
+        """Validate ``task`` again at enqueue, as Django's backends do (once per task and settings).
+
+        Returns whether it has a guard (a unique or limit key: :func:`~django_jobs.limits.has_guard`),
+        asked once with the validation.
+        """
         settings = get_settings()  # an invalid setting raises here, with its fix
         seen, valid = self._valid
         if seen is not settings:
             valid = {}
             self._valid = (settings, valid)
-        if valid.get(id(task)) is task:
-            return
+        known = valid.get(id(task))
+        if known is not None and known[0] is task:
+            return known[1]
         self.validate_task(task)
         if len(valid) > 1024:
             valid.clear()
-        valid[id(task)] = task
+        guard = has_guard(task)
+        valid[id(task)] = (task, guard)
+        return guard
 
     def enqueue(self, task: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> JobResult:  # type: ignore[override]
         """Queue up one job; returns its result handle.
@@ -427,37 +546,39 @@ class RedisBackend(BaseTaskBackend):
             InvalidTask: the task does not fit the current settings (e.g. its queue is gone).
             InvalidArguments: ``args``/``kwargs`` do not fit the job's function (also a TypeError).
         """
-        self._revalidate(task)
-        if has_guard(task):
+        guard = self._revalidate(task)
+        if guard:
             guard_for_call(task, args, kwargs)  # a unique or limit key that cannot be computed says so first
         bind_arguments(task, args, kwargs)
         if tracing.tracer() is None:  # the usual case: no OpenTelemetry provider, no span
+            if not guard:
+                return self._enqueue_one(task, args, kwargs)
             news, results = self._prepare_many(task, ((args, kwargs),), traced=False)
-            self._push(news, results)
+            self._push(news, results, guard)
             return results[0]
         with tracing.producer_span(task.module_path, task.queue_name) as span:
             news, results = self._prepare_many(task, ((args, kwargs),))
-            self._push(news, results)
+            self._push(news, results, guard)
             tracing.set_job_id(span, results[0].id, results[0].correlation_id)
         return results[0]
 
     def enqueue_many(self, task: Any, calls: Sequence[tuple[Sequence[Any], dict[str, Any]]]) -> list[JobResult]:
         """Queue up many jobs of ``task`` in one round trip per queue."""
-        self._revalidate(task)
+        guard = self._revalidate(task)
         bind_each(task, calls, where="item {} of enqueue_many()")
         with tracing.producer_span(task.module_path, task.queue_name, len(calls)):
             traced = tracing.tracer() is not None  # asked once per call, not per job
-            if len(calls) > BULK_CHUNK and not has_guard(task):
+            if len(calls) > BULK_CHUNK and not guard:
                 # Several script calls: Redis writes a chunk while the next one is made.
                 return self._push_streamed(task, calls, traced=traced)
             news, results = self._prepare_many(task, calls, traced=traced)
-            self._push(news, results)
+            self._push(news, results, guard)
             return results
 
     def enqueue_on_commit(self, task: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> JobResult:
         """Prepare the job now; enqueue it when the current transaction commits."""
-        self._revalidate(task)
-        if has_guard(task):
+        guard = self._revalidate(task)
+        if guard:
             guard_for_call(task, args, kwargs)  # a bad unique or limit key fails here, not at commit
         bind_arguments(task, args, kwargs)
         with tracing.producer_span(task.module_path, task.queue_name) as span:

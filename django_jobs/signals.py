@@ -76,10 +76,13 @@ def enqueued_signal_needed(sender: Any) -> bool:
     send (and its per-job dispatch) for the jobs of that call. Any other receiver, or a Django
     whose signal does not list its receivers as 5.0+ does, sends as always.
     """
-    if job_enqueued.receivers or any(log.isEnabledFor(logging.DEBUG) for log in _QUIET_LOGGERS):
+    if job_enqueued.receivers:
         return True
+    for log in _QUIET_LOGGERS:  # (a loop, not any() of a generator: asked on every enqueue)
+        if log.isEnabledFor(logging.DEBUG):
+            return True
     # Connecting or disconnecting a receiver changes this key (a receiver that died only makes a send).
-    key = (sender, *(entry[0] for entry in task_enqueued.receivers))
+    key = (sender, *[entry[0] for entry in task_enqueued.receivers])
     found = _needed.get(key)
     if found is None:
         try:

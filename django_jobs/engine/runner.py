@@ -223,6 +223,8 @@ class ScriptRunner:
         self.client: Any = client if client is not None else build_client(settings)
         self._blocking: Any = None  # redis.Redis, or a RedisCluster on a cluster
         self._keys: dict[str, QueueKeys] = {}
+        #: Per queue, the enqueue script's keys and its job key prefix (transitions.py, enqueue_one).
+        self._enqueue_heads: dict[str, tuple[tuple[str, ...], str]] = {}
         # The one registry: every script, registered once (no round trip: only the SHA1 is computed).
         self._scripts = {name: self.client.register_script(script_source(name)) for name in script_names()}
         self._lock = threading.Lock()

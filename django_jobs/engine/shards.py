@@ -104,6 +104,9 @@ class Sharding(Relay, Reads, Control, Streams):
     def enqueue(self, queue: str, jobs: Sequence[NewJob]) -> list[Enqueued]:
         return self._per_shard(queue, jobs, _new_id, super().enqueue)
 
+    def enqueue_one(self, queue: str, job: NewJob) -> Enqueued:
+        return super().enqueue_one(self.shard_of(queue, job.id), job)
+
     def enqueue_many(self, queue: str, jobs: Sequence[NewJob], *, chunk: int = 500) -> list[Enqueued]:
         parent = super().enqueue_many
         return self._per_shard(queue, jobs, _new_id, lambda shard, part: parent(shard, part, chunk=chunk))

@@ -290,13 +290,31 @@ class Transitions(ScriptRunner):
         """
         if not jobs:
             return []
-        k = self.keys(queue)
-        # One job: its 7 arguments (cheaper to send than to pack), and "1" for LEAN_JOB_HASH; more: packed (enqueue.lua).
         if len(jobs) == 1:
-            args: tuple[Any, ...] = (k.job_prefix, self.maxlen, *_job_args(jobs[0]), *((1,) if self._lean else ()))
-        else:
-            args = (k.job_prefix, self.maxlen, _pack_jobs(jobs, self._lean))
+            return [self.enqueue_one(queue, jobs[0])]
+        k = self.keys(queue)
+        args = (k.job_prefix, self.maxlen, _pack_jobs(jobs, self._lean))
         return _enqueued_pairs(self._run("enqueue", (k.wait, k.scheduled, k.meta, k.events, k.marker), args))
+
+    def enqueue_one(self, queue: str, job: NewJob) -> Enqueued:
+        """Add one job to ``queue`` (``job.enqueue()``): :meth:`enqueue` of one job, its code alone.
+
+        Its 7 arguments (cheaper to send than to pack), and "1" for ``LEAN_JOB_HASH`` (enqueue.lua).
+        """
+        head = self._enqueue_heads.get(queue)
+        if head is None:
+            k = self.keys(queue)
+            head = self._enqueue_heads[queue] = ((k.wait, k.scheduled, k.meta, k.events, k.marker), k.job_prefix)
+        keys, prefix = head
+        maxlen = self.maxlen
+        if self._lean:
+            args: tuple[Any, ...] = (
+                prefix, maxlen, job.id, job.data, job.priority, job.run_at_ms, job.delay_ms, job.correlation_id, job.parent_id, 1,
+            )
+        else:
+            args = (prefix, maxlen, job.id, job.data, job.priority, job.run_at_ms, job.delay_ms, job.correlation_id, job.parent_id)
+        code, enqueued_ms = self._run("enqueue", keys, args)
+        return Enqueued(code, enqueued_ms)
 
     def enqueue_many(self, queue: str, jobs: Sequence[NewJob], *, chunk: int = 500) -> list[Enqueued]:
         """Add many jobs in one round trip: one script call per ``chunk`` jobs, pipelined.
