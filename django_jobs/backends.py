@@ -367,11 +367,11 @@ class RedisBackend(BaseTaskBackend):
         if seen is not settings:
             plans = {}
             self._plans = (settings, plans)
-        name = task.module_path
-        base = registered_job(name)
         plan = plans.get(id(task))
-        if plan is not None and plan.task is task and plan.base is base:
+        if plan is not None and plan.task is task and plan.base is registered_job(plan.name):
             return plan
+        name = task.module_path  # (Django's property: a new string on each read)
+        base = registered_job(name)
         opts = self._options(task, base) if isinstance(task, JobTask) else ""
         if task.run_after is not None:
             # Kept exactly so get_result() returns the task as enqueued (the hash keeps only due ms).
