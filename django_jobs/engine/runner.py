@@ -177,7 +177,8 @@ def _send_reads(conn: Any, script: Any, keys: Sequence[str], commands: Sequence[
     ``script`` and ``keys`` are unused (the signature :meth:`ScriptRunner._with_retries` calls):
     reads are safe to send again after a connection error.
     """
-    conn.send_packed_command([packed for command in commands for packed in _packed(conn, command)])
+    # One buffer: send_packed_command makes a system call per item of its list.
+    conn.send_packed_command([b"".join(packed for command in commands for packed in _packed(conn, command))])
     replies = [_reply(conn) for _ in commands]
     for reply in replies:
         if isinstance(reply, redis.ResponseError):
