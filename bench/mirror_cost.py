@@ -30,8 +30,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.cli import parse_args  # noqa: E402
-from bench.run import CLK_TCK, QUEUE, Bench, Workers, command_calls, cpu_ticks, redis_cpu_s, wait_for  # noqa: E402
+from bench.cli import parse_args
+from bench.run import (
+    CLK_TCK,
+    QUEUE,
+    Bench,
+    Workers,
+    command_calls,
+    cpu_ticks,
+    redis_cpu_s,
+    wait_for,
+)
 
 OWN = {"zcount", "info", "multi", "exec", "hdel", "ltrim", "flushall", "config|resetstat", "select", "client|setinfo",
        "ping", "hello"}
@@ -138,7 +147,7 @@ def main() -> int:
                 row = {"load": load, "rate": n / elapsed, "workers": w1 / n * 1e6, "redis": r1 / n * 1e6, "mirror": m1 / n * 1e6}
                 if on:
                     total = n + p * 4
-                    wait_for(lambda: JobRecord.objects.filter(state="completed").count() >= total, 300,
+                    wait_for(lambda total=total: JobRecord.objects.filter(state="completed").count() >= total, 300,
                              "the mirror to catch up", 0.05)
                     time.sleep(0.3)  # its last acknowledgement
                     row["+mirror"] = (cpu_ticks(mirror_pid) - m0) / CLK_TCK / n * 1e6 - row["mirror"]

@@ -25,8 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.cli import parse_args  # noqa: E402
-from bench.run import Bench, redis_cpu_s  # noqa: E402
+from bench.cli import parse_args
+from bench.run import Bench, redis_cpu_s
 
 
 def main() -> int:
