@@ -10,6 +10,9 @@ socket and the reply included) is put down per job:
 - ``snapshot lean``: the same with every job a lean candidate (a mirror behind: ``HGET`` of
   the state first; none is waiting here, so each is read whole after it);
 - ``multi``: what the snapshot reads, sent as ``MULTI`` / ``XREVRANGE`` / ``HGETALL`` per job / ``EXEC``;
+- ``engine, script`` / ``engine, bare``: the snapshot as the mirror makes it through this checkout's
+  engine, by the script or by ``Engine.mirror_snapshot`` (bare commands in ``MULTI``), the
+  replies decoded into dicts: Redis' CPU and this process' (the mirror's side);
 - ``done``: ``mirror_done.lua`` recording the batch's jobs (the first round lists them as
   recorded; later rounds find them listed already: the same reads, a ``ZADD`` that adds nothing).
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -43,6 +47,7 @@ def main() -> int:
         from django_jobs.engine import get_engine
         from django_jobs.engine.keys import MIRROR_GROUP
         from django_jobs.engine.scripts import inline_includes
+        from django_jobs.engine.streams import _pairs
         from django_jobs.worker.process import WorkerProcess, quiet_django_task_logging
 
         quiet_django_task_logging()
@@ -90,23 +95,37 @@ def main() -> int:
                 pairs = [v for job_id in batch for v in (job_id, finish[job_id])]
                 r.evalsha(shas[label, "mirror_done"], 4, *done_keys, MIRROR_GROUP, prefix, 10_000, 1_000_000, 1_000_000, 0, *pairs)
 
+        def engine_snapshot(script: bool) -> None:
+            # As the mirror calls it (this checkout's engine): the replies decoded into dicts.
+            for batch in batches:
+                if script:
+                    _tip, *got = engine._run("mirror_snapshot", (k.events,), (prefix, 0, *batch))
+                    [_pairs(h) if h else {} for h in got]
+                else:
+                    engine.mirror_snapshot("default", batch)
+
         variants = [(f"{label} {what}", label, what) for label, _ in roots for what in ("snapshot", "snapshot lean", "done")]
-        variants.append(("multi", "", "multi"))
+        variants += [("multi", "", "multi"), ("engine, script", "", "engine script"), ("engine, bare", "", "engine bare")]
         results: dict[str, list[float]] = {name: [] for name, _, _ in variants}
+        client: dict[str, list[float]] = {name: [] for name, _, _ in variants}
         for rnd in range(args.rounds):
             order = variants[rnd % len(variants):] + variants[: rnd % len(variants)]
             for name, label, what in order:
-                cpu0 = redis_cpu_s(r)
-                if what == "multi":
+                cpu0, own0 = redis_cpu_s(r), time.process_time()
+                if what.startswith("engine"):
+                    engine_snapshot(what == "engine script")
+                elif what == "multi":
                     multi()
                 elif what == "done":
                     done(label)
                 else:
                     snapshot(label, what == "snapshot lean")
+                client[name].append((time.process_time() - own0) / len(ids) * 1e6)
                 results[name].append((redis_cpu_s(r) - cpu0) / len(ids) * 1e6)
         print(f"Redis CPU per job (INFO cpu), median (min) of {args.rounds} rounds, {len(ids):,} jobs in batches of {args.batch}:")
         for name, values in results.items():
-            print(f"  {name:24s} {statistics.median(values):6.2f} us ({min(values):.2f})")
+            print(f"  {name:24s} {statistics.median(values):6.2f} us ({min(values):.2f})"
+                  + (f"; this process {statistics.median(client[name]):6.2f} us" if name.startswith("engine") else ""))
     finally:
         bench.cleanup()
     return 0
