@@ -391,10 +391,11 @@ class Streams(ScriptRunner):
         mirror that is behind defers such a job's row: one field read, not the hash).
 
         The hashes hold exactly the effect of every event up to that id, which makes the id
-        a version: a snapshot with a larger one is never older. One script call
-        (lua/mirror_snapshot.lua) per :data:`SNAPSHOT_CHUNK` jobs; with several, the first
-        call's id is returned, the oldest, which every hash read includes (a version too small
-        only makes a later event re-read its job, never skips one).
+        a version: a snapshot with a larger one is never older. One ``MULTI`` of bare reads
+        (:meth:`_snapshot_bare`; on a cluster one script call, lua/mirror_snapshot.lua) per
+        :data:`SNAPSHOT_CHUNK` jobs; with several, the first one's id is returned, the oldest,
+        which every hash read includes (a version too small only makes a later event re-read
+        its job, never skips one).
         """
         k = self.keys(queue)
         if not self._cluster:
