@@ -363,6 +363,10 @@ def profile_mirror(bench: Bench, n: int, top: int, live: bool = False, loop: boo
 
     fill()
     mirror = Mirror(queues)
+    from bench.run import command_calls
+
+    assert bench.r is not None
+    cmds0 = command_calls(bench.r)
     backend0, redis0 = _db_backend_cpu(), _redis_cpu(bench)
     t0, cpu0 = time.perf_counter(), time.process_time()
     rows = mirror_all(mirror)
@@ -379,6 +383,12 @@ def profile_mirror(bench: Bench, n: int, top: int, live: bool = False, loop: boo
     # the workers').
     print(f"  database backend CPU {backend / max(1, count) * 1e6:.0f} us/job; Redis CPU {redis_cpu / max(1, count) * 1e6:.0f} us/job"
           f"{' (workers included)' if live else ''}; mirror + backend {(cpu + backend) / max(1, count) * 1e6:.0f} us/job")
+    # Redis' work command by command (INFO commandstats: the commands scripts run are counted too, and
+    # EVALSHA's usec includes theirs).
+    cmds = {name: (c - cmds0.get(name, (0, 0))[0], u - cmds0.get(name, (0, 0))[1]) for name, (c, u) in command_calls(bench.r).items()}
+    print("  Redis commands per job (calls, usec): " + ", ".join(
+        f"{name} {c / max(1, count):.3f} {u / max(1, count):.2f}" for name, (c, u) in sorted(cmds.items(), key=lambda kv: -kv[1][1])
+        if c and name not in ("info", "config|resetstat")))
     if not top:
         return  # --top 0: the timed run only
     fill()

@@ -171,6 +171,21 @@ def _read_each(conn: Any, scripts: Sequence[Any], keys: Sequence[Sequence[str]],
     return replies
 
 
+def _send_reads(conn: Any, script: Any, keys: Sequence[str], commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """Send ``commands`` (reads) pipelined on ``conn``; return their replies, an error reply raised once all are read.
+
+    ``script`` and ``keys`` are unused (the signature :meth:`ScriptRunner._with_retries` calls):
+    reads are safe to send again after a connection error.
+    """
+    # One buffer: send_packed_command makes a system call per item of its list.
+    conn.send_packed_command([b"".join(packed for command in commands for packed in _packed(conn, command))])
+    replies = [_reply(conn) for _ in commands]
+    for reply in replies:
+        if isinstance(reply, redis.ResponseError):
+            raise reply
+    return replies
+
+
 class _Replayable:
     """Argument lists made one by one from ``source``, kept as they are made (:attr:`made`).
 
@@ -367,6 +382,20 @@ class ScriptRunner:
         script = self._scripts[name]
         wait = self._enqueue_wait if name in ENQUEUE_SCRIPTS else None
         return cast("list[Any]", self._with_retries(_send_many, script, keys, calls, wait))
+
+    def _reads(self, commands: Sequence[tuple[Any, ...]], *, atomic: bool = False) -> list[Any]:
+        """Send read commands pipelined on this thread's own connection (one server or Sentinel); return their replies.
+
+        ``atomic``: in ``MULTI`` / ``EXEC``, so they read at one instant (the replies are EXEC's).
+        Bare commands cost Redis less than the same reads made from a script: no Lua tables
+        built from their replies and back (a job's hash read by ``HGETALL`` in ``MULTI``: ~3 us of
+        Redis' CPU against ~9 in ``mirror_snapshot.lua``, ``python -m bench.mirror_scripts``).
+        A connection error sends them again (:meth:`_with_retries`): they only read.
+        """
+        if atomic:
+            replies = self._with_retries(_send_reads, None, (), [("MULTI",), *commands, ("EXEC",)], None)
+            return cast("list[Any]", replies[-1])
+        return cast("list[Any]", self._with_retries(_send_reads, None, (), commands, None))
 
     def _with_retries(
         self, send: Callable[[Any, Any, Sequence[str], Any], Any], script: Any, keys: Sequence[str], payload: Any,

@@ -13,13 +13,38 @@ local TRIM_BATCH = 200
 -- only jobs kept earlier; it is trimmed on one such call in TRIM_EVERY, not on each.
 local TRIM_EVERY = 32
 
+-- unpack() takes a few thousand values at most: long lists go in slices of this many.
+local TRIM_SLICE = 2000
+
+-- Delete the jobs ids of a finished set (their hashes: one DEL per slice, not per job).
 local function trim_delete(set_key, rec_key, job_prefix, ids)
   if #ids == 0 then return end
-  for i = 1, #ids do
-    redis.call('DEL', job_prefix .. ids[i])
+  for first = 1, #ids, TRIM_SLICE do
+    local last = math.min(first + TRIM_SLICE - 1, #ids)
+    local keys = {}
+    for i = first, last do keys[#keys + 1] = job_prefix .. ids[i] end
+    redis.call('DEL', unpack(keys))
+    redis.call('ZREM', set_key, unpack(ids, first, last))
+    if rec_key then redis.call('ZREM', rec_key, unpack(ids, first, last)) end
   end
-  redis.call('ZREM', set_key, unpack(ids))
-  if rec_key then redis.call('ZREM', rec_key, unpack(ids)) end
+end
+
+-- The scores in set_key of ids, as a flat list of score, id pairs (ZADD's arguments) of those
+-- that are members: one ZMSCORE per slice instead of a ZSCORE per job.
+local function set_scores(set_key, ids)
+  local found = {}
+  for first = 1, #ids, TRIM_SLICE do
+    local last = math.min(first + TRIM_SLICE - 1, #ids)
+    local scores = redis.call('ZMSCORE', set_key, unpack(ids, first, last))
+    for i = first, last do
+      local score = scores[i - first + 1]
+      if score then
+        found[#found + 1] = score
+        found[#found + 1] = ids[i]
+      end
+    end
+  end
+  return found
 end
 
 local function trim_finished(set_key, job_prefix, now_ms, max_count, limit)
@@ -31,12 +56,23 @@ local function trim_finished(set_key, job_prefix, now_ms, max_count, limit)
     local rec_key = recorded_key(base, set_key)
     local unrecorded = redis.call('ZCARD', set_key) - redis.call('ZCARD', rec_key)
     if unrecorded <= cap then
-      -- Only recorded jobs still in the set (a job retried since it was recorded is not).
+      -- Only recorded jobs still in the set (a job retried since it was recorded is not: it
+      -- leaves the recorded set here). One ZMSCORE for the lot.
       local function still(ids)
-        local kept = {}
-        for i = 1, #ids do
-          if redis.call('ZSCORE', set_key, ids[i]) then kept[#kept + 1] = ids[i]
-          else redis.call('ZREM', rec_key, ids[i]) end
+        local found = set_scores(set_key, ids)
+        local kept, member = {}, {}
+        for i = 2, #found, 2 do
+          kept[#kept + 1] = found[i]
+          member[found[i]] = true
+        end
+        if #kept < #ids then
+          local stale = {}
+          for i = 1, #ids do
+            if not member[ids[i]] then stale[#stale + 1] = ids[i] end
+          end
+          for first = 1, #stale, TRIM_SLICE do
+            redis.call('ZREM', rec_key, unpack(stale, first, math.min(first + TRIM_SLICE - 1, #stale)))
+          end
         end
         return kept
       end
@@ -70,21 +106,12 @@ local function trim_finished(set_key, job_prefix, now_ms, max_count, limit)
   if size == 0 then return end
   now_ms = now_ms or server_now_ms()
   local expired = redis.call('ZRANGEBYSCORE', set_key, '-inf', now_ms, 'LIMIT', 0, limit)
-  for i = 1, #expired do
-    redis.call('DEL', job_prefix .. expired[i])
-  end
-  if #expired > 0 then
-    redis.call('ZREM', set_key, unpack(expired))
-  end
+  trim_delete(set_key, nil, job_prefix, expired)
   if max_count > 0 then
     local excess = size - #expired - max_count
     if excess > 0 then
       if excess > limit then excess = limit end
-      local oldest = redis.call('ZRANGE', set_key, 0, excess - 1)
-      for i = 1, #oldest do
-        redis.call('DEL', job_prefix .. oldest[i])
-      end
-      redis.call('ZREMRANGEBYRANK', set_key, 0, excess - 1)
+      trim_delete(set_key, nil, job_prefix, redis.call('ZRANGE', set_key, 0, excess - 1))
     end
   end
 end
