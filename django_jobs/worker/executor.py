@@ -363,7 +363,7 @@ def _log_started(job: RunningJob) -> None:
 
 
 def _log_outcome(job: RunningJob, outcome: Outcome, exc: BaseException | None) -> None:
-    level = _OUTCOME_LEVEL[OutcomeKind(outcome.kind)]
+    level = _OUTCOME_LEVEL[outcome.kind]  # a str kind finds its StrEnum key (same hash, equal): no OutcomeKind() call
     if not logger.isEnabledFor(level):
         return
     ms = (time.monotonic() - job.started) * 1000
