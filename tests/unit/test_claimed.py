@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from django_jobs.engine.queue import Claimed, FetchResult, Outcome
@@ -40,5 +42,6 @@ def test_an_outcome_takes_its_fields_by_position_or_name_with_the_same_defaults_
     assert Outcome("j1", "7", "c") == Outcome("j1", "7", "c", "", 0, 0)
     assert outcome != Outcome("j1", "7", "r", "{}", 501) and outcome != ("j1", "7", "r", "{}", 500, 0)
     assert repr(outcome) == "Outcome(id='j1', token='7', kind='r', value='{}', delay_ms=500, keep_ms=0)"
+    assert dataclasses.replace(outcome, token="8") == Outcome("j1", "8", "r", "{}", 500)
     with pytest.raises(AttributeError):
         outcome.other = 1  # type: ignore[attr-defined]  # slotted: no other attribute
