@@ -35,7 +35,7 @@ PAYLOAD_VERSION = 1
 
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 #: The C scanner of ``json.loads``' own decoder (the same defaults): one call per payload.
-_scan = json.JSONDecoder().scan_once
+_scan: Any = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # set by JSONDecoder.__init__, not in typeshed
 
 
 def _loads(data: str) -> Any:

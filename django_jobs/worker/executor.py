@@ -407,7 +407,7 @@ def _log_outcome(job: RunningJob, outcome: Outcome, exc: BaseException | None) -
 
 
 #: Log level of each outcome kind.
-_OUTCOME_LEVEL = {
+_OUTCOME_LEVEL: dict[str, int] = {
     OutcomeKind.COMPLETE: logging.INFO, OutcomeKind.RETRY: logging.WARNING, OutcomeKind.CANCELLED: logging.INFO,
     OutcomeKind.FAIL: logging.ERROR, OutcomeKind.RATE_LIMITED: logging.INFO,
 }

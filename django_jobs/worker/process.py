@@ -385,6 +385,7 @@ class WorkerProcess(Fetching, Settling, Heartbeat):
             self._unstarted.add(job.id)  # taken back below unless it waits for a job thread
         runtime.register(job)
         prepared: Prepared | None
+        failure: Outcome | None
         try:
             prepared = Prepared(job, self.worker_id)
         except Exception as exc:  # noqa: BLE001 - a job that cannot even be decoded fails, the others run
