@@ -5,6 +5,9 @@ from __future__ import annotations
 import time
 
 import pytest
+
+pytest.importorskip("opentelemetry.sdk", reason="the otel extra and its SDK (the full suite has them)")
+
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
