@@ -18,6 +18,7 @@ no-op costing one check, and payloads carry no trace context.
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -26,6 +27,10 @@ from typing import Any
 TRACER_NAME = "django_jobs"
 #: ``messaging.system`` of our spans.
 SYSTEM = "django_jobs"
+#: While no real global tracer provider is configured, it is looked for again at most this often,
+#: seconds (OpenTelemetry's ``get_tracer_provider()`` looks its environment variable up on every
+#: call: ~1.3 us, per enqueue and per run of a job).
+PROVIDER_RECHECK = 1.0
 
 
 @functools.cache
@@ -40,6 +45,12 @@ def _api() -> Any:
 
 #: The tracer provider set with :func:`use_tracer_provider` (None: OpenTelemetry's global one).
 _provider: Any = None
+#: Stands for the global provider in :data:`_tracer_of` once a real one is found.
+_GLOBAL = object()
+#: (provider or :data:`_GLOBAL`, our tracer from it or None): the last answer of :func:`tracer`.
+_tracer_of: tuple[Any, Any] = (None, None)
+#: ``time.monotonic()`` before which the global provider is not looked up again (none was configured).
+_recheck_at = 0.0
 
 
 def use_tracer_provider(provider: Any) -> None:
@@ -50,16 +61,43 @@ def use_tracer_provider(provider: Any) -> None:
     >>> from opentelemetry.sdk.trace import TracerProvider  # doctest: +SKIP
     >>> use_tracer_provider(TracerProvider())  # doctest: +SKIP
     """
-    global _provider
+    global _provider, _tracer_of, _recheck_at
     _provider = provider
+    _tracer_of = (None, None)
+    _recheck_at = 0.0  # the global provider is looked up again at the next call
 
 
 def tracer() -> Any:
-    """Return our tracer when a real (SDK) tracer provider is configured, else None."""
+    """Return our tracer when a real (SDK) tracer provider is configured, else None.
+
+    The answer is kept per provider (the SDK's ``get_tracer`` builds a new tracer per call).
+    While the global provider is OpenTelemetry's placeholder (none configured), None is kept for
+    :data:`PROVIDER_RECHECK` seconds: a provider set with ``set_tracer_provider`` later is used
+    from the next look-up on. OpenTelemetry sets the global provider once: a real one is kept.
+    """
+    global _tracer_of, _recheck_at
+    provider = _provider
+    cached = _tracer_of
+    if cached[0] is (_GLOBAL if provider is None else provider):
+        return cached[1]
     trace = _api()
-    if trace is None:
-        return None
-    provider = _provider if _provider is not None else trace.get_tracer_provider()
+    if provider is None:
+        if trace is None or time.monotonic() < _recheck_at:
+            return None
+        provider = trace.get_tracer_provider()
+        found = _tracer_from(trace, provider)
+        if found is None:
+            _recheck_at = time.monotonic() + PROVIDER_RECHECK
+        else:
+            _tracer_of = (_GLOBAL, found)
+        return found
+    found = None if trace is None else _tracer_from(trace, provider)
+    _tracer_of = (provider, found)
+    return found
+
+
+def _tracer_from(trace: Any, provider: Any) -> Any:
+    """Our tracer from ``provider``; None for OpenTelemetry's placeholder and no-op providers."""
     if isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider)):
         return None
     return provider.get_tracer(TRACER_NAME)

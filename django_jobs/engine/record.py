@@ -34,6 +34,22 @@ from django_jobs.engine.protocol import FINISHED_STATES
 PAYLOAD_VERSION = 1
 
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+#: The C scanner of ``json.loads``' own decoder (the same defaults): one call per payload.
+_scan: Any = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # set by JSONDecoder.__init__, not in typeshed
+
+
+def _loads(data: str) -> Any:
+    """``json.loads(data)``: the same value, or the same error, ~1 us sooner for a payload.
+
+    A document that fills the whole string (what :func:`encode_payload` writes) is scanned in one
+    C call, without ``json.loads``' checks and its regular expressions for surrounding
+    whitespace; anything else (whitespace around it, bad JSON, bytes) goes to ``json.loads``.
+    """
+    try:
+        value, end = _scan(data, 0)
+    except (StopIteration, TypeError):
+        return json.loads(data)
+    return value if end == len(data) else json.loads(data)
 
 
 def encode_payload(name: str, args_json: str, kwargs_json: str, options_json: str = "", trace_json: str = "") -> str:
@@ -103,7 +119,7 @@ def payload_fields(data: str | None) -> tuple[str, list[Any], dict[str, Any], di
     what the worker decodes before a job's first line.
     """
     try:
-        payload = json.loads(data or "")
+        payload = _loads(data or "")
     except (ValueError, RecursionError) as exc:
         return f"payload is not JSON ({exc})"
     if not isinstance(payload, dict):

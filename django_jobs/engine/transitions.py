@@ -132,12 +132,16 @@ class Claimed:
         return f"Claimed({', '.join(f'{n}={v!r}' for n, v in zip(names, self._fields(), strict=True))})"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Outcome:
-    """The result of running a claimed job, to settle in Redis.
+    """The result of running a claimed job, to settle in Redis. Read-only by convention.
 
     ``kind`` is an :class:`~django_jobs.engine.protocol.OutcomeKind`: ``"c"`` complete,
     ``"r"`` retry, ``"f"`` fail or ``"x"`` cancelled.
+
+    Not frozen (every run builds one, and a frozen dataclass sets each field with
+    ``object.__setattr__``: ~1 us more); compared, hashed, printed and ``dataclasses.replace``-d
+    by its fields as the frozen one was.
     """
 
     id: str

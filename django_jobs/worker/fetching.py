@@ -56,7 +56,7 @@ class Fetching(WorkerState):
         never starts, an error).
         """
         while True:
-            with self._cond:
+            with self._lock:
                 self._role_waiting += 1
                 while self._role_taken and not self.stopping.is_set() and not self.draining.is_set():
                     self._role_cond.wait(1.0)  # not woken by every finished job (they notify ``_cond``)
@@ -90,7 +90,7 @@ class Fetching(WorkerState):
 
     def _hand_over_role(self) -> None:
         """Give up the fetcher's role: the other fetcher thread, waiting for it, takes it."""
-        with self._cond:
+        with self._lock:
             self._role_taken = False
             self._fetcher_idle()  # what is pending goes to the completer until a fetcher fetches again
             self._role_cond.notify_all()
@@ -102,7 +102,7 @@ class Fetching(WorkerState):
         self._woke = None
         while not self.stopping.is_set() and not self.draining.is_set():
             if woke is None:
-                with self._cond:
+                with self._lock:
                     while not self._claim_now() and not self.stopping.is_set() and not self.draining.is_set():
                         self._cond.wait(1.0)
                     free = self._usable()
@@ -119,7 +119,7 @@ class Fetching(WorkerState):
                     got, next_due, more = woke
                     woke = None
                 else:
-                    with self._cond:
+                    with self._lock:
                         settles, relayed = self._settles, self._relayed
                     got, next_due = self._fetch_round(free, threads)
                     more = got > 0
@@ -130,7 +130,7 @@ class Fetching(WorkerState):
                 if self._thread_bound:
                     # A queue with a concurrency limit has room but every thread here is busy:
                     # fetch again as soon as one frees (its jobs are never claimed ahead).
-                    with self._cond:
+                    with self._lock:
                         self._cond.wait_for(
                             lambda: self._free - self.ahead > 0 or self.stopping.is_set() or self.draining.is_set(),
                             timeout=IDLE_WAIT,
@@ -139,14 +139,14 @@ class Fetching(WorkerState):
                 if self.burst:
                     # Idle only if nothing was settled since the fetch started: a retry settled
                     # meanwhile puts its job back in a queue this round did not see it in.
-                    with self._cond:
+                    with self._lock:
                         idle = self._free == self.capacity and not self._leases and self._settles == settles
                         # The heartbeat's relay may have woken a flow parent since the fetch started.
                         idle = idle and self._relayed == relayed
                     if idle and next_due < 0 and self.engine.flow_outbox:
                         if self._relay(parts_now=True):
                             continue  # flow steps delivered to other slots: a parent may be waiting now
-                        with self._cond:
+                        with self._lock:
                             # A heartbeat pass that delivered while this round fetched has counted it by now.
                             idle = self._relayed == relayed
                     if idle and next_due < 0:
@@ -156,12 +156,12 @@ class Fetching(WorkerState):
                 timeout = IDLE_WAIT if next_due < 0 else min(IDLE_WAIT, next_due / 1000)
                 if self.burst:
                     timeout = min(timeout, 0.1)
-                with self._cond:
+                with self._lock:
                     self._fetcher_idle()  # while it waits, the completer settles what finishes
                 try:
                     woke, kept = self._idle_wait(timeout)
                 finally:
-                    with self._cond:
+                    with self._lock:
                         self._fetch_active = True
                 if kept is not None:
                     self._woke = woke  # the other fetcher thread goes on from here
@@ -186,7 +186,7 @@ class Fetching(WorkerState):
         shards = self._wake_shards()
         count = 0
         if len(shards) == 1 and not self.burst and self.engine.fetches_on_wake:
-            with self._cond:
+            with self._lock:
                 count = min(self._usable(), self._free - self.ahead)
             if self.max_jobs is not None:
                 count = min(count, self.max_jobs - self._claimed)
@@ -299,7 +299,7 @@ class Fetching(WorkerState):
         new run of the same id, whose lease the settle's reply must not drop (``_drop_lease``).
         Outcomes the settle could not write go back to the completer, which retries them.
         """
-        with self._cond:
+        with self._lock:
             if self._unstarted or not self._pending:
                 items = self._take_outcomes(queue)
             else:
@@ -317,12 +317,12 @@ class Fetching(WorkerState):
                 start_now=start_now,
             )
         except BaseException:
-            with self._cond:
+            with self._lock:
                 self._give_back(items)
             raise
         if isinstance(codes, Exception):
             logger.debug("Worker %s: settling with the fetch failed, the completer retries: %r", self.worker_id, codes)
-            with self._cond:
+            with self._lock:
                 self._give_back(items)
         else:
             faults.point("after_settle")

@@ -101,7 +101,7 @@ class Heartbeat(WorkerState):
 
     def _enforce_timeouts(self, now: float) -> None:
         expired: list[RunningJob] = []
-        with self._cond:
+        with self._lock:
             for job in self._leases.values():
                 if (
                     job.timeout and not job.decided and now - job.started > job.timeout
@@ -127,14 +127,14 @@ class Heartbeat(WorkerState):
     def _renew(self) -> bool:
         """Extend this worker's leases; return False when it holds none (no call made)."""
         by_queue: dict[str, list[tuple[str, str]]] = defaultdict(list)
-        with self._cond:
+        with self._lock:
             sent = dict(self._leases)  # the runs renewed: a reply is about them, not about a run claimed since
             for job in sent.values():
                 by_queue[job.queue].append((job.id, job.claimed.token))
         for queue, leases in by_queue.items():
             lost, cancel = self.engine.renew(queue, leases, lease_ms=self.lease_ms)
             faults.point("after_renew")
-            with self._cond:
+            with self._lock:
                 for job_id in lost:
                     # Another run owns the job now: stop renewing, drop this run's outcome. A run of
                     # this worker claimed since (a retry without delay) keeps its lease.
@@ -151,7 +151,7 @@ class Heartbeat(WorkerState):
         return bool(by_queue)
 
     def _beat(self) -> None:
-        with self._cond:
+        with self._lock:
             busy = min(self.threads, self.capacity - self._free)
         info = {
             "host": socket.gethostname(),

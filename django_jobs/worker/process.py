@@ -124,7 +124,7 @@ class WorkerProcess(Fetching, Settling, Heartbeat):
         self.stopping = threading.Event()  # no more fetching; the main thread shuts down
         self.fast = threading.Event()  # release running jobs now
         self.stopped = threading.Event()  # shutdown over: the heartbeat stops renewing
-        lock = threading.RLock()
+        lock = self._lock = threading.RLock()
         self._cond = threading.Condition(lock)
         self._settle_cond = threading.Condition(lock)
         self._role_cond = threading.Condition(lock)
@@ -238,7 +238,7 @@ class WorkerProcess(Fetching, Settling, Heartbeat):
     def request_stop(self) -> None:
         """Stop fetching and begin the shutdown (from any thread; not from a signal handler)."""
         self.stopping.set()
-        with self._cond:
+        with self._lock:
             self._cond.notify_all()
             self._role_cond.notify_all()
         self._pipe.wake()
@@ -272,7 +272,7 @@ class WorkerProcess(Fetching, Settling, Heartbeat):
         logger.log(level, "Worker %s recycling: %s; finishing its running jobs, then exiting", self.worker_id, why,
                    extra={"action": "worker_recycling", "worker": self.worker_id})
         self.draining.set()
-        with self._cond:
+        with self._lock:
             self._cond.notify_all()
         self.end_idle_wait()
         self._pipe.wake()
@@ -282,7 +282,7 @@ class WorkerProcess(Fetching, Settling, Heartbeat):
         if not self._fetch_lock.acquire(timeout=0.1):
             return False
         try:
-            with self._cond:
+            with self._lock:
                 return not self._leases
         finally:
             self._fetch_lock.release()
@@ -290,7 +290,7 @@ class WorkerProcess(Fetching, Settling, Heartbeat):
     def shutdown(self) -> None:
         """Finish or release running jobs, flush outcomes, and forget this worker."""
         self.stopping.set()
-        with self._cond:
+        with self._lock:
             self._cond.notify_all()
         deadline = self._deadline = time.monotonic() + self.grace
         # A claim in flight is dispatched before the running jobs are looked at. Bounded: a
@@ -308,7 +308,7 @@ class WorkerProcess(Fetching, Settling, Heartbeat):
         if waiting is not None:
             waiting.join(timeout=max(0.0, min(FETCHER_JOIN, deadline - time.monotonic())))
         while not self.fast.is_set():
-            with self._cond:
+            with self._lock:
                 running = sum(1 for job in self._leases.values() if not job.decided and job.id not in self._unstarted)
             left = deadline - time.monotonic()
             if not running or left <= 0:
@@ -316,13 +316,13 @@ class WorkerProcess(Fetching, Settling, Heartbeat):
             self._wait_main(min(0.1, left))
         # Everything still running is released: its late outcome is dropped locally and
         # refused by the fenced settle script anyway.
-        with self._cond:
+        with self._lock:
             undecided = [job for job in self._leases.values() if not job.decided]
             for job in undecided:
                 job.decided = True
         self._release(undecided)
         # Outcomes of finished jobs are written before the heartbeat stops renewing their leases.
-        with self._cond:
+        with self._lock:
             self._settle_stop = True
             self._settle_cond.notify()
         for thread in self._threads:
@@ -355,7 +355,7 @@ class WorkerProcess(Fetching, Settling, Heartbeat):
                 continue
             logger.info("Worker %s released %d unfinished job(s) of %r back to waiting", self.worker_id, count, queue,
                         extra={"action": "jobs_released", "queue": queue})
-        with self._cond:
+        with self._lock:
             for job in jobs:
                 self._drop_lease(job)
 
@@ -371,32 +371,42 @@ class WorkerProcess(Fetching, Settling, Heartbeat):
     # -- running claimed jobs ---------------------------------------------------------------
 
     def _dispatch(self, claimed: Claimed, *, keep: bool = False) -> tuple[RunningJob, Prepared] | None:
-        """Start running a claimed job; ``keep``: return a plain sync job for the calling thread to run instead."""
+        """Start running a claimed job; ``keep``: return a plain sync job for the calling thread to run instead.
+
+        A sync job (most) takes one lock round: its slot, its lease and its place among the
+        unstarted jobs, all before it is decoded (as when each had a round of its own); an async
+        job, or one that cannot run, takes a second to leave the unstarted.
+        """
         job = RunningJob(claimed)
-        with self._cond:
+        with self._lock:
             self._free -= 1
             self._claimed += 1
             self._leases[job.id] = job
+            self._unstarted.add(job.id)  # taken back below unless it waits for a job thread
         runtime.register(job)
+        prepared: Prepared | None
+        failure: Outcome | None
         try:
             prepared = Prepared(job, self.worker_id)
         except Exception as exc:  # noqa: BLE001 - a job that cannot even be decoded fails, the others run
-            self._job_done(job, executor.terminal_outcome(job, exc))
-            return None
-        job.prepared = prepared
-        if prepared.failure is None and prepared.task.isolated:
-            job.isolated = True  # sync or async, it runs in a child forked from a job thread
-        if prepared.failure is not None:
-            self._job_done(job, prepared.failure)
-        elif prepared.is_async and not job.isolated:
-            job.future = asyncio.run_coroutine_threadsafe(self._run_async(job, prepared), self._event_loop())
+            prepared, failure = None, executor.terminal_outcome(job, exc)
         else:
+            job.prepared = prepared
+            failure = prepared.failure
+            if failure is None and prepared.task.isolated:
+                job.isolated = True  # sync or async, it runs in a child forked from a job thread
+        if failure is None and prepared is not None and (job.isolated or not prepared.is_async):
             job.started = math.inf  # its timeout clock starts when a thread runs it
-            with self._cond:
-                self._unstarted.add(job.id)
             if keep and not job.isolated:
                 return job, prepared
             self._runnable.put((job, prepared))
+            return None
+        with self._lock:
+            self._unstarted.discard(job.id)
+            if failure is not None:
+                self._run_ended(job, failure)
+        if failure is None and prepared is not None:
+            job.future = asyncio.run_coroutine_threadsafe(self._run_async(job, prepared), self._event_loop())
         return None
 
     def _event_loop(self) -> asyncio.AbstractEventLoop:
@@ -422,7 +432,7 @@ class WorkerProcess(Fetching, Settling, Heartbeat):
         waits for a slot, or else as the job starts, before any code of the user's
         (``executor.run_sync``); not at all when the job never starts.
         """
-        with self._cond:
+        with self._lock:
             if on_start is not None and self._running >= self.threads:
                 on_start()  # never waits holding the fetcher's role
                 on_start = None
@@ -449,7 +459,7 @@ class WorkerProcess(Fetching, Settling, Heartbeat):
             ended = True
         finally:
             # One lock round for the end of a run: its thread, its slot and its outcome.
-            with self._cond:
+            with self._lock:
                 self._running -= 1
                 if ended:
                     self._run_ended(job, outcome)

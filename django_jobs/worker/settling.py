@@ -37,11 +37,11 @@ class Settling(WorkerState):
     """
 
     def _free_slot(self) -> None:
-        with self._cond:
+        with self._lock:
             self._run_ended(None, None)
 
     def _job_done(self, job: RunningJob, outcome: Outcome) -> None:
-        with self._cond:
+        with self._lock:
             self._run_ended(job, outcome)
 
     def _run_ended(self, job: RunningJob | None, outcome: Outcome | None) -> None:
@@ -78,7 +78,7 @@ class Settling(WorkerState):
 
     def _queue_outcome(self, job: RunningJob, outcome: Outcome) -> None:
         """Settle ``job``'s outcome soon (from any thread; its slot is freed by its own thread)."""
-        with self._cond:
+        with self._lock:
             self._add_outcome(job, outcome)
 
     def _take_outcomes(self, queue: str) -> list[tuple[RunningJob, Outcome]]:
@@ -106,7 +106,7 @@ class Settling(WorkerState):
 
     def _complete_loop(self) -> None:
         while True:
-            with self._cond:
+            with self._lock:
                 while True:
                     pending = self._pending
                     if pending:
@@ -163,7 +163,7 @@ class Settling(WorkerState):
 
     def _settled(self, items: list[tuple[RunningJob, Outcome]], codes: list[int]) -> None:
         """Forget the leases of settled runs (one settle call's ``codes``, one per item)."""
-        with self._cond:
+        with self._lock:
             for (job, _), code in zip(items, codes):
                 self._drop_lease(job)  # not the lease of a run claimed since (a retry without delay)
                 if code == ScriptCode.NOT_OWNER:
@@ -174,6 +174,6 @@ class Settling(WorkerState):
 
     def _forget(self, jobs: Any) -> None:
         """Stop renewing ``jobs``' leases (recovery hands them to another run)."""
-        with self._cond:
+        with self._lock:
             for job in jobs:
                 self._drop_lease(job)

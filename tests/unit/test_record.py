@@ -133,3 +133,23 @@ def test_the_record_is_frozen():
     with pytest.raises(AttributeError):
         view.state = "failed"  # type: ignore[misc]
     assert view.is_finished
+
+
+@pytest.mark.parametrize("text", [
+    '{"v":1,"n":"app.jobs.add","a":[1,2],"k":{"x":"\\u00e9\\n"},"o":{"to":1.5},"tc":{"traceparent":"00-1"}}',
+    '{"v":1,"n":"é"}', ' {"v":1,"n":"a"}', '{"v":1,"n":"a"} ', '{"v":1,"n":"a"}\n', '{"v":1,"n":"a"}x', '{"v":1,"n":"a"}{}',
+    '{"v":1,"n":', '{"v":1,"n":x}', "", " ", "null", "[1,2]", "NaN", '"text"', "1 2", '{"a":' * 50 + "1" + "}" * 50,
+])
+def test_the_payload_decoder_gives_what_json_loads_gives(text):
+    from django_jobs.engine.record import _loads
+
+    try:
+        expected: object = json.loads(text)
+    except ValueError as exc:
+        expected = repr(exc)
+    try:
+        got: object = _loads(text)
+    except ValueError as exc:
+        got = repr(exc)
+    assert repr(got) == repr(expected)  # NaN too
+    assert decode_payload(text) == decode_payload(text)  # and never raises
