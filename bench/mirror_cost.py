@@ -14,7 +14,10 @@ Per drain:
   (the mirror's catch-up: the whole bill of a job, not only what the drain paid);
 - ``cmds``: Redis commands per job (``INFO commandstats``, the commands scripts run included,
   the benchmark's own polling excluded), over the drain and the catch-up;
-- ``pss`` / ``rss``: the mirror process' memory (MB) once caught up (``/proc/PID/smaps_rollup``).
+- ``catchup``: seconds from the drain's end until the mirror wrote the last row;
+- ``pss`` / ``rss``: the mirror process' memory (MB) once caught up (``/proc/PID/smaps_rollup``);
+  with ``--smaps`` also its PSS by kind of mapping (``heap``: the C heap, ``anon``: Python's
+  arenas and other anonymous memory, ``file``).
 
 ``--commands``: also print, per variant, each command's calls per job (the last round's).
 """
@@ -165,6 +168,7 @@ def main() -> int:
                     total = n + p * 4
                     wait_for(lambda total=total: JobRecord.objects.filter(state="completed").count() >= total, 300,
                              "the mirror to catch up", 0.05)
+                    row["catchup"] = time.perf_counter() - t0 - elapsed  # seconds from the drain's end to the last row
                     time.sleep(0.3)  # its last acknowledgement
                     row["+mirror"] = (cpu_ticks(mirror_pid) - m0) / CLK_TCK / n * 1e6 - row["mirror"]
                     row["+redis"] = (redis_cpu_s(bench.r) - r0) / n * 1e6 - row["redis"]
@@ -183,7 +187,7 @@ def main() -> int:
     finally:
         bench.cleanup()
     print(f"\nmedians over {args.rounds} rounds ({n:,} jobs a drain):")
-    keys = ["rate", "workers", "redis", "mirror", "+redis", "+mirror", "cmds", "pss", "rss"] + ["heap", "anon", "file"] * args.smaps
+    keys = ["rate", "workers", "redis", "mirror", "+redis", "+mirror", "catchup", "cmds", "pss", "rss"] + ["heap", "anon", "file"] * args.smaps
     print(f"{'':16s}" + "".join(f"{key:>10s}" for key in keys))
     for name, rows in figures.items():
         print(f"{name:16s}" + "".join(f"{statistics.median(r[key] for r in rows):10,.1f}" if key in rows[0] else f"{'-':>10s}"
