@@ -27,6 +27,7 @@ from django_jobs.mirror.consumer import (
     RELEASE_AFTER,
     TRANSACTION_JOBS,
     WRITTEN_CACHE,
+    WRITTEN_KEPT,
     Mirror,
     commits_overlap,
     mirror_lag,
@@ -44,7 +45,7 @@ from django_jobs.mirror.rows import MAX_PARAMS, row_from_hash, upsert, version_o
 
 __all__ = [
     "CATCH_UP_FACTOR", "DEFER_FOR", "DEFER_MAX", "DELETED_EVENT", "FINAL_EVENTS", "IDLE_WAIT", "LINGER", "MAX_CPU_SHARE", "MAX_PARAMS",
-    "PRUNE_BATCH", "RELEASE_AFTER", "RESYNC_STATES", "STOP_SIGNALS", "TRANSACTION_JOBS", "WRITTEN_CACHE",
+    "PRUNE_BATCH", "RELEASE_AFTER", "RESYNC_STATES", "STOP_SIGNALS", "TRANSACTION_JOBS", "WRITTEN_CACHE", "WRITTEN_KEPT",
     "Mirror", "commits_overlap", "mirror_available", "mirror_lag", "mirror_once", "prune", "release_memory", "resync", "resync_queue",
     "row_from_hash", "run_mirror", "run_mirror_process", "upsert", "version_of",
 ]

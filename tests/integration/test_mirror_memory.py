@@ -80,10 +80,11 @@ def test_release_memory_is_a_no_op_without_malloc_trim(monkeypatch):
     assert mirror.release_memory() is False
 
 
-def test_the_run_loop_releases_memory_after_release_after_rows(engine, work, monkeypatch):
+def test_the_run_loop_releases_memory_and_forgets_old_versions_once_caught_up_after_a_burst(engine, work, monkeypatch):
     from tests.testapp.jobs import add
 
     monkeypatch.setattr(consumer, "RELEASE_AFTER", 5)
+    monkeypatch.setattr(consumer, "WRITTEN_KEPT", 3)
     monkeypatch.setattr(consumer, "release_memory", lambda: True)  # counted by loop.releases
     ids = [add.enqueue(i, i).id for i in range(20)]
     work()
@@ -101,6 +102,7 @@ def test_the_run_loop_releases_memory_after_release_after_rows(engine, work, mon
         thread.join(10)
     assert not thread.is_alive()
     assert loop._unreleased < 5  # what was counted since the last release
+    assert 0 < len(loop._written) <= 3  # caught up after a burst: only the newest versions written are kept
     assert mirrored_rows() == expected_rows(engine)
 
 
