@@ -14,7 +14,10 @@ Per drain:
   (the mirror's catch-up: the whole bill of a job, not only what the drain paid);
 - ``cmds``: Redis commands per job (``INFO commandstats``, the commands scripts run included,
   the benchmark's own polling excluded), over the drain and the catch-up;
-- ``pss`` / ``rss``: the mirror process' memory (MB) once caught up (``/proc/PID/smaps_rollup``).
+- ``catchup``: seconds from the drain's end until the mirror wrote the last row;
+- ``pss`` / ``rss``: the mirror process' memory (MB) once caught up (``/proc/PID/smaps_rollup``);
+  with ``--smaps`` also its PSS by kind of mapping (``heap``: the C heap, ``anon``: Python's
+  arenas and other anonymous memory, ``file``).
 
 ``--commands``: also print, per variant, each command's calls per job (the last round's).
 """
@@ -57,6 +60,21 @@ def smaps(pid: int) -> tuple[float, float]:
     return pss, rss
 
 
+def pss_by_kind(pid: int) -> dict[str, float]:
+    """The PSS (MB) of ``pid`` by kind of mapping: ``heap`` (the C heap), ``anon`` (other anonymous
+    memory: Python's arenas, large allocations), ``file`` (code, ``-shm`` and other mapped files)."""
+    kinds = {"heap": 0.0, "anon": 0.0, "file": 0.0}
+    kind = "anon"
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        head = line.split(None, 5)
+        if len(head) >= 5 and "-" in head[0] and not head[0].endswith(":"):
+            name = head[5] if len(head) > 5 else ""
+            kind = "heap" if name == "[heap]" else "file" if name.startswith("/") else "anon"
+        elif line.startswith("Pss:"):
+            kinds[kind] += int(line.split()[1]) / 1024
+    return kinds
+
+
 class CheckoutWorkers(Workers):
     """``runworkers`` run from another checkout (its directory first on the path)."""
 
@@ -80,6 +98,7 @@ def main() -> int:
     parser.add_argument("-n", "--jobs", type=int, default=20_000)
     parser.add_argument("--no-off", action="store_true", help="skip the --no-mirror drains")
     parser.add_argument("--commands", action="store_true", help="print each command's calls per job")
+    parser.add_argument("--smaps", action="store_true", help="also the mirror's PSS by kind of mapping (heap, anon, file)")
     args = parser.parse_args()
     here = Path(__file__).resolve().parent.parent
     roots: list[tuple[str, Path]] = [("this", here)]
@@ -149,10 +168,13 @@ def main() -> int:
                     total = n + p * 4
                     wait_for(lambda total=total: JobRecord.objects.filter(state="completed").count() >= total, 300,
                              "the mirror to catch up", 0.05)
+                    row["catchup"] = time.perf_counter() - t0 - elapsed  # seconds from the drain's end to the last row
                     time.sleep(0.3)  # its last acknowledgement
                     row["+mirror"] = (cpu_ticks(mirror_pid) - m0) / CLK_TCK / n * 1e6 - row["mirror"]
                     row["+redis"] = (redis_cpu_s(bench.r) - r0) / n * 1e6 - row["redis"]
                     row["pss"], row["rss"] = smaps(mirror_pid)
+                    if args.smaps:
+                        row.update(pss_by_kind(mirror_pid))
                 c1 = command_calls(bench.r)
                 per = {cmd: (c - c0.get(cmd, (0, 0))[0]) / n for cmd, (c, _) in c1.items() if cmd not in OWN}
                 usec = {cmd: (u - c0.get(cmd, (0, 0))[1]) / n for cmd, (_, u) in c1.items() if cmd not in OWN}
@@ -165,7 +187,7 @@ def main() -> int:
     finally:
         bench.cleanup()
     print(f"\nmedians over {args.rounds} rounds ({n:,} jobs a drain):")
-    keys = ["rate", "workers", "redis", "mirror", "+redis", "+mirror", "cmds", "pss", "rss"]
+    keys = ["rate", "workers", "redis", "mirror", "+redis", "+mirror", "catchup", "cmds", "pss", "rss"] + ["heap", "anon", "file"] * args.smaps
     print(f"{'':16s}" + "".join(f"{key:>10s}" for key in keys))
     for name, rows in figures.items():
         print(f"{name:16s}" + "".join(f"{statistics.median(r[key] for r in rows):10,.1f}" if key in rows[0] else f"{'-':>10s}"

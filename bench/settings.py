@@ -68,6 +68,9 @@ if os.environ.get("DJJ_BENCH_LEAN_JOB_HASH"):
 # DJJ_BENCH_MIRROR_LINGER=0.25: MIRROR["LINGER"] (docs/mirror.md), to compare waits after a caught-up read.
 if os.environ.get("DJJ_BENCH_MIRROR_LINGER"):
     DJANGO_JOBS["MIRROR"] = {"LINGER": float(os.environ["DJJ_BENCH_MIRROR_LINGER"])}
+# DJJ_BENCH_MIRROR_NICE=19: MIRROR["NICE"] (docs/mirror.md), to compare the mirror's priority.
+if os.environ.get("DJJ_BENCH_MIRROR_NICE"):
+    DJANGO_JOBS.setdefault("MIRROR", {})["NICE"] = int(os.environ["DJJ_BENCH_MIRROR_NICE"])
 if os.environ.get("DJJ_BENCH_QUEUES"):
     DJANGO_JOBS["QUEUES"] = {name: {} for name in os.environ["DJJ_BENCH_QUEUES"].split(",")}
 # DJJ_BENCH_ACTIVE_EVENTS=0: every queue with ACTIVE_EVENTS False (docs/configuration.md): no "active" events.

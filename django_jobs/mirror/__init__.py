@@ -24,11 +24,15 @@ from django_jobs.mirror.consumer import (
     IDLE_WAIT,
     LINGER,
     MAX_CPU_SHARE,
+    RELEASE_AFTER,
+    TRANSACTION_JOBS,
     WRITTEN_CACHE,
+    WRITTEN_KEPT,
     Mirror,
     commits_overlap,
     mirror_lag,
     mirror_once,
+    release_memory,
 )
 from django_jobs.mirror.maintenance import PRUNE_BATCH, RESYNC_STATES, prune, resync, resync_queue
 from django_jobs.mirror.process import (
@@ -41,7 +45,7 @@ from django_jobs.mirror.rows import MAX_PARAMS, row_from_hash, upsert, version_o
 
 __all__ = [
     "CATCH_UP_FACTOR", "DEFER_FOR", "DEFER_MAX", "DELETED_EVENT", "FINAL_EVENTS", "IDLE_WAIT", "LINGER", "MAX_CPU_SHARE", "MAX_PARAMS",
-    "PRUNE_BATCH", "RESYNC_STATES", "STOP_SIGNALS", "WRITTEN_CACHE",
-    "Mirror", "commits_overlap", "mirror_available", "mirror_lag", "mirror_once", "prune", "resync", "resync_queue", "row_from_hash",
-    "run_mirror", "run_mirror_process", "upsert", "version_of",
+    "PRUNE_BATCH", "RELEASE_AFTER", "RESYNC_STATES", "STOP_SIGNALS", "TRANSACTION_JOBS", "WRITTEN_CACHE", "WRITTEN_KEPT",
+    "Mirror", "commits_overlap", "mirror_available", "mirror_lag", "mirror_once", "prune", "release_memory", "resync", "resync_queue",
+    "row_from_hash", "run_mirror", "run_mirror_process", "upsert", "version_of",
 ]

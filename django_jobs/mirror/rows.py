@@ -27,6 +27,11 @@ logger = logging.getLogger("django_jobs.mirror")
 
 #: Bound parameters per INSERT statement (SQLite allows 32,766; PostgreSQL 65,535).
 MAX_PARAMS = 30_000
+#: At most this many rows per multi-row INSERT (SQLite), and only a power of two of them: the
+#: driver caches each distinct statement it prepared (128 of them), a 1,000-row statement takes
+#: ~4 MB of C heap, and a statement per batch size kept a mirror at ~100 MB after a burst (issue
+#: 17). Powers of two up to 256 are at most 9 statements (~2 MB), prepared once: half the CPU a row too.
+STATEMENT_ROWS = 256
 
 
 def version_of(entry_id: str) -> int:
@@ -185,14 +190,37 @@ def upsert(rows: Sequence[dict[str, Any]], *, using: str, arrays: Sequence[str] 
             cursor.execute(shape.sql_unnest, list(arrays) if arrays is not None else _arrays(shape, rows))
             return len(rows)
         params = list(zip(*_columns(shape, rows), strict=True))
-        per = max(1, MAX_PARAMS // len(shape.plan))
         # SQLite: the driver's own cursor (inside the caller's atomic block all the same).
         execute = conn.connection.execute if conn.vendor == "sqlite" else cursor.execute
         with conn.wrap_database_errors:  # the driver's errors as Django's (_upsert_safely catches those)
-            for start in range(0, len(params), per):
-                chunk = params[start : start + per]
-                execute(shape.sql_many(len(chunk)), [value for row in chunk for value in row])
+            start = 0
+            for count in statement_sizes(len(params), per_statement(len(shape.plan))):
+                chunk = params[start : start + count]
+                start += count
+                execute(shape.sql_many(count), [value for row in chunk for value in row])
     return len(rows)
+
+
+def per_statement(columns: int) -> int:
+    """The most rows one multi-row INSERT of ``columns`` columns holds: a power of two, at most
+    :data:`STATEMENT_ROWS` and :data:`MAX_PARAMS` parameters."""
+    most = max(1, min(STATEMENT_ROWS, MAX_PARAMS // max(1, columns)))
+    return 1 << (most.bit_length() - 1)
+
+
+def statement_sizes(rows: int, most: int) -> list[int]:
+    """Split ``rows`` into statements of powers of two rows, largest first, none above ``most`` (a power of two).
+
+    ``statement_sizes(1000, 256) == [256, 256, 256, 128, 64, 32, 8]``: whatever the batch, the
+    upserts use at most log2(``most``) + 1 distinct statements (see :data:`STATEMENT_ROWS`).
+    """
+    sizes = [most] * (rows // most)
+    rest = rows % most
+    while rest:
+        size = 1 << (rest.bit_length() - 1)
+        sizes.append(size)
+        rest -= size
+    return sizes
 
 
 def upsert_arrays(rows: Sequence[dict[str, Any]], *, using: str) -> list[str] | None:
@@ -249,6 +277,7 @@ class _Shape:
         self._head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
         self._tail = f" ON CONFLICT ({pk}) DO UPDATE SET {updates} WHERE {table}.{version} <= EXCLUDED.{version}"
         self._one = "(" + ", ".join(marks) + ")"
+        self._many: dict[int, str] = {}  #: sql_many's statements by row count (powers of two: a few)
         if conn.vendor == "sqlite":
             self._one = self._one.replace("%s", "?")
         #: PostgreSQL: ``INSERT ... SELECT ... FROM unnest(<one array per column>)``, JSON as text.
@@ -269,7 +298,10 @@ class _Shape:
         self.adapt_now: Callable[[datetime], Any] = self.plan[self.updated_at][2]
 
     def sql_many(self, count: int) -> str:
-        return self._head + ", ".join([self._one] * count) + self._tail
+        sql = self._many.get(count)
+        if sql is None:
+            sql = self._many[count] = self._head + ", ".join([self._one] * count) + self._tail
+        return sql
 
 
 _shapes: weakref.WeakKeyDictionary[Any, _Shape] = weakref.WeakKeyDictionary()
