@@ -4,13 +4,19 @@
 calls' cost), then for each round runs one process per checkout (A B, then B A, ...), each the
 calling script with ``--child`` and ``PYTHONPATH=ROOT`` (the checkout measured). A child prints
 one JSON object per measured call, per job: ``wall``, ``py`` (its CPU) and ``redis`` (Redis' CPU)
-in microseconds. The parent imports this module; a child must not (an older checkout has none).
+in microseconds. The parent imports this module as ``bench.ab``; a child imports only its two
+clocks, :func:`redis_cpu_s` and :func:`py_cpu_s`, as the top-level module ``ab``: a child puts
+the calling script's directory last on ``sys.path`` (after the checkout measured, the standard
+library and site-packages, so it shadows nothing), so that is this checkout's file whatever
+checkout ``PYTHONPATH`` names (an older one has no ``bench/ab.py``). This module imports only
+the standard library for that reason.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import socket
 import statistics
@@ -19,6 +25,19 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from typing import Any
+
+
+def redis_cpu_s(client: Any) -> float:
+    """Redis' CPU so far, seconds (``INFO cpu``: user + system), of ``client``'s server."""
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def py_cpu_s() -> float:
+    """This process' CPU so far, seconds (user + system)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 @dataclass

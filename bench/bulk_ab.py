@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import sys
 import time
@@ -25,26 +24,21 @@ def child(n: int, reps: int) -> None:
     import django
     import redis
 
+    # This checkout's bench/ab.py, whatever PYTHONPATH names (see __main__ below: this directory is last on sys.path).
+    from ab import py_cpu_s, redis_cpu_s
+
     django.setup()
     from bench.jobs import noop
 
     r = redis.Redis.from_url(os.environ["DJJ_BENCH_REDIS_URL"])
 
-    def redis_cpu() -> float:
-        info = r.info("cpu")
-        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
-
-    def py_cpu() -> float:
-        u = resource.getrusage(resource.RUSAGE_SELF)
-        return u.ru_utime + u.ru_stime
-
     calls = [()] * n
     noop.enqueue_many(calls)  # warm-up: scripts loaded, connection made
     for _ in range(reps):
         r.flushall()
-        c0, p0, w0 = redis_cpu(), py_cpu(), time.perf_counter()
+        c0, p0, w0 = redis_cpu_s(r), py_cpu_s(), time.perf_counter()
         results = noop.enqueue_many(calls)
-        w1, p1, c1 = time.perf_counter(), py_cpu(), redis_cpu()
+        w1, p1, c1 = time.perf_counter(), py_cpu_s(), redis_cpu_s(r)
         assert len(results) == n and results[-1].enqueued_at is not None
         print(json.dumps({"wall": (w1 - w0) / n * 1e6, "py": (p1 - p0) / n * 1e6, "redis": (c1 - c0) / n * 1e6}), flush=True)
     r.flushall()
@@ -74,7 +68,9 @@ def main() -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--child"]:
-        sys.path[0] = os.environ["PYTHONPATH"]  # the checkout measured, not this file's
+        # The checkout measured, not this file's; this file's directory last, for its bench/ab.py only.
+        sys.path[0:1] = [os.environ["PYTHONPATH"]]
+        sys.path.append(os.path.dirname(os.path.abspath(__file__)))
         child(int(sys.argv[2]), int(sys.argv[3]))
     else:
         main()

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import sys
 import time
@@ -28,6 +27,9 @@ def child(n: int, batch: int, reps: int) -> None:
     import django
     import redis
 
+    # This checkout's bench/ab.py, whatever PYTHONPATH names (see __main__ below: this directory is last on sys.path).
+    from ab import py_cpu_s, redis_cpu_s
+
     django.setup()
     from django_jobs.engine import get_engine
     from django_jobs.engine.queue import NewJob, Outcome
@@ -36,18 +38,10 @@ def child(n: int, batch: int, reps: int) -> None:
     r = redis.Redis.from_url(os.environ["DJJ_BENCH_REDIS_URL"])
     data = '{"v":1,"n":"bench.jobs.noop","a":[],"k":{}}'
 
-    def redis_cpu() -> float:
-        info = r.info("cpu")
-        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
-
-    def py_cpu() -> float:
-        u = resource.getrusage(resource.RUSAGE_SELF)
-        return u.ru_utime + u.ru_stime
-
     for rep in range(reps + 1):  # the first is a warm-up
         r.flushall()
         engine.enqueue_many("default", [NewJob(id=f"j{rep}-{i}", data=data) for i in range(n)], chunk=1000)
-        c0, p0, w0 = redis_cpu(), py_cpu(), time.perf_counter()
+        c0, p0, w0 = redis_cpu_s(r), py_cpu_s(), time.perf_counter()
         jobs = engine.fetch("default", batch, lease_ms=60_000, worker_id="bench:1:ab", start_now=batch).jobs
         done = 0
         while jobs:
@@ -58,7 +52,7 @@ def child(n: int, batch: int, reps: int) -> None:
             )
             assert codes == [1] * len(jobs), codes
             jobs = res.jobs
-        w1, p1, c1 = time.perf_counter(), py_cpu(), redis_cpu()
+        w1, p1, c1 = time.perf_counter(), py_cpu_s(), redis_cpu_s(r)
         assert done == n, done
         if rep:
             print(json.dumps({"wall": (w1 - w0) / n * 1e6, "py": (p1 - p0) / n * 1e6, "redis": (c1 - c0) / n * 1e6}), flush=True)
@@ -92,7 +86,9 @@ def main() -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--child"]:
-        sys.path[0] = os.environ["PYTHONPATH"]  # the checkout measured, not this file's
+        # The checkout measured, not this file's; this file's directory last, for its bench/ab.py only.
+        sys.path[0:1] = [os.environ["PYTHONPATH"]]
+        sys.path.append(os.path.dirname(os.path.abspath(__file__)))
         child(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
     else:
         main()
