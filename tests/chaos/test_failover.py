@@ -76,6 +76,12 @@ def failover_run(chaos, group, jobs_settings, *, enqueue_wait: dict | None) -> d
         producer = threading.Thread(target=produce, args=(stop, acked, ids, refused))
         producer.start()
         time.sleep(KILL_AFTER)
+        # On a slow or loaded machine (replicas slow to acknowledge ENQUEUE_WAIT's WAIT) the kill
+        # waits until more than ENOUGH enqueues are acknowledged, so every run kills a primary
+        # with work behind it (a fresh-clone run acknowledged 23 in all, two WAITs timed out).
+        patience = time.time() + 20
+        while len(acked) <= ENOUGH and time.time() < patience:
+            time.sleep(0.05)
         key = chaos.engine.keys("default").wait
         cluster = hasattr(group, "slot_owner")
         old = group.kill_primary(key) if cluster else group.kill_primary()
