@@ -310,13 +310,8 @@ class Transitions(ScriptRunner):
             k = self.keys(queue)
             head = self._enqueue_heads[queue] = ((k.wait, k.scheduled, k.meta, k.events, k.marker), k.job_prefix)
         keys, prefix = head
-        maxlen = self.maxlen
-        if self._lean:
-            args: tuple[Any, ...] = (
-                prefix, maxlen, job.id, job.data, job.priority, job.run_at_ms, job.delay_ms, job.correlation_id, job.parent_id, 1,
-            )
-        else:
-            args = (prefix, maxlen, job.id, job.data, job.priority, job.run_at_ms, job.delay_ms, job.correlation_id, job.parent_id)
+        # The job's arguments in the one order enqueue.lua and enqueue_guarded.lua read (_job_args).
+        args = (prefix, self.maxlen, *_job_args(job), *((1,) if self._lean else ()))
         code, enqueued_ms = self._run("enqueue", keys, args)
         return Enqueued(code, enqueued_ms)
 
