@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any, cast
 
 from django.db import transaction
@@ -22,9 +23,9 @@ from django_jobs.compat import (
 from django_jobs.conf import get_settings
 from django_jobs.correlation import get_correlation_id, process_correlation_id
 from django_jobs.engine import get_engine
-from django_jobs.engine.keys import new_job_id
+from django_jobs.engine.keys import new_job_id, new_job_ids
 from django_jobs.engine.protocol import EnqueueCode, JobState
-from django_jobs.engine.queue import Enqueued, NewJob, jobs_like
+from django_jobs.engine.queue import NewJob, NewJobs, jobs_like
 from django_jobs.engine.record import JobView, PayloadEncoder
 from django_jobs.exceptions import ConfigurationError, InvalidJob
 from django_jobs.limits import guard_for_call, has_guard, shard_key_for_call, shard_problem
@@ -106,6 +107,22 @@ class _Plan:
     encode: PayloadEncoder
     #: ``make(id, args, kwargs)`` of one job's result (:func:`~django_jobs.tasks.results_like`), once made.
     maker: Callable[[str, Sequence[Any], dict[str, Any]], JobResult] | None = None
+    #: ``(correlation id, parent id, make)`` of the last bulk enqueue (:meth:`bulk_maker`).
+    bulk: tuple[str, str, Callable[[str, Sequence[Any], dict[str, Any]], JobResult]] | None = None
+
+    def bulk_maker(self, task: JobTask, alias: str, cid: str, parent: str) -> Callable[[str, Sequence[Any], dict[str, Any]], JobResult]:
+        """Return ``make(id, args, kwargs)`` of the results of a bulk enqueue with correlation id ``cid`` and ``parent``.
+
+        Copies of one result that holds both (:func:`~django_jobs.tasks.results_like`), kept for
+        the next bulk enqueue with the same two: a task's bulk enqueues from one process or
+        request share them (:meth:`RedisBackend._enqueue_one` sets them on each result instead).
+        """
+        bulk = self.bulk
+        if bulk is not None and bulk[0] == cid and bulk[1] == parent:
+            return bulk[2]
+        make = results_like(_new_result(task, alias, self.queue, self.state, cid, parent, "", [], {}))
+        self.bulk = (cid, parent, make)
+        return make
 
 
 @dataclass(slots=True)  # not frozen: made for every enqueue, and a frozen one sets each field with object.__setattr__
@@ -155,21 +172,8 @@ class _Batch:
         return self.jobber
 
     def payloads(self, calls: Sequence[tuple[Sequence[Any], dict[str, Any]]]) -> list[str]:
-        """Return each call's payload; raise for the first that cannot be enqueued, before any is sent.
-
-        Raises:
-            TypeError: an argument is not JSON.
-            InvalidJob: a payload is over ``MAX_PAYLOAD_BYTES``.
-            UnicodeEncodeError: a payload is not UTF-8 (a lone surrogate), as Redis' protocol would refuse it.
-        """
-        name, limit, encode, dumps_call = self.name, self.limit, self.encode, serialization.dumps_call
-        out: list[str] = []
-        for args, kwargs in calls:
-            data = encode(*dumps_call(name, args, kwargs))
-            if not data.isascii() or len(data) > limit:  # (str.isascii() is free: CPython knows it)
-                _check_size(name, limit, data)
-            out.append(data)
-        return out
+        """Return each call's payload (:func:`_payloads`)."""
+        return _payloads(self.name, self.limit, self.encode, calls)
 
     def build(self, calls: Sequence[tuple[Sequence[Any], dict[str, Any]]], payloads: Sequence[str]) -> tuple[list[NewJob], list[JobResult]]:
         """Return the jobs and the results of ``calls``, with their payloads from :meth:`payloads` (nothing here fails).
@@ -192,6 +196,41 @@ class _Batch:
             add_job(make_job(this_id, data))
             add_result(make_result(this_id, args, kwargs))
         return news, results
+
+
+def _payloads(name: str, limit: int, encode: PayloadEncoder, calls: Sequence[tuple[Sequence[Any], dict[str, Any]]]) -> list[str]:
+    """Return the payload of each call of job ``name``; raise for the first that cannot be enqueued, before any is sent.
+
+    A call without arguments takes the one payload such calls share, checked once.
+
+    Raises:
+        TypeError: an argument is not JSON.
+        InvalidJob: a payload is over ``MAX_PAYLOAD_BYTES``.
+        UnicodeEncodeError: a payload is not UTF-8 (a lone surrogate), as Redis' protocol would refuse it.
+    """
+    dumps_call = serialization.dumps_call
+    bare: str | None = None  # the payload of a call without arguments, once made and checked
+    out: list[str] = []
+    add = out.append
+    for args, kwargs in calls:
+        if not args and not kwargs:
+            if bare is None:
+                bare = encode("[]", "{}")
+                if not bare.isascii() or len(bare) > limit:
+                    _check_size(name, limit, bare)
+            add(bare)
+            continue
+        data = encode(*dumps_call(name, args, kwargs))
+        if not data.isascii() or len(data) > limit:  # (str.isascii() is free: CPython knows it)
+            _check_size(name, limit, data)
+        add(data)
+    return out
+
+
+def _encoder(plan: _Plan, traced: bool) -> PayloadEncoder:
+    """Return the payload encoder of an enqueue of ``plan``'s task: the plan's, or one with the trace context."""
+    carried = tracing.carrier() if traced else None  # the W3C trace context, when OpenTelemetry traces (docs/observability.md)
+    return PayloadEncoder(plan.name, plan.opts, serialization.dumps(carried)) if carried else plan.encode
 
 
 def _check_size(name: str, limit: int, data: str) -> None:
@@ -395,13 +434,11 @@ class RedisBackend(BaseTaskBackend):
     def _batch(self, task: JobTask, job_id: str | None, *, traced: bool) -> _Batch:
         """Return what the jobs of one enqueue of ``task`` share, to make them with."""
         plan = self._plan(task)
-        carried = tracing.carrier() if traced else None  # the W3C trace context, when OpenTelemetry traces (docs/observability.md)
-        encode = PayloadEncoder(plan.name, plan.opts, serialization.dumps(carried)) if carried else plan.encode
         return _Batch(
             task=task, name=plan.name, alias=self.alias, queue=plan.queue, limit=plan.limit, shards=plan.shards,
             job_id=job_id, run_at_ms=plan.run_at_ms, delay_ms=plan.delay_ms,
             cid=get_correlation_id() or process_correlation_id(), parent=current_job_id(), priority=plan.priority,
-            state=plan.state, encode=encode,
+            state=plan.state, encode=_encoder(plan, traced),
         )
 
     def _enqueue_one(self, task: JobTask, args: Sequence[Any], kwargs: dict[str, Any]) -> JobResult:
@@ -459,47 +496,58 @@ class RedisBackend(BaseTaskBackend):
             codes = [engine.enqueue_one(queue, news[0])]
         else:
             codes = engine.enqueue_many(queue, news, chunk=BULK_CHUNK)
-        self._stamp(results, codes)
+        self._stamp(results, [code.enqueued_ms for code in codes])
         self._pushed(news, results)
 
-    def _push_streamed(self, task: JobTask, calls: Sequence[tuple[Sequence[Any], dict[str, Any]]], *, traced: bool) -> list[JobResult]:
-        """Enqueue the jobs of ``calls`` (more than one chunk) in chunks sent one after another without waiting.
+    def _enqueue_columns(
+        self, task: JobTask, plan: _Plan, calls: Sequence[tuple[Sequence[Any], dict[str, Any]]], *, traced: bool
+    ) -> list[JobResult]:
+        """Enqueue the jobs of ``calls`` (several, no guard, a queue not sharded): :meth:`enqueue_many`'s usual path.
 
         Every payload is made first, so a job that cannot be enqueued (not JSON, too large,
-        not UTF-8) raises before anything is written; the ids, jobs and results of chunk N+1
-        are then made while Redis writes chunk N (:meth:`~django_jobs.engine.transitions.Transitions.enqueue_stream`).
+        not UTF-8) raises before anything is written. Then per chunk of :data:`BULK_CHUNK`: the
+        ids (:func:`~django_jobs.engine.keys.new_job_ids`), the results (copies of one: the
+        plan's :meth:`_Plan.bulk_maker`) and the jobs as two columns
+        (:class:`~django_jobs.engine.queue.NewJobs`), made while Redis writes the chunk before
+        (:meth:`~django_jobs.engine.transitions.Transitions.enqueue_columns`). No object per
+        job but its result (and its id and payload).
         """
-        batch = self._batch(task, None, traced=traced)
-        payloads = batch.payloads(calls)
-        news: list[NewJob] = []
+        payloads = _payloads(plan.name, plan.limit, _encoder(plan, traced), calls)
+        cid, parent = get_correlation_id() or process_correlation_id(), current_job_id()
+        shared = NewJob("", "", plan.priority, plan.run_at_ms, plan.delay_ms, cid, parent)
+        make = plan.bulk_maker(task, self.alias, cid, parent)
         results: list[JobResult] = []
+        add = results.append
+        made: list[NewJobs] = []
 
-        def chunks() -> Iterator[list[NewJob]]:
+        def chunks() -> Iterator[NewJobs]:
             for start in range(0, len(calls), BULK_CHUNK):
-                part, part_results = batch.build(calls[start : start + BULK_CHUNK], payloads[start : start + BULK_CHUNK])
-                news.extend(part)
-                results.extend(part_results)
-                yield part
+                part = calls[start : start + BULK_CHUNK]
+                ids = new_job_ids(len(part))
+                for job_id, (args, kwargs) in zip(ids, part):
+                    add(make(job_id, args, kwargs))
+                jobs = NewJobs(ids, payloads[start : start + BULK_CHUNK], shared)
+                made.append(jobs)
+                yield jobs
 
-        codes = get_engine().enqueue_stream(task.queue_name, chunks())
-        self._stamp(results, codes)
-        self._pushed(news, results)
+        self._stamp(results, get_engine().enqueue_columns(plan.queue, chunks()))
+        self._pushed(chain.from_iterable(made), results)
         return results
 
-    def _pushed(self, news: list[NewJob], results: list[JobResult]) -> None:
+    def _pushed(self, news: Iterable[NewJob], results: list[JobResult]) -> None:
         """Called once the jobs ``news`` are enqueued and their ``results`` dated (nothing here; see testing.py)."""
 
-    def _stamp(self, results: Sequence[JobResult], codes: Sequence[Enqueued]) -> None:
-        """Date each result with the enqueue time Redis stored in its job (its code's), and send ``task_enqueued``."""
+    def _stamp(self, results: Sequence[JobResult], times: Sequence[int]) -> None:
+        """Date each result with the enqueue time (ms) Redis stored in its job, and send ``task_enqueued``."""
         # With no receiver that would do anything, no per-job dispatch (asked once per call).
         send = enqueued_signal_needed(type(self))
-        stamp: tuple[int, Any] = (-1, None)  # the jobs of one script call share their enqueue time: one datetime
+        last, when = -1, None  # the jobs of one script call share their enqueue time: one datetime
         set_enqueued_at = _SET_ENQUEUED_AT
-        for result, code in zip(results, codes, strict=True):
+        for result, ms in zip(results, times, strict=True):
             # The enqueue time Redis stored in the job (not this process' clock): get_result() reads the same.
-            if code.enqueued_ms != stamp[0]:
-                stamp = (code.enqueued_ms, ms_to_datetime(code.enqueued_ms))
-            set_enqueued_at(result, stamp[1])
+            if ms != last:
+                last, when = ms, ms_to_datetime(ms)
+            set_enqueued_at(result, when)
             if send:
                 task_enqueued.send(type(self), task_result=result)
 
@@ -568,9 +616,9 @@ class RedisBackend(BaseTaskBackend):
         bind_each(task, calls, where="item {} of enqueue_many()")
         with tracing.producer_span(task.module_path, task.queue_name, len(calls)):
             traced = tracing.tracer() is not None  # asked once per call, not per job
-            if len(calls) > BULK_CHUNK and not guard:
-                # Several script calls: Redis writes a chunk while the next one is made.
-                return self._push_streamed(task, calls, traced=traced)
+            if len(calls) > 1 and not guard and (plan := self._plan(task)).shards == 1:
+                # Columns, no object per job; several chunks: Redis writes one while the next is made.
+                return self._enqueue_columns(task, plan, calls, traced=traced)
             news, results = self._prepare_many(task, calls, traced=traced)
             self._push(news, results, guard)
             return results

@@ -322,7 +322,7 @@ class TestingBackend(RedisBackend):
             return _overrides[-1]
         return _Mode(self.mode, default_captured if self.mode == "capture" else None)
 
-    def _pushed(self, news: list[NewJob], results: list[JobResult]) -> None:
+    def _pushed(self, news: Iterable[NewJob], results: list[JobResult]) -> None:
         # Every enqueue ends here once its jobs are in Redis (a streamed enqueue_many too).
         mode = self.current()
         if mode.mode == "capture":

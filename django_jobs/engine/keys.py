@@ -298,3 +298,21 @@ def new_job_id() -> str:
     if cached[0] != ms:
         cached = _time_part = (ms, id_time_part(ms))
     return cached[1] + _random_chars()
+
+
+def new_job_ids(count: int) -> list[str]:
+    """Return ``count`` new job ids at once (a bulk enqueue's chunk): :func:`new_job_id`'s, made together.
+
+    One clock read for them all (they share the millisecond they were made in, as ids made in
+    one loop mostly do) and one ``os.urandom`` of ``12 * count`` bytes, each id a slice of it:
+    no per-id call, clock read or thread-local look-up (docs/performance.md, "Bulk enqueue,
+    Python per job"). The same form, alphabet and randomness as :func:`new_job_id`.
+    """
+    global _time_part
+    ms = time.time_ns() // 1_000_000
+    cached = _time_part
+    if cached[0] != ms:
+        cached = _time_part = (ms, id_time_part(ms))
+    head = cached[1]
+    chars = os.urandom(12 * count).translate(_RANDOM_CHARS).decode()
+    return [head + chars[start : start + 12] for start in range(0, 12 * count, 12)]

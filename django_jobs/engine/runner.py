@@ -17,6 +17,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import chain
 from typing import Any, cast
 
 import redis
@@ -347,7 +348,7 @@ class ScriptRunner:
         script = self._scripts[name]
         wait = self._enqueue_wait if name in ENQUEUE_SCRIPTS else None
         replies = self._with_retries(_send_stream, script, keys, _Replayable(calls), wait)
-        return [reply for chunk in replies for reply in chunk]
+        return list(chain.from_iterable(replies))
 
     def _own_connection(self) -> Any:
         """Return this thread's own connection (made on first use, and again after a fork)."""

@@ -36,6 +36,7 @@ from django_jobs.engine.transitions import (
     FlowJob,
     Guard,
     NewJob,
+    NewJobs,
     Outcome,
     Recovery,
 )
@@ -111,10 +112,11 @@ class Sharding(Relay, Reads, Control, Streams):
         parent = super().enqueue_many
         return self._per_shard(queue, jobs, _new_id, lambda shard, part: parent(shard, part, chunk=chunk))
 
-    def enqueue_stream(self, queue: str, chunks: Iterable[Sequence[NewJob]]) -> list[Enqueued]:
+    def enqueue_columns(self, queue: str, chunks: Iterable[NewJobs]) -> list[int]:
         if self.shard_count(queue) == 1:
-            return super().enqueue_stream(queue, chunks)
-        return self.enqueue_many(queue, [new for chunk in chunks for new in chunk])  # per shard, as enqueue_many
+            return super().enqueue_columns(queue, chunks)
+        # Per shard, as enqueue_many (each job made from its chunk's columns).
+        return [code.enqueued_ms for code in self.enqueue_many(queue, [new for chunk in chunks for new in chunk])]
 
     def enqueue_guarded(self, queue: str, jobs: Sequence[tuple[NewJob, Guard]]) -> list[tuple[Enqueued, str]]:
         return self._per_shard(queue, jobs, lambda pair: pair[0].id, super().enqueue_guarded)

@@ -8,7 +8,7 @@ returns its reply as plain values. Nothing here reads or writes Redis but throug
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any, Self
@@ -59,6 +59,27 @@ def jobs_like(template: NewJob) -> Callable[[str, str], NewJob]:
         return job
 
     return make
+
+
+@dataclass(frozen=True, slots=True)
+class NewJobs:
+    """Jobs about to be enqueued that differ only in their ids and payloads: a chunk of one ``enqueue_many()``.
+
+    Two columns and one :class:`NewJob` for what they share (``shared``: its ``id`` and ``data``
+    are not used), not a :class:`NewJob` per job: :meth:`Transitions.enqueue_columns` packs
+    the columns as they are (docs/performance.md, "Bulk enqueue, Python per job"). Iterating
+    makes each job (:func:`jobs_like`), for a reader that wants them one by one.
+    """
+
+    ids: list[str]
+    data: list[str]
+    shared: NewJob
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __iter__(self) -> Iterator[NewJob]:
+        return map(jobs_like(self.shared), self.ids, self.data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,6 +294,17 @@ def _pack_jobs(jobs: Sequence[NewJob], lean: bool = False) -> str:
     return _pack_encoder.encode(packed)
 
 
+def _pack_columns(jobs: NewJobs, lean: bool = False) -> str:
+    """Return ``jobs`` as enqueue.lua's ARGV[3]: :func:`_pack_jobs`' text, read from the columns as they are."""
+    shared = jobs.shared
+    packed: dict[str, Any] = {"i": jobs.ids, "d": jobs.data}
+    if lean:
+        packed["l"] = 1
+    packed["p"], packed["r"], packed["y"] = shared.priority, shared.run_at_ms, shared.delay_ms
+    packed["c"], packed["a"] = shared.correlation_id, shared.parent_id
+    return _pack_encoder.encode(packed)
+
+
 def _pack_outcomes(outcomes: Sequence[Outcome]) -> str:
     """Return ``outcomes`` as settle_and_fetch.lua's ARGV[7]: one flat JSON list, 6 values per outcome.
 
@@ -328,18 +360,22 @@ class Transitions(ScriptRunner):
             "enqueue", (k.wait, k.scheduled, k.meta, k.events, k.marker), (k.job_prefix, self.maxlen), packs, width=1, chunk=1
         ))
 
-    def enqueue_stream(self, queue: str, chunks: Iterable[Sequence[NewJob]]) -> list[Enqueued]:
-        """Add the jobs of ``chunks`` (each one script call) to ``queue``; the codes of every job, in order.
+    def enqueue_columns(self, queue: str, chunks: Iterable[NewJobs]) -> list[int]:
+        """Add the jobs of ``chunks`` (each one script call) to ``queue``; the enqueue time (ms) each job holds, in order.
 
         Each chunk is packed and sent as soon as ``chunks`` yields it, without waiting for the
         reply of the one before, so Redis writes a chunk while the caller makes the next
         (:meth:`~django_jobs.engine.runner.ScriptRunner._run_streamed`). ``chunks`` must not
-        fail once it yielded: what it yielded may be written.
+        fail once it yielded: what it yielded may be written. Each job's ``enqueued_ms`` as
+        :meth:`enqueue`'s :class:`Enqueued` has it, as a plain ``int`` (no object per job; the
+        codes are not returned: new ids are created, 1 or 2, and a replayed id's reply is the
+        time it holds either way).
         """
         k = self.keys(queue)
         head = (k.job_prefix, self.maxlen)
-        calls = ((*head, _pack_jobs(jobs, self._lean)) for jobs in chunks if jobs)
-        return _enqueued_pairs(self._run_streamed("enqueue", (k.wait, k.scheduled, k.meta, k.events, k.marker), calls))
+        calls = ((*head, _pack_columns(jobs, self._lean)) for jobs in chunks if jobs.ids)
+        replies = self._run_streamed("enqueue", (k.wait, k.scheduled, k.meta, k.events, k.marker), calls)
+        return [int(ms or 0) for ms in replies[1::2]]  # (a replay's is the hash's 'e', a string)
 
     def enqueue_guarded(self, queue: str, jobs: Sequence[tuple[NewJob, Guard]]) -> list[tuple[Enqueued, str]]:
         """Add jobs that carry a unique key and/or a limit key in one call; per job ``(code, job id)``.

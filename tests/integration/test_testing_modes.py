@@ -127,6 +127,17 @@ def test_capture_keeps_the_jobs_waiting_in_redis_until_run(engine):
     assert jobs.run_all() == 0  # nothing pending
 
 
+@pytest.mark.parametrize("count", [3, 1_203], ids=["one-call", "streamed"])
+def test_capture_records_every_job_of_a_bulk_enqueue_with_its_shared_options(engine, count):
+    with capture() as jobs:
+        results = add.using(delay=60, priority=3).enqueue_many([(n, 1) for n in range(count)])
+
+    assert [j.id for j in jobs] == [r.id for r in results]
+    assert [(j.args, j.kwargs, j.priority, j.delay, j.queue) for j in jobs] == [([n, 1], {}, 3, 60.0, "default") for n in range(count)]
+    assert all(j.result is r for j, r in zip(jobs, results, strict=True))
+    assert engine.counts("default")["scheduled"] == count
+
+
 def test_run_job_leaves_a_finished_job_alone_and_refuses_an_unknown_one(engine):
     with immediate():
         done = add.enqueue(1, 1)

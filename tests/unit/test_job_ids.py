@@ -11,6 +11,7 @@ from django_jobs.engine.keys import (
     id_time_part,
     job_shard,
     new_job_id,
+    new_job_ids,
     shard_job_id,
 )
 
@@ -73,3 +74,17 @@ def test_a_forked_child_draws_other_ids_and_knows_its_own_pid():
     every = parent + [i for ids, _, _ in children for i in ids]
     assert len(set(every)) == len(every) == 600
     assert all(cached == real for _, cached, real in children) and runtime.pid() not in {real for _, _, real in children}
+
+
+def test_ids_made_together_have_the_form_of_one_made_alone_and_share_their_millisecond():
+    before = id_time_part(time.time_ns() // 1_000_000)
+    ids = new_job_ids(1_000)
+    after = id_time_part(time.time_ns() // 1_000_000)
+    assert len(ids) == len(set(ids)) == 1_000
+    assert all(len(job_id) == JOB_ID_LENGTH and set(job_id) <= set(ID_ALPHABET) for job_id in ids)
+    # One clock read for them all: one time part, within the call, no earlier than an id made before.
+    assert len({job_id[:8] for job_id in ids}) == 1 and before <= ids[0][:8] <= after
+    assert new_job_ids(0) == [] and len(new_job_ids(1)) == 1
+    # The random parts are drawn anew (no id of a call is one of another's), and spread over the alphabet.
+    assert not set(ids) & set(new_job_ids(1_000))
+    assert len({c for job_id in ids for c in job_id[8:]}) == 62

@@ -83,3 +83,20 @@ def test_jobs_like_makes_jobs_equal_to_the_constructors():
     made = jobs_like(template)("j1", '{"n":1}')
     assert made == dataclasses.replace(template, id="j1", data='{"n":1}')
     assert type(made) is NewJob
+
+
+@pytest.mark.parametrize("lean", [False, True], ids=["full", "lean"])
+def test_jobs_as_columns_pack_as_the_same_jobs_one_by_one_and_iterate_as_them(lean):
+    import json
+
+    from django_jobs.engine.queue import NewJob, NewJobs
+    from django_jobs.engine.transitions import _pack_columns, _pack_jobs
+
+    shared = NewJob(id="", data="", priority=-3, run_at_ms=1_765_000_000_000, delay_ms=250, correlation_id="c\u00e9", parent_id="p1")
+    columns = NewJobs(["a1", "a2", "a3"], ['{"v":1,"n":"x"}', '{"v":1,"n":"x","a":["\u00e9"]}', '{"v":1,"n":"x"}'], shared)
+    each = list(columns)
+    assert len(columns) == 3 and all(type(job) is NewJob for job in each)
+    assert each == [dataclasses.replace(shared, id=i, data=d) for i, d in zip(columns.ids, columns.data, strict=True)]
+    # The text enqueue.lua decodes: the same as the jobs packed one by one (every shared column one value).
+    assert _pack_columns(columns, lean) == _pack_jobs(each, lean)
+    assert json.loads(_pack_columns(columns, lean))["i"] == ["a1", "a2", "a3"]
