@@ -74,6 +74,12 @@ def bind_each(task: Any, calls: Sequence[tuple[Sequence[Any], Mapping[str, Any]]
         InvalidArguments: the first call that does not fit.
     """
     names = _plain_names(task.func) if not task.takes_context else None
+    if names is None:
+        for number, (args, kwargs) in enumerate(calls):
+            bind_arguments(task, args, kwargs, where=where.format(number))
+        return
+    count = len(names)
     for number, (args, kwargs) in enumerate(calls):
-        if names is None or not _fits(names, args, kwargs):
+        # (positional arguments only, as many as the parameters: fits, with no call made)
+        if (kwargs or len(args) != count) and not _fits(names, args, kwargs):
             bind_arguments(task, args, kwargs, where=where.format(number))

@@ -63,3 +63,22 @@ def test_arguments_that_no_longer_fit_fail_the_job_and_the_others_run(func, args
     else:
         assert prepared.failure is not None
         assert "no longer fit" in prepared.failure.value
+
+
+def test_a_bulk_check_of_positional_calls_that_fit_calls_nothing_per_call(monkeypatch):
+    """arguments.bind_each: a call of as many positional arguments as the plain parameters fits
+    with no call per item; any other still goes through the full check and names its item."""
+    from django_jobs import arguments
+    from django_jobs.exceptions import InvalidArguments
+
+    def refuse(*args: Any, **kwargs: Any) -> bool:
+        raise AssertionError("a call per item")
+
+    monkeypatch.setattr(arguments, "_fits", refuse)
+    arguments.bind_each(jobs.add, [((n, 1), {}) for n in range(1000)], where="item {}")
+    monkeypatch.undo()
+    arguments.bind_each(jobs.add, [((1,), {"b": 2}), ((), {"a": 1, "b": 2})], where="item {}")
+    with pytest.raises(InvalidArguments, match=r"item 2\b"):
+        arguments.bind_each(jobs.add, [((1, 2), {}), ((3, 4), {}), ((5,), {})], where="item {}")
+    with pytest.raises(InvalidArguments, match=r"item 1\b"):
+        arguments.bind_each(jobs.add, [((1, 2), {}), ((3, 4), {"a": 5})], where="item {}")

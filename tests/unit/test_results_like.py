@@ -100,3 +100,72 @@ def test_jobs_as_columns_pack_as_the_same_jobs_one_by_one_and_iterate_as_them(le
     # The text enqueue.lua decodes: the same as the jobs packed one by one (every shared column one value).
     assert _pack_columns(columns, lean) == _pack_jobs(each, lean)
     assert json.loads(_pack_columns(columns, lean))["i"] == ["a1", "a2", "a3"]
+
+
+class _Level(int):
+    pass
+
+
+class _Name(str):
+    pass
+
+
+NORMALISED_AS_DJANGO = [
+    ((), {}),
+    ((1, "x", None, 2.5, True), {"b": False}),
+    (({"nested": [1, (2, 3)], "deeper": {"k": [[], {}, ()]}},), {}),
+    (([1, [2, [3, (4,)]]],), {"opts": {1: "int key", False: "bool key", None: 0, 2.5: "float key"}}),
+    ([{"a": ({"b": [None]},)}], {"kw": [{"c": (1.5, "é")}]}),
+]
+LEFT_TO_DJANGO = [
+    ((_Level(3),), {}),  # a subclass: kept as itself by normalize_json
+    (({"k": _Name("v")},), {}),
+    ((b"bytes",), {}),  # decoded by normalize_json
+    (([1, {2, 3}],), {}),  # a set: refused by normalize_json
+    ((), {"k": {(1, 2): "tuple key"}}),
+    (((i for i in range(2)),), {}),
+]
+
+
+def _typed(value):
+    """``value`` with the exact type of every part spelled out (== alone takes 1 == True == 1.0)."""
+    if isinstance(value, dict):
+        return ("dict", type(value).__name__, [(_typed(k), _typed(v)) for k, v in value.items()])
+    if isinstance(value, (list, tuple)):
+        return (type(value).__name__, [_typed(v) for v in value])
+    return (type(value).__name__, value)
+
+
+@pytest.mark.skipif(not tasks_module._NORMALIZES, reason="Django 5.2's backport: results are constructed")
+@pytest.mark.parametrize(("args", "kwargs"), NORMALISED_AS_DJANGO)
+def test_arguments_of_exact_json_types_are_normalised_as_django_does_without_the_constructor(monkeypatch, args, kwargs):
+    from django.utils.json import normalize_json
+
+    normal = tasks_module._normalized(args, kwargs)
+    assert normal is not None
+    assert _typed(normal[0]) == _typed(normalize_json(args)) and _typed(normal[1]) == _typed(normalize_json(kwargs))
+    built = construct("j1", args, kwargs)
+    make = results_like(construct("", [], {}))
+    monkeypatch.setattr(tasks_module, "replace", lambda *a, **k: pytest.fail("the constructor was called"))
+    made = make("j1", args, kwargs)
+    assert made == built and _typed(made.args) == _typed(built.args) and _typed(made.kwargs) == _typed(built.kwargs)
+    # Copies: nothing of the caller's arguments is shared with the result.
+    assert made.args is not args and all(a is not b for a, b in zip(made.args, args) if type(b) in (list, tuple, dict))
+
+
+@pytest.mark.skipif(not tasks_module._NORMALIZES, reason="Django 5.2's backport: results are constructed")
+@pytest.mark.parametrize(("args", "kwargs"), LEFT_TO_DJANGO)
+def test_arguments_of_other_types_are_left_to_djangos_normalisation(args, kwargs):
+    from django.utils.json import normalize_json
+
+    assert tasks_module._normalized(args, kwargs) is None
+    try:
+        want = (normalize_json(args), normalize_json(kwargs))
+    except (TypeError, ValueError) as exc:
+        with pytest.raises(type(exc)):
+            construct("j1", args, kwargs)
+        with pytest.raises(type(exc)):
+            results_like(construct("", [], {}))("j1", args, kwargs)
+        return
+    made = results_like(construct("", [], {}))("j1", args, kwargs)
+    assert _typed((made.args, made.kwargs)) == _typed(want)
