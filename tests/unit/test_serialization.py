@@ -89,3 +89,42 @@ def test_dumps_writes_what_the_encoder_writes_its_short_cuts_included(value):
 def test_dumps_refuses_what_is_not_json(value):
     with pytest.raises((TypeError, ValueError)):
         serialization.dumps(value)
+
+
+SAME_TEXT = [
+    [1, "é", None, 2.5, True, {"a": [1, {"b": 'x"\\\n\u2028'}]}],
+    "plain", 1.5, -0.0, {}, [], (1, (2,)), {1: "int key", 2.5: "float key", None: 1, False: 2},
+]
+
+
+@pytest.mark.parametrize("value", SAME_TEXT)
+def test_dumps_writes_what_the_encoder_writes_without_its_set_up_per_call(monkeypatch, value):
+    want = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode(value)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("an encoder made for this call")
+
+    # JSONEncoder.encode makes a C encoder on every call; dumps uses the one made at import.
+    monkeypatch.setattr(json.encoder, "c_make_encoder", refuse)
+    assert serialization.dumps(value) == want
+
+
+@pytest.mark.parametrize("bad", [[float("nan")], {"a": float("inf")}, [object()], {(1, 2): 1}, b"x", {"k": {1, 2}}])
+def test_dumps_refuses_what_the_encoder_refuses_with_its_error(bad):
+    with pytest.raises((TypeError, ValueError)) as ours:
+        serialization.dumps(bad)
+    with pytest.raises((TypeError, ValueError)) as theirs:
+        serialization._encoder.encode(bad)
+    assert (type(ours.value), str(ours.value)) == (type(theirs.value), str(theirs.value))
+
+
+def test_a_cycle_is_still_named_a_circular_reference_at_the_call():
+    looped: list[object] = []
+    looped.append(looped)
+    nested: dict[str, object] = {}
+    nested["x"] = [nested]
+    for value in (looped, nested):
+        with pytest.raises(ValueError, match="Circular reference detected"):
+            serialization.dumps(value)
+    with pytest.raises(TypeError, match="positional argument 1 of job 'app.x' is not JSON serializable"):
+        serialization.dumps_call("app.x", [1, looped], {})
