@@ -448,7 +448,12 @@ class Mirror:
                     final[job_id] = (entry_id, event)
         named = list(jobs)  # what this batch resolves: deferred jobs among them release their entries
         recorded: list[tuple[str, str]] = []
-        self._skip_stored(jobs, final, recorded, [job_id for job_id in jobs if firsts[job_id] not in CREATED_EVENTS])
+        # Not asked either: the jobs this mirror deferred. Their row was not written when their
+        # hash said waiting, so a stored row as new as their next events is rare (another
+        # writer's): it would only be written again, version-checked. In a saturated drain
+        # that follows a burst, nearly every job of a batch was deferred: a query a batch saved.
+        self._skip_stored(jobs, final, recorded,
+                          [job_id for job_id in jobs if firsts[job_id] not in CREATED_EVENTS and job_id not in deferred])
         ids = list(jobs)
         lean = 0
         behind = queue in self._full and not force

@@ -99,3 +99,32 @@ def test_the_upsert_adapts_each_distinct_datetime_once():
     assert [c for i, c in enumerate(columns) if i != updated] == [c for i, c in enumerate(expected) if i != updated]
     for i, adapt in original:
         assert list(columns[i]) == [None if row[shape.plan[i][0]] is None else adapt(row[shape.plan[i][0]]) for row in rows]
+
+
+def test_jobs_the_mirror_deferred_are_not_asked_of_the_database_when_their_next_events_come(engine, work, monkeypatch):
+    from django_jobs import mirror
+    from django_jobs.mirror import consumer
+    from django_jobs.models import JobRecord
+    from tests.integration.test_mirror import behind_mirror, expected_rows, mirrored_rows, pending
+    from tests.testapp.jobs import add
+
+    asked: list[str] = []
+    stored_versions = consumer.stored_versions
+
+    def noting(job_ids, **kwargs):
+        asked.extend(job_ids)
+        return stored_versions(job_ids, **kwargs)
+
+    monkeypatch.setattr(consumer, "stored_versions", noting)
+    ids = [add.enqueue(i, i).id for i in range(10)]
+    loop = behind_mirror()
+    assert isinstance(loop, mirror.Mirror) and loop.step() == 0  # 2 waiting jobs deferred
+    deferred = set(loop._deferred["default"])
+    assert len(deferred) == 2 and not JobRecord.objects.exists()
+    work()
+    while True:
+        loop.step()
+        if not loop._read:
+            break
+    assert not deferred & set(asked)  # their next events: no query for a row the mirror did not write
+    assert mirrored_rows() == expected_rows(engine) and set(mirrored_rows()) == set(ids) and pending(engine) == 0
