@@ -491,7 +491,8 @@ class Mirror:
                 keep = [i for i in range(len(ids)) if ids[i] not in later]
                 ids, hashes = [ids[i] for i in keep], [hashes[i] for i in keep]
                 named = [job_id for job_id in named if job_id not in later]
-        rows = [row_from_hash(base_queue(queue), job_id, data, version, texts=True) for job_id, data in zip(ids, hashes) if data]
+        base = base_queue(queue)
+        rows = [row_from_hash(base, job_id, data, version, texts=True) for job_id, data in zip(ids, hashes) if data]
         gone = {job_id: final[job_id] for job_id, data in zip(ids, hashes) if not data and job_id in final}
         # Deleted through the engine (the admin's delete): the row goes too.
         dropped = [job_id for job_id, (_entry, event) in gone.items() if event == DELETED_EVENT]
