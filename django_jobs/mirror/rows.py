@@ -407,7 +407,18 @@ def _column_literal(kind: str, values: Sequence[Any]) -> str:
             return "{" + ",".join(["NULL" if v is None else '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
                                    for v in values]) + "}"
         if kind == "datetime":
-            return "{" + ",".join(["NULL" if v is None else '"' + v.isoformat() + '"' for v in values]) + "}"
+            # Each distinct time written once (a batch's rows share most of them, _moment).
+            texts: dict[Any, str] = {}
+            out = []
+            for v in values:
+                if v is None:
+                    out.append("NULL")
+                    continue
+                text = texts.get(v)
+                if text is None:
+                    text = texts[v] = '"' + v.isoformat() + '"'
+                out.append(text)
+            return "{" + ",".join(out) + "}"
         if kind == "number" and all(type(v) is int or v is None for v in values):
             return "{" + ",".join(["NULL" if v is None else str(v) for v in values]) + "}"
     except AttributeError:  # not a str / not a datetime

@@ -128,3 +128,21 @@ def test_jobs_the_mirror_deferred_are_not_asked_of_the_database_when_their_next_
             break
     assert not deferred & set(asked)  # their next events: no query for a row the mirror did not write
     assert mirrored_rows() == expected_rows(engine) and set(mirrored_rows()) == set(ids) and pending(engine) == 0
+
+
+def test_postgresql_array_literals_write_each_distinct_datetime_once():
+    from datetime import UTC, datetime
+
+    made: list[datetime] = []
+
+    class Counted(datetime):
+        def isoformat(self, *args, **kwargs):  # type: ignore[override]
+            made.append(self)
+            return super().isoformat(*args, **kwargs)
+
+    a, b = Counted(2026, 12, 8, 1, 2, 3, 4000, tzinfo=UTC), Counted(2026, 12, 8, 1, 2, 4, tzinfo=UTC)
+    literal = mirror_rows._column_literal("datetime", [a, b, None, a, a, b])
+    assert literal == ('{"2026-12-08T01:02:03.004000+00:00","2026-12-08T01:02:04+00:00",NULL,'
+                       '"2026-12-08T01:02:03.004000+00:00","2026-12-08T01:02:03.004000+00:00","2026-12-08T01:02:04+00:00"}')
+    assert len(made) == 2
+    assert mirror_rows._column_literal("datetime", [a, None]) == mirror_rows._array_literal([a, None])
