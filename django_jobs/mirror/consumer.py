@@ -27,6 +27,7 @@ from django_jobs.mirror.rows import (
     _model,
     _upsert_safely,
     _write_gone,
+    forget_memos,
     row_from_hash,
     stored_versions,
     upsert_arrays,
@@ -769,6 +770,7 @@ class Mirror:
         self._written = OrderedDict((job_id.encode().decode(), version) for job_id, version in kept)
         self._deferred = {queue: dict(jobs) for queue, jobs in self._deferred.items()}
         self._defer_counts = {queue: dict(counts) for queue, counts in self._defer_counts.items()}
+        forget_memos()  # the burst's times and payloads (rows.MEMO_MAX entries each at most)
 
     def _run(self, should_stop: Callable[[], bool]) -> None:
         errors = 0

@@ -163,6 +163,12 @@ def _moment(raw: str | None) -> datetime | None:
     return when
 
 
+def forget_memos() -> None:
+    """Empty the memos of :func:`_moment` and :func:`_payload_memo` (the mirror, once caught up after a burst)."""
+    _moments.clear()
+    _payloads.clear()
+
+
 def _payload_memo(raw: str | None) -> tuple[str, list[Any], dict[str, Any], bool]:
     """A payload's (name, args, kwargs, did not decode) for the mirror's rows, memoized by its text when short.
 

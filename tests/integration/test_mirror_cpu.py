@@ -146,3 +146,12 @@ def test_postgresql_array_literals_write_each_distinct_datetime_once():
                        '"2026-12-08T01:02:03.004000+00:00","2026-12-08T01:02:03.004000+00:00","2026-12-08T01:02:04+00:00"}')
     assert len(made) == 2
     assert mirror_rows._column_literal("datetime", [a, None]) == mirror_rows._array_literal([a, None])
+
+
+def test_the_memos_are_emptied_once_the_mirror_caught_up_after_a_burst():
+    from django_jobs import mirror
+
+    row_from_hash("default", "job", job_hash(0), 7, texts=True)
+    assert mirror_rows._moments and mirror_rows._payloads
+    mirror.Mirror(["default"])._compact()  # what the run loop calls once caught up after a burst
+    assert not mirror_rows._moments and not mirror_rows._payloads
