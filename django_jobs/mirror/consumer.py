@@ -27,6 +27,7 @@ from django_jobs.mirror.rows import (
     _model,
     _upsert_safely,
     _write_gone,
+    forget_memos,
     row_from_hash,
     stored_versions,
     upsert_arrays,
@@ -448,7 +449,12 @@ class Mirror:
                     final[job_id] = (entry_id, event)
         named = list(jobs)  # what this batch resolves: deferred jobs among them release their entries
         recorded: list[tuple[str, str]] = []
-        self._skip_stored(jobs, final, recorded, [job_id for job_id in jobs if firsts[job_id] not in CREATED_EVENTS])
+        # Not asked either: the jobs this mirror deferred. Their row was not written when their
+        # hash said waiting, so a stored row as new as their next events is rare (another
+        # writer's): it would only be written again, version-checked. In a saturated drain
+        # that follows a burst, nearly every job of a batch was deferred: a query a batch saved.
+        self._skip_stored(jobs, final, recorded,
+                          [job_id for job_id in jobs if firsts[job_id] not in CREATED_EVENTS and job_id not in deferred])
         ids = list(jobs)
         lean = 0
         behind = queue in self._full and not force
@@ -486,7 +492,8 @@ class Mirror:
                 keep = [i for i in range(len(ids)) if ids[i] not in later]
                 ids, hashes = [ids[i] for i in keep], [hashes[i] for i in keep]
                 named = [job_id for job_id in named if job_id not in later]
-        rows = [row_from_hash(base_queue(queue), job_id, data, version, texts=True) for job_id, data in zip(ids, hashes) if data]
+        base = base_queue(queue)
+        rows = [row_from_hash(base, job_id, data, version, texts=True) for job_id, data in zip(ids, hashes) if data]
         gone = {job_id: final[job_id] for job_id, data in zip(ids, hashes) if not data and job_id in final}
         # Deleted through the engine (the admin's delete): the row goes too.
         dropped = [job_id for job_id, (_entry, event) in gone.items() if event == DELETED_EVENT]
@@ -763,6 +770,7 @@ class Mirror:
         self._written = OrderedDict((job_id.encode().decode(), version) for job_id, version in kept)
         self._deferred = {queue: dict(jobs) for queue, jobs in self._deferred.items()}
         self._defer_counts = {queue: dict(counts) for queue, counts in self._defer_counts.items()}
+        forget_memos()  # the burst's times and payloads (rows.MEMO_MAX entries each at most)
 
     def _run(self, should_stop: Callable[[], bool]) -> None:
         errors = 0
