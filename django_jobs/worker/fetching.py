@@ -276,17 +276,18 @@ class Fetching(WorkerState):
         (:meth:`_claim_now`) is fetched by a job thread whose run ended, when no fetch is in
         flight (the fetch lock, taken without waiting). Not while the fetcher thread waits idle
         on the markers (``_fetch_active`` off), nor while stopping or recycling; nor with
-        ``max_jobs`` (the fetcher counts them).
+        ``max_jobs`` (the fetcher counts them) or one job thread (``_can_lead``: its fetches would
+        no longer overlap its runs).
         """
         return (
-            self._lead_ok and self._avg_run < SHORT_JOB and self.max_jobs is None and self._fetch_active
+            self._lead_ok and self._avg_run < SHORT_JOB and self._can_lead and self._fetch_active
             and self._claim_now() and not self.stopping.is_set() and not self.draining.is_set()
             and self._fetch_lock.acquire(blocking=False)
         )
 
     def _pulling(self) -> bool:
         """Do job threads fetch for themselves now (:meth:`_may_lead`, short of the claim)? The caller holds ``_lock``."""
-        return self._lead_ok and self._avg_run < SHORT_JOB and self.max_jobs is None and self._fetch_active
+        return self._lead_ok and self._avg_run < SHORT_JOB and self._can_lead and self._fetch_active
 
     def _lead(self) -> int:
         """Fetch on a job thread that holds the fetch lock (:meth:`_may_lead`); return how many jobs it claimed.

@@ -154,6 +154,9 @@ class WorkerProcess(Fetching, Settling, Heartbeat):
         self._lead_ok = False  # the last fetch found work: job threads may fetch (lead) while jobs are short
         self._jobs_stop = False  # shutdown over: job threads end once no claimed job is left
         self._fetcher_due = False  # while job threads lead: the fetcher thread fetches the claim due (_wake_waiters)
+        # Job threads may fetch (lead): not with max_jobs (the fetcher counts the claims), nor with
+        # one job thread (a fetch of its own would no longer overlap a run, as the fetcher's does).
+        self._can_lead = max_jobs is None and threads > 1
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
         self._rotation = 0

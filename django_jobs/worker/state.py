@@ -76,6 +76,7 @@ class WorkerState:
     _lead_ok: bool
     _jobs_stop: bool  # shutdown over: job threads end once ``_ready`` is empty
     _fetcher_due: bool  # while job threads lead: a claim is due that none of them takes (the fetcher does)
+    _can_lead: bool  # job threads may fetch at all (more than one, no ``max_jobs``)
     _loop: asyncio.AbstractEventLoop | None
     _ppid: int
     _deadline: float | None

@@ -148,6 +148,19 @@ def test_while_job_threads_lead_the_fetcher_thread_is_not_woken(engine, monkeypa
     assert sum(by_job_threads) > 500, calls
 
 
+@pytest.mark.parametrize("kwargs", [{"threads": 1}, {"threads": 2, "max_jobs": 1000}], ids=["one-thread", "max-jobs"])
+def test_a_lone_job_thread_or_a_recycling_worker_leaves_the_fetching_to_the_fetcher(engine, monkeypatch, kwargs):
+    from django_jobs.worker.process import WorkerProcess
+
+    calls = _fetch_threads(engine, monkeypatch)
+    thread_name.enqueue_many([(n,) for n in range(100)])
+    worker = WorkerProcess(queues=["default"], grace=1.0, burst=True, engine=engine, **kwargs)
+    worker._avg_run = 0.0
+    worker.run()
+    assert worker.processed == 100
+    assert calls and {name for name, _ in calls} == {"djj-fetcher"}
+
+
 def test_shutdown_releases_what_a_job_threads_fetch_claimed_while_stopping(leading, engine, monkeypatch):
     worker = leading
     _ran.clear()
