@@ -463,6 +463,8 @@ class WorkerProcess(Fetching, Settling, Heartbeat):
                     self._running -= 1
                     if ended:
                         self._run_ended(job, outcome, wake=False)
+                    if self._run_waiting:
+                        self._cond.notify_all()  # a running slot is free, whether or not this thread leads
                     job = None
                 if led >= 0:
                     freed = freed or not self._lead_ok  # a fetch that found no work: the fetcher takes over
