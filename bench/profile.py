@@ -507,7 +507,8 @@ def profile_drain(bench: Bench, n: int, top: int, svg: str | None, rate: int) ->
 def _thread_kind(names: list[str]) -> str:
     joined = " ".join(names)
     for marker, kind in (("_fetch_loop", "fetcher"), ("_complete_loop", "completer"), ("_heartbeat_loop", "heartbeat"),
-                         ("_run_sync", "job threads"), ("run_forever", "asyncio"), ("_worker (", "job threads (pool idle)")):
+                         ("_job_thread", "job threads"), ("_run_sync", "fetcher threads (kept job)"), ("run_forever", "asyncio"),
+                         ("_worker (", "job threads (pool idle)")):
         if marker in joined:
             return kind
     return "other (main thread, startup)"

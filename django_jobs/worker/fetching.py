@@ -1,4 +1,4 @@
-"""Fetching: the fetcher thread claims up to the free slots per call and blocks when idle."""
+"""Fetching: claims up to the free slots per call; the fetcher thread blocks when idle, job threads lead when busy."""
 
 from __future__ import annotations
 
@@ -103,10 +103,18 @@ class Fetching(WorkerState):
         while not self.stopping.is_set() and not self.draining.is_set():
             if woke is None:
                 with self._lock:
-                    while not self._claim_now() and not self.stopping.is_set() and not self.draining.is_set():
-                        self._cond.wait(1.0)
+                    # While job threads fetch for themselves (_pulling) the claims are theirs: this thread
+                    # fetches when one is due and none of them can (``_fetcher_due``, _wake_waiters), or
+                    # after a second without a wake-up (it looks for itself).
+                    while not self.stopping.is_set() and not self.draining.is_set():
+                        if self._claim_now() and (self._fetcher_due or not self._pulling()):
+                            break
+                        if not self._cond.wait(1.0):
+                            self._fetcher_due = True
+                    self._fetcher_due = False
                     free = self._usable()
                     threads = self._free - self.ahead  # jobs it can start at once (no claim-ahead)
+                    claimed_at = self._claimed  # a job thread may fetch before this thread does
                 if self.stopping.is_set() or self.draining.is_set():
                     break
                 if self.max_jobs is not None:
@@ -121,8 +129,9 @@ class Fetching(WorkerState):
                 else:
                     with self._lock:
                         settles, relayed = self._settles, self._relayed
-                    got, next_due = self._fetch_round(free, threads)
+                    got, next_due = self._fetch_round(free, threads, claimed_at=claimed_at)
                     more = got > 0
+                self._lead_ok = more and not self._thread_bound  # job threads fetch (lead) while the queue is busy
                 self._outage.ok()
                 backoff = BACKOFF_MIN
                 if more:
@@ -186,7 +195,9 @@ class Fetching(WorkerState):
         shards = self._wake_shards()
         count = 0
         if len(shards) == 1 and not self.burst and self.engine.fetches_on_wake:
-            with self._lock:
+            # No job thread starts a fetch while this one waits idle (``_fetch_active`` is off): one
+            # in flight ends first, so the count is what is free once it has dispatched.
+            with self._fetch_lock, self._lock:
                 count = min(self._usable(), self._free - self.ahead)
             if self.max_jobs is not None:
                 count = min(count, self.max_jobs - self._claimed)
@@ -205,6 +216,7 @@ class Fetching(WorkerState):
                 self._blocked_id = None
             self._thread_bound = False
             kept = None
+            queued = 0
             with self._fetch_lock:
                 if self.stopping.is_set() or self.draining.is_set():
                     # Woken (or unblocked) while stopping: hand the claims back at once.
@@ -217,8 +229,11 @@ class Fetching(WorkerState):
                     # Keep one only while the other fetcher thread waits for the role (it fetches meanwhile).
                     keep = kept is None and self._role_waiting > 0
                     took = self._dispatch(claimed, keep=keep)
-                    if keep:
+                    if isinstance(took, tuple):
                         kept = took
+                    elif took:
+                        queued += 1
+            self._wake_job_threads(queued)
         finally:
             self._waiting_thread = None
         got = len(res.jobs)
@@ -254,34 +269,102 @@ class Fetching(WorkerState):
         usable = self._usable()
         return usable > 0 and (not self._unstarted or usable * 2 >= self.ahead or self._avg_run >= SHORT_JOB)
 
+    def _may_lead(self) -> bool:
+        """Should the calling job thread fetch now (and does it hold the fetch lock)? The caller holds ``_lock``.
+
+        While the last fetch found work and jobs are short (claimed ahead), a claim that is due
+        (:meth:`_claim_now`) is fetched by a job thread whose run ended, when no fetch is in
+        flight (the fetch lock, taken without waiting). Not while the fetcher thread waits idle
+        on the markers (``_fetch_active`` off), nor while stopping or recycling; nor with
+        ``max_jobs`` (the fetcher counts them) or one job thread (``_can_lead``: its fetches would
+        no longer overlap its runs).
+        """
+        return (
+            self._lead_ok and self._avg_run < SHORT_JOB and self._can_lead and self._fetch_active
+            and self._claim_now() and not self.stopping.is_set() and not self.draining.is_set()
+            and self._fetch_lock.acquire(blocking=False)
+        )
+
+    def _pulling(self) -> bool:
+        """Do job threads fetch for themselves now (:meth:`_may_lead`, short of the claim)? The caller holds ``_lock``."""
+        return self._lead_ok and self._avg_run < SHORT_JOB and self._can_lead and self._fetch_active
+
+    def _lead(self) -> int:
+        """Fetch on a job thread that holds the fetch lock (:meth:`_may_lead`); return how many jobs it claimed.
+
+        What it claims goes to ``_ready``, the other job threads woken one per job queued but the
+        one this thread runs next. A fetch that finds nothing, or fails, or meets a concurrency
+        limit, leaves the fetching to the fetcher thread (``_lead_ok`` off: the idle wait, the
+        limit's wait and the outage back-off are its).
+        """
+        got = 0
+        try:
+            with self._lock:
+                free = self._usable()
+                threads = self._free - self.ahead
+            if free > 0:
+                got, _ = self._fetch_round(free, threads, leader=True)
+        except Exception as exc:  # noqa: BLE001 - the fetcher thread retries, reports and backs off
+            logger.debug("Worker %s: a job thread's fetch failed, the fetcher takes over: %r", self.worker_id, exc)
+            got = 0
+        finally:
+            self._lead_ok = got > 0 and not self._thread_bound
+            self._fetch_lock.release()
+        return got
+
     def _usable(self) -> int:
         """Jobs the fetcher may claim now (caller holds ``_cond``)."""
         if self._avg_run < SHORT_JOB:
             return self._free
         return max(0, self._free - self.ahead)
 
-    def _fetch_round(self, free: int, threads: int | None = None) -> tuple[int, int]:
+    def _fetch_round(
+        self, free: int, threads: int | None = None, *, claimed_at: int | None = None, leader: bool = False,
+    ) -> tuple[int, int]:
         """Claim up to ``free`` jobs across the queues; return (claimed, ms until the next due job or -1).
 
         ``threads``: how many of them can start at once. A queue with a concurrency limit in
         force claims only that many (a job claimed ahead would count as running while it
         waits); ``_thread_bound`` is set when such a queue was cut to none.
+
+        ``claimed_at``: ``_claimed`` when ``free`` was counted; what job threads claimed since is
+        taken off it (they fetch too, :meth:`_lead`). ``leader``: the caller, a job thread, holds
+        the fetch lock already and runs one of the jobs queued itself (one fewer to wake).
         """
         got = 0
         next_due = -1
         threads = free if threads is None else threads
+        spare = 1 if leader else 0  # the leading job thread takes one of the jobs queued: not woken for
         self._thread_bound = False
         for queue in self._rotated_queues():
             if free <= 0:
                 break
-            with self._fetch_lock:
+            if not leader:
+                self._fetch_lock.acquire()
+            try:
                 if self.stopping.is_set() or self.draining.is_set():
                     break
+                if claimed_at is not None and (others := self._claimed - claimed_at - got) > 0:
+                    # Claimed by a job thread since ``free`` was counted (stable: dispatched under the fetch lock).
+                    free -= others
+                    threads -= others
+                    claimed_at += others
+                    if free <= 0:
+                        break
                 res = self._settle_and_fetch(queue, free, max(0, min(threads, free)))
                 if res.jobs:
                     faults.point("after_fetch")
+                queued = 0
                 for claimed in res.jobs:
-                    self._dispatch(claimed)
+                    if self._dispatch(claimed) is True:
+                        queued += 1
+            finally:
+                if not leader:
+                    self._fetch_lock.release()
+            if queued > spare:
+                self._wake_job_threads(queued - spare)
+            if queued:
+                spare = 0
             if res.limited and threads <= 0:
                 self._thread_bound = True
             threads -= len(res.jobs)

@@ -9,8 +9,12 @@ Threads of a worker process:
   per batch): while the fetcher waits idle, after ``SETTLE_AFTER``, and at shutdown;
 * **heartbeat** renews all leases in one call per queue, enforces timeouts, runs
   stalled-job recovery and writes the worker's heartbeat;
-* a thread pool of ``threads`` for sync jobs, and one event loop thread for async jobs
-  (both share the same ``threads`` slots).
+* ``threads`` job threads for sync jobs, and one event loop thread for async jobs (both share
+  the same ``threads`` slots). Job threads pull (leader/follower): one whose run ends takes the
+  next claimed job in the same lock round, and while short jobs keep the queue busy it does the
+  fetch itself when one is due and none is in flight, running the first job it claimed with no
+  hand-off (:meth:`WorkerProcess._job_thread`); the fetcher thread then only waits on the
+  markers, fetches for async and long jobs, and takes over when a fetch comes back empty.
 
 The main thread only waits for signals. Signal handlers do nothing but wake it (through
 :func:`signal.set_wakeup_fd`), so no lock is ever taken inside a handler. In a worker
@@ -39,13 +43,12 @@ import contextlib
 import logging
 import math
 import os
-import queue as queue_mod
 import signal
 import socket
 import threading
 import time
 import uuid
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -63,7 +66,7 @@ from django_jobs.worker.executor import Prepared, RunningJob
 from django_jobs.worker.fetching import Fetching
 from django_jobs.worker.heartbeat import Heartbeat
 from django_jobs.worker.settling import Settling
-from django_jobs.worker.state import EXIT_RECYCLED, STOP, TICK
+from django_jobs.worker.state import EXIT_RECYCLED, TICK
 from django_jobs.worker.wakeup import WakeupPipe
 
 logger = logging.getLogger("django_jobs.worker")
@@ -128,6 +131,7 @@ class WorkerProcess(Fetching, Settling, Heartbeat):
         self._cond = threading.Condition(lock)
         self._settle_cond = threading.Condition(lock)
         self._role_cond = threading.Condition(lock)
+        self._job_cond = threading.Condition(lock)  # idle job threads wait here for a claimed job
         # Capacity counts claimed jobs not yet finished: the threads, plus as many again
         # claimed ahead while recent jobs are short (a thread that finishes takes its next job
         # at once instead of waiting a round trip). Long jobs are never claimed ahead, so no
@@ -144,8 +148,15 @@ class WorkerProcess(Fetching, Settling, Heartbeat):
         self._fetch_active = False
         self._settle_stop = False
         self._leases: dict[str, RunningJob] = {}
-        # Sync jobs claimed by the fetcher, taken in order by the ``threads`` job threads.
-        self._runnable: queue_mod.SimpleQueue[Any] = queue_mod.SimpleQueue()
+        # Sync jobs claimed, taken in order by the ``threads`` job threads (under ``_lock``).
+        self._ready: deque[tuple[RunningJob, Prepared]] = deque()
+        self._job_idle = 0  # job threads waiting on ``_job_cond``
+        self._lead_ok = False  # the last fetch found work: job threads may fetch (lead) while jobs are short
+        self._jobs_stop = False  # shutdown over: job threads end once no claimed job is left
+        self._fetcher_due = False  # while job threads lead: the fetcher thread fetches the claim due (_wake_waiters)
+        # Job threads may fetch (lead): not with max_jobs (the fetcher counts the claims), nor with
+        # one job thread (a fetch of its own would no longer overlap a run, as the fetcher's does).
+        self._can_lead = max_jobs is None and threads > 1
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
         self._rotation = 0
@@ -334,8 +345,9 @@ class WorkerProcess(Fetching, Settling, Heartbeat):
                 thread.join(timeout=2.0)
         with contextlib.suppress(Exception):  # best effort while exiting
             self.engine.forget_worker(self.worker_id)
-        for _ in range(self.threads):
-            self._runnable.put(STOP)  # after the jobs still queued, which see ``stopping`` and return
+        with self._lock:
+            self._jobs_stop = True  # after the jobs still queued, which see ``stopping`` and are not run
+            self._job_cond.notify_all()
         self._stop_event_loop()
 
     def _release(self, jobs: list[RunningJob]) -> None:
@@ -370,12 +382,14 @@ class WorkerProcess(Fetching, Settling, Heartbeat):
 
     # -- running claimed jobs ---------------------------------------------------------------
 
-    def _dispatch(self, claimed: Claimed, *, keep: bool = False) -> tuple[RunningJob, Prepared] | None:
+    def _dispatch(self, claimed: Claimed, *, keep: bool = False) -> tuple[RunningJob, Prepared] | bool:
         """Start running a claimed job; ``keep``: return a plain sync job for the calling thread to run instead.
 
         A sync job (most) takes one lock round: its slot, its lease and its place among the
         unstarted jobs, all before it is decoded (as when each had a round of its own); an async
-        job, or one that cannot run, takes a second to leave the unstarted.
+        job, or one that cannot run, takes a second to leave the unstarted. Returns True when the
+        job was queued for the job threads (``_ready``; the caller wakes them, one per job queued:
+        :meth:`_wake_job_threads`), False when it went elsewhere (the event loop) or failed.
         """
         job = RunningJob(claimed)
         with self._lock:
@@ -399,15 +413,21 @@ class WorkerProcess(Fetching, Settling, Heartbeat):
             job.started = math.inf  # its timeout clock starts when a thread runs it
             if keep and not job.isolated:
                 return job, prepared
-            self._runnable.put((job, prepared))
-            return None
+            self._ready.append((job, prepared))  # atomic; a job thread may take it before the wake-up
+            return True
         with self._lock:
             self._unstarted.discard(job.id)
             if failure is not None:
                 self._run_ended(job, failure)
         if failure is None and prepared is not None:
             job.future = asyncio.run_coroutine_threadsafe(self._run_async(job, prepared), self._event_loop())
-        return None
+        return False
+
+    def _wake_job_threads(self, queued: int) -> None:
+        """Wake one idle job thread per job just queued in ``_ready`` (not all of them: ``notify(n)``)."""
+        if queued > 0:
+            with self._lock:
+                self._job_cond.notify(queued)
 
     def _event_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
@@ -418,15 +438,99 @@ class WorkerProcess(Fetching, Settling, Heartbeat):
         return self._loop
 
     def _job_thread(self) -> None:
-        """One of the ``threads`` job threads: run the claimed sync jobs, in order, until told to stop."""
-        while (item := self._runnable.get()) is not STOP:
+        """One of the ``threads`` job threads: run claimed sync jobs, fetching them itself at saturation, until stopped.
+
+        Job threads pull (leader/follower). A run's end and the start of the next claimed job
+        (``_ready``) are one lock round (its thread, its slot, its outcome; the next job's running
+        slot). While short jobs keep the queue busy (:meth:`_may_lead`) a thread whose run ends
+        does the fetch that is due itself when none is in flight (the fetch lock taken without
+        waiting): what it claims goes to ``_ready``, one idle job thread is woken per other job
+        queued, and it runs the first one without a hand-off. The fetcher thread is woken only
+        when no job thread leads (:meth:`_wake_waiters`).
+        """
+        lock, ready = self._lock, self._ready
+        job: RunningJob | None = None
+        prepared: Prepared | None = None
+        outcome: Outcome | None = None
+        ended = False
+        led = -1  # what this thread's last fetch claimed (-1: it did not fetch)
+        while True:
+            lead = False
+            started: float | None = None
+            with lock:
+                freed = job is not None
+                if job is not None:  # the end of the run before, in the round that takes the next job
+                    self._running -= 1
+                    if ended:
+                        self._run_ended(job, outcome, wake=False)
+                    if self._run_waiting:
+                        self._cond.notify_all()  # a running slot is free, whether or not this thread leads
+                    job = None
+                if led >= 0:
+                    freed = freed or not self._lead_ok  # a fetch that found no work: the fetcher takes over
+                    led = -1
+                while True:
+                    if self._may_lead():
+                        lead = True  # this thread holds the fetch lock now
+                        break
+                    if freed:
+                        self._wake_waiters(pull=True)
+                        freed = False
+                    if ready:
+                        job, prepared = ready.popleft()
+                        started = self._start(job)
+                        break
+                    if self._jobs_stop:
+                        return
+                    self._job_idle += 1
+                    try:
+                        self._job_cond.wait()
+                    finally:
+                        self._job_idle -= 1
+            if lead:
+                led = self._lead()
+                continue
+            if started is None or job is None or prepared is None:
+                job = None  # not run (stopping, or released meanwhile): its slot was freed by _start
+                continue
+            ended = False
             try:
-                self._run_sync(*item)
+                outcome = self._run_started(job, prepared, started)
+                ended = True
             except Exception:
                 logger.exception("Worker %s: unexpected error in a job thread", self.worker_id)
+            except BaseException:
+                with lock:
+                    self._running -= 1
+                    self._wake_waiters()
+                raise
+
+    def _start(self, job: RunningJob) -> float | None:
+        """Start ``job`` on the calling thread once a running slot is free (the caller holds ``_lock``).
+
+        Returns its start time, or None when it must not run (the worker is stopping, or it was
+        released meanwhile): its slot is freed then, and it is released with the rest.
+        """
+        # At most ``threads`` sync jobs run at once: a fetcher thread may run one it kept
+        # (fetch on wake) while the job threads take the jobs claimed after it.
+        while self._running >= self.threads and not self.stopping.is_set() and not job.decided:
+            self._run_waiting += 1
+            try:
+                self._cond.wait(1.0)
+            finally:
+                self._run_waiting -= 1
+        self._unstarted.discard(job.id)
+        if self.stopping.is_set() or job.decided:
+            # Claimed ahead but the worker is stopping: released with the rest, never run.
+            self._free += 1
+            self._cond.notify_all()
+            return None
+        self._running += 1
+        job.started = started = time.monotonic()
+        return started
 
     def _run_sync(self, job: RunningJob, prepared: Prepared, on_start: Callable[[], None] | None = None) -> None:
-        """Run a claimed sync job on this thread once a running slot is free.
+        """Run a claimed sync job on this (fetcher) thread once a running slot is free.
 
         ``on_start`` (a fetcher thread's hand-over of its role) is called before this thread
         waits for a slot, or else as the job starts, before any code of the user's
@@ -436,22 +540,9 @@ class WorkerProcess(Fetching, Settling, Heartbeat):
             if on_start is not None and self._running >= self.threads:
                 on_start()  # never waits holding the fetcher's role
                 on_start = None
-            # At most ``threads`` sync jobs run at once: a fetcher thread may run one it kept
-            # (fetch on wake) while the job threads take the jobs claimed after it.
-            while self._running >= self.threads and not self.stopping.is_set() and not job.decided:
-                self._run_waiting += 1
-                try:
-                    self._cond.wait(1.0)
-                finally:
-                    self._run_waiting -= 1
-            self._unstarted.discard(job.id)
-            if self.stopping.is_set() or job.decided:
-                # Claimed ahead but the worker is stopping: released with the rest, never run.
-                self._free += 1
-                self._cond.notify_all()
+            started = self._start(job)
+            if started is None:
                 return
-            self._running += 1
-            job.started = started = time.monotonic()
         ended = False
         outcome: Outcome | None = None
         try:

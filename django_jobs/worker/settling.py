@@ -44,19 +44,21 @@ class Settling(WorkerState):
         with self._lock:
             self._run_ended(job, outcome)
 
-    def _run_ended(self, job: RunningJob | None, outcome: Outcome | None) -> None:
+    def _run_ended(self, job: RunningJob | None, outcome: Outcome | None, *, wake: bool = True) -> None:
         """A run ended: free its slot, keep its outcome, wake who can act now (the caller holds ``_cond``).
 
         The one body of a run's end. An outcome of a run decided already (released, lease lost,
-        timed out) is dropped; ``outcome`` None frees the slot only.
+        timed out) is dropped; ``outcome`` None frees the slot only. ``wake`` False: the caller,
+        a job thread, wakes the waiters itself unless it fetches (:meth:`_wake_waiters`).
         """
         self._free += 1
         if job is not None and outcome is not None and not job.decided:
             job.decided = True
             self._add_outcome(job, outcome)
-        self._wake_waiters()
+        if wake:
+            self._wake_waiters()
 
-    def _wake_waiters(self) -> None:
+    def _wake_waiters(self, *, pull: bool = False) -> None:
         """A slot was freed: wake the threads waiting on ``_cond`` if what one waits for holds now (the caller holds ``_cond``).
 
         Not on every finished job: while short jobs are claimed ahead the fetcher waits until
@@ -64,9 +66,24 @@ class Settling(WorkerState):
         instead of once per job. The waits: the fetcher's for :meth:`_claim_now`, its wait for a
         free thread (a concurrency-limited queue), a job thread's for a running slot
         (``_run_waiting``); stopping and recycling notify on their own.
+
+        While job threads fetch for themselves (:meth:`_pulling`) the claim that is due is theirs:
+        ``pull`` (the caller is a job thread that could not lead: a fetch is in flight, or no claim
+        is due) wakes nobody; a slot freed elsewhere (an async job, a fetcher thread's kept job)
+        wakes one idle job thread to lead, or the fetcher thread when every job thread is busy.
+        A fetch in flight needs no wake-up: its thread looks again when it is done.
         """
-        if self._run_waiting or self._free > self.ahead or self._claim_now():
+        if self._run_waiting:
             self._cond.notify_all()
+        elif not self._pulling():
+            if self._free > self.ahead or self._claim_now():
+                self._cond.notify_all()
+        elif not pull and self._claim_now() and not self._fetch_lock.locked():
+            if self._job_idle:
+                self._job_cond.notify()
+            else:
+                self._fetcher_due = True
+                self._cond.notify_all()
 
     def _add_outcome(self, job: RunningJob, outcome: Outcome) -> None:
         """Keep ``job``'s outcome for the next settle (the caller holds ``_cond``)."""
@@ -170,7 +187,6 @@ class Settling(WorkerState):
                     logger.warning("Job %s: lease lost, outcome dropped (another worker owns it now)", job.id)
             self.processed += sum(1 for code in codes if code)  # 0: given up
             self._settles += 1
-            self._cond.notify_all()
 
     def _forget(self, jobs: Any) -> None:
         """Stop renewing ``jobs``' leases (recovery hands them to another run)."""

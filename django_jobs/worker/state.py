@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import queue as queue_mod
 import threading
+from collections import deque
 from collections.abc import Callable
-from typing import Any
 
 from django_jobs import runtime
 from django_jobs.engine.queue import Claimed, Engine, Outcome
@@ -26,8 +25,6 @@ TICK = 0.25
 EXIT_RECYCLED = 3
 #: Exit status of a worker that exited to be replaced because a sync job passed its timeout.
 EXIT_TIMEOUT = 4
-#: Put on the job threads' queue to stop them.
-STOP = object()
 
 
 class WorkerState:
@@ -69,7 +66,17 @@ class WorkerState:
     _role_cond: threading.Condition
     _leases: dict[str, RunningJob]
     _unstarted: set[str]
-    _runnable: queue_mod.SimpleQueue[Any]
+    #: Claimed sync jobs waiting for a job thread, oldest first (taken under ``_lock``; appended by a fetch).
+    _ready: deque[tuple[RunningJob, Prepared]]
+    #: Idle job threads wait on it (shares ``_cond``'s lock): notified once per job queued.
+    _job_cond: threading.Condition
+    _job_idle: int  # job threads waiting on ``_job_cond``
+    #: The last fetch found work: while jobs are short, job threads fetch for themselves (leader/follower).
+    #: Written by whoever fetched last (a plain bool), read under ``_lock``.
+    _lead_ok: bool
+    _jobs_stop: bool  # shutdown over: job threads end once ``_ready`` is empty
+    _fetcher_due: bool  # while job threads lead: a claim is due that none of them takes (the fetcher does)
+    _can_lead: bool  # job threads may fetch at all (more than one, no ``max_jobs``)
     _loop: asyncio.AbstractEventLoop | None
     _ppid: int
     _deadline: float | None
@@ -109,7 +116,10 @@ class WorkerState:
     def _parent_gone(self) -> None:
         raise NotImplementedError
 
-    def _dispatch(self, claimed: Claimed, *, keep: bool = False) -> tuple[RunningJob, Prepared] | None:
+    def _dispatch(self, claimed: Claimed, *, keep: bool = False) -> tuple[RunningJob, Prepared] | bool:
+        raise NotImplementedError
+
+    def _wake_job_threads(self, queued: int) -> None:
         raise NotImplementedError
 
     def _run_sync(self, job: RunningJob, prepared: Prepared, on_start: Callable[[], None] | None = None) -> None:
@@ -133,6 +143,9 @@ class WorkerState:
         raise NotImplementedError
 
     def _claim_now(self) -> bool:
+        raise NotImplementedError
+
+    def _pulling(self) -> bool:
         raise NotImplementedError
 
     def _settled(self, items: list[tuple[RunningJob, Outcome]], codes: list[int]) -> None:

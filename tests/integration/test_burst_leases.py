@@ -54,7 +54,7 @@ def _run(job, prepared):
 def _claim_and_fail(worker):
     """Claim the failing job and run it here: its first run and that run's retry outcome."""
     assert worker._fetch_round(1) == (1, -1)
-    first, prepared = worker._runnable.get_nowait()
+    first, prepared = worker._ready.popleft()
     return first, _run(first, prepared)
 
 
@@ -102,7 +102,7 @@ def test_a_renewal_answered_for_the_settled_run_does_not_drop_the_runs_claimed_a
     assert second is not first and second.claimed.attempt == 2
     assert worker._leases.get(result.id) is second and not second.decided  # still counted: the burst goes on
     # Its outcome is settled, not dropped: the job ends failed (attempt 2 of 2).
-    worker._runnable.get_nowait()
+    worker._ready.popleft()
     worker._settle([(second, _run(second, second.prepared))])
     assert result.id not in worker._leases
     assert result.refresh() is None and result.status == TaskResultStatus.FAILED
@@ -126,7 +126,7 @@ def test_a_retry_settled_by_the_fetch_that_claims_it_again_keeps_the_new_runs_le
     lost, _ = worker.engine.renew("default", [(second.id, second.claimed.token)], lease_ms=worker.lease_ms)
     assert lost == []  # the second run owns the job
     # Its outcome rides the next fetch too (which finds nothing): the job ends failed (attempt 2 of 2).
-    again, prepared = worker._runnable.get_nowait()
+    again, prepared = worker._ready.popleft()
     assert again is second
     with worker._cond:
         worker._add_outcome(second, _run(second, prepared))
