@@ -281,6 +281,16 @@ def id_time_part(ms: int) -> str:
     return "".join(reversed(out))
 
 
+def _time_head() -> str:
+    """Return the time part of an id made now (:func:`id_time_part` of the clock's ms, kept while the ms lasts)."""
+    global _time_part
+    ms = time.time_ns() // 1_000_000
+    cached = _time_part
+    if cached[0] != ms:
+        cached = _time_part = (ms, id_time_part(ms))
+    return cached[1]
+
+
 def new_job_id() -> str:
     """Return a new job id: 20 base62 characters, time-ordered.
 
@@ -292,12 +302,7 @@ def new_job_id() -> str:
 
     A job of a sharded queue gets its shard as a suffix when it is placed (``Engine.place``).
     """
-    global _time_part
-    ms = time.time_ns() // 1_000_000
-    cached = _time_part
-    if cached[0] != ms:
-        cached = _time_part = (ms, id_time_part(ms))
-    return cached[1] + _random_chars()
+    return _time_head() + _random_chars()
 
 
 def new_job_ids(count: int) -> list[str]:
@@ -308,11 +313,6 @@ def new_job_ids(count: int) -> list[str]:
     no per-id call, clock read or thread-local look-up (docs/performance.md, "Bulk enqueue,
     Python per job"). The same form, alphabet and randomness as :func:`new_job_id`.
     """
-    global _time_part
-    ms = time.time_ns() // 1_000_000
-    cached = _time_part
-    if cached[0] != ms:
-        cached = _time_part = (ms, id_time_part(ms))
-    head = cached[1]
+    head = _time_head()
     chars = os.urandom(12 * count).translate(_RANDOM_CHARS).decode()
     return [head + chars[start : start + 12] for start in range(0, 12 * count, 12)]

@@ -300,8 +300,8 @@ def _pack_columns(jobs: NewJobs, lean: bool = False) -> str:
     packed: dict[str, Any] = {"i": jobs.ids, "d": jobs.data}
     if lean:
         packed["l"] = 1
-    packed["p"], packed["r"], packed["y"] = shared.priority, shared.run_at_ms, shared.delay_ms
-    packed["c"], packed["a"] = shared.correlation_id, shared.parent_id
+    for column, get in _SHARED_COLUMNS:
+        packed[column] = get(shared)
     return _pack_encoder.encode(packed)
 
 
