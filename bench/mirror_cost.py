@@ -43,6 +43,7 @@ from bench.run import (
     cpu_ticks,
     redis_cpu_s,
     wait_for,
+    worker_pids,
 )
 
 OWN = {"zcount", "info", "multi", "exec", "hdel", "ltrim", "flushall", "config|resetstat", "select", "client|setinfo",
@@ -145,8 +146,7 @@ def main() -> int:
                 mirror_pid = 0
                 if on:
                     wait_for(lambda: JobRecord.objects.count() >= p * 4, 30, "the mirror's first rows", 0.05)
-                    children = bench.workers.children()
-                    mirror_pid = max(children, key=lambda c: int(Path(f"/proc/{c}/stat").read_text().rsplit(")", 1)[1].split()[19]))
+                    mirror_pid = bench.workers.mirror_child(worker_pids())
                 workers = [pid for pid in bench.workers.children() if pid != mirror_pid]
                 engine.pause(QUEUE)
                 for start in range(0, n, 1000):

@@ -112,6 +112,13 @@ def _ping(client: redis.Redis) -> bool:
         return False
 
 
+def worker_pids() -> set[int]:
+    """The pids the live workers' heartbeats name (``engine.workers()``): every worker process, not the supervisor nor the mirror."""
+    from django_jobs.engine import get_engine
+
+    return {int(info["pid"]) for info in get_engine().workers().values() if "pid" in info}
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.005) -> Any:
     """Poll ``predicate`` until truthy; raise :class:`PhaseTimeout` after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
@@ -155,6 +162,18 @@ class Workers:
                 if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
                     pids.append(int(entry))
         return pids
+
+    def mirror_child(self, worker_pids: set[int]) -> int:
+        """Return the pid of the database mirror: the supervisor's one child that is no worker process.
+
+        ``worker_pids``: the pids the workers' heartbeats name (``engine.workers()``). The children's
+        start times cannot tell the mirror apart: the supervisor forks the workers and the mirror
+        within the same clock tick, and a tie picked a worker in about a third of the rounds.
+        """
+        others = [pid for pid in self.children() if pid not in worker_pids]
+        if len(others) != 1:
+            raise RuntimeError(f"expected one child besides the workers {sorted(worker_pids)}, found {others}")
+        return others[0]
 
     def stop(self) -> None:
         if self.proc is None:
@@ -551,8 +570,7 @@ class Bench:
             assert self.workers is not None
             if mirror_on:
                 wait_for(lambda: JobRecord.objects.count() >= p * 4, 30, "the mirror's first rows", 0.05)
-                # The mirror is the supervisor's last child: the one started last.
-                pid = max(self.workers.children(), key=lambda c: int(Path(f"/proc/{c}/stat").read_text().rsplit(")", 1)[1].split()[19]))
+                pid = self.workers.mirror_child(worker_pids())
                 ticks0 = cpu_ticks(pid)
             rate, per = self._timed_drain(noop, n, 120, label=f"drain, mirror {'on' if mirror_on else 'off'}")
             rates[mirror_on].append(rate)
